@@ -1,0 +1,58 @@
+"""Shared fixtures: a tiny model set made here, and skips for hardware this machine lacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    has_cuda = _cuda()
+    from trtflow.engines import tensorrt_usable
+
+    has_trt = tensorrt_usable()
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none here"))
+        if "tensorrt_gpu" in item.keywords and not has_trt:
+            item.add_marker(
+                pytest.mark.skip(
+                    reason="needs a TensorRT that executes engines on this machine's GPU "
+                    "(none here: full TensorRT is not installed and TensorRT-RTX cannot run on this GPU or CPU)"
+                )
+            )
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(models_dir) -> Path:
+    """A conv + relu + linear classifier, input 'x' (batch, 3, 16, 16) float32, outputs 'logits' and 'feat'."""
+    from tests.models.tiny import export_tiny
+
+    return export_tiny(models_dir / "tiny.onnx")
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m trtflow ARGS`` as a subprocess, capturing text output."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "trtflow", *args], capture_output=True, text=True, cwd=cwd or ROOT, env=full_env, timeout=900
+    )

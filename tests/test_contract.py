@@ -1,0 +1,111 @@
+"""One contract test, run over every engine that loads here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import trtflow
+from trtflow.errors import InputDtypeError, InputNameError, InputShapeError
+
+
+def _ort(tiny_onnx):
+    return trtflow.load(tiny_onnx, engine="ort")
+
+
+ENGINES = {"ort": _ort}
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def engine(request, tiny_onnx):
+    eng = ENGINES[request.param](tiny_onnx)
+    yield eng
+    eng.close()
+
+
+def test_specs_are_named(engine):
+    assert [s.name for s in engine.inputs] == ["x"]
+    assert [s.name for s in engine.outputs] == ["logits", "feat"]
+    x = engine.inputs[0]
+    assert x.dtype == "float32"
+    assert x.rank == 4 and x.shape[1:] == (3, 16, 16)
+    assert isinstance(x.shape[0], str)  # the dynamic batch dim is named
+
+
+def test_numpy_in_numpy_out_matches_reference(engine):
+    from tests.models.tiny import tiny_module
+    import torch
+
+    x = np.random.default_rng(0).standard_normal((3, 3, 16, 16)).astype(np.float32)
+    out = engine.infer({"x": x})
+    assert list(out) == ["logits", "feat"]
+    assert isinstance(out["logits"], np.ndarray) and out["logits"].shape == (3, 5)
+    with torch.no_grad():
+        ref = tiny_module()(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(out["logits"], ref, atol=1e-4, rtol=1e-4)
+
+
+def test_torch_in_torch_out(engine):
+    import torch
+
+    x = torch.randn(2, 3, 16, 16)
+    out = engine.infer({"x": x})
+    assert isinstance(out["logits"], torch.Tensor) and out["logits"].device == x.device
+    assert tuple(out["feat"].shape) == (2, 8)
+
+
+def test_dlpack_object_accepted(engine):
+    import torch
+
+    class Capsule:  # any producer of __dlpack__ that is neither numpy nor torch
+        def __init__(self, t):
+            self.t = t
+
+        def __dlpack__(self, **kw):
+            return self.t.__dlpack__(**kw)
+
+        def __dlpack_device__(self):
+            return self.t.__dlpack_device__()
+
+        @property
+        def shape(self):
+            return self.t.shape
+
+        @property
+        def dtype(self):
+            return self.t.dtype
+
+    out = engine.infer({"x": Capsule(torch.randn(1, 3, 16, 16))})
+    assert tuple(out["logits"].shape) == (1, 5)
+
+
+def test_lossless_cast_is_done(engine):
+    x = np.random.default_rng(1).integers(0, 255, (1, 3, 16, 16)).astype(np.uint8)
+    out = engine.infer({"x": x})
+    ref = engine.infer({"x": x.astype(np.float32)})
+    np.testing.assert_array_equal(out["logits"], ref["logits"])
+
+
+@pytest.mark.parametrize(
+    "feed, error, words",
+    [
+        ({"y": np.zeros((1, 3, 16, 16), np.float32)}, InputNameError, ["unknown ['y']", "missing ['x']"]),
+        ({"x": np.zeros((3, 16, 16), np.float32)}, InputShapeError, ["rank 3", "batch dimension"]),
+        ({"x": np.zeros((1, 4, 16, 16), np.float32)}, InputShapeError, ["dim 1 is 4"]),
+        ({"x": np.zeros((1, 3, 16, 16), np.float64)}, InputDtypeError, ["float64", "float32", "astype"]),
+    ],
+)
+def test_bad_feeds_raise_before_running(engine, feed, error, words):
+    with pytest.raises(error) as info:
+        engine.infer(feed)
+    for w in words:
+        assert w in str(info.value)
+    assert isinstance(info.value, trtflow.errors.TrtflowError)
+
+
+def test_closed_engine_refuses(tiny_onnx):
+    eng = ENGINES["ort"](tiny_onnx)
+    with eng:
+        pass
+    with pytest.raises(RuntimeError):
+        eng.infer({"x": np.zeros((1, 3, 16, 16), np.float32)})

@@ -1,0 +1,3 @@
+from trtflow.cli.main import main
+
+raise SystemExit(main())

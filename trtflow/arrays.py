@@ -1,0 +1,151 @@
+"""Array families (numpy, torch, any DLPack producer) and dtype names shared by every engine.
+
+Engines work in one native family (numpy for ONNX Runtime, torch for the torch and TensorRT
+engines). ``to_numpy`` / ``to_torch`` bring a feed there without copying when the memory
+allows it; ``Family`` remembers what the caller gave so outputs go back the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# numpy dtype name -> torch dtype attribute name
+_TORCH_NAMES = {
+    "float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "float64": "float64",
+    "int8": "int8", "uint8": "uint8", "int16": "int16", "int32": "int32", "int64": "int64", "bool": "bool",
+}
+
+# ONNX TensorProto data type -> dtype name
+ONNX_DTYPES = {
+    1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
+    8: "string", 9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16",
+}
+
+
+def dtype_name(dtype: Any) -> str:
+    """A dtype name from a numpy dtype, a torch dtype or a string ("float", "torch.float16")."""
+    text = str(dtype).replace("torch.", "")
+    aliases = {"float": "float32", "half": "float16", "double": "float64", "long": "int64", "int": "int32"}
+    text = aliases.get(text, text)
+    if text == "bfloat16":
+        return text
+    return np.dtype(text).name
+
+
+def can_cast(src: str, dst: str) -> bool:
+    """True when every value of ``src`` is exactly representable in ``dst``."""
+    if src == dst:
+        return True
+    if "bfloat16" in (src, dst):
+        return src in ("bool", "int8", "uint8") and dst == "bfloat16" or (src == "bfloat16" and dst in ("float32", "float64"))
+    return bool(np.can_cast(np.dtype(src), np.dtype(dst), casting="safe"))
+
+
+def is_torch(x: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return getattr(torch, _TORCH_NAMES[name])
+
+
+@dataclass(frozen=True)
+class Family:
+    """Where a caller's arrays live, so outputs are returned the same way.
+
+    kind: "numpy", "torch" or "dlpack" (another producer, e.g. cupy: outputs go back through
+    that library's ``from_dlpack``). device: "cpu" or "cuda:N".
+    """
+
+    kind: str
+    device: str = "cpu"
+    module: str = ""
+
+    @classmethod
+    def of(cls, x: Any) -> "Family":
+        if isinstance(x, np.ndarray) or np.isscalar(x):
+            return cls("numpy")
+        if is_torch(x):
+            return cls("torch", str(x.device))
+        if hasattr(x, "__dlpack__"):
+            dev_type, dev_id = x.__dlpack_device__()
+            device = "cpu" if dev_type in (1, 3) else f"cuda:{dev_id}"  # kDLCPU, kDLCUDAHost
+            return cls("dlpack", device, type(x).__module__.split(".")[0])
+        if isinstance(x, (list, tuple)):
+            return cls("numpy")
+        raise TypeError(f"unsupported array type {type(x).__name__}: give numpy arrays, torch tensors or DLPack objects")
+
+    def wrap(self, x: Any) -> Any:
+        """Return an engine output (numpy or torch) in this family."""
+        if self.kind == "numpy":
+            return to_numpy(x)
+        if self.kind == "torch":
+            t = to_torch(x)
+            return t if str(t.device) == self.device else t.to(self.device)
+        lib = sys.modules.get(self.module)
+        t = to_torch(x)
+        if self.device != "cpu" and t.device.type == "cpu":
+            t = t.to(self.device)
+        if lib is not None and hasattr(lib, "from_dlpack"):
+            return lib.from_dlpack(t)
+        return t
+
+
+def dtype_of(x: Any) -> str:
+    if is_torch(x):
+        return dtype_name(x.dtype)
+    if isinstance(x, np.ndarray):
+        return x.dtype.name
+    if hasattr(x, "dtype"):
+        try:
+            return dtype_name(x.dtype)
+        except TypeError:
+            pass
+    return np.asarray(x).dtype.name
+
+
+def shape_of(x: Any) -> tuple[int, ...]:
+    if hasattr(x, "shape"):
+        return tuple(int(d) for d in x.shape)
+    return np.asarray(x).shape
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Host numpy view or copy of any array (torch CPU tensors are shared, not copied)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if is_torch(x):
+        t = x.detach()
+        if t.dtype == torch_dtype("bfloat16"):
+            t = t.float()
+        return t.cpu().numpy() if t.device.type != "cpu" else t.numpy()
+    if hasattr(x, "__dlpack__"):
+        dev_type, _ = x.__dlpack_device__()
+        if dev_type in (1, 3):
+            return np.from_dlpack(x)
+        return to_numpy(to_torch(x))
+    return np.asarray(x)
+
+
+def to_torch(x: Any, device: str | None = None):
+    """A torch tensor sharing memory with ``x`` where possible (numpy, DLPack), moved if asked."""
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        t = x
+    elif isinstance(x, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(x)) if x.dtype != np.bool_ else torch.from_numpy(x.copy())
+    elif hasattr(x, "__dlpack__"):
+        t = torch.from_dlpack(x)
+    else:
+        t = torch.as_tensor(np.asarray(x))
+    if device is not None and str(t.device) != device:
+        t = t.to(device, non_blocking=True)
+    return t

@@ -1,0 +1,1 @@
+"""The ``trtflow`` command line: one module per subcommand, option groups in ``options``."""

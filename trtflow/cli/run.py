@@ -1,0 +1,72 @@
+"""trtflow run MODEL: one inference with given or random inputs."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from trtflow.cli import options, output
+from trtflow.errors import UsageError
+
+HELP = "run a model once on given or random inputs and show the outputs"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="an .onnx file, an engine plan or a .pt2 package")
+    options.add_engine(parser)
+    options.add_inputs(parser)
+    options.add_shapes(parser)
+    parser.add_argument("--save-inputs", metavar="IN.npz", help="save the inputs used")
+    parser.add_argument("--save-outputs", metavar="OUT.npz", help="save the outputs")
+    options.add_json(parser)
+
+
+def _stats(arr: np.ndarray) -> dict:
+    info = {"shape": list(arr.shape), "dtype": arr.dtype.name}
+    if arr.size and arr.dtype.kind in "fiub":
+        a = arr.astype(np.float64)
+        info.update(min=float(a.min()), max=float(a.max()), mean=float(a.mean()))
+        if arr.dtype.kind == "f":
+            info["nan"] = int(np.isnan(a).sum())
+    return info
+
+
+def run(args: argparse.Namespace) -> int:
+    from trtflow.data import build_feed, parse_input_args
+
+    for path in (args.save_inputs, args.save_outputs):
+        if path and not path.endswith(".npz"):
+            raise UsageError(f"'{path}': outputs are saved as .npz; give a file name ending in .npz")
+    with options.load_engine(args, args.model) as engine:
+        feed = build_feed(engine.inputs, parse_input_args(args.input), options.shapes_of(args), args.seed)
+        start = time.perf_counter()
+        outputs = engine.infer(feed)
+        ms = (time.perf_counter() - start) * 1e3
+        name = engine.name
+    if args.save_inputs:
+        np.savez(args.save_inputs, **feed)
+    if args.save_outputs:
+        np.savez(args.save_outputs, **outputs)
+    result = {
+        "engine": name,
+        "model": str(args.model),
+        "latency_ms": ms,
+        "inputs": {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in feed.items()},
+        "outputs": {k: _stats(np.asarray(v)) for k, v in outputs.items()},
+    }
+    if args.json:
+        output.print_json(result)
+        return 0
+    output.print_table(
+        f"{args.model} on {name} ({ms:.2f} ms, first call)",
+        ["output", "shape", "dtype", "min", "max", "mean"],
+        [
+            (k, "x".join(map(str, v["shape"])), v["dtype"], *(f"{v[s]:.4g}" if s in v else "-" for s in ("min", "max", "mean")))
+            for k, v in result["outputs"].items()
+        ],
+    )
+    if args.save_outputs:
+        output.console().print(f"outputs saved to {args.save_outputs}")
+    return 0

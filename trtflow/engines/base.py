@@ -1,0 +1,142 @@
+"""The engine contract: name-keyed specs, one validation, outputs in the caller's array family.
+
+Each engine implements ``_infer(feed) -> dict`` on arrays already validated, cast and
+converted to its native family (``native = "numpy"`` or ``"torch"``); everything else lives here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Mapping
+
+from trtflow.arrays import Family, can_cast, dtype_of, shape_of, to_numpy, to_torch, torch_dtype
+from trtflow.errors import InputDtypeError, InputNameError, InputShapeError
+from trtflow.spec import TensorSpec
+
+
+class Engine(ABC):
+    """Base class of every engine. Use as a context manager or call ``close()``.
+
+    Attributes:
+        name: engine id ("ort", "torch", "tensorrt").
+        inputs: one ``TensorSpec`` per input, in model order.
+        outputs: one ``TensorSpec`` per output, in model order.
+    """
+
+    name = "base"
+    native = "numpy"
+
+    def __init__(self, inputs: list[TensorSpec], outputs: list[TensorSpec]):
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+        self._specs = {s.name: s for s in self.inputs}
+        self._closed = False
+
+    # -- public ---------------------------------------------------------------------------
+    def infer(self, feed: Mapping[str, Any]) -> dict[str, Any]:
+        """Run the model.
+
+        Args:
+            feed: input name -> numpy array, torch tensor (CPU or CUDA) or DLPack object.
+
+        Returns:
+            Output name -> array, in the family of the inputs (numpy in, numpy out; torch in,
+            torch out on the inputs' device).
+
+        Raises:
+            InputNameError, InputShapeError, InputDtypeError: the feed does not match ``inputs``.
+            EngineError: the engine failed while running.
+        """
+        if self._closed:
+            raise RuntimeError(f"the {self.name} engine is closed")
+        family = self.check_feed(feed)
+        native = {name: self._to_native(feed[name], self._specs[name].dtype) for name in self._specs}
+        result = self._infer(native)
+        return {name: family.wrap(value) for name, value in result.items()}
+
+    def check_feed(self, feed: Mapping[str, Any]) -> Family:
+        """Validate names, ranks, dims and dtypes; return the feed's array family."""
+        if not isinstance(feed, Mapping):
+            raise InputNameError(
+                f"infer() takes a mapping of input name -> array, got {type(feed).__name__}; "
+                f"pass {{{', '.join(repr(n) for n in self._specs)}: ...}}"
+            )
+        unknown = [n for n in feed if n not in self._specs]
+        missing = [n for n in self._specs if n not in feed]
+        if unknown or missing:
+            raise InputNameError(
+                f"input names do not match the model: unknown {unknown}, missing {missing}; "
+                f"the model's inputs are {list(self._specs)}"
+            )
+        named: dict[str, tuple[int, str]] = {}
+        family = None
+        for name, spec in self._specs.items():
+            value = feed[name]
+            family = family or Family.of(value)
+            self._check_one(spec, shape_of(value), dtype_of(value), named)
+        return family
+
+    def close(self) -> None:
+        """Release the engine's resources; further ``infer`` calls raise."""
+        self._closed = True
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{s.name}:{s.dtype}{list(s.shape)}" for s in self.inputs)
+        return f"<{type(self).__name__} inputs=[{ins}]>"
+
+    # -- for subclasses -------------------------------------------------------------------
+    @abstractmethod
+    def _infer(self, feed: dict[str, Any]) -> dict[str, Any]:
+        """Run on validated arrays of the native family; return output name -> array."""
+
+    # -- internals ------------------------------------------------------------------------
+    def _to_native(self, value: Any, dtype: str) -> Any:
+        if self.native == "numpy":
+            arr = to_numpy(value)
+            return arr if arr.dtype.name == dtype else arr.astype(dtype)
+        t = to_torch(value)
+        want = torch_dtype(dtype)
+        return t if t.dtype == want else t.to(want)
+
+    @staticmethod
+    def _check_one(spec: TensorSpec, shape: tuple[int, ...], dtype: str, named: dict) -> None:
+        if len(shape) != spec.rank:
+            raise InputShapeError(
+                f"input '{spec.name}' has shape {shape} (rank {len(shape)}); the engine expects "
+                f"{spec.describe_shape()} (rank {spec.rank}). "
+                + ("Add a batch dimension (x[None])." if len(shape) + 1 == spec.rank else "Reshape the input.")
+            )
+        for i, (got, want) in enumerate(zip(shape, spec.shape)):
+            if spec.bounds is not None:
+                lo, hi = spec.bounds.min[i], spec.bounds.max[i]
+                ok = lo <= got <= hi
+            else:
+                ok = not isinstance(want, int) or got == want
+            if not ok:
+                fix = (
+                    "Resize the input, or rebuild with --minShapes/--maxShapes covering it."
+                    if spec.bounds is not None
+                    else "Resize the input to match."
+                )
+                raise InputShapeError(
+                    f"input '{spec.name}' has shape {shape}; dim {i} is {got} but the engine expects "
+                    f"{spec.describe_shape()}. {fix}"
+                )
+            if isinstance(want, str) and want not in ("?", ""):
+                seen = named.setdefault(want, (got, spec.name))
+                if seen[0] != got:
+                    raise InputShapeError(
+                        f"dim '{want}' is {got} in input '{spec.name}' but {seen[0]} in input '{seen[1]}'; "
+                        "inputs sharing a named dim must agree"
+                    )
+        if not can_cast(dtype, spec.dtype):
+            raise InputDtypeError(
+                f"input '{spec.name}' has dtype {dtype}; the engine expects {spec.dtype} and {dtype} cannot "
+                f"be cast to it without loss. Convert it first, e.g. x.astype('{spec.dtype}')"
+            )

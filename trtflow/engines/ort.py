@@ -1,0 +1,80 @@
+"""ONNX Runtime engine: CPU by default; another provider only when asked for and installed."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+from trtflow.deps import require
+from trtflow.errors import EngineError, UsageError
+from trtflow.engines.base import Engine
+from trtflow.graph.io import ModelLike, load_onnx, onnx_specs
+from trtflow.spec import TensorSpec
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "dml": "DmlExecutionProvider",
+}
+
+
+class OrtEngine(Engine):
+    """Runs an ONNX model with ONNX Runtime.
+
+    Args:
+        model: path, bytes or onnx.ModelProto.
+        providers: short names ("cpu", "cuda") or ORT provider names, in priority order.
+        threads: intra-op threads (0 lets ONNX Runtime choose).
+
+    Raises:
+        UsageError: a requested provider is not available in this onnxruntime build.
+    """
+
+    name = "ort"
+    native = "numpy"
+
+    def __init__(self, model: ModelLike, providers: Sequence[str] = ("cpu",), threads: int = 0):
+        ort = require("onnxruntime", "the ort engine")
+        proto = load_onnx(model)
+        wanted = [PROVIDERS.get(p.lower(), p) for p in providers]
+        available = ort.get_available_providers()
+        missing = [p for p in wanted if p not in available]
+        if missing:
+            raise UsageError(
+                f"ONNX Runtime provider(s) {missing} are not available; this onnxruntime has {available}. "
+                "Install the matching build (e.g. onnxruntime-gpu for CUDA) or ask for providers=['cpu']."
+            )
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(proto.SerializeToString(), opts, providers=wanted)
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+            raise EngineError(f"ONNX Runtime could not load the model: {exc}") from None
+        self.providers = self.session.get_providers()
+        inputs, outputs = onnx_specs(proto)
+        # Dynamic dims named by ORT may differ from the ONNX value_info: the ONNX names win.
+        super().__init__(inputs, outputs)
+        self._output_names = [s.name for s in outputs]
+        log.debug("ort engine on %s", self.providers)
+
+    def _infer(self, feed: dict[str, Any]) -> dict[str, Any]:
+        try:
+            values = self.session.run(self._output_names, feed)
+        except Exception as exc:
+            raise EngineError(f"ONNX Runtime failed while running: {exc}") from None
+        return dict(zip(self._output_names, values))
+
+    def close(self) -> None:
+        self.session = None
+        super().close()
+
+
+def specs(model: ModelLike) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Input and output specs of an ONNX model without creating a session."""
+    return onnx_specs(load_onnx(model))

@@ -1,0 +1,92 @@
+"""Load and save ONNX models with errors that name the fix, and read their I/O specs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Union
+
+from trtflow.arrays import ONNX_DTYPES
+from trtflow.errors import ModelLoadError
+from trtflow.spec import TensorSpec
+
+ModelLike = Union[str, os.PathLike, bytes, Any]  # path, serialized bytes or onnx.ModelProto
+
+TWO_GB = 2**31 - 1
+
+
+def load_onnx(model: ModelLike, load_external_data: bool = True):
+    """Load an ONNX model from a path, bytes or a ModelProto.
+
+    Raises:
+        ModelLoadError: the file is missing, empty, truncated or not ONNX.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, (bytes, bytearray)):
+        try:
+            proto = onnx.load_from_string(bytes(model))
+        except (DecodeError, ValueError) as exc:
+            raise ModelLoadError(f"the bytes given are not an ONNX model ({exc})") from None
+        return _check_nonempty(proto, "the bytes given")
+    path = Path(model)
+    if not path.exists():
+        raise ModelLoadError(f"no such file: {path}. Check the path, or export a model with `trtflow export`.")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder; give the path of an .onnx file")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"{path} is empty (0 bytes); re-export or re-download the model")
+    try:
+        proto = onnx.load(str(path), load_external_data=load_external_data)
+    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        raise ModelLoadError(
+            f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc}). "
+            "The file may be truncated or another format; re-export it with `trtflow export`."
+        ) from None
+    return _check_nonempty(proto, str(path))
+
+
+def _check_nonempty(proto, what: str):
+    if not proto.graph.node and not proto.graph.output:
+        raise ModelLoadError(
+            f"{what} parsed as protobuf but holds no ONNX graph (no nodes, no outputs); "
+            "it is probably not an ONNX file"
+        )
+    return proto
+
+
+def save_onnx(proto, path: str | os.PathLike) -> Path:
+    """Write one self-contained file (external data only above protobuf's 2 GB limit)."""
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if proto.ByteSize() < TWO_GB:
+        tmp.write_bytes(proto.SerializeToString())
+    else:
+        onnx.save_model(proto, str(tmp), save_as_external_data=True, location=path.name + ".data")
+    os.replace(tmp, path)
+    return path
+
+
+def _value_spec(value) -> TensorSpec:
+    ttype = value.type.tensor_type
+    dims: list = []
+    for i, d in enumerate(ttype.shape.dim):
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        else:
+            dims.append(d.dim_param or f"{value.name}_dim{i}")
+    return TensorSpec(value.name, ONNX_DTYPES.get(ttype.elem_type, f"onnx:{ttype.elem_type}"), tuple(dims))
+
+
+def onnx_specs(proto) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Input and output specs of an ONNX graph (initializers listed as inputs are skipped)."""
+    inits = {i.name for i in proto.graph.initializer}
+    inputs = [_value_spec(v) for v in proto.graph.input if v.name not in inits]
+    outputs = [_value_spec(v) for v in proto.graph.output]
+    return inputs, outputs

@@ -1,0 +1,180 @@
+"""Tensor specs, bounds and the trtexec shape syntax (``name:1x3x224x224,other:...``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Union
+
+from trtflow.errors import UsageError
+
+Dim = Union[int, str]  # a static size, or the name of a dynamic dim ("batch", "height")
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Min / opt / max shapes of one input (a TensorRT optimization profile's view of it)."""
+
+    min: Shape
+    opt: Shape
+    max: Shape
+
+    def contains(self, shape: Shape) -> bool:
+        return len(shape) == len(self.min) and all(
+            lo <= d <= hi for d, lo, hi in zip(shape, self.min, self.max)
+        )
+
+    def to_dict(self) -> dict:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named input or output of an engine.
+
+    Attributes:
+        name: tensor name, as in the model.
+        dtype: numpy-style dtype name ("float32", "float16", "bfloat16", "int64", "uint8", "bool").
+        shape: sizes; a dynamic dim is a string naming it (e.g. "batch"), or "?" when unnamed.
+        bounds: min/opt/max shapes when the engine knows them (TensorRT profiles), else None.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+    bounds: Bounds | None = None
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_dynamic(self) -> bool:
+        return any(not isinstance(d, int) for d in self.shape)
+
+    def describe_shape(self) -> str:
+        """The shape as users read it: ``(batch, 3, 224, 224)`` plus the bounds when known."""
+        text = "(" + ", ".join(str(d) for d in self.shape) + ")"
+        if self.bounds is not None:
+            parts = []
+            for i, d in enumerate(self.shape):
+                if not isinstance(d, int) or self.bounds.min[i] != self.bounds.max[i]:
+                    parts.append(f"{self.bounds.min[i]} <= {d} <= {self.bounds.max[i]}")
+            if parts:
+                text += " with " + ", ".join(parts)
+        return text
+
+    def to_dict(self) -> dict:
+        out = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+        if self.bounds is not None:
+            out["bounds"] = self.bounds.to_dict()
+        return out
+
+
+def format_shape(shape: Iterable[int]) -> str:
+    """``(1, 3, 224, 224)`` -> ``"1x3x224x224"`` (trtexec spelling)."""
+    return "x".join(str(int(d)) for d in shape)
+
+
+def parse_shape(text: str) -> Shape:
+    """``"1x3x224x224"`` -> ``(1, 3, 224, 224)``; ``""`` or ``"scalar"`` is a scalar.
+
+    Raises:
+        UsageError: a size that is not a non-negative integer.
+    """
+    text = text.strip()
+    if text in ("", "scalar"):
+        return ()
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"bad shape '{text}': expected sizes joined by 'x', e.g. 1x3x224x224") from None
+    if any(d < 0 for d in dims):
+        raise UsageError(f"bad shape '{text}': sizes must be >= 0")
+    return dims
+
+
+def parse_shapes(text: str | Iterable[str] | None) -> dict[str, Shape]:
+    """Parse trtexec's ``--shapes`` syntax: ``name:1x3x224x224,other:1x10``.
+
+    The name is split at the last ':' so names like ``input:0`` work, as in trtexec.
+    Several strings (a repeated flag) are merged.
+
+    Raises:
+        UsageError: an entry without ':' or a bad shape.
+    """
+    if text is None:
+        return {}
+    texts = [text] if isinstance(text, str) else list(text)
+    shapes: dict[str, Shape] = {}
+    for chunk in texts:
+        for entry in chunk.split(","):
+            entry = entry.strip()
+            if not entry:
+                continue
+            name, sep, dims = entry.rpartition(":")
+            if not sep or not name:
+                raise UsageError(
+                    f"bad shape entry '{entry}': expected NAME:DIMS, e.g. input:1x3x224x224"
+                )
+            shapes[name.strip("'\"")] = parse_shape(dims)
+    return shapes
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One optimization profile: min/opt/max shape per input name."""
+
+    min: Mapping[str, Shape] = field(default_factory=dict)
+    opt: Mapping[str, Shape] = field(default_factory=dict)
+    max: Mapping[str, Shape] = field(default_factory=dict)
+
+    def bounds(self, name: str) -> Bounds:
+        return Bounds(tuple(self.min[name]), tuple(self.opt[name]), tuple(self.max[name]))
+
+    def covers(self, shapes: Mapping[str, Shape]) -> bool:
+        """True when every given shape lies within this profile's bounds."""
+        return all(name in self.min and self.bounds(name).contains(tuple(s)) for name, s in shapes.items())
+
+    def to_dict(self) -> dict:
+        return {
+            name: {"min": list(self.min[name]), "opt": list(self.opt[name]), "max": list(self.max[name])}
+            for name in self.min
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Mapping[str, Iterable[int]]]) -> "Profile":
+        return cls(
+            min={k: tuple(v["min"]) for k, v in data.items()},
+            opt={k: tuple(v["opt"]) for k, v in data.items()},
+            max={k: tuple(v["max"]) for k, v in data.items()},
+        )
+
+
+def make_profile(
+    min_shapes: Mapping[str, Shape] | None = None,
+    opt_shapes: Mapping[str, Shape] | None = None,
+    max_shapes: Mapping[str, Shape] | None = None,
+) -> Profile:
+    """A profile from trtexec-style min/opt/max dicts; a missing opt is taken from max then min.
+
+    Raises:
+        UsageError: names missing from min or max, ranks that differ, or min > opt > max.
+    """
+    min_shapes, opt_shapes, max_shapes = dict(min_shapes or {}), dict(opt_shapes or {}), dict(max_shapes or {})
+    names = list(dict.fromkeys([*min_shapes, *opt_shapes, *max_shapes]))
+    lo, mid, hi = {}, {}, {}
+    for name in names:
+        given = [s for s in (min_shapes.get(name), opt_shapes.get(name), max_shapes.get(name)) if s is not None]
+        a = min_shapes.get(name, given[0])
+        c = max_shapes.get(name, given[-1])
+        b = opt_shapes.get(name, c)
+        if not (len(a) == len(b) == len(c)):
+            raise UsageError(f"input '{name}': min/opt/max shapes have different ranks: {a}, {b}, {c}")
+        if not all(x <= y <= z for x, y, z in zip(a, b, c)):
+            raise UsageError(
+                f"input '{name}': need min <= opt <= max in every dim, got "
+                f"min {format_shape(a)}, opt {format_shape(b)}, max {format_shape(c)}"
+            )
+        lo[name], mid[name], hi[name] = tuple(a), tuple(b), tuple(c)
+    return Profile(lo, mid, hi)

@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX export with automatic verification against ONNX Runtime."""

@@ -1,1 +1,76 @@
-"""ONNX graphs: loading with clear errors, reading I/O specs, and the ``surgeon`` edits."""
+"""ONNX graphs: loading with clear errors, reading I/O specs, and the ``surgeon`` edits.
+
+Every edit is verified with ONNX Runtime (before vs after) unless asked not to::
+
+    from trtflow import graph
+    new, report = graph.apply("fix-shapes", "model.onnx", shape=["images:1x3x640x640"])
+    new, report = graph.apply("fp16", new)            # report["details"]["kept_fp32"]
+    fp16_proto, info = graph.convert_fp16(proto)     # the bare conversion, no verification
+
+This package imports nothing heavy; each edit loads its dependencies when used.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+# name -> module holding the function, loaded on first attribute access
+_LAZY = {
+    "convert_fp16": "trtflow.graph.fp16",
+    "simplify_model": "trtflow.graph.simplify",
+    "fix_shapes": "trtflow.graph.shapes",
+    "embed_preprocess": "trtflow.graph.preprocess",
+    "PreprocessSpec": "trtflow.graph.preprocess",
+    "quantize_int8": "trtflow.graph.quantize",
+    "QuantizeConfig": "trtflow.graph.quantize",
+    "rename_io": "trtflow.graph.rename",
+    "extract_subgraph": "trtflow.graph.extract",
+    "VerifyConfig": "trtflow.graph.verify",
+    "verify_edit": "trtflow.graph.verify",
+}
+
+__all__ = ["apply", "edits", *_LAZY]
+
+
+def apply(name: str, model: Any, verify: bool = True, inputs: Mapping[str, str] | None = None,
+          shapes: Mapping[str, Any] | None = None, atol: float | None = None, rtol: float | None = None,
+          seed: int = 0, **options: Any) -> tuple[Any, dict]:
+    """Apply the surgeon edit ``name`` to ``model`` and verify it with ONNX Runtime.
+
+    Args:
+        name: an edit of ``edits()`` ("simplify", "fix-shapes", "fp16", ...).
+        model: path, bytes or onnx.ModelProto.
+        verify: False skips the before/after comparison.
+        inputs: input name -> .npy/.npz file fed to the verification besides random values.
+        shapes: concrete shapes for dynamic inputs during verification.
+        atol, rtol: tolerances (default: the edit's own).
+        seed: seed of the random verification inputs.
+        **options: the edit's options by their CLI dest names (``shape=["x:1x3x224x224"]``,
+            ``keep_io_types=False``, ``calib_dir="imgs/"``).
+
+    Returns:
+        ``(onnx.ModelProto, report)``; the report says what changed and what was measured.
+
+    Raises:
+        UsageError: unknown edit or option. GraphError: the edit failed.
+        MismatchError: the edited model's outputs differ beyond the tolerances.
+    """
+    from trtflow.graph.pipeline import apply as _apply
+
+    return _apply(name, model, verify=verify, inputs=inputs, shapes=shapes, atol=atol, rtol=rtol,
+                  seed=seed, **options)
+
+
+def edits() -> list[str]:
+    """Names of the registered surgeon edits."""
+    from trtflow.graph.registry import EDIT_MODULES
+
+    return list(EDIT_MODULES)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'trtflow.graph' has no attribute '{name}'")

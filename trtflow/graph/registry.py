@@ -37,6 +37,8 @@ class Edit:
         apply: ``(model_proto, args) -> (new_proto, report)``; report is a JSON-able dict of what changed.
         verify: optional ``(before_proto, after_proto, args, feeds) -> dict``; raises MismatchError on
             failure. None means the default: ONNX Runtime outputs before vs after, same names.
+        atol: default absolute tolerance of the default verification (``--atol`` overrides).
+        rtol: default relative tolerance of the default verification (``--rtol`` overrides).
     """
 
     name: str
@@ -44,6 +46,8 @@ class Edit:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     apply: Callable[[Any, argparse.Namespace], tuple[Any, dict]]
     verify: Optional[Callable[..., dict]] = None
+    atol: float = 1e-4
+    rtol: float = 1e-4
 
 
 EDITS: dict[str, Edit] = {}

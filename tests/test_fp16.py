@@ -1,0 +1,121 @@
+"""FP16 conversion: types after conversion, the block list, ORT accuracy, and the surgeon CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.conftest import run_cli
+from trtflow.graph.fp16 import DEFAULT_BLOCK_OPS, convert_fp16
+from trtflow.graph.verify import run_ort
+
+
+def _elem_types(proto) -> dict[str, int]:
+    return {v.name: v.type.tensor_type.elem_type for v in (*proto.graph.input, *proto.graph.output)}
+
+
+def _risky_model() -> onnx.ModelProto:
+    """x(2,8) -> MatMul -> {Softmax, Exp, Mul by 1e5 then Clip, ReduceSum over 8192, Cast to int64}."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32) * 0.3, "w")
+    big = numpy_helper.from_array(np.full((8,), 1e5, np.float32), "big")
+    one = numpy_helper.from_array(np.array(1.0, np.float32), "one")
+    neg = numpy_helper.from_array(np.array(-1.0, np.float32), "neg")
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    tile = numpy_helper.from_array(np.array([1, 1024], np.int64), "tile")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul"),
+        helper.make_node("Softmax", ["y"], ["sm"], name="softmax", axis=-1),
+        helper.make_node("Exp", ["y"], ["ex"], name="exp"),
+        helper.make_node("Mul", ["sm", "ex"], ["prob"], name="mul_prob"),
+        helper.make_node("Mul", ["y", "big"], ["huge"], name="mul_big"),
+        helper.make_node("Clip", ["huge", "neg", "one"], ["sat"], name="clip"),
+        helper.make_node("Add", ["prob", "sat"], ["out"], name="add"),
+        helper.make_node("Tile", ["y", "tile"], ["wide"], name="tile"),
+        helper.make_node("ReduceSum", ["wide", "axes"], ["total"], name="reduce", keepdims=0),
+        helper.make_node("Cast", ["y"], ["as_int"], name="to_int", to=TensorProto.INT64),
+    ]
+    graph = helper.make_graph(
+        nodes, "risky", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 8]),
+         helper.make_tensor_value_info("total", TensorProto.FLOAT, [2]),
+         helper.make_tensor_value_info("as_int", TensorProto.INT64, [2, 8])],
+        initializer=[w, big, one, neg, axes, tile],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_onnx):
+    return onnx.load(str(tiny_onnx))
+
+
+def test_keep_io_types_converts_inside_and_matches_ort(tiny):
+    new, report = convert_fp16(tiny)
+    onnx.checker.check_model(new)
+    assert set(_elem_types(new).values()) == {TensorProto.FLOAT}
+    conv_w = [i for i in new.graph.initializer if i.dims and len(i.dims) == 4]
+    assert conv_w and all(i.data_type == TensorProto.FLOAT16 for i in conv_w)
+    assert report["converted_nodes"] >= 3 and report["kept_fp32"] == []
+    assert report["casts_added"] == 3  # one input cast, two output casts
+    x = np.random.default_rng(1).standard_normal((4, 3, 16, 16)).astype(np.float32)
+    ref, got = run_ort(tiny, {"x": x}), run_ort(new, {"x": x})
+    for name in ("logits", "feat"):
+        assert got[name].dtype == np.float32
+        np.testing.assert_allclose(got[name], ref[name], atol=1e-2, rtol=1e-2)
+
+
+def test_fp16_io_when_not_kept(tiny):
+    new, report = convert_fp16(tiny, keep_io_types=False)
+    assert set(_elem_types(new).values()) == {TensorProto.FLOAT16}
+    assert report["casts_added"] == 0
+    x = np.random.default_rng(2).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    got = run_ort(new, {"x": x.astype(np.float16)})
+    assert got["logits"].dtype == np.float16
+    np.testing.assert_allclose(got["logits"], run_ort(tiny, {"x": x})["logits"], atol=2e-2, rtol=2e-2)
+
+
+def test_risky_ops_stay_fp32_with_reasons():
+    model = _risky_model()
+    new, report = convert_fp16(model)
+    kept = {k["node"]: k["reason"] for k in report["kept_fp32"]}
+    assert set(kept) == {"softmax", "exp", "mul_big", "reduce", "to_int"}
+    assert "1e+05" in kept["mul_big"] and "8192" in kept["reduce"]
+    # the kept nodes still read float32 in the converted graph
+    types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(new).graph.value_info}
+    node = {n.name: n for n in new.graph.node}
+    assert types[node["softmax"].input[0]] == TensorProto.FLOAT
+    assert types[node["add"].input[0]] == TensorProto.FLOAT16  # the Add was converted
+    x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32) * 3
+    ref, got = run_ort(model, {"x": x}), run_ort(new, {"x": x})
+    np.testing.assert_allclose(got["out"], ref["out"], atol=1e-2, rtol=1e-2)
+    np.testing.assert_allclose(got["total"], ref["total"], rtol=1e-2)
+    np.testing.assert_array_equal(got["as_int"], ref["as_int"])
+    # without the block list, the sum of 8192 values and the scaled product lose range
+    naive, naive_report = convert_fp16(model, block_ops=set())
+    assert {k["node"] for k in naive_report["kept_fp32"]} == {"mul_big", "reduce", "to_int"}
+
+
+def test_custom_block_list(tiny):
+    new, report = convert_fp16(tiny, block_ops={"Conv"} | set(DEFAULT_BLOCK_OPS))
+    assert report["kept_fp32_by_op"] == {"Conv": 1}
+    conv = next(n for n in new.graph.node if n.op_type == "Conv")
+    weights = {i.name: i.data_type for i in new.graph.initializer}
+    assert weights[conv.input[1]] == TensorProto.FLOAT
+
+
+def test_cli_fp16_reports_and_fails_on_tolerance(tiny_onnx, tmp_path):
+    out = tmp_path / "tiny16.onnx"
+    res = run_cli("surgeon", "fp16", str(tiny_onnx), "-o", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["verification"]["passed"] and report["changes"]["added"] == {"Cast": 3}
+    assert 0 < report["verification"]["max_abs"]["logits"] < 1e-2
+    assert out.exists()
+    res = run_cli("surgeon", "fp16", str(tiny_onnx), "-o", str(tmp_path / "x.onnx"), "--atol", "1e-9", "--rtol", "0")
+    assert res.returncode == 1
+    assert "logits" in res.stderr and "NO" in res.stderr and not (tmp_path / "x.onnx").exists()

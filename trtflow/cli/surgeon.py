@@ -1,0 +1,112 @@
+"""trtflow surgeon EDIT IN.onnx -o OUT.onnx: one graph edit, verified with ONNX Runtime before vs after.
+
+The edit's own options are parsed only once the edit is chosen, so listing commands imports no
+edit module (and a missing optional package disables one edit, not the CLI).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from trtflow.errors import UsageError
+
+HELP = "edit an ONNX graph (simplify, fix-shapes, fp16, quantize, ...), verified with ONNX Runtime"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad options become one-line UsageErrors (exit 2) instead of argparse's usage dump."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message}; see `{self.prog} --help`")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from trtflow.graph.registry import EDIT_MODULES
+
+    names = ", ".join(EDIT_MODULES)
+    parser.description = (
+        f"{HELP}. Edits: {names}. Run `trtflow surgeon EDIT --help` for the options of one edit."
+    )
+    parser.add_argument("edit", metavar="EDIT", help=f"one of: {names}")
+    parser.add_argument("rest", nargs=argparse.REMAINDER, metavar="IN.onnx -o OUT.onnx [options]",
+                        help="the model, the output path and the edit's options")
+
+
+def edit_command_parser(edit) -> argparse.ArgumentParser:
+    """The full parser of ``trtflow surgeon EDIT``: common options plus the edit's own."""
+    from trtflow.graph.pipeline import edit_parser
+
+    parser = _Parser(prog=f"trtflow surgeon {edit.name}", description=edit.help)
+    parser.add_argument("model", metavar="IN.onnx", help="the model to edit")
+    parser.add_argument("-o", dest="out", required=True, metavar="OUT.onnx", help="where to write the edited model")
+    edit_parser(edit, parser.add_argument_group(f"{edit.name} options"))
+    group = parser.add_argument_group("verification (ONNX Runtime, before vs after)")
+    group.add_argument("--no-verify", dest="verify", action="store_false", help="skip the verification")
+    flags = ["--feed"] if edit.name == "rename" else ["--input", "--feed"]
+    group.add_argument(*flags, dest="feed", action="append", metavar="NAME=FILE.npy",
+                       help="input values to verify on, besides random ones (.npy, or NAME=FILE.npz for all)")
+    group.add_argument("--shapes", action="append", metavar="NAME:1x3x224x224",
+                       help="shapes of dynamic inputs for the verification (trtexec syntax)")
+    group.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
+    group.add_argument("--atol", type=float, default=None, help=f"absolute tolerance (default: {edit.atol:g})")
+    group.add_argument("--rtol", type=float, default=None, help=f"relative tolerance (default: {edit.rtol:g})")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from trtflow.cli import output
+    from trtflow.data import parse_input_args
+    from trtflow.graph.io import load_onnx, save_onnx
+    from trtflow.graph.pipeline import run_edit
+    from trtflow.graph.registry import get_edit
+    from trtflow.graph.verify import VerifyConfig
+    from trtflow.spec import parse_shapes
+
+    edit = get_edit(args.edit)
+    ns = edit_command_parser(edit).parse_args(args.rest)
+    if not ns.out.endswith(".onnx"):
+        raise UsageError(f"-o {ns.out}: the edited model is an ONNX file; give a path ending in .onnx")
+    proto = load_onnx(ns.model)
+    config = VerifyConfig(
+        atol=edit.atol if ns.atol is None else ns.atol,
+        rtol=edit.rtol if ns.rtol is None else ns.rtol,
+        inputs=parse_input_args(ns.feed),
+        shapes=parse_shapes(ns.shapes),
+        seed=ns.seed,
+    )
+    with output.progress(f"surgeon {edit.name}") as bar:
+        bar.add_task(f"{edit.name}: editing and verifying" if ns.verify else f"{edit.name}: editing", total=None)
+        new, report = run_edit(edit, proto, ns, verify=ns.verify, config=config)
+    save_onnx(new, ns.out)
+    report = {"model": ns.model, "output": ns.out, **report}
+    if ns.json:
+        output.print_json(report)
+        return 0
+    _print_report(report)
+    return 0
+
+
+def _print_report(report: dict) -> None:
+    from trtflow.cli import output
+    from trtflow.graph.report import io_rows, summary_lines
+
+    con = output.console()
+    con.print(f"{report['edit']}: {report['model']} -> {report['output']}")
+    for line in summary_lines(report):
+        con.print("  " + line)
+    output.print_table("inputs and outputs", ["", "name", "before", "after"], io_rows(report))
+    ver = report["verification"]
+    if ver is None:
+        con.print("verification skipped (--no-verify)")
+        return
+    for run in ver.get("runs", []):
+        output.print_table(
+            f"verification on {run['feed']} (atol {ver['atol']:g}, rtol {ver['rtol']:g})",
+            ["output", "max abs", "mean abs", "max rel", "ok"],
+            [(d["name"], f"{d['max_abs']:.3g}", f"{d['mean_abs']:.3g}", f"{d['max_rel']:.3g}",
+              "yes" if d["passed"] else "NO") for d in run["outputs"]],
+        )
+    for key, value in ver.items():
+        if key not in ("runs", "passed", "atol", "rtol", "max_abs", "mean_abs") and not isinstance(value, (dict, list)):
+            con.print(f"  {key}: {value}")

@@ -1,0 +1,315 @@
+"""FP16 conversion that keeps overflow-prone and accuracy-sensitive ops in FP32, and says which.
+
+The model's float32 tensors become float16 except around blocked nodes: a node is kept in FP32
+when its op is in the block list, when it reduces over many elements, when a constant it reads
+does not fit float16, or when it carries a subgraph. Casts are inserted at every boundary between
+the FP16 and FP32 parts (one per tensor and direction). With ``keep_io_types`` the model's inputs
+and outputs stay float32, so callers feed the same arrays as before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from trtflow.errors import GraphError
+from trtflow.graph.ir import export_graph, import_graph
+from trtflow.graph.registry import Edit, register
+
+log = logging.getLogger(__name__)
+
+FP16_MAX = 65504.0
+FP16_TINY = 2.0**-24  # smallest positive subnormal: smaller magnitudes flush to zero
+LARGE_REDUCTION = 4096  # reductions over more elements than this stay FP32 (sums overflow, means lose bits)
+
+# Ops kept in FP32 by default, with the reason reported for each.
+DEFAULT_BLOCK_OPS: dict[str, str] = {
+    "Exp": "overflows above x=11",
+    "Pow": "overflows easily",
+    "Log": "loses accuracy near 0",
+    "Softmax": "exp of its inputs overflows",
+    "LogSoftmax": "exp of its inputs overflows",
+    "LayerNormalization": "mean/variance statistics lose accuracy",
+    "InstanceNormalization": "mean/variance statistics lose accuracy",
+    "GroupNormalization": "mean/variance statistics lose accuracy",
+    "ReduceSumSquare": "sum of squares overflows",
+    "ReduceL2": "sum of squares overflows",
+    "ReduceLogSumExp": "exp overflows",
+    "ReduceProd": "products overflow",
+    "Range": "index arithmetic needs exact values",
+    "NonMaxSuppression": "box coordinates and scores are float32 only",
+    "TopK": "ties and ordering change with rounding",
+    "RoiAlign": "coordinates need float32",
+    "RandomNormal": "has its own dtype attribute",
+    "RandomUniform": "has its own dtype attribute",
+    "RandomNormalLike": "has its own dtype attribute",
+    "RandomUniformLike": "has its own dtype attribute",
+    "Multinomial": "has its own dtype attribute",
+    "EyeLike": "has its own dtype attribute",
+    "QuantizeLinear": "quantization scales stay float32",
+    "DequantizeLinear": "quantization scales stay float32",
+}
+LARGE_REDUCE_OPS = {"ReduceSum", "ReduceMean", "GlobalAveragePool"}
+SUBGRAPH_OPS = {"If", "Loop", "Scan"}
+# inputs whose type is float32 whatever the node's data type
+FIXED_FP32_INPUTS = {"Resize": {1, 2}, "Upsample": {1}}
+INT_TYPES = {2, 3, 4, 5, 6, 7, 9, 12, 13}  # uint8 .. uint64, bool
+
+
+def _is_f32(tensor) -> bool:
+    return tensor is not None and tensor.name != "" and tensor.dtype is not None and np.dtype(tensor.dtype) == np.float32
+
+
+def _const_values(tensor):
+    """The values of a constant tensor or of a Constant node's output; None for computed tensors."""
+    import onnx_graphsurgeon as gs
+
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    inputs = getattr(tensor, "inputs", [])
+    if len(inputs) == 1 and inputs[0].op == "Constant" and isinstance(inputs[0].attrs.get("value"), gs.Constant):
+        return np.asarray(inputs[0].attrs["value"].values)
+    return None
+
+
+def _reduced_count(node) -> int | None:
+    """How many elements each output element of a reduction reads (None when unknown)."""
+    shape = node.inputs[0].shape
+    if shape is None:
+        return None
+    if node.op == "GlobalAveragePool":
+        axes = list(range(2, len(shape)))
+    else:
+        axes = node.attrs.get("axes")
+        if axes is None and len(node.inputs) > 1 and node.inputs[1].name:
+            values = _const_values(node.inputs[1])
+            if values is None:
+                return None
+            axes = values.tolist()
+        if axes is None or len(axes) == 0:
+            if node.attrs.get("noop_with_empty_axes", 0):
+                return 1
+            axes = range(len(shape))
+    dims = [shape[a] for a in axes]
+    if any(not isinstance(d, int) or d < 0 for d in dims):
+        return None
+    return int(np.prod(dims))
+
+
+def _block_reason(node, block_ops: dict[str, str]) -> str | None:
+    """Why ``node`` stays FP32, or None to convert it."""
+    import onnx_graphsurgeon as gs
+
+    if node.op in block_ops:
+        return block_ops[node.op]
+    if node.op in SUBGRAPH_OPS:
+        return "carries a subgraph"
+    if node.domain not in ("", "ai.onnx", None):
+        return f"custom op of domain '{node.domain}'"
+    if node.op == "Cast" and node.attrs.get("to") in INT_TYPES:
+        return "cast to an integer type needs the float32 value"
+    if node.op in LARGE_REDUCE_OPS:
+        count = _reduced_count(node)
+        if count is None or count > LARGE_REDUCTION:
+            what = "an unknown number of" if count is None else str(count)
+            return f"reduces over {what} elements (> {LARGE_REDUCTION})"
+    for t in node.inputs:
+        values = np.asarray(t.values) if isinstance(t, gs.Constant) else None
+        if values is not None and values.dtype == np.float32 and values.size:
+            peak = float(np.max(np.abs(values[np.isfinite(values)]))) if np.isfinite(values).any() else 0.0
+            if peak > FP16_MAX:
+                return f"constant '{t.name}' holds {peak:.4g}, beyond float16's {FP16_MAX:g}"
+    for key in ("value",):
+        attr = node.attrs.get(key)
+        values = _const_values(attr) if attr is not None and hasattr(attr, "values") else None
+        if values is not None and values.dtype == np.float32 and values.size and np.abs(values).max() > FP16_MAX:
+            return f"its {key} attribute exceeds float16's range"
+    return None
+
+
+class _Converter:
+    """One conversion pass over a graphsurgeon graph, counting what it does."""
+
+    def __init__(self, graph, block_ops: dict[str, str]):
+        import onnx_graphsurgeon as gs
+
+        self.gs = gs
+        self.graph = graph
+        self.block_ops = block_ops
+        self.converted: set[str] = set()  # variable tensors now float16
+        self.casts: dict[tuple[str, str], Any] = {}
+        self.fp16_consts: dict[str, Any] = {}
+        self.kept: list[dict] = []
+        self.n_converted = 0
+        self.flushed = 0
+        self.output_casts = 0
+
+    def cast(self, tensor, to: str):
+        key = (tensor.name, to)
+        if key not in self.casts:
+            import onnx
+
+            dtype = np.float16 if to == "fp16" else np.float32
+            out = self.gs.Variable(f"{tensor.name}__{to}", dtype=dtype, shape=tensor.shape)
+            target = onnx.TensorProto.FLOAT16 if to == "fp16" else onnx.TensorProto.FLOAT
+            self.graph.nodes.append(
+                self.gs.Node("Cast", name=f"{tensor.name}__cast_{to}", attrs={"to": target}, inputs=[tensor], outputs=[out])
+            )
+            self.casts[key] = out
+        return self.casts[key]
+
+    def const16(self, tensor):
+        if tensor.name not in self.fp16_consts:
+            values = np.asarray(tensor.values)
+            tiny = (values != 0) & (np.abs(values) < FP16_TINY)
+            self.flushed += int(tiny.sum())
+            self.fp16_consts[tensor.name] = self.gs.Constant(f"{tensor.name}__fp16", values.astype(np.float16))
+        return self.fp16_consts[tensor.name]
+
+    def run(self, keep_io_types: bool) -> None:
+        gs = self.gs
+        if not keep_io_types:
+            for t in self.graph.inputs:
+                if _is_f32(t):
+                    t.dtype = np.float16
+                    self.converted.add(t.name)
+        for node in list(self.graph.nodes):
+            reason = _block_reason(node, self.block_ops)
+            fp16 = reason is None and any(
+                (_is_f32(t) or t.name in self.converted) for t in [*node.inputs, *node.outputs]
+            )
+            if reason is not None and any(_is_f32(t) or t.name in self.converted for t in node.inputs):
+                self.kept.append({"node": node.name, "op": node.op, "reason": reason})
+            fixed = FIXED_FP32_INPUTS.get(node.op, set())
+            for i, t in enumerate(node.inputs):
+                if not t.name:
+                    continue
+                want16 = fp16 and i not in fixed
+                if isinstance(t, gs.Constant):
+                    if want16 and np.asarray(t.values).dtype == np.float32:
+                        node.inputs[i] = self.const16(t)
+                elif want16 and _is_f32(t) and t.name not in self.converted:
+                    node.inputs[i] = self.cast(t, "fp16")
+                elif not want16 and t.name in self.converted:
+                    node.inputs[i] = self.cast(t, "fp32")
+            if not fp16:
+                continue
+            self.n_converted += 1
+            self._convert_attrs(node)
+            for t in node.outputs:
+                if _is_f32(t):
+                    t.dtype = np.float16
+                    self.converted.add(t.name)
+        self._fix_outputs(keep_io_types)
+
+    def _convert_attrs(self, node) -> None:
+        import onnx
+
+        if node.op == "Cast" and node.attrs.get("to") == onnx.TensorProto.FLOAT:
+            node.attrs["to"] = onnx.TensorProto.FLOAT16
+        for key in ("value", "value_float", "value_floats"):
+            attr = node.attrs.get(key)
+            if attr is None:
+                continue
+            if isinstance(attr, self.gs.Constant) and np.asarray(attr.values).dtype == np.float32:
+                node.attrs[key] = self.gs.Constant(attr.name, np.asarray(attr.values).astype(np.float16))
+            elif node.op == "Constant" and key != "value":
+                del node.attrs[key]
+                node.attrs["value"] = self.gs.Constant(f"{node.name}_value", np.asarray(attr, dtype=np.float16))
+
+    def _fix_outputs(self, keep_io_types: bool) -> None:
+        outputs = list(self.graph.outputs)
+        for k, t in enumerate(outputs):
+            if keep_io_types and t.name in self.converted:
+                name = t.name
+                t.name = f"{name}__fp16"
+                out = self.gs.Variable(name, dtype=np.float32, shape=t.shape)
+                self.graph.nodes.append(self.gs.Node("Cast", name=f"{name}__cast_fp32",
+                                                     attrs={"to": 1}, inputs=[t], outputs=[out]))
+                self.graph.outputs[k] = out
+                self.output_casts += 1
+
+
+def convert_fp16(
+    proto: Any, keep_io_types: bool = True, block_ops: set[str] | None = None
+) -> tuple[Any, dict]:
+    """Convert a model's float32 computation to float16, keeping risky ops in float32.
+
+    Args:
+        proto: an onnx.ModelProto.
+        keep_io_types: keep float32 model inputs and outputs (casts at the edges); False makes them float16.
+        block_ops: op types to keep in FP32 instead of ``DEFAULT_BLOCK_OPS`` (e.g. add "Resize").
+            Constants beyond float16's range, large reductions, integer casts and subgraphs stay
+            FP32 whatever this holds.
+
+    Returns:
+        ``(new_proto, report)``; the report holds ``converted_nodes``, ``kept_fp32`` (one dict per node:
+        node, op, reason), ``kept_fp32_by_op``, ``casts_added``, ``initializers_converted`` and
+        ``values_flushed_to_zero`` (constants smaller than float16's smallest subnormal).
+
+    Raises:
+        GraphError: the converted graph could not be exported.
+    """
+    if block_ops is None:
+        blocks = dict(DEFAULT_BLOCK_OPS)
+    else:
+        blocks = {op: DEFAULT_BLOCK_OPS.get(op, "in the block list") for op in block_ops}
+    graph = import_graph(proto)
+    graph.toposort()
+    conv = _Converter(graph, blocks)
+    conv.run(keep_io_types)
+    try:
+        new = export_graph(graph, like=proto)
+    except Exception as exc:
+        raise GraphError(f"FP16 conversion produced a graph that does not export: {exc}") from None
+    report = {
+        "keep_io_types": keep_io_types,
+        "converted_nodes": conv.n_converted,
+        "kept_fp32": conv.kept,
+        "kept_fp32_by_op": dict(Counter(k["op"] for k in conv.kept)),
+        "casts_added": len(conv.casts) + conv.output_casts,
+        "initializers_converted": len(conv.fp16_consts),
+        "values_flushed_to_zero": conv.flushed,
+    }
+    log.info("fp16: %d nodes converted, %d kept in FP32", conv.n_converted, len(conv.kept))
+    return new, report
+
+
+# -- surgeon edit --------------------------------------------------------------------------
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keep-io-types", dest="keep_io_types", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep float32 model inputs/outputs (default: on)")
+    parser.add_argument("--block", action="append", metavar="OP[,OP]",
+                        help="also keep these op types in FP32 (e.g. Resize)")
+    parser.add_argument("--allow", action="append", metavar="OP[,OP]",
+                        help="convert these op types even though they are blocked by default")
+
+
+def block_ops_of(block: list[str] | None, allow: list[str] | None) -> set[str]:
+    """The default block list plus ``block`` minus ``allow`` (comma-separated op names)."""
+    ops = set(DEFAULT_BLOCK_OPS)
+    for item in block or []:
+        ops |= {p.strip() for p in item.split(",") if p.strip()}
+    for item in allow or []:
+        ops -= {p.strip() for p in item.split(",") if p.strip()}
+    return ops
+
+
+def _apply(proto: Any, args: argparse.Namespace) -> tuple[Any, dict]:
+    return convert_fp16(proto, keep_io_types=args.keep_io_types,
+                        block_ops=block_ops_of(getattr(args, "block", None), getattr(args, "allow", None)))
+
+
+register(Edit(
+    name="fp16",
+    help="convert to FP16, keeping overflow-prone ops (Exp, Softmax, norms, large reductions...) in FP32",
+    add_arguments=_add_arguments,
+    apply=_apply,
+    atol=1e-2,
+    rtol=1e-2,
+))

@@ -1,0 +1,67 @@
+"""Between ONNX protos and onnx-graphsurgeon graphs: typed import, export that keeps the model's metadata."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from trtflow.deps import require
+from trtflow.errors import GraphError
+
+log = logging.getLogger(__name__)
+
+
+def infer_shapes(proto: Any, strict: bool = False) -> Any:
+    """ONNX shape and type inference (data propagation on), returning a new proto.
+
+    Raises:
+        GraphError: ``strict`` and inference found an inconsistency.
+    """
+    import onnx
+
+    try:
+        return onnx.shape_inference.infer_shapes(proto, check_type=strict, strict_mode=strict, data_prop=True)
+    except Exception as exc:  # onnx raises InferenceError / ValidationError
+        if strict:
+            raise GraphError(f"ONNX shape inference failed: {exc}") from None
+        log.debug("shape inference failed, keeping the model's own value_info: %s", exc)
+        return proto
+
+
+def import_graph(proto: Any, infer: bool = True):
+    """An onnx-graphsurgeon Graph of ``proto``, with inferred types and shapes on its tensors."""
+    gs = require("onnx_graphsurgeon", "graph edits")
+    return gs.import_onnx(infer_shapes(proto) if infer else proto)
+
+
+def export_graph(graph: Any, like: Any | None = None, clean: bool = True) -> Any:
+    """The ONNX proto of ``graph`` after ``cleanup().toposort()``; keeps ir_version and metadata of ``like``."""
+    gs = require("onnx_graphsurgeon", "graph edits")
+    if clean:
+        graph.cleanup().toposort()
+    proto = gs.export_onnx(graph)
+    if like is not None:
+        proto.ir_version = like.ir_version
+        proto.producer_name = like.producer_name or proto.producer_name
+        proto.producer_version = like.producer_version or proto.producer_version
+        del proto.metadata_props[:]
+        proto.metadata_props.extend(like.metadata_props)
+    return proto
+
+
+def op_counts(proto: Any) -> Counter:
+    """How many nodes of each op type the main graph holds."""
+    return Counter(n.op_type for n in proto.graph.node)
+
+
+def tensor_types(proto: Any) -> dict[str, int]:
+    """ONNX elem_type of every typed value in the graph: inputs, outputs, value_info, initializers."""
+    types: dict[str, int] = {}
+    g = proto.graph
+    for v in (*g.input, *g.output, *g.value_info):
+        if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type:
+            types[v.name] = v.type.tensor_type.elem_type
+    for init in g.initializer:
+        types[init.name] = init.data_type
+    return types

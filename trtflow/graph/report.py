@@ -1,0 +1,70 @@
+"""What an edit changed: nodes added and removed by op type, inputs and outputs before and after."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trtflow.graph.io import onnx_specs
+from trtflow.graph.ir import op_counts
+
+
+def describe_change(before: Any, after: Any) -> dict:
+    """Node counts, per-op additions/removals and I/O specs of two versions of a model.
+
+    Returns:
+        ``{"nodes_before", "nodes_after", "added": {op: n}, "removed": {op: n},
+        "inputs": {"before": [...], "after": [...]}, "outputs": {...}, "size_bytes": {...}}``.
+    """
+    a, b = op_counts(before), op_counts(after)
+    b_in, b_out = onnx_specs(before)
+    a_in, a_out = onnx_specs(after)
+    return {
+        "nodes_before": sum(a.values()),
+        "nodes_after": sum(b.values()),
+        "added": dict(sorted((b - a).items())),
+        "removed": dict(sorted((a - b).items())),
+        "inputs": {"before": [s.to_dict() for s in b_in], "after": [s.to_dict() for s in a_in]},
+        "outputs": {"before": [s.to_dict() for s in b_out], "after": [s.to_dict() for s in a_out]},
+        "size_bytes": {"before": before.ByteSize(), "after": after.ByteSize()},
+    }
+
+
+def summary_lines(report: dict) -> list[str]:
+    """A few human lines about one edit's report (the CLI prints them above the tables)."""
+    ch = report["changes"]
+    lines = [f"nodes: {ch['nodes_before']} -> {ch['nodes_after']}"]
+    if ch["added"]:
+        lines.append("added: " + ", ".join(f"{op} x{n}" for op, n in ch["added"].items()))
+    if ch["removed"]:
+        lines.append("removed: " + ", ".join(f"{op} x{n}" for op, n in ch["removed"].items()))
+    mb = {k: v / 2**20 for k, v in ch["size_bytes"].items()}
+    lines.append(f"size: {mb['before']:.2f} MiB -> {mb['after']:.2f} MiB")
+    kept = report.get("details", {}).get("kept_fp32")
+    if kept:
+        by_op = report["details"].get("kept_fp32_by_op", {})
+        lines.append("kept in FP32: " + ", ".join(f"{op} x{n}" for op, n in by_op.items()))
+    return lines
+
+
+def _io_text(spec: dict) -> str:
+    return f"{spec['dtype']} ({', '.join(str(d) for d in spec['shape'])})"
+
+
+def io_rows(report: dict) -> list[tuple[str, str, str, str]]:
+    """Rows ``(kind, name, before, after)`` for the I/O table; names matched through the edit's maps."""
+    ch, details = report["changes"], report.get("details", {})
+    rows = []
+    for kind, key in (("input", "input_map"), ("output", "output_map")):
+        mapping = details.get(key) or {}
+        before = {s["name"]: s for s in ch[kind + "s"]["before"]}
+        after = {s["name"]: s for s in ch[kind + "s"]["after"]}
+        seen = set()
+        for name, spec in before.items():
+            new = mapping.get(name, name)
+            seen.add(new)
+            label = name if new == name else f"{name} -> {new}"
+            rows.append((kind, label, _io_text(spec), _io_text(after[new]) if new in after else "(removed)"))
+        for name, spec in after.items():
+            if name not in seen:
+                rows.append((kind, name, "(new)", _io_text(spec)))
+    return rows

@@ -1,0 +1,208 @@
+"""Verify a graph edit: ONNX Runtime outputs of the model before vs after, on random and given inputs.
+
+Feeds are built from the *before* model's inputs: random values (seeded) and any arrays the caller
+gives. Dynamic dims take the caller's shapes, else the after model's static dims of the same input,
+else 1 for a leading (batch) dim. Inputs and outputs are matched by name; an edit that renames
+them passes ``input_map`` / ``output_map`` (old -> new). Failure raises MismatchError carrying the
+per-output table.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from trtflow.compare.core import OutputDiff, Tolerances, compare_outputs
+from trtflow.errors import MismatchError, UsageError
+from trtflow.spec import Shape, TensorSpec, format_shape
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VerifyConfig:
+    """How an edit is verified.
+
+    Attributes:
+        atol: absolute tolerance per element.
+        rtol: relative tolerance per element.
+        inputs: input name -> ``.npy`` / ``.npz`` file (or "random"), fed in addition to random values.
+        shapes: concrete shapes for dynamic inputs.
+        seed: seed of the random feed.
+    """
+
+    atol: float = 1e-4
+    rtol: float = 1e-4
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    shapes: Mapping[str, Shape] = field(default_factory=dict)
+    seed: int = 0
+
+    @property
+    def tolerances(self) -> Tolerances:
+        return Tolerances(atol=self.atol, rtol=self.rtol)
+
+
+def run_ort(proto: Any, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Outputs of ``proto`` on ``feed`` with ONNX Runtime on the CPU."""
+    from trtflow.engines.ort import OrtEngine
+
+    with OrtEngine(proto, providers=("cpu",)) as engine:
+        return engine.infer(dict(feed))
+
+
+def specs_of(proto: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    from trtflow.graph.io import onnx_specs
+
+    return onnx_specs(proto)
+
+
+def feed_shapes(before: list[TensorSpec], after: list[TensorSpec] | None, shapes: Mapping[str, Shape],
+                input_map: Mapping[str, str] | None = None) -> dict[str, Shape]:
+    """A concrete shape for every input of the before model.
+
+    Raises:
+        UsageError: a dynamic dim (other than a leading batch dim) with no shape to take it from.
+    """
+    input_map = input_map or {}
+    after_by_name = {s.name: s for s in after or []}
+    out: dict[str, Shape] = {}
+    for spec in before:
+        if spec.name in shapes:
+            out[spec.name] = tuple(shapes[spec.name])
+            continue
+        other = after_by_name.get(input_map.get(spec.name, spec.name))
+        dims = []
+        for i, d in enumerate(spec.shape):
+            if isinstance(d, int):
+                dims.append(d)
+            elif other is not None and other.rank == spec.rank and isinstance(other.shape[i], int):
+                dims.append(other.shape[i])
+            elif i == 0:
+                dims.append(1)
+            else:
+                example = format_shape(x if isinstance(x, int) else 1 for x in spec.shape)
+                raise UsageError(
+                    f"input '{spec.name}' has dynamic dims {spec.describe_shape()}; verification needs a concrete "
+                    f"shape: give --shapes {spec.name}:{example} (with real sizes), or --no-verify"
+                )
+        out[spec.name] = tuple(dims)
+    return out
+
+
+def build_feeds(before: Any, after: Any | None, config: VerifyConfig,
+                input_map: Mapping[str, str] | None = None) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """Labelled feeds for the before model: one random, plus one from the given files when any."""
+    from trtflow.data import build_feed, random_feed
+
+    b_in, _ = specs_of(before)
+    a_in = specs_of(after)[0] if after is not None else None
+    given = {k: v for k, v in config.inputs.items() if v != "random"}
+    feeds = []
+    if given:
+        feed = build_feed(b_in, given, feed_shapes(b_in, a_in, config.shapes, input_map), config.seed)
+        feeds.append(("given", feed))
+    shapes = dict(config.shapes)
+    if given:  # random values in the shapes of the given arrays
+        shapes.update({k: v.shape for k, v in feeds[0][1].items()})
+    feeds.append((f"random(seed={config.seed})", random_feed(b_in, feed_shapes(b_in, a_in, shapes, input_map), config.seed)))
+    return feeds
+
+
+def _to_after_feed(feed: Mapping[str, np.ndarray], after_inputs: list[TensorSpec],
+                   input_map: Mapping[str, str]) -> dict[str, np.ndarray]:
+    specs = {s.name: s for s in after_inputs}
+    out = {}
+    for name, value in feed.items():
+        new = input_map.get(name, name)
+        if new not in specs:
+            continue
+        dtype = specs[new].dtype
+        out[new] = value.astype(dtype) if value.dtype.name != dtype and dtype.startswith("float") else value
+    return out
+
+
+def diff_table(diffs: list[OutputDiff], label: str = "") -> str:
+    """Plain-text per-output table, for error messages and logs."""
+    head = f"{'output':<28} {'shape':<16} {'max_abs':>10} {'max_rel':>10} {'mean_abs':>10} {'fail%':>7} {'atol':>8} {'rtol':>8}  ok"
+    lines = [f"feed {label}:" if label else "", head]
+    for d in diffs:
+        lines.append(
+            f"{d.name[:28]:<28} {format_shape(d.shape) or 'scalar':<16} {d.max_abs:>10.3g} {d.max_rel:>10.3g} "
+            f"{d.mean_abs:>10.3g} {100 * d.fail_fraction:>6.2f}% {d.atol:>8.2g} {d.rtol:>8.2g}  "
+            f"{'yes' if d.passed else 'NO'}{'  ' + d.note if d.note else ''}"
+        )
+    return "\n".join(line for line in lines if line)
+
+
+def compare_models(
+    before: Any,
+    after: Any,
+    feeds: list[tuple[str, dict[str, np.ndarray]]],
+    tolerances: Tolerances,
+    input_map: Mapping[str, str] | None = None,
+    output_map: Mapping[str, str] | None = None,
+    after_feeds: list[dict[str, np.ndarray]] | None = None,
+    what: str = "the edited model",
+) -> dict:
+    """Run both models on each feed and compare same-named outputs.
+
+    Args:
+        before, after: ONNX protos.
+        feeds: labelled feeds of the before model.
+        tolerances: per-element tolerances.
+        input_map, output_map: old name -> new name, for edits that rename.
+        after_feeds: the after model's feeds when they are not the before feeds renamed/cast
+            (e.g. raw frames for embedded preprocessing), one per entry of ``feeds``.
+        what: how the failure message names the after model.
+
+    Returns:
+        ``{"passed": True, "atol", "rtol", "runs": [{"feed", "outputs": [OutputDiff dicts]}],
+        "max_abs": {output: worst}, "mean_abs": {output: worst}}``.
+
+    Raises:
+        MismatchError: an output out of tolerance (the message holds the per-output tables).
+    """
+    input_map = dict(input_map or {})
+    output_map = dict(output_map or {})
+    back = {new: old for old, new in output_map.items()}
+    after_inputs = specs_of(after)[0]
+    runs, tables, passed = [], [], True
+    worst_max: dict[str, float] = {}
+    worst_mean: dict[str, float] = {}
+    for k, (label, feed) in enumerate(feeds):
+        ref = run_ort(before, feed)
+        a_feed = after_feeds[k] if after_feeds is not None else _to_after_feed(feed, after_inputs, input_map)
+        got = {back.get(n, n): v for n, v in run_ort(after, a_feed).items()}
+        ref = {n: v for n, v in ref.items() if n in got or n in output_map}
+        diffs = compare_outputs(ref, got, tolerances)
+        for d in diffs:
+            worst_max[d.name] = max(worst_max.get(d.name, 0.0), d.max_abs)
+            worst_mean[d.name] = max(worst_mean.get(d.name, 0.0), d.mean_abs)
+        runs.append({"feed": label, "outputs": [d.to_dict() for d in diffs]})
+        tables.append(diff_table(diffs, label))
+        passed &= all(d.passed for d in diffs)
+        log.debug("verify %s\n%s", label, tables[-1])
+    result = {"passed": bool(passed), "atol": tolerances.atol, "rtol": tolerances.rtol, "runs": runs,
+              "max_abs": worst_max, "mean_abs": worst_mean}
+    if not passed:
+        raise MismatchError(
+            f"{what} differs from the original beyond atol={tolerances.atol:g}, rtol={tolerances.rtol:g} "
+            "(ONNX Runtime, before vs after):\n" + "\n".join(tables)
+            + "\nLoosen --atol/--rtol if these errors are acceptable, or skip with --no-verify.",
+            report=result,
+        )
+    return result
+
+
+def verify_edit(before: Any, after: Any, config: VerifyConfig, report: Mapping[str, Any] | None = None) -> dict:
+    """The default verification of an edit: before vs after on random and given inputs.
+
+    ``report`` may hold ``input_map`` / ``output_map`` (old -> new names) from the edit.
+    """
+    report = report or {}
+    input_map = report.get("input_map") or {}
+    feeds = build_feeds(before, after, config, input_map)
+    return compare_models(before, after, feeds, config.tolerances, input_map, report.get("output_map"))

@@ -1,0 +1,294 @@
+"""``build_engine``: ONNX -> serialized TensorRT plan, on TensorRT 10/11 or TensorRT-RTX.
+
+The steps are written out: load the ONNX, complete the profiles, plan the precision, parse,
+configure the builder, build, and read the engine's I/O from the network.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trtflow.build.config import MEM_POOLS, BuildConfig, hardware_level
+from trtflow.build.flavor import Flavor, load_flavor, target_of
+from trtflow.build.parser_errors import build_failures, format_failures, parser_failures
+from trtflow.build.precision import PrecisionPlan, plan_precision
+from trtflow.build.profiles import complete_profiles
+from trtflow.build.progress import build_progress
+from trtflow.engines.buffers import dtype_from_trt, union_bounds
+from trtflow.errors import BuildError, ModelLoadError
+from trtflow.graph.io import ModelLike, load_onnx, onnx_specs
+from trtflow.spec import Profile, TensorSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildResult:
+    """A built engine and what went into it.
+
+    Attributes:
+        plan: the serialized engine.
+        flavor, version: the TensorRT that built it.
+        target: the GPU of the build machine (name, compute capability), or none.
+        build_seconds: wall time of parse + build.
+        profiles: the profiles built (given, completed or inferred).
+        notes: profile inferences to show the user (never silently 1).
+        precision: the precision path taken (``PrecisionPlan.to_dict()``).
+        inputs, outputs: I/O specs; input bounds span all profiles.
+    """
+
+    plan: bytes
+    flavor: str
+    version: str
+    target: dict
+    build_seconds: float
+    profiles: list[Profile]
+    notes: list[str]
+    precision: dict
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def engine_bytes(self) -> int:
+        return len(self.plan)
+
+    def to_dict(self) -> dict:
+        return {
+            "flavor": self.flavor,
+            "version": self.version,
+            "target": self.target,
+            "build_seconds": round(self.build_seconds, 3),
+            "engine_bytes": self.engine_bytes,
+            "profiles": [p.to_dict() for p in self.profiles],
+            "inferred_profiles": self.notes,
+            "precision": self.precision,
+            "inputs": [s.to_dict() for s in self.inputs],
+            "outputs": [s.to_dict() for s in self.outputs],
+        }
+
+
+def make_logger(trt: Any) -> Any:
+    """A TensorRT logger that keeps ERROR lines (for failure reports) and forwards to logging."""
+
+    class Logger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity, msg):
+            sev = getattr(severity, "name", str(severity))
+            if sev in ("ERROR", "INTERNAL_ERROR"):
+                self.errors.append(msg)
+                log.debug("TensorRT: %s", msg)
+            elif sev == "WARNING":
+                log.debug("TensorRT warning: %s", msg)
+
+    return Logger()
+
+
+def load_plugins(trt: Any, logger: Any, plugins: tuple[str, ...] | list[str]) -> None:
+    """Load plugin libraries (ctypes, globally) and register TensorRT's own plugins.
+
+    Raises:
+        ModelLoadError: a library is missing or cannot be loaded.
+    """
+    for lib in plugins:
+        if not Path(lib).exists():
+            raise ModelLoadError(f"plugin library not found: {lib}")
+        try:
+            ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+        except OSError as exc:
+            raise ModelLoadError(f"cannot load plugin library {lib}: {exc}") from None
+    if hasattr(trt, "init_libnvinfer_plugins"):
+        trt.init_libnvinfer_plugins(logger, "")
+
+
+def _network_flags(trt: Any, plan: PrecisionPlan, flavor: Flavor) -> int:
+    if plan.strongly_typed and not flavor.always_strongly_typed:
+        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return 0  # explicit batch is the only mode since TensorRT 10; 11 and RTX are always strongly typed
+
+
+def _all_parse_failures(trt: Any, builder: Any, logger: Any, data: bytes, parser: Any, flavor: Flavor) -> list[dict]:
+    """Every failing node: ``supports_model_v2`` keeps going past the first error, ``parse`` does not."""
+    network = builder.create_network(0)
+    checker = trt.OnnxParser(network, logger)
+    failures: list[dict] = []
+    if hasattr(checker, "supports_model_v2"):
+        try:
+            checker.supports_model_v2(data)
+            failures = parser_failures(checker, flavor)
+        except Exception as exc:  # older parsers: the first error is still reported below
+            log.debug("supports_model_v2 failed: %s", exc)
+    known = {f["node"] for f in failures}
+    return failures + [f for f in parser_failures(parser, flavor) if f["node"] not in known]
+
+
+def parse_network(trt: Any, builder: Any, logger: Any, proto: Any, flags: int, flavor: Flavor):
+    """Create a network and parse ``proto`` into it.
+
+    Returns:
+        ``(network, parser)``; keep both alive while the network is used.
+
+    Raises:
+        BuildError: the parser failed; ``failures`` names each failing node.
+    """
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    data = proto.SerializeToString()
+    if not parser.parse(data):
+        failures = _all_parse_failures(trt, builder, logger, data, parser, flavor)
+        raise BuildError(
+            f"{flavor.label} could not parse the ONNX model: {len(failures)} failing node(s): "
+            f"{format_failures(failures)}",
+            failures,
+        )
+    return network, parser
+
+
+def _configure(trt: Any, builder: Any, config: BuildConfig, plan: PrecisionPlan, profiles: list[Profile], network: Any):
+    cfg = builder.create_builder_config()
+    for pool, size in config.mem_pool_size.items():
+        cfg.set_memory_pool_limit(getattr(trt.MemoryPoolType, MEM_POOLS[pool]), size)
+    if config.builder_optimization_level is not None:
+        cfg.builder_optimization_level = config.builder_optimization_level
+    for flag in plan.flags:
+        cfg.set_flag(getattr(trt.BuilderFlag, flag))
+    if config.version_compatible:
+        cfg.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if config.hardware_compatibility_level is not None:
+        cfg.hardware_compatibility_level = getattr(
+            trt.HardwareCompatibilityLevel, hardware_level(config.hardware_compatibility_level)
+        )
+    names = {network.get_input(i).name for i in range(network.num_inputs)}
+    for p in profiles:
+        prof = builder.create_optimization_profile()
+        for name in p.min:
+            if name not in names:
+                raise BuildError(f"profile names input '{name}', which the parsed network does not have ({sorted(names)})")
+            prof.set_shape(name, p.min[name], p.opt[name], p.max[name])
+        cfg.add_optimization_profile(prof)
+    return cfg
+
+
+def _timing_cache(cfg: Any, path: str | None) -> Any:
+    if not path or not hasattr(cfg, "create_timing_cache"):
+        return None
+    data = Path(path).read_bytes() if Path(path).exists() else b""
+    cache = cfg.create_timing_cache(data)
+    cfg.set_timing_cache(cache, ignore_mismatch=False)
+    return cache
+
+
+def _save_timing_cache(cfg: Any, path: str | None) -> None:
+    if not path or not hasattr(cfg, "get_timing_cache"):
+        return
+    cache = cfg.get_timing_cache()
+    if cache is None:
+        return
+    tmp = Path(path).with_name(Path(path).name + f".tmp{os.getpid()}")
+    tmp.write_bytes(bytes(cache.serialize()))
+    os.replace(tmp, path)
+
+
+def network_specs(network: Any, proto: Any, profiles: list[Profile]) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """I/O specs of a parsed network: TensorRT dtypes and shapes, dynamic dims named as in the ONNX."""
+    onnx_in, onnx_out = onnx_specs(proto)
+    names = {s.name: s for s in [*onnx_in, *onnx_out]}
+
+    def spec(tensor, bounds=None) -> TensorSpec:
+        ref = names.get(tensor.name)
+        dims = []
+        for i, d in enumerate(tensor.shape):
+            if d >= 0:
+                dims.append(int(d))
+            elif ref is not None and i < ref.rank and isinstance(ref.shape[i], str):
+                dims.append(ref.shape[i])
+            else:
+                dims.append(f"{tensor.name}_dim{i}")
+        return TensorSpec(tensor.name, dtype_from_trt(tensor.dtype), tuple(dims), bounds)
+
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    outputs = [network.get_output(i) for i in range(network.num_outputs)]
+    return (
+        [spec(t, union_bounds(profiles, t.name)) for t in inputs],
+        [spec(t) for t in outputs],
+    )
+
+
+def build_engine(
+    onnx: ModelLike, config: BuildConfig | None = None, *, progress: bool = True, flavor: Flavor | None = None
+) -> BuildResult:
+    """Build a TensorRT engine from an ONNX model.
+
+    Args:
+        onnx: path, bytes or onnx.ModelProto.
+        config: build options (trtexec's flags); default: FP32, profiles inferred for dynamic inputs.
+        progress: show a rich progress bar on stderr while TensorRT builds.
+        flavor: the TensorRT to use; default ``load_flavor()``.
+
+    Returns:
+        A ``BuildResult`` holding the serialized plan and what went into it.
+
+    Raises:
+        MissingDependencyError: no TensorRT flavor is installed.
+        ModelLoadError: the ONNX or a plugin library cannot be read.
+        UsageError: shapes or precision flags that do not fit the model or the flavor.
+        BuildError: parsing or building failed; ``failures`` names each failing node.
+    """
+    config = config or BuildConfig()
+    flavor = flavor or load_flavor()
+    trt = flavor.trt
+    proto = load_onnx(onnx)
+    inputs, _ = onnx_specs(proto)
+    profiles, notes = complete_profiles(inputs, config.profiles, config.max_batch)
+    for note in notes:
+        log.warning("no shapes given for a dynamic input: %s", note)
+    plan = plan_precision(proto, config, flavor)
+
+    logger = make_logger(trt)
+    load_plugins(trt, logger, config.plugins)
+    start = time.perf_counter()
+    builder = trt.Builder(logger)
+    network, parser = parse_network(trt, builder, logger, plan.proto, _network_flags(trt, plan, flavor), flavor)
+    cfg = _configure(trt, builder, config, plan, profiles, network)
+    _timing_cache(cfg, config.timing_cache_file)
+    with build_progress(trt, progress) as monitor:
+        if monitor is not None:
+            cfg.progress_monitor = monitor
+        logger.errors.clear()
+        try:
+            serialized = builder.build_serialized_network(network, cfg)
+        except Exception as exc:  # some bindings raise instead of returning None
+            logger.errors.append(str(exc))
+            serialized = None
+        if monitor is not None:
+            cfg.progress_monitor = None
+    seconds = time.perf_counter() - start
+    if serialized is None:
+        nodes = {n.name: n.op_type for n in plan.proto.graph.node}
+        failures = build_failures(logger.errors, network, nodes, flavor)
+        detail = format_failures(failures) if failures else "; ".join(logger.errors[-3:]) or "no message"
+        raise BuildError(f"{flavor.label} failed to build the engine: {detail}", failures)
+    _save_timing_cache(cfg, config.timing_cache_file)
+    ins, outs = network_specs(network, plan.proto, profiles)
+    log.info("built with %s in %.1f s (%d bytes)", flavor.label, seconds, serialized.nbytes)
+    return BuildResult(
+        plan=bytes(serialized),
+        flavor=flavor.name,
+        version=flavor.version,
+        target=target_of(),
+        build_seconds=seconds,
+        profiles=profiles,
+        notes=notes,
+        precision=plan.to_dict(),
+        inputs=ins,
+        outputs=outs,
+    )

@@ -1,0 +1,34 @@
+"""Where trtflow keeps built artifacts (exported ONNX files, TensorRT engines, timing caches)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_VAR = "TRTFLOW_CACHE_DIR"
+
+
+def cache_dir(*parts: str, create: bool = True) -> Path:
+    """The user cache folder, or a subfolder of it.
+
+    ``$TRTFLOW_CACHE_DIR`` wins when set; otherwise the platform's user cache folder
+    (``~/.cache/trtflow`` on Linux, from ``platformdirs``).
+
+    Args:
+        *parts: subfolder names under the cache root, e.g. ``cache_dir("quickstart")``.
+        create: make the folder if it does not exist.
+
+    Returns:
+        The folder's path.
+    """
+    root = os.environ.get(ENV_VAR)
+    if root:
+        base = Path(root).expanduser()
+    else:
+        from platformdirs import user_cache_dir
+
+        base = Path(user_cache_dir("trtflow", appauthor=False))
+    path = base.joinpath(*parts)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path

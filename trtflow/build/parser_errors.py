@@ -172,6 +172,9 @@ def _clean(msg: str) -> str:
     """Drop TensorRT's source locations from a log line."""
     msg = re.sub(r"\s*In \w+ at /\S+:\d+\)?", "", msg)
     msg = re.sub(r"\[\w+\.cpp::\w+::\d+\]\s*", "", msg)
+    m = re.search(r"Assertion .*? failed\.\s*(.*)", msg)  # keep the sentence after TensorRT's failed assertion
+    if m and m.group(1).strip():
+        msg = m.group(1)
     return msg.strip().rstrip(")").strip()
 
 

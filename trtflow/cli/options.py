@@ -63,13 +63,65 @@ def profiles_of(args: argparse.Namespace) -> list[Profile]:
     fixed = parse_shapes(args.shapes)
     if fixed:
         out.append(make_profile(fixed, fixed, fixed))
-    lo, mid, hi = (parse_shapes(getattr(args, k, None)) for k in ("minShapes", "optShapes", "maxShapes"))
-    if lo or mid or hi:
-        out.append(make_profile(lo, mid, hi))
+    groups = [getattr(args, k, None) or [] for k in ("minShapes", "optShapes", "maxShapes")]
+    if _repeated_groups(groups):  # trtexec: each repeated --minShapes/--optShapes/--maxShapes set is one more profile
+        for texts in zip(*(g if g else [None] * len(groups[0]) for g in groups)):
+            out.append(make_profile(*(parse_shapes(t) for t in texts)))
+    else:
+        lo, mid, hi = (parse_shapes(g) for g in groups)
+        if lo or mid or hi:
+            out.append(make_profile(lo, mid, hi))
     for text in getattr(args, "profile", None) or []:
         parts = dict(p.split("=", 1) for p in text.split(";") if "=" in p)
         out.append(make_profile(*(parse_shapes(parts.get(k)) for k in ("min", "opt", "max"))))
     return out
+
+
+def _repeated_groups(groups: list[list[str]]) -> bool:
+    """True when the shape flags were repeated as whole sets naming the same inputs (several profiles)."""
+    given = [g for g in groups if g]
+    if not given or len(given[0]) < 2 or any(len(g) != len(given[0]) for g in given):
+        return False
+    names = [set(parse_shapes(t)) for g in given for t in g]
+    return all(n == names[0] for n in names)
+
+
+def add_build(parser: argparse.ArgumentParser) -> None:
+    """trtexec's build flags (besides shapes and precision)."""
+    group = parser.add_argument_group("build (trtexec flags)")
+    group.add_argument("--memPoolSize", action="append", metavar="POOL:SIZE",
+                       help="memory pool limits, e.g. workspace:4096 (MiB unless suffixed B/K/M/G); pools: "
+                       "workspace, tacticSharedMem, dlaSRAM, dlaLocalDRAM, dlaGlobalDRAM")
+    group.add_argument("--builderOptimizationLevel", type=int, metavar="N", help="builder optimization level 0..5")
+    group.add_argument("--timingCacheFile", metavar="FILE", help="timing cache read before and written after the build")
+    group.add_argument("--versionCompatible", action="store_true", help="build a version-compatible engine")
+    group.add_argument("--hardwareCompatibilityLevel", metavar="LEVEL",
+                       help="none, ampere+ or sameComputeCapability")
+    group.add_argument("--plugins", action="append", metavar="LIB.so", default=[], help="plugin library to load (repeatable)")
+    group.add_argument("--max-batch", dest="max_batch", type=int, default=16,
+                       help="upper batch bound of the profile inferred when a dynamic batch has no shapes "
+                       "(1..N, opt N; default: %(default)s)")
+
+
+def build_config_of(args: argparse.Namespace):
+    """A ``trtflow.build.BuildConfig`` from the shape, precision and build flags."""
+    from trtflow.build.config import BuildConfig, parse_mem_pool_size
+
+    return BuildConfig(
+        profiles=profiles_of(args),
+        fp16=getattr(args, "fp16", False),
+        bf16=getattr(args, "bf16", False),
+        int8=getattr(args, "int8", False),
+        best=getattr(args, "best", False),
+        strongly_typed=getattr(args, "stronglyTyped", False),
+        mem_pool_size=parse_mem_pool_size(getattr(args, "memPoolSize", None)),
+        builder_optimization_level=getattr(args, "builderOptimizationLevel", None),
+        timing_cache_file=getattr(args, "timingCacheFile", None),
+        version_compatible=getattr(args, "versionCompatible", False),
+        hardware_compatibility_level=getattr(args, "hardwareCompatibilityLevel", None),
+        plugins=tuple(getattr(args, "plugins", None) or ()),
+        max_batch=getattr(args, "max_batch", 16),
+    )
 
 
 def engine_options(args: argparse.Namespace, engine: str) -> dict:
@@ -77,6 +129,8 @@ def engine_options(args: argparse.Namespace, engine: str) -> dict:
     opts: dict = {}
     if engine == "ort":
         opts["providers"] = [p.strip() for p in args.providers.split(",") if p.strip()]
+    elif engine == "tensorrt" and hasattr(args, "memPoolSize"):
+        opts["build_config"] = build_config_of(args)
     elif engine == "tensorrt" and hasattr(args, "minShapes"):
         profiles = profiles_of(args)
         if profiles:

@@ -1,0 +1,200 @@
+"""The engine cache: plans keyed by ONNX bytes, build config, TensorRT flavor/version and target GPU.
+
+Layout under ``cache_dir()/engines``: ``KEY.plan``, its sidecar ``KEY.plan.json`` and a lock file
+``KEY.lock``. A build holds the lock (filelock), so two processes asking for one key build it
+once; plan and sidecar are written atomically (temporary file + ``os.replace``), the sidecar last.
+An entry is used only when its sidecar says it was built by this TensorRT for this GPU and the
+plan's SHA-256 matches; otherwise it is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trtflow.build.config import BuildConfig
+from trtflow.build.flavor import Flavor, load_flavor, target_of
+from trtflow.build.sidecar import incompatibility, read_sidecar, sha256, sidecar_path, write_plan
+from trtflow.graph.io import ModelLike, load_onnx
+
+log = logging.getLogger(__name__)
+
+LOCK_TIMEOUT_S = 3600  # a build may take long on a small GPU; waiting longer means a stuck process
+
+
+@dataclass
+class CacheEntry:
+    """A cached plan.
+
+    Attributes:
+        key: the cache key.
+        plan_path: the plan file.
+        meta: its sidecar.
+        hit: True when it was reused, False when built by this call.
+        rebuilt_because: why an existing entry was rebuilt, if it was.
+    """
+
+    key: str
+    plan_path: Path
+    meta: dict
+    hit: bool
+    rebuilt_because: str | None = None
+
+    def plan(self) -> bytes:
+        return self.plan_path.read_bytes()
+
+
+def onnx_bytes(onnx: ModelLike) -> bytes:
+    """The bytes the key hashes: the file's bytes for a self-contained .onnx, else the serialized model."""
+    if isinstance(onnx, (bytes, bytearray)):
+        return bytes(onnx)
+    if isinstance(onnx, (str, Path)):
+        proto = load_onnx(onnx, load_external_data=False)
+        has_external = any(t.data_location == 1 for t in proto.graph.initializer)
+        if not has_external:
+            return Path(onnx).read_bytes()
+        return load_onnx(onnx).SerializeToString()
+    return load_onnx(onnx).SerializeToString()
+
+
+def cache_key(data: bytes, config: BuildConfig, flavor: Flavor, target: dict) -> str:
+    """SHA-256 over the ONNX bytes, the config's key fields, the TensorRT flavor/version and the GPU."""
+    material = {
+        "onnx_sha256": sha256(data),
+        "config": config.key_dict(),
+        "flavor": flavor.name,
+        "version": flavor.version,
+        "gpu": {"name": target.get("name"), "compute_capability": target.get("compute_capability")},
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:40]
+
+
+class EngineCache:
+    """Build-or-reuse of TensorRT plans.
+
+    Args:
+        root: the folder of plans; default ``trtflow.cache_dir.cache_dir() / "engines"``.
+    """
+
+    def __init__(self, root: str | Path | None = None):
+        if root is None:
+            from trtflow.cache_dir import cache_dir
+
+            root = cache_dir() / "engines"
+        self.root = Path(root)
+
+    def paths(self, key: str) -> tuple[Path, Path, Path]:
+        """Plan, sidecar and lock paths of a key."""
+        plan = self.root / f"{key}.plan"
+        return plan, sidecar_path(plan), self.root / f"{key}.lock"
+
+    def check(self, key: str, flavor: Flavor, target: dict) -> tuple[dict | None, str | None]:
+        """``(sidecar, None)`` for a usable entry, ``(None, why)`` for a stale one, ``(None, None)`` if absent."""
+        plan, side, _ = self.paths(key)
+        if not side.exists() and not plan.exists():
+            return None, None
+        meta = read_sidecar(plan)
+        if meta is None:
+            return None, "its sidecar is missing or unreadable"
+        why = incompatibility(meta, flavor, target)
+        if why:
+            return None, why
+        try:
+            data = plan.read_bytes()
+        except OSError:
+            return None, "its plan file is missing"
+        if len(data) != meta.get("engine_bytes") or sha256(data) != meta.get("plan_sha256"):
+            return None, "its plan does not match the sidecar's size or SHA-256"
+        return meta, None
+
+    def get_or_build(
+        self,
+        onnx: ModelLike,
+        config: BuildConfig | None = None,
+        *,
+        progress: bool = True,
+        flavor: Flavor | None = None,
+        force: bool = False,
+    ) -> CacheEntry:
+        """The cached plan for ``onnx`` built with ``config``, building it when absent or stale.
+
+        Args:
+            onnx: path, bytes or onnx.ModelProto.
+            config: build options.
+            progress: show the build's progress bar.
+            flavor: the TensorRT to build with (default ``load_flavor()``).
+            force: rebuild even when a valid entry exists (e.g. the runtime refused the plan).
+
+        Raises:
+            BuildError, UsageError, ModelLoadError: as ``build_engine``.
+        """
+        from filelock import FileLock
+
+        from trtflow.build.builder import build_engine
+
+        config = config or BuildConfig()
+        flavor = flavor or load_flavor()
+        target = target_of()
+        data = onnx_bytes(onnx)
+        key = cache_key(data, config, flavor, target)
+        plan, _, lock = self.paths(key)
+        if not force:
+            meta, _ = self.check(key, flavor, target)
+            if meta is not None:
+                log.info("engine cache hit %s", key)
+                return CacheEntry(key, plan, meta, hit=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock), timeout=LOCK_TIMEOUT_S):
+            meta, why = self.check(key, flavor, target)
+            if meta is not None and not force:  # another process built it while we waited
+                return CacheEntry(key, plan, meta, hit=True)
+            if force:
+                why = why or "a rebuild was asked for"
+            if why:
+                log.warning("rebuilding cached engine %s: %s", key, why)
+            result = build_engine(onnx if not isinstance(onnx, (bytes, bytearray)) else data, config, progress=progress, flavor=flavor)
+            source = str(onnx) if isinstance(onnx, (str, Path)) else None
+            meta = write_plan(
+                plan, result, key=key, onnx_sha256=sha256(data), source=source, config=config.key_dict()
+            )
+        return CacheEntry(key, plan, meta, hit=False, rebuilt_because=why)
+
+    def entries(self) -> list[dict]:
+        """One dict per cached plan: key, path, size, and the sidecar's main fields."""
+        out = []
+        if not self.root.exists():
+            return out
+        for plan in sorted(self.root.glob("*.plan")):
+            meta = read_sidecar(plan) or {}
+            out.append(
+                {
+                    "key": plan.stem,
+                    "path": str(plan),
+                    "engine_bytes": plan.stat().st_size,
+                    "source": meta.get("source"),
+                    "flavor": meta.get("flavor"),
+                    "version": meta.get("version"),
+                    "target": meta.get("target"),
+                    "precision": (meta.get("precision") or {}).get("path"),
+                    "build_seconds": meta.get("build_seconds"),
+                    "created": meta.get("created"),
+                    "complete": bool(meta),
+                }
+            )
+        return out
+
+    def clear(self) -> int:
+        """Delete every cached plan, sidecar and lock file; return how many plans were removed."""
+        if not self.root.exists():
+            return 0
+        removed = 0
+        for path in self.root.iterdir():
+            if path.suffix == ".plan":
+                removed += 1
+            if path.suffix in (".plan", ".json", ".lock", ".tmp"):
+                path.unlink(missing_ok=True)
+        return removed

@@ -1,0 +1,111 @@
+"""The JSON sidecar written beside every plan (``model.plan.json``): what built it, for which GPU,
+its I/O and profiles. It answers "can this plan run here?" without deserializing the plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from trtflow.build.flavor import Flavor, describe_target
+from trtflow.spec import Bounds, Profile, TensorSpec
+
+SIDECAR_SUFFIX = ".json"
+
+
+def sidecar_path(plan_path: str | os.PathLike) -> Path:
+    return Path(str(plan_path) + SIDECAR_SUFFIX)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file in the same folder, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_sidecar(result: Any, **extra: Any) -> dict:
+    """Sidecar data for a ``BuildResult`` (plus ``extra`` fields such as the cache key)."""
+    from trtflow import __version__
+
+    data = result.to_dict()
+    data.update(
+        trtflow_version=__version__,
+        plan_sha256=sha256(result.plan),
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    data.update(extra)
+    return data
+
+
+def write_plan(plan_path: str | os.PathLike, result: Any, **extra: Any) -> dict:
+    """Write the plan, then its sidecar (a sidecar present means a complete plan), atomically."""
+    plan_path = Path(plan_path)
+    meta = make_sidecar(result, **extra)
+    atomic_write(plan_path, result.plan)
+    atomic_write(sidecar_path(plan_path), json.dumps(meta, indent=2).encode())
+    return meta
+
+
+def read_sidecar(plan_path: str | os.PathLike) -> dict | None:
+    """The sidecar of a plan, or None when it is missing or unreadable."""
+    path = sidecar_path(plan_path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def spec_from_dict(data: dict) -> TensorSpec:
+    bounds = data.get("bounds")
+    return TensorSpec(
+        data["name"],
+        data["dtype"],
+        tuple(data["shape"]),
+        Bounds(tuple(bounds["min"]), tuple(bounds["opt"]), tuple(bounds["max"])) if bounds else None,
+    )
+
+
+def io_from_sidecar(meta: dict) -> tuple[list[TensorSpec], list[TensorSpec], list[Profile]]:
+    """Input specs, output specs and profiles recorded in a sidecar."""
+    return (
+        [spec_from_dict(s) for s in meta.get("inputs", [])],
+        [spec_from_dict(s) for s in meta.get("outputs", [])],
+        [Profile.from_dict(p) for p in meta.get("profiles", [])],
+    )
+
+
+def incompatibility(meta: dict, flavor: Flavor, target: dict) -> str | None:
+    """Why a plan described by ``meta`` cannot run with ``flavor`` on ``target``, or None.
+
+    A different flavor or version is always incompatible (plans are not portable across
+    TensorRT versions unless built version-compatible). A different GPU is incompatible unless
+    the plan was built hardware-compatible, or built without a GPU (TensorRT-RTX ahead of time).
+    """
+    built = f"{'TensorRT-RTX' if meta.get('flavor') == 'tensorrt_rtx' else 'TensorRT'} {meta.get('version')}"
+    version_compatible = (meta.get("config") or {}).get("version_compatible", False)
+    if meta.get("flavor") != flavor.name or (meta.get("version") != flavor.version and not version_compatible):
+        return f"the plan was built by {built}; this machine has {flavor.label}"
+    had = meta.get("target") or {}
+    hw_level = (meta.get("config") or {}).get("hardware_compatibility_level")
+    if had.get("compute_capability") and hw_level in (None, "none"):
+        if had.get("compute_capability") != target.get("compute_capability") or had.get("name") != target.get("name"):
+            return f"the plan was built for {describe_target(had)}; this machine has {describe_target(target)}"
+    return None

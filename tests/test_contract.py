@@ -13,7 +13,18 @@ def _ort(tiny_onnx):
     return trtflow.load(tiny_onnx, engine="ort")
 
 
-ENGINES = {"ort": _ort}
+def _torch(tiny_onnx):
+    import torch
+
+    from tests.models.tiny import tiny_module
+
+    return trtflow.load(
+        tiny_module(), engine="torch", example_inputs={"x": torch.randn(2, 3, 16, 16)},
+        dynamic={"x": {0: "batch"}}, output_names=["logits", "feat"], device="cpu",
+    )
+
+
+ENGINES = {"ort": _ort, "torch": _torch}
 
 
 @pytest.fixture(params=sorted(ENGINES))

@@ -1,0 +1,145 @@
+"""The torch engine on the CPU: specs, output naming, bounds, exported programs, AOTInductor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import trtflow  # noqa: E402
+from trtflow.engines.torch import TorchEngine, build_aoti  # noqa: E402
+from trtflow.errors import InputDtypeError, InputShapeError, ModelLoadError, UsageError  # noqa: E402
+from tests.models.tiny import tiny_module  # noqa: E402
+
+
+class DictOut(torch.nn.Module):
+    def forward(self, image, scale):
+        return {"scaled": image * scale, "total": image.sum(dim=(1, 2, 3))}
+
+
+class OneOut(torch.nn.Module):
+    def forward(self, x):
+        return x.flatten(1).mean(dim=1, keepdim=True)
+
+
+def test_load_reaches_torch_engine_and_names_inputs_from_forward():
+    eng = trtflow.load(tiny_module(), engine="torch", example_inputs=[torch.randn(2, 3, 16, 16)], device="cpu")
+    assert isinstance(eng, TorchEngine) and eng.name == "torch"
+    assert [s.name for s in eng.inputs] == ["x"]
+    assert eng.inputs[0].shape == (2, 3, 16, 16)  # no dynamic dims given: static
+    assert [s.name for s in eng.outputs] == ["output_0", "output_1"]
+    with pytest.raises(InputShapeError, match="dim 0 is 3"):
+        eng.infer({"x": np.zeros((3, 3, 16, 16), np.float32)})
+
+
+def test_dict_outputs_keep_keys_and_dynamic_dims_reach_outputs():
+    eng = TorchEngine(
+        DictOut(), {"image": torch.rand(2, 3, 8, 8), "scale": torch.tensor(2.0)},
+        dynamic={"image": {0: "batch", 2: "h"}}, device="cpu",
+    )
+    assert [s.name for s in eng.inputs] == ["image", "scale"]
+    assert eng.inputs[0].shape == ("batch", 3, "h", 8)
+    assert {s.name: s.shape for s in eng.outputs} == {"scaled": ("batch", 3, "h", 8), "total": ("batch",)}
+    image = np.random.default_rng(0).random((4, 3, 5, 8)).astype(np.float32)
+    out = eng.infer({"image": image, "scale": np.float32(3.0)})
+    assert list(out) == ["scaled", "total"] and isinstance(out["total"], np.ndarray)
+    np.testing.assert_allclose(out["scaled"], image * 3, rtol=1e-6)
+    np.testing.assert_allclose(out["total"], image.sum(axis=(1, 2, 3)), rtol=1e-5)
+
+
+def test_single_tensor_output_and_output_names():
+    eng = TorchEngine(OneOut(), [torch.rand(2, 4)], dynamic={"x": {0: "n"}}, output_names=["mean"], device="cpu")
+    assert [(s.name, s.shape) for s in eng.outputs] == [("mean", ("n", 1))]
+    out = eng.infer({"x": torch.ones(5, 4)})
+    assert isinstance(out["mean"], torch.Tensor) and out["mean"].shape == (5, 1)
+    with pytest.raises(UsageError, match="2 output names"):
+        TorchEngine(OneOut(), [torch.rand(2, 4)], output_names=["a", "b"], device="cpu")
+
+
+def test_bounds_are_checked_before_running():
+    eng = TorchEngine(
+        tiny_module(), {"x": torch.randn(2, 3, 16, 16)}, dynamic={"x": {0: "batch"}},
+        min_shapes={"x": (1, 3, 16, 16)}, max_shapes={"x": (4, 3, 16, 16)}, device="cpu",
+    )
+    spec = eng.inputs[0]
+    assert spec.bounds.min == (1, 3, 16, 16) and spec.bounds.opt == (2, 3, 16, 16) and spec.bounds.max == (4, 3, 16, 16)
+    assert tuple(eng.infer({"x": torch.randn(4, 3, 16, 16)})["output_0"].shape) == (4, 5)
+    with pytest.raises(InputShapeError, match="1 <= batch <= 4"):
+        eng.infer({"x": torch.randn(5, 3, 16, 16)})
+
+
+def test_bf16_precision_sets_input_dtype_and_numpy_output_is_float():
+    eng = TorchEngine(tiny_module(), [torch.randn(2, 3, 16, 16)], dtype="bf16", device="cpu")
+    assert eng.inputs[0].dtype == "bfloat16" and eng.outputs[0].dtype == "bfloat16"
+    with pytest.raises(InputDtypeError, match="float32"):
+        eng.infer({"x": np.zeros((2, 3, 16, 16), np.float32)})  # float32 -> bfloat16 loses precision
+    x = torch.randn(2, 3, 16, 16)
+    out = eng.infer({"x": x.bfloat16()})
+    ref = tiny_module()(x)[0]
+    assert out["output_0"].dtype == torch.bfloat16
+    assert float((out["output_0"].float() - ref).abs().max()) < 0.1  # bf16 keeps ~3 significant digits
+
+
+def test_exported_program_is_accepted():
+    model = tiny_module()
+    program = torch.export.export(
+        model, (torch.randn(2, 3, 16, 16),), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=8)}}
+    )
+    eng = TorchEngine(program, device="cpu", dynamic={"x": {0: "batch"}}, output_names=["logits", "feat"])
+    assert eng.inputs[0].shape == ("batch", 3, 16, 16)
+    x = torch.randn(3, 3, 16, 16)
+    torch.testing.assert_close(eng.infer({"x": x})["logits"], model(x)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        ({"dtype": "int8"}, UsageError, "dtype 'int8'"),
+        ({"compile": "fast"}, UsageError, "compile mode 'fast'"),
+        ({"cuda_graphs": True}, UsageError, "needs a CUDA device"),
+        ({"dynamic": {"y": {0: "b"}}}, UsageError, "unknown inputs ['y']"),
+        ({"dynamic": {"x": {7: "b"}}}, UsageError, "dims [7]"),
+    ],
+)
+def test_bad_options_raise(kwargs, error, words):
+    with pytest.raises(error) as info:
+        TorchEngine(tiny_module(), [torch.randn(2, 3, 16, 16)], device="cpu", **kwargs)
+    assert words in str(info.value)
+
+
+def test_module_without_examples_and_missing_package_raise(tmp_path):
+    with pytest.raises(ModelLoadError, match="example_inputs"):
+        TorchEngine(tiny_module(), device="cpu")
+    with pytest.raises(ModelLoadError, match="not found"):
+        TorchEngine(tmp_path / "missing.pt2", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_pt2(models_dir):
+    """An AOTInductor package of the tiny model for the CPU, batch 1..8 (about 40 s to compile)."""
+    return build_aoti(
+        tiny_module(), {"x": torch.randn(2, 3, 16, 16)}, models_dir / "tiny.pt2",
+        dynamic={"x": {0: "batch"}}, max_shapes={"x": (8, 3, 16, 16)}, output_names=["logits", "feat"], device="cpu",
+    )
+
+
+def test_aoti_package_round_trip(tiny_pt2):
+    eng = trtflow.load(tiny_pt2, device="cpu")  # .pt2 picks the torch engine
+    assert eng.name == "torch"
+    assert [s.name for s in eng.inputs] == ["x"] and eng.inputs[0].shape == ("batch", 3, 16, 16)
+    assert eng.inputs[0].bounds.max == (8, 3, 16, 16)
+    assert [(s.name, s.shape) for s in eng.outputs] == [("logits", ("batch", 5)), ("feat", ("batch", 8))]
+    x = np.random.default_rng(2).standard_normal((5, 3, 16, 16)).astype(np.float32)
+    out = eng.infer({"x": x})
+    ref = tiny_module()(torch.from_numpy(x))
+    np.testing.assert_allclose(out["logits"], ref[0].detach().numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(InputShapeError, match="batch <= 8"):
+        eng.infer({"x": np.zeros((9, 3, 16, 16), np.float32)})
+    with pytest.raises(UsageError, match="compiled already"):
+        TorchEngine(tiny_pt2, compile="default", device="cpu")
+
+
+def test_aoti_refuses_size_one_dynamic_example(tmp_path):
+    with pytest.raises(UsageError, match="size >= 2"):
+        build_aoti(tiny_module(), [torch.randn(1, 3, 16, 16)], tmp_path / "x.pt2", dynamic={"x": {0: "batch"}}, device="cpu")

@@ -7,6 +7,8 @@ edit module (and a missing optional package disables one edit, not the CLI).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 
 from trtflow.errors import UsageError
 
@@ -75,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
         shapes=parse_shapes(ns.shapes),
         seed=ns.seed,
     )
-    with output.progress(f"surgeon {edit.name}") as bar:
-        bar.add_task(f"{edit.name}: editing and verifying" if ns.verify else f"{edit.name}: editing", total=None)
+    with _spinner(f"{edit.name}: editing and verifying" if ns.verify else f"{edit.name}: editing"):
         new, report = run_edit(edit, proto, ns, verify=ns.verify, config=config)
     save_onnx(new, ns.out)
     report = {"model": ns.model, "output": ns.out, **report}
@@ -85,6 +86,19 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _print_report(report)
     return 0
+
+
+@contextlib.contextmanager
+def _spinner(description: str):
+    """A progress spinner on stderr when it is a terminal (a pipe gets no stray blank lines)."""
+    from trtflow.cli import output
+
+    if not sys.stderr.isatty():
+        yield
+        return
+    with output.progress(description) as bar:
+        bar.add_task(description, total=None)
+        yield
 
 
 def _print_report(report: dict) -> None:

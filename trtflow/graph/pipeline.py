@@ -84,7 +84,12 @@ def run_edit(
         args.atol, args.rtol = config.atol, config.rtol
         args.verify_config = config
         if edit.verify is not None:
-            feeds = build_feeds(proto, new, config, details.get("input_map"))
+            try:
+                feeds = build_feeds(proto, new, config, details.get("input_map"))
+            except UsageError:
+                if config.inputs or config.shapes:
+                    raise
+                feeds = None  # dynamic dims and nothing given: the edit's verify picks its own feeds
             report["verification"] = edit.verify(proto, new, args, feeds)
         else:
             report["verification"] = verify_edit(proto, new, config, details)

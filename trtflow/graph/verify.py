@@ -47,8 +47,11 @@ class VerifyConfig:
 
 def run_ort(proto: Any, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Outputs of ``proto`` on ``feed`` with ONNX Runtime on the CPU."""
+    import onnxruntime
+
     from trtflow.engines.ort import OrtEngine
 
+    onnxruntime.set_default_logger_severity(3)  # graph-optimizer warnings are noise here
     with OrtEngine(proto, providers=("cpu",)) as engine:
         return engine.infer(dict(feed))
 

@@ -1,0 +1,176 @@
+"""``fix-shapes``: make named dynamic dims static, then infer shapes and fold what became constant."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+from typing import Any, Mapping
+
+from trtflow.deps import require
+from trtflow.errors import GraphError, UsageError
+from trtflow.graph.io import onnx_specs
+from trtflow.graph.ir import infer_shapes, op_counts
+from trtflow.graph.registry import Edit, register
+from trtflow.spec import Shape, format_shape, parse_shapes
+
+log = logging.getLogger(__name__)
+
+NO_FUSION = ("graph_fusion", "subexpression_elimination", "weight_tying")  # onnxslim passes fix-shapes skips
+
+
+def parse_dims(items: list[str] | None) -> dict[str, int]:
+    """``["batch=1", "height=640"]`` -> ``{"batch": 1, "height": 640}``.
+
+    Raises:
+        UsageError: an item that is not NAME=POSITIVE_INT.
+    """
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            size = int(value)
+        except ValueError:
+            size = -1
+        if not sep or not name or size < 1:
+            raise UsageError(f"bad --dim '{item}': expected NAME=SIZE with SIZE >= 1, e.g. --dim batch=1")
+        out[name] = size
+    return out
+
+
+def _set_input_dims(proto: Any, shapes: Mapping[str, Shape], dims: Mapping[str, int]) -> dict:
+    """Write the static sizes into the graph inputs; returns {input: {"before", "after"}}."""
+    inits = {i.name for i in proto.graph.initializer}
+    inputs = [v for v in proto.graph.input if v.name not in inits]
+    by_name = {v.name: v for v in inputs}
+    unknown = [n for n in shapes if n not in by_name]
+    if unknown:
+        raise UsageError(f"--shape names {unknown}, which are not model inputs; inputs: {list(by_name)}")
+    params = {d.dim_param for v in inputs for d in v.type.tensor_type.shape.dim if d.dim_param}
+    bad = [n for n in dims if n not in params]
+    if bad:
+        known = ", ".join(sorted(params)) or "none (every input dim is static or unnamed; use --shape)"
+        raise UsageError(f"--dim names {bad}, which no input uses; the named dynamic dims are: {known}")
+    changed = {}
+    for v in inputs:
+        tdims = v.type.tensor_type.shape.dim
+        before = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tdims]
+        if v.name in shapes:
+            want = shapes[v.name]
+            if len(want) != len(tdims):
+                raise UsageError(f"--shape {v.name}:{format_shape(want)} has rank {len(want)}; input '{v.name}' "
+                                 f"has rank {len(tdims)}: {tuple(before)}")
+            for i, (d, size) in enumerate(zip(tdims, want)):
+                if d.HasField("dim_value") and d.dim_value != size:
+                    raise UsageError(f"--shape {v.name}:{format_shape(want)}: dim {i} of '{v.name}' is static "
+                                     f"{d.dim_value}, not {size}; input shape is {tuple(before)}")
+                d.Clear()
+                d.dim_value = int(size)
+        else:
+            for d in tdims:
+                if d.dim_param in dims:
+                    size = dims[d.dim_param]
+                    d.Clear()
+                    d.dim_value = size
+        after = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tdims]
+        if after != before:
+            changed[v.name] = {"before": before, "after": after}
+    if not changed:
+        raise UsageError("no input dim changed: give --shape NAME:DIMS or --dim NAME=SIZE for a dynamic dim")
+    return changed
+
+
+def fix_shapes(proto: Any, shapes: Mapping[str, Shape] | None = None, dims: Mapping[str, int] | None = None,
+               fold: bool = True) -> tuple[Any, dict]:
+    """Make dynamic input dims static, re-infer every shape, and fold constants.
+
+    Args:
+        proto: an onnx.ModelProto (left unchanged).
+        shapes: input name -> full static shape.
+        dims: dynamic dim name (e.g. "batch") -> size, applied to every input using it.
+        fold: fold constants (shape arithmetic that became static) with onnxslim, fusions off.
+
+    Returns:
+        ``(new_proto, report)``: ``inputs`` changed (before/after dims), ``outputs`` shapes before/after,
+        ``still_dynamic`` outputs, ``nodes_folded``.
+
+    Raises:
+        UsageError: unknown input or dim name, wrong rank, a static dim given another size.
+        GraphError: shape inference found the new shapes inconsistent with the graph.
+    """
+    shapes, dims = dict(shapes or {}), dict(dims or {})
+    if not shapes and not dims:
+        raise UsageError("fix-shapes needs --shape NAME:1x3x640x640 or --dim NAME=SIZE")
+    new = copy.deepcopy(proto)
+    changed = _set_input_dims(new, shapes, dims)
+    _, outs_before = onnx_specs(proto)
+    del new.graph.value_info[:]
+    old_shapes = {o.name: copy.deepcopy(o.type.tensor_type.shape) for o in new.graph.output}
+    for out in new.graph.output:  # let inference recompute output dims
+        out.type.tensor_type.ClearField("shape")
+    new = infer_shapes(new, strict=True)  # a shape the graph cannot take fails here, with ONNX's reason
+    if fold:
+        new = _fold(new)
+    _copy_output_shapes(new, old_shapes)
+    _, outs_after = onnx_specs(new)
+    report = {
+        "inputs": changed,
+        "outputs": {s.name: {"before": list(s.shape), "after": list(a.shape)} for s, a in zip(outs_before, outs_after)},
+        "still_dynamic": [s.name for s in outs_after if s.is_dynamic],
+        "nodes_folded": sum(op_counts(proto).values()) - sum(op_counts(new).values()),
+    }
+    return new, report
+
+
+def _fold(proto: Any) -> Any:
+    """onnxslim's shape inference, constant folding and dead-node removal (no fusions), to a fixed point."""
+    onnxslim = require("onnxslim", "fix-shapes constant folding")
+    try:
+        return onnxslim.slim(copy.deepcopy(proto), skip_optimizations=list(NO_FUSION))
+    except Exception as exc:  # onnxslim raises whatever its passes raise
+        raise GraphError(f"constant folding after fixing shapes failed ({type(exc).__name__}: {exc}); "
+                         "retry with --no-fold") from None
+
+
+def _copy_output_shapes(proto: Any, fallback: dict) -> None:
+    """Give graph outputs the shapes inference finds for them, else their shapes in ``fallback``.
+
+    ONNX inference records shapes of intermediate tensors only, so each output is read through an
+    Identity in a probe copy and its inferred shape copied back.
+    """
+    from onnx import helper
+
+    probe = copy.deepcopy(proto)
+    names = [o.name for o in probe.graph.output]
+    del probe.graph.output[:]
+    for name in names:
+        probe.graph.node.append(helper.make_node("Identity", [name], [f"{name}__probe"]))
+        probe.graph.output.append(helper.make_empty_tensor_value_info(f"{name}__probe"))
+    inferred = {v.name: v for v in infer_shapes(probe).graph.value_info}
+    for out in proto.graph.output:
+        if out.type.tensor_type.HasField("shape"):
+            continue
+        if out.name in inferred and inferred[out.name].type.tensor_type.HasField("shape"):
+            out.type.tensor_type.shape.CopyFrom(inferred[out.name].type.tensor_type.shape)
+        elif out.name in fallback:
+            out.type.tensor_type.shape.CopyFrom(fallback[out.name])
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shape", action="append", metavar="NAME:1x3x640x640",
+                        help="static shape of one input (repeatable)")
+    parser.add_argument("--dim", action="append", metavar="NAME=SIZE",
+                        help="size of a named dynamic dim in every input using it, e.g. batch=1 (repeatable)")
+    parser.add_argument("--no-fold", dest="fold", action="store_false", help="skip constant folding")
+
+
+def _apply(proto: Any, args: argparse.Namespace) -> tuple[Any, dict]:
+    return fix_shapes(proto, parse_shapes(args.shape), parse_dims(args.dim), fold=args.fold)
+
+
+register(Edit(
+    name="fix-shapes",
+    help="make named dynamic dims static (--shape NAME:1x3x640x640, --dim batch=1), infer shapes, fold constants",
+    add_arguments=_add_arguments,
+    apply=_apply,
+))

@@ -1,0 +1,185 @@
+"""trtflow compare MODEL --engines ort,tensorrt: the same inputs through every engine, first is the reference.
+
+MODEL is an .onnx file, or a MODULE:FACTORY spec: the module is exported to a temporary ONNX
+file and PyTorch (``torch``) is compared with the engines that run that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+
+from trtflow.cli import options, output
+from trtflow.errors import UsageError
+
+HELP = "run the same inputs through several engines and compare each output with the first engine's"
+
+DEFAULT_ENGINES = {"onnx": "ort,tensorrt", "module": "torch,ort"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from trtflow.cli.export import add_export_options
+
+    parser.add_argument("model", help="an .onnx file, or MODULE:FACTORY to compare PyTorch with its ONNX export")
+    parser.add_argument(
+        "--engines", metavar="A,B[,C]",
+        help="engines to run, the first is the reference: ort, torch, tensorrt "
+        f"(default: {DEFAULT_ENGINES['onnx']} for .onnx, {DEFAULT_ENGINES['module']} for MODULE:FACTORY)",
+    )
+    parser.add_argument("--atol", action="append", metavar="X|NAME:X", help="absolute tolerance, for all outputs or one (default: 1e-5)")
+    parser.add_argument("--rtol", action="append", metavar="X|NAME:X", help="relative tolerance, for all outputs or one (default: 1e-5)")
+    parser.add_argument(
+        "--providers", default="cpu", help="ONNX Runtime providers for the ort engine, comma-separated (default: cpu)"
+    )
+    options.add_shapes(parser)
+    add_export_options(
+        parser,
+        input_help="input values NAME=FILE.npy|random (default: random); for MODULE:FACTORY the example "
+        "inputs NAME:SHAPE[:DTYPE], e.g. x:1x3x224x224 (repeatable)",
+    )
+    options.add_json(parser)
+
+
+def parse_tolerances(values: list[str] | None, flag: str, default: float) -> tuple[float, dict[str, float]]:
+    """``["1e-3", "logits:0.1"]`` -> ``(1e-3, {"logits": 0.1})``.
+
+    Raises:
+        UsageError: a value that is not a number >= 0.
+    """
+    base, per = default, {}
+    for text in values or []:
+        name, sep, value = text.rpartition(":")
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if number < 0:
+            raise UsageError(f"bad {flag} '{text}': expected a number >= 0 or NAME:NUMBER, e.g. {flag} 1e-3 or {flag} logits:0.01")
+        if sep:
+            per[name] = number
+        else:
+            base = number
+    return base, per
+
+
+def _engine_names(text: str) -> list[str]:
+    from trtflow.engines import ALIASES, ENGINES
+
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    out = []
+    for name in names:
+        key = ALIASES.get(name, name)
+        if key not in ENGINES:
+            raise UsageError(f"unknown engine '{name}' in --engines; choose from: {', '.join(ENGINES)}")
+        out.append(key)
+    if len(out) < 2:
+        raise UsageError(f"--engines needs at least two engines, the first being the reference; got '{text}'")
+    if len(set(out)) != len(out):
+        raise UsageError(f"--engines lists an engine twice: '{text}'")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from trtflow.compare.core import Tolerances
+    from trtflow.export.factory import is_factory_spec
+
+    is_module = is_factory_spec(args.model)
+    engines = _engine_names(args.engines or DEFAULT_ENGINES["module" if is_module else "onnx"])
+    atol, per_atol = parse_tolerances(args.atol, "--atol", 1e-5)
+    rtol, per_rtol = parse_tolerances(args.rtol, "--rtol", 1e-5)
+    tolerances = Tolerances(atol, rtol, per_atol, per_rtol)
+    with contextlib.ExitStack() as stack:
+        if is_module:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="trtflow-compare-"))
+            report = _compare_module(args, engines, tolerances, tmp, stack)
+        else:
+            report = _compare_onnx(args, engines, tolerances, stack)
+    if args.json:
+        output.print_json(report.to_dict())
+    else:
+        _print(report, tolerances)
+    report.raise_for_mismatch()
+    return 0
+
+
+def _compare_onnx(args, engines: list[str], tolerances, stack: contextlib.ExitStack):
+    from trtflow.compare.engines import compare_engines
+    from trtflow.data import build_feed, parse_input_args
+    from trtflow.export.inputs import parse_input_spec
+
+    if "torch" in engines:
+        raise UsageError(
+            "the torch engine runs PyTorch modules, not ONNX files: compare an .onnx with --engines ort,tensorrt, "
+            "or give MODULE:FACTORY to compare PyTorch with its ONNX export"
+        )
+    files = parse_input_args([t for t in args.input or [] if "=" in t])
+    shapes = options.shapes_of(args)
+    shapes.update({s.name: s.shape for s in (parse_input_spec(t) for t in args.input or [] if "=" not in t)})
+    loaded = {}
+    with output.progress("compare") as bar:
+        task = bar.add_task("loading", total=None)
+        for name in engines:
+            bar.update(task, description=f"loading the {name} engine")
+            loaded[name] = stack.enter_context(options.load_engine(args, args.model, name))
+        bar.update(task, description="running")
+        ref = loaded[engines[0]]
+        feed = build_feed(ref.inputs, files, shapes, args.seed)
+        return compare_engines(loaded, feed, tolerances, model=str(args.model))
+
+
+def _compare_module(args, engines: list[str], tolerances, tmp: str, stack: contextlib.ExitStack):
+    from trtflow.arrays import to_numpy
+    from trtflow.cli.export import export_config, module_and_examples
+    from trtflow.compare.engines import compare_engines
+    from trtflow.data import build_feed, parse_input_args
+    from trtflow.engines import load
+    from trtflow.export import from_torch
+
+    module, examples, names = module_and_examples(args, args.model)
+    config = export_config(args, names, verify=False)
+    onnx_path = f"{tmp}/model.onnx"
+    loaded = {}
+    with output.progress("compare") as bar:
+        task = bar.add_task("exporting", total=None)
+        result = from_torch(module, examples, onnx_path, config=config,
+                            progress=lambda text: bar.update(task, description=text))
+        input_names = [s.name for s in result.inputs]
+        output_names = [s.name for s in result.outputs]
+        for name in engines:
+            bar.update(task, description=f"loading the {name} engine")
+            if name == "torch":
+                engine = load(
+                    module, engine="torch", example_inputs=list(examples.values()), input_names=input_names,
+                    output_names=output_names, dynamic=config.dynamic or None,
+                )
+            else:
+                engine = options.load_engine(args, onnx_path, name)
+            loaded[name] = stack.enter_context(engine)
+        bar.update(task, description="running")
+        shapes = {k: tuple(v.shape) for k, v in examples.items()}
+        shapes.update(options.shapes_of(args))
+        files = parse_input_args([t for t in args.input or [] if "=" in t])
+        if not files and shapes == {k: tuple(v.shape) for k, v in examples.items()}:
+            feed = {k: to_numpy(v) for k, v in examples.items()}  # the example inputs themselves
+        else:
+            feed = build_feed(result.inputs, files, shapes, args.seed)
+        report = compare_engines(loaded, feed, tolerances, model=args.model)
+    report.notes.append(f"exported with the {result.exporter} exporter, opset {result.opset}")
+    return report
+
+
+def _print(report, tolerances) -> None:
+    from trtflow.compare.report import DIFF_COLUMNS
+
+    con = output.console()
+    shapes = ", ".join(f"{k}:{'x'.join(map(str, v['shape']))} {v['dtype']}" for k, v in report.inputs.items())
+    con.print(f"{report.model}: inputs {shapes}; reference engine: {report.engines[0]}")
+    for note in report.notes:
+        con.print(f"note: {note}")
+    output.print_table(
+        f"compared with {report.engines[0]} (atol {tolerances.atol:g}, rtol {tolerances.rtol:g})",
+        ["engine", *DIFF_COLUMNS], report.rows(),
+    )
+    con.print("PASSED" if report.passed else "FAILED: outputs differ beyond tolerance")
+

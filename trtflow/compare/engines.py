@@ -1,0 +1,53 @@
+"""Running the same feed through several engines and comparing each with the first."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import numpy as np
+
+from trtflow.arrays import to_numpy
+from trtflow.compare.core import Tolerances, compare_outputs
+from trtflow.compare.report import CompareReport, EngineComparison
+from trtflow.engines.base import Engine
+from trtflow.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+
+def compare_engines(
+    engines: Mapping[str, Engine],
+    feed: Mapping[str, Any],
+    tolerances: Tolerances | None = None,
+    model: str = "",
+) -> CompareReport:
+    """Run ``feed`` through every engine; compare each output with the first engine's, by name.
+
+    Args:
+        engines: label -> loaded engine, in order; the first is the reference.
+        feed: input name -> array, given unchanged to every engine.
+        tolerances: atol/rtol, with per-output overrides.
+        model: what is compared, for the report.
+
+    Returns:
+        A ``CompareReport``; call ``raise_for_mismatch()`` to turn a failure into ``MismatchError``.
+
+    Raises:
+        UsageError: fewer than two engines.
+        InputError, EngineError: an engine refused the feed or failed.
+    """
+    if len(engines) < 2:
+        raise UsageError(f"compare needs at least two engines, got {list(engines)}; e.g. --engines ort,tensorrt")
+    tolerances = tolerances or Tolerances()
+    results: dict[str, dict[str, np.ndarray]] = {}
+    for label, engine in engines.items():
+        log.info("running %s", label)
+        results[label] = {k: to_numpy(v) for k, v in engine.infer(feed).items()}
+    labels = list(engines)
+    ref = labels[0]
+    comparisons = [
+        EngineComparison(ref, label, compare_outputs(results[ref], results[label], tolerances)) for label in labels[1:]
+    ]
+    inputs = {k: {"shape": list(np.shape(v)), "dtype": to_numpy(v).dtype.name} for k, v in feed.items()}
+    return CompareReport(model, labels, inputs, comparisons)

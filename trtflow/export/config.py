@@ -1,0 +1,130 @@
+"""Typed settings and results of a PyTorch -> ONNX export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from trtflow.compare.core import OutputDiff
+from trtflow.errors import UsageError
+from trtflow.spec import TensorSpec
+
+EXPORTERS = ("auto", "dynamo", "torchscript")
+DEFAULT_OPSET = 18  # LayerNormalization (17) and Col2Im (18) are in; TensorRT 10 and ORT >= 1.14 read it
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How to export a module.
+
+    Attributes:
+        input_names: ONNX input names, in the order of the example inputs. Default: the keys of
+            a mapping of example inputs, else the parameter names of ``forward``.
+        output_names: ONNX output names, in the order the module returns them. Default: the keys
+            of a returned dict, else ``output`` (one output) or ``output_0, output_1, ...``.
+        dynamic: input name -> {axis: label}, e.g. ``{"x": {0: "batch"}}``. Axes sharing a label
+            are one symbol. Output axes follow from the graph; naming them is optional.
+        opset: the ai.onnx opset to target.
+        exporter: "auto" (dynamo when it works, else TorchScript; see ``trtflow.export.torch_onnx``),
+            "dynamo" or "torchscript".
+        verify: compare ONNX Runtime with PyTorch after exporting and raise on a mismatch.
+        atol: absolute tolerance of the verification.
+        rtol: relative tolerance of the verification.
+    """
+
+    input_names: Sequence[str] | None = None
+    output_names: Sequence[str] | None = None
+    dynamic: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+    opset: int = DEFAULT_OPSET
+    exporter: str = "auto"
+    verify: bool = True
+    atol: float = 1e-4
+    rtol: float = 1e-3
+
+    def __post_init__(self):
+        if self.exporter not in EXPORTERS:
+            raise UsageError(f"unknown exporter '{self.exporter}'; choose one of: {', '.join(EXPORTERS)}")
+        if not 7 <= int(self.opset) <= 30:
+            raise UsageError(f"opset {self.opset} is out of range; use an ai.onnx opset such as {DEFAULT_OPSET}")
+        if self.atol < 0 or self.rtol < 0:
+            raise UsageError(f"tolerances must be >= 0, got atol={self.atol}, rtol={self.rtol}")
+        for name, axes in self.dynamic.items():
+            for axis, label in axes.items():
+                if not isinstance(axis, int) or axis < 0:
+                    raise UsageError(f"dynamic axis of '{name}' must be an integer >= 0, got {axis!r}")
+                if not str(label).isidentifier():
+                    raise UsageError(
+                        f"dynamic axis label '{label}' of '{name}' must be an identifier, e.g. batch or seq_len"
+                    )
+
+
+@dataclass
+class VerifyCase:
+    """One verification run: the input shapes used and each output's difference."""
+
+    name: str
+    input_shapes: dict[str, tuple[int, ...]]
+    diffs: list[OutputDiff]
+
+    @property
+    def passed(self) -> bool:
+        return all(d.passed for d in self.diffs)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "input_shapes": {k: list(v) for k, v in self.input_shapes.items()},
+            "passed": self.passed,
+            "outputs": [d.to_dict() for d in self.diffs],
+        }
+
+
+@dataclass
+class ExportResult:
+    """What ``from_torch`` produced.
+
+    Attributes:
+        path: the ONNX file written (one self-contained file below 2 GB).
+        inputs: specs of the ONNX inputs (dynamic axes carry their labels).
+        outputs: specs of the ONNX outputs.
+        exporter: the exporter that produced the file ("dynamo" or "torchscript").
+        opset: the ai.onnx opset of the file.
+        verification: one case per verification run (empty when verification was off).
+        notes: why an exporter was chosen or skipped, and anything else worth knowing.
+    """
+
+    path: Path
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    exporter: str
+    opset: int
+    verification: list[VerifyCase] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.verification) and all(c.passed for c in self.verification)
+
+    def max_errors(self) -> dict[str, dict[str, float]]:
+        """Output name -> worst ``max_abs`` and ``max_rel`` over every verification case."""
+        worst: dict[str, dict[str, float]] = {}
+        for case in self.verification:
+            for d in case.diffs:
+                w = worst.setdefault(d.name, {"max_abs": 0.0, "max_rel": 0.0})
+                w["max_abs"] = max(w["max_abs"], d.max_abs)
+                w["max_rel"] = max(w["max_rel"], d.max_rel)
+        return worst
+
+    def to_dict(self) -> dict:
+        return {
+            "path": str(self.path),
+            "exporter": self.exporter,
+            "opset": self.opset,
+            "inputs": [s.to_dict() for s in self.inputs],
+            "outputs": [s.to_dict() for s in self.outputs],
+            "verified": self.verified,
+            "verification": [c.to_dict() for c in self.verification],
+            "max_errors": self.max_errors(),
+            "notes": list(self.notes),
+        }

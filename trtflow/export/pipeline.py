@@ -1,0 +1,197 @@
+"""``from_torch``: PyTorch module -> one checked, verified ONNX file."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from trtflow.compare.core import Tolerances
+from trtflow.deps import require
+from trtflow.errors import ExportError, MismatchError, UsageError
+from trtflow.export.config import ExportConfig, ExportResult
+from trtflow.export.inputs import flatten_outputs, name_inputs
+from trtflow.export.torch_onnx import EXPORT_FUNCTIONS, choose_exporter
+from trtflow.export.verify import resized_inputs, verify_export
+from trtflow.graph.io import TWO_GB, onnx_specs, save_onnx
+
+log = logging.getLogger(__name__)
+
+
+def from_torch(
+    module: Any,
+    example_inputs: Any,
+    out: str | os.PathLike,
+    *,
+    config: ExportConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+    **options: Any,
+) -> ExportResult:
+    """Export a PyTorch module to one ONNX file, check it, and verify it against PyTorch.
+
+    Args:
+        module: the ``torch.nn.Module`` (exported in eval mode; its mode is restored after).
+        example_inputs: a tensor, a sequence of tensors, or an input name -> tensor mapping.
+        out: the ONNX file to write (parent folders are created).
+        config: an ``ExportConfig``; default ``ExportConfig()``.
+        progress: called with a short description as each step starts (for progress displays).
+        **options: ``ExportConfig`` fields (``input_names=``, ``dynamic=``, ``opset=``, ``verify=``,
+            ...), applied over ``config``.
+
+    Returns:
+        An ``ExportResult``: the path, the ONNX input/output specs, the exporter used, and the
+        verification cases with each output's max abs / rel error.
+
+    Raises:
+        UsageError: bad options, names or dynamic axes.
+        ExportError: the module fails on its example inputs, or every exporter failed, or the
+            ONNX checker rejects the result.
+        MismatchError: ONNX Runtime's outputs differ from PyTorch's beyond the tolerances
+            (the file is kept; ``error.report`` is the ``ExportResult``).
+        MissingDependencyError: torch (or onnxruntime, for verification) is not installed.
+    """
+    require("torch", "trtflow.export")
+    config = _merge(config, options)
+    step = progress or (lambda text: None)
+    out = Path(out)
+    was_training = getattr(module, "training", False)
+    module.eval()
+    try:
+        inputs = name_inputs(module, example_inputs, config.input_names)
+        step("running the module on the example inputs")
+        output_names = _output_names(module, inputs, config.output_names)
+        dynamic = _check_dynamic(config.dynamic, inputs, output_names)
+        order, notes = choose_exporter(config.exporter, config.opset)
+        proto, used = None, None
+        for name in order:
+            step(f"exporting with the {name} exporter")
+            try:
+                proto = EXPORT_FUNCTIONS[name](module, inputs, output_names, dynamic, config.opset)
+                used = name
+                break
+            except ExportError as exc:
+                if name == order[-1]:
+                    raise
+                notes.append(f"{exc}; fell back to the {order[-1]} exporter")
+                log.warning("%s; trying the %s exporter", exc, order[-1])
+        step("checking the ONNX graph")
+        _check_io(proto, inputs, output_names, dynamic)
+        proto = _infer_and_check(proto)
+        save_onnx(proto, out)
+        stray = out.with_name(out.name + ".data")
+        if proto.ByteSize() < TWO_GB and stray.exists():
+            stray.unlink()  # left by an earlier export of the same path; this file is self-contained
+        inputs_spec, outputs_spec = onnx_specs(proto)
+        opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), config.opset)
+        if opset != config.opset:
+            notes.append(f"the {used} exporter wrote opset {opset} (asked for {config.opset})")
+        result = ExportResult(out, inputs_spec, outputs_spec, used, opset, notes=notes)
+        if not config.verify:
+            return result
+        step("verifying ONNX Runtime against PyTorch")
+        cases = {"example inputs": inputs}
+        resized = resized_inputs(inputs, dynamic)
+        if resized:
+            cases["dynamic axes resized"] = resized
+        tol = Tolerances(atol=config.atol, rtol=config.rtol)
+        result.verification = verify_export(out, module, cases, output_names, tol)
+    finally:
+        module.train(was_training)
+    if not result.verified:
+        failed = [
+            f"{d.name} ({case.name}: max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g}"
+            + (f", {d.note}" if d.note else "") + ")"
+            for case in result.verification for d in case.diffs if not d.passed
+        ]
+        raise MismatchError(
+            f"{out} was written but ONNX Runtime does not match PyTorch within atol={config.atol}, "
+            f"rtol={config.rtol}: {'; '.join(failed)}. Loosen --atol/--rtol if the differences are "
+            "expected (e.g. fp16), try the other exporter, or skip with --no-verify",
+            report=result,
+        )
+    return result
+
+
+def _merge(config: ExportConfig | None, options: dict) -> ExportConfig:
+    config = config or ExportConfig()
+    if not options:
+        return config
+    known = {f.name for f in dataclasses.fields(ExportConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UsageError(f"from_torch() got unknown options {unknown}; ExportConfig fields are {sorted(known)}")
+    return dataclasses.replace(config, **options)
+
+
+def _output_names(module, inputs: dict, names) -> list[str]:
+    import torch
+
+    try:
+        with torch.inference_mode():
+            result = module(*inputs.values())
+    except Exception as exc:
+        shapes = {k: tuple(v.shape) for k, v in inputs.items()}
+        raise ExportError(
+            f"the module fails on the example inputs {shapes}: {type(exc).__name__}: {exc}. "
+            "Check the input shapes and dtypes (--input NAME:SHAPE[:DTYPE])"
+        ) from exc
+    return list(flatten_outputs(result, names))
+
+
+def _check_dynamic(dynamic, inputs: dict, output_names: list[str]) -> dict[str, dict[int, str]]:
+    out = {}
+    for name, axes in dynamic.items():
+        if name not in inputs and name not in output_names:
+            raise UsageError(
+                f"dynamic axes given for '{name}', which is neither an input {list(inputs)} "
+                f"nor an output {output_names}"
+            )
+        if name in inputs:
+            rank = inputs[name].dim()
+            bad = [a for a in axes if a >= rank]
+            if bad:
+                raise UsageError(f"input '{name}' has rank {rank}; dynamic axes {bad} do not exist")
+        out[name] = {int(a): str(label) for a, label in axes.items()}
+    return out
+
+
+def _check_io(proto, inputs: dict, output_names: list[str], dynamic: dict) -> None:
+    got_in = [v.name for v in proto.graph.input if v.name not in {i.name for i in proto.graph.initializer}]
+    got_out = [v.name for v in proto.graph.output]
+    if got_in != list(inputs) or got_out != output_names:
+        raise ExportError(
+            f"the exported graph has inputs {got_in} and outputs {got_out}; expected {list(inputs)} and "
+            f"{output_names}. An input the module ignores is dropped by the exporter: remove it from the inputs"
+        )
+    for value in proto.graph.input:
+        for axis in dynamic.get(value.name, {}):
+            dim = value.type.tensor_type.shape.dim[axis]
+            if not dim.dim_param:
+                raise ExportError(
+                    f"axis {axis} of input '{value.name}' was asked to be dynamic but the exporter fixed it to "
+                    f"{dim.dim_value}; the model's code uses that size as a constant"
+                )
+
+
+def _infer_and_check(proto):
+    """ONNX shape inference, then the ONNX checker.
+
+    Raises:
+        ExportError: the checker rejects the model.
+    """
+    import onnx
+
+    if proto.ByteSize() >= TWO_GB:
+        log.warning("model above 2 GB: shape inference and the checker are skipped")
+        return proto
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as exc:  # inference is best effort: a model ORT accepts may still be fine
+        log.warning("ONNX shape inference failed: %s", exc)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the ONNX checker rejects the exported model: {str(exc).splitlines()[0]}") from None
+    return proto

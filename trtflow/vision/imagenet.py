@@ -1,0 +1,114 @@
+"""ImageNet classification helpers: class names, the standard preprocessing, top-k, sample images.
+
+Preprocessing is torchvision's evaluation transform: resize the shorter side to 256 (bilinear,
+antialiased), center-crop 224x224, scale to [0, 1], normalize with the ImageNet mean and std,
+channels first (NCHW float32). It runs on the CPU with torch.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from trtflow.deps import require
+from trtflow.errors import InputShapeError
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+RESIZE = 256
+CROP = 224
+
+# the sample images: skimage.data.NAME() for the first four, sklearn's load_sample_image for the rest
+SAMPLE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "china", "flower")
+
+
+@functools.lru_cache(maxsize=1)
+def class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names, by class index (281 is "tabby", 967 "espresso")."""
+    text = resources.files("trtflow").joinpath("data/imagenet_classes.txt").read_text(encoding="utf-8")
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if len(names) != 1000:
+        raise RuntimeError(f"trtflow/data/imagenet_classes.txt has {len(names)} names, expected 1000; reinstall trtflow")
+    return names
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] not in (3, 4):
+        raise InputShapeError(
+            f"an image must be HxW (gray), HxWx3 (RGB) or HxWx4 (RGBA), got shape {image.shape}"
+        )
+    return image[..., :3]
+
+
+def preprocess(image: np.ndarray) -> np.ndarray:
+    """One image -> the model's input.
+
+    Args:
+        image: HxWx3 RGB (or HxW gray, HxWx4 RGBA), uint8 in [0, 255] or float in [0, 1].
+
+    Returns:
+        3x224x224 float32, normalized with the ImageNet mean and std.
+
+    Raises:
+        InputShapeError: not an image array.
+    """
+    torch = require("torch", "ImageNet preprocessing")
+    rgb = _as_rgb(image)
+    scale = 255.0 if rgb.dtype == np.uint8 else 1.0
+    t = torch.from_numpy(np.array(rgb, dtype=np.float32) / scale).permute(2, 0, 1)[None]
+    h, w = t.shape[-2:]
+    short, long = (h, w) if h <= w else (w, h)
+    new_long = int(RESIZE * long / short)
+    size = (RESIZE, new_long) if h <= w else (new_long, RESIZE)
+    t = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True)
+    top = int(round((size[0] - CROP) / 2.0))
+    left = int(round((size[1] - CROP) / 2.0))
+    t = t[..., top:top + CROP, left:left + CROP]
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    return ((t - mean) / std)[0].contiguous().numpy()
+
+
+def preprocess_batch(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Several images -> one Nx3x224x224 float32 batch."""
+    return np.stack([preprocess(im) for im in images])
+
+
+def top_k(logits: np.ndarray, k: int = 5) -> list[list[dict]]:
+    """Softmax scores of the ``k`` best classes, per row of ``logits`` (N x 1000).
+
+    Returns:
+        One list per image of ``{"index", "label", "score"}``, best first.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs = z / z.sum(axis=1, keepdims=True)
+    names = class_names()
+    best = np.argsort(-probs, axis=1)[:, :k]
+    return [
+        [{"index": int(i), "label": names[i], "score": float(p[i])} for i in row]
+        for row, p in zip(best, probs)
+    ]
+
+
+def sample_images() -> Mapping[str, np.ndarray]:
+    """Six RGB photos shipped with scikit-image and scikit-learn (no download), by name.
+
+    astronaut, chelsea (a cat), coffee (a cup), rocket from ``skimage.data``; china and flower
+    from ``sklearn.datasets.load_sample_image``.
+
+    Raises:
+        MissingDependencyError: scikit-image or scikit-learn is not installed.
+    """
+    skdata = require("skimage.data", "the quickstart's sample images")
+    datasets = require("sklearn.datasets", "the quickstart's sample images")
+    images = {name: getattr(skdata, name)() for name in SAMPLE_IMAGES[:4]}
+    for name in SAMPLE_IMAGES[4:]:
+        images[name] = datasets.load_sample_image(f"{name}.jpg")
+    return images

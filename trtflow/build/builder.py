@@ -178,8 +178,11 @@ def _configure(trt: Any, builder: Any, config: BuildConfig, plan: PrecisionPlan,
     return cfg
 
 
-def _timing_cache(cfg: Any, path: str | None) -> Any:
+def _timing_cache(cfg: Any, path: str | None, flavor: Flavor) -> Any:
     if not path or not hasattr(cfg, "create_timing_cache"):
+        return None
+    if flavor.is_rtx:  # deprecated since TensorRT-RTX 1.2, where timing cache operations are no-ops
+        log.warning("--timingCacheFile %s ignored: %s has no timing cache (it finishes kernels on the target GPU)", path, flavor.label)
         return None
     data = Path(path).read_bytes() if Path(path).exists() else b""
     cache = cfg.create_timing_cache(data)
@@ -187,8 +190,8 @@ def _timing_cache(cfg: Any, path: str | None) -> Any:
     return cache
 
 
-def _save_timing_cache(cfg: Any, path: str | None) -> None:
-    if not path or not hasattr(cfg, "get_timing_cache"):
+def _save_timing_cache(cfg: Any, path: str | None, flavor: Flavor) -> None:
+    if not path or flavor.is_rtx or not hasattr(cfg, "get_timing_cache"):
         return
     cache = cfg.get_timing_cache()
     if cache is None:
@@ -259,7 +262,7 @@ def build_engine(
     builder = trt.Builder(logger)
     network, parser = parse_network(trt, builder, logger, plan.proto, _network_flags(trt, plan, flavor), flavor)
     cfg = _configure(trt, builder, config, plan, profiles, network)
-    _timing_cache(cfg, config.timing_cache_file)
+    _timing_cache(cfg, config.timing_cache_file, flavor)
     with build_progress(trt, progress) as monitor:
         if monitor is not None:
             cfg.progress_monitor = monitor
@@ -277,7 +280,7 @@ def build_engine(
         failures = build_failures(logger.errors, network, nodes, flavor)
         detail = format_failures(failures) if failures else "; ".join(logger.errors[-3:]) or "no message"
         raise BuildError(f"{flavor.label} failed to build the engine: {detail}", failures)
-    _save_timing_cache(cfg, config.timing_cache_file)
+    _save_timing_cache(cfg, config.timing_cache_file, flavor)
     ins, outs = network_specs(network, plan.proto, profiles)
     log.info("built with %s in %.1f s (%d bytes)", flavor.label, seconds, serialized.nbytes)
     return BuildResult(

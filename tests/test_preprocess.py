@@ -1,0 +1,108 @@
+"""GPU-ready preprocessing checked against OpenCV / numpy references (on the CPU here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+cv2 = pytest.importorskip("cv2")
+
+from trtflow.errors import UsageError  # noqa: E402
+from trtflow.vision import preprocess as pp  # noqa: E402
+
+RNG = np.random.default_rng(0)
+FRAMES = RNG.integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)  # two 48x64 BGR frames
+
+
+def _cv2_resize(frame: np.ndarray, h: int, w: int) -> np.ndarray:
+    return cv2.resize(frame.astype(np.float32) / 255, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _nchw(t) -> np.ndarray:
+    return t.permute(0, 2, 3, 1).numpy()  # back to NHWC for comparison with OpenCV
+
+
+def test_to_nchw_and_swap_rb_are_exact():
+    x = pp.to_nchw(torch.from_numpy(FRAMES), "float32", bgr_to_rgb=True)
+    assert x.shape == (2, 3, 48, 64) and x.dtype == torch.float32
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    ref = cv2.cvtColor(FRAMES[1], cv2.COLOR_BGR2RGB).astype(np.float32) / 255
+    np.testing.assert_allclose(_nchw(x)[1], ref, rtol=0, atol=1e-7)  # max error: float rounding only
+    back = pp.swap_rb(x)
+    np.testing.assert_allclose(_nchw(back)[0] * 255, FRAMES[0], rtol=0, atol=1e-4)
+
+
+def test_fp16_output():
+    x = pp.to_nchw(torch.from_numpy(FRAMES), torch.float16)
+    assert x.dtype == torch.float16
+    np.testing.assert_allclose(_nchw(x.float()), FRAMES / 255, atol=5e-4)  # fp16 of 0..1: error < 2^-11
+
+
+@pytest.mark.parametrize("h, w", [(24, 32), (100, 50), (48, 64)])
+def test_resize_matches_cv2_inter_linear(h, w):
+    x = pp.to_nchw(torch.from_numpy(FRAMES))
+    out = pp.resize(x, (h, w))
+    assert out.shape == (2, 3, h, w)
+    for i in range(2):
+        ref = _cv2_resize(FRAMES[i], h, w)
+        assert np.abs(_nchw(out)[i] - ref).max() < 1e-5  # max error 1e-5 (float32 interpolation order)
+
+
+def test_letterbox_matches_cv2_and_boxes_map_back():
+    x = pp.to_nchw(torch.from_numpy(FRAMES))
+    out, box = pp.letterbox(x, 96)
+    assert out.shape == (2, 3, 96, 96)
+    assert box.scale == pytest.approx(1.5) and box.pad == (0, 12) and box.original == (48, 64)
+    ref = np.full((96, 96, 3), 114 / 255, np.float32)
+    ref[12:84, :, :] = _cv2_resize(FRAMES[0], 72, 96)
+    assert np.abs(_nchw(out)[0] - ref).max() < 1e-5  # max error 1e-5
+    # a box drawn in the original frame survives the round trip
+    boxes = torch.tensor([[[10.0, 5.0, 40.0, 30.0]]])
+    scaled = boxes * box.scale + torch.tensor([0.0, 12.0, 0.0, 12.0])
+    np.testing.assert_allclose(pp.unletterbox_boxes(scaled, box).numpy(), boxes.numpy(), atol=1e-5)
+    # boxes in the padding clip to the frame
+    outside = torch.tensor([[-5.0, 0.0, 200.0, 95.0]])
+    np.testing.assert_allclose(pp.unletterbox_boxes(outside, box).numpy(), [[0.0, 0.0, 64.0, 48.0]])
+
+
+def test_letterbox_without_scaleup_only_pads():
+    x = pp.to_nchw(torch.from_numpy(FRAMES))
+    out, box = pp.letterbox(x, (80, 80), scaleup=False)
+    assert box.scale == 1.0 and box.pad == (8, 16)
+    np.testing.assert_allclose(_nchw(out)[0, 16:64, 8:72], FRAMES[0] / 255, rtol=0, atol=1e-7)  # x * (1/255)
+
+
+def test_normalize_matches_numpy():
+    x = pp.to_nchw(torch.from_numpy(FRAMES))
+    out = pp.normalize(x)
+    ref = (FRAMES / np.float32(255) - np.array(pp.IMAGENET_MEAN, np.float32)) / np.array(pp.IMAGENET_STD, np.float32)
+    assert np.abs(_nchw(out) - ref).max() < 1e-5  # max error 1e-5
+    with pytest.raises(UsageError, match="2/3 values for 3 channels"):
+        pp.normalize(x, mean=(0.5, 0.5))
+
+
+def test_resize_shorter_side_and_center_crop_match_cv2():
+    x = pp.to_nchw(torch.from_numpy(FRAMES))
+    out = pp.center_crop(pp.resize_shorter_side(x, 32), 24)
+    assert pp.resize_shorter_side(x, 32).shape[2:] == (32, 42)  # torchvision: int(32 * 64 / 48)
+    ref = _cv2_resize(FRAMES[1], 32, 42)[4:28, 9:33]
+    assert out.shape == (2, 3, 24, 24)
+    assert np.abs(_nchw(out)[1] - ref).max() < 1e-5  # max error 1e-5
+    with pytest.raises(UsageError, match="larger than the images"):
+        pp.center_crop(x, 100)
+
+
+def test_classify_preprocess_chain():
+    out = pp.classify_preprocess(torch.from_numpy(FRAMES), size=24, resize_to=32, dtype="float32", bgr=True)
+    rgb = cv2.cvtColor(FRAMES[0], cv2.COLOR_BGR2RGB)
+    ref = (_cv2_resize(rgb, 32, 42)[4:28, 9:33] - np.array(pp.IMAGENET_MEAN, np.float32)) / np.array(pp.IMAGENET_STD, np.float32)
+    assert out.shape == (2, 3, 24, 24) and out.is_contiguous(memory_format=torch.channels_last)
+    assert np.abs(_nchw(out)[0] - ref).max() < 1e-4  # max error 1e-4 (after dividing by std ~0.22)
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(UsageError, match="torch tensor"):
+        pp.to_nchw(FRAMES)
+    with pytest.raises(UsageError, match="got \\(48, 64\\)"):
+        pp.to_nchw(torch.zeros(48, 64))

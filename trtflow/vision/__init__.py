@@ -1,0 +1,1 @@
+"""Vision pre- and post-processing: image preprocessing, models and labels for the demos."""

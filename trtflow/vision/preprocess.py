@@ -1,0 +1,221 @@
+"""Batched image preprocessing on torch tensors, on any device (the GPU in a pipeline).
+
+Frames arrive as uint8 ``(N, H, W, C)`` (or one ``(H, W, C)``), as decoders and OpenCV give them.
+``to_nchw`` turns them into ``(N, C, H, W)`` floats (channels-last in memory, for free); then
+``resize``, ``letterbox`` or ``resize_shorter_side`` + ``center_crop``, ``normalize`` and
+``swap_rb``. Bilinear resizing follows OpenCV's ``INTER_LINEAR`` (half-pixel centres, no
+antialiasing), so results match ``cv2.resize`` on float images. ``letterbox`` returns the
+``Letterbox`` that ``unletterbox_boxes`` needs to map detections back to the original frame.
+
+``classify_preprocess`` / ``detect_preprocess`` chain the usual steps in one call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from trtflow.errors import UsageError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How ``letterbox`` placed the frames: ``resized = original * scale`` then padded.
+
+    Attributes:
+        scale: resize factor applied to both axes.
+        pad: (left, top) padding in pixels of the output.
+        original: (height, width) of the input frames.
+        size: (height, width) of the output.
+    """
+
+    scale: float
+    pad: tuple[int, int]
+    original: tuple[int, int]
+    size: tuple[int, int]
+
+
+def _size(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = (int(s) for s in size)
+    return h, w
+
+
+def _batched_nchw(images: Any):
+    import torch
+
+    if not isinstance(images, torch.Tensor):
+        raise UsageError(f"expected a torch tensor, got {type(images).__name__}; wrap numpy with torch.from_numpy")
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4:
+        raise UsageError(f"expected images of shape (N, C, H, W) or (C, H, W), got {tuple(images.shape)}")
+    return images
+
+
+def _work_dtype(images, dtype):
+    """Half precision resizing runs on CUDA only; elsewhere compute in float32."""
+    import torch
+
+    if dtype in (torch.float16, torch.bfloat16) and images.device.type != "cuda":
+        return torch.float32
+    return dtype
+
+
+def to_nchw(frames: Any, dtype: Any = "float32", scale: float = 1 / 255, bgr_to_rgb: bool = False):
+    """uint8 HWC frames -> floating NCHW, multiplied by ``scale`` (1/255 gives 0..1).
+
+    Args:
+        frames: ``(N, H, W, C)`` or ``(H, W, C)`` tensor, any dtype (usually uint8).
+        dtype: "float32", "float16", "bfloat16" or a torch dtype.
+        scale: factor applied after the cast.
+        bgr_to_rgb: reverse the channel order (OpenCV frames are BGR).
+
+    Returns:
+        ``(N, C, H, W)`` tensor on the frames' device; its memory is channels-last (the
+        permuted view of NHWC), which convolutions on the GPU prefer.
+    """
+    import torch
+
+    if not isinstance(frames, torch.Tensor):
+        raise UsageError(f"expected a torch tensor, got {type(frames).__name__}; wrap numpy with torch.from_numpy")
+    if frames.dim() == 3:
+        frames = frames.unsqueeze(0)
+    if frames.dim() != 4:
+        raise UsageError(f"expected frames of shape (N, H, W, C) or (H, W, C), got {tuple(frames.shape)}")
+    want = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    out = frames.permute(0, 3, 1, 2).to(want)
+    if bgr_to_rgb:
+        out = out.flip(1)
+    if scale != 1:
+        out = out.mul_(scale) if out.data_ptr() != frames.data_ptr() else out * scale
+    return out
+
+
+def swap_rb(images: Any, channel_dim: int = 1):
+    """BGR <-> RGB: reverse the channel axis (``channel_dim`` 1 for NCHW, -1 for NHWC)."""
+    return images.flip(channel_dim)
+
+
+def normalize(images: Any, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+    """``(x - mean) / std`` per channel of an NCHW (or CHW) floating tensor."""
+    import torch
+
+    images = _batched_nchw(images)
+    if len(mean) != images.shape[1] or len(std) != images.shape[1]:
+        raise UsageError(f"mean/std have {len(mean)}/{len(std)} values for {images.shape[1]} channels")
+    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    return ((images.float() - m) / s).to(images.dtype)
+
+
+def resize(images: Any, size: int | Sequence[int]):
+    """Bilinear resize of NCHW floating images to ``size`` (h, w), as ``cv2.INTER_LINEAR``."""
+    import torch.nn.functional as F
+
+    images = _batched_nchw(images)
+    h, w = _size(size)
+    if tuple(images.shape[2:]) == (h, w):
+        return images
+    work = _work_dtype(images, images.dtype)
+    out = F.interpolate(images.to(work), size=(h, w), mode="bilinear", align_corners=False, antialias=False)
+    return out.to(images.dtype)
+
+
+def letterbox(images: Any, size: int | Sequence[int], pad_value: float = 114 / 255, scaleup: bool = True):
+    """Resize keeping the aspect ratio, then pad to ``size`` (the tutorials' ``resize_padding``).
+
+    Padding is split evenly between the sides (YOLO's rounding), filled with ``pad_value``.
+
+    Args:
+        images: NCHW floating tensor.
+        size: output (height, width), or one int for a square.
+        pad_value: fill value (114/255 for 0..1 images, YOLO's grey).
+        scaleup: allow enlarging small frames (False only shrinks).
+
+    Returns:
+        (padded images, ``Letterbox`` to pass to ``unletterbox_boxes``).
+    """
+    import torch.nn.functional as F
+
+    images = _batched_nchw(images)
+    h, w = (int(d) for d in images.shape[2:])
+    out_h, out_w = _size(size)
+    scale = min(out_h / h, out_w / w)
+    if not scaleup:
+        scale = min(scale, 1.0)
+    new_w, new_h = int(round(w * scale)), int(round(h * scale))
+    dw, dh = (out_w - new_w) / 2, (out_h - new_h) / 2
+    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    resized = resize(images, (new_h, new_w))
+    padded = F.pad(resized, (left, right, top, bottom), value=pad_value)
+    return padded, Letterbox(scale, (left, top), (h, w), (out_h, out_w))
+
+
+def unletterbox_boxes(boxes: Any, box: Letterbox, clip: bool = True):
+    """Map ``(..., 4)`` xyxy boxes from letterboxed coordinates back to the original frame."""
+    left, top = box.pad
+    out = boxes.clone()
+    out[..., [0, 2]] = (out[..., [0, 2]] - left) / box.scale
+    out[..., [1, 3]] = (out[..., [1, 3]] - top) / box.scale
+    if clip:
+        h, w = box.original
+        out[..., [0, 2]] = out[..., [0, 2]].clamp(0, w)
+        out[..., [1, 3]] = out[..., [1, 3]].clamp(0, h)
+    return out
+
+
+def resize_shorter_side(images: Any, size: int):
+    """Bilinear resize so the shorter side is ``size``, keeping the aspect ratio (torchvision's rounding)."""
+    images = _batched_nchw(images)
+    h, w = (int(d) for d in images.shape[2:])
+    if h <= w:
+        new_h, new_w = size, int(size * w / h)
+    else:
+        new_h, new_w = int(size * h / w), size
+    return resize(images, (new_h, new_w))
+
+
+def center_crop(images: Any, size: int | Sequence[int]):
+    """The central ``size`` (h, w) window of NCHW images (a view, no copy)."""
+    images = _batched_nchw(images)
+    h, w = (int(d) for d in images.shape[2:])
+    ch, cw = _size(size)
+    if ch > h or cw > w:
+        raise UsageError(f"crop {ch}x{cw} is larger than the images ({h}x{w}); resize first")
+    top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
+    return images[:, :, top : top + ch, left : left + cw]
+
+
+def classify_preprocess(
+    frames: Any,
+    size: int = 224,
+    resize_to: int = 256,
+    dtype: Any = "float16",
+    bgr: bool = False,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+):
+    """uint8 NHWC frames -> normalized NCHW (channels-last) classifier input: resize the shorter
+    side to ``resize_to``, center-crop ``size``, ImageNet mean/std, cast to ``dtype``."""
+    import torch
+
+    want = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    x = to_nchw(frames, _work_dtype(frames, want), bgr_to_rgb=bgr)
+    x = center_crop(resize_shorter_side(x, resize_to), size)
+    return normalize(x, mean, std).to(want).contiguous(memory_format=torch.channels_last)
+
+
+def detect_preprocess(frames: Any, size: int | Sequence[int] = 640, dtype: Any = "float16", bgr: bool = True):
+    """uint8 NHWC frames -> letterboxed 0..1 NCHW detector input and its ``Letterbox``."""
+    import torch
+
+    want = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    x = to_nchw(frames, _work_dtype(frames, want), bgr_to_rgb=bgr)
+    x, box = letterbox(x, size)
+    return x.to(want).contiguous(memory_format=torch.channels_last), box

@@ -1,0 +1,135 @@
+"""The engine cache with real builds: hit, miss, invalidation, concurrent builders, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+from trtflow.build.cache import EngineCache
+from trtflow.build.config import BuildConfig
+from trtflow.build.sidecar import read_sidecar
+from trtflow.spec import make_profile
+
+PROFILE = make_profile({"x": (1, 3, 16, 16)}, {"x": (2, 3, 16, 16)}, {"x": (4, 3, 16, 16)})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def flavor():
+    from trtflow.build.flavor import flavor_available
+
+    found = flavor_available()
+    if found is None:
+        pytest.skip("neither tensorrt nor tensorrt_rtx is installed")
+    return found
+
+
+@pytest.fixture
+def store(tmp_path):
+    return EngineCache(tmp_path / "engines")
+
+
+def test_cache_dir_env_override(tmp_path, monkeypatch):
+    from trtflow.cache_dir import cache_dir
+
+    monkeypatch.setenv("TRTFLOW_CACHE_DIR", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c"
+    assert EngineCache().root == tmp_path / "c" / "engines"
+
+
+def test_miss_then_hit(store, tiny_onnx, flavor):
+    config = BuildConfig(profiles=[PROFILE])
+    first = store.get_or_build(tiny_onnx, config, progress=False)
+    assert not first.hit and first.plan_path.exists()
+    meta = read_sidecar(first.plan_path)
+    assert meta["key"] == first.key and meta["flavor"] == flavor.name and meta["version"] == flavor.version
+    assert meta["inputs"][0]["bounds"]["max"] == [4, 3, 16, 16] and meta["build_seconds"] > 0
+    assert meta["trtflow_version"] and meta["target"]["name"]
+    second = store.get_or_build(tiny_onnx, config, progress=False)
+    assert second.hit and second.key == first.key and second.plan() == first.plan()
+    assert len(store.entries()) == 1
+
+
+def test_changed_config_or_onnx_is_a_new_key(store, tiny_onnx, models_dir):
+    import onnx
+
+    base = store.get_or_build(tiny_onnx, BuildConfig(profiles=[PROFILE]), progress=False)
+    other_config = store.get_or_build(tiny_onnx, BuildConfig(profiles=[PROFILE], max_batch=8), progress=False)
+    proto = onnx.load(str(tiny_onnx))
+    proto.doc_string = "changed bytes"
+    changed = store.get_or_build(proto.SerializeToString(), BuildConfig(profiles=[PROFILE]), progress=False)
+    assert len({base.key, other_config.key, changed.key}) == 3
+    assert not other_config.hit and not changed.hit
+
+
+def test_faked_sidecar_version_rebuilds(store, tiny_onnx):
+    config = BuildConfig(profiles=[PROFILE])
+    entry = store.get_or_build(tiny_onnx, config, progress=False)
+    side = entry.plan_path.with_name(entry.plan_path.name + ".json")
+    meta = json.loads(side.read_text())
+    meta["version"] = "0.0.1"
+    side.write_text(json.dumps(meta))
+    again = store.get_or_build(tiny_onnx, config, progress=False)
+    assert not again.hit and "0.0.1" in again.rebuilt_because
+    assert read_sidecar(again.plan_path)["version"] != "0.0.1"
+
+
+def test_corrupt_plan_rebuilds(store, tiny_onnx):
+    config = BuildConfig(profiles=[PROFILE])
+    entry = store.get_or_build(tiny_onnx, config, progress=False)
+    entry.plan_path.write_bytes(entry.plan()[:100])
+    again = store.get_or_build(tiny_onnx, config, progress=False)
+    assert not again.hit and "SHA-256" in again.rebuilt_because
+    assert again.plan_path.stat().st_size == again.meta["engine_bytes"]
+
+
+BUILD_ONE = """
+import sys
+from trtflow.build.cache import EngineCache
+from trtflow.build.config import BuildConfig
+entry = EngineCache(sys.argv[1]).get_or_build(sys.argv[2], BuildConfig(max_batch=4), progress=False)
+print(entry.key, entry.hit)
+"""
+
+
+def test_two_processes_building_one_key(tmp_path, tiny_onnx):
+    root = tmp_path / "engines"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", BUILD_ONE, str(root), str(tiny_onnx)], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    keys = {o[0].split()[0] for o in outs}
+    hits = sorted(o[0].split()[1] for o in outs)
+    assert len(keys) == 1 and hits == ["False", "True"]  # one built it, the other waited and reused it
+    store = EngineCache(root)
+    assert [p.name for p in sorted(root.glob("*.plan"))] == [f"{keys.pop()}.plan"]
+    assert not list(root.glob("*.tmp")) and not list(root.glob(".*.tmp"))
+    entry = store.entries()[0]
+    meta, why = store.check(entry["key"], *_here())
+    assert meta is not None and why is None
+
+
+def _here():
+    from trtflow.build.flavor import load_flavor, target_of
+
+    return load_flavor(), target_of()
+
+
+def test_cli_cache_list_and_clear(tmp_path, tiny_onnx):
+    env = {"TRTFLOW_CACHE_DIR": str(tmp_path)}
+    EngineCache(tmp_path / "engines").get_or_build(tiny_onnx, BuildConfig(profiles=[PROFILE]), progress=False)
+    listed = run_cli("cache", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    assert len(data["engines"]) == 1 and data["engines"][0]["source"] == str(tiny_onnx)
+    table = run_cli("cache", "list", env=env)
+    assert table.returncode == 0 and "1 cached engine" in table.stdout
+    cleared = run_cli("cache", "clear", "--json", env=env)
+    assert json.loads(cleared.stdout)["removed"] == 1
+    assert json.loads(run_cli("cache", "list", "--json", env=env).stdout)["engines"] == []

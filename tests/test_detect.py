@@ -1,0 +1,132 @@
+"""decode_detections (torch) vs the numpy reference; priors in the graph vs in numpy; array families."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trtflow.errors import UsageError
+from trtflow.vision.detect import decode_detections
+from trtflow.vision.formats import DetectionConfig
+from trtflow.vision.nms_ref import reference_detections
+from trtflow.vision.priors import RETINAFACE, SSD300, make_priors
+
+
+def _same(ref, got, tol=1e-4):
+    assert set(ref) == set(got)
+    np.testing.assert_array_equal(got["num_detections"], ref["num_detections"])
+    np.testing.assert_array_equal(got["classes"], ref["classes"])
+    for name in ("boxes", "scores", "landmarks"):
+        if name in ref:
+            np.testing.assert_allclose(got[name], ref[name], atol=tol, rtol=1e-6)
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def _prior_model(config, opset):
+    import onnx_graphsurgeon as gs
+
+    from trtflow.graph.builder import GraphBuilder
+    from trtflow.graph.priors import graph_priors
+
+    image = gs.Variable("image", np.float32, ["n", 3, "h", "w"])
+    graph = gs.Graph(inputs=[image], opset=opset)
+    b = GraphBuilder(graph, opset)
+    priors = graph_priors(b, b.wrap(image), config)
+    priors.tensor.name = "priors"
+    graph.outputs = [priors.tensor]
+    model = gs.export_onnx(graph.cleanup().toposort())
+    model.ir_version = 8  # what this onnxruntime reads
+    return model
+
+
+@pytest.mark.parametrize("opset", [11, 18])
+def test_graph_priors_match_numpy(opset):
+    import onnxruntime as ort
+
+    for config, sizes in ((RETINAFACE, [(64, 64), (100, 77), (481, 640)]), (SSD300, [(300, 300), (384, 512)])):
+        session = ort.InferenceSession(_prior_model(config, opset).SerializeToString())
+        for h, w in sizes:
+            got = session.run(None, {"image": np.zeros((1, 3, h, w), np.float32)})[0]
+            want = make_priors(config, h, w)
+            assert got.shape == want.shape == (config.count(h, w), 4)
+            np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+    assert make_priors(SSD300, 300, 300).shape == (8732, 4)
+
+
+def test_greedy_chain_is_exact():
+    # a suppresses b; b would suppress c, but b is gone, so c stays (Fast-NMS would drop c)
+    boxes = np.array([[[0, 0, 10, 10], [3, 0, 13, 10], [6, 0, 16, 10], [50, 50, 60, 60]]], np.float32)
+    scores = np.array([[[0.9], [0.8], [0.7], [0.6]]], np.float32)
+    outs = {"boxes": boxes, "scores": scores}
+    got = decode_detections(outs, "boxes-scores", score_thr=0.0, iou_thr=0.3, max_det=4)
+    assert got["num_detections"].tolist() == [[3]]
+    np.testing.assert_array_equal(got["boxes"][0, :3], boxes[0, [0, 2, 3]])
+    _same(reference_detections(outs, DetectionConfig("boxes-scores", 0.0, 0.3, 4)), got)
+
+
+@pytest.mark.parametrize("agnostic", [False, True])
+def test_ssd_and_retinaface_match_reference(agnostic):
+    rng = np.random.default_rng(3)
+    a = SSD300.count(300, 300)
+    ssd = {"loc": rng.normal(0, 1, (2, a, 4)).astype(np.float32), "conf": _softmax(rng.normal(0, 2, (2, a, 4)))}
+    cfg = DetectionConfig("ssd", 0.9, 0.45, 50, agnostic)
+    ref = reference_detections(ssd, cfg, input_size=(300, 300))
+    assert ref["num_detections"].min() > 0
+    _same(ref, decode_detections(ssd, "ssd", 0.9, 0.45, 50, agnostic, input_size=(300, 300)))
+
+    a = RETINAFACE.count(96, 128)
+    rf = {"loc": rng.normal(0, 1, (2, a, 4)).astype(np.float32), "conf": _softmax(rng.normal(0, 2, (2, a, 2))),
+          "landmarks": rng.normal(0, 1, (2, a, 10)).astype(np.float32)}
+    cfg = DetectionConfig("retinaface", 0.8, 0.4, 40, agnostic)
+    ref = reference_detections(rf, cfg, input_size=(96, 128))
+    got = decode_detections(rf, "retinaface", 0.8, 0.4, 40, agnostic, input_size=(96, 128))
+    assert ref["num_detections"].min() > 0 and got["landmarks"].shape == (2, 40, 10)
+    _same(ref, got)
+    assert set(np.unique(got["classes"])) <= {-1, 1}
+
+
+def test_families_and_padding():
+    import torch
+
+    rng = np.random.default_rng(0)
+    head = np.concatenate([rng.uniform(0, 64, (1, 2, 50)), rng.uniform(4, 16, (1, 2, 50)),
+                           rng.uniform(0, 1, (1, 3, 50))], 1).astype(np.float32)  # yolov8 [N, 4+C, A]
+    out_np = decode_detections({"out": head}, "yolov8", 0.5, 0.5, max_det=200)
+    assert all(isinstance(v, np.ndarray) for v in out_np.values())
+    assert out_np["boxes"].shape == (1, 200, 4), "padded to max_det beyond the candidate count"
+    out_t = decode_detections({"out": torch.from_numpy(head)}, "yolov8", 0.5, 0.5, max_det=200)
+    assert all(isinstance(v, torch.Tensor) for v in out_t.values())
+    assert out_t["classes"].dtype == torch.int32 and out_t["num_detections"].dtype == torch.int32
+    _same(out_np, {k: v.numpy() for k, v in out_t.items()})
+    capped = decode_detections({"out": head}, "yolov8", 0.0, 1.0, max_det=200, pre_nms_topk=7)
+    assert capped["num_detections"].tolist() == [[7]]
+
+
+def test_errors():
+    loc = np.zeros((1, RETINAFACE.count(64, 64), 4), np.float32)
+    conf = np.zeros((1, loc.shape[1], 2), np.float32)
+    with pytest.raises(UsageError, match="input_size"):
+        decode_detections({"loc": loc, "conf": conf}, "retinaface")
+    with pytest.raises(UsageError, match="priors for a 32x32 input"):
+        decode_detections({"loc": loc, "conf": conf}, "retinaface", input_size=(32, 32))
+    with pytest.raises(UsageError, match="unknown detection format"):
+        decode_detections({"loc": loc}, "detr")
+
+
+@pytest.mark.gpu
+def test_cuda_tensors_match_cpu():
+    import torch
+
+    rng = np.random.default_rng(5)
+    a = RETINAFACE.count(320, 320)
+    raw = {"loc": rng.normal(0, 1, (4, a, 4)).astype(np.float32), "conf": _softmax(rng.normal(0, 2, (4, a, 2))),
+           "landmarks": rng.normal(0, 1, (4, a, 10)).astype(np.float32)}
+    cpu = decode_detections(raw, "retinaface", 0.8, 0.4, 100, input_size=(320, 320))
+    cuda = decode_detections({k: torch.from_numpy(v).cuda() for k, v in raw.items()}, "retinaface", 0.8, 0.4, 100,
+                             input_size=(320, 320))
+    assert all(v.is_cuda for v in cuda.values())
+    _same(cpu, {k: v.cpu().numpy() for k, v in cuda.items()})

@@ -24,10 +24,15 @@ def _torch(tiny_onnx):
     )
 
 
-ENGINES = {"ort": _ort, "torch": _torch}
+def _tensorrt(tiny_onnx):
+    return trtflow.load(tiny_onnx, engine="tensorrt", cache=False)  # batch profile inferred: 1..16
 
 
-@pytest.fixture(params=sorted(ENGINES))
+ENGINES = {"ort": _ort, "torch": _torch, "tensorrt": _tensorrt}
+MARKS = {"tensorrt": [pytest.mark.tensorrt_gpu]}  # executes only where a TensorRT runs on the GPU
+
+
+@pytest.fixture(params=[pytest.param(name, marks=MARKS.get(name, ())) for name in sorted(ENGINES)])
 def engine(request, tiny_onnx):
     eng = ENGINES[request.param](tiny_onnx)
     yield eng

@@ -30,12 +30,12 @@ def _prior_model(config, opset):
     import onnx_graphsurgeon as gs
 
     from trtflow.graph.builder import GraphBuilder
-    from trtflow.graph.priors import graph_priors
+    from trtflow.graph.priors import graph_priors, input_hw
 
     image = gs.Variable("image", np.float32, ["n", 3, "h", "w"])
     graph = gs.Graph(inputs=[image], opset=opset)
     b = GraphBuilder(graph, opset)
-    priors = graph_priors(b, b.wrap(image), config)
+    priors = graph_priors(b, *input_hw(b, b.wrap(image)), config)
     priors.tensor.name = "priors"
     graph.outputs = [priors.tensor]
     model = gs.export_onnx(graph.cleanup().toposort())

@@ -85,6 +85,7 @@ class GraphBuilder:
         self.opset = opset
         self.prefix = prefix
         self._ids = itertools.count()
+        self._shapes: dict[int, GraphArray] = {}
 
     def name(self, hint: str) -> str:
         return f"{self.prefix}/{hint}_{next(self._ids)}"
@@ -138,7 +139,11 @@ class GraphBuilder:
         return self.op("Cast", [x], {"to": to}, dtype=dtype)
 
     def shape(self, x: GraphArray) -> GraphArray:
-        return self.op("Shape", [x], dtype=np.int64)
+        """Shape of ``x`` (one Shape node per tensor)."""
+        key = id(x.tensor)
+        if key not in self._shapes:
+            self._shapes[key] = self.op("Shape", [x], dtype=np.int64)
+        return self._shapes[key]
 
     def dim(self, x: GraphArray, axis: int) -> GraphArray:
         """Dimension ``axis`` of ``x`` as an int64 [1] tensor."""

@@ -50,14 +50,14 @@ def _image_input(graph) -> GraphArray | Any:
     )
 
 
-def _priors(b: GraphBuilder, graph, config: DetectionConfig) -> GraphArray:
+def _priors(b: GraphBuilder, config: DetectionConfig, height: GraphArray, width: GraphArray) -> GraphArray:
     from trtflow.graph.priors import graph_priors
 
     spec = config.prior_spec
     if isinstance(spec, str) and spec in PRESETS:
         spec = PRESETS[spec]
     if isinstance(spec, PriorConfig):
-        return graph_priors(b, b.wrap(_image_input(graph)), spec)
+        return graph_priors(b, height, width, spec)
     array = load_priors(spec) if isinstance(spec, str) else np.asarray(spec, np.float32)
     return b.const(array)
 
@@ -152,6 +152,7 @@ def add_nms(model, config: DetectionConfig, plugin: str = "none") -> tuple[Any, 
     tensors = graph.tensors()
     roles = resolve_roles(config, [t.name for t in graph.outputs])
     raw_tensors = {role: tensors[name] for role, name in roles.items()}
+    extra = [t for t in graph.outputs if t.name not in roles.values()]  # outputs besides the head stay
     for name in OUTPUTS:  # free the new output names (boxes-scores models often use them)
         if name in tensors:
             tensors[name].name = f"{name}_raw"
@@ -161,8 +162,8 @@ def add_nms(model, config: DetectionConfig, plugin: str = "none") -> tuple[Any, 
     if config.format in PRIOR_FORMATS:
         from trtflow.graph.priors import input_hw
 
-        priors = _priors(b, graph, config)
         height, width = input_hw(b, b.wrap(_image_input(graph)))
+        priors = _priors(b, config, height, width)
         scale_xy = b.cat([width, height], 0)
     landmark_dim = raw["landmarks"].shape[-1] if "landmarks" in raw and raw["landmarks"].shape else None
     count = landmark_dim // 2 if isinstance(landmark_dim, int) else 5
@@ -182,12 +183,14 @@ def add_nms(model, config: DetectionConfig, plugin: str = "none") -> tuple[Any, 
         outs = _nms(b, boxes, scores, landmarks, config)
     batch = graph.outputs[0].shape[0] if graph.outputs[0].shape else "N"
     shapes = {"num_detections": [batch, 1], "boxes": [batch, config.max_det, 4], "scores": [batch, config.max_det],
-              "classes": [batch, config.max_det], "landmarks": [batch, config.max_det, landmark_dim or 2 * count]}
+              "classes": [batch, config.max_det],
+              "landmarks": [batch, config.max_det, landmark_dim if isinstance(landmark_dim, int) else 2 * count]}
     graph.outputs = []
     for name, array in outs.items():
         array.tensor.name = name
         array.tensor.shape = shapes[name]
         graph.outputs.append(array.tensor)
+    graph.outputs.extend(extra)
     graph.cleanup().toposort()
     new = gs.export_onnx(graph)
     new.ir_version = proto.ir_version
@@ -199,6 +202,8 @@ def add_nms(model, config: DetectionConfig, plugin: str = "none") -> tuple[Any, 
     else:
         report["verification"] = PLUGIN_NOTE
     report["outputs"] = list(outs)
+    if extra:
+        report["kept_outputs"] = [t.name for t in extra]
     return new, report
 
 

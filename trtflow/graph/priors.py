@@ -18,9 +18,8 @@ def input_hw(b: GraphBuilder, image: GraphArray) -> tuple[GraphArray, GraphArray
     return b.cast(b.slice(shape, 0, 2, 3), np.float32), b.cast(b.slice(shape, 0, 3, 4), np.float32)
 
 
-def graph_priors(b: GraphBuilder, image: GraphArray, config: PriorConfig) -> GraphArray:
-    """Normalized priors ``[A, 4]`` (cx, cy, w, h) for the runtime size of the NCHW ``image``."""
-    height, width = input_hw(b, image)
+def graph_priors(b: GraphBuilder, height: GraphArray, width: GraphArray, config: PriorConfig) -> GraphArray:
+    """Normalized priors ``[A, 4]`` (cx, cy, w, h) for the runtime input size (float32 [1] tensors, see input_hw)."""
     size_wh = b.cat([width, height], 0)  # [2]
     levels = []
     for stride, shapes in zip(config.strides, config.shapes):

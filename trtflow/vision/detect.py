@@ -109,8 +109,10 @@ def batched_nms(boxes, scores, config: DetectionConfig, landmarks=None, pre_nms_
         flat = scores.gather(2, best[..., None])[..., 0]  # [N, A]; key = anchor
     else:
         flat = scores.permute(0, 2, 1).reshape(n, num_cols * num_anchors)  # key = column * A + anchor
-    masked = torch.where(flat > config.score_thr, flat, torch.full_like(flat, float("-inf")))
-    k = min(pre_nms_topk, flat.shape[1])
+    above = flat > config.score_thr
+    masked = torch.where(above, flat, torch.full_like(flat, float("-inf")))
+    # only as many candidate slots as the busiest image needs (one host sync)
+    k = max(1, min(pre_nms_topk, int(above.sum(1).max())))
     cand_scores, keys = torch.sort(masked, dim=1, descending=True, stable=True)
     cand_scores, keys = cand_scores[:, :k], keys[:, :k]
     valid = cand_scores > float("-inf")

@@ -1,0 +1,102 @@
+"""The bench library and ``trtflow bench`` on the ONNX Runtime engine (CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import trtflow
+from trtflow.bench import BenchConfig, BenchResult, Stats, run_bench, summary_text, to_dict, warnings
+from trtflow.bench.loop import SERIES
+from trtflow.errors import UsageError
+from tests.conftest import run_cli
+
+FIELDS = {"engine", "device", "timing", "date", "host", "batch", "shapes", "config", "queries", "throughput",
+          *SERIES, "total_host_walltime_s", "total_gpu_compute_s", "warnings", "iterations"}
+STATS = {"min", "max", "mean", "median", "p90", "p95", "p99", "std", "cov", "count"}
+
+
+def test_stats_match_numpy():
+    values = np.random.default_rng(0).gamma(2.0, 1.0, 1000)
+    s = Stats.of(values)
+    assert s.count == 1000 and s.min == values.min() and s.max == values.max()
+    assert s.median == pytest.approx(np.median(values)) and s.p99 == pytest.approx(np.percentile(values, 99))
+    assert s.cov == pytest.approx(values.std() / values.mean())
+    assert "percentile(99%)" in s.line()
+    assert Stats.of([]).count == 0
+
+
+def _result(enqueue, h2d, compute, d2h, timing="cuda-events"):
+    times = {"latency": [a + b + c for a, b, c in zip(h2d, compute, d2h)], "enqueue": enqueue, "h2d": h2d,
+             "compute": compute, "d2h": d2h}
+    return BenchResult("torch", "cuda:0", timing, 8, {"x": [8, 3]}, 1.0, times, BenchConfig())
+
+
+def test_warnings_follow_trtexec_rules():
+    steady = [1.0] * 50
+    assert warnings(_result([0.1] * 50, [0.1] * 50, steady, [0.1] * 50)) == []
+    enqueue_bound = warnings(_result([0.9] * 50, [0.1] * 50, steady, [0.1] * 50))
+    assert len(enqueue_bound) == 1 and "Enqueue Time" in enqueue_bound[0] and "--useCudaGraph" in enqueue_bound[0]
+    transfer_bound = warnings(_result([0.1] * 50, [2.0] * 50, steady, [3.0] * 50))
+    assert len(transfer_bound) == 2
+    assert "host-to-device transfers" in transfer_bound[0] and "device-to-host transfers" in transfer_bound[1]
+    unstable = warnings(_result([0.1] * 50, [0.1] * 50, [1.0, 1.2] * 25, [0.1] * 50))
+    assert len(unstable) == 1 and "coefficient of variance = 9.09%" in unstable[0]
+
+
+def test_run_bench_on_ort_records_every_field(tiny_onnx):
+    with trtflow.load(tiny_onnx, engine="ort") as engine:
+        feed = {"x": np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)}
+        result = run_bench(engine, feed, BenchConfig(iterations=30, duration_s=0.05, warmup_ms=5))
+    data = to_dict(result)
+    assert set(data) == FIELDS
+    assert data["timing"] == "perf_counter" and data["batch"] == 4 and data["queries"] >= 30
+    for name in SERIES:
+        assert set(data[name]) == STATS and len(data["iterations"][f"{name}_ms"]) == data["queries"]
+    assert data["latency"]["min"] > 0 and data["h2d"]["max"] == 0
+    assert data["throughput"]["inferences_per_s"] == pytest.approx(4 * data["throughput"]["qps"])
+    assert data["throughput"]["qps"] == pytest.approx(data["queries"] / data["total_host_walltime_s"])
+    text = summary_text(result)
+    for words in ("Throughput:", "inferences/s", "Latency: min", "Enqueue Time:", "H2D Latency:", "Compute Time:",
+                  "D2H Latency:", "Total Host Walltime:", "Total Compute Time:"):
+        assert words in text
+    with pytest.raises(UsageError, match="needs a CUDA engine"):
+        run_bench(trtflow.load(tiny_onnx, engine="ort"), feed, BenchConfig(streams=2))
+    with pytest.raises(UsageError, match="iterations >= 1"):
+        BenchConfig(iterations=0)
+
+
+def test_cli_bench_ort_json_export_and_plot(tiny_onnx, tmp_path):
+    out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
+    proc = run_cli("bench", str(tiny_onnx), "--shapes", "x:2x3x16x16", "--iterations", "20", "--duration", "0.1",
+                   "--warmUp", "10", "--exportJson", str(out_json), "--plot", str(out_png), "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert set(data) == FIELDS and data["engine"] == "ort" and data["shapes"] == {"x": [2, 3, 16, 16]}
+    assert json.loads(out_json.read_text())["queries"] == data["queries"] >= 20
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_bench_text_summary_and_errors(tiny_onnx):
+    proc = run_cli("bench", str(tiny_onnx), "--shapes", "x:1x3x16x16", "--duration", "0.05", "--warmUp", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert "=== Performance summary (ort on cpu" in proc.stdout and "percentile(99%)" in proc.stdout
+    bad = run_cli("bench", str(tiny_onnx), "--shapes", "x:1x3x16x16", "--streams", "2")
+    assert bad.returncode == 2 and "needs a CUDA engine" in bad.stderr
+    bad = run_cli("bench", str(tiny_onnx), "--useCudaGraph")
+    assert bad.returncode == 2 and "torch engine" in bad.stderr
+    bad = run_cli("bench", str(tiny_onnx), "--plot", "x.jpg")
+    assert bad.returncode == 2 and ".png" in bad.stderr
+
+
+def test_cli_bench_module_factory_on_torch_cpu():
+    pytest.importorskip("torch")
+    proc = run_cli("bench", "tests.models.tiny:make", "--shapes", "x:2x3x16x16", "--device", "cpu",
+                   "--duration", "0.05", "--warmUp", "5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["engine"] == "torch" and data["batch"] == 2 and data["queries"] >= 10
+    missing = run_cli("bench", "tests.models.tiny:make", "--device", "cpu")
+    assert missing.returncode == 2 and "--shapes" in missing.stderr

@@ -1,0 +1,114 @@
+"""trtflow bench MODEL: trtexec's performance summary for any engine (ONNX, .pt2, MODULE:FACTORY)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from trtflow.cli import options, output
+from trtflow.errors import UsageError
+
+HELP = "benchmark a model like trtexec: throughput, latency percentiles, H2D/compute/D2H split"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="an .onnx file, an engine plan, a .pt2 package or MODULE:FACTORY (torch engine)")
+    options.add_engine(parser)
+    options.add_shapes(parser)
+    options.add_precision(parser)
+    group = parser.add_argument_group("inference (trtexec flags)")
+    group.add_argument("--iterations", type=int, default=10, help="run at least N queries (default: %(default)s)")
+    group.add_argument("--duration", type=float, default=3.0, help="run at least S seconds (default: %(default)s)")
+    group.add_argument("--warmUp", type=float, default=200.0, help="warm up for MS milliseconds (default: %(default)s)")
+    group.add_argument("--useCudaGraph", action="store_true", help="capture the engine in CUDA graphs (torch engine)")
+    group.add_argument("--noDataTransfers", action="store_true", help="leave H2D/D2H copies out of the timing")
+    group.add_argument("--streams", type=int, default=1, help="spread queries over N CUDA streams (default: 1)")
+    group.add_argument("--exportJson", metavar="FILE", help="write every figure and the per-query times as JSON")
+    group.add_argument("--plot", metavar="FILE.png", help="write the latency distribution as a PNG")
+    torch_group = parser.add_argument_group("torch engine")
+    torch_group.add_argument("--compile", choices=("default", "reduce-overhead", "max-autotune"),
+                             help="torch.compile mode (default: eager)")
+    torch_group.add_argument("--channels-last", action="store_true", help="channels-last weights and inputs")
+    torch_group.add_argument("--device", default=None, help="torch device, e.g. cuda:0 or cpu (default: cuda if present)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
+    options.add_json(parser)
+
+
+def _torch_options(args: argparse.Namespace) -> dict:
+    return {
+        "dtype": "bf16" if args.bf16 else ("fp16" if args.fp16 or args.best else "fp32"),
+        "channels_last": args.channels_last,
+        "cuda_graphs": args.useCudaGraph,
+        "device": args.device,
+    }
+
+
+def _load(args: argparse.Namespace):
+    """The engine for MODEL: MODULE:FACTORY and .pt2 on the torch engine, the rest by --engine."""
+    from trtflow.engines import ALIASES, auto_engine, load
+    from trtflow.export.factory import is_factory_spec
+
+    model = args.model
+    if is_factory_spec(model):
+        if args.engine not in ("auto", "torch", "pytorch", "pt"):
+            raise UsageError(f"MODULE:FACTORY runs on the torch engine; got --engine {args.engine}. Export to ONNX first for other engines")
+        return _load_factory(args)
+    name = auto_engine(model) if args.engine == "auto" else ALIASES.get(args.engine.lower(), args.engine.lower())
+    if name == "torch":
+        opts = _torch_options(args)
+        if opts["dtype"] != "fp32" or opts["channels_last"]:
+            raise UsageError("a .pt2 package keeps the precision and layout it was built with; drop --fp16/--bf16/--channels-last")
+        return load(model, "torch", cuda_graphs=opts["cuda_graphs"], device=opts["device"])
+    if args.useCudaGraph or args.compile or args.channels_last or args.device:
+        raise UsageError(f"--useCudaGraph, --compile, --channels-last and --device apply to the torch engine, not {name}")
+    if name == "ort" and (args.fp16 or args.bf16 or args.int8 or args.best):
+        raise UsageError("ONNX Runtime runs the model's own types; drop --fp16/--bf16/--int8/--best (or convert the ONNX model first)")
+    return options.load_engine(args, model, name)
+
+
+def _load_factory(args: argparse.Namespace):
+    import numpy as np
+
+    from trtflow.deps import require
+    from trtflow.engines.torch import TorchEngine
+    from trtflow.export.factory import load_factory
+
+    torch = require("torch", "benchmarking MODULE:FACTORY")
+    shapes = options.shapes_of(args)
+    made = load_factory(args.model)
+    module, examples = made if isinstance(made, tuple) else (made, None)
+    if examples is None:
+        if not shapes:
+            raise UsageError(f"{args.model} needs input shapes: give --shapes NAME:1x3x224x224 with forward()'s argument names")
+        rng = np.random.default_rng(args.seed)
+        examples = {name: torch.from_numpy(rng.standard_normal(shape).astype(np.float32)) for name, shape in shapes.items()}
+    return TorchEngine(module, examples, compile=args.compile, **_torch_options(args))
+
+
+def run(args: argparse.Namespace) -> int:
+    from trtflow.bench import BenchConfig, plot, run_bench, summary_text, to_dict, write_json
+    from trtflow.data import build_feed
+
+    config = BenchConfig(
+        iterations=args.iterations, duration_s=args.duration, warmup_ms=args.warmUp,
+        data_transfers=not args.noDataTransfers, streams=args.streams,
+    )
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise UsageError(f"--plot writes a PNG; give a file name ending in .png, not '{args.plot}'")
+    with _load(args) as engine:
+        feed = build_feed(engine.inputs, None, options.shapes_of(args), args.seed)
+        with output.progress(f"bench {Path(args.model).name if not ':' in args.model else args.model}") as bar:
+            task = bar.add_task("timing", total=1.0)
+            result = run_bench(engine, feed, config, on_progress=lambda f: bar.update(task, completed=f))
+    if args.exportJson:
+        write_json(result, args.exportJson)
+    if args.plot:
+        plot(result, args.plot)
+    if args.json:
+        output.print_json(to_dict(result))
+        return 0
+    print(summary_text(result))
+    for label, path in (("JSON", args.exportJson), ("plot", args.plot)):
+        if path:
+            print(f"{label} written to {path}")
+    return 0

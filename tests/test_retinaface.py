@@ -152,3 +152,21 @@ def test_check_reports_nms_on_rtx(with_nms, models_dir):
     assert report["flavor"] == "tensorrt_rtx" and report["converts"] is False
     nms = [f for f in report["failures"] if f["op"] == "NonMaxSuppression"]
     assert nms and "decode_detections" in nms[0]["fix"] and "extract" in nms[0]["fix"]
+
+
+def test_extract_raw_head_then_decode(with_nms, models_dir, tmp_path, astronaut):
+    """The TensorRT-RTX workaround: cut the NMS model back to its raw head, decode after the engine."""
+    import onnx
+
+    from trtflow.vision import decode_detections
+
+    out = tmp_path / "raw_head.onnx"
+    res = run_cli("surgeon", "extract", str(models_dir / "retinaface_nms.onnx"), "-o", str(out),
+                  "--outputs", "loc,conf,landmarks_raw", "--no-verify", "--json")
+    assert res.returncode == 0, res.stderr
+    raw_head = onnx.load(str(out))
+    assert "NonMaxSuppression" not in {n.op_type for n in raw_head.graph.node}
+    raw = ort_run(raw_head.SerializeToString(), astronaut)
+    faces = decode_detections(raw, "retinaface", 0.5, 0.4, 20, input_size=(512, 512),
+                              names={"loc": "loc", "conf": "conf", "landmarks": "landmarks_raw"})
+    np.testing.assert_allclose(faces["boxes"], ort_run(with_nms, astronaut)["boxes"], atol=1e-4, rtol=0)

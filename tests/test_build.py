@@ -229,6 +229,8 @@ def test_cli_build_prints_the_inferred_profile(flavor, tiny_onnx, tmp_path):
         (["--shapes", "x:1xx3"], "bad shape"),
         (["--memPoolSize", "workspace:lots"], "bad size"),
         (["--hardwareCompatibilityLevel", "hopper"], "ampere+"),
+        (["--plugins", "/nonexistent/libplugin.so"], "plugin library not found"),
+        (["--fp16", "--stronglyTyped", "--int8"], "Q/DQ"),
     ],
 )
 def test_cli_build_bad_flags_exit_2_one_line(flavor, tiny_onnx, tmp_path, args, words):

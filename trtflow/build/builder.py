@@ -250,14 +250,14 @@ def build_engine(
     flavor = flavor or load_flavor()
     trt = flavor.trt
     proto = load_onnx(onnx)
+    logger = make_logger(trt)
+    load_plugins(trt, logger, config.plugins)
+    plan = plan_precision(proto, config, flavor)
     inputs, _ = onnx_specs(proto)
     profiles, notes = complete_profiles(inputs, config.profiles, config.max_batch)
     for note in notes:
         log.warning("no shapes given for a dynamic input: %s", note)
-    plan = plan_precision(proto, config, flavor)
 
-    logger = make_logger(trt)
-    load_plugins(trt, logger, config.plugins)
     start = time.perf_counter()
     builder = trt.Builder(logger)
     network, parser = parse_network(trt, builder, logger, plan.proto, _network_flags(trt, plan, flavor), flavor)

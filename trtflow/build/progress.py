@@ -39,6 +39,9 @@ def monitor_class(trt: Any) -> type:
             with self._lock:
                 if phase_name in self._stack:
                     self._stack.remove(phase_name)
+                if phase_name == self._top:
+                    task = self._bar.tasks[0] if self._bar.tasks else None
+                    self._bar.update(self._task, completed=task.total if task else None)
                 current = self._stack[-1] if self._stack else "done"
                 self._bar.update(self._task, description=f"building: {current}")
 

@@ -131,12 +131,12 @@ class BufferPool:
         self._slots.clear()
 
 
-def torch_pool(device: str, pin: bool = False) -> BufferPool:
-    """A pool of torch tensors on ``device`` ("cuda:0", or "cpu" with ``pin`` for pinned staging)."""
+def torch_pool(device: str) -> BufferPool:
+    """A pool of torch tensors on ``device`` (e.g. "cuda:0"); host staging is ``trtflow.engines.staging``."""
     import torch
 
     def allocate(n: int, dtype: str):
-        return torch.empty(n, dtype=getattr(torch, dtype), device=device, pin_memory=pin and device == "cpu")
+        return torch.empty(n, dtype=getattr(torch, dtype), device=device)
 
     def view(flat, shape):
         return flat[: volume(shape)].view(shape)

@@ -25,7 +25,7 @@ from trtflow.build.flavor import Flavor, describe_target, flavor_available, gpu_
 from trtflow.build.sidecar import incompatibility, io_from_sidecar, read_sidecar
 from trtflow.deps import require
 from trtflow.engines.base import Engine
-from trtflow.engines.buffers import choose_profile, dtype_from_trt, torch_pool, union_bounds
+from trtflow.engines.buffers import choose_profile, dtype_from_trt, torch_pool, union_bounds, volume
 from trtflow.errors import EngineError, EngineIncompatibleError, UsageError
 from trtflow.spec import Profile, TensorSpec
 
@@ -198,10 +198,11 @@ class _ContextState:
                 raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
             self.stream = torch.cuda.Stream(device)
         self.profile: int | None = None
-        self.inputs = torch_pool(str(device))
+        from trtflow.engines.staging import Staging
+
+        self.inputs = torch_pool(str(device))  # device copies of CUDA inputs (CUDA-graph mode only)
         self.outputs_pool = torch_pool(str(device))
-        self.staging_in = torch_pool("cpu", pin=True)
-        self.staging_out = torch_pool("cpu", pin=True)
+        self.staging = Staging(device, stream=self.stream)  # pinned host <-> device, shared with the torch engine
         self.allocators: dict[str, Any] = {}
         self.graphs: dict[tuple, Any] = {}
 
@@ -213,17 +214,19 @@ class _ContextState:
 
     def _bind_input(self, name: str, t: Any, shape: tuple[int, ...], copy: bool) -> Any:
         torch = self.torch
-        if t.device == self.device and t.is_contiguous() and not copy:
+        if t.device.type == "cpu":
+            dev = self.staging.upload(name, t)  # pinned buffer, then an async copy on our stream
+        elif t.device != self.device:
+            raise UsageError(
+                f"input '{name}' is on {t.device} but the engine runs on {self.device}; move it with "
+                f".to('{self.device}') or load the engine with device={t.device.index}"
+            )
+        elif t.is_contiguous() and not copy:
             t.record_stream(self.stream)  # zero copy: keep the caller's memory alive for our stream
             dev = t
-        else:
+        else:  # CUDA graphs replay fixed addresses: copy into this context's own buffer
             dev = self.inputs.get(name, shape, str(t.dtype).replace("torch.", ""))
-            if t.device.type == "cpu":
-                stage = self.staging_in.get(name, shape, str(t.dtype).replace("torch.", ""))
-                stage.copy_(t)
-                dev.copy_(stage, non_blocking=True)
-            else:
-                dev.copy_(t, non_blocking=True)
+            dev.copy_(t, non_blocking=True)
         if not self.context.set_input_shape(name, shape):
             raise EngineError(f"TensorRT refused shape {shape} for input '{name}' in profile {self.profile}")
         self.context.set_tensor_address(name, dev.data_ptr())
@@ -256,28 +259,17 @@ class _ContextState:
                 self._execute(use_graph, k, bound, outs)
                 if self.allocators:
                     self.stream.synchronize()  # data-dependent shapes are known once the work is done
+                    dtypes = {s.name: getattr(torch, s.dtype) for s in self.outputs}
                     for name, alloc in self.allocators.items():
-                        spec = next(s for s in self.outputs if s.name == name)
-                        dtype = getattr(torch, spec.dtype)
-                        n = 1
-                        for d in alloc.shape or (0,):
-                            n *= d
-                        itemsize = torch.empty((), dtype=dtype).element_size()
-                        outs[name] = alloc.buffer[: n * itemsize].view(dtype).view(alloc.shape or (0,))
-                result = {s.name: self._deliver(s, outs[s.name], host_caller) for s in self.outputs}
-            if host_caller:
-                self.stream.synchronize()
-                return {n: t.clone() for n, t in result.items()}
+                        shape = alloc.shape or (0,)
+                        nbytes = volume(shape) * torch.empty((), dtype=dtypes[name]).element_size()
+                        outs[name] = alloc.buffer[:nbytes].view(dtypes[name]).view(shape)
+                if host_caller:  # through pinned buffers; numpy copies once the stream is done
+                    return self.staging.finish({s.name: self.staging.download(s.name, outs[s.name]) for s in self.outputs})
+                # a clone, so the next call does not overwrite what the caller holds
+                result = {s.name: outs[s.name].clone() for s in self.outputs}
             torch.cuda.current_stream(self.device).wait_stream(self.stream)
             return result
-
-    def _deliver(self, spec: TensorSpec, t: Any, host_caller: bool) -> Any:
-        """A copy the next call will not overwrite: pinned host staging for host callers, a device clone else."""
-        if host_caller:
-            stage = self.staging_out.get(spec.name, tuple(t.shape), spec.dtype)
-            stage.copy_(t, non_blocking=True)
-            return stage
-        return t.clone()
 
     def _execute(self, use_graph: bool, k: int, bound: dict, outs: dict) -> None:
         torch = self.torch

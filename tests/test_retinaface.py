@@ -170,3 +170,15 @@ def test_extract_raw_head_then_decode(with_nms, models_dir, tmp_path, astronaut)
     faces = decode_detections(raw, "retinaface", 0.5, 0.4, 20, input_size=(512, 512),
                               names={"loc": "loc", "conf": "conf", "landmarks": "landmarks_raw"})
     np.testing.assert_allclose(faces["boxes"], ort_run(with_nms, astronaut)["boxes"], atol=1e-4, rtol=0)
+
+
+def test_efficientnms_plugin_on_retinaface():
+    from trtflow.graph.nms import add_nms
+
+    proto, report = add_nms(RAW, CONFIG, plugin="efficientnms")
+    node = next(n for n in proto.graph.node if n.op_type == "EfficientNMS_TRT")
+    attrs = {a.name: a for a in node.attribute}
+    assert attrs["background_class"].i == 0, "conf column 0 is the background"
+    assert node.input[1] == "conf", "the plugin reads the softmax conf as is"
+    assert [o.name for o in proto.graph.output] == ["num_detections", "boxes", "scores", "classes"]
+    assert "landmarks dropped" in report["warning"]

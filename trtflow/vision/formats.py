@@ -92,8 +92,9 @@ class DetectionConfig:
         return self.priors if self.priors is not None else DEFAULT_PRIORS.get(self.format)
 
 
-def resolve_roles(config: DetectionConfig, available: Sequence[str], optional: Sequence[str] = ("landmarks",)) -> dict:
-    """Map each role of the format to an output name: given names, then same-named outputs, then order.
+def resolve_roles(config: DetectionConfig, available: Sequence[str]) -> dict[str, str]:
+    """Map each role of the format to an output name: given names first, then same-named outputs,
+    then the remaining outputs in order (``landmarks`` is optional).
 
     Raises:
         UsageError: a given name is not an output, or too few outputs for the format.
@@ -112,11 +113,11 @@ def resolve_roles(config: DetectionConfig, available: Sequence[str], optional: S
     for role in roles:
         if role not in out and rest:
             out[role] = rest.pop(0)
-    missing = [r for r in roles if r not in out and r not in optional]
+    missing = [r for r in roles if r not in out and r != "landmarks"]
     if missing:
         raise UsageError(
             f"format {config.format} needs outputs for {list(roles)}; the model has {list(available)}. "
-            f"Name them with --boxes/--scores/--landmarks."
+            f"Name them with --boxes/--scores/--landmarks (names= in Python)."
         )
     return out
 

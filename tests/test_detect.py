@@ -27,7 +27,7 @@ def _softmax(x):
 
 
 def _prior_model(config, opset):
-    import onnx_graphsurgeon as gs
+    gs = pytest.importorskip("onnx_graphsurgeon")
 
     from trtflow.graph.builder import GraphBuilder
     from trtflow.graph.priors import graph_priors, input_hw

@@ -307,6 +307,8 @@ class TensorRTEngine(Engine):
         plugins: plugin libraries loaded (ctypes) before deserialization.
         device: CUDA device index.
         cache: build ONNX models through the engine cache (False: build in memory every time).
+        min_shapes, opt_shapes, max_shapes: one more profile as name -> shape dicts (trtexec's
+            --minShapes/--optShapes/--maxShapes), appended to ``profiles``.
 
     Raises:
         EngineIncompatibleError: no TensorRT can execute on this machine, or the plan was built
@@ -327,6 +329,9 @@ class TensorRTEngine(Engine):
         plugins: Sequence[str] = (),
         device: int = 0,
         cache: bool = True,
+        min_shapes: dict | None = None,
+        opt_shapes: dict | None = None,
+        max_shapes: dict | None = None,
     ):
         blocker = runtime_blocker(device)
         if blocker is not None:
@@ -337,6 +342,10 @@ class TensorRTEngine(Engine):
         self._torch = require("torch", "the TensorRT engine")
         self.flavor = load_flavor()
         config = build_config or BuildConfig()
+        if min_shapes or opt_shapes or max_shapes:
+            from trtflow.spec import make_profile
+
+            profiles = [*(profiles or config.profiles), make_profile(min_shapes, opt_shapes, max_shapes)]
         if profiles is not None:
             config = dataclasses.replace(config, profiles=list(profiles))
         if plugins:

@@ -46,6 +46,8 @@ def _image(batch, seed=0, size=32):
 @pytest.mark.parametrize("agnostic", [False, True], ids=["per-class", "agnostic"])
 @pytest.mark.parametrize("fmt", ["yolov8", "yolov5", "boxes-scores"])
 def test_add_nms_matches_numpy_reference(heads, fmt, agnostic):
+    import onnx
+
     from trtflow.vision import detect
 
     config = DetectionConfig(fmt, score_thr=0.3 if fmt == "yolov5" else 0.55, iou_thr=0.5, max_det=30,
@@ -56,7 +58,7 @@ def test_add_nms_matches_numpy_reference(heads, fmt, agnostic):
     assert "NonMaxSuppression" in ops
     for batch in (1, 3):  # dynamic batch
         feed = _image(batch, seed=batch)
-        raw = ort_run(__import__("onnx").load(str(heads[fmt])), feed)
+        raw = ort_run(onnx.load(str(heads[fmt])), feed)
         ref = reference_detections(raw, config)
         got = ort_run(new, feed)
         assert ref["num_detections"].min() > 0, "the test model should give detections"
@@ -164,3 +166,18 @@ def test_surgeon_cli_add_nms(heads, tmp_path):
     assert report["verification"]["detections_compared"] > 0
     got = ort_run(str(out), _image(2))
     assert got["boxes"].shape == (2, 12, 4)
+
+
+def test_cli_ssd_with_priors_file(models_dir, tmp_path):
+    """--priors FILE.npy embeds fixed priors: the model then runs at that input size only."""
+    from trtflow.vision.priors import make_priors
+
+    model = export_ssd(models_dir / "tiny_ssd_cli.onnx")
+    priors = tmp_path / "priors.npy"
+    np.save(priors, make_priors(tiny_ssd_priors(), 64, 96))
+    out = tmp_path / "ssd_nms.onnx"
+    res = run_cli("surgeon", "add-nms", str(model), "-o", str(out), "--format", "ssd", "--priors", str(priors),
+                  "--score-thr", "0.5", "--shapes", "image:2x3x64x96", "--json")
+    assert res.returncode == 0, res.stderr
+    verification = json.loads(res.stdout)["verification"]
+    assert verification["passed"] is True and verification["detections_compared"] > 0

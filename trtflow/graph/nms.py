@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any, Mapping, Optional, Sequence
+import os
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -40,13 +41,14 @@ PLUGIN_NOTE = (
 )
 
 
-def _image_input(graph) -> GraphArray | Any:
+def _image_input(graph) -> Any:
     for tensor in graph.inputs:
         if tensor.shape is not None and len(tensor.shape) == 4:
             return tensor
     raise GraphError(
-        f"retinaface/ssd priors are computed from the NCHW image input, but no input is 4-D "
-        f"(inputs: {[(t.name, t.shape) for t in graph.inputs]}); give the priors as --priors FILE.npy"
+        f"retinaface/ssd decoding reads the input size from the NCHW image input (priors, pixel scale), "
+        f"but no input is 4-D (inputs: {[(t.name, t.shape) for t in graph.inputs]}); "
+        "use --format boxes-scores on boxes already decoded, or decode after the engine with decode_detections"
     )
 
 
@@ -58,7 +60,7 @@ def _priors(b: GraphBuilder, config: DetectionConfig, height: GraphArray, width:
         spec = PRESETS[spec]
     if isinstance(spec, PriorConfig):
         return graph_priors(b, height, width, spec)
-    array = load_priors(spec) if isinstance(spec, str) else np.asarray(spec, np.float32)
+    array = load_priors(spec) if isinstance(spec, (str, os.PathLike)) else np.asarray(spec, np.float32)
     return b.const(array)
 
 

@@ -11,6 +11,7 @@ import contextlib
 import tempfile
 
 from trtflow.cli import options, output
+from trtflow.cli.export import add_export_options, step_progress
 from trtflow.errors import UsageError
 
 HELP = "run the same inputs through several engines and compare each output with the first engine's"
@@ -19,8 +20,6 @@ DEFAULT_ENGINES = {"onnx": "ort,tensorrt", "module": "torch,ort"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from trtflow.cli.export import add_export_options
-
     parser.add_argument("model", help="an .onnx file, or MODULE:FACTORY to compare PyTorch with its ONNX export")
     parser.add_argument(
         "--engines", metavar="A,B[,C]",
@@ -117,12 +116,11 @@ def _compare_onnx(args, engines: list[str], tolerances, stack: contextlib.ExitSt
     shapes = options.shapes_of(args)
     shapes.update({s.name: s.shape for s in (parse_input_spec(t) for t in args.input or [] if "=" not in t)})
     loaded = {}
-    with output.progress("compare") as bar:
-        task = bar.add_task("loading", total=None)
+    with step_progress("loading") as step:
         for name in engines:
-            bar.update(task, description=f"loading the {name} engine")
+            step(f"loading the {name} engine")
             loaded[name] = stack.enter_context(options.load_engine(args, args.model, name))
-        bar.update(task, description="running")
+        step("running")
         ref = loaded[engines[0]]
         feed = build_feed(ref.inputs, files, shapes, args.seed)
         return compare_engines(loaded, feed, tolerances, model=str(args.model))
@@ -140,14 +138,12 @@ def _compare_module(args, engines: list[str], tolerances, tmp: str, stack: conte
     config = export_config(args, names, verify=False)
     onnx_path = f"{tmp}/model.onnx"
     loaded = {}
-    with output.progress("compare") as bar:
-        task = bar.add_task("exporting", total=None)
-        result = from_torch(module, examples, onnx_path, config=config,
-                            progress=lambda text: bar.update(task, description=text))
+    with step_progress("exporting") as step:
+        result = from_torch(module, examples, onnx_path, config=config, progress=step)
         input_names = [s.name for s in result.inputs]
         output_names = [s.name for s in result.outputs]
         for name in engines:
-            bar.update(task, description=f"loading the {name} engine")
+            step(f"loading the {name} engine")
             if name == "torch":
                 engine = load(
                     module, engine="torch", example_inputs=list(examples.values()), input_names=input_names,
@@ -156,7 +152,7 @@ def _compare_module(args, engines: list[str], tolerances, tmp: str, stack: conte
             else:
                 engine = options.load_engine(args, onnx_path, name)
             loaded[name] = stack.enter_context(engine)
-        bar.update(task, description="running")
+        step("running")
         shapes = {k: tuple(v.shape) for k, v in examples.items()}
         shapes.update(options.shapes_of(args))
         files = parse_input_args([t for t in args.input or [] if "=" in t])

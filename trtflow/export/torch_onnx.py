@@ -4,10 +4,11 @@ Which exporter "auto" picks, and why (measured with torch 2.13 and onnxscript 0.
 
 * The dynamo exporter (``torch.export`` + onnxscript) comes first. It is PyTorch's default
   since 2.9 and the maintained one: the TorchScript exporter warns that it "will be removed".
-  ``torch.export`` traces dynamic axes symbolically and fails when the model's code fixes a
-  dynamic size, where TorchScript tracing silently bakes the example's size into the graph
-  (our second-shape verification catches that, but later). Its optimizer also folds
-  BatchNorm and constants: MobileNetV2 comes out with 100 nodes against TorchScript's 170.
+  ``torch.export`` traces dynamic axes symbolically; when the model's code fixes a dynamic
+  size (``int(x.shape[0])``) the input axis comes out static, which ``from_torch`` reports at
+  once. TorchScript tracing instead bakes the example's size into the arithmetic while still
+  declaring the axis dynamic: only the second-shape verification catches it. The dynamo
+  optimizer also folds BatchNorm and constants: MobileNetV2 has 100 nodes against 170.
 * Its costs: it needs onnxscript; it is slow (MobileNetV2: about 7 s against 0.4 s on two CPU
   cores); it emits ai.onnx opset 18 or later only (asked for 17 it still writes 18); it prints
   progress on stdout and writes weights as external data when asked or above 2 GB. We capture

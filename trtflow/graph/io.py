@@ -43,10 +43,38 @@ def load_onnx(model: ModelLike, load_external_data: bool = True):
         proto = onnx.load(str(path), load_external_data=load_external_data)
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
         raise ModelLoadError(
-            f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc}). "
-            "The file may be truncated or another format; re-export it with `trtflow export`."
+            f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc}). {_guess_format(path)}"
         ) from None
+    if not proto.opset_import:
+        raise ModelLoadError(
+            f"{path} parsed but declares no opset: it is truncated or not an ONNX model. {_guess_format(path)}"
+        )
     return _check_nonempty(proto, str(path))
+
+
+# leading bytes of formats people pass by mistake -> what the file is and the fix
+_MAGIC = {
+    b"\x89PNG": "it is a PNG image, not a model; give the path of an .onnx file",
+    b"\xff\xd8\xff": "it is a JPEG image, not a model; give the path of an .onnx file",
+    b"PK\x03\x04": "it is a zip archive (a PyTorch .pt/.pth checkpoint?); export the module with `trtflow export`",
+    b"\x80": "it looks like a pickle (a PyTorch checkpoint?); export the module with `trtflow export`",
+}
+
+
+def _guess_format(path: Path) -> str:
+    """One sentence on what a file that failed to parse probably is, and the fix."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    for magic, what in _MAGIC.items():
+        if head.startswith(magic):
+            return f"Its first bytes say {what}."
+    try:
+        head.decode("utf-8")
+        if all(c.isprintable() or c.isspace() for c in head.decode("utf-8")):
+            return "It is a text file, not a binary ONNX model; give the path of the .onnx file."
+    except UnicodeDecodeError:
+        pass
+    return "The file may be truncated or another format; re-export or re-download it (`trtflow export`)."
 
 
 def _check_nonempty(proto, what: str):

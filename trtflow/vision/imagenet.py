@@ -1,8 +1,9 @@
 """ImageNet classification helpers: class names, the standard preprocessing, top-k, sample images.
 
-Preprocessing is torchvision's evaluation transform: resize the shorter side to 256 (bilinear,
-antialiased), center-crop 224x224, scale to [0, 1], normalize with the ImageNet mean and std,
-channels first (NCHW float32). It runs on the CPU with torch.
+Preprocessing is the standard ImageNet evaluation transform: resize the shorter side to 256
+(bilinear), center-crop 224x224, scale to [0, 1], normalize with the ImageNet mean and std,
+channels first (NCHW float32). It is ``trtflow.vision.preprocess.classify_preprocess`` run on
+the CPU, one image at a time (the sample images differ in size).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def preprocess(image: np.ndarray) -> np.ndarray:
-    """One image -> the model's input.
+    """One image -> the model's input (``trtflow.vision.preprocess.classify_preprocess`` on the CPU).
 
     Args:
         image: HxWx3 RGB (or HxW gray, HxWx4 RGBA), uint8 in [0, 255] or float in [0, 1].
@@ -59,20 +60,14 @@ def preprocess(image: np.ndarray) -> np.ndarray:
         InputShapeError: not an image array.
     """
     torch = require("torch", "ImageNet preprocessing")
+    from trtflow.vision.preprocess import classify_preprocess
+
     rgb = _as_rgb(image)
-    scale = 255.0 if rgb.dtype == np.uint8 else 1.0
-    t = torch.from_numpy(np.array(rgb, dtype=np.float32) / scale).permute(2, 0, 1)[None]
-    h, w = t.shape[-2:]
-    short, long = (h, w) if h <= w else (w, h)
-    new_long = int(RESIZE * long / short)
-    size = (RESIZE, new_long) if h <= w else (new_long, RESIZE)
-    t = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True)
-    top = int(round((size[0] - CROP) / 2.0))
-    left = int(round((size[1] - CROP) / 2.0))
-    t = t[..., top:top + CROP, left:left + CROP]
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    return ((t - mean) / std)[0].contiguous().numpy()
+    if rgb.dtype != np.uint8:
+        rgb = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    frame = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True))[None]
+    x = classify_preprocess(frame, size=CROP, resize_to=RESIZE, dtype="float32", mean=MEAN, std=STD)
+    return np.ascontiguousarray(x[0].numpy())
 
 
 def preprocess_batch(images: Sequence[np.ndarray]) -> np.ndarray:

@@ -1,0 +1,210 @@
+"""The inspect / run / export / compare commands as subprocesses, good inputs and bad ones.
+
+Bad input anywhere: one line on stderr saying what is wrong and the fix, exit code 2, no
+traceback (unless --verbose). A comparison that ran and failed: exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import trtflow
+from tests.conftest import run_cli
+from trtflow.errors import ModelLoadError, UsageError
+
+
+@pytest.fixture(scope="session")
+def bad_files(tmp_path_factory, tiny_onnx) -> dict:
+    """A missing path, a truncated .onnx (half its bytes), a text file and a PNG image."""
+    folder = tmp_path_factory.mktemp("bad")
+    data = tiny_onnx.read_bytes()
+    (folder / "truncated.onnx").write_bytes(data[: len(data) // 2])
+    (folder / "notes.onnx").write_text("this is a text file, not a model\n")
+    png = folder / "picture.png"
+    try:
+        from skimage import data as skdata, io
+
+        io.imsave(str(png), skdata.chelsea()[:16, :16], check_contrast=False)
+    except ImportError:
+        png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    return {
+        "missing": folder / "missing.onnx",
+        "truncated": folder / "truncated.onnx",
+        "text": folder / "notes.onnx",
+        "png": png,
+    }
+
+
+@pytest.fixture(scope="session")
+def embedding_onnx(models_dir):
+    """An ONNX model whose input is int64 token ids (batch, seq)."""
+    torch = pytest.importorskip("torch")
+    from tests.models.export_zoo import embedding
+    from trtflow.export import from_torch
+
+    out = models_dir / "embedding.onnx"
+    from_torch(embedding(), {"ids": torch.randint(0, 10, (2, 5))}, out, exporter="torchscript",
+               dynamic={"ids": {0: "batch", 1: "seq"}})
+    return out
+
+
+def _one_line_error(proc, code=2, *words):
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == code, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "error:" in lines[0]
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+# -- bad input, every command ------------------------------------------------------------
+
+WORDS = {
+    "missing": ["no such file"],
+    "truncated": ["not a readable ONNX model", "truncated"],
+    "text": ["text file"],
+    "png": ["PNG image"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(WORDS))
+@pytest.mark.parametrize("command", ["inspect", "run", "compare"])
+def test_bad_model_files(command, kind, bad_files):
+    args = [command, str(bad_files[kind])]
+    if command == "compare":
+        args += ["--engines", "ort,tensorrt"]  # the file fails to load before any engine runs
+    line = _one_line_error(run_cli(*args), 2, *WORDS[kind])
+    assert f"trtflow {command}: error:" in line
+
+
+def test_bad_file_given_to_export_is_not_a_module_spec(bad_files):
+    _one_line_error(run_cli("export", str(bad_files["png"]), "--out", "x.onnx", "--input", "x:1x3"), 2,
+                    "not a MODULE:FACTORY spec")
+
+
+@pytest.mark.parametrize("command", ["export", "compare"])
+def test_module_spec_that_does_not_import(command, tmp_path):
+    args = [command, "no_such_package.models:make", "--input", "x:1x3x16x16"]
+    if command == "export":
+        args += ["--out", str(tmp_path / "m.onnx")]
+    _one_line_error(run_cli(*args), 2, "cannot import module 'no_such_package.models'", "PYTHONPATH")
+
+
+def test_unknown_engine(tiny_onnx):
+    _one_line_error(run_cli("run", str(tiny_onnx), "--engine", "warp"), 2, "unknown engine 'warp'")
+    _one_line_error(run_cli("compare", str(tiny_onnx), "--engines", "ort,warp"), 2, "unknown engine 'warp'")
+
+
+def test_verbose_shows_the_traceback(bad_files):
+    proc = run_cli("--verbose", "inspect", str(bad_files["truncated"]))
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "ModelLoadError" in proc.stderr
+
+
+def test_python_api_raises_trtflow_errors(bad_files, tiny_onnx):
+    from trtflow.export.factory import load_factory
+    from trtflow.graph.io import load_onnx
+
+    for kind, words in WORDS.items():
+        with pytest.raises(ModelLoadError, match=words[0]):
+            load_onnx(bad_files[kind])
+        with pytest.raises(ModelLoadError):
+            trtflow.load(bad_files[kind], engine="ort")
+    with pytest.raises(UsageError, match="unknown engine"):
+        trtflow.load(tiny_onnx, engine="warp")
+    with pytest.raises(ModelLoadError, match="cannot import"):
+        load_factory("no_such_package.models:make")
+
+
+# -- inspect / run ----------------------------------------------------------------------
+
+def test_inspect_json(tiny_onnx):
+    proc = run_cli("inspect", str(tiny_onnx), "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert [s["name"] for s in info["inputs"]] == ["x"] and info["nodes"] > 0
+
+
+def test_run_json_random_int_inputs_and_saved_outputs(embedding_onnx, tmp_path):
+    out = tmp_path / "out.npz"
+    proc = run_cli("run", str(embedding_onnx), "--shapes", "ids:3x6", "--json", "--save-outputs", str(out))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["engine"] == "ort"
+    assert result["inputs"]["ids"] == {"shape": [3, 6], "dtype": "int64"}
+    assert result["outputs"]["output"]["shape"] == [3, 3] and result["outputs"]["output"]["dtype"] == "float32"
+    saved = np.load(out)
+    assert saved["output"].shape == (3, 3) and np.isfinite(saved["output"]).all()
+
+
+def test_run_needs_a_shape_for_dynamic_inputs(embedding_onnx):
+    _one_line_error(run_cli("run", str(embedding_onnx)), 2, "--shapes ids:")
+
+
+# -- export -----------------------------------------------------------------------------
+
+def test_export_json_writes_a_verified_file(tmp_path):
+    out = tmp_path / "tiny.onnx"
+    proc = run_cli("export", "tests.models.tiny:make", "--out", str(out), "--input", "x:2x3x16x16",
+                   "--dynamic", "x:0=batch", "--output-names", "logits,feat", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["verified"] is True and result["exporter"] == "dynamo"
+    assert [c["input_shapes"]["x"][0] for c in result["verification"]] == [2, 4]
+    assert set(result["max_errors"]) == {"logits", "feat"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.onnx"]
+    with trtflow.load(out, engine="ort") as engine:
+        assert engine.inputs[0].shape[0] == "batch"
+
+
+def test_export_takes_examples_from_the_factory(tmp_path):
+    proc = run_cli("export", "tests.models.export_zoo:with_examples", "--out", str(tmp_path / "m.onnx"),
+                   "--exporter", "torchscript")
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout and "ok" in proc.stdout
+
+
+def test_export_mismatch_exits_1(tmp_path):
+    proc = run_cli("export", "tests.models.export_zoo:baked", "--out", str(tmp_path / "b.onnx"), "--input", "x:2x3",
+                   "--dynamic", "x:0=batch", "--exporter", "torchscript")
+    _one_line_error(proc, 1, "does not match PyTorch")
+
+
+# -- compare ----------------------------------------------------------------------------
+
+def test_compare_module_torch_vs_its_onnx_export():
+    proc = run_cli("compare", "tests.models.tiny:make", "--input", "x:2x3x16x16", "--dynamic", "x:0=batch",
+                   "--shapes", "x:5x3x16x16", "--output-names", "logits,feat", "--exporter", "torchscript",
+                   "--atol", "1e-4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["engines"] == ["torch", "ort"] and report["passed"] is True
+    assert report["inputs"]["x"]["shape"] == [5, 3, 16, 16]
+    diff = report["comparisons"][0]["outputs"]["logits"]
+    assert diff["max_abs"] < 1e-4 and diff["first_fail"] is None and diff["atol"] == 1e-4
+
+
+def test_compare_mismatch_exits_1():
+    proc = run_cli("compare", "tests.models.export_zoo:baked", "--input", "x:2x3", "--dynamic", "x:0=batch",
+                   "--shapes", "x:4x3", "--exporter", "torchscript")
+    line = _one_line_error(proc, 1, "differ beyond tolerance", "ort vs torch")
+    assert "first at" in line
+    assert "FAILED" in proc.stdout
+
+
+def test_compare_onnx_with_tensorrt_gives_the_engines_own_error(tiny_onnx):
+    proc = run_cli("compare", str(tiny_onnx), "--engines", "ort,tensorrt", "--shapes", "x:1x3x16x16")
+    if trtflow.engines.tensorrt_usable():
+        assert proc.returncode in (0, 1), proc.stderr
+    else:
+        _one_line_error(proc, 2, "TensorRT")
+
+
+def test_compare_engine_list_errors(tiny_onnx):
+    proc = run_cli("compare", str(tiny_onnx), "--engines", "ort,onnxruntime", "--shapes", "x:2x3x16x16")
+    _one_line_error(proc, 2, "lists an engine twice")
+    proc = run_cli("compare", str(tiny_onnx), "--engines", "ort,torch", "--shapes", "x:2x3x16x16")
+    _one_line_error(proc, 2, "MODULE:FACTORY")

@@ -276,7 +276,7 @@ def verify(before, after, args: argparse.Namespace, feeds=None) -> dict:
         feeds: ``(label, feed)`` pairs or feed dicts for ``before``; None: one random feed.
 
     Counts and classes must be equal; boxes, scores and landmarks within
-    ``|a - b| <= 1e-4 + 1e-5 * |reference|``.
+    ``|a - b| <= atol + rtol * |reference|`` (``args.atol``/``args.rtol``, default 1e-4 and 1e-5).
 
     Raises:
         MismatchError: a count, class or value out of tolerance; the report is attached.
@@ -288,10 +288,12 @@ def verify(before, after, args: argparse.Namespace, feeds=None) -> dict:
     if getattr(args, "plugin", "none") != "none":
         return {"passed": None, "skipped": PLUGIN_NOTE, "runs": []}
     config = config_from_args(args)
+    atol, rtol = getattr(args, "atol", None), getattr(args, "rtol", None)  # the surgeon's --atol/--rtol
+    atol, rtol = BOX_ATOL if atol is None else atol, BOX_RTOL if rtol is None else rtol
     exact = {"num_detections": 0, "classes": 0}
-    tol = Tolerances(BOX_ATOL, BOX_RTOL, per_output_atol=exact, per_output_rtol=exact)
+    tol = Tolerances(atol, rtol, per_output_atol=exact, per_output_rtol=exact)
     report: dict = {"passed": True, "reference": "numpy NMS on the raw outputs of the input model",
-                    "atol": BOX_ATOL, "rtol": BOX_RTOL, "counts_and_classes": "exact", "detections_compared": 0,
+                    "atol": atol, "rtol": rtol, "counts_and_classes": "exact", "detections_compared": 0,
                     "runs": []}
     with OrtEngine(before) as raw_engine, OrtEngine(after) as nms_engine:
         image = next((s.name for s in raw_engine.inputs if len(s.shape) == 4), None)
@@ -316,4 +318,4 @@ def verify(before, after, args: argparse.Namespace, feeds=None) -> dict:
 
 
 register(Edit(name="add-nms", help="decode a detection head and append NMS (ONNX NonMaxSuppression)",
-              add_arguments=add_arguments, apply=apply, verify=verify))
+              add_arguments=add_arguments, apply=apply, verify=verify, atol=BOX_ATOL, rtol=BOX_RTOL))

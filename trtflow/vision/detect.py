@@ -112,7 +112,7 @@ def batched_nms(boxes, scores, config: DetectionConfig, landmarks=None, pre_nms_
     above = flat > config.score_thr
     masked = torch.where(above, flat, torch.full_like(flat, float("-inf")))
     # only as many candidate slots as the busiest image needs (one host sync)
-    k = max(1, min(pre_nms_topk, int(above.sum(1).max())))
+    k = max(1, min(pre_nms_topk, int(above.sum(1).max()) if above.numel() else 0))
     cand_scores, keys = torch.sort(masked, dim=1, descending=True, stable=True)
     cand_scores, keys = cand_scores[:, :k], keys[:, :k]
     valid = cand_scores > float("-inf")

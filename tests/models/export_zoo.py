@@ -49,3 +49,14 @@ def with_examples():
     from tests.models.tiny import tiny_module
 
     return tiny_module(), (torch.randn(2, 3, 16, 16),)
+
+
+def eigh():
+    """Uses torch.linalg.eigh, which neither ONNX exporter can translate."""
+    import torch
+
+    class Eigh(torch.nn.Module):
+        def forward(self, x):
+            return torch.linalg.eigh(x @ x.T)[0]
+
+    return Eigh()

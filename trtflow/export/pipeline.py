@@ -64,7 +64,7 @@ def from_torch(
         output_names = _output_names(module, inputs, config.output_names)
         dynamic = _check_dynamic(config.dynamic, inputs, output_names)
         order, notes = choose_exporter(config.exporter, config.opset)
-        proto, used = None, None
+        proto, used, failures = None, None, []
         for name in order:
             step(f"exporting with the {name} exporter")
             try:
@@ -73,9 +73,12 @@ def from_torch(
                 break
             except ExportError as exc:
                 if name == order[-1]:
+                    if len(order) > 1:
+                        raise ExportError(f"every exporter failed. {' '.join(failures)} Then {exc}") from exc
                     raise
+                failures.append(f"First {exc}.")
                 notes.append(f"{exc}; fell back to the {order[-1]} exporter")
-                log.warning("%s; trying the %s exporter", exc, order[-1])
+                log.info("%s; trying the %s exporter", exc, order[-1])
         step("checking the ONNX graph")
         _check_io(proto, inputs, output_names, dynamic)
         proto = _infer_and_check(proto)

@@ -25,6 +25,9 @@ import contextlib
 import importlib.util
 import io
 import logging
+import os
+import re
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -36,6 +39,7 @@ from trtflow.graph.io import load_onnx
 log = logging.getLogger(__name__)
 
 DYNAMO_MIN_OPSET = 18
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def choose_exporter(requested: str, opset: int) -> tuple[list[str], list[str]]:
@@ -68,19 +72,36 @@ def choose_exporter(requested: str, opset: int) -> tuple[list[str], list[str]]:
 
 @contextlib.contextmanager
 def _quiet():
-    """Silence the exporters' stdout prints, warnings and log records; keep the text for errors."""
+    """Silence the exporters' prints (Python and C++: the TorchScript exporter writes graphs to
+    file descriptor 1 on errors), warnings and log records; keep the text for errors and --verbose."""
     buf = io.StringIO()
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    names = ("torch", "torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx", "onnxscript")
+    loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    sink = tempfile.TemporaryFile()
     try:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
         with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
             warnings.simplefilter("ignore")
             yield buf
     finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+        sink.seek(0)
+        buf.write(sink.read().decode("utf-8", "replace"))
+        sink.close()
         if buf.getvalue():
             log.debug("exporter output:\n%s", buf.getvalue())
 
@@ -110,7 +131,8 @@ def export_dynamo(module, inputs: Mapping, output_names: list[str], dynamic: Map
             return load_onnx(path)
         except Exception as exc:  # torch raises many types here (TorchExportError, UserError, ...)
             raise ExportError(
-                f"the dynamo exporter failed: {_first_line(exc)}" + _hint(out.getvalue())
+                f"the dynamo exporter failed: {_first_line(exc)}{_hint(out.getvalue())}. Python code that branches "
+                "on tensor values or an unsupported op stops torch.export; try --exporter torchscript"
             ) from exc
 
 
@@ -133,7 +155,8 @@ def export_torchscript(module, inputs: Mapping, output_names: list[str], dynamic
             return load_onnx(path)
         except Exception as exc:
             raise ExportError(
-                f"the TorchScript exporter failed: {_first_line(exc)}" + _hint(out.getvalue())
+                f"the TorchScript exporter failed: {_first_line(exc)}{_hint(out.getvalue())}. Simplify the "
+                "failing operation in the model, or try --exporter dynamo"
             ) from exc
 
 
@@ -141,9 +164,12 @@ EXPORT_FUNCTIONS = {"dynamo": export_dynamo, "torchscript": export_torchscript}
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    text = [t for t in text if t.strip()]
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:400]
+    """``Type: first line`` of the innermost cause (torch wraps the real reason in summaries)."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    lines = [t for t in _ANSI.sub("", str(root)).splitlines() if t.strip()]
+    return f"{type(root).__name__}: {lines[0].strip() if lines else ''}"[:400]
 
 
 def _hint(output: str) -> str:

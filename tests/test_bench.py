@@ -14,7 +14,7 @@ from trtflow.errors import UsageError
 from tests.conftest import run_cli
 
 FIELDS = {"engine", "device", "timing", "date", "host", "batch", "shapes", "config", "queries", "throughput",
-          *SERIES, "total_host_walltime_s", "total_gpu_compute_s", "warnings", "iterations"}
+          *SERIES, "total_host_walltime_s", "total_gpu_compute_s", "gpu_busy_fraction", "warnings", "iterations"}
 STATS = {"min", "max", "mean", "median", "p90", "p95", "p99", "std", "cov", "count"}
 
 
@@ -39,6 +39,9 @@ def test_warnings_follow_trtexec_rules():
     assert warnings(_result([0.1] * 50, [0.1] * 50, steady, [0.1] * 50)) == []
     enqueue_bound = warnings(_result([0.9] * 50, [0.1] * 50, steady, [0.1] * 50))
     assert len(enqueue_bound) == 1 and "Enqueue Time" in enqueue_bound[0] and "--useCudaGraph" in enqueue_bound[0]
+    saturated = _result([0.9] * 50, [0.1] * 50, steady, [0.1] * 50)
+    saturated.walltime_s = 0.061  # the stream was busy all along: infer blocked on a full queue, not enqueue-bound
+    assert warnings(saturated) == []
     transfer_bound = warnings(_result([0.1] * 50, [2.0] * 50, steady, [3.0] * 50))
     assert len(transfer_bound) == 2
     assert "host-to-device transfers" in transfer_bound[0] and "device-to-host transfers" in transfer_bound[1]

@@ -12,7 +12,8 @@ from trtflow.bench.loop import SERIES, BenchResult
 from trtflow.bench.stats import Stats
 
 COV_THRESHOLD = 0.01  # trtexec flags GPU compute time varying more than 1 %
-ENQUEUE_BOUND = 0.8  # enqueue taking 80 % of compute or more leaves the GPU waiting for the host
+ENQUEUE_BOUND = 0.8  # enqueue taking 80 % of compute or more ...
+BUSY = 0.9  # ... while the stream is busy less than 90 % of the walltime: the GPU waits for the host
 LABELS = {"latency": "Latency", "enqueue": "Enqueue Time", "h2d": "H2D Latency", "compute": "GPU Compute Time",
           "d2h": "D2H Latency"}
 
@@ -28,13 +29,20 @@ def throughput(result: BenchResult) -> dict[str, float]:
     return {"qps": qps, "inferences_per_s": qps * result.batch}
 
 
+def gpu_busy(result: BenchResult) -> float:
+    """Fraction of the walltime the stream spent in queries (H2D + compute + D2H); near 1 means the
+    GPU was never waiting for the host, even if ``infer`` blocked on a full queue."""
+    busy_s = sum(result.times_ms.get("latency", [])) / 1e3 / max(result.config.streams, 1)
+    return busy_s / result.walltime_s if result.walltime_s > 0 else 0.0
+
+
 def warnings(result: BenchResult, stats: dict[str, Stats] | None = None) -> list[str]:
     """trtexec's warnings: enqueue-bound, transfer-bound, unstable GPU compute time."""
     stats = stats or summarize(result)
     out = []
     compute, what = stats["compute"], ("GPU Compute" if result.timing == "cuda-events" else "Compute")
     if result.timing == "cuda-events" and compute.mean > 0:
-        if stats["enqueue"].median >= ENQUEUE_BOUND * compute.median:
+        if stats["enqueue"].median >= ENQUEUE_BOUND * compute.median and gpu_busy(result) < BUSY:
             out.append(
                 "Throughput may be bound by Enqueue Time rather than GPU Compute and the GPU may be under-utilized "
                 f"(enqueue median {stats['enqueue'].median:.4g} ms vs GPU compute median {compute.median:.4g} ms). "
@@ -83,6 +91,7 @@ def to_dict(result: BenchResult) -> dict[str, Any]:
         **{name: stats[name].to_dict() for name in SERIES},
         "total_host_walltime_s": result.walltime_s,
         "total_gpu_compute_s": sum(result.times_ms.get("compute", [])) / 1e3,
+        "gpu_busy_fraction": gpu_busy(result) if result.timing == "cuda-events" else None,
         "warnings": warnings(result, stats),
         "iterations": {f"{name}_ms": list(result.times_ms.get(name, [])) for name in SERIES},
     }

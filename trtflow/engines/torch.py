@@ -304,7 +304,8 @@ def _input_specs(names, examples, dynamic, min_shapes, max_shapes) -> list[Tenso
             raise UsageError(f"dynamic dims {bad} of input '{name}' do not exist; its example shape is {example}")
         bounds = None
         if name in min_shapes or name in max_shapes:
-            profile = make_profile({name: min_shapes.get(name, example)}, {name: example}, {name: max_shapes.get(name, example)})
+            low = tuple(1 if i in dims else d for i, d in enumerate(example))  # dynamic dims start at 1
+            profile = make_profile({name: min_shapes.get(name, low)}, {name: example}, {name: max_shapes.get(name, example)})
             bounds = profile.bounds(name)
             for i, (lo, hi) in enumerate(zip(bounds.min, bounds.max)):
                 if lo != hi and i not in dims:
@@ -420,14 +421,33 @@ def _spec_from_dict(data: Mapping) -> TensorSpec:
     )
 
 
+def _package_metadata(path: Path) -> dict:
+    """The AOTInductor metadata read from the archive without loading the compiled library ({} if absent)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith("wrapper_metadata.json")]
+            return json.loads(archive.read(names[0])) if names else {}
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {path} as an AOTInductor package (a zip archive): {exc}") from None
+
+
+def _load_runner(torch, path: Path, device):
+    try:
+        return torch._inductor.aoti_load_package(str(path), device_index=device.index if device.type == "cuda" else -1)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load {path} as an AOTInductor package: {type(exc).__name__}: {exc}") from None
+
+
 def _load_package(torch, path: Path, device):
     if not path.exists():
         raise ModelLoadError(f"AOTInductor package not found: {path}")
-    try:
-        runner = torch._inductor.aoti_load_package(str(path), device_index=device.index if device.type == "cuda" else -1)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load {path} as an AOTInductor package: {type(exc).__name__}: {exc}") from None
-    meta = runner.get_metadata()
+    meta = _package_metadata(path)
+    runner = None
+    if not meta:
+        runner = _load_runner(torch, path, device)
+        meta = runner.get_metadata()
     built_for = meta.get("AOTI_DEVICE_KEY", "cpu")
     if built_for != device.type:
         raise UsageError(
@@ -440,6 +460,7 @@ def _load_package(torch, path: Path, device):
             "(or trtflow.engines.torch.build_aoti)"
         )
     specs = json.loads(meta[METADATA_KEY])
+    runner = runner or _load_runner(torch, path, device)
     inputs = [_spec_from_dict(s) for s in specs["inputs"]]
     return runner, inputs, [_spec_from_dict(s) for s in specs["outputs"]], bool(specs.get("keywords"))
 

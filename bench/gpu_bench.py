@@ -1,0 +1,367 @@
+"""GPU benchmark of trtflow's torch engine: ResNet-50, FP16, channels-last, on one CUDA GPU.
+
+Usage::
+
+    python bench/gpu_bench.py OUTDIR [--quick] [--budget-s 500] [--skip VARIANT ...]
+
+Everything runs through ``trtflow.load(model, engine="torch", ...)``. It measures, per variant
+(eager, eager + CUDA graphs, torch.compile + CUDA graphs, reduce-overhead, max-autotune):
+model-only throughput at batch 256 and 64 and batch-1 latency (inputs already on the GPU, CUDA
+events); the host overhead of ``Engine.infer`` over calling the compiled module (or replaying its
+graph) directly at batch 1; and an end-to-end pipeline at batch 64: uint8 480x640 HWC frames in
+pinned host memory -> H2D on a copy stream -> GPU preprocessing -> model -> top-5 labels on the
+host, with copies overlapping compute. The weights are torchvision's ResNet-50 with random
+initialization (speed does not depend on the values). Writes OUTDIR/gpu_bench.json (every
+figure), OUTDIR/gpu_bench.md (the table) and the trtexec-style summaries of ``trtflow.bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import trtflow  # noqa: E402
+from trtflow.bench import BenchConfig, run_bench, summary_text, write_json  # noqa: E402
+from trtflow.engines.staging import PinnedRing  # noqa: E402
+from trtflow.vision.imagenet import class_names  # noqa: E402
+from trtflow.vision.preprocess import classify_preprocess  # noqa: E402
+
+TARGETS = {"bs256_img_s": 30000, "bs1_latency_ms": 0.5, "infer_overhead_us": 20, "e2e_fraction": 0.90}
+BASELINES = {"eager_fp16_bs256_img_s": 13583, "compile_reduce_overhead_bs256_img_s": 22830, "compile_bs1_ms": 0.70}
+# name -> (compile mode, engine CUDA graphs)
+VARIANTS = {
+    "eager": (None, False),
+    "eager+graphs": (None, True),
+    "compile+graphs": ("default", True),
+    "reduce-overhead": ("reduce-overhead", False),
+    "max-autotune+graphs": ("max-autotune", True),
+}
+FRAME = (480, 640, 3)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def resnet50():
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.resnet50(weights=None).eval()
+
+
+def load(mode, graphs):
+    return trtflow.load(
+        resnet50(), engine="torch", example_inputs={"x": torch.randn(2, 3, 224, 224)},
+        dynamic={"x": {0: "batch"}}, min_shapes={"x": (1, 3, 224, 224)}, max_shapes={"x": (256, 3, 224, 224)},
+        output_names=["logits"], dtype="fp16", channels_last=True, compile=mode, cuda_graphs=graphs,
+    )
+
+
+def images(batch: int) -> torch.Tensor:
+    x = torch.randn(batch, 3, 224, 224, device="cuda", dtype=torch.float16)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def warm(engine, x) -> tuple[object, float]:
+    """First call (compile, autotune, capture) timed; returns the feed to time with (the graph's own
+    input buffer when the engine replays graphs, so no copy is timed) and the seconds it took."""
+    t0 = time.perf_counter()
+    engine.infer({"x": x})
+    torch.cuda.synchronize()
+    first = time.perf_counter() - t0
+    for _ in range(3):
+        engine.infer({"x": x})
+    graph = engine._graphs.get((x.shape,)) if engine.cuda_graphs else None
+    return (graph.inputs["x"] if graph is not None else x), first
+
+
+def gpu_throughput(call, batch: int, iters: int, repeats: int = 3) -> dict:
+    """Back-to-back calls timed with CUDA events: median ms per call over ``repeats`` runs."""
+    per_call = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(iters):
+            call()
+        end.record()
+        end.synchronize()
+        per_call.append(start.elapsed_time(end) / iters)
+    ms = statistics.median(per_call)
+    return {"ms_per_batch": ms, "img_s": batch / ms * 1e3, "runs_ms": per_call, "iters": iters}
+
+
+def sync_latency(call, rounds: int) -> dict:
+    """One call then a device sync, timed on the host: what a single request waits."""
+    times = []
+    for _ in range(rounds):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        call()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return {"median_ms": statistics.median(times), "p99_ms": float(np.percentile(times, 99)), "rounds": rounds}
+
+
+def host_time_us(call, calls: int, rounds: int) -> list[float]:
+    """Host microseconds per call, ``calls`` calls per round between syncs (the GPU queue stays short)."""
+    out = []
+    for _ in range(rounds):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            call()
+        out.append((time.perf_counter() - t0) / calls * 1e6)
+    return out
+
+
+def measure_variant(name: str, mode, graphs, quick: bool) -> tuple[dict, object]:
+    log(f"variant {name}: loading")
+    t0 = time.perf_counter()
+    engine = load(mode, graphs)
+    result = {"compile": mode, "cuda_graphs": graphs, "load_s": time.perf_counter() - t0, "batches": {}}
+    for batch, iters in ((256, 8 if quick else 40), (64, 20 if quick else 100), (1, 100 if quick else 500)):
+        x = images(batch)
+        feed, first = warm(engine, x)
+        call = lambda: engine.infer({"x": feed})  # noqa: E731
+        entry = {"first_call_s": first, **gpu_throughput(call, batch, iters)}
+        if batch == 1:
+            entry["sync_latency"] = sync_latency(call, 50 if quick else 300)
+        result["batches"][batch] = entry
+        log(f"  {name} bs{batch}: {entry['img_s']:.0f} img/s, {entry['ms_per_batch']:.3f} ms/batch "
+            f"(first call {first:.1f} s)" + (f", sync latency {entry['sync_latency']['median_ms']:.3f} ms" if batch == 1 else ""))
+    return result, engine
+
+
+def accuracy(engine) -> dict:
+    """FP16 engine vs the FP32 eager model on the same random images."""
+    x = torch.randn(8, 3, 224, 224, device="cuda")
+    with torch.no_grad():
+        ref = resnet50().cuda()(x).double()
+    got = engine.infer({"x": x.half().contiguous(memory_format=torch.channels_last)})["logits"].double()
+    return {"rel_l2": float((got - ref).norm() / ref.norm()),
+            "top1_agree": float((got.argmax(1) == ref.argmax(1)).float().mean()),
+            "finite": bool(torch.isfinite(got).all())}
+
+
+def overhead(engine, quick: bool) -> dict:
+    """Host time of Engine.infer minus the direct call, batch 1, with and without the engine's graphs."""
+    x = images(1)
+    rounds = 60 if quick else 300
+    out = {}
+    engine.infer({"x": x})
+    graph = engine._graphs.get((x.shape,))
+    if graph is not None:
+        static = graph.inputs["x"]
+
+        def direct_replay():
+            static.copy_(x)
+            graph.graph.replay()
+
+        eng_us, dir_us = [], []
+        for _ in range(rounds):  # interleaved so drift hits both alike
+            eng_us += host_time_us(lambda: engine.infer({"x": x}), 20, 1)
+            dir_us += host_time_us(direct_replay, 20, 1)
+        out["graph_replay"] = {"engine_us": statistics.median(eng_us), "direct_us": statistics.median(dir_us)}
+    fn = engine.fn
+    engine.cuda_graphs = False  # same engine, same compiled module, no graph: the plain call path
+    try:
+        engine.infer({"x": x})
+
+        def direct_call():
+            with torch.no_grad():
+                fn(x)
+
+        eng_us, dir_us = [], []
+        for _ in range(rounds):
+            eng_us += host_time_us(lambda: engine.infer({"x": x}), 3, 1)
+            dir_us += host_time_us(direct_call, 3, 1)
+        out["module_call"] = {"engine_us": statistics.median(eng_us), "direct_us": statistics.median(dir_us)}
+    finally:
+        engine.cuda_graphs = True
+    for entry in out.values():
+        entry["overhead_us"] = entry["engine_us"] - entry["direct_us"]
+    return out
+
+
+def end_to_end(engine, batch: int, iters: int, pageable: bool) -> dict:
+    """uint8 HWC frames in host memory -> labels, with H2D on a copy stream overlapping compute.
+
+    ``pageable=False``: frames sit in a pinned ring, as a decoder writing into pinned memory leaves them.
+    ``pageable=True``: each batch is first copied from ordinary numpy memory into the ring by 8 threads.
+    """
+    names = class_names()
+    ring = PinnedRing((batch, *FRAME), torch.uint8, "cuda", n=3)
+    rng = np.random.default_rng(0)
+    source = rng.integers(0, 256, (batch, *FRAME), dtype=np.uint8)
+    for i in range(len(ring)):
+        ring.host(i).numpy()[:] = source
+    pool = ThreadPoolExecutor(8)
+    chunks = np.array_split(np.arange(batch), 8)
+    copy, compute = torch.cuda.Stream(), torch.cuda.Stream()
+    tops = [torch.empty((batch, 5), dtype=torch.int64, pin_memory=True) for _ in range(len(ring))]
+    done = [torch.cuda.Event() for _ in range(len(ring))]
+    labels: list[list[str]] = []
+
+    def fill(i):
+        host = ring.host(i).numpy()
+        list(pool.map(lambda idx: np.copyto(host[idx[0]: idx[-1] + 1], source[idx[0]: idx[-1] + 1]), chunks))
+
+    def step(i):
+        if pageable:
+            fill(i)
+        dev = ring.upload(i, copy)
+        ring.ready(i, compute)
+        with torch.cuda.stream(compute):
+            x = classify_preprocess(dev, 224, 256, "float16")
+            ring.release(i, compute)
+            logits = engine.infer({"x": x})["logits"]
+            tops[i % len(ring)].copy_(logits.topk(5, dim=1).indices, non_blocking=True)
+            done[i % len(ring)].record(compute)
+
+    def collect(i):
+        done[i % len(ring)].synchronize()
+        labels[:] = [[names[j] for j in row] for row in tops[i % len(ring)].tolist()]
+
+    for i in range(6):  # warm-up: preprocessing kernels, the graph for this batch
+        step(i)
+        collect(i)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for i in range(iters):
+        step(i)
+        if i:
+            collect(i - 1)
+    collect(iters - 1)
+    wall = time.perf_counter() - t0
+    pool.shutdown()
+    return {"img_s": batch * iters / wall, "batches": iters, "batch": batch, "pageable_source": pageable,
+            "example_labels": labels[0]}
+
+
+def environment() -> dict:
+    env = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
+           "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+           "gpu": torch.cuda.get_device_name(), "command": " ".join(sys.argv)}
+    try:
+        env["nvidia_smi"] = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return env
+
+
+def table(results: dict) -> str:
+    rows = ["| variant | bs256 img/s | bs64 img/s | bs1 ms (GPU, back-to-back) | bs1 ms (call + sync) | first call bs256 s |",
+            "|---|---|---|---|---|---|"]
+    for name, v in results["variants"].items():
+        if "batches" not in v:
+            rows.append(f"| {name} | failed: {v.get('error', '?')[:60]} | | | | |")
+            continue
+        b = v["batches"]
+        rows.append(
+            f"| {name} | {b[256]['img_s']:,.0f} | {b[64]['img_s']:,.0f} | {b[1]['ms_per_batch']:.3f} | "
+            f"{b[1]['sync_latency']['median_ms']:.3f} | {b[256]['first_call_s']:.1f} |")
+    lines = ["\n".join(rows), ""]
+    for key, o in results.get("overhead", {}).items():
+        lines.append(f"- Engine.infer overhead at batch 1 ({key}): {o['overhead_us']:.1f} us "
+                     f"(engine {o['engine_us']:.1f} us vs direct {o['direct_us']:.1f} us per call, host time)")
+    for key, e in results.get("e2e", {}).items():
+        lines.append(f"- end-to-end batch {e['batch']} ({key}): {e['img_s']:,.0f} img/s = "
+                     f"{e['fraction_of_model_only']:.1%} of model-only batch 64 ({e['model_only_img_s']:,.0f} img/s)")
+    if "accuracy" in results:
+        a = results["accuracy"]
+        lines.append(f"- FP16 engine vs FP32 eager: relative L2 error {a['rel_l2']:.2e}, top-1 agreement {a['top1_agree']:.0%}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("outdir", type=Path)
+    parser.add_argument("--quick", action="store_true", help="few iterations, eager and compile+graphs only")
+    parser.add_argument("--budget-s", type=float, default=500, help="skip optional variants past this many seconds")
+    parser.add_argument("--skip", action="append", default=[], help="variants to leave out")
+    args = parser.parse_args()
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results: dict = {"environment": environment(), "targets": TARGETS, "baselines": BASELINES, "variants": {}}
+
+    def save():
+        (args.outdir / "gpu_bench.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+        try:
+            (args.outdir / "gpu_bench.md").write_text(table(results) + "\n")
+        except Exception:
+            pass
+
+    log(f"{results['environment']['gpu']}, torch {torch.__version__}")
+    order = ["eager", "compile+graphs", "eager+graphs", "reduce-overhead", "max-autotune+graphs"]
+    if args.quick:
+        order = ["eager", "compile+graphs"]
+    best = None
+    for name in order:
+        if name in args.skip:
+            continue
+        elapsed = time.perf_counter() - start
+        if name not in ("eager", "compile+graphs") and elapsed > args.budget_s * (0.45 if "autotune" in name else 0.7):
+            log(f"skipping {name}: {elapsed:.0f} s spent of a {args.budget_s:.0f} s budget")
+            results["variants"][name] = {"skipped": f"time budget ({elapsed:.0f} s spent)"}
+            continue
+        mode, graphs = VARIANTS[name]
+        try:
+            result, engine = measure_variant(name, mode, graphs, args.quick)
+        except Exception as exc:
+            traceback.print_exc()
+            results["variants"][name] = {"error": f"{type(exc).__name__}: {exc}"}
+            save()
+            continue
+        results["variants"][name] = result
+        save()
+        if name == "compile+graphs":
+            best = engine
+            results["accuracy"] = accuracy(engine)
+            log(f"  accuracy {results['accuracy']}")
+            results["overhead"] = overhead(engine, args.quick)
+            log(f"  overhead {results['overhead']}")
+            model64 = result["batches"][64]["img_s"]
+            results["e2e"] = {}
+            for key, pageable in (("pinned ring", False), ("pageable source, 8 copy threads", True)):
+                e = end_to_end(engine, 64, 30 if args.quick else 150, pageable)
+                e["model_only_img_s"] = model64
+                e["fraction_of_model_only"] = e["img_s"] / model64
+                results["e2e"][key] = e
+                log(f"  e2e {key}: {e['img_s']:.0f} img/s ({e['fraction_of_model_only']:.1%} of model-only)")
+            for batch in (256, 1):
+                feed = {"x": np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float16)}
+                bench = run_bench(engine, feed, BenchConfig(iterations=20, duration_s=1.0 if args.quick else 2.0,
+                                                            warmup_ms=200, data_transfers=True))
+                write_json(bench, args.outdir / f"trtflow_bench_bs{batch}.json")
+                (args.outdir / f"trtflow_bench_bs{batch}.txt").write_text(summary_text(bench) + "\n")
+                log("\n" + summary_text(bench))
+            save()
+        else:
+            del engine
+        torch.cuda.empty_cache()
+    results["total_s"] = time.perf_counter() - start
+    save()
+    print(table(results), flush=True)
+    return 0 if best is not None else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,7 +10,7 @@ import argparse
 import contextlib
 import sys
 
-from trtflow.errors import UsageError
+from trtflow.errors import MismatchError, UsageError
 
 HELP = "edit an ONNX graph (simplify, fix-shapes, fp16, quantize, ...), verified with ONNX Runtime"
 
@@ -77,8 +77,14 @@ def run(args: argparse.Namespace) -> int:
         shapes=parse_shapes(ns.shapes),
         seed=ns.seed,
     )
-    with _spinner(f"{edit.name}: editing and verifying" if ns.verify else f"{edit.name}: editing"):
-        new, report = run_edit(edit, proto, ns, verify=ns.verify, config=config)
+    try:
+        with _spinner(f"{edit.name}: editing and verifying" if ns.verify else f"{edit.name}: editing"):
+            new, report = run_edit(edit, proto, ns, verify=ns.verify, config=config)
+    except MismatchError as exc:
+        if ns.json:  # the measured errors still go to stdout; the one-line error to stderr
+            output.print_json({"model": ns.model, "output": None, "edit": edit.name, "verification": exc.report,
+                               "error": str(exc).splitlines()[0]})
+        raise
     save_onnx(new, ns.out)
     report = {"model": ns.model, "output": ns.out, **report}
     if ns.json:

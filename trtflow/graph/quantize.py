@@ -1,0 +1,301 @@
+"""``quantize``: INT8 post-training quantization with Q/DQ nodes, the way TensorRT reads them.
+
+ONNX Runtime's ``quantize_static`` does the work: QDQ format, INT8 weights per output channel,
+symmetric INT8 activations (zero point 0, what TensorRT's explicit quantization expects), ranges
+calibrated with minmax, entropy or percentile on a calibration set. Samples are split: most
+calibrate, the held-back rest measures the accuracy change against FP32 (top-1 agreement for
+classifier-like outputs, max/mean absolute error of every output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from trtflow.deps import require
+from trtflow.errors import GraphError, MismatchError, UsageError
+from trtflow.graph.calibration import CalibrationSet, load_calibration
+from trtflow.graph.registry import Edit, register
+
+log = logging.getLogger(__name__)
+
+METHODS = ("minmax", "entropy", "percentile")
+HISTOGRAM_BINS = 2048  # TensorRT's entropy calibrator histogram
+QUANTIZED_BINS = 128
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """How to quantize.
+
+    Attributes:
+        method: calibration method: "minmax", "entropy" or "percentile".
+        percentile: the percentile kept by the "percentile" method.
+        per_channel: per-output-channel weight scales (TensorRT's default for Conv/Gemm weights).
+        symmetric_activations: zero point 0 for activations (TensorRT needs it).
+        op_types: op types to quantize (None: every op ONNX Runtime can quantize).
+        exclude_nodes: node names left in float.
+        preprocess: run ONNX Runtime's quantization pre-processing (shape inference, fusions) first.
+    """
+
+    method: str = "percentile"
+    percentile: float = 99.99
+    per_channel: bool = True
+    symmetric_activations: bool = True
+    op_types: Sequence[str] | None = None
+    exclude_nodes: Sequence[str] = field(default_factory=tuple)
+    preprocess: bool = True
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise UsageError(f"calibration method '{self.method}': choose one of {METHODS}")
+        if not 0 < self.percentile <= 100:
+            raise UsageError(f"percentile {self.percentile}: expected a value in (0, 100]")
+
+
+class _Reader:
+    """onnxruntime.quantization's CalibrationDataReader over a list of feeds."""
+
+    def __init__(self, feeds: Sequence[Mapping[str, np.ndarray]]):
+        self._iter: Iterator = iter(feeds)
+
+    def get_next(self):
+        return next(self._iter, None)
+
+    def rewind(self) -> None:  # pragma: no cover - ORT calls it only for some methods
+        pass
+
+
+@contextlib.contextmanager
+def _quiet():
+    """ONNX Runtime's quantizer prints progress to stdout and warns through the root logger:
+    keep stdout clean for --json and send the text to this module's debug log."""
+    buffer = io.StringIO()
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        logging.disable(previous)
+        if buffer.getvalue():
+            log.debug("onnxruntime.quantization: %s", buffer.getvalue().strip())
+
+
+def _histogram_ranges(q, model: Path, tmp: Path, reader: _Reader, config: QuantizeConfig) -> Path:
+    """Entropy / percentile ranges with TensorRT's histogram sizes, saved as ORT's calibration cache.
+
+    quantize_static builds these calibrators with 128 bins for entropy, as many as it quantizes to,
+    which leaves the KL search a single candidate (the min/max range); this uses 2048 bins.
+    """
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    method = q.CalibrationMethod.Entropy if config.method == "entropy" else q.CalibrationMethod.Percentile
+    options = {"symmetric": config.symmetric_activations, "num_bins": HISTOGRAM_BINS,
+               "num_quantized_bins": QUANTIZED_BINS, "percentile": config.percentile}
+    try:
+        calibrator = create_calibrator(model, list(config.op_types or []), augmented_model_path=str(tmp / "augmented.onnx"),
+                                       calibrate_method=method, extra_options=options)
+        calibrator.collect_data(reader)
+        ranges = calibrator.compute_data()
+    except Exception as exc:  # ORT raises plain Exceptions from its calibrators
+        raise GraphError(f"ONNX Runtime {config.method} calibration failed ({type(exc).__name__}: {exc})") from None
+    path = tmp / "ranges.json"
+    save_tensors_data(ranges, path)
+    return path
+
+
+def quantize_int8(proto: Any, calibration: Sequence[Mapping[str, np.ndarray]],
+                  config: QuantizeConfig | None = None) -> tuple[Any, dict]:
+    """Quantize ``proto`` to INT8 Q/DQ, calibrating on ``calibration``.
+
+    Args:
+        proto: a float32 onnx.ModelProto.
+        calibration: feeds (input name -> array with a batch dim), e.g. ``CalibrationSet.calib``.
+        config: method and options.
+
+    Returns:
+        ``(new_proto, report)``: ``method``, ``calibration_samples``, ``quantized_ops`` (op -> count of
+        QuantizeLinear/DequantizeLinear added around it), ``qdq_nodes`` and the settings used.
+
+    Raises:
+        UsageError: an empty calibration set.
+        GraphError: ONNX Runtime could not quantize the model.
+    """
+    import onnx
+
+    config = config or QuantizeConfig()
+    if not calibration:
+        raise UsageError("quantize needs calibration samples: give --calib-dir with images or .npy files")
+    q = require("onnxruntime.quantization", "INT8 quantization")
+    method = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+              "percentile": q.CalibrationMethod.Percentile}[config.method]
+    extra = {"ActivationSymmetric": config.symmetric_activations, "WeightSymmetric": True}
+    if config.method == "percentile":
+        extra["CalibPercentile"] = config.percentile
+    with tempfile.TemporaryDirectory(prefix="trtflow-quant-") as tmp, _quiet():
+        src = Path(tmp) / "float.onnx"
+        src.write_bytes(proto.SerializeToString())
+        if config.preprocess:
+            pre = Path(tmp) / "pre.onnx"
+            try:
+                q.shape_inference.quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+                src = pre
+            except Exception as exc:  # ORT's pre-processing is best effort
+                log.warning("quantization pre-processing skipped: %s", exc)
+        out = Path(tmp) / "int8.onnx"
+        reader, cache = _Reader(list(calibration)), None
+        if config.method != "minmax":
+            cache = _histogram_ranges(q, src, Path(tmp), reader, config)
+            reader = None
+        try:
+            q.quantize_static(
+                str(src), str(out), reader, quant_format=q.QuantFormat.QDQ, calibration_cache_path=cache,
+                op_types_to_quantize=list(config.op_types) if config.op_types else None,
+                per_channel=config.per_channel, activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
+                nodes_to_exclude=list(config.exclude_nodes), calibrate_method=method, extra_options=extra,
+            )
+        except Exception as exc:  # ORT raises plain Exceptions from its quantizers
+            raise GraphError(f"ONNX Runtime could not quantize the model ({type(exc).__name__}: {exc})") from None
+        new = onnx.load(str(out))
+    quantized: dict[str, int] = {}
+    produced = {o: n for n in new.graph.node for o in n.output}
+    for node in new.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        if any(produced.get(i) is not None and produced[i].op_type == "DequantizeLinear" for i in node.input):
+            quantized[node.op_type] = quantized.get(node.op_type, 0) + 1
+    report = {
+        "method": config.method,
+        "percentile": config.percentile if config.method == "percentile" else None,
+        "calibration_samples": len(calibration),
+        "per_channel": config.per_channel,
+        "symmetric_activations": config.symmetric_activations,
+        "quantized_ops": dict(sorted(quantized.items())),
+        "qdq_nodes": sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in new.graph.node),
+    }
+    return new, report
+
+
+def accuracy_report(before: Any, after: Any, samples: Sequence[Mapping[str, np.ndarray]]) -> dict:
+    """FP32 vs INT8 on held-back samples: per-output errors and top-1 agreement of classifier-like outputs.
+
+    Returns:
+        ``{"samples", "outputs": {name: {"max_abs", "mean_abs", "mean_abs_reference", "relative_error",
+        "top1_agreement" (2-D outputs with several classes only)}}}``.
+    """
+    from trtflow.graph.verify import run_ort
+
+    ref_all: dict[str, list] = {}
+    got_all: dict[str, list] = {}
+    for feed in samples:
+        for store, model in ((ref_all, before), (got_all, after)):
+            for name, value in run_ort(model, feed).items():
+                store.setdefault(name, []).append(np.asarray(value, np.float64))
+    outputs = {}
+    for name, refs in ref_all.items():
+        ref, got = np.concatenate(refs), np.concatenate(got_all[name])
+        err = np.abs(ref - got)
+        info = {"max_abs": float(err.max()), "mean_abs": float(err.mean()),
+                "mean_abs_reference": float(np.abs(ref).mean())}
+        info["relative_error"] = info["mean_abs"] / max(info["mean_abs_reference"], 1e-12)
+        if ref.ndim == 2 and ref.shape[1] > 1:
+            info["top1_agreement"] = float((ref.argmax(1) == got.argmax(1)).mean())
+        outputs[name] = info
+    return {"samples": len(samples), "outputs": outputs}
+
+
+def verify_quantize(before: Any, after: Any, args: argparse.Namespace, feeds=None) -> dict:
+    """Accuracy change on the held-back calibration samples; fails past --max-rel-error / --min-agreement."""
+    calib = calibration_from_args(before, args)
+    if not calib.holdout:
+        raise UsageError(f"no held-back samples to measure accuracy on ({len(calib.calib)} samples, --holdout "
+                         f"{args.holdout}); give more calibration samples or --no-verify")
+    result = accuracy_report(before, after, calib.holdout)
+    failures = []
+    for name, info in result["outputs"].items():
+        if info["relative_error"] > args.max_rel_error:
+            failures.append(f"{name}: mean abs error {info['mean_abs']:.4g} is {100 * info['relative_error']:.1f}% of "
+                            f"the mean |FP32 output| (limit {100 * args.max_rel_error:g}%)")
+        agree = info.get("top1_agreement")
+        if agree is not None and args.min_agreement is not None and agree < args.min_agreement:
+            failures.append(f"{name}: top-1 agreement {100 * agree:.1f}% < {100 * args.min_agreement:g}%")
+    result.update(passed=not failures, max_rel_error=args.max_rel_error, min_agreement=args.min_agreement,
+                  reference="the FP32 model on held-back calibration samples (ONNX Runtime)")
+    result["max_abs"] = {n: i["max_abs"] for n, i in result["outputs"].items()}
+    result["mean_abs"] = {n: i["mean_abs"] for n, i in result["outputs"].items()}
+    if failures:
+        raise MismatchError("INT8 model too far from FP32 on the held-back samples: " + "; ".join(failures)
+                            + ". Try --method entropy or percentile, more calibration data, or --exclude-nodes "
+                            "for sensitive layers.", report=result)
+    return result
+
+
+def calibration_from_args(proto: Any, args: argparse.Namespace) -> CalibrationSet:
+    """The calibration/held-back split named by quantize's CLI options."""
+    if not args.calib_dir:
+        raise UsageError("quantize needs --calib-dir DIR (images with --calib-preprocess, or .npy files)")
+    return load_calibration(proto, args.calib_dir, args.calib_preprocess, holdout=args.holdout,
+                            limit=args.calib_limit, seed=args.seed_calib)
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [p.strip() for p in text.split(",") if p.strip()] if text else None
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--calib-dir", metavar="DIR", help="calibration images (png/jpg) or .npy samples")
+    parser.add_argument("--calib-preprocess", metavar="SPEC",
+                        help='image preprocessing, e.g. "resize=256,crop=224,mean=0.485,0.456,0.406,'
+                             'std=0.229,0.224,0.225,layout=nchw" (keys: resize, crop, scale, mean, std, '
+                             'layout, bgr)')
+    parser.add_argument("--method", choices=METHODS, default="percentile",
+                        help="calibration method (default: percentile)")
+    parser.add_argument("--percentile", type=float, default=99.99, help="for --method percentile (default: 99.99)")
+    parser.add_argument("--per-channel", dest="per_channel", action=argparse.BooleanOptionalAction, default=True,
+                        help="per-channel weight scales (default: on)")
+    parser.add_argument("--op-types", metavar="OP[,OP]", help="quantize only these op types (e.g. Conv,Gemm,MatMul)")
+    parser.add_argument("--exclude-nodes", metavar="NAME[,NAME]", help="nodes to keep in float")
+    parser.add_argument("--holdout", type=float, default=0.2,
+                        help="held-back samples for the accuracy check: a fraction (<1) or a count (default: 0.2)")
+    parser.add_argument("--calib-limit", type=int, default=None, help="use at most this many samples")
+    parser.add_argument("--seed-calib", type=int, default=0, help="seed of the calibration/held-back split")
+    parser.add_argument("--max-rel-error", type=float, default=0.5,
+                        help="fail when an output's mean abs error exceeds this fraction of its mean |FP32| "
+                             "value (default: 0.5)")
+    parser.add_argument("--min-agreement", type=float, default=None,
+                        help="fail when top-1 agreement with FP32 on a classifier output is below this (0..1)")
+    parser.add_argument("--no-preprocess", dest="preprocess", action="store_false",
+                        help="skip ONNX Runtime's quantization pre-processing")
+
+
+def config_from_args(args: argparse.Namespace) -> QuantizeConfig:
+    return QuantizeConfig(method=args.method, percentile=args.percentile, per_channel=args.per_channel,
+                          op_types=_split(args.op_types), exclude_nodes=tuple(_split(args.exclude_nodes) or ()),
+                          preprocess=args.preprocess)
+
+
+def _apply(proto: Any, args: argparse.Namespace) -> tuple[Any, dict]:
+    config = config_from_args(args)
+    calib = calibration_from_args(proto, args)
+    new, report = quantize_int8(proto, calib.calib, config)
+    report["holdout_samples"] = len(calib.holdout)
+    report["source"] = calib.source
+    return new, report
+
+
+register(Edit(
+    name="quantize",
+    help="INT8 post-training quantization (QDQ, per-channel weights, symmetric activations) from a calibration set",
+    add_arguments=_add_arguments,
+    apply=_apply,
+    verify=verify_quantize,
+))

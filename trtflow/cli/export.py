@@ -48,9 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 INPUT_HELP = "an example input in forward() order, e.g. x:1x3x224x224 or ids:1x16:int64 (repeatable)"
 
 
-def add_export_options(parser: argparse.ArgumentParser, input_help: str = INPUT_HELP) -> None:
+def add_export_options(
+    parser: argparse.ArgumentParser, input_help: str = INPUT_HELP, input_metavar: str = "NAME:SHAPE[:DTYPE]"
+) -> None:
     """Flags shared with ``trtflow compare MODULE:FACTORY``."""
-    parser.add_argument("--input", action="append", metavar="NAME:SHAPE[:DTYPE]", help=input_help)
+    parser.add_argument("--input", action="append", metavar=input_metavar, help=input_help)
     parser.add_argument(
         "--dynamic", action="append", metavar="NAME:AXIS=LABEL",
         help="a dynamic axis, e.g. x:0=batch; axes sharing a label are one size (repeatable)",

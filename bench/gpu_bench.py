@@ -42,14 +42,17 @@ from trtflow.vision.preprocess import classify_preprocess  # noqa: E402
 
 TARGETS = {"bs256_img_s": 30000, "bs1_latency_ms": 0.5, "infer_overhead_us": 20, "e2e_fraction": 0.90}
 BASELINES = {"eager_fp16_bs256_img_s": 13583, "compile_reduce_overhead_bs256_img_s": 22830, "compile_bs1_ms": 0.70}
-# name -> (compile mode, engine CUDA graphs)
+# name -> (compile mode, engine CUDA graphs, cuDNN conv fusions)
 VARIANTS = {
-    "eager": (None, False),
-    "eager+graphs": (None, True),
-    "compile+graphs": ("default", True),
-    "reduce-overhead": ("reduce-overhead", False),
-    "max-autotune+graphs": ("max-autotune", True),
+    "eager": (None, False, False),
+    "eager+graphs": (None, True, False),
+    "fused+graphs": (None, True, True),
+    "compile+graphs": ("default", True, False),
+    "compile+fused+graphs": ("default", True, True),
+    "reduce-overhead": ("reduce-overhead", False, False),
+    "max-autotune+graphs": ("max-autotune", True, False),
 }
+CORE = ("eager", "compile+graphs", "fused+graphs")  # always run; the rest while the time budget lasts
 FRAME = (480, 640, 3)
 
 
@@ -64,11 +67,11 @@ def resnet50():
     return torchvision.models.resnet50(weights=None).eval()
 
 
-def load(mode, graphs):
+def load(mode, graphs, fuse=False):
     return trtflow.load(
         resnet50(), engine="torch", example_inputs={"x": torch.randn(2, 3, 224, 224)},
         dynamic={"x": {0: "batch"}}, min_shapes={"x": (1, 3, 224, 224)}, max_shapes={"x": (256, 3, 224, 224)},
-        output_names=["logits"], dtype="fp16", channels_last=True, compile=mode, cuda_graphs=graphs,
+        output_names=["logits"], dtype="fp16", channels_last=True, compile=mode, cuda_graphs=graphs, fuse=fuse,
     )
 
 
@@ -130,12 +133,13 @@ def host_time_us(call, calls: int, rounds: int) -> list[float]:
     return out
 
 
-def measure_variant(name: str, mode, graphs, quick: bool) -> tuple[dict, object]:
+def measure_variant(name: str, mode, graphs, fuse, quick: bool, batches=(256, 64, 1)) -> tuple[dict, object]:
     log(f"variant {name}: loading")
     t0 = time.perf_counter()
-    engine = load(mode, graphs)
-    result = {"compile": mode, "cuda_graphs": graphs, "load_s": time.perf_counter() - t0, "batches": {}}
-    for batch, iters in ((256, 8 if quick else 40), (64, 20 if quick else 100), (1, 100 if quick else 500)):
+    engine = load(mode, graphs, fuse)
+    result = {"compile": mode, "cuda_graphs": graphs, "fuse": fuse, "load_s": time.perf_counter() - t0, "batches": {}}
+    plan = {256: 8 if quick else 40, 64: 20 if quick else 100, 1: 100 if quick else 500}
+    for batch, iters in ((b, plan[b]) for b in batches):
         x = images(batch)
         feed, first = warm(engine, x)
         call = lambda: engine.infer({"x": feed})  # noqa: E731
@@ -199,11 +203,12 @@ def overhead(engine, quick: bool) -> dict:
     return out
 
 
-def end_to_end(engine, batch: int, iters: int, pageable: bool) -> dict:
+def end_to_end(engine, batch: int, iters: int, pageable: bool, pre) -> dict:
     """uint8 HWC frames in host memory -> labels, with H2D on a copy stream overlapping compute.
 
     ``pageable=False``: frames sit in a pinned ring, as a decoder writing into pinned memory leaves them.
     ``pageable=True``: each batch is first copied from ordinary numpy memory into the ring by 8 threads.
+    ``pre``: uint8 NHWC device frames -> model input (``classify_preprocess``, eager or compiled).
     """
     names = class_names()
     ring = PinnedRing((batch, *FRAME), torch.uint8, "cuda", n=3)
@@ -228,7 +233,7 @@ def end_to_end(engine, batch: int, iters: int, pageable: bool) -> dict:
         dev = ring.upload(i, copy)
         ring.ready(i, compute)
         with torch.cuda.stream(compute):
-            x = classify_preprocess(dev, 224, 256, "float16")
+            x = pre(dev)
             ring.release(i, compute)
             logits = engine.infer({"x": x})["logits"]
             tops[i % len(ring)].copy_(logits.topk(5, dim=1).indices, non_blocking=True)
@@ -272,29 +277,76 @@ def table(results: dict) -> str:
             "|---|---|---|---|---|---|"]
     for name, v in results["variants"].items():
         if "batches" not in v:
-            rows.append(f"| {name} | failed: {v.get('error', '?')[:60]} | | | | |")
+            rows.append(f"| {name} | {(v.get('error') or v.get('skipped') or '?')[:70]} | | | | |")
             continue
         b = v["batches"]
-        rows.append(
-            f"| {name} | {b[256]['img_s']:,.0f} | {b[64]['img_s']:,.0f} | {b[1]['ms_per_batch']:.3f} | "
-            f"{b[1]['sync_latency']['median_ms']:.3f} | {b[256]['first_call_s']:.1f} |")
+        cells = [f"{b[256]['img_s']:,.0f}" if 256 in b else "-", f"{b[64]['img_s']:,.0f}" if 64 in b else "-",
+                 f"{b[1]['ms_per_batch']:.3f}" if 1 in b else "-",
+                 f"{b[1]['sync_latency']['median_ms']:.3f}" if 1 in b else "-",
+                 f"{b[256]['first_call_s']:.1f}" if 256 in b else "-"]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
     lines = ["\n".join(rows), ""]
+    if "best" in results:
+        lines.append(f"- figures below use the fastest variant at batch 256 among those with CUDA graphs: {results['best']}")
     for key, o in results.get("overhead", {}).items():
         lines.append(f"- Engine.infer overhead at batch 1 ({key}): {o['overhead_us']:.1f} us "
                      f"(engine {o['engine_us']:.1f} us vs direct {o['direct_us']:.1f} us per call, host time)")
     for key, e in results.get("e2e", {}).items():
-        lines.append(f"- end-to-end batch {e['batch']} ({key}): {e['img_s']:,.0f} img/s = "
-                     f"{e['fraction_of_model_only']:.1%} of model-only batch 64 ({e['model_only_img_s']:,.0f} img/s)")
+        if "img_s" in e:
+            lines.append(f"- end-to-end batch {e['batch']} ({key}): {e['img_s']:,.0f} img/s = "
+                         f"{e['fraction_of_model_only']:.1%} of model-only batch 64 ({e['model_only_img_s']:,.0f} img/s)")
+    if "compiled_preprocessing_max_abs_diff" in results:
+        lines.append(f"- compiled vs eager preprocessing: max abs difference {results['compiled_preprocessing_max_abs_diff']:.3g}")
     if "accuracy" in results:
         a = results["accuracy"]
         lines.append(f"- FP16 engine vs FP32 eager: relative L2 error {a['rel_l2']:.2e}, top-1 agreement {a['top1_agree']:.0%}")
+    for name, k in results.get("kernel_split", {}).items():
+        parts = ", ".join(f"{fam} {ms:.2f} ms" for fam, ms in sorted(k["ms_per_batch"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"- GPU time per batch {k['batch']} by kernel family ({name}): {parts}")
     return "\n".join(lines)
+
+
+def preprocessors() -> dict:
+    """Eager and compiled (one fused kernel reading only the pixels it needs) classification preprocessing."""
+    def eager(frames):
+        return classify_preprocess(frames, 224, 256, "float16")
+
+    return {"eager preprocessing": eager, "compiled preprocessing": torch.compile(eager, dynamic=False)}
+
+
+def kernel_split(engine, batch: int = 256) -> dict:
+    """GPU time per batch by kernel family (torch.profiler over the engine's module, no graph)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x = images(batch)
+    for _ in range(2):
+        engine._run({"x": x})
+    torch.cuda.synchronize()
+    runs = 3
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(runs):
+            engine._run({"x": x})
+        torch.cuda.synchronize()
+    split: dict[str, float] = {}
+    for event in prof.key_averages():
+        us = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
+        if not us or event.key.startswith(("ProfilerStep", "cudaGraph")):
+            continue
+        name = event.key.lower()
+        if "triton" in name:
+            family = "fused pointwise / pooling (Triton)"
+        elif any(k in name for k in ("conv", "xmma", "implicit", "cudnn", "sm90", "sm80", "gemm", "cutlass", "nhwc")):
+            family = "convolution / GEMM (cuDNN, cuBLAS)"
+        else:
+            family = "other"
+        split[family] = split.get(family, 0.0) + us / 1e3 / runs
+    return {"batch": batch, "ms_per_batch": split}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("outdir", type=Path)
-    parser.add_argument("--quick", action="store_true", help="few iterations, eager and compile+graphs only")
+    parser.add_argument("--quick", action="store_true", help="few iterations, core variants only")
     parser.add_argument("--budget-s", type=float, default=500, help="skip optional variants past this many seconds")
     parser.add_argument("--skip", action="append", default=[], help="variants to leave out")
     args = parser.parse_args()
@@ -309,58 +361,97 @@ def main() -> int:
         except Exception:
             pass
 
-    log(f"{results['environment']['gpu']}, torch {torch.__version__}")
-    order = ["eager", "compile+graphs", "eager+graphs", "reduce-overhead", "max-autotune+graphs"]
-    if args.quick:
-        order = ["eager", "compile+graphs"]
-    best = None
-    for name in order:
+    def run_variant(name, batches=(256, 64, 1)):
         if name in args.skip:
-            continue
-        elapsed = time.perf_counter() - start
-        if name not in ("eager", "compile+graphs") and elapsed > args.budget_s * (0.45 if "autotune" in name else 0.7):
-            log(f"skipping {name}: {elapsed:.0f} s spent of a {args.budget_s:.0f} s budget")
-            results["variants"][name] = {"skipped": f"time budget ({elapsed:.0f} s spent)"}
-            continue
-        mode, graphs = VARIANTS[name]
+            return None
         try:
-            result, engine = measure_variant(name, mode, graphs, args.quick)
+            result, engine = measure_variant(name, *VARIANTS[name], args.quick, batches)
         except Exception as exc:
             traceback.print_exc()
             results["variants"][name] = {"error": f"{type(exc).__name__}: {exc}"}
             save()
-            continue
+            return None
         results["variants"][name] = result
         save()
-        if name == "compile+graphs":
-            best = engine
-            results["accuracy"] = accuracy(engine)
-            log(f"  accuracy {results['accuracy']}")
-            results["overhead"] = overhead(engine, args.quick)
-            log(f"  overhead {results['overhead']}")
-            model64 = result["batches"][64]["img_s"]
-            results["e2e"] = {}
-            for key, pageable in (("pinned ring", False), ("pageable source, 8 copy threads", True)):
-                e = end_to_end(engine, 64, 30 if args.quick else 150, pageable)
-                e["model_only_img_s"] = model64
-                e["fraction_of_model_only"] = e["img_s"] / model64
-                results["e2e"][key] = e
-                log(f"  e2e {key}: {e['img_s']:.0f} img/s ({e['fraction_of_model_only']:.1%} of model-only)")
-            for batch in (256, 1):
-                feed = {"x": np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float16)}
-                bench = run_bench(engine, feed, BenchConfig(iterations=20, duration_s=1.0 if args.quick else 2.0,
-                                                            warmup_ms=200, data_transfers=True))
-                write_json(bench, args.outdir / f"trtflow_bench_bs{batch}.json")
-                (args.outdir / f"trtflow_bench_bs{batch}.txt").write_text(summary_text(bench) + "\n")
-                log("\n" + summary_text(bench))
-            save()
-        else:
+        return engine
+
+    log(f"{results['environment']['gpu']}, torch {torch.__version__}")
+    engines = {}
+    for name in CORE:
+        engine = run_variant(name)
+        if engine is not None and VARIANTS[name][1]:
+            engines[name] = engine
+        elif engine is not None:
             del engine
-        torch.cuda.empty_cache()
+    if not engines:
+        return 1
+    best = max(engines, key=lambda n: results["variants"][n]["batches"][256]["img_s"])
+    engine = engines[best]
+    results["best"] = best
+    log(f"best variant with graphs: {best}")
+    def attempt(key, fn):
+        try:
+            results[key] = fn()
+            log(f"  {key}: {results[key]}")
+        except Exception as exc:
+            traceback.print_exc()
+            results[key + "_error"] = f"{type(exc).__name__}: {exc}"
+        save()
+
+    attempt("accuracy", lambda: accuracy(engine))
+    attempt("overhead", lambda: overhead(engine, args.quick))
+    attempt("kernel_split", lambda: {n: kernel_split(e) for n, e in engines.items()})
+    model64 = results["variants"][best]["batches"][64]["img_s"]
+    results["e2e"] = {}
+    pres = preprocessors()
+    check = torch.randint(0, 256, (64, *FRAME), dtype=torch.uint8, device="cuda")
+    attempt("compiled_preprocessing_max_abs_diff", lambda: float(
+        (pres["compiled preprocessing"](check).float() - pres["eager preprocessing"](check).float()).abs().max()))
+    for key, pageable, pre in (("pinned ring, eager preprocessing", False, "eager preprocessing"),
+                               ("pinned ring, compiled preprocessing", False, "compiled preprocessing"),
+                               ("pageable source + 8 copy threads, compiled preprocessing", True, "compiled preprocessing")):
+        try:
+            e = end_to_end(engine, 64, 30 if args.quick else 150, pageable, pres[pre])
+        except Exception as exc:
+            traceback.print_exc()
+            results["e2e"][key] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        e["model_only_img_s"] = model64
+        e["fraction_of_model_only"] = e["img_s"] / model64
+        results["e2e"][key] = e
+        log(f"  e2e {key}: {e['img_s']:.0f} img/s ({e['fraction_of_model_only']:.1%} of model-only)")
+    save()
+    for batch in (256, 1):
+        try:
+            feed = {"x": np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float16)}
+            bench = run_bench(engine, feed, BenchConfig(iterations=20, duration_s=1.0 if args.quick else 2.0,
+                                                        warmup_ms=200, data_transfers=True))
+            write_json(bench, args.outdir / f"trtflow_bench_bs{batch}.json")
+            (args.outdir / f"trtflow_bench_bs{batch}.txt").write_text(summary_text(bench) + "\n")
+            log("\n" + summary_text(bench))
+        except Exception:
+            traceback.print_exc()
+    save()
+    for name in engines:
+        if name != best:
+            engines[name] = None
+    torch.cuda.empty_cache()
+    if not args.quick:
+        for name, batches, share in (("compile+fused+graphs", (256, 1), 0.6), ("reduce-overhead", (256, 64, 1), 0.6),
+                                     ("eager+graphs", (256, 64, 1), 0.7), ("max-autotune+graphs", (256,), 0.55)):
+            elapsed = time.perf_counter() - start
+            if elapsed > args.budget_s * share:
+                log(f"skipping {name}: {elapsed:.0f} s spent of a {args.budget_s:.0f} s budget")
+                results["variants"][name] = {"skipped": f"time budget ({elapsed:.0f} s spent)"}
+                save()
+                continue
+            extra = run_variant(name, batches)
+            del extra
+            torch.cuda.empty_cache()
     results["total_s"] = time.perf_counter() - start
     save()
     print(table(results), flush=True)
-    return 0 if best is not None else 1
+    return 0
 
 
 if __name__ == "__main__":

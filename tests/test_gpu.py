@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -152,3 +153,24 @@ def test_cli_bench_module_factory_on_cuda(tmp_path):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["engine"] == "torch" and data["timing"] == "cuda-events" and data["batch"] == 4
+
+
+def test_fused_convolutions_match_the_module():
+    from tests.test_torch_engine import Block
+
+    torch.manual_seed(0)
+    block = Block().eval()
+    for bn in (block.bn1, block.bn2):  # non-trivial statistics so the folding matters
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        ref = block(x)
+    for dtype, tol in (("fp32", 1e-4), ("fp16", 2e-2)):
+        eng = TorchEngine(copy.deepcopy(block), [x], dtype=dtype,
+                          channels_last=True, fuse=True, cuda_graphs=True, device=0)
+        names = [str(n.target) for n in eng.module.graph.nodes if n.op == "call_function"]
+        assert any("cudnn_convolution_add_relu" in n for n in names)
+        got = eng.infer({"x": x.cuda().to(torch.float16 if dtype == "fp16" else torch.float32)})["output"]
+        torch.testing.assert_close(got.float().cpu(), ref, rtol=tol, atol=tol)

@@ -143,3 +143,30 @@ def test_aoti_package_round_trip(tiny_pt2):
 def test_aoti_refuses_size_one_dynamic_example(tmp_path):
     with pytest.raises(UsageError, match="size >= 2"):
         build_aoti(tiny_module(), [torch.randn(1, 3, 16, 16)], tmp_path / "x.pt2", dynamic={"x": {0: "batch"}}, device="cpu")
+
+
+class Block(torch.nn.Module):
+    """A residual block like ResNet's: conv-bn-relu, conv-bn, add, relu."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = torch.nn.Conv2d(4, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4)
+        self.conv2, self.bn2 = torch.nn.Conv2d(4, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4)
+        self.relu = torch.nn.ReLU()
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += x
+        return self.relu(out)
+
+
+def test_fuse_folds_batch_norms_and_fuses_activations():
+    from trtflow.engines.torch_fuse import fuse_conv_bn_act
+
+    gm = fuse_conv_bn_act(Block())
+    targets = [n.target for n in gm.graph.nodes if n.op in ("call_function", "call_module")]
+    assert targets == [torch.cudnn_convolution_relu, torch.cudnn_convolution_add_relu]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in gm.modules())
+    with pytest.raises(UsageError, match="fuse=True needs a CUDA device"):
+        TorchEngine(Block(), [torch.randn(1, 4, 8, 8)], fuse=True, device="cpu")

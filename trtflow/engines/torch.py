@@ -52,6 +52,8 @@ class TorchEngine(Engine):
             else the CPU.
         max_graphs: most CUDA graphs kept; further shapes run without a graph (logged once).
         cudnn_benchmark: set ``torch.backends.cudnn.benchmark`` (process-wide) on CUDA.
+        fuse: fold batch norms into convolutions and run conv (+ residual add) + ReLU as cuDNN
+            fused convolutions (CUDA only; see ``trtflow.engines.torch_fuse``).
 
     Raises:
         UsageError: bad options (unknown precision or compile mode, CUDA graphs on the CPU, ...).
@@ -78,6 +80,7 @@ class TorchEngine(Engine):
         device: int | str | None = None,
         max_graphs: int = MAX_GRAPHS,
         cudnn_benchmark: bool = True,
+        fuse: bool = False,
     ):
         torch = require("torch", "the torch engine")
         if dtype not in PRECISIONS:
@@ -85,8 +88,8 @@ class TorchEngine(Engine):
         if compile is not None and compile not in COMPILE_MODES:
             raise UsageError(f"compile mode '{compile}' is not supported; choose None or one of {list(COMPILE_MODES)}")
         self.device = _device(torch, device)
-        if cuda_graphs and self.device.type != "cuda":
-            raise UsageError("cuda_graphs=True needs a CUDA device; this engine runs on the CPU")
+        if (cuda_graphs or fuse) and self.device.type != "cuda":
+            raise UsageError(f"{'cuda_graphs' if cuda_graphs else 'fuse'}=True needs a CUDA device; this engine runs on the CPU")
         if self.device.type == "cuda" and cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
         self.precision = dtype
@@ -102,7 +105,7 @@ class TorchEngine(Engine):
             self.module = None
         else:
             module, examples, names, self._kw = _module_and_examples(torch, model, example_inputs, input_names)
-            module, examples = _place(torch, module, examples, self.device, dtype, channels_last)
+            module, examples = _place(torch, module, examples, self.device, dtype, channels_last, fuse)
             inputs = _input_specs(names, examples, dynamic or {}, min_shapes or {}, max_shapes or {})
             outputs, self._flatten = _probe_outputs(torch, module, examples, inputs, output_names, self._kw)
             self.module = module
@@ -266,14 +269,18 @@ def _module_and_examples(torch, model, example_inputs, input_names):
     return model, tensors, list(input_names), False
 
 
-def _place(torch, module, examples, device, precision: str, channels_last: bool):
-    """Move the module and examples to the device, in the compute precision and memory format."""
+def _place(torch, module, examples, device, precision: str, channels_last: bool, fuse: bool = False):
+    """Move the module and examples to the device, fuse (in fp32), then cast and lay out."""
     want = getattr(torch, PRECISIONS[precision])
     try:
         module = module.eval()
     except NotImplementedError:  # an exported program's module: inference behaviour was fixed at export
         pass
     module = module.to(device)
+    if fuse:
+        from trtflow.engines.torch_fuse import fuse_conv_bn_act
+
+        module = fuse_conv_bn_act(module)
     if precision != "fp32":
         module = module.to(want)
     if channels_last:

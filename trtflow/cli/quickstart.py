@@ -131,6 +131,8 @@ def _time(engine, batch: np.ndarray) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from filelock import FileLock
+
     from trtflow.cache_dir import cache_dir
     from trtflow.vision.imagenet import preprocess_batch, sample_images, top_k
 
@@ -144,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
     steps: list[str] = []
-    onnx_path, meta, reused = _export(folder, args.fresh, steps)
+    with FileLock(str(folder / "export.lock")):  # two quickstarts at once export once
+        onnx_path, meta, reused = _export(folder, args.fresh, steps)
     engine_name, why = _choose_engine(args.engine)
     steps.append(f"engine: {why}")
     images = sample_images()

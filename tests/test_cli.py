@@ -97,6 +97,13 @@ def test_module_spec_that_does_not_import(command, tmp_path):
 def test_unknown_engine(tiny_onnx):
     _one_line_error(run_cli("run", str(tiny_onnx), "--engine", "warp"), 2, "unknown engine 'warp'")
     _one_line_error(run_cli("compare", str(tiny_onnx), "--engines", "ort,warp"), 2, "unknown engine 'warp'")
+    _one_line_error(run_cli("quickstart", "--engine", "warp"), 2, "unknown engine 'warp'")
+
+
+def test_unknown_exporter(tmp_path):
+    proc = run_cli("export", "tests.models.tiny:make", "--out", str(tmp_path / "m.onnx"), "--input", "x:1x3x16x16",
+                   "--exporter", "magic")
+    _one_line_error(proc, 2, "unknown exporter 'magic'")
 
 
 def test_verbose_shows_the_traceback(bad_files):

@@ -60,7 +60,7 @@ def add_export_options(
     parser.add_argument("--opset", type=int, default=None, help="ai.onnx opset (default: 18)")
     parser.add_argument("--output-names", metavar="A,B", help="names of the module's outputs, in order")
     parser.add_argument(
-        "--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
+        "--exporter", default="auto", metavar="{auto,dynamo,torchscript}",
         help="PyTorch exporter (default: auto = dynamo, TorchScript when dynamo cannot)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random example inputs (default: 0)")

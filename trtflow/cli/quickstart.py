@@ -23,11 +23,12 @@ MODEL_NAME = "mobilenet_v2"
 INPUT, OUTPUT = "images", "logits"
 WARMUP, REPEATS = 2, 10
 MAX_BATCH = 32  # upper bound of the dynamic batch in the TensorRT profile
+ENGINES = ("auto", "ort", "tensorrt")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--engine", default="auto", choices=("auto", "ort", "tensorrt"),
+        "--engine", default="auto", metavar="{auto,ort,tensorrt}",
         help="auto: TensorRT when it can execute here, else ONNX Runtime on the CPU (default: auto)",
     )
     parser.add_argument(
@@ -136,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     from trtflow.cache_dir import cache_dir
     from trtflow.vision.imagenet import preprocess_batch, sample_images, top_k
 
+    if args.engine not in ENGINES:
+        raise UsageError(f"unknown engine '{args.engine}' for the quickstart; choose one of: {', '.join(ENGINES)}")
     if args.batch_images is not None and args.batch_images < 1:
         raise UsageError(f"--batch-images must be >= 1, got {args.batch_images}")
     if args.batch_images is not None and args.batch_images > MAX_BATCH:

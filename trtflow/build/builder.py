@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trtflow.build.config import MEM_POOLS, BuildConfig, hardware_level
-from trtflow.build.flavor import Flavor, load_flavor, target_of
+from trtflow.build.flavor import Flavor, gpu_info, load_flavor, target_of
 from trtflow.build.parser_errors import build_failures, format_failures, parser_failures
 from trtflow.build.precision import PrecisionPlan, plan_precision
 from trtflow.build.profiles import complete_profiles
@@ -153,7 +153,7 @@ def parse_network(trt: Any, builder: Any, logger: Any, proto: Any, flags: int, f
     return network, parser
 
 
-def _configure(trt: Any, builder: Any, config: BuildConfig, plan: PrecisionPlan, profiles: list[Profile], network: Any):
+def _configure(trt: Any, builder: Any, config: BuildConfig, plan: PrecisionPlan, profiles: list[Profile], network: Any, flavor: Flavor):
     cfg = builder.create_builder_config()
     for pool, size in config.mem_pool_size.items():
         cfg.set_memory_pool_limit(getattr(trt.MemoryPoolType, MEM_POOLS[pool]), size)
@@ -167,6 +167,8 @@ def _configure(trt: Any, builder: Any, config: BuildConfig, plan: PrecisionPlan,
         cfg.hardware_compatibility_level = getattr(
             trt.HardwareCompatibilityLevel, hardware_level(config.hardware_compatibility_level)
         )
+    if flavor.is_rtx:
+        _rtx_targets(trt, cfg)
     names = {network.get_input(i).name for i in range(network.num_inputs)}
     for p in profiles:
         prof = builder.create_optimization_profile()
@@ -176,6 +178,15 @@ def _configure(trt: Any, builder: Any, config: BuildConfig, plan: PrecisionPlan,
             prof.set_shape(name, p.min[name], p.opt[name], p.max[name])
         cfg.add_optimization_profile(prof)
     return cfg
+
+
+def _rtx_targets(trt: Any, cfg: Any) -> None:
+    """TensorRT-RTX builds for Ampere and newer by default; a Turing GPU here needs SM75 asked for."""
+    gpu = gpu_info()
+    if gpu is not None and gpu.cc == (7, 5) and hasattr(trt, "ComputeCapability") and hasattr(cfg, "set_compute_capability"):
+        cfg.num_compute_capabilities = 1
+        cfg.set_compute_capability(trt.ComputeCapability.SM75, 0)
+        log.info("TensorRT-RTX: building for compute capability 7.5 (Turing), the GPU of this machine")
 
 
 def _timing_cache(cfg: Any, path: str | None, flavor: Flavor) -> Any:
@@ -261,7 +272,7 @@ def build_engine(
     start = time.perf_counter()
     builder = trt.Builder(logger)
     network, parser = parse_network(trt, builder, logger, plan.proto, _network_flags(trt, plan, flavor), flavor)
-    cfg = _configure(trt, builder, config, plan, profiles, network)
+    cfg = _configure(trt, builder, config, plan, profiles, network, flavor)
     _timing_cache(cfg, config.timing_cache_file, flavor)
     with build_progress(trt, progress) as monitor:
         if monitor is not None:

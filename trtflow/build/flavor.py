@@ -22,7 +22,9 @@ FLAVORS = ("tensorrt", "tensorrt_rtx")
 
 # Compute capabilities TensorRT-RTX 1.x runs engines on. Its runtime refuses others, e.g. on an
 # H100: "cannot run on this GPU, which has compute capability 9.0. Supported: 8.0 8.6 8.9 12.0 12.1".
-RTX_RUNTIME_CCS = ((8, 0), (8, 6), (8, 9), (12, 0), (12, 1))
+# Turing (7.5) runs engines built for it explicitly (ComputeCapability.SM75), which the builder
+# asks for when the build machine's GPU is a Turing one.
+RTX_RUNTIME_CCS = ((7, 5), (8, 0), (8, 6), (8, 9), (12, 0), (12, 1))
 # Full TensorRT 10/11 runs on Turing (7.5) and newer.
 TENSORRT_MIN_CC = (7, 5)
 

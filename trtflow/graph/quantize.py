@@ -123,8 +123,8 @@ def quantize_int8(proto: Any, calibration: Sequence[Mapping[str, np.ndarray]],
         config: method and options.
 
     Returns:
-        ``(new_proto, report)``: ``method``, ``calibration_samples``, ``quantized_ops`` (op -> count of
-        QuantizeLinear/DequantizeLinear added around it), ``qdq_nodes`` and the settings used.
+        ``(new_proto, report)``: ``method``, ``calibration_samples``, ``quantized_ops`` (op type -> how many
+        of its nodes read a dequantized tensor), ``qdq_nodes`` and the settings used.
 
     Raises:
         UsageError: an empty calibration set.

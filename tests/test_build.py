@@ -13,7 +13,7 @@ from trtflow.build.config import BuildConfig, hardware_level, parse_mem_pool_siz
 from trtflow.build.profiles import complete_profiles
 from trtflow.cli.options import profiles_of
 from trtflow.errors import BuildError, UsageError
-from trtflow.spec import Profile, TensorSpec, make_profile
+from trtflow.spec import TensorSpec, make_profile
 
 MB_PROFILES = [
     make_profile({"input": (1, 3, 224, 224)}, {"input": (4, 3, 224, 224)}, {"input": (8, 3, 224, 224)}),

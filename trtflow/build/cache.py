@@ -14,7 +14,6 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from trtflow.build.config import BuildConfig
 from trtflow.build.flavor import Flavor, load_flavor, target_of

@@ -11,7 +11,7 @@ import contextlib
 import tempfile
 
 from trtflow.cli import options, output
-from trtflow.cli.export import add_export_options, step_progress
+from trtflow.cli.export import add_export_options
 from trtflow.errors import UsageError
 
 HELP = "run the same inputs through several engines and compare each output with the first engine's"
@@ -117,7 +117,7 @@ def _compare_onnx(args, engines: list[str], tolerances, stack: contextlib.ExitSt
     shapes = options.shapes_of(args)
     shapes.update({s.name: s.shape for s in (parse_input_spec(t) for t in args.input or [] if "=" not in t)})
     loaded = {}
-    with step_progress("loading") as step:
+    with output.steps("loading") as step:
         for name in engines:
             step(f"loading the {name} engine")
             loaded[name] = stack.enter_context(options.load_engine(args, args.model, name))
@@ -139,7 +139,7 @@ def _compare_module(args, engines: list[str], tolerances, tmp: str, stack: conte
     config = export_config(args, names, verify=False)
     onnx_path = f"{tmp}/model.onnx"
     loaded = {}
-    with step_progress("exporting") as step:
+    with output.steps("exporting") as step:
         result = from_torch(module, examples, onnx_path, config=config, progress=step)
         input_names = [s.name for s in result.inputs]
         output_names = [s.name for s in result.outputs]

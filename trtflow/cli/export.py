@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import sys
-from typing import Callable, Iterator
 
 from trtflow.cli import options, output
 from trtflow.errors import MismatchError, UsageError
@@ -14,22 +11,6 @@ from trtflow.errors import MismatchError, UsageError
 HELP = "export a PyTorch module (MODULE:FACTORY) to one ONNX file and verify it against PyTorch"
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def step_progress(first: str) -> Iterator[Callable[[str], None]]:
-    """A transient spinner on stderr naming the current step; yields ``step(text)``.
-
-    When stderr is not a terminal (CI, pipes) the steps go to the log instead, so an error
-    stays the one line on stderr.
-    """
-    if not sys.stderr.isatty():
-        log.info(first)
-        yield log.info
-        return
-    with output.progress(first) as bar:
-        task = bar.add_task(first, total=None)
-        yield lambda text: bar.update(task, description=text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     module, examples, names = module_and_examples(args, args.module)
     config = export_config(args, names, verify=not args.no_verify, atol=args.atol, rtol=args.rtol)
-    with step_progress("exporting") as step:
+    with output.steps("exporting") as step:
         try:
             result = from_torch(module, examples, args.out, config=config, progress=step)
         except MismatchError as exc:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sys
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def _default(obj: Any):
@@ -42,10 +46,30 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
 
 
 def progress(description: str, total: float | None = None):
-    """A rich progress bar on stderr (so --json stdout stays clean); use as a context manager."""
+    """A rich progress bar on stderr (so --json stdout stays clean); use as a context manager.
+
+    Off when stderr is not a terminal (CI, pipes), so an error stays the one line on stderr.
+    """
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    err = console(stderr=True)
     return Progress(
         SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console(stderr=True), transient=True,
+        TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=err, transient=True,
+        disable=not err.is_terminal,
     )
+
+
+@contextlib.contextmanager
+def steps(first: str) -> Iterator[Callable[[str], None]]:
+    """A transient spinner on stderr naming the current step; yields ``step(text)``.
+
+    When stderr is not a terminal the steps go to the log instead.
+    """
+    if not sys.stderr.isatty():
+        log.info(first)
+        yield log.info
+        return
+    with progress(first) as bar:
+        task = bar.add_task(first, total=None)
+        yield lambda text: bar.update(task, description=text)

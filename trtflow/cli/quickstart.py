@@ -14,7 +14,6 @@ import time
 import numpy as np
 
 from trtflow.cli import options, output
-from trtflow.cli.export import step_progress
 from trtflow.errors import UsageError
 
 HELP = "classify six sample photos with MobileNetV2: export, verify, pick the best engine, time it"
@@ -58,7 +57,7 @@ def _export(folder, fresh: bool, log_lines: list[str]) -> tuple:
 
     model = pretrained_mobilenet_v2()
     example = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32))
-    with step_progress("exporting MobileNetV2") as step:
+    with output.steps("exporting MobileNetV2") as step:
         result = from_torch(
             model, {INPUT: example}, onnx_path, output_names=[OUTPUT], dynamic={INPUT: {0: "batch"}}, progress=step,
         )

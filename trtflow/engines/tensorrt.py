@@ -217,7 +217,6 @@ class _ContextState:
             self.profile = k
 
     def _bind_input(self, name: str, t: Any, shape: tuple[int, ...], copy: bool) -> Any:
-        torch = self.torch
         if t.device.type == "cpu":
             dev = self.staging.upload(name, t)  # pinned buffer, then an async copy on our stream
         elif t.device != self.device:

@@ -36,7 +36,10 @@ class Edit:
         add_arguments: adds the edit's own options to its argparse parser.
         apply: ``(model_proto, args) -> (new_proto, report)``; report is a JSON-able dict of what changed.
         verify: optional ``(before_proto, after_proto, args, feeds) -> dict``; raises MismatchError on
-            failure. None means the default: ONNX Runtime outputs before vs after, same names.
+            failure. ``feeds`` is ``[(label, {input: array})]`` for the before model (None when its
+            dynamic dims left nothing to build them from); ``args.atol``/``args.rtol`` hold the
+            tolerances and ``args.verify_config`` the whole ``trtflow.graph.verify.VerifyConfig``.
+            None means the default: ONNX Runtime outputs before vs after, same names.
         atol: default absolute tolerance of the default verification (``--atol`` overrides).
         rtol: default relative tolerance of the default verification (``--rtol`` overrides).
     """

@@ -148,3 +148,26 @@ def test_mobilenet_fp16_on_photos(mobilenet_and_photos, tmp_path):
     ref = run_ort(onnx.load(str(path)), {"images": photos})["logits"]
     got = run_ort(onnx.load(str(tmp_path / "mnv2_fp16.onnx")), {"images": photos})["logits"]
     assert (ref.argmax(1) == got.argmax(1)).all()
+
+
+def test_range_check_keeps_overflowing_activations_fp32(tmp_path):
+    """x * 5e4 / 5e4: the constant fits float16, the product does not; only running the model shows it."""
+    c = numpy_helper.from_array(np.array(5e4, np.float32), "c")
+    nodes = [helper.make_node("Mul", ["x", "c"], ["big"], name="scale_up"),
+             helper.make_node("Div", ["big", "c"], ["back"], name="scale_down"),
+             helper.make_node("Add", ["back", "x"], ["out"], name="add")]
+    graph = helper.make_graph(nodes, "overflow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [4, 8])], initializer=[c])
+    path = tmp_path / "overflow.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    np.save(tmp_path / "x.npy", np.linspace(-8, 8, 32, dtype=np.float32).reshape(4, 8))
+    args = ["surgeon", "fp16", str(path), "-o", str(tmp_path / "h.onnx"), "--input", f"x={tmp_path / 'x.npy'}", "--json"]
+    res = run_cli(*args, "--no-range-check")  # ONNX Runtime's CPU runs FP16 Mul/Div in FP32: no inf to see
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["details"]["kept_fp32"] == []
+    res = run_cli(*args)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert {k["node"] for k in report["details"]["kept_fp32"]} == {"scale_up", "scale_down"}
+    assert "reaches 4e+05" in report["details"]["kept_fp32"][0]["reason"]
+    assert report["verification"]["max_abs"]["out"] < 1e-2

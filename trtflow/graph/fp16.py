@@ -10,9 +10,10 @@ and outputs stay float32, so callers feed the same arrays as before.
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 from collections import Counter
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -143,7 +144,7 @@ def _block_reason(node, block_ops: dict[str, str]) -> str | None:
 class _Converter:
     """One conversion pass over a graphsurgeon graph, counting what it does."""
 
-    def __init__(self, graph, block_ops: dict[str, str]):
+    def __init__(self, graph, block_ops: dict[str, str], peaks: Mapping[str, float] | None = None):
         import onnx_graphsurgeon as gs
 
         self.gs = gs
@@ -156,6 +157,15 @@ class _Converter:
         self.n_converted = 0
         self.flushed = 0
         self.output_casts = 0
+        self.peaks = dict(peaks or {})
+
+    def _range_reason(self, node) -> str | None:
+        """Keep a node FP32 when a float tensor it reads or writes went beyond float16 on the range feeds."""
+        for t in (*node.inputs, *node.outputs):
+            peak = self.peaks.get(t.name, 0.0)
+            if peak > FP16_MAX:
+                return f"tensor '{t.name}' reaches {peak:.4g} on the range-check inputs (float16 max {FP16_MAX:g})"
+        return None
 
     def cast(self, tensor, to: str):
         key = (tensor.name, to)
@@ -187,7 +197,7 @@ class _Converter:
                     t.dtype = np.float16
                     self.converted.add(t.name)
         for node in list(self.graph.nodes):
-            reason = _block_reason(node, self.block_ops)
+            reason = _block_reason(node, self.block_ops) or self._range_reason(node)
             fp16 = reason is None and any(
                 (_is_f32(t) or t.name in self.converted) for t in [*node.inputs, *node.outputs]
             )
@@ -243,8 +253,38 @@ class _Converter:
                 self.output_casts += 1
 
 
+def activation_peaks(proto: Any, feeds: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
+    """Largest finite |value| of every float32 tensor of ``proto`` over ``feeds`` (ONNX Runtime, FP32).
+
+    Raises:
+        GraphError: the probe model (every float tensor exposed as an output) does not run.
+    """
+    import onnx
+
+    from trtflow.graph.ir import infer_shapes
+    from trtflow.graph.verify import run_ort
+
+    probe = infer_shapes(copy.deepcopy(proto))
+    have = {o.name for o in probe.graph.output}
+    for v in probe.graph.value_info:
+        if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT and v.name not in have:
+            probe.graph.output.append(v)
+    peaks: dict[str, float] = {}
+    try:
+        for feed in feeds:
+            for name, value in run_ort(probe, feed).items():
+                a = np.asarray(value)
+                if a.dtype == np.float32 and a.size:
+                    finite = np.abs(a[np.isfinite(a)])
+                    peaks[name] = max(peaks.get(name, 0.0), float(finite.max()) if finite.size else 0.0)
+    except Exception as exc:
+        raise GraphError(f"the FP16 range check could not run the FP32 model with every tensor exposed: {exc}") from None
+    return peaks
+
+
 def convert_fp16(
-    proto: Any, keep_io_types: bool = True, block_ops: set[str] | None = None
+    proto: Any, keep_io_types: bool = True, block_ops: set[str] | None = None,
+    range_feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
 ) -> tuple[Any, dict]:
     """Convert a model's float32 computation to float16, keeping risky ops in float32.
 
@@ -254,6 +294,8 @@ def convert_fp16(
         block_ops: op types to keep in FP32 instead of ``DEFAULT_BLOCK_OPS`` (e.g. add "Resize").
             Constants beyond float16's range, large reductions, integer casts and subgraphs stay
             FP32 whatever this holds.
+        range_feeds: optional inputs (e.g. real data) to run the FP32 model on first: nodes reading or
+            writing a tensor whose values exceed float16's range there stay FP32 too.
 
     Returns:
         ``(new_proto, report)``; the report holds ``converted_nodes``, ``kept_fp32`` (one dict per node:
@@ -267,9 +309,10 @@ def convert_fp16(
         blocks = dict(DEFAULT_BLOCK_OPS)
     else:
         blocks = {op: DEFAULT_BLOCK_OPS.get(op, "in the block list") for op in block_ops}
+    peaks = activation_peaks(proto, range_feeds) if range_feeds else None
     graph = import_graph(proto)
     graph.toposort()
-    conv = _Converter(graph, blocks)
+    conv = _Converter(graph, blocks, peaks)
     conv.run(keep_io_types)
     try:
         new = export_graph(graph, like=proto)
@@ -283,6 +326,7 @@ def convert_fp16(
         "casts_added": len(conv.casts) + conv.output_casts,
         "initializers_converted": len(conv.fp16_consts),
         "values_flushed_to_zero": conv.flushed,
+        "range_checked_feeds": len(range_feeds or []),
     }
     log.info("fp16: %d nodes converted, %d kept in FP32", conv.n_converted, len(conv.kept))
     return new, report
@@ -297,6 +341,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also keep these op types in FP32 (e.g. Resize)")
     parser.add_argument("--allow", action="append", metavar="OP[,OP]",
                         help="convert these op types even though they are blocked by default")
+    parser.add_argument("--range-check", dest="range_check", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the FP32 model on the verification inputs (--input files and random) first "
+                             "and keep in FP32 the nodes whose values exceed float16's range (default: on; "
+                             "ONNX Runtime's CPU FP16 kernels compute in FP32, so the verification alone "
+                             "does not see such overflows)")
 
 
 def block_ops_of(block: list[str] | None, allow: list[str] | None) -> set[str]:
@@ -310,8 +359,15 @@ def block_ops_of(block: list[str] | None, allow: list[str] | None) -> set[str]:
 
 
 def _apply(proto: Any, args: argparse.Namespace) -> tuple[Any, dict]:
+    feeds = None
+    if getattr(args, "range_check", False):
+        from trtflow.graph.verify import VerifyConfig, build_feeds
+
+        config = getattr(args, "verify_config", None) or VerifyConfig()
+        feeds = [feed for _, feed in build_feeds(proto, None, config)]
     return convert_fp16(proto, keep_io_types=args.keep_io_types,
-                        block_ops=block_ops_of(getattr(args, "block", None), getattr(args, "allow", None)))
+                        block_ops=block_ops_of(getattr(args, "block", None), getattr(args, "allow", None)),
+                        range_feeds=feeds)
 
 
 register(Edit(

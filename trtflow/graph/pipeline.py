@@ -78,11 +78,11 @@ def run_edit(
     from trtflow.graph.verify import VerifyConfig, build_feeds, verify_edit
 
     config = config or VerifyConfig(atol=edit.atol, rtol=edit.rtol)
+    args.atol, args.rtol = config.atol, config.rtol
+    args.verify_config = config  # edits that look at data before editing (fp16 --range-check) read it too
     new, details = edit.apply(proto, args)
     report = {"edit": edit.name, "changes": describe_change(proto, new), "details": details, "verification": None}
     if verify:
-        args.atol, args.rtol = config.atol, config.rtol
-        args.verify_config = config
         if edit.verify is not None:
             try:
                 feeds = build_feeds(proto, new, config, details.get("input_map"))

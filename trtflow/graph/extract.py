@@ -82,11 +82,9 @@ def verify_extract(before: Any, after: Any, args: argparse.Namespace, feeds=None
 
     from trtflow.compare.core import Tolerances
     from trtflow.graph.io import onnx_specs
-    from trtflow.graph.verify import compare_models
+    from trtflow.graph.verify import VerifyConfig, build_feeds, compare_models, run_ort
 
     if feeds is None:
-        from trtflow.graph.verify import VerifyConfig, build_feeds
-
         config = getattr(args, "verify_config", None) or VerifyConfig(args.atol, args.rtol)
         feeds = build_feeds(before, None, config)  # raises the UsageError asking for --shapes
     sub_in, sub_out = onnx_specs(after)
@@ -98,8 +96,6 @@ def verify_extract(before: Any, after: Any, args: argparse.Namespace, feeds=None
         if name not in have:
             probe.graph.output.append(typed[name] if name in typed else helper.make_empty_tensor_value_info(name))
             have.add(name)
-    from trtflow.graph.verify import run_ort
-
     after_feeds, labelled = [], []
     for label, feed in feeds:
         values = run_ort(probe, feed)

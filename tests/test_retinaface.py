@@ -182,3 +182,15 @@ def test_efficientnms_plugin_on_retinaface():
     assert node.input[1] == "conf", "the plugin reads the softmax conf as is"
     assert [o.name for o in proto.graph.output] == ["num_detections", "boxes", "scores", "classes"]
     assert "landmarks dropped" in report["warning"]
+
+
+def test_cli_given_input_sets_dynamic_shapes(tmp_path, astronaut):
+    """A given --input file fixes the dynamic H/W for verification: no --shapes needed."""
+    raw, face = tmp_path / "rf.onnx", tmp_path / "face.npy"
+    raw.write_bytes(RAW)
+    np.save(face, astronaut["input"])
+    out = tmp_path / "rf_nms.onnx"
+    res = run_cli("surgeon", "add-nms", str(raw), "-o", str(out), *ARGS, "--input", f"input={face}", "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert out.exists() and report["verification"]["passed"]

@@ -103,13 +103,18 @@ def build_feeds(before: Any, after: Any | None, config: VerifyConfig,
     b_in, _ = specs_of(before)
     a_in = specs_of(after)[0] if after is not None else None
     given = {k: v for k, v in config.inputs.items() if v != "random"}
+    shapes = dict(config.shapes)
+    for name, path in given.items():  # a given .npy fixes its input's shape
+        if name not in shapes and str(path).endswith(".npy"):
+            try:
+                shapes[name] = np.load(path, mmap_mode="r").shape
+            except (OSError, ValueError):
+                pass  # build_feed reports the unreadable file
     feeds = []
     if given:
-        feed = build_feed(b_in, given, feed_shapes(b_in, a_in, config.shapes, input_map), config.seed)
+        feed = build_feed(b_in, given, feed_shapes(b_in, a_in, shapes, input_map), config.seed)
         feeds.append(("given", feed))
-    shapes = dict(config.shapes)
-    if given:  # random values in the shapes of the given arrays
-        shapes.update({k: v.shape for k, v in feeds[0][1].items()})
+        shapes.update({k: v.shape for k, v in feed.items()})  # random values in the given shapes
     feeds.append((f"random(seed={config.seed})", random_feed(b_in, feed_shapes(b_in, a_in, shapes, input_map), config.seed)))
     return feeds
 

@@ -52,7 +52,7 @@ VARIANTS = {
     "reduce-overhead": ("reduce-overhead", False, False),
     "max-autotune+graphs": ("max-autotune", True, False),
 }
-CORE = ("eager", "compile+graphs", "fused+graphs")  # always run; the rest while the time budget lasts
+CORE = ("eager", "compile+graphs", "fused+graphs", "compile+fused+graphs")  # always run; the rest while the budget lasts
 FRAME = (480, 640, 3)
 
 
@@ -163,10 +163,23 @@ def accuracy(engine) -> dict:
             "finite": bool(torch.isfinite(got).all())}
 
 
+def _paired(engine_call, direct_call, calls: int, rounds: int) -> dict:
+    """Alternate rounds of the two calls; the median of the per-round differences and its spread."""
+    eng_us, dir_us = [], []
+    for _ in range(rounds):  # interleaved so drift (clocks, caches) hits both alike
+        eng_us += host_time_us(engine_call, calls, 1)
+        dir_us += host_time_us(direct_call, calls, 1)
+    diff = [a - b for a, b in zip(eng_us, dir_us)]
+    q1, q3 = np.percentile(diff, [25, 75])
+    return {"engine_us": statistics.median(eng_us), "direct_us": statistics.median(dir_us),
+            "overhead_us": statistics.median(diff), "overhead_iqr_us": [float(q1), float(q3)],
+            "calls_per_round": calls, "rounds": rounds}
+
+
 def overhead(engine, quick: bool) -> dict:
     """Host time of Engine.infer minus the direct call, batch 1, with and without the engine's graphs."""
     x = images(1)
-    rounds = 60 if quick else 300
+    rounds = 60 if quick else 400
     out = {}
     engine.infer({"x": x})
     graph = engine._graphs.get((x.shape,))
@@ -177,11 +190,7 @@ def overhead(engine, quick: bool) -> dict:
             static.copy_(x)
             graph.graph.replay()
 
-        eng_us, dir_us = [], []
-        for _ in range(rounds):  # interleaved so drift hits both alike
-            eng_us += host_time_us(lambda: engine.infer({"x": x}), 20, 1)
-            dir_us += host_time_us(direct_replay, 20, 1)
-        out["graph_replay"] = {"engine_us": statistics.median(eng_us), "direct_us": statistics.median(dir_us)}
+        out["graph_replay"] = _paired(lambda: engine.infer({"x": x}), direct_replay, 20, rounds)
     fn = engine.fn
     engine.cuda_graphs = False  # same engine, same compiled module, no graph: the plain call path
     try:
@@ -191,57 +200,73 @@ def overhead(engine, quick: bool) -> dict:
             with torch.no_grad():
                 fn(x)
 
-        eng_us, dir_us = [], []
-        for _ in range(rounds):
-            eng_us += host_time_us(lambda: engine.infer({"x": x}), 3, 1)
-            dir_us += host_time_us(direct_call, 3, 1)
-        out["module_call"] = {"engine_us": statistics.median(eng_us), "direct_us": statistics.median(dir_us)}
+        out["module_call"] = _paired(lambda: engine.infer({"x": x}), direct_call, 3, rounds)
     finally:
         engine.cuda_graphs = True
-    for entry in out.values():
-        entry["overhead_us"] = entry["engine_us"] - entry["direct_us"]
     return out
 
 
-def end_to_end(engine, batch: int, iters: int, pageable: bool, pre) -> dict:
-    """uint8 HWC frames in host memory -> labels, with H2D on a copy stream overlapping compute.
+def end_to_end(engine, batch: int, iters: int, pre, source: str = "pinned", side: bool = True) -> dict:
+    """uint8 HWC frames -> top-5 labels on the host, batch after batch, copies overlapping compute.
 
-    ``pageable=False``: frames sit in a pinned ring, as a decoder writing into pinned memory leaves them.
-    ``pageable=True``: each batch is first copied from ordinary numpy memory into the ring by 8 threads.
-    ``pre``: uint8 NHWC device frames -> model input (``classify_preprocess``, eager or compiled).
+    Args:
+        pre: uint8 NHWC device frames -> model input (``classify_preprocess``, eager or compiled).
+        source: "pinned": frames sit in a ring of pinned host buffers, as a decoder writing into
+            pinned memory leaves them; "pageable": each batch is first copied from ordinary numpy
+            memory into the ring by 8 threads; "device": frames already on the GPU (no H2D; a
+            diagnostic of preprocessing + model alone).
+        side: run the H2D copy and the preprocessing on a side stream (the model's stream only
+            waits for the finished input); else only the copy is on the side stream.
     """
     names = class_names()
     ring = PinnedRing((batch, *FRAME), torch.uint8, "cuda", n=3)
     rng = np.random.default_rng(0)
-    source = rng.integers(0, 256, (batch, *FRAME), dtype=np.uint8)
+    frames = rng.integers(0, 256, (batch, *FRAME), dtype=np.uint8)
     for i in range(len(ring)):
-        ring.host(i).numpy()[:] = source
+        ring.host(i).numpy()[:] = frames
+        ring.upload(i, torch.cuda.current_stream())
+    torch.cuda.synchronize()
     pool = ThreadPoolExecutor(8)
     chunks = np.array_split(np.arange(batch), 8)
     copy, compute = torch.cuda.Stream(), torch.cuda.Stream()
-    tops = [torch.empty((batch, 5), dtype=torch.int64, pin_memory=True) for _ in range(len(ring))]
-    done = [torch.cuda.Event() for _ in range(len(ring))]
+    n = len(ring)
+    tops = [torch.empty((batch, 5), dtype=torch.int64, pin_memory=True) for _ in range(n)]
+    done = [torch.cuda.Event() for _ in range(n)]
+    ready = [torch.cuda.Event() for _ in range(n)]
     labels: list[list[str]] = []
 
     def fill(i):
         host = ring.host(i).numpy()
-        list(pool.map(lambda idx: np.copyto(host[idx[0]: idx[-1] + 1], source[idx[0]: idx[-1] + 1]), chunks))
+        list(pool.map(lambda idx: np.copyto(host[idx[0]: idx[-1] + 1], frames[idx[0]: idx[-1] + 1]), chunks))
 
     def step(i):
-        if pageable:
+        k = i % n
+        if source == "pageable":
             fill(i)
-        dev = ring.upload(i, copy)
-        ring.ready(i, compute)
+        if source == "device":
+            dev = ring.slots[k].device
+        else:
+            dev = ring.upload(i, copy)
+        if side and source != "device":
+            with torch.cuda.stream(copy):
+                x = pre(dev)
+                ring.release(i, copy)
+                ready[k].record(copy)
+            x.record_stream(compute)
+            compute.wait_event(ready[k])
+        elif source != "device":
+            ring.ready(i, compute)
         with torch.cuda.stream(compute):
-            x = pre(dev)
-            ring.release(i, compute)
+            if not side or source == "device":
+                x = pre(dev)
+                ring.release(i, compute)
             logits = engine.infer({"x": x})["logits"]
-            tops[i % len(ring)].copy_(logits.topk(5, dim=1).indices, non_blocking=True)
-            done[i % len(ring)].record(compute)
+            tops[k].copy_(logits.topk(5, dim=1).indices, non_blocking=True)
+            done[k].record(compute)
 
     def collect(i):
-        done[i % len(ring)].synchronize()
-        labels[:] = [[names[j] for j in row] for row in tops[i % len(ring)].tolist()]
+        done[i % n].synchronize()
+        labels[:] = [[names[j] for j in row] for row in tops[i % n].tolist()]
 
     for i in range(6):  # warm-up: preprocessing kernels, the graph for this batch
         step(i)
@@ -255,8 +280,14 @@ def end_to_end(engine, batch: int, iters: int, pageable: bool, pre) -> dict:
     collect(iters - 1)
     wall = time.perf_counter() - t0
     pool.shutdown()
-    return {"img_s": batch * iters / wall, "batches": iters, "batch": batch, "pageable_source": pageable,
-            "example_labels": labels[0]}
+    return {"img_s": batch * iters / wall, "batches": iters, "batch": batch, "source": source,
+            "side_stream_preprocessing": side, "example_labels": labels[0]}
+
+
+def preprocess_ms(pre, batch: int = 64) -> float:
+    """GPU time of one preprocessing call on device frames (CUDA events, median of 5 x 10 calls)."""
+    frames = torch.randint(0, 256, (batch, *FRAME), dtype=torch.uint8, device="cuda")
+    return gpu_throughput(lambda: pre(frames), batch, 10, repeats=5)["ms_per_batch"]
 
 
 def environment() -> dict:
@@ -289,12 +320,15 @@ def table(results: dict) -> str:
     if "best" in results:
         lines.append(f"- figures below use the fastest variant at batch 256 among those with CUDA graphs: {results['best']}")
     for key, o in results.get("overhead", {}).items():
-        lines.append(f"- Engine.infer overhead at batch 1 ({key}): {o['overhead_us']:.1f} us "
+        iqr = o.get("overhead_iqr_us", [float("nan")] * 2)
+        lines.append(f"- Engine.infer overhead at batch 1 ({key}): {o['overhead_us']:.1f} us, IQR {iqr[0]:.1f}..{iqr[1]:.1f} us "
                      f"(engine {o['engine_us']:.1f} us vs direct {o['direct_us']:.1f} us per call, host time)")
     for key, e in results.get("e2e", {}).items():
         if "img_s" in e:
             lines.append(f"- end-to-end batch {e['batch']} ({key}): {e['img_s']:,.0f} img/s = "
                          f"{e['fraction_of_model_only']:.1%} of model-only batch 64 ({e['model_only_img_s']:,.0f} img/s)")
+    for key, ms in results.get("preprocess_ms_bs64", {}).items():
+        lines.append(f"- {key} alone, batch 64 of 480x640 frames: {ms:.3f} ms on the GPU")
     if "compiled_preprocessing_max_abs_diff" in results:
         lines.append(f"- compiled vs eager preprocessing: max abs difference {results['compiled_preprocessing_max_abs_diff']:.3g}")
     if "accuracy" in results:
@@ -349,6 +383,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="few iterations, core variants only")
     parser.add_argument("--budget-s", type=float, default=500, help="skip optional variants past this many seconds")
     parser.add_argument("--skip", action="append", default=[], help="variants to leave out")
+    parser.add_argument("--with-autotune", action="store_true", help="also run torch.compile max-autotune (slow)")
     args = parser.parse_args()
     args.outdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -389,6 +424,7 @@ def main() -> int:
     engine = engines[best]
     results["best"] = best
     log(f"best variant with graphs: {best}")
+
     def attempt(key, fn):
         try:
             results[key] = fn()
@@ -407,11 +443,17 @@ def main() -> int:
     check = torch.randint(0, 256, (64, *FRAME), dtype=torch.uint8, device="cuda")
     attempt("compiled_preprocessing_max_abs_diff", lambda: float(
         (pres["compiled preprocessing"](check).float() - pres["eager preprocessing"](check).float()).abs().max()))
-    for key, pageable, pre in (("pinned ring, eager preprocessing", False, "eager preprocessing"),
-                               ("pinned ring, compiled preprocessing", False, "compiled preprocessing"),
-                               ("pageable source + 8 copy threads, compiled preprocessing", True, "compiled preprocessing")):
+    attempt("preprocess_ms_bs64", lambda: {k: preprocess_ms(p) for k, p in pres.items()})
+    cases = [
+        ("pinned ring, preprocessing on the model stream, eager", "eager preprocessing", "pinned", False),
+        ("pinned ring, preprocessing on the model stream, compiled", "compiled preprocessing", "pinned", False),
+        ("pinned ring, H2D + preprocessing on a side stream, compiled", "compiled preprocessing", "pinned", True),
+        ("pageable source + 8 copy threads, side stream, compiled", "compiled preprocessing", "pageable", True),
+        ("frames already on the GPU (diagnostic), compiled", "compiled preprocessing", "device", False),
+    ]
+    for key, pre, source, side in cases:
         try:
-            e = end_to_end(engine, 64, 30 if args.quick else 150, pageable, pres[pre])
+            e = end_to_end(engine, 64, 30 if args.quick else 150, pres[pre], source, side)
         except Exception as exc:
             traceback.print_exc()
             results["e2e"][key] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -437,8 +479,10 @@ def main() -> int:
             engines[name] = None
     torch.cuda.empty_cache()
     if not args.quick:
-        for name, batches, share in (("compile+fused+graphs", (256, 1), 0.6), ("reduce-overhead", (256, 64, 1), 0.6),
-                                     ("eager+graphs", (256, 64, 1), 0.7), ("max-autotune+graphs", (256,), 0.55)):
+        optional = [("reduce-overhead", (256, 64, 1), 0.6), ("eager+graphs", (256, 64, 1), 0.7)]
+        if args.with_autotune:  # autotunes every convolution: several minutes at batch 256 alone on an H100
+            optional.append(("max-autotune+graphs", (256,), 0.55))
+        for name, batches, share in optional:
             elapsed = time.perf_counter() - start
             if elapsed > args.budget_s * share:
                 log(f"skipping {name}: {elapsed:.0f} s spent of a {args.budget_s:.0f} s budget")

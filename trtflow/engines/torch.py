@@ -10,6 +10,7 @@ its outputs are then engine-owned buffers that the next call of that shape overw
 
 from __future__ import annotations
 
+import base64
 import inspect
 import json
 import logging
@@ -27,7 +28,8 @@ log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 MAX_GRAPHS = 8
-METADATA_KEY = "trtflow.specs"  # AOTInductor package metadata holding the engine specs as JSON
+METADATA_KEY = "trtflow.specs"  # AOTInductor package metadata holding the engine specs (base64 of JSON: no quotes
+# to escape in the generated C++)
 
 
 class TorchEngine(Engine):
@@ -466,7 +468,7 @@ def _load_package(torch, path: Path, device):
             f"{path} has no trtflow specs in its metadata; build it with trtflow build --engine torch "
             "(or trtflow.engines.torch.build_aoti)"
         )
-    specs = json.loads(meta[METADATA_KEY])
+    specs = json.loads(base64.b64decode(meta[METADATA_KEY]))
     runner = runner or _load_runner(torch, path, device)
     inputs = [_spec_from_dict(s) for s in specs["inputs"]]
     return runner, inputs, [_spec_from_dict(s) for s in specs["outputs"]], bool(specs.get("keywords"))
@@ -548,7 +550,8 @@ def build_aoti(
     try:
         with torch.no_grad():
             path = torch._inductor.aoti_compile_and_package(
-                program, package_path=str(out), inductor_configs={"aot_inductor.metadata": {METADATA_KEY: json.dumps(meta)}}
+                program, package_path=str(out),
+                inductor_configs={"aot_inductor.metadata": {METADATA_KEY: base64.b64encode(json.dumps(meta).encode()).decode()}},
             )
     except Exception as exc:
         raise BuildError(f"AOTInductor compilation failed: {type(exc).__name__}: {exc}") from exc

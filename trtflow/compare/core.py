@@ -66,7 +66,8 @@ def diff_one(name: str, ref: Any, got: Any, atol: float, rtol: float) -> OutputD
     err = np.abs(a64 - b64)
     err[both_nan] = 0.0
     err[nan_a ^ nan_b] = np.inf
-    rel = err / np.maximum(np.abs(a64), np.finfo(np.float64).tiny)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rel = err / np.maximum(np.abs(a64), np.finfo(np.float64).tiny)
     rel[err == 0] = 0.0
     fails = err > atol + rtol * np.abs(a64)
     fails &= ~both_nan

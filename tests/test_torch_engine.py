@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ torch = pytest.importorskip("torch")
 import trtflow  # noqa: E402
 from trtflow.engines.torch import TorchEngine, build_aoti  # noqa: E402
 from trtflow.errors import InputDtypeError, InputShapeError, ModelLoadError, UsageError  # noqa: E402
+from tests.conftest import run_cli  # noqa: E402
 from tests.models.tiny import tiny_module  # noqa: E402
 
 
@@ -117,27 +120,38 @@ def test_module_without_examples_and_missing_package_raise(tmp_path):
 
 @pytest.fixture(scope="session")
 def tiny_pt2(models_dir):
-    """An AOTInductor package of the tiny model for the CPU, batch 1..8 (about 40 s to compile)."""
-    return build_aoti(
-        tiny_module(), {"x": torch.randn(2, 3, 16, 16)}, models_dir / "tiny.pt2",
-        dynamic={"x": {0: "batch"}}, max_shapes={"x": (8, 3, 16, 16)}, output_names=["logits", "feat"], device="cpu",
-    )
+    """The tiny model as an AOTInductor package for the CPU, batch 1..8, built by the CLI (~30 s)."""
+    path = models_dir / "tiny.pt2"
+    proc = run_cli("build", "tests.models.tiny:make", "--engine", "torch", "--saveEngine", str(path), "--device", "cpu",
+                   "--minShapes", "x:1x3x16x16", "--optShapes", "x:2x3x16x16", "--maxShapes", "x:8x3x16x16", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["kind"] == "aoti" and report["inputs"][0]["bounds"]["max"] == [8, 3, 16, 16]
+    return path
 
 
 def test_aoti_package_round_trip(tiny_pt2):
     eng = trtflow.load(tiny_pt2, device="cpu")  # .pt2 picks the torch engine
     assert eng.name == "torch"
-    assert [s.name for s in eng.inputs] == ["x"] and eng.inputs[0].shape == ("batch", 3, 16, 16)
-    assert eng.inputs[0].bounds.max == (8, 3, 16, 16)
-    assert [(s.name, s.shape) for s in eng.outputs] == [("logits", ("batch", 5)), ("feat", ("batch", 8))]
+    assert [s.name for s in eng.inputs] == ["x"] and eng.inputs[0].shape == ("?", 3, 16, 16)
+    assert eng.inputs[0].bounds.min == (1, 3, 16, 16) and eng.inputs[0].bounds.max == (8, 3, 16, 16)
+    assert [(s.name, s.shape) for s in eng.outputs] == [("output_0", ("?", 5)), ("output_1", ("?", 8))]
     x = np.random.default_rng(2).standard_normal((5, 3, 16, 16)).astype(np.float32)
     out = eng.infer({"x": x})
     ref = tiny_module()(torch.from_numpy(x))
-    np.testing.assert_allclose(out["logits"], ref[0].detach().numpy(), rtol=1e-4, atol=1e-5)
-    with pytest.raises(InputShapeError, match="batch <= 8"):
+    np.testing.assert_allclose(out["output_0"], ref[0].detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(eng.infer({"x": x[:1]})["output_1"], ref[1][:1].detach().numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(InputShapeError, match="\\? <= 8"):
         eng.infer({"x": np.zeros((9, 3, 16, 16), np.float32)})
     with pytest.raises(UsageError, match="compiled already"):
         TorchEngine(tiny_pt2, compile="default", device="cpu")
+
+
+def test_cli_build_torch_refuses_bad_arguments(tmp_path):
+    proc = run_cli("build", str(tmp_path / "m.onnx"), "--engine", "torch", "--saveEngine", str(tmp_path / "m.pt2"))
+    assert proc.returncode == 2 and "MODULE:FACTORY" in proc.stderr
+    proc = run_cli("build", "tests.models.tiny:make", "--engine", "torch", "--saveEngine", str(tmp_path / "m.plan"))
+    assert proc.returncode == 2 and ".pt2" in proc.stderr
 
 
 def test_aoti_refuses_size_one_dynamic_example(tmp_path):

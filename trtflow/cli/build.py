@@ -18,9 +18,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_precision(parser)
     options.add_build(parser)
     options.add_json(parser)
+    from trtflow.cli import build_torch  # --engine torch: an AOTInductor package instead of a plan
+
+    build_torch.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.engine == "torch":
+        from trtflow.cli import build_torch
+
+        return build_torch.run(args)
     from trtflow.build.builder import build_engine
     from trtflow.build.sidecar import sha256, write_plan
 

@@ -449,6 +449,15 @@ def _load_runner(torch, path: Path, device):
         raise ModelLoadError(f"cannot load {path} as an AOTInductor package: {type(exc).__name__}: {exc}") from None
 
 
+def package_specs(path: str | os.PathLike) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Input and output specs stored in a package made by ``build_aoti``, without loading it."""
+    meta = _package_metadata(Path(path))
+    if METADATA_KEY not in meta:
+        raise ModelLoadError(f"{path} has no trtflow specs in its metadata; build it with trtflow build --engine torch")
+    specs = json.loads(base64.b64decode(meta[METADATA_KEY]))
+    return [_spec_from_dict(s) for s in specs["inputs"]], [_spec_from_dict(s) for s in specs["outputs"]]
+
+
 def _load_package(torch, path: Path, device):
     if not path.exists():
         raise ModelLoadError(f"AOTInductor package not found: {path}")

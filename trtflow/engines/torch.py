@@ -10,9 +10,7 @@ its outputs are then engine-owned buffers that the next call of that shape overw
 
 from __future__ import annotations
 
-import base64
 import inspect
-import json
 import logging
 import os
 from pathlib import Path
@@ -21,15 +19,14 @@ from typing import Any, Callable, Mapping, Sequence
 from trtflow.deps import require
 from trtflow.engines.base import Engine
 from trtflow.errors import EngineError, ModelLoadError, UsageError
-from trtflow.spec import Bounds, Shape, TensorSpec, make_profile
+from trtflow.engines.torch_aoti import build_aoti, load_package, package_specs  # noqa: F401 (re-exported)
+from trtflow.spec import Shape, TensorSpec, make_profile
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 MAX_GRAPHS = 8
-METADATA_KEY = "trtflow.specs"  # AOTInductor package metadata holding the engine specs (base64 of JSON: no quotes
-# to escape in the generated C++)
 
 
 class TorchEngine(Engine):
@@ -102,7 +99,7 @@ class TorchEngine(Engine):
         if isinstance(model, (str, os.PathLike)):
             if compile is not None:
                 raise UsageError("an AOTInductor package is compiled already; load it with compile=None")
-            fn, inputs, outputs, self._kw = _load_package(torch, Path(model), self.device)
+            fn, inputs, outputs, self._kw = load_package(Path(model), self.device)
             self._flatten = _flattener("seq", [s.name for s in outputs], None)
             self.module = None
         else:
@@ -419,150 +416,3 @@ def _compile(torch, module, mode: str, own_graphs: bool):
     options["freezing"] = True
     log.debug("torch.compile options %s", options)
     return torch.compile(module, options=options, dynamic=False if own_graphs else None)
-
-
-# -- AOTInductor packages -------------------------------------------------------------------
-def _spec_from_dict(data: Mapping) -> TensorSpec:
-    bounds = data.get("bounds")
-    return TensorSpec(
-        data["name"], data["dtype"], tuple(data["shape"]),
-        Bounds(tuple(bounds["min"]), tuple(bounds["opt"]), tuple(bounds["max"])) if bounds else None,
-    )
-
-
-def _package_metadata(path: Path) -> dict:
-    """The AOTInductor metadata read from the archive without loading the compiled library ({} if absent)."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith("wrapper_metadata.json")]
-            return json.loads(archive.read(names[0])) if names else {}
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read {path} as an AOTInductor package (a zip archive): {exc}") from None
-
-
-def _load_runner(torch, path: Path, device):
-    try:
-        return torch._inductor.aoti_load_package(str(path), device_index=device.index if device.type == "cuda" else -1)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load {path} as an AOTInductor package: {type(exc).__name__}: {exc}") from None
-
-
-def package_specs(path: str | os.PathLike) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Input and output specs stored in a package made by ``build_aoti``, without loading it."""
-    meta = _package_metadata(Path(path))
-    if METADATA_KEY not in meta:
-        raise ModelLoadError(f"{path} has no trtflow specs in its metadata; build it with trtflow build --engine torch")
-    specs = json.loads(base64.b64decode(meta[METADATA_KEY]))
-    return [_spec_from_dict(s) for s in specs["inputs"]], [_spec_from_dict(s) for s in specs["outputs"]]
-
-
-def _load_package(torch, path: Path, device):
-    if not path.exists():
-        raise ModelLoadError(f"AOTInductor package not found: {path}")
-    meta = _package_metadata(path)
-    runner = None
-    if not meta:
-        runner = _load_runner(torch, path, device)
-        meta = runner.get_metadata()
-    built_for = meta.get("AOTI_DEVICE_KEY", "cpu")
-    if built_for != device.type:
-        raise UsageError(
-            f"{path} was compiled for {built_for} but the engine runs on {device}; "
-            f"load it with device='{built_for}' or rebuild it with trtflow build --engine torch on {device.type}"
-        )
-    if METADATA_KEY not in meta:
-        raise ModelLoadError(
-            f"{path} has no trtflow specs in its metadata; build it with trtflow build --engine torch "
-            "(or trtflow.engines.torch.build_aoti)"
-        )
-    specs = json.loads(base64.b64decode(meta[METADATA_KEY]))
-    runner = runner or _load_runner(torch, path, device)
-    inputs = [_spec_from_dict(s) for s in specs["inputs"]]
-    return runner, inputs, [_spec_from_dict(s) for s in specs["outputs"]], bool(specs.get("keywords"))
-
-
-def build_aoti(
-    model: Any,
-    example_inputs: Mapping[str, Any] | Sequence[Any] | None,
-    out_path: str | os.PathLike,
-    **options: Any,
-) -> Path:
-    """Export a module (or take an ExportedProgram) and compile it into an AOTInductor package.
-
-    The package carries the engine specs, so ``trtflow.load(out_path, engine="torch")`` needs
-    nothing else. Dynamic dims (``dynamic=``) become ``torch.export`` dims bounded by
-    ``min_shapes``/``max_shapes``; their example sizes must be >= 2 (size 1 is specialized).
-
-    Args:
-        model: an ``nn.Module`` or a ``torch.export.ExportedProgram``.
-        example_inputs: as for ``TorchEngine``.
-        out_path: where to write the ``.pt2``.
-        **options: ``TorchEngine`` options (input_names, output_names, dynamic, min_shapes,
-            max_shapes, dtype, channels_last, device); compile and cuda_graphs are not taken.
-
-    Returns:
-        The package path.
-
-    Raises:
-        UsageError: compile/cuda_graphs given, or a dynamic dim with example size 1.
-        BuildError: torch.export or AOTInductor failed.
-    """
-    import torch
-
-    from trtflow.errors import BuildError
-
-    if options.get("compile") or options.get("cuda_graphs"):
-        raise UsageError("build_aoti compiles ahead of time; compile= and cuda_graphs= do not apply")
-    engine = TorchEngine(model, example_inputs, **options)
-    args = list(engine.example_inputs.values())
-    dims: dict[str, Any] = {}
-    dynamic_shapes = []
-    for spec, t in zip(engine.inputs, args):
-        per_input = {}
-        for i, d in enumerate(spec.shape):
-            if isinstance(d, int):
-                continue
-            if t.shape[i] < 2:
-                raise UsageError(
-                    f"input '{spec.name}' dim {i} ('{d}') is dynamic but its example size is {t.shape[i]}; "
-                    "torch.export specializes size-1 dims: give an example of size >= 2"
-                )
-            lo = spec.bounds.min[i] if spec.bounds else 1
-            hi = spec.bounds.max[i] if spec.bounds else None
-            key = d if d != "?" else f"{spec.name}_{i}"
-            if key not in dims:
-                dims[key] = torch.export.Dim(key.replace("?", "d"), min=lo, max=hi) if hi else torch.export.Dim(key, min=lo)
-            per_input[i] = dims[key]
-        dynamic_shapes.append(per_input or None)
-    try:
-        if isinstance(model, torch.export.ExportedProgram):
-            program = model
-            if engine.device.type == "cuda":
-                from torch.export.passes import move_to_device_pass
-
-                program = move_to_device_pass(program, str(engine.device))
-        elif engine._kw:
-            program = torch.export.export(
-                engine.module, (), dict(engine.example_inputs),
-                dynamic_shapes=dict(zip(engine.example_inputs, dynamic_shapes)),
-            )
-        else:
-            program = torch.export.export(engine.module, tuple(args), dynamic_shapes=tuple(dynamic_shapes))
-    except Exception as exc:
-        raise BuildError(f"torch.export failed: {type(exc).__name__}: {exc}") from exc
-    meta = {"inputs": [s.to_dict() for s in engine.inputs], "outputs": [s.to_dict() for s in engine.outputs],
-            "dtype": engine.precision, "keywords": engine._kw and not isinstance(model, torch.export.ExportedProgram)}
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with torch.no_grad():
-            path = torch._inductor.aoti_compile_and_package(
-                program, package_path=str(out),
-                inductor_configs={"aot_inductor.metadata": {METADATA_KEY: base64.b64encode(json.dumps(meta).encode()).decode()}},
-            )
-    except Exception as exc:
-        raise BuildError(f"AOTInductor compilation failed: {type(exc).__name__}: {exc}") from exc
-    log.info("wrote AOTInductor package %s", path)
-    return Path(path)

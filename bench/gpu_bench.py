@@ -329,8 +329,8 @@ def table(results: dict) -> str:
                          f"{e['fraction_of_model_only']:.1%} of model-only batch 64 ({e['model_only_img_s']:,.0f} img/s)")
     for key, ms in results.get("preprocess_ms_bs64", {}).items():
         lines.append(f"- {key} alone, batch 64 of 480x640 frames: {ms:.3f} ms on the GPU")
-    if "compiled_preprocessing_max_abs_diff" in results:
-        lines.append(f"- compiled vs eager preprocessing: max abs difference {results['compiled_preprocessing_max_abs_diff']:.3g}")
+    for key, diff in results.get("preprocessing_max_abs_diff_vs_fp32", {}).items():
+        lines.append(f"- {key} vs float32 eager preprocessing: max abs difference {diff:.3g}")
     if "accuracy" in results:
         a = results["accuracy"]
         lines.append(f"- FP16 engine vs FP32 eager: relative L2 error {a['rel_l2']:.2e}, top-1 agreement {a['top1_agree']:.0%}")
@@ -345,7 +345,14 @@ def preprocessors() -> dict:
     def eager(frames):
         return classify_preprocess(frames, 224, 256, "float16")
 
-    return {"eager preprocessing": eager, "compiled preprocessing": torch.compile(eager, dynamic=False)}
+    pres = {"eager preprocessing": eager, "compiled preprocessing": torch.compile(eager, dynamic=False)}
+    try:
+        from trtflow.vision.fused import classify_preprocess_fused
+
+        pres["fused preprocessing"] = classify_preprocess_fused
+    except ImportError:
+        pass
+    return pres
 
 
 def kernel_split(engine, batch: int = 256) -> dict:
@@ -384,6 +391,8 @@ def main() -> int:
     parser.add_argument("--budget-s", type=float, default=500, help="skip optional variants past this many seconds")
     parser.add_argument("--skip", action="append", default=[], help="variants to leave out")
     parser.add_argument("--with-autotune", action="store_true", help="also run torch.compile max-autotune (slow)")
+    parser.add_argument("--e2e-only", action="store_true",
+                        help="only the fastest variant at batch 64 and the end-to-end pipelines")
     args = parser.parse_args()
     args.outdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -412,15 +421,15 @@ def main() -> int:
 
     log(f"{results['environment']['gpu']}, torch {torch.__version__}")
     engines = {}
-    for name in CORE:
-        engine = run_variant(name)
+    for name in (["compile+fused+graphs"] if args.e2e_only else CORE):
+        engine = run_variant(name, (64,) if args.e2e_only else (256, 64, 1))
         if engine is not None and VARIANTS[name][1]:
             engines[name] = engine
         elif engine is not None:
             del engine
     if not engines:
         return 1
-    best = max(engines, key=lambda n: results["variants"][n]["batches"][256]["img_s"])
+    best = max(engines, key=lambda n: results["variants"][n]["batches"][64 if args.e2e_only else 256]["img_s"])
     engine = engines[best]
     results["best"] = best
     log(f"best variant with graphs: {best}")
@@ -434,15 +443,17 @@ def main() -> int:
             results[key + "_error"] = f"{type(exc).__name__}: {exc}"
         save()
 
-    attempt("accuracy", lambda: accuracy(engine))
-    attempt("overhead", lambda: overhead(engine, args.quick))
-    attempt("kernel_split", lambda: {n: kernel_split(e) for n, e in engines.items()})
+    if not args.e2e_only:
+        attempt("accuracy", lambda: accuracy(engine))
+        attempt("overhead", lambda: overhead(engine, args.quick))
+        attempt("kernel_split", lambda: {n: kernel_split(e) for n, e in engines.items()})
     model64 = results["variants"][best]["batches"][64]["img_s"]
     results["e2e"] = {}
     pres = preprocessors()
     check = torch.randint(0, 256, (64, *FRAME), dtype=torch.uint8, device="cuda")
-    attempt("compiled_preprocessing_max_abs_diff", lambda: float(
-        (pres["compiled preprocessing"](check).float() - pres["eager preprocessing"](check).float()).abs().max()))
+    reference = classify_preprocess(check, 224, 256, "float32")
+    attempt("preprocessing_max_abs_diff_vs_fp32", lambda: {
+        k: float((p(check).float() - reference).abs().max()) for k, p in pres.items()})
     attempt("preprocess_ms_bs64", lambda: {k: preprocess_ms(p) for k, p in pres.items()})
     cases = [
         ("pinned ring, preprocessing on the model stream, eager", "eager preprocessing", "pinned", False),
@@ -450,7 +461,11 @@ def main() -> int:
         ("pinned ring, H2D + preprocessing on a side stream, compiled", "compiled preprocessing", "pinned", True),
         ("pageable source + 8 copy threads, side stream, compiled", "compiled preprocessing", "pageable", True),
         ("frames already on the GPU (diagnostic), compiled", "compiled preprocessing", "device", False),
+        ("pinned ring, preprocessing on the model stream, fused kernel", "fused preprocessing", "pinned", False),
+        ("pinned ring, H2D + preprocessing on a side stream, fused kernel", "fused preprocessing", "pinned", True),
+        ("frames already on the GPU (diagnostic), fused kernel", "fused preprocessing", "device", False),
     ]
+    cases = [c for c in cases if c[1] in pres]
     for key, pre, source, side in cases:
         try:
             e = end_to_end(engine, 64, 30 if args.quick else 150, pres[pre], source, side)
@@ -463,7 +478,7 @@ def main() -> int:
         results["e2e"][key] = e
         log(f"  e2e {key}: {e['img_s']:.0f} img/s ({e['fraction_of_model_only']:.1%} of model-only)")
     save()
-    for batch in (256, 1):
+    for batch in () if args.e2e_only else (256, 1):
         try:
             feed = {"x": np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float16)}
             bench = run_bench(engine, feed, BenchConfig(iterations=20, duration_s=1.0 if args.quick else 2.0,
@@ -478,7 +493,7 @@ def main() -> int:
         if name != best:
             engines[name] = None
     torch.cuda.empty_cache()
-    if not args.quick:
+    if not args.quick and not args.e2e_only:
         optional = [("reduce-overhead", (256, 64, 1), 0.6), ("eager+graphs", (256, 64, 1), 0.7)]
         if args.with_autotune:  # autotunes every convolution: several minutes at batch 256 alone on an H100
             optional.append(("max-autotune+graphs", (256,), 0.55))

@@ -195,3 +195,17 @@ def test_fused_convolutions_match_the_module():
         assert any("cudnn_convolution_add_relu" in n for n in names)
         got = eng.infer({"x": x.cuda().to(torch.float16 if dtype == "fp16" else torch.float32)})["output"]
         torch.testing.assert_close(got.float().cpu(), ref, rtol=tol, atol=tol)
+
+
+def test_fused_preprocessing_kernel_matches_eager():
+    pytest.importorskip("triton")
+    from trtflow.vision.fused import classify_preprocess_fused
+
+    frames = torch.randint(0, 256, (3, 120, 160, 3), dtype=torch.uint8, device="cuda")
+    for bgr in (False, True):
+        ref = pp.classify_preprocess(frames, size=96, resize_to=110, dtype="float32", bgr=bgr)
+        got = classify_preprocess_fused(frames, size=96, resize_to=110, bgr=bgr)
+        assert got.dtype == torch.float16 and got.is_contiguous(memory_format=torch.channels_last)
+        assert (got.float() - ref).abs().max() < 3e-3  # max error: fp16 rounding of values up to ~2.7
+    with pytest.raises(trtflow.errors.UsageError, match="uint8"):
+        classify_preprocess_fused(frames.float())

@@ -118,10 +118,13 @@ def test_aoti_package_on_cuda(tmp_path):
         TorchEngine(path, device="cpu")
     x = torch.randn(5, 3, 16, 16)
     torch.save(x, tmp_path / "x.pt")
-    # loaded in a fresh process: torch 2.11.0+cu130 was seen to crash inside aoti_load_package for
-    # CUDA packages (also packages made by plain torch), which must not take the test session down
-    proc = subprocess.run([sys.executable, "-c", LOAD_PT2, str(path), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    # loaded in a fresh process: torch 2.11.0+cu130 was seen to crash (and once to hang) inside
+    # aoti_load_package for CUDA packages, also ones made by plain torch; that must not take the session down
+    try:
+        proc = subprocess.run([sys.executable, "-c", LOAD_PT2, str(path), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+                              capture_output=True, text=True, cwd=ROOT, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.xfail(f"torch._inductor.aoti_load_package did not return in 120 s loading a CUDA package (torch {torch.__version__})")
     if proc.returncode < 0:
         pytest.xfail(f"torch._inductor.aoti_load_package crashed with signal {-proc.returncode} loading a CUDA package "
                      f"(torch {torch.__version__}); the package itself was built")

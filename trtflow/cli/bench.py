@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 from trtflow.cli import options, output
 from trtflow.errors import UsageError
 
@@ -97,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--plot writes a PNG; give a file name ending in .png, not '{args.plot}'")
     with _load(args) as engine:
         feed = build_feed(engine.inputs, None, options.shapes_of(args), args.seed)
-        with output.progress(f"bench {Path(args.model).name if not ':' in args.model else args.model}") as bar:
+        with output.progress(f"bench {args.model}") as bar:
             task = bar.add_task("timing", total=1.0)
             result = run_bench(engine, feed, config, on_progress=lambda f: bar.update(task, completed=f))
     if args.exportJson:

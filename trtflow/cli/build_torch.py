@@ -48,11 +48,13 @@ def run(args: argparse.Namespace) -> int:
     dynamic = {name: {i: "?" for i, (a, b) in enumerate(zip(lo.get(name, s), hi.get(name, s))) if a != b}
                for name, s in opt.items()}
     start = time.perf_counter()
-    path = build_aoti(
-        module, examples, args.saveEngine, dynamic={k: v for k, v in dynamic.items() if v},
-        min_shapes=lo or None, max_shapes=hi or None, device=args.device, channels_last=args.channels_last,
-        dtype="bf16" if args.bf16 else ("fp16" if args.fp16 or args.best else "fp32"),
-    )
+    with output.progress("AOTInductor") as bar:
+        bar.add_task(f"export and compile {args.model} (AOTInductor)", total=None)
+        path = build_aoti(
+            module, examples, args.saveEngine, dynamic={k: v for k, v in dynamic.items() if v},
+            min_shapes=lo or None, max_shapes=hi or None, device=args.device, channels_last=args.channels_last,
+            dtype="bf16" if args.bf16 else ("fp16" if args.fp16 or args.best else "fp32"),
+        )
     seconds = time.perf_counter() - start
     from trtflow.engines.torch import package_specs
 

@@ -56,3 +56,14 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
     return subprocess.run(
         [sys.executable, "-m", "trtflow", *args], capture_output=True, text=True, cwd=cwd or ROOT, env=full_env, timeout=900
     )
+
+
+@pytest.fixture(scope="session")
+def flavor():
+    """The installed TensorRT flavor (TensorRT-RTX builds on the CPU); skips when there is none."""
+    from trtflow.build.flavor import flavor_available
+
+    found = flavor_available()
+    if found is None:
+        pytest.skip("neither tensorrt nor tensorrt_rtx is installed")
+    return found

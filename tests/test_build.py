@@ -8,28 +8,12 @@ import json
 import pytest
 
 from tests.conftest import run_cli
-from tests.trt_models import mobilenet_onnx, nms_model, retinaface_bytes, unsupported_model
+from tests.trt_models import MB_PROFILES, mobilenet_onnx, nms_model, retinaface_bytes, unsupported_model
 from trtflow.build.config import BuildConfig, hardware_level, parse_mem_pool_size, parse_size
 from trtflow.build.profiles import complete_profiles
 from trtflow.cli.options import profiles_of
 from trtflow.errors import BuildError, UsageError
 from trtflow.spec import TensorSpec, make_profile
-
-MB_PROFILES = [
-    make_profile({"input": (1, 3, 224, 224)}, {"input": (4, 3, 224, 224)}, {"input": (8, 3, 224, 224)}),
-    make_profile({"input": (9, 3, 224, 224)}, {"input": (16, 3, 224, 224)}, {"input": (32, 3, 224, 224)}),
-]
-
-
-@pytest.fixture(scope="module")
-def flavor():
-    from trtflow.build.flavor import flavor_available
-
-    found = flavor_available()
-    if found is None:
-        pytest.skip("neither tensorrt nor tensorrt_rtx is installed")
-    return found
-
 
 @pytest.fixture(scope="module")
 def mobilenet(models_dir):

@@ -16,15 +16,7 @@ from trtflow.spec import make_profile
 
 PROFILE = make_profile({"x": (1, 3, 16, 16)}, {"x": (2, 3, 16, 16)}, {"x": (4, 3, 16, 16)})
 
-
-@pytest.fixture(scope="module", autouse=True)
-def flavor():
-    from trtflow.build.flavor import flavor_available
-
-    found = flavor_available()
-    if found is None:
-        pytest.skip("neither tensorrt nor tensorrt_rtx is installed")
-    return found
+pytestmark = pytest.mark.usefixtures("flavor")
 
 
 @pytest.fixture

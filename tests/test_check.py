@@ -9,15 +9,7 @@ import pytest
 from tests.conftest import run_cli
 from tests.trt_models import nms_model, unsupported_model
 
-
-@pytest.fixture(scope="module", autouse=True)
-def flavor():
-    from trtflow.build.flavor import flavor_available
-
-    found = flavor_available()
-    if found is None:
-        pytest.skip("neither tensorrt nor tensorrt_rtx is installed")
-    return found
+pytestmark = pytest.mark.usefixtures("flavor")
 
 
 def test_convertible_model(tiny_onnx, flavor):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import trtflow
-from tests.trt_models import mobilenet_onnx, nms_model
+from tests.trt_models import MB_PROFILES, mobilenet_onnx, nms_model
 from trtflow.build.config import BuildConfig
 from trtflow.engines.buffers import BufferPool, choose_profile, dtype_from_trt, torch_pool, union_bounds
 from trtflow.engines.tensorrt import runtime_blocker, runtime_usable
@@ -22,22 +22,6 @@ from trtflow.spec import make_profile
 
 P0 = make_profile({"x": (1, 3, 16, 16)}, {"x": (2, 3, 16, 16)}, {"x": (4, 3, 16, 16)})
 P1 = make_profile({"x": (5, 3, 16, 16)}, {"x": (8, 3, 16, 16)}, {"x": (16, 3, 16, 16)})
-MB_PROFILES = [
-    make_profile({"input": (1, 3, 224, 224)}, {"input": (4, 3, 224, 224)}, {"input": (8, 3, 224, 224)}),
-    make_profile({"input": (9, 3, 224, 224)}, {"input": (16, 3, 224, 224)}, {"input": (32, 3, 224, 224)}),
-]
-
-
-@pytest.fixture(scope="module")
-def flavor():
-    from trtflow.build.flavor import flavor_available
-
-    found = flavor_available()
-    if found is None:
-        pytest.skip("neither tensorrt nor tensorrt_rtx is installed")
-    return found
-
-
 @pytest.fixture(scope="module")
 def tiny_plan(flavor, tiny_onnx, tmp_path_factory):
     """A plan with two profiles plus its sidecar, built by the installed flavor."""

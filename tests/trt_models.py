@@ -5,6 +5,14 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from trtflow.spec import make_profile
+
+# two MobileNetV2 profiles: batch 1..8 (opt 4) and 9..32 (opt 16) at 224x224
+MB_PROFILES = [
+    make_profile({"input": (1, 3, 224, 224)}, {"input": (4, 3, 224, 224)}, {"input": (8, 3, 224, 224)}),
+    make_profile({"input": (9, 3, 224, 224)}, {"input": (16, 3, 224, 224)}, {"input": (32, 3, 224, 224)}),
+]
+
 
 def nms_model(path: Path) -> Path:
     """boxes (1, 100, 4) + scores (1, 1, 100) -> ONNX NonMaxSuppression node 'nms_0' -> selected (N, 3)."""

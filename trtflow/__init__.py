@@ -1,7 +1,10 @@
 """trtflow: PyTorch -> ONNX -> TensorRT, with one engine contract for every runtime.
 
-Heavy packages (torch, onnxruntime, tensorrt) are imported only when used.
+Nothing heavy is imported here: torch, onnx, onnxruntime and TensorRT load when the function
+that needs them is first used (``trtflow.from_torch`` etc. resolve lazily).
 """
+
+import importlib
 
 from trtflow import errors
 from trtflow.engines import load
@@ -10,4 +13,30 @@ from trtflow.spec import Bounds, Profile, TensorSpec
 
 __version__ = "0.1.0"
 
-__all__ = ["Bounds", "Engine", "Profile", "TensorSpec", "__version__", "errors", "load"]
+# public name -> module that defines it, imported on first access
+_LAZY = {
+    "from_torch": "trtflow.export",
+    "ExportConfig": "trtflow.export",
+    "ExportResult": "trtflow.export",
+    "compare_engines": "trtflow.compare.engines",
+    "Tolerances": "trtflow.compare.core",
+    "BuildConfig": "trtflow.build",
+    "build_engine": "trtflow.build",
+    "EngineCache": "trtflow.build",
+    "BenchConfig": "trtflow.bench",
+    "run_bench": "trtflow.bench",
+    "decode_detections": "trtflow.vision",
+    "cache_dir": "trtflow.cache_dir",
+}
+
+__all__ = ["Bounds", "Engine", "Profile", "TensorSpec", "__version__", "errors", "load", *sorted(_LAZY)]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'trtflow' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

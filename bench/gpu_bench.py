@@ -504,8 +504,7 @@ def main() -> int:
                 results["variants"][name] = {"skipped": f"time budget ({elapsed:.0f} s spent)"}
                 save()
                 continue
-            extra = run_variant(name, batches)
-            del extra
+            run_variant(name, batches)
             torch.cuda.empty_cache()
     results["total_s"] = time.perf_counter() - start
     save()

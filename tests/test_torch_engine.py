@@ -10,7 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import trtflow  # noqa: E402
-from trtflow.engines.torch import TorchEngine, build_aoti  # noqa: E402
+from trtflow.engines.torch import TorchEngine  # noqa: E402
+from trtflow.engines.torch_aoti import build_aoti  # noqa: E402
 from trtflow.errors import InputDtypeError, InputShapeError, ModelLoadError, UsageError  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
 from tests.models.tiny import tiny_module  # noqa: E402

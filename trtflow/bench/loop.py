@@ -92,7 +92,7 @@ def run_bench(engine: Any, feed: Mapping[str, np.ndarray], config: BenchConfig =
 
     Args:
         engine: any trtflow ``Engine``.
-        feed: input name -> numpy array (e.g. from ``trtflow.data.random_feed``).
+        feed: input name -> numpy array (e.g. from ``trtflow.feeds.random_feed``).
         config: the ``BenchConfig``.
         on_progress: called with the fraction done (0..1) now and then.
 

@@ -85,7 +85,7 @@ def _load_factory(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from trtflow.bench import BenchConfig, plot, run_bench, summary_text, to_dict, write_json
-    from trtflow.data import build_feed
+    from trtflow.feeds import build_feed
 
     config = BenchConfig(
         iterations=args.iterations, duration_s=args.duration, warmup_ms=args.warmUp,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from trtflow.cli import options, output
+from trtflow.cli import output
 from trtflow.errors import UsageError
 
 
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from trtflow.deps import require
-    from trtflow.engines.torch import build_aoti
+    from trtflow.engines.torch_aoti import build_aoti
     from trtflow.export.factory import is_factory_spec, load_factory
     from trtflow.spec import parse_shapes
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             dtype="bf16" if args.bf16 else ("fp16" if args.fp16 or args.best else "fp32"),
         )
     seconds = time.perf_counter() - start
-    from trtflow.engines.torch import package_specs
+    from trtflow.engines.torch_aoti import package_specs
 
     inputs, outputs = package_specs(path)
     report = {"engine": str(path), "kind": "aoti", "build_seconds": seconds,

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _compare_onnx(args, engines: list[str], tolerances, stack: contextlib.ExitStack):
     from trtflow.compare.engines import compare_engines
-    from trtflow.data import build_feed, parse_input_args
+    from trtflow.feeds import build_feed, parse_input_args
     from trtflow.export.inputs import parse_input_spec
 
     if "torch" in engines:
@@ -131,7 +131,7 @@ def _compare_module(args, engines: list[str], tolerances, tmp: str, stack: conte
     from trtflow.arrays import to_numpy
     from trtflow.cli.export import export_config, module_and_examples
     from trtflow.compare.engines import compare_engines
-    from trtflow.data import build_feed, parse_input_args
+    from trtflow.feeds import build_feed, parse_input_args
     from trtflow.engines import load
     from trtflow.export import from_torch
 

@@ -34,7 +34,7 @@ def _stats(arr: np.ndarray) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trtflow.data import build_feed, parse_input_args
+    from trtflow.feeds import build_feed, parse_input_args
 
     for path in (args.save_inputs, args.save_outputs):
         if path and not path.endswith(".npz"):

@@ -58,7 +58,7 @@ def edit_command_parser(edit) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from trtflow.cli import output
-    from trtflow.data import parse_input_args
+    from trtflow.feeds import parse_input_args
     from trtflow.graph.io import load_onnx, save_onnx
     from trtflow.graph.pipeline import run_edit
     from trtflow.graph.registry import get_edit

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 from trtflow.deps import require
 from trtflow.engines.base import Engine
 from trtflow.errors import EngineError, ModelLoadError, UsageError
-from trtflow.engines.torch_aoti import build_aoti, load_package, package_specs  # noqa: F401 (re-exported)
+from trtflow.engines.torch_aoti import load_package
 from trtflow.spec import Shape, TensorSpec, make_profile
 
 log = logging.getLogger(__name__)

@@ -79,7 +79,7 @@ def random_examples(specs: Sequence[InputSpec], seed: int = 0) -> dict:
     import numpy as np
     import torch
 
-    from trtflow.data import random_array
+    from trtflow.feeds import random_array
 
     rng = np.random.default_rng(seed)
     return {

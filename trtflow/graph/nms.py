@@ -254,7 +254,7 @@ def apply(proto, args: argparse.Namespace) -> tuple[Any, dict]:
 def _labelled_feeds(proto, feeds) -> list[tuple[str, dict]]:
     """``(label, feed)`` pairs from the framework's list, plain dicts, or None (one random feed)."""
     if feeds is None:
-        from trtflow.data import random_feed
+        from trtflow.feeds import random_feed
         from trtflow.graph.io import onnx_specs
 
         specs, _ = onnx_specs(proto)

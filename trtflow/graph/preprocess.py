@@ -228,7 +228,7 @@ def embed_preprocess(proto: Any, spec: PreprocessSpec) -> tuple[Any, dict]:
 
 def verify_preprocess(before: Any, after: Any, args: argparse.Namespace, feeds=None) -> dict:
     """New model on raw uint8 frames vs the old model on the same frames preprocessed in numpy."""
-    from trtflow.data import random_feed
+    from trtflow.feeds import random_feed
     from trtflow.graph.io import onnx_specs
     from trtflow.graph.verify import VerifyConfig, compare_models, feed_shapes
 

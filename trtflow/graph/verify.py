@@ -98,7 +98,7 @@ def feed_shapes(before: list[TensorSpec], after: list[TensorSpec] | None, shapes
 def build_feeds(before: Any, after: Any | None, config: VerifyConfig,
                 input_map: Mapping[str, str] | None = None) -> list[tuple[str, dict[str, np.ndarray]]]:
     """Labelled feeds for the before model: one random, plus one from the given files when any."""
-    from trtflow.data import build_feed, random_feed
+    from trtflow.feeds import build_feed, random_feed
 
     b_in, _ = specs_of(before)
     a_in = specs_of(after)[0] if after is not None else None

@@ -8,7 +8,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from trtflow.errors import ModelLoadError, UsageError
-from trtflow.spec import Shape, TensorSpec, format_shape
+from trtflow.spec import Shape, TensorSpec, format_shape, parse_pairs
 
 INT_RANGE = (0, 4)  # random integer inputs: small non-negative values, valid as indices and ids
 
@@ -49,15 +49,9 @@ def random_feed(specs: Iterable[TensorSpec], shapes: Mapping[str, Shape] | None 
     return {s.name: random_array(s, resolve_shape(s, shapes), rng) for s in specs}
 
 
-def parse_input_args(args: Iterable[str] | None) -> dict[str, str]:
+def parse_input_args(args: Iterable[str] | None, flag: str = "--input") -> dict[str, str]:
     """``["images=a.npy", "mask=random"]`` -> ``{"images": "a.npy", "mask": "random"}``."""
-    out = {}
-    for item in args or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name or not value:
-            raise UsageError(f"bad --input '{item}': expected NAME=FILE.npy or NAME=random")
-        out[name] = value
-    return out
+    return parse_pairs(args, flag, f"NAME=FILE.npy or NAME=random, e.g. {flag} images=batch.npy")
 
 
 def build_feed(

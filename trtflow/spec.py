@@ -178,3 +178,18 @@ def make_profile(
             )
         lo[name], mid[name], hi[name] = tuple(a), tuple(b), tuple(c)
     return Profile(lo, mid, hi)
+
+
+def parse_pairs(items: Iterable[str] | None, flag: str, example: str) -> dict[str, str]:
+    """``["a=b", "c=d"]`` -> ``{"a": "b", "c": "d"}`` for repeatable ``--flag KEY=VALUE`` options.
+
+    Raises:
+        UsageError: an item without '=' or with an empty side; the message shows ``example``.
+    """
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise UsageError(f"bad {flag} '{item}': expected {example}")
+        out[key] = value
+    return out

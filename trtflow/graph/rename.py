@@ -8,21 +8,7 @@ from typing import Any, Mapping
 from trtflow.errors import GraphError, UsageError
 from trtflow.graph.ir import export_graph, import_graph
 from trtflow.graph.registry import Edit, register
-
-
-def parse_pairs(items: list[str] | None, flag: str) -> dict[str, str]:
-    """``["a=b", "c=d"]`` -> ``{"a": "b", "c": "d"}``.
-
-    Raises:
-        UsageError: an item without '=' or with an empty side.
-    """
-    out = {}
-    for item in items or []:
-        old, sep, new = item.partition("=")
-        if not sep or not old or not new:
-            raise UsageError(f"bad {flag} '{item}': expected OLD=NEW, e.g. {flag} input.1=images")
-        out[old] = new
-    return out
+from trtflow.spec import parse_pairs
 
 
 def rename_io(proto: Any, inputs: Mapping[str, str] | None = None,
@@ -69,7 +55,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _apply(proto: Any, args: argparse.Namespace) -> tuple[Any, dict]:
-    return rename_io(proto, parse_pairs(args.rename_inputs, "--input"), parse_pairs(args.rename_outputs, "--output"))
+    return rename_io(proto, parse_pairs(args.rename_inputs, "--input", "OLD=NEW, e.g. --input input.1=images"), parse_pairs(args.rename_outputs, "--output", "OLD=NEW, e.g. --output 495=logits"))
 
 
 register(Edit(

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import trtflow  # noqa: E402
 from trtflow.bench import BenchConfig, run_bench, summary_text, write_json  # noqa: E402
-from trtflow.engines.staging import PinnedRing  # noqa: E402
+from trtflow.backends.staging import PinnedRing  # noqa: E402
 from trtflow.vision.imagenet import class_names  # noqa: E402
 from trtflow.vision.preprocess import classify_preprocess  # noqa: E402
 

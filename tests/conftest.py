@@ -22,7 +22,7 @@ def _cuda() -> bool:
 
 def pytest_collection_modifyitems(config, items):
     has_cuda = _cuda()
-    from trtflow.engines import tensorrt_usable
+    from trtflow.backends import tensorrt_usable
 
     has_trt = tensorrt_usable()
     for item in items:
@@ -61,7 +61,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
 @pytest.fixture(scope="session")
 def flavor():
     """The installed TensorRT flavor (TensorRT-RTX builds on the CPU); skips when there is none."""
-    from trtflow.build.flavor import flavor_available
+    from trtflow.backends.tensorrt.flavor import flavor_available
 
     found = flavor_available()
     if found is None:

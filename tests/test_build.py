@@ -9,8 +9,8 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.trt_models import MB_PROFILES, mobilenet_onnx, nms_model, retinaface_bytes, unsupported_model
-from trtflow.build.config import BuildConfig, hardware_level, parse_mem_pool_size, parse_size
-from trtflow.build.profiles import complete_profiles
+from trtflow.backends.tensorrt.config import BuildConfig, hardware_level, parse_mem_pool_size, parse_size
+from trtflow.backends.tensorrt.profiles import complete_profiles
 from trtflow.cli.options import profiles_of
 from trtflow.errors import BuildError, UsageError
 from trtflow.spec import TensorSpec, make_profile
@@ -22,9 +22,9 @@ def mobilenet(models_dir):
 
 @pytest.fixture(scope="module")
 def mobilenet_build(flavor, mobilenet):
-    from trtflow.build import build_engine
+    from trtflow.backends.tensorrt import build_engine
 
-    return build_engine(mobilenet, BuildConfig(profiles=MB_PROFILES), progress=False)
+    return build_engine(mobilenet, BuildConfig(profiles=MB_PROFILES))
 
 
 # -- plain-Python pieces ---------------------------------------------------------------------
@@ -110,11 +110,11 @@ def test_mobilenet_two_profiles(mobilenet_build, flavor):
 
 
 def test_fp16_on_strongly_typed_flavor_converts_the_onnx(flavor, mobilenet, mobilenet_build):
-    from trtflow.build import build_engine
+    from trtflow.backends.tensorrt import build_engine
 
     if not flavor.always_strongly_typed:
         pytest.skip(f"{flavor.label} takes --fp16 as a builder flag")
-    r = build_engine(mobilenet, BuildConfig(profiles=MB_PROFILES, fp16=True), progress=False)
+    r = build_engine(mobilenet, BuildConfig(profiles=MB_PROFILES, fp16=True))
     assert r.precision["strongly_typed"] and r.precision["builder_flags"] == []
     assert "converted to FP16" in r.precision["path"]
     assert r.precision["fp16_conversion"]["converted_nodes"] > 50
@@ -124,33 +124,33 @@ def test_fp16_on_strongly_typed_flavor_converts_the_onnx(flavor, mobilenet, mobi
 
 @pytest.mark.parametrize("flag", ["int8", "bf16", "best"])
 def test_flags_a_strongly_typed_flavor_cannot_honour(flavor, tiny_onnx, flag):
-    from trtflow.build import build_engine
+    from trtflow.backends.tensorrt import build_engine
 
     if not flavor.always_strongly_typed:
         pytest.skip(f"{flavor.label} has precision builder flags")
     with pytest.raises(UsageError) as info:
-        build_engine(tiny_onnx, BuildConfig(**{flag: True}), progress=False)
+        build_engine(tiny_onnx, BuildConfig(**{flag: True}))
     assert f"--{flag}" in str(info.value) and ("--fp16" in str(info.value))
 
 
 def test_retinaface_dynamic_height_width(flavor, models_dir):
-    from trtflow.build import build_engine
+    from trtflow.backends.tensorrt import build_engine
 
     data = retinaface_bytes()
     with pytest.raises(UsageError, match="height"):
-        build_engine(data, BuildConfig(), progress=False)
+        build_engine(data, BuildConfig())
     profile = make_profile({"input": (1, 3, 320, 320)}, {"input": (1, 3, 640, 640)}, {"input": (2, 3, 1024, 1024)})
-    r = build_engine(data, BuildConfig(profiles=[profile]), progress=False)
+    r = build_engine(data, BuildConfig(profiles=[profile]))
     assert [o.name for o in r.outputs] == ["loc", "conf", "landmarks"]
     assert r.inputs[0].shape == ("batch_size", 3, "height", "width") and r.engine_bytes > 1_000_000
 
 
 def test_unsupported_nodes_are_all_named(flavor, models_dir):
-    from trtflow.build import build_engine
+    from trtflow.backends.tensorrt import build_engine
 
     model = unsupported_model(models_dir / "unsupported.onnx")
     with pytest.raises(BuildError) as info:
-        build_engine(model, progress=False)
+        build_engine(model)
     failures = info.value.failures
     assert [(f["node"], f["op"]) for f in failures] == [("unique_0", "Unique"), ("unique_1", "Unique")]
     assert all("plugin" in f["fix"] and "surgeon extract" in f["fix"] for f in failures)
@@ -158,15 +158,15 @@ def test_unsupported_nodes_are_all_named(flavor, models_dir):
 
 
 def test_nms_fails_on_rtx_with_the_fix(flavor, models_dir):
-    from trtflow.build import build_engine
+    from trtflow.backends.tensorrt import build_engine
 
     model = nms_model(models_dir / "nms.onnx")
     if not flavor.is_rtx:
-        r = build_engine(model, progress=False)  # full TensorRT maps ONNX NMS to its NMS layer
+        r = build_engine(model)  # full TensorRT maps ONNX NMS to its NMS layer
         assert r.outputs[0].shape[0] != 3
         return
     with pytest.raises(BuildError) as info:
-        build_engine(model, progress=False)
+        build_engine(model)
     (failure,) = info.value.failures
     assert failure["node"] == "nms_0" and failure["op"] == "NonMaxSuppression"
     assert "no runners" in failure["reason"]
@@ -174,11 +174,11 @@ def test_nms_fails_on_rtx_with_the_fix(flavor, models_dir):
 
 
 def test_timing_cache_file(flavor, tiny_onnx, tmp_path, caplog):
-    from trtflow.build import build_engine
+    from trtflow.backends.tensorrt import build_engine
 
     cache = tmp_path / "timing.cache"
     r = build_engine(tiny_onnx, BuildConfig(timing_cache_file=str(cache), builder_optimization_level=1,
-                                            mem_pool_size={"workspace": 2**28}), progress=False)
+                                            mem_pool_size={"workspace": 2**28}))
     assert r.engine_bytes > 0
     if flavor.is_rtx:  # TensorRT-RTX has no timing cache: said, not silently dropped
         assert not cache.exists() and "timingCacheFile" in caplog.text

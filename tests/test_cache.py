@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from tests.conftest import ROOT, run_cli
-from trtflow.build.cache import EngineCache
-from trtflow.build.config import BuildConfig
-from trtflow.build.sidecar import read_sidecar
+from trtflow.backends.tensorrt.cache import EngineCache
+from trtflow.backends.tensorrt.config import BuildConfig
+from trtflow.backends.tensorrt.sidecar import read_sidecar
 from trtflow.spec import make_profile
 
 PROFILE = make_profile({"x": (1, 3, 16, 16)}, {"x": (2, 3, 16, 16)}, {"x": (4, 3, 16, 16)})
@@ -34,13 +34,13 @@ def test_cache_dir_env_override(tmp_path, monkeypatch):
 
 def test_miss_then_hit(store, tiny_onnx, flavor):
     config = BuildConfig(profiles=[PROFILE])
-    first = store.get_or_build(tiny_onnx, config, progress=False)
+    first = store.get_or_build(tiny_onnx, config)
     assert not first.hit and first.plan_path.exists()
     meta = read_sidecar(first.plan_path)
     assert meta["key"] == first.key and meta["flavor"] == flavor.name and meta["version"] == flavor.version
     assert meta["inputs"][0]["bounds"]["max"] == [4, 3, 16, 16] and meta["build_seconds"] > 0
     assert meta["trtflow_version"] and meta["target"]["name"]
-    second = store.get_or_build(tiny_onnx, config, progress=False)
+    second = store.get_or_build(tiny_onnx, config)
     assert second.hit and second.key == first.key and second.plan() == first.plan()
     assert len(store.entries()) == 1
 
@@ -48,41 +48,41 @@ def test_miss_then_hit(store, tiny_onnx, flavor):
 def test_changed_config_or_onnx_is_a_new_key(store, tiny_onnx, models_dir):
     import onnx
 
-    base = store.get_or_build(tiny_onnx, BuildConfig(profiles=[PROFILE]), progress=False)
-    other_config = store.get_or_build(tiny_onnx, BuildConfig(profiles=[PROFILE], max_batch=8), progress=False)
+    base = store.get_or_build(tiny_onnx, BuildConfig(profiles=[PROFILE]))
+    other_config = store.get_or_build(tiny_onnx, BuildConfig(profiles=[PROFILE], max_batch=8))
     proto = onnx.load(str(tiny_onnx))
     proto.doc_string = "changed bytes"
-    changed = store.get_or_build(proto.SerializeToString(), BuildConfig(profiles=[PROFILE]), progress=False)
+    changed = store.get_or_build(proto.SerializeToString(), BuildConfig(profiles=[PROFILE]))
     assert len({base.key, other_config.key, changed.key}) == 3
     assert not other_config.hit and not changed.hit
 
 
 def test_faked_sidecar_version_rebuilds(store, tiny_onnx):
     config = BuildConfig(profiles=[PROFILE])
-    entry = store.get_or_build(tiny_onnx, config, progress=False)
+    entry = store.get_or_build(tiny_onnx, config)
     side = entry.plan_path.with_name(entry.plan_path.name + ".json")
     meta = json.loads(side.read_text())
     meta["version"] = "0.0.1"
     side.write_text(json.dumps(meta))
-    again = store.get_or_build(tiny_onnx, config, progress=False)
+    again = store.get_or_build(tiny_onnx, config)
     assert not again.hit and "0.0.1" in again.rebuilt_because
     assert read_sidecar(again.plan_path)["version"] != "0.0.1"
 
 
 def test_corrupt_plan_rebuilds(store, tiny_onnx):
     config = BuildConfig(profiles=[PROFILE])
-    entry = store.get_or_build(tiny_onnx, config, progress=False)
+    entry = store.get_or_build(tiny_onnx, config)
     entry.plan_path.write_bytes(entry.plan()[:100])
-    again = store.get_or_build(tiny_onnx, config, progress=False)
+    again = store.get_or_build(tiny_onnx, config)
     assert not again.hit and "SHA-256" in again.rebuilt_because
     assert again.plan_path.stat().st_size == again.meta["engine_bytes"]
 
 
 BUILD_ONE = """
 import sys
-from trtflow.build.cache import EngineCache
-from trtflow.build.config import BuildConfig
-entry = EngineCache(sys.argv[1]).get_or_build(sys.argv[2], BuildConfig(max_batch=4), progress=False)
+from trtflow.backends.tensorrt.cache import EngineCache
+from trtflow.backends.tensorrt.config import BuildConfig
+entry = EngineCache(sys.argv[1]).get_or_build(sys.argv[2], BuildConfig(max_batch=4))
 print(entry.key, entry.hit)
 """
 
@@ -108,14 +108,14 @@ def test_two_processes_building_one_key(tmp_path, tiny_onnx):
 
 
 def _here():
-    from trtflow.build.flavor import load_flavor, target_of
+    from trtflow.backends.tensorrt.flavor import load_flavor, target_of
 
     return load_flavor(), target_of()
 
 
 def test_cli_cache_list_and_clear(tmp_path, tiny_onnx):
     env = {"TRTFLOW_CACHE_DIR": str(tmp_path)}
-    EngineCache(tmp_path / "engines").get_or_build(tiny_onnx, BuildConfig(profiles=[PROFILE]), progress=False)
+    EngineCache(tmp_path / "engines").get_or_build(tiny_onnx, BuildConfig(profiles=[PROFILE]))
     listed = run_cli("cache", "list", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
     data = json.loads(listed.stdout)

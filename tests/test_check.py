@@ -82,13 +82,13 @@ def test_dynamic_height_without_shapes_exit_2(models_dir):
     ],
 )
 def test_known_fixes(op, reason, code, words, flavor):
-    from trtflow.build.parser_errors import fix_for
+    from trtflow.backends.tensorrt.parser_errors import fix_for
 
     assert words in fix_for(op, reason, code, flavor, supported_op=op != "Foo")
 
 
 def test_tensorrt_log_lines_are_cleaned():
-    from trtflow.build.parser_errors import _clean
+    from trtflow.backends.tensorrt.parser_errors import _clean
 
     line = ("[tacticSupply.cpp::getSupportedFormats::48] Error Code 2: Internal Error (Assertion "
             "!layerImpls.empty() failed. nms_0_0 has no runners that implement it In getSupportedFormats at "

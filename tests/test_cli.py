@@ -204,7 +204,7 @@ def test_compare_mismatch_exits_1():
 
 def test_compare_onnx_with_tensorrt_gives_the_engines_own_error(tiny_onnx):
     proc = run_cli("compare", str(tiny_onnx), "--engines", "ort,tensorrt", "--shapes", "x:1x3x16x16")
-    if trtflow.engines.tensorrt_usable():
+    if trtflow.backends.tensorrt_usable():
         assert proc.returncode in (0, 1), proc.stderr
     else:
         _one_line_error(proc, 2, "TensorRT")

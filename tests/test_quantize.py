@@ -11,8 +11,8 @@ from onnx import numpy_helper
 
 from tests.conftest import run_cli
 from trtflow.errors import ModelLoadError, UsageError
-from trtflow.graph.calibration import load_calibration, parse_preprocess
-from trtflow.graph.quantize import QuantizeConfig, accuracy_report, quantize_int8
+from trtflow.edits.calibration import load_calibration, parse_preprocess
+from trtflow.edits.quantize import QuantizeConfig, accuracy_report, quantize_int8
 
 IMAGENET = "resize=256,crop=224,mean=0.485,0.456,0.406,std=0.229,0.224,0.225,layout=nchw"
 

@@ -38,7 +38,7 @@ def astronaut():
 @pytest.fixture(scope="module")
 def with_nms(models_dir):
     from trtflow.graph.io import save_onnx
-    from trtflow.graph.nms import add_nms
+    from trtflow.edits.nms import add_nms
 
     proto, _ = add_nms(RAW, CONFIG)
     save_onnx(proto, models_dir / "retinaface_nms.onnx")
@@ -49,11 +49,11 @@ def with_nms(models_dir):
 def rtx_build():
     """The one TensorRT-RTX build of the raw RetinaFace in the suite (dynamic batch and H/W)."""
     pytest.importorskip("tensorrt_rtx_bindings")
-    from trtflow.build import BuildConfig, build_engine
+    from trtflow.backends.tensorrt import BuildConfig, build_engine
     from trtflow.spec import make_profile
 
     profile = make_profile({"input": (1, 3, 128, 128)}, {"input": (1, 3, 512, 512)}, {"input": (4, 3, 1024, 1024)})
-    return build_engine(RAW, BuildConfig(profiles=[profile]), progress=False)
+    return build_engine(RAW, BuildConfig(profiles=[profile]))
 
 
 def _package_decode(raw: dict, height: int, width: int):
@@ -92,7 +92,7 @@ def test_face_found_in_graph(with_nms, astronaut):
 def test_verify_on_astronaut_and_random(with_nms, astronaut):
     import argparse
 
-    from trtflow.graph.nms import add_arguments, verify
+    from trtflow.edits.nms import add_arguments, verify
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -173,7 +173,7 @@ def test_extract_raw_head_then_decode(with_nms, models_dir, tmp_path, astronaut)
 
 
 def test_efficientnms_plugin_on_retinaface():
-    from trtflow.graph.nms import add_nms
+    from trtflow.edits.nms import add_nms
 
     proto, report = add_nms(RAW, CONFIG, plugin="efficientnms")
     node = next(n for n in proto.graph.node if n.op_type == "EfficientNMS_TRT")

@@ -12,10 +12,10 @@ import onnx
 import pytest
 
 from tests.conftest import run_cli
-from trtflow import graph
+from trtflow import edits
 from trtflow.errors import MismatchError, UsageError
 from trtflow.graph.io import onnx_specs
-from trtflow.graph.verify import run_ort
+from trtflow.edits.verify import run_ort
 
 RETINAFACE_WEIGHTS = "retinaface/weights.py"
 
@@ -136,8 +136,8 @@ def test_embed_preprocess_nhwc_bgr(tiny_onnx, tmp_path):
 
 
 def test_embed_preprocess_verification_catches_a_wrong_spec(tiny_onnx):
-    from trtflow.graph.preprocess import PreprocessSpec, embed_preprocess, verify_preprocess
-    from trtflow.graph.verify import VerifyConfig
+    from trtflow.edits.preprocess import PreprocessSpec, embed_preprocess, verify_preprocess
+    from trtflow.edits.verify import VerifyConfig
 
     model = onnx.load(str(tiny_onnx))
     new, _ = embed_preprocess(model, PreprocessSpec(layout="nchw", scale=1 / 255, mean=(0.5,), std=(0.25,)))
@@ -159,15 +159,15 @@ def test_no_verify_and_json_on_mismatch(tiny_onnx, tmp_path):
 # -- Python API ----------------------------------------------------------------------------
 
 def test_apply_api(tiny_onnx):
-    proto, report = graph.apply("fix-shapes", tiny_onnx, dim={"batch": 2})
+    proto, report = edits.apply("fix-shapes", tiny_onnx, dim={"batch": 2})
     assert onnx_specs(proto)[0][0].shape == (2, 3, 16, 16) and report["verification"]["passed"]
-    proto, report = graph.apply("rename", proto, rename_inputs="x=pixels")
+    proto, report = edits.apply("rename", proto, rename_inputs="x=pixels")
     assert onnx_specs(proto)[0][0].name == "pixels"
     with pytest.raises(UsageError, match="no option"):
-        graph.apply("fix-shapes", tiny_onnx, dims={"batch": 2})
+        edits.apply("fix-shapes", tiny_onnx, dims={"batch": 2})
     with pytest.raises(UsageError, match="needs the option 'outputs'"):
-        graph.apply("extract", tiny_onnx)
-    assert set(graph.edits()) >= {"simplify", "fix-shapes", "embed-preprocess", "fp16", "quantize", "rename", "extract"}
+        edits.apply("extract", tiny_onnx)
+    assert set(edits.edits()) >= {"simplify", "fix-shapes", "embed-preprocess", "fp16", "quantize", "rename", "extract"}
 
 
 def test_cli_help_lists_edits_without_importing_them():
@@ -199,6 +199,6 @@ def test_retinaface_fix_shapes_then_embed_preprocess(retinaface, tmp_path):
 
 
 def test_retinaface_fp16_keeps_softmax(retinaface, tmp_path):
-    proto, report = graph.apply("fp16", retinaface, shapes={"input": (1, 3, 160, 160)})
+    proto, report = edits.apply("fp16", retinaface, shapes={"input": (1, 3, 160, 160)})
     assert report["details"]["kept_fp32_by_op"] == {"Softmax": 1}
     assert report["verification"]["passed"]

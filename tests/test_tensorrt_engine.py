@@ -14,9 +14,9 @@ import pytest
 
 import trtflow
 from tests.trt_models import MB_PROFILES, mobilenet_onnx, nms_model
-from trtflow.build.config import BuildConfig
-from trtflow.engines.buffers import BufferPool, choose_profile, dtype_from_trt, torch_pool, union_bounds
-from trtflow.engines.tensorrt import runtime_blocker, runtime_usable
+from trtflow.backends.tensorrt.config import BuildConfig
+from trtflow.backends.tensorrt.buffers import BufferPool, choose_profile, dtype_from_trt, torch_pool, union_bounds
+from trtflow.backends.tensorrt.runner import runtime_blocker, runtime_usable
 from trtflow.errors import EngineIncompatibleError, InputShapeError
 from trtflow.spec import make_profile
 
@@ -25,11 +25,11 @@ P1 = make_profile({"x": (5, 3, 16, 16)}, {"x": (8, 3, 16, 16)}, {"x": (16, 3, 16
 @pytest.fixture(scope="module")
 def tiny_plan(flavor, tiny_onnx, tmp_path_factory):
     """A plan with two profiles plus its sidecar, built by the installed flavor."""
-    from trtflow.build import build_engine
-    from trtflow.build.sidecar import write_plan
+    from trtflow.backends.tensorrt import build_engine
+    from trtflow.backends.tensorrt.sidecar import write_plan
 
     config = BuildConfig(profiles=[P0, P1])
-    result = build_engine(tiny_onnx, config, progress=False)
+    result = build_engine(tiny_onnx, config)
     path = tmp_path_factory.mktemp("plans") / "tiny.plan"
     write_plan(path, result, config=config.key_dict())
     return path, result
@@ -87,7 +87,7 @@ def test_engine_refuses_where_no_tensorrt_executes(tiny_onnx, flavor):
 
 
 def test_plan_io_read_from_engine_or_sidecar(tiny_plan):
-    from trtflow.engines.tensorrt import read_plan_io
+    from trtflow.backends.tensorrt.runner import read_plan_io
 
     path, result = tiny_plan
     io = read_plan_io(path)
@@ -99,7 +99,7 @@ def test_plan_io_read_from_engine_or_sidecar(tiny_plan):
 
 
 def test_plan_without_sidecar_and_no_gpu(tiny_plan, tmp_path):
-    from trtflow.engines.tensorrt import read_plan_io
+    from trtflow.backends.tensorrt.runner import read_plan_io
 
     if runtime_usable():
         pytest.skip("the plan deserializes here")
@@ -110,7 +110,7 @@ def test_plan_without_sidecar_and_no_gpu(tiny_plan, tmp_path):
 
 
 def test_sidecar_names_both_versions_and_gpus(flavor):
-    from trtflow.build.sidecar import incompatibility
+    from trtflow.backends.tensorrt.sidecar import incompatibility
 
     here = {"name": "NVIDIA L4", "compute_capability": "8.9"}
     other = {"flavor": flavor.name, "version": "0.0.1", "target": here, "config": {}}

@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import trtflow  # noqa: E402
-from trtflow.engines.torch import TorchEngine  # noqa: E402
-from trtflow.engines.torch_aoti import build_aoti  # noqa: E402
+from trtflow.backends.torch.runner import TorchEngine  # noqa: E402
+from trtflow.backends.torch.package import build_aoti  # noqa: E402
 from trtflow.errors import InputDtypeError, InputShapeError, ModelLoadError, UsageError  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
 from tests.models.tiny import tiny_module  # noqa: E402
@@ -177,7 +177,7 @@ class Block(torch.nn.Module):
 
 
 def test_fuse_folds_batch_norms_and_fuses_activations():
-    from trtflow.engines.torch_fuse import fuse_conv_bn_act
+    from trtflow.backends.torch.fuse import fuse_conv_bn_act
 
     gm = fuse_conv_bn_act(Block())
     targets = [n.target for n in gm.graph.nodes if n.op in ("call_function", "call_module")]

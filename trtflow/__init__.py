@@ -7,8 +7,8 @@ that needs them is first used (``trtflow.from_torch`` etc. resolve lazily).
 import importlib
 
 from trtflow import errors
-from trtflow.engines import load
-from trtflow.engines.base import Engine
+from trtflow.backends import load
+from trtflow.backends.base import Engine
 from trtflow.spec import Bounds, Profile, TensorSpec
 
 __version__ = "0.1.0"
@@ -20,9 +20,9 @@ _LAZY = {
     "ExportResult": "trtflow.export",
     "compare_engines": "trtflow.compare.engines",
     "Tolerances": "trtflow.compare.core",
-    "BuildConfig": "trtflow.build",
-    "build_engine": "trtflow.build",
-    "EngineCache": "trtflow.build",
+    "BuildConfig": "trtflow.backends.tensorrt",
+    "build_engine": "trtflow.backends.tensorrt",
+    "EngineCache": "trtflow.backends.tensorrt",
     "BenchConfig": "trtflow.bench",
     "run_bench": "trtflow.bench",
     "decode_detections": "trtflow.vision",

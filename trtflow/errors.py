@@ -13,12 +13,13 @@ one line and exit code 2 (bad input) or 1 (a check that ran and failed)::
     │   └── InputDtypeError                        a dtype that cannot be cast without loss
     ├── ExportError                                PyTorch -> ONNX failed
     ├── GraphError                                 an ONNX edit failed
-    ├── BuildError                                 ONNX -> engine failed (lists failing nodes)
+    ├── BuildError                                 ONNX -> engine failed (lists failing nodes; exit 1)
     ├── EngineIncompatibleError                    engine built for another TensorRT or GPU
     ├── EngineError                                an engine failed while running
     └── MismatchError                              a comparison or verification out of tolerance
 
-``MismatchError`` is the only one whose exit code is 1: the tool worked, the numbers did not.
+``MismatchError`` and ``BuildError`` exit with 1: the tool ran and the model failed the check
+(numbers out of tolerance, a network TensorRT cannot build); every other error is bad input (2).
 """
 
 from __future__ import annotations
@@ -71,11 +72,15 @@ class BuildError(TrtflowError):
 
     Attributes:
         failures: one dict per failing node: ``node``, ``op``, ``reason``, ``fix``.
+        stage: "parse" (the ONNX parser refused the model) or "build" (the builder failed).
     """
 
-    def __init__(self, message: str, failures: list[dict] | None = None):
+    exit_code = 1
+
+    def __init__(self, message: str, failures: list[dict] | None = None, stage: str = "build"):
         super().__init__(message)
         self.failures = failures or []
+        self.stage = stage
 
 
 class EngineIncompatibleError(TrtflowError):

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from trtflow.errors import UsageError
+from trtflow.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +88,14 @@ def cuda_device_of(engine: Any) -> str | None:
 
 
 def run_bench(engine: Any, feed: Mapping[str, np.ndarray], config: BenchConfig = BenchConfig(),
-              on_progress: Callable[[float], None] | None = None) -> BenchResult:
+              progress: Progress | None = None) -> BenchResult:
     """Benchmark ``engine`` on ``feed`` (host arrays, one per input).
 
     Args:
         engine: any trtflow ``Engine``.
         feed: input name -> numpy array (e.g. from ``trtflow.feeds.random_feed``).
         config: the ``BenchConfig``.
-        on_progress: called with the fraction done (0..1) now and then.
+        progress: called now and then with the fraction done (``progress("bench", fraction, 1.0)``).
 
     Returns:
         The ``BenchResult``.
@@ -110,9 +111,9 @@ def run_bench(engine: Any, feed: Mapping[str, np.ndarray], config: BenchConfig =
     if device is None:
         if config.streams != 1:
             raise UsageError(f"--streams {config.streams} needs a CUDA engine; the {engine.name} engine runs on the CPU")
-        times, wall = _run_host(engine, feed, config, on_progress)
+        times, wall = _run_host(engine, feed, config, progress)
         return BenchResult(engine.name, "cpu", "perf_counter", batch, shapes, wall, times, config)
-    times, wall, gpu = _run_cuda(engine, feed, config, device, on_progress)
+    times, wall, gpu = _run_cuda(engine, feed, config, device, progress)
     return BenchResult(engine.name, f"{device} ({gpu})", "cuda-events", batch, shapes, wall, times, config)
 
 
@@ -125,7 +126,7 @@ def _progress(config: BenchConfig, start: float, count: int) -> float:
     return min(1.0, max(min(by_time, count / config.iterations), 0.0))
 
 
-def _run_host(engine, feed, config, on_progress):
+def _run_host(engine, feed, config, progress):
     warm_end = time.perf_counter() + config.warmup_ms / 1e3
     for i in range(1_000_000):
         engine.infer(feed)
@@ -137,8 +138,8 @@ def _run_host(engine, feed, config, on_progress):
         t0 = time.perf_counter()
         engine.infer(feed)
         latency.append((time.perf_counter() - t0) * 1e3)
-        if on_progress and len(latency) % 16 == 0:
-            on_progress(_progress(config, start, len(latency)))
+        if progress and len(latency) % 16 == 0:
+            progress("bench", _progress(config, start, len(latency)), 1.0)
     wall = time.perf_counter() - start
     zeros = [0.0] * len(latency)
     return {"latency": latency, "enqueue": list(latency), "h2d": zeros, "compute": list(latency), "d2h": list(zeros)}, wall
@@ -165,7 +166,7 @@ class _Lane:
         self.pinned_out = {n: torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for n, t in outputs.items()}
 
 
-def _run_cuda(engine, feed, config, device, on_progress):
+def _run_cuda(engine, feed, config, device, progress):
     from trtflow.deps import require
 
     torch = require("torch", "benchmarking a CUDA engine")
@@ -227,8 +228,8 @@ def _run_cuda(engine, feed, config, device, on_progress):
     while not _until(config, start, count):
         query(count)
         count += 1
-        if on_progress and count % 64 == 0:
-            on_progress(_progress(config, start, count))
+        if progress and count % 64 == 0:
+            progress("bench", _progress(config, start, count), 1.0)
     drain()
     torch.cuda.synchronize(device)
     wall = time.perf_counter() - start

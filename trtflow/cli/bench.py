@@ -43,7 +43,7 @@ def _torch_options(args: argparse.Namespace) -> dict:
 
 def _load(args: argparse.Namespace):
     """The engine for MODEL: MODULE:FACTORY and .pt2 on the torch engine, the rest by --engine."""
-    from trtflow.engines import ALIASES, auto_engine, load
+    from trtflow.backends import ALIASES, auto_engine, load
     from trtflow.export.factory import is_factory_spec
 
     model = args.model
@@ -68,7 +68,7 @@ def _load_factory(args: argparse.Namespace):
     import numpy as np
 
     from trtflow.deps import require
-    from trtflow.engines.torch import TorchEngine
+    from trtflow.backends.torch.runner import TorchEngine
     from trtflow.export.factory import load_factory
 
     torch = require("torch", "benchmarking MODULE:FACTORY")
@@ -95,9 +95,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--plot writes a PNG; give a file name ending in .png, not '{args.plot}'")
     with _load(args) as engine:
         feed = build_feed(engine.inputs, None, options.shapes_of(args), args.seed)
-        with output.progress(f"bench {args.model}") as bar:
-            task = bar.add_task("timing", total=1.0)
-            result = run_bench(engine, feed, config, on_progress=lambda f: bar.update(task, completed=f))
+        with output.bar(f"bench {args.model}", enabled=not args.json) as progress:
+            result = run_bench(engine, feed, config, progress=progress)
     if args.exportJson:
         write_json(result, args.exportJson)
     if args.plot:

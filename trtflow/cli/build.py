@@ -28,13 +28,14 @@ def run(args: argparse.Namespace) -> int:
         from trtflow.cli import build_torch
 
         return build_torch.run(args)
-    from trtflow.build.builder import build_engine
-    from trtflow.build.sidecar import sha256, write_plan
+    from trtflow.backends.tensorrt.builder import build_engine
+    from trtflow.backends.tensorrt.sidecar import sha256, write_plan
 
     if not Path(args.model).exists():
         raise UsageError(f"no such file: {args.model}")
     config = options.build_config_of(args)
-    result = build_engine(args.model, config, progress=not args.json)
+    with output.bar("building", enabled=not args.json) as progress:
+        result = build_engine(args.model, config, progress=progress)
     meta = write_plan(args.saveEngine, result, source=str(args.model), config=config.key_dict(),
                       onnx_sha256=sha256(Path(args.model).read_bytes()))
     report = {"engine": str(args.saveEngine), **result.to_dict(), "plan_sha256": meta["plan_sha256"]}

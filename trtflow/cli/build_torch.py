@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from trtflow.deps import require
-    from trtflow.engines.torch_aoti import build_aoti
+    from trtflow.backends.torch.package import build_aoti
     from trtflow.export.factory import is_factory_spec, load_factory
     from trtflow.spec import parse_shapes
 
@@ -48,15 +48,14 @@ def run(args: argparse.Namespace) -> int:
     dynamic = {name: {i: "?" for i, (a, b) in enumerate(zip(lo.get(name, s), hi.get(name, s))) if a != b}
                for name, s in opt.items()}
     start = time.perf_counter()
-    with output.progress("AOTInductor") as bar:
-        bar.add_task(f"export and compile {args.model} (AOTInductor)", total=None)
+    with output.bar(f"export and compile {args.model} (AOTInductor)"):
         path = build_aoti(
             module, examples, args.saveEngine, dynamic={k: v for k, v in dynamic.items() if v},
             min_shapes=lo or None, max_shapes=hi or None, device=args.device, channels_last=args.channels_last,
             dtype="bf16" if args.bf16 else ("fp16" if args.fp16 or args.best else "fp32"),
         )
     seconds = time.perf_counter() - start
-    from trtflow.engines.torch_aoti import package_specs
+    from trtflow.backends.torch.aoti import package_specs
 
     inputs, outputs = package_specs(path)
     report = {"engine": str(path), "kind": "aoti", "build_seconds": seconds,

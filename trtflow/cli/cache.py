@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trtflow.build.cache import EngineCache
+    from trtflow.backends.tensorrt.cache import EngineCache
 
     store = EngineCache()
     if args.action == "clear":

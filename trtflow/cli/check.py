@@ -17,14 +17,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_json(parser)
 
 
-def check_model(model, config, progress: bool = True) -> dict:
+def check_model(model, config, progress=None) -> dict:
     """Try to build ``model``; a dict with ``converts`` and one ``failures`` record per failing node.
 
     Raises:
         ModelLoadError, UsageError, MissingDependencyError: the check could not run.
     """
-    from trtflow.build.builder import build_engine
-    from trtflow.build.flavor import load_flavor
+    from trtflow.backends.tensorrt.builder import build_engine
+    from trtflow.backends.tensorrt.flavor import load_flavor
     from trtflow.errors import BuildError
 
     flavor = load_flavor()
@@ -33,8 +33,7 @@ def check_model(model, config, progress: bool = True) -> dict:
         result = build_engine(model, config, progress=progress, flavor=flavor)
     except BuildError as exc:
         failures = exc.failures or [{"node": "?", "op": "?", "reason": str(exc), "fix": ""}]
-        stage = "parse" if "could not parse" in str(exc) else "build"
-        return {**report, "converts": False, "stage": stage, "failures": failures}
+        return {**report, "converts": False, "stage": exc.stage, "failures": failures}
     return {
         **report,
         "converts": True,
@@ -47,7 +46,8 @@ def check_model(model, config, progress: bool = True) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = check_model(args.model, options.build_config_of(args), progress=not args.json)
+    with output.bar("building", enabled=not args.json) as progress:
+        report = check_model(args.model, options.build_config_of(args), progress=progress)
     if args.json:
         output.print_json(report)
         return 0 if report["converts"] else 1

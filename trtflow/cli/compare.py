@@ -64,7 +64,7 @@ def parse_tolerances(values: list[str] | None, flag: str, default: float) -> tup
 
 
 def _engine_names(text: str) -> list[str]:
-    from trtflow.engines import ALIASES, ENGINES
+    from trtflow.backends import ALIASES, ENGINES
 
     names = [n.strip().lower() for n in text.split(",") if n.strip()]
     out = []
@@ -132,7 +132,7 @@ def _compare_module(args, engines: list[str], tolerances, tmp: str, stack: conte
     from trtflow.cli.export import export_config, module_and_examples
     from trtflow.compare.engines import compare_engines
     from trtflow.feeds import build_feed, parse_input_args
-    from trtflow.engines import load
+    from trtflow.backends import load
     from trtflow.export import from_torch
 
     module, examples, names = module_and_examples(args, args.model)

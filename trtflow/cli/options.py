@@ -104,8 +104,8 @@ def add_build(parser: argparse.ArgumentParser) -> None:
 
 
 def build_config_of(args: argparse.Namespace):
-    """A ``trtflow.build.BuildConfig`` from the shape, precision and build flags."""
-    from trtflow.build.config import BuildConfig, parse_mem_pool_size
+    """A ``trtflow.backends.tensorrt.BuildConfig`` from the shape, precision and build flags."""
+    from trtflow.backends.tensorrt.config import BuildConfig, parse_mem_pool_size
 
     return BuildConfig(
         profiles=profiles_of(args),
@@ -140,7 +140,7 @@ def engine_options(args: argparse.Namespace, engine: str) -> dict:
 
 def load_engine(args: argparse.Namespace, model, engine: str | None = None):
     """Load ``model`` with the engine chosen by --engine (or ``engine``), using the shared flags."""
-    from trtflow.engines import ALIASES, auto_engine, load
+    from trtflow.backends import ALIASES, auto_engine, load
 
     name = engine or args.engine
     name = auto_engine(model) if name == "auto" else ALIASES.get(name.lower(), name.lower())

@@ -6,9 +6,11 @@ import contextlib
 import json
 import logging
 import sys
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
+
+from trtflow.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +63,23 @@ def progress(description: str, total: float | None = None):
 
 
 @contextlib.contextmanager
-def steps(first: str) -> Iterator[Callable[[str], None]]:
-    """A transient spinner on stderr naming the current step; yields ``step(text)``.
+def bar(first: str, enabled: bool = True) -> Iterator[Progress]:
+    """A transient bar on stderr driven by the library's ``Progress`` callback, which it yields.
 
-    When stderr is not a terminal the steps go to the log instead.
+    The callback's step becomes the bar's text and ``done``/``total`` its fill (a spinner while the
+    total is unknown). Off (steps go to the log) when not enabled or stderr is not a terminal.
     """
-    if not sys.stderr.isatty():
+    if not enabled or not sys.stderr.isatty():
         log.info(first)
-        yield log.info
+        yield lambda step, done=None, total=None: log.info(step)
         return
-    with progress(first) as bar:
-        task = bar.add_task(first, total=None)
-        yield lambda text: bar.update(task, description=text)
+    with progress(first) as rich_bar:
+        task = rich_bar.add_task(first, total=None)
+
+        def update(step: str, done: float | None = None, total: float | None = None) -> None:
+            rich_bar.update(task, description=step, completed=done or 0, total=total)
+
+        yield update
+
+
+steps = bar

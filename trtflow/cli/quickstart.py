@@ -74,7 +74,7 @@ def _export(folder, fresh: bool, log_lines: list[str]) -> tuple:
 
 def _choose_engine(requested: str) -> tuple[str, str]:
     """The engine name and a sentence saying why it was chosen."""
-    from trtflow.engines import tensorrt_usable
+    from trtflow.backends import tensorrt_usable
 
     if requested == "ort":
         return "ort", "ONNX Runtime (CPU), as asked with --engine ort"
@@ -83,7 +83,7 @@ def _choose_engine(requested: str) -> tuple[str, str]:
     if tensorrt_usable():
         return "tensorrt", "TensorRT, because it can execute on this machine's GPU"
     try:
-        from trtflow.engines.tensorrt import runtime_blocker
+        from trtflow.backends.tensorrt.runner import runtime_blocker
 
         why = runtime_blocker() or "unknown reason"
     except ImportError as exc:
@@ -92,13 +92,13 @@ def _choose_engine(requested: str) -> tuple[str, str]:
 
 
 def _load(engine_name: str, onnx_path, fresh: bool, log_lines: list[str]):
-    from trtflow.engines import load, tensorrt_usable
+    from trtflow.backends import load, tensorrt_usable
 
     if engine_name == "ort":
         return load(onnx_path, engine="ort", providers=["cpu"])
     if not tensorrt_usable():
         return load(onnx_path, engine="tensorrt")  # raises the TensorRT engine's own reason
-    from trtflow.build import BuildConfig, EngineCache
+    from trtflow.backends.tensorrt import BuildConfig, EngineCache
     from trtflow.spec import make_profile
 
     shape = lambda n: {INPUT: (n, 3, 224, 224)}  # noqa: E731

@@ -23,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from trtflow.graph.registry import EDIT_MODULES
+    from trtflow.edits.registry import EDIT_MODULES
 
     names = ", ".join(EDIT_MODULES)
     parser.description = (
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def edit_command_parser(edit) -> argparse.ArgumentParser:
     """The full parser of ``trtflow surgeon EDIT``: common options plus the edit's own."""
-    from trtflow.graph.pipeline import edit_parser
+    from trtflow.edits.pipeline import edit_parser
 
     parser = _Parser(prog=f"trtflow surgeon {edit.name}", description=edit.help)
     parser.add_argument("model", metavar="IN.onnx", help="the model to edit")
@@ -60,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
     from trtflow.cli import output
     from trtflow.feeds import parse_input_args
     from trtflow.graph.io import load_onnx, save_onnx
-    from trtflow.graph.pipeline import run_edit
-    from trtflow.graph.registry import get_edit
-    from trtflow.graph.verify import VerifyConfig
+    from trtflow.edits.pipeline import run_edit
+    from trtflow.edits.registry import get_edit
+    from trtflow.edits.verify import VerifyConfig
     from trtflow.spec import parse_shapes
 
     edit = get_edit(args.edit)
@@ -109,7 +109,7 @@ def _spinner(description: str):
 
 def _print_report(report: dict) -> None:
     from trtflow.cli import output
-    from trtflow.graph.report import io_rows, summary_lines
+    from trtflow.edits.report import io_rows, summary_lines
 
     con = output.console()
     con.print(f"{report['edit']}: {report['model']} -> {report['output']}")

@@ -10,7 +10,7 @@ import numpy as np
 from trtflow.arrays import to_numpy
 from trtflow.compare.core import Tolerances, compare_outputs
 from trtflow.compare.report import CompareReport, EngineComparison
-from trtflow.engines.base import Engine
+from trtflow.backends.base import Engine
 from trtflow.errors import UsageError
 
 log = logging.getLogger(__name__)

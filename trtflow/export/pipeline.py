@@ -11,6 +11,7 @@ from typing import Any, Callable
 from trtflow.compare.core import Tolerances
 from trtflow.deps import require
 from trtflow.errors import ExportError, MismatchError, UsageError
+from trtflow.progress import Progress, report
 from trtflow.export.config import ExportConfig, ExportResult
 from trtflow.export.inputs import flatten_outputs, name_inputs
 from trtflow.export.torch_onnx import EXPORT_FUNCTIONS, choose_exporter
@@ -26,7 +27,7 @@ def from_torch(
     out: str | os.PathLike,
     *,
     config: ExportConfig | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
     **options: Any,
 ) -> ExportResult:
     """Export a PyTorch module to one ONNX file, check it, and verify it against PyTorch.
@@ -36,7 +37,7 @@ def from_torch(
         example_inputs: a tensor, a sequence of tensors, or an input name -> tensor mapping.
         out: the ONNX file to write (parent folders are created).
         config: an ``ExportConfig``; default ``ExportConfig()``.
-        progress: called with a short description as each step starts (for progress displays).
+        progress: called with a short description as each step starts (``trtflow.progress.Progress``).
         **options: ``ExportConfig`` fields (``input_names=``, ``dynamic=``, ``opset=``, ``verify=``,
             ...), applied over ``config``.
 
@@ -54,7 +55,7 @@ def from_torch(
     """
     require("torch", "trtflow.export")
     config = _merge(config, options)
-    step = progress or (lambda text: None)
+    step = report(progress)
     out = Path(out)
     was_training = getattr(module, "training", False)
     module.eval()

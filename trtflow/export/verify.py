@@ -84,7 +84,7 @@ def verify_export(
         One ``VerifyCase`` per case, whether it passed or not.
     """
     from trtflow.arrays import to_numpy
-    from trtflow.engines import load
+    from trtflow.backends import load
 
     results = []
     with load(path, engine="ort") as engine:

@@ -9,7 +9,6 @@ and outputs stay float32, so callers feed the same arrays as before.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 from collections import Counter
@@ -19,7 +18,6 @@ import numpy as np
 
 from trtflow.errors import GraphError
 from trtflow.graph.ir import export_graph, import_graph
-from trtflow.graph.registry import Edit, register
 
 log = logging.getLogger(__name__)
 
@@ -253,38 +251,9 @@ class _Converter:
                 self.output_casts += 1
 
 
-def activation_peaks(proto: Any, feeds: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
-    """Largest finite |value| of every float32 tensor of ``proto`` over ``feeds`` (ONNX Runtime, FP32).
-
-    Raises:
-        GraphError: the probe model (every float tensor exposed as an output) does not run.
-    """
-    import onnx
-
-    from trtflow.graph.ir import infer_shapes
-    from trtflow.graph.verify import run_ort
-
-    probe = infer_shapes(copy.deepcopy(proto))
-    have = {o.name for o in probe.graph.output}
-    for v in probe.graph.value_info:
-        if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT and v.name not in have:
-            probe.graph.output.append(v)
-    peaks: dict[str, float] = {}
-    try:
-        for feed in feeds:
-            for name, value in run_ort(probe, feed).items():
-                a = np.asarray(value)
-                if a.dtype == np.float32 and a.size:
-                    finite = np.abs(a[np.isfinite(a)])
-                    peaks[name] = max(peaks.get(name, 0.0), float(finite.max()) if finite.size else 0.0)
-    except Exception as exc:
-        raise GraphError(f"the FP16 range check could not run the FP32 model with every tensor exposed: {exc}") from None
-    return peaks
-
-
 def convert_fp16(
     proto: Any, keep_io_types: bool = True, block_ops: set[str] | None = None,
-    range_feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
+    peaks: Mapping[str, float] | None = None,
 ) -> tuple[Any, dict]:
     """Convert a model's float32 computation to float16, keeping risky ops in float32.
 
@@ -294,8 +263,8 @@ def convert_fp16(
         block_ops: op types to keep in FP32 instead of ``DEFAULT_BLOCK_OPS`` (e.g. add "Resize").
             Constants beyond float16's range, large reductions, integer casts and subgraphs stay
             FP32 whatever this holds.
-        range_feeds: optional inputs (e.g. real data) to run the FP32 model on first: nodes reading or
-            writing a tensor whose values exceed float16's range there stay FP32 too.
+        peaks: optional largest |value| of float32 tensors on real data (``edits.fp16.activation_peaks``):
+            nodes reading or writing a tensor beyond float16's range stay FP32 too.
 
     Returns:
         ``(new_proto, report)``; the report holds ``converted_nodes``, ``kept_fp32`` (one dict per node:
@@ -309,7 +278,6 @@ def convert_fp16(
         blocks = dict(DEFAULT_BLOCK_OPS)
     else:
         blocks = {op: DEFAULT_BLOCK_OPS.get(op, "in the block list") for op in block_ops}
-    peaks = activation_peaks(proto, range_feeds) if range_feeds else None
     graph = import_graph(proto)
     graph.toposort()
     conv = _Converter(graph, blocks, peaks)
@@ -326,55 +294,6 @@ def convert_fp16(
         "casts_added": len(conv.casts) + conv.output_casts,
         "initializers_converted": len(conv.fp16_consts),
         "values_flushed_to_zero": conv.flushed,
-        "range_checked_feeds": len(range_feeds or []),
     }
     log.info("fp16: %d nodes converted, %d kept in FP32", conv.n_converted, len(conv.kept))
     return new, report
-
-
-# -- surgeon edit --------------------------------------------------------------------------
-
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--keep-io-types", dest="keep_io_types", action=argparse.BooleanOptionalAction, default=True,
-                        help="keep float32 model inputs/outputs (default: on)")
-    parser.add_argument("--block", action="append", metavar="OP[,OP]",
-                        help="also keep these op types in FP32 (e.g. Resize)")
-    parser.add_argument("--allow", action="append", metavar="OP[,OP]",
-                        help="convert these op types even though they are blocked by default")
-    parser.add_argument("--range-check", dest="range_check", action=argparse.BooleanOptionalAction, default=True,
-                        help="run the FP32 model on the verification inputs (--input files and random) first "
-                             "and keep in FP32 the nodes whose values exceed float16's range (default: on; "
-                             "ONNX Runtime's CPU FP16 kernels compute in FP32, so the verification alone "
-                             "does not see such overflows)")
-
-
-def block_ops_of(block: list[str] | None, allow: list[str] | None) -> set[str]:
-    """The default block list plus ``block`` minus ``allow`` (comma-separated op names)."""
-    ops = set(DEFAULT_BLOCK_OPS)
-    for item in block or []:
-        ops |= {p.strip() for p in item.split(",") if p.strip()}
-    for item in allow or []:
-        ops -= {p.strip() for p in item.split(",") if p.strip()}
-    return ops
-
-
-def _apply(proto: Any, args: argparse.Namespace) -> tuple[Any, dict]:
-    feeds = None
-    if getattr(args, "range_check", False):
-        from trtflow.graph.verify import VerifyConfig, build_feeds
-
-        config = getattr(args, "verify_config", None) or VerifyConfig()
-        feeds = [feed for _, feed in build_feeds(proto, None, config)]
-    return convert_fp16(proto, keep_io_types=args.keep_io_types,
-                        block_ops=block_ops_of(getattr(args, "block", None), getattr(args, "allow", None)),
-                        range_feeds=feeds)
-
-
-register(Edit(
-    name="fp16",
-    help="convert to FP16, keeping overflow-prone ops (Exp, Softmax, norms, large reductions...) in FP32",
-    add_arguments=_add_arguments,
-    apply=_apply,
-    atol=FP16_ATOL,
-    rtol=FP16_RTOL,
-))

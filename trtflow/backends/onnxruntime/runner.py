@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from trtflow.deps import require
 from trtflow.errors import EngineError, UsageError
-from trtflow.engines.base import Engine
+from trtflow.backends.base import Engine
 from trtflow.graph.io import ModelLike, load_onnx, onnx_specs
 from trtflow.spec import TensorSpec
 

@@ -1,4 +1,4 @@
-"""The one place ONNX edits register: ``trtflow surgeon NAME`` and ``trtflow.graph.apply``.
+"""The one place ONNX edits register: ``trtflow surgeon NAME`` and ``trtflow.edits.apply``.
 
 An edit module calls ``register(Edit(...))`` at import; EDIT_MODULES lists those modules,
 imported only when an edit is looked up, so heavy packages load only for the edit in use.
@@ -15,14 +15,14 @@ from trtflow.errors import UsageError
 
 # module that registers each edit (several edits may share a module)
 EDIT_MODULES = {
-    "simplify": "trtflow.graph.simplify",
-    "fix-shapes": "trtflow.graph.shapes",
-    "embed-preprocess": "trtflow.graph.preprocess",
-    "add-nms": "trtflow.graph.nms",
-    "fp16": "trtflow.graph.fp16",
-    "quantize": "trtflow.graph.quantize",
-    "rename": "trtflow.graph.rename",
-    "extract": "trtflow.graph.extract",
+    "simplify": "trtflow.edits.simplify",
+    "fix-shapes": "trtflow.edits.shapes",
+    "embed-preprocess": "trtflow.edits.preprocess",
+    "add-nms": "trtflow.edits.nms",
+    "fp16": "trtflow.edits.fp16",
+    "quantize": "trtflow.edits.quantize",
+    "rename": "trtflow.edits.rename",
+    "extract": "trtflow.edits.extract",
 }
 
 
@@ -38,7 +38,7 @@ class Edit:
         verify: optional ``(before_proto, after_proto, args, feeds) -> dict``; raises MismatchError on
             failure. ``feeds`` is ``[(label, {input: array})]`` for the before model (None when its
             dynamic dims left nothing to build them from); ``args.atol``/``args.rtol`` hold the
-            tolerances and ``args.verify_config`` the whole ``trtflow.graph.verify.VerifyConfig``.
+            tolerances and ``args.verify_config`` the whole ``trtflow.edits.verify.VerifyConfig``.
             None means the default: ONNX Runtime outputs before vs after, same names.
         atol: default absolute tolerance of the default verification (``--atol`` overrides).
         rtol: default relative tolerance of the default verification (``--rtol`` overrides).

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from trtflow.errors import GraphError, UsageError
 from trtflow.graph.ir import export_graph, import_graph
-from trtflow.graph.registry import Edit, register
+from trtflow.edits.registry import Edit, register
 from trtflow.spec import parse_pairs
 
 

@@ -49,7 +49,7 @@ def run_ort(proto: Any, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
     """Outputs of ``proto`` on ``feed`` with ONNX Runtime on the CPU."""
     import onnxruntime
 
-    from trtflow.engines.ort import OrtEngine
+    from trtflow.backends.onnxruntime.runner import OrtEngine
 
     onnxruntime.set_default_logger_severity(3)  # graph-optimizer warnings are noise here
     with OrtEngine(proto, providers=("cpu",)) as engine:

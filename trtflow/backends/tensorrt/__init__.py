@@ -1,4 +1,5 @@
-"""ONNX -> TensorRT engine: ``build_engine(onnx, BuildConfig(...))`` and the engine cache.
+"""The TensorRT backend: ONNX -> plan (``build_engine(onnx, BuildConfig(...))``), the engine cache, and
+the runner (``runner.TensorRTEngine``).
 
 | module            | what                                                     |
 |-------------------|----------------------------------------------------------|
@@ -9,22 +10,26 @@
 | parser_errors.py  | failures as node name, op, reason, fix                   |
 | builder.py        | build_engine                                             |
 | cache.py          | engines cached by ONNX bytes, config, TensorRT and GPU   |
+| sidecar.py        | the JSON beside each plan: I/O specs, target, versions   |
+| progress.py       | TensorRT's IProgressMonitor -> trtflow.progress callback |
+| buffers.py        | profile choice, dtype mapping, reusable device buffers   |
+| runner.py         | TensorRTEngine: contexts, execute_async_v3, CUDA graphs  |
 
 Nothing heavy is imported here: TensorRT loads when a build starts.
 """
 
-from trtflow.build.config import BuildConfig
+from trtflow.backends.tensorrt.config import BuildConfig
 
 __all__ = ["BuildConfig", "BuildResult", "EngineCache", "build_engine"]
 
 
 def __getattr__(name: str):
     if name in ("build_engine", "BuildResult"):
-        from trtflow.build import builder
+        from trtflow.backends.tensorrt import builder
 
         return getattr(builder, name)
     if name == "EngineCache":
-        from trtflow.build.cache import EngineCache
+        from trtflow.backends.tensorrt.cache import EngineCache
 
         return EngineCache
     raise AttributeError(name)

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from trtflow.deps import require
-from trtflow.engines.base import Engine
+from trtflow.backends.base import Engine
 from trtflow.errors import EngineError, ModelLoadError, UsageError
-from trtflow.engines.torch_aoti import load_package
+from trtflow.backends.torch.aoti import load_package
 from trtflow.spec import Shape, TensorSpec, make_profile
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class TorchEngine(Engine):
         max_graphs: most CUDA graphs kept; further shapes run without a graph (logged once).
         cudnn_benchmark: set ``torch.backends.cudnn.benchmark`` (process-wide) on CUDA.
         fuse: fold batch norms into convolutions and run conv (+ residual add) + ReLU as cuDNN
-            fused convolutions (CUDA only; see ``trtflow.engines.torch_fuse``).
+            fused convolutions (CUDA only; see ``trtflow.backends.torch.fuse``).
 
     Raises:
         UsageError: bad options (unknown precision or compile mode, CUDA graphs on the CPU, ...).
@@ -162,7 +162,7 @@ class TorchEngine(Engine):
                     f"move it with .to('{self.device}') or load the engine with device={t.device.index}"
                 )
         if self._staging is None:
-            from trtflow.engines.staging import Staging
+            from trtflow.backends.staging import Staging
 
             self._staging = Staging(self.device)
         staging = self._staging
@@ -277,7 +277,7 @@ def _place(torch, module, examples, device, precision: str, channels_last: bool,
         pass
     module = module.to(device)
     if fuse:
-        from trtflow.engines.torch_fuse import fuse_conv_bn_act
+        from trtflow.backends.torch.fuse import fuse_conv_bn_act
 
         module = fuse_conv_bn_act(module)
     if precision != "fp32":

@@ -6,7 +6,7 @@ The modern runtime loop, by tensor name: deserialize once, one execution context
 through an ``IOutputAllocator``, optional CUDA-graph replay for repeated static shapes. CUDA
 memory and streams come from torch; torch CUDA inputs are used in place (``data_ptr``), host
 inputs go through pinned staging buffers. Profile choice and buffer reuse are plain Python in
-``trtflow.engines.buffers``.
+``trtflow.backends.tensorrt.buffers``.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
-from trtflow.build.builder import load_plugins, make_logger
-from trtflow.build.config import BuildConfig
-from trtflow.build.flavor import Flavor, describe_target, flavor_available, gpu_info, load_flavor, target_of
-from trtflow.build.sidecar import incompatibility, io_from_sidecar, read_sidecar
+from trtflow.backends.tensorrt.builder import load_plugins, make_logger
+from trtflow.backends.tensorrt.config import BuildConfig
+from trtflow.backends.tensorrt.flavor import Flavor, describe_target, flavor_available, gpu_info, load_flavor, target_of
+from trtflow.backends.tensorrt.sidecar import incompatibility, io_from_sidecar, read_sidecar
 from trtflow.deps import require
-from trtflow.engines.base import Engine
-from trtflow.engines.buffers import choose_profile, dtype_from_trt, torch_pool, union_bounds, volume
+from trtflow.backends.base import Engine
+from trtflow.backends.tensorrt.buffers import choose_profile, dtype_from_trt, torch_pool, union_bounds, volume
 from trtflow.errors import EngineError, EngineIncompatibleError, UsageError
 from trtflow.spec import Profile, TensorSpec
 
@@ -202,7 +202,7 @@ class _ContextState:
                 raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
             self.stream = torch.cuda.Stream(device)
         self.profile: int | None = None
-        from trtflow.engines.staging import Staging
+        from trtflow.backends.staging import Staging
 
         self.inputs = torch_pool(str(device))  # device copies of CUDA inputs (CUDA-graph mode only)
         self.outputs_pool = torch_pool(str(device))
@@ -316,7 +316,7 @@ class TensorRTEngine(Engine):
     Raises:
         EngineIncompatibleError: no TensorRT can execute on this machine, or the plan was built
             for another TensorRT or GPU (a cached plan is rebuilt once first).
-        BuildError, UsageError, MissingDependencyError: as ``trtflow.build.build_engine``.
+        BuildError, UsageError, MissingDependencyError: as ``trtflow.backends.tensorrt.build_engine``.
     """
 
     name = "tensorrt"
@@ -379,12 +379,12 @@ class TensorRTEngine(Engine):
                 raise EngineIncompatibleError(f"{path}: {why}. Rebuild it with `trtflow build MODEL.onnx --saveEngine {path}`.")
             return deserialize(self.flavor, self._logger, path.read_bytes(), str(path), self._runtime), meta
         if not cache:
-            from trtflow.build.builder import build_engine
-            from trtflow.build.sidecar import make_sidecar
+            from trtflow.backends.tensorrt.builder import build_engine
+            from trtflow.backends.tensorrt.sidecar import make_sidecar
 
             result = build_engine(model, config, flavor=self.flavor)
             return deserialize(self.flavor, self._logger, result.plan, "the engine just built", self._runtime), make_sidecar(result)
-        from trtflow.build.cache import EngineCache
+        from trtflow.backends.tensorrt.cache import EngineCache
 
         store = EngineCache()
         entry = store.get_or_build(model, config, flavor=self.flavor)

@@ -1,6 +1,6 @@
-"""AOTInductor packages for the torch engine: ``build_aoti`` exports a module (or takes an
-ExportedProgram) and compiles it ahead of time into a ``.pt2`` that carries the engine specs in
-its metadata; ``load_package`` reads them back and loads the compiled model for a device.
+"""Building AOTInductor packages: ``build_aoti`` exports a module (or takes an ExportedProgram)
+and compiles it ahead of time into a ``.pt2`` that carries the engine specs in its metadata, so
+``trtflow.load(path, engine="torch")`` needs nothing else.
 """
 
 from __future__ import annotations
@@ -12,76 +12,11 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from trtflow.errors import BuildError, ModelLoadError, UsageError
-from trtflow.spec import Bounds, TensorSpec
+from trtflow.backends.torch.aoti import METADATA_KEY
+from trtflow.backends.torch.runner import TorchEngine
+from trtflow.errors import BuildError, UsageError
 
 log = logging.getLogger(__name__)
-
-METADATA_KEY = "trtflow.specs"  # package metadata holding the specs (base64 of JSON: no quotes to escape in C++)
-
-
-def _spec_from_dict(data: Mapping) -> TensorSpec:
-    bounds = data.get("bounds")
-    return TensorSpec(
-        data["name"], data["dtype"], tuple(data["shape"]),
-        Bounds(tuple(bounds["min"]), tuple(bounds["opt"]), tuple(bounds["max"])) if bounds else None,
-    )
-
-
-def _package_metadata(path: Path) -> dict:
-    """The AOTInductor metadata read from the archive without loading the compiled library ({} if absent)."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith("wrapper_metadata.json")]
-            return json.loads(archive.read(names[0])) if names else {}
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read {path} as an AOTInductor package (a zip archive): {exc}") from None
-
-
-def _load_runner(torch, path: Path, device):
-    try:
-        return torch._inductor.aoti_load_package(str(path), device_index=device.index if device.type == "cuda" else -1)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load {path} as an AOTInductor package: {type(exc).__name__}: {exc}") from None
-
-
-def package_specs(path: str | os.PathLike) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Input and output specs stored in a package made by ``build_aoti``, without loading it."""
-    meta = _package_metadata(Path(path))
-    if METADATA_KEY not in meta:
-        raise ModelLoadError(f"{path} has no trtflow specs in its metadata; build it with trtflow build --engine torch")
-    specs = json.loads(base64.b64decode(meta[METADATA_KEY]))
-    return [_spec_from_dict(s) for s in specs["inputs"]], [_spec_from_dict(s) for s in specs["outputs"]]
-
-
-def load_package(path: Path, device) -> tuple[Any, list[TensorSpec], list[TensorSpec], bool]:
-    """Load a package for ``device``: (runner, input specs, output specs, called with keywords)."""
-    import torch
-
-    if not path.exists():
-        raise ModelLoadError(f"AOTInductor package not found: {path}")
-    meta = _package_metadata(path)
-    runner = None
-    if not meta:
-        runner = _load_runner(torch, path, device)
-        meta = runner.get_metadata()
-    built_for = meta.get("AOTI_DEVICE_KEY", "cpu")
-    if built_for != device.type:
-        raise UsageError(
-            f"{path} was compiled for {built_for} but the engine runs on {device}; "
-            f"load it with device='{built_for}' or rebuild it with trtflow build --engine torch on {device.type}"
-        )
-    if METADATA_KEY not in meta:
-        raise ModelLoadError(
-            f"{path} has no trtflow specs in its metadata; build it with trtflow build --engine torch "
-            "(or trtflow.engines.torch_aoti.build_aoti)"
-        )
-    specs = json.loads(base64.b64decode(meta[METADATA_KEY]))
-    runner = runner or _load_runner(torch, path, device)
-    inputs = [_spec_from_dict(s) for s in specs["inputs"]]
-    return runner, inputs, [_spec_from_dict(s) for s in specs["outputs"]], bool(specs.get("keywords"))
 
 
 def build_aoti(
@@ -111,8 +46,6 @@ def build_aoti(
         BuildError: torch.export or AOTInductor failed.
     """
     import torch
-
-    from trtflow.engines.torch import TorchEngine
 
     if options.get("compile") or options.get("cuda_graphs"):
         raise UsageError("build_aoti compiles ahead of time; compile= and cuda_graphs= do not apply")

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 from trtflow.deps import require
 from trtflow.errors import GraphError, UsageError
 from trtflow.graph.ir import op_counts
-from trtflow.graph.registry import Edit, register
+from trtflow.edits.registry import Edit, register
 
 log = logging.getLogger(__name__)
 

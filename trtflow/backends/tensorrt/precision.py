@@ -10,8 +10,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from trtflow.build.config import BuildConfig
-from trtflow.build.flavor import Flavor
+from trtflow.backends.tensorrt.config import BuildConfig
+from trtflow.backends.tensorrt.flavor import Flavor
 from trtflow.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def plan_precision(proto: Any, config: BuildConfig, flavor: Flavor) -> Precision
         import importlib.util
 
         flag = "--int8" if config.int8 else "--best"
-        tool = "`trtflow surgeon quantize`" if importlib.util.find_spec("trtflow.graph.quantize") else "NVIDIA ModelOpt"
+        tool = "`trtflow surgeon quantize`" if importlib.util.find_spec("trtflow.edits.quantize") else "NVIDIA ModelOpt"
         raise UsageError(
             f"{flag} needs precision builder flags, which do not apply here: {why} (precision comes from the "
             f"ONNX types). Insert Q/DQ nodes for INT8 (e.g. with {tool}), or use --fp16, which converts "

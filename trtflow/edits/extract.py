@@ -10,7 +10,7 @@ import numpy as np
 
 from trtflow.errors import GraphError, UsageError
 from trtflow.graph.ir import export_graph, import_graph, infer_shapes
-from trtflow.graph.registry import Edit, register
+from trtflow.edits.registry import Edit, register
 
 
 def _names(text: str | Iterable[str] | None) -> list[str]:
@@ -82,7 +82,7 @@ def verify_extract(before: Any, after: Any, args: argparse.Namespace, feeds=None
 
     from trtflow.compare.core import Tolerances
     from trtflow.graph.io import onnx_specs
-    from trtflow.graph.verify import VerifyConfig, build_feeds, compare_models, run_ort
+    from trtflow.edits.verify import VerifyConfig, build_feeds, compare_models, run_ort
 
     if feeds is None:
         config = getattr(args, "verify_config", None) or VerifyConfig(args.atol, args.rtol)

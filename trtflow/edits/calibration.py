@@ -51,7 +51,7 @@ def parse_preprocess(text: str | None) -> ImagePreprocess:
     Raises:
         UsageError: an unknown key or a bad value.
     """
-    from trtflow.graph.preprocess import _number
+    from trtflow.edits.preprocess import _number
 
     if not text:
         return ImagePreprocess()
@@ -101,7 +101,7 @@ def _hw(dims: tuple[int, ...]) -> tuple[int, int]:
 
 def image_to_input(image: np.ndarray, spec: ImagePreprocess, model_hw: tuple[int, int] | None) -> np.ndarray:
     """One HWC RGB image (uint8 or float in [0, 255]) -> one model input with a batch dim of 1."""
-    from trtflow.graph.preprocess import PreprocessSpec, preprocess_numpy
+    from trtflow.edits.preprocess import PreprocessSpec, preprocess_numpy
 
     transform = require("skimage.transform", "resizing calibration images")
     img = np.asarray(image)

@@ -14,15 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trtflow.build.config import MEM_POOLS, BuildConfig, hardware_level
-from trtflow.build.flavor import Flavor, gpu_info, load_flavor, target_of
-from trtflow.build.parser_errors import build_failures, format_failures, parser_failures
-from trtflow.build.precision import PrecisionPlan, plan_precision
-from trtflow.build.profiles import complete_profiles
-from trtflow.build.progress import build_progress
-from trtflow.engines.buffers import dtype_from_trt, union_bounds
+from trtflow.backends.tensorrt.config import MEM_POOLS, BuildConfig, hardware_level
+from trtflow.backends.tensorrt.flavor import Flavor, gpu_info, load_flavor, target_of
+from trtflow.backends.tensorrt.parser_errors import build_failures, format_failures, parser_failures
+from trtflow.backends.tensorrt.precision import PrecisionPlan, plan_precision
+from trtflow.backends.tensorrt.profiles import complete_profiles
+from trtflow.backends.tensorrt.progress import monitor_for
+from trtflow.backends.tensorrt.buffers import dtype_from_trt, union_bounds
 from trtflow.errors import BuildError, ModelLoadError
 from trtflow.graph.io import ModelLike, load_onnx, onnx_specs
+from trtflow.progress import Progress
 from trtflow.spec import Profile, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ def parse_network(trt: Any, builder: Any, logger: Any, proto: Any, flags: int, f
             f"{flavor.label} could not parse the ONNX model: {len(failures)} failing node(s): "
             f"{format_failures(failures)}",
             failures,
+            stage="parse",
         )
     return network, parser
 
@@ -238,14 +240,14 @@ def network_specs(network: Any, proto: Any, profiles: list[Profile]) -> tuple[li
 
 
 def build_engine(
-    onnx: ModelLike, config: BuildConfig | None = None, *, progress: bool = True, flavor: Flavor | None = None
+    onnx: ModelLike, config: BuildConfig | None = None, *, progress: Progress | None = None, flavor: Flavor | None = None
 ) -> BuildResult:
     """Build a TensorRT engine from an ONNX model.
 
     Args:
         onnx: path, bytes or onnx.ModelProto.
         config: build options (trtexec's flags); default: FP32, profiles inferred for dynamic inputs.
-        progress: show a rich progress bar on stderr while TensorRT builds.
+        progress: called as TensorRT's build phases advance (``trtflow.progress.Progress``).
         flavor: the TensorRT to use; default ``load_flavor()``.
 
     Returns:
@@ -274,17 +276,17 @@ def build_engine(
     network, parser = parse_network(trt, builder, logger, plan.proto, _network_flags(trt, plan, flavor), flavor)
     cfg = _configure(trt, builder, config, plan, profiles, network, flavor)
     _timing_cache(cfg, config.timing_cache_file, flavor)
-    with build_progress(trt, progress) as monitor:
-        if monitor is not None:
-            cfg.progress_monitor = monitor
-        logger.errors.clear()
-        try:
-            serialized = builder.build_serialized_network(network, cfg)
-        except Exception as exc:  # some bindings raise instead of returning None
-            logger.errors.append(str(exc))
-            serialized = None
-        if monitor is not None:
-            cfg.progress_monitor = None
+    monitor = monitor_for(trt, progress)
+    if monitor is not None:
+        cfg.progress_monitor = monitor
+    logger.errors.clear()
+    try:
+        serialized = builder.build_serialized_network(network, cfg)
+    except Exception as exc:  # some bindings raise instead of returning None
+        logger.errors.append(str(exc))
+        serialized = None
+    if monitor is not None:
+        cfg.progress_monitor = None
     seconds = time.perf_counter() - start
     if serialized is None:
         nodes = {n.name: n.op_type for n in plan.proto.graph.node}

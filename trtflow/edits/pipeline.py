@@ -7,7 +7,7 @@ import logging
 from typing import Any, Mapping
 
 from trtflow.errors import UsageError
-from trtflow.graph.registry import Edit, get_edit
+from trtflow.edits.registry import Edit, get_edit
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ def run_edit(
     Raises:
         GraphError: the edit failed. MismatchError: the verification failed.
     """
-    from trtflow.graph.report import describe_change
-    from trtflow.graph.verify import VerifyConfig, build_feeds, verify_edit
+    from trtflow.edits.report import describe_change
+    from trtflow.edits.verify import VerifyConfig, build_feeds, verify_edit
 
     config = config or VerifyConfig(atol=edit.atol, rtol=edit.rtol)
     args.atol, args.rtol = config.atol, config.rtol
@@ -99,9 +99,9 @@ def run_edit(
 def apply(name: str, model: Any, verify: bool = True, inputs: Mapping[str, str] | None = None,
           shapes: Mapping[str, Any] | None = None, atol: float | None = None, rtol: float | None = None,
           seed: int = 0, **options: Any) -> tuple[Any, dict]:
-    """See ``trtflow.graph.apply``."""
+    """See ``trtflow.edits.apply``."""
     from trtflow.graph.io import load_onnx
-    from trtflow.graph.verify import VerifyConfig
+    from trtflow.edits.verify import VerifyConfig
 
     edit = get_edit(name)
     args = namespace_for(edit, options)

@@ -1,29 +1,32 @@
 """Engines behind one contract, and ``load`` which picks one.
 
-| engine     | module                      | runs on                      |
-|------------|-----------------------------|------------------------------|
-| ``ort``    | trtflow.engines.ort         | ONNX Runtime (CPU default)   |
-| ``torch``  | trtflow.engines.torch       | PyTorch eager/compile/AOTI   |
-| ``tensorrt`` | trtflow.engines.tensorrt  | TensorRT 10/11, TensorRT-RTX |
+| engine       | folder                       | runs on                      |
+|--------------|------------------------------|------------------------------|
+| ``ort``      | trtflow.backends.onnxruntime | ONNX Runtime (CPU default)   |
+| ``torch``    | trtflow.backends.torch       | PyTorch eager/compile/AOTI   |
+| ``tensorrt`` | trtflow.backends.tensorrt    | TensorRT 10/11, TensorRT-RTX |
+
+Each backend folder holds its loader/builder and its runner; ``base.py`` is the contract.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from trtflow.engines.base import Engine
+from trtflow.backends.base import Engine
 from trtflow.errors import UsageError
 
 log = logging.getLogger(__name__)
 
 ENGINES = {
-    "ort": ("trtflow.engines.ort", "OrtEngine"),
-    "torch": ("trtflow.engines.torch", "TorchEngine"),
-    "tensorrt": ("trtflow.engines.tensorrt", "TensorRTEngine"),
+    "ort": ("trtflow.backends.onnxruntime.runner", "OrtEngine"),
+    "torch": ("trtflow.backends.torch.runner", "TorchEngine"),
+    "tensorrt": ("trtflow.backends.tensorrt.runner", "TensorRTEngine"),
 }
 ALIASES = {"onnxruntime": "ort", "onnxrt": "ort", "trt": "tensorrt", "pytorch": "torch", "pt": "torch"}
 ENGINE_FILES = {".plan": "tensorrt", ".engine": "tensorrt", ".trt": "tensorrt", ".pt2": "torch"}
@@ -45,7 +48,7 @@ def engine_class(name: str) -> type[Engine]:
 def tensorrt_usable() -> bool:
     """True when a TensorRT flavor is importable and can execute on this machine's GPU."""
     try:
-        from trtflow.engines.tensorrt import runtime_usable
+        from trtflow.backends.tensorrt.runner import runtime_usable
     except ImportError:
         return False
     return runtime_usable()
@@ -84,10 +87,19 @@ def load(model: Any, engine: str = "auto", **options: Any) -> Engine:
     """
     name = auto_engine(model) if engine == "auto" else engine
     cls = engine_class(name)
+    _check_options(cls, options)
     log.info("loading with the %s engine", cls.name)
-    try:
-        return cls(model, **options)
-    except TypeError as exc:
-        if "unexpected keyword" in str(exc) or "positional argument" in str(exc):
-            raise UsageError(f"the {cls.name} engine does not take these options: {exc}") from None
-        raise
+    return cls(model, **options)
+
+
+def _check_options(cls: type[Engine], options: dict) -> None:
+    """Refuse options the engine's constructor does not take, naming those it does."""
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    takes = [n for n, p in params.items() if n not in ("self", "model") and p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise UsageError(
+            f"the {cls.name} engine does not take the option(s) {', '.join(unknown)}; it takes: {', '.join(takes)}"
+        )

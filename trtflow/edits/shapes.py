@@ -11,7 +11,7 @@ from trtflow.deps import require
 from trtflow.errors import GraphError, UsageError
 from trtflow.graph.io import onnx_specs
 from trtflow.graph.ir import infer_shapes, op_counts
-from trtflow.graph.registry import Edit, register
+from trtflow.edits.registry import Edit, register
 from trtflow.spec import Shape, format_shape, parse_shapes
 
 log = logging.getLogger(__name__)

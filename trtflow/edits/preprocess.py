@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from trtflow.errors import GraphError, ModelLoadError, UsageError
-from trtflow.graph.registry import Edit, register
+from trtflow.edits.registry import Edit, register
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def verify_preprocess(before: Any, after: Any, args: argparse.Namespace, feeds=N
     """New model on raw uint8 frames vs the old model on the same frames preprocessed in numpy."""
     from trtflow.feeds import random_feed
     from trtflow.graph.io import onnx_specs
-    from trtflow.graph.verify import VerifyConfig, compare_models, feed_shapes
+    from trtflow.edits.verify import VerifyConfig, compare_models, feed_shapes
 
     spec = spec_from_args(args)
     config: VerifyConfig = getattr(args, "verify_config", None) or VerifyConfig(args.atol, args.rtol)

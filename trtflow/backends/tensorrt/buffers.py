@@ -132,7 +132,7 @@ class BufferPool:
 
 
 def torch_pool(device: str) -> BufferPool:
-    """A pool of torch tensors on ``device`` (e.g. "cuda:0"); host staging is ``trtflow.engines.staging``."""
+    """A pool of torch tensors on ``device`` (e.g. "cuda:0"); host staging is ``trtflow.backends.staging``."""
     import torch
 
     def allocate(n: int, dtype: str):

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trtflow.build.flavor import Flavor, describe_target
+from trtflow.backends.tensorrt.flavor import Flavor, describe_target
 from trtflow.spec import Bounds, Profile, TensorSpec
 
 SIDECAR_SUFFIX = ".json"

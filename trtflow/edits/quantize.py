@@ -22,8 +22,8 @@ import numpy as np
 
 from trtflow.deps import require
 from trtflow.errors import GraphError, MismatchError, UsageError
-from trtflow.graph.calibration import CalibrationSet, load_calibration
-from trtflow.graph.registry import Edit, register
+from trtflow.edits.calibration import CalibrationSet, load_calibration
+from trtflow.edits.registry import Edit, register
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def accuracy_report(before: Any, after: Any, samples: Sequence[Mapping[str, np.n
         ``{"samples", "outputs": {name: {"max_abs", "mean_abs", "mean_abs_reference", "relative_error",
         "top1_agreement" (2-D outputs with several classes only)}}}``.
     """
-    from trtflow.graph.verify import run_ort
+    from trtflow.edits.verify import run_ort
 
     ref_all: dict[str, list] = {}
     got_all: dict[str, list] = {}

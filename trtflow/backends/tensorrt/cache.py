@@ -15,9 +15,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from trtflow.build.config import BuildConfig
-from trtflow.build.flavor import Flavor, load_flavor, target_of
-from trtflow.build.sidecar import incompatibility, read_sidecar, sha256, sidecar_path, write_plan
+from trtflow.backends.tensorrt.config import BuildConfig
+from trtflow.progress import Progress
+from trtflow.backends.tensorrt.flavor import Flavor, load_flavor, target_of
+from trtflow.backends.tensorrt.sidecar import incompatibility, read_sidecar, sha256, sidecar_path, write_plan
 from trtflow.graph.io import ModelLike, load_onnx
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class EngineCache:
         onnx: ModelLike,
         config: BuildConfig | None = None,
         *,
-        progress: bool = True,
+        progress: Progress | None = None,
         flavor: Flavor | None = None,
         force: bool = False,
     ) -> CacheEntry:
@@ -124,7 +125,7 @@ class EngineCache:
         Args:
             onnx: path, bytes or onnx.ModelProto.
             config: build options.
-            progress: show the build's progress bar.
+            progress: build progress callback (``trtflow.progress.Progress``).
             flavor: the TensorRT to build with (default ``load_flavor()``).
             force: rebuild even when a valid entry exists (e.g. the runtime refused the plan).
 
@@ -133,7 +134,7 @@ class EngineCache:
         """
         from filelock import FileLock
 
-        from trtflow.build.builder import build_engine
+        from trtflow.backends.tensorrt.builder import build_engine
 
         config = config or BuildConfig()
         flavor = flavor or load_flavor()

@@ -24,7 +24,7 @@ import numpy as np
 from trtflow.deps import require
 from trtflow.errors import GraphError, MismatchError, UsageError
 from trtflow.graph.builder import GraphArray, GraphBuilder
-from trtflow.graph.registry import Edit, register
+from trtflow.edits.registry import Edit, register
 from trtflow.vision.formats import FORMATS, PRIOR_FORMATS, DetectionConfig, resolve_roles, split_head
 from trtflow.vision.priors import PRESETS, PriorConfig, load_priors
 
@@ -282,7 +282,7 @@ def verify(before, after, args: argparse.Namespace, feeds=None) -> dict:
         MismatchError: a count, class or value out of tolerance; the report is attached.
     """
     from trtflow.compare.core import Tolerances, compare_outputs
-    from trtflow.engines.ort import OrtEngine
+    from trtflow.backends.onnxruntime.runner import OrtEngine
     from trtflow.vision.nms_ref import reference_detections
 
     if getattr(args, "plugin", "none") != "none":

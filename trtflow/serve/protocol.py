@@ -1,0 +1,358 @@
+"""The KServe v2 / Triton inference protocol as pure functions: bytes + headers <-> numpy arrays.
+
+Nothing here is async or tied to a web framework, so the HTTP server, the gRPC server and a
+Ray Serve ingress share one codec. JSON tensors go through ``np.asarray`` on the parsed lists;
+binary tensors (Triton's binary tensor extension) through ``np.frombuffer`` / ``tobytes``, with
+no per-element Python work except for BYTES, whose elements are length-prefixed strings.
+
+Binary extension: the request body is the JSON header followed by the raw tensors of the inputs
+that carry ``parameters.binary_data_size``, in input order; the header's length is given by the
+``Inference-Header-Content-Length`` HTTP header. Responses do the same for outputs asked for
+with ``binary_data`` (or all outputs when the request sets ``binary_data_output``).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from trtflow.errors import UsageError
+from trtflow.spec import TensorSpec
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+# Triton datatype <-> numpy dtype name (BYTES holds numpy object arrays of bytes)
+TRITON_TO_NUMPY = {
+    "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
+    "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
+    "FP16": "float16", "FP32": "float32", "FP64": "float64", "BF16": "bfloat16", "BYTES": "object",
+}
+NUMPY_TO_TRITON = {v: k for k, v in TRITON_TO_NUMPY.items()}
+NUMPY_TO_TRITON.update({"bytes": "BYTES", "str": "BYTES", "string": "BYTES"})
+
+
+class ProtocolError(UsageError):
+    """A request the protocol refuses; ``status`` is the HTTP status code to answer with.
+
+    400 malformed or mismatched request, 404 unknown model, 413 body too large,
+    503 queue full / draining / timed out.
+    """
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class RequestedOutput:
+    """One entry of a request's ``outputs``: binary or JSON, top-k classification or raw."""
+
+    name: str
+    binary: bool | None = None  # None: follow the request's binary_data_output
+    class_count: int = 0
+
+
+@dataclass
+class InferRequest:
+    """A decoded inference request.
+
+    Attributes:
+        inputs: input name -> array (shape and dtype as sent).
+        outputs: the outputs asked for, or None for every output.
+        binary_output: the request-level ``binary_data_output`` parameter.
+    """
+
+    inputs: dict[str, np.ndarray]
+    id: str = ""
+    outputs: list[RequestedOutput] | None = None
+    binary_output: bool = False
+    parameters: dict = field(default_factory=dict)
+
+
+# -- dtypes and raw tensors ------------------------------------------------------------------
+def triton_dtype(dtype: Any) -> str:
+    """A numpy dtype (or trtflow dtype name) -> Triton's datatype string ("FP32", "BYTES", ...)."""
+    name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    if name.startswith(("bytes", "str")) or name == "object":
+        return "BYTES"
+    if name not in NUMPY_TO_TRITON:
+        raise ProtocolError(f"dtype {name} has no Triton datatype")
+    return NUMPY_TO_TRITON[name]
+
+
+def numpy_dtype(datatype: str) -> np.dtype:
+    """Triton's datatype string -> numpy dtype (object for BYTES).
+
+    Raises:
+        ProtocolError: (400) an unknown datatype.
+    """
+    name = TRITON_TO_NUMPY.get(str(datatype).upper())
+    if name is None:
+        raise ProtocolError(f"unknown datatype '{datatype}'; expected one of {', '.join(TRITON_TO_NUMPY)}")
+    if name == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise ProtocolError("BF16 tensors need the 'ml_dtypes' package on the server") from None
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def serialize_bytes(arr: np.ndarray) -> bytes:
+    """BYTES tensor -> Triton's wire format: each element as a 4-byte little-endian length + bytes."""
+    parts = []
+    for item in np.asarray(arr, dtype=object).reshape(-1):
+        b = item if isinstance(item, bytes) else str(item).encode()
+        parts.append(struct.pack("<I", len(b)))
+        parts.append(b)
+    return b"".join(parts)
+
+
+def deserialize_bytes(buf: bytes | memoryview, shape: Sequence[int]) -> np.ndarray:
+    """Triton's BYTES wire format -> an object array of ``bytes`` with ``shape``.
+
+    Raises:
+        ProtocolError: (400) the buffer does not hold exactly prod(shape) elements.
+    """
+    count = int(np.prod(shape, dtype=np.int64))
+    view = memoryview(buf)
+    out = np.empty(count, dtype=object)
+    pos = 0
+    for i in range(count):
+        if pos + 4 > len(view):
+            raise ProtocolError(f"BYTES tensor holds fewer than the {count} elements its shape {list(shape)} needs")
+        (n,) = struct.unpack_from("<I", view, pos)
+        out[i] = bytes(view[pos + 4:pos + 4 + n])
+        pos += 4 + n
+    if pos != len(view):
+        raise ProtocolError(f"BYTES tensor has {len(view) - pos} bytes left over after {count} elements")
+    return out.reshape(shape)
+
+
+def array_from_raw(raw: bytes | memoryview, datatype: str, shape: Sequence[int], name: str = "") -> np.ndarray:
+    """Raw little-endian tensor bytes -> array (zero-copy view for fixed-size types).
+
+    Raises:
+        ProtocolError: (400) a byte count that does not match shape x datatype.
+    """
+    shape = _shape(shape, name)
+    dtype = numpy_dtype(datatype)
+    if dtype == object:
+        return deserialize_bytes(raw, shape)
+    want = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) != want:
+        raise ProtocolError(
+            f"input '{name}' has {len(raw)} bytes of data; shape {list(shape)} of {datatype} needs {want}"
+        )
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def raw_from_array(arr: np.ndarray) -> bytes:
+    """Array -> raw bytes (row-major, little-endian; BYTES serialized)."""
+    if arr.dtype == object or arr.dtype.kind in "SU":
+        return serialize_bytes(arr)
+    return np.ascontiguousarray(arr).tobytes()
+
+
+def _shape(shape: Any, name: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise ProtocolError(f"input '{name}' has shape {shape!r}; expected a list of non-negative integers") from None
+    if any(d < 0 for d in dims):
+        raise ProtocolError(f"input '{name}' has shape {list(dims)}; sizes must be >= 0")
+    return dims
+
+
+# -- infer requests ----------------------------------------------------------------------------
+def decode_infer_request(body: bytes, header_length: int | str | None = None) -> InferRequest:
+    """Decode an HTTP infer request (JSON, or JSON header + binary tensors).
+
+    Args:
+        body: the request body.
+        header_length: the ``Inference-Header-Content-Length`` header, when present.
+
+    Returns:
+        The decoded request.
+
+    Raises:
+        ProtocolError: (400) malformed JSON, missing fields, byte counts that do not match shapes.
+    """
+    view = memoryview(body)
+    if header_length is not None:
+        try:
+            n = int(header_length)
+        except ValueError:
+            raise ProtocolError(f"{HEADER_LENGTH} is '{header_length}'; expected an integer") from None
+        if not 0 <= n <= len(view):
+            raise ProtocolError(f"{HEADER_LENGTH} is {n} but the body has {len(view)} bytes")
+        head, rest = view[:n], view[n:]
+    else:
+        head, rest = view, view[:0]
+    try:
+        doc = json.loads(bytes(head))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"malformed JSON in the request: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
+        raise ProtocolError("the request must be a JSON object with an 'inputs' list")
+    params = doc.get("parameters") or {}
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for item in doc["inputs"]:
+        if not isinstance(item, dict) or "name" not in item or "datatype" not in item or "shape" not in item:
+            raise ProtocolError("each input needs 'name', 'shape' and 'datatype'")
+        name = str(item["name"])
+        shape = _shape(item["shape"], name)
+        size = (item.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            size = int(size)
+            if offset + size > len(rest):
+                raise ProtocolError(f"input '{name}' declares {size} binary bytes but the body holds {len(rest) - offset}")
+            inputs[name] = array_from_raw(rest[offset:offset + size], item["datatype"], shape, name)
+            offset += size
+        elif "data" in item:
+            inputs[name] = _array_from_json(item["data"], item["datatype"], shape, name)
+        else:
+            raise ProtocolError(f"input '{name}' has neither 'data' nor parameters.binary_data_size")
+    if offset != len(rest):
+        raise ProtocolError(f"the body holds {len(rest) - offset} binary bytes no input declared")
+    outputs = None
+    if doc.get("outputs") is not None:
+        outputs = []
+        for item in doc["outputs"]:
+            p = item.get("parameters") or {}
+            outputs.append(RequestedOutput(str(item.get("name")), p.get("binary_data"), int(p.get("classification", 0) or 0)))
+    return InferRequest(inputs, str(doc.get("id", "")), outputs, bool(params.get("binary_data_output", False)), params)
+
+
+def _array_from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+    dtype = numpy_dtype(datatype)
+    try:
+        if dtype == object:
+            arr = np.array([d.encode() if isinstance(d, str) else bytes(d) for d in _flat(data)], dtype=object)
+        else:
+            arr = np.asarray(data, dtype=dtype)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(f"input '{name}': data does not fit datatype {datatype}: {exc}") from None
+    count = int(np.prod(shape, dtype=np.int64))
+    if arr.size != count:
+        raise ProtocolError(f"input '{name}' has {arr.size} values; shape {list(shape)} needs {count}")
+    return arr.reshape(shape)
+
+
+def _flat(data: Any):
+    if isinstance(data, list):
+        for d in data:
+            yield from _flat(d)
+    else:
+        yield data
+
+
+def classify(arr: np.ndarray, k: int, batched: bool, labels: Sequence[str] | None = None) -> np.ndarray:
+    """Triton's classification extension: the top ``k`` of each row as ``b"score:index[:label]"``."""
+    rows = arr.reshape(arr.shape[0] if batched else 1, -1).astype(np.float64)
+    k = min(k, rows.shape[1])
+    top = np.argsort(-rows, axis=1, kind="stable")[:, :k]
+    out = np.empty(top.shape, dtype=object)
+    for r, idx in enumerate(top):
+        for c, i in enumerate(idx):
+            text = f"{rows[r, i]:f}:{i}" + (f":{labels[i]}" if labels and i < len(labels) else "")
+            out[r, c] = text.encode()
+    return out if batched else out[0]
+
+
+def encode_infer_response(
+    model: str,
+    version: str,
+    outputs: Mapping[str, np.ndarray],
+    request: InferRequest,
+    batched: bool = True,
+    labels: Sequence[str] | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """Encode an infer response as Triton does.
+
+    Args:
+        model, version: echoed as ``model_name`` / ``model_version``.
+        outputs: output name -> array from the engine.
+        request: the decoded request (which outputs, binary or JSON, classification).
+        batched: the model's first dim is the batch (classification keeps it).
+        labels: class labels for classification results.
+
+    Returns:
+        The body and the extra headers (``Inference-Header-Content-Length`` when binary).
+
+    Raises:
+        ProtocolError: (400) an output the model does not have.
+    """
+    wanted = request.outputs or [RequestedOutput(n) for n in outputs]
+    docs, blobs = [], []
+    for want in wanted:
+        if want.name not in outputs:
+            raise ProtocolError(f"unknown output '{want.name}'; the model's outputs are {list(outputs)}")
+        arr = np.asarray(outputs[want.name])
+        if want.class_count > 0:
+            arr = classify(arr, want.class_count, batched, labels)
+        doc = {"name": want.name, "datatype": triton_dtype(arr.dtype), "shape": list(arr.shape)}
+        binary = request.binary_output if want.binary is None else bool(want.binary)
+        if binary:
+            raw = raw_from_array(arr)
+            doc["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        elif arr.dtype == object:
+            doc["data"] = [b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b) for b in arr.reshape(-1)]
+        else:
+            doc["data"] = arr.reshape(-1).tolist()
+        docs.append(doc)
+    head = {"model_name": model, "model_version": version, "outputs": docs}
+    if request.id:
+        head["id"] = request.id
+    text = json.dumps(head, separators=(",", ":")).encode()
+    if not blobs:
+        return text, {"Content-Type": "application/json"}
+    return b"".join([text, *blobs]), {HEADER_LENGTH: str(len(text)), "Content-Type": "application/octet-stream"}
+
+
+def error_body(message: str) -> bytes:
+    """Triton's error body: ``{"error": "..."}``."""
+    return json.dumps({"error": message}).encode()
+
+
+# -- metadata and config -------------------------------------------------------------------------
+def _dims(spec: TensorSpec, batched: bool) -> list[int]:
+    dims = [d if isinstance(d, int) else -1 for d in spec.shape]
+    return dims[1:] if batched else dims
+
+
+def model_metadata(name: str, version: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
+                   batched: bool, platform: str = "trtflow") -> dict:
+    """``GET /v2/models/{name}``: the shapes include the batch dim (-1) as Triton reports them."""
+    def one(spec: TensorSpec) -> dict:
+        dims = _dims(spec, batched)
+        return {"name": spec.name, "datatype": triton_dtype(spec.dtype), "shape": ([-1] if batched else []) + dims}
+
+    return {"name": name, "versions": [version], "platform": platform,
+            "inputs": [one(s) for s in inputs], "outputs": [one(s) for s in outputs]}
+
+
+def model_config(name: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], max_batch: int,
+                 delay_us: int = 0, preferred: Sequence[int] = (), instances: int = 1,
+                 kind: str = "KIND_CPU", backend: str = "trtflow") -> dict:
+    """``GET /v2/models/{name}/config``: Triton's model config as JSON (dims exclude the batch dim
+    when ``max_batch_size > 0``); parses into ``model_config_pb2.ModelConfig``."""
+    batched = max_batch > 0
+
+    def one(spec: TensorSpec) -> dict:
+        return {"name": spec.name, "data_type": "TYPE_" + ("STRING" if triton_dtype(spec.dtype) == "BYTES"
+                                                             else triton_dtype(spec.dtype)),
+                "dims": _dims(spec, batched)}
+
+    config = {"name": name, "platform": "", "backend": backend, "max_batch_size": max_batch,
+              "input": [one(s) for s in inputs], "output": [one(s) for s in outputs],
+              "instance_group": [{"name": f"{name}_0", "count": instances, "kind": kind}]}
+    if batched:
+        config["dynamic_batching"] = {"preferred_batch_size": list(preferred), "max_queue_delay_microseconds": delay_us}
+    return config

@@ -22,6 +22,9 @@ PROVIDERS = {
     "dml": "DmlExecutionProvider",
 }
 
+OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+                       "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
 
 class OrtEngine(Engine):
     """Runs an ONNX model with ONNX Runtime.
@@ -30,6 +33,7 @@ class OrtEngine(Engine):
         model: path, bytes or onnx.ModelProto.
         providers: short names ("cpu", "cuda") or ORT provider names, in priority order.
         threads: intra-op threads (0 lets ONNX Runtime choose).
+        optimization: graph optimization level: "disable", "basic", "extended" or "all" (ORT's default).
 
     Raises:
         UsageError: a requested provider is not available in this onnxruntime build.
@@ -38,8 +42,11 @@ class OrtEngine(Engine):
     name = "ort"
     native = "numpy"
 
-    def __init__(self, model: ModelLike, providers: Sequence[str] = ("cpu",), threads: int = 0):
+    def __init__(self, model: ModelLike, providers: Sequence[str] = ("cpu",), threads: int = 0,
+                 optimization: str = "all"):
         ort = require("onnxruntime", "the ort engine")
+        if optimization not in OPTIMIZATION_LEVELS:
+            raise UsageError(f"graph optimization '{optimization}': choose one of {list(OPTIMIZATION_LEVELS)}")
         proto = load_onnx(model)
         wanted = [PROVIDERS.get(p.lower(), p) for p in providers]
         available = ort.get_available_providers()
@@ -51,6 +58,7 @@ class OrtEngine(Engine):
             )
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization])
         opts.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(proto.SerializeToString(), opts, providers=wanted)

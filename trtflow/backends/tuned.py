@@ -1,0 +1,207 @@
+"""Tuned configurations: the key ``trtflow tune`` saves a choice under, and how ``load`` applies it.
+
+A choice lives in ``cache_dir("tuned")/KEY.json`` (beside the engine cache), with the ONNX model
+the choice runs, when it is not the user's own (an FP16 or INT8 conversion), as ``KEY.onnx``.
+The key hashes what the engine cache hashes: the model's bytes (an ONNX file's bytes, or a torch
+module's class and every state-dict tensor), the input shapes, the engine, the device (GPU name
+and compute capability, or the CPU model and core count) and the library versions. A changed
+model, other shapes, another GPU or another PyTorch / ONNX Runtime / TensorRT give another key,
+so a stale choice is never applied: ``load(..., tune=True)`` then says to run ``trtflow tune``.
+This module imports nothing heavy at import time; ``trtflow.tune`` writes the records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from trtflow.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+SUBDIR = "tuned"
+FORMAT = 1
+# engine -> distributions whose versions go into the key
+LIBRARIES = {"torch": ("torch",), "ort": ("onnxruntime", "onnx"), "tensorrt": ("tensorrt", "tensorrt_rtx", "tensorrt-rtx")}
+
+
+def model_digest(model: Any) -> str:
+    """SHA-256 of a model's bytes: an ONNX/plan/.pt2 file or ONNX bytes/ModelProto as stored, a torch
+    module (or ExportedProgram) as its class name plus every state-dict tensor's name, dtype, shape
+    and values."""
+    h = hashlib.sha256()
+    if isinstance(model, (str, os.PathLike)):
+        h.update(Path(model).read_bytes())
+    elif isinstance(model, (bytes, bytearray)):
+        h.update(bytes(model))
+    elif hasattr(model, "SerializeToString"):
+        h.update(model.SerializeToString())
+    elif hasattr(model, "state_dict"):
+        h.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
+        for name, t in model.state_dict().items():
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.view(-1).view(__import__("torch").uint8).numpy().tobytes() if t.numel() else b"")
+    else:
+        raise UsageError(f"cannot key a tuned configuration on a {type(model).__name__}; give an ONNX model or a torch module")
+    return h.hexdigest()
+
+
+def device_identity(engine: str, device: Any = None) -> dict:
+    """What the choice was measured on: the CUDA GPU (name, compute capability) for GPU engines, else
+    the CPU (model name, logical cores)."""
+    if engine in ("torch", "tensorrt") and str(device or "") != "cpu":
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                dev = torch.device("cuda", device) if isinstance(device, int) else torch.device(device or "cuda")
+                index = dev.index if dev.index is not None else torch.cuda.current_device()
+                return {"kind": "cuda", "name": torch.cuda.get_device_name(index),
+                        "compute_capability": list(torch.cuda.get_device_capability(index))}
+        except ImportError:
+            pass
+    return {"kind": "cpu", "name": _cpu_name(), "cores": os.cpu_count(), "machine": platform.machine()}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def library_versions(engine: str) -> dict:
+    """Versions of trtflow and of the engine's libraries (absent ones left out)."""
+    from importlib import metadata
+
+    from trtflow import __version__
+
+    out = {"trtflow": __version__}
+    for dist in LIBRARIES.get(engine, ()):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def shapes_list(shapes: Mapping[str, Sequence[int]] | Sequence[Sequence[int]]) -> list[list[int]]:
+    """Input shapes in input order, names dropped (a positional and a keyword call key alike)."""
+    values = shapes.values() if isinstance(shapes, Mapping) else shapes
+    return [[int(d) for d in s] for s in values]
+
+
+def tuned_key(model: Any, engine: str, shapes: Mapping[str, Sequence[int]] | Sequence[Sequence[int]],
+              device: Any = None, digest: str | None = None) -> tuple[str, dict]:
+    """``(key, material)``: the SHA-256 key of a tuned choice and what it was computed from."""
+    material = {
+        "format": FORMAT,
+        "model_sha256": digest or model_digest(model),
+        "shapes": shapes_list(shapes),
+        "engine": engine,
+        "device": device_identity(engine, device),
+        "versions": library_versions(engine),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:40], material
+
+
+def tuned_dir() -> Path:
+    from trtflow.cache_dir import cache_dir
+
+    return cache_dir(SUBDIR)
+
+
+def record_path(key: str) -> Path:
+    return tuned_dir() / f"{key}.json"
+
+
+def save_record(key: str, record: Mapping[str, Any]) -> Path:
+    """Write a choice atomically (temporary file + ``os.replace``)."""
+    path = record_path(key)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dict(record), indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_record(key: str) -> dict | None:
+    path = record_path(key)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _load_shapes(model: Any, engine: str, options: Mapping[str, Any]) -> list[list[int]]:
+    """The shapes a ``load`` call runs at: ``shapes=``, else the example inputs, else the ONNX's static ones."""
+    if options.get("shapes"):
+        return shapes_list(options["shapes"])
+    examples = options.get("example_inputs")
+    if examples is not None:
+        if isinstance(examples, Mapping):
+            examples = list(examples.values())
+        elif hasattr(examples, "shape"):
+            examples = [examples]
+        return [[int(d) for d in e.shape] for e in examples]
+    if engine in ("ort", "tensorrt"):
+        from trtflow.graph.io import load_onnx, onnx_specs
+
+        specs, _ = onnx_specs(load_onnx(model))
+        if all(not s.is_dynamic for s in specs):
+            return [list(s.shape) for s in specs]
+    raise UsageError("a tuned configuration is keyed by the input shapes: give shapes={name: (1, 3, 224, 224), ...} "
+                     "(or example_inputs) to load(..., tune=True)")
+
+
+def apply_tuned(model: Any, engine: str, options: dict) -> tuple[Any, str, dict]:
+    """The model, engine and options of the saved choice for ``model`` at these shapes.
+
+    Args:
+        model: what the user passed to ``load``.
+        engine: the engine name ("torch", "ort", "tensorrt").
+        options: the other ``load`` options (``shapes=`` is taken out here; the rest are kept,
+            the tuned ones win).
+
+    Raises:
+        UsageError: no choice saved for this model, shapes, engine, device and library versions.
+    """
+    options = dict(options)
+    shapes = _load_shapes(model, engine, options)
+    options.pop("shapes", None)
+    key, material = tuned_key(model, engine, shapes, options.get("device"))
+    record = read_record(key)
+    if record is None:
+        raise UsageError(
+            f"no tuned configuration for this model on the {engine} engine at shapes {shapes} on this "
+            f"{material['device']['kind']} ({material['device']['name']}) with {material['versions']}; run "
+            f"`trtflow tune MODEL --engine {engine} --shapes ...` (or trtflow.tune.tune) first. "
+            "A changed model, shapes, device or library version needs a new tuning."
+        )
+    tuned = dict(record.get("options") or {})
+    if record.get("model_file"):
+        model = str(tuned_dir() / record["model_file"])
+    if record.get("transform") == "fp8":
+        from trtflow.backends.torch.fp8 import to_fp8
+
+        model = to_fp8(model)
+    if engine == "tensorrt" and "build" in tuned:
+        from trtflow.backends.tensorrt.config import BuildConfig
+        from trtflow.spec import make_profile
+
+        build = tuned.pop("build")
+        fixed = dict(zip(record.get("input_names") or [], [tuple(s) for s in shapes]))
+        tuned["build_config"] = BuildConfig(profiles=[make_profile(fixed, fixed, fixed)] if fixed else [], **build)
+    if engine == "torch" and record.get("dtype_note"):
+        log.info("%s", record["dtype_note"])
+    options.update(tuned)
+    log.info("tuned configuration %s (key %s)", record.get("chosen"), key)
+    return model, engine, options

@@ -1,0 +1,217 @@
+"""Dynamic batching (Triton's dynamic batcher): a bounded queue per model, batches formed when an
+engine instance is free, one thread per instance so the event loop never waits on inference.
+
+Each instance has a worker coroutine. When it is free it takes the oldest queued request, adds
+queued requests with the same non-batch shapes up to ``max_batch`` rows, waits up to
+``delay_us`` for more when the batch is neither full nor a preferred size, and runs the batch in
+its own thread: concatenate, ``engine.infer``, split the outputs back per request (views).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from trtflow.serve.metrics import ModelStats
+from trtflow.serve.model import ServedModel
+from trtflow.serve.protocol import ProtocolError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Item:
+    feed: dict
+    rows: int
+    key: tuple
+    future: asyncio.Future
+    queued: float = field(default_factory=time.perf_counter)
+    timer: asyncio.TimerHandle | None = None
+
+
+class Batcher:
+    """Queue and instances of one model. Create and use it inside a running event loop.
+
+    Args:
+        model: the served model (its engines are the instances).
+        stats: where counters go (``/metrics``).
+    """
+
+    def __init__(self, model: ServedModel, stats: ModelStats | None = None):
+        self.model = model
+        self.config = model.config
+        self.stats = stats or ModelStats()
+        self._queues: dict[tuple, collections.deque] = {}
+        self._queued = 0
+        self._busy = 0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        self._pools = [ThreadPoolExecutor(1, thread_name_prefix=f"trtflow-{model.name}-{i}")
+                       for i in range(len(model.engines))]
+        self._workers = [asyncio.ensure_future(self._worker(i)) for i in range(len(model.engines))]
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Queue one request and wait for its outputs.
+
+        Raises:
+            ProtocolError: 400 for inputs the model refuses, 503 when the queue is full, the
+                server is draining or the request timed out; EngineError when the engine failed.
+        """
+        feed, rows, key = self.model.prepare(inputs)
+        if self._closing:
+            raise ProtocolError(f"model '{self.model.name}' is shutting down; retry on another server", 503)
+        if self._queued >= self.config.max_queue:
+            raise ProtocolError(
+                f"model '{self.model.name}' has {self._queued} requests queued (the limit, --max-queue); retry later", 503)
+        loop = asyncio.get_running_loop()
+        item = _Item(feed, rows, key, loop.create_future())
+        item.timer = loop.call_later(self.config.timeout_s, self._expire, item)
+        self._queues.setdefault(key, collections.deque()).append(item)
+        self._queued += 1
+        self.stats.pending = self._queued
+        self._idle.clear()
+        self._wake.set()
+        return await item.future
+
+    async def drain(self) -> None:
+        """Refuse new requests, let queued and running ones finish, stop the instance threads."""
+        self._closing = True
+        while self._queued or self._busy:
+            self._idle.clear()
+            await self._idle.wait()
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        for pool in self._pools:
+            pool.shutdown(wait=True)
+
+    # -- internals -------------------------------------------------------------------------------
+    def _expire(self, item: _Item) -> None:
+        if not item.future.done():
+            item.future.set_exception(ProtocolError(
+                f"request timeout expired: no answer from model '{self.model.name}' within {self.config.timeout_s:g} s", 503))
+
+    def _oldest(self) -> collections.deque | None:
+        best = None
+        for key, q in list(self._queues.items()):
+            while q and q[0].future.done():  # timed out while queued
+                q.popleft()
+                self._queued -= 1
+            if not q:
+                del self._queues[key]
+            elif best is None or q[0].queued < best[0].queued:
+                best = q
+        self.stats.pending = self._queued
+        return best
+
+    def _take(self, q: collections.deque) -> list[_Item]:
+        limit = self.config.max_batch or 1
+        batch, rows = [], 0
+        while q and rows + q[0].rows <= limit:
+            item = q.popleft()
+            self._queued -= 1
+            if item.future.done():
+                continue
+            batch.append(item)
+            rows += item.rows
+            if rows in self.config.preferred:
+                break
+        if not q:
+            self._queues = {k: v for k, v in self._queues.items() if v}
+        self.stats.pending = self._queued
+        return batch
+
+    def _ready(self, q: collections.deque) -> bool:
+        """Dispatch now: the batch is full or preferred, or the oldest request waited long enough."""
+        limit = self.config.max_batch or 1
+        rows = sum(item.rows for item in q)
+        if rows >= limit or rows in self.config.preferred or (self.config.preferred and rows > self.config.preferred[-1]):
+            return True
+        return (time.perf_counter() - q[0].queued) * 1e6 >= self.config.delay_us
+
+    async def _worker(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        engine, pool = self.model.engines[index], self._pools[index]
+        while True:
+            q = self._oldest()
+            if q is None:
+                if not self._busy:
+                    self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self.config.delay_us and not self._ready(q):
+                wait = self.config.delay_us / 1e6 - (time.perf_counter() - q[0].queued)
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), max(wait, 0))
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            batch = self._take(q)
+            if not batch:
+                continue
+            self._busy += 1
+            start = time.perf_counter()
+            try:
+                results, times = await loop.run_in_executor(pool, _execute, engine, batch, self.model.batched)
+            except Exception as exc:  # EngineError and the like: every request of the batch fails
+                log.error("model '%s' failed on a batch of %d requests: %s", self.model.name, len(batch), exc)
+                for item in batch:
+                    _settle(item, exc=exc)
+            else:
+                rows = sum(item.rows for item in batch)
+                self.stats.batch(rows, *times)
+                for item, result in zip(batch, results):
+                    _settle(item, result)
+            finally:
+                self._busy -= 1
+            self.stats.add(queue_duration_us=sum((start - item.queued) * 1e6 for item in batch))
+            if self._closing and not self._queued and not self._busy:
+                self._idle.set()
+
+
+def _settle(item: _Item, result: dict | None = None, exc: BaseException | None = None) -> None:
+    if item.timer is not None:
+        item.timer.cancel()
+    if item.future.done():
+        return
+    if exc is not None:
+        item.future.set_exception(exc)
+    else:
+        item.future.set_result(result)
+
+
+def _execute(engine, batch: list[_Item], batched: bool) -> tuple[list[dict], tuple[float, float, float]]:
+    """Runs in the instance's thread: merge, infer, split; times in microseconds."""
+    t0 = time.perf_counter()
+    if len(batch) == 1:
+        feed = batch[0].feed
+    else:
+        feed = {name: np.concatenate([item.feed[name] for item in batch]) for name in batch[0].feed}
+    t1 = time.perf_counter()
+    out = engine.infer(feed)
+    t2 = time.perf_counter()
+    out = {name: np.asarray(value) for name, value in out.items()}
+    if len(batch) == 1:
+        results = [out]
+    else:
+        results, start = [], 0
+        for item in batch:
+            stop = start + item.rows
+            results.append({name: value[start:stop] for name, value in out.items()} if batched else out)
+            start = stop
+    t3 = time.perf_counter()
+    return results, ((t1 - t0) * 1e6, (t2 - t1) * 1e6, (t3 - t2) * 1e6)

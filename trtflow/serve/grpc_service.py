@@ -1,0 +1,179 @@
+"""``inference.GRPCInferenceService`` (KServe v2 / Triton gRPC) on grpc.aio, with the generated
+classes tritonclient ships. Tensors travel as ``raw_input_contents`` / ``raw_output_contents``
+(typed ``contents`` are accepted too); errors abort with the gRPC code of Triton's HTTP status."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+
+from trtflow.deps import require
+from trtflow.errors import TrtflowError
+from trtflow.serve import protocol
+from trtflow.serve.protocol import InferRequest, ProtocolError, RequestedOutput
+
+grpc = require("grpc", "trtflow serve (gRPC)")
+pb = require("tritonclient.grpc.service_pb2", "trtflow serve (gRPC)")
+pb_grpc = require("tritonclient.grpc.service_pb2_grpc", "trtflow serve (gRPC)")
+config_pb = require("tritonclient.grpc.model_config_pb2", "trtflow serve (gRPC)")
+json_format = require("google.protobuf.json_format", "trtflow serve (gRPC)")
+
+log = logging.getLogger(__name__)
+
+CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND,
+         413: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
+CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+            "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+            "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents"}
+
+
+def _param(p) -> object:
+    return getattr(p, p.WhichOneof("parameter_choice")) if p.WhichOneof("parameter_choice") else None
+
+
+def decode(request) -> InferRequest:
+    """A ``ModelInferRequest`` -> the protocol's ``InferRequest``."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise ProtocolError(f"the request has {len(request.inputs)} inputs but {len(raw)} raw_input_contents")
+    inputs = {}
+    for i, item in enumerate(request.inputs):
+        shape = tuple(item.shape)
+        if raw:
+            inputs[item.name] = protocol.array_from_raw(raw[i], item.datatype, shape, item.name)
+        else:
+            field = CONTENTS.get(item.datatype.upper())
+            if field is None:
+                raise ProtocolError(f"input '{item.name}': datatype {item.datatype} needs raw_input_contents")
+            values = getattr(item.contents, field)
+            if item.datatype.upper() == "BYTES":
+                arr = np.array(list(values), dtype=object)
+            else:
+                arr = np.asarray(values, dtype=protocol.numpy_dtype(item.datatype))
+            count = int(np.prod(shape, dtype=np.int64))
+            if arr.size != count:
+                raise ProtocolError(f"input '{item.name}' has {arr.size} values; shape {list(shape)} needs {count}")
+            inputs[item.name] = arr.reshape(shape)
+    outputs = None
+    if request.outputs:
+        outputs = [RequestedOutput(o.name, True, int(_param(o.parameters["classification"]) or 0)
+                                   if "classification" in o.parameters else 0) for o in request.outputs]
+    return InferRequest(inputs, request.id, outputs, True)
+
+
+def encode(model, outputs: dict, request: InferRequest):
+    """Outputs -> a ``ModelInferResponse`` with raw output contents."""
+    response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
+    for want in request.outputs or [RequestedOutput(n) for n in outputs]:
+        if want.name not in outputs:
+            raise ProtocolError(f"unknown output '{want.name}'; the model's outputs are {list(outputs)}")
+        arr = np.asarray(outputs[want.name])
+        if want.class_count > 0:
+            arr = protocol.classify(arr, want.class_count, model.batched, model.labels)
+        response.outputs.add(name=want.name, datatype=protocol.triton_dtype(arr.dtype), shape=list(arr.shape))
+        response.raw_output_contents.append(protocol.raw_from_array(arr))
+    return response
+
+
+class Service(pb_grpc.GRPCInferenceServiceServicer):
+    """The gRPC face of a ``trtflow.serve.server.Server``."""
+
+    def __init__(self, server):
+        self.server = server
+
+    async def _guard(self, context, fn):
+        try:
+            return await fn()
+        except ProtocolError as exc:
+            await context.abort(CODES.get(exc.status, grpc.StatusCode.INTERNAL), str(exc))
+        except TrtflowError as exc:
+            code = grpc.StatusCode.INVALID_ARGUMENT if exc.exit_code == 2 else grpc.StatusCode.INTERNAL
+            await context.abort(code, str(exc))
+
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=not self.server.draining)
+
+    async def ModelReady(self, request, context):
+        ready = request.name in self.server.models and not self.server.draining
+        return pb.ModelReadyResponse(ready=ready)
+
+    async def ServerMetadata(self, request, context):
+        return json_format.ParseDict(self.server.metadata(), pb.ServerMetadataResponse())
+
+    async def ModelMetadata(self, request, context):
+        async def run():
+            meta = self.server.model(request.name, request.version).metadata()
+            return json_format.ParseDict(meta, pb.ModelMetadataResponse())
+        return await self._guard(context, run)
+
+    async def ModelConfig(self, request, context):
+        async def run():
+            cfg = self.server.model(request.name, request.version).model_config(self.server.kind)
+            return pb.ModelConfigResponse(config=json_format.ParseDict(cfg, config_pb.ModelConfig()))
+        return await self._guard(context, run)
+
+    async def ModelStatistics(self, request, context):
+        async def run():
+            stats = self.server.statistics(request.name or None)
+            return json_format.ParseDict(stats, pb.ModelStatisticsResponse(), ignore_unknown_fields=True)
+        return await self._guard(context, run)
+
+    async def RepositoryIndex(self, request, context):
+        return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**m)
+                                                  for m in self.server.repository_index()])
+
+    async def _infer(self, request):
+        model = self.server.model(request.model_name, request.model_version)
+        decoded = decode(request)
+        outputs = await self.server.infer(model.name, decoded.inputs)
+        return encode(model, outputs, decoded)
+
+    async def ModelInfer(self, request, context):
+        return await self._guard(context, lambda: self._infer(request))
+
+    async def ModelStreamInfer(self, request_iterator, context):
+        """Bidirectional stream: requests run concurrently, responses come back as they finish."""
+        done: asyncio.Queue = asyncio.Queue()
+        pending = 0
+
+        async def one(req):
+            try:
+                done.put_nowait(pb.ModelStreamInferResponse(infer_response=await self._infer(req)))
+            except (ProtocolError, TrtflowError) as exc:
+                done.put_nowait(pb.ModelStreamInferResponse(error_message=str(exc)))
+
+        async def reader():
+            nonlocal pending
+            async for req in request_iterator:
+                pending += 1
+                asyncio.ensure_future(one(req))
+            done.put_nowait(None)
+
+        asyncio.ensure_future(reader())
+        finished = False
+        while not finished or pending:
+            item = await done.get()
+            if item is None:
+                finished = True
+                continue
+            pending -= 1
+            yield item
+
+
+async def start_grpc(server, host: str, port: int):
+    """Start the grpc.aio server; returns it and the bound port."""
+    limit = server.max_body
+    grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+                                           ("grpc.max_send_message_length", limit),
+                                           ("grpc.so_reuseport", 0)])
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(Service(server), grpc_server)
+    bound = grpc_server.add_insecure_port(f"{host}:{port}")
+    if not bound:
+        raise OSError(f"could not bind gRPC to {host}:{port}")
+    await grpc_server.start()
+    return grpc_server, bound

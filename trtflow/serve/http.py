@@ -1,0 +1,123 @@
+"""The KServe v2 / Triton HTTP/REST endpoints on aiohttp.
+
+| method | path                                            | answer                                 |
+|--------|-------------------------------------------------|----------------------------------------|
+| GET    | /v2/health/live, /v2/health/ready               | 200, or 503 while draining (ready)     |
+| GET    | /v2                                             | server metadata and extensions         |
+| GET    | /v2/models/{m}[/versions/{v}]                   | model metadata                         |
+| GET    | /v2/models/{m}[/versions/{v}]/ready             | 200 / 503                              |
+| GET    | /v2/models/{m}[/versions/{v}]/config            | Triton's model config as JSON          |
+| GET    | /v2/models/{m}[/versions/{v}]/stats             | Triton's statistics extension          |
+| POST   | /v2/models/{m}[/versions/{v}]/infer             | inference (JSON or binary tensors)     |
+| POST   | /v2/repository/index                            | the served models                      |
+| GET    | /metrics                                        | Prometheus text                        |
+
+Errors are ``{"error": "..."}`` with Triton's status codes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from trtflow.deps import require
+from trtflow.errors import EngineError, TrtflowError
+from trtflow.serve import protocol
+from trtflow.serve.protocol import HEADER_LENGTH, ProtocolError
+
+web = require("aiohttp.web", "trtflow serve")
+
+access = logging.getLogger("trtflow.serve.access")
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+
+
+def _json(data, status: int = 200):
+    return web.Response(body=json.dumps(data).encode(), status=status, content_type=JSON)
+
+
+def _error(message: str, status: int):
+    return web.Response(body=protocol.error_body(message), status=status, content_type=JSON)
+
+
+def make_app(server) -> "web.Application":
+    """The aiohttp application for a ``trtflow.serve.server.Server``."""
+
+    @web.middleware
+    async def errors_and_log(request, handler):
+        start = time.perf_counter()
+        try:
+            response = await handler(request)
+        except ProtocolError as exc:
+            response = _error(str(exc), exc.status)
+        except web.HTTPException as exc:  # 404 route, 405, 413 from client_max_size
+            text = "request body too large; the limit is %d bytes (--max-body-mb)" % server.max_body \
+                if exc.status == 413 else (exc.reason or "error")
+            response = _error(text, exc.status)
+        except (TrtflowError, EngineError) as exc:
+            response = _error(str(exc), 400 if getattr(exc, "exit_code", 1) == 2 else 500)
+        except Exception as exc:  # keep serving; the client sees the reason
+            log.exception("unhandled error on %s", request.path)
+            response = _error(f"internal error: {type(exc).__name__}: {exc}", 500)
+        if access.isEnabledFor(logging.INFO):
+            access.info(json.dumps({
+                "ts": round(time.time(), 6), "remote": request.remote, "method": request.method,
+                "path": request.path, "status": response.status, "ms": round((time.perf_counter() - start) * 1e3, 3),
+                "in": request.content_length or 0, "out": response.content_length or 0,
+            }, separators=(",", ":")))
+        return response
+
+    async def live(request):
+        return web.Response(status=200)
+
+    async def ready(request):
+        return web.Response(status=503 if server.draining else 200)
+
+    async def server_metadata(request):
+        return _json(server.metadata())
+
+    async def model_metadata(request):
+        return _json(server.model(request.match_info["model"], request.match_info.get("version")).metadata())
+
+    async def model_ready(request):
+        server.model(request.match_info["model"], request.match_info.get("version"))
+        return web.Response(status=503 if server.draining else 200)
+
+    async def model_config(request):
+        return _json(server.model(request.match_info["model"], request.match_info.get("version")).model_config(server.kind))
+
+    async def model_stats(request):
+        return _json(server.statistics(request.match_info.get("model")))
+
+    async def infer(request):
+        name = request.match_info["model"]
+        model = server.model(name, request.match_info.get("version"))
+        body = await request.read()
+        decoded = protocol.decode_infer_request(body, request.headers.get(HEADER_LENGTH))
+        outputs = await server.infer(name, decoded.inputs)
+        payload, headers = protocol.encode_infer_response(name, model.version, outputs, decoded, model.batched, model.labels)
+        return web.Response(body=payload, headers=headers)
+
+    async def repository_index(request):
+        return _json(server.repository_index())
+
+    async def metrics(request):
+        return web.Response(text=server.metrics_text(), content_type="text/plain")
+
+    app = web.Application(client_max_size=server.max_body, middlewares=[errors_and_log])
+    add = app.router.add_route
+    add("GET", "/v2/health/live", live)
+    add("GET", "/v2/health/ready", ready)
+    add("GET", "/v2", server_metadata)
+    add("POST", "/v2/repository/index", repository_index)
+    add("GET", "/v2/models/stats", model_stats)
+    add("GET", "/metrics", metrics)
+    for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+        add("GET", base, model_metadata)
+        add("GET", base + "/ready", model_ready)
+        add("GET", base + "/config", model_config)
+        add("GET", base + "/stats", model_stats)
+        add("POST", base + "/infer", infer)
+    return app

@@ -1,0 +1,108 @@
+"""One served model: its engine instances, its Triton metadata and config, and request validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from trtflow.backends.base import Engine
+from trtflow.errors import InputError, UsageError
+from trtflow.serve import protocol
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """Dynamic batching and queueing of one model.
+
+    Attributes:
+        max_batch: the most rows merged into one execution (0: the model is not batched).
+        delay_us: how long the first request of a batch may wait for more (Triton's
+            ``max_queue_delay_microseconds``).
+        preferred: batch sizes dispatched as soon as they are reached.
+        max_queue: queued requests at most; one more is answered 503.
+        timeout_s: a request not answered within this time is answered 503.
+    """
+
+    max_batch: int = 32
+    delay_us: int = 0
+    preferred: tuple[int, ...] = ()
+    max_queue: int = 1024
+    timeout_s: float = 30.0
+
+
+class ServedModel:
+    """A model behind the protocol: name, version, specs, batching bounds and ``prepare``.
+
+    Args:
+        name: the model name in URLs.
+        engines: one loaded engine per instance (all of the same model).
+        config: batching options; ``max_batch`` is capped by the engine's profile.
+        labels: class labels for the classification extension.
+    """
+
+    version = "1"
+
+    def __init__(self, name: str, engines: Sequence[Engine], config: BatchConfig = BatchConfig(),
+                 labels: Sequence[str] | None = None):
+        if not engines:
+            raise UsageError(f"model '{name}' needs at least one engine instance")
+        self.name = name
+        self.engines = list(engines)
+        first = self.engines[0]
+        self.inputs, self.outputs = first.inputs, first.outputs
+        self.labels = list(labels) if labels else None
+        self.batched = config.max_batch > 0 and all(
+            s.rank > 0 and (not isinstance(s.shape[0], int) or s.bounds is not None) for s in self.inputs)
+        bound = min((s.bounds.max[0] for s in self.inputs if s.bounds is not None), default=None)
+        max_batch = min(config.max_batch, bound) if bound else config.max_batch
+        if config.preferred and any(p < 1 or p > max_batch for p in config.preferred):
+            raise UsageError(f"preferred batch sizes {list(config.preferred)} must lie in 1..{max_batch} (the max batch)")
+        self.config = BatchConfig(max_batch if self.batched else 0, config.delay_us, tuple(sorted(config.preferred)),
+                                  config.max_queue, config.timeout_s)
+        self.platform = f"trtflow_{first.name}"
+        self._dtypes = {s.name: np.dtype(s.dtype) if s.dtype != "bfloat16" else None for s in self.inputs}
+
+    @property
+    def max_batch(self) -> int:
+        return self.config.max_batch
+
+    def metadata(self) -> dict:
+        return protocol.model_metadata(self.name, self.version, self.inputs, self.outputs, self.batched, self.platform)
+
+    def model_config(self, kind: str = "KIND_CPU") -> dict:
+        return protocol.model_config(self.name, self.inputs, self.outputs, self.max_batch, self.config.delay_us,
+                                     self.config.preferred, len(self.engines), kind)
+
+    def prepare(self, inputs: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int, tuple]:
+        """Validate one request's inputs against the engine and cast them to its dtypes.
+
+        Returns:
+            The feed, its rows (batch size; 1 when not batched) and its batching key (the
+            non-batch shapes: requests with different keys are never merged).
+
+        Raises:
+            ProtocolError: (400) names, shapes or dtypes the engine refuses, or a batch larger than
+                the model's max batch (the message gives the bound).
+        """
+        try:
+            self.engines[0].check_feed(inputs)
+        except InputError as exc:
+            raise protocol.ProtocolError(str(exc)) from None
+        feed = {}
+        for name, arr in inputs.items():
+            want = self._dtypes[name]
+            feed[name] = arr if want is None or arr.dtype == want else arr.astype(want)
+        if not self.batched:
+            return feed, 1, ()
+        rows = {arr.shape[0] for arr in feed.values()}
+        if len(rows) != 1:
+            raise protocol.ProtocolError(f"inputs of one request must share the batch size (dim 0); got {sorted(rows)}")
+        n = rows.pop()
+        if n < 1 or n > self.max_batch:
+            raise protocol.ProtocolError(
+                f"request for model '{self.name}' has batch size {n}; this model takes 1..{self.max_batch} "
+                f"(max_batch_size). Split the request or serve with a larger --max-batch.")
+        key = tuple((name, feed[name].shape[1:]) for name in sorted(feed))
+        return feed, n, key

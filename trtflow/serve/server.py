@@ -1,0 +1,251 @@
+"""The server: served models, their batchers and counters, the HTTP and gRPC listeners, drain.
+
+``serve(models, options)`` runs until SIGTERM/SIGINT, then drains: the ready endpoints answer 503,
+new inference requests are refused with 503, queued and running requests finish, then the
+listeners close. ``BackgroundServer`` runs the same server in a thread (tests, notebooks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from trtflow.serve import metrics
+from trtflow.serve.batcher import Batcher
+from trtflow.serve.model import ServedModel
+from trtflow.serve.protocol import ProtocolError
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ["classification", "binary_tensor_data", "model_repository", "statistics"]
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Where and how to listen.
+
+    Attributes:
+        host: bind address (loopback by default; a wider bind must be asked for).
+        http_port, grpc_port: 0 picks a free port; None turns the listener off.
+        max_body: request body limit in bytes (413 above it).
+        drain_timeout_s: how long a drain waits for running requests.
+        kind: the instance kind reported in the model config (KIND_CPU or KIND_GPU).
+    """
+
+    host: str = "127.0.0.1"
+    http_port: int | None = 8000
+    grpc_port: int | None = 8001
+    max_body: int = 64 << 20
+    drain_timeout_s: float = 30.0
+    kind: str = "KIND_CPU"
+
+
+class Server:
+    """Models, batchers and counters behind both protocols. Create inside a running event loop."""
+
+    def __init__(self, models: list[ServedModel], options: ServeOptions = ServeOptions()):
+        from trtflow import __version__
+
+        self.version = __version__
+        self.options = options
+        self.max_body = options.max_body
+        self.kind = options.kind
+        self.models = {m.name: m for m in models}
+        self.stats = {m.name: metrics.ModelStats() for m in models}
+        self.batchers = {m.name: Batcher(m, self.stats[m.name]) for m in models}
+        self.last_inference = {m.name: 0 for m in models}
+        self.draining = False
+        self.http_port: int | None = None
+        self.grpc_port: int | None = None
+        self._runner = None
+        self._grpc = None
+
+    # -- used by both protocols ------------------------------------------------------------------
+    def model(self, name: str, version: str | None = None) -> ServedModel:
+        """The served model, or a 404 ProtocolError naming the models there are."""
+        model = self.models.get(name)
+        if model is None:
+            raise ProtocolError(f"unknown model '{name}'; this server serves {sorted(self.models)}", 404)
+        if version not in (None, "", model.version):
+            raise ProtocolError(f"model '{name}' has no version '{version}'; it serves version {model.version}", 404)
+        return model
+
+    async def infer(self, name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one request through the model's batcher, counting success, failure and duration."""
+        stats = self.stats[name]
+        start = time.perf_counter()
+        try:
+            if self.draining:
+                raise ProtocolError("the server is shutting down; retry on another server", 503)
+            out = await self.batchers[name].infer(inputs)
+        except BaseException:
+            stats.add(request_failure=1)
+            raise
+        stats.add(request_success=1, request_duration_us=(time.perf_counter() - start) * 1e6)
+        self.last_inference[name] = int(time.time() * 1000)
+        return out
+
+    def metadata(self) -> dict:
+        return {"name": "trtflow", "version": self.version, "extensions": EXTENSIONS}
+
+    def repository_index(self) -> list[dict]:
+        return [{"name": n, "version": m.version, "state": "READY" if not self.draining else "UNAVAILABLE"}
+                for n, m in self.models.items()]
+
+    def statistics(self, name: str | None = None) -> dict:
+        """Triton's statistics extension (durations in ns)."""
+        names = [self.model(name).name] if name else list(self.models)
+        out = []
+        for n in names:
+            v = self.stats[n].values
+
+            def entry(count_key: str, us_key: str) -> dict:
+                return {"count": int(v[count_key]), "ns": int(v[us_key] * 1000)}
+
+            out.append({
+                "name": n, "version": self.models[n].version, "last_inference": self.last_inference[n],
+                "inference_count": int(v["nv_inference_count"]), "execution_count": int(v["nv_inference_exec_count"]),
+                "inference_stats": {
+                    "success": entry("nv_inference_request_success", "nv_inference_request_duration_us"),
+                    "fail": {"count": int(v["nv_inference_request_failure"]), "ns": 0},
+                    "queue": entry("nv_inference_request_success", "nv_inference_queue_duration_us"),
+                    "compute_input": entry("nv_inference_exec_count", "nv_inference_compute_input_duration_us"),
+                    "compute_infer": entry("nv_inference_exec_count", "nv_inference_compute_infer_duration_us"),
+                    "compute_output": entry("nv_inference_exec_count", "nv_inference_compute_output_duration_us"),
+                },
+                "batch_stats": [],
+            })
+        return {"model_stats": out}
+
+    def metrics_text(self) -> str:
+        return metrics.render(self.stats)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the listeners (HTTP with aiohttp, gRPC with grpc.aio)."""
+        opts = self.options
+        if opts.http_port is not None:
+            from trtflow.serve.http import make_app, web
+
+            self._runner = web.AppRunner(make_app(self), access_log=None, handle_signals=False,
+                                         shutdown_timeout=opts.drain_timeout_s)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, opts.host, opts.http_port, backlog=2048, reuse_address=True)
+            await site.start()
+            self.http_port = site._server.sockets[0].getsockname()[1]
+        if opts.grpc_port is not None:
+            from trtflow.serve.grpc_service import start_grpc
+
+            self._grpc, self.grpc_port = await start_grpc(self, opts.host, opts.grpc_port)
+        log.info("serving %s on %s (HTTP %s, gRPC %s)", sorted(self.models), opts.host, self.http_port, self.grpc_port)
+
+    async def drain(self) -> None:
+        """Refuse new requests (503), finish the queued and running ones, close the listeners."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining: finishing %d queued requests", sum(b.queued for b in self.batchers.values()))
+        try:
+            await asyncio.wait_for(asyncio.gather(*(b.drain() for b in self.batchers.values())),
+                                   self.options.drain_timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("drain timed out after %g s; closing with requests still running", self.options.drain_timeout_s)
+        await asyncio.sleep(0.05)  # let the last responses leave the sockets
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def serve_forever(self, stop: asyncio.Event | None = None) -> None:
+        """Start, run until SIGTERM/SIGINT (or ``stop`` is set), then drain."""
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        await self.drain()
+
+
+def serve(models: list[ServedModel], options: ServeOptions = ServeOptions(), on_ready=None) -> None:
+    """Serve until SIGTERM/SIGINT, then drain. ``on_ready(server)`` runs once the listeners are open."""
+
+    async def main() -> None:
+        server = Server(models, options)
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(server.serve_forever(stop))
+        while server.http_port is None and server.grpc_port is None and not task.done():
+            await asyncio.sleep(0.01)
+        if on_ready is not None and not task.done():
+            on_ready(server)
+        await task
+
+    asyncio.run(main())
+
+
+class BackgroundServer:
+    """A server on its own event loop in a daemon thread; a context manager that drains on exit.
+
+    Example:
+        with BackgroundServer([ServedModel("m", [engine])], ServeOptions(http_port=0, grpc_port=0)) as s:
+            url = f"127.0.0.1:{s.http_port}"
+    """
+
+    def __init__(self, models: list[ServedModel], options: ServeOptions = ServeOptions(http_port=0, grpc_port=0)):
+        self._models, self._options = models, options
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.server: Server | None = None
+        self._thread = threading.Thread(target=self._main, name="trtflow-serve", daemon=True)
+
+    def _main(self) -> None:
+        async def run() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            self.server = Server(self._models, self._options)
+            try:
+                await self.server.start()
+            finally:
+                self._ready.set()
+            await self._stop.wait()
+            await self.server.drain()
+
+        try:
+            asyncio.run(run())
+        except BaseException as exc:  # surfaced by start()
+            self._error = exc
+            self._ready.set()
+
+    @property
+    def http_port(self) -> int | None:
+        return self.server.http_port
+
+    @property
+    def grpc_port(self) -> int | None:
+        return self.server.grpc_port
+
+    def start(self) -> "BackgroundServer":
+        self._thread.start()
+        self._ready.wait(60)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        """Drain and stop; returns when the loop has finished."""
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(self._options.drain_timeout_s + 5)
+
+    def __enter__(self) -> "BackgroundServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

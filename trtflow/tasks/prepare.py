@@ -1,0 +1,204 @@
+"""Frames -> a batched network input, on the frames' device, with torch (``trtflow.vision.preprocess``).
+
+``Prep`` says how a model wants its pixels: the resize mode, channel order, scale, mean and std.
+``prepare_frames`` applies it to a list of RGB HWC uint8 frames (numpy or torch, any sizes) and
+returns an NCHW tensor plus one ``FrameMeta`` per frame for mapping results back.
+
+Resize modes:
+
+| mode        | network input                                     | FrameMeta                 |
+|-------------|---------------------------------------------------|---------------------------|
+| letterbox   | keep the aspect ratio, pad to ``size``            | one scale, (left, top) pad |
+| stretch     | resize to ``size`` ignoring the aspect ratio      | scale per axis, no pad    |
+| crop        | shorter side to ``size / crop_ratio``, center crop | scale, negative pad       |
+| none        | the frame as is, padded bottom/right to the batch's largest frame and a multiple of ``stride`` | identity |
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from trtflow.deps import require
+from trtflow.errors import UsageError
+from trtflow.tasks.base import RESIZE_MODES, FrameMeta, frames_list
+
+
+@dataclass(frozen=True)
+class Prep:
+    """How a model wants its input pixels.
+
+    Attributes:
+        mode: "letterbox", "stretch", "crop" or "none" (see the module docstring).
+        size: network (height, width); unused by "none".
+        stride: "none" pads height and width up to a multiple of this.
+        order: "rgb" or "bgr", the channel order the model reads.
+        scale: multiplies the 0..255 pixel values first (1/255 gives 0..1).
+        mean: subtracted per channel after scaling (in the model's channel order).
+        std: divides per channel after the mean.
+        pad_value: fill of padded pixels, in 0..255 units (before scale/mean).
+        crop_ratio: "crop" resizes the shorter side to ``size / crop_ratio`` (224/256 for ImageNet).
+    """
+
+    mode: str = "letterbox"
+    size: Optional[tuple[int, int]] = None
+    stride: int = 1
+    order: str = "rgb"
+    scale: float = 1 / 255
+    mean: Sequence[float] = (0.0, 0.0, 0.0)
+    std: Sequence[float] = (1.0, 1.0, 1.0)
+    pad_value: float = 114.0
+    crop_ratio: float = 0.875
+
+    def __post_init__(self):
+        if self.mode not in RESIZE_MODES:
+            raise UsageError(f"unknown resize mode '{self.mode}'; choose one of: {', '.join(RESIZE_MODES)}")
+        if self.order not in ("rgb", "bgr"):
+            raise UsageError(f"channel order '{self.order}': give 'rgb' or 'bgr'")
+
+
+def as_size(size: Any) -> Optional[tuple[int, int]]:
+    """``640`` -> (640, 640); ``(480, 640)`` or ``"480x640"`` -> (480, 640); None stays None."""
+    if size is None:
+        return None
+    if isinstance(size, str):
+        parts = size.lower().replace(",", "x").split("x")
+        size = [int(p) for p in parts if p.strip()]
+    if isinstance(size, int):
+        return int(size), int(size)
+    size = tuple(int(s) for s in size)
+    if len(size) == 1:
+        return size[0], size[0]
+    if len(size) != 2 or min(size) < 1:
+        raise UsageError(f"input size {size}: give (height, width) or one int for a square")
+    return size
+
+
+def prepare_frames(frames: Any, prep: Prep, dtype: str = "float32", device: Optional[str] = None):
+    """Frames -> (NCHW tensor in the model's layout, metas, numpy_in).
+
+    Args:
+        frames: RGB HWC uint8 frames: a list (sizes may differ), an N x H x W x 3 array or tensor.
+        prep: how the model wants its input.
+        dtype: the engine input's dtype name.
+        device: move numpy frames to this torch device first (e.g. "cuda"); torch frames stay where they are.
+
+    Returns:
+        (torch NCHW tensor, list of FrameMeta, True when the frames were numpy arrays and no device was given).
+    """
+    torch = require("torch", "task preprocessing")
+    from trtflow.arrays import torch_dtype
+
+    if prep.mode != "none" and prep.size is None:
+        raise UsageError(f"resize '{prep.mode}' needs an input size (height, width); give input_size=")
+    items = frames_list(frames)
+    numpy_in = isinstance(items[0], np.ndarray) and device is None
+    tensors = [_to_tensor(f, torch, device) for f in items]
+    if prep.mode == "none":
+        target = _none_target(tensors, prep.stride)
+    groups = _same_size_groups(tensors)
+    out: list = [None] * len(tensors)
+    metas = [None] * len(tensors)
+    for idx in groups:
+        batch = torch.stack([tensors[i] for i in idx]) if len(idx) > 1 else tensors[idx[0]][None]
+        x = batch.permute(0, 3, 1, 2).float()
+        if prep.mode == "none":
+            x, meta = _pad_to(x, target, prep.pad_value)
+        else:
+            x, meta = _PLACE[prep.mode](x, prep)
+        for j, i in enumerate(idx):
+            out[i] = x[j]
+            metas[i] = meta
+    x = torch.stack(out)
+    if prep.order == "bgr":
+        x = x.flip(1)
+    x = _normalize(x, prep, torch)
+    x = x.to(torch_dtype(dtype)).contiguous()
+    return x, metas, numpy_in
+
+
+def _to_tensor(frame: Any, torch, device: Optional[str]):
+    t = torch.from_numpy(np.ascontiguousarray(frame)) if isinstance(frame, np.ndarray) else frame
+    if not isinstance(t, torch.Tensor):
+        raise UsageError(f"a frame must be a numpy array or a torch tensor, got {type(frame).__name__}")
+    if device is not None and str(t.device) != str(device):
+        t = t.to(device, non_blocking=True)
+    return t
+
+
+def _same_size_groups(tensors: list) -> list[list[int]]:
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(tuple(t.shape), []).append(i)
+    return list(groups.values())
+
+
+def _none_target(tensors: list, stride: int) -> tuple[int, int]:
+    h = max(int(t.shape[0]) for t in tensors)
+    w = max(int(t.shape[1]) for t in tensors)
+    return math.ceil(h / stride) * stride, math.ceil(w / stride) * stride
+
+
+def _pad_to(x, target: tuple[int, int], value: float):
+    import torch.nn.functional as F
+
+    h, w = int(x.shape[2]), int(x.shape[3])
+    th, tw = target
+    if (th, tw) != (h, w):
+        x = F.pad(x, (0, tw - w, 0, th - h), value=value)
+    return x, FrameMeta((h, w), (th, tw))
+
+
+def _letterbox(x, prep: Prep):
+    from trtflow.vision.preprocess import letterbox
+
+    h, w = int(x.shape[2]), int(x.shape[3])
+    out, box = letterbox(x, prep.size, pad_value=prep.pad_value)
+    return out, FrameMeta((h, w), tuple(prep.size), (box.scale, box.scale), (float(box.pad[0]), float(box.pad[1])))
+
+
+def _stretch(x, prep: Prep):
+    from trtflow.vision.preprocess import resize
+
+    h, w = int(x.shape[2]), int(x.shape[3])
+    th, tw = prep.size
+    return resize(x, (th, tw)), FrameMeta((h, w), (th, tw), (tw / w, th / h), (0.0, 0.0))
+
+
+def _crop(x, prep: Prep):
+    from trtflow.vision.preprocess import center_crop, resize
+
+    h, w = int(x.shape[2]), int(x.shape[3])
+    ch, cw = prep.size
+    short = int(round(min(ch, cw) / prep.crop_ratio))
+    if h <= w:  # torchvision's rounding, as resize_shorter_side
+        nh, nw = short, int(short * w / h)
+    else:
+        nh, nw = int(short * h / w), short
+    nh, nw = max(nh, ch), max(nw, cw)
+    top, left = int(round((nh - ch) / 2.0)), int(round((nw - cw) / 2.0))
+    out = center_crop(resize(x, (nh, nw)), (ch, cw))
+    return out, FrameMeta((h, w), (ch, cw), (nw / w, nh / h), (-float(left), -float(top)))
+
+
+_PLACE = {"letterbox": _letterbox, "stretch": _stretch, "crop": _crop}
+
+
+def _normalize(x, prep: Prep, torch):
+    if prep.scale != 1:
+        x = x * prep.scale
+    mean = tuple(float(m) for m in prep.mean)
+    std = tuple(float(s) for s in prep.std)
+    if any(mean):
+        x = x - torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    if any(s != 1 for s in std):
+        x = x / torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return x
+
+
+def feed_of(x, numpy_in: bool) -> Any:
+    """The prepared tensor in the caller's family: numpy when the frames were numpy."""
+    return x.numpy() if numpy_in else x

@@ -1,0 +1,193 @@
+"""Per-frame results of the tasks: JSON fields (``to_dict``) and drawing (``draw``).
+
+Every result is in source-frame pixels. ``to_dict()`` gives the task's JSON fields (a video
+JSONL record adds ``stream``, ``frame`` and ``pts`` around them); ``draw(frame)`` returns a new
+RGB uint8 image (the frame is not modified).
+
+| result          | ``to_dict()``                                                                  |
+|-----------------|--------------------------------------------------------------------------------|
+| Detections      | ``{"detections": [{"box": [x1, y1, x2, y2], "score", "class", "label", "landmarks"?: [[x, y] * 5]}]}`` |
+| Upscaled        | ``{"sr": {"size": [H, W], "scale": 2.0}}``                                     |
+| Classification  | ``{"topk": [{"class", "label", "score"}]}``                                    |
+| Segmentation    | ``{"segmentation": {"size": [H, W], "classes": [{"class", "label", "pixels", "fraction"}]}}`` |
+| Custom          | whatever the user's function returned                                          |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from trtflow.deps import require
+
+BOX_COLOR = (0, 255, 0)
+POINT_COLOR = (255, 0, 0)
+
+
+def _palette(n: int) -> np.ndarray:
+    """``n`` distinct RGB colours (class 0 black), the same for every call."""
+    rng = np.random.default_rng(12345)
+    colors = rng.integers(40, 256, size=(max(n, 1), 3), dtype=np.int64).astype(np.uint8)
+    colors[0] = 0
+    return colors
+
+
+def _text(image: np.ndarray, text: str, org: tuple[int, int], color=(255, 255, 255)) -> None:
+    cv2 = require("cv2", "drawing results")
+    scale = max(0.4, min(image.shape[:2]) / 720)
+    thick = max(1, int(round(scale * 1.5)))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    x, y = int(org[0]), int(max(org[1], th + base))
+    cv2.rectangle(image, (x, y - th - base), (x + tw, y + base // 2), (0, 0, 0), -1)
+    cv2.putText(image, text, (x, y - base // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick, cv2.LINE_AA)
+
+
+def _copy(frame: Any) -> np.ndarray:
+    from trtflow.arrays import to_numpy
+
+    return np.ascontiguousarray(to_numpy(frame)).copy()
+
+
+@dataclass
+class Detections:
+    """Boxes found in one frame.
+
+    Attributes:
+        boxes: [K, 4] float32 x1, y1, x2, y2 in source pixels.
+        scores: [K] float32.
+        classes: [K] int32 class ids.
+        labels: K names (None where unknown).
+        landmarks: [K, P, 2] float32 points (5 per face for RetinaFace), or None.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    labels: list = field(default_factory=list)
+    landmarks: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    def to_dict(self) -> dict:
+        items = []
+        for i in range(len(self)):
+            item = {
+                "box": [round(float(v), 2) for v in self.boxes[i]],
+                "score": round(float(self.scores[i]), 4),
+                "class": int(self.classes[i]),
+                "label": self.labels[i] if i < len(self.labels) else None,
+            }
+            if self.landmarks is not None:
+                item["landmarks"] = [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks[i]]
+            items.append(item)
+        return {"detections": items}
+
+    def draw(self, frame: Any) -> np.ndarray:
+        cv2 = require("cv2", "drawing results")
+        image = _copy(frame)
+        thick = max(1, min(image.shape[:2]) // 240)
+        for i in range(len(self)):
+            x1, y1, x2, y2 = (int(round(float(v))) for v in self.boxes[i])
+            cv2.rectangle(image, (x1, y1), (x2, y2), BOX_COLOR, thick)
+            name = self.labels[i] if i < len(self.labels) and self.labels[i] else str(int(self.classes[i]))
+            _text(image, f"{name} {float(self.scores[i]):.2f}", (x1, y1))
+            if self.landmarks is not None:
+                for x, y in self.landmarks[i]:
+                    cv2.circle(image, (int(round(float(x))), int(round(float(y)))), thick + 1, POINT_COLOR, -1)
+        return image
+
+
+@dataclass
+class Upscaled:
+    """A super-resolved frame: ``image`` is RGB uint8, exactly ``scale`` times the source size."""
+
+    image: np.ndarray
+    scale: float = 2.0
+
+    def to_dict(self) -> dict:
+        return {"sr": {"size": [int(self.image.shape[0]), int(self.image.shape[1])], "scale": self.scale}}
+
+    def draw(self, frame: Any = None) -> np.ndarray:
+        """The upscaled image (the source frame is not needed)."""
+        from trtflow.arrays import to_numpy
+
+        return np.ascontiguousarray(to_numpy(self.image))
+
+
+@dataclass
+class Classification:
+    """The best classes of one frame: ``topk`` is a list of {"class", "label", "score"}, best first."""
+
+    topk: list
+
+    @property
+    def label(self) -> Optional[str]:
+        return self.topk[0]["label"] if self.topk else None
+
+    def to_dict(self) -> dict:
+        return {"topk": [dict(item) for item in self.topk]}
+
+    def draw(self, frame: Any) -> np.ndarray:
+        image = _copy(frame)
+        y = 0
+        for item in self.topk[:3]:
+            name = item["label"] if item["label"] is not None else str(item["class"])
+            _text(image, f"{name} {item['score']:.2f}", (4, y))
+            y += max(18, int(image.shape[0] / 20))
+        return image
+
+
+@dataclass
+class Segmentation:
+    """A per-pixel class map of one frame.
+
+    Attributes:
+        mask: [H, W] int32 class ids at the source size (binary 0/1 for probability-map models).
+        stats: per-class pixel counts and fractions (see ``mask_stats``).
+        labels: class names by id, or None.
+    """
+
+    mask: np.ndarray
+    stats: dict
+    labels: Optional[list] = None
+
+    def to_dict(self) -> dict:
+        return {"segmentation": self.stats}
+
+    def draw(self, frame: Any, alpha: float = 0.5) -> np.ndarray:
+        image = _copy(frame)
+        mask = np.asarray(self.mask)
+        colors = _palette(int(mask.max()) + 1 if mask.size else 1)
+        overlay = colors[mask]
+        on = mask > 0
+        blend = (image.astype(np.float32) * (1 - alpha) + overlay.astype(np.float32) * alpha).astype(np.uint8)
+        image[on] = blend[on]
+        return image
+
+
+def mask_stats(mask: np.ndarray, labels: Optional[list] = None) -> dict:
+    """``{"size": [H, W], "classes": [{"class", "label", "pixels", "fraction"}]}`` for the classes present."""
+    mask = np.asarray(mask)
+    ids, counts = np.unique(mask, return_counts=True)
+    total = max(int(mask.size), 1)
+    classes = []
+    for c, n in zip(ids.tolist(), counts.tolist()):
+        label = labels[c] if labels is not None and 0 <= c < len(labels) else None
+        classes.append({"class": int(c), "label": label, "pixels": int(n), "fraction": round(n / total, 5)})
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "classes": classes}
+
+
+@dataclass
+class Custom:
+    """What a ``post="MODULE:FUNCTION"`` function returned for one frame (a JSON-able dict)."""
+
+    fields: dict
+
+    def to_dict(self) -> dict:
+        return dict(self.fields)
+
+    def draw(self, frame: Any) -> np.ndarray:
+        return _copy(frame)

@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-from trtflow.errors import TrtflowError
+from trtflow.errors import TrtflowError, UsageError
 
 COMMANDS = [
     "quickstart", "export", "inspect", "run", "compare",
@@ -20,10 +20,27 @@ COMMANDS = [
 ]
 
 
+class ArgumentError(UsageError):
+    """A flag argparse refused; ``prog`` is the command it belongs to (``trtflow run``)."""
+
+    def __init__(self, message: str, prog: str):
+        super().__init__(message)
+        self.prog = prog
+
+
+class ArgParser(argparse.ArgumentParser):
+    """argparse with one-line errors: a refused flag raises ``ArgumentError`` instead of printing
+    the usage dump, and ``main`` prints it as ``trtflow CMD: error: ... (see trtflow CMD --help)``.
+    Subcommand parsers inherit it; a subcommand with its own parser (surgeon) uses it too."""
+
+    def error(self, message: str):
+        raise ArgumentError(" ".join(message.split()), self.prog)
+
+
 def _parser() -> tuple[argparse.ArgumentParser, dict]:
     from trtflow import __version__
 
-    parser = argparse.ArgumentParser(prog="trtflow", description="PyTorch -> ONNX -> TensorRT, checked and measured.")
+    parser = ArgParser(prog="trtflow", description="PyTorch -> ONNX -> TensorRT, checked and measured.")
     parser.add_argument("--version", action="version", version=f"trtflow {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs and full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -43,23 +60,56 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``trtflow ARGV``; return the exit code (0 ok, 1 a check ran and failed, 2 bad input).
+
+    Every error is one line on stderr, ``trtflow CMD: error: ...``; ``--verbose`` adds the traceback.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser, modules = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named after the subcommand they were given to
+            command = getattr(args, "command", None)
+            raise ArgumentError(f"unrecognized arguments: {' '.join(extra)}", f"trtflow {command}" if command else "trtflow")
+    except ArgumentError as exc:
+        print(f"{exc.prog}: error: {exc} (see {exc.prog} --help)", file=sys.stderr)
+        return exc.exit_code
+    except SystemExit as exc:  # --help, --version
+        return exc.code if isinstance(exc.code, int) else 0
     verbose = getattr(args, "verbose", False)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.command:
         parser.print_help()
         return 2
+    prog = f"trtflow {args.command}"
     try:
         return int(modules[args.command].run(args) or 0)
-    except TrtflowError as exc:
-        if verbose:
-            raise
-        print(f"trtflow {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - every error becomes one line unless --verbose
+        if verbose:
+            raise
+        line, code = _one_line(exc)
+        print(f"{prog}: error: {line}", file=sys.stderr)
+        return code
+
+
+def _one_line(exc: BaseException) -> tuple[str, int]:
+    """The message and exit code of an error: trtflow's own as they are, an OS error (a file that
+    cannot be read or written) as bad input, anything else as an internal error worth reporting."""
+    if isinstance(exc, TrtflowError):
+        text, code = str(exc), exc.exit_code
+    elif isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        text, code = f"{exc.strerror or exc}{where}; check the path and its permissions", 2
+    elif isinstance(exc, MemoryError):
+        text, code = "out of memory; use smaller shapes or a smaller batch", 2
+    else:
+        text, code = (f"internal error {type(exc).__name__}: {exc} (a trtflow bug: please report it with the "
+                      "output of --verbose)"), 1
+    text = " ".join(text.split()) if "\n" in text else text
+    return text, code
 
 
 if __name__ == "__main__":

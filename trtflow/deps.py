@@ -20,6 +20,9 @@ EXTRAS = {
     "skimage": "demo",
     "sklearn": "demo",
     "matplotlib": "plot",
+    "aiohttp": "serve",
+    "grpc": "serve",
+    "tritonclient": "serve",
 }
 
 

@@ -1,0 +1,84 @@
+"""NVDEC decoding through PyAV's CUDA hwaccel: NV12 frames stay on the GPU, leave PyAV through
+DLPack and become RGB on the GPU. Nothing falls back to the CPU: when NVDEC cannot run, the
+error says why."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trtflow.deps import require
+from trtflow.errors import UsageError
+
+# AVColorSpace values (libavutil/pixfmt.h)
+_BT709 = 1
+_BT601 = (5, 6)  # BT470BG, SMPTE170M
+_FULL_RANGE = 2  # AVCOL_RANGE_JPEG
+
+# (R from V, G from U, G from V, B from U)
+_COEFFS = {"bt709": (1.5748, -0.1873, -0.4681, 1.8556), "bt601": (1.402, -0.344136, -0.714136, 1.772)}
+
+
+def nvdec_hwaccel(uri: str):
+    """A PyAV ``HWAccel`` for CUDA that keeps frames on the GPU and never falls back to software.
+
+    Raises:
+        UsageError: no CUDA GPU for torch, or this FFmpeg build has no CUDA hwaccel.
+    """
+    torch = require("torch", "--decode nvdec")
+    av = require("av", "trtflow video")
+    if not torch.cuda.is_available():
+        raise UsageError(f"source '{uri}': --decode nvdec needs an NVIDIA GPU with CUDA, and torch sees none "
+                         "(torch.cuda.is_available() is False); use --decode cpu")
+    from av.codec.hwaccel import HWAccel, hwdevices_available
+
+    if "cuda" not in hwdevices_available():
+        raise UsageError(f"source '{uri}': --decode nvdec: this PyAV/FFmpeg build has no CUDA hwaccel "
+                         f"(it has: {', '.join(hwdevices_available()) or 'none'}); use --decode cpu")
+    torch.cuda.init()
+    del av
+    return HWAccel("cuda", allow_software_fallback=False, is_hw_owned=True)
+
+
+class NV12Converter:
+    """NV12 CUDA ``VideoFrame`` -> RGB ``(H, W, 3)`` uint8 CUDA tensor, on its own CUDA stream."""
+
+    def __init__(self, uri: str):
+        self.torch = require("torch", "--decode nvdec")
+        self.uri = uri
+        self.stream = self.torch.cuda.Stream()
+        self._coeffs: dict = {}
+
+    def __call__(self, frame: Any):
+        torch = self.torch
+        if frame.format.name != "cuda":
+            raise UsageError(f"source '{self.uri}': --decode nvdec was asked for but the decoder gave "
+                             f"'{frame.format.name}' frames in system memory (NVDEC does not take this "
+                             "stream's codec or profile); use --decode cpu")
+        y = torch.from_dlpack(frame.planes[0])
+        uv = torch.from_dlpack(frame.planes[1])
+        with torch.cuda.stream(self.stream):
+            rgb = self._convert(y, uv, frame.colorspace, frame.color_range)
+        self.stream.synchronize()  # the NV12 surface goes back to the decoder's pool after this
+        return rgb
+
+    def _convert(self, y: Any, uv: Any, colorspace: int, color_range: int):
+        torch = self.torch
+        h, w = y.shape
+        if colorspace == _BT709:
+            name = "bt709"
+        elif colorspace in _BT601:
+            name = "bt601"
+        else:
+            name = "bt709" if h >= 720 else "bt601"
+        full = color_range == _FULL_RANGE
+        yf = y.float()
+        chroma = uv.float().permute(2, 0, 1).unsqueeze(0)
+        chroma = torch.nn.functional.interpolate(chroma, scale_factor=2, mode="nearest")[0, :, :h, :w]
+        if full:
+            u, v = chroma[0] - 128.0, chroma[1] - 128.0
+        else:
+            yf = (yf - 16.0) * (255.0 / 219.0)
+            u, v = (chroma[0] - 128.0) * (255.0 / 224.0), (chroma[1] - 128.0) * (255.0 / 224.0)
+        rv, gu, gv, bu = _COEFFS[name]
+        rgb = torch.stack((yf + rv * v, yf + gu * u + gv * v, yf + bu * u), dim=-1)
+        return rgb.round_().clamp_(0, 255).to(torch.uint8)

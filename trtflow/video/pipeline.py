@@ -1,0 +1,429 @@
+"""The video pipeline: decode -> batch -> host-to-device -> preprocess -> infer -> post-process ->
+write, each stage in its own thread joined by bounded queues, so a light model runs at the
+decoder's speed.
+
+A task is any object with ``prepare(frames) -> (feed, metas)``, ``engine`` (an ``Engine``) and
+``finish(outputs, metas) -> results`` (one result per frame, each with ``to_dict()`` and
+``draw(image)``), as ``trtflow.tasks.make_task`` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+
+from trtflow.errors import EngineError, TrtflowError
+from trtflow.progress import Progress, report
+from trtflow.video.muxer import Muxer
+from trtflow.video.sinks import JsonlWriter, VideoWriter, output_paths
+from trtflow.video.sources import Frame, Source, open_sources
+from trtflow.video.summary import StageClock, Summary, summarize
+
+log = logging.getLogger(__name__)
+
+STAGES = ("decode", "h2d", "preprocess", "infer", "postprocess", "encode")
+_END = object()
+
+
+@dataclass
+class VideoConfig:
+    """How ``run_video`` reads, batches and writes.
+
+    Attributes:
+        batch: frames per inference batch (across streams).
+        push_timeout_ms: send a partial batch once its oldest frame waited this long.
+        decode: "cpu" or "nvdec".
+        drop_when_behind: live sources drop their oldest waiting frames when inference falls behind.
+        queue_frames: frames each stream may queue (0: twice the batch).
+        out: annotated video file (one per stream; several streams add ``-s0``, ``-s1``... to the name).
+        jsonl: JSON Lines file, one record per frame.
+        audio: copy the source's audio into ``out``.
+        source_options: FFmpeg demuxer options for cameras and network sources.
+        timeout_s: seconds to open a network source or camera (and per read).
+        max_frames: frames to read per stream (None: all).
+        encoder_options: libx264 options (None: preset veryfast, crf 23).
+        device: "cuda" or "cpu" for preprocessing (None: the task's device).
+    """
+
+    batch: int = 8
+    push_timeout_ms: float = 40.0
+    decode: str = "cpu"
+    drop_when_behind: bool = False
+    queue_frames: int = 0
+    out: Optional[str] = None
+    jsonl: Optional[str] = None
+    audio: bool = True
+    source_options: dict = field(default_factory=dict)
+    timeout_s: float = 10.0
+    max_frames: Optional[int] = None
+    encoder_options: Optional[dict] = None
+    device: Optional[str] = None
+
+
+@dataclass
+class FrameResult:
+    """A task's result for one frame of a stream.
+
+    Attributes:
+        stream, frame, pts, time: the frame's tag (see ``Frame``).
+        result: the task's result (``to_dict()``, ``draw(image)``).
+        image: the decoded RGB frame when kept (``Predictor.stream(..., images=True)``), else None.
+    """
+
+    stream: int
+    frame: int
+    pts: Optional[int]
+    time: Optional[float]
+    result: Any
+    image: Any = None
+
+    def to_dict(self) -> dict:
+        """``{"stream", "frame", "pts", "time", ...task fields}``."""
+        record = {"stream": self.stream, "frame": self.frame, "pts": self.pts, "time": self.time}
+        record.update(self.result.to_dict())
+        return record
+
+
+class _Stopped(Exception):
+    pass
+
+
+class Pipeline:
+    """One run of the pipeline over opened sources. Use ``run()`` or iterate ``results()``."""
+
+    def __init__(self, task: Any, sources: list[Source], config: VideoConfig,
+                 progress: Optional[Progress] = None, keep_images: bool = False):
+        self.task = task
+        self.sources = sources
+        self.config = config
+        self.progress = report(progress)
+        self.keep_images = keep_images
+        self.clocks = {name: StageClock(name) for name in STAGES}
+        self.stop = threading.Event()
+        self.errors: list[tuple[str, BaseException]] = []
+        capacity = config.queue_frames or 2 * max(1, config.batch)
+        self.muxer = Muxer(len(sources), config.batch, config.push_timeout_ms / 1e3, capacity,
+                           [s.live for s in sources], config.drop_when_behind)
+        self.queues = [queue.Queue(maxsize=2) for _ in range(3)]
+        self.device = _device_of(config.device or getattr(task, "device", None))
+        self.video_writers: list[Optional[VideoWriter]] = [None] * len(sources)
+        self.jsonl: Optional[JsonlWriter] = None
+        self.frames_out = 0
+        self._pinned: dict = {}
+
+    # -- running ---------------------------------------------------------------------------
+    def results(self) -> Iterator[FrameResult]:
+        """Run the pipeline, yielding each frame's result in order (per stream); writes outputs too."""
+        out: queue.Queue = queue.Queue(maxsize=64)
+        self._open_outputs()
+        start = time.perf_counter()
+        threads = [threading.Thread(target=self._guard, args=("decode", self._decode, s), daemon=True,
+                                    name=f"trtflow-decode-{s.stream}") for s in self.sources]
+        threads += [threading.Thread(target=self._guard, args=(name, fn, None), daemon=True, name=f"trtflow-{name}")
+                    for name, fn in (("preprocess", self._prepare), ("infer", self._infer),
+                                     ("postprocess", self._post))]
+        threads.append(threading.Thread(target=self._guard, args=("encode", self._sink, out), daemon=True,
+                                        name="trtflow-encode"))
+        for t in threads:
+            t.start()
+        try:
+            while True:
+                item = out.get()
+                if item is _END:
+                    break
+                yield item
+        finally:
+            self.stop.set()
+            self.muxer.stop()
+            for t in threads:
+                t.join()
+            self._close_outputs()
+            for s in self.sources:
+                s.close()
+            self.wall_s = time.perf_counter() - start
+        self._raise()
+
+    def run(self) -> Summary:
+        """Run to the end and return the summary."""
+        for _ in self.results():
+            pass
+        return self.summary()
+
+    def summary(self) -> Summary:
+        return summarize(self)
+
+    # -- stages ----------------------------------------------------------------------------
+    def _guard(self, stage: str, fn: Callable, arg: Any) -> None:
+        try:
+            fn(arg)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # handed to the caller's thread by _raise()
+            self.errors.append((stage, exc))
+            self.stop.set()
+            self.muxer.stop()
+        finally:
+            if stage == "decode":
+                self.muxer.close(arg.stream)
+            elif stage == "encode":
+                _put_final(arg, _END, self.stop)
+            else:
+                index = ("preprocess", "infer", "postprocess").index(stage)
+                _put_final(self.queues[index], _END, self.stop)
+
+    def _put(self, q: queue.Queue, item: Any) -> None:
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _get(self, q: queue.Queue) -> Any:
+        while True:
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                if self.stop.is_set():
+                    raise _Stopped from None
+
+    def _decode(self, source: Source) -> None:
+        clock = self.clocks["decode"]
+        writer = self.video_writers[source.stream]
+        on_audio = writer.add_audio if writer is not None and writer.audio_out is not None else None
+        frames = source.frames(self.stop, on_audio)
+        while True:
+            t0 = time.perf_counter()
+            frame = next(frames, None)
+            if frame is None:
+                return
+            clock.add(time.perf_counter() - t0, 1)
+            if not self.muxer.put(frame):
+                return
+
+    def _prepare(self, _: Any) -> None:
+        while True:
+            batch = self.muxer.next_batch()
+            if batch is None:
+                return
+            for group in _same_shape(batch):
+                images = [f.image for f in group]
+                if self.device is not None:
+                    t0 = time.perf_counter()
+                    images = self._upload(images)
+                    self.clocks["h2d"].add(time.perf_counter() - t0, len(group))
+                t0 = time.perf_counter()
+                feed, metas = self._on_stream(self.task.prepare, images)
+                self.clocks["preprocess"].add(time.perf_counter() - t0, len(group))
+                if not self.keep_images and self.config.out is None:
+                    for f in group:
+                        f.image = None
+                self._put(self.queues[0], (group, feed, metas))
+
+    def _infer(self, _: Any) -> None:
+        engine = self.task.engine
+        while True:
+            item = self._get(self.queues[0])
+            if item is _END:
+                return
+            group, feed, metas = item
+            t0 = time.perf_counter()
+            try:
+                outputs = self.task.infer(feed)
+                self._sync()
+            except TrtflowError:
+                raise
+            except Exception as exc:
+                raise EngineError(f"the {engine.name} engine failed on a batch of {len(group)} frames: {exc}") from exc
+            self.clocks["infer"].add(time.perf_counter() - t0, len(group))
+            self._put(self.queues[1], (group, outputs, metas))
+
+    def _post(self, _: Any) -> None:
+        while True:
+            item = self._get(self.queues[1])
+            if item is _END:
+                return
+            group, outputs, metas = item
+            t0 = time.perf_counter()
+            results = self.task.finish(outputs, metas)
+            self.clocks["postprocess"].add(time.perf_counter() - t0, len(group))
+            if len(results) != len(group):
+                raise EngineError(f"the task returned {len(results)} results for {len(group)} frames")
+            self._put(self.queues[2], (group, results))
+
+    def _sink(self, out: queue.Queue) -> None:
+        clock = self.clocks["encode"]
+        total = _known_total(self.sources, self.config.max_frames)
+        last_report = time.perf_counter()
+        start = last_report
+        while True:
+            item = self._get(self.queues[2])
+            if item is _END:
+                return
+            group, results = item
+            t0 = time.perf_counter()
+            for frame, result in zip(group, results):
+                tagged = FrameResult(frame.stream, frame.index, frame.pts, frame.time, result)
+                if self.jsonl is not None:
+                    self.jsonl.write(tagged.to_dict())
+                writer = self.video_writers[frame.stream]
+                if writer is not None:
+                    image = frame.image if isinstance(frame.image, np.ndarray) else frame.image.cpu().numpy()
+                    writer.write(np.asarray(result.draw(image)), frame.pts)
+                if self.keep_images:
+                    tagged.image = frame.image
+                frame.image = None
+                self.frames_out += 1
+                self._put(out, tagged)
+            clock.add(time.perf_counter() - t0, len(group))
+            now = time.perf_counter()
+            if now - last_report > 0.5:
+                last_report = now
+                fps = self.frames_out / (now - start)
+                self.progress(f"video: {self.frames_out} frames, {fps:.1f} frames/s", self.frames_out, total)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _open_outputs(self) -> None:
+        cfg = self.config
+        if cfg.out:
+            for source, path in zip(self.sources, output_paths(cfg.out, len(self.sources))):
+                self.video_writers[source.stream] = VideoWriter(
+                    path, source.fps, source.time_base, source.audio if cfg.audio else None,
+                    options=cfg.encoder_options)
+        if cfg.jsonl:
+            self.jsonl = JsonlWriter(cfg.jsonl)
+
+    def _close_outputs(self) -> None:
+        for writer in self.video_writers:
+            if writer is not None:
+                try:
+                    writer.close()
+                except Exception as exc:  # keep the first error of the run, if any
+                    self.errors.append(("encode", exc))
+        if self.jsonl is not None:
+            self.jsonl.close()
+
+    def _raise(self) -> None:
+        if not self.errors:
+            return
+        stage, exc = self.errors[0]
+        if isinstance(exc, TrtflowError):
+            raise exc
+        raise EngineError(f"the video pipeline failed in its {stage} stage: {type(exc).__name__}: {exc}") from exc
+
+    def _upload(self, images: list) -> list:
+        """numpy frames -> one pinned host batch -> the device (non-blocking, then synced)."""
+        import torch
+
+        if not isinstance(images[0], np.ndarray):
+            return [img.to(self.device) for img in images]
+        n, shape = len(images), images[0].shape
+        buf = self._pinned.get(shape)
+        if buf is None or buf.shape[0] < n:
+            buf = torch.empty((max(n, self.config.batch), *shape), dtype=torch.uint8,
+                              pin_memory=self.device.type == "cuda")
+            self._pinned[shape] = buf
+        np.stack(images, out=buf.numpy()[:n])
+        stream = self._side_stream()
+        if stream is None:
+            return list(buf[:n].to(self.device))
+        with torch.cuda.stream(stream):
+            dev = buf[:n].to(self.device, non_blocking=True)
+        stream.synchronize()
+        return list(dev)
+
+    def _side_stream(self):
+        if self.device is None or self.device.type != "cuda":
+            return None
+        if not hasattr(self, "_stream"):
+            import torch
+
+            self._stream = torch.cuda.Stream(device=self.device)
+        return self._stream
+
+    def _on_stream(self, fn: Callable, images: list):
+        stream = self._side_stream()
+        if stream is None:
+            return fn(images)
+        import torch
+
+        with torch.cuda.stream(stream):
+            result = fn(images)
+        stream.synchronize()
+        return result
+
+    def _sync(self) -> None:
+        if self.device is not None and self.device.type == "cuda":
+            import torch
+
+            torch.cuda.current_stream(self.device).synchronize()
+
+
+def _device_of(device: Any):
+    if device is None or str(device) == "cpu":
+        return None
+    import torch
+
+    return torch.device(device)
+
+
+def _same_shape(batch: list[Frame]) -> list[list[Frame]]:
+    """Split a batch into runs of frames of one size (a model takes one shape per batch)."""
+    groups: dict = {}
+    for f in batch:
+        groups.setdefault(tuple(f.image.shape), []).append(f)
+    return list(groups.values())
+
+
+def _known_total(sources: list[Source], max_frames: Optional[int]) -> Optional[int]:
+    if any(s.live for s in sources):
+        return None
+    counts = [s.stats.expected for s in sources]
+    if any(c is None for c in counts):
+        return None
+    return sum(min(c, max_frames) if max_frames else c for c in counts)
+
+
+def _put_final(q: queue.Queue, item: Any, stop: threading.Event) -> None:
+    while True:
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            if not stop.is_set():
+                continue
+            try:
+                q.get_nowait()  # stopping: the consumer may be gone; make room for the end marker
+            except queue.Empty:
+                pass
+
+
+def run_video(sources: list[str], task: Any, config: Optional[VideoConfig] = None,
+              progress: Optional[Progress] = None) -> Summary:
+    """Run ``task`` over every frame of ``sources`` and write ``config.out`` / ``config.jsonl``.
+
+    Args:
+        sources: files, image folders, ``/dev/videoN`` or URLs (stream ids 0, 1, ... in order).
+        task: a task from ``trtflow.tasks.make_task`` (or any object with its interface).
+        config: batching, decoding and outputs.
+        progress: called with frames done and frames/s.
+
+    Returns:
+        The ``Summary``: frames in/out/dropped, per-stage FPS, where the time went, decoders.
+
+    Raises:
+        UsageError: a source cannot be opened, or an output cannot be written.
+        EngineError: inference or post-processing failed.
+    """
+    config = config or VideoConfig()
+    opened = open_sources(sources, config.decode, config.source_options, config.timeout_s,
+                          config.max_frames, audio=bool(config.out and config.audio))
+    return Pipeline(task, opened, config, progress).run()

@@ -1,0 +1,146 @@
+"""Outputs of the video pipeline: H.264 files through PyAV's libx264 (audio copied through) and
+JSON Lines with one record per frame."""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from trtflow.deps import require
+from trtflow.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENCODER_OPTIONS = {"preset": "veryfast", "crf": "23"}
+
+
+def output_paths(out: str, streams: int) -> list[str]:
+    """One video file per stream: ``OUT`` itself for one stream, ``OUT-s0.mp4``, ``OUT-s1.mp4``... for several."""
+    if streams == 1:
+        return [out]
+    p = Path(out)
+    return [str(p.with_name(f"{p.stem}-s{i}{p.suffix}")) for i in range(streams)]
+
+
+class VideoWriter:
+    """Annotated frames -> an H.264 file; the source's audio packets are copied through.
+
+    The video stream is created at the first frame (its size is the drawn frame's: a super-
+    resolution task doubles it). Frames keep their source timestamps, so audio stays in sync.
+
+    Args:
+        path: output file (the container follows the suffix: .mp4, .mkv, .mov, .ts).
+        fps: frame rate of the source.
+        time_base: time base of the source's timestamps.
+        audio: the source's audio stream to copy (None: no audio).
+        codec: encoder name (default libx264).
+        options: encoder options (default: preset veryfast, crf 23).
+    """
+
+    def __init__(self, path: str, fps: Fraction, time_base: Fraction, audio: Any = None,
+                 codec: str = "libx264", options: Optional[dict] = None):
+        self.av = require("av", "trtflow video --out")
+        self.path = path
+        self.fps = fps or Fraction(25)
+        self.time_base = time_base or Fraction(1, 25)
+        self.codec = codec
+        self.options = dict(DEFAULT_ENCODER_OPTIONS if options is None else options)
+        parent = Path(path).parent
+        if not parent.is_dir():
+            raise UsageError(f"--out '{path}': the folder '{parent}' does not exist")
+        try:
+            self.container = self.av.open(path, "w")
+        except (self.av.error.FFmpegError, ValueError) as exc:
+            raise UsageError(f"--out '{path}': cannot write a video there ({exc}); use a .mp4, .mkv or .mov name") from None
+        self.audio_out = self.container.add_stream_from_template(audio) if audio is not None else None
+        self.pending_audio: collections.deque = collections.deque()  # appended from the decode thread
+        self.video = None
+        self.frames = 0
+        self.audio_packets = 0
+        self._last_pts: Optional[int] = None
+
+    def add_audio(self, packet: Any) -> None:
+        """Queue one audio packet of the source (thread-safe; muxed from the writer's thread)."""
+        if self.audio_out is not None:
+            self.pending_audio.append(packet)
+
+    def write(self, image: np.ndarray, pts: Optional[int]) -> None:
+        """Encode one RGB ``(H, W, 3)`` uint8 frame shown at ``pts`` (source time base)."""
+        av = self.av
+        h, w = image.shape[:2]
+        if self.video is None:
+            self.video = self.container.add_stream(self.codec, rate=self.fps, options=self.options)
+            self.video.width, self.video.height = w - w % 2, h - h % 2
+            self.video.pix_fmt = "yuv420p"
+            self.video.codec_context.time_base = self.time_base
+        if (w - w % 2, h - h % 2) != (self.video.width, self.video.height):
+            raise UsageError(f"frame size {w}x{h} changed mid-stream (the output is "
+                             f"{self.video.width}x{self.video.height}); write one stream per output")
+        image = image[: self.video.height, : self.video.width]
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        if pts is None or (self._last_pts is not None and pts <= self._last_pts):
+            pts = 0 if self._last_pts is None else self._last_pts + 1
+        self._last_pts = pts
+        frame.pts = pts
+        frame.time_base = self.time_base
+        for packet in self.video.encode(frame):
+            self.container.mux(packet)
+        self.frames += 1
+        self._flush_audio()
+
+    def _flush_audio(self) -> None:
+        if self.video is None:  # the header is written with the first video packet
+            return
+        while self.pending_audio:
+            packet = self.pending_audio.popleft()
+            packet.stream = self.audio_out
+            self.container.mux(packet)
+            self.audio_packets += 1
+
+    def close(self) -> None:
+        """Flush the encoder and the audio left, and close the file."""
+        if self.container is None:
+            return
+        try:
+            if self.video is not None:
+                for packet in self.video.encode():
+                    self.container.mux(packet)
+                self._flush_audio()
+        finally:
+            self.container.close()
+            self.container = None
+
+
+class JsonlWriter:
+    """One JSON object per line: ``{"stream", "frame", "pts", "time", ...task fields}``."""
+
+    def __init__(self, path: str):
+        try:
+            self.file = open(path, "w", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--jsonl '{path}': cannot write there ({exc.strerror})") from None
+        self.path = path
+        self.records = 0
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps(record, default=_plain) + "\n")
+        self.records += 1
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _plain(obj: Any):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    return str(obj)

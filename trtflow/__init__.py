@@ -27,6 +27,7 @@ _LAZY = {
     "run_bench": "trtflow.bench",
     "decode_detections": "trtflow.vision",
     "cache_dir": "trtflow.cache_dir",
+    "Predictor": "trtflow.video.predictor",
 }
 
 __all__ = ["Bounds", "Engine", "Profile", "TensorSpec", "__version__", "errors", "load", *sorted(_LAZY)]

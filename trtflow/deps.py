@@ -20,6 +20,7 @@ EXTRAS = {
     "skimage": "demo",
     "sklearn": "demo",
     "matplotlib": "plot",
+    "av": "video",
     "aiohttp": "serve",
     "grpc": "serve",
     "tritonclient": "serve",

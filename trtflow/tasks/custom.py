@@ -1,0 +1,77 @@
+"""Any model with the user's post-processing: ``post="MODULE:FUNCTION"``.
+
+The function is called as ``FUNCTION(outputs, metas)`` with the engine's outputs of one batch
+(name -> array, batch first) and the batch's ``FrameMeta`` list (``meta.to_source(xy)`` maps
+network pixels back to the frame). It returns one item per frame: a JSON-able dict (wrapped in
+``Custom``) or a result object with ``to_dict()`` and ``draw(frame)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from trtflow.errors import ModelLoadError, UsageError
+from trtflow.tasks.base import FrameMeta, Task
+from trtflow.tasks.detect import _resolve_size
+from trtflow.tasks.prepare import Prep, feed_of, prepare_frames
+from trtflow.tasks.results import Custom
+
+
+def load_function(spec: str) -> Callable:
+    """``"package.module:function"`` -> the function.
+
+    Raises:
+        UsageError: not of the form MODULE:FUNCTION.
+        ModelLoadError: the module cannot be imported or has no such callable.
+    """
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise UsageError(f"post-processing '{spec}': give MODULE:FUNCTION, e.g. mypkg.post:decode")
+    module_name, attr = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelLoadError(f"cannot import '{module_name}' for --post {spec} ({exc}); put it on PYTHONPATH") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ModelLoadError(f"'{module_name}' has no function '{attr}' (from --post {spec})")
+    return fn
+
+
+class CustomTask(Task):
+    """A model with user post-processing; preprocessing is ``prep`` (RGB 0..1 letterboxed by default).
+
+    Args:
+        engine: the loaded engine.
+        post: "MODULE:FUNCTION" or a callable ``(outputs, metas) -> list``.
+        labels: class names, passed on as ``task.labels``.
+        input_size: network (height, width) for engines with dynamic H/W (default 640).
+        resize: "letterbox" (default), "stretch", "crop" or "none".
+        prep: the pixel layout.
+    """
+
+    name = "custom"
+    default_size = (640, 640)
+
+    def __init__(self, engine: Any, *, post: Any = None, labels: Optional[Sequence[str]] = None, input_size: Any = None,
+                 resize: Optional[str] = None, prep: Optional[Prep] = None, stride: int = 32,
+                 input_name: Optional[str] = None, device: Optional[str] = None):
+        super().__init__(engine, input_name=input_name, labels=labels, device=device)
+        if post is None:
+            raise UsageError("the custom task needs post-processing: post='MODULE:FUNCTION' (--post)")
+        self.post = post if callable(post) else load_function(post)
+        base = prep or Prep()
+        mode = resize or base.mode
+        self.prep = Prep(mode, _resolve_size(self, input_size) if mode != "none" else None, stride, base.order,
+                         base.scale, base.mean, base.std, base.pad_value, base.crop_ratio)
+
+    def prepare(self, frames: Any) -> tuple[dict[str, Any], list[FrameMeta]]:
+        x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device)
+        return {self.input_name: feed_of(x, numpy_in)}, metas
+
+    def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list:
+        got = list(self.post(dict(outputs), list(metas)))
+        if len(got) != len(metas):
+            raise UsageError(f"the post-processing function returned {len(got)} items for {len(metas)} frames; "
+                             "return one per frame")
+        return [item if hasattr(item, "to_dict") else Custom(dict(item)) for item in got]

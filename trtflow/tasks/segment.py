@@ -1,0 +1,103 @@
+"""Semantic segmentation: a per-pixel class map at the source size.
+
+Three output kinds (``kind="auto"`` tells them apart by dtype and channels):
+
+| kind          | engine output                   | mask                                   |
+|---------------|---------------------------------|----------------------------------------|
+| ``argmax``    | [N, 1, H, W] or [N, H, W] ints  | as is (argmax appended in the graph, as the TensorRT quickstart's FCN) |
+| ``probability`` | [N, 1, H, W] floats           | ``p > threshold`` (PP-OCR's text map: 1 = text) |
+| ``logits``    | [N, C, H, W] floats             | argmax over C                          |
+
+The network-resolution mask is mapped back to the frame by nearest neighbour through the
+frame's ``FrameMeta`` (letterbox padding dropped, crop/stretch undone), so ``mask.shape`` is
+the frame's (H, W). With ``resize="none"`` (the default for engines with dynamic H/W) frames
+run at their own size, padded up to a multiple of ``stride``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from trtflow.arrays import to_numpy
+from trtflow.errors import UsageError
+from trtflow.tasks.base import FrameMeta, Task
+from trtflow.tasks.detect import _resolve_size
+from trtflow.tasks.prepare import Prep, feed_of, prepare_frames
+from trtflow.tasks.results import Segmentation, mask_stats
+
+KINDS = ("auto", "argmax", "probability", "logits")
+IMAGENET_RGB = Prep(mode="none", stride=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), pad_value=0.0)
+# PP-OCR's DB text detector: BGR, /255, ImageNet mean/std, sides multiples of 32
+PPOCR_PREP = Prep(mode="none", stride=32, order="bgr", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                  pad_value=0.0)
+
+
+class SegmentTask(Task):
+    """Per-pixel classes.
+
+    Args:
+        engine: input [N, 3, H, W]; output as in the module docstring.
+        kind: "auto", "argmax", "probability" or "logits".
+        threshold: probability maps: pixels above it are class 1 (default 0.3, DB's).
+        labels: class names by id.
+        input_size: network (height, width) when resizing (letterbox/stretch) or for fixed engines.
+        resize: "none" (default for dynamic H/W engines), "letterbox" (default for fixed ones), "stretch".
+        prep: the pixel layout (ImageNet mean/std on RGB by default).
+        stride: "none" pads frames to a multiple of this.
+        device: move numpy frames to this torch device for preprocessing.
+    """
+
+    name = "segment"
+
+    def __init__(self, engine: Any, *, kind: str = "auto", threshold: float = 0.3,
+                 labels: Optional[Sequence[str]] = None, input_size: Any = None, resize: Optional[str] = None,
+                 prep: Optional[Prep] = None, stride: Optional[int] = None, input_name: Optional[str] = None,
+                 device: Optional[str] = None):
+        super().__init__(engine, input_name=input_name, labels=labels, device=device)
+        if kind not in KINDS:
+            raise UsageError(f"unknown segmentation output kind '{kind}'; choose one of: {', '.join(KINDS)}")
+        self.output_name = engine.outputs[0].name
+        self.kind = self._auto_kind() if kind == "auto" else kind
+        self.threshold = float(threshold)
+        base = prep or IMAGENET_RGB
+        size = _resolve_size(self, input_size)
+        mode = resize or ("letterbox" if self.fixed_size() is not None or input_size is not None else base.mode)
+        self.prep = Prep(mode, size, int(stride or base.stride), base.order, base.scale, base.mean, base.std,
+                         base.pad_value, base.crop_ratio)
+
+    def _auto_kind(self) -> str:
+        spec = self.engine.outputs[0]
+        if not spec.dtype.startswith(("float", "bfloat")):
+            return "argmax"
+        channels = spec.shape[1] if spec.rank == 4 else 1
+        return "probability" if channels == 1 else "logits"
+
+    def prepare(self, frames: Any) -> tuple[dict[str, Any], list[FrameMeta]]:
+        x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device)
+        return {self.input_name: feed_of(x, numpy_in)}, metas
+
+    def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list[Segmentation]:
+        y = outputs[self.output_name]
+        if self.kind == "logits":
+            y = y.argmax(1)
+        y = to_numpy(y)
+        if y.ndim == 4:
+            y = y[:, 0]
+        if self.kind == "probability":
+            y = y > self.threshold
+        y = y.astype(np.int32)
+        results = []
+        for i, meta in enumerate(metas):
+            mask = to_frame(y[i], meta)
+            results.append(Segmentation(mask, mask_stats(mask, self.labels), self.labels))
+        return results
+
+
+def to_frame(mask: np.ndarray, meta: FrameMeta) -> np.ndarray:
+    """A network-resolution [h, w] map -> the frame's [H, W] by nearest neighbour through ``meta``."""
+    h, w = meta.size
+    ys = np.floor((np.arange(h) + 0.5) * meta.scale[1] + meta.pad[1]).astype(np.int64).clip(0, mask.shape[0] - 1)
+    xs = np.floor((np.arange(w) + 0.5) * meta.scale[0] + meta.pad[0]).astype(np.int64).clip(0, mask.shape[1] - 1)
+    return np.ascontiguousarray(mask[ys[:, None], xs[None, :]])

@@ -1,0 +1,166 @@
+"""Super-resolution: frames -> tiles with context margins -> the model -> stitched, exactly scale x input.
+
+waifu2x models (upconv_7, cunet) use unpadded convolutions: an input of H x W gives
+``scale * H - 2 * scale * p`` rows, p the margin per side (7 for upconv_7, 18 for cunet). So each
+frame is edge-padded by p, cut into tiles of ``tile`` x ``tile`` pixels (the last row/column of
+tiles shifted back inside the frame), each tile taken with its p-pixel margin; the model's output
+for a tile is exactly that tile upscaled, and the tiles are pasted back (overlaps, where the last
+tile was shifted, are averaged). A frame smaller than the tile is one tile. The output is exactly
+``scale * H`` x ``scale * W`` and, for a model of unpadded convolutions, equal to running it on
+the whole frame at once. All tiles of a batch have one size, so they go through the engine as one
+batch (``task.infer`` splits it to the engine's batch range).
+
+``cunet`` also needs even tile sizes at even offsets (it downsamples by 2 inside): frames are
+edge-padded to even sizes first (``align``), and the output cropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from trtflow.deps import require
+from trtflow.errors import UsageError
+from trtflow.tasks.base import FrameMeta, Task, frames_list
+from trtflow.tasks.results import Upscaled
+
+log = logging.getLogger(__name__)
+
+ARCHS = {"upconv_7": (7, 1), "cunet": (18, 2)}  # margin per side, size alignment
+DEFAULT_TILE = 256
+
+
+@dataclass(frozen=True)
+class TileMeta(FrameMeta):
+    """A FrameMeta plus where the frame's tiles are: ``first`` index in the batch, tile (h, w) and
+    the (y, x) offsets of each tile in the (aligned) frame."""
+
+    first: int = 0
+    tile: tuple[int, int] = (0, 0)
+    offsets: tuple = ()
+    aligned: tuple[int, int] = (0, 0)
+
+
+class SuperResolutionTask(Task):
+    """Upscale frames with a fully convolutional SR model (waifu2x by default).
+
+    Args:
+        engine: the loaded engine: input [N, 3, H, W] RGB 0..1, output [N, 3, s*H - 2*s*p, ...].
+        arch: "upconv_7" or "cunet" (sets the margin and alignment), or None to measure the margin
+            by running the engine once on a small input.
+        scale: the model's upscaling factor.
+        tile: tile size in input pixels (0: whole frames, one tile each).
+        margin: the model's context margin per side, overriding ``arch``.
+        align: tile sizes and offsets are multiples of this (2 for cunet).
+        device: move numpy frames to this torch device for tiling.
+    """
+
+    name = "sr"
+
+    def __init__(self, engine: Any, *, arch: Optional[str] = None, scale: int = 2, tile: int = DEFAULT_TILE,
+                 margin: Optional[int] = None, align: Optional[int] = None, input_name: Optional[str] = None,
+                 device: Optional[str] = None, resize: Optional[str] = None):
+        super().__init__(engine, input_name=input_name, device=device)
+        if resize not in (None, "none"):
+            raise UsageError(f"the sr task upscales frames as they are; resize '{resize}' does not apply")
+        if arch is not None and arch not in ARCHS:
+            raise UsageError(f"unknown SR architecture '{arch}'; choose one of: {', '.join(ARCHS)}, or None")
+        self.arch = arch
+        self.scale = int(scale)
+        self.tile = int(tile)
+        default_margin, default_align = ARCHS.get(arch, (None, 1))
+        self.align = int(align or default_align)
+        self.margin = int(margin if margin is not None else default_margin if default_margin is not None
+                          else self._measure_margin())
+        self.output_name = engine.outputs[0].name
+
+    def _measure_margin(self) -> int:
+        """p from one run: an input of 2*16 + 2*a rows gives scale * (that) - 2 * scale * p rows."""
+        size = 64
+        probe = np.zeros((1, 3, size, size), dtype=self.input_spec.dtype)
+        out = next(iter(self.engine.infer({self.input_name: probe}).values()))
+        lost = self.scale * size - int(out.shape[-2])
+        if lost < 0 or lost % (2 * self.scale):
+            raise UsageError(f"the SR model maps {size} rows to {out.shape[-2]}; that is not {self.scale}x minus a "
+                             "margin per side. Give scale= and margin= for this model")
+        log.info("SR model margin measured: %d pixels per side", lost // (2 * self.scale))
+        return lost // (2 * self.scale)
+
+    def prepare(self, frames: Any) -> tuple[dict[str, Any], list[TileMeta]]:
+        torch = require("torch", "the sr task")
+        from trtflow.arrays import torch_dtype
+
+        items = frames_list(frames)
+        numpy_in = isinstance(items[0], np.ndarray) and self.device is None
+        tensors = []
+        for f in items:
+            t = torch.from_numpy(np.ascontiguousarray(f)) if isinstance(f, np.ndarray) else f
+            if self.device is not None:
+                t = t.to(self.device)
+            tensors.append(t)
+        a = self.align
+        aligned = [(math.ceil(int(t.shape[0]) / a) * a, math.ceil(int(t.shape[1]) / a) * a) for t in tensors]
+        th, tw = self._tile_size(aligned)
+        p = self.margin
+        tiles, metas = [], []
+        for t, (ah, aw) in zip(tensors, aligned):
+            h, w = int(t.shape[0]), int(t.shape[1])
+            x = t.permute(2, 0, 1)[None].float() / 255.0
+            x = torch.nn.functional.pad(x, (p, p + aw - w, p, p + ah - h), mode="replicate")
+            offsets = [(y0, x0) for y0 in _starts(ah, th) for x0 in _starts(aw, tw)]
+            metas.append(TileMeta((h, w), (th + 2 * p, tw + 2 * p), (float(self.scale),) * 2, (0.0, 0.0),
+                                  len(tiles), (th, tw), tuple(offsets), (ah, aw)))
+            tiles += [x[0, :, y0:y0 + th + 2 * p, x0:x0 + tw + 2 * p] for y0, x0 in offsets]
+        batch = torch.stack(tiles).to(torch_dtype(self.input_spec.dtype)).contiguous()
+        return {self.input_name: batch.numpy() if numpy_in else batch}, metas
+
+    def _tile_size(self, aligned: list) -> tuple[int, int]:
+        a = self.align
+        min_h = min(h for h, _ in aligned)
+        min_w = min(w for _, w in aligned)
+        if self.tile <= 0:
+            return min_h, min_w
+        th = max(a, min(self.tile, min_h) // a * a)
+        tw = max(a, min(self.tile, min_w) // a * a)
+        return th, tw
+
+    def finish(self, outputs: Mapping[str, Any], metas: Sequence[TileMeta]) -> list[Upscaled]:
+        torch = require("torch", "the sr task")
+        from trtflow.arrays import to_torch
+
+        y = to_torch(outputs[self.output_name]).float()
+        s = self.scale
+        results = []
+        for meta in metas:
+            th, tw = meta.tile
+            if tuple(y.shape[-2:]) != (s * th, s * tw):
+                raise UsageError(f"the SR model gave {tuple(y.shape[-2:])} for {th}x{tw} tiles with a {self.margin}-pixel "
+                                 f"margin; expected {(s * th, s * tw)}. Check scale= and margin= (arch=)")
+            ah, aw = meta.aligned
+            canvas = torch.zeros((3, s * ah, s * aw), dtype=y.dtype, device=y.device)
+            count = torch.zeros((1, s * ah, s * aw), dtype=y.dtype, device=y.device)
+            for k, (y0, x0) in enumerate(meta.offsets):
+                canvas[:, s * y0:s * (y0 + th), s * x0:s * (x0 + tw)] += y[meta.first + k]
+                count[:, s * y0:s * (y0 + th), s * x0:s * (x0 + tw)] += 1
+            h, w = meta.size
+            image = (canvas / count)[:, :s * h, :s * w].clamp(0, 1).mul(255).round().to(torch.uint8)
+            results.append(Upscaled(image.permute(1, 2, 0).cpu().numpy(), float(s)))
+        return results
+
+    @property
+    def batch_dims(self):
+        from trtflow.tasks.base import BatchDims
+
+        return BatchDims(self.input_name, (3, None, None), self.input_spec.dtype)
+
+
+def _starts(size: int, tile: int) -> list[int]:
+    """Tile offsets covering [0, size): every ``tile`` pixels, the last shifted back inside."""
+    starts = list(range(0, max(size - tile, 0) + 1, tile))
+    if starts[-1] + tile < size:
+        starts.append(size - tile)
+    return starts

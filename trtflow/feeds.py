@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -11,6 +13,7 @@ from trtflow.errors import ModelLoadError, UsageError
 from trtflow.spec import Shape, TensorSpec, format_shape, parse_pairs
 
 INT_RANGE = (0, 4)  # random integer inputs: small non-negative values, valid as indices and ids
+MEMORY_SHARE = 0.8  # refuse a feed larger than this share of the available memory
 
 
 def resolve_shape(spec: TensorSpec, shapes: Mapping[str, Shape]) -> Shape:
@@ -33,25 +36,164 @@ def resolve_shape(spec: TensorSpec, shapes: Mapping[str, Shape]) -> Shape:
 
 
 def random_array(spec: TensorSpec, shape: Shape, rng: np.random.Generator) -> np.ndarray:
-    """Random values of the spec's dtype: normal floats, small non-negative ints, random bools."""
+    """Random values of the spec's dtype: normal floats, small non-negative ints, random bools,
+    short strings.
+
+    Raises:
+        UsageError: an array that would not fit in the memory available (checked before allocating).
+    """
+    check_fits(array_bytes(shape, spec.dtype), f"a random input '{spec.name}' of shape {format_shape(shape)}")
     if spec.dtype == "bool":
         return rng.random(shape) < 0.5
+    if spec.dtype in ("string", "object", "str"):
+        return np.array([f"s{int(i)}" for i in rng.integers(0, 10, size=shape).ravel()], dtype=object).reshape(shape)
     if spec.dtype.startswith(("int", "uint")):
         return rng.integers(INT_RANGE[0], INT_RANGE[1], size=shape).astype(spec.dtype)
-    dtype = "float32" if spec.dtype == "bfloat16" else spec.dtype
+    dtype = "float32" if spec.dtype == "bfloat16" or not _numpy_dtype(spec.dtype) else spec.dtype
     return rng.standard_normal(shape).astype(dtype)
 
 
+def _numpy_dtype(name: str) -> bool:
+    try:
+        return np.dtype(name).kind in "fc"
+    except TypeError:
+        return False
+
+
+def array_bytes(shape: Shape, dtype: str) -> int:
+    """Bytes an array of ``shape`` and ``dtype`` takes (Python ints: no overflow)."""
+    try:
+        itemsize = 8 if dtype in ("string", "object", "str") else np.dtype(dtype).itemsize
+    except TypeError:
+        itemsize = 2 if dtype == "bfloat16" else 4
+    return math.prod(int(d) for d in shape) * itemsize
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(nbytes: int, what: str, share: float = MEMORY_SHARE) -> None:
+    """Refuse an allocation of ``nbytes`` that cannot fit, before making it.
+
+    Raises:
+        UsageError: ``nbytes`` is more than ``share`` of the available memory.
+    """
+    free = available_memory()
+    if free is not None and nbytes > share * free:
+        raise UsageError(
+            f"{what} would take {_size(nbytes)} but only {_size(free)} of memory is available; "
+            "use a smaller shape (e.g. a smaller batch in --shapes)"
+        )
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if nbytes < 1024 or unit == "PiB":
+            return f"{nbytes:.3g} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.3g} EiB"
+
+
 def random_feed(specs: Iterable[TensorSpec], shapes: Mapping[str, Shape] | None = None, seed: int = 0) -> dict:
-    """One random array per input, shapes resolved by ``resolve_shape``."""
-    rng = np.random.default_rng(seed)
+    """One random array per input, shapes resolved by ``resolve_shape``.
+
+    Raises:
+        UsageError: a dynamic dim without a shape, a negative seed, or a feed too large for memory.
+    """
+    specs = list(specs)
     shapes = shapes or {}
-    return {s.name: random_array(s, resolve_shape(s, shapes), rng) for s in specs}
+    resolved = {s.name: resolve_shape(s, shapes) for s in specs}
+    check_fits(sum(array_bytes(resolved[s.name], s.dtype) for s in specs), "the random inputs")
+    rng = _rng(seed)
+    return {s.name: random_array(s, resolved[s.name], rng) for s in specs}
+
+
+def _rng(seed: int) -> np.random.Generator:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UsageError(f"the seed must be an integer >= 0, got {seed!r}")
+    return np.random.default_rng(seed)
 
 
 def parse_input_args(args: Iterable[str] | None, flag: str = "--input") -> dict[str, str]:
-    """``["images=a.npy", "mask=random"]`` -> ``{"images": "a.npy", "mask": "random"}``."""
-    return parse_pairs(args, flag, f"NAME=FILE.npy or NAME=random, e.g. {flag} images=batch.npy")
+    """``["images=a.npy", "mask=random"]`` -> ``{"images": "a.npy", "mask": "random"}``.
+
+    The one ``--input`` rule: ``NAME=FILE.npy``, ``NAME=FILE.npz`` (the array named NAME),
+    ``NAME=FILE.npz:KEY`` (the array named KEY) or ``NAME=random``.
+
+    Raises:
+        UsageError: an item that is not NAME=VALUE, or a value that is neither a .npy/.npz file nor random.
+    """
+    example = f"NAME=FILE.npy, NAME=FILE.npz[:KEY] or NAME=random, e.g. {flag} images=batch.npy"
+    for item in args or []:
+        parts = str(item).split(":")
+        at = next((i for i in range(1, len(parts)) if _looks_like_shape(parts[i])), None)
+        if "=" not in str(item) and at is not None:  # the old NAME:SHAPE[:DTYPE] spelling
+            name = ":".join(parts[:at])
+            dtype = f" --dtypes {name}:{parts[at + 1]}" if at + 1 < len(parts) else ""
+            raise UsageError(f"bad {flag} '{item}': {flag} takes values ({example}); a shape goes to "
+                             f"--shapes {name}:{parts[at]}{dtype}")
+    pairs = parse_pairs(args, flag, example)
+    for name, value in pairs.items():
+        if value != "random" and split_npz(value)[0].suffix.lower() not in (".npy", ".npz"):
+            hint = f"; a shape goes to --shapes {name}:{value}" if _looks_like_shape(value) else ""
+            raise UsageError(f"bad {flag} '{name}={value}': expected {example}{hint}")
+    return pairs
+
+
+def _looks_like_shape(text: str) -> bool:
+    return bool(text) and all(p.isdigit() for p in text.lower().split("x"))
+
+
+def split_npz(value: str) -> tuple[Path, str | None]:
+    """``"a.npz:images"`` -> ``(Path("a.npz"), "images")``; any other value -> ``(Path(value), None)``."""
+    head, sep, key = str(value).rpartition(":")
+    if sep and head.lower().endswith(".npz") and key:
+        return Path(head), key
+    return Path(value), None
+
+
+def load_array(value: str, name: str) -> np.ndarray:
+    """The array an ``--input NAME=VALUE`` names: a ``.npy`` file, or one array of a ``.npz``
+    (``KEY`` when given as ``FILE.npz:KEY``, else the array called ``name``).
+
+    Raises:
+        ModelLoadError: a missing, unreadable or malformed file, or a .npz without that array.
+    """
+    path, key = split_npz(value)
+    key = key or name
+    if not path.exists():
+        raise ModelLoadError(f"input file not found: {path}; check the path given to --input {name}=")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder; --input {name}= takes a .npy or .npz file")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            return np.asarray(data)
+        with data:
+            if key not in data.files:
+                raise ModelLoadError(
+                    f"{path} holds no array '{key}' (it holds {sorted(data.files)}); give the key as "
+                    f"--input {name}={path}:KEY"
+                )
+            return np.asarray(data[key])
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - numpy raises many types on a malformed file
+        reason = "it holds Python objects (pickles), which are not loaded" if "allow_pickle" in str(exc) else (
+            f"{type(exc).__name__}: {exc}")
+        raise ModelLoadError(f"cannot read {path} as .npy/.npz: {reason}") from None
 
 
 def build_feed(
@@ -60,35 +202,44 @@ def build_feed(
     shapes: Mapping[str, Shape] | None = None,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
-    """The feed for a run: files where given (``.npy``, or ``.npz`` holding every input), random elsewhere.
+    """The feed for a run: files where given (see ``parse_input_args``), random elsewhere.
 
     Raises:
-        UsageError: an --input naming no model input.
-        ModelLoadError: an input file that is missing or unreadable.
+        UsageError: an --input naming no model input, or random inputs too large for memory.
+        ModelLoadError: an input file that is missing or unreadable, or a .npz without the array.
     """
     inputs = dict(inputs or {})
-    names = {s.name for s in specs}
+    names = [s.name for s in specs]
     for name in inputs:
-        if name not in names and not inputs[name].endswith(".npz"):
-            raise UsageError(f"--input names '{name}', which is not a model input; inputs: {sorted(names)}")
+        if name not in names:
+            raise UsageError(f"--input names '{name}', which is not a model input; the model's inputs are {names}")
     shapes = dict(shapes or {})
-    loaded: dict[str, np.ndarray] = {}
-    for name, value in inputs.items():
-        if value == "random":
-            continue
-        path = Path(value)
-        if not path.exists():
-            raise ModelLoadError(f"input file not found: {path}")
-        try:
-            data = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise ModelLoadError(f"cannot read {path} as .npy/.npz ({exc})") from None
-        if isinstance(data, np.lib.npyio.NpzFile):
-            loaded.update({k: data[k] for k in data.files if k in names})
-        else:
-            loaded[name] = data
+    loaded = {name: load_array(value, name) for name, value in inputs.items() if value != "random"}
     for name, arr in loaded.items():
         shapes[name] = arr.shape
     feed = random_feed([s for s in specs if s.name not in loaded], shapes, seed)
     feed.update(loaded)
     return {s.name: feed[s.name] for s in specs}
+
+
+def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``arrays`` as one .npz (any names, even ``file``), to a temporary file renamed into place.
+
+    Object (string) arrays are stored as fixed-width unicode, so ``load_array`` reads them back
+    without unpickling.
+    """
+    import zipfile
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, value in arrays.items():
+                arr = np.asarray(value)
+                if arr.dtype == object:
+                    arr = arr.astype(str)
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

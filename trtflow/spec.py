@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Union
 
@@ -76,6 +77,9 @@ def format_shape(shape: Iterable[int]) -> str:
     return "x".join(str(int(d)) for d in shape)
 
 
+MAX_DIM = 2**62  # larger sizes are never real (and overflow int64 element counts)
+
+
 def parse_shape(text: str) -> Shape:
     """``"1x3x224x224"`` -> ``(1, 3, 224, 224)``; ``""`` or ``"scalar"`` is a scalar.
 
@@ -85,12 +89,12 @@ def parse_shape(text: str) -> Shape:
     text = text.strip()
     if text in ("", "scalar"):
         return ()
-    try:
-        dims = tuple(int(d) for d in text.lower().split("x"))
-    except ValueError:
-        raise UsageError(f"bad shape '{text}': expected sizes joined by 'x', e.g. 1x3x224x224") from None
-    if any(d < 0 for d in dims):
-        raise UsageError(f"bad shape '{text}': sizes must be >= 0")
+    parts = text.lower().split("x")
+    if not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
+        raise UsageError(f"bad shape '{text}': expected sizes >= 0 joined by 'x', e.g. 1x3x224x224")
+    dims = tuple(int(p) for p in parts)
+    if any(d >= MAX_DIM for d in dims):
+        raise UsageError(f"bad shape '{text}': a size of {max(dims)} is too large for any tensor")
     return dims
 
 
@@ -113,11 +117,12 @@ def parse_shapes(text: str | Iterable[str] | None) -> dict[str, Shape]:
             if not entry:
                 continue
             name, sep, dims = entry.rpartition(":")
+            name = name.strip().strip("'\"")
             if not sep or not name:
                 raise UsageError(
                     f"bad shape entry '{entry}': expected NAME:DIMS, e.g. input:1x3x224x224"
                 )
-            shapes[name.strip("'\"")] = parse_shape(dims)
+            shapes[name] = parse_shape(dims)
     return shapes
 
 
@@ -193,3 +198,37 @@ def parse_pairs(items: Iterable[str] | None, flag: str, example: str) -> dict[st
             raise UsageError(f"bad {flag} '{item}': expected {example}")
         out[key] = value
     return out
+
+
+def parse_tolerances(items: Iterable[str] | None, flag: str) -> tuple[float | None, dict[str, float]]:
+    """``["1e-3", "logits=0.1"]`` -> ``(1e-3, {"logits": 0.1})``: one value for every output
+    and/or ``NAME=X`` for one output (``--atol``/``--rtol`` of every command).
+
+    Returns:
+        ``(the value for all outputs, or None when only per-output values were given, per-output values)``.
+
+    Raises:
+        UsageError: a value that is not a finite number >= 0, or an empty name.
+    """
+    base, per = None, {}
+    for item in items or []:
+        name, sep, value = str(item).rpartition("=")
+        number = _tolerance(value)
+        if number is None or (sep and not name.strip()):
+            raise UsageError(
+                f"bad {flag} '{item}': expected a number >= 0 for every output or NAME=NUMBER for one, "
+                f"e.g. {flag} 1e-3 or {flag} logits=0.01"
+            )
+        if sep:
+            per[name.strip()] = number
+        else:
+            base = number
+    return base, per
+
+
+def _tolerance(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None

@@ -11,6 +11,7 @@ least ``iterations`` queries and at least ``duration_s`` seconds, after ``warmup
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
@@ -45,9 +46,13 @@ class BenchConfig:
     streams: int = 1
 
     def __post_init__(self):
-        if self.iterations < 1 or self.duration_s < 0 or self.warmup_ms < 0 or self.streams < 1:
+        numbers = (self.iterations, self.duration_s, self.warmup_ms, self.streams)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers) or (
+                self.iterations < 1 or self.duration_s < 0 or self.warmup_ms < 0 or self.streams < 1
+                or int(self.iterations) != self.iterations or int(self.streams) != self.streams):
             raise UsageError(
-                f"bench needs iterations >= 1, duration >= 0, warmUp >= 0 and streams >= 1; got {asdict(self)}"
+                f"bench needs whole iterations >= 1, a finite duration >= 0 s, a finite warmUp >= 0 ms and whole "
+                f"streams >= 1; got {asdict(self)}"
             )
 
 

@@ -15,12 +15,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_shapes(parser)
     options.add_precision(parser)
     group = parser.add_argument_group("inference (trtexec flags)")
-    group.add_argument("--iterations", type=int, default=10, help="run at least N queries (default: %(default)s)")
-    group.add_argument("--duration", type=float, default=3.0, help="run at least S seconds (default: %(default)s)")
-    group.add_argument("--warmUp", type=float, default=200.0, help="warm up for MS milliseconds (default: %(default)s)")
+    group.add_argument("--iterations", type=options.count(1), default=10, help="run at least N queries (default: %(default)s)")
+    group.add_argument("--duration", type=options.number(0), default=3.0, help="run at least S seconds (default: %(default)s)")
+    group.add_argument("--warmUp", type=options.number(0), default=200.0, help="warm up for MS milliseconds (default: %(default)s)")
     group.add_argument("--useCudaGraph", action="store_true", help="capture the engine in CUDA graphs (torch engine)")
     group.add_argument("--noDataTransfers", action="store_true", help="leave H2D/D2H copies out of the timing")
-    group.add_argument("--streams", type=int, default=1, help="spread queries over N CUDA streams (default: 1)")
+    group.add_argument("--streams", type=options.count(1), default=1, help="spread queries over N CUDA streams (default: 1)")
     group.add_argument("--exportJson", metavar="FILE", help="write every figure and the per-query times as JSON")
     group.add_argument("--plot", metavar="FILE.png", help="write the latency distribution as a PNG")
     torch_group = parser.add_argument_group("torch engine")
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              help="torch.compile mode (default: eager)")
     torch_group.add_argument("--channels-last", action="store_true", help="channels-last weights and inputs")
     torch_group.add_argument("--device", default=None, help="torch device, e.g. cuda:0 or cpu (default: cuda if present)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
+    options.add_inputs(parser)
     options.add_json(parser)
 
 
@@ -65,8 +65,6 @@ def _load(args: argparse.Namespace):
 
 
 def _load_factory(args: argparse.Namespace):
-    import numpy as np
-
     from trtflow.deps import require
     from trtflow.backends.torch.runner import TorchEngine
     from trtflow.export.factory import load_factory
@@ -78,23 +76,29 @@ def _load_factory(args: argparse.Namespace):
     if examples is None:
         if not shapes:
             raise UsageError(f"{args.model} needs input shapes: give --shapes NAME:1x3x224x224 with forward()'s argument names")
-        rng = np.random.default_rng(args.seed)
-        examples = {name: torch.from_numpy(rng.standard_normal(shape).astype(np.float32)) for name, shape in shapes.items()}
+        from trtflow.feeds import random_feed
+        from trtflow.spec import TensorSpec
+
+        values = random_feed([TensorSpec(name, "float32", shape) for name, shape in shapes.items()], shapes, args.seed)
+        examples = {name: torch.from_numpy(v) for name, v in values.items()}
     return TorchEngine(module, examples, compile=args.compile, **_torch_options(args))
 
 
 def run(args: argparse.Namespace) -> int:
     from trtflow.bench import BenchConfig, plot, run_bench, summary_text, to_dict, write_json
-    from trtflow.feeds import build_feed
+    from trtflow.feeds import build_feed, parse_input_args
 
     config = BenchConfig(
         iterations=args.iterations, duration_s=args.duration, warmup_ms=args.warmUp,
         data_transfers=not args.noDataTransfers, streams=args.streams,
     )
-    if args.plot and not args.plot.lower().endswith(".png"):
-        raise UsageError(f"--plot writes a PNG; give a file name ending in .png, not '{args.plot}'")
+    if args.plot:
+        options.check_out_path(args.plot, "--plot", ".png")
+    if args.exportJson:
+        options.check_out_path(args.exportJson, "--exportJson")
+    files = parse_input_args(args.input)
     with _load(args) as engine:
-        feed = build_feed(engine.inputs, None, options.shapes_of(args), args.seed)
+        feed = build_feed(engine.inputs, files, options.shapes_of(args), args.seed)
         with output.bar(f"bench {args.model}", enabled=not args.json) as progress:
             result = run_bench(engine, feed, config, progress=progress)
     if args.exportJson:

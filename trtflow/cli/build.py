@@ -6,14 +6,17 @@ import argparse
 from pathlib import Path
 
 from trtflow.cli import options, output
-from trtflow.errors import UsageError
 
 HELP = "build a TensorRT engine from an ONNX model (trtexec's flags; TensorRT 10/11 or TensorRT-RTX)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="the .onnx model")
-    parser.add_argument("--saveEngine", required=True, metavar="PATH", help="where to write the plan (a PATH.json sidecar goes beside it)")
+    parser.add_argument("--saveEngine", "-o", "--out", dest="saveEngine", required=True, metavar="PATH",
+                        help="where to write the plan (a PATH.json sidecar goes beside it); -o/--out are aliases")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="build even when the engine cache holds this plan, and leave the cache untouched "
+                        "(default: reuse and fill the cache that trtflow.load uses)")
     options.add_shapes(parser, profiles=True)
     options.add_precision(parser)
     options.add_build(parser)
@@ -28,31 +31,64 @@ def run(args: argparse.Namespace) -> int:
         from trtflow.cli import build_torch
 
         return build_torch.run(args)
-    from trtflow.backends.tensorrt.builder import build_engine
-    from trtflow.backends.tensorrt.sidecar import sha256, write_plan
+    from trtflow.graph.io import load_onnx
 
-    if not Path(args.model).exists():
-        raise UsageError(f"no such file: {args.model}")
+    options.check_out_path(args.saveEngine, "--saveEngine")
+    load_onnx(args.model, load_external_data=False)  # a missing or unreadable model: one line, before any work
     config = options.build_config_of(args)
     with output.bar("building", enabled=not args.json) as progress:
-        result = build_engine(args.model, config, progress=progress)
-    meta = write_plan(args.saveEngine, result, source=str(args.model), config=config.key_dict(),
-                      onnx_sha256=sha256(Path(args.model).read_bytes()))
-    report = {"engine": str(args.saveEngine), **result.to_dict(), "plan_sha256": meta["plan_sha256"]}
+        meta, cache = _build(args, config, progress)
+    report = {"engine": str(args.saveEngine), **{k: v for k, v in meta.items() if k != "key"}, "cache": cache}
     if args.json:
         output.print_json(report)
         return 0
+    built = "taken from the engine cache" if cache["hit"] else f"built in {meta['build_seconds']:.1f} s"
     output.print_table(
-        f"{args.saveEngine}: {result.engine_bytes / 2**20:.2f} MiB, built in {result.build_seconds:.1f} s",
+        f"{args.saveEngine}: {meta['engine_bytes'] / 2**20:.2f} MiB, {built}",
         ["item", "value"],
         [
-            ("TensorRT", f"{result.flavor} {result.version}"),
-            ("target", result.target.get("name")),
-            ("precision", result.precision["path"]),
-            *((f"profile {k}" + (" (inferred)" if result.notes else ""), "; ".join(f"{n}: {'x'.join(map(str, p.min[n]))} .. {'x'.join(map(str, p.max[n]))} (opt {'x'.join(map(str, p.opt[n]))})" for n in p.min))
-              for k, p in enumerate(result.profiles)),
-            *((f"input {s.name}", f"{s.dtype} {s.describe_shape()}") for s in result.inputs),
-            *((f"output {s.name}", f"{s.dtype} ({', '.join(map(str, s.shape))})") for s in result.outputs),
+            ("TensorRT", f"{meta['flavor']} {meta['version']}"),
+            ("target", (meta.get("target") or {}).get("name")),
+            ("precision", (meta.get("precision") or {}).get("path")),
+            *((f"profile {k}" + (" (inferred)" if meta.get("inferred_profiles") else ""),
+               "; ".join(f"{n}: {_dims(b['min'])} .. {_dims(b['max'])} (opt {_dims(b['opt'])})" for n, b in p.items()))
+              for k, p in enumerate(meta.get("profiles", []))),
+            *((f"input {s.name}", f"{s.dtype} {s.describe_shape()}") for s in _specs(meta, "inputs")),
+            *((f"output {s.name}", f"{s.dtype} ({', '.join(map(str, s.shape))})") for s in _specs(meta, "outputs")),
+            ("cache", cache["note"]),
         ],
     )
     return 0
+
+
+def _build(args: argparse.Namespace, config, progress) -> tuple[dict, dict]:
+    """Build (or take from the engine cache) and write the plan and its sidecar to --saveEngine."""
+    import json
+
+    from trtflow.backends.tensorrt.builder import build_engine
+    from trtflow.backends.tensorrt.cache import EngineCache
+    from trtflow.backends.tensorrt.sidecar import atomic_write, sha256, sidecar_path, write_plan
+
+    if args.no_cache:
+        result = build_engine(args.model, config, progress=progress)
+        meta = write_plan(args.saveEngine, result, source=str(args.model), config=config.key_dict(),
+                          onnx_sha256=sha256(Path(args.model).read_bytes()))
+        return meta, {"hit": False, "key": None, "note": "not used (--no-cache)"}
+    store = EngineCache()
+    entry = store.get_or_build(args.model, config, progress=progress)
+    meta = {**entry.meta, "source": str(args.model)}
+    atomic_write(Path(args.saveEngine), entry.plan())
+    atomic_write(sidecar_path(args.saveEngine), json.dumps(meta, indent=2).encode())
+    note = (f"reused entry {entry.key[:12]} (same ONNX, flags, TensorRT and GPU); --no-cache rebuilds" if entry.hit
+            else f"filled entry {entry.key[:12]} for trtflow.load and later builds")
+    return meta, {"hit": entry.hit, "key": entry.key, "path": str(entry.plan_path), "note": note}
+
+
+def _dims(shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def _specs(meta: dict, which: str):
+    from trtflow.backends.tensorrt.sidecar import spec_from_dict
+
+    return [spec_from_dict(s) for s in meta.get(which, [])]

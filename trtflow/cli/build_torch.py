@@ -35,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     torch = require("torch", "trtflow build --engine torch")
     if not is_factory_spec(args.model):
         raise UsageError(f"--engine torch builds from a MODULE:FACTORY spec (e.g. mypkg.models:make); got '{args.model}'")
+    from trtflow.cli.options import check_out_path
+
+    check_out_path(args.saveEngine, "--saveEngine")
     if not str(args.saveEngine).endswith(".pt2"):
         raise UsageError(f"--saveEngine for --engine torch is an AOTInductor package; give a name ending in .pt2, not '{args.saveEngine}'")
     lo, hi = parse_shapes(args.minShapes), parse_shapes(args.maxShapes)

@@ -26,41 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="engines to run, the first is the reference: ort, torch, tensorrt "
         f"(default: {DEFAULT_ENGINES['onnx']} for .onnx, {DEFAULT_ENGINES['module']} for MODULE:FACTORY)",
     )
-    parser.add_argument("--atol", action="append", metavar="X|NAME:X", help="absolute tolerance, for all outputs or one (default: 1e-5)")
-    parser.add_argument("--rtol", action="append", metavar="X|NAME:X", help="relative tolerance, for all outputs or one (default: 1e-5)")
+    options.add_tolerances(parser, 1e-5, 1e-5)
+    parser.add_argument("--equal-nan", action="store_true", help="a NaN on both sides at one place passes (default: NaN fails)")
     parser.add_argument(
         "--providers", default="cpu", help="ONNX Runtime providers for the ort engine, comma-separated (default: cpu)"
     )
     options.add_shapes(parser)
-    add_export_options(
-        parser,
-        input_help="input values NAME=FILE.npy|random (default: random); for MODULE:FACTORY the example "
-        "inputs NAME:SHAPE[:DTYPE], e.g. x:1x3x224x224 (repeatable)",
-        input_metavar="NAME=FILE|NAME:SHAPE",
-    )
+    options.add_inputs(parser)
+    group = parser.add_argument_group("MODULE:FACTORY (exported to ONNX first; inputs in forward() order)")
+    add_export_options(group)
     options.add_json(parser)
-
-
-def parse_tolerances(values: list[str] | None, flag: str, default: float) -> tuple[float, dict[str, float]]:
-    """``["1e-3", "logits:0.1"]`` -> ``(1e-3, {"logits": 0.1})``.
-
-    Raises:
-        UsageError: a value that is not a number >= 0.
-    """
-    base, per = default, {}
-    for text in values or []:
-        name, sep, value = text.rpartition(":")
-        try:
-            number = float(value)
-        except ValueError:
-            number = -1.0
-        if number < 0:
-            raise UsageError(f"bad {flag} '{text}': expected a number >= 0 or NAME:NUMBER, e.g. {flag} 1e-3 or {flag} logits:0.01")
-        if sep:
-            per[name] = number
-        else:
-            base = number
-    return base, per
 
 
 def _engine_names(text: str) -> list[str]:
@@ -86,9 +61,8 @@ def run(args: argparse.Namespace) -> int:
 
     is_module = is_factory_spec(args.model)
     engines = _engine_names(args.engines or DEFAULT_ENGINES["module" if is_module else "onnx"])
-    atol, per_atol = parse_tolerances(args.atol, "--atol", 1e-5)
-    rtol, per_rtol = parse_tolerances(args.rtol, "--rtol", 1e-5)
-    tolerances = Tolerances(atol, rtol, per_atol, per_rtol)
+    atol, rtol, per_atol, per_rtol = options.tolerances_of(args, 1e-5, 1e-5)
+    tolerances = Tolerances(atol, rtol, per_atol, per_rtol, equal_nan=args.equal_nan)
     with contextlib.ExitStack() as stack:
         if is_module:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="trtflow-compare-"))
@@ -106,16 +80,16 @@ def run(args: argparse.Namespace) -> int:
 def _compare_onnx(args, engines: list[str], tolerances, stack: contextlib.ExitStack):
     from trtflow.compare.engines import compare_engines
     from trtflow.feeds import build_feed, parse_input_args
-    from trtflow.export.inputs import parse_input_spec
 
     if "torch" in engines:
         raise UsageError(
             "the torch engine runs PyTorch modules, not ONNX files: compare an .onnx with --engines ort,tensorrt, "
             "or give MODULE:FACTORY to compare PyTorch with its ONNX export"
         )
-    files = parse_input_args([t for t in args.input or [] if "=" in t])
+    if args.dtypes:
+        raise UsageError("--dtypes sets the example inputs of a MODULE:FACTORY; an ONNX model has its own dtypes")
+    files = parse_input_args(args.input)
     shapes = options.shapes_of(args)
-    shapes.update({s.name: s.shape for s in (parse_input_spec(t) for t in args.input or [] if "=" not in t)})
     loaded = {}
     with output.steps("loading") as step:
         for name in engines:
@@ -131,7 +105,6 @@ def _compare_module(args, engines: list[str], tolerances, tmp: str, stack: conte
     from trtflow.arrays import to_numpy
     from trtflow.cli.export import export_config, module_and_examples
     from trtflow.compare.engines import compare_engines
-    from trtflow.feeds import build_feed, parse_input_args
     from trtflow.backends import load
     from trtflow.export import from_torch
 
@@ -154,13 +127,7 @@ def _compare_module(args, engines: list[str], tolerances, tmp: str, stack: conte
                 engine = options.load_engine(args, onnx_path, name)
             loaded[name] = stack.enter_context(engine)
         step("running")
-        shapes = {k: tuple(v.shape) for k, v in examples.items()}
-        shapes.update(options.shapes_of(args))
-        files = parse_input_args([t for t in args.input or [] if "=" in t])
-        if not files and shapes == {k: tuple(v.shape) for k, v in examples.items()}:
-            feed = {k: to_numpy(v) for k, v in examples.items()}  # the example inputs themselves
-        else:
-            feed = build_feed(result.inputs, files, shapes, args.seed)
+        feed = {k: to_numpy(v) for k, v in examples.items()}  # the example inputs themselves
         report = compare_engines(loaded, feed, tolerances, model=args.model)
     report.notes.append(f"exported with the {result.exporter} exporter, opset {result.opset}")
     return report

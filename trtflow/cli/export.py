@@ -1,4 +1,4 @@
-"""trtflow export MODULE:FACTORY --out model.onnx --input NAME:SHAPE[:DTYPE]: export and verify."""
+"""trtflow export MODULE:FACTORY -o model.onnx --shapes NAME:SHAPE [--dtypes NAME:DTYPE]: export and verify."""
 
 from __future__ import annotations
 
@@ -18,73 +18,93 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "module", metavar="MODULE:FACTORY",
         help="an importable module and a function returning the nn.Module (or (module, example_inputs))",
     )
-    parser.add_argument("--out", required=True, metavar="MODEL.onnx", help="the ONNX file to write")
+    options.add_out(parser, "MODEL.onnx", "the ONNX file to write", required=True)
+    parser.add_argument("--shapes", action="append", metavar="NAME:1x3x224x224",
+                        help="example input shapes in forward() order, trtexec syntax: x:1x3x224x224,ids:1x16")
+    options.add_inputs(parser, help="example input values: NAME=FILE.npy, NAME=FILE.npz[:KEY] or NAME=random "
+                       "(repeatable; default: random values of --shapes, or the factory's own examples)")
     add_export_options(parser)
-    parser.add_argument("--atol", type=float, default=None, help="absolute tolerance of the verification (default: 1e-4)")
-    parser.add_argument("--rtol", type=float, default=None, help="relative tolerance of the verification (default: 1e-3)")
+    options.add_tolerances(parser, 1e-4, 1e-3, " of the verification")
     parser.add_argument("--no-verify", action="store_true", help="skip comparing ONNX Runtime with PyTorch")
     options.add_json(parser)
 
 
-INPUT_HELP = "an example input in forward() order, e.g. x:1x3x224x224 or ids:1x16:int64 (repeatable)"
-
-
-def add_export_options(
-    parser: argparse.ArgumentParser, input_help: str = INPUT_HELP, input_metavar: str = "NAME:SHAPE[:DTYPE]"
-) -> None:
-    """Flags shared with ``trtflow compare MODULE:FACTORY``."""
-    parser.add_argument("--input", action="append", metavar=input_metavar, help=input_help)
+def add_export_options(parser: argparse.ArgumentParser) -> None:
+    """Flags shared with ``trtflow compare MODULE:FACTORY`` (shapes and --input come from the command)."""
+    parser.add_argument("--dtypes", action="append", metavar="NAME:DTYPE",
+                        help="dtype of an example input when not float32, e.g. ids:int64 (repeatable)")
     parser.add_argument(
         "--dynamic", action="append", metavar="NAME:AXIS=LABEL",
         help="a dynamic axis, e.g. x:0=batch; axes sharing a label are one size (repeatable)",
     )
-    parser.add_argument("--opset", type=int, default=None, help="ai.onnx opset (default: 18)")
+    parser.add_argument("--opset", type=options.count(1), default=None, help="ai.onnx opset (default: 18)")
     parser.add_argument("--output-names", metavar="A,B", help="names of the module's outputs, in order")
     parser.add_argument(
         "--exporter", default="auto", metavar="{auto,dynamo,torchscript}",
         help="PyTorch exporter (default: auto = dynamo, TorchScript when dynamo cannot)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random example inputs (default: 0)")
 
 
 def module_and_examples(args: argparse.Namespace, spec: str):
-    """The module from MODULE:FACTORY and its example inputs (from --input, or from the factory).
+    """The module from MODULE:FACTORY and its example inputs (from --shapes/--dtypes/--input, or
+    from the factory).
 
     Returns:
         ``(module, name -> tensor, input_names or None)``.
 
     Raises:
-        ModelLoadError: the spec does not import or the factory fails.
-        UsageError: no --input and a factory that returns no example inputs.
+        ModelLoadError: the spec does not import, the factory fails, an --input file is unreadable.
+        UsageError: no shapes and a factory that returns no example inputs; --dtypes for an unknown input.
     """
     from trtflow.deps import require
     from trtflow.export.factory import load_factory
-    from trtflow.export.inputs import parse_input_spec, random_examples
+    from trtflow.export.inputs import parse_dtypes
+    from trtflow.feeds import load_array, parse_input_args, random_array, _rng
+    from trtflow.spec import TensorSpec
 
-    require("torch", "trtflow export")
-    specs = [parse_input_spec(text) for text in args.input or [] if "=" not in text]
+    torch = require("torch", "trtflow export")
+    shapes = options.shapes_of(args)
+    dtypes = parse_dtypes(args.dtypes)
+    files = parse_input_args(args.input)
+    rng = _rng(args.seed)  # refuses a bad seed before the factory runs
     made = load_factory(spec)
     module, examples = (made if isinstance(made, tuple) and len(made) == 2 else (made, None))
     if not hasattr(module, "forward"):
         raise UsageError(f"{spec} returned a {type(module).__name__}, not a torch.nn.Module")
-    if specs:
-        return module, random_examples(specs, args.seed), [s.name for s in specs]
+    names = list(dict.fromkeys([*shapes, *files]))
+    unknown = [n for n in dtypes if n not in names]
+    if unknown:
+        raise UsageError(f"--dtypes names {unknown}, which have no --shapes or --input; give --shapes NAME:SHAPE too")
+    if names:
+        values = {}
+        for name in names:
+            if files.get(name, "random") != "random":
+                values[name] = torch.from_numpy(load_array(files[name], name).copy())
+            elif name not in shapes:
+                raise UsageError(f"--input {name}=random needs a shape: add --shapes {name}:1x3x224x224")
+            else:
+                tensor_spec = TensorSpec(name, dtypes.get(name, "float32"), shapes[name])
+                values[name] = torch.from_numpy(random_array(tensor_spec, shapes[name], rng))
+        return module, values, names
     if examples is None:
         raise UsageError(
-            f"give the example input shapes of {spec}: --input NAME:SHAPE[:DTYPE] for each forward() "
-            "argument, e.g. --input x:1x3x224x224"
+            f"give the example input shapes of {spec}: --shapes NAME:SHAPE for each forward() argument, "
+            "e.g. --shapes x:1x3x224x224 (and --dtypes ids:int64 for non-float inputs)"
         )
     return module, examples, None
 
 
-def export_config(args: argparse.Namespace, input_names, verify: bool, atol: float | None = None,
-                  rtol: float | None = None):
-    """An ``ExportConfig`` from the shared flags (tolerances left at their defaults when None)."""
+def export_config(args: argparse.Namespace, input_names, verify: bool, tolerances: bool = False):
+    """An ``ExportConfig`` from the shared flags (with --atol/--rtol when ``tolerances``)."""
     from trtflow.export.config import DEFAULT_OPSET, ExportConfig
     from trtflow.export.inputs import parse_dynamic
 
     names = [n.strip() for n in args.output_names.split(",")] if args.output_names else None
-    extra = {k: v for k, v in (("atol", atol), ("rtol", rtol)) if v is not None}
+    extra = {}
+    if tolerances:
+        defaults = ExportConfig()
+        atol, rtol, per_atol, per_rtol = options.tolerances_of(args, defaults.atol, defaults.rtol)
+        extra = dict(atol=atol, rtol=rtol, per_output_atol=per_atol, per_output_rtol=per_rtol)
     return ExportConfig(
         input_names=input_names, output_names=names, dynamic=parse_dynamic(args.dynamic),
         opset=args.opset or DEFAULT_OPSET, exporter=args.exporter, verify=verify, **extra,
@@ -95,8 +115,9 @@ def run(args: argparse.Namespace) -> int:
     from trtflow.compare.report import DIFF_COLUMNS, diff_row
     from trtflow.export import from_torch
 
+    options.check_out_path(args.out, "--out", ".onnx")
     module, examples, names = module_and_examples(args, args.module)
-    config = export_config(args, names, verify=not args.no_verify, atol=args.atol, rtol=args.rtol)
+    config = export_config(args, names, verify=not args.no_verify, tolerances=True)
     with output.steps("exporting") as step:
         try:
             result = from_torch(module, examples, args.out, config=config, progress=step)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 
+from trtflow.errors import UsageError
 from trtflow.spec import Profile, make_profile, parse_shapes
 
 
@@ -45,11 +47,96 @@ def add_precision(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--stronglyTyped", action="store_true", help="take precision from the ONNX types only")
 
 
-def add_inputs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--input", action="append", metavar="NAME=FILE.npy|random", help="input values (default: random)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed for random inputs (default: 0)")
+INPUT_METAVAR = "NAME=FILE|random"
+INPUT_HELP = ("input values: NAME=FILE.npy, NAME=FILE.npz (its array NAME), NAME=FILE.npz:KEY or NAME=random "
+              "(repeatable; default: random)")
+
+
+def add_inputs(parser: argparse.ArgumentParser, help: str = INPUT_HELP) -> None:
+    """``--input NAME=FILE|random`` (one meaning in every command) and ``--seed``."""
+    parser.add_argument("--input", action="append", metavar=INPUT_METAVAR, help=help)
+    add_seed(parser)
+
+
+def add_seed(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=count(0), default=0, help="seed of the random inputs (default: 0)")
+
+
+def add_tolerances(parser: argparse.ArgumentParser, atol: float, rtol: float, what: str = "") -> None:
+    """``--atol``/``--rtol``: a number for every output, or NAME=X for one output (repeatable)."""
+    for flag, default in (("--atol", atol), ("--rtol", rtol)):
+        kind = "absolute" if flag == "--atol" else "relative"
+        parser.add_argument(flag, action="append", metavar="X|NAME=X",
+                            help=f"{kind} tolerance{what}: X for every output or NAME=X for one (repeatable; "
+                            f"default: {default:g})")
+
+
+def tolerances_of(args: argparse.Namespace, atol: float, rtol: float) -> tuple[float, float, dict, dict]:
+    """``(atol, rtol, per-output atol, per-output rtol)`` from --atol/--rtol, defaults where not given."""
+    from trtflow.spec import parse_tolerances
+
+    a, per_a = parse_tolerances(getattr(args, "atol", None), "--atol")
+    r, per_r = parse_tolerances(getattr(args, "rtol", None), "--rtol")
+    return (atol if a is None else a), (rtol if r is None else r), per_a, per_r
+
+
+def add_out(parser: argparse.ArgumentParser, metavar: str, help: str, required: bool = False,
+            aliases: tuple[str, ...] = ()) -> None:
+    """``-o/--out PATH``: the output file of a command (trtexec's own commands keep their flag too)."""
+    parser.add_argument("-o", "--out", *aliases, dest="out", metavar=metavar, required=required, help=help)
+
+
+def check_out_path(path: str, flag: str, suffix: str | None = None) -> None:
+    """Refuse an output path that cannot be written, before any work is done.
+
+    Raises:
+        UsageError: a wrong suffix, a folder, or a parent folder that is missing or not writable.
+    """
+    import os
+    from pathlib import Path
+
+    target = Path(path)
+    if suffix and target.suffix.lower() != suffix:
+        raise UsageError(f"{flag} {path}: give a file name ending in {suffix}")
+    if target.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file path, e.g. {target / ('out' + (suffix or ''))}")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {path}: the folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{flag} {path}: the folder {parent} is not writable")
+
+
+def count(minimum: int = 0):
+    """argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got '{text}'") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "count"
+    return parse
+
+
+def number(minimum: float = 0.0):
+    """argparse type: a finite number >= ``minimum`` (no nan, no inf)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number >= {minimum:g}, got '{text}'") from None
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a finite number >= {minimum:g}, got '{text}'")
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
 def shapes_of(args: argparse.Namespace) -> dict:
@@ -72,7 +159,9 @@ def profiles_of(args: argparse.Namespace) -> list[Profile]:
         if lo or mid or hi:
             out.append(make_profile(lo, mid, hi))
     for text in getattr(args, "profile", None) or []:
-        parts = dict(p.split("=", 1) for p in text.split(";") if "=" in p)
+        parts = dict(p.strip().split("=", 1) for p in text.split(";") if "=" in p)
+        if not parts or set(parts) - {"min", "opt", "max"}:
+            raise UsageError(f"bad --profile '{text}': expected 'min=NAME:AxB,...;opt=...;max=...'")
         out.append(make_profile(*(parse_shapes(parts.get(k)) for k in ("min", "opt", "max"))))
     return out
 
@@ -92,13 +181,13 @@ def add_build(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--memPoolSize", action="append", metavar="POOL:SIZE",
                        help="memory pool limits, e.g. workspace:4096 (MiB unless suffixed B/K/M/G); pools: "
                        "workspace, tacticSharedMem, dlaSRAM, dlaLocalDRAM, dlaGlobalDRAM")
-    group.add_argument("--builderOptimizationLevel", type=int, metavar="N", help="builder optimization level 0..5")
+    group.add_argument("--builderOptimizationLevel", type=count(0), metavar="N", help="builder optimization level 0..5")
     group.add_argument("--timingCacheFile", metavar="FILE", help="timing cache read before and written after the build")
     group.add_argument("--versionCompatible", action="store_true", help="build a version-compatible engine")
     group.add_argument("--hardwareCompatibilityLevel", metavar="LEVEL",
                        help="none, ampere+ or sameComputeCapability")
     group.add_argument("--plugins", action="append", metavar="LIB.so", default=[], help="plugin library to load (repeatable)")
-    group.add_argument("--max-batch", dest="max_batch", type=int, default=16,
+    group.add_argument("--max-batch", dest="max_batch", type=count(1), default=16,
                        help="upper batch bound of the profile inferred when a dynamic batch has no shapes "
                        "(1..N, opt N; default: %(default)s)")
 
@@ -129,6 +218,8 @@ def engine_options(args: argparse.Namespace, engine: str) -> dict:
     opts: dict = {}
     if engine == "ort":
         opts["providers"] = [p.strip() for p in args.providers.split(",") if p.strip()]
+        if not opts["providers"]:
+            raise UsageError(f"--providers '{args.providers}' names no provider; e.g. --providers cpu or cuda,cpu")
     elif engine == "tensorrt" and hasattr(args, "memPoolSize"):
         opts["build_config"] = build_config_of(args)
     elif engine == "tensorrt" and hasattr(args, "minShapes"):

@@ -37,11 +37,13 @@ def console(stderr: bool = False):
 
 
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A table on stdout; long cells wrap (words, then characters), never cut to an ellipsis,
+    at any width (a pipe gets 80 columns)."""
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
     for col in columns:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*(str(c) for c in row))
     console().print(table)

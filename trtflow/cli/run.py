@@ -8,7 +8,6 @@ import time
 import numpy as np
 
 from trtflow.cli import options, output
-from trtflow.errors import UsageError
 
 HELP = "run a model once on given or random inputs and show the outputs"
 
@@ -18,8 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_engine(parser)
     options.add_inputs(parser)
     options.add_shapes(parser)
-    parser.add_argument("--save-inputs", metavar="IN.npz", help="save the inputs used")
-    parser.add_argument("--save-outputs", metavar="OUT.npz", help="save the outputs")
+    options.add_out(parser, "OUT.npz", "save the outputs (one array per output name)", aliases=("--save-outputs",))
+    parser.add_argument("--save-inputs", metavar="IN.npz", help="save the inputs used (reusable as --input NAME=IN.npz)")
     options.add_json(parser)
 
 
@@ -34,11 +33,11 @@ def _stats(arr: np.ndarray) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trtflow.feeds import build_feed, parse_input_args
+    from trtflow.feeds import build_feed, parse_input_args, save_npz
 
-    for path in (args.save_inputs, args.save_outputs):
-        if path and not path.endswith(".npz"):
-            raise UsageError(f"'{path}': outputs are saved as .npz; give a file name ending in .npz")
+    for flag, path in (("--save-inputs", args.save_inputs), ("--out", args.out)):
+        if path:
+            options.check_out_path(path, flag, ".npz")
     with options.load_engine(args, args.model) as engine:
         feed = build_feed(engine.inputs, parse_input_args(args.input), options.shapes_of(args), args.seed)
         start = time.perf_counter()
@@ -46,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
         ms = (time.perf_counter() - start) * 1e3
         name = engine.name
     if args.save_inputs:
-        np.savez(args.save_inputs, **feed)
-    if args.save_outputs:
-        np.savez(args.save_outputs, **outputs)
+        save_npz(args.save_inputs, feed)
+    if args.out:
+        save_npz(args.out, outputs)
     result = {
         "engine": name,
         "model": str(args.model),
@@ -67,6 +66,6 @@ def run(args: argparse.Namespace) -> int:
             for k, v in result["outputs"].items()
         ],
     )
-    if args.save_outputs:
-        output.console().print(f"outputs saved to {args.save_outputs}")
+    if args.out:
+        output.console().print(f"outputs saved to {args.out}")
     return 0

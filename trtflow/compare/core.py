@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
 from trtflow.arrays import to_numpy
+from trtflow.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -15,16 +17,40 @@ class Tolerances:
     """Absolute and relative tolerance, with per-output overrides.
 
     An element fails when ``|a - b| > atol + rtol * |ref|`` (numpy's allclose rule): it fails
-    both tolerances.
+    both tolerances. NaN fails wherever it appears, even at the same place on both sides
+    (a model that outputs NaN is broken), unless ``equal_nan`` is set.
+
+    Raises:
+        UsageError: a tolerance that is not a finite number >= 0.
     """
 
     atol: float = 1e-5
     rtol: float = 1e-5
     per_output_atol: Mapping[str, float] = field(default_factory=dict)
     per_output_rtol: Mapping[str, float] = field(default_factory=dict)
+    equal_nan: bool = False
+
+    def __post_init__(self):
+        values = [self.atol, self.rtol, *self.per_output_atol.values(), *self.per_output_rtol.values()]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                   for v in values):
+            raise UsageError(f"tolerances must be finite numbers >= 0; got atol={self.atol}, rtol={self.rtol}, "
+                             f"per output {dict(self.per_output_atol)} {dict(self.per_output_rtol)}")
 
     def for_output(self, name: str) -> tuple[float, float]:
         return self.per_output_atol.get(name, self.atol), self.per_output_rtol.get(name, self.rtol)
+
+    def check_names(self, outputs: list[str]) -> None:
+        """Refuse a per-output tolerance for an output the model does not have (a typo would be ignored).
+
+        Raises:
+            UsageError: names that are not among ``outputs``.
+        """
+        unknown = sorted((set(self.per_output_atol) | set(self.per_output_rtol)) - set(outputs))
+        if unknown:
+            raise UsageError(
+                f"--atol/--rtol name output(s) {unknown} that the model does not have; its outputs are {list(outputs)}"
+            )
 
 
 @dataclass
@@ -50,8 +76,12 @@ class OutputDiff:
         return out
 
 
-def diff_one(name: str, ref: Any, got: Any, atol: float, rtol: float) -> OutputDiff:
-    """Statistics for one output pair; shape or NaN-pattern mismatches fail with a note."""
+def diff_one(name: str, ref: Any, got: Any, atol: float, rtol: float, equal_nan: bool = False) -> OutputDiff:
+    """Statistics for one output pair; shape or NaN mismatches fail with a note.
+
+    A NaN fails even where both sides have one, unless ``equal_nan``; non-numeric outputs
+    (strings) must be equal element by element.
+    """
     a = to_numpy(ref)
     b = to_numpy(got)
     if a.shape != b.shape:
@@ -59,35 +89,54 @@ def diff_one(name: str, ref: Any, got: Any, atol: float, rtol: float) -> OutputD
                           f"shape {tuple(b.shape)} differs from the reference {tuple(a.shape)}")
     if a.size == 0:
         return OutputDiff(name, a.shape, 0.0, 0.0, 0.0, 0.0, None, atol, rtol, True)
+    if a.dtype.kind not in "biufc" or b.dtype.kind not in "biufc":
+        return _diff_exact(name, a, b, atol, rtol)
     a64 = a.astype(np.float64)
     b64 = b.astype(np.float64)
     nan_a, nan_b = np.isnan(a64), np.isnan(b64)
     both_nan = nan_a & nan_b
-    err = np.abs(a64 - b64)
-    err[both_nan] = 0.0
+    with np.errstate(invalid="ignore"):
+        err = np.abs(a64 - b64)
+    err[a64 == b64] = 0.0  # equal infinities too
+    err[both_nan] = 0.0 if equal_nan else np.inf
     err[nan_a ^ nan_b] = np.inf
     with np.errstate(over="ignore", invalid="ignore"):
         rel = err / np.maximum(np.abs(a64), np.finfo(np.float64).tiny)
+        fails = ~(err <= atol + rtol * np.abs(a64)) | np.isinf(err)  # an infinite reference bounds nothing
     rel[err == 0] = 0.0
-    fails = err > atol + rtol * np.abs(a64)
-    fails &= ~both_nan
+    rel[np.isnan(rel)] = np.inf
+    if equal_nan:
+        fails &= ~both_nan
     idx = np.argwhere(fails)
-    note = ""
+    notes = []
     if (nan_a ^ nan_b).any():
-        note = f"{int((nan_a ^ nan_b).sum())} NaN(s) in one output but not the other"
+        notes.append(f"{int((nan_a ^ nan_b).sum())} NaN(s) in one output but not the other")
+    if both_nan.any() and not equal_nan:
+        notes.append(f"{int(both_nan.sum())} NaN(s) in both outputs")
+    finite = np.isfinite(err)
     return OutputDiff(
         name=name,
         shape=tuple(a.shape),
-        max_abs=float(err.max()),
-        max_rel=float(rel.max()),
-        mean_abs=float(err[np.isfinite(err)].mean()) if np.isfinite(err).any() else float("inf"),
+        max_abs=float(np.nanmax(err)),
+        max_rel=float(np.nanmax(rel)),
+        mean_abs=float(err[finite].mean()) if finite.any() else float("inf"),
         fail_fraction=float(fails.mean()),
         first_fail=tuple(int(i) for i in idx[0]) if len(idx) else None,
         atol=atol,
         rtol=rtol,
         passed=not len(idx),
-        note=note,
+        note="; ".join(notes),
     )
+
+
+def _diff_exact(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> OutputDiff:
+    """Strings (and other non-numeric outputs): equal or not, element by element."""
+    fails = ~(a.astype(str) == b.astype(str))
+    idx = np.argwhere(fails)
+    worst = float("inf") if len(idx) else 0.0
+    return OutputDiff(name, tuple(a.shape), worst, worst, worst, float(fails.mean()),
+                      tuple(int(i) for i in idx[0]) if len(idx) else None, atol, rtol, not len(idx),
+                      "compared for equality (not numeric)")
 
 
 def compare_outputs(
@@ -105,5 +154,5 @@ def compare_outputs(
             diffs.append(OutputDiff(name, tuple(np.shape(ref)), float("inf"), float("inf"), float("inf"), 1.0, None,
                                     atol, rtol, False, "missing from the candidate's outputs"))
             continue
-        diffs.append(diff_one(name, ref, candidate[name], atol, rtol))
+        diffs.append(diff_one(name, ref, candidate[name], atol, rtol, tol.equal_nan))
     return diffs

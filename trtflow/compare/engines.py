@@ -34,12 +34,13 @@ def compare_engines(
         A ``CompareReport``; call ``raise_for_mismatch()`` to turn a failure into ``MismatchError``.
 
     Raises:
-        UsageError: fewer than two engines.
+        UsageError: fewer than two engines, or a per-output tolerance for an output the model lacks.
         InputError, EngineError: an engine refused the feed or failed.
     """
     if len(engines) < 2:
         raise UsageError(f"compare needs at least two engines, got {list(engines)}; e.g. --engines ort,tensorrt")
     tolerances = tolerances or Tolerances()
+    tolerances.check_names([s.name for s in next(iter(engines.values())).outputs])
     results: dict[str, dict[str, np.ndarray]] = {}
     for label, engine in engines.items():
         log.info("running %s", label)

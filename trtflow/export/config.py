@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -31,6 +32,8 @@ class ExportConfig:
         verify: compare ONNX Runtime with PyTorch after exporting and raise on a mismatch.
         atol: absolute tolerance of the verification.
         rtol: relative tolerance of the verification.
+        per_output_atol: output name -> absolute tolerance for that output.
+        per_output_rtol: output name -> relative tolerance for that output.
     """
 
     input_names: Sequence[str] | None = None
@@ -41,14 +44,18 @@ class ExportConfig:
     verify: bool = True
     atol: float = 1e-4
     rtol: float = 1e-3
+    per_output_atol: Mapping[str, float] = field(default_factory=dict)
+    per_output_rtol: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.exporter not in EXPORTERS:
             raise UsageError(f"unknown exporter '{self.exporter}'; choose one of: {', '.join(EXPORTERS)}")
         if not 7 <= int(self.opset) <= 30:
             raise UsageError(f"opset {self.opset} is out of range; use an ai.onnx opset such as {DEFAULT_OPSET}")
-        if self.atol < 0 or self.rtol < 0:
-            raise UsageError(f"tolerances must be >= 0, got atol={self.atol}, rtol={self.rtol}")
+        tolerances = [self.atol, self.rtol, *self.per_output_atol.values(), *self.per_output_rtol.values()]
+        if not all(isinstance(t, (int, float)) and math.isfinite(t) and t >= 0 for t in tolerances):
+            raise UsageError(f"tolerances must be finite numbers >= 0, got atol={self.atol}, rtol={self.rtol}, "
+                             f"per output {dict(self.per_output_atol)}, {dict(self.per_output_rtol)}")
         for name, axes in self.dynamic.items():
             for axis, label in axes.items():
                 if not isinstance(axis, int) or axis < 0:

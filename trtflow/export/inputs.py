@@ -1,7 +1,8 @@
 """Inputs and outputs of a module to export: names, example tensors, and the CLI's specs.
 
-``NAME:SHAPE[:DTYPE]`` (``x:1x3x224x224``, ``ids:1x16:int64``) describes an example input,
-``NAME:AXIS=LABEL`` (``x:0=batch``) a dynamic axis.
+``NAME:SHAPE[:DTYPE]`` (``x:1x3x224x224``, ``ids:1x16:int64``) describes an example input in
+the Python API; the CLI spells it ``--shapes x:1x3x224x224 --dtypes ids:int64``.
+``NAME:AXIS=LABEL`` (``x:0=batch``) is a dynamic axis.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class InputSpec:
 def _is_dtype(text: str) -> bool:
     try:
         dtype_name(text)
-    except TypeError:
+    except (TypeError, ValueError, SyntaxError):
         return False
     return not text.replace("x", "").isdigit()
 
@@ -52,6 +53,25 @@ def parse_input_spec(text: str) -> InputSpec:
     if len(parts) < 2 or not parts[-1] or not ":".join(parts[:-1]):
         raise UsageError(f"bad input '{text}': expected NAME:SHAPE[:DTYPE], e.g. x:1x3x224x224 or ids:1x16:int64")
     return InputSpec(":".join(parts[:-1]), parse_shape(parts[-1]), dtype)
+
+
+def parse_dtypes(texts: Iterable[str] | None) -> dict[str, str]:
+    """``["ids:int64", "mask:bool,x:float16"]`` -> ``{"ids": "int64", "mask": "bool", "x": "float16"}``.
+
+    Raises:
+        UsageError: an entry that is not NAME:DTYPE or an unknown dtype.
+    """
+    out: dict[str, str] = {}
+    for text in texts or []:
+        for entry in text.split(","):
+            name, sep, dtype = entry.strip().rpartition(":")
+            if not (sep and name and dtype) or not _is_dtype(dtype):
+                raise UsageError(
+                    f"bad --dtypes '{entry}': expected NAME:DTYPE with a dtype such as float32, float16, int64, "
+                    "int32 or bool, e.g. --dtypes ids:int64"
+                )
+            out[name] = dtype_name(dtype)
+    return out
 
 
 def parse_dynamic(texts: Iterable[str] | None) -> dict[str, dict[int, str]]:

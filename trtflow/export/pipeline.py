@@ -99,7 +99,8 @@ def from_torch(
         resized = resized_inputs(inputs, dynamic)
         if resized:
             cases["dynamic axes resized"] = resized
-        tol = Tolerances(atol=config.atol, rtol=config.rtol)
+        tol = Tolerances(config.atol, config.rtol, config.per_output_atol, config.per_output_rtol)
+        tol.check_names([s.name for s in outputs_spec])
         result.verification = verify_export(out, module, cases, output_names, tol)
     finally:
         module.train(was_training)

@@ -13,7 +13,11 @@ the runner (``runner.TensorRTEngine``).
 | sidecar.py        | the JSON beside each plan: I/O specs, target, versions   |
 | progress.py       | TensorRT's IProgressMonitor -> trtflow.progress callback |
 | buffers.py        | profile choice, dtype mapping, reusable device buffers   |
-| runner.py         | TensorRTEngine: contexts, execute_async_v3, CUDA graphs  |
+| cuda.py           | CudaOps: streams, memory, capture (the runner's seam)    |
+| graphs.py         | CUDA graphs by (profile, shapes), evicted on new buffers |
+| execution.py      | one execution context: bind, enqueue, capture, replay    |
+| contexts.py       | a bounded pool of execution contexts across threads      |
+| runner.py         | TensorRTEngine: load, check I/O, infer, close            |
 
 Nothing heavy is imported here: TensorRT loads when a build starts.
 """

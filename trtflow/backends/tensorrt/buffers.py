@@ -131,12 +131,13 @@ class BufferPool:
         self._slots.clear()
 
 
-def torch_pool(device: str) -> BufferPool:
-    """A pool of torch tensors on ``device`` (e.g. "cuda:0"); host staging is ``trtflow.backends.staging``."""
+def torch_pool(device: str, pin_memory: bool = False) -> BufferPool:
+    """A pool of torch tensors on ``device`` (e.g. "cuda:0"; "cpu" with ``pin_memory`` for page-locked
+    host buffers); host staging is ``trtflow.backends.staging``."""
     import torch
 
     def allocate(n: int, dtype: str):
-        return torch.empty(n, dtype=getattr(torch, dtype), device=device)
+        return torch.empty(n, dtype=getattr(torch, dtype), device=device, pin_memory=pin_memory)
 
     def view(flat, shape):
         return flat[: volume(shape)].view(shape)

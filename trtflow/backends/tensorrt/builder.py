@@ -21,7 +21,7 @@ from trtflow.backends.tensorrt.precision import PrecisionPlan, plan_precision
 from trtflow.backends.tensorrt.profiles import complete_profiles
 from trtflow.backends.tensorrt.progress import monitor_for
 from trtflow.backends.tensorrt.buffers import dtype_from_trt, union_bounds
-from trtflow.errors import BuildError, ModelLoadError
+from trtflow.errors import BuildError, ModelLoadError, UsageError
 from trtflow.graph.io import ModelLike, load_onnx, onnx_specs
 from trtflow.progress import Progress
 from trtflow.spec import Profile, TensorSpec
@@ -155,7 +155,9 @@ def parse_network(trt: Any, builder: Any, logger: Any, proto: Any, flags: int, f
     return network, parser
 
 
-def _configure(trt: Any, builder: Any, config: BuildConfig, plan: PrecisionPlan, profiles: list[Profile], network: Any, flavor: Flavor):
+def _configure(
+    trt: Any, builder: Any, config: BuildConfig, plan: PrecisionPlan, profiles: list[Profile], network: Any, flavor: Flavor, device: int = 0
+):
     cfg = builder.create_builder_config()
     for pool, size in config.mem_pool_size.items():
         cfg.set_memory_pool_limit(getattr(trt.MemoryPoolType, MEM_POOLS[pool]), size)
@@ -169,8 +171,12 @@ def _configure(trt: Any, builder: Any, config: BuildConfig, plan: PrecisionPlan,
         cfg.hardware_compatibility_level = getattr(
             trt.HardwareCompatibilityLevel, hardware_level(config.hardware_compatibility_level)
         )
+    if config.require_user_allocation:
+        if not hasattr(trt.BuilderFlag, "REQUIRE_USER_ALLOCATION"):
+            raise UsageError(f"{flavor.label} has no BuilderFlag.REQUIRE_USER_ALLOCATION (CUDA-graph capture on TensorRT-RTX needs it)")
+        cfg.set_flag(trt.BuilderFlag.REQUIRE_USER_ALLOCATION)
     if flavor.is_rtx:
-        _rtx_targets(trt, cfg)
+        _rtx_targets(trt, cfg, device)
     names = {network.get_input(i).name for i in range(network.num_inputs)}
     for p in profiles:
         prof = builder.create_optimization_profile()
@@ -182,9 +188,9 @@ def _configure(trt: Any, builder: Any, config: BuildConfig, plan: PrecisionPlan,
     return cfg
 
 
-def _rtx_targets(trt: Any, cfg: Any) -> None:
-    """TensorRT-RTX builds for Ampere and newer by default; a Turing GPU here needs SM75 asked for."""
-    gpu = gpu_info()
+def _rtx_targets(trt: Any, cfg: Any, device: int = 0) -> None:
+    """TensorRT-RTX builds for Ampere and newer by default; a Turing GPU ``device`` needs SM75 asked for."""
+    gpu = gpu_info(device)
     if gpu is not None and gpu.cc == (7, 5) and hasattr(trt, "ComputeCapability") and hasattr(cfg, "set_compute_capability"):
         cfg.num_compute_capabilities = 1
         cfg.set_compute_capability(trt.ComputeCapability.SM75, 0)
@@ -240,7 +246,12 @@ def network_specs(network: Any, proto: Any, profiles: list[Profile]) -> tuple[li
 
 
 def build_engine(
-    onnx: ModelLike, config: BuildConfig | None = None, *, progress: Progress | None = None, flavor: Flavor | None = None
+    onnx: ModelLike,
+    config: BuildConfig | None = None,
+    *,
+    progress: Progress | None = None,
+    flavor: Flavor | None = None,
+    device: int = 0,
 ) -> BuildResult:
     """Build a TensorRT engine from an ONNX model.
 
@@ -249,6 +260,7 @@ def build_engine(
         config: build options (trtexec's flags); default: FP32, profiles inferred for dynamic inputs.
         progress: called as TensorRT's build phases advance (``trtflow.progress.Progress``).
         flavor: the TensorRT to use; default ``load_flavor()``.
+        device: the CUDA device the plan is for (its GPU is the recorded target).
 
     Returns:
         A ``BuildResult`` holding the serialized plan and what went into it.
@@ -274,7 +286,7 @@ def build_engine(
     start = time.perf_counter()
     builder = trt.Builder(logger)
     network, parser = parse_network(trt, builder, logger, plan.proto, _network_flags(trt, plan, flavor), flavor)
-    cfg = _configure(trt, builder, config, plan, profiles, network, flavor)
+    cfg = _configure(trt, builder, config, plan, profiles, network, flavor, device)
     _timing_cache(cfg, config.timing_cache_file, flavor)
     monitor = monitor_for(trt, progress)
     if monitor is not None:
@@ -300,7 +312,7 @@ def build_engine(
         plan=bytes(serialized),
         flavor=flavor.name,
         version=flavor.version,
-        target=target_of(),
+        target=target_of(device),
         build_seconds=seconds,
         profiles=profiles,
         notes=notes,

@@ -119,6 +119,7 @@ class EngineCache:
         progress: Progress | None = None,
         flavor: Flavor | None = None,
         force: bool = False,
+        device: int = 0,
     ) -> CacheEntry:
         """The cached plan for ``onnx`` built with ``config``, building it when absent or stale.
 
@@ -128,6 +129,7 @@ class EngineCache:
             progress: build progress callback (``trtflow.progress.Progress``).
             flavor: the TensorRT to build with (default ``load_flavor()``).
             force: rebuild even when a valid entry exists (e.g. the runtime refused the plan).
+            device: the CUDA device the plan is for; its GPU goes into the key and the sidecar.
 
         Raises:
             BuildError, UsageError, ModelLoadError: as ``build_engine``.
@@ -138,7 +140,7 @@ class EngineCache:
 
         config = config or BuildConfig()
         flavor = flavor or load_flavor()
-        target = target_of()
+        target = target_of(device)
         data = onnx_bytes(onnx)
         key = cache_key(data, config, flavor, target)
         plan, _, lock = self.paths(key)
@@ -156,7 +158,9 @@ class EngineCache:
                 why = why or "a rebuild was asked for"
             if why:
                 log.warning("rebuilding cached engine %s: %s", key, why)
-            result = build_engine(onnx if not isinstance(onnx, (bytes, bytearray)) else data, config, progress=progress, flavor=flavor)
+            result = build_engine(
+                onnx if not isinstance(onnx, (bytes, bytearray)) else data, config, progress=progress, flavor=flavor, device=device
+            )
             source = str(onnx) if isinstance(onnx, (str, Path)) else None
             meta = write_plan(
                 plan, result, key=key, onnx_sha256=sha256(data), source=source, config=config.key_dict()

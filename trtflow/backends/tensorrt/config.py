@@ -43,6 +43,8 @@ class BuildConfig:
         plugins: plugin libraries loaded before parsing (``--plugins``).
         max_batch: upper batch bound of an inferred profile.
         keep_io_types: with FP16 conversion, keep float32 model inputs and outputs.
+        require_user_allocation: TensorRT-RTX's ``BuilderFlag.REQUIRE_USER_ALLOCATION``, which CUDA-graph
+            capture needs there; the TensorRT engine asks for it when loaded with ``use_cuda_graph=True``.
     """
 
     profiles: list[Profile] = field(default_factory=list)
@@ -59,6 +61,7 @@ class BuildConfig:
     plugins: tuple[str, ...] = ()
     max_batch: int = DEFAULT_MAX_BATCH
     keep_io_types: bool = True
+    require_user_allocation: bool = False
 
     def __post_init__(self) -> None:
         self.profiles = list(self.profiles)
@@ -94,6 +97,8 @@ class BuildConfig:
             "plugins": list(self.plugins),
             "max_batch": self.max_batch,
             "keep_io_types": self.keep_io_types,
+            # only when set, so the keys of plans built before this field existed stay valid
+            **({"require_user_allocation": True} if self.require_user_allocation else {}),
         }
 
 

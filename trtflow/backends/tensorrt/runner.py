@@ -1,68 +1,58 @@
 """TensorRT engine (TensorRT 10/11 or TensorRT-RTX) behind the engine contract.
 
-The modern runtime loop, by tensor name: deserialize once, one execution context per thread,
-``set_input_shape`` + ``set_tensor_address`` per call within the profile that covers the shapes,
-``execute_async_v3`` on a non-default torch CUDA stream, data-dependent outputs (NMS, NonZero)
-through an ``IOutputAllocator``, optional CUDA-graph replay for repeated static shapes. CUDA
-memory and streams come from torch; torch CUDA inputs are used in place (``data_ptr``), host
-inputs go through pinned staging buffers. Profile choice and buffer reuse are plain Python in
-``trtflow.backends.tensorrt.buffers``.
+The modern runtime loop, by tensor name: deserialize once; a bounded pool of execution contexts
+(``contexts.py``), each on its own stream, handed out one call at a time; per call
+``set_input_shape`` + ``set_tensor_address`` within the profile that covers the shapes,
+``execute_async_v3``, data-dependent outputs through an ``IOutputAllocator`` and optional
+CUDA-graph replay (``execution.py``, ``graphs.py``). CUDA memory, streams and capture come from
+torch through ``cuda.CudaOps``, the one seam a test double replaces; profile choice and buffer
+reuse are plain Python in ``buffers.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Any, Sequence
 
+from trtflow.backends.base import Engine
+from trtflow.backends.tensorrt.buffers import choose_profile, dtype_from_trt, union_bounds
 from trtflow.backends.tensorrt.builder import load_plugins, make_logger
 from trtflow.backends.tensorrt.config import BuildConfig
-from trtflow.backends.tensorrt.flavor import Flavor, describe_target, flavor_available, gpu_info, load_flavor, target_of
+from trtflow.backends.tensorrt.contexts import ContextPool
+from trtflow.backends.tensorrt.cuda import CudaOps, runtime_blocker, runtime_usable
+from trtflow.backends.tensorrt.execution import ExecutionState
+from trtflow.backends.tensorrt.flavor import Flavor, describe_target, load_flavor, target_of
 from trtflow.backends.tensorrt.sidecar import incompatibility, io_from_sidecar, read_sidecar
 from trtflow.deps import require
-from trtflow.backends.base import Engine
-from trtflow.backends.tensorrt.buffers import choose_profile, dtype_from_trt, torch_pool, union_bounds, volume
 from trtflow.errors import EngineError, EngineIncompatibleError, UsageError
 from trtflow.spec import Profile, TensorSpec
 
 log = logging.getLogger(__name__)
 
+__all__ = ["TensorRTEngine", "deserialize", "engine_io", "read_plan_io", "runtime_blocker", "runtime_usable"]
+
 PLAN_SUFFIXES = (".plan", ".engine", ".trt")
+UNSUPPORTED_IO = {"float8_e4m3fn": "FP8"}  # dtypes trtflow cannot pass in or out (numpy has no FP8)
+DEFAULT_MAX_CONTEXTS = 4  # execution contexts per engine: concurrent calls beyond this wait
 
 
-def runtime_blocker(device: int = 0) -> str | None:
-    """Why no TensorRT engine can execute here, or None when one can; never raises."""
-    try:
-        flavor = flavor_available()
-        if flavor is None:
-            return "neither tensorrt nor tensorrt_rtx can be imported"
-        gpu = gpu_info(device)
-        if gpu is None:
-            return f"{flavor.label} is installed but there is no CUDA GPU {device} (no driver or no device)"
-        if not flavor.supports_cc(gpu.cc):
-            return f"{flavor.label} cannot execute on {gpu.name} (compute capability {gpu.cc[0]}.{gpu.cc[1]})"
-        import importlib.util
+def open_device(index: int) -> CudaOps:
+    """The CUDA operations of device ``index``, once a TensorRT is known to execute there.
 
-        if importlib.util.find_spec("torch") is None:
-            return "the TensorRT engine needs torch (CUDA memory and streams); it is not installed"
-        import torch
-
-        if not torch.cuda.is_available():
-            return "torch cannot use the GPU (a CPU-only torch build?)"
-        return None
-    except Exception as exc:
-        return f"checking the TensorRT runtime failed: {exc}"
-
-
-@functools.lru_cache(maxsize=None)
-def runtime_usable(device: int = 0) -> bool:
-    """True only when a TensorRT flavor imports and can execute on CUDA GPU ``device`` (TensorRT-RTX:
-    compute capability in its supported list). Cheap after the first call; never raises."""
-    return runtime_blocker(device) is None
+    Raises:
+        EngineIncompatibleError: no TensorRT can execute on this machine's GPU ``index``.
+    """
+    blocker = runtime_blocker(index)
+    if blocker is not None:
+        raise EngineIncompatibleError(
+            f"the TensorRT engine cannot execute here: {blocker}. Use engine='ort' or 'torch' on this machine, "
+            "or run on a GPU the installed TensorRT supports (TensorRT-RTX: Ampere, Ada, Blackwell RTX)."
+        )
+    require("torch", "the TensorRT engine")
+    return CudaOps(index)
 
 
 def _validity(trt: Any, runtime: Any, blob: bytes) -> str:
@@ -77,11 +67,12 @@ def _validity(trt: Any, runtime: Any, blob: bytes) -> str:
     return f"{validity.name}" + (f" ({', '.join(names)})" if names else "")
 
 
-def deserialize(flavor: Flavor, logger: Any, blob: bytes, source: str, runtime: Any = None) -> Any:
+def deserialize(flavor: Flavor, logger: Any, blob: bytes, source: str, runtime: Any = None, device: int = 0) -> Any:
     """``Runtime.deserialize_cuda_engine`` with a clear error when it returns None.
 
     Pass ``runtime`` and keep it alive as long as the engine (TensorRT wants the runtime to
-    outlive the engines it made); without it a new runtime is made for this call.
+    outlive the engines it made); without it a new runtime is made for this call. ``device`` is
+    the CUDA device the engine is for (named in the error).
 
     Raises:
         EngineIncompatibleError: names this TensorRT, this GPU and TensorRT's reason, with a rebuild hint.
@@ -94,7 +85,7 @@ def deserialize(flavor: Flavor, logger: Any, blob: bytes, source: str, runtime: 
         why = "; ".join(logger.errors[-2:]) or "no reason given"
         validity = _validity(trt, runtime, blob)
         raise EngineIncompatibleError(
-            f"{flavor.label} cannot load {source} on {describe_target(target_of())}: {why}"
+            f"{flavor.label} cannot load {source} on {describe_target(target_of(device))}: {why}"
             + (f" [engine validity: {validity}]" if validity else "")
             + ". Plans are tied to the TensorRT version and GPU that built them: rebuild it here "
             "(`trtflow build MODEL.onnx --saveEngine PLAN`, or load the .onnx so the cache builds one)."
@@ -132,7 +123,7 @@ def engine_io(engine: Any, meta: dict | None = None) -> tuple[list[TensorSpec], 
     return inputs, outputs, profiles
 
 
-def read_plan_io(plan: str | os.PathLike, plugins: Sequence[str] = ()) -> dict:
+def read_plan_io(plan: str | os.PathLike, plugins: Sequence[str] = (), device: int = 0) -> dict:
     """Inputs, outputs and profiles of a serialized plan.
 
     Deserializes the plan where this TensorRT can (``source: "engine"``). Where it cannot (no
@@ -149,7 +140,7 @@ def read_plan_io(plan: str | os.PathLike, plugins: Sequence[str] = ()) -> dict:
     meta = read_sidecar(path)
     runtime = flavor.trt.Runtime(logger)
     try:
-        engine = deserialize(flavor, logger, path.read_bytes(), str(path), runtime)
+        engine = deserialize(flavor, logger, path.read_bytes(), str(path), runtime, device)
     except EngineIncompatibleError as exc:
         if meta is None:
             raise
@@ -163,139 +154,10 @@ def _is_plan(model: Any) -> bool:
     return isinstance(model, (str, os.PathLike)) and Path(model).suffix.lower() in PLAN_SUFFIXES
 
 
-def _output_allocator(trt: Any, torch: Any, device: Any) -> Any:
-    """An ``IOutputAllocator`` for one data-dependent output: grows a torch byte buffer, records the shape."""
-
-    class OutputAllocator(trt.IOutputAllocator):
-        def __init__(self):
-            trt.IOutputAllocator.__init__(self)
-            self.buffer = None
-            self.shape: tuple[int, ...] | None = None
-
-        def _grow(self, size: int) -> int:
-            if self.buffer is None or self.buffer.numel() < size:
-                self.buffer = torch.empty(max(int(size), 1), dtype=torch.uint8, device=device)
-            return self.buffer.data_ptr()
-
-        def reallocate_output(self, tensor_name, memory, size, alignment):
-            return self._grow(size)
-
-        def reallocate_output_async(self, tensor_name, memory, size, alignment, stream):
-            return self._grow(size)
-
-        def notify_shape(self, tensor_name, shape):
-            self.shape = tuple(int(d) for d in shape)
-
-    return OutputAllocator()
-
-
-class _ContextState:
-    """One thread's execution context, stream, buffers, output allocators and captured graphs."""
-
-    def __init__(self, engine: Any, trt: Any, device: Any, outputs: list[TensorSpec]):
-        import torch
-
-        self.torch, self.trt, self.device, self.outputs = torch, trt, device, outputs
-        with torch.cuda.device(device):
-            self.context = engine.create_execution_context()
-            if self.context is None:
-                raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
-            self.stream = torch.cuda.Stream(device)
-        self.profile: int | None = None
-        from trtflow.backends.staging import Staging
-
-        self.inputs = torch_pool(str(device))  # device copies of CUDA inputs (CUDA-graph mode only)
-        self.outputs_pool = torch_pool(str(device))
-        self.staging = Staging(device, stream=self.stream)  # pinned host <-> device, shared with the torch engine
-        self.allocators: dict[str, Any] = {}
-        self.graphs: dict[tuple, Any] = {}
-
-    def _set_profile(self, k: int) -> None:
-        if self.profile != k:
-            if not self.context.set_optimization_profile_async(k, self.stream.cuda_stream):
-                raise EngineError(f"TensorRT refused optimization profile {k}")
-            self.profile = k
-
-    def _bind_input(self, name: str, t: Any, shape: tuple[int, ...], copy: bool) -> Any:
-        if t.device.type == "cpu":
-            dev = self.staging.upload(name, t)  # pinned buffer, then an async copy on our stream
-        elif t.device != self.device:
-            raise UsageError(
-                f"input '{name}' is on {t.device} but the engine runs on {self.device}; move it with "
-                f".to('{self.device}') or load the engine with device={t.device.index}"
-            )
-        elif t.is_contiguous() and not copy:
-            t.record_stream(self.stream)  # zero copy: keep the caller's memory alive for our stream
-            dev = t
-        else:  # CUDA graphs replay fixed addresses: copy into this context's own buffer
-            dev = self.inputs.get(name, shape, str(t.dtype).replace("torch.", ""))
-            dev.copy_(t, non_blocking=True)
-        if not self.context.set_input_shape(name, shape):
-            raise EngineError(f"TensorRT refused shape {shape} for input '{name}' in profile {self.profile}")
-        self.context.set_tensor_address(name, dev.data_ptr())
-        return dev
-
-    def run(self, feed: dict[str, Any], shapes: dict, k: int, use_graph: bool) -> dict[str, Any]:
-        torch = self.torch
-        host_caller = any(t.device.type == "cpu" for t in feed.values())
-        with torch.cuda.device(self.device):
-            self.stream.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(self.stream):
-                self._set_profile(k)
-                bound = {n: self._bind_input(n, t, shapes[n], copy=use_graph) for n, t in feed.items()}
-                outs: dict[str, Any] = {}
-                for spec in self.outputs:
-                    shape = tuple(self.context.get_tensor_shape(spec.name))
-                    if any(d < 0 for d in shape):
-                        if use_graph:
-                            raise UsageError(
-                                f"use_cuda_graph needs output shapes that follow the input shapes; output "
-                                f"'{spec.name}' depends on the data (NMS/NonZero). Load with use_cuda_graph=False."
-                            )
-                        if spec.name not in self.allocators:
-                            self.allocators[spec.name] = _output_allocator(self.trt, torch, self.device)
-                            self.context.set_output_allocator(spec.name, self.allocators[spec.name])
-                        continue
-                    buf = self.outputs_pool.get(spec.name, shape, spec.dtype)
-                    self.context.set_tensor_address(spec.name, buf.data_ptr())
-                    outs[spec.name] = buf
-                self._execute(use_graph, k, bound, outs)
-                if self.allocators:
-                    self.stream.synchronize()  # data-dependent shapes are known once the work is done
-                    dtypes = {s.name: getattr(torch, s.dtype) for s in self.outputs}
-                    for name, alloc in self.allocators.items():
-                        shape = alloc.shape or (0,)
-                        nbytes = volume(shape) * torch.empty((), dtype=dtypes[name]).element_size()
-                        outs[name] = alloc.buffer[:nbytes].view(dtypes[name]).view(shape)
-                if host_caller:  # through pinned buffers; numpy copies once the stream is done
-                    return self.staging.finish({s.name: self.staging.download(s.name, outs[s.name]) for s in self.outputs})
-                # a clone, so the next call does not overwrite what the caller holds
-                result = {s.name: outs[s.name].clone() for s in self.outputs}
-            torch.cuda.current_stream(self.device).wait_stream(self.stream)
-            return result
-
-    def _execute(self, use_graph: bool, k: int, bound: dict, outs: dict) -> None:
-        torch = self.torch
-        if not use_graph:
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise EngineError("TensorRT execute_async_v3 failed; run with -v for TensorRT's log")
-            return
-        key = (k, *((n, tuple(t.shape), t.data_ptr()) for n, t in [*bound.items(), *outs.items()]))
-        graph = self.graphs.get(key)
-        if graph is None:
-            if not self.context.execute_async_v3(self.stream.cuda_stream):  # warm-up, as capture needs
-                raise EngineError("TensorRT execute_async_v3 failed; run with -v for TensorRT's log")
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
-                self.context.execute_async_v3(self.stream.cuda_stream)
-            self.graphs[key] = graph
-            log.debug("captured a CUDA graph for %s", key[1:])
-        graph.replay()
-
-    def close(self) -> None:
-        self.graphs.clear()
-        self.allocators.clear()
-        self.context = None
+def _location(engine: Any, name: str) -> str:
+    """"DEVICE" or "HOST": where TensorRT reads or writes a tensor (shape tensors live on the host)."""
+    get = getattr(engine, "get_tensor_location", None)
+    return get(name).name if get is not None else "DEVICE"
 
 
 class TensorRTEngine(Engine):
@@ -306,17 +168,22 @@ class TensorRTEngine(Engine):
             (``.plan``/``.engine``/``.trt``).
         profiles: optimization profiles for the build (default: inferred, see ``trtflow build``).
         build_config: other build options; ``profiles``/``plugins`` given here override its own.
-        use_cuda_graph: capture each new static shape set in a CUDA graph and replay it.
+        use_cuda_graph: capture each new (profile, shapes) set in a CUDA graph and replay it. On
+            TensorRT-RTX the build then sets ``REQUIRE_USER_ALLOCATION``; a plan built without it
+            is refused.
         plugins: plugin libraries loaded (ctypes) before deserialization.
-        device: CUDA device index.
+        device: CUDA device index; the cache key, sidecar target and GPU check use this device.
         cache: build ONNX models through the engine cache (False: build in memory every time).
         min_shapes, opt_shapes, max_shapes: one more profile as name -> shape dicts (trtexec's
             --minShapes/--optShapes/--maxShapes), appended to ``profiles``.
+        max_contexts: execution contexts kept at most; concurrent calls beyond it wait for one.
 
     Raises:
         EngineIncompatibleError: no TensorRT can execute on this machine, or the plan was built
             for another TensorRT or GPU (a cached plan is rebuilt once first).
-        BuildError, UsageError, MissingDependencyError: as ``trtflow.backends.tensorrt.build_engine``.
+        EngineError: the engine has I/O trtflow cannot feed (shape-tensor or host inputs, FP8).
+        UsageError: CUDA graphs asked for a TensorRT-RTX plan built without REQUIRE_USER_ALLOCATION.
+        BuildError, MissingDependencyError: as ``trtflow.backends.tensorrt.build_engine``.
     """
 
     name = "tensorrt"
@@ -335,14 +202,9 @@ class TensorRTEngine(Engine):
         min_shapes: dict | None = None,
         opt_shapes: dict | None = None,
         max_shapes: dict | None = None,
+        max_contexts: int = DEFAULT_MAX_CONTEXTS,
     ):
-        blocker = runtime_blocker(device)
-        if blocker is not None:
-            raise EngineIncompatibleError(
-                f"the TensorRT engine cannot execute here: {blocker}. Use engine='ort' or 'torch' on this machine, "
-                "or run on a GPU the installed TensorRT supports (TensorRT-RTX: Ampere, Ada, Blackwell RTX)."
-            )
-        self._torch = require("torch", "the TensorRT engine")
+        self._ops = open_device(device)
         self.flavor = load_flavor()
         config = build_config or BuildConfig()
         if min_shapes or opt_shapes or max_shapes:
@@ -353,70 +215,97 @@ class TensorRTEngine(Engine):
             config = dataclasses.replace(config, profiles=list(profiles))
         if plugins:
             config = dataclasses.replace(config, plugins=tuple(plugins))
-        self.device = self._torch.device("cuda", device)
+        if use_cuda_graph and self.flavor.is_rtx:  # TensorRT-RTX captures only such plans
+            config = dataclasses.replace(config, require_user_allocation=True)
+        self.device = self._ops.device
+        self.device_index = device
         self.use_cuda_graph = use_cuda_graph
         self._logger = make_logger(self.flavor.trt)
         load_plugins(self.flavor.trt, self._logger, config.plugins)
         self._runtime = self.flavor.trt.Runtime(self._logger)  # outlives the engine
-        with self._torch.cuda.device(self.device):
+        with self._ops.scope():
             self._engine, self.meta = self._load(model, config, cache)
         inputs, outputs, self.profiles = engine_io(self._engine, self.meta)
-        shape_io = [s.name for s in inputs if self._engine.is_shape_inference_io(s.name)]
-        if shape_io:
-            raise EngineError(f"inputs {shape_io} are shape tensors, which trtflow's TensorRT runtime does not feed")
+        self._check_io(inputs, outputs)
+        if use_cuda_graph:
+            self._check_graphs(model)
+        self._host_outputs = frozenset(s.name for s in outputs if _location(self._engine, s.name) == "HOST")
         super().__init__(inputs, outputs)
-        self._local = threading.local()
-        self._states: list[Any] = []
-        self._lock = threading.Lock()
+        self._pool = ContextPool(self._new_state, max_contexts, on_drained=self._release_engine)
 
     # -- loading --------------------------------------------------------------------------
     def _load(self, model: Any, config: BuildConfig, cache: bool) -> tuple[Any, dict | None]:
+        n = self.device_index
         if _is_plan(model):
             path = Path(model)
             meta = read_sidecar(path)
-            why = incompatibility(meta, self.flavor, target_of(self.device.index)) if meta else None
+            why = incompatibility(meta, self.flavor, target_of(n)) if meta else None
             if why:
                 raise EngineIncompatibleError(f"{path}: {why}. Rebuild it with `trtflow build MODEL.onnx --saveEngine {path}`.")
-            return deserialize(self.flavor, self._logger, path.read_bytes(), str(path), self._runtime), meta
+            return deserialize(self.flavor, self._logger, path.read_bytes(), str(path), self._runtime, n), meta
         if not cache:
             from trtflow.backends.tensorrt.builder import build_engine
             from trtflow.backends.tensorrt.sidecar import make_sidecar
 
-            result = build_engine(model, config, flavor=self.flavor)
-            return deserialize(self.flavor, self._logger, result.plan, "the engine just built", self._runtime), make_sidecar(result)
+            result = build_engine(model, config, flavor=self.flavor, device=n)
+            engine = deserialize(self.flavor, self._logger, result.plan, "the engine just built", self._runtime, n)
+            return engine, make_sidecar(result, config=config.key_dict())
         from trtflow.backends.tensorrt.cache import EngineCache
 
         store = EngineCache()
-        entry = store.get_or_build(model, config, flavor=self.flavor)
+        entry = store.get_or_build(model, config, flavor=self.flavor, device=n)
         try:
-            return deserialize(self.flavor, self._logger, entry.plan(), str(entry.plan_path), self._runtime), entry.meta
+            return deserialize(self.flavor, self._logger, entry.plan(), str(entry.plan_path), self._runtime, n), entry.meta
         except EngineIncompatibleError as exc:
             if not entry.hit:
                 raise
             log.warning("cached plan refused (%s); rebuilding", exc)
-            entry = store.get_or_build(model, config, flavor=self.flavor, force=True)
-            return deserialize(self.flavor, self._logger, entry.plan(), str(entry.plan_path), self._runtime), entry.meta
+            entry = store.get_or_build(model, config, flavor=self.flavor, force=True, device=n)
+            return deserialize(self.flavor, self._logger, entry.plan(), str(entry.plan_path), self._runtime, n), entry.meta
 
-    # -- per-thread state -----------------------------------------------------------------
-    def _state(self) -> Any:
-        state = getattr(self._local, "state", None)
-        if state is None:
-            state = _ContextState(self._engine, self.flavor.trt, self.device, self.outputs)
-            self._local.state = state
-            with self._lock:
-                self._states.append(state)
-        return state
+    def _check_io(self, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> None:
+        """Refuse at load what the runtime cannot feed or return, rather than failing mid-call."""
+        engine = self._engine
+        shape_io = [s.name for s in inputs if engine.is_shape_inference_io(s.name) or _location(engine, s.name) == "HOST"]
+        if shape_io:
+            raise EngineError(f"inputs {shape_io} are shape tensors (host memory), which trtflow's TensorRT runtime does not feed")
+        odd = [f"'{s.name}' ({UNSUPPORTED_IO[s.dtype]})" for s in [*inputs, *outputs] if s.dtype in UNSUPPORTED_IO]
+        if odd:
+            raise EngineError(
+                f"engine I/O {', '.join(odd)} cannot be passed in or out by trtflow (numpy has no FP8 type). "
+                "Keep FP8 inside the network (Q/DQ nodes) with float16/float32 inputs and outputs, and rebuild."
+            )
+
+    def _check_graphs(self, model: Any) -> None:
+        """TensorRT-RTX captures CUDA graphs only of plans built with REQUIRE_USER_ALLOCATION."""
+        if not self.flavor.is_rtx or ((self.meta or {}).get("config") or {}).get("require_user_allocation"):
+            return
+        said = "its sidecar says it was built without it" if self.meta else "it has no sidecar saying it was built with it"
+        raise UsageError(
+            f"use_cuda_graph=True on {self.flavor.label} needs a plan built with REQUIRE_USER_ALLOCATION; {model}: {said}. "
+            "Load the ONNX model with use_cuda_graph=True (the build then sets it), build with "
+            "BuildConfig(require_user_allocation=True), or load this plan with use_cuda_graph=False."
+        )
+
+    # -- execution contexts ---------------------------------------------------------------
+    def _new_state(self) -> ExecutionState:
+        return ExecutionState(self._engine, self.flavor.trt, self._ops, self.outputs, self._host_outputs)
+
+    def _release_engine(self) -> None:
+        self._engine = None  # after every context: TensorRT frees contexts before their engine
 
     # -- the contract ---------------------------------------------------------------------
     def _infer(self, feed: dict[str, Any]) -> dict[str, Any]:
         shapes = {n: tuple(int(d) for d in t.shape) for n, t in feed.items()}
-        state = self._state()
-        k = choose_profile(self.profiles, shapes, state.profile)
-        return state.run(feed, shapes, k, self.use_cuda_graph)
+        with self._pool.acquire() as state:
+            k = choose_profile(self.profiles, shapes, state.profile)
+            return state.run(feed, shapes, k, self.use_cuda_graph)
 
     def close(self) -> None:
-        for state in getattr(self, "_states", []):
-            state.close()
-        self._states = []
-        self._engine = None
+        """Refuse new calls; contexts still running finish first, then the engine is freed."""
         super().close()
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.close()
+        else:
+            self._engine = None

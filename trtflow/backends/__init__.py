@@ -75,7 +75,9 @@ def load(model: Any, engine: str = "auto", **options: Any) -> Engine:
             (with ``example_inputs=``), a ``torch.export`` ExportedProgram or a ``.pt2`` package.
         engine: "auto", "ort", "torch" or "tensorrt".
         **options: passed to the engine (e.g. ``providers=["cpu"]`` for ort, ``dtype="fp16"``
-            for torch, ``min_shapes=...`` for tensorrt).
+            for torch, ``min_shapes=...`` for tensorrt). ``tune=True`` (or ``config="tuned"``)
+            applies the configuration ``trtflow tune`` saved for this model, shapes (``shapes=``
+            or the example inputs), engine, device and library versions.
 
     Returns:
         An ``Engine``; ``engine.name`` says which was chosen.
@@ -87,6 +89,11 @@ def load(model: Any, engine: str = "auto", **options: Any) -> Engine:
     """
     name = auto_engine(model) if engine == "auto" else engine
     cls = engine_class(name)
+    if options.pop("tune", False) or options.get("config") == "tuned":  # the choice saved by trtflow tune
+        from trtflow.backends.tuned import apply_tuned
+
+        options.pop("config", None)
+        model, _, options = apply_tuned(model, cls.name, options)
     _check_options(cls, options)
     log.info("loading with the %s engine", cls.name)
     return cls(model, **options)

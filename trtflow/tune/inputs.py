@@ -1,0 +1,182 @@
+"""The inputs tune checks accuracy on and calibrates INT8 with, and batch-norm recalibration.
+
+Accuracy is measured on the user's calibration data when given (a folder of .npy/.npz files, or
+images for a one-input ONNX model, or one .npz whose arrays hold many samples per input), else on
+random normal inputs, and the result says which. Samples are grouped into batches at the tuned
+shapes; with two batches or more the first half calibrates INT8 and the second half is held back
+for the accuracy check of every configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from trtflow.errors import ModelLoadError, UsageError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TuneFeeds:
+    """Batches at the tuned shapes.
+
+    Attributes:
+        accuracy: input name -> array, one dict per batch, for the accuracy check.
+        calibration: the same for INT8 calibration (held apart from ``accuracy`` when there is enough data).
+        source: where they came from, in words (goes into the result).
+        random: True when no calibration data was given.
+    """
+
+    accuracy: list[dict[str, np.ndarray]]
+    calibration: list[dict[str, np.ndarray]] = field(default_factory=list)
+    source: str = ""
+    random: bool = True
+
+
+def random_feeds(shapes: Mapping[str, tuple], dtypes: Mapping[str, str], samples: int, seed: int = 0) -> TuneFeeds:
+    """Random normal float inputs (small non-negative ints for integer inputs)."""
+    batch = _batch(shapes)
+    n = max(1, math.ceil(samples / batch))
+
+    def make(rng):
+        out = {}
+        for name, shape in shapes.items():
+            dt = dtypes.get(name, "float32")
+            out[name] = (rng.integers(0, 4, size=shape).astype(dt) if dt.startswith(("int", "uint"))
+                         else rng.standard_normal(shape).astype(np.float32))
+        return out
+
+    acc_rng, cal_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1)
+    accuracy = [make(acc_rng) for _ in range(n)]
+    calibration = [make(cal_rng) for _ in range(max(n, 2))]
+    source = (f"random normal inputs ({n} batch(es) of {batch}, seed {seed}; INT8 calibrated on other random "
+              "batches): no calibration data was given, so errors on real data may differ")
+    return TuneFeeds(accuracy, calibration, source, random=True)
+
+
+def calibration_feeds(calib: str | Path, shapes: Mapping[str, tuple], dtypes: Mapping[str, str], samples: int,
+                      onnx_model: Any = None, preprocess: str | None = None) -> TuneFeeds:
+    """Batches from ``calib``: a .npz file (each array: samples of one input) or a folder.
+
+    Raises:
+        ModelLoadError: a missing or unreadable path. UsageError: samples that do not fit the shapes.
+    """
+    path = Path(calib)
+    if not path.exists():
+        raise ModelLoadError(f"calibration data not found: {path} (give a folder of .npy/.npz/images or one .npz file)")
+    if path.is_file():
+        if path.suffix.lower() != ".npz":
+            raise UsageError(f"--calib {path}: a single file must be a .npz holding an array per input")
+        with np.load(path, allow_pickle=False) as data:
+            pooled = {k: data[k] for k in data.files}
+    else:
+        pooled = _read_folder(path, shapes, onnx_model, preprocess)
+    missing = sorted(set(shapes) - set(pooled))
+    if missing:
+        raise UsageError(f"calibration data {path} lacks the input(s) {missing}; it holds {sorted(pooled)}")
+    batch = _batch(shapes)
+    arrays = {}
+    for name, shape in shapes.items():
+        a = np.asarray(pooled[name])
+        if a.ndim == len(shape) - 1:
+            a = a[None]
+        if tuple(a.shape[1:]) != tuple(shape[1:]):
+            raise UsageError(f"calibration samples of '{name}' have shape {tuple(a.shape[1:])} per sample; "
+                             f"the tuned shape is {tuple(shape)}")
+        dt = dtypes.get(name, "float32")
+        arrays[name] = a.astype(np.float32 if dt.startswith("float") else dt)
+    count = min(len(a) for a in arrays.values())
+    used = min(count, max(samples, batch))
+    n = max(1, math.ceil(used / batch))
+    batches = []
+    for i in range(n):
+        idx = np.arange(i * batch, (i + 1) * batch) % count  # wrap around (tile) to fill the last batch
+        batches.append({name: a[idx] for name, a in arrays.items()})
+    if n >= 2:
+        half = n // 2
+        calibration, accuracy = batches[:half], batches[half:]
+        how = f"INT8 calibrated on the first {half} batch(es), accuracy checked on the other {n - half}"
+    else:
+        calibration = accuracy = batches
+        how = "INT8 calibrated and checked on the same batch (too few samples to hold some back)"
+    tiled = " (tiled to fill the batch)" if count < batch * n else ""
+    source = f"calibration data {path}: {count} sample(s) in {n} batch(es) of {batch}{tiled}; {how}"
+    return TuneFeeds(accuracy, calibration, source, random=False)
+
+
+def _read_folder(folder: Path, shapes: Mapping[str, tuple], onnx_model: Any, preprocess: str | None) -> dict:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".npy", ".npz"))
+    if not files:
+        if onnx_model is None:
+            raise UsageError(f"{folder} holds no .npy/.npz samples; images need an ONNX model (one float input) "
+                             "or convert them to .npy first")
+        from trtflow.edits.calibration import load_calibration
+
+        got = load_calibration(onnx_model, folder, preprocess, holdout=0)
+        feeds = got.calib + got.holdout
+        return {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
+    pooled: dict[str, list] = {}
+    only = next(iter(shapes)) if len(shapes) == 1 else None
+    for p in files:
+        try:
+            if p.suffix.lower() == ".npz":
+                with np.load(p, allow_pickle=False) as data:
+                    items = {k: data[k] for k in data.files}
+            elif only is not None:
+                items = {only: np.load(p, allow_pickle=False)}
+            else:
+                raise UsageError(f"{p}: a .npy file feeds a one-input model; this one has {list(shapes)}: use .npz")
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot read calibration sample {p}: {exc}") from None
+        for name, a in items.items():
+            if name in shapes:
+                pooled.setdefault(name, []).append(a[None] if a.ndim == len(shapes[name]) - 1 else a)
+    return {name: np.concatenate(parts) for name, parts in pooled.items()}
+
+
+def _batch(shapes: Mapping[str, tuple]) -> int:
+    first = next(iter(shapes.values()))
+    return int(first[0]) if len(first) else 1
+
+
+# -- batch norm ----------------------------------------------------------------------------
+
+def _batchnorms(module: Any) -> list:
+    import torch
+
+    return [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+def untrained_batchnorm(module: Any) -> bool:
+    """True when the module has batch norms and every one still holds its initial statistics (mean 0,
+    variance 1): random weights, where eval-mode outputs shrink layer after layer toward underflow."""
+    bns = _batchnorms(module)
+    return bool(bns) and all(
+        m.running_mean is not None and not m.running_mean.any() and bool((m.running_var == 1).all()) for m in bns)
+
+
+def recalibrate_batchnorm(module: Any, feeds: list[dict[str, np.ndarray]], keyword: bool = True) -> int:
+    """Re-estimate every batch norm's running mean/variance on ``feeds`` (cumulative average over the
+    batches, FP32, on the module's device), leave the module in eval mode; return how many were reset."""
+    import torch
+
+    bns = _batchnorms(module)
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        with torch.no_grad():
+            for feed in feeds:
+                tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in feed.items()}
+                module(**tensors) if keyword else module(*tensors.values())
+    finally:
+        module.eval()
+    return len(bns)

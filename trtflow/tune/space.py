@@ -1,0 +1,163 @@
+"""The configurations each engine offers, cheapest to build first.
+
+torch (CUDA): per precision, eager, eager + CUDA graphs (also channels-first, for conv nets),
+cuDNN fused conv + BN + ReLU + graphs (models with batch norms), torch.compile + graphs,
+compile + fusions + graphs, the reduce-overhead mode (its own CUDA graphs) and
+max-autotune-no-cudagraphs + graphs. FP8 is bfloat16 with ``nn.Linear`` layers on FP8 GEMMs.
+torch (CPU): eager, channels-last, torch.compile. INT8 has no torch path here (ONNX Q/DQ engines run it).
+ort: the FP32, FP16 (surgeon conversion) and INT8 (Q/DQ, calibrated) models x graph optimization
+levels x intra-op thread counts.
+tensorrt: precision sets x builder optimization levels.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from trtflow.errors import UsageError
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
+ORT_LEVELS = ("all", "extended", "basic")
+TRT_LEVELS = (3, 5)
+# relative build cost: orders the search and lets the budget skip what cannot finish
+COST = {"eager": 0.1, "graphs": 0.3, "compile": 1.0, "reduce-overhead": 1.2, "max-autotune": 8.0}
+
+
+@dataclass
+class Candidate:
+    """One configuration to try.
+
+    Attributes:
+        name: shown in the table.
+        engine: "torch", "ort" or "tensorrt".
+        precision: one of PRECISIONS.
+        options: engine options (JSON-able) that make it.
+        variant: the model it runs: "fp32", "fp16", "int8" (ONNX conversions) or "fp8" (torch FP8 linears).
+        cost: relative build cost (compile-heavy ones last; the budget skips those that cannot finish).
+        kind: "eager", "graphs", "compile", "reduce-overhead" or "max-autotune" (torch), "session" (ort), "build" (tensorrt).
+    """
+
+    name: str
+    engine: str
+    precision: str
+    options: dict = field(default_factory=dict)
+    variant: str = "fp32"
+    cost: float = 0.1
+    kind: str = "eager"
+
+
+@dataclass
+class Skip:
+    """A configuration (or group) not tried, and why."""
+
+    name: str
+    precision: str
+    reason: str
+
+
+def check_precisions(precisions: Sequence[str]) -> list[str]:
+    out = []
+    for p in precisions:
+        p = p.strip().lower()
+        if p not in PRECISIONS:
+            raise UsageError(f"precision '{p}': choose from {', '.join(PRECISIONS)}")
+        if p not in out:
+            out.append(p)
+    if not out:
+        raise UsageError("give at least one precision, e.g. fp32,fp16")
+    return out
+
+
+def _order(precisions: list[str]) -> list[str]:
+    """Lower precisions first: the likely winners set the bar that prunes the rest early."""
+    rank = {"fp8": 0, "int8": 1, "fp16": 2, "bf16": 3, "fp32": 4}
+    return sorted(precisions, key=lambda p: rank[p])
+
+
+def torch_space(precisions: Sequence[str], cuda: bool, conv: bool, batchnorm: bool, fp8: str | None) -> tuple[list[Candidate], list[Skip]]:
+    """Torch configurations.
+
+    Args:
+        precisions: asked-for precisions.
+        cuda: the engine runs on a CUDA GPU.
+        conv: the model has 2-D convolutions and 4-D inputs (channels-last applies).
+        batchnorm: the model has conv + batch norm pairs (cuDNN fusions apply).
+        fp8: None when FP8 applies, else why not.
+    """
+    cands, skips = [], []
+    for p in _order(list(precisions)):
+        if p == "int8":
+            skips.append(Skip("int8", p, "skipped: the torch engine has no INT8 path; INT8 runs as ONNX Q/DQ "
+                                         "(--engine ort or tensorrt)"))
+            continue
+        if p == "fp8" and fp8:
+            skips.append(Skip("fp8", p, f"skipped: {fp8}"))
+            continue
+        dtype = "bf16" if p == "fp8" else p
+        variant = "fp8" if p == "fp8" else "fp32"
+        cl = {"channels_last": True} if conv else {}
+        suffix = " cl" if conv else ""
+
+        def add(label, kind, **opts):
+            cands.append(Candidate(f"{p} {label}", "torch", p, {"dtype": dtype, **opts}, variant, COST[kind], kind))
+
+        if not cuda:
+            add("eager", "eager")
+            if conv:
+                add("eager cl", "eager", channels_last=True)
+            add("compile" + suffix, "compile", compile="default", **cl)
+            continue
+        add("eager" + suffix, "eager", **cl)
+        add("eager+graphs" + suffix, "graphs", cuda_graphs=True, **cl)
+        if conv:
+            add("eager+graphs", "graphs", cuda_graphs=True)
+        if batchnorm and p != "fp8":
+            add("fused+graphs" + suffix, "graphs", cuda_graphs=True, fuse=True, **cl)
+        add("compile+graphs" + suffix, "compile", compile="default", cuda_graphs=True, **cl)
+        if batchnorm and p != "fp8":
+            add("compile+fused+graphs" + suffix, "compile", compile="default", cuda_graphs=True, fuse=True, **cl)
+        add("reduce-overhead" + suffix, "reduce-overhead", compile="reduce-overhead", **cl)
+        add("max-autotune+graphs" + suffix, "max-autotune", compile="max-autotune", cuda_graphs=True, **cl)
+    if not cuda:
+        skips.append(Skip("CUDA graphs, cuDNN fusions, reduce-overhead, max-autotune", "-",
+                          "skipped: they need a CUDA GPU; the torch engine runs on the CPU here"))
+    cands.sort(key=lambda c: c.cost)  # stable: precision order kept within a cost
+    return cands, skips
+
+
+def default_threads() -> list[int]:
+    cores = os.cpu_count() or 1
+    return sorted({1, max(1, cores // 2), cores})
+
+
+def ort_space(precisions: Sequence[str], threads: Sequence[int] | None = None,
+              levels: Sequence[str] = ORT_LEVELS) -> tuple[list[Candidate], list[Skip]]:
+    """ONNX Runtime configurations: model variant x graph optimization level x threads."""
+    cands, skips = [], []
+    threads = list(threads or default_threads())
+    for p in _order(list(precisions)):
+        if p in ("bf16", "fp8"):
+            skips.append(Skip(p, p, f"skipped: ONNX Runtime's CPU provider has no {p} kernels"))
+            continue
+        for level in levels:
+            for t in sorted(threads, reverse=True):
+                cands.append(Candidate(f"{p} opt={level} threads={t}", "ort", p,
+                                       {"threads": t, "optimization": level}, p, 0.1, "session"))
+    return cands, skips
+
+
+def tensorrt_space(precisions: Sequence[str], levels: Sequence[int] = TRT_LEVELS) -> tuple[list[Candidate], list[Skip]]:
+    """TensorRT configurations: precision flags x builder optimization level (INT8 from a Q/DQ model)."""
+    cands, skips = [], []
+    for p in _order(list(precisions)):
+        if p == "fp8":
+            skips.append(Skip(p, p, "skipped: FP8 needs an FP8 Q/DQ ONNX model; trtflow makes INT8 Q/DQ only"))
+            continue
+        flags = {"fp32": {}, "fp16": {"fp16": True}, "bf16": {"bf16": True}, "int8": {"int8": True, "fp16": True}}[p]
+        for level in levels:
+            cands.append(Candidate(f"{p} opt-level={level}", "tensorrt", p,
+                                   {"build": {**flags, "builder_optimization_level": level}},
+                                   "int8" if p == "int8" else "fp32", 1.0, "build"))
+    return cands, skips

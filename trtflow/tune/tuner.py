@@ -1,0 +1,193 @@
+"""``tune(model, shapes=..., engine=...)``: the fastest configuration within an accuracy bound."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from trtflow.errors import UsageError
+from trtflow.progress import Progress, report
+from trtflow.tune.result import TuneResult
+from trtflow.tune.search import TuneOptions, choose, make_bound, matches, record_of, search, shapes_from
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("torch", "ort", "tensorrt")
+
+
+def tune(
+    model: Any,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    engine: str = "torch",
+    precisions: Sequence[str] = ("fp32", "fp16"),
+    atol: float | None = None,
+    rtol: float | None = None,
+    metric: str | None = None,
+    min_agreement: float | None = None,
+    calib: str | os.PathLike | None = None,
+    budget_s: float | None = None,
+    progress: Progress | None = None,
+    *,
+    example_inputs: Mapping[str, Any] | None = None,
+    device: Any = None,
+    options: TuneOptions | None = None,
+) -> TuneResult:
+    """Measure the configurations ``engine`` offers and keep the fastest one within the accuracy bound.
+
+    Every configuration is checked against the FP32 reference on the calibration inputs (or random
+    inputs, said so in ``accuracy_inputs``), timed briefly, dropped when it fails the bound or is
+    clearly slower than the best so far, else timed in full. The choice is saved beside the engine
+    cache, so ``trtflow.load(model, engine=engine, tune=True, ...)`` applies it without measuring.
+
+    Args:
+        model: an ``nn.Module`` (torch engine; ort/tensorrt export it to ONNX first) or an ONNX
+            path/bytes/ModelProto (ort, tensorrt).
+        shapes: input name -> shape to tune for (batch included), in ``forward`` order for modules;
+            optional for ONNX models with static shapes.
+        engine: "torch", "ort" or "tensorrt".
+        precisions: any of "fp32", "fp16", "bf16", "int8", "fp8" (those an engine lacks are listed as skipped).
+        atol, rtol: allclose bound against FP32 (default 1e-2 each).
+        metric: "top1" for top-1 agreement with FP32 instead (with ``min_agreement``, default 0.99).
+        min_agreement: the top-1 agreement needed.
+        calib: a folder of .npy/.npz samples (or images, for ONNX) or one .npz: the accuracy
+            inputs and the INT8 calibration set. None: random inputs.
+        budget_s: stop trying configurations after this many seconds (None: no limit).
+        progress: ``trtflow.progress.Progress`` callback.
+        example_inputs: name -> tensor, instead of ``shapes``.
+        device: torch device for the torch engine (default: the GPU when there is one).
+        options: ``TuneOptions`` (timings, pruning ratio, thread counts, ...).
+
+    Returns:
+        A ``TuneResult``: ``chosen`` and one ``ConfigResult`` per configuration.
+
+    Raises:
+        MismatchError: no configuration meets the bound (the message names the closest).
+        UsageError: bad arguments, or nothing could be measured.
+    """
+    from trtflow.backends import ALIASES
+    from trtflow.tune import space
+
+    t_start = time.perf_counter()
+    opts = options or TuneOptions()
+    engine = ALIASES.get(engine.lower(), engine.lower())
+    if engine not in ENGINES:
+        raise UsageError(f"tune: engine '{engine}'; choose one of {', '.join(ENGINES)}")
+    bound = make_bound(atol, rtol, metric, min_agreement)
+    precisions = space.check_precisions(precisions)
+    progress = report(progress)
+    if budget_s is not None and budget_s <= 0:
+        raise UsageError(f"--budget-s must be positive; got {budget_s}")
+
+    if engine == "torch":
+        subject, key_model, shape_map, feeds = _torch_subject(model, shapes, example_inputs, device, calib, opts, progress)
+        candidates, skips = space.torch_space(precisions, subject.cuda, subject.conv, subject.batchnorm, subject.fp8_blocker)
+    else:
+        subject, key_model, shape_map, feeds = _onnx_subject(model, shapes, example_inputs, engine, calib, opts, progress)
+        candidates, skips = (space.ort_space(precisions, opts.threads, opts.ort_levels) if engine == "ort"
+                             else space.tensorrt_space(precisions, opts.trt_levels))
+    candidates = [c for c in candidates if matches(c.name, opts.only)]
+    if not candidates:
+        raise UsageError(f"no configuration left to try (precisions {precisions}, only={list(opts.only or [])})")
+    progress("tune: FP32 reference", None, None)
+    reference = subject.reference(feeds.accuracy)
+    notes, seen = list(subject.notes), len(subject.notes)
+    peak = max(float(abs(v).max()) for batch in reference for v in batch.values() if getattr(v, "size", 0))
+    if peak < 1e-3:
+        notes.append(f"the FP32 reference outputs are all near zero (max |value| {peak:.3g}); errors against them say "
+                     "little: use real weights or recalibrate_bn=True")
+    results = search(subject, candidates, skips, feeds, reference, bound, opts, budget_s, progress)
+    result = TuneResult("", results, engine, {k: list(v) for k, v in shape_map.items()}, subject.describe(),
+                        bound.describe(), feeds.source, notes + list(subject.notes[seen:]))
+    try:
+        best = choose(results, bound)
+    finally:
+        result.wall_s = time.perf_counter() - t_start
+    result.chosen = best.name
+    if opts.save:
+        _save(result, subject, next(c for c in candidates if c.name == best.name), key_model, shape_map, device)
+    result.wall_s = time.perf_counter() - t_start
+    return result
+
+
+def _torch_subject(model, shapes, example_inputs, device, calib, opts, progress):
+    import torch
+
+    from trtflow.tune.inputs import calibration_feeds, random_feeds
+    from trtflow.tune.subjects import TorchSubject
+
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"the torch engine tunes an nn.Module; got {type(model).__name__}. "
+                         "Tune an ONNX model with engine='ort' or 'tensorrt'")
+    shape_map = shapes_from(shapes, example_inputs)
+    dtypes = {k: "float32" for k in shape_map}
+    if isinstance(example_inputs, Mapping):
+        dtypes = {k: str(v.dtype).replace("torch.", "") for k, v in example_inputs.items()}
+    feeds = (calibration_feeds(calib, shape_map, dtypes, opts.accuracy_samples) if calib is not None
+             else random_feeds(shape_map, dtypes, opts.accuracy_samples, opts.seed))
+    progress("tune: preparing the model", None, None)
+    subject = TorchSubject(model, shape_map, feeds.accuracy + feeds.calibration, device, opts.recalibrate_bn)
+    return subject, model, shape_map, feeds
+
+
+def _onnx_subject(model, shapes, example_inputs, engine, calib, opts, progress):
+    from trtflow.graph.io import load_onnx, onnx_specs
+    from trtflow.tune.inputs import calibration_feeds, random_feeds
+    from trtflow.tune.subjects import OrtSubject, TensorRTSubject
+
+    if hasattr(model, "state_dict") and not hasattr(model, "SerializeToString"):
+        model = _export(model, shapes, example_inputs, progress)
+    proto = load_onnx(model)
+    specs, _ = onnx_specs(proto)
+    shape_map = {}
+    for s in specs:
+        if shapes and s.name in shapes:
+            shape_map[s.name] = tuple(int(d) for d in shapes[s.name])
+        elif not s.is_dynamic:
+            shape_map[s.name] = tuple(s.shape)
+        else:
+            raise UsageError(f"input '{s.name}' has dynamic dims {s.describe_shape()}; give shapes={{'{s.name}': (...)}} "
+                             f"(--shapes {s.name}:1x...)")
+    unknown = sorted(set(shapes or {}) - set(shape_map))
+    if unknown:
+        raise UsageError(f"shapes name unknown inputs {unknown}; the model's inputs: {[s.name for s in specs]}")
+    dtypes = {s.name: s.dtype for s in specs}
+    feeds = (calibration_feeds(calib, shape_map, dtypes, opts.accuracy_samples, proto, opts.calib_preprocess)
+             if calib is not None else random_feeds(shape_map, dtypes, opts.accuracy_samples, opts.seed))
+    subject = (OrtSubject(proto, feeds.calibration) if engine == "ort"
+               else TensorRTSubject(proto, feeds.calibration, shape_map))
+    key_model = model if isinstance(model, (str, os.PathLike, bytes, bytearray)) else proto
+    return subject, key_model, shape_map, feeds
+
+
+def _export(module, shapes, example_inputs, progress):
+    """Export a module to ONNX (cached by its digest) for the ort/tensorrt engines."""
+    import torch
+
+    from trtflow.backends.tuned import model_digest, tuned_dir
+    from trtflow.export import from_torch
+
+    shape_map = shapes_from(shapes, example_inputs)
+    path = tuned_dir() / "exports" / f"{model_digest(module)[:24]}-{'_'.join('x'.join(map(str, s)) for s in shape_map.values())}.onnx"
+    if not path.exists():
+        progress("tune: exporting to ONNX", None, None)
+        examples = {k: torch.randn(*v) for k, v in shape_map.items()}
+        from_torch(module, examples, path)
+    log.info("tuning the ONNX export %s", path)
+    return str(path)
+
+
+def _save(result: TuneResult, subject, cand, key_model, shape_map, device) -> None:
+    from trtflow.backends.tuned import save_record, tuned_dir, tuned_key
+
+    key, material = tuned_key(key_model, result.engine, shape_map, device)
+    model_file = None
+    if result.engine != "torch" and cand.variant != "fp32":
+        model_file = f"{key}.{cand.variant}.onnx"
+        (Path(tuned_dir()) / model_file).write_bytes(subject.variant(cand.variant))
+    if result.engine == "ort":
+        cand.options.setdefault("providers", list(subject.providers))
+    result.key = key
+    result.record_path = str(save_record(key, record_of(result, cand, material, list(shape_map), model_file)))

@@ -1,0 +1,58 @@
+"""trtflow loadgen against a real trtflow server on 127.0.0.1 (HTTP binary and JSON, gRPC)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("aiohttp")
+pytest.importorskip("tritonclient.grpc")
+
+import trtflow  # noqa: E402
+from tests.test_serve import affine_model  # noqa: E402
+from trtflow.cli.main import main  # noqa: E402
+from trtflow.serve import metrics  # noqa: E402
+from trtflow.serve.model import BatchConfig, ServedModel  # noqa: E402
+from trtflow.serve.server import BackgroundServer, ServeOptions  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server():
+    model = ServedModel("affine", [trtflow.load(affine_model(), engine="ort")], BatchConfig(max_batch=8))
+    with BackgroundServer([model], ServeOptions(http_port=0, grpc_port=0)) as s:
+        yield s
+
+
+@pytest.mark.parametrize("protocol, extra", [("http", []), ("http", ["--json-tensors"]), ("grpc", [])])
+def test_loadgen_levels(server, capsys, protocol, extra):
+    port = server.http_port if protocol == "http" else server.grpc_port
+    before = server.server.stats["affine"].values["nv_inference_request_success"]
+    code = main(["loadgen", f"127.0.0.1:{port}", "--model", "affine", "--concurrency", "1,4", "--duration", "0.5",
+                 "--warmup", "0.1", "--protocol", protocol, "--shapes", "x:2x4", "--json", *extra])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [lvl["concurrency"] for lvl in report["levels"]] == [1, 4]
+    for lvl in report["levels"]:
+        assert lvl["requests"] > 0 and lvl["errors"] == 0
+        assert lvl["infer_per_s"] == pytest.approx(2 * lvl["throughput"])
+        assert 0 < lvl["p50"] <= lvl["p90"] <= lvl["p95"] <= lvl["p99"] <= lvl["max"]
+    served = server.server.stats["affine"].values["nv_inference_request_success"] - before
+    assert served >= sum(lvl["requests"] for lvl in report["levels"])
+
+
+def test_loadgen_counts_errors_and_plots(server, capsys, tmp_path):
+    png = tmp_path / "load.png"
+    code = main(["loadgen", f"127.0.0.1:{server.http_port}", "--model", "affine", "--concurrency", "2", "--duration", "0.3",
+                 "--warmup", "0", "--shapes", "x:9x4", "--plot", str(png)])  # 9 rows > max batch 8: every request is a 400
+    assert code == 0 and png.stat().st_size > 1000
+    assert "errors" in capsys.readouterr().out
+    text = metrics.parse(__import__("urllib.request").request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics").read().decode())
+    assert text['nv_inference_request_failure{model="affine",version="1"}'] > 0
+
+
+def test_loadgen_usage_errors(server, capsys):
+    assert main(["loadgen", "nohost", "--model", "affine"]) == 2
+    assert main(["loadgen", f"127.0.0.1:{server.http_port}", "--model", "nope", "--duration", "0.1"]) == 2
+    assert "refused model 'nope'" in capsys.readouterr().err
+    assert main(["loadgen", f"127.0.0.1:{server.http_port}", "--model", "affine", "--concurrency", "0"]) == 2

@@ -1,0 +1,84 @@
+"""`trtflow serve` as a subprocess: SIGTERM drains (queued requests finish, new ones get 503),
+one JSON access-log line per request, and a model that cannot load fails fast with exit 2."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip("aiohttp")
+
+from tests.test_serve import slow_model  # noqa: E402
+from trtflow.serve import metrics  # noqa: E402
+
+
+def _post(port: int, body: bytes) -> int:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/slow/infer", data=body, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            r.read()
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0  # refused: the listener is closed
+
+
+def test_sigterm_drains_in_flight_requests(tmp_path):
+    model = tmp_path / "slow.onnx"
+    model.write_bytes(slow_model(k=24))
+    log_file = tmp_path / "access.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trtflow", "serve", str(model), "--http-port", "0", "--grpc-port", "-1",
+         "--max-batch", "1", "--json", "--access-log", str(log_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = json.loads(proc.stdout.readline())["http_port"]
+        body = json.dumps({"inputs": [{"name": "x", "shape": [1, 1024], "datatype": "FP32",
+                                       "data": np.ones(1024).tolist()}]}).encode()
+        codes: list[int] = []
+        threads = [threading.Thread(target=lambda: codes.append(_post(port, body))) for _ in range(10)]
+        for t in threads:
+            t.start()
+        deadline = time.time() + 20
+        while time.time() < deadline:  # wait until requests are queued behind the running one
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                pending = metrics.parse(r.read().decode())['nv_inference_pending_request_count{model="slow",version="1"}']
+            if pending >= 3:
+                break
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+        late = _post(port, body)
+        for t in threads:
+            t.join(30)
+        assert proc.wait(30) == 0
+        assert codes == [200] * 10, f"in-flight requests lost during the drain: {codes}"
+        assert late in (503, 0), f"a request sent while draining got {late}"
+        lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+        infers = [d for d in lines if d["path"] == "/v2/models/slow/infer"]
+        assert len([d for d in infers if d["status"] == 200]) == 10
+        assert all({"ts", "method", "status", "ms"} <= set(d) for d in lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_model_that_cannot_load_fails_fast(tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not a model")
+    done = subprocess.run([sys.executable, "-m", "trtflow", "serve", str(bad), "--http-port", "0", "--grpc-port", "-1"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trtflow serve: error:")

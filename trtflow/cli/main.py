@@ -17,7 +17,7 @@ from trtflow.errors import TrtflowError, UsageError
 COMMANDS = [
     "quickstart", "export", "inspect", "run", "compare",
     "build", "check", "cache", "bench", "surgeon",
-    "serve", "loadgen", "tune",
+    "serve", "loadgen", "video", "tune", "triton-repo",
 ]
 
 

@@ -133,7 +133,7 @@ def to_rgb(image: Any) -> Any:
     if isinstance(image, (str, os.PathLike)):
         return _read_image(str(image))
     if type(image).__module__.startswith("PIL."):
-        return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("RGB"))
     if type(image).__module__ == "torch":
         return _torch_rgb(image)
     arr = np.asarray(image)

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "rtp", "srt", "hls")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 DECODERS = ("cpu", "nvdec")
+NOT_VIDEO = {"tty"}  # FFmpeg renders any text file as ANSI art: not a video source
 
 
 @dataclass
@@ -61,6 +62,7 @@ class SourceStats:
     decoded: int = 0
     dropped: int = 0
     corrupt: int = 0
+    missing: int = 0
     ended_early: bool = False
     expected: Optional[int] = None
     errors: list[str] = field(default_factory=list)
@@ -166,9 +168,9 @@ class Source:
             what = {"file": "not a video file FFmpeg can read", "camera": "cannot open the camera",
                     "network": "cannot open the stream (is the URL right and the server reachable?)"}[self.kind]
             raise UsageError(f"source '{self.uri}': {what}: {exc}") from None
-        if not self.container.streams.video:
+        if not self.container.streams.video or self.container.format.name in NOT_VIDEO:
             self.container.close()
-            raise UsageError(f"source '{self.uri}': no video stream in it")
+            raise UsageError(f"source '{self.uri}': not a video file FFmpeg can read: no video stream in it")
         self.video = self.container.streams.video[0]
         if self.decode == "cpu":
             self.video.thread_type = "AUTO"
@@ -211,7 +213,7 @@ class Source:
         av = self._av
         streams = [self.video] + ([self.audio] if self.audio is not None and on_audio else [])
         index = 0
-        last_time = None
+        last_time = last_pts = None
         try:
             packets = self.container.demux(*streams)
             while True:
@@ -231,6 +233,9 @@ class Source:
                     continue
                 try:
                     decoded = packet.decode()
+                except NotImplementedError as exc:  # PyAV: no hardware config for this codec
+                    raise UsageError(f"source '{self.uri}': --decode nvdec cannot decode this stream "
+                                     f"({self.codec}): {exc}; use --decode cpu") from None
                 except av.error.FFmpegError as exc:
                     self.stats.corrupt += 1
                     self.stats.note(f"stream {self.stream} ({self.uri}): corrupt data near frame {index} skipped: {exc}")
@@ -238,6 +243,10 @@ class Source:
                 for frame in decoded:
                     if frame.is_corrupt:
                         self.stats.corrupt += 1
+                        self.stats.note(f"stream {self.stream} ({self.uri}): frame {index} is corrupt "
+                                        "(the decoder concealed the damage)")
+                    self._check_gap(last_pts, frame.pts, index)
+                    last_pts = frame.pts if frame.pts is not None else last_pts
                     out = self._frame(frame, index)
                     last_time = out.time
                     index += 1
@@ -247,6 +256,17 @@ class Source:
                         return
         finally:
             self._check_end(index, last_time)
+
+    def _check_gap(self, last: Optional[int], pts: Optional[int], index: int) -> None:
+        """Count frames missing between two timestamps (a damaged file or a lossy stream)."""
+        if last is None or pts is None or not self.fps:
+            return
+        step = 1 / (self.fps * self.time_base)
+        lost = round((pts - last) / step) - 1 if step > 0 else 0
+        if lost >= 1:
+            self.stats.missing += lost
+            self.stats.note(f"stream {self.stream} ({self.uri}): about {lost} frame(s) missing before frame {index} "
+                            f"(pts {last} -> {pts}); damaged or lost data")
 
     def _frame(self, frame: Any, index: int) -> Frame:
         pts = frame.pts

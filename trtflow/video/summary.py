@@ -34,6 +34,7 @@ class Summary:
         frames_out: frames that went through the model and were written/returned.
         dropped: frames live sources dropped because inference fell behind.
         corrupt: corrupt packets or frames skipped or concealed by the decoder.
+        missing: frames judged lost inside streams from gaps in their timestamps (damaged data).
         wall_s: seconds from start to the last frame written.
         fps: ``frames_out / wall_s``.
         engine: the engine that ran the model.
@@ -51,6 +52,7 @@ class Summary:
     frames_out: int
     dropped: int
     corrupt: int
+    missing: int
     wall_s: float
     fps: float
     engine: str
@@ -87,7 +89,7 @@ def summarize(pipeline: Any) -> Summary:
         source.stats.dropped = dropped
         info = source.describe()
         st = source.stats
-        info.update(decoded=st.decoded, dropped=dropped, corrupt=st.corrupt, ended_early=st.ended_early,
+        info.update(decoded=st.decoded, dropped=dropped, corrupt=st.corrupt, missing=st.missing, ended_early=st.ended_early,
                     expected=st.expected, messages=list(st.errors))
         streams.append(info)
     outputs = [w.path for w in pipeline.video_writers if w is not None]
@@ -100,6 +102,7 @@ def summarize(pipeline: Any) -> Summary:
         frames_out=pipeline.frames_out,
         dropped=sum(s["dropped"] for s in streams),
         corrupt=sum(s["corrupt"] for s in streams),
+        missing=sum(s["missing"] for s in streams),
         wall_s=round(wall, 4),
         fps=round(pipeline.frames_out / wall, 2),
         engine=getattr(getattr(pipeline.task, "engine", None), "name", "?"),

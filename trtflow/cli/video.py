@@ -1,0 +1,146 @@
+"""trtflow video SOURCE [SOURCE...]: files, image folders, cameras and streams through a task."""
+
+from __future__ import annotations
+
+import argparse
+
+from trtflow.cli import options, output
+from trtflow.errors import UsageError
+
+HELP = "run a task (face, detect, sr, classify, segment, custom) over videos, image folders, cameras or streams"
+
+TASK_NAMES = ("face", "detect", "sr", "classify", "segment", "custom")
+
+
+def _positive(kind: type, minimum: float):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number >= {minimum:g}, got '{text}'") from None
+        if value < minimum or value != value:
+            raise argparse.ArgumentTypeError(f"expected a number >= {minimum:g}, got '{text}'")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sources", nargs="*", metavar="SOURCE",
+                        help="video file, image folder, /dev/videoN, or rtsp:// http(s):// udp:// URL (several: one stream each)")
+    parser.add_argument("--source", action="append", default=[], metavar="SOURCE", help="one more source (repeatable)")
+    parser.add_argument("--task", required=True, choices=TASK_NAMES, help="what to run on each frame")
+    parser.add_argument("--model", help="ONNX, engine plan or .pt2 (default: the task's shipped model where one exists)")
+    parser.add_argument("--format", help="detect: yolov8, yolov5, boxes-scores, retinaface, ssd, nms; segment: argmax, probability, logits")
+    parser.add_argument("--labels", metavar="FILE", help="class names, one per line")
+    parser.add_argument("--post", metavar="MODULE:FUNCTION", help="custom task: post-processing function")
+    parser.add_argument("--input-size", metavar="HxW", help="network input size for engines with dynamic H/W (e.g. 640x640)")
+    parser.add_argument("--resize", choices=("letterbox", "stretch", "crop", "none"), help="how frames fit the input (default: per task)")
+    parser.add_argument("--score-threshold", type=_positive(float, 0.0), help="detection score / mask threshold")
+    parser.add_argument("--out", metavar="OUT.mp4", help="annotated H.264 video (several sources: OUT-s0.mp4, OUT-s1.mp4, ...)")
+    parser.add_argument("--jsonl", metavar="OUT.jsonl", help="one JSON record per frame")
+    parser.add_argument("--batch", type=_positive(int, 1), default=8, help="frames per inference batch (default: %(default)s)")
+    parser.add_argument("--push-timeout-ms", type=_positive(float, 0.0), default=40.0,
+                        help="send a partial batch after its first frame waited this long (default: %(default)s)")
+    parser.add_argument("--decode", choices=("cpu", "nvdec"), default="cpu", help="decoder (default: %(default)s)")
+    parser.add_argument("--device", help="torch device for preprocessing, e.g. cuda (default: the engine's)")
+    parser.add_argument("--drop-when-behind", action="store_true",
+                        help="live sources drop their oldest frames when inference falls behind (counted)")
+    parser.add_argument("--max-frames", type=_positive(int, 1), help="frames to read per source")
+    parser.add_argument("--no-audio", action="store_true", help="do not copy the source's audio into --out")
+    parser.add_argument("--timeout", type=_positive(float, 0.1), default=10.0,
+                        help="seconds to open a network source or camera, and per read (default: %(default)s)")
+    parser.add_argument("--av-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="FFmpeg demuxer option for cameras and streams, e.g. rtsp_transport=udp (repeatable)")
+    options.add_engine(parser)
+    options.add_shapes(parser)
+    options.add_precision(parser)
+    options.add_json(parser)
+
+
+def _pairs(items: list[str], flag: str) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"{flag} '{item}': expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def _size(text: str | None):
+    if not text:
+        return None
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1 and parts[0] > 0:
+        return (parts[0], parts[0])
+    if len(parts) != 2 or min(parts) <= 0:
+        raise UsageError(f"--input-size '{text}': expected HxW, e.g. 640x640")
+    return tuple(parts)
+
+
+def _load_options(args: argparse.Namespace, engine: str) -> dict:
+    opts = options.engine_options(args, engine)
+    if engine == "torch" and (args.fp16 or args.best):
+        opts["dtype"] = "fp16"
+    elif engine == "torch" and args.bf16:
+        opts["dtype"] = "bf16"
+    return opts
+
+
+def run(args: argparse.Namespace) -> int:
+    from trtflow.backends import ALIASES, auto_engine
+    from trtflow.tasks import make_task
+    from trtflow.video.pipeline import Pipeline, VideoConfig
+    from trtflow.video.sources import open_sources
+    from trtflow.video.summary import stage_rows
+
+    sources = list(args.sources) + list(args.source)
+    if not sources:
+        raise UsageError("give at least one SOURCE (a video file, an image folder, /dev/videoN or a URL)")
+    config = VideoConfig(
+        batch=args.batch, push_timeout_ms=args.push_timeout_ms, decode=args.decode,
+        drop_when_behind=args.drop_when_behind, out=args.out, jsonl=args.jsonl, audio=not args.no_audio,
+        source_options=_pairs(args.av_option, "--av-option"), timeout_s=args.timeout,
+        max_frames=args.max_frames, device=args.device)
+    opened = open_sources(sources, config.decode, config.source_options, config.timeout_s, config.max_frames,
+                          audio=bool(config.out and config.audio))
+    try:
+        engine = args.engine if args.engine == "auto" else ALIASES.get(args.engine.lower(), args.engine.lower())
+        if engine == "auto":
+            engine = auto_engine(args.model if args.model else "default.onnx")
+        task = make_task(args.task, args.model, engine=engine, format=args.format, labels=args.labels, post=args.post,
+                         input_size=_size(args.input_size), resize=args.resize, score_threshold=args.score_threshold,
+                         device=args.device, **_load_options(args, engine))
+    except BaseException:
+        for s in opened:
+            s.close()
+        raise
+    with task, output.bar("video", enabled=not args.json) as progress:
+        summary = Pipeline(task, opened, config, progress).run()
+    result = summary.to_dict()
+    if args.json:
+        output.print_json(result)
+        return 0
+    out = output.console()
+    for s in summary.streams:
+        out.print(f"stream {s['stream']}: {s['source']} ({s['kind']}, {s['width']}x{s['height']}, decoder {s['decoder']}): "
+                  f"{s['decoded']} frames, {s['dropped']} dropped, {s['corrupt']} corrupt, {s['missing']} missing"
+                  + (", ENDED EARLY" if s["ended_early"] else ""))
+        for message in s["messages"]:
+            out.print(f"  {message}")
+    output.print_table(
+        f"{summary.frames_out} frames through {args.task} on {summary.engine} in {summary.wall_s:.2f} s "
+        f"({summary.fps:.1f} frames/s; bottleneck: {summary.bottleneck})",
+        ["stage", "frames", "busy s", "frames/s", "busy share of wall"], stage_rows(summary))
+    out.print(f"frames in {summary.frames_in}, out {summary.frames_out}, dropped {summary.dropped}, "
+              f"corrupt {summary.corrupt}, missing {summary.missing}")
+    for path in summary.outputs:
+        out.print(f"wrote {path}")
+    if not summary.outputs:
+        out.print("no --out or --jsonl given: only this summary was written")
+    return 0

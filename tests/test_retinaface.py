@@ -90,14 +90,11 @@ def test_face_found_in_graph(with_nms, astronaut):
 
 
 def test_verify_on_astronaut_and_random(with_nms, astronaut):
-    import argparse
+    from trtflow.edits.nms import NmsOptions, verify_nms
 
-    from trtflow.edits.nms import add_arguments, verify
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
     random = {"input": np.random.default_rng(0).normal(0, 60, (2, 3, 160, 224)).astype(np.float32)}
-    report = verify(RAW, with_nms, parser.parse_args(ARGS), [("astronaut", astronaut), ("random", random)])
+    report = verify_nms(RAW, with_nms, NmsOptions.from_detection(CONFIG), None,
+                        [("astronaut", astronaut), ("random", random)])
     assert report["passed"] and report["detections_compared"] >= 1 and report["max_box_error"] <= 1e-4
 
 
@@ -175,7 +172,9 @@ def test_extract_raw_head_then_decode(with_nms, models_dir, tmp_path, astronaut)
 def test_efficientnms_plugin_on_retinaface():
     from trtflow.edits.nms import add_nms
 
-    proto, report = add_nms(RAW, CONFIG, plugin="efficientnms")
+    from trtflow.edits.nms import NmsOptions
+
+    proto, report = add_nms(RAW, NmsOptions.from_detection(CONFIG, plugin="efficientnms"))
     node = next(n for n in proto.graph.node if n.op_type == "EfficientNMS_TRT")
     attrs = {a.name: a for a in node.attribute}
     assert attrs["background_class"].i == 0, "conf column 0 is the background"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -136,16 +135,14 @@ def test_embed_preprocess_nhwc_bgr(tiny_onnx, tmp_path):
 
 
 def test_embed_preprocess_verification_catches_a_wrong_spec(tiny_onnx):
-    from trtflow.edits.preprocess import PreprocessSpec, embed_preprocess, verify_preprocess
+    from trtflow.edits.preprocess import PreprocessOptions, embed_preprocess, verify_preprocess
     from trtflow.edits.verify import VerifyConfig
 
     model = onnx.load(str(tiny_onnx))
-    new, _ = embed_preprocess(model, PreprocessSpec(layout="nchw", scale=1 / 255, mean=(0.5,), std=(0.25,)))
-    args = argparse.Namespace(layout="nchw", scale="1/255", mean="0.4", std="0.25", channel_order="keep",
-                              resize=None, image_input=None, atol=1e-3, rtol=1e-3,
-                              verify_config=VerifyConfig(1e-3, 1e-3, shapes={"x": (1, 3, 16, 16)}))
+    new, _ = embed_preprocess(model, PreprocessOptions(layout="nchw", scale=1 / 255, mean=(0.5,), std=(0.25,)))
+    wrong = PreprocessOptions(layout="nchw", scale=1 / 255, mean=(0.4,), std=(0.25,))
     with pytest.raises(MismatchError) as info:
-        verify_preprocess(model, new, args)
+        verify_preprocess(model, new, wrong, VerifyConfig(1e-3, 1e-3, shapes={"x": (1, 3, 16, 16)}))
     assert "logits" in str(info.value) and info.value.report["passed"] is False
 
 
@@ -159,15 +156,18 @@ def test_no_verify_and_json_on_mismatch(tiny_onnx, tmp_path):
 # -- Python API ----------------------------------------------------------------------------
 
 def test_apply_api(tiny_onnx):
-    proto, report = edits.apply("fix-shapes", tiny_onnx, dim={"batch": 2})
+    proto, report = edits.apply("fix-shapes", tiny_onnx, dims={"batch": 2})
     assert onnx_specs(proto)[0][0].shape == (2, 3, 16, 16) and report["verification"]["passed"]
-    proto, report = edits.apply("rename", proto, rename_inputs="x=pixels")
+    proto, report = edits.apply("rename", proto, edits.RenameOptions(inputs={"x": "pixels"}))
     assert onnx_specs(proto)[0][0].name == "pixels"
-    with pytest.raises(UsageError, match="no option"):
-        edits.apply("fix-shapes", tiny_onnx, dims={"batch": 2})
-    with pytest.raises(UsageError, match="needs the option 'outputs'"):
+    with pytest.raises(UsageError, match=r"no option\(s\) \['dim'\].*\['dims', 'fold', 'shapes'\]"):
+        edits.apply("fix-shapes", tiny_onnx, dim={"batch": 2})
+    with pytest.raises(UsageError, match=r"needs the option\(s\) \['outputs'\]"):
         edits.apply("extract", tiny_onnx)
+    with pytest.raises(UsageError, match="takes Fp16Options, not RenameOptions"):
+        edits.apply("fp16", tiny_onnx, edits.RenameOptions(inputs={"x": "y"}))
     assert set(edits.edits()) >= {"simplify", "fix-shapes", "embed-preprocess", "fp16", "quantize", "rename", "extract"}
+    assert edits.options_of("add-nms") is edits.NmsOptions
 
 
 def test_cli_help_lists_edits_without_importing_them():
@@ -199,6 +199,6 @@ def test_retinaface_fix_shapes_then_embed_preprocess(retinaface, tmp_path):
 
 
 def test_retinaface_fp16_keeps_softmax(retinaface, tmp_path):
-    proto, report = edits.apply("fp16", retinaface, shapes={"input": (1, 3, 160, 160)})
+    proto, report = edits.apply("fp16", retinaface, verify_config=edits.VerifyConfig(shapes={"input": (1, 3, 160, 160)}))
     assert report["details"]["kept_fp32_by_op"] == {"Softmax": 1}
     assert report["verification"]["passed"]

@@ -1,14 +1,14 @@
 """trtflow surgeon EDIT IN.onnx -o OUT.onnx: one graph edit, verified with ONNX Runtime before vs after.
 
-The edit's own options are parsed only once the edit is chosen, so listing commands imports no
-edit module (and a missing optional package disables one edit, not the CLI).
+The edit's own flags are parsed only once the edit is chosen, so listing commands imports no
+edit module (and a missing optional package disables one edit, not the CLI). The flags become
+the edit's options dataclass (``surgeon_flags.py``); the edits themselves know nothing of argparse.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import sys
+import logging
 
 from trtflow.errors import MismatchError, UsageError
 
@@ -36,12 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def edit_command_parser(edit) -> argparse.ArgumentParser:
     """The full parser of ``trtflow surgeon EDIT``: common options plus the edit's own."""
-    from trtflow.edits.pipeline import edit_parser
+    from trtflow.cli.surgeon_flags import add_edit_flags
 
     parser = _Parser(prog=f"trtflow surgeon {edit.name}", description=edit.help)
     parser.add_argument("model", metavar="IN.onnx", help="the model to edit")
     parser.add_argument("-o", dest="out", required=True, metavar="OUT.onnx", help="where to write the edited model")
-    edit_parser(edit, parser.add_argument_group(f"{edit.name} options"))
+    add_edit_flags(edit, parser.add_argument_group(f"{edit.name} options"))
     group = parser.add_argument_group("verification (ONNX Runtime, before vs after)")
     group.add_argument("--no-verify", dest="verify", action="store_false", help="skip the verification")
     flags = ["--feed"] if edit.name == "rename" else ["--input", "--feed"]
@@ -53,33 +53,33 @@ def edit_command_parser(edit) -> argparse.ArgumentParser:
     group.add_argument("--atol", type=float, default=None, help=f"absolute tolerance (default: {edit.atol:g})")
     group.add_argument("--rtol", type=float, default=None, help=f"relative tolerance (default: {edit.rtol:g})")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     from trtflow.cli import output
-    from trtflow.feeds import parse_input_args
-    from trtflow.graph.io import load_onnx, save_onnx
+    from trtflow.cli.surgeon_flags import options_from_flags
     from trtflow.edits.pipeline import run_edit
     from trtflow.edits.registry import get_edit
     from trtflow.edits.verify import VerifyConfig
+    from trtflow.feeds import parse_input_args
+    from trtflow.graph.io import load_onnx, save_onnx
     from trtflow.spec import parse_shapes
 
     edit = get_edit(args.edit)
     ns = edit_command_parser(edit).parse_args(args.rest)
+    if ns.verbose:
+        logging.getLogger().setLevel(logging.DEBUG)
     if not ns.out.endswith(".onnx"):
         raise UsageError(f"-o {ns.out}: the edited model is an ONNX file; give a path ending in .onnx")
+    options = options_from_flags(edit, ns)
+    config = VerifyConfig(atol=ns.atol, rtol=ns.rtol, inputs=parse_input_args(ns.feed),
+                          shapes=parse_shapes(ns.shapes), seed=ns.seed)
     proto = load_onnx(ns.model)
-    config = VerifyConfig(
-        atol=edit.atol if ns.atol is None else ns.atol,
-        rtol=edit.rtol if ns.rtol is None else ns.rtol,
-        inputs=parse_input_args(ns.feed),
-        shapes=parse_shapes(ns.shapes),
-        seed=ns.seed,
-    )
     try:
-        with _spinner(f"{edit.name}: editing and verifying" if ns.verify else f"{edit.name}: editing"):
-            new, report = run_edit(edit, proto, ns, verify=ns.verify, config=config)
+        with output.bar(f"{edit.name}: editing") as progress:
+            new, report = run_edit(edit, proto, options, verify=ns.verify, config=config, progress=progress)
     except MismatchError as exc:
         if ns.json:  # the measured errors still go to stdout; the one-line error to stderr
             output.print_json({"model": ns.model, "output": None, "edit": edit.name, "verification": exc.report,
@@ -92,19 +92,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _print_report(report)
     return 0
-
-
-@contextlib.contextmanager
-def _spinner(description: str):
-    """A progress spinner on stderr when it is a terminal (a pipe gets no stray blank lines)."""
-    from trtflow.cli import output
-
-    if not sys.stderr.isatty():
-        yield
-        return
-    with output.progress(description) as bar:
-        bar.add_task(description, total=None)
-        yield
 
 
 def _print_report(report: dict) -> None:

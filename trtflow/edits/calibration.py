@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 
 from trtflow.deps import require
+from trtflow.edits.fields import parse_number
 from trtflow.errors import ModelLoadError, UsageError
+from trtflow.progress import Progress, report as progress_of
 from trtflow.spec import parse_shape
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,22 @@ class ImagePreprocess:
     layout: str = "nchw"
     bgr: bool = False
 
+    def to_text(self) -> str:
+        """The spec string ``parse_preprocess`` reads back."""
+        parts = []
+        if self.resize is not None:
+            parts.append("resize=" + "x".join(str(d) for d in self.resize))
+        if self.crop is not None:
+            parts.append("crop=" + "x".join(str(d) for d in self.crop))
+        parts.append(f"scale={self.scale:.9g}")
+        for name in ("mean", "std"):
+            if getattr(self, name) is not None:
+                parts.append(f"{name}=" + ",".join(f"{v:g}" for v in getattr(self, name)))
+        parts.append(f"layout={self.layout}")
+        if self.bgr:
+            parts.append("bgr")
+        return ",".join(parts)
+
 
 def parse_preprocess(text: str | None) -> ImagePreprocess:
     """Parse ``"resize=256,crop=224,mean=0.485,0.456,0.406,std=0.229,0.224,0.225,layout=nchw"``.
@@ -51,8 +69,6 @@ def parse_preprocess(text: str | None) -> ImagePreprocess:
     Raises:
         UsageError: an unknown key or a bad value.
     """
-    from trtflow.edits.preprocess import _number
-
     if not text:
         return ImagePreprocess()
     values: dict[str, list[str]] = {}
@@ -76,13 +92,13 @@ def parse_preprocess(text: str | None) -> ImagePreprocess:
         out = ImagePreprocess(
             resize=parse_shape(values["resize"][0]) if "resize" in values else None,
             crop=_hw(parse_shape(values["crop"][0])) if "crop" in values else None,
-            scale=_number(values["scale"][0]) if "scale" in values else 1.0 / 255.0,
+            scale=parse_number(values["scale"][0], "--calib-preprocess scale") if "scale" in values else 1.0 / 255.0,
             mean=tuple(float(v) for v in values["mean"]) if "mean" in values else None,
             std=tuple(float(v) for v in values["std"]) if "std" in values else None,
             layout=values.get("layout", ["nchw"])[0].lower(),
             bgr=values.get("bgr", ["0"])[0].lower() in ("1", "true", "yes"),
         )
-    except (ValueError, ZeroDivisionError) as exc:
+    except (ValueError, UsageError) as exc:
         raise UsageError(f"--calib-preprocess '{text}': {exc}") from None
     if out.layout not in ("nchw", "nhwc"):
         raise UsageError(f"--calib-preprocess layout '{out.layout}': expected nchw or nhwc")
@@ -101,7 +117,7 @@ def _hw(dims: tuple[int, ...]) -> tuple[int, int]:
 
 def image_to_input(image: np.ndarray, spec: ImagePreprocess, model_hw: tuple[int, int] | None) -> np.ndarray:
     """One HWC RGB image (uint8 or float in [0, 255]) -> one model input with a batch dim of 1."""
-    from trtflow.edits.preprocess import PreprocessSpec, preprocess_numpy
+    from trtflow.edits.preprocess import PreprocessOptions, preprocess_numpy
 
     transform = require("skimage.transform", "resizing calibration images")
     img = np.asarray(image)
@@ -126,7 +142,7 @@ def image_to_input(image: np.ndarray, spec: ImagePreprocess, model_hw: tuple[int
     if model_hw is not None and tuple(img.shape[:2]) != tuple(model_hw):
         log.info("calibration image %s resized to the model's %s", img.shape[:2], model_hw)
         img = transform.resize(img, model_hw, preserve_range=True, anti_aliasing=True).astype(np.float32)
-    pre = PreprocessSpec(layout="nhwc", scale=spec.scale, mean=spec.mean, std=spec.std,
+    pre = PreprocessOptions(layout="nhwc", scale=spec.scale, mean=spec.mean, std=spec.std,
                          channel_order="rgb-to-bgr" if spec.bgr else "keep")
     x = preprocess_numpy(img[None], pre)
     return x.transpose(0, 2, 3, 1).copy() if spec.layout == "nhwc" else x
@@ -152,8 +168,9 @@ def _image_input(proto: Any):
     return floats[0]
 
 
-def load_calibration(proto: Any, folder: str | Path, preprocess: str | None = None, holdout: float = 0.2,
-                     limit: int | None = None, seed: int = 0) -> CalibrationSet:
+def load_calibration(proto: Any, folder: str | Path, preprocess: str | ImagePreprocess | None = None,
+                     holdout: float = 0.2, limit: int | None = None, seed: int = 0,
+                     progress: Progress | None = None) -> CalibrationSet:
     """Read every sample of ``folder`` and split it into calibration and held-back feeds.
 
     Images (png/jpg/...) are preprocessed with ``preprocess`` for the model's single float input;
@@ -162,10 +179,11 @@ def load_calibration(proto: Any, folder: str | Path, preprocess: str | None = No
     Args:
         proto: the float model (its inputs name the feeds).
         folder: the calibration folder.
-        preprocess: an ``ImagePreprocess`` spec string (images only).
+        preprocess: an ``ImagePreprocess``, or its spec string (images only).
         holdout: held-back fraction (< 1) or count (>= 1).
         limit: read at most this many samples.
         seed: seed of the shuffle before the split.
+        progress: told after each sample is read.
 
     Raises:
         ModelLoadError: a missing folder or an unreadable file. UsageError: no samples.
@@ -181,9 +199,11 @@ def load_calibration(proto: Any, folder: str | Path, preprocess: str | None = No
     rng = np.random.default_rng(seed)
     files = [files[i] for i in rng.permutation(len(files))][: limit or None]
     specs, _ = onnx_specs(proto)
-    spec = parse_preprocess(preprocess)
+    spec = preprocess if isinstance(preprocess, ImagePreprocess) else parse_preprocess(preprocess)
+    progress = progress_of(progress)
     feeds = []
-    for path in files:
+    for k, path in enumerate(files):
+        progress("reading calibration samples", k, len(files))
         try:
             feeds.append(_read_sample(path, proto, specs, spec))
         except (OSError, ValueError) as exc:
@@ -194,7 +214,7 @@ def load_calibration(proto: Any, folder: str | Path, preprocess: str | None = No
     n_hold = min(n_hold, len(feeds) - 1)
     images = sum(p.suffix.lower() in IMAGE_SUFFIXES for p in files)
     source = {"folder": str(folder), "samples": len(feeds), "images": images, "arrays": len(files) - images,
-              "preprocess": preprocess}
+              "preprocess": preprocess if not isinstance(preprocess, ImagePreprocess) else spec.to_text()}
     return CalibrationSet(feeds[: len(feeds) - n_hold], feeds[len(feeds) - n_hold:], source)
 
 

@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
-import argparse
 import difflib
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from trtflow.edits import fields
+from trtflow.edits.registry import Edit, register
+from trtflow.edits.verify import VerifyConfig, build_feeds, compare_models, run_ort
 from trtflow.errors import GraphError, UsageError
 from trtflow.graph.ir import export_graph, import_graph, infer_shapes
-from trtflow.edits.registry import Edit, register
+from trtflow.progress import Progress
 
 
-def _names(text: str | Iterable[str] | None) -> list[str]:
-    if text is None:
-        return []
-    items = [text] if isinstance(text, str) else list(text)
-    return [n.strip() for item in items for n in item.split(",") if n.strip()]
+@dataclass(frozen=True)
+class ExtractOptions:
+    """Options of the ``extract`` edit.
+
+    Attributes:
+        outputs: tensor names that become the graph outputs (``"c,d"`` works too).
+        inputs: tensor names that become the graph inputs (empty: keep the model's inputs).
+    """
+
+    outputs: tuple[str, ...]
+    inputs: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        fields.set_field(self, "outputs", fields.names(self.outputs, "outputs"))
+        fields.set_field(self, "inputs", fields.names(self.inputs, "inputs"))
+        if not self.outputs:
+            raise UsageError("extract needs --outputs NAME[,NAME] (outputs= in Python)")
 
 
 def _lookup(tensors: dict, name: str, flag: str):
@@ -28,26 +43,23 @@ def _lookup(tensors: dict, name: str, flag: str):
     return tensors[name]
 
 
-def extract_subgraph(proto: Any, inputs: Iterable[str] | None, outputs: Iterable[str]) -> tuple[Any, dict]:
-    """Cut the graph to the nodes between ``inputs`` and ``outputs``.
+def extract_subgraph(proto: Any, options: ExtractOptions) -> tuple[Any, dict]:
+    """Cut the graph to the nodes between ``options.inputs`` and ``options.outputs``.
 
     Args:
         proto: an onnx.ModelProto.
-        inputs: tensor names that become the graph inputs (empty: keep the model's inputs).
-        outputs: tensor names that become the graph outputs.
+        options: the tensor names that become the inputs and outputs.
 
     Returns:
         ``(new_proto, report)`` with the new ``inputs``/``outputs`` specs and ``nodes_kept``.
 
     Raises:
-        UsageError: an unknown tensor name, or no outputs.
+        UsageError: an unknown tensor name.
         GraphError: a tensor without an inferable dtype, or a subgraph that needs more inputs.
     """
     import onnx_graphsurgeon as gs
 
-    inputs, outputs = _names(inputs), _names(outputs)
-    if not outputs:
-        raise UsageError("extract needs --outputs NAME[,NAME]")
+    inputs, outputs = list(options.inputs), list(options.outputs)
     graph = import_graph(proto)
     tensors = graph.tensors()
     new_inputs = [_lookup(tensors, n, "--inputs") for n in inputs] if inputs else list(graph.inputs)
@@ -76,16 +88,26 @@ def extract_subgraph(proto: Any, inputs: Iterable[str] | None, outputs: Iterable
     return new, report
 
 
-def verify_extract(before: Any, after: Any, args: argparse.Namespace, feeds=None) -> dict:
-    """Feed the subgraph the before model's intermediate tensors and compare its outputs with the before model's."""
+def verify_extract(before: Any, after: Any, options: ExtractOptions | None = None,
+                   verify_config: VerifyConfig | None = None, feeds=None, progress: Progress | None = None) -> dict:
+    """Feed the subgraph the before model's intermediate tensors and compare its outputs with the before model's.
+
+    Args:
+        before: the whole model. after: the extracted subgraph.
+        options: the extract options (unused: the subgraph's own inputs and outputs say what to compare).
+        verify_config: tolerances, inputs, shapes and seed (None: the defaults).
+        feeds: ``[(label, {input: array})]`` for the before model (None: built from ``verify_config``).
+        progress: told before each feed runs.
+
+    Raises:
+        UsageError: dynamic dims without shapes. MismatchError: an output out of tolerance.
+    """
     from onnx import helper
 
-    from trtflow.compare.core import Tolerances
     from trtflow.graph.io import onnx_specs
-    from trtflow.edits.verify import VerifyConfig, build_feeds, compare_models, run_ort
 
+    config = verify_config or VerifyConfig()
     if feeds is None:
-        config = getattr(args, "verify_config", None) or VerifyConfig(args.atol, args.rtol)
         feeds = build_feeds(before, None, config)  # raises the UsageError asking for --shapes
     sub_in, sub_out = onnx_specs(after)
     wanted = [s.name for s in (*sub_in, *sub_out)]
@@ -102,23 +124,14 @@ def verify_extract(before: Any, after: Any, args: argparse.Namespace, feeds=None
         after_feeds.append({s.name: np.asarray(values[s.name]) if s.name in values else feed[s.name] for s in sub_in})
         labelled.append((label, feed))
     # the reference is the probe model (the original with the cut tensors exposed), restricted to the subgraph outputs
-    return compare_models(probe, after, labelled, Tolerances(args.atol, args.rtol), after_feeds=after_feeds,
-                          what="the extracted subgraph")
-
-
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--inputs", metavar="A,B", help="tensors that become the inputs (default: the model's)")
-    parser.add_argument("--outputs", metavar="C,D", required=True, help="tensors that become the outputs")
-
-
-def _apply(proto: Any, args: argparse.Namespace) -> tuple[Any, dict]:
-    return extract_subgraph(proto, args.inputs, args.outputs)
+    return compare_models(probe, after, labelled, config.tolerances, after_feeds=after_feeds,
+                          what="the extracted subgraph", progress=progress)
 
 
 register(Edit(
     name="extract",
     help="keep the subgraph between named tensors (--inputs a,b --outputs c,d); dtypes and shapes inferred",
-    add_arguments=_add_arguments,
-    apply=_apply,
+    options=ExtractOptions,
+    apply=extract_subgraph,
     verify=verify_extract,
 ))

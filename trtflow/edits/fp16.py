@@ -2,15 +2,50 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from trtflow.errors import GraphError
-from trtflow.graph.fp16 import DEFAULT_BLOCK_OPS, FP16_ATOL, FP16_RTOL, convert_fp16
+from trtflow.edits import fields
 from trtflow.edits.registry import Edit, register
+from trtflow.edits.verify import VerifyConfig, build_feeds, run_ort
+from trtflow.errors import GraphError, UsageError
+from trtflow.graph.fp16 import DEFAULT_BLOCK_OPS, FP16_ATOL, FP16_RTOL, convert_fp16
+from trtflow.progress import Progress, report as progress_of
+
+
+@dataclass(frozen=True)
+class Fp16Options:
+    """Options of the ``fp16`` edit.
+
+    Attributes:
+        keep_io_types: keep float32 model inputs and outputs (casts at the edges).
+        block: op types also kept in FP32, besides ``DEFAULT_BLOCK_OPS`` (e.g. ``("Resize",)``).
+        allow: op types converted even though ``DEFAULT_BLOCK_OPS`` holds them.
+        range_check: run the FP32 model on the verification inputs first and keep in FP32 the
+            nodes whose values exceed float16's range.
+    """
+
+    keep_io_types: bool = True
+    block: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    range_check: bool = True
+
+    def __post_init__(self):
+        fields.set_field(self, "keep_io_types", fields.boolean(self.keep_io_types, "keep_io_types"))
+        fields.set_field(self, "range_check", fields.boolean(self.range_check, "range_check"))
+        fields.set_field(self, "block", fields.names(self.block, "block"))
+        fields.set_field(self, "allow", fields.names(self.allow, "allow"))
+        both = sorted(set(self.block) & set(self.allow))
+        if both:
+            raise UsageError(f"op(s) {both} are both blocked and allowed; keep them in one of block/allow")
+
+    @property
+    def block_ops(self) -> set[str]:
+        """The default block list plus ``block`` minus ``allow``."""
+        return (set(DEFAULT_BLOCK_OPS) | set(self.block)) - set(self.allow)
 
 
 def activation_peaks(proto: Any, feeds: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
@@ -22,7 +57,6 @@ def activation_peaks(proto: Any, feeds: Sequence[Mapping[str, np.ndarray]]) -> d
     import onnx
 
     from trtflow.graph.ir import infer_shapes
-    from trtflow.edits.verify import run_ort
 
     probe = infer_shapes(copy.deepcopy(proto))
     have = {o.name for o in probe.graph.output}
@@ -42,41 +76,32 @@ def activation_peaks(proto: Any, feeds: Sequence[Mapping[str, np.ndarray]]) -> d
     return peaks
 
 
-# -- surgeon edit --------------------------------------------------------------------------
+def to_fp16(proto: Any, options: Fp16Options | None = None, verify_config: VerifyConfig | None = None,
+            progress: Progress | None = None) -> tuple[Any, dict]:
+    """The ``fp16`` edit: ``convert_fp16`` after a range check on the verification inputs.
 
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--keep-io-types", dest="keep_io_types", action=argparse.BooleanOptionalAction, default=True,
-                        help="keep float32 model inputs/outputs (default: on)")
-    parser.add_argument("--block", action="append", metavar="OP[,OP]",
-                        help="also keep these op types in FP32 (e.g. Resize)")
-    parser.add_argument("--allow", action="append", metavar="OP[,OP]",
-                        help="convert these op types even though they are blocked by default")
-    parser.add_argument("--range-check", dest="range_check", action=argparse.BooleanOptionalAction, default=True,
-                        help="run the FP32 model on the verification inputs (--input files and random) first "
-                             "and keep in FP32 the nodes whose values exceed float16's range (default: on; "
-                             "ONNX Runtime's CPU FP16 kernels compute in FP32, so the verification alone "
-                             "does not see such overflows)")
+    Args:
+        proto: an onnx.ModelProto (left unchanged).
+        options: I/O types, block/allow lists, range check (None: the defaults).
+        verify_config: the inputs, shapes and seed the range check runs the FP32 model on
+            (None: one random feed, seed 0).
+        progress: told when the range check and the conversion start.
 
+    Returns:
+        ``(new_proto, report)``: ``convert_fp16``'s report plus ``range_checked_feeds``.
 
-def block_ops_of(block: list[str] | None, allow: list[str] | None) -> set[str]:
-    """The default block list plus ``block`` minus ``allow`` (comma-separated op names)."""
-    ops = set(DEFAULT_BLOCK_OPS)
-    for item in block or []:
-        ops |= {p.strip() for p in item.split(",") if p.strip()}
-    for item in allow or []:
-        ops -= {p.strip() for p in item.split(",") if p.strip()}
-    return ops
-
-
-def _apply(proto: Any, args: argparse.Namespace) -> tuple[Any, dict]:
+    Raises:
+        UsageError: dynamic dims the range check cannot size (give ``verify_config.shapes``).
+        GraphError: the range check or the conversion failed.
+    """
+    options = options or Fp16Options()
+    progress = progress_of(progress)
     feeds = None
-    if getattr(args, "range_check", False):
-        from trtflow.edits.verify import VerifyConfig, build_feeds
-
-        config = getattr(args, "verify_config", None) or VerifyConfig()
-        feeds = [feed for _, feed in build_feeds(proto, None, config)]
-    new, report = convert_fp16(proto, keep_io_types=args.keep_io_types,
-                               block_ops=block_ops_of(getattr(args, "block", None), getattr(args, "allow", None)),
+    if options.range_check:
+        progress("fp16: range check (FP32 activations)")
+        feeds = [feed for _, feed in build_feeds(proto, None, verify_config or VerifyConfig())]
+    progress("fp16: converting")
+    new, report = convert_fp16(proto, keep_io_types=options.keep_io_types, block_ops=options.block_ops,
                                peaks=activation_peaks(proto, feeds) if feeds else None)
     report["range_checked_feeds"] = len(feeds or [])
     return new, report
@@ -85,8 +110,9 @@ def _apply(proto: Any, args: argparse.Namespace) -> tuple[Any, dict]:
 register(Edit(
     name="fp16",
     help="convert to FP16, keeping overflow-prone ops (Exp, Softmax, norms, large reductions...) in FP32",
-    add_arguments=_add_arguments,
-    apply=_apply,
+    options=Fp16Options,
+    apply=to_fp16,
     atol=FP16_ATOL,
     rtol=FP16_RTOL,
+    wants=("verify_config", "progress"),
 ))

@@ -14,18 +14,21 @@ ONNX Runtime runs it; batch and H/W stay dynamic. ``--plugin efficientnms`` emit
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 import numpy as np
 
 from trtflow.deps import require
+from trtflow.edits import fields
+from trtflow.edits.registry import Edit, register
+from trtflow.edits.verify import VerifyConfig
 from trtflow.errors import GraphError, MismatchError, UsageError
 from trtflow.graph.builder import GraphArray, GraphBuilder
-from trtflow.edits.registry import Edit, register
-from trtflow.vision.formats import FORMATS, PRIOR_FORMATS, DetectionConfig, resolve_roles, split_head
+from trtflow.progress import Progress, report as progress_of
+from trtflow.vision.formats import PRIOR_FORMATS, DetectionConfig, resolve_roles, split_head
 from trtflow.vision.priors import PRESETS, PriorConfig, load_priors
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,75 @@ PLUGIN_NOTE = (
     "It is deprecated since TensorRT 10.12 and TensorRT-RTX has no plugins; the default (--plugin none, "
     "standard NonMaxSuppression) runs in ONNX Runtime and TensorRT."
 )
+
+
+BOXES_ROLE = {"yolov8": "head", "yolov5": "head", "boxes-scores": "boxes", "retinaface": "loc", "ssd": "loc"}
+
+
+@dataclass(frozen=True)
+class NmsOptions:
+    """Options of the ``add-nms`` edit.
+
+    Attributes:
+        format: layout of the raw head outputs, one of ``FORMATS``.
+        score_thr: keep scores above this.
+        iou_thr: suppress boxes whose IoU with a kept box is above this.
+        max_det: detections per image; the outputs are padded to it.
+        class_agnostic: NMS across classes on each anchor's best class.
+        boxes: raw output with the boxes (the yolo head; loc for retinaface/ssd); None: found by name/order.
+        scores: raw output with the scores (conf for retinaface/ssd).
+        landmarks: raw RetinaFace landmarks output.
+        priors: retinaface/ssd priors: a preset name (computed in the graph from the input size),
+            a .npy path or an [A, 4] array of normalized cx, cy, w, h; None: the format's preset.
+        variances: retinaface/ssd center and size variances.
+        plugin: "none" (standard NonMaxSuppression) or "efficientnms" (an EfficientNMS_TRT node).
+    """
+
+    format: str
+    score_thr: float = 0.25
+    iou_thr: float = 0.45
+    max_det: int = 100
+    class_agnostic: bool = False
+    boxes: str | None = None
+    scores: str | None = None
+    landmarks: str | None = None
+    priors: Any = None
+    variances: tuple[float, float] = (0.1, 0.2)
+    plugin: str = "none"
+
+    def __post_init__(self):
+        if self.plugin not in PLUGINS:
+            raise UsageError(f"unknown --plugin '{self.plugin}'; choose one of: {', '.join(PLUGINS)}")
+        fields.set_field(self, "score_thr", fields.number(self.score_thr, "score_thr"))
+        fields.set_field(self, "iou_thr", fields.number(self.iou_thr, "iou_thr", 0, 1))
+        fields.set_field(self, "max_det", fields.number(self.max_det, "max_det", 1, integer=True))
+        fields.set_field(self, "class_agnostic", fields.boolean(self.class_agnostic, "class_agnostic"))
+        for name in ("boxes", "scores", "landmarks"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise UsageError(f"{name} {value!r}: expected the name of a raw model output")
+        variances = self.variances if not isinstance(self.variances, str) else ()
+        if len(variances) != 2:
+            raise UsageError(f"variances {self.variances!r}: expected two numbers, e.g. (0.1, 0.2)")
+        fields.set_field(self, "variances", tuple(fields.number(v, "variances", 0, low_open=True) for v in variances))
+        self.detection_config()  # checks the format and the output roles
+
+    def detection_config(self) -> DetectionConfig:
+        """The ``DetectionConfig`` (shared with ``decode_detections``) of these options."""
+        scores_role = "scores" if self.format == "boxes-scores" else "conf"
+        names = {role: value for role, value in ((BOXES_ROLE.get(self.format, "loc"), self.boxes),
+                                                 (scores_role, self.scores), ("landmarks", self.landmarks)) if value}
+        return DetectionConfig(self.format, self.score_thr, self.iou_thr, self.max_det, self.class_agnostic,
+                               names, self.variances, self.priors)
+
+    @classmethod
+    def from_detection(cls, config: DetectionConfig, plugin: str = "none") -> "NmsOptions":
+        """The add-nms options that decode and filter like ``config``."""
+        names = dict(config.names)
+        return cls(config.format, config.score_thr, config.iou_thr, config.max_det, config.class_agnostic,
+                   boxes=names.get(BOXES_ROLE[config.format]), scores=names.get("scores", names.get("conf")),
+                   landmarks=names.get("landmarks"), priors=config.priors, variances=tuple(config.variances),
+                   plugin=plugin)
 
 
 def _image_input(graph) -> Any:
@@ -123,13 +195,13 @@ def _efficient_nms(b: GraphBuilder, boxes: GraphArray, scores: GraphArray, confi
     return dict(zip(OUTPUTS[:4], outs))
 
 
-def add_nms(model, config: DetectionConfig, plugin: str = "none") -> tuple[Any, dict]:
+def add_nms(model, options: NmsOptions | DetectionConfig) -> tuple[Any, dict]:
     """Decode a detection head and append NMS to an ONNX model.
 
     Args:
         model: path, bytes or onnx.ModelProto ending at the raw head outputs.
-        config: format, thresholds, output names and priors.
-        plugin: "none" (standard NonMaxSuppression) or "efficientnms" (EfficientNMS_TRT node).
+        options: format, thresholds, output names, priors and plugin; a ``DetectionConfig`` (the
+            one ``decode_detections`` takes) means the standard NonMaxSuppression graph.
 
     Returns:
         (new model, report dict).
@@ -143,8 +215,11 @@ def add_nms(model, config: DetectionConfig, plugin: str = "none") -> tuple[Any, 
     from trtflow.graph.io import load_onnx
 
     gs = require("onnx_graphsurgeon", "add-nms")
-    if plugin not in PLUGINS:
-        raise UsageError(f"unknown --plugin '{plugin}'; choose one of: {', '.join(PLUGINS)}")
+    if isinstance(options, DetectionConfig):
+        options = NmsOptions.from_detection(options)
+    elif not isinstance(options, NmsOptions):
+        raise UsageError(f"add_nms takes NmsOptions or a DetectionConfig, not {type(options).__name__}")
+    config, plugin = options.detection_config(), options.plugin
     proto = load_onnx(model)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 11:
@@ -209,46 +284,7 @@ def add_nms(model, config: DetectionConfig, plugin: str = "none") -> tuple[Any, 
     return new, report
 
 
-# ------------------------------------------------------------------ CLI and verification
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", required=True, choices=FORMATS, help="layout of the raw head outputs")
-    parser.add_argument("--score-thr", type=float, default=0.25, help="keep scores above this (default: %(default)s)")
-    parser.add_argument("--iou-thr", type=float, default=0.45, help="suppress IoU above this (default: %(default)s)")
-    parser.add_argument("--max-det", type=int, default=100, help="detections per image, outputs padded to it (default: %(default)s)")
-    parser.add_argument("--class-agnostic", action="store_true", help="NMS across classes on each anchor's best class")
-    parser.add_argument("--boxes", metavar="NAME", help="raw output with the boxes (yolo head, loc for retinaface/ssd)")
-    parser.add_argument("--scores", metavar="NAME", help="raw output with the scores (conf for retinaface/ssd)")
-    parser.add_argument("--landmarks", metavar="NAME", help="raw RetinaFace landmarks output")
-    parser.add_argument("--priors", metavar="PRESET|FILE.npy",
-                        help=f"retinaface/ssd priors: {', '.join(PRESETS)} (computed in the graph from the input size) "
-                             "or a .npy [A, 4] of normalized cx,cy,w,h (fixed input size); default: the format's preset")
-    parser.add_argument("--variances", default="0.1,0.2", help="retinaface/ssd center,size variances (default: %(default)s)")
-    parser.add_argument("--plugin", choices=PLUGINS, default="none",
-                        help="none: standard NonMaxSuppression; efficientnms: EfficientNMS_TRT node (TensorRT 10 only)")
-
-
-def config_from_args(args: argparse.Namespace) -> DetectionConfig:
-    """The DetectionConfig described by add-nms's command-line options."""
-    boxes_role = {"yolov8": "head", "yolov5": "head", "boxes-scores": "boxes"}.get(args.format, "loc")
-    scores_role = "scores" if args.format == "boxes-scores" else "conf"
-    names = {}
-    for role, value in ((boxes_role, args.boxes), (scores_role, args.scores), ("landmarks", args.landmarks)):
-        if value:
-            names[role] = value
-    try:
-        variances = tuple(float(v) for v in str(args.variances).split(","))
-    except ValueError:
-        variances = ()
-    if len(variances) != 2:
-        raise UsageError(f"--variances '{args.variances}': expected two numbers, e.g. 0.1,0.2")
-    return DetectionConfig(args.format, args.score_thr, args.iou_thr, args.max_det, args.class_agnostic,
-                           names, variances, args.priors)
-
-
-def apply(proto, args: argparse.Namespace) -> tuple[Any, dict]:
-    return add_nms(proto, config_from_args(args), args.plugin)
+# ------------------------------------------------------------------ verification
 
 
 def _labelled_feeds(proto, feeds) -> list[tuple[str, dict]]:
@@ -266,17 +302,20 @@ def _labelled_feeds(proto, feeds) -> list[tuple[str, dict]]:
     return [f if isinstance(f, tuple) else (f"feed {i}", f) for i, f in enumerate(feeds)]
 
 
-def verify(before, after, args: argparse.Namespace, feeds=None) -> dict:
+def verify_nms(before, after, options: NmsOptions, verify_config: VerifyConfig | None = None, feeds=None,
+               progress: Progress | None = None) -> dict:
     """ONNX Runtime detections of ``after`` vs the numpy reference NMS on ``before``'s raw outputs.
 
     Args:
         before: the model ending at the raw head.
         after: the model with add-nms.
-        args: add-nms's options.
+        options: add-nms's options.
+        verify_config: its ``atol``/``rtol`` (unset: 1e-4 and 1e-5); the feeds come in ``feeds``.
         feeds: ``(label, feed)`` pairs or feed dicts for ``before``; None: one random feed.
+        progress: told before each feed runs.
 
     Counts and classes must be equal; boxes, scores and landmarks within
-    ``|a - b| <= atol + rtol * |reference|`` (``args.atol``/``args.rtol``, default 1e-4 and 1e-5).
+    ``|a - b| <= atol + rtol * |reference|``.
 
     Raises:
         MismatchError: a count, class or value out of tolerance; the report is attached.
@@ -285,11 +324,12 @@ def verify(before, after, args: argparse.Namespace, feeds=None) -> dict:
     from trtflow.backends.onnxruntime.runner import OrtEngine
     from trtflow.vision.nms_ref import reference_detections
 
-    if getattr(args, "plugin", "none") != "none":
+    if options.plugin != "none":
         return {"passed": None, "skipped": PLUGIN_NOTE, "runs": []}
-    config = config_from_args(args)
-    atol, rtol = getattr(args, "atol", None), getattr(args, "rtol", None)  # the surgeon's --atol/--rtol
-    atol, rtol = BOX_ATOL if atol is None else atol, BOX_RTOL if rtol is None else rtol
+    config = options.detection_config()
+    verify_config = (verify_config or VerifyConfig()).resolved(BOX_ATOL, BOX_RTOL)
+    atol, rtol = verify_config.atol, verify_config.rtol
+    progress = progress_of(progress)
     exact = {"num_detections": 0, "classes": 0}
     tol = Tolerances(atol, rtol, per_output_atol=exact, per_output_rtol=exact)
     report: dict = {"passed": True, "reference": "numpy NMS on the raw outputs of the input model",
@@ -297,7 +337,9 @@ def verify(before, after, args: argparse.Namespace, feeds=None) -> dict:
                     "runs": []}
     with OrtEngine(before) as raw_engine, OrtEngine(after) as nms_engine:
         image = next((s.name for s in raw_engine.inputs if len(s.shape) == 4), None)
-        for label, feed in _labelled_feeds(before, feeds):
+        labelled = _labelled_feeds(before, feeds)
+        for k, (label, feed) in enumerate(labelled):
+            progress(f"add-nms: verifying on {label}", k, len(labelled))
             size = feed[image].shape[2:] if image is not None else None
             reference = reference_detections(raw_engine.infer(feed), config, size)
             diffs = compare_outputs(reference, nms_engine.infer(feed), tol)
@@ -318,4 +360,4 @@ def verify(before, after, args: argparse.Namespace, feeds=None) -> dict:
 
 
 register(Edit(name="add-nms", help="decode a detection head and append NMS (ONNX NonMaxSuppression)",
-              add_arguments=add_arguments, apply=apply, verify=verify, atol=BOX_ATOL, rtol=BOX_RTOL))
+              options=NmsOptions, apply=add_nms, verify=verify_nms, atol=BOX_ATOL, rtol=BOX_RTOL))

@@ -2,114 +2,77 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
-from typing import Any, Mapping
+from typing import Any
 
-from trtflow.errors import UsageError
 from trtflow.edits.registry import Edit, get_edit
+from trtflow.edits.report import describe_change
+from trtflow.edits.verify import VerifyConfig, build_feeds, verify_edit
+from trtflow.errors import UsageError
+from trtflow.progress import Progress, report as progress_of
 
 log = logging.getLogger(__name__)
-
-
-def edit_parser(edit: Edit, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """An argparse parser holding the edit's own options (``add_arguments`` of the edit)."""
-    parser = parser or argparse.ArgumentParser(prog=f"trtflow surgeon {edit.name}", add_help=False)
-    edit.add_arguments(parser)
-    return parser
-
-
-def namespace_for(edit: Edit, options: Mapping[str, Any]) -> argparse.Namespace:
-    """The argparse namespace the edit would get from the CLI, built from Python keyword options.
-
-    Keys are option dests (``keep_io_types``, ``shape``); a string given for a repeatable option
-    becomes a one-item list.
-
-    Raises:
-        UsageError: an unknown option, or a required one missing.
-    """
-    parser = edit_parser(edit)
-    actions = {a.dest: a for a in parser._actions if a.dest != "help"}
-    unknown = sorted(set(options) - set(actions))
-    if unknown:
-        raise UsageError(
-            f"edit '{edit.name}' has no option(s) {unknown}; its options are {sorted(actions)}"
-        )
-    ns = argparse.Namespace()
-    for dest, action in actions.items():
-        if dest in options:
-            value = options[dest]
-            if isinstance(action, argparse._AppendAction) and isinstance(value, (str, int, float)):
-                value = [value]
-            elif isinstance(action, argparse._AppendAction) and isinstance(value, Mapping):
-                value = [f"{k}={v}" for k, v in value.items()]
-            setattr(ns, dest, value)
-        elif action.required:
-            raise UsageError(f"edit '{edit.name}' needs the option '{dest}' ({action.help})")
-        else:
-            setattr(ns, dest, action.default)
-    return ns
 
 
 def run_edit(
     edit: Edit,
     proto: Any,
-    args: argparse.Namespace,
+    options: Any,
     verify: bool = True,
-    config: Any | None = None,
+    config: VerifyConfig | None = None,
+    progress: Progress | None = None,
 ) -> tuple[Any, dict]:
     """Apply ``edit`` to ``proto``, verify the result, and describe what changed.
 
     Args:
         edit: the registered edit.
         proto: the model (onnx.ModelProto).
-        args: the edit's options (from the CLI or ``namespace_for``).
+        options: an instance of ``edit.options``.
         verify: False skips the verification.
-        config: a ``VerifyConfig``; None uses the edit's default tolerances and random inputs.
+        config: a ``VerifyConfig``; None, or unset tolerances, take the edit's defaults.
+        progress: told what runs (editing, verifying on each feed).
 
     Returns:
         ``(new_proto, report)``; the report holds ``edit``, ``changes`` (see ``report.describe_change``),
         ``details`` (the edit's own report) and ``verification`` (None when skipped).
 
     Raises:
-        GraphError: the edit failed. MismatchError: the verification failed.
+        UsageError: options of another edit. GraphError: the edit failed.
+        MismatchError: the verification failed.
     """
-    from trtflow.edits.report import describe_change
-    from trtflow.edits.verify import VerifyConfig, build_feeds, verify_edit
-
-    config = config or VerifyConfig(atol=edit.atol, rtol=edit.rtol)
-    args.atol, args.rtol = config.atol, config.rtol
-    args.verify_config = config  # edits that look at data before editing (fp16 --range-check) read it too
-    new, details = edit.apply(proto, args)
+    if not isinstance(options, edit.options):
+        raise UsageError(f"edit '{edit.name}' takes {edit.options.__name__}, not {type(options).__name__}")
+    config = (config or VerifyConfig()).resolved(edit.atol, edit.rtol)
+    progress = progress_of(progress)
+    context = {"verify_config": config, "progress": progress}
+    progress(f"{edit.name}: editing")
+    new, details = edit.apply(proto, options, **{k: context[k] for k in edit.wants})
     report = {"edit": edit.name, "changes": describe_change(proto, new), "details": details, "verification": None}
-    if verify:
-        if edit.verify is not None:
-            try:
-                feeds = build_feeds(proto, new, config, details.get("input_map"))
-            except UsageError:
-                if config.inputs or config.shapes:
-                    raise
-                feeds = None  # dynamic dims and nothing given: the edit's verify picks its own feeds
-            report["verification"] = edit.verify(proto, new, args, feeds)
-        else:
-            report["verification"] = verify_edit(proto, new, config, details)
+    if not verify:
+        return new, report
+    progress(f"{edit.name}: verifying")
+    if edit.verify is None:
+        report["verification"] = verify_edit(proto, new, config, details, progress=progress)
+        return new, report
+    feeds = None
+    if edit.verify_feeds:
+        try:
+            feeds = build_feeds(proto, new, config, details.get("input_map"))
+        except UsageError:
+            if config.inputs or config.shapes:
+                raise
+            # dynamic dims and nothing given: the edit's verify picks its own feeds
+    report["verification"] = edit.verify(proto, new, options, config, feeds, progress=progress)
     return new, report
 
 
-def apply(name: str, model: Any, verify: bool = True, inputs: Mapping[str, str] | None = None,
-          shapes: Mapping[str, Any] | None = None, atol: float | None = None, rtol: float | None = None,
-          seed: int = 0, **options: Any) -> tuple[Any, dict]:
+def apply(name: str, model: Any, options: Any = None, verify: bool = True, verify_config: VerifyConfig | None = None,
+          progress: Progress | None = None, **option_fields: Any) -> tuple[Any, dict]:
     """See ``trtflow.edits.apply``."""
     from trtflow.graph.io import load_onnx
-    from trtflow.edits.verify import VerifyConfig
 
     edit = get_edit(name)
-    args = namespace_for(edit, options)
-    config = VerifyConfig(
-        atol=edit.atol if atol is None else atol,
-        rtol=edit.rtol if rtol is None else rtol,
-        inputs=dict(inputs or {}),
-        shapes={k: tuple(v) for k, v in (shapes or {}).items()},
-        seed=seed,
-    )
-    return run_edit(edit, load_onnx(model), args, verify=verify, config=config)
+    if verify_config is not None and not isinstance(verify_config, VerifyConfig):
+        raise UsageError(f"verify_config must be a trtflow.edits.VerifyConfig, not {type(verify_config).__name__}")
+    options = edit.make_options(options, option_fields)
+    return run_edit(edit, load_onnx(model), options, verify=verify, config=verify_config, progress=progress)

@@ -12,15 +12,17 @@ feeds raw frames to the new model and the numpy-preprocessed frames to the old o
 
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-from trtflow.errors import GraphError, ModelLoadError, UsageError
+from trtflow.edits import fields
 from trtflow.edits.registry import Edit, register
+from trtflow.edits.verify import VerifyConfig, compare_models, feed_shapes
+from trtflow.errors import GraphError, ModelLoadError, UsageError
+from trtflow.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +31,8 @@ CHANNEL_ORDERS = ("keep", "bgr-to-rgb", "rgb-to-bgr")
 
 
 @dataclass(frozen=True)
-class PreprocessSpec:
-    """What the embedded preprocessing does.
+class PreprocessOptions:
+    """Options of the ``embed-preprocess`` edit: what the embedded preprocessing does.
 
     Attributes:
         layout: layout of the raw frames, "nhwc" or "nchw" (the model itself takes NCHW).
@@ -57,8 +59,35 @@ class PreprocessSpec:
             raise UsageError(f"layout '{self.layout}': expected one of {LAYOUTS}")
         if self.channel_order not in CHANNEL_ORDERS:
             raise UsageError(f"channel order '{self.channel_order}': expected one of {CHANNEL_ORDERS}")
+        fields.set_field(self, "scale", fields.number(self.scale, "scale"))
+        if self.scale == 0:
+            raise UsageError("scale is 0: every pixel would become the same value; give e.g. 1/255 or 1")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            items = (value,) if isinstance(value, (int, float)) else value
+            if isinstance(items, str):
+                raise UsageError(f"{name} is the string {value!r}; give numbers, e.g. (0.485, 0.456, 0.406)"
+                                 " (trtflow.edits.fields.parse_floats reads '0.485,0.456,0.406')")
+            fields.set_field(self, name, tuple(fields.number(v, name) for v in items))
+            if not getattr(self, name):
+                raise UsageError(f"{name} is empty; give one value, or one per channel")
         if self.std is not None and any(s == 0 for s in self.std):
             raise UsageError(f"std {self.std} holds a zero")
+        if self.input_size is not None:
+            size = tuple(self.input_size) if not isinstance(self.input_size, str) else ()
+            if len(size) != 2:
+                raise UsageError(f"input_size {self.input_size!r}: expected the raw frame size (height, width)")
+            fields.set_field(self, "input_size", tuple(int(fields.number(d, "input_size", 1, integer=True)) for d in size))
+        if self.input_name is not None and (not isinstance(self.input_name, str) or not self.input_name):
+            raise UsageError(f"input_name {self.input_name!r}: expected a model input name")
+        try:
+            kind = np.dtype(self.dtype).kind
+        except TypeError:
+            kind = ""
+        if kind not in "uif" or not kind:
+            raise UsageError(f"dtype '{self.dtype}': expected the numeric dtype of the raw frames, e.g. uint8")
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -75,7 +104,7 @@ def _per_channel(values: Sequence[float] | None, channels: int, what: str, defau
     return arr
 
 
-def affine(spec: PreprocessSpec, channels: int) -> tuple[np.ndarray, np.ndarray]:
+def affine(spec: PreprocessOptions, channels: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel ``(mul, add)`` with ``y = x * mul + add`` (scale, mean and std folded)."""
     mean = _per_channel(spec.mean, channels, "mean", 0.0)
     std = _per_channel(spec.std, channels, "std", 1.0)
@@ -98,7 +127,7 @@ def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return rows[:, :, :, x0] * (1 - wx) + rows[:, :, :, x1] * wx
 
 
-def preprocess_numpy(frames: np.ndarray, spec: PreprocessSpec, model_hw: tuple[int, int] | None = None,
+def preprocess_numpy(frames: np.ndarray, spec: PreprocessOptions, model_hw: tuple[int, int] | None = None,
                      dtype: str = "float32") -> np.ndarray:
     """The embedded preprocessing in numpy: raw frames -> the model's NCHW float input."""
     x = frames.astype(np.float32)
@@ -112,7 +141,7 @@ def preprocess_numpy(frames: np.ndarray, spec: PreprocessSpec, model_hw: tuple[i
     return (x * mul[None, :, None, None] + add[None, :, None, None]).astype(dtype)
 
 
-def _target_input(graph, spec: PreprocessSpec):
+def _target_input(graph, spec: PreprocessOptions):
     candidates = [t for t in graph.inputs if t.shape is not None and len(t.shape) == 4
                   and t.dtype is not None and np.dtype(t.dtype).kind == "f"]
     if spec.input_name is not None:
@@ -127,12 +156,12 @@ def _target_input(graph, spec: PreprocessSpec):
     return candidates[0]
 
 
-def embed_preprocess(proto: Any, spec: PreprocessSpec) -> tuple[Any, dict]:
+def embed_preprocess(proto: Any, options: PreprocessOptions) -> tuple[Any, dict]:
     """Prepend raw-frame preprocessing to the model's image input (which keeps its name).
 
     Args:
         proto: an onnx.ModelProto whose image input is NCHW float with a static channel count.
-        spec: what to do.
+        options: what the preprocessing does.
 
     Returns:
         ``(new_proto, report)``: the raw input's name, dtype and shape, ``mul``/``add`` per channel,
@@ -148,6 +177,7 @@ def embed_preprocess(proto: Any, spec: PreprocessSpec) -> tuple[Any, dict]:
 
     from trtflow.graph.ir import export_graph, import_graph
 
+    spec = options
     graph = import_graph(proto)
     target = _target_input(graph, spec)
     n, c, h, w = target.shape
@@ -226,14 +256,25 @@ def embed_preprocess(proto: Any, spec: PreprocessSpec) -> tuple[Any, dict]:
     return new, report
 
 
-def verify_preprocess(before: Any, after: Any, args: argparse.Namespace, feeds=None) -> dict:
-    """New model on raw uint8 frames vs the old model on the same frames preprocessed in numpy."""
+def verify_preprocess(before: Any, after: Any, options: PreprocessOptions,
+                      verify_config: VerifyConfig | None = None, feeds=None, progress: Progress | None = None) -> dict:
+    """New model on raw frames vs the old model on the same frames preprocessed in numpy.
+
+    Args:
+        before: the model without preprocessing. after: the model with it embedded.
+        options: the preprocessing that was embedded.
+        verify_config: tolerances, shapes, seed, and ``inputs[name]``: a .npy of raw frames.
+        feeds: unused (the feeds are raw frames, built here).
+        progress: told before each feed runs.
+
+    Raises:
+        ModelLoadError: an unreadable frames file. MismatchError: an output out of tolerance.
+    """
     from trtflow.feeds import random_feed
     from trtflow.graph.io import onnx_specs
-    from trtflow.edits.verify import VerifyConfig, compare_models, feed_shapes
 
-    spec = spec_from_args(args)
-    config: VerifyConfig = getattr(args, "verify_config", None) or VerifyConfig(args.atol, args.rtol)
+    spec = options
+    config = verify_config or VerifyConfig()
     after_in, _ = onnx_specs(after)
     before_in = {s.name: s for s in onnx_specs(before)[0]}
     name = next(s.name for s in after_in if s.dtype == spec.dtype and s.name in before_in and s.rank == 4)
@@ -256,70 +297,18 @@ def verify_preprocess(before: Any, after: Any, args: argparse.Namespace, feeds=N
         labelled.append((label, {name: model_x, **others}))
         after_feeds.append({name: frames, **others})
     result = compare_models(before, after, labelled, config.tolerances, after_feeds=after_feeds,
-                            what="the model with embedded preprocessing (raw frames)")
+                            what="the model with embedded preprocessing (raw frames)", progress=progress)
     result["reference"] = "original model on the frames preprocessed in numpy"
     return result
-
-
-def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(_number(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise UsageError(f"bad {flag} '{text}': expected numbers separated by commas, e.g. 0.485,0.456,0.406") from None
-
-
-def _number(text: str) -> float:
-    """``"0.5"`` or a fraction ``"1/255"``."""
-    num, sep, den = text.strip().partition("/")
-    return float(num) / float(den) if sep else float(num)
-
-
-def spec_from_args(args: argparse.Namespace) -> PreprocessSpec:
-    """A PreprocessSpec from embed-preprocess's CLI options."""
-    from trtflow.spec import parse_shape
-
-    size = None
-    if args.resize:
-        dims = parse_shape(args.resize)
-        if len(dims) != 2:
-            raise UsageError(f"bad --resize '{args.resize}': expected the raw frame size HxW, e.g. 720x1280")
-        size = (int(dims[0]), int(dims[1]))
-    try:
-        scale = _number(args.scale)
-    except (ValueError, ZeroDivisionError):
-        raise UsageError(f"bad --scale '{args.scale}': expected a number or a fraction like 1/255") from None
-    return PreprocessSpec(layout=args.layout, scale=scale, mean=_floats(args.mean, "--mean"),
-                          std=_floats(args.std, "--std"), channel_order=args.channel_order, input_size=size,
-                          input_name=args.image_input)
-
-
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--layout", choices=LAYOUTS, default="nhwc", help="layout of the raw frames (default: nhwc)")
-    parser.add_argument("--scale", default="1/255", help="multiplier applied first (default: 1/255)")
-    parser.add_argument("--mean", metavar="M[,M,M]", help="per-channel mean, after scaling, model channel order")
-    parser.add_argument("--std", metavar="S[,S,S]", help="per-channel std, after scaling")
-    order = parser.add_mutually_exclusive_group()
-    order.add_argument("--bgr-to-rgb", dest="channel_order", action="store_const", const="bgr-to-rgb",
-                       help="frames are BGR (OpenCV), the model wants RGB")
-    order.add_argument("--rgb-to-bgr", dest="channel_order", action="store_const", const="rgb-to-bgr",
-                       help="frames are RGB, the model wants BGR")
-    parser.set_defaults(channel_order="keep")
-    parser.add_argument("--resize", metavar="HxW", help="raw frame size; frames are resized (bilinear) to the model's")
-    parser.add_argument("--image-input", metavar="NAME", help="the model input taking images (default: the only 4-D one)")
-
-
-def _apply(proto: Any, args: argparse.Namespace) -> tuple[Any, dict]:
-    return embed_preprocess(proto, spec_from_args(args))
 
 
 register(Edit(
     name="embed-preprocess",
     help="take raw uint8 frames (NHWC or NCHW): cast, scale, mean/std, channel order, resize inside the graph",
-    add_arguments=_add_arguments,
-    apply=_apply,
+    options=PreprocessOptions,
+    apply=embed_preprocess,
     verify=verify_preprocess,
+    verify_feeds=False,
     atol=1e-3,
     rtol=1e-3,
 ))

@@ -9,10 +9,10 @@ classifier-like outputs, max/mean absolute error of every output).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import logging
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +21,12 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from trtflow.deps import require
-from trtflow.errors import GraphError, MismatchError, UsageError
-from trtflow.edits.calibration import CalibrationSet, load_calibration
+from trtflow.edits import fields
+from trtflow.edits.calibration import CalibrationSet, ImagePreprocess, load_calibration, parse_preprocess
 from trtflow.edits.registry import Edit, register
+from trtflow.edits.verify import VerifyConfig, run_ort
+from trtflow.errors import GraphError, MismatchError, UsageError
+from trtflow.progress import Progress, report as progress_of
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +117,14 @@ def _histogram_ranges(q, model: Path, tmp: Path, reader: _Reader, config: Quanti
 
 
 def quantize_int8(proto: Any, calibration: Sequence[Mapping[str, np.ndarray]],
-                  config: QuantizeConfig | None = None) -> tuple[Any, dict]:
+                  config: QuantizeConfig | None = None, progress: Progress | None = None) -> tuple[Any, dict]:
     """Quantize ``proto`` to INT8 Q/DQ, calibrating on ``calibration``.
 
     Args:
         proto: a float32 onnx.ModelProto.
         calibration: feeds (input name -> array with a batch dim), e.g. ``CalibrationSet.calib``.
         config: method and options.
+        progress: told when calibration and quantization start.
 
     Returns:
         ``(new_proto, report)``: ``method``, ``calibration_samples``, ``quantized_ops`` (op type -> how many
@@ -133,6 +137,7 @@ def quantize_int8(proto: Any, calibration: Sequence[Mapping[str, np.ndarray]],
     import onnx
 
     config = config or QuantizeConfig()
+    progress = progress_of(progress)
     if not calibration:
         raise UsageError("quantize needs calibration samples: give --calib-dir with images or .npy files")
     q = require("onnxruntime.quantization", "INT8 quantization")
@@ -153,6 +158,7 @@ def quantize_int8(proto: Any, calibration: Sequence[Mapping[str, np.ndarray]],
                 log.warning("quantization pre-processing skipped: %s", exc)
         out = Path(tmp) / "int8.onnx"
         reader, cache = _Reader(list(calibration)), None
+        progress(f"quantize: calibrating ({config.method}, {len(calibration)} samples)")
         if config.method != "minmax":
             cache = _histogram_ranges(q, src, Path(tmp), reader, config)
             reader = None
@@ -192,8 +198,6 @@ def accuracy_report(before: Any, after: Any, samples: Sequence[Mapping[str, np.n
         ``{"samples", "outputs": {name: {"max_abs", "mean_abs", "mean_abs_reference", "relative_error",
         "top1_agreement" (2-D outputs with several classes only)}}}``.
     """
-    from trtflow.edits.verify import run_ort
-
     ref_all: dict[str, list] = {}
     got_all: dict[str, list] = {}
     for feed in samples:
@@ -213,22 +217,121 @@ def accuracy_report(before: Any, after: Any, samples: Sequence[Mapping[str, np.n
     return {"samples": len(samples), "outputs": outputs}
 
 
-def verify_quantize(before: Any, after: Any, args: argparse.Namespace, feeds=None) -> dict:
-    """Accuracy change on the held-back calibration samples; fails past --max-rel-error / --min-agreement."""
-    calib = calibration_from_args(before, args)
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """Options of the ``quantize`` edit: calibration set, method, and the accuracy limits.
+
+    Attributes:
+        calib_dir: folder of calibration images (png/jpg, with ``calib_preprocess``) or .npy/.npz samples.
+        calib_preprocess: how images become inputs: an ``ImagePreprocess`` or its spec string,
+            e.g. "resize=256,crop=224,mean=0.485,0.456,0.406,std=0.229,0.224,0.225,layout=nchw".
+        method, percentile, per_channel, op_types, exclude_nodes, preprocess: as in ``QuantizeConfig``.
+        holdout: held-back samples for the accuracy check: a fraction (< 1) or a count (>= 1).
+        calib_limit: use at most this many samples (None: all).
+        seed_calib: seed of the calibration/held-back split.
+        max_rel_error: the verification fails when an output's mean abs error exceeds this
+            fraction of its mean |FP32| value.
+        min_agreement: the verification fails when top-1 agreement with FP32 on a classifier
+            output is below this (0..1; None: not checked).
+    """
+
+    calib_dir: str | os.PathLike
+    calib_preprocess: ImagePreprocess | str | None = None
+    method: str = "percentile"
+    percentile: float = 99.99
+    per_channel: bool = True
+    op_types: tuple[str, ...] | None = None
+    exclude_nodes: tuple[str, ...] = ()
+    preprocess: bool = True
+    holdout: float = 0.2
+    calib_limit: int | None = None
+    seed_calib: int = 0
+    max_rel_error: float = 0.5
+    min_agreement: float | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.calib_dir, (str, os.PathLike)) or not str(self.calib_dir):
+            raise UsageError(f"quantize needs --calib-dir DIR (calib_dir= in Python: a folder), got {self.calib_dir!r}")
+        if not isinstance(self.calib_preprocess, (ImagePreprocess, type(None))):
+            fields.set_field(self, "calib_preprocess", parse_preprocess(str(self.calib_preprocess)))
+        fields.set_field(self, "op_types", fields.names(self.op_types, "op_types") or None)
+        fields.set_field(self, "exclude_nodes", fields.names(self.exclude_nodes, "exclude_nodes"))
+        fields.set_field(self, "holdout", fields.number(self.holdout, "holdout", 0))
+        if self.holdout >= 1 and self.holdout != int(self.holdout):
+            raise UsageError(f"holdout is {self.holdout}: give a fraction below 1 or a whole count")
+        if self.calib_limit is not None:
+            fields.set_field(self, "calib_limit", fields.number(self.calib_limit, "calib_limit", 1, integer=True))
+        fields.set_field(self, "seed_calib", fields.number(self.seed_calib, "seed_calib", 0, integer=True))
+        fields.set_field(self, "max_rel_error", fields.number(self.max_rel_error, "max_rel_error", 0, low_open=True))
+        if self.min_agreement is not None:
+            fields.set_field(self, "min_agreement", fields.number(self.min_agreement, "min_agreement", 0, 1))
+        fields.set_field(self, "per_channel", fields.boolean(self.per_channel, "per_channel"))
+        fields.set_field(self, "preprocess", fields.boolean(self.preprocess, "preprocess"))
+        self.config()  # checks method and percentile
+
+    def config(self) -> QuantizeConfig:
+        """The ``QuantizeConfig`` of these options."""
+        return QuantizeConfig(method=self.method, percentile=fields.number(self.percentile, "percentile"),
+                              per_channel=self.per_channel, op_types=self.op_types,
+                              exclude_nodes=self.exclude_nodes, preprocess=self.preprocess)
+
+
+def calibration_set(proto: Any, options: QuantizeOptions, progress: Progress | None = None) -> CalibrationSet:
+    """The calibration/held-back split of ``options.calib_dir`` for ``proto``."""
+    return load_calibration(proto, options.calib_dir, options.calib_preprocess, holdout=options.holdout,
+                            limit=options.calib_limit, seed=options.seed_calib, progress=progress)
+
+
+def quantize_model(proto: Any, options: QuantizeOptions, progress: Progress | None = None) -> tuple[Any, dict]:
+    """The ``quantize`` edit: read the calibration set, split it, quantize on the calibration part.
+
+    Args:
+        proto: a float32 onnx.ModelProto.
+        options: calibration folder, method and limits.
+        progress: told as samples are read and as calibration runs.
+
+    Returns:
+        ``(new_proto, report)``: ``quantize_int8``'s report plus ``holdout_samples`` and ``source``.
+
+    Raises:
+        ModelLoadError: a missing folder or unreadable sample. UsageError: no samples.
+        GraphError: ONNX Runtime could not quantize the model.
+    """
+    calib = calibration_set(proto, options, progress)
+    new, report = quantize_int8(proto, calib.calib, options.config(), progress)
+    report["holdout_samples"] = len(calib.holdout)
+    report["source"] = calib.source
+    return new, report
+
+
+def verify_quantize(before: Any, after: Any, options: QuantizeOptions, verify_config: VerifyConfig | None = None,
+                    feeds=None, progress: Progress | None = None) -> dict:
+    """Accuracy change on the held-back calibration samples; fails past ``max_rel_error`` / ``min_agreement``.
+
+    Args:
+        before: the FP32 model. after: the INT8 model.
+        options: the quantize options (calibration folder, split, limits).
+        verify_config, feeds: unused (the held-back samples are the feeds).
+        progress: told as samples are read.
+
+    Raises:
+        UsageError: no held-back samples. MismatchError: an output past the limits.
+    """
+    calib = calibration_set(before, options, progress)
     if not calib.holdout:
         raise UsageError(f"no held-back samples to measure accuracy on ({len(calib.calib)} samples, --holdout "
-                         f"{args.holdout}); give more calibration samples or --no-verify")
+                         f"{options.holdout:g}); give more calibration samples or --no-verify")
+    progress_of(progress)(f"quantize: FP32 vs INT8 on {len(calib.holdout)} held-back samples")
     result = accuracy_report(before, after, calib.holdout)
     failures = []
     for name, info in result["outputs"].items():
-        if info["relative_error"] > args.max_rel_error:
+        if info["relative_error"] > options.max_rel_error:
             failures.append(f"{name}: mean abs error {info['mean_abs']:.4g} is {100 * info['relative_error']:.1f}% of "
-                            f"the mean |FP32 output| (limit {100 * args.max_rel_error:g}%)")
+                            f"the mean |FP32 output| (limit {100 * options.max_rel_error:g}%)")
         agree = info.get("top1_agreement")
-        if agree is not None and args.min_agreement is not None and agree < args.min_agreement:
-            failures.append(f"{name}: top-1 agreement {100 * agree:.1f}% < {100 * args.min_agreement:g}%")
-    result.update(passed=not failures, max_rel_error=args.max_rel_error, min_agreement=args.min_agreement,
+        if agree is not None and options.min_agreement is not None and agree < options.min_agreement:
+            failures.append(f"{name}: top-1 agreement {100 * agree:.1f}% < {100 * options.min_agreement:g}%")
+    result.update(passed=not failures, max_rel_error=options.max_rel_error, min_agreement=options.min_agreement,
                   reference="the FP32 model on held-back calibration samples (ONNX Runtime)")
     result["max_abs"] = {n: i["max_abs"] for n, i in result["outputs"].items()}
     result["mean_abs"] = {n: i["mean_abs"] for n, i in result["outputs"].items()}
@@ -239,63 +342,12 @@ def verify_quantize(before: Any, after: Any, args: argparse.Namespace, feeds=Non
     return result
 
 
-def calibration_from_args(proto: Any, args: argparse.Namespace) -> CalibrationSet:
-    """The calibration/held-back split named by quantize's CLI options."""
-    if not args.calib_dir:
-        raise UsageError("quantize needs --calib-dir DIR (images with --calib-preprocess, or .npy files)")
-    return load_calibration(proto, args.calib_dir, args.calib_preprocess, holdout=args.holdout,
-                            limit=args.calib_limit, seed=args.seed_calib)
-
-
-def _split(text: str | None) -> list[str] | None:
-    return [p.strip() for p in text.split(",") if p.strip()] if text else None
-
-
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--calib-dir", metavar="DIR", help="calibration images (png/jpg) or .npy samples")
-    parser.add_argument("--calib-preprocess", metavar="SPEC",
-                        help='image preprocessing, e.g. "resize=256,crop=224,mean=0.485,0.456,0.406,'
-                             'std=0.229,0.224,0.225,layout=nchw" (keys: resize, crop, scale, mean, std, '
-                             'layout, bgr)')
-    parser.add_argument("--method", choices=METHODS, default="percentile",
-                        help="calibration method (default: percentile)")
-    parser.add_argument("--percentile", type=float, default=99.99, help="for --method percentile (default: 99.99)")
-    parser.add_argument("--per-channel", dest="per_channel", action=argparse.BooleanOptionalAction, default=True,
-                        help="per-channel weight scales (default: on)")
-    parser.add_argument("--op-types", metavar="OP[,OP]", help="quantize only these op types (e.g. Conv,Gemm,MatMul)")
-    parser.add_argument("--exclude-nodes", metavar="NAME[,NAME]", help="nodes to keep in float")
-    parser.add_argument("--holdout", type=float, default=0.2,
-                        help="held-back samples for the accuracy check: a fraction (<1) or a count (default: 0.2)")
-    parser.add_argument("--calib-limit", type=int, default=None, help="use at most this many samples")
-    parser.add_argument("--seed-calib", type=int, default=0, help="seed of the calibration/held-back split")
-    parser.add_argument("--max-rel-error", type=float, default=0.5,
-                        help="fail when an output's mean abs error exceeds this fraction of its mean |FP32| "
-                             "value (default: 0.5)")
-    parser.add_argument("--min-agreement", type=float, default=None,
-                        help="fail when top-1 agreement with FP32 on a classifier output is below this (0..1)")
-    parser.add_argument("--no-preprocess", dest="preprocess", action="store_false",
-                        help="skip ONNX Runtime's quantization pre-processing")
-
-
-def config_from_args(args: argparse.Namespace) -> QuantizeConfig:
-    return QuantizeConfig(method=args.method, percentile=args.percentile, per_channel=args.per_channel,
-                          op_types=_split(args.op_types), exclude_nodes=tuple(_split(args.exclude_nodes) or ()),
-                          preprocess=args.preprocess)
-
-
-def _apply(proto: Any, args: argparse.Namespace) -> tuple[Any, dict]:
-    config = config_from_args(args)
-    calib = calibration_from_args(proto, args)
-    new, report = quantize_int8(proto, calib.calib, config)
-    report["holdout_samples"] = len(calib.holdout)
-    report["source"] = calib.source
-    return new, report
-
-
 register(Edit(
     name="quantize",
     help="INT8 post-training quantization (QDQ, per-channel weights, symmetric activations) from a calibration set",
-    add_arguments=_add_arguments,
-    apply=_apply,
+    options=QuantizeOptions,
+    apply=quantize_model,
     verify=verify_quantize,
+    wants=("progress",),
+    verify_feeds=False,
 ))

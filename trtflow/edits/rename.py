@@ -2,23 +2,56 @@
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from trtflow.edits import fields
+from trtflow.edits.registry import Edit, register
 from trtflow.errors import GraphError, UsageError
 from trtflow.graph.ir import export_graph, import_graph
-from trtflow.edits.registry import Edit, register
-from trtflow.spec import parse_pairs
 
 
-def rename_io(proto: Any, inputs: Mapping[str, str] | None = None,
-              outputs: Mapping[str, str] | None = None) -> tuple[Any, dict]:
+def _name_map(value: Any, what: str) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise UsageError(f"{what}: expected a dict old name -> new name, e.g. {{'input.1': 'images'}}, got {value!r}"
+                         + ("; parse 'OLD=NEW' strings with trtflow.spec.parse_pairs" if isinstance(value, (str, list)) else ""))
+    bad = [(k, v) for k, v in value.items() if not (isinstance(k, str) and isinstance(v, str) and k and v)]
+    if bad:
+        raise UsageError(f"{what}: names must be non-empty strings, got {bad}")
+    return dict(value)
+
+
+@dataclass(frozen=True)
+class RenameOptions:
+    """Options of the ``rename`` edit; give ``inputs``, ``outputs`` or both.
+
+    Attributes:
+        inputs: old input name -> new name.
+        outputs: old output name -> new name.
+    """
+
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    outputs: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        fields.set_field(self, "inputs", _name_map(self.inputs, "inputs"))
+        fields.set_field(self, "outputs", _name_map(self.outputs, "outputs"))
+        if not self.inputs and not self.outputs:
+            raise UsageError("nothing to rename: give --input OLD=NEW and/or --output OLD=NEW (inputs= / outputs= in Python)")
+        sources: dict[str, set[str]] = {}
+        for old, new in [*self.inputs.items(), *self.outputs.items()]:
+            sources.setdefault(new, set()).add(old)
+        twice = {new: sorted(olds) for new, olds in sources.items() if len(olds) > 1}
+        if twice:
+            raise UsageError(f"rename gives one new name to several tensors: {twice}")
+
+
+def rename_io(proto: Any, options: RenameOptions) -> tuple[Any, dict]:
     """Rename graph inputs and outputs.
 
     Args:
         proto: an onnx.ModelProto.
-        inputs: old input name -> new name.
-        outputs: old output name -> new name.
+        options: old -> new names of inputs and outputs.
 
     Returns:
         ``(new_proto, report)`` with ``input_map`` and ``output_map``.
@@ -26,9 +59,7 @@ def rename_io(proto: Any, inputs: Mapping[str, str] | None = None,
     Raises:
         UsageError: a name that is not an input/output, or a new name already used in the graph.
     """
-    inputs, outputs = dict(inputs or {}), dict(outputs or {})
-    if not inputs and not outputs:
-        raise UsageError("nothing to rename: give --input OLD=NEW and/or --output OLD=NEW")
+    inputs, outputs = dict(options.inputs), dict(options.outputs)
     graph = import_graph(proto, infer=False)
     tensors = graph.tensors()
     for kind, mapping, present in (("input", inputs, graph.inputs), ("output", outputs, graph.outputs)):
@@ -47,22 +78,11 @@ def rename_io(proto: Any, inputs: Mapping[str, str] | None = None,
     return new_proto, {"input_map": inputs, "output_map": outputs}
 
 
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", dest="rename_inputs", action="append", metavar="OLD=NEW",
-                        help="rename a model input (repeatable)")
-    parser.add_argument("--output", dest="rename_outputs", action="append", metavar="OLD=NEW",
-                        help="rename a model output (repeatable)")
-
-
-def _apply(proto: Any, args: argparse.Namespace) -> tuple[Any, dict]:
-    return rename_io(proto, parse_pairs(args.rename_inputs, "--input", "OLD=NEW, e.g. --input input.1=images"), parse_pairs(args.rename_outputs, "--output", "OLD=NEW, e.g. --output 495=logits"))
-
-
 register(Edit(
     name="rename",
     help="rename model inputs/outputs (--input old=new, --output old=new); verification inputs go with --feed",
-    add_arguments=_add_arguments,
-    apply=_apply,
+    options=RenameOptions,
+    apply=rename_io,
     atol=0.0,
     rtol=0.0,
 ))

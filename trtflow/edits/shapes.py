@@ -2,21 +2,50 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from trtflow.deps import require
 from trtflow.errors import GraphError, UsageError
+from trtflow.edits import fields
+from trtflow.edits.registry import Edit, register
 from trtflow.graph.io import onnx_specs
 from trtflow.graph.ir import infer_shapes, op_counts
-from trtflow.edits.registry import Edit, register
-from trtflow.spec import Shape, format_shape, parse_shapes
+from trtflow.spec import Shape, format_shape
 
 log = logging.getLogger(__name__)
 
 NO_FUSION = ("graph_fusion", "subexpression_elimination", "weight_tying")  # onnxslim passes fix-shapes skips
+
+
+@dataclass(frozen=True)
+class FixShapesOptions:
+    """Options of the ``fix-shapes`` edit; give ``shapes``, ``dims`` or both.
+
+    Attributes:
+        shapes: input name -> full static shape, e.g. ``{"images": (1, 3, 640, 640)}``
+            (``trtflow.spec.parse_shapes("images:1x3x640x640")`` reads the CLI spelling).
+        dims: named dynamic dim -> size, applied to every input using it, e.g. ``{"batch": 1}``
+            (``parse_dims(["batch=1"])``).
+        fold: fold what became constant (shape arithmetic) with onnxslim, fusions off.
+    """
+
+    shapes: Mapping[str, Shape] = field(default_factory=dict)
+    dims: Mapping[str, int] = field(default_factory=dict)
+    fold: bool = True
+
+    def __post_init__(self):
+        fields.set_field(self, "shapes", fields.shape_map(self.shapes, "shapes"))
+        if not isinstance(self.dims, Mapping):
+            raise UsageError(f"dims: expected a dict dim name -> size, e.g. {{'batch': 1}}, got {self.dims!r}")
+        fields.set_field(self, "dims", {str(k): int(fields.number(v, f"dims['{k}']", 1, integer=True))
+                                        for k, v in self.dims.items()})
+        fields.set_field(self, "fold", fields.boolean(self.fold, "fold"))
+        if not self.shapes and not self.dims:
+            raise UsageError("fix-shapes needs --shape NAME:1x3x640x640 or --dim NAME=SIZE "
+                             "(shapes= or dims= in Python)")
 
 
 def parse_dims(items: list[str] | None) -> dict[str, int]:
@@ -80,15 +109,12 @@ def _set_input_dims(proto: Any, shapes: Mapping[str, Shape], dims: Mapping[str, 
     return changed
 
 
-def fix_shapes(proto: Any, shapes: Mapping[str, Shape] | None = None, dims: Mapping[str, int] | None = None,
-               fold: bool = True) -> tuple[Any, dict]:
+def fix_shapes(proto: Any, options: FixShapesOptions) -> tuple[Any, dict]:
     """Make dynamic input dims static, re-infer every shape, and fold constants.
 
     Args:
         proto: an onnx.ModelProto (left unchanged).
-        shapes: input name -> full static shape.
-        dims: dynamic dim name (e.g. "batch") -> size, applied to every input using it.
-        fold: fold constants (shape arithmetic that became static) with onnxslim, fusions off.
+        options: the static shapes and dim sizes, and whether to fold.
 
     Returns:
         ``(new_proto, report)``: ``inputs`` changed (before/after dims), ``outputs`` shapes before/after,
@@ -98,9 +124,7 @@ def fix_shapes(proto: Any, shapes: Mapping[str, Shape] | None = None, dims: Mapp
         UsageError: unknown input or dim name, wrong rank, a static dim given another size.
         GraphError: shape inference found the new shapes inconsistent with the graph.
     """
-    shapes, dims = dict(shapes or {}), dict(dims or {})
-    if not shapes and not dims:
-        raise UsageError("fix-shapes needs --shape NAME:1x3x640x640 or --dim NAME=SIZE")
+    shapes, dims = options.shapes, options.dims
     new = copy.deepcopy(proto)
     changed = _set_input_dims(new, shapes, dims)
     _, outs_before = onnx_specs(proto)
@@ -109,7 +133,7 @@ def fix_shapes(proto: Any, shapes: Mapping[str, Shape] | None = None, dims: Mapp
     for out in new.graph.output:  # let inference recompute output dims
         out.type.tensor_type.ClearField("shape")
     new = infer_shapes(new, strict=True)  # a shape the graph cannot take fails here, with ONNX's reason
-    if fold:
+    if options.fold:
         new = _fold(new)
     _copy_output_shapes(new, old_shapes)
     _, outs_after = onnx_specs(new)
@@ -156,21 +180,9 @@ def _copy_output_shapes(proto: Any, fallback: dict) -> None:
             out.type.tensor_type.shape.CopyFrom(fallback[out.name])
 
 
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shape", action="append", metavar="NAME:1x3x640x640",
-                        help="static shape of one input (repeatable)")
-    parser.add_argument("--dim", action="append", metavar="NAME=SIZE",
-                        help="size of a named dynamic dim in every input using it, e.g. batch=1 (repeatable)")
-    parser.add_argument("--no-fold", dest="fold", action="store_false", help="skip constant folding")
-
-
-def _apply(proto: Any, args: argparse.Namespace) -> tuple[Any, dict]:
-    return fix_shapes(proto, parse_shapes(args.shape), parse_dims(args.dim), fold=args.fold)
-
-
 register(Edit(
     name="fix-shapes",
     help="make named dynamic dims static (--shape NAME:1x3x640x640, --dim batch=1), infer shapes, fold constants",
-    add_arguments=_add_arguments,
-    apply=_apply,
+    options=FixShapesOptions,
+    apply=fix_shapes,
 ))

@@ -9,6 +9,7 @@ per-output table.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -16,33 +17,57 @@ from typing import Any, Mapping
 import numpy as np
 
 from trtflow.compare.core import OutputDiff, Tolerances, compare_outputs
+from trtflow.edits import fields
 from trtflow.errors import MismatchError, UsageError
+from trtflow.progress import Progress, report as progress_of
 from trtflow.spec import Shape, TensorSpec, format_shape
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+DEFAULT_ATOL = DEFAULT_RTOL = 1e-4  # tolerances of a VerifyConfig no edit has resolved
+
+
+@dataclass(frozen=True)
 class VerifyConfig:
     """How an edit is verified.
 
     Attributes:
-        atol: absolute tolerance per element.
-        rtol: relative tolerance per element.
+        atol: absolute tolerance per element (None: the edit's default).
+        rtol: relative tolerance per element (None: the edit's default).
         inputs: input name -> ``.npy`` / ``.npz`` file (or "random"), fed in addition to random values.
-        shapes: concrete shapes for dynamic inputs.
+        shapes: concrete shapes for dynamic inputs, e.g. ``{"images": (1, 3, 640, 640)}``.
         seed: seed of the random feed.
+
+    Raises:
+        UsageError: a negative or non-finite tolerance, a bad shape, a non-integer seed.
     """
 
-    atol: float = 1e-4
-    rtol: float = 1e-4
+    atol: float | None = None
+    rtol: float | None = None
     inputs: Mapping[str, str] = field(default_factory=dict)
     shapes: Mapping[str, Shape] = field(default_factory=dict)
     seed: int = 0
 
+    def __post_init__(self):
+        for name in ("atol", "rtol"):
+            if getattr(self, name) is not None:
+                fields.set_field(self, name, fields.number(getattr(self, name), name, 0))
+        if not isinstance(self.inputs, Mapping):
+            raise UsageError(f"inputs: expected a dict input name -> .npy/.npz file, got {self.inputs!r}")
+        fields.set_field(self, "inputs", {str(k): str(v) for k, v in self.inputs.items()})
+        fields.set_field(self, "shapes", fields.shape_map(self.shapes, "shapes"))
+        fields.set_field(self, "seed", fields.number(self.seed, "seed", 0, integer=True))
+
+    def resolved(self, atol: float, rtol: float) -> "VerifyConfig":
+        """This config with its unset tolerances taken from an edit's defaults."""
+        return dataclasses.replace(self, atol=atol if self.atol is None else self.atol,
+                                   rtol=rtol if self.rtol is None else self.rtol)
+
     @property
     def tolerances(self) -> Tolerances:
-        return Tolerances(atol=self.atol, rtol=self.rtol)
+        return Tolerances(atol=DEFAULT_ATOL if self.atol is None else self.atol,
+                          rtol=DEFAULT_RTOL if self.rtol is None else self.rtol)
 
 
 def run_ort(proto: Any, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -154,6 +179,7 @@ def compare_models(
     output_map: Mapping[str, str] | None = None,
     after_feeds: list[dict[str, np.ndarray]] | None = None,
     what: str = "the edited model",
+    progress: Progress | None = None,
 ) -> dict:
     """Run both models on each feed and compare same-named outputs.
 
@@ -165,6 +191,7 @@ def compare_models(
         after_feeds: the after model's feeds when they are not the before feeds renamed/cast
             (e.g. raw frames for embedded preprocessing), one per entry of ``feeds``.
         what: how the failure message names the after model.
+        progress: told before each feed runs.
 
     Returns:
         ``{"passed": True, "atol", "rtol", "runs": [{"feed", "outputs": [OutputDiff dicts]}],
@@ -173,6 +200,7 @@ def compare_models(
     Raises:
         MismatchError: an output out of tolerance (the message holds the per-output tables).
     """
+    progress = progress_of(progress)
     input_map = dict(input_map or {})
     output_map = dict(output_map or {})
     back = {new: old for old, new in output_map.items()}
@@ -181,6 +209,7 @@ def compare_models(
     worst_max: dict[str, float] = {}
     worst_mean: dict[str, float] = {}
     for k, (label, feed) in enumerate(feeds):
+        progress(f"verifying on {label}", k, len(feeds))
         ref = run_ort(before, feed)
         a_feed = after_feeds[k] if after_feeds is not None else _to_after_feed(feed, after_inputs, input_map)
         got = {back.get(n, n): v for n, v in run_ort(after, a_feed).items()}
@@ -205,12 +234,22 @@ def compare_models(
     return result
 
 
-def verify_edit(before: Any, after: Any, config: VerifyConfig, report: Mapping[str, Any] | None = None) -> dict:
+def verify_edit(before: Any, after: Any, config: VerifyConfig | None = None,
+                report: Mapping[str, Any] | None = None, progress: Progress | None = None) -> dict:
     """The default verification of an edit: before vs after on random and given inputs.
 
-    ``report`` may hold ``input_map`` / ``output_map`` (old -> new names) from the edit.
+    Args:
+        before, after: ONNX protos.
+        config: tolerances, inputs, shapes and seed (None: the defaults).
+        report: the edit's report; ``input_map`` / ``output_map`` (old -> new names) match renamed I/O.
+        progress: told before each feed runs.
+
+    Raises:
+        UsageError: a dynamic dim without a shape. MismatchError: an output out of tolerance.
     """
+    config = config or VerifyConfig()
     report = report or {}
     input_map = report.get("input_map") or {}
     feeds = build_feeds(before, after, config, input_map)
-    return compare_models(before, after, feeds, config.tolerances, input_map, report.get("output_map"))
+    return compare_models(before, after, feeds, config.tolerances, input_map, report.get("output_map"),
+                          progress=progress)

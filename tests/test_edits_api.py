@@ -1,0 +1,178 @@
+"""The edits from Python, without the CLI: each edit's function over its options dataclass,
+``edits.apply`` with options or keyword fields, bad option values, and progress reports."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from trtflow import edits
+from trtflow.cli.main import main
+from trtflow.edits import (ExtractOptions, FixShapesOptions, Fp16Options, NmsOptions, PreprocessOptions,
+                           QuantizeOptions, RenameOptions, SimplifyOptions, VerifyConfig)
+from trtflow.edits.verify import run_ort
+from trtflow.errors import UsageError
+from trtflow.graph.io import onnx_specs
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_onnx):
+    return onnx.load(str(tiny_onnx))
+
+
+def _x(batch: int = 1) -> dict:
+    return {"x": np.random.default_rng(0).standard_normal((batch, 3, 16, 16)).astype(np.float32)}
+
+
+# -- each edit's own function, options as a dataclass -----------------------------------------
+
+def test_simplify_model(tiny):
+    new, report = edits.simplify_model(tiny, SimplifyOptions(skip="graph_fusion,weight_tying"))
+    assert report["skipped"] == ["graph_fusion", "weight_tying"]
+    assert (report["nodes_before"], report["nodes_after"]) == (5, 4)
+
+
+def test_fix_shapes(tiny):
+    new, report = edits.fix_shapes(tiny, FixShapesOptions(dims={"batch": 2}))
+    assert onnx_specs(new)[0][0].shape == (2, 3, 16, 16) and report["still_dynamic"] == []
+    new, _ = edits.fix_shapes(tiny, FixShapesOptions(shapes={"x": [4, 3, 16, 16]}, fold=False))
+    assert onnx_specs(new)[0][0].shape == (4, 3, 16, 16)
+
+
+def test_embed_preprocess(tiny):
+    options = PreprocessOptions(layout="nchw", scale=1 / 255, mean=0.5, std=(0.25,))
+    new, report = edits.embed_preprocess(tiny, options)
+    assert report["input"] == {"name": "x", "dtype": "uint8", "shape": ["batch", 3, 16, 16], "layout": "nchw"}
+    frames = np.random.default_rng(1).integers(0, 256, (2, 3, 16, 16), dtype=np.uint8)
+    expected = run_ort(tiny, {"x": ((frames / 255 - 0.5) / 0.25).astype(np.float32)})["logits"]
+    np.testing.assert_allclose(run_ort(new, {"x": frames})["logits"], expected, atol=1e-4)
+
+
+def test_to_fp16_with_range_check(tiny):
+    new, report = edits.to_fp16(tiny, Fp16Options(keep_io_types=False), VerifyConfig(shapes={"x": (2, 3, 16, 16)}))
+    assert onnx_specs(new)[0][0].dtype == "float16" and report["range_checked_feeds"] == 1
+    _, report = edits.to_fp16(tiny, Fp16Options(range_check=False, block=["Relu"]))
+    assert report["range_checked_feeds"] == 0 and report["kept_fp32_by_op"] == {"Relu": 1}
+
+
+def test_rename_io(tiny):
+    new, report = edits.rename_io(tiny, RenameOptions(inputs={"x": "pixels"}, outputs={"logits": "scores"}))
+    assert report["input_map"] == {"x": "pixels"}
+    assert set(run_ort(new, {"pixels": _x()["x"]})) == {"scores", "feat"}
+
+
+def test_extract_subgraph(tiny):
+    new, report = edits.extract_subgraph(tiny, ExtractOptions(outputs="logits", inputs=["/Relu_output_0"]))
+    assert [s["name"] for s in report["inputs"]] == ["/Relu_output_0"] and report["nodes_kept"] == 3
+
+
+def test_quantize_model(tiny, tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        np.save(tmp_path / f"s{i}.npy", rng.standard_normal((3, 16, 16)).astype(np.float32))
+    steps = []
+    options = QuantizeOptions(calib_dir=tmp_path, method="minmax", holdout=2)
+    new, report = edits.quantize_model(tiny, options, progress=lambda step, done=None, total=None: steps.append(step))
+    assert (report["calibration_samples"], report["holdout_samples"]) == (4, 2)
+    assert any(n.op_type == "QuantizeLinear" for n in new.graph.node)
+    assert "reading calibration samples" in steps and any(s.startswith("quantize: calibrating") for s in steps)
+
+
+def test_add_nms(models_dir):
+    from tests.models.detection import export_head
+
+    head = export_head(models_dir / "api_head_yolov8.onnx", "yolov8")
+    new, report = edits.add_nms(str(head), NmsOptions("yolov8", score_thr=0.5, max_det=9))
+    assert report["outputs"] == ["num_detections", "boxes", "scores", "classes"]
+    got = run_ort(new, {"images": np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)})
+    assert got["boxes"].shape == (1, 9, 4)
+
+
+# -- edits.apply ----------------------------------------------------------------------------
+
+def test_apply_keyword_fields_and_options(tiny_onnx):
+    new, report = edits.apply("fp16", tiny_onnx, keep_io_types=False)
+    assert onnx_specs(new)[0][0].dtype == "float16" and report["details"]["keep_io_types"] is False
+    assert report["verification"]["atol"] == 0.1  # fp16's own tolerance: no VerifyConfig tolerance was set
+    # fields given with options replace the options' fields
+    _, report = edits.apply("fp16", tiny_onnx, Fp16Options(block=("Relu",)), range_check=False, verify=False)
+    assert report["details"]["kept_fp32_by_op"] == {"Relu": 1} and report["verification"] is None
+    with pytest.raises(UsageError, match=r"no option\(s\) \['keep_io_type'\].*'keep_io_types'"):
+        edits.apply("fp16", tiny_onnx, keep_io_type=False)
+    with pytest.raises(UsageError, match="verify_config must be a trtflow.edits.VerifyConfig"):
+        edits.apply("simplify", tiny_onnx, verify_config={"atol": 1})
+
+
+def test_apply_reports_progress(tiny_onnx):
+    steps = []
+    edits.apply("simplify", tiny_onnx, progress=lambda step, done=None, total=None: steps.append((step, done, total)))
+    assert steps[0] == ("simplify: editing", None, None)
+    assert ("verifying on random(seed=0)", 0, 1) in steps
+    with pytest.raises(UsageError, match="progress must be a callable"):
+        edits.apply("simplify", tiny_onnx, progress=True)
+
+
+# -- bad option values ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: FixShapesOptions(), "fix-shapes needs --shape"),
+    (lambda: FixShapesOptions(shapes="x:1x3x16x16"), "parse_shapes"),
+    (lambda: FixShapesOptions(shapes={"x": "1x3x16x16"}), "tuple of sizes"),
+    (lambda: FixShapesOptions(dims={"batch": 0}), r"dims\['batch'\] is 0; give a value >= 1"),
+    (lambda: FixShapesOptions(dims={"batch": 1.5}), "whole number"),
+    (lambda: FixShapesOptions(dims={"batch": 1}, fold="no"), "fold: expected True or False"),
+    (lambda: SimplifyOptions(skip="folding"), "unknown onnxslim pass"),
+    (lambda: SimplifyOptions(size_threshold=-1), "size_threshold is -1"),
+    (lambda: Fp16Options(keep_io_types="false"), "keep_io_types: expected True or False"),
+    (lambda: Fp16Options(block="Resize", allow=["Resize"]), "both blocked and allowed"),
+    (lambda: NmsOptions("yolov7"), "unknown detection format"),
+    (lambda: NmsOptions("yolov8", score_thr=float("nan")), "score_thr is nan; give a finite number"),
+    (lambda: NmsOptions("yolov8", iou_thr=1.5), "iou_thr is 1.5; give a value <= 1"),
+    (lambda: NmsOptions("yolov8", max_det=0), "max_det is 0"),
+    (lambda: NmsOptions("yolov8", variances=(0.1,)), "two numbers"),
+    (lambda: NmsOptions("yolov8", plugin="batchednms"), "unknown --plugin"),
+    (lambda: NmsOptions("yolov8", landmarks="lm"), "got names for"),
+    (lambda: QuantizeOptions(calib_dir=None), "needs --calib-dir"),
+    (lambda: QuantizeOptions("calib", method="kl"), "calibration method 'kl'"),
+    (lambda: QuantizeOptions("calib", percentile=101), "percentile 101"),
+    (lambda: QuantizeOptions("calib", holdout=-0.1), "holdout is -0.1"),
+    (lambda: QuantizeOptions("calib", min_agreement=2), "min_agreement is 2"),
+    (lambda: QuantizeOptions("calib", max_rel_error=0), "max_rel_error is 0; give a value > 0"),
+    (lambda: QuantizeOptions("calib", calib_preprocess="size=224"), "unknown key 'size'"),
+    (lambda: RenameOptions(), "nothing to rename"),
+    (lambda: RenameOptions(inputs="x=y"), "parse_pairs"),
+    (lambda: RenameOptions(inputs={"a": "z"}, outputs={"b": "z"}), "one new name to several tensors"),
+    (lambda: ExtractOptions(outputs=""), "extract needs --outputs"),
+    (lambda: ExtractOptions(outputs=[1]), "expected names"),
+    (lambda: PreprocessOptions(layout="hwc"), "layout 'hwc'"),
+    (lambda: PreprocessOptions(scale=0), "scale is 0"),
+    (lambda: PreprocessOptions(std=(0.0,)), "holds a zero"),
+    (lambda: PreprocessOptions(mean="0.5"), "mean is the string"),
+    (lambda: PreprocessOptions(input_size=(720,)), r"\(height, width\)"),
+    (lambda: PreprocessOptions(dtype="string"), "dtype 'string'"),
+    (lambda: VerifyConfig(atol=-1), "atol is -1"),
+    (lambda: VerifyConfig(rtol=float("inf")), "rtol is inf"),
+    (lambda: VerifyConfig(seed=-1), "seed is -1"),
+])
+def test_bad_option_value_raises_usage_error(make, message):
+    with pytest.raises(UsageError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["add-nms", "--format", "yolov8", "--iou-thr", "nan"], "iou_thr is nan"),
+    (["add-nms", "--format", "yolov8", "--variances", "0.1"], "expected two numbers"),
+    (["embed-preprocess", "--scale", "1/0"], "bad --scale '1/0'"),
+    (["embed-preprocess", "--mean", "a,b"], "bad --mean 'a,b'"),
+    (["fix-shapes", "--dim", "batch=0"], "bad --dim 'batch=0'"),
+    (["quantize", "--calib-dir", "d", "--percentile", "0"], "percentile 0"),
+    (["rename", "--input", "x"], "bad --input 'x'"),
+    (["simplify", "--atol", "nan"], "atol is nan"),
+])
+def test_cli_bad_flag_value_one_line_exit_2(tiny_onnx, tmp_path, capsys, argv, message):
+    edit, *flags = argv
+    code = main(["surgeon", edit, str(tiny_onnx), "-o", str(tmp_path / "out.onnx"), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out.onnx").exists()

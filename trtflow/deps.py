@@ -24,6 +24,7 @@ EXTRAS = {
     "aiohttp": "serve",
     "grpc": "serve",
     "tritonclient": "serve",
+    "ray": "ray",
 }
 
 

@@ -1,0 +1,164 @@
+"""trtflow triton-repo: config.pbtxt parsed with Triton's own model_config_pb2, model files loaded by
+the matching trtflow engine (TensorRT-RTX builds plans on the CPU; their I/O is read from the sidecar)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trtflow.cli.main import main
+
+pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+from google.protobuf import text_format  # noqa: E402  (after the skip: protobuf comes with tritonclient)
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "trtflow" / "serve" / "templates" / "triton_python_model.py"
+
+
+def _cli_json(capsys, *args) -> dict:
+    code = main(["triton-repo", *map(str, args), "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return json.loads(out.out)
+
+
+def _parse(path: Path):
+    config = pb2.ModelConfig()
+    text_format.Parse(path.read_text(), config)
+    return config
+
+
+def _params(config) -> dict:
+    return {k: v.string_value for k, v in config.parameters.items()}
+
+
+def test_onnxruntime_repository(tiny_onnx, tmp_path, capsys):
+    result = _cli_json(capsys, tiny_onnx, "--out", tmp_path, "--name", "tiny", "--max-batch", 16, "--instances", 2,
+                       "--max-queue-delay-us", 500, "--preferred-batch-sizes", "4,8", "--threads", 1)
+    config = _parse(tmp_path / "tiny" / "config.pbtxt")
+    assert config.name == "tiny" and config.backend == "onnxruntime" and config.max_batch_size == 16
+    assert [(t.name, list(t.dims), pb2.DataType.Name(t.data_type)) for t in config.input] == [("x", [3, 16, 16], "TYPE_FP32")]
+    assert {t.name: list(t.dims) for t in config.output} == {"logits": [5], "feat": [8]}
+    assert config.dynamic_batching.max_queue_delay_microseconds == 500
+    assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
+    group = config.instance_group[0]
+    assert group.count == 2 and group.kind == pb2.ModelInstanceGroup.KIND_CPU
+    assert _params(config) == {"intra_op_thread_count": "1"}
+    assert result["files"] == [str(tmp_path / "tiny" / "1" / "model.onnx")]
+
+    import trtflow
+
+    x = np.random.default_rng(0).standard_normal((3, 3, 16, 16), dtype=np.float32)
+    with trtflow.load(tiny_onnx, "ort") as ref, trtflow.load(tmp_path / "tiny" / "1" / "model.onnx", "ort") as copy:
+        want, got = ref.infer({"x": x}), copy.infer({"x": x})
+    np.testing.assert_array_equal(got["logits"], want["logits"])
+
+
+def test_python_repository_carries_the_engine(tiny_onnx, tmp_path, capsys):
+    result = _cli_json(capsys, tiny_onnx, "--out", tmp_path, "--backend", "python", "--threads", 1,
+                       "--engine-option", 'optimization="basic"', "--no-dynamic-batching")
+    folder = tmp_path / "tiny" / "1"
+    config = _parse(tmp_path / "tiny" / "config.pbtxt")
+    assert config.backend == "python" and config.max_batch_size == 8 and not config.HasField("dynamic_batching")
+    params = _params(config)
+    assert params["trtflow_model"] == "tiny.onnx" and params["trtflow_engine"] == "ort"
+    assert json.loads(params["trtflow_options"]) == {"threads": 1, "optimization": "basic"}
+    assert (folder / "model.py").read_text() == TEMPLATE.read_text()
+    assert result["backend"] == "python" and (folder / "tiny.onnx").is_file()
+
+    import trtflow
+
+    with trtflow.load(folder / params["trtflow_model"], params["trtflow_engine"], **json.loads(params["trtflow_options"])) as e:
+        assert [s.name for s in e.inputs] == [t.name for t in config.input]
+        assert [s.name for s in e.outputs] == [t.name for t in config.output]
+
+
+def test_task_repository_takes_images(tiny_onnx, tmp_path, capsys):
+    _cli_json(capsys, tiny_onnx, "--out", tmp_path, "--backend", "python", "--task", "classify",
+              "--task-option", "top_k=3")
+    config = _parse(tmp_path / "tiny" / "config.pbtxt")
+    assert [(t.name, list(t.dims), pb2.DataType.Name(t.data_type)) for t in config.input] == [("IMAGE", [-1, -1, 3], "TYPE_UINT8")]
+    assert [(t.name, list(t.dims), pb2.DataType.Name(t.data_type)) for t in config.output] == [("RESULT", [1], "TYPE_STRING")]
+    assert _params(config)["trtflow_task"] == "classify"
+    assert json.loads(_params(config)["trtflow_task_options"]) == {"top_k": 3}
+
+
+def test_tensorrt_repository_from_a_plan(flavor, tiny_onnx, tmp_path, capsys):
+    from trtflow.backends.tensorrt import BuildConfig, build_engine
+    from trtflow.backends.tensorrt.runner import read_plan_io
+    from trtflow.backends.tensorrt.sidecar import write_plan
+    from trtflow.spec import make_profile
+
+    shape = lambda n: {"x": (n, 3, 16, 16)}  # noqa: E731
+    profiles = [make_profile(shape(1), shape(2), shape(4)), make_profile(shape(5), shape(8), shape(16))]
+    plan = tmp_path / "tiny.plan"
+    write_plan(plan, build_engine(tiny_onnx, BuildConfig(profiles=profiles)))
+    result = _cli_json(capsys, plan, "--out", tmp_path / "repo")
+    config = _parse(tmp_path / "repo" / "tiny" / "config.pbtxt")
+    assert config.backend == "tensorrt" and config.max_batch_size == 16  # the profiles' bound
+    assert list(config.instance_group[0].profile) == ["0", "1"]
+    assert config.instance_group[0].kind == pb2.ModelInstanceGroup.KIND_GPU
+    assert [list(t.dims) for t in config.input] == [[3, 16, 16]]
+    copied = tmp_path / "repo" / "tiny" / "1" / "model.plan"
+    assert copied.read_bytes() == plan.read_bytes()
+    io = read_plan_io(copied)  # executes nowhere here: the sidecar beside it answers
+    assert [s.name for s in io["inputs"]] == ["x"] and len(io["profiles"]) == 2
+    if flavor == "tensorrt_rtx" or "rtx" in str(flavor):
+        assert any("TensorRT-RTX" in n for n in result["notes"])
+
+
+def test_tensorrt_repository_builds_from_onnx(flavor, tiny_onnx, tmp_path, capsys):
+    result = _cli_json(capsys, tiny_onnx, "--out", tmp_path, "--backend", "tensorrt", "--max-batch", 4)
+    config = _parse(tmp_path / "tiny" / "config.pbtxt")
+    assert config.max_batch_size == 4 and (tmp_path / "tiny" / "1" / "model.plan").stat().st_size > 0
+    assert any("built a TensorRT plan" in n for n in result["notes"])
+
+
+def test_max_batch_zero_keeps_the_batch_dim(tiny_onnx, tmp_path, capsys):
+    _cli_json(capsys, tiny_onnx, "--out", tmp_path, "--max-batch", 0)
+    config = _parse(tmp_path / "tiny" / "config.pbtxt")
+    assert config.max_batch_size == 0 and list(config.input[0].dims) == [-1, 3, 16, 16]
+    assert not config.HasField("dynamic_batching")
+
+
+def _static_onnx(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "static",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--max-batch", "4"], "dim 0 is fixed at 1"),
+    (["--backend", "onnxruntime", "--task", "classify"], "--task needs --backend python"),
+])
+def test_refusals_are_one_line(tmp_path, capsys, extra, message):
+    model = _static_onnx(tmp_path / "static.onnx")
+    assert main(["triton-repo", str(model), "--out", str(tmp_path / "repo"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "repo" / "static").exists()  # nothing half-written
+
+
+def test_static_model_gets_max_batch_zero_and_existing_folder_is_kept(tmp_path, capsys):
+    model = _static_onnx(tmp_path / "static.onnx")
+    result = _cli_json(capsys, model, "--out", tmp_path / "repo")
+    assert result["max_batch"] == 0
+    assert main(["triton-repo", str(model), "--out", str(tmp_path / "repo")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_validation_refuses_text_triton_would_refuse():
+    from trtflow.errors import UsageError
+    from trtflow.serve.repo import validate_pbtxt
+
+    with pytest.raises(UsageError, match="ModelConfig"):
+        validate_pbtxt('name: "m" backend: "python" max_batch_size: 8 input { name: "x" data_type: TYPE_FLOAT32 }')
+    with pytest.raises(UsageError, match="lacks output"):
+        validate_pbtxt('name: "m" backend: "python" input { name: "x" data_type: TYPE_FP32 dims: 4 }')

@@ -1,0 +1,155 @@
+"""Triton model configurations (``config.pbtxt``) built as Triton's own ``ModelConfig`` protobuf.
+
+The configuration starts from the same JSON model config ``trtflow serve`` answers on
+``/v2/models/{m}/config`` (``protocol.model_config``), is parsed into
+``tritonclient.grpc.model_config_pb2.ModelConfig`` (unknown fields or enum values fail here),
+gains what only a repository needs (platform parameters, optimization profiles, instance
+placement) and is printed with protobuf's text format. ``validate_pbtxt`` parses the text back
+with the same message type before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from trtflow.deps import require
+from trtflow.errors import UsageError
+from trtflow.serve.protocol import model_config
+from trtflow.spec import TensorSpec
+
+BACKENDS = {"tensorrt": "tensorrt", "onnxruntime": "onnxruntime", "python": "python"}
+KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
+
+
+@dataclass
+class ConfigSpec:
+    """What goes into one ``config.pbtxt``.
+
+    Attributes:
+        name: the model's name in the repository (its folder name).
+        backend: "tensorrt", "onnxruntime" or "python".
+        inputs, outputs: tensor specs; with ``max_batch > 0`` dim 0 is the batch and is left out.
+        max_batch: Triton's ``max_batch_size``; 0 means the model takes no batch dim.
+        instances: ``instance_group.count``.
+        kind: "cpu" or "gpu" (``KIND_CPU`` / ``KIND_GPU``).
+        gpus: GPU ids for ``KIND_GPU`` instances (empty: all GPUs).
+        dynamic_batching: add a ``dynamic_batching`` block (only when ``max_batch > 0``).
+        max_queue_delay_us: ``dynamic_batching.max_queue_delay_microseconds``.
+        preferred_batch_sizes: ``dynamic_batching.preferred_batch_size``.
+        profiles: TensorRT optimization profile indices each instance may use (plans only).
+        parameters: string parameters (``parameters { key: ... value { string_value: ... } }``).
+        default_model_filename: the model file inside the version folder.
+    """
+
+    name: str
+    backend: str
+    inputs: Sequence[TensorSpec]
+    outputs: Sequence[TensorSpec]
+    max_batch: int = 0
+    instances: int = 1
+    kind: str = "cpu"
+    gpus: Sequence[int] = ()
+    dynamic_batching: bool = True
+    max_queue_delay_us: int = 0
+    preferred_batch_sizes: Sequence[int] = ()
+    profiles: Sequence[int] = ()
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    default_model_filename: str = ""
+
+
+def _pb():
+    """``(model_config_pb2, json_format, text_format)``, from tritonclient and protobuf."""
+    pb2 = require("tritonclient.grpc.model_config_pb2", "trtflow triton-repo (Triton's ModelConfig)")
+    from google.protobuf import json_format, text_format
+
+    return pb2, json_format, text_format
+
+
+def check_batch_dims(spec: ConfigSpec) -> None:
+    """Refuse a ``max_batch > 0`` for tensors whose dim 0 cannot be a batch.
+
+    Raises:
+        UsageError: a tensor without dims, or an input whose dim 0 is fixed.
+    """
+    if spec.max_batch <= 0:
+        return
+    for t in list(spec.inputs) + list(spec.outputs):
+        if t.rank == 0:
+            raise UsageError(f"tensor '{t.name}' is a scalar, so the model has no batch dim; use --max-batch 0")
+    for t in spec.inputs:
+        if isinstance(t.shape[0], int):
+            raise UsageError(
+                f"input '{t.name}' has shape {t.describe_shape()}: dim 0 is fixed at {t.shape[0]}, so Triton cannot "
+                f"batch requests into it. Export the model with a dynamic batch dim, or use --max-batch 0"
+            )
+
+
+def build_config(spec: ConfigSpec) -> Any:
+    """The ``ModelConfig`` message for ``spec``.
+
+    Raises:
+        UsageError: an unknown backend or instance kind, or a field Triton's schema refuses.
+        MissingDependencyError: tritonclient is not installed.
+    """
+    pb2, json_format, _ = _pb()
+    if spec.backend not in BACKENDS:
+        raise UsageError(f"unknown Triton backend '{spec.backend}'; choose one of {', '.join(BACKENDS)}")
+    if spec.kind not in KINDS:
+        raise UsageError(f"unknown instance kind '{spec.kind}'; choose cpu or gpu")
+    check_batch_dims(spec)
+    doc = model_config(
+        spec.name, spec.inputs, spec.outputs, spec.max_batch,
+        delay_us=spec.max_queue_delay_us, preferred=spec.preferred_batch_sizes,
+        instances=spec.instances, kind=KINDS[spec.kind], backend=BACKENDS[spec.backend],
+    )
+    doc.pop("platform", None)
+    if spec.max_batch <= 0 or not spec.dynamic_batching:
+        doc.pop("dynamic_batching", None)
+    try:
+        config = json_format.ParseDict(doc, pb2.ModelConfig())
+    except json_format.ParseError as exc:
+        raise UsageError(f"Triton's ModelConfig refuses the configuration of '{spec.name}': {exc}") from None
+    group = config.instance_group[0]
+    if spec.kind == "gpu" and spec.gpus:
+        group.gpus.extend(int(g) for g in spec.gpus)
+    if spec.profiles:
+        group.profile.extend(str(p) for p in spec.profiles)
+    for key, value in spec.parameters.items():
+        config.parameters[key].string_value = str(value)
+    if spec.default_model_filename:
+        config.default_model_filename = spec.default_model_filename
+    return config
+
+
+def to_pbtxt(config: Any) -> str:
+    """The text format Triton reads from ``config.pbtxt``."""
+    _, _, text_format = _pb()
+    return text_format.MessageToString(config)
+
+
+def validate_pbtxt(text: str) -> Any:
+    """Parse ``config.pbtxt`` text with Triton's ``ModelConfig``; return the message.
+
+    Raises:
+        UsageError: the text does not parse, or it lacks a name, inputs or outputs.
+    """
+    pb2, _, text_format = _pb()
+    config = pb2.ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as exc:
+        raise UsageError(f"config.pbtxt does not parse as Triton's ModelConfig: {exc}") from None
+    missing = [f for f in ("name", "input", "output") if not getattr(config, f)]
+    if missing:
+        raise UsageError(f"config.pbtxt lacks {', '.join(missing)}")
+    if not (config.backend or config.platform):
+        raise UsageError("config.pbtxt names neither a backend nor a platform")
+    return config
+
+
+def config_dict(config: Any) -> dict:
+    """The message as JSON-style data (what ``--json`` prints)."""
+    _, json_format, _ = _pb()
+    return json.loads(json_format.MessageToJson(config, preserving_proto_field_name=True))

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="batch sizes dispatched as soon as they are reached")
     group.add_argument("--instances", type=int, default=1, metavar="K",
                        help="engine instances per model, each with its own thread; on several GPUs they spread over them (default: 1)")
+    group.add_argument("--workers", type=int, default=1, metavar="W",
+                       help="server processes sharing the ports (SO_REUSEPORT), each with its own engine instances "
+                       "and batcher: more HTTP/gRPC throughput than one Python process (default: 1)")
     group = parser.add_argument_group("limits")
     group.add_argument("--max-queue", type=int, default=1024, metavar="N", help="queued requests per model before 503 (default: %(default)s)")
     group.add_argument("--timeout-s", type=float, default=30.0, help="answer 503 to a request not done in this time (default: %(default)s)")
@@ -87,13 +90,11 @@ def _load_instances(args: argparse.Namespace, model: str) -> list:
     return engines
 
 
-def run(args: argparse.Namespace) -> int:
+def _serve_one(args: argparse.Namespace, names: list[str], on_ready) -> None:
+    """Load the models and serve until SIGTERM/SIGINT (one process)."""
     from trtflow.serve.model import BatchConfig, ServedModel
     from trtflow.serve.server import ServeOptions, serve
 
-    if args.instances < 1 or args.max_batch < 0 or args.max_queue < 1 or args.timeout_s <= 0 or args.max_body_mb <= 0:
-        raise UsageError("--instances, --max-queue, --timeout-s and --max-body-mb must be positive, --max-batch >= 0")
-    names = _names(args)
     labels = None
     if args.labels:
         try:
@@ -102,30 +103,99 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot read --labels {args.labels}: {exc.strerror}") from None
     config = BatchConfig(args.max_batch, args.max_queue_delay_us, tuple(args.preferred_batch_sizes),
                          args.max_queue, args.timeout_s)
-    models = [ServedModel(name, _load_instances(args, path), config, labels) for name, path in zip(names, args.models)]
-    kind = "KIND_GPU" if any(getattr(m.engines[0], "device", None) is not None and
-                             getattr(m.engines[0].device, "type", "") == "cuda" for m in models) else "KIND_CPU"
-    opts = ServeOptions(args.host, args.http_port, None if args.grpc_port < 0 else args.grpc_port,
-                        int(args.max_body_mb * (1 << 20)), args.drain_timeout_s, kind)
-    _access_log(args.access_log)
-
-    def ready(server) -> None:
-        info = {"models": names, "host": args.host, "http_port": server.http_port, "grpc_port": server.grpc_port,
-                "max_batch": {m.name: m.max_batch for m in models}, "instances": args.instances}
-        if args.json:
-            print(json.dumps(info), flush=True)
-        else:
-            grpc = f", gRPC {args.host}:{server.grpc_port}" if server.grpc_port else ""
-            print(f"serving {', '.join(names)} on http://{args.host}:{server.http_port}{grpc} (Ctrl-C or SIGTERM drains and stops)",
-                  file=sys.stderr, flush=True)
-
+    models = []
     try:
-        serve(models, opts, on_ready=ready)
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {args.host} (HTTP {args.http_port}, gRPC {args.grpc_port}): {exc.strerror or exc}; "
-                         "pick free ports with --http-port/--grpc-port") from None
+        for name, path in zip(names, args.models):
+            models.append(ServedModel(name, _load_instances(args, path), config, labels))
+        kind = "KIND_GPU" if any(getattr(getattr(m.engines[0], "device", None), "type", "") == "cuda" for m in models) else "KIND_CPU"
+        opts = ServeOptions(args.host, args.http_port, None if args.grpc_port < 0 else args.grpc_port,
+                            int(args.max_body_mb * (1 << 20)), args.drain_timeout_s, kind, reuse_port=args.workers > 1)
+        _access_log(args.access_log)
+        try:
+            serve(models, opts, on_ready=lambda server: on_ready(server, models))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {args.host} (HTTP {args.http_port}, gRPC {args.grpc_port}): "
+                             f"{exc.strerror or exc}; pick free ports with --http-port/--grpc-port") from None
     finally:
         for m in models:
             for engine in m.engines:
                 engine.close()
+
+
+def _worker(args: argparse.Namespace, names: list[str], queue) -> None:
+    """A worker process (--workers): serve, report readiness or the one-line error to the parent."""
+    from trtflow.errors import TrtflowError
+
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING)
+    try:
+        _serve_one(args, names, lambda server, models: queue.put(("ready", server.http_port, server.grpc_port)))
+    except TrtflowError as exc:
+        queue.put(("error", str(exc), exc.exit_code))
+    except KeyboardInterrupt:
+        pass
+
+
+def _serve_workers(args: argparse.Namespace, names: list[str], ready) -> None:
+    import multiprocessing
+    import signal
+
+    if args.http_port == 0 or args.grpc_port == 0:
+        raise UsageError("--workers > 1 shares fixed ports: give --http-port and --grpc-port (not 0)")
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(args, names, queue), name=f"trtflow-serve-{i}") for i in range(args.workers)]
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for p in procs:
+            p.start()
+
+        def forward(sig, frame):
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()  # SIGTERM: each worker drains
+
+        for sig in previous:
+            signal.signal(sig, forward)
+        for _ in procs:
+            msg = queue.get()
+            if msg[0] == "error":
+                forward(None, None)
+                raise UsageError(msg[1])
+            ports = msg[1:]
+        ready(*ports)
+        for p in procs:
+            p.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.instances < 1 or args.workers < 1 or args.max_batch < 0 or args.max_queue < 1 or args.timeout_s <= 0 \
+            or args.max_body_mb <= 0:
+        raise UsageError("--instances, --workers, --max-queue, --timeout-s and --max-body-mb must be positive, "
+                         "--max-batch >= 0")
+    names = _names(args)
+
+    def ready(http_port, grpc_port, models=None) -> None:
+        info = {"models": names, "host": args.host, "http_port": http_port, "grpc_port": grpc_port,
+                "instances": args.instances, "workers": args.workers}
+        if models:
+            info["max_batch"] = {m.name: m.max_batch for m in models}
+        if args.json:
+            print(json.dumps(info), flush=True)
+        else:
+            grpc = f", gRPC {args.host}:{grpc_port}" if grpc_port else ""
+            print(f"serving {', '.join(names)} on http://{args.host}:{http_port}{grpc} "
+                  f"({args.workers} process{'es' if args.workers > 1 else ''}; Ctrl-C or SIGTERM drains and stops)",
+                  file=sys.stderr, flush=True)
+
+    if args.workers > 1:
+        _serve_workers(args, names, ready)
+    else:
+        _serve_one(args, names, lambda server, models: ready(server.http_port, server.grpc_port, models))
     return 0

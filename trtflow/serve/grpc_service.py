@@ -165,12 +165,12 @@ class Service(pb_grpc.GRPCInferenceServiceServicer):
             yield item
 
 
-async def start_grpc(server, host: str, port: int):
+async def start_grpc(server, host: str, port: int, reuse_port: bool = False):
     """Start the grpc.aio server; returns it and the bound port."""
     limit = server.max_body
     grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                            ("grpc.max_send_message_length", limit),
-                                           ("grpc.so_reuseport", 0)])
+                                           ("grpc.so_reuseport", int(reuse_port))])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(Service(server), grpc_server)
     bound = grpc_server.add_insecure_port(f"{host}:{port}")
     if not bound:

@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bound = parser.add_argument_group("accuracy bound vs the FP32 reference")
     bound.add_argument("--atol", type=float, help="absolute tolerance (default 1e-2, with --rtol 1e-2)")
     bound.add_argument("--rtol", type=float, help="relative tolerance")
-    bound.add_argument("--metric", choices=("allclose", "top1"), help="top1: top-1 agreement of classifier outputs")
+    bound.add_argument("--metric", choices=("allclose", "relative", "top1"),
+                       help="allclose (default): |out - FP32| <= atol + rtol |FP32| per element; relative: "
+                            "max |out - FP32| <= rtol max |FP32| per output; top1: top-1 agreement of classifier outputs")
     bound.add_argument("--min-agreement", type=float, help="top-1 agreement needed with --metric top1 (default 0.99)")
     parser.add_argument("--calib", metavar="DIR|NPZ",
                         help="accuracy inputs and INT8 calibration set: a folder of .npy/.npz (or images, ONNX only) "

@@ -9,7 +9,7 @@ import numpy as np
 
 from trtflow.errors import UsageError
 
-METRICS = ("allclose", "top1")
+METRICS = ("allclose", "top1", "relative")
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,8 @@ class Bound:
     Attributes:
         metric: "allclose" (every element: ``|got - ref| <= atol + rtol * |ref|``) or "top1" (the
             top-1 class of every 2-D classifier output agrees with the reference on at least
-            ``min_agreement`` of the samples).
+            ``min_agreement`` of the samples) or "relative" (``max |got - ref| <= rtol * max |ref|``
+            per output: the error against the output's scale, for outputs of any magnitude).
         atol, rtol: allclose tolerances.
         min_agreement: top-1 agreement needed (0..1).
     """
@@ -38,6 +39,8 @@ class Bound:
     def describe(self) -> str:
         if self.metric == "top1":
             return f"top-1 agreement with FP32 >= {100 * self.min_agreement:g}%"
+        if self.metric == "relative":
+            return f"max |out - FP32| <= {self.rtol:g} * max |FP32| per output"
         return f"|out - FP32| <= {self.atol:g} + {self.rtol:g} * |FP32| for every element"
 
 
@@ -82,8 +85,11 @@ def check(bound: Bound, reference: Sequence[Mapping[str, np.ndarray]],
                 i = int(err.argmax())
                 if err.flat[i] > max_err:
                     max_err = float(err.flat[i])
-                r = float((err / (bound.atol + bound.rtol * np.abs(ref))).max()) if (bound.atol or bound.rtol) else (
-                    float("inf") if err.max() > 0 else 0.0)
+                if bound.metric == "relative":
+                    r = float(err.max() / max(bound.rtol * np.abs(ref).max(), 1e-30))
+                else:
+                    r = float((err / (bound.atol + bound.rtol * np.abs(ref))).max()) if (bound.atol or bound.rtol) else (
+                        float("inf") if err.max() > 0 else 0.0)
                 if r > ratio:
                     ratio = r
                     worst = name
@@ -96,6 +102,10 @@ def check(bound: Bound, reference: Sequence[Mapping[str, np.ndarray]],
         failure = None if agreement >= bound.min_agreement else (
             f"top-1 agreement {100 * agreement:.1f}% < {100 * bound.min_agreement:g}%")
         return Accuracy(max_err, agreement, closeness, failure)
+    if bound.metric == "relative":
+        failure = None if ratio <= 1 else (
+            f"max abs error {max_err:.3g} is {ratio * bound.rtol:.3g} of max |FP32| in '{worst}' (limit {bound.rtol:g})")
+        return Accuracy(max_err, agreement, ratio, failure)
     failure = None if ratio <= 1 else (
         f"max abs error {max_err:.3g} exceeds atol {bound.atol:g} + rtol {bound.rtol:g} * |FP32| "
         f"(worst element {ratio:.3g}x the tolerance, output '{worst}')")

@@ -31,6 +31,9 @@ from trtflow.tune.space import Candidate
 log = logging.getLogger(__name__)
 
 
+GUESS_S_PER_COST = 5.0  # seconds per unit of Candidate.cost until a build has been timed
+
+
 @dataclass(frozen=True)
 class TuneOptions:
     """How hard to look.
@@ -73,12 +76,12 @@ def make_bound(atol: float | None, rtol: float | None, metric: str | None, min_a
     Raises:
         UsageError: both kinds given, or an unknown metric.
     """
-    if metric in (None, "allclose"):
+    if metric in (None, "allclose", "relative"):
         if min_agreement is not None:
             raise UsageError("--min-agreement goes with --metric top1")
-        return Bound("allclose", 1e-2 if atol is None else atol, 1e-2 if rtol is None else rtol)
+        return Bound(metric or "allclose", 1e-2 if atol is None else atol, 1e-2 if rtol is None else rtol)
     if metric != "top1":
-        raise UsageError(f"accuracy metric '{metric}': choose top1, or give --atol/--rtol")
+        raise UsageError(f"accuracy metric '{metric}': choose allclose, relative or top1")
     if atol is not None or rtol is not None:
         raise UsageError("give either --atol/--rtol or --metric top1, not both")
     return Bound("top1", min_agreement=0.99 if min_agreement is None else min_agreement)
@@ -106,7 +109,8 @@ class _Clock:
         if self.budget_s is None:
             return None
         left = self.budget_s - self.elapsed()
-        need = self.timing_s + (cand.cost * self.per_cost if self.per_cost and cand.cost >= 1 else 0.0)
+        per_cost = self.per_cost or GUESS_S_PER_COST  # before any compile was timed: a guess
+        need = self.timing_s + (cand.cost * per_cost if cand.cost >= 1 else 0.0)
         if left <= 0 or need > left:
             est = f", ~{need:.0f} s needed" if need > self.timing_s else ""
             return f"not tried: {max(left, 0):.0f} s of the {self.budget_s:g} s budget left{est}"

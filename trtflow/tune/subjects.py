@@ -43,7 +43,7 @@ class TorchSubject:
             torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu"))
         self.cuda = self.device.type == "cuda"
         self.notes: list[str] = []
-        base = copy.deepcopy(module).eval()
+        base = copy.deepcopy(module).eval().to(self.device)
         if recalibrate is None:
             recalibrate = untrained_batchnorm(base)
         if recalibrate:

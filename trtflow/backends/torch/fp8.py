@@ -60,8 +60,15 @@ def _module_class():
             amax = x2.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12)
             scale = amax / E4M3_MAX  # (rows, 1)
             xq = (x2.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+            rows = xq.shape[0]
+            pad = -rows % 16  # FP8 GEMMs take row counts that are multiples of 16
+            if pad:
+                xq = torch.nn.functional.pad(xq.view(torch.uint8), (0, 0, 0, pad)).view(torch.float8_e4m3fn)
+                scale = torch.nn.functional.pad(scale, (0, 0, 0, pad), value=1.0)
             y = torch._scaled_mm(xq, self.weight_fp8.t(), scale_a=scale, scale_b=self.weight_scale,
-                                 bias=self.bias, out_dtype=torch.bfloat16)
+                                 out_dtype=torch.bfloat16)[:rows]
+            if self.bias is not None:
+                y = y + self.bias
             return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
 
     return Fp8Linear

@@ -28,6 +28,7 @@ _LAZY = {
     "decode_detections": "trtflow.vision",
     "cache_dir": "trtflow.cache_dir",
     "Predictor": "trtflow.video.predictor",
+    "tune": "trtflow.tune",
 }
 
 __all__ = ["Bounds", "Engine", "Profile", "TensorSpec", "__version__", "errors", "load", *sorted(_LAZY)]

@@ -1,0 +1,143 @@
+"""The real tritonserver (nvidia-pytriton's binary, in .venv-triton) loads a repository written by
+``trtflow triton-repo --backend python`` and answers tritonclient over HTTP and gRPC with the
+results of in-process inference; Triton's dynamic batcher hands several requests to model.py
+at once, which runs them as one engine call and splits the outputs back."""
+
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trtflow.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TRITON_PYTHON = Path(os.environ.get("TRTFLOW_TRITON_PYTHON", ROOT / ".venv-triton" / "bin" / "python"))
+
+httpclient = pytest.importorskip("tritonclient.http")
+grpcclient = pytest.importorskip("tritonclient.grpc")
+
+
+@pytest.fixture(scope="module")
+def triton(tiny_onnx, tmp_path_factory):
+    from trtflow.errors import ModelLoadError
+    from trtflow.serve.repo import TritonServer
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("nvidia-pytriton's tritonserver is a Linux x86-64 binary")
+    repo = tmp_path_factory.mktemp("triton_repo")
+    for name, extra in (("tiny", ["--max-batch", "8", "--max-queue-delay-us", "20000"]),
+                        ("tiny_whole", ["--max-batch", "0"])):
+        assert main(["triton-repo", str(tiny_onnx), "--out", str(repo), "--name", name, "--backend", "python",
+                     "--engine", "ort", "--threads", "1", "--json", *extra]) == 0
+    try:
+        server = TritonServer(repo, TRITON_PYTHON, ready_timeout_s=180)
+    except ModelLoadError as exc:
+        pytest.skip(f"no bundled tritonserver: {exc} (make .venv-triton/.installed creates it)")
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_onnx):
+    import trtflow
+
+    with trtflow.load(tiny_onnx, "ort", threads=1) as engine:
+        yield engine
+
+
+def _x(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 3, 16, 16), dtype=np.float32)
+
+
+def _close(got: np.ndarray, want: np.ndarray) -> None:
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_http_infer_matches_in_process(triton, reference, binary):
+    x = _x(3)
+    client = httpclient.InferenceServerClient(triton.http_url)
+    try:
+        assert client.is_server_ready() and client.is_model_ready("tiny")
+        inp = httpclient.InferInput("x", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=binary)
+        outs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in ("logits", "feat")]
+        result = client.infer("tiny", [inp], outputs=outs)
+    finally:
+        client.close()
+    want = reference.infer({"x": x})
+    _close(result.as_numpy("logits"), want["logits"])
+    _close(result.as_numpy("feat"), want["feat"])
+
+
+def test_grpc_infer_matches_in_process(triton, reference):
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    try:
+        for name, x in (("tiny", _x(2, seed=1)), ("tiny_whole", _x(5, seed=2))):
+            inp = grpcclient.InferInput("x", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            result = client.infer(name, [inp])
+            _close(result.as_numpy("logits"), reference.infer({"x": x})["logits"])
+    finally:
+        client.close()
+
+
+def test_triton_serves_the_written_config(triton):
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    try:
+        config = client.get_model_config("tiny").config
+        whole = client.get_model_config("tiny_whole").config
+    finally:
+        client.close()
+    assert config.backend == "python" and config.max_batch_size == 8
+    assert [list(t.dims) for t in config.input] == [[3, 16, 16]]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 20000
+    assert whole.max_batch_size == 0 and [list(t.dims) for t in whole.input] == [[-1, 3, 16, 16]]
+
+
+def test_dynamic_batches_split_back_per_request(triton, reference):
+    """16 concurrent one-row requests: Triton batches them (fewer executions than requests), and
+    each client gets its own row back."""
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    before = client.get_inference_statistics("tiny").model_stats[0]
+    xs = [_x(1, seed=100 + i) for i in range(16)]
+
+    def one(x):
+        c = grpcclient.InferenceServerClient(triton.grpc_url)
+        try:
+            inp = grpcclient.InferInput("x", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            return c.infer("tiny", [inp]).as_numpy("logits")
+        finally:
+            c.close()
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(one, xs))
+        after = client.get_inference_statistics("tiny").model_stats[0]
+    finally:
+        client.close()
+    for x, got in zip(xs, results):
+        _close(got, reference.infer({"x": x})["logits"])
+    requests = after.inference_count - before.inference_count
+    executions = after.execution_count - before.execution_count
+    assert requests == 16
+    assert executions < requests, f"{executions} executions for {requests} requests: nothing was batched"
+
+
+def test_shape_errors_reach_the_client(triton):
+    client = httpclient.InferenceServerClient(triton.http_url)
+    try:
+        x = np.zeros((1, 3, 8, 8), np.float32)
+        inp = httpclient.InferInput("x", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        with pytest.raises(Exception, match="shape"):
+            client.infer("tiny", [inp])
+        assert client.is_server_live() and client.is_model_ready("tiny")
+    finally:
+        client.close()

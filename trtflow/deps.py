@@ -21,6 +21,7 @@ EXTRAS = {
     "sklearn": "demo",
     "matplotlib": "plot",
     "av": "video",
+    "cv2": "video",
     "aiohttp": "serve",
     "grpc": "serve",
     "tritonclient": "serve",

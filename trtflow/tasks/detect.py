@@ -104,7 +104,7 @@ class DetectTask(Task):
         landmarks = None
         if "landmarks" in found:
             pts = found["landmarks"][i, :n][keep]
-            landmarks = meta.to_source(pts).reshape(len(pts), -1, 2)
+            landmarks = meta.to_source(pts).reshape(len(pts), pts.shape[-1] // 2, 2)
         labels = [self.label(int(c)) for c in classes]
         return Detections(boxes, scores[keep], classes, labels, landmarks)
 

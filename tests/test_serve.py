@@ -337,3 +337,23 @@ def test_soak_64_clients_nothing_lost(server):
     assert counts.get(200, 0) > 0.9 * answered
     assert _rss_kb() - rss < 50_000, "RSS grew by more than 50 MB over 3,200 requests"
     _healthy(server)
+
+
+def test_grpc_stream_infer(server):
+    import queue
+
+    c = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    answers: queue.Queue = queue.Queue()
+    c.start_stream(callback=lambda result, error: answers.put((result, error)))
+    for k in range(5):
+        i = grpcclient.InferInput("x", [1, 4], "FP32")
+        i.set_data_from_numpy(np.full((1, 4), k, np.float32))
+        c.async_stream_infer("affine", [i], request_id=str(k))
+    bad = grpcclient.InferInput("x", [1, 5], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 5), np.float32))
+    c.async_stream_infer("affine", [bad])
+    got = [answers.get(timeout=30) for _ in range(6)]
+    c.stop_stream()
+    ok = sorted((r.get_response().id, float(r.as_numpy("y")[0, 0])) for r, e in got if r is not None)
+    assert ok == [(str(k), 2.0 * k + 1) for k in range(5)]
+    assert ["dim 1 is 5" in str(e) for r, e in got if e is not None] == [True]

@@ -58,6 +58,29 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
     )
 
 
+def call_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``trtflow ARGS`` in this process (``trtflow.cli.main.main``), capturing stdout and stderr
+    like ``run_cli``: the fast way to check behaviour. ``env`` is set for the call only."""
+    import contextlib
+    import io
+
+    from trtflow.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in args])
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return subprocess.CompletedProcess(["trtflow", *args], code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="session")
 def flavor():
     """The installed TensorRT flavor (TensorRT-RTX builds on the CPU); skips when there is none."""

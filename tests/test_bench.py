@@ -11,7 +11,7 @@ import trtflow
 from trtflow.bench import BenchConfig, BenchResult, Stats, run_bench, summary_text, to_dict, warnings
 from trtflow.bench.loop import SERIES
 from trtflow.errors import UsageError
-from tests.conftest import run_cli
+from tests.conftest import call_cli
 
 FIELDS = {"engine", "device", "timing", "date", "host", "batch", "shapes", "config", "queries", "throughput",
           *SERIES, "total_host_walltime_s", "total_gpu_compute_s", "gpu_busy_fraction", "warnings", "iterations"}
@@ -73,7 +73,7 @@ def test_run_bench_on_ort_records_every_field(tiny_onnx):
 
 def test_cli_bench_ort_json_export_and_plot(tiny_onnx, tmp_path):
     out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
-    proc = run_cli("bench", str(tiny_onnx), "--shapes", "x:2x3x16x16", "--iterations", "20", "--duration", "0.1",
+    proc = call_cli("bench", str(tiny_onnx), "--shapes", "x:2x3x16x16", "--iterations", "20", "--duration", "0.1",
                    "--warmUp", "10", "--exportJson", str(out_json), "--plot", str(out_png), "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
@@ -83,23 +83,23 @@ def test_cli_bench_ort_json_export_and_plot(tiny_onnx, tmp_path):
 
 
 def test_cli_bench_text_summary_and_errors(tiny_onnx):
-    proc = run_cli("bench", str(tiny_onnx), "--shapes", "x:1x3x16x16", "--duration", "0.05", "--warmUp", "5")
+    proc = call_cli("bench", str(tiny_onnx), "--shapes", "x:1x3x16x16", "--duration", "0.05", "--warmUp", "5")
     assert proc.returncode == 0, proc.stderr
     assert "=== Performance summary (ort on cpu" in proc.stdout and "percentile(99%)" in proc.stdout
-    bad = run_cli("bench", str(tiny_onnx), "--shapes", "x:1x3x16x16", "--streams", "2")
+    bad = call_cli("bench", str(tiny_onnx), "--shapes", "x:1x3x16x16", "--streams", "2")
     assert bad.returncode == 2 and "needs a CUDA engine" in bad.stderr
-    bad = run_cli("bench", str(tiny_onnx), "--useCudaGraph")
+    bad = call_cli("bench", str(tiny_onnx), "--useCudaGraph")
     assert bad.returncode == 2 and "torch engine" in bad.stderr
-    bad = run_cli("bench", str(tiny_onnx), "--plot", "x.jpg")
+    bad = call_cli("bench", str(tiny_onnx), "--plot", "x.jpg")
     assert bad.returncode == 2 and ".png" in bad.stderr
 
 
 def test_cli_bench_module_factory_on_torch_cpu():
     pytest.importorskip("torch")
-    proc = run_cli("bench", "tests.models.tiny:make", "--shapes", "x:2x3x16x16", "--device", "cpu",
+    proc = call_cli("bench", "tests.models.tiny:make", "--shapes", "x:2x3x16x16", "--device", "cpu",
                    "--duration", "0.05", "--warmUp", "5", "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["engine"] == "torch" and data["batch"] == 2 and data["queries"] >= 10
-    missing = run_cli("bench", "tests.models.tiny:make", "--device", "cpu")
+    missing = call_cli("bench", "tests.models.tiny:make", "--device", "cpu")
     assert missing.returncode == 2 and "--shapes" in missing.stderr

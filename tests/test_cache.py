@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, call_cli
 from trtflow.backends.tensorrt.cache import EngineCache
 from trtflow.backends.tensorrt.config import BuildConfig
 from trtflow.backends.tensorrt.sidecar import read_sidecar
@@ -116,12 +116,12 @@ def _here():
 def test_cli_cache_list_and_clear(tmp_path, tiny_onnx):
     env = {"TRTFLOW_CACHE_DIR": str(tmp_path)}
     EngineCache(tmp_path / "engines").get_or_build(tiny_onnx, BuildConfig(profiles=[PROFILE]))
-    listed = run_cli("cache", "list", "--json", env=env)
+    listed = call_cli("cache", "list", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
     data = json.loads(listed.stdout)
     assert len(data["engines"]) == 1 and data["engines"][0]["source"] == str(tiny_onnx)
-    table = run_cli("cache", "list", env=env)
+    table = call_cli("cache", "list", env=env)
     assert table.returncode == 0 and "1 cached engine" in table.stdout
-    cleared = run_cli("cache", "clear", "--json", env=env)
+    cleared = call_cli("cache", "clear", "--json", env=env)
     assert json.loads(cleared.stdout)["removed"] == 1
-    assert json.loads(run_cli("cache", "list", "--json", env=env).stdout)["engines"] == []
+    assert json.loads(call_cli("cache", "list", "--json", env=env).stdout)["engines"] == []

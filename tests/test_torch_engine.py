@@ -13,7 +13,7 @@ import trtflow  # noqa: E402
 from trtflow.backends.torch.runner import TorchEngine  # noqa: E402
 from trtflow.backends.torch.package import build_aoti  # noqa: E402
 from trtflow.errors import InputDtypeError, InputShapeError, ModelLoadError, UsageError  # noqa: E402
-from tests.conftest import run_cli  # noqa: E402
+from tests.conftest import call_cli  # noqa: E402
 from tests.models.tiny import tiny_module  # noqa: E402
 
 
@@ -123,8 +123,8 @@ def test_module_without_examples_and_missing_package_raise(tmp_path):
 def tiny_pt2(models_dir):
     """The tiny model as an AOTInductor package for the CPU, batch 1..8, built by the CLI (~30 s)."""
     path = models_dir / "tiny.pt2"
-    proc = run_cli("build", "tests.models.tiny:make", "--engine", "torch", "--saveEngine", str(path), "--device", "cpu",
-                   "--minShapes", "x:1x3x16x16", "--optShapes", "x:2x3x16x16", "--maxShapes", "x:8x3x16x16", "--json")
+    proc = call_cli("build", "tests.models.tiny:make", "--engine", "torch", "--saveEngine", str(path), "--device", "cpu",
+                    "--minShapes", "x:1x3x16x16", "--optShapes", "x:2x3x16x16", "--maxShapes", "x:8x3x16x16", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["kind"] == "aoti" and report["inputs"][0]["bounds"]["max"] == [8, 3, 16, 16]
@@ -149,9 +149,9 @@ def test_aoti_package_round_trip(tiny_pt2):
 
 
 def test_cli_build_torch_refuses_bad_arguments(tmp_path):
-    proc = run_cli("build", str(tmp_path / "m.onnx"), "--engine", "torch", "--saveEngine", str(tmp_path / "m.pt2"))
+    proc = call_cli("build", str(tmp_path / "m.onnx"), "--engine", "torch", "--saveEngine", str(tmp_path / "m.pt2"))
     assert proc.returncode == 2 and "MODULE:FACTORY" in proc.stderr
-    proc = run_cli("build", "tests.models.tiny:make", "--engine", "torch", "--saveEngine", str(tmp_path / "m.plan"))
+    proc = call_cli("build", "tests.models.tiny:make", "--engine", "torch", "--saveEngine", str(tmp_path / "m.plan"))
     assert proc.returncode == 2 and ".pt2" in proc.stderr
 
 

@@ -105,10 +105,12 @@ def _compare_module(args, engines: list[str], tolerances, tmp: str, stack: conte
     from trtflow.arrays import to_numpy
     from trtflow.cli.export import export_config, module_and_examples
     from trtflow.compare.engines import compare_engines
+    from trtflow.feeds import build_feed, parse_input_args
     from trtflow.backends import load
     from trtflow.export import from_torch
 
-    module, examples, names = module_and_examples(args, args.model)
+    files = parse_input_args(args.input)  # the values compared on; the export uses --shapes (or the factory's)
+    module, examples, names = module_and_examples(args, args.model, use_files=False)
     config = export_config(args, names, verify=False)
     onnx_path = f"{tmp}/model.onnx"
     loaded = {}
@@ -128,6 +130,9 @@ def _compare_module(args, engines: list[str], tolerances, tmp: str, stack: conte
             loaded[name] = stack.enter_context(engine)
         step("running")
         feed = {k: to_numpy(v) for k, v in examples.items()}  # the example inputs themselves
+        if files:
+            shapes = {s.name: tuple(feed[s.name].shape) for s in result.inputs if s.name in feed}
+            feed = build_feed(result.inputs, files, shapes, args.seed)
         report = compare_engines(loaded, feed, tolerances, model=args.model)
     report.notes.append(f"exported with the {result.exporter} exporter, opset {result.opset}")
     return report

@@ -45,9 +45,9 @@ def add_export_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def module_and_examples(args: argparse.Namespace, spec: str):
-    """The module from MODULE:FACTORY and its example inputs (from --shapes/--dtypes/--input, or
-    from the factory).
+def module_and_examples(args: argparse.Namespace, spec: str, use_files: bool = True):
+    """The module from MODULE:FACTORY and its example inputs (from --shapes/--dtypes, --input
+    files when ``use_files``, or from the factory).
 
     Returns:
         ``(module, name -> tensor, input_names or None)``.
@@ -65,7 +65,7 @@ def module_and_examples(args: argparse.Namespace, spec: str):
     torch = require("torch", "trtflow export")
     shapes = options.shapes_of(args)
     dtypes = parse_dtypes(args.dtypes)
-    files = parse_input_args(args.input)
+    files = parse_input_args(args.input) if use_files else {}
     rng = _rng(args.seed)  # refuses a bad seed before the factory runs
     made = load_factory(spec)
     module, examples = (made if isinstance(made, tuple) and len(made) == 2 else (made, None))

@@ -66,10 +66,10 @@ class PreprocessOptions:
             value = getattr(self, name)
             if value is None:
                 continue
-            items = (value,) if isinstance(value, (int, float)) else value
-            if isinstance(items, str):
+            if isinstance(value, str):
                 raise UsageError(f"{name} is the string {value!r}; give numbers, e.g. (0.485, 0.456, 0.406)"
                                  " (trtflow.edits.fields.parse_floats reads '0.485,0.456,0.406')")
+            items = (value,) if np.ndim(value) == 0 else np.asarray(value).reshape(-1).tolist()
             fields.set_field(self, name, tuple(fields.number(v, name) for v in items))
             if not getattr(self, name):
                 raise UsageError(f"{name} is empty; give one value, or one per channel")
@@ -177,19 +177,18 @@ def embed_preprocess(proto: Any, options: PreprocessOptions) -> tuple[Any, dict]
 
     from trtflow.graph.ir import export_graph, import_graph
 
-    spec = options
     graph = import_graph(proto)
-    target = _target_input(graph, spec)
+    target = _target_input(graph, options)
     n, c, h, w = target.shape
     if not isinstance(c, int):
         raise UsageError(f"input '{target.name}' has a dynamic channel dim {target.shape}; expected NCHW with static C")
-    if spec.input_size is not None and not (isinstance(h, int) and isinstance(w, int)):
+    if options.input_size is not None and not (isinstance(h, int) and isinstance(w, int)):
         raise UsageError(f"--resize needs the model's height and width; input '{target.name}' is {target.shape}. "
                          "Make them static first: trtflow surgeon fix-shapes --shape NAME:1x3xHxW")
     name, model_dtype = target.name, np.dtype(target.dtype)
-    raw_hw = tuple(spec.input_size) if spec.input_size is not None else (h, w)
-    raw_shape = [n, *raw_hw, c] if spec.layout == "nhwc" else [n, c, *raw_hw]
-    raw = gs.Variable(name, dtype=np.dtype(spec.dtype), shape=raw_shape)
+    raw_hw = tuple(options.input_size) if options.input_size is not None else (h, w)
+    raw_shape = [n, *raw_hw, c] if options.layout == "nhwc" else [n, c, *raw_hw]
+    raw = gs.Variable(name, dtype=np.dtype(options.dtype), shape=raw_shape)
     target.name = f"{name}__preprocessed"
     nodes: list = []
 
@@ -198,11 +197,11 @@ def embed_preprocess(proto: Any, options: PreprocessOptions) -> tuple[Any, dict]
 
     x = var("float", raw_shape)
     nodes.append(gs.Node("Cast", f"{name}__cast", {"to": onnx.TensorProto.FLOAT}, [raw], [x]))
-    if spec.layout == "nhwc":
+    if options.layout == "nhwc":
         t = var("nchw", [n, c, *raw_hw])
         nodes.append(gs.Node("Transpose", f"{name}__to_nchw", {"perm": [0, 3, 1, 2]}, [x], [t]))
         x = t
-    resized = spec.input_size is not None and raw_hw != (h, w)
+    resized = options.input_size is not None and raw_hw != (h, w)
     if resized:
         shape = var("shape", [4], np.int64)
         lead = var("lead", [2], np.int64)
@@ -221,12 +220,12 @@ def embed_preprocess(proto: Any, options: PreprocessOptions) -> tuple[Any, dict]
                      gs.Constant(f"{name}__scales", np.zeros(0, np.float32)), sizes], [out]),
         ]
         x = out
-    if spec.channel_order != "keep":
+    if options.channel_order != "keep":
         out = var("reordered", [n, c, h, w])
         nodes.append(gs.Node("Gather", f"{name}__reverse_channels", {"axis": 1},
                              [x, gs.Constant(f"{name}__order", np.arange(c - 1, -1, -1, dtype=np.int64))], [out]))
         x = out
-    mul, add = affine(spec, c)
+    mul, add = affine(options, c)
     scaled, shifted = var("scaled", [n, c, h, w]), var("normalized", [n, c, h, w])
     nodes += [
         gs.Node("Mul", f"{name}__scale", inputs=[x, gs.Constant(f"{name}__mul", mul.reshape(1, c, 1, 1))], outputs=[scaled]),
@@ -246,12 +245,12 @@ def embed_preprocess(proto: Any, options: PreprocessOptions) -> tuple[Any, dict]
     except Exception as exc:
         raise GraphError(f"embedding the preprocessing produced an invalid graph: {exc}") from None
     report = {
-        "input": {"name": name, "dtype": spec.dtype, "shape": list(raw_shape), "layout": spec.layout},
+        "input": {"name": name, "dtype": options.dtype, "shape": list(raw_shape), "layout": options.layout},
         "model_input": {"shape": [n, c, h, w], "dtype": model_dtype.name},
         "resize": {"from": list(raw_hw), "to": [h, w]} if resized else None,
         "mul": mul.tolist(),
         "add": add.tolist(),
-        "spec": spec.to_dict(),
+        "spec": options.to_dict(),
     }
     return new, report
 
@@ -273,27 +272,26 @@ def verify_preprocess(before: Any, after: Any, options: PreprocessOptions,
     from trtflow.feeds import random_feed
     from trtflow.graph.io import onnx_specs
 
-    spec = options
     config = verify_config or VerifyConfig()
     after_in, _ = onnx_specs(after)
     before_in = {s.name: s for s in onnx_specs(before)[0]}
-    name = next(s.name for s in after_in if s.dtype == spec.dtype and s.name in before_in and s.rank == 4)
+    name = next(s.name for s in after_in if s.dtype == options.dtype and s.name in before_in and s.rank == 4)
     model_hw = tuple(before_in[name].shape[2:])
     rng = np.random.default_rng(config.seed)
     shapes = feed_shapes(after_in, None, config.shapes)
     frame_sets = [(f"random uint8 frames(seed={config.seed})",
-                   rng.integers(0, 256, size=shapes[name]).astype(spec.dtype))]
+                   rng.integers(0, 256, size=shapes[name]).astype(options.dtype))]
     if name in config.inputs and config.inputs[name] != "random":
         try:
             frames = np.load(config.inputs[name])
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot read {config.inputs[name]} as .npy frames ({exc})") from None
-        frame_sets.insert(0, ("given frames", frames.astype(spec.dtype)))
+        frame_sets.insert(0, ("given frames", frames.astype(options.dtype)))
     labelled, after_feeds = [], []
     for label, frames in frame_sets:
         others = random_feed([s for s in after_in if s.name != name], shapes, config.seed)
         hw = model_hw if all(isinstance(d, int) for d in model_hw) else None
-        model_x = preprocess_numpy(frames, spec, hw, before_in[name].dtype)
+        model_x = preprocess_numpy(frames, options, hw, before_in[name].dtype)
         labelled.append((label, {name: model_x, **others}))
         after_feeds.append({name: frames, **others})
     result = compare_models(before, after, labelled, config.tolerances, after_feeds=after_feeds,

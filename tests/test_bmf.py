@@ -244,7 +244,7 @@ def test_real_bmf_graph_decode_face_encode(tmp_path):
     bmf = found[0]
     out = tmp_path / "faces.mp4"
     video = bmf.graph().decode({"input_path": str(clip)})["video"]
-    video.module("trtflow_face_detect", {"batch": 4, "engine": "ort"},
-                 entry="trtflow.integrations.bmf.TrtflowFaceDetect").encode(None, {"output_path": str(out)}).run()
+    video.py_module("trtflow_face_detect", {"batch": 4, "engine": "ort"},
+                    entry="trtflow.integrations.bmf.TrtflowFaceDetect").encode(None, {"output_path": str(out)}).run()
     with av.open(str(clip)) as src, av.open(str(out)) as dst:
         assert sum(1 for _ in dst.decode(video=0)) == sum(1 for _ in src.decode(video=0))

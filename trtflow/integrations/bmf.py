@@ -12,8 +12,8 @@ Use one by its entry (BMF imports ``trtflow.integrations.bmf`` and takes the cla
 
     import bmf
     video = bmf.graph().decode({"input_path": "in.mp4"})["video"]
-    faces = video.module("trtflow_face_detect", {"batch": 8, "engine": "auto"},
-                         entry="trtflow.integrations.bmf.TrtflowFaceDetect")
+    faces = video.py_module("trtflow_face_detect", {"batch": 8, "engine": "auto"},
+                            entry="trtflow.integrations.bmf.TrtflowFaceDetect")
     faces.encode(None, {"output_path": "out.mp4"}).run()
 
 Options (the module's JSON option): ``task``, ``model`` (path; default model per task),

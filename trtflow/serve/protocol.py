@@ -33,6 +33,7 @@ TRITON_TO_NUMPY = {
 }
 NUMPY_TO_TRITON = {v: k for k, v in TRITON_TO_NUMPY.items()}
 NUMPY_TO_TRITON.update({"bytes": "BYTES", "str": "BYTES", "string": "BYTES"})
+_BY_DTYPE = {np.dtype(v): k for k, v in TRITON_TO_NUMPY.items() if v != "bfloat16"}  # skips dtype.name (slow)
 
 
 class ProtocolError(UsageError):
@@ -76,6 +77,8 @@ class InferRequest:
 # -- dtypes and raw tensors ------------------------------------------------------------------
 def triton_dtype(dtype: Any) -> str:
     """A numpy dtype (or trtflow dtype name) -> Triton's datatype string ("FP32", "BYTES", ...)."""
+    if isinstance(dtype, np.dtype) and dtype in _BY_DTYPE:
+        return _BY_DTYPE[dtype]
     name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
     if name.startswith(("bytes", "str")) or name == "object":
         return "BYTES"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import trtflow
-from trtflow.errors import InputDtypeError, InputNameError, InputShapeError
+from trtflow.errors import EngineError, InputDtypeError, InputNameError, InputShapeError
 
 
 def _ort(tiny_onnx):
@@ -123,5 +123,5 @@ def test_closed_engine_refuses(tiny_onnx):
     eng = ENGINES["ort"](tiny_onnx)
     with eng:
         pass
-    with pytest.raises(RuntimeError):
+    with pytest.raises(EngineError, match="closed"):
         eng.infer({"x": np.zeros((1, 3, 16, 16), np.float32)})

@@ -88,7 +88,7 @@ def test_cuda_graphs_one_per_shape_bounded():
 
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
 def test_compiled_fp16_channels_last(mode):
-    eng = _tiny(compile=mode, dtype="fp16", channels_last=True, cuda_graphs=mode == "default")
+    eng = _tiny(compile=mode, dtype="fp16", keep_io_types=False, channels_last=True, cuda_graphs=mode == "default")
     assert eng.inputs[0].dtype == "float16"
     for batch in (4, 4, 2):
         x = torch.randn(batch, 3, 16, 16, device="cuda")
@@ -161,7 +161,7 @@ def test_preprocess_on_cuda_matches_cpu():
 
 
 def test_bench_on_cuda_times_with_events():
-    eng = _tiny(dtype="fp16")
+    eng = _tiny(dtype="fp16", keep_io_types=False)
     feed = {"x": np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float16)}
     with_copies = to_dict(run_bench(eng, feed, BenchConfig(iterations=50, duration_s=0.1, warmup_ms=20)))
     assert with_copies["timing"] == "cuda-events" and with_copies["device"].startswith("cuda:0")

@@ -73,14 +73,18 @@ def test_bounds_are_checked_before_running():
         eng.infer({"x": torch.randn(5, 3, 16, 16)})
 
 
-def test_bf16_precision_sets_input_dtype_and_numpy_output_is_float():
-    eng = TorchEngine(tiny_module(), [torch.randn(2, 3, 16, 16)], dtype="bf16", device="cpu")
+def test_reduced_precision_keeps_the_models_io_types_unless_asked():
+    x = torch.randn(2, 3, 16, 16)
+    ref = tiny_module()(x)[0]
+    kept = TorchEngine(tiny_module(), [torch.randn(2, 3, 16, 16)], dtype="fp16", device="cpu")
+    assert kept.inputs[0].dtype == "float32" and kept.outputs[0].dtype == "float32"  # like TensorRT --fp16
+    out = kept.infer({"x": x.numpy()})  # float32 in, float32 out; FP16 inside
+    assert out["output_0"].dtype == np.float32 and float(np.abs(out["output_0"] - ref.detach().numpy()).max()) < 0.05
+    eng = TorchEngine(tiny_module(), [torch.randn(2, 3, 16, 16)], dtype="bf16", keep_io_types=False, device="cpu")
     assert eng.inputs[0].dtype == "bfloat16" and eng.outputs[0].dtype == "bfloat16"
     with pytest.raises(InputDtypeError, match="float32"):
         eng.infer({"x": np.zeros((2, 3, 16, 16), np.float32)})  # float32 -> bfloat16 loses precision
-    x = torch.randn(2, 3, 16, 16)
     out = eng.infer({"x": x.bfloat16()})
-    ref = tiny_module()(x)[0]
     assert out["output_0"].dtype == torch.bfloat16
     assert float((out["output_0"].float() - ref).abs().max()) < 0.1  # bf16 keeps ~3 significant digits
 

@@ -26,20 +26,43 @@ ONNX_DTYPES = {
 }
 
 
+STRING = "string"  # ONNX's STRING (Triton's BYTES): numpy object arrays of str/bytes
+
+
 def dtype_name(dtype: Any) -> str:
-    """A dtype name from a numpy dtype, a torch dtype or a string ("float", "torch.float16")."""
+    """A dtype name from a numpy dtype, a torch dtype or a string ("float", "torch.float16");
+    text dtypes (``str``, ``object``, ``<U5``, ``|S3``, "string", "bytes") are ``"string"``.
+
+    Raises:
+        TypeError: not a dtype.
+    """
+    if isinstance(dtype, np.dtype) and dtype.kind in "OUS":
+        return STRING
+    if dtype in (str, bytes, object) or str(dtype) in (STRING, "str", "bytes", "object", "BYTES"):
+        return STRING
     text = str(dtype).replace("torch.", "")
     aliases = {"float": "float32", "half": "float16", "double": "float64", "long": "int64", "int": "int32"}
     text = aliases.get(text, text)
     if text == "bfloat16":
         return text
-    return np.dtype(text).name
+    try:
+        found = np.dtype(text)
+    except (TypeError, ValueError, SyntaxError):
+        raise TypeError(f"'{dtype}' is not a dtype") from None
+    return STRING if found.kind in "OUS" else found.name
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    """The numpy dtype that holds a dtype name ("string" -> object, as ONNX Runtime wants it)."""
+    return np.dtype(object) if name == STRING else np.dtype(name)
 
 
 def can_cast(src: str, dst: str) -> bool:
     """True when every value of ``src`` is exactly representable in ``dst``."""
     if src == dst:
         return True
+    if STRING in (src, dst):
+        return False
     if "bfloat16" in (src, dst):
         return src in ("bool", "int8", "uint8") and dst == "bfloat16" or (src == "bfloat16" and dst in ("float32", "float64"))
     return bool(np.can_cast(np.dtype(src), np.dtype(dst), casting="safe"))
@@ -102,13 +125,13 @@ def dtype_of(x: Any) -> str:
     if is_torch(x):
         return dtype_name(x.dtype)
     if isinstance(x, np.ndarray):
-        return x.dtype.name
+        return STRING if x.dtype.kind in "OUS" else x.dtype.name
     if hasattr(x, "dtype"):
         try:
             return dtype_name(x.dtype)
         except TypeError:
             pass
-    return np.asarray(x).dtype.name
+    return dtype_name(np.asarray(x).dtype)
 
 
 def shape_of(x: Any) -> tuple[int, ...]:

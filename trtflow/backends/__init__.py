@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trtflow.backends.base import Engine
-from trtflow.errors import UsageError
+from trtflow.errors import ModelLoadError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,10 @@ def load(model: Any, engine: str = "auto", **options: Any) -> Engine:
         ModelLoadError: the model cannot be read.
         MissingDependencyError: the engine's package is not installed.
     """
+    if model is None:
+        raise ModelLoadError("no model given (None); pass an .onnx path, a TensorRT plan, an nn.Module or a .pt2 path")
+    if not isinstance(engine, str):
+        raise UsageError(f"engine must be a name (auto, {', '.join(ENGINES)}), got {type(engine).__name__}")
     name = auto_engine(model) if engine == "auto" else engine
     cls = engine_class(name)
     if options.pop("tune", False) or options.get("config") == "tuned":  # the choice saved by trtflow tune

@@ -11,8 +11,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from trtflow.arrays import Family, can_cast, dtype_of, shape_of, to_numpy, to_torch, torch_dtype
-from trtflow.errors import InputDtypeError, InputNameError, InputShapeError
+from trtflow.arrays import Family, can_cast, dtype_of, numpy_dtype, shape_of, to_numpy, to_torch, torch_dtype
+from trtflow.errors import EngineError, InputDtypeError, InputNameError, InputShapeError
 from trtflow.spec import TensorSpec
 
 MAX_PLANS = 64  # validated feed signatures remembered per engine
@@ -54,7 +54,7 @@ class Engine(ABC):
             EngineError: the engine failed while running.
         """
         if self._closed:
-            raise RuntimeError(f"the {self.name} engine is closed")
+            raise EngineError(f"the {self.name} engine is closed; load the model again (trtflow.load) to run it")
         key = _signature(feed, self._names)
         plan = self._plans.get(key) if key is not None else None
         if plan is not None:  # a feed like one already validated: names, shapes, dtypes, family
@@ -92,12 +92,15 @@ class Engine(ABC):
         family = None
         for name, spec in self._specs.items():
             value = feed[name]
-            family = family or Family.of(value)
+            try:
+                family = family or Family.of(value)
+            except TypeError as exc:
+                raise InputDtypeError(f"input '{name}': {exc}") from None
             self._check_one(spec, shape_of(value), dtype_of(value), named)
-        return family
+        return family or Family("numpy")  # a model without inputs answers in numpy
 
     def close(self) -> None:
-        """Release the engine's resources; further ``infer`` calls raise."""
+        """Release the engine's resources; further ``infer`` calls raise ``EngineError``."""
         self._closed = True
 
     def __enter__(self) -> "Engine":
@@ -119,7 +122,8 @@ class Engine(ABC):
     def _to_native(self, value: Any, dtype: str) -> Any:
         if self.native == "numpy":
             arr = to_numpy(value)
-            return arr if arr.dtype.name == dtype else arr.astype(dtype)
+            want = numpy_dtype(dtype)
+            return arr if arr.dtype == want else arr.astype(want)
         t = to_torch(value)
         want = torch_dtype(dtype)
         return t if t.dtype == want else t.to(want)

@@ -41,6 +41,13 @@ def load_onnx(model: ModelLike, load_external_data: bool = True):
         raise ModelLoadError(f"{path} is empty (0 bytes); re-export or re-download the model")
     try:
         proto = onnx.load(str(path), load_external_data=load_external_data)
+    except onnx.checker.ValidationError as exc:  # external data missing or outside the model's folder
+        raise ModelLoadError(
+            f"{path}: its weights are stored in external data that cannot be read ({exc}). Keep the data "
+            "file(s) beside the .onnx file under the name the model records, or re-export it as one file"
+        ) from None
+    except PermissionError as exc:
+        raise ModelLoadError(f"{path} cannot be read ({exc.strerror}); check its permissions") from None
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
         raise ModelLoadError(
             f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc}). {_guess_format(path)}"
@@ -63,8 +70,11 @@ _MAGIC = {
 
 def _guess_format(path: Path) -> str:
     """One sentence on what a file that failed to parse probably is, and the fix."""
-    with open(path, "rb") as f:
-        head = f.read(512)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return "It cannot be read back; check the file and its permissions."
     for magic, what in _MAGIC.items():
         if head.startswith(magic):
             return f"Its first bytes say {what}."

@@ -73,6 +73,11 @@ def decode_detections(
         UsageError: an unknown format, outputs that do not fit it, or a missing input_size.
     """
     torch = require("torch", "decode_detections")
+    if not isinstance(outputs, Mapping):
+        raise UsageError(
+            f"decode_detections takes the raw head outputs keyed by name (engine.infer's result), got a "
+            f"{type(outputs).__name__}; pass e.g. {{'output0': array}}"
+        )
     if not outputs:
         raise UsageError("decode_detections got no outputs; pass the raw head outputs keyed by name")
     if pre_nms_topk < 1:

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 from trtflow.deps import require
 from trtflow.errors import EngineError, UsageError
 from trtflow.backends.base import Engine
+from trtflow.backends.onnxruntime.memory import check_memory, light_model
 from trtflow.graph.io import ModelLike, load_onnx, onnx_specs
 from trtflow.spec import TensorSpec
 
@@ -22,6 +23,7 @@ PROVIDERS = {
     "dml": "DmlExecutionProvider",
 }
 
+ESTIMATE_ABOVE = 64 * 2**20  # feeds larger than this get a memory estimate before their first run
 OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
                        "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
@@ -45,6 +47,12 @@ class OrtEngine(Engine):
     def __init__(self, model: ModelLike, providers: Sequence[str] = ("cpu",), threads: int = 0,
                  optimization: str = "all"):
         ort = require("onnxruntime", "the ort engine")
+        if isinstance(providers, str):  # "cpu" or "cuda,cpu", not a sequence of characters
+            providers = [p.strip() for p in providers.split(",") if p.strip()]
+        if not providers or not all(isinstance(p, str) for p in providers):
+            raise UsageError(f"providers must be provider names such as ['cuda', 'cpu'], got {providers!r}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise UsageError(f"threads must be an integer >= 0 (0: ONNX Runtime chooses), got {threads!r}")
         if optimization not in OPTIMIZATION_LEVELS:
             raise UsageError(f"graph optimization '{optimization}': choose one of {list(OPTIMIZATION_LEVELS)}")
         proto = load_onnx(model)
@@ -69,9 +77,18 @@ class OrtEngine(Engine):
         # Dynamic dims named by ORT may differ from the ONNX value_info: the ONNX names win.
         super().__init__(inputs, outputs)
         self._output_names = [s.name for s in outputs]
+        self._light = light_model(proto)  # the graph without its weights, for memory estimates of large feeds
+        self._checked: set = set()  # input shapes whose memory estimate passed
         log.debug("ort engine on %s", self.providers)
 
     def _infer(self, feed: dict[str, Any]) -> dict[str, Any]:
+        key = tuple((name, value.shape) for name, value in feed.items())
+        if key not in self._checked:
+            if sum(value.nbytes for value in feed.values()) > ESTIMATE_ABOVE:
+                check_memory(self._light, {name: value.shape for name, value in feed.items()})
+            if len(self._checked) > 256:
+                self._checked.clear()
+            self._checked.add(key)
         try:
             values = self.session.run(self._output_names, feed)
         except Exception as exc:
@@ -80,6 +97,7 @@ class OrtEngine(Engine):
 
     def close(self) -> None:
         self.session = None
+        self._light = None
         super().close()
 
 

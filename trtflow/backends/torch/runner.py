@@ -42,7 +42,10 @@ class TorchEngine(Engine):
         dynamic: input name -> {dim index: dim name}, e.g. ``{"x": {0: "batch"}}``.
         min_shapes, max_shapes: input name -> shape; the bounds checked before running and the
             range of shapes given CUDA graphs and exported packages.
-        dtype: compute precision "fp32", "fp16" or "bf16"; floating inputs take this dtype.
+        dtype: compute precision "fp32", "fp16" or "bf16" (weights and activations).
+        keep_io_types: with a reduced ``dtype``, floating inputs and outputs keep the model's own
+            dtype (float32 in, float32 out; cast inside, as TensorRT's ``--fp16`` does). False: they
+            take ``dtype`` too (reduced-precision I/O).
         channels_last: store 4-d weights and example inputs channels-last (faster convolutions).
         compile: None (eager) or a ``torch.compile`` mode: "default", "reduce-overhead", "max-autotune".
             Compiled modules are frozen (weights folded as constants).
@@ -73,6 +76,7 @@ class TorchEngine(Engine):
         min_shapes: Mapping[str, Shape] | None = None,
         max_shapes: Mapping[str, Shape] | None = None,
         dtype: str = "fp32",
+        keep_io_types: bool = True,
         channels_last: bool = False,
         compile: str | None = None,
         cuda_graphs: bool = False,
@@ -104,12 +108,20 @@ class TorchEngine(Engine):
             self.module = None
         else:
             module, examples, names, self._kw = _module_and_examples(torch, model, example_inputs, input_names)
+            given = [torch.as_tensor(t).dtype for t in examples]
             module, examples = _place(torch, module, examples, self.device, dtype, channels_last, fuse)
+            cast = None
+            if keep_io_types and dtype != "fp32":  # the model's I/O dtypes outside, the reduced one inside
+                examples = [t.to(g) if t.is_floating_point() else t for t, g in zip(examples, given)]
+                io = next((g for g in given if g.is_floating_point), torch.float32)
+                cast = (getattr(torch, PRECISIONS[dtype]), io)
             inputs = _input_specs(names, examples, dynamic or {}, min_shapes or {}, max_shapes or {})
-            outputs, self._flatten = _probe_outputs(torch, module, examples, inputs, output_names, self._kw)
+            probe = _casting(torch, module, *cast) if cast else module
+            outputs, self._flatten = _probe_outputs(torch, probe, examples, inputs, output_names, self._kw)
             self.module = module
             self.example_inputs = dict(zip(names, examples))
             fn = _compile(torch, module, compile, cuda_graphs) if compile else module
+            fn = _casting(torch, fn, *cast) if cast else fn
         super().__init__(inputs, outputs)
         self.fn: Callable = fn
         self._index = self.device.index if self.device.type == "cuda" else -1
@@ -405,6 +417,30 @@ def _second_shapes(inputs: list[TensorSpec], examples) -> list[tuple] | None:
             moved = moved or shape[i] != int(e.shape[i])
         shapes.append(tuple(shape))
     return shapes if moved else None
+
+
+def _casting(torch, fn: Callable, compute, io) -> Callable:
+    """``fn`` with floating inputs cast to ``compute`` and floating outputs (in tensors, tuples,
+    lists, dicts) cast back to ``io``."""
+
+    def down(t):
+        return t.to(compute) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+
+    def up(out):
+        if isinstance(out, torch.Tensor):
+            return out.to(io) if out.is_floating_point() else out
+        if isinstance(out, Mapping):
+            return {k: up(v) for k, v in out.items()}
+        if isinstance(out, tuple) and hasattr(out, "_fields"):  # a namedtuple
+            return type(out)(*(up(v) for v in out))
+        if isinstance(out, (tuple, list)):
+            return type(out)(up(v) for v in out)
+        return out
+
+    def call(*args, **kwargs):
+        return up(fn(*(down(a) for a in args), **{k: down(v) for k, v in kwargs.items()}))
+
+    return call
 
 
 def _compile(torch, module, mode: str, own_graphs: bool):

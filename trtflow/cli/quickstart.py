@@ -7,7 +7,6 @@ that engine is used); later runs reuse the artifacts and say so.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 
@@ -18,7 +17,6 @@ from trtflow.errors import UsageError
 
 HELP = "classify six sample photos with MobileNetV2: export, verify, pick the best engine, time it"
 
-MODEL_NAME = "mobilenet_v2"
 INPUT, OUTPUT = "images", "logits"
 WARMUP, REPEATS = 2, 10
 MAX_BATCH = 32  # upper bound of the dynamic batch in the TensorRT profile
@@ -40,31 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _export(folder, fresh: bool, log_lines: list[str]) -> tuple:
     """The cached ONNX file, exported (and verified) when absent, stale or --fresh."""
-    from trtflow import __version__
-    from trtflow.export import from_torch
-    from trtflow.vision.mobilenet import pretrained_mobilenet_v2, weights_path
+    from trtflow.tasks.models import export_mobilenet
 
-    onnx_path = folder / f"{MODEL_NAME}.onnx"
-    meta_path = folder / f"{MODEL_NAME}.json"
-    weights = weights_path()
-    key = {"trtflow": __version__, "weights": weights.name, "weights_bytes": weights.stat().st_size}
-    if not fresh and onnx_path.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("key") == key:
-            log_lines.append(f"reusing the cached ONNX model {onnx_path} (exported and verified earlier; --fresh re-exports)")
-            return onnx_path, meta, True
-    import torch
-
-    model = pretrained_mobilenet_v2()
-    example = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32))
     with output.steps("exporting MobileNetV2") as step:
-        result = from_torch(
-            model, {INPUT: example}, onnx_path, output_names=[OUTPUT], dynamic={INPUT: {0: "batch"}}, progress=step,
-        )
+        onnx_path, meta, reused, result = export_mobilenet(folder, fresh, progress=step)
+    if reused:
+        log_lines.append(f"reusing the cached ONNX model {onnx_path} (exported and verified earlier; --fresh re-exports)")
+        return onnx_path, meta, True
     errors = result.max_errors()[OUTPUT]
     batches = " and ".join(str(case.input_shapes[INPUT][0]) for case in result.verification)
-    meta = {"key": key, "export": result.to_dict()}
-    meta_path.write_text(json.dumps(meta, indent=2))
     log_lines.append(
         f"exported MobileNetV2 to {onnx_path} ({result.exporter} exporter, opset {result.opset}); "
         f"verified against PyTorch at batch {batches}: max abs error {errors['max_abs']:.2g}"

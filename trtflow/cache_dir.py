@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from trtflow.errors import UsageError
+
 ENV_VAR = "TRTFLOW_CACHE_DIR"
 
 
@@ -20,6 +22,9 @@ def cache_dir(*parts: str, create: bool = True) -> Path:
 
     Returns:
         The folder's path.
+
+    Raises:
+        UsageError: the folder cannot be made (``$TRTFLOW_CACHE_DIR`` names a file, no permission, ...).
     """
     root = os.environ.get(ENV_VAR)
     if root:
@@ -30,5 +35,13 @@ def cache_dir(*parts: str, create: bool = True) -> Path:
         base = Path(user_cache_dir("trtflow", appauthor=False))
     path = base.joinpath(*parts)
     if create:
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            where = f"${ENV_VAR}={root}" if root else f"the user cache folder {base}"
+            what = "a file, not a folder" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
+            raise UsageError(
+                f"cannot use {path} as trtflow's cache folder ({where}): {what}. Point ${ENV_VAR} at a "
+                "writable folder"
+            ) from None
     return path

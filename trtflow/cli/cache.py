@@ -33,8 +33,10 @@ def run(args: argparse.Namespace) -> int:
         f"{len(entries)} cached engine(s) in {store.root}",
         ["key", "source", "TensorRT", "target", "precision", "MiB", "built (s)"],
         [
-            (e["key"][:12], e["source"] or "-", f"{e['flavor']} {e['version']}", (e["target"] or {}).get("name", "-"),
-             e["precision"] or "-", f"{e['engine_bytes'] / 2**20:.2f}", e["build_seconds"])
+            (e["key"][:12], e["source"] or "-",
+             f"{e['flavor']} {e['version']}" if e["complete"] else "no usable sidecar: rebuilt on next use",
+             (e["target"] or {}).get("name", "-"),
+             e["precision"] or "-", f"{e['engine_bytes'] / 2**20:.2f}", e["build_seconds"] or "-")
             for e in entries
         ],
     )

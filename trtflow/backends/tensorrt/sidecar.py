@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from trtflow.spec import Bounds, Profile, TensorSpec
 
 SIDECAR_SUFFIX = ".json"
 
+log = logging.getLogger(__name__)
+
 
 def sidecar_path(plan_path: str | os.PathLike) -> Path:
     return Path(str(plan_path) + SIDECAR_SUFFIX)
@@ -24,6 +27,7 @@ def sidecar_path(plan_path: str | os.PathLike) -> Path:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file in the same folder, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -34,6 +38,32 @@ def atomic_write(path: Path, data: bytes) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete the temporary files of ``path`` left by writers that were killed (their process is
+    gone); a live writer's file is kept. Returns what was removed."""
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    if removed:
+        log.info("removed %d temporary file(s) left by killed writers of %s", len(removed), path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def sha256(data: bytes) -> str:
@@ -64,13 +94,47 @@ def write_plan(plan_path: str | os.PathLike, result: Any, **extra: Any) -> dict:
 
 
 def read_sidecar(plan_path: str | os.PathLike) -> dict | None:
-    """The sidecar of a plan, or None when it is missing or unreadable."""
+    """The sidecar of a plan, or None when it is missing, unreadable or malformed (a malformed one
+    is logged and ignored, so the plan is rebuilt instead of breaking every later build)."""
     path = sidecar_path(plan_path)
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return None
-    return data if isinstance(data, dict) else None
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring the sidecar %s: it cannot be read (%s)", path, exc)
+        return None
+    why = malformed(data)
+    if why:
+        log.warning("ignoring the sidecar %s: %s", path, why)
+        return None
+    return data
+
+
+# field -> the JSON types it may hold (None: may be absent or null)
+FIELDS = {
+    "flavor": (str,), "version": (str,), "plan_sha256": (str,), "engine_bytes": (int,),
+    "target": (dict, type(None)), "config": (dict, type(None)), "precision": (dict, type(None)),
+    "build_seconds": (int, float, type(None)), "inputs": (list,), "outputs": (list,), "profiles": (list,),
+    "source": (str, type(None)), "created": (str, type(None)), "key": (str, type(None)),
+}
+
+
+def malformed(data: Any) -> str | None:
+    """Why ``data`` is not a usable sidecar, or None when it is."""
+    if not isinstance(data, dict):
+        return f"it holds a JSON {type(data).__name__}, not an object"
+    for name, types in FIELDS.items():
+        if name in data and (not isinstance(data[name], types) or isinstance(data[name], bool)):
+            return f"field '{name}' is {data[name]!r}, expected {' or '.join(t.__name__ for t in types)}"
+    for name in ("flavor", "version", "plan_sha256", "engine_bytes"):
+        if name not in data:
+            return f"field '{name}' is missing"
+    try:
+        io_from_sidecar(data)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        return f"its inputs, outputs or profiles are malformed ({type(exc).__name__}: {exc})"
+    return None
 
 
 def spec_from_dict(data: dict) -> TensorSpec:

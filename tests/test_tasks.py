@@ -89,6 +89,22 @@ def test_draw_and_torch_frames(face_task):
     assert not np.array_equal(drawn, frames[0]) and np.array_equal(frames[0], carphone_frames(1)[0])
 
 
+@needs_retinaface
+@pytest.mark.gpu
+def test_cuda_frames_are_prepared_on_the_gpu(face_task):
+    """CUDA uint8 frames: the feed stays on the GPU and the faces match the numpy path."""
+    import torch
+
+    frames = carphone_frames(3)
+    feed, metas = face_task.prepare([torch.from_numpy(f).cuda() for f in frames])
+    assert feed["input"].is_cuda
+    on_gpu = face_task.finish(face_task.infer(feed), metas)
+    for a, b in zip(face_task.predict(frames), on_gpu):
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=0.5)
+    sr = make_task("sr", "upconv_7", engine="ort", tile=64, device="cuda")
+    assert sr.predict(frames[:1])[0].image.shape == (288, 352, 3)
+
+
 def _constant_yolov8(path: Path, box: tuple, fixed_batch: int = 0) -> Path:
     """A "YOLOv8" (8 anchors, 2 classes) whose anchor 3 is always (cx, cy, w, h) = box with score 0.9 (class 0)."""
     import torch
@@ -113,8 +129,9 @@ def test_letterbox_maps_a_known_box(tmp_path):
     top. The network box (cx 32, cy 32, w 16, h 8) is x 24..40, y 28..36 in the network, so
     ((24 - 0) * 0.75, (28 - 10) * 0.75, 40 * 0.75, (36 - 10) * 0.75) in the frame."""
     model = _constant_yolov8(tmp_path / "const.onnx", (32.0, 32.0, 16.0, 8.0))
-    task = make_task("detect", model, engine="ort", labels=["person", "car"])
-    assert task.batch_dims.chw == (3, 64, 64)
+    (tmp_path / "labels.txt").write_text("person\ncar\n")
+    task = make_task("detect", model, engine="ort", labels=tmp_path / "labels.txt")
+    assert task.batch_dims.chw == (3, 64, 64) and task.labels == ["person", "car"]
     frame = np.zeros((32, 48, 3), dtype=np.uint8)
     _, metas = task.prepare([frame])
     assert metas[0] == FrameMeta((32, 48), (64, 64), (64 / 48, 64 / 48), (0.0, 10.0))

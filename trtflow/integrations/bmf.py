@@ -147,12 +147,10 @@ def import_bmf():
 
 def _to_rgb(frame: Any, mp: Any) -> Any:
     """A BMF VideoFrame -> RGB HWC uint8: numpy for CPU frames, a CUDA torch tensor for GPU frames."""
-    plane = frame.reformat(mp.PixelInfo(mp.kPF_RGB24)).frame().plane(0)
-    if frame.frame().device() == mp.Device("cpu"):
-        return np.asarray(plane.numpy())
     import torch
 
-    return torch.from_dlpack(plane)
+    plane = torch.from_dlpack(frame.reformat(mp.PixelInfo(mp.kPF_RGB24)).frame().plane(0))
+    return plane.numpy() if plane.device.type == "cpu" else plane
 
 
 def _from_rgb(image: Any, like: Any, api: Any, mp: Any) -> Any:

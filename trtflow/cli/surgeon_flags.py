@@ -55,7 +55,8 @@ def _preprocess_flags(group) -> None:
     order.add_argument("--rgb-to-bgr", dest="channel_order", action="store_const", const="rgb-to-bgr",
                        help="frames are RGB, the model wants BGR")
     group.add_argument("--resize", metavar="HxW", help="raw frame size; frames are resized (bilinear) to the model's")
-    group.add_argument("--image-input", metavar="NAME", help="the model input taking images (default: the only 4-D one)")
+    group.add_argument("--image-input", metavar="NAME",
+                       help="the model input taking images (default: the only 4-D one)")
 
 
 def _preprocess_options(ns: argparse.Namespace):
@@ -90,7 +91,8 @@ def _nms_flags(group) -> None:
     group.add_argument("--priors", metavar="PRESET|FILE.npy",
                        help=f"retinaface/ssd priors: {', '.join(PRESETS)} (computed in the graph from the input size) "
                             "or a .npy [A, 4] of normalized cx,cy,w,h (fixed input size); default: the format's preset")
-    group.add_argument("--variances", default="0.1,0.2", help="retinaface/ssd center,size variances (default: %(default)s)")
+    group.add_argument("--variances", default="0.1,0.2",
+                       help="retinaface/ssd center,size variances (default: %(default)s)")
     group.add_argument("--plugin", choices=PLUGINS, default="none",
                        help="none: standard NonMaxSuppression; efficientnms: EfficientNMS_TRT node (TensorRT 10 only)")
 
@@ -135,7 +137,8 @@ def _quantize_flags(group) -> None:
                        help='image preprocessing, e.g. "resize=256,crop=224,mean=0.485,0.456,0.406,'
                             'std=0.229,0.224,0.225,layout=nchw" (keys: resize, crop, scale, mean, std, '
                             'layout, bgr)')
-    group.add_argument("--method", choices=METHODS, default="percentile", help="calibration method (default: percentile)")
+    group.add_argument("--method", choices=METHODS, default="percentile",
+                       help="calibration method (default: percentile)")
     group.add_argument("--percentile", type=float, default=99.99, help="for --method percentile (default: 99.99)")
     group.add_argument("--per-channel", dest="per_channel", action=argparse.BooleanOptionalAction, default=True,
                        help="per-channel weight scales (default: on)")

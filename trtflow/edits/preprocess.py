@@ -79,7 +79,8 @@ class PreprocessOptions:
             size = tuple(self.input_size) if not isinstance(self.input_size, str) else ()
             if len(size) != 2:
                 raise UsageError(f"input_size {self.input_size!r}: expected the raw frame size (height, width)")
-            fields.set_field(self, "input_size", tuple(int(fields.number(d, "input_size", 1, integer=True)) for d in size))
+            size = tuple(int(fields.number(d, "input_size", 1, integer=True)) for d in size)
+            fields.set_field(self, "input_size", size)
         if self.input_name is not None and (not isinstance(self.input_name, str) or not self.input_name):
             raise UsageError(f"input_name {self.input_name!r}: expected a model input name")
         try:

@@ -267,11 +267,12 @@ class QuantizeOptions:
             fields.set_field(self, "min_agreement", fields.number(self.min_agreement, "min_agreement", 0, 1))
         fields.set_field(self, "per_channel", fields.boolean(self.per_channel, "per_channel"))
         fields.set_field(self, "preprocess", fields.boolean(self.preprocess, "preprocess"))
+        fields.set_field(self, "percentile", fields.number(self.percentile, "percentile"))
         self.config()  # checks method and percentile
 
     def config(self) -> QuantizeConfig:
         """The ``QuantizeConfig`` of these options."""
-        return QuantizeConfig(method=self.method, percentile=fields.number(self.percentile, "percentile"),
+        return QuantizeConfig(method=self.method, percentile=self.percentile,
                               per_channel=self.per_channel, op_types=self.op_types,
                               exclude_nodes=self.exclude_nodes, preprocess=self.preprocess)
 

@@ -13,8 +13,9 @@ from trtflow.graph.ir import export_graph, import_graph
 
 def _name_map(value: Any, what: str) -> dict[str, str]:
     if not isinstance(value, Mapping):
-        raise UsageError(f"{what}: expected a dict old name -> new name, e.g. {{'input.1': 'images'}}, got {value!r}"
-                         + ("; parse 'OLD=NEW' strings with trtflow.spec.parse_pairs" if isinstance(value, (str, list)) else ""))
+        hint = "; parse 'OLD=NEW' strings with trtflow.spec.parse_pairs" if isinstance(value, (str, list)) else ""
+        raise UsageError(f"{what}: expected a dict old name -> new name, e.g. {{'input.1': 'images'}}, "
+                         f"got {value!r}{hint}")
     bad = [(k, v) for k, v in value.items() if not (isinstance(k, str) and isinstance(v, str) and k and v)]
     if bad:
         raise UsageError(f"{what}: names must be non-empty strings, got {bad}")
@@ -37,7 +38,8 @@ class RenameOptions:
         fields.set_field(self, "inputs", _name_map(self.inputs, "inputs"))
         fields.set_field(self, "outputs", _name_map(self.outputs, "outputs"))
         if not self.inputs and not self.outputs:
-            raise UsageError("nothing to rename: give --input OLD=NEW and/or --output OLD=NEW (inputs= / outputs= in Python)")
+            raise UsageError("nothing to rename: give --input OLD=NEW and/or --output OLD=NEW "
+                             "(inputs= / outputs= in Python)")
         sources: dict[str, set[str]] = {}
         for old, new in [*self.inputs.items(), *self.outputs.items()]:
             sources.setdefault(new, set()).add(old)

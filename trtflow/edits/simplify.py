@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from trtflow.deps import require
 from trtflow.errors import GraphError, UsageError
@@ -37,7 +37,8 @@ class SimplifyOptions:
             raise UsageError(f"unknown onnxslim pass(es) {bad}; choose among {list(PASSES)}")
         fields.set_field(self, "skip", skip)
         if self.size_threshold is not None:
-            fields.set_field(self, "size_threshold", fields.number(self.size_threshold, "size_threshold", 0, integer=True))
+            size = fields.number(self.size_threshold, "size_threshold", 0, integer=True)
+            fields.set_field(self, "size_threshold", size)
 
 
 def simplify_model(proto: Any, options: SimplifyOptions | None = None) -> tuple[Any, dict]:
@@ -58,7 +59,8 @@ def simplify_model(proto: Any, options: SimplifyOptions | None = None) -> tuple[
     skip = list(options.skip)
     onnxslim = require("onnxslim", "the simplify edit")
     try:
-        new = onnxslim.slim(copy.deepcopy(proto), skip_optimizations=skip or None, size_threshold=options.size_threshold)
+        new = onnxslim.slim(copy.deepcopy(proto), skip_optimizations=skip or None,
+                            size_threshold=options.size_threshold)
     except Exception as exc:  # onnxslim raises whatever its passes raise
         raise GraphError(f"onnxslim could not simplify the model ({type(exc).__name__}: {exc}); "
                          "try skipping a pass with --skip, e.g. --skip graph_fusion") from None

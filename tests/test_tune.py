@@ -1,0 +1,202 @@
+"""trtflow tune on tiny models (CPU): every configuration measured or dropped with its reason, the
+fastest accepted one chosen, the choice saved and reused by load(tune=True) and invalidated by a
+changed model or shapes, an unmeetable bound named by its closest configuration, the CLI's JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import trtflow
+from trtflow.errors import MismatchError, UsageError
+from trtflow.tune import Bound, TuneOptions
+from trtflow.tune.accuracy import check
+from trtflow.tune.result import ACCEPTED, BUDGET, CHOSEN, ERROR, FAILED_ACCURACY, SKIPPED, SLOWER
+
+FAST = dict(short_s=0.05, full_s=0.1, warmup_ms=10, accuracy_samples=8)
+SHAPES = {"x": (2, 3, 16, 16)}
+STATUSES = {CHOSEN, ACCEPTED, FAILED_ACCURACY, SLOWER, SKIPPED, BUDGET, ERROR}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRTFLOW_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def ort_run(tmp_path_factory):
+    """One ORT tuning of the tiny model over FP32/FP16/INT8 x two optimization levels, shared by several tests."""
+    import os
+
+    from tests.models.tiny import export_tiny
+
+    root = tmp_path_factory.mktemp("tune")
+    os.environ["TRTFLOW_CACHE_DIR"] = str(root / "cache")
+    onnx = export_tiny(root / "tiny.onnx")
+    result = trtflow.tune(str(onnx), shapes=SHAPES, engine="ort", precisions=("fp32", "fp16", "int8", "bf16"),
+                          metric="relative", rtol=0.05,
+                          options=TuneOptions(threads=(1,), ort_levels=("all", "basic"), **FAST))
+    return onnx, result, root / "cache"
+
+
+def test_every_configuration_measured_or_dropped_with_a_reason(ort_run):
+    _, result, _ = ort_run
+    names = [c.name for c in result.configs]
+    assert len(names) == len(set(names)) == 7  # 3 precisions x 2 levels x 1 thread count + bf16 skipped
+    for c in result.configs:
+        assert c.status in STATUSES and c.reason, c
+        if c.status in (CHOSEN, ACCEPTED, SLOWER):
+            assert c.throughput > 0 and c.p50_ms > 0 and c.p99_ms >= c.p50_ms and c.compile_s >= 0, c
+            assert c.max_abs_err is not None
+    skipped = next(c for c in result.configs if c.precision == "bf16")
+    assert skipped.status == SKIPPED and "bf16" in skipped.reason
+    assert "random" in result.accuracy_inputs
+
+
+def test_winner_is_the_fastest_accepted(ort_run):
+    _, result, _ = ort_run
+    accepted = [c for c in result.configs if c.accepted]
+    assert result.best.status == CHOSEN and result.best in accepted
+    assert result.best.throughput == max(c.throughput for c in accepted)
+    assert all(not c.accepted for c in result.configs if c.status in (FAILED_ACCURACY, SLOWER, SKIPPED))
+
+
+def test_saved_choice_is_reused_without_measuring(ort_run, monkeypatch):
+    onnx, result, cache = ort_run
+    monkeypatch.setenv("TRTFLOW_CACHE_DIR", str(cache))
+    record = json.loads(open(result.record_path).read())
+    assert record["chosen"] == result.chosen and record["key_material"]["shapes"] == [[2, 3, 16, 16]]
+    import trtflow.tune.search as search
+
+    monkeypatch.setattr(search, "search", lambda *a, **k: pytest.fail("load(tune=True) measured again"))
+    chosen = result.best
+    with trtflow.load(str(onnx), engine="ort", tune=True, shapes=SHAPES) as engine:
+        opts = engine.session.get_session_options()
+        assert opts.intra_op_num_threads == chosen.options["threads"]
+        out = engine.infer({"x": np.zeros((2, 3, 16, 16), np.float32)})
+        assert out["logits"].shape == (2, 5)
+    with trtflow.load(str(onnx), engine="ort", config="tuned", shapes=SHAPES):
+        pass
+
+
+def test_changed_shapes_or_model_invalidate_the_choice(ort_run, monkeypatch, tmp_path):
+    onnx, _, cache = ort_run
+    monkeypatch.setenv("TRTFLOW_CACHE_DIR", str(cache))
+    with pytest.raises(UsageError, match="no tuned configuration"):
+        trtflow.load(str(onnx), engine="ort", tune=True, shapes={"x": (4, 3, 16, 16)})
+    import onnx as onnx_lib
+
+    proto = onnx_lib.load(str(onnx))
+    w = proto.graph.initializer[0]
+    arr = onnx_lib.numpy_helper.to_array(w) * 1.01
+    w.CopyFrom(onnx_lib.numpy_helper.from_array(arr.astype(np.float32), w.name))
+    changed = tmp_path / "changed.onnx"
+    onnx_lib.save(proto, str(changed))
+    with pytest.raises(UsageError, match="no tuned configuration"):
+        trtflow.load(str(changed), engine="ort", tune=True, shapes=SHAPES)
+
+
+def test_bound_nobody_meets_names_the_closest(tmp_path):
+    from tests.models.tiny import export_tiny
+
+    onnx = export_tiny(tmp_path / "tiny.onnx")
+    with pytest.raises(MismatchError, match=r"closest is 'fp16 opt=all threads=1' \(max abs error") as info:
+        trtflow.tune(str(onnx), shapes=SHAPES, engine="ort", precisions=("fp16",), atol=0.0, rtol=0.0,
+                     options=TuneOptions(threads=(1,), ort_levels=("all",), **FAST))
+    assert all(c.status == FAILED_ACCURACY for c in info.value.report)
+
+
+def test_torch_engine_on_the_cpu_and_reuse(tmp_path):
+    import torch
+
+    from tests.models.tiny import tiny_module
+
+    model = tiny_module()
+    result = trtflow.tune(model, shapes=SHAPES, engine="torch", precisions=("fp32", "bf16", "int8", "fp8"),
+                          metric="relative", rtol=0.05, options=TuneOptions(only=["*eager*"], **FAST))
+    by_name = {c.name: c for c in result.configs}
+    assert "no INT8 path" in by_name["int8"].reason and "CUDA GPU" in by_name["fp8"].reason
+    assert {"fp32 eager", "fp32 eager cl", "bf16 eager", "bf16 eager cl"} <= set(by_name)
+    assert result.best.precision in ("fp32", "bf16")
+    x = torch.randn(*SHAPES["x"])
+    with trtflow.load(model, engine="torch", tune=True, example_inputs=[x]) as engine:
+        assert engine.precision == result.best.options["dtype"]
+    with pytest.raises(UsageError, match="no tuned configuration"):
+        trtflow.load(model, engine="torch", tune=True, example_inputs=[torch.randn(3, 3, 16, 16)])
+    with torch.no_grad():
+        model.head.bias.add_(1.0)
+    with pytest.raises(UsageError, match="no tuned configuration"):
+        trtflow.load(model, engine="torch", tune=True, example_inputs=[x])
+
+
+def test_random_batchnorm_is_recalibrated_and_said_so():
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+    result = trtflow.tune(model, shapes={"x": (4, 3, 8, 8)}, engine="torch", precisions=("fp32",),
+                          options=TuneOptions(only=["fp32 eager"], save=False, **FAST))
+    assert any("batch-norm statistics of 1 layers re-estimated" in n for n in result.notes)
+    assert result.key is None and float(model[1].running_var.sum()) == 8.0  # the user's model is untouched
+
+
+def test_budget_too_small_is_an_error(tiny_onnx):
+    with pytest.raises(UsageError, match="budget"):
+        trtflow.tune(str(tiny_onnx), shapes=SHAPES, engine="ort", precisions=("fp32",), budget_s=0.001,
+                     options=TuneOptions(threads=(1,), ort_levels=("all",), **FAST))
+
+
+def test_accuracy_bounds():
+    ref = [{"y": np.array([[1.0, 5.0, 2.0], [3.0, 0.5, 0.4]])}]
+    got = [{"y": np.array([[1.0, 4.9, 2.0], [0.3, 0.5, 0.4]])}]
+    top = check(Bound("top1", min_agreement=0.5), ref, got)
+    assert top.failure is None and top.top1_agreement == 0.5
+    assert "top-1 agreement 50.0%" in check(Bound("top1", min_agreement=0.9), ref, got).failure
+    assert check(Bound("relative", rtol=0.6), ref, got).failure is None  # 2.7 <= 0.6 * 5
+    assert "max abs error 2.7" in check(Bound("allclose", atol=0.1, rtol=0.1), ref, got).failure
+    assert "non-finite" in check(Bound(), ref, [{"y": np.full((2, 3), np.inf)}]).failure
+
+
+def test_cli_json_shape(tiny_onnx, capsys):
+    from trtflow.cli.main import main
+
+    code = main(["tune", str(tiny_onnx), "--engine", "ort", "--shapes", "x:2x3x16x16", "--precisions", "fp32,fp16",
+                 "--threads", "1", "--only", "* opt=all *", "--short-s", "0.05", "--full-s", "0.1", "--no-save", "--json"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["chosen"] in [c["name"] for c in data["configs"]]
+    for c in data["configs"]:
+        assert {"name", "throughput", "p50_ms", "p99_ms", "compile_s", "max_abs_err", "accepted", "reason"} <= set(c)
+
+
+def test_cli_usage_errors(tiny_onnx, capsys):
+    from trtflow.cli.main import main
+
+    assert main(["tune", str(tiny_onnx), "--engine", "torch", "--shapes", "x:2x3x16x16"]) == 2
+    assert "MODULE:FACTORY" in capsys.readouterr().err
+    assert main(["tune", str(tiny_onnx), "--engine", "ort", "--precisions", "fp64", "--shapes", "x:2x3x16x16"]) == 2
+    assert main(["tune", str(tiny_onnx), "--engine", "ort", "--metric", "top1", "--atol", "1"]) == 2
+
+
+@pytest.mark.gpu
+def test_gpu_conv_net_end_to_end():
+    """A conv + BN net on the GPU: FP16 graphs / fusions / compile tried, the choice loads and runs."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 32, 3, padding=1, bias=False), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 32, 3, padding=1, bias=False), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 10)).eval()
+    shapes = {"x": (16, 3, 32, 32)}
+    result = trtflow.tune(model, shapes=shapes, engine="torch", precisions=("fp32", "fp16"), metric="relative",
+                          rtol=0.05, options=TuneOptions(only=["*eager*", "*graphs*"], **FAST))
+    assert result.device.startswith("cuda") and result.best.accepted
+    assert any(c.name.startswith("fp16 fused+graphs") for c in result.configs)
+    x = torch.randn(*shapes["x"], device="cuda")
+    with trtflow.load(model, engine="torch", tune=True, example_inputs=[x.cpu()]) as engine:
+        out = engine.infer({"x": x})
+        assert next(iter(out.values())).shape == (16, 10)

@@ -52,6 +52,17 @@ def dtype_name(dtype: Any) -> str:
     return STRING if found.kind in "OUS" else found.name
 
 
+def to_strings(arr: np.ndarray) -> np.ndarray:
+    """A text array as ONNX Runtime takes it: an object array of ``str`` (bytes decoded as UTF-8,
+    not turned into ``"b'...'"``)."""
+    if arr.dtype.kind == "S":
+        return np.char.decode(arr, "utf-8").astype(object)
+    if arr.dtype.kind == "U":
+        return arr.astype(object)
+    flat = [v.decode("utf-8", "surrogateescape") if isinstance(v, (bytes, bytearray)) else v for v in arr.ravel()]
+    return np.array(flat + [None], dtype=object)[:-1].reshape(arr.shape)
+
+
 def numpy_dtype(name: str) -> np.dtype:
     """The numpy dtype that holds a dtype name ("string" -> object, as ONNX Runtime wants it)."""
     return np.dtype(object) if name == STRING else np.dtype(name)

@@ -11,7 +11,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from trtflow.arrays import Family, can_cast, dtype_of, numpy_dtype, shape_of, to_numpy, to_torch, torch_dtype
+from trtflow.arrays import (STRING, Family, can_cast, dtype_of, numpy_dtype, shape_of, to_numpy, to_strings, to_torch,
+                            torch_dtype)
 from trtflow.errors import EngineError, InputDtypeError, InputNameError, InputShapeError
 from trtflow.spec import TensorSpec
 
@@ -122,6 +123,8 @@ class Engine(ABC):
     def _to_native(self, value: Any, dtype: str) -> Any:
         if self.native == "numpy":
             arr = to_numpy(value)
+            if dtype == STRING:
+                return to_strings(arr)
             want = numpy_dtype(dtype)
             return arr if arr.dtype == want else arr.astype(want)
         t = to_torch(value)

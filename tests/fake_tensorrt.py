@@ -247,17 +247,15 @@ class FakeCuda:
     def synchronize(stream: FakeStream) -> None:
         pass
 
-    def capture(self, stream: FakeStream, enqueue: Callable[[], bool]) -> FakeGraph:
+    def capture(self, stream: FakeStream, enqueue: Callable[[], Any]) -> tuple[FakeGraph, Any]:
         graph = FakeGraph()
         stream.capturing = graph
         try:
-            ok = enqueue()
+            result = enqueue()
         finally:
             stream.capturing = None
-        if not ok:
-            raise RuntimeError("execute_async_v3 returned False while capturing")
         self.graphs.add(graph)
-        return graph
+        return graph, result
 
     @staticmethod
     def replay(graph: FakeGraph) -> None:

@@ -11,6 +11,7 @@ one runtime defect that the runner used to have; the ``tensorrt_gpu`` tests in
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import logging
 import threading
@@ -54,10 +55,13 @@ def double(monkeypatch) -> Double:
 
 
 def plan_file(tmp_path, model: str, profiles=(P0, P1), sidecar: dict | None = None, name: str = "m", **options):
+    """A fake plan file; ``sidecar``: fields of its sidecar beyond the required ones."""
     path = tmp_path / f"{name}.plan"
-    path.write_bytes(fake.plan_bytes(model, list(profiles), **options))
+    data = fake.plan_bytes(model, list(profiles), **options)
+    path.write_bytes(data)
     if sidecar is not None:
-        path.with_name(path.name + ".json").write_text(json.dumps(sidecar))
+        meta = {"plan_sha256": hashlib.sha256(data).hexdigest(), "engine_bytes": len(data), "inputs": [], "outputs": [], "profiles": []}
+        path.with_name(path.name + ".json").write_text(json.dumps({**meta, **sidecar}))
     return path
 
 
@@ -142,12 +146,12 @@ def test_close_while_a_call_is_in_flight(double, tmp_path):
 
     double.trt.before_execute = hold
     x = x_of(2)
-    worker = threading.Thread(target=lambda: result.update(eng.infer({"x": x})))
+    worker = threading.Thread(target=lambda: result.update(eng.infer({"x": x})), daemon=True)
     worker.start()
     assert started.wait(10)
     eng.close()  # returns at once; the call in flight keeps its context and the engine
     assert engine_ref() is not None and double.trt.contexts_alive == 1
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(EngineError, match="closed"):
         eng.infer({"x": x})
     go.set()
     worker.join(10)
@@ -187,7 +191,10 @@ def test_defect_1_rtx_graphs_need_require_user_allocation(monkeypatch, tmp_path)
     with pytest.raises(UsageError, match="REQUIRE_USER_ALLOCATION"):
         trtflow.load(bare, engine="tensorrt", use_cuda_graph=True)
     trtflow.load(bare, engine="tensorrt").close()  # without graphs it loads
-    meta = {"flavor": "tensorrt_rtx", "version": "1.7.1.116", "config": {"require_user_allocation": True}}
+    meta = {"flavor": "tensorrt_rtx", "version": "1.7.1.116", "config": {}}
+    with pytest.raises(UsageError, match="its sidecar says it was built without it"):
+        trtflow.load(plan_file(tmp_path, "affine", sidecar=meta, name="without"), engine="tensorrt", use_cuda_graph=True)
+    meta["config"] = {"require_user_allocation": True}
     with trtflow.load(plan_file(tmp_path, "affine", sidecar=meta), engine="tensorrt", use_cuda_graph=True) as eng:
         x = x_of(2)
         check_affine(eng.infer({"x": x}), x)
@@ -269,9 +276,10 @@ def test_defect_5_contexts_are_bounded_and_reused_across_threads(double, tmp_pat
     with trtflow.load(plan_file(tmp_path, "affine"), engine="tensorrt", max_contexts=2) as eng:
         for i in range(10):  # short-lived threads, one after another: one context serves them all
             x = x_of(2, i)
-            t = threading.Thread(target=lambda: check_affine(eng.infer({"x": x}), x))
+            t = threading.Thread(target=lambda: check_affine(eng.infer({"x": x}), x), daemon=True)
             t.start()
-            t.join()
+            t.join(10)
+            assert not t.is_alive()
         assert double.trt.contexts_created == 1
         barrier, errors = threading.Barrier(2, timeout=10), []
         double.trt.before_execute = lambda ctx: barrier.wait()  # two calls overlap inside TensorRT
@@ -283,7 +291,7 @@ def test_defect_5_contexts_are_bounded_and_reused_across_threads(double, tmp_pat
             except Exception as exc:  # reported below
                 errors.append(exc)
 
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+        threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(6)]
         for t in threads:
             t.start()
         for t in threads:

@@ -14,6 +14,8 @@ import contextlib
 import threading
 from typing import Any, Callable, Iterator
 
+from trtflow.errors import EngineError
+
 
 class ContextPool:
     """At most ``limit`` states made by ``make()``; ``acquire()`` lends one for a ``with`` block.
@@ -43,7 +45,7 @@ class ContextPool:
         """Lend an idle state, make one, or wait for one.
 
         Raises:
-            RuntimeError: the pool is closed.
+            EngineError: the pool is closed.
         """
         state = self._take()
         try:
@@ -55,7 +57,7 @@ class ContextPool:
         with self._cond:
             while True:
                 if self._closed:
-                    raise RuntimeError("the tensorrt engine is closed")
+                    raise EngineError("the tensorrt engine is closed; load the model again (trtflow.load) to run it")
                 if self._idle:
                     self._busy += 1
                     return self._idle.pop()

@@ -117,20 +117,20 @@ class CudaOps:
     def synchronize(stream: Any) -> None:
         stream.synchronize()
 
-    def capture(self, stream: Any, enqueue: Callable[[], bool]) -> Any:
+    def capture(self, stream: Any, enqueue: Callable[[], Any]) -> tuple[Any, Any]:
         """Capture ``enqueue()`` on ``stream`` into a CUDA graph.
 
+        Returns:
+            ``(graph, what enqueue returned)``; the caller decides whether the graph is usable.
+
         Raises:
-            RuntimeError: the enqueue returned False during capture, or CUDA ended the capture
-                with an error; the partial graph is dropped.
+            RuntimeError: CUDA ended the capture with an error (torch raises it).
         """
         torch = self.torch
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
-            ok = enqueue()
-        if not ok:
-            raise RuntimeError("execute_async_v3 returned False while capturing")
-        return graph
+            result = enqueue()
+        return graph, result
 
     @staticmethod
     def replay(graph: Any) -> None:

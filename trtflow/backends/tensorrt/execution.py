@@ -191,8 +191,11 @@ class ExecutionState:
             why = "TensorRT says this execution context cannot be captured on its stream (TensorRT-RTX: plans need REQUIRE_USER_ALLOCATION)"
         else:
             try:
-                return self.ops.capture(self.stream, lambda: self.context.execute_async_v3(self.handle))
-            except Exception as exc:
+                graph, ok = self.ops.capture(self.stream, lambda: self.context.execute_async_v3(self.handle))
+                if ok:
+                    return graph
+                why = "capture failed: execute_async_v3 returned False while capturing (the graph would be empty)"
+            except Exception as exc:  # CUDA invalidated the capture
                 why = f"capture failed: {exc}"
         log.warning("CUDA graph not used for profile %d, shapes %s: %s; running by plain enqueue", key[0], key[1:], why)
         return None

@@ -1,7 +1,8 @@
 """The TensorRT runtime engine.
 
 The bookkeeping (dtype mapping, profile choice, buffer reuse, sidecar I/O, refusing to run
-where no TensorRT can execute) runs here for real. Tests that execute an engine carry
+where no TensorRT can execute) runs here for real; the runner's execution bookkeeping runs
+against a test double in ``test_tensorrt_double.py``. Tests that execute an engine carry
 ``tensorrt_gpu`` and run only where a TensorRT can execute on the GPU.
 """
 
@@ -229,3 +230,33 @@ def test_data_dependent_nms_output(flavor, models_dir):
     with trtflow.load(model, engine="tensorrt") as eng, trtflow.load(model, engine="ort") as ref:
         got = eng.infer({"boxes": boxes, "scores": scores})["selected"]
         np.testing.assert_array_equal(got, ref.infer({"boxes": boxes, "scores": scores})["selected"])
+
+
+@pytest.mark.tensorrt_gpu
+def test_cuda_graphs_across_profile_switches(mobilenet, mb_reference):
+    with trtflow.load(mobilenet, engine="tensorrt", profiles=MB_PROFILES, use_cuda_graph=True) as eng:
+        for i, batch in enumerate((12, 2, 2, 12, 2, 2)):  # profile 1, 0, 0 (replay), 1, 0 (enqueue first), 0
+            x = np.random.default_rng(i).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+            np.testing.assert_allclose(eng.infer({"input": x})["logits"], mb_reference.infer({"input": x})["logits"], atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.tensorrt_gpu
+def test_misaligned_cuda_input_is_copied(mb_engine, mb_reference):
+    import torch
+
+    n = 2 * 3 * 224 * 224
+    flat = torch.randn(n + 1, device="cuda")
+    x = flat[1:].view(2, 3, 224, 224)  # contiguous, 4 bytes past an aligned address
+    assert x.data_ptr() % 256
+    got = mb_engine.infer({"input": x})["logits"].cpu().numpy()
+    np.testing.assert_allclose(got, mb_reference.infer({"input": x.cpu().numpy()})["logits"], atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.tensorrt_gpu
+def test_short_lived_threads_reuse_contexts(mb_engine):
+    x = np.zeros((1, 3, 224, 224), np.float32)
+    for _ in range(8):
+        t = threading.Thread(target=lambda: mb_engine.infer({"input": x}))
+        t.start()
+        t.join()
+    assert mb_engine._pool.alive <= 4

@@ -84,7 +84,7 @@ def test_engine_refuses_where_no_tensorrt_executes(tiny_onnx, flavor):
         pytest.skip("a TensorRT executes here")
     with pytest.raises(EngineIncompatibleError) as info:
         trtflow.load(tiny_onnx, engine="tensorrt")
-    assert runtime_blocker() in str(info.value) and "engine='ort'" in str(info.value)
+    assert runtime_blocker() in str(info.value) and "--engine ort" in str(info.value)
 
 
 def test_plan_io_read_from_engine_or_sidecar(tiny_plan):

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from trtflow.cli import options, output
+from trtflow.cli import options, output, trtexec
 from trtflow.errors import UsageError
 
 HELP = "benchmark a model like trtexec: throughput, latency percentiles, H2D/compute/D2H split"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="an .onnx file, an engine plan, a .pt2 package or MODULE:FACTORY (torch engine)")
+    parser.add_argument("model", nargs="?",
+                        help="an .onnx file, an engine plan, a .pt2 package or MODULE:FACTORY (torch engine); "
+                        "or trtexec's --onnx=FILE / --loadEngine=PLAN")
     options.add_engine(parser)
     options.add_shapes(parser)
     options.add_precision(parser)
@@ -30,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     torch_group.add_argument("--device", default=None, help="torch device, e.g. cuda:0 or cpu (default: cuda if present)")
     options.add_inputs(parser)
     options.add_json(parser)
+    options.add_build(parser)
+    trtexec.add_compat(parser, bench=True)
 
 
 def _torch_options(args: argparse.Namespace) -> dict:
@@ -92,11 +96,25 @@ def run(args: argparse.Namespace) -> int:
         iterations=args.iterations, duration_s=args.duration, warmup_ms=args.warmUp,
         data_transfers=not args.noDataTransfers, streams=args.streams,
     )
+    trtexec.apply_compat(args)
     if args.plot:
         options.check_out_path(args.plot, "--plot", ".png")
+        from trtflow.deps import require
+
+        require("matplotlib", "--plot")  # before the run, not after it
     if args.exportJson:
         options.check_out_path(args.exportJson, "--exportJson")
     files = parse_input_args(args.input)
+    if args.saveEngine or args.buildOnly:  # trtexec: build the ONNX model first (and stop with --buildOnly)
+        built = _build_first(args)
+        if args.buildOnly:
+            if args.json:
+                output.print_json(built)
+            else:
+                print(f"built {built['engine'] or 'the engine'} ({built['engine_bytes'] / 2**20:.2f} MiB); "
+                      "--buildOnly: no inference")
+            return 0
+        args.model, args.engine = args.saveEngine, "tensorrt"
     with _load(args) as engine:
         feed = build_feed(engine.inputs, files, options.shapes_of(args), args.seed)
         with output.bar(f"bench {args.model}", enabled=not args.json) as progress:
@@ -113,3 +131,26 @@ def run(args: argparse.Namespace) -> int:
         if path:
             print(f"{label} written to {path}")
     return 0
+
+
+def _build_first(args: argparse.Namespace) -> dict:
+    """trtexec's build step of bench: the ONNX model into a plan (written to --saveEngine when given)."""
+    from trtflow.backends import auto_engine
+
+    if args.engine not in ("auto", "tensorrt", "trt") or auto_engine(args.model) != "ort" and not str(args.model).endswith(".onnx"):
+        raise UsageError("--saveEngine/--buildOnly build a TensorRT engine from an ONNX model: give --onnx=MODEL.onnx "
+                         "(and --engine tensorrt or no --engine)")
+    config = options.build_config_of(args)
+    with output.bar("building", enabled=not args.json) as progress:
+        if args.saveEngine:
+            from trtflow.cli import build
+
+            options.check_out_path(args.saveEngine, "--saveEngine")
+            args.no_cache = getattr(args, "no_cache", False)
+            meta, _ = build._build(args, config, progress)
+            return {"engine": args.saveEngine, "engine_bytes": meta["engine_bytes"],
+                    "inferred_profiles": meta.get("inferred_profiles", [])}
+        from trtflow.backends.tensorrt.builder import build_engine
+
+        result = build_engine(args.model, config, progress=progress)
+        return {"engine": None, "engine_bytes": result.engine_bytes, "inferred_profiles": result.notes}

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from trtflow.cli import options, output
+from trtflow.cli import options, output, trtexec
 
 HELP = "build a TensorRT engine from an ONNX model (trtexec's flags; TensorRT 10/11 or TensorRT-RTX)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="the .onnx model")
+    parser.add_argument("model", nargs="?", help="the .onnx model (or trtexec's --onnx=FILE)")
     parser.add_argument("--saveEngine", "-o", "--out", dest="saveEngine", required=True, metavar="PATH",
                         help="where to write the plan (a PATH.json sidecar goes beside it); -o/--out are aliases")
     parser.add_argument("--no-cache", action="store_true",
@@ -21,12 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_precision(parser)
     options.add_build(parser)
     options.add_json(parser)
+    trtexec.add_compat(parser)
     from trtflow.cli import build_torch  # --engine torch: an AOTInductor package instead of a plan
 
     build_torch.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    trtexec.apply_compat(args)
     if args.engine == "torch":
         from trtflow.cli import build_torch
 
@@ -39,6 +41,11 @@ def run(args: argparse.Namespace) -> int:
     with output.bar("building", enabled=not args.json) as progress:
         meta, cache = _build(args, config, progress)
     report = {"engine": str(args.saveEngine), **{k: v for k, v in meta.items() if k != "key"}, "cache": cache}
+    warning = inferred_warning(meta)
+    if warning:
+        report["warnings"] = [warning]
+        if not args.json:
+            output.console(stderr=True).print(f"[yellow]warning[/]: {warning}")
     if args.json:
         output.print_json(report)
         return 0
@@ -92,3 +99,13 @@ def _specs(meta: dict, which: str):
     from trtflow.backends.tensorrt.sidecar import spec_from_dict
 
     return [spec_from_dict(s) for s in meta.get(which, [])]
+
+
+def inferred_warning(meta: dict) -> str | None:
+    """A warning when the profile was inferred: batches above its max will not fit the engine."""
+    notes = meta.get("inferred_profiles") or []
+    if not notes:
+        return None
+    return ("no shapes given for a dynamic input, so trtflow inferred the profile (" + "; ".join(notes) + "); "
+            "a larger batch will not fit this engine: give --max-batch N or "
+            "--minShapes/--optShapes/--maxShapes NAME:NxCxHxW for the batch you run")

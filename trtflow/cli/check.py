@@ -32,7 +32,7 @@ def check_model(model, config, progress=None) -> dict:
     try:
         result = build_engine(model, config, progress=progress, flavor=flavor)
     except BuildError as exc:
-        failures = exc.failures or [{"node": "?", "op": "?", "reason": str(exc), "fix": ""}]
+        failures = exc.failures or [{"node": "(network)", "op": "-", "reason": str(exc), "fix": ""}]
         return {**report, "converts": False, "stage": exc.stage, "failures": failures}
     return {
         **report,

@@ -17,7 +17,7 @@ from trtflow.errors import TrtflowError, UsageError
 COMMANDS = [
     "quickstart", "export", "inspect", "run", "compare",
     "build", "check", "cache", "bench", "surgeon",
-    "serve", "loadgen", "video", "tune", "triton-repo",
+    "serve", "loadgen", "video", "tune", "triton-repo", "trtexec",
 ]
 
 
@@ -69,9 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     parser, modules = _parser()
     try:
         args, extra = parser.parse_known_args(argv)
+        if extra and getattr(args, "takes_extra", False):  # trtflow trtexec: passes every flag on
+            args.extra, extra = extra, []
         if extra:  # named after the subcommand they were given to
             command = getattr(args, "command", None)
-            raise ArgumentError(f"unrecognized arguments: {' '.join(extra)}", f"trtflow {command}" if command else "trtflow")
+            from trtflow.cli.trtexec import unsupported_hint
+
+            raise ArgumentError(unsupported_hint(extra) or f"unrecognized arguments: {' '.join(extra)}",
+                                f"trtflow {command}" if command else "trtflow")
     except ArgumentError as exc:
         print(f"{exc.prog}: error: {exc} (see {exc.prog} --help)", file=sys.stderr)
         return exc.exit_code
@@ -93,7 +98,18 @@ def main(argv: list[str] | None = None) -> int:
             raise
         line, code = _one_line(exc)
         print(f"{prog}: error: {line}", file=sys.stderr)
+        if getattr(args, "json", False):  # --json: one JSON object on stdout, failures too
+            _print_error_json(exc, line, code)
         return code
+
+
+def _print_error_json(exc: BaseException, line: str, code: int) -> None:
+    import json
+
+    report = {"ok": False, "error": line, "type": type(exc).__name__, "exit_code": code}
+    if getattr(exc, "failures", None):
+        report["failures"] = exc.failures
+    print(json.dumps(report))
 
 
 def _one_line(exc: BaseException) -> tuple[str, int]:

@@ -65,7 +65,10 @@ _MAGIC = {
     b"\xff\xd8\xff": "it is a JPEG image, not a model; give the path of an .onnx file",
     b"PK\x03\x04": "it is a zip archive (a PyTorch .pt/.pth checkpoint?); export the module with `trtflow export`",
     b"\x80": "it looks like a pickle (a PyTorch checkpoint?); export the module with `trtflow export`",
+    b"ftrt": "it is a TensorRT plan (engine), not ONNX; load it with --engine tensorrt (engine=\"tensorrt\")",
+    b"vtrt": "it is a TensorRT-RTX plan (engine), not ONNX; load it with --engine tensorrt (engine=\"tensorrt\")",
 }
+_PLAN_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 def _guess_format(path: Path) -> str:
@@ -78,6 +81,9 @@ def _guess_format(path: Path) -> str:
     for magic, what in _MAGIC.items():
         if head.startswith(magic):
             return f"Its first bytes say {what}."
+    if path.suffix.lower() in _PLAN_SUFFIXES:
+        return ("Its name says it is a TensorRT plan (engine), not ONNX; load it with --engine tensorrt "
+                "(engine=\"tensorrt\"), or give the .onnx model it was built from for --engine ort.")
     try:
         head.decode("utf-8")
         if all(c.isprintable() or c.isspace() for c in head.decode("utf-8")):

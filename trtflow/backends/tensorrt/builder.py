@@ -16,7 +16,7 @@ from typing import Any
 
 from trtflow.backends.tensorrt.config import MEM_POOLS, BuildConfig, hardware_level
 from trtflow.backends.tensorrt.flavor import Flavor, gpu_info, load_flavor, target_of
-from trtflow.backends.tensorrt.parser_errors import build_failures, format_failures, parser_failures
+from trtflow.backends.tensorrt.parser_errors import build_failures, format_failures, is_workspace_failure, parser_failures
 from trtflow.backends.tensorrt.precision import PrecisionPlan, plan_precision
 from trtflow.backends.tensorrt.profiles import complete_profiles
 from trtflow.backends.tensorrt.progress import monitor_for
@@ -304,6 +304,8 @@ def build_engine(
         nodes = {n.name: n.op_type for n in plan.proto.graph.node}
         failures = build_failures(logger.errors, network, nodes, flavor)
         detail = format_failures(failures) if failures else "; ".join(logger.errors[-3:]) or "no message"
+        if any(is_workspace_failure(f["reason"]) for f in failures):
+            detail = _workspace_detail(failures, config)
         raise BuildError(f"{flavor.label} failed to build the engine: {detail}", failures)
     _save_timing_cache(cfg, config.timing_cache_file, flavor)
     ins, outs = network_specs(network, plan.proto, profiles)
@@ -320,3 +322,18 @@ def build_engine(
         inputs=ins,
         outputs=outs,
     )
+
+
+def _workspace_detail(failures: list[dict], config: BuildConfig) -> str:
+    """The fix first for a build that ran out of workspace: the limit given and TensorRT's request."""
+    import re
+
+    limit = config.mem_pool_size.get("workspace")
+    given = f" ({limit / 2**20:g} MiB)" if limit else ""
+    asked = [int(m) for f in failures for m in re.findall(r"[Rr]equested size (?:was |of )?(\d+)", f["reason"])]
+    need = ""
+    if asked:
+        mib = -(-max(asked) // 2**20)
+        need = f" TensorRT asked for {max(asked) / 2**20:.1f} MiB at once; try workspace:{max(2 * mib, 256)} or more"
+    return (f"the workspace limit{given} is too small for this network; raise --memPoolSize workspace:N "
+            f"(MiB; trtexec's --workspace=N) or leave it out.{need} (TensorRT: {failures[0]['reason']})")

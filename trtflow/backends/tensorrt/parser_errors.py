@@ -39,10 +39,20 @@ INPUT_FIX = (
 )
 ATTR_FIX = "an attribute value TensorRT does not support: re-export with another opset or rewrite the node"
 OUTPUTS_FIX = "drop the node's unused extra outputs (e.g. LayerNormalization Mean/InvStdDev) and re-export"
+WORKSPACE_FIX = (
+    "the workspace limit is too small for this network; raise --memPoolSize workspace:N (MiB; trtexec's "
+    "--workspace=N) or leave it out so TensorRT may use the GPU's memory"
+)
 NO_RUNNER_FIX = (
     "{flavor} has no kernel for this layer with these types or shapes: try float32 inputs, other profile "
     "shapes, or rewrite the node"
 )
+
+
+def is_workspace_failure(reason: str) -> bool:
+    """True for a build that ran out of the workspace pool (``OutOfMemory (Requested size ...)``)."""
+    text = reason.lower()
+    return "outofmemory" in text.replace(" ", "") or "requested size" in text or "workspace limit" in text
 
 
 def fix_for(op: str, reason: str, code: str = "", flavor: Any = None, supported_op: bool | None = None) -> str:
@@ -59,6 +69,8 @@ def fix_for(op: str, reason: str, code: str = "", flavor: Any = None, supported_
     text = reason.lower()
     if op == "NonMaxSuppression" and getattr(flavor, "is_rtx", False):
         return NMS_RTX_FIX
+    if is_workspace_failure(reason):
+        return WORKSPACE_FIX
     if "int64" in text and ("weight" in text or "initializer" in text or "int32" in text):
         return INT64_FIX
     if code == "UNSUPPORTED_NODE_DATATYPE" or "data type" in text or "datatype" in text:
@@ -133,6 +145,9 @@ _LAYER_IN_MESSAGE = [
 ]
 
 
+NETWORK = "(network)"  # the node of a failure TensorRT reports for the whole network (no layer named)
+
+
 def build_failures(
     messages: Iterable[str], network: Any, nodes: dict[str, str], flavor: Any = None
 ) -> list[dict]:
@@ -163,8 +178,8 @@ def build_failures(
         if key in seen:
             continue
         seen.add(key)
-        op = nodes.get(node, "?") if node else "?"
-        out.append({"node": node or (layer or "?"), "op": op, "reason": reason, "fix": fix_for(op, reason, "", flavor)})
+        op = nodes.get(node, "-") if node else "-"
+        out.append({"node": node or layer or NETWORK, "op": op, "reason": reason, "fix": fix_for(op, reason, "", flavor)})
     return out
 
 
@@ -182,7 +197,8 @@ def format_failures(failures: list[dict]) -> str:
     """One line per failing node, for error messages."""
     lines = []
     for f in failures:
-        line = f"node '{f['node']}' ({f['op']}): {f['reason']}"
+        where = "the network" if f["node"] == NETWORK else f"node '{f['node']}' ({f['op']})"
+        line = f"{where}: {f['reason']}"
         if f.get("fix"):
             line += f". Fix: {f['fix']}"
         lines.append(line)

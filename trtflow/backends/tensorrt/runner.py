@@ -48,7 +48,7 @@ def open_device(index: int) -> CudaOps:
     blocker = runtime_blocker(index)
     if blocker is not None:
         raise EngineIncompatibleError(
-            f"the TensorRT engine cannot execute here: {blocker}. Use engine='ort' or 'torch' on this machine, "
+            f"the TensorRT engine cannot execute here: {blocker}. Use --engine ort or torch (engine=\"ort\") on this machine, "
             "or run on a GPU the installed TensorRT supports (TensorRT-RTX: Ampere, Ada, Blackwell RTX)."
         )
     require("torch", "the TensorRT engine")

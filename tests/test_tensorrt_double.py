@@ -354,3 +354,47 @@ def test_defect_9_graphs_of_replaced_buffers_are_evicted(double, tmp_path):
         graphs = list(double.cuda.graphs)
         assert len(graphs) == 4  # one per (profile, shapes); the old runner kept 8
         assert all(double.cuda.kind_of(a) is not None for g in graphs for a in g.addresses)
+
+
+# -- the pieces on their own ----------------------------------------------------------------------
+
+def test_graph_cache_keeps_one_graph_per_key_and_the_most_recent_keys():
+    from trtflow.backends.tensorrt.graphs import MISSING, GraphCache
+
+    cache = GraphCache(limit=2)
+    cache.store((0, ("x", (1, 4))), (10, 20), "g1")
+    assert cache.lookup((0, ("x", (1, 4))), (10, 20)) == "g1"
+    assert cache.lookup((0, ("x", (1, 4))), (10, 99)) is MISSING and len(cache) == 0  # buffer replaced
+    for i in range(3):
+        cache.store((0, ("x", (i, 4))), (i,), f"g{i}")
+    assert len(cache) == 2 and cache.lookup((0, ("x", (0, 4))), (0,)) is MISSING and cache.evictions == 2
+
+
+def test_context_pool_survives_a_failed_context_creation():
+    from trtflow.backends.tensorrt.contexts import ContextPool
+
+    class State:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    made, fail, drained = [], [True], []
+
+    def make():
+        if fail.pop() if fail else False:
+            raise EngineError("out of memory")
+        made.append(State())
+        return made[-1]
+
+    pool = ContextPool(make, limit=1, on_drained=lambda: drained.append(True))
+    with pytest.raises(EngineError):
+        with pool.acquire():
+            pass
+    with pool.acquire() as state:  # the failed creation gave its slot back
+        assert state is made[0] and pool.alive == 1
+    pool.close()
+    assert made[0].closed and drained == [True] and pool.alive == 0
+    with pytest.raises(EngineError, match="closed"):
+        with pool.acquire():
+            pass

@@ -50,7 +50,9 @@ def random_array(spec: TensorSpec, shape: Shape, rng: np.random.Generator) -> np
     if spec.dtype.startswith(("int", "uint")):
         return rng.integers(INT_RANGE[0], INT_RANGE[1], size=shape).astype(spec.dtype)
     dtype = "float32" if spec.dtype == "bfloat16" or not _numpy_dtype(spec.dtype) else spec.dtype
-    return rng.standard_normal(shape).astype(dtype)
+    if dtype in ("float32", "float64"):  # drawn in place: no float64 copy twice the size
+        return rng.standard_normal(shape, dtype=dtype)
+    return rng.standard_normal(shape, dtype=np.float32).astype(dtype)
 
 
 def _numpy_dtype(name: str) -> bool:

@@ -387,6 +387,8 @@ def test_context_pool_survives_a_failed_context_creation():
         made.append(State())
         return made[-1]
 
+    with pytest.raises(UsageError, match="max_contexts"):
+        ContextPool(make, limit=0)
     pool = ContextPool(make, limit=1, on_drained=lambda: drained.append(True))
     with pytest.raises(EngineError):
         with pool.acquire():

@@ -14,7 +14,7 @@ import contextlib
 import threading
 from typing import Any, Callable, Iterator
 
-from trtflow.errors import EngineError
+from trtflow.errors import EngineError, UsageError
 
 
 class ContextPool:
@@ -31,7 +31,7 @@ class ContextPool:
 
     def __init__(self, make: Callable[[], Any], limit: int, on_drained: Callable[[], None] = lambda: None):
         if limit < 1:
-            raise ValueError(f"a context pool needs limit >= 1, got {limit}")
+            raise UsageError(f"max_contexts must be >= 1, got {limit}")
         self._make, self._limit, self._on_drained = make, limit, on_drained
         self._idle: list[Any] = []
         self._alive = 0

@@ -131,7 +131,8 @@ def plot(result: TuneResult, path: str | Path) -> Path:
     ax.barh([c.name for c in measured], [c.throughput for c in measured], color=colors)
     ax.invert_yaxis()
     ax.set_xlabel("inferences/s (grey: rejected or pruned, green: chosen)")
-    ax.set_title(f"trtflow tune, {result.engine} on {result.device}, shapes {result.shapes}", fontsize=9)
+    ax.set_title(f"trtflow tune: {result.engine}, shapes {result.shapes}, chosen {result.chosen}\n{result.device}",
+                 fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from trtflow.video.summary import StageClock, Summary, summarize
 
 log = logging.getLogger(__name__)
 
-STAGES = ("decode", "h2d", "preprocess", "infer", "postprocess", "encode")
+STAGES = ("decode", "h2d", "preprocess", "infer", "postprocess", "write")
 _END = object()
 
 
@@ -128,7 +128,7 @@ class Pipeline:
         threads += [threading.Thread(target=self._guard, args=(name, fn, None), daemon=True, name=f"trtflow-{name}")
                     for name, fn in (("preprocess", self._prepare), ("infer", self._infer),
                                      ("postprocess", self._post))]
-        threads.append(threading.Thread(target=self._guard, args=("encode", self._sink, out), daemon=True,
+        threads.append(threading.Thread(target=self._guard, args=("write", self._sink, out), daemon=True,
                                         name="trtflow-encode"))
         for t in threads:
             t.start()
@@ -171,7 +171,7 @@ class Pipeline:
         finally:
             if stage == "decode":
                 self.muxer.close(arg.stream)
-            elif stage == "encode":
+            elif stage == "write":
                 _put_final(arg, _END, self.stop)
             else:
                 index = ("preprocess", "infer", "postprocess").index(stage)
@@ -260,7 +260,7 @@ class Pipeline:
             self._put(self.queues[2], (group, results))
 
     def _sink(self, out: queue.Queue) -> None:
-        clock = self.clocks["encode"]
+        clock = self.clocks["write"]
         total = _known_total(self.sources, self.config.max_frames)
         last_report = time.perf_counter()
         start = last_report
@@ -307,7 +307,7 @@ class Pipeline:
                 try:
                     writer.close()
                 except Exception as exc:  # keep the first error of the run, if any
-                    self.errors.append(("encode", exc))
+                    self.errors.append(("write", exc))
         if self.jsonl is not None:
             self.jsonl.close()
 

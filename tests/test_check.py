@@ -27,8 +27,12 @@ def test_unsupported_ops_named_exit_1(models_dir):
     report = json.loads(proc.stdout)
     assert report["converts"] is False and report["stage"] == "parse"
     assert [(f["node"], f["op"]) for f in report["failures"]] == [("unique_0", "Unique"), ("unique_1", "Unique")]
-    table = call_cli("check", str(model))
+    table = call_cli("check", str(model))  # not a terminal: 80 columns, as in a pipe
     assert table.returncode == 1 and "unique_0" in table.stdout and "unique_1" in table.stdout
+    assert [line for line in table.stdout.splitlines() if "…" in line] == []
+    fix_column = " ".join(cells[4].strip() for line in table.stdout.splitlines()
+                          if len(cells := line.split("│")) == 6 and cells[4].strip())
+    assert report["failures"][0]["fix"] in fix_column  # wrapped, never cut
 
 
 def test_nms_blocks_conversion_on_rtx(models_dir, flavor):

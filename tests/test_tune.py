@@ -5,6 +5,9 @@ changed model or shapes, an unmeetable bound named by its closest configuration,
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -68,9 +71,6 @@ def test_saved_choice_is_reused_without_measuring(ort_run, monkeypatch):
     monkeypatch.setenv("TRTFLOW_CACHE_DIR", str(cache))
     record = json.loads(open(result.record_path).read())
     assert record["chosen"] == result.chosen and record["key_material"]["shapes"] == [[2, 3, 16, 16]]
-    import trtflow.tune.search as search
-
-    monkeypatch.setattr(search, "search", lambda *a, **k: pytest.fail("load(tune=True) measured again"))
     chosen = result.best
     with trtflow.load(str(onnx), engine="ort", tune=True, shapes=SHAPES) as engine:
         opts = engine.session.get_session_options()
@@ -79,6 +79,44 @@ def test_saved_choice_is_reused_without_measuring(ort_run, monkeypatch):
         assert out["logits"].shape == (2, 5)
     with trtflow.load(str(onnx), engine="ort", config="tuned", shapes=SHAPES):
         pass
+    # another process: the choice is read back without importing the tuner (nothing is measured)
+    code = ("import sys, trtflow; e = trtflow.load(sys.argv[1], engine='ort', tune=True, shapes={'x': (2, 3, 16, 16)}); "
+            "print(e.session.get_session_options().intra_op_num_threads, 'trtflow.tune' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(onnx)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "TRTFLOW_CACHE_DIR": str(cache)}).stdout.split()
+    assert out == [str(chosen.options["threads"]), "False"]
+
+
+def test_converted_model_choice_is_saved_and_loaded(tiny_onnx):
+    result = trtflow.tune(str(tiny_onnx), shapes=SHAPES, engine="ort", precisions=("fp16",), metric="relative",
+                          rtol=0.05, options=TuneOptions(threads=(1,), ort_levels=("all",), **FAST))
+    record = json.loads(open(result.record_path).read())
+    assert record["variant"] == "fp16" and record["model_file"].endswith(".fp16.onnx")
+    with trtflow.load(str(tiny_onnx), engine="ort", tune=True, shapes=SHAPES) as engine:
+        fp16 = engine.infer({"x": np.ones((2, 3, 16, 16), np.float32)})["logits"]
+    with trtflow.load(str(tiny_onnx), engine="ort") as engine:
+        fp32 = engine.infer({"x": np.ones((2, 3, 16, 16), np.float32)})["logits"]
+    assert 0 < np.abs(fp16 - fp32).max() < 0.05  # the FP16 model runs, not the original
+
+
+def test_fp8_linear_layers_keep_their_fp8_weights():
+    import torch
+
+    from trtflow.backends.torch.fp8 import to_fp8
+
+    if not hasattr(torch, "float8_e4m3fn"):
+        pytest.skip("this PyTorch has no float8")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.GELU(), torch.nn.Linear(64, 16)).eval()
+    fp8 = to_fp8(model).to(torch.bfloat16)
+    assert fp8[0].weight_fp8.dtype == torch.float8_e4m3fn and fp8[0].weight_scale.dtype == torch.float32
+    x = torch.randn(5, 3, 32)  # 15 rows: padded to 16 for the FP8 GEMM
+    try:
+        got = fp8(x.bfloat16()).float()
+    except RuntimeError as exc:  # CPU builds without FP8 GEMMs
+        pytest.skip(f"torch._scaled_mm does not run here: {exc}")
+    want = model(x)
+    assert got.shape == want.shape and float((got - want).abs().max() / want.abs().max()) < 0.1
 
 
 def test_changed_shapes_or_model_invalidate_the_choice(ort_run, monkeypatch, tmp_path):
@@ -149,6 +187,22 @@ def test_budget_too_small_is_an_error(tiny_onnx):
                      options=TuneOptions(threads=(1,), ort_levels=("all",), **FAST))
 
 
+def test_tensorrt_builds_but_cannot_run_here(tiny_onnx):
+    from trtflow.backends import tensorrt_usable
+
+    if tensorrt_usable():
+        pytest.skip("TensorRT runs here: the build-only path does not apply")
+    try:
+        from trtflow.backends.tensorrt.flavor import load_flavor
+
+        load_flavor()
+    except ImportError:
+        pytest.skip("no TensorRT flavor installed")
+    with pytest.raises(UsageError, match="built in .* cannot execute TensorRT engines.*Tune on a machine"):
+        trtflow.tune(str(tiny_onnx), shapes=SHAPES, engine="tensorrt", precisions=("fp16",),
+                     options=TuneOptions(trt_levels=(3,), **FAST))
+
+
 def test_accuracy_bounds():
     ref = [{"y": np.array([[1.0, 5.0, 2.0], [3.0, 0.5, 0.4]])}]
     got = [{"y": np.array([[1.0, 4.9, 2.0], [0.3, 0.5, 0.4]])}]
@@ -193,7 +247,7 @@ def test_gpu_conv_net_end_to_end():
         torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 10)).eval()
     shapes = {"x": (16, 3, 32, 32)}
     result = trtflow.tune(model, shapes=shapes, engine="torch", precisions=("fp32", "fp16"), metric="relative",
-                          rtol=0.05, options=TuneOptions(only=["*eager*", "*graphs*"], **FAST))
+                          rtol=0.05, options=TuneOptions(only=["*eager*", "*fused+graphs*"], **FAST))
     assert result.device.startswith("cuda") and result.best.accepted
     assert any(c.name.startswith("fp16 fused+graphs") for c in result.configs)
     x = torch.randn(*shapes["x"], device="cuda")

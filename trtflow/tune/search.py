@@ -232,8 +232,12 @@ def choose(results: list[ConfigResult], bound: Bound) -> ConfigResult:
             f"no configuration meets the accuracy bound ({bound.describe()}); the closest is '{closest.name}' "
             f"({what}). Loosen the bound (--atol/--rtol or --min-agreement), give calibration data "
             "(--calib), or include fp32 in --precisions.", report=results)
-    reasons = "; ".join(f"{r.name}: {r.reason}" for r in results[:6])
-    raise UsageError(f"no configuration could be measured ({reasons}). Raise --budget-s or check the engine.")
+    tried = [r for r in results if r.status != SKIPPED] or results
+    reasons = "; ".join(f"{r.name}: {r.reason}" for r in tried[:4]) + ("; ..." if len(tried) > 4 else "")
+    fix = ("Raise --budget-s." if any(r.status == BUDGET for r in tried) else
+           "Tune on a machine where the engine runs." if all("cannot execute" in r.reason for r in tried) else
+           "Fix the errors above or choose other precisions.")
+    raise UsageError(f"no configuration could be measured ({reasons}). {fix}")
 
 
 def record_of(result: TuneResult, cand: Candidate, material: dict, input_names: list[str],

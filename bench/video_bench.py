@@ -324,28 +324,36 @@ def main() -> int:
             except Exception as exc:  # reported, the other measurements go on
                 record(out, rows, kind="decode", res=res, decoder=decoder, error=f"{type(exc).__name__}: {exc}")
     for name in args.tasks.split(","):
-        engine = load_engine(name, files, args.engine, args.device, args.scratch)
-        task = make_task(name, engine, args.device)
-        batch = 1 if name == "sr" else args.batch
-        for res, clip in clips.items():
-            frames = args.sr_frames if name == "sr" else None
-            base = {"task": name, "res": res, "engine": engine.name}
-            record(out, rows, kind="model", **base, **model_alone(task, clip, batch, args.device))
-            for decoder in decoders:
-                try:
-                    record(out, rows, kind="e2e", **base, **end_to_end(task, clip, batch, decoder, args.device,
-                                                                     args.scratch, False, frames))
-                except Exception as exc:
-                    record(out, rows, kind="e2e", **base, decoder=decoder, error=f"{type(exc).__name__}: {exc}")
-            record(out, rows, kind="e2e", **base, **end_to_end(task, clip, batch, "cpu", args.device, args.scratch,
-                                                               True, frames or args.tutorial_frames * 2))
-            record(out, rows, kind="tutorial", **base, **tutorial(name, task, clip, args.tutorial_frames,
-                                                                 args.device, args.scratch))
-        task.close()
+        try:
+            run_task(name, files, clips, args, out, rows)
+        except Exception as exc:  # reported, the other tasks go on
+            record(out, rows, kind="error", task=name, error=f"{type(exc).__name__}: {exc}")
     table = render(rows)
     (out / "video_bench.md").write_text(table)
     print(table)
     return 0
+
+
+def run_task(name: str, files: dict, clips: dict, args, out: Path, rows: list) -> None:
+    engine = load_engine(name, files, args.engine, args.device, args.scratch)
+    task = make_task(name, engine, args.device)
+    batch = 1 if name == "sr" else args.batch
+    decoders = (args.decoders or ("cpu,nvdec" if args.device == "cuda" else "cpu")).split(",")
+    for res, clip in clips.items():
+        frames = args.sr_frames if name == "sr" else None
+        base = {"task": name, "res": res, "engine": engine.name}
+        record(out, rows, kind="model", **base, **model_alone(task, clip, batch, args.device))
+        for decoder in decoders:
+            try:
+                record(out, rows, kind="e2e", **base, **end_to_end(task, clip, batch, decoder, args.device,
+                                                                 args.scratch, False, frames))
+            except Exception as exc:
+                record(out, rows, kind="e2e", **base, decoder=decoder, error=f"{type(exc).__name__}: {exc}")
+        record(out, rows, kind="e2e", **base, **end_to_end(task, clip, batch, "cpu", args.device, args.scratch,
+                                                           True, frames or args.tutorial_frames * 2))
+        record(out, rows, kind="tutorial", **base, **tutorial(name, task, clip, args.tutorial_frames,
+                                                             args.device, args.scratch))
+    task.close()
 
 
 def render(rows: list) -> str:

@@ -40,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", metavar="FILE", help="class labels, one per line, for the classification extension")
     parser.add_argument("--access-log", default="-", metavar="FILE",
                         help="one JSON line per request to FILE ('-': stderr, 'off': none; default: stderr)")
+    group = parser.add_argument_group("scale-out on Ray Serve (trtflow[ray]; see docs/serving.md)")
+    group.add_argument("--ray", metavar="ADDRESS", help="deploy to the Ray cluster at ADDRESS ('auto', ray://HEAD:10001) "
+                       "instead of serving here; --http-port is Serve's proxy port")
+    group.add_argument("--ray-replicas", type=int, default=1, metavar="N", help="replicas per model (default: 1)")
+    group.add_argument("--ray-autoscale", metavar="MIN:MAX", help="autoscale between MIN and MAX replicas instead")
+    group.add_argument("--ray-gpus", type=float, default=0.0, metavar="G", help="GPUs per replica (1: one engine per GPU)")
     options.add_engine(parser)
     options.add_shapes(parser)
     options.add_precision(parser)
@@ -174,12 +180,41 @@ def _serve_workers(args: argparse.Namespace, names: list[str], ready) -> None:
                 p.join(5)
 
 
+def _deploy_ray(args: argparse.Namespace, names: list[str]) -> int:
+    """--ray: one Serve application per model on a running Ray cluster (trtflow.serve.ray)."""
+    from trtflow.serve.ray import RayServeOptions, deploy
+
+    autoscaling = None
+    if args.ray_autoscale:
+        lo, sep, hi = args.ray_autoscale.partition(":")
+        if not (sep and lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi)):
+            raise UsageError(f"--ray-autoscale '{args.ray_autoscale}': expected MIN:MAX replicas, e.g. 1:4")
+        autoscaling = {"min_replicas": int(lo), "max_replicas": int(hi)}
+    engine_opts = options.engine_options(args, args.engine) if args.engine != "auto" else {}
+    urls = {}
+    for i, (name, path) in enumerate(zip(names, args.models)):
+        # the first model also answers /v2 and /v2/health; the others are mounted at their own model path
+        opts = RayServeOptions(name=name, engine=args.engine, engine_options=engine_opts, max_batch=args.max_batch,
+                               batch_wait_timeout_s=args.max_queue_delay_us / 1e6, num_replicas=args.ray_replicas,
+                               autoscaling=autoscaling, num_gpus=args.ray_gpus,
+                               route_prefix="/" if i == 0 else f"/v2/models/{name}")
+        urls[name] = deploy(path, opts, address=args.ray, host=args.host, port=args.http_port or 8000)
+    if args.json:
+        print(json.dumps({"ray": args.ray, "models": names, "urls": urls}), flush=True)
+    else:
+        for name, url in urls.items():
+            print(f"deployed {name} on Ray Serve at {url}/v2/models/{name}/infer", file=sys.stderr, flush=True)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.instances < 1 or args.workers < 1 or args.max_batch < 0 or args.max_queue < 1 or args.timeout_s <= 0 \
             or args.max_body_mb <= 0:
         raise UsageError("--instances, --workers, --max-queue, --timeout-s and --max-body-mb must be positive, "
                          "--max-batch >= 0")
     names = _names(args)
+    if args.ray:
+        return _deploy_ray(args, names)
 
     def ready(http_port, grpc_port, models=None) -> None:
         info = {"models": names, "host": args.host, "http_port": http_port, "grpc_port": grpc_port,

@@ -1,0 +1,208 @@
+"""trtflow on Ray Serve, on a real two-node local Ray cluster (ray.cluster_utils.Cluster, one CPU
+per node): replicas on both nodes answer the v2 protocol (plain HTTP and tritonclient) with the
+results of in-process inference, and a replica killed under load is replaced while every request
+either succeeds with the right answer or fails visibly to its client."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+
+APP = "tiny"
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_onnx):
+    from ray.cluster_utils import Cluster
+
+    from trtflow.cli.main import main
+    from trtflow.serve.ray import RayServeOptions, build_app
+    from trtflow.serve.repo.launcher import free_port
+
+    # Serve's proxy prefers replicas on its own node; off here, so one proxy spreads over both nodes
+    saved = os.environ.get("RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING")
+    os.environ["RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"] = "0"
+    mb = 1 << 20
+    nodes = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": False, "object_store_memory": 80 * mb})
+    nodes.add_node(num_cpus=1, object_store_memory=80 * mb)
+    ray.init(address=nodes.address, log_to_driver=False)
+    port = free_port()
+    try:
+        # one proxy (on the head): every node of this one-host cluster would bind the same port
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
+        code = main(["serve", str(tiny_onnx), "--name", APP, "--ray", nodes.address, "--host", "127.0.0.1",
+                     "--http-port", str(port), "--engine", "ort", "--max-batch", "8", "--max-queue-delay-us", "5000",
+                     "--ray-replicas", "2", "--json"])
+        assert code == 0
+        # a second model through the API, mounted at its own model path
+        options = RayServeOptions(name="tiny_api", engine="ort", engine_options={"threads": 1}, max_batch=4,
+                                  num_replicas=1, num_cpus=0, route_prefix="/v2/models/tiny_api")
+        serve.run(build_app(tiny_onnx, options), name="tiny_api", route_prefix=options.route_prefix)
+        yield f"127.0.0.1:{port}", {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        nodes.shutdown()
+        if saved is None:
+            os.environ.pop("RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING", None)
+        else:
+            os.environ["RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"] = saved
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_onnx):
+    import trtflow
+
+    with trtflow.load(tiny_onnx, "ort", threads=1) as engine:
+        yield engine
+
+
+def _x(seed: int, n: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 3, 16, 16), dtype=np.float32)
+
+
+def _post(url: str, x: np.ndarray, timeout: float = 20.0) -> tuple[int, dict, dict]:
+    body = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                                   "data": x.reshape(-1).tolist()}]}).encode()
+    req = urllib.request.Request(f"http://{url}/v2/models/{APP}/infer", body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), {"error": exc.read().decode(errors="replace")}
+
+
+def _logits(doc: dict) -> np.ndarray:
+    out = {o["name"]: o for o in doc["outputs"]}["logits"]
+    return np.asarray(out["data"], np.float32).reshape(out["shape"])
+
+
+def test_replicas_on_both_nodes_answer(cluster, reference):
+    url, node_ids = cluster
+    assert len(node_ids) == 2
+    seen_nodes, seen_replicas = set(), set()
+    for i in range(60):
+        x = _x(i)
+        status, headers, doc = _post(url, x)
+        assert status == 200, doc
+        np.testing.assert_allclose(_logits(doc), reference.infer({"x": x})["logits"], rtol=1e-5, atol=1e-6)
+        seen_nodes.add(headers["trtflow-node"])
+        seen_replicas.add(headers["trtflow-replica"])
+        if len(seen_nodes) == 2 and i >= 10:
+            break
+    assert seen_nodes == node_ids, f"answers came from {seen_nodes} only"
+    assert len(seen_replicas) == 2
+
+
+def test_tritonclient_speaks_to_the_ray_ingress(cluster, reference):
+    httpclient = pytest.importorskip("tritonclient.http")
+    url, _ = cluster
+    client = httpclient.InferenceServerClient(url)
+    try:
+        assert client.is_server_live() and client.is_model_ready(APP)
+        assert client.get_model_config(APP)["max_batch_size"] == 8
+        assert [i["name"] for i in client.get_model_metadata(APP)["inputs"]] == ["x"]
+        x = _x(7, n=3)
+        inp = httpclient.InferInput("x", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=True)
+        result = client.infer(APP, [inp], outputs=[httpclient.InferRequestedOutput("feat", binary_data=True)])
+        np.testing.assert_allclose(result.as_numpy("feat"), reference.infer({"x": x})["feat"], rtol=1e-5, atol=1e-6)
+        bad = httpclient.InferInput("x", [1, 3, 8, 8], "FP32")
+        bad.set_data_from_numpy(np.zeros((1, 3, 8, 8), np.float32))
+        with pytest.raises(Exception, match="shape"):
+            client.infer(APP, [bad])
+    finally:
+        client.close()
+
+
+def test_second_model_on_its_own_route(cluster, reference):
+    httpclient = pytest.importorskip("tritonclient.http")
+    url, _ = cluster
+    client = httpclient.InferenceServerClient(url)
+    try:
+        assert client.get_model_config("tiny_api")["max_batch_size"] == 4
+        x = _x(11, n=2)
+        inp = httpclient.InferInput("x", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        result = client.infer("tiny_api", [inp])
+        np.testing.assert_allclose(result.as_numpy("logits"), reference.infer({"x": x})["logits"], rtol=1e-5, atol=1e-6)
+    finally:
+        client.close()
+
+
+def _replicas() -> dict[str, str]:
+    """Serve replica actor name -> namespace, for the live replicas of the app."""
+    return {a["name"]: a["namespace"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["name"].startswith("SERVE_REPLICA::") and f"{APP}#" in a["name"]}
+
+
+def _running() -> int:
+    """Replicas of the app that Serve reports RUNNING."""
+    app = serve.status().applications.get(APP)
+    return app.deployments[APP].replica_states.get("RUNNING", 0) if app else 0
+
+
+def test_killed_replica_is_replaced_and_no_request_is_lost(cluster, reference):
+    url, _ = cluster
+    before = _replicas()
+    assert len(before) == 2
+    stop = threading.Event()
+    records: list[tuple[str, object]] = []  # ("ok" | "wrong" | "failed", detail)
+    lock = threading.Lock()
+
+    def client(seed: int) -> None:
+        i = 0
+        while not stop.is_set():
+            x = _x(seed * 1000 + i)
+            i += 1
+            try:
+                status, headers, doc = _post(url, x, timeout=30)
+            except (urllib.error.URLError, OSError) as exc:  # the client sees the failure
+                record = ("failed", repr(exc))
+            else:
+                if status != 200:
+                    record = ("failed", status)
+                elif np.allclose(_logits(doc), reference.infer({"x": x})["logits"], rtol=1e-5, atol=1e-6):
+                    record = ("ok", headers["trtflow-replica"])
+                else:
+                    record = ("wrong", doc)
+            with lock:
+                records.append(record)
+
+    threads = [threading.Thread(target=client, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(2.0)
+    victim = sorted(before)[0]
+    ray.kill(ray.get_actor(victim, namespace=before[victim]), no_restart=True)
+    killed_at = len(records)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = _replicas()
+        if len(now) == 2 and victim not in now and _running() == 2:
+            break
+        time.sleep(0.5)
+    time.sleep(3.0)  # load on the replacement
+    stop.set()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a client hung: a request was lost"
+    after = _replicas()
+    assert victim not in after and len(after) == 2, f"the killed replica was not replaced: {sorted(after)}"
+    kinds = [r[0] for r in records]
+    assert "wrong" not in kinds
+    assert kinds.count("ok") > killed_at  # requests kept succeeding after the kill
+    new_ids = {name.rsplit("#", 1)[-1] for name in after} - {name.rsplit("#", 1)[-1] for name in before}
+    served_by = {r[1] for r in records if r[0] == "ok"}
+    assert new_ids & served_by, f"the replacement replica {new_ids} answered no request (answers from {served_by})"

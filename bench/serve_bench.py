@@ -220,14 +220,15 @@ def cpu_main(args) -> dict:
 
     onnx = Path(args.onnx) if args.onnx else _mobilenet_onnx()
     result: dict = {"mode": "cpu", "environment": environment(), "config": {**vars(args), "onnx": str(onnx)}}
-    engine = trtflow.load(onnx, engine="ort")
+    engine = trtflow.load(onnx, engine="ort", threads=args.ort_threads)
     name = engine.inputs[0].name
     x = np.random.default_rng(0).standard_normal((args.max_batch, 3, 224, 224)).astype(np.float32)
     result["in_process_bs1"] = host_throughput(engine, {name: x[:1]}, 1, args.inproc_s / 2)
     port = free_port()
     cmd = [sys.executable, "-m", "trtflow", "serve", str(onnx), "--name", "mobilenet_v2", "--http-port", str(port),
            "--grpc-port", "-1", "--max-batch", str(args.max_batch), "--access-log", "off", "--json",
-           "--workers", str(args.workers_list[0])]
+           "--workers", str(args.workers_list[0]), "--threads", str(args.ort_threads),
+           "--instances", str(args.instances)]
     result["server_command"] = "trtflow " + " ".join(cmd[3:])
     procs = start_servers([cmd])
     rounds = []
@@ -288,6 +289,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--budget-s", type=float, default=150, help="start no further server configuration after this (GPU)")
+    parser.add_argument("--ort-threads", type=int, default=0, help="ONNX Runtime intra-op threads, in process and served (CPU)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating in-process / served windows (CPU)")
     parser.add_argument("--inproc-s", type=float, default=10.0, help="seconds of in-process timing (CPU)")
     parser.add_argument("--loadgen-processes", type=int, default=None, help="client processes (GPU 8, CPU 1)")

@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--timeout-s", type=float, default=30.0, help="answer 503 to a request not done in this time (default: %(default)s)")
     group.add_argument("--max-body-mb", type=float, default=64.0, help="request body limit; larger bodies get 413 (default: %(default)s)")
     group.add_argument("--drain-timeout-s", type=float, default=30.0, help="how long SIGTERM waits for running requests (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="ONNX Runtime intra-op threads per instance (default: 0, ONNX Runtime's choice)")
     parser.add_argument("--labels", metavar="FILE", help="class labels, one per line, for the classification extension")
     parser.add_argument("--access-log", default="-", metavar="FILE",
                         help="one JSON line per request to FILE ('-': stderr, 'off': none; default: stderr)")
@@ -74,6 +76,12 @@ def _access_log(target: str) -> None:
     logger.setLevel(logging.INFO)
 
 
+def _engine_name(args: argparse.Namespace, model: str) -> str:
+    from trtflow.backends import ALIASES, auto_engine
+
+    return auto_engine(model) if args.engine == "auto" else ALIASES.get(args.engine.lower(), args.engine.lower())
+
+
 def _load_instances(args: argparse.Namespace, model: str) -> list:
     engines = []
     gpus = 0
@@ -87,6 +95,10 @@ def _load_instances(args: argparse.Namespace, model: str) -> list:
                 from trtflow.backends import load
 
                 engines.append(load(model, "torch", device=i % gpus))
+            elif args.threads and _engine_name(args, model) == "ort":
+                from trtflow.backends import load
+
+                engines.append(load(model, "ort", **options.engine_options(args, "ort"), threads=args.threads))
             else:
                 engines.append(options.load_engine(args, model))
     except BaseException:

@@ -233,6 +233,12 @@ def test_cli_usage_errors(tiny_onnx, capsys):
     assert "MODULE:FACTORY" in capsys.readouterr().err
     assert main(["tune", str(tiny_onnx), "--engine", "ort", "--precisions", "fp64", "--shapes", "x:2x3x16x16"]) == 2
     assert main(["tune", str(tiny_onnx), "--engine", "ort", "--metric", "top1", "--atol", "1"]) == 2
+    capsys.readouterr()
+    assert main(["tune", str(tiny_onnx), "--engine", "ort", "--shapes", "x:2x3x16x16", "--metric", "top1",
+                 "--precisions", "fp32", "--threads", "1", "--only", "* opt=all *"]) == 0  # logits (2, 5) qualify
+    with pytest.raises(UsageError, match="top1 needs a classifier output"):
+        trtflow.tune(feature_map_model(tiny_onnx), shapes={"x": (2, 3, 16, 16)}, engine="ort", metric="top1",
+                     options=TuneOptions(threads=(1,), **FAST))
 
 
 @pytest.mark.gpu
@@ -254,3 +260,15 @@ def test_gpu_conv_net_end_to_end():
     with trtflow.load(model, engine="torch", tune=True, example_inputs=[x.cpu()]) as engine:
         out = engine.infer({"x": x})
         assert next(iter(out.values())).shape == (16, 10)
+
+
+def feature_map_model(onnx_path):
+    """The tiny ONNX model with its 4-D ReLU feature map as the only output (no classifier output)."""
+    import onnx
+    from onnx import helper
+
+    proto = onnx.load(str(onnx_path))
+    conv_out = next(n.output[0] for n in proto.graph.node if n.op_type == "Relu")
+    del proto.graph.output[:]
+    proto.graph.output.append(helper.make_tensor_value_info(conv_out, onnx.TensorProto.FLOAT, None))
+    return proto.SerializeToString()

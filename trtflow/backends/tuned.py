@@ -42,11 +42,14 @@ def model_digest(model: Any) -> str:
     elif hasattr(model, "SerializeToString"):
         h.update(model.SerializeToString())
     elif hasattr(model, "state_dict"):
+        import torch
+
         h.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
         for name, t in model.state_dict().items():
             t = t.detach().cpu().contiguous()
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.view(-1).view(__import__("torch").uint8).numpy().tobytes() if t.numel() else b"")
+            if t.numel():
+                h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
     else:
         raise UsageError(f"cannot key a tuned configuration on a {type(model).__name__}; give an ONNX model or a torch module")
     return h.hexdigest()

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 
 from trtflow.errors import UsageError
 from trtflow.progress import Progress, report
+from trtflow.tune.accuracy import check
 from trtflow.tune.result import TuneResult
 from trtflow.tune.search import TuneOptions, choose, make_bound, matches, record_of, search, shapes_from
 
@@ -93,6 +94,7 @@ def tune(
         raise UsageError(f"no configuration left to try (precisions {precisions}, only={list(opts.only or [])})")
     progress("tune: FP32 reference", None, None)
     reference = subject.reference(feeds.accuracy)
+    check(bound, reference, reference)  # a bound that cannot apply (top1 without a classifier output) fails here
     notes, seen = list(subject.notes), len(subject.notes)
     peak = max(float(abs(v).max()) for batch in reference for v in batch.values() if getattr(v, "size", 0))
     if peak < 1e-3:

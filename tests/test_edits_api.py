@@ -167,7 +167,9 @@ def test_bad_option_value_raises_usage_error(make, message):
     (["embed-preprocess", "--mean", "a,b"], "bad --mean 'a,b'"),
     (["fix-shapes", "--dim", "batch=0"], "bad --dim 'batch=0'"),
     (["quantize", "--calib-dir", "d", "--percentile", "0"], "percentile 0"),
-    (["rename", "--input", "x"], "bad --input 'x'"),
+    (["rename", "--rename-input", "x"], "bad --rename-input 'x'"),
+    (["rename", "--input", "x=images"], "rename an input with --rename-input x=images"),
+    (["rename", "--output", "logits=scores"], "is now spelled --rename-output logits=scores"),
     (["simplify", "--atol", "nan"], "atol is nan"),
 ])
 def test_cli_bad_flag_value_one_line_exit_2(tiny_onnx, tmp_path, capsys, argv, message):

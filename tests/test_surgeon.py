@@ -93,14 +93,14 @@ def test_rename_with_feed_file(tiny_onnx, tmp_path):
     x = np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "renamed.onnx"
-    code, report, err = _surgeon("rename", str(tiny_onnx), "-o", str(out), "--input", "x=images",
-                                 "--output", "logits=scores", "--feed", f"x={tmp_path / 'x.npy'}")
+    code, report, err = _surgeon("rename", str(tiny_onnx), "-o", str(out), "--rename-input", "x=images",
+                                 "--rename-output", "logits=scores", "--input", f"x={tmp_path / 'x.npy'}")
     assert code == 0, err
     assert [r["feed"] for r in report["verification"]["runs"]] == ["given", "random(seed=0)"]
     assert report["verification"]["max_abs"] == {"logits": 0.0, "feat": 0.0}
     got = run_ort(onnx.load(str(out)), {"images": x})
     np.testing.assert_array_equal(got["scores"], run_ort(onnx.load(str(tiny_onnx)), {"x": x})["logits"])
-    res = run_cli("surgeon", "rename", str(tiny_onnx), "-o", str(out), "--input", "feat=f")
+    res = run_cli("surgeon", "rename", str(tiny_onnx), "-o", str(out), "--rename-input", "feat=f")
     assert res.returncode == 2 and "not a model input" in res.stderr
 
 

@@ -44,8 +44,7 @@ def edit_command_parser(edit) -> argparse.ArgumentParser:
     add_edit_flags(edit, parser.add_argument_group(f"{edit.name} options"))
     group = parser.add_argument_group("verification (ONNX Runtime, before vs after)")
     group.add_argument("--no-verify", dest="verify", action="store_false", help="skip the verification")
-    flags = ["--feed"] if edit.name == "rename" else ["--input", "--feed"]
-    group.add_argument(*flags, dest="feed", action="append", metavar="NAME=FILE.npy",
+    group.add_argument("--input", "--feed", dest="feed", action="append", metavar="NAME=FILE.npy",
                        help="input values to verify on, besides random ones (.npy, or NAME=FILE.npz for all)")
     group.add_argument("--shapes", action="append", metavar="NAME:1x3x224x224",
                        help="shapes of dynamic inputs for the verification (trtexec syntax)")
@@ -73,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.DEBUG)
     if not ns.out.endswith(".onnx"):
         raise UsageError(f"-o {ns.out}: the edited model is an ONNX file; give a path ending in .onnx")
+    if edit.name == "rename":
+        _refuse_old_rename_input(ns.feed or [])
     options = options_from_flags(edit, ns)
     config = VerifyConfig(atol=ns.atol, rtol=ns.rtol, inputs=parse_input_args(ns.feed),
                           shapes=parse_shapes(ns.shapes), seed=ns.seed)
@@ -92,6 +93,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _print_report(report)
     return 0
+
+
+def _refuse_old_rename_input(items: list[str]) -> None:
+    """``rename --input OLD=NEW`` was the old spelling; --input now gives verification inputs everywhere."""
+    from trtflow.feeds import split_npz
+
+    for item in items:
+        name, sep, value = str(item).partition("=")
+        if sep and value != "random" and split_npz(value)[0].suffix.lower() not in (".npy", ".npz"):
+            raise UsageError(f"surgeon rename: --input {item} gives a verification input (NAME=FILE.npy or "
+                             f"NAME=random, as in every command); rename an input with --rename-input {item}")
 
 
 def _print_report(report: dict) -> None:

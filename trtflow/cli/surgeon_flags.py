@@ -171,18 +171,24 @@ def _quantize_options(ns: argparse.Namespace):
 
 
 def _rename_flags(group) -> None:
-    group.add_argument("--input", dest="rename_inputs", action="append", metavar="OLD=NEW",
+    group.add_argument("--rename-input", dest="rename_inputs", action="append", metavar="OLD=NEW",
                        help="rename a model input (repeatable)")
-    group.add_argument("--output", dest="rename_outputs", action="append", metavar="OLD=NEW",
+    group.add_argument("--rename-output", dest="rename_outputs", action="append", metavar="OLD=NEW",
                        help="rename a model output (repeatable)")
+    # the old spellings: --output is refused with the new flag's name (--input gives verification inputs)
+    group.add_argument("--output", dest="old_rename_outputs", action="append", help=argparse.SUPPRESS)
 
 
 def _rename_options(ns: argparse.Namespace):
     from trtflow.edits.rename import RenameOptions
     from trtflow.spec import parse_pairs
 
-    return RenameOptions(inputs=parse_pairs(ns.rename_inputs, "--input", "OLD=NEW, e.g. --input input.1=images"),
-                         outputs=parse_pairs(ns.rename_outputs, "--output", "OLD=NEW, e.g. --output 495=logits"))
+    if ns.old_rename_outputs:
+        raise UsageError(f"surgeon rename: --output {ns.old_rename_outputs[0]} is now spelled "
+                         f"--rename-output {ns.old_rename_outputs[0]}")
+    return RenameOptions(
+        inputs=parse_pairs(ns.rename_inputs, "--rename-input", "OLD=NEW, e.g. --rename-input input.1=images"),
+        outputs=parse_pairs(ns.rename_outputs, "--rename-output", "OLD=NEW, e.g. --rename-output 495=logits"))
 
 
 def _extract_flags(group) -> None:

@@ -60,6 +60,7 @@ def corpus(tmp_path_factory, tiny_onnx) -> dict:
 CASES = [
     # argparse, every command: one line naming the command, never the usage dump
     (["nope"], 2, ["trtflow: error:", "invalid choice"]),
+    ([], 2, ["trtflow: error: give a command", "(see trtflow --help)"]),
     (["run"], 2, ["trtflow run: error:", "required: model", "(see trtflow run --help)"]),
     (["run", "{tiny}", "--bogus"], 2, ["trtflow run: error: unrecognized arguments: --bogus"]),
     (["inspect", "{tiny}", "--json", "--bogus"], 2, ["trtflow inspect: error: unrecognized"]),
@@ -164,12 +165,12 @@ def _assert_one_line(proc, code, words, command=None):
     return lines[0]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: " ".join(c[0])[:60])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: " ".join(c[0])[:60] or "(no command)")
 def test_bad_input_is_one_line(case, corpus):
     argv, code, words, *env = case
     env = {k: v.format(**{n: str(p) for n, p in corpus.items()}) for k, v in (env[0] if env else {}).items()}
     proc = call_cli(*_fill(argv, corpus), env=env)
-    _assert_one_line(proc, code, words, argv[0] if not argv[0].startswith("-") else None)
+    _assert_one_line(proc, code, words, argv[0] if argv and not argv[0].startswith("-") else None)
 
 
 def test_corpus_size():

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     verbose = getattr(args, "verbose", False)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.command:
-        parser.print_help()
+        print(f"trtflow: error: give a command, one of: {', '.join(modules)} (see trtflow --help)", file=sys.stderr)
         return 2
     prog = f"trtflow {args.command}"
     try:

@@ -157,10 +157,12 @@ def test_run_needs_a_shape_for_dynamic_inputs(embedding_onnx):
 def test_export_json_writes_a_verified_file(tmp_path):
     out = tmp_path / "tiny.onnx"
     proc = call_cli("export", "tests.models.tiny:make", "-o", str(out), "--shapes", "x:2x3x16x16",
-                   "--dynamic", "x:0=batch", "--output-names", "logits,feat", "--json")
+                    "--dynamic", "x:0=batch", "--output-names", "logits,feat", "--atol", "feat=1e-3", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["verified"] is True and result["exporter"] == "dynamo"
+    tolerances = {o["name"]: o["atol"] for o in result["verification"][0]["outputs"]}
+    assert tolerances == {"logits": 1e-4, "feat": 1e-3}
     assert [c["input_shapes"]["x"][0] for c in result["verification"]] == [2, 4]
     assert set(result["max_errors"]) == {"logits", "feat"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.onnx"]

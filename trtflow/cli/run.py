@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from trtflow.arrays import dtype_of
 from trtflow.cli import options, output
 
 HELP = "run a model once on given or random inputs and show the outputs"
@@ -19,11 +20,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_shapes(parser)
     options.add_out(parser, "OUT.npz", "save the outputs (one array per output name)", aliases=("--save-outputs",))
     parser.add_argument("--save-inputs", metavar="IN.npz", help="save the inputs used (reusable as --input NAME=IN.npz)")
+    parser.add_argument("--split-batches", action="store_true",
+                        help="run a batch outside the engine's batch range in chunks it takes (a partial last chunk "
+                        "of a static-batch engine is padded): one engine call per chunk")
     options.add_json(parser)
 
 
 def _stats(arr: np.ndarray) -> dict:
-    info = {"shape": list(arr.shape), "dtype": arr.dtype.name}
+    info = {"shape": list(arr.shape), "dtype": dtype_of(arr)}
     if arr.size and arr.dtype.kind in "fiub":
         a = arr.astype(np.float64)
         info.update(min=float(a.min()), max=float(a.max()), mean=float(a.mean()))
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         "engine": name,
         "model": str(args.model),
         "latency_ms": ms,
-        "inputs": {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in feed.items()},
+        "inputs": {k: {"shape": list(v.shape), "dtype": dtype_of(v)} for k, v in feed.items()},
         "outputs": {k: _stats(np.asarray(v)) for k, v in outputs.items()},
     }
     if args.json:

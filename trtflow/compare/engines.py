@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from trtflow.arrays import to_numpy
+from trtflow.arrays import dtype_of, to_numpy
 from trtflow.compare.core import Tolerances, compare_outputs
 from trtflow.compare.report import CompareReport, EngineComparison
 from trtflow.backends.base import Engine
@@ -50,5 +50,5 @@ def compare_engines(
     comparisons = [
         EngineComparison(ref, label, compare_outputs(results[ref], results[label], tolerances)) for label in labels[1:]
     ]
-    inputs = {k: {"shape": list(np.shape(v)), "dtype": to_numpy(v).dtype.name} for k, v in feed.items()}
+    inputs = {k: {"shape": list(np.shape(v)), "dtype": dtype_of(v)} for k, v in feed.items()}
     return CompareReport(model, labels, inputs, comparisons)

@@ -85,7 +85,9 @@ def mean_model(path: Path) -> Path:
 
 def post_mean(outputs: dict, metas: list) -> list:
     """Custom post-processing: the frame's mean colour in 0..255."""
-    return [{"mean": [round(float(v) * 255, 1) for v in row]} for row in np.asarray(outputs["mean"])]
+    mean = outputs["mean"]
+    mean = mean.float().cpu().numpy() if hasattr(mean, "cpu") else np.asarray(mean)
+    return [{"mean": [round(float(v) * 255, 1) for v in row]} for row in mean]
 
 
 def mean_task(model: Path):

@@ -34,9 +34,12 @@ def nvdec_hwaccel(uri: str):
     if "cuda" not in hwdevices_available():
         raise UsageError(f"source '{uri}': --decode nvdec: this PyAV/FFmpeg build has no CUDA hwaccel "
                          f"(it has: {', '.join(hwdevices_available()) or 'none'}); use --decode cpu")
-    torch.cuda.init()
+    # FFmpeg joins the CUDA context current in this thread (torch's primary context, made current
+    # here): with its own primary-context flags it refuses a context torch already started.
+    torch.zeros(1, device="cuda")
     del av
-    return HWAccel("cuda", allow_software_fallback=False, is_hw_owned=True)
+    return HWAccel("cuda", allow_software_fallback=False, is_hw_owned=True,
+                   options={"primary_ctx": "0", "current_ctx": "1"})
 
 
 class NV12Converter:
@@ -54,8 +57,10 @@ class NV12Converter:
             raise UsageError(f"source '{self.uri}': --decode nvdec was asked for but the decoder gave "
                              f"'{frame.format.name}' frames in system memory (NVDEC does not take this "
                              "stream's codec or profile); use --decode cpu")
-        y = torch.from_dlpack(frame.planes[0])
-        uv = torch.from_dlpack(frame.planes[1])
+        from torch.utils.dlpack import from_dlpack
+
+        y = from_dlpack(frame.planes[0].__dlpack__())  # PyAV exports without a stream: decoded data is ready
+        uv = from_dlpack(frame.planes[1].__dlpack__())
         with torch.cuda.stream(self.stream):
             rgb = self._convert(y, uv, frame.colorspace, frame.color_range)
         self.stream.synchronize()  # the NV12 surface goes back to the decoder's pool after this

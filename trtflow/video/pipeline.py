@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 STAGES = ("decode", "h2d", "preprocess", "infer", "postprocess", "write")
 _END = object()
+SWITCH_INTERVAL_S = 0.0005  # Python's default 5 ms would make each kernel launch wait on busy threads
 
 
 @dataclass
@@ -130,6 +132,8 @@ class Pipeline:
                                      ("postprocess", self._post))]
         threads.append(threading.Thread(target=self._guard, args=("write", self._sink, out), daemon=True,
                                         name="trtflow-encode"))
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, SWITCH_INTERVAL_S))  # the infer thread launches kernels: hand it the GIL quickly
         for t in threads:
             t.start()
         try:
@@ -143,6 +147,7 @@ class Pipeline:
             self.muxer.stop()
             for t in threads:
                 t.join()
+            sys.setswitchinterval(switch)
             self._close_outputs()
             for s in self.sources:
                 s.close()

@@ -165,6 +165,9 @@ class Source:
         try:
             self.container = av.open(path, **kwargs)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
+            if hwaccel is not None and os.path.exists(path):
+                raise UsageError(f"source '{self.uri}': --decode nvdec could not start FFmpeg's CUDA decoder: {exc}; "
+                                 "use --decode cpu") from None
             what = {"file": "not a video file FFmpeg can read", "camera": "cannot open the camera",
                     "network": "cannot open the stream (is the URL right and the server reachable?)"}[self.kind]
             raise UsageError(f"source '{self.uri}': {what}: {exc}") from None
@@ -255,7 +258,8 @@ class Source:
                     if self.max_frames is not None and index >= self.max_frames:
                         return
         finally:
-            self._check_end(index, last_time)
+            if stop is None or not stop.is_set():
+                self._check_end(index, last_time)
 
     def _check_gap(self, last: Optional[int], pts: Optional[int], index: int) -> None:
         """Count frames missing between two timestamps (a damaged file or a lossy stream)."""

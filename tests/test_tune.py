@@ -71,6 +71,7 @@ def test_saved_choice_is_reused_without_measuring(ort_run, monkeypatch):
     monkeypatch.setenv("TRTFLOW_CACHE_DIR", str(cache))
     record = json.loads(open(result.record_path).read())
     assert record["chosen"] == result.chosen and record["key_material"]["shapes"] == [[2, 3, 16, 16]]
+    assert record["options"]["providers"] == ["cpu"] and record["options"]["optimization"] in ("all", "basic")
     chosen = result.best
     with trtflow.load(str(onnx), engine="ort", tune=True, shapes=SHAPES) as engine:
         opts = engine.session.get_session_options()

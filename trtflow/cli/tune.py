@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-s", type=float, default=600.0, help="stop trying configurations after S seconds (default: %(default)s)")
     parser.add_argument("--only", action="append", metavar="GLOB", help="try only configurations matching (e.g. 'fp16 *graphs*')")
     parser.add_argument("--threads", help="ONNX Runtime thread counts to try, comma-separated (default: 1, half, all cores)")
+    parser.add_argument("--providers", action="append", metavar="P[,P]",
+                        help="an ONNX Runtime provider list to try, in priority order (repeatable, e.g. --providers cpu "
+                             "--providers cuda,cpu; default: cpu, and cuda,cpu where installed)")
     parser.add_argument("--short-s", type=float, default=0.3, help="first timing of each configuration (default: %(default)s)")
     parser.add_argument("--full-s", type=float, default=1.0, help="full timing of the survivors (default: %(default)s)")
     parser.add_argument("--device", default=None, help="torch device (default: the GPU when there is one)")
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         threads = [int(t) for t in args.threads.split(",")] if args.threads else None
     except ValueError:
         raise UsageError(f"--threads {args.threads}: expected comma-separated integers, e.g. 1,2,4") from None
-    opts = TuneOptions(short_s=args.short_s, full_s=args.full_s, only=args.only, threads=threads,
+    providers = [[p.strip() for p in item.split(",") if p.strip()] for item in args.providers or []] or None
+    opts = TuneOptions(short_s=args.short_s, full_s=args.full_s, only=args.only, threads=threads, providers=providers,
                        calib_preprocess=args.calib_preprocess, seed=args.seed, save=args.save)
     model = _model(args)
     with output.bar(f"tune {args.model}", enabled=not args.json) as progress:

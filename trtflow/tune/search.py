@@ -46,6 +46,8 @@ class TuneOptions:
         accuracy_samples: samples the accuracy check runs (rounded up to whole batches).
         only: glob patterns of configuration names to try (e.g. ``["fp16 *graphs*"]``); None: all.
         threads: ONNX Runtime intra-op thread counts to try (None: 1, half and all cores).
+        providers: ONNX Runtime provider lists to try, e.g. ``[["cpu"], ["cuda", "cpu"]]`` (None: CPU,
+            and CUDA where this onnxruntime has it).
         ort_levels: ONNX Runtime graph optimization levels to try.
         trt_levels: TensorRT builder optimization levels to try.
         recalibrate_bn: re-estimate batch-norm statistics on the inputs before comparing: True, False,
@@ -62,6 +64,7 @@ class TuneOptions:
     accuracy_samples: int = 64
     only: Sequence[str] | None = None
     threads: Sequence[int] | None = None
+    providers: Sequence[Sequence[str]] | None = None
     ort_levels: Sequence[str] = ("all", "extended", "basic")
     trt_levels: Sequence[int] = (3, 5)
     recalibrate_bn: bool | None = None

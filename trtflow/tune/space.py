@@ -5,8 +5,8 @@ cuDNN fused conv + BN + ReLU + graphs (models with batch norms), torch.compile +
 compile + fusions + graphs, the reduce-overhead mode (its own CUDA graphs) and
 max-autotune-no-cudagraphs + graphs. FP8 is bfloat16 with ``nn.Linear`` layers on FP8 GEMMs.
 torch (CPU): eager, channels-last, torch.compile. INT8 has no torch path here (ONNX Q/DQ engines run it).
-ort: the FP32, FP16 (surgeon conversion) and INT8 (Q/DQ, calibrated) models x graph optimization
-levels x intra-op thread counts.
+ort: provider lists (CPU, and CUDA where installed) x the FP32, FP16 (surgeon conversion) and INT8
+(Q/DQ, calibrated) models x graph optimization levels x intra-op thread counts.
 tensorrt: precision sets x builder optimization levels.
 """
 
@@ -132,19 +132,32 @@ def default_threads() -> list[int]:
     return sorted({1, max(1, cores // 2), cores})
 
 
-def ort_space(precisions: Sequence[str], threads: Sequence[int] | None = None,
-              levels: Sequence[str] = ORT_LEVELS) -> tuple[list[Candidate], list[Skip]]:
-    """ONNX Runtime configurations: model variant x graph optimization level x threads."""
+def default_providers() -> list[list[str]]:
+    """CPU, plus CUDA where this onnxruntime has the CUDA provider."""
+    import onnxruntime
+
+    out = [["cpu"]]
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        out.append(["cuda", "cpu"])
+    return out
+
+
+def ort_space(precisions: Sequence[str], threads: Sequence[int] | None = None, levels: Sequence[str] = ORT_LEVELS,
+              providers: Sequence[Sequence[str]] | None = None) -> tuple[list[Candidate], list[Skip]]:
+    """ONNX Runtime configurations: provider list x model variant x graph optimization level x threads."""
     cands, skips = [], []
     threads = list(threads or default_threads())
+    providers = [list(p) for p in (providers or default_providers())]
     for p in _order(list(precisions)):
         if p in ("bf16", "fp8"):
-            skips.append(Skip(p, p, f"skipped: ONNX Runtime's CPU provider has no {p} kernels"))
+            skips.append(Skip(p, p, f"skipped: trtflow makes no {p} ONNX model (ONNX Runtime's CPU provider has no {p} kernels)"))
             continue
-        for level in levels:
-            for t in sorted(threads, reverse=True):
-                cands.append(Candidate(f"{p} opt={level} threads={t}", "ort", p,
-                                       {"threads": t, "optimization": level}, p, 0.1, "session"))
+        for prov in providers:
+            label = "" if providers == [["cpu"]] else f" {'+'.join(prov)}"
+            for level in levels:
+                for t in sorted(threads, reverse=True):
+                    cands.append(Candidate(f"{p}{label} opt={level} threads={t}", "ort", p,
+                                           {"providers": prov, "threads": t, "optimization": level}, p, 0.1, "session"))
     return cands, skips
 
 

@@ -114,10 +114,10 @@ class OrtSubject:
 
     engine = "ort"
 
-    def __init__(self, proto: Any, calibration: list[dict], providers: Sequence[str] = ("cpu",)):
+    def __init__(self, proto: Any, calibration: list[dict]):
         self.proto = proto
         self.calibration = calibration
-        self.providers = list(providers)
+        self.providers = ["cpu"]  # the FP32 reference's
         self.notes: list[str] = []
         self._variants: dict[str, bytes] = {"fp32": proto.SerializeToString()}
         self._failed: dict[str, str] = {}
@@ -126,7 +126,7 @@ class OrtSubject:
         from trtflow.backends.tuned import device_identity
 
         ident = device_identity("ort")
-        return f"cpu ({ident['name']}, {ident['cores']} cores), providers {self.providers}"
+        return f"cpu ({ident['name']}, {ident['cores']} cores)"
 
     def variant(self, name: str) -> bytes:
         """The serialized model of a variant ("fp32", "fp16", "int8"), converting on first use.
@@ -170,7 +170,7 @@ class OrtSubject:
             return [engine.infer(f) for f in feeds]
 
     def open(self, cand: Candidate):
-        return load(self.variant(cand.variant), "ort", providers=self.providers, **cand.options)
+        return load(self.variant(cand.variant), "ort", **cand.options)
 
     def cleanup(self) -> None:
         pass

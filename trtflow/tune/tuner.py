@@ -87,7 +87,7 @@ def tune(
         candidates, skips = space.torch_space(precisions, subject.cuda, subject.conv, subject.batchnorm, subject.fp8_blocker)
     else:
         subject, key_model, shape_map, feeds = _onnx_subject(model, shapes, example_inputs, engine, calib, opts, progress)
-        candidates, skips = (space.ort_space(precisions, opts.threads, opts.ort_levels) if engine == "ort"
+        candidates, skips = (space.ort_space(precisions, opts.threads, opts.ort_levels, opts.providers) if engine == "ort"
                              else space.tensorrt_space(precisions, opts.trt_levels))
     candidates = [c for c in candidates if matches(c.name, opts.only)]
     if not candidates:
@@ -189,7 +189,5 @@ def _save(result: TuneResult, subject, cand, key_model, shape_map, device) -> No
     if result.engine != "torch" and cand.variant != "fp32":
         model_file = f"{key}.{cand.variant}.onnx"
         (Path(tuned_dir()) / model_file).write_bytes(subject.variant(cand.variant))
-    if result.engine == "ort":
-        cand.options.setdefault("providers", list(subject.providers))
     result.key = key
     result.record_path = str(save_record(key, record_of(result, cand, material, list(shape_map), model_file)))

@@ -77,7 +77,9 @@ def load(model: Any, engine: str = "auto", **options: Any) -> Engine:
         **options: passed to the engine (e.g. ``providers=["cpu"]`` for ort, ``dtype="fp16"``
             for torch, ``min_shapes=...`` for tensorrt). ``tune=True`` (or ``config="tuned"``)
             applies the configuration ``trtflow tune`` saved for this model, shapes (``shapes=``
-            or the example inputs), engine, device and library versions.
+            or the example inputs), engine, device and library versions. ``split_batches=True``
+            runs batches outside the engine's batch range in chunks (padding a partial batch of a
+            static-batch engine); see ``Engine.infer``.
 
     Returns:
         An ``Engine``; ``engine.name`` says which was chosen.
@@ -98,9 +100,12 @@ def load(model: Any, engine: str = "auto", **options: Any) -> Engine:
 
         options.pop("config", None)
         model, _, options = apply_tuned(model, cls.name, options)
+    split = bool(options.pop("split_batches", False))
     _check_options(cls, options)
     log.info("loading with the %s engine", cls.name)
-    return cls(model, **options)
+    loaded = cls(model, **options)
+    loaded.split_batches = split
+    return loaded
 
 
 def _check_options(cls: type[Engine], options: dict) -> None:

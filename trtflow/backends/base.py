@@ -30,6 +30,7 @@ class Engine(ABC):
 
     name = "base"
     native = "numpy"
+    split_batches = False  # trtflow.load(..., split_batches=True): see infer()
 
     def __init__(self, inputs: list[TensorSpec], outputs: list[TensorSpec]):
         self.inputs = list(inputs)
@@ -50,12 +51,59 @@ class Engine(ABC):
             Output name -> array, in the family of the inputs (numpy in, numpy out; torch in,
             torch out on the inputs' device).
 
+        With ``split_batches`` set (``trtflow.load(..., split_batches=True)``, ``--split-batches``),
+        a batch above the engine's largest batch runs in chunks of that size, and a chunk below
+        its smallest batch (a partial batch into a static-batch engine) is padded by repeating
+        its last item; the outputs are joined and trimmed to the feed's batch. The cost: one
+        engine call per chunk, and the padded rows are computed too (5 images into a static
+        batch of 4 cost two full batches).
+
         Raises:
             InputNameError, InputShapeError, InputDtypeError: the feed does not match ``inputs``.
             EngineError: the engine failed while running.
         """
         if self._closed:
             raise EngineError(f"the {self.name} engine is closed; load the model again (trtflow.load) to run it")
+        if self.split_batches:
+            chunked = self._infer_split(feed)
+            if chunked is not None:
+                return chunked
+        return self._infer_checked(feed)
+
+    def batch_range(self) -> tuple[int, int] | None:
+        """``(smallest, largest)`` batch (dim 0 of the first input) the engine takes, or None when unbounded."""
+        if not self.inputs or not self.inputs[0].rank:
+            return None
+        spec = self.inputs[0]
+        if spec.bounds is not None:
+            return int(spec.bounds.min[0]), int(spec.bounds.max[0])
+        if isinstance(spec.shape[0], int):
+            return spec.shape[0], spec.shape[0]
+        return None
+
+    def _infer_split(self, feed: Mapping[str, Any]) -> dict[str, Any] | None:
+        """``infer`` in chunks the engine's batch range takes, or None when the feed fits as it is."""
+        limits = self.batch_range()
+        if limits is None or not isinstance(feed, Mapping) or set(feed) != set(self._names):
+            return None
+        lo, hi = limits
+        shapes = [shape_of(v) for v in feed.values()]
+        if not all(shapes) or len({s[0] for s in shapes}) != 1:
+            return None
+        n = int(shapes[0][0])
+        if lo <= n <= hi or n == 0:
+            return None
+        parts = []
+        for start in range(0, n, hi):
+            chunk = {k: v[start:start + hi] for k, v in feed.items()}
+            m = min(hi, n - start)
+            if m < lo:
+                chunk = {k: _pad_rows(v, lo) for k, v in chunk.items()}
+            out = self._infer_checked(chunk)
+            parts.append({k: v[:m] if shape_of(v) and shape_of(v)[0] == max(m, lo) else v for k, v in out.items()})
+        return {k: _join([p[k] for p in parts]) for k in parts[0]}
+
+    def _infer_checked(self, feed: Mapping[str, Any]) -> dict[str, Any]:
         key = _signature(feed, self._names)
         plan = self._plans.get(key) if key is not None else None
         if plan is not None:  # a feed like one already validated: names, shapes, dtypes, family
@@ -151,6 +199,12 @@ class Engine(ABC):
                     if spec.bounds is not None
                     else "Resize the input to match."
                 )
+                if _channels_last(spec, shape):
+                    fix = (f"The array looks channels-last (NHWC: its last dim is {shape[-1]}, the model's channel "
+                           "count): transpose it to NCHW (x.transpose(0, 3, 1, 2)), or embed the transpose in the "
+                           "model with `trtflow surgeon embed-preprocess --layout nhwc`.")
+                elif i == 0:
+                    fix += " Or load with split_batches=True (--split-batches) to run it in chunks the engine takes."
                 raise InputShapeError(
                     f"input '{spec.name}' has shape {shape}; dim {i} is {got} but the engine expects "
                     f"{spec.describe_shape()}. {fix}"
@@ -167,6 +221,36 @@ class Engine(ABC):
                 f"input '{spec.name}' has dtype {dtype}; the engine expects {spec.dtype} and {dtype} cannot "
                 f"be cast to it without loss. Convert it first, e.g. x.astype('{spec.dtype}')"
             )
+
+
+def _channels_last(spec: TensorSpec, shape: tuple[int, ...]) -> bool:
+    """True when a rank-4 array looks NHWC for an NCHW input: its last dim is the model's channel count."""
+    if spec.rank != 4 or len(shape) != 4 or not isinstance(spec.shape[1], int):
+        return False
+    channels = spec.shape[1]
+    return shape[3] == channels and shape[1] != channels and spec.shape[3] != channels
+
+
+def _pad_rows(value: Any, rows: int) -> Any:
+    """``value`` with its last row repeated up to ``rows`` rows (numpy or torch)."""
+    extra = rows - int(shape_of(value)[0])
+    if hasattr(value, "repeat_interleave"):
+        import torch
+
+        return torch.cat([value, value[-1:].expand(extra, *value.shape[1:])])
+    value = np.asarray(value)
+    return np.concatenate([value, np.repeat(value[-1:], extra, axis=0)])
+
+
+def _join(values: list) -> Any:
+    """Chunks of one output joined along the batch (numpy or torch)."""
+    if len(values) == 1:
+        return values[0]
+    if hasattr(values[0], "repeat_interleave"):
+        import torch
+
+        return torch.cat(values)
+    return np.concatenate(values)
 
 
 def _signature(feed: Any, names: tuple[str, ...]) -> tuple | None:

@@ -235,4 +235,5 @@ def load_engine(args: argparse.Namespace, model, engine: str | None = None):
 
     name = engine or args.engine
     name = auto_engine(model) if name == "auto" else ALIASES.get(name.lower(), name.lower())
-    return load(model, name, **engine_options(args, name))
+    split = {"split_batches": True} if getattr(args, "split_batches", False) else {}
+    return load(model, name, **engine_options(args, name), **split)

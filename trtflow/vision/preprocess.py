@@ -126,22 +126,48 @@ def resize(images: Any, size: int | Sequence[int]):
     return out.to(images.dtype)
 
 
-def letterbox(images: Any, size: int | Sequence[int], pad_value: float = 114 / 255, scaleup: bool = True):
+PAD_POSITIONS = ("center", "bottom-right")
+
+
+def letterbox(images: Any, size: int | Sequence[int], pad_value: float = 114 / 255, scaleup: bool = True,
+              pad: str = "center"):
     """Resize keeping the aspect ratio, then pad to ``size`` (the tutorials' ``resize_padding``).
 
-    Padding is split evenly between the sides (YOLO's rounding), filled with ``pad_value``.
-
     Args:
-        images: NCHW floating tensor.
+        images: NCHW (or one CHW) floating images, a torch tensor or a numpy array; or a list of
+            CHW images of different sizes (each is placed on its own, then they are stacked).
         size: output (height, width), or one int for a square.
         pad_value: fill value (114/255 for 0..1 images, YOLO's grey).
         scaleup: allow enlarging small frames (False only shrinks).
+        pad: "center" splits the padding evenly between the sides (YOLO's rounding);
+            "bottom-right" puts the image at the top-left corner and pads right and bottom
+            (the detector guide's ``resize_padding``).
 
     Returns:
-        (padded images, ``Letterbox`` to pass to ``unletterbox_boxes``).
+        ``(padded NCHW images, Letterbox)`` in the input's family (numpy in, numpy out); for a
+        list, ``(stacked images, [Letterbox per image])``. Pass the ``Letterbox`` to
+        ``unletterbox_boxes`` to map boxes back to the original image.
+
+    Raises:
+        UsageError: an unknown ``pad``, or images that are not CHW/NCHW.
     """
+    if pad not in PAD_POSITIONS:
+        raise UsageError(f"pad '{pad}': choose one of {', '.join(PAD_POSITIONS)}")
+    if isinstance(images, (list, tuple)):
+        placed = [letterbox(image, size, pad_value, scaleup, pad) for image in images]
+        if not placed:
+            raise UsageError("letterbox got an empty list of images")
+        first = placed[0][0]
+        if hasattr(first, "dim"):
+            import torch
+
+            return torch.cat([p[0] for p in placed]), [p[1] for p in placed]
+        import numpy as np
+
+        return np.concatenate([p[0] for p in placed]), [p[1] for p in placed]
     import torch.nn.functional as F
 
+    images, numpy_in = _as_torch(images)
     images = _batched_nchw(images)
     h, w = (int(d) for d in images.shape[2:])
     out_h, out_w = _size(size)
@@ -149,25 +175,50 @@ def letterbox(images: Any, size: int | Sequence[int], pad_value: float = 114 / 2
     if not scaleup:
         scale = min(scale, 1.0)
     new_w, new_h = int(round(w * scale)), int(round(h * scale))
-    dw, dh = (out_w - new_w) / 2, (out_h - new_h) / 2
-    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
-    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    if pad == "center":
+        dw, dh = (out_w - new_w) / 2, (out_h - new_h) / 2
+        top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+        left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    else:
+        top, left, bottom, right = 0, 0, out_h - new_h, out_w - new_w
     resized = resize(images, (new_h, new_w))
     padded = F.pad(resized, (left, right, top, bottom), value=pad_value)
-    return padded, Letterbox(scale, (left, top), (h, w), (out_h, out_w))
+    return (padded.numpy() if numpy_in else padded), Letterbox(scale, (left, top), (h, w), (out_h, out_w))
 
 
 def unletterbox_boxes(boxes: Any, box: Letterbox, clip: bool = True):
-    """Map ``(..., 4)`` xyxy boxes from letterboxed coordinates back to the original frame."""
+    """Map ``(..., 4)`` xyxy boxes from letterboxed coordinates back to the original frame.
+
+    ``boxes`` is a torch tensor or a numpy array (the result is of the same kind); ``box`` is the
+    ``Letterbox`` that ``letterbox`` returned for this image (either padding position).
+    """
+    import numpy as np
+
+    numpy_in = not hasattr(boxes, "clone")
+    out = np.array(boxes, dtype=np.float32, copy=True) if numpy_in else boxes.clone()
     left, top = box.pad
-    out = boxes.clone()
     out[..., [0, 2]] = (out[..., [0, 2]] - left) / box.scale
     out[..., [1, 3]] = (out[..., [1, 3]] - top) / box.scale
     if clip:
         h, w = box.original
-        out[..., [0, 2]] = out[..., [0, 2]].clamp(0, w)
-        out[..., [1, 3]] = out[..., [1, 3]].clamp(0, h)
+        if numpy_in:
+            out[..., [0, 2]] = out[..., [0, 2]].clip(0, w)
+            out[..., [1, 3]] = out[..., [1, 3]].clip(0, h)
+        else:
+            out[..., [0, 2]] = out[..., [0, 2]].clamp(0, w)
+            out[..., [1, 3]] = out[..., [1, 3]].clamp(0, h)
     return out
+
+
+def _as_torch(images: Any):
+    """``(torch tensor, True when the input was numpy)``."""
+    import numpy as np
+
+    if isinstance(images, np.ndarray):
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(images)), True
+    return images, False
 
 
 def resize_shorter_side(images: Any, size: int):

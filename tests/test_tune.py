@@ -204,6 +204,20 @@ def test_tensorrt_builds_but_cannot_run_here(tiny_onnx):
                      options=TuneOptions(trt_levels=(3,), **FAST))
 
 
+def test_fusion_result_orders_the_compiles():
+    from trtflow.tune.space import prefer, torch_space
+
+    cands, _ = torch_space(["fp16"], cuda=True, conv=True, batchnorm=True, fp8=None)
+    compiles = [c for c in cands if c.kind == "compile"]
+    assert [c.name for c in compiles] == ["fp16 compile+graphs cl", "fp16 compile+fused+graphs cl"]
+    won = {"fp16 fused+graphs cl": 300.0, "fp16 eager+graphs cl": 100.0}
+    assert [c.name for c in prefer(compiles, won)][0] == "fp16 compile+fused+graphs cl"
+    lost = {"fp16 fused+graphs cl": 50.0, "fp16 eager+graphs cl": 100.0}
+    assert [c.name for c in prefer(compiles, lost)][0] == "fp16 compile+graphs cl"
+    assert [c.kind for c in prefer(cands, won)] == sorted((c.kind for c in cands), key=lambda k: ["eager", "graphs",
+            "compile", "reduce-overhead", "max-autotune"].index(k))  # cost order kept
+
+
 def test_accuracy_bounds():
     ref = [{"y": np.array([[1.0, 5.0, 2.0], [3.0, 0.5, 0.4]])}]
     got = [{"y": np.array([[1.0, 4.9, 2.0], [0.3, 0.5, 0.4]])}]

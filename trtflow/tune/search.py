@@ -26,7 +26,7 @@ from trtflow.progress import Progress, report
 from trtflow.tune.accuracy import Bound, check
 from trtflow.tune.result import (ACCEPTED, BUDGET, CHOSEN, ERROR, FAILED_ACCURACY, SKIPPED, SLOWER, ConfigResult,
                                  TuneResult)
-from trtflow.tune.space import Candidate
+from trtflow.tune.space import Candidate, prefer
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,10 @@ def search(subject: Any, candidates: list[Candidate], skips: list, feeds, refere
     clock = _Clock(budget_s, opts.short_s + opts.full_s + 2 * opts.warmup_ms / 1e3)
     timing_feed = feeds.accuracy[0]  # host float32: the bench loop casts it for CUDA engines
     best_short, best_name = 0.0, ""
-    for i, cand in enumerate(candidates):
+    remaining, speeds = list(candidates), {}
+    for i in range(len(candidates)):
+        remaining = prefer(remaining, speeds)
+        cand = remaining.pop(0)
         r = ConfigResult(cand.name, cand.engine, cand.precision, dict(cand.options))
         results.append(r)
         why = clock.refuse(cand)
@@ -210,6 +213,8 @@ def search(subject: Any, candidates: list[Candidate], skips: list, feeds, refere
             log.info("configuration %s failed", cand.name, exc_info=True)
         finally:
             subject.cleanup()
+            if r.throughput:
+                speeds[cand.name] = r.throughput
     progress("tune: done", len(candidates), len(candidates))
     return results
 

@@ -174,3 +174,27 @@ def tensorrt_space(precisions: Sequence[str], levels: Sequence[int] = TRT_LEVELS
                                    {"build": {**flags, "builder_optimization_level": level}},
                                    "int8" if p == "int8" else "fp32", 1.0, "build"))
     return cands, skips
+
+
+def prefer(remaining: list[Candidate], speeds: dict[str, float]) -> list[Candidate]:
+    """Reorder what is left so the likelier winner of equal cost comes first (a tight budget then
+    reaches it): once ``fused+graphs`` and ``eager+graphs`` of a precision and layout are timed,
+    the fused compile variants go before the plain ones when fusing won, after them when it lost.
+
+    Args:
+        remaining: candidates not tried yet, cheapest first.
+        speeds: configuration name -> throughput measured so far.
+    """
+    def fused_won(cand: Candidate) -> bool | None:
+        if cand.engine != "torch" or cand.kind != "compile":
+            return None
+        layout = " cl" if cand.options.get("channels_last") else ""
+        fused, plain = speeds.get(f"{cand.precision} fused+graphs{layout}"), speeds.get(f"{cand.precision} eager+graphs{layout}")
+        return None if fused is None or plain is None else fused > plain
+
+    def rank(cand: Candidate) -> tuple:
+        won = fused_won(cand)
+        later = 0 if won is None else int(bool(cand.options.get("fuse")) != won)
+        return (cand.cost, later)
+
+    return sorted(remaining, key=rank)

@@ -35,7 +35,7 @@ def _post(port: int, body: bytes) -> int:
 
 def test_sigterm_drains_in_flight_requests(tmp_path):
     model = tmp_path / "slow.onnx"
-    model.write_bytes(slow_model(k=24))
+    model.write_bytes(slow_model(k=48))
     log_file = tmp_path / "access.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "trtflow", "serve", str(model), "--http-port", "0", "--grpc-port", "-1",
@@ -50,12 +50,15 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
         for t in threads:
             t.start()
         deadline = time.time() + 20
-        while time.time() < deadline:  # wait until requests are queued behind the running one
+        while time.time() < deadline:  # wait until all 10 are in: one running, the others queued
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                pending = metrics.parse(r.read().decode())['nv_inference_pending_request_count{model="slow",version="1"}']
-            if pending >= 3:
+                values = metrics.parse(r.read().decode())
+            label = '{model="slow",version="1"}'
+            inflight = values["trtflow_inference_inflight_request_count" + label]
+            if inflight + values["nv_inference_request_success" + label] == 10:  # all arrived
                 break
             time.sleep(0.005)
+        assert inflight >= 2, "the requests were answered before SIGTERM could find them in flight"
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.05)
         late = _post(port, body)

@@ -27,6 +27,7 @@ class ModelStats:
 
     values: dict = field(default_factory=lambda: {name: 0 for name, _, _ in COUNTERS})
     pending: int = 0
+    inflight: int = 0
     batch_counts: list = field(default_factory=lambda: [0] * (len(BATCH_BUCKETS) + 1))
     batch_sum: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -63,6 +64,9 @@ def render(stats: dict[str, ModelStats], version: str = "1") -> str:
     lines += ["# HELP nv_inference_pending_request_count Instantaneous number of pending requests awaiting execution",
               "# TYPE nv_inference_pending_request_count gauge"]
     lines += [f'nv_inference_pending_request_count{{model="{m}",version="{version}"}} {s.pending}' for m, s in stats.items()]
+    lines += ["# HELP trtflow_inference_inflight_request_count Requests accepted and not yet answered (queued or running)",
+              "# TYPE trtflow_inference_inflight_request_count gauge"]
+    lines += [f'trtflow_inference_inflight_request_count{{model="{m}",version="{version}"}} {s.inflight}' for m, s in stats.items()]
     name = "trtflow_inference_batch_size"
     lines += [f"# HELP {name} Rows per model execution (dynamic batching)", f"# TYPE {name} histogram"]
     for model, s in stats.items():

@@ -89,6 +89,7 @@ class Server:
         """Run one request through the model's batcher, counting success, failure and duration."""
         stats = self.stats[name]
         start = time.perf_counter()
+        stats.inflight += 1
         try:
             if self.draining:
                 raise ProtocolError("the server is shutting down; retry on another server", 503)
@@ -96,6 +97,8 @@ class Server:
         except BaseException:
             stats.add(request_failure=1)
             raise
+        finally:
+            stats.inflight -= 1
         stats.add(request_success=1, request_duration_us=(time.perf_counter() - start) * 1e6)
         self.last_inference[name] = int(time.time() * 1000)
         return out

@@ -136,8 +136,9 @@ def _onnx_subject(model, shapes, example_inputs, engine, calib, opts, progress):
     from trtflow.tune.inputs import calibration_feeds, random_feeds
     from trtflow.tune.subjects import OrtSubject, TensorRTSubject
 
+    exported = None
     if hasattr(model, "state_dict") and not hasattr(model, "SerializeToString"):
-        model = _export(model, shapes, example_inputs, progress)
+        model = exported = _export(model, shapes, example_inputs, progress)
     proto = load_onnx(model)
     specs, _ = onnx_specs(proto)
     shape_map = {}
@@ -157,6 +158,9 @@ def _onnx_subject(model, shapes, example_inputs, engine, calib, opts, progress):
              if calib is not None else random_feeds(shape_map, dtypes, opts.accuracy_samples, opts.seed))
     subject = (OrtSubject(proto, feeds.calibration) if engine == "ort"
                else TensorRTSubject(proto, feeds.calibration, shape_map))
+    if exported:
+        subject.notes.append(f"the module was exported to {exported}; the choice is saved for that ONNX file "
+                             f"(trtflow.load('{exported}', engine='{engine}', tune=True))")
     key_model = model if isinstance(model, (str, os.PathLike, bytes, bytearray)) else proto
     return subject, key_model, shape_map, feeds
 

@@ -357,3 +357,18 @@ def test_grpc_stream_infer(server):
     ok = sorted((r.get_response().id, float(r.as_numpy("y")[0, 0])) for r, e in got if r is not None)
     assert ok == [(str(k), 2.0 * k + 1) for k in range(5)]
     assert ["dim 1 is 5" in str(e) for r, e in got if e is not None] == [True]
+
+
+def test_repository_load_unload_refused_and_compressed_requests(server):
+    c = httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}")
+    with pytest.raises(InferenceServerException, match="loads its models at start"):
+        c.load_model("affine")
+    with pytest.raises(InferenceServerException, match="unknown model"):
+        c.unload_model("nope")
+    x = np.ones((2, 4), np.float32)
+    i = httpclient.InferInput("x", [2, 4], "FP32")
+    i.set_data_from_numpy(x)
+    for algorithm in ("gzip", "deflate"):
+        r = c.infer("affine", [i], request_compression_algorithm=algorithm)
+        np.testing.assert_allclose(r.as_numpy("y"), 2 * x + 1)
+    _healthy(server)

@@ -10,6 +10,7 @@
 | GET    | /v2/models/{m}[/versions/{v}]/stats             | Triton's statistics extension          |
 | POST   | /v2/models/{m}[/versions/{v}]/infer             | inference (JSON or binary tensors)     |
 | POST   | /v2/repository/index                            | the served models                      |
+| POST   | /v2/repository/models/{m}/load, .../unload      | 400: models are loaded at start        |
 | GET    | /metrics                                        | Prometheus text                        |
 
 Errors are ``{"error": "..."}`` with Triton's status codes.
@@ -103,6 +104,11 @@ def make_app(server) -> "web.Application":
     async def repository_index(request):
         return _json(server.repository_index())
 
+    async def repository_load(request):
+        server.model(request.match_info["model"])
+        raise ProtocolError("explicit model load/unload is not supported: trtflow serve loads its models at start; "
+                            "restart it with the models to serve")
+
     async def metrics(request):
         return web.Response(text=server.metrics_text(), content_type="text/plain")
 
@@ -114,6 +120,8 @@ def make_app(server) -> "web.Application":
     add("POST", "/v2/repository/index", repository_index)
     add("GET", "/v2/models/stats", model_stats)
     add("GET", "/metrics", metrics)
+    add("POST", "/v2/repository/models/{model}/load", repository_load)
+    add("POST", "/v2/repository/models/{model}/unload", repository_load)
     for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
         add("GET", base, model_metadata)
         add("GET", base + "/ready", model_ready)

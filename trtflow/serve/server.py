@@ -130,6 +130,7 @@ class Server:
                     "compute_input": entry("nv_inference_exec_count", "nv_inference_compute_input_duration_us"),
                     "compute_infer": entry("nv_inference_exec_count", "nv_inference_compute_infer_duration_us"),
                     "compute_output": entry("nv_inference_exec_count", "nv_inference_compute_output_duration_us"),
+                    "cache_hit": {"count": 0, "ns": 0}, "cache_miss": {"count": 0, "ns": 0},
                 },
                 "batch_stats": [],
             })

@@ -95,6 +95,9 @@ def _nms_flags(group) -> None:
                        help="retinaface/ssd center,size variances (default: %(default)s)")
     group.add_argument("--plugin", choices=PLUGINS, default="none",
                        help="none: standard NonMaxSuppression; efficientnms: EfficientNMS_TRT node (TensorRT 10 only)")
+    group.add_argument("--no-format-check", dest="check_format", action="store_false",
+                       help="skip the check that the raw outputs fit --format (shapes and score ranges on one "
+                            "ONNX Runtime run; priors count)")
 
 
 def _nms_options(ns: argparse.Namespace):
@@ -105,7 +108,8 @@ def _nms_options(ns: argparse.Namespace):
     if len(variances) != 2:
         raise UsageError(f"--variances '{ns.variances}': expected two numbers, e.g. 0.1,0.2")
     return NmsOptions(ns.format, ns.score_thr, ns.iou_thr, ns.max_det, ns.class_agnostic, boxes=ns.boxes,
-                      scores=ns.scores, landmarks=ns.landmarks, priors=ns.priors, variances=variances, plugin=ns.plugin)
+                      scores=ns.scores, landmarks=ns.landmarks, priors=ns.priors, variances=variances, plugin=ns.plugin,
+                      check_format=ns.check_format)
 
 
 def _fp16_flags(group) -> None:

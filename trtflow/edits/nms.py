@@ -64,6 +64,9 @@ class NmsOptions:
             a .npy path or an [A, 4] array of normalized cx, cy, w, h; None: the format's preset.
         variances: retinaface/ssd center and size variances.
         plugin: "none" (standard NonMaxSuppression) or "efficientnms" (an EfficientNMS_TRT node).
+        check_format: refuse a head that does not fit ``format`` (``trtflow.vision.head_fit``), judged
+            on one ONNX Runtime run of the model (the verification inputs, else random ones), or on
+            the static output shapes when ONNX Runtime cannot run it.
     """
 
     format: str
@@ -77,6 +80,7 @@ class NmsOptions:
     priors: Any = None
     variances: tuple[float, float] = (0.1, 0.2)
     plugin: str = "none"
+    check_format: bool = True
 
     def __post_init__(self):
         if self.plugin not in PLUGINS:
@@ -85,6 +89,7 @@ class NmsOptions:
         fields.set_field(self, "iou_thr", fields.number(self.iou_thr, "iou_thr", 0, 1))
         fields.set_field(self, "max_det", fields.number(self.max_det, "max_det", 1, integer=True))
         fields.set_field(self, "class_agnostic", fields.boolean(self.class_agnostic, "class_agnostic"))
+        fields.set_field(self, "check_format", fields.boolean(self.check_format, "check_format"))
         for name in ("boxes", "scores", "landmarks"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
@@ -104,13 +109,13 @@ class NmsOptions:
                                names, self.variances, self.priors)
 
     @classmethod
-    def from_detection(cls, config: DetectionConfig, plugin: str = "none") -> "NmsOptions":
+    def from_detection(cls, config: DetectionConfig, plugin: str = "none", check_format: bool = True) -> "NmsOptions":
         """The add-nms options that decode and filter like ``config``."""
         names = dict(config.names)
         return cls(config.format, config.score_thr, config.iou_thr, config.max_det, config.class_agnostic,
                    boxes=names.get(BOXES_ROLE[config.format]), scores=names.get("scores", names.get("conf")),
                    landmarks=names.get("landmarks"), priors=config.priors, variances=tuple(config.variances),
-                   plugin=plugin)
+                   plugin=plugin, check_format=check_format)
 
 
 def _image_input(graph) -> Any:
@@ -195,19 +200,55 @@ def _efficient_nms(b: GraphBuilder, boxes: GraphArray, scores: GraphArray, confi
     return dict(zip(OUTPUTS[:4], outs))
 
 
-def add_nms(model, options: NmsOptions | DetectionConfig) -> tuple[Any, dict]:
+def _check_format(proto, graph, config: DetectionConfig, verify_config: VerifyConfig | None) -> str:
+    """Refuse a head that does not fit ``config.format``; returns what the check looked at.
+
+    The raw outputs of one ONNX Runtime run (the given verification inputs, else random ones)
+    are checked; a model ONNX Runtime cannot run is checked on its static output shapes.
+    """
+    from trtflow.backends.onnxruntime.runner import OrtEngine
+    from trtflow.edits.verify import build_feeds
+    from trtflow.errors import TrtflowError
+    from trtflow.vision.head_fit import check_head
+
+    verify_config = verify_config or VerifyConfig()
+    try:
+        label, feed = build_feeds(proto, None, verify_config)[0]
+    except UsageError:
+        if verify_config.inputs or verify_config.shapes:
+            raise
+        label, feed = _labelled_feeds(proto, None)[0]  # dynamic dims: 256 where nothing is given
+    image = next((k for k, v in feed.items() if getattr(v, "ndim", 0) == 4), None)
+    size = feed[image].shape[2:] if image is not None else None
+    try:
+        with OrtEngine(proto) as engine:
+            raw = engine.infer(feed)
+    except (TrtflowError, MemoryError) as exc:
+        log.info("add-nms: checking --format on the static output shapes (ONNX Runtime did not run the "
+                 "model: %s)", str(exc).splitlines()[0])
+        dims = next((t.shape for t in graph.inputs if t.name == image), None) or ()
+        static = tuple(dims[2:4]) if len(dims) == 4 and all(isinstance(d, int) for d in dims[2:4]) else None
+        check_head(config, {t.name: t.shape for t in graph.outputs}, static)
+        return "static output shapes"
+    check_head(config, raw, size)
+    return f"raw outputs on {label}"
+
+
+def add_nms(model, options: NmsOptions | DetectionConfig, verify_config: VerifyConfig | None = None) -> tuple[Any, dict]:
     """Decode a detection head and append NMS to an ONNX model.
 
     Args:
         model: path, bytes or onnx.ModelProto ending at the raw head outputs.
         options: format, thresholds, output names, priors and plugin; a ``DetectionConfig`` (the
             one ``decode_detections`` takes) means the standard NonMaxSuppression graph.
+        verify_config: its inputs and shapes feed the format check's run (None: random inputs).
 
     Returns:
         (new model, report dict).
 
     Raises:
-        UsageError: an unknown plugin or format, or output names that do not fit the format.
+        UsageError: an unknown plugin or format, output names that do not fit the format, or a
+            head that does not fit it (the message names the format it looks like).
         GraphError: the model's opset is below 11, or the graph cannot be rewritten.
     """
     import onnx
@@ -227,6 +268,7 @@ def add_nms(model, options: NmsOptions | DetectionConfig) -> tuple[Any, dict]:
                          "Re-export it with opset 11 or newer.")
     graph = gs.import_onnx(proto)
     tensors = graph.tensors()
+    checked = _check_format(proto, graph, config, verify_config) if options.check_format else None
     roles = resolve_roles(config, [t.name for t in graph.outputs])
     raw_tensors = {role: tensors[name] for role, name in roles.items()}
     extra = [t for t in graph.outputs if t.name not in roles.values()]  # outputs besides the head stay
@@ -247,7 +289,8 @@ def add_nms(model, options: NmsOptions | DetectionConfig) -> tuple[Any, dict]:
     boxes, scores, landmarks = split_head(raw, config, priors, scale_xy, landmark_count=count)
     report: dict = {"edit": "add-nms", "format": config.format, "plugin": plugin, "raw_outputs": roles,
                     "max_det": config.max_det, "score_thr": config.score_thr, "iou_thr": config.iou_thr,
-                    "class_agnostic": config.class_agnostic, "class_offset": config.class_offset}
+                    "class_agnostic": config.class_agnostic, "class_offset": config.class_offset,
+                    "format_checked_on": checked}
     if plugin == "efficientnms":
         log.warning("EfficientNMS_TRT is deprecated since TensorRT 10.12 and runs only in TensorRT 10; "
                     "ONNX Runtime cannot run the result")
@@ -322,6 +365,7 @@ def verify_nms(before, after, options: NmsOptions, verify_config: VerifyConfig |
     """
     from trtflow.compare.core import Tolerances, compare_outputs
     from trtflow.backends.onnxruntime.runner import OrtEngine
+    from trtflow.vision.head_fit import check_head
     from trtflow.vision.nms_ref import reference_detections
 
     if options.plugin != "none":
@@ -341,7 +385,10 @@ def verify_nms(before, after, options: NmsOptions, verify_config: VerifyConfig |
         for k, (label, feed) in enumerate(labelled):
             progress(f"add-nms: verifying on {label}", k, len(labelled))
             size = feed[image].shape[2:] if image is not None else None
-            reference = reference_detections(raw_engine.infer(feed), config, size)
+            raw = raw_engine.infer(feed)
+            if options.check_format:  # the given inputs too: a head that fits no format decodes to garbage
+                check_head(config, raw, size)
+            reference = reference_detections(raw, config, size)
             diffs = compare_outputs(reference, nms_engine.infer(feed), tol)
             count = int(reference["num_detections"].sum())
             report["detections_compared"] += count
@@ -360,4 +407,5 @@ def verify_nms(before, after, options: NmsOptions, verify_config: VerifyConfig |
 
 
 register(Edit(name="add-nms", help="decode a detection head and append NMS (ONNX NonMaxSuppression)",
-              options=NmsOptions, apply=add_nms, verify=verify_nms, atol=BOX_ATOL, rtol=BOX_RTOL))
+              options=NmsOptions, apply=add_nms, verify=verify_nms, atol=BOX_ATOL, rtol=BOX_RTOL,
+              wants=("verify_config",)))

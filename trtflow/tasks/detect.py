@@ -86,8 +86,10 @@ class DetectTask(Task):
         else:
             from trtflow.vision.detect import decode_detections
 
-            if self.format == "yolo":
-                self.format = _yolo_layout(next(iter(outputs.values())).shape)
+            if self.format == "yolo":  # the values decide (score ranges), the orientation if neither fits
+                from trtflow.vision.head_fit import guess_format
+
+                self.format = guess_format(outputs) or _yolo_layout(next(iter(outputs.values())).shape)
             found = decode_detections(
                 outputs, format=self.format, score_thr=self.score_threshold, iou_thr=self.iou_threshold,
                 max_det=self.max_det, input_size=metas[0].input_size, priors=self.priors,

@@ -44,6 +44,7 @@ def decode_detections(
     names: Optional[Mapping[str, str]] = None,
     variances: tuple[float, float] = (0.1, 0.2),
     pre_nms_topk: int = PRE_NMS_TOPK,
+    check_format: bool = True,
 ) -> dict[str, Any]:
     """Decode raw detection-head outputs and run batched NMS.
 
@@ -62,6 +63,8 @@ def decode_detections(
         variances: retinaface / ssd center and size variances.
         pre_nms_topk: most candidates per image entering NMS (the in-graph NMS has no such cap:
             the two agree whenever an image has at most this many candidates above score_thr).
+        check_format: refuse outputs that do not fit ``format`` (shapes, score ranges, prior
+            count; see ``trtflow.vision.head_fit``); costs one host sync per check on CUDA tensors.
 
     Returns:
         ``num_detections`` [N, 1] int32, ``boxes`` [N, K, 4] float32 (x1, y1, x2, y2), ``scores``
@@ -70,7 +73,8 @@ def decode_detections(
         tensors stay on their device.
 
     Raises:
-        UsageError: an unknown format, outputs that do not fit it, or a missing input_size.
+        UsageError: an unknown format, outputs that do not fit it (the message names the format
+            they look like), or a missing input_size.
     """
     torch = require("torch", "decode_detections")
     if not isinstance(outputs, Mapping):
@@ -88,6 +92,10 @@ def decode_detections(
     device = family.device if family.kind != "numpy" else "cpu"
     raw = {k: to_torch(v, device).float() for k, v in outputs.items()}
     with torch.no_grad():
+        if check_format:
+            from trtflow.vision.head_fit import check_head
+
+            check_head(config, raw, input_size)
         boxes, scores, landmarks = decode_raw(raw, config, input_size)
         result = batched_nms(boxes, scores, config, landmarks, pre_nms_topk)
     return {k: family.wrap(v) for k, v in result.items()}

@@ -109,6 +109,20 @@ def test_tensorrt_repository_from_a_plan(flavor, tiny_onnx, tmp_path, capsys):
         assert any("TensorRT-RTX" in n for n in result["notes"])
 
 
+def test_python_repository_of_a_plan_reads_the_sidecar(flavor, tiny_onnx, tmp_path, capsys):
+    from trtflow.backends.tensorrt import BuildConfig, build_engine
+    from trtflow.backends.tensorrt.sidecar import write_plan
+
+    plan = tmp_path / "tiny.plan"
+    write_plan(plan, build_engine(tiny_onnx, BuildConfig(max_batch=4)))
+    _cli_json(capsys, plan, "--out", tmp_path / "repo", "--backend", "python", "--engine", "tensorrt", "--version", 2)
+    folder = tmp_path / "repo" / "tiny" / "2"
+    assert sorted(p.name for p in folder.iterdir()) == ["model.py", "tiny.plan", "tiny.plan.json"]
+    config = _parse(tmp_path / "repo" / "tiny" / "config.pbtxt")
+    assert config.max_batch_size == 4 and config.instance_group[0].kind == pb2.ModelInstanceGroup.KIND_GPU
+    assert _params(config)["trtflow_engine"] == "tensorrt"
+
+
 def test_tensorrt_repository_builds_from_onnx(flavor, tiny_onnx, tmp_path, capsys):
     result = _cli_json(capsys, tiny_onnx, "--out", tmp_path, "--backend", "tensorrt", "--max-batch", 4)
     config = _parse(tmp_path / "tiny" / "config.pbtxt")

@@ -49,7 +49,7 @@ class RepoOptions:
         max_batch: Triton's ``max_batch_size``; None takes the plan's profile bound, 8 for a
             dynamic batch dim, 0 for a model with a fixed batch.
         instances: instances of the model (``instance_group.count``).
-        kind: "auto" (gpu for tensorrt, cpu otherwise), "cpu" or "gpu".
+        kind: "auto" (gpu for the tensorrt backend or engine, cpu otherwise), "cpu" or "gpu".
         gpus: GPU ids the instances go to (``KIND_GPU``; empty: every GPU).
         dynamic_batching: add Triton's dynamic batcher (when ``max_batch > 0``).
         max_queue_delay_us: how long the batcher waits to fill a batch.
@@ -256,6 +256,8 @@ def write_repository(model: str | os.PathLike, repo: str | os.PathLike, options:
                 engine_options.setdefault("threads", options.threads)
         if options.task:
             inputs, outputs = [TASK_INPUT], [TASK_OUTPUT]
+        elif model.suffix.lower() in PLAN_SUFFIXES:  # read without executing: this machine may have no GPU
+            inputs, outputs, _ = _plan_io(model)
         else:
             inputs, outputs = _engine_io(model, engine, engine_options)
         parameters.update(trtflow_model=model.name, trtflow_engine=engine,
@@ -278,7 +280,8 @@ def write_repository(model: str | os.PathLike, repo: str | os.PathLike, options:
             max_batch, why = (DEFAULT_MAX_BATCH, f"max_batch_size {DEFAULT_MAX_BATCH}") if options.task \
                 else _default_max_batch(inputs)
             notes.append(why)
-        kind = options.kind if options.kind != "auto" else ("gpu" if backend == "tensorrt" else "cpu")
+        on_gpu = backend == "tensorrt" or engine == "tensorrt"
+        kind = options.kind if options.kind != "auto" else ("gpu" if on_gpu else "cpu")
         spec = ConfigSpec(
             name=name, backend=backend, inputs=inputs, outputs=outputs, max_batch=max_batch,
             instances=options.instances, kind=kind, gpus=options.gpus,

@@ -62,6 +62,7 @@ class ServedModel:
         self.config = BatchConfig(max_batch if self.batched else 0, config.delay_us, tuple(sorted(config.preferred)),
                                   config.max_queue, config.timeout_s)
         self.platform = f"trtflow_{first.name}"
+        self._checked: set[tuple] = set()
         self._dtypes = {s.name: np.dtype(s.dtype) if s.dtype != "bfloat16" else None for s in self.inputs}
 
     @property
@@ -86,10 +87,15 @@ class ServedModel:
             ProtocolError: (400) names, shapes or dtypes the engine refuses, or a batch larger than
                 the model's max batch (the message gives the bound).
         """
-        try:
-            self.engines[0].check_feed(inputs)
-        except InputError as exc:
-            raise protocol.ProtocolError(str(exc)) from None
+        signature = tuple((name, arr.shape, arr.dtype) for name, arr in inputs.items())
+        if signature not in self._checked:  # names, shapes and dtypes seen before need no second check
+            try:
+                self.engines[0].check_feed(inputs)
+            except InputError as exc:
+                raise protocol.ProtocolError(str(exc)) from None
+            if len(self._checked) >= 256:
+                self._checked.clear()
+            self._checked.add(signature)
         feed = {}
         for name, arr in inputs.items():
             want = self._dtypes[name]

@@ -372,3 +372,20 @@ def test_repository_load_unload_refused_and_compressed_requests(server):
         r = c.infer("affine", [i], request_compression_algorithm=algorithm)
         np.testing.assert_allclose(r.as_numpy("y"), 2 * x + 1)
     _healthy(server)
+
+
+def test_grpc_body_limit_and_bad_requests(server):
+    c = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    huge = grpcclient.InferInput("x", [8, 40000], "FP32")  # 1.28 MB > the 1 MB limit of this server
+    huge.set_data_from_numpy(np.zeros((8, 40000), np.float32))
+    with pytest.raises(InferenceServerException) as err:
+        c.infer("affine", [huge])
+    assert "RESOURCE_EXHAUSTED" in str(err.value.status())
+    wrong = grpcclient.InferInput("x", [1, 4], "FP64")
+    wrong.set_data_from_numpy(np.zeros((1, 4), np.float64))
+    with pytest.raises(InferenceServerException, match="float64") as err:
+        c.infer("affine", [wrong])
+    assert "INVALID_ARGUMENT" in str(err.value.status())
+    with pytest.raises(InferenceServerException, match="unknown model"):
+        c.get_model_config("nope")
+    assert c.is_server_live() and c.is_model_ready("affine")

@@ -389,3 +389,23 @@ def test_grpc_body_limit_and_bad_requests(server):
     with pytest.raises(InferenceServerException, match="unknown model"):
         c.get_model_config("nope")
     assert c.is_server_live() and c.is_model_ready("affine")
+
+
+def test_preferred_batch_sizes_cut_batches():
+    from trtflow.serve.batcher import Batcher
+
+    engine = trtflow.load(affine_model(), engine="ort")
+    model = ServedModel("affine", [engine], BatchConfig(max_batch=8, preferred=(2, 4)))
+    xs = [np.full((1, 4), k, np.float32) for k in range(7)]
+
+    async def run():
+        batcher = Batcher(model)
+        outs = await asyncio.gather(*(batcher.infer({"x": x}) for x in xs))  # all queued before the worker runs
+        await batcher.drain()
+        return outs, batcher.stats
+
+    outs, stats = asyncio.run(run())
+    for x, out in zip(xs, outs):
+        np.testing.assert_allclose(out["y"], 2 * x + 1)
+    assert stats.values["nv_inference_exec_count"] == 3  # 7 requests -> 4 (preferred), 2 (preferred), 1
+    assert stats.batch_counts[:3] == [1, 1, 1] and stats.batch_sum == 7

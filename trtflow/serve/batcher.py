@@ -117,8 +117,10 @@ class Batcher:
         return best
 
     def _take(self, q: collections.deque) -> list[_Item]:
+        """The oldest requests up to max_batch rows; with preferred sizes, the longest run of them
+        whose rows are a preferred size (Triton's rule), the rest stays queued in order."""
         limit = self.config.max_batch or 1
-        batch, rows = [], 0
+        batch, rows, sizes = [], 0, []
         while q and rows + q[0].rows <= limit:
             item = q.popleft()
             self._queued -= 1
@@ -126,8 +128,13 @@ class Batcher:
                 continue
             batch.append(item)
             rows += item.rows
-            if rows in self.config.preferred:
-                break
+            sizes.append(rows)
+        if self.config.preferred and rows not in self.config.preferred:
+            cut = max((i + 1 for i, n in enumerate(sizes) if n in self.config.preferred), default=len(batch))
+            for item in reversed(batch[cut:]):
+                q.appendleft(item)
+                self._queued += 1
+            batch = batch[:cut]
         if not q:
             self._queues = {k: v for k, v in self._queues.items() if v}
         self.stats.pending = self._queued

@@ -39,7 +39,7 @@ class TritonPythonModel:
         model = os.path.join(folder, params["trtflow_model"])
         engine = params.get("trtflow_engine") or "auto"
         options = json.loads(params.get("trtflow_options") or "{}")
-        if args.get("model_instance_kind") == "GPU" and engine == "tensorrt":
+        if args.get("model_instance_kind") == "GPU" and engine in ("tensorrt", "torch"):
             options.setdefault("device", int(args["model_instance_device_id"]))
         self.batched = int(config.get("max_batch_size", 0)) > 0
         self.input_names = [t["name"] for t in config["input"]]

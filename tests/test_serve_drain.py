@@ -85,3 +85,35 @@ def test_model_that_cannot_load_fails_fast(tmp_path):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("trtflow serve: error:")
+
+
+def test_workers_share_the_port_and_stop_on_sigterm(tmp_path):
+    import socket
+
+    from tests.test_serve import affine_model
+
+    model = tmp_path / "affine.onnx"
+    model.write_bytes(affine_model())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trtflow", "serve", str(model), "--http-port", str(port), "--grpc-port", "-1",
+         "--workers", "2", "--json", "--access-log", "off"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(proc.stdout.readline())
+        assert info["workers"] == 2 and info["http_port"] == port
+        body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}).encode()
+        codes = []
+        for _ in range(20):  # a new connection each time: the kernel spreads them over the workers
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/affine/infer", data=body, method="POST")
+            with urllib.request.urlopen(req, timeout=30) as r:
+                codes.append(r.status)
+                assert json.loads(r.read())["outputs"][0]["data"] == [3.0, 5.0, 7.0, 9.0]
+        assert codes == [200] * 20
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

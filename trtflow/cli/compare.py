@@ -21,6 +21,10 @@ DEFAULT_ENGINES = {"onnx": "ort,tensorrt", "module": "torch,ort"}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="an .onnx file, or MODULE:FACTORY to compare PyTorch with its ONNX export")
+    parser.add_argument("other", nargs="?", metavar="OTHER",
+                        help="a second model file compared with MODEL (the reference) on the same inputs: "
+                        "two ONNX files on --engines' first engine (default ort), or MODULE:FACTORY (torch) "
+                        "against this ONNX file (ort)")
     parser.add_argument(
         "--engines", metavar="A,B[,C]",
         help="engines to run, the first is the reference: ort, torch, tensorrt "
@@ -28,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     options.add_tolerances(parser, 1e-5, 1e-5)
     parser.add_argument("--equal-nan", action="store_true", help="a NaN on both sides at one place passes (default: NaN fails)")
+    add_min_agreement(parser)
     parser.add_argument(
         "--providers", default="cpu", help="ONNX Runtime providers for the ort engine, comma-separated (default: cpu)"
     )
@@ -36,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("MODULE:FACTORY (exported to ONNX first; inputs in forward() order)")
     add_export_options(group)
     options.add_json(parser)
+
+
+def add_min_agreement(parser: argparse.ArgumentParser) -> None:
+    """``--min-agreement X``: the share of equal elements integer outputs (class ids) need."""
+    parser.add_argument("--min-agreement", type=options.number(0), default=1.0, metavar="SHARE",
+                        help="integer and bool outputs (class ids, argmax maps) pass when at least this share of "
+                        "their elements is equal (default: 1, all; 0.99 lets 1%% differ)")
 
 
 def _engine_names(text: str) -> list[str]:
@@ -60,11 +72,16 @@ def run(args: argparse.Namespace) -> int:
     from trtflow.export.factory import is_factory_spec
 
     is_module = is_factory_spec(args.model)
-    engines = _engine_names(args.engines or DEFAULT_ENGINES["module" if is_module else "onnx"])
     atol, rtol, per_atol, per_rtol = options.tolerances_of(args, 1e-5, 1e-5)
-    tolerances = Tolerances(atol, rtol, per_atol, per_rtol, equal_nan=args.equal_nan)
+    tolerances = Tolerances(atol, rtol, per_atol, per_rtol, equal_nan=args.equal_nan, min_agreement=args.min_agreement)
+    if args.other:
+        engines = None
+    else:
+        engines = _engine_names(args.engines or DEFAULT_ENGINES["module" if is_module else "onnx"])
     with contextlib.ExitStack() as stack:
-        if is_module:
+        if args.other:
+            report = _compare_files(args, is_module, tolerances, stack)
+        elif is_module:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="trtflow-compare-"))
             report = _compare_module(args, engines, tolerances, tmp, stack)
         else:
@@ -99,6 +116,46 @@ def _compare_onnx(args, engines: list[str], tolerances, stack: contextlib.ExitSt
         ref = loaded[engines[0]]
         feed = build_feed(ref.inputs, files, shapes, args.seed)
         return compare_engines(loaded, feed, tolerances, model=str(args.model))
+
+
+def _compare_files(args, is_module: bool, tolerances, stack: contextlib.ExitStack):
+    """MODEL against OTHER, each on one engine: two ONNX files, or a module against an ONNX file."""
+    from trtflow.arrays import to_numpy
+    from trtflow.backends import load
+    from trtflow.cli.export import module_and_examples
+    from trtflow.compare.engines import compare_engines
+    from trtflow.export.factory import is_factory_spec
+    from trtflow.feeds import build_feed, parse_input_args
+
+    if is_factory_spec(args.other):
+        raise UsageError(f"OTHER ({args.other}) must be a model file, e.g. an .onnx file (MODEL may be MODULE:FACTORY)")
+    engine = (args.engines or "ort").split(",")[0].strip().lower()
+    if "," in (args.engines or ""):
+        raise UsageError("with two model files, --engines names one engine both run on (e.g. --engines ort)")
+    files = parse_input_args(args.input)
+    with output.steps("loading") as step:
+        other = stack.enter_context(options.load_engine(args, args.other, engine))
+        if is_module:
+            step(f"loading {args.model} (torch)")
+            module, examples, _ = module_and_examples(args, args.model, use_files=False)
+            values = list(examples.values()) if isinstance(examples, dict) else (
+                list(examples) if isinstance(examples, (list, tuple)) else [examples])
+            first = load(module, engine="torch", example_inputs=values,
+                         input_names=[s.name for s in other.inputs], output_names=[s.name for s in other.outputs])
+            feed = {s.name: to_numpy(v) for s, v in zip(other.inputs, values)}
+            if files:
+                feed = build_feed(other.inputs, files, {k: tuple(v.shape) for k, v in feed.items()}, args.seed)
+            labels = (f"torch:{args.model}", f"{engine}:{args.other}")
+        else:
+            first = options.load_engine(args, args.model, engine)
+            feed = build_feed(first.inputs, files, options.shapes_of(args), args.seed)
+            labels = (f"{engine}:{args.model}", f"{engine}:{args.other}")
+        first = stack.enter_context(first)
+        if labels[0] == labels[1]:
+            labels = (labels[0], labels[1] + " (OTHER)")
+        step("running")
+        return compare_engines({labels[0]: first, labels[1]: other}, feed, tolerances,
+                               model=f"{args.model} vs {args.other}")
 
 
 def _compare_module(args, engines: list[str], tolerances, tmp: str, stack: contextlib.ExitStack):

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "(repeatable; default: random values of --shapes, or the factory's own examples)")
     add_export_options(parser)
     options.add_tolerances(parser, 1e-4, 1e-3, " of the verification")
+    parser.add_argument("--min-agreement", type=options.number(0), default=1.0, metavar="SHARE",
+                        help="integer outputs (class ids, argmax maps) pass when this share of their elements is "
+                        "equal (default: 1)")
     parser.add_argument("--no-verify", action="store_true", help="skip comparing ONNX Runtime with PyTorch")
     options.add_json(parser)
 
@@ -104,7 +107,8 @@ def export_config(args: argparse.Namespace, input_names, verify: bool, tolerance
     if tolerances:
         defaults = ExportConfig()
         atol, rtol, per_atol, per_rtol = options.tolerances_of(args, defaults.atol, defaults.rtol)
-        extra = dict(atol=atol, rtol=rtol, per_output_atol=per_atol, per_output_rtol=per_rtol)
+        extra = dict(atol=atol, rtol=rtol, per_output_atol=per_atol, per_output_rtol=per_rtol,
+                     min_agreement=getattr(args, "min_agreement", 1.0))
     return ExportConfig(
         input_names=input_names, output_names=names, dynamic=parse_dynamic(args.dynamic),
         opset=args.opset or DEFAULT_OPSET, exporter=args.exporter, verify=verify, **extra,
@@ -126,6 +130,13 @@ def run(args: argparse.Namespace) -> int:
             if args.json and result is not None:
                 output.print_json(result.to_dict())
             raise
+    random_inputs = _random_inputs(args, names)
+    if random_inputs:
+        from trtflow.feeds import INT_RANGE
+
+        result.notes.append(f"example inputs {random_inputs} are random: standard normal floats (seed {args.seed}), "
+                            f"integers in [{INT_RANGE[0]}, {INT_RANGE[1]}); verify on realistic values with "
+                            "--input NAME=FILE.npy")
     if args.json:
         output.print_json(result.to_dict())
         return 0
@@ -147,6 +158,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         con.print("not verified (--no-verify)")
     return 0
+
+
+def _random_inputs(args: argparse.Namespace, names) -> list[str]:
+    """The example inputs drawn at random (from --shapes, without an --input file)."""
+    from trtflow.feeds import parse_input_args
+
+    files = parse_input_args(args.input)
+    return [n for n in (names or []) if files.get(n, "random") == "random"]
 
 
 def _shapes(shapes: dict) -> str:

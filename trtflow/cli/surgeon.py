@@ -51,6 +51,9 @@ def edit_command_parser(edit) -> argparse.ArgumentParser:
     group.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
     group.add_argument("--atol", type=float, default=None, help=f"absolute tolerance (default: {edit.atol:g})")
     group.add_argument("--rtol", type=float, default=None, help=f"relative tolerance (default: {edit.rtol:g})")
+    if "--min-agreement" not in parser._option_string_actions:  # quantize has its own (top-1 agreement)
+        group.add_argument("--min-agreement", dest="verify_min_agreement", type=float, default=1.0, metavar="SHARE",
+                           help="integer outputs (class ids) pass when this share of elements is equal (default: 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     return parser
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         _refuse_old_rename_input(ns.feed or [])
     options = options_from_flags(edit, ns)
     config = VerifyConfig(atol=ns.atol, rtol=ns.rtol, inputs=parse_input_args(ns.feed),
-                          shapes=parse_shapes(ns.shapes), seed=ns.seed)
+                          shapes=parse_shapes(ns.shapes), seed=ns.seed, min_agreement=getattr(ns, "verify_min_agreement", 1.0))
     proto = load_onnx(ns.model)
     try:
         with output.bar(f"{edit.name}: editing") as progress:

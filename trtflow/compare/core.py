@@ -18,7 +18,10 @@ class Tolerances:
 
     An element fails when ``|a - b| > atol + rtol * |ref|`` (numpy's allclose rule): it fails
     both tolerances. NaN fails wherever it appears, even at the same place on both sides
-    (a model that outputs NaN is broken), unless ``equal_nan`` is set.
+    (a model that outputs NaN is broken), unless ``equal_nan`` is set. Integer and bool outputs
+    (class ids, argmax maps, counts) are judged by exact agreement instead: the share of equal
+    elements must be at least ``min_agreement`` (1.0: all equal; 0.99 lets 1% of the pixels of
+    an argmax map flip between near-tied classes).
 
     Raises:
         UsageError: a tolerance that is not a finite number >= 0.
@@ -29,8 +32,11 @@ class Tolerances:
     per_output_atol: Mapping[str, float] = field(default_factory=dict)
     per_output_rtol: Mapping[str, float] = field(default_factory=dict)
     equal_nan: bool = False
+    min_agreement: float = 1.0
 
     def __post_init__(self):
+        if not (isinstance(self.min_agreement, (int, float)) and 0.0 <= self.min_agreement <= 1.0):
+            raise UsageError(f"min_agreement (--min-agreement) must be a share between 0 and 1, got {self.min_agreement}")
         values = [self.atol, self.rtol, *self.per_output_atol.values(), *self.per_output_rtol.values()]
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
                    for v in values):
@@ -68,6 +74,8 @@ class OutputDiff:
     rtol: float
     passed: bool
     note: str = ""
+    agreement: float | None = None  # integer outputs: share of equal elements (None: numeric tolerances)
+    min_agreement: float | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -76,11 +84,13 @@ class OutputDiff:
         return out
 
 
-def diff_one(name: str, ref: Any, got: Any, atol: float, rtol: float, equal_nan: bool = False) -> OutputDiff:
+def diff_one(name: str, ref: Any, got: Any, atol: float, rtol: float, equal_nan: bool = False,
+             min_agreement: float = 1.0) -> OutputDiff:
     """Statistics for one output pair; shape or NaN mismatches fail with a note.
 
     A NaN fails even where both sides have one, unless ``equal_nan``; non-numeric outputs
-    (strings) must be equal element by element.
+    (strings) must be equal element by element; integer and bool outputs pass when the share
+    of equal elements is at least ``min_agreement``.
     """
     a = to_numpy(ref)
     b = to_numpy(got)
@@ -91,6 +101,8 @@ def diff_one(name: str, ref: Any, got: Any, atol: float, rtol: float, equal_nan:
         return OutputDiff(name, a.shape, 0.0, 0.0, 0.0, 0.0, None, atol, rtol, True)
     if a.dtype.kind not in "biufc" or b.dtype.kind not in "biufc":
         return _diff_exact(name, a, b, atol, rtol)
+    if a.dtype.kind in "biu" and b.dtype.kind in "biu":
+        return _diff_integer(name, a, b, atol, rtol, min_agreement)
     a64 = a.astype(np.float64)
     b64 = b.astype(np.float64)
     nan_a, nan_b = np.isnan(a64), np.isnan(b64)
@@ -139,6 +151,20 @@ def _diff_exact(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: floa
                       "compared for equality (not numeric)")
 
 
+def _diff_integer(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float, min_agreement: float) -> OutputDiff:
+    """Class ids and other integers: the share of equal elements against ``min_agreement``."""
+    fails = a.astype(np.int64) != b.astype(np.int64)
+    idx = np.argwhere(fails)
+    agreement = 1.0 - float(fails.mean())
+    err = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    passed = agreement >= min_agreement
+    note = f"{agreement:.2%} equal (integer output: exact agreement"
+    note += ")" if min_agreement >= 1.0 else f", need {min_agreement:.2%})"
+    return OutputDiff(name, tuple(a.shape), float(err.max()), float(err.max()), float(err.mean()), float(fails.mean()),
+                      tuple(int(i) for i in idx[0]) if len(idx) else None, atol, rtol, passed, note,
+                      agreement=agreement, min_agreement=min_agreement)
+
+
 def compare_outputs(
     reference: Mapping[str, Any], candidate: Mapping[str, Any], tolerances: Tolerances | None = None
 ) -> list[OutputDiff]:
@@ -154,5 +180,5 @@ def compare_outputs(
             diffs.append(OutputDiff(name, tuple(np.shape(ref)), float("inf"), float("inf"), float("inf"), 1.0, None,
                                     atol, rtol, False, "missing from the candidate's outputs"))
             continue
-        diffs.append(diff_one(name, ref, candidate[name], atol, rtol, tol.equal_nan))
+        diffs.append(diff_one(name, ref, candidate[name], atol, rtol, tol.equal_nan, tol.min_agreement))
     return diffs

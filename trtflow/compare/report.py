@@ -35,6 +35,13 @@ def describe_failures(diffs: Iterable[OutputDiff]) -> str:
     for d in diffs:
         if d.passed:
             continue
+        if d.note.startswith("missing"):
+            parts.append(f"{d.name}: missing (the candidate has no output of that name)")
+            continue
+        if d.agreement is not None:
+            parts.append(f"{d.name}: {d.agreement:.2%} of the elements equal, need {d.min_agreement:.2%} "
+                         "(integer output: judged by exact agreement; --min-agreement sets the share)")
+            continue
         text = f"{d.name}: max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g}, {100 * d.fail_fraction:.3g}% failing"
         if d.first_fail:
             text += f", first at {tuple(d.first_fail)}"
@@ -110,6 +117,12 @@ class CompareReport:
         text = "; ".join(f"{c.candidate} vs {c.reference}: {describe_failures(c.diffs)}" for c in failed)
         raise MismatchError(
             f"outputs differ beyond tolerance: {text}. If the difference is expected (e.g. fp16), "
-            "loosen it with --atol/--rtol (NAME:X for one output)",
+            + ("loosen it with --atol/--rtol (NAME=X for one output)"
+               if any(d.agreement is None and not d.note.startswith("missing")
+                      for c in failed for d in c.diffs if not d.passed)
+               else "outputs are matched by name: compare models with the same output names "
+                    "(trtflow surgeon rename renames them)"
+               if all(d.note.startswith("missing") for c in failed for d in c.diffs if not d.passed)
+               else "lower --min-agreement (e.g. 0.99: 1% of the class ids may differ)"),
             report=self,
         )

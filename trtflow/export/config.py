@@ -34,6 +34,8 @@ class ExportConfig:
         rtol: relative tolerance of the verification.
         per_output_atol: output name -> absolute tolerance for that output.
         per_output_rtol: output name -> relative tolerance for that output.
+        min_agreement: integer outputs (class ids, argmax maps) pass when this share of their
+            elements is equal (1.0: all).
     """
 
     input_names: Sequence[str] | None = None
@@ -46,6 +48,7 @@ class ExportConfig:
     rtol: float = 1e-3
     per_output_atol: Mapping[str, float] = field(default_factory=dict)
     per_output_rtol: Mapping[str, float] = field(default_factory=dict)
+    min_agreement: float = 1.0
 
     def __post_init__(self):
         if self.exporter not in EXPORTERS:

@@ -99,20 +99,25 @@ def from_torch(
         resized = resized_inputs(inputs, dynamic)
         if resized:
             cases["dynamic axes resized"] = resized
-        tol = Tolerances(config.atol, config.rtol, config.per_output_atol, config.per_output_rtol)
+        tol = Tolerances(config.atol, config.rtol, config.per_output_atol, config.per_output_rtol,
+                         min_agreement=config.min_agreement)
         tol.check_names([s.name for s in outputs_spec])
         result.verification = verify_export(out, module, cases, output_names, tol)
     finally:
         module.train(was_training)
     if not result.verified:
+        bad = [(case, d) for case in result.verification for d in case.diffs if not d.passed]
         failed = [
-            f"{d.name} ({case.name}: max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g}"
+            f"{d.name} ({case.name}: "
+            + (f"max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g}" if d.agreement is None else "class ids")
             + (f", {d.note}" if d.note else "") + ")"
-            for case in result.verification for d in case.diffs if not d.passed
+            for case, d in bad
         ]
+        loosen = ("lower --min-agreement (integer outputs are judged by exact agreement)"
+                  if all(d.agreement is not None for _, d in bad) else "loosen --atol/--rtol")
         raise MismatchError(
             f"{out} was written but ONNX Runtime does not match PyTorch within atol={config.atol}, "
-            f"rtol={config.rtol}: {'; '.join(failed)}. Loosen --atol/--rtol if the differences are "
+            f"rtol={config.rtol}: {'; '.join(failed)}. {loosen[0].upper() + loosen[1:]} if the differences are "
             "expected (e.g. fp16), try the other exporter, or skip with --no-verify",
             report=result,
         )

@@ -1,0 +1,164 @@
+"""Frictions new users of the guides hit: class-id outputs, two-file compare, NHWC feeds, batches
+outside the profile, letterbox on numpy, random export inputs named."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from trtflow.cli.main import main  # noqa: E402
+from trtflow.compare.core import diff_one  # noqa: E402
+from trtflow.errors import InputShapeError  # noqa: E402
+
+SEG_MODULE = '''
+import torch
+
+
+class Seg(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.head = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 21, 1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x))).argmax(1, keepdim=True)
+
+
+def make():
+    return Seg().eval(), (torch.rand(1, 3, 32, 32),)
+'''
+
+
+@pytest.fixture(scope="module")
+def seg(tmp_path_factory):
+    """An argmax segmenter: its ONNX file, an FP16 copy, and the module's spec (on sys.path)."""
+    from trtflow import edits
+    from trtflow.export import from_torch
+    from trtflow.graph.io import save_onnx
+
+    folder = tmp_path_factory.mktemp("seg")
+    (folder / "segfric.py").write_text(SEG_MODULE)
+    sys.path.insert(0, str(folder))
+    import segfric
+
+    module, example = segfric.make()
+    onnx_path = folder / "seg.onnx"
+    from_torch(module, example, onnx_path, input_names=["x"], output_names=["classes"],
+               dynamic={"x": {2: "h", 3: "w"}, "classes": {2: "h", 3: "w"}}, exporter="torchscript")
+    fp16, _ = edits.apply("fp16", onnx_path, verify_config=edits.VerifyConfig(shapes={"x": (1, 3, 64, 64)},
+                                                                            min_agreement=0.5))
+    yield {"onnx": onnx_path, "fp16": save_onnx(fp16, folder / "seg16.onnx"), "spec": "segfric:make"}
+    sys.path.remove(str(folder))
+
+
+def test_integer_outputs_judged_by_agreement():
+    a = np.zeros((100,), np.int64)
+    b = a.copy()
+    b[:3] = 18  # three class ids flipped: max abs 18 means nothing for class ids
+    strict = diff_one("classes", a, b, atol=1e-5, rtol=1e-5)
+    assert not strict.passed and strict.agreement == pytest.approx(0.97) and "97.00% equal" in strict.note
+    assert diff_one("classes", a, b, 1e-5, 1e-5, min_agreement=0.95).passed
+
+
+def test_compare_two_onnx_files_class_ids(seg, capsys):
+    argv = ["compare", str(seg["onnx"]), str(seg["fp16"]), "--shapes", "x:1x3x64x64"]
+    code = main(argv)
+    err = capsys.readouterr().err
+    if code == 1:  # FP16 flipped near-tied classes: the message speaks of agreement, not --atol
+        assert "of the elements equal" in err and "--min-agreement" in err and "--atol" not in err
+        assert main([*argv, "--min-agreement", "0.5"]) == 0
+    else:
+        assert code == 0
+    capsys.readouterr()
+    assert main(["compare", str(seg["onnx"]), str(seg["onnx"]), "--shapes", "x:1x3x16x16", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["comparisons"][0]["outputs"]["classes"]["agreement"] == 1.0
+
+
+def test_compare_module_against_onnx_file(seg, capsys):
+    assert main(["compare", seg["spec"], str(seg["onnx"]), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["engines"][0].startswith("torch:") and report["engines"][1].startswith("ort:")
+
+
+def test_missing_output_reported_as_missing():
+    from trtflow.compare.core import compare_outputs
+    from trtflow.compare.report import CompareReport, EngineComparison
+    from trtflow.errors import MismatchError
+
+    diffs = compare_outputs({"boxes": np.zeros(3)}, {"boxes_0": np.zeros(3)})
+    report = CompareReport("m", ["a", "b"], {}, [EngineComparison("a", "b", diffs)])
+    with pytest.raises(MismatchError, match="boxes: missing") as info:
+        report.raise_for_mismatch()
+    assert "--atol" not in str(info.value) and "matched by name" in str(info.value)
+
+
+def test_nhwc_feed_into_nchw_model_says_transpose(seg):
+    import trtflow
+
+    with trtflow.load(seg["onnx"], engine="ort") as engine, pytest.raises(InputShapeError) as info:
+        engine.infer({"x": np.zeros((1, 64, 64, 3), np.float32)})
+    assert "channels-last" in str(info.value) and "embed-preprocess --layout nhwc" in str(info.value)
+
+
+def test_split_batches_static_engine(tmp_path):
+    import trtflow
+    from trtflow import edits
+    from trtflow.export import from_torch
+    from trtflow.graph.io import save_onnx
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 5)).eval()
+    path = tmp_path / "m.onnx"
+    from_torch(net, torch.rand(2, 3, 8, 8), path, input_names=["x"], output_names=["y"], dynamic={"x": {0: "n"}},
+               exporter="torchscript")
+    static = save_onnx(edits.apply("fix-shapes", path, dims={"n": 4}, verify=False)[0], tmp_path / "m4.onnx")
+    x = np.random.default_rng(0).random((10, 3, 8, 8), dtype=np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    with trtflow.load(static, engine="ort") as plain, pytest.raises(InputShapeError, match="split_batches"):
+        plain.infer({"x": x})
+    with trtflow.load(static, engine="ort", split_batches=True) as engine:
+        np.testing.assert_allclose(engine.infer({"x": x})["y"], expected, atol=1e-5)       # 4 + 4 + 2 (padded)
+        got = engine.infer({"x": torch.from_numpy(x[:3])})["y"]                            # one partial batch
+        assert isinstance(got, torch.Tensor) and got.shape == (3, 5)
+
+
+def test_letterbox_numpy_lists_and_bottom_right():
+    from trtflow.vision.preprocess import letterbox, unletterbox_boxes
+
+    images = [np.ones((3, 60, 80), np.float32), np.ones((3, 100, 50), np.float32)]
+    batch, boxes = letterbox(images, 64, pad_value=0.0, pad="bottom-right")
+    assert isinstance(batch, np.ndarray) and batch.shape == (2, 3, 64, 64) and len(boxes) == 2
+    assert boxes[0].pad == (0, 0) and batch[0, :, :48].min() == 1.0 and batch[0, :, 48:].max() == 0.0
+    centred, box = letterbox(torch.ones(1, 3, 60, 80), 64, pad="center")
+    assert box.pad == (0, 8) and isinstance(centred, torch.Tensor)
+    back = unletterbox_boxes(np.array([[0.0, 8.0, 64.0, 56.0]]), box)
+    np.testing.assert_allclose(back, [[0, 0, 80, 60]], atol=1e-4)
+    with pytest.raises(Exception, match="bottom-right"):
+        letterbox(images, 64, pad="top")
+
+
+def test_export_names_random_inputs_and_takes_files(seg, tmp_path, capsys):
+    out = tmp_path / "e.onnx"
+    assert main(["export", seg["spec"], "-o", str(out), "--shapes", "x:1x3x16x16", "--exporter", "torchscript",
+                 "--json"]) == 0
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    assert any("random: standard normal" in n and "--input NAME=FILE.npy" in n for n in notes)
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32))
+    assert main(["export", seg["spec"], "-o", str(out), "--input", f"x={tmp_path / 'x.npy'}", "--exporter",
+                 "torchscript", "--json"]) == 0
+    assert not any("random" in n for n in json.loads(capsys.readouterr().out)["notes"])
+
+
+def test_surgeon_integer_outputs_use_agreement(seg, tmp_path, capsys):
+    argv = ["surgeon", "fp16", str(seg["onnx"]), "-o", str(tmp_path / "s16.onnx"), "--shapes", "x:1x3x64x64"]
+    code = main(argv)
+    err = capsys.readouterr().err
+    if code != 0:
+        assert "exact agreement" in err and "--min-agreement" in err
+        assert main([*argv, "--min-agreement", "0.5"]) == 0

@@ -117,3 +117,22 @@ def test_workers_share_the_port_and_stop_on_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_port_in_use_is_one_line_and_exit_2(tmp_path):
+    import socket
+
+    from tests.test_serve import affine_model
+
+    model = tmp_path / "affine.onnx"
+    model.write_bytes(affine_model())
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for flags in (["--http-port", str(port), "--grpc-port", "-1"], ["--http-port", "0", "--grpc-port", str(port)]):
+            done = subprocess.run([sys.executable, "-m", "trtflow", "serve", str(model), *flags],
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == 2
+            assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+            assert "pick free ports" in done.stderr

@@ -97,6 +97,19 @@ class Batcher:
         for pool in self._pools:
             pool.shutdown(wait=True)
 
+    def close(self) -> None:
+        """Stop at once: cancel the workers, fail what is queued (503)."""
+        self._closing = True
+        for task in self._workers:
+            task.cancel()
+        for q in self._queues.values():
+            for item in q:
+                _settle(item, exc=ProtocolError(f"model '{self.model.name}' was stopped", 503))
+        self._queues.clear()
+        self._queued = 0
+        for pool in self._pools:
+            pool.shutdown(wait=False)
+
     # -- internals -------------------------------------------------------------------------------
     def _expire(self, item: _Item) -> None:
         if not item.future.done():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 import numpy as np
 
@@ -172,8 +173,22 @@ async def start_grpc(server, host: str, port: int, reuse_port: bool = False):
                                            ("grpc.max_send_message_length", limit),
                                            ("grpc.so_reuseport", int(reuse_port))])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(Service(server), grpc_server)
-    bound = grpc_server.add_insecure_port(f"{host}:{port}")
+    if port:
+        _check_free(host, port, reuse_port)  # a plain OSError, before gRPC's core logs its own
+    try:
+        bound = grpc_server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:
+        raise OSError(f"gRPC could not bind {host}:{port}: {exc}") from None
     if not bound:
-        raise OSError(f"could not bind gRPC to {host}:{port}")
+        raise OSError(f"gRPC could not bind {host}:{port}")
     await grpc_server.start()
     return grpc_server, bound
+
+
+def _check_free(host: str, port: int, reuse_port: bool) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind((host, port))

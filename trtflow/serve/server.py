@@ -141,7 +141,23 @@ class Server:
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Open the listeners (HTTP with aiohttp, gRPC with grpc.aio)."""
+        """Open the listeners (HTTP with aiohttp, gRPC with grpc.aio); on failure close what opened."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Stop the batchers' workers and the listeners at once (no drain)."""
+        for batcher in self.batchers.values():
+            batcher.close()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=None)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _start(self) -> None:
         opts = self.options
         if opts.http_port is not None:
             from trtflow.serve.http import make_app, web

@@ -162,3 +162,43 @@ def test_surgeon_integer_outputs_use_agreement(seg, tmp_path, capsys):
     if code != 0:
         assert "exact agreement" in err and "--min-agreement" in err
         assert main([*argv, "--min-agreement", "0.5"]) == 0
+
+
+@pytest.fixture(scope="module")
+def nms_model(tmp_path_factory):
+    """A boxes-scores head (outputs 'bboxes', 'classification') with add-nms on top."""
+    from trtflow import edits
+    from trtflow.export import from_torch
+    from trtflow.graph.io import save_onnx
+
+    class Head(torch.nn.Module):
+        def forward(self, x):
+            p = x.flatten(2).transpose(1, 2)  # 1, 64, 6
+            return torch.cat([p[..., :2], p[..., :2] + p[..., 2:4].abs()], -1), torch.sigmoid(p[..., 4:6])
+
+    folder = tmp_path_factory.mktemp("nms")
+    from_torch(Head(), torch.rand(1, 6, 8, 8), folder / "raw.onnx", input_names=["x"],
+               output_names=["bboxes", "classification"], exporter="torchscript")
+    nms, _ = edits.apply("add-nms", folder / "raw.onnx", format="boxes-scores", verify=False)
+    return save_onnx(nms, folder / "nms.onnx")
+
+
+def test_extract_warns_on_outputs_behind_nms(nms_model, caplog):
+    from trtflow import edits
+
+    _, report = edits.apply("extract", nms_model, outputs=("boxes", "scores"), verify=False)
+    warning = report["details"]["warning"]
+    assert "NonMaxSuppression" in warning and "--outputs bboxes,classification" in warning
+    _, report = edits.apply("extract", nms_model, outputs=("bboxes", "classification"), verify=False)
+    assert "warning" not in report["details"]
+
+
+def test_nms_build_failure_names_the_raw_tensors(nms_model):
+    pytest.importorskip("tensorrt_rtx")
+    from trtflow.backends.tensorrt.builder import build_engine
+    from trtflow.errors import BuildError
+
+    with pytest.raises(BuildError) as info:
+        build_engine(nms_model)
+    fixes = [f["fix"] for f in info.value.failures if f["op"] == "NonMaxSuppression"]
+    assert fixes and "--outputs bboxes,classification" in fixes[0] and "<boxes>" not in fixes[0]

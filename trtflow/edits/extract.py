@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,11 @@ from trtflow.edits.registry import Edit, register
 from trtflow.edits.verify import VerifyConfig, build_feeds, compare_models, run_ort
 from trtflow.errors import GraphError, UsageError
 from trtflow.graph.ir import export_graph, import_graph, infer_shapes
+from trtflow.graph.nms_head import NMS_OPS, raw_head
 from trtflow.progress import Progress
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,13 @@ def extract_subgraph(proto: Any, options: ExtractOptions) -> tuple[Any, dict]:
 
     ins, outs = onnx_specs(new)
     report = {"inputs": [s.to_dict() for s in ins], "outputs": [s.to_dict() for s in outs], "nodes_kept": len(new.graph.node)}
+    nms = [n for n in new.graph.node if n.op_type in NMS_OPS]
+    if nms:
+        report["warning"] = (
+            f"the outputs still depend on {nms[0].op_type} (node '{nms[0].name}'), which TensorRT-RTX cannot build; "
+            f"extract the raw detection head instead (--outputs {','.join(raw_head(new, nms[0]))}) or build the "
+            "model from before add-nms, and run NMS after the engine (trtflow.vision.decode_detections)")
+        log.warning("%s", report["warning"])
     return new, report
 
 

@@ -43,6 +43,9 @@ def summary_lines(report: dict) -> list[str]:
     if kept:
         by_op = report["details"].get("kept_fp32_by_op", {})
         lines.append("kept in FP32: " + ", ".join(f"{op} x{n}" for op, n in by_op.items()))
+    warning = report.get("details", {}).get("warning")
+    if warning:
+        lines.append(f"warning: {warning}")
     return lines
 
 

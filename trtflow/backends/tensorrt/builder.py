@@ -16,7 +16,8 @@ from typing import Any
 
 from trtflow.backends.tensorrt.config import MEM_POOLS, BuildConfig, hardware_level
 from trtflow.backends.tensorrt.flavor import Flavor, gpu_info, load_flavor, target_of
-from trtflow.backends.tensorrt.parser_errors import build_failures, format_failures, is_workspace_failure, parser_failures
+from trtflow.backends.tensorrt.parser_errors import (build_failures, format_failures, is_workspace_failure,
+                                                     name_nms_tensors, parser_failures)
 from trtflow.backends.tensorrt.precision import PrecisionPlan, plan_precision
 from trtflow.backends.tensorrt.profiles import complete_profiles
 from trtflow.backends.tensorrt.progress import monitor_for
@@ -145,7 +146,7 @@ def parse_network(trt: Any, builder: Any, logger: Any, proto: Any, flags: int, f
     parser = trt.OnnxParser(network, logger)
     data = proto.SerializeToString()
     if not parser.parse(data):
-        failures = _all_parse_failures(trt, builder, logger, data, parser, flavor)
+        failures = name_nms_tensors(_all_parse_failures(trt, builder, logger, data, parser, flavor), proto)
         raise BuildError(
             f"{flavor.label} could not parse the ONNX model: {len(failures)} failing node(s): "
             f"{format_failures(failures)}",
@@ -302,7 +303,7 @@ def build_engine(
     seconds = time.perf_counter() - start
     if serialized is None:
         nodes = {n.name: n.op_type for n in plan.proto.graph.node}
-        failures = build_failures(logger.errors, network, nodes, flavor)
+        failures = name_nms_tensors(build_failures(logger.errors, network, nodes, flavor), plan.proto)
         detail = format_failures(failures) if failures else "; ".join(logger.errors[-3:]) or "no message"
         if any(is_workspace_failure(f["reason"]) for f in failures):
             detail = _workspace_detail(failures, config)

@@ -11,10 +11,28 @@ import re
 from typing import Any, Iterable
 
 NMS_RTX_FIX = (
-    "TensorRT-RTX has no NonMaxSuppression kernel: keep the graph up to the raw detection head with "
-    "`trtflow surgeon extract --outputs <boxes>,<scores>` and run `trtflow.vision.decode_detections` "
-    "on the engine's outputs"
+    "TensorRT-RTX has no NonMaxSuppression kernel: build the model from before `trtflow surgeon add-nms`, or cut "
+    "the graph at the raw detection head with `trtflow surgeon extract --outputs BOXES,SCORES` (the tensors "
+    "feeding NMS; after add-nms the raw outputs are boxes_raw/scores_raw or keep their own names), and run "
+    "`trtflow.vision.decode_detections` on the engine's outputs"
 )
+
+
+def name_nms_tensors(failures: list[dict], proto: Any) -> list[dict]:
+    """NMS failures whose fix names this model's real raw tensors instead of BOXES,SCORES."""
+    from trtflow.graph.nms_head import raw_head
+
+    nodes = {n.name: n for n in proto.graph.node}
+    out = []
+    for f in failures:
+        node = nodes.get(f.get("node"))
+        if f.get("fix") == NMS_RTX_FIX:
+            named = ",".join(raw_head(proto, node))
+            f = {**f, "fix": NMS_RTX_FIX.replace("--outputs BOXES,SCORES` (the tensors feeding NMS; after add-nms "
+                                                 "the raw outputs are boxes_raw/scores_raw or keep their own names)",
+                                                 f"--outputs {named}`")}
+        out.append(f)
+    return out
 UNSUPPORTED_OP_FIX = (
     "no importer for this op in {flavor}: load a plugin library that implements it (--plugins LIB.so), "
     "rewrite it with supported ops, or cut the graph before it with `trtflow surgeon extract` and run "

@@ -20,11 +20,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 # The real tritonserver for tests/test_tritonserver.py: nvidia-pytriton bundles it (with the Python
 # backend) and needs numpy < 2, so it gets its own venv; trtflow goes there too, since the Python
-# backend's model.py runs trtflow inside tritonserver.
+# backend's model.py runs trtflow inside tritonserver (torch: the tasks' preprocessing).
 $(TRITON_VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(TRITON_VENV)
 	$(TRITON_VENV)/bin/python -m pip --disable-pip-version-check install -q "nvidia-pytriton>=0.5" "numpy<2" \
-		onnx onnxruntime rich filelock platformdirs
+		onnx onnxruntime rich filelock platformdirs torch==2.13.0
 	$(TRITON_VENV)/bin/python -m pip --disable-pip-version-check install -q --no-deps -e .
 	touch $@
 

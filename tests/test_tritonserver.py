@@ -22,6 +22,14 @@ httpclient = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")
 
 
+def _has_torch() -> bool:
+    import subprocess
+
+    if not TRITON_PYTHON.exists():
+        return False
+    return subprocess.run([str(TRITON_PYTHON), "-c", "import torch"], capture_output=True).returncode == 0
+
+
 @pytest.fixture(scope="module")
 def triton(tiny_onnx, tmp_path_factory):
     from trtflow.errors import ModelLoadError
@@ -34,6 +42,10 @@ def triton(tiny_onnx, tmp_path_factory):
                         ("tiny_whole", ["--max-batch", "0"])):
         assert main(["triton-repo", str(tiny_onnx), "--out", str(repo), "--name", name, "--backend", "python",
                      "--engine", "ort", "--threads", "1", "--json", *extra]) == 0
+    if _has_torch():  # tasks preprocess with torch
+        assert main(["triton-repo", str(tiny_onnx), "--out", str(repo), "--name", "tiny_classify", "--backend",
+                     "python", "--engine", "ort", "--threads", "1", "--task", "classify", "--task-option", "top_k=3",
+                     "--max-batch", "4", "--json"]) == 0
     try:
         server = TritonServer(repo, TRITON_PYTHON, ready_timeout_s=180)
     except ModelLoadError as exc:
@@ -141,3 +153,30 @@ def test_shape_errors_reach_the_client(triton):
         assert client.is_server_live() and client.is_model_ready("tiny")
     finally:
         client.close()
+
+
+def test_task_model_takes_images_and_answers_json(triton, tiny_onnx):
+    """--task classify: uint8 frames in, the task's JSON results out (pre- and post-processing run
+    by trtflow inside Triton), equal to the same task in process."""
+    import json
+
+    if not _has_torch():
+        pytest.skip(f"{TRITON_PYTHON} has no torch, which trtflow's task preprocessing needs "
+                    "(make .venv-triton/.installed installs it)")
+    from trtflow.tasks import make_task
+
+    frames = np.random.default_rng(3).integers(0, 255, (2, 40, 30, 3), dtype=np.uint8)
+    client = httpclient.InferenceServerClient(triton.http_url)
+    try:
+        inp = httpclient.InferInput("IMAGE", list(frames.shape), "UINT8")
+        inp.set_data_from_numpy(frames, binary_data=True)
+        result = client.infer("tiny_classify", [inp]).as_numpy("RESULT")
+    finally:
+        client.close()
+    assert result.shape == (2, 1)
+    served = [json.loads(r[0]) for r in result]
+    with make_task("classify", str(tiny_onnx), engine="ort", threads=1, top_k=3) as task:
+        local = [r.to_dict() for r in task.predict(list(frames))]
+    for got, want in zip(served, local):
+        assert [t["class"] for t in got["topk"]] == [t["class"] for t in want["topk"]]
+        np.testing.assert_allclose([t["score"] for t in got["topk"]], [t["score"] for t in want["topk"]], atol=1e-4)

@@ -95,12 +95,19 @@ def model_only_gpu(engine, batch: int, iters: int = 200) -> dict:
 def host_throughput(engine, feed: dict, batch: int, seconds: float = 5.0) -> dict:
     for _ in range(3):
         engine.infer(feed)
-    n, t0 = 0, time.perf_counter()
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
         engine.infer(feed)
         n += 1
-    dt = time.perf_counter() - t0
-    return {"batch": batch, "ms_per_batch": dt / n * 1e3, "img_s": n * batch / dt, "timer": "perf_counter"}
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"batch": batch, "ms_per_batch": dt / n * 1e3, "img_s": n * batch / dt, "timer": "perf_counter",
+            "cpu_ms_per_img": cpu / (n * batch) * 1e3}
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the GPU server child -----------------------------------------------------------------------
@@ -143,15 +150,24 @@ def scrape(port: int, model: str) -> dict:
     return {k: values[k + label] for k in ("nv_inference_count", "nv_inference_exec_count", "nv_inference_request_success")}
 
 
-def measure_levels(port: int, model: str, levels, duration: float, warmup: float, processes: int) -> list[dict]:
+def measure_levels(port: int, model: str, levels, duration: float, warmup: float, processes: int,
+                   server_pid: int | None = None) -> list[dict]:
     config = LoadConfig(f"127.0.0.1:{port}", model, tuple(levels), duration, warmup, processes=processes)
     feed, batch = model_inputs(config)
     payload = http_request("127.0.0.1", port, model, feed, True)
     out = []
     for level in levels:
         before = scrape(port, model)
+        s0 = process_cpu_s(server_pid) if server_pid else 0.0
+        c0 = time.process_time()
         result = run_level(config, level, payload, batch).to_dict()
+        client_cpu = time.process_time() - c0
+        server_cpu = process_cpu_s(server_pid) - s0 if server_pid else None
         after = scrape(port, model)
+        served = after["nv_inference_count"] - before["nv_inference_count"]  # warm-up and window together
+        if server_pid and served:
+            result["server_cpu_ms_per_img"] = server_cpu / served * 1e3
+            result["client_cpu_ms_per_img"] = client_cpu / served * 1e3 if processes == 1 else None
         execs = after["nv_inference_exec_count"] - before["nv_inference_exec_count"]
         result["mean_batch_one_worker"] = (after["nv_inference_count"] - before["nv_inference_count"]) / execs if execs else None
         log(f"  {level} clients: {result['throughput']:.1f} req/s, p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms, "
@@ -233,13 +249,17 @@ def cpu_main(args) -> dict:
     procs = start_servers([cmd])
     rounds = []
     try:
-        served = measure_levels(port, "mobilenet_v2", args.clients[:-1], args.duration, args.warmup, args.loadgen_processes)
+        pid = procs[0].pid
+        served = measure_levels(port, "mobilenet_v2", args.clients[:-1], args.duration, args.warmup, args.loadgen_processes, pid)
         for r in range(args.rounds):
             inproc = host_throughput(engine, {name: x}, args.max_batch, args.inproc_s)
-            top = measure_levels(port, "mobilenet_v2", args.clients[-1:], args.duration, args.warmup, args.loadgen_processes)[0]
+            top = measure_levels(port, "mobilenet_v2", args.clients[-1:], args.duration, args.warmup, args.loadgen_processes,
+                                 pid)[0]
             rounds.append({"in_process": inproc, "served": top, "share": top["throughput"] / inproc["img_s"]})
             log(f"round {r}: in-process {inproc['img_s']:.1f} img/s, served {top['throughput']:.1f} req/s "
-                f"({rounds[-1]['share'] * 100:.1f} %), load {os.getloadavg()[0]:.1f}")
+                f"({rounds[-1]['share'] * 100:.1f} %), load {os.getloadavg()[0]:.1f}; CPU ms/img in-process "
+                f"{inproc['cpu_ms_per_img']:.2f}, server {top.get('server_cpu_ms_per_img', 0):.2f}, "
+                f"client {top.get('client_cpu_ms_per_img') or 0:.2f}")
     finally:
         stop_servers(procs)
         engine.close()

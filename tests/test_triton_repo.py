@@ -85,6 +85,34 @@ def test_task_repository_takes_images(tiny_onnx, tmp_path, capsys):
     assert json.loads(_params(config)["trtflow_task_options"]) == {"top_k": 3}
 
 
+def test_ensemble_of_a_task(tiny_onnx, tmp_path, capsys):
+    result = _cli_json(capsys, tiny_onnx, "--out", tmp_path, "--name", "cls", "--task", "classify", "--ensemble",
+                       "--max-batch", 4, "--task-option", "top_k=2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cls", "cls_model", "cls_post", "cls_pre"]
+    ens = _parse(tmp_path / "cls" / "config.pbtxt")
+    assert ens.platform == "ensemble" and ens.max_batch_size == 4 and (tmp_path / "cls" / "1").is_dir()
+    steps = ens.ensemble_scheduling.step
+    assert [s.model_name for s in steps] == ["cls_pre", "cls_model", "cls_post"]
+    assert dict(steps[1].input_map) == {"x": "prepared"}
+    assert dict(steps[2].input_map) == {"logits": "out_logits", "feat": "out_feat", "META": "meta"}
+    model = _parse(tmp_path / "cls_model" / "config.pbtxt")
+    assert model.backend == "onnxruntime" and model.max_batch_size == 4
+    pre, post = _parse(tmp_path / "cls_pre" / "config.pbtxt"), _parse(tmp_path / "cls_post" / "config.pbtxt")
+    assert [(t.name, list(t.dims)) for t in pre.output] == [("INPUT", [3, 16, 16]), ("META", [8])]
+    assert {t.name for t in post.input} == {"logits", "feat", "META"}
+    assert _params(pre)["trtflow_model"] == "../../cls_model/1/model.onnx" == _params(post)["trtflow_model"]
+    templates = TEMPLATE.parent
+    assert (tmp_path / "cls_pre" / "1" / "model.py").read_text() == (templates / "triton_task_pre.py").read_text()
+    assert (tmp_path / "cls_post" / "1" / "model.py").read_text() == (templates / "triton_task_post.py").read_text()
+    assert result["backend"] == "ensemble"
+
+
+def test_ensemble_needs_a_task(tiny_onnx, tmp_path, capsys):
+    assert main(["triton-repo", str(tiny_onnx), "--out", str(tmp_path), "--ensemble"]) == 2
+    assert "--ensemble needs --task" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_tensorrt_repository_from_a_plan(flavor, tiny_onnx, tmp_path, capsys):
     from trtflow.backends.tensorrt import BuildConfig, build_engine
     from trtflow.backends.tensorrt.runner import read_plan_io

@@ -46,6 +46,9 @@ def triton(tiny_onnx, tmp_path_factory):
         assert main(["triton-repo", str(tiny_onnx), "--out", str(repo), "--name", "tiny_classify", "--backend",
                      "python", "--engine", "ort", "--threads", "1", "--task", "classify", "--task-option", "top_k=3",
                      "--max-batch", "4", "--json"]) == 0
+        assert main(["triton-repo", str(tiny_onnx), "--out", str(repo), "--name", "tiny_ensemble", "--backend",
+                     "python", "--engine", "ort", "--threads", "1", "--task", "classify", "--task-option", "top_k=3",
+                     "--max-batch", "4", "--ensemble", "--json"]) == 0
     try:
         server = TritonServer(repo, TRITON_PYTHON, ready_timeout_s=180)
     except ModelLoadError as exc:
@@ -155,9 +158,10 @@ def test_shape_errors_reach_the_client(triton):
         client.close()
 
 
-def test_task_model_takes_images_and_answers_json(triton, tiny_onnx):
-    """--task classify: uint8 frames in, the task's JSON results out (pre- and post-processing run
-    by trtflow inside Triton), equal to the same task in process."""
+@pytest.mark.parametrize("model", ["tiny_classify", "tiny_ensemble"])
+def test_task_model_takes_images_and_answers_json(triton, tiny_onnx, model):
+    """--task classify (one Python model) and --ensemble (pre -> model -> post, Triton's ensemble
+    scheduler): uint8 frames in, the task's JSON results out, equal to the same task in process."""
     import json
 
     if not _has_torch():
@@ -170,7 +174,7 @@ def test_task_model_takes_images_and_answers_json(triton, tiny_onnx):
     try:
         inp = httpclient.InferInput("IMAGE", list(frames.shape), "UINT8")
         inp.set_data_from_numpy(frames, binary_data=True)
-        result = client.infer("tiny_classify", [inp]).as_numpy("RESULT")
+        result = client.infer(model, [inp]).as_numpy("RESULT")
     finally:
         client.close()
     assert result.shape == (2, 1)

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "input IMAGE (uint8 HWC), output RESULT (JSON per frame)")
     group.add_argument("--task-option", action="append", metavar="KEY=JSON",
                        help="an option for make_task, e.g. labels='\"labels.txt\"' (repeatable)")
+    group.add_argument("--ensemble", action="store_true",
+                       help="with --task: NAME_pre (python) -> NAME_model (--backend) -> NAME_post (python) as "
+                       "a Triton ensemble NAME, so the model runs on Triton's own backend")
     options.add_json(parser)
 
 
@@ -71,7 +74,7 @@ def _json_pairs(items: list[str] | None, flag: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trtflow.serve.repo import RepoOptions, write_repository
+    from trtflow.serve.repo import RepoOptions, write_ensemble, write_repository
 
     preferred = _int_list(args.preferred_batch_sizes, "--preferred-batch-sizes")
     if args.max_batch is not None and any(p > args.max_batch for p in preferred):
@@ -85,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         version=args.version, overwrite=args.overwrite,
     )
     with output.bar("reading the model", enabled=not args.json) as progress:
-        result = write_repository(args.model, args.out, opts, progress=progress)
+        write = write_ensemble if args.ensemble else write_repository
+        result = write(args.model, args.out, opts, progress=progress)
     if args.json:
         output.print_json(result.to_dict())
         return 0

@@ -59,7 +59,7 @@ class ConfigSpec:
     default_model_filename: str = ""
 
 
-def _pb():
+def protobuf_modules():
     """``(model_config_pb2, json_format, text_format)``, from tritonclient and protobuf."""
     pb2 = require("tritonclient.grpc.model_config_pb2", "trtflow triton-repo (Triton's ModelConfig)")
     from google.protobuf import json_format, text_format
@@ -93,7 +93,7 @@ def build_config(spec: ConfigSpec) -> Any:
         UsageError: an unknown backend or instance kind, or a field Triton's schema refuses.
         MissingDependencyError: tritonclient is not installed.
     """
-    pb2, json_format, _ = _pb()
+    pb2, json_format, _ = protobuf_modules()
     if spec.backend not in BACKENDS:
         raise UsageError(f"unknown Triton backend '{spec.backend}'; choose one of {', '.join(BACKENDS)}")
     if spec.kind not in KINDS:
@@ -125,7 +125,7 @@ def build_config(spec: ConfigSpec) -> Any:
 
 def to_pbtxt(config: Any) -> str:
     """The text format Triton reads from ``config.pbtxt``."""
-    _, _, text_format = _pb()
+    _, _, text_format = protobuf_modules()
     return text_format.MessageToString(config)
 
 
@@ -135,7 +135,7 @@ def validate_pbtxt(text: str) -> Any:
     Raises:
         UsageError: the text does not parse, or it lacks a name, inputs or outputs.
     """
-    pb2, _, text_format = _pb()
+    pb2, _, text_format = protobuf_modules()
     config = pb2.ModelConfig()
     try:
         text_format.Parse(text, config)
@@ -151,5 +151,5 @@ def validate_pbtxt(text: str) -> Any:
 
 def config_dict(config: Any) -> dict:
     """The message as JSON-style data (what ``--json`` prints)."""
-    _, json_format, _ = _pb()
+    _, json_format, _ = protobuf_modules()
     return json.loads(json_format.MessageToJson(config, preserving_proto_field_name=True))

@@ -193,7 +193,8 @@ def _engine_io(model: Path, engine: str, options: Mapping[str, Any]) -> tuple[li
         return list(eng.inputs), list(eng.outputs)
 
 
-def _prepare_folder(model_dir: Path, overwrite: bool) -> None:
+def prepare_folder(model_dir: Path, overwrite: bool) -> None:
+    """Make room for ``model_dir``: refuse an existing one unless ``overwrite``, then remove it."""
     if model_dir.exists():
         if not overwrite:
             raise UsageError(f"{model_dir} exists; pick another --name or pass --overwrite to replace it")
@@ -228,7 +229,8 @@ def write_repository(model: str | os.PathLike, repo: str | os.PathLike, options:
         raise ModelLoadError(f"the Python-backend template is missing from the installation: {TEMPLATE}")
     backend = resolve_backend(model, options.backend)
     if options.task and backend != "python":
-        raise UsageError("--task needs --backend python (pre- and post-processing run in trtflow inside Triton)")
+        raise UsageError("--task needs --backend python (pre- and post-processing run in trtflow inside Triton), "
+                         "or --ensemble (pre and post in Python, the model on its own backend)")
     name = options.name or model.stem
     if not name or "/" in name or name.startswith("."):
         raise UsageError(f"bad model name '{name}': use letters, digits, '-' or '_'")
@@ -265,7 +267,7 @@ def write_repository(model: str | os.PathLike, repo: str | os.PathLike, options:
         if options.task:
             parameters.update(trtflow_task=options.task,
                               trtflow_task_options=json.dumps(dict(options.task_options), sort_keys=True))
-    _prepare_folder(model_dir, options.overwrite)
+    prepare_folder(model_dir, options.overwrite)
     version_dir.mkdir(parents=True)
     try:
         target = version_dir / MODEL_FILES[backend]

@@ -246,3 +246,20 @@ def test_flatten_names_and_count_notes():
         flatten_outputs([{"boxes": t, "scores": t}, {"boxes": t, "scores": t}], ["boxes", "scores"])
     note = diff_one("boxes_0", np.zeros((5, 4)), np.zeros((6, 4)), 1e-5, 1e-5).note
     assert note.startswith("count 6 differs from the reference's 5")
+
+
+def test_bench_fills_shared_dim_labels(tmp_path, capsys):
+    """--shapes for the image input sizes the other inputs that share its batch label."""
+    from trtflow.export import from_torch
+
+    class TwoInputs(torch.nn.Module):
+        def forward(self, images, sizes):
+            return images.mean((1, 2, 3))[:, None] * sizes
+
+    path = tmp_path / "two.onnx"
+    from_torch(TwoInputs(), (torch.rand(2, 3, 8, 8), torch.rand(2, 2)), path, input_names=["images", "sizes"],
+               dynamic={"images": {0: "batch"}, "sizes": {0: "batch"}}, exporter="torchscript")
+    code = main(["bench", str(path), "--engine", "ort", "--shapes", "images:5x3x8x8", "--iterations", "2",
+                 "--duration", "0", "--warmUp", "0", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["shapes"]["sizes"] == [5, 2]

@@ -16,8 +16,9 @@ INT_RANGE = (0, 4)  # random integer inputs: small non-negative values, valid as
 MEMORY_SHARE = 0.8  # refuse a feed larger than this share of the available memory
 
 
-def resolve_shape(spec: TensorSpec, shapes: Mapping[str, Shape]) -> Shape:
-    """The concrete shape to feed: ``--shapes`` first, then the engine's opt shape, then static dims.
+def resolve_shape(spec: TensorSpec, shapes: Mapping[str, Shape], named: Mapping[str, int] | None = None) -> Shape:
+    """The concrete shape to feed: ``--shapes`` first, then the engine's opt shape, then static dims
+    and dynamic dims whose label another input's given shape fixes (``named``: label -> size).
 
     Raises:
         UsageError: a dynamic dim with no shape given and no bounds to take it from.
@@ -28,6 +29,9 @@ def resolve_shape(spec: TensorSpec, shapes: Mapping[str, Shape]) -> Shape:
         return tuple(spec.bounds.opt)
     if not spec.is_dynamic:
         return tuple(spec.shape)
+    named = named or {}
+    if all(isinstance(d, int) or d in named for d in spec.shape):
+        return tuple(d if isinstance(d, int) else int(named[d]) for d in spec.shape)
     example = format_shape(d if isinstance(d, int) else 1 for d in spec.shape)
     raise UsageError(
         f"input '{spec.name}' has dynamic dims {spec.describe_shape()}; give a concrete shape, "
@@ -116,10 +120,25 @@ def random_feed(specs: Iterable[TensorSpec], shapes: Mapping[str, Shape] | None 
     """
     specs = list(specs)
     shapes = shapes or {}
-    resolved = {s.name: resolve_shape(s, shapes) for s in specs}
+    named = dim_sizes(specs, shapes)
+    resolved = {s.name: resolve_shape(s, shapes, named) for s in specs}
     check_fits(sum(array_bytes(resolved[s.name], s.dtype) for s in specs), "the random inputs")
     rng = _rng(seed)
     return {s.name: random_array(s, resolved[s.name], rng) for s in specs}
+
+
+def dim_sizes(specs: Iterable[TensorSpec], shapes: Mapping[str, Shape]) -> dict[str, int]:
+    """Sizes of named dynamic dims fixed by the shapes given (``batch`` -> 8 from ``images:8x3x640x640``),
+    so inputs sharing the label (``sizes: (batch, 2)``) get the same size, as ``build`` does."""
+    named: dict[str, int] = {}
+    for spec in specs:
+        given = shapes.get(spec.name)
+        if given is None or len(given) != spec.rank:
+            continue
+        for d, size in zip(spec.shape, given):
+            if isinstance(d, str) and d not in ("?", ""):
+                named.setdefault(d, int(size))
+    return named
 
 
 def _rng(seed: int) -> np.random.Generator:

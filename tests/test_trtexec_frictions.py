@@ -263,3 +263,15 @@ def test_bench_fills_shared_dim_labels(tmp_path, capsys):
                  "--duration", "0", "--warmUp", "0", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["shapes"]["sizes"] == [5, 2]
+
+
+def test_embed_preprocess_takes_float_nhwc(seg, tmp_path, capsys):
+    out = tmp_path / "nhwc.onnx"
+    assert main(["surgeon", "embed-preprocess", str(seg["onnx"]), "-o", str(out), "--layout", "nhwc", "--dtype",
+                 "float32", "--scale", "1", "--shapes", "x:1x16x16x3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["verification"]["passed"]
+    import trtflow
+
+    with trtflow.load(out, engine="ort") as engine:
+        assert engine.inputs[0].dtype == "float32" and engine.inputs[0].shape[-1] == 3

@@ -57,6 +57,9 @@ def _preprocess_flags(group) -> None:
     group.add_argument("--resize", metavar="HxW", help="raw frame size; frames are resized (bilinear) to the model's")
     group.add_argument("--image-input", metavar="NAME",
                        help="the model input taking images (default: the only 4-D one)")
+    group.add_argument("--dtype", default="uint8", metavar="DTYPE",
+                       help="dtype of the raw frames: uint8 (default), or float32/float16 for float NHWC frames "
+                       "(with --scale 1 when they are already in the model's range)")
 
 
 def _preprocess_options(ns: argparse.Namespace):
@@ -71,7 +74,8 @@ def _preprocess_options(ns: argparse.Namespace):
             raise UsageError(f"bad --resize '{ns.resize}': expected the raw frame size HxW, e.g. 720x1280")
     return PreprocessOptions(layout=ns.layout, scale=parse_number(ns.scale, "--scale"),
                              mean=parse_floats(ns.mean, "--mean"), std=parse_floats(ns.std, "--std"),
-                             channel_order=ns.channel_order or "keep", input_size=size, input_name=ns.image_input)
+                             channel_order=ns.channel_order or "keep", input_size=size, input_name=ns.image_input,
+                             dtype=ns.dtype)
 
 
 def _nms_flags(group) -> None:

@@ -119,7 +119,7 @@ def _torch_subject(model, shapes, example_inputs, device, calib, opts, progress)
 
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"the torch engine tunes an nn.Module; got {type(model).__name__}. "
-                         "Tune an ONNX model with engine='ort' or 'tensorrt'")
+                         "Tune an ONNX model with --engine ort or tensorrt (engine=\"ort\" in Python)")
     shape_map = shapes_from(shapes, example_inputs)
     dtypes = {k: "float32" for k in shape_map}
     if isinstance(example_inputs, Mapping):

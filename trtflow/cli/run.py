@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_engine(parser)
     options.add_inputs(parser)
     options.add_shapes(parser)
-    options.add_out(parser, "OUT.npz", "save the outputs (one array per output name)", aliases=("--save-outputs",))
+    options.add_out(parser, "OUT.npz", "save the outputs (one array per output name)")
     parser.add_argument("--save-inputs", metavar="IN.npz", help="save the inputs used (reusable as --input NAME=IN.npz)")
     parser.add_argument("--split-batches", action="store_true",
                         help="run a batch outside the engine's batch range in chunks it takes (a partial last chunk "

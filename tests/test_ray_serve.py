@@ -206,3 +206,23 @@ def test_killed_replica_is_replaced_and_no_request_is_lost(cluster, reference):
     new_ids = {name.rsplit("#", 1)[-1] for name in after} - {name.rsplit("#", 1)[-1] for name in before}
     served_by = {r[1] for r in records if r[0] == "ok"}
     assert new_ids & served_by, f"the replacement replica {new_ids} answered no request (answers from {served_by})"
+
+
+def test_deployment_options():
+    from trtflow.errors import UsageError
+    from trtflow.serve.ray import RayServeOptions
+
+    fixed = RayServeOptions(name="m", num_replicas=3, num_gpus=1).deployment_options()
+    assert fixed["num_replicas"] == 3 and fixed["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1}
+    scaled = RayServeOptions(name="m", autoscaling={"min_replicas": 1, "max_replicas": 4}).deployment_options()
+    assert "num_replicas" not in scaled and scaled["autoscaling_config"]["max_replicas"] == 4
+    with pytest.raises(UsageError, match="num_replicas"):
+        RayServeOptions(num_replicas=0).deployment_options()
+
+
+def test_bad_autoscale_flag_is_one_line(tiny_onnx, capsys):
+    from trtflow.cli.main import main
+
+    assert main(["serve", str(tiny_onnx), "--ray", "auto", "--ray-autoscale", "4:1"]) == 2
+    err = capsys.readouterr().err
+    assert "--ray-autoscale" in err and len(err.strip().splitlines()) == 1

@@ -105,6 +105,22 @@ def test_replicas_on_both_nodes_answer(cluster, reference):
     assert len(seen_replicas) == 2
 
 
+def test_concurrent_requests_share_engine_calls(cluster, reference):
+    """@serve.batch merges concurrent requests: some answers come from a call of several rows,
+    each still equal to its own in-process result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, _ = cluster
+    xs = [_x(500 + i) for i in range(24)]
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda x: _post(url, x), xs))
+    for x, (status, headers, doc) in zip(xs, answers):
+        assert status == 200, doc
+        np.testing.assert_allclose(_logits(doc), reference.infer({"x": x})["logits"], rtol=1e-5, atol=1e-6)
+    rows = [int(h["trtflow-batch-rows"]) for _, h, _ in answers]
+    assert max(rows) > 1 and max(rows) <= 8, rows
+
+
 def test_tritonclient_speaks_to_the_ray_ingress(cluster, reference):
     httpclient = pytest.importorskip("tritonclient.http")
     url, _ = cluster

@@ -12,7 +12,8 @@ and batches requests with ``@serve.batch`` (rows counted with ``batch_size_fn``,
 Endpoints: ``GET /v2/health/live|ready``, ``GET /v2``, ``GET /v2/models/{m}`` (metadata),
 ``GET /v2/models/{m}/ready``, ``GET /v2/models/{m}/config``, ``POST /v2/models/{m}/infer``
 (JSON and binary tensors, classification). Every answer carries ``trtflow-node`` and
-``trtflow-replica`` headers naming the Ray node and the replica that served it.
+``trtflow-replica`` headers naming the Ray node and the replica that served it; an infer answer
+also ``trtflow-batch-rows``, the rows of the engine call that computed it.
 
 ONNX models travel to the replicas as bytes through Ray's object store, so only the driver
 needs the file; plans and ``.pt2`` packages are loaded from their path on each node.
@@ -125,7 +126,8 @@ class TrtflowReplica:
     # -- batching ---------------------------------------------------------------------------
     async def _run_batch(self, items: list[tuple[dict, int, tuple]]) -> list[Any]:
         """Run the requests of one Serve batch: one engine call per group of equal non-batch
-        shapes; each request gets its rows back, or the exception its group raised."""
+        shapes; each request gets (its rows of the outputs, the rows of that call), or the
+        exception its group raised."""
         import numpy as np
 
         results: list[Any] = [None] * len(items)
@@ -143,13 +145,14 @@ class TrtflowReplica:
                 for i in members:
                     results[i] = exc
                 continue
+            total = sum(items[i][1] for i in members)
             if len(members) == 1:
-                results[members[0]] = outputs
+                results[members[0]] = (outputs, total)
                 continue
             start = 0
             for i in members:
                 rows = items[i][1]
-                results[i] = {k: v[start:start + rows] for k, v in outputs.items()}
+                results[i] = ({k: v[start:start + rows] for k, v in outputs.items()}, total)
                 start += rows
         return results
 
@@ -204,12 +207,13 @@ class TrtflowReplica:
     async def _infer(self, body: bytes, header_length: str | None) -> tuple[bytes, int, dict]:
         decoded = protocol.decode_infer_request(body, header_length)
         feed, rows, key = self.model.prepare(decoded.inputs)
-        outputs = await self._batched((feed, rows, key))
-        if isinstance(outputs, Exception):
-            raise outputs
+        answer = await self._batched((feed, rows, key))
+        if isinstance(answer, Exception):
+            raise answer
+        outputs, batch_rows = answer
         out, headers = protocol.encode_infer_response(self.model.name, self.model.version, outputs, decoded,
                                                       self.model.batched, self.model.labels)
-        return out, 200, headers
+        return out, 200, {**headers, "trtflow-batch-rows": str(batch_rows)}
 
     def stats(self) -> dict:
         """Engine calls made and where this replica runs (for tests and dashboards)."""

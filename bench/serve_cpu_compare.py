@@ -6,7 +6,7 @@ One run, same machine, same model file, same ONNX Runtime thread count:
 2. Triton: nvidia-pytriton's ``tritonserver`` (from the .venv-triton environment) on a repository
    written by ``trtflow triton-repo --backend python --engine ort --threads T`` (Triton's Python
    backend running trtflow's ort engine, Triton's dynamic batcher up to the max batch);
-3. ``trtflow serve`` on the same ONNX (``--max-batch``), unless ``--skip-trtflow``.
+3. ``trtflow serve`` on the same ONNX (``--max-batch``, ``--threads T``), unless ``--skip-trtflow``.
 
 Both servers run side by side (an idle server costs nothing); the lower levels are measured once
 each, the top level in ``--rounds`` rounds of in-process / Triton / trtflow serve windows next to
@@ -133,7 +133,7 @@ def start_trtflow(args, onnx: Path):
     port = free_port()
     cmd = [sys.executable, "-m", "trtflow", "serve", str(onnx), "--name", MODEL, "--http-port", str(port),
            "--grpc-port", "-1", "--max-batch", str(args.max_batch), "--max-queue-delay-us", str(args.delay_us),
-           "--access-log", "off", "--engine", "ort"]
+           "--access-log", "off", "--engine", "ort", "--threads", str(args.threads)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

@@ -124,3 +124,30 @@ def test_summary_json_from_the_cli(tmp_path, model, capsys):  # noqa: F811
     summary = json.loads(capsys.readouterr().out)
     assert summary["frames_in"] == summary["frames_out"] == 10 and len(summary["streams"]) == 2
     assert summary["bottleneck"] in summary["stages"] and summary["engine"] == "ort"
+
+
+def slow_post(outputs: dict, metas: list) -> list:
+    """Post-processing that takes 40 ms a batch: inference falls behind a live stream."""
+    time.sleep(0.04)
+    return [{"n": 1} for _ in metas]
+
+
+def test_live_stream_drops_oldest_frames_when_behind_and_counts_them(tmp_path, model):  # noqa: F811
+    from trtflow.tasks import make_task
+    from trtflow.video import VideoConfig, run_video
+
+    url = f"rtsp://127.0.0.1:{_free_port()}/live"
+    done: dict = {}
+    pusher = threading.Thread(target=_push_rtsp, args=(url, 40, done), daemon=True)
+    pusher.start()
+    task = make_task("custom", str(model), engine="ort", post=slow_post, resize="stretch", input_size=16)
+    out = tmp_path / "live.jsonl"
+    config = VideoConfig(batch=1, queue_frames=2, drop_when_behind=True, post_workers=1, jsonl=str(out),
+                         source_options={"rtsp_flags": "listen", "listen_timeout": "10"})
+    summary = run_video([url], task, config)
+    pusher.join(15)
+    assert done.get("sent") == 40, done
+    frames = [r["frame"] for r in read_jsonl(out)]
+    assert summary.dropped > 0 and summary.streams[0]["dropped"] == summary.dropped
+    assert len(frames) == summary.frames_out == 40 - summary.dropped
+    assert frames == sorted(frames) and frames[-1] == 39  # the oldest went, the newest stayed, in order

@@ -104,6 +104,34 @@ def host_throughput(engine, feed: dict, batch: int, seconds: float = 5.0) -> dic
             "cpu_ms_per_img": cpu / (n * batch) * 1e3}
 
 
+def host_throughput_threads(engines: list, feed: dict, batch: int, seconds: float) -> dict:
+    """Several engine instances, one thread each, back-to-back batches (the server's instances, in process)."""
+    if len(engines) == 1:
+        return host_throughput(engines[0], feed, batch, seconds)
+    import threading
+
+    for e in engines:
+        e.infer(feed)
+    counts = [0] * len(engines)
+    stop = time.perf_counter() + seconds
+
+    def loop(i: int) -> None:
+        while time.perf_counter() < stop:
+            engines[i].infer(feed)
+            counts[i] += 1
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(engines))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    n = sum(counts)
+    return {"batch": batch, "instances": len(engines), "ms_per_batch": dt / n * 1e3 * len(engines),
+            "img_s": n * batch / dt, "timer": "perf_counter", "cpu_ms_per_img": cpu / (n * batch) * 1e3}
+
+
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process and all its threads (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -236,7 +264,8 @@ def cpu_main(args) -> dict:
 
     onnx = Path(args.onnx) if args.onnx else _mobilenet_onnx()
     result: dict = {"mode": "cpu", "environment": environment(), "config": {**vars(args), "onnx": str(onnx)}}
-    engine = trtflow.load(onnx, engine="ort", threads=args.ort_threads)
+    engines = [trtflow.load(onnx, engine="ort", threads=args.ort_threads) for _ in range(args.instances)]
+    engine = engines[0]
     name = engine.inputs[0].name
     x = np.random.default_rng(0).standard_normal((args.max_batch, 3, 224, 224)).astype(np.float32)
     result["in_process_bs1"] = host_throughput(engine, {name: x[:1]}, 1, args.inproc_s / 2)
@@ -252,7 +281,7 @@ def cpu_main(args) -> dict:
         pid = procs[0].pid
         served = measure_levels(port, "mobilenet_v2", args.clients[:-1], args.duration, args.warmup, args.loadgen_processes, pid)
         for r in range(args.rounds):
-            inproc = host_throughput(engine, {name: x}, args.max_batch, args.inproc_s)
+            inproc = host_throughput_threads(engines, {name: x}, args.max_batch, args.inproc_s)
             top = measure_levels(port, "mobilenet_v2", args.clients[-1:], args.duration, args.warmup, args.loadgen_processes,
                                  pid)[0]
             rounds.append({"in_process": inproc, "served": top, "share": top["throughput"] / inproc["img_s"]})
@@ -262,7 +291,8 @@ def cpu_main(args) -> dict:
                 f"client {top.get('client_cpu_ms_per_img') or 0:.2f}")
     finally:
         stop_servers(procs)
-        engine.close()
+        for e in engines:
+            e.close()
     best = sorted(rounds, key=lambda r: r["share"])[len(rounds) // 2]  # the median round
     result["rounds"] = rounds
     result["in_process"] = best["in_process"]

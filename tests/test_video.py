@@ -358,3 +358,11 @@ def test_summary_says_which_decoder_ran(tmp_path, model):
     assert {"decode", "preprocess", "infer", "postprocess"} <= set(summary.stages)
     assert summary.frames_in == summary.frames_out == 4 and summary.fps > 0
     assert Fraction(summary.streams[0]["fps"]).limit_denominator(100) == 24
+
+
+def test_output_in_a_missing_folder_is_refused_before_any_work(tmp_path, capsys):
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=2)
+    assert video_cli(clip, "--task", "face", "--jsonl", tmp_path / "no" / "such" / "out.jsonl") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not exist" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from trtflow.cli import options, output
 from trtflow.errors import UsageError
@@ -102,6 +103,11 @@ def run(args: argparse.Namespace) -> int:
     sources = list(args.sources) + list(args.source)
     if not sources:
         raise UsageError("give at least one SOURCE (a video file, an image folder, /dev/videoN or a URL)")
+    for flag, path in (("--out", args.out), ("--jsonl", args.jsonl)):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise UsageError(f"{flag} {path}: the folder {Path(path).parent} does not exist; create it first")
+        if path and Path(path).is_dir():
+            raise UsageError(f"{flag} {path} is a folder; give a file name")
     config = VideoConfig(
         batch=args.batch, push_timeout_ms=args.push_timeout_ms, decode=args.decode,
         drop_when_behind=args.drop_when_behind, out=args.out, jsonl=args.jsonl, audio=not args.no_audio,

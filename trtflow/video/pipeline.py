@@ -54,7 +54,7 @@ class Pipeline:
         self.muxer = Muxer(len(sources), config.batch, config.push_timeout_ms / 1e3, capacity,
                            [s.live for s in sources], config.drop_when_behind)
         self.queues = [queue.Queue(maxsize=2) for _ in range(3)]
-        self.device = _device_of(config.device or getattr(task, "device", None))
+        self.device = _device_of(config.device or getattr(task, "device", None) or _engine_gpu(task))
         self.video_writers: list[Optional[VideoWriter]] = [None] * len(sources)
         self.jsonl: Optional[JsonlWriter] = None
         self.frames_out = 0
@@ -338,6 +338,12 @@ def _device_of(device: Any):
     import torch
 
     return torch.device(device)
+
+
+def _engine_gpu(task: Any) -> Optional[str]:
+    """The engine's CUDA device when it runs on one (frames then go there before preprocessing)."""
+    device = getattr(getattr(task, "engine", None), "device", None)
+    return str(device) if device is not None and str(device).startswith("cuda") else None
 
 
 def _same_shape(batch: list[Frame]) -> list[list[Frame]]:

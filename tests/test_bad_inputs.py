@@ -251,6 +251,10 @@ def test_api_misuse_raises_trtflow_errors(tiny_onnx):
         trtflow.load(12345)
     with pytest.raises(UsageError):
         trtflow.load(tiny_onnx, engine=3)
+    with pytest.raises(ModelLoadError, match="got list"):
+        trtflow.load([str(tiny_onnx)], engine="ort")
+    with pytest.raises(ModelLoadError, match="not an ONNX model"):
+        trtflow.load(b"garbage", engine="ort")
     with pytest.raises(UsageError, match="providers"):
         trtflow.load(tiny_onnx, engine="ort", providers=[1])
     with pytest.raises(UsageError, match="threads"):
@@ -274,6 +278,18 @@ def test_api_misuse_raises_trtflow_errors(tiny_onnx):
     for bad in ({"duration_s": float("nan")}, {"warmup_ms": float("inf")}, {"iterations": 2.5}):
         with pytest.raises(UsageError):
             BenchConfig(**bad)
+
+
+def test_torch_engine_misuse_raises_trtflow_errors():
+    torch = pytest.importorskip("torch")
+    from tests.models.tiny import tiny_module
+
+    with pytest.raises(UsageError, match="not a torch device"):
+        trtflow.load(tiny_module(), engine="torch", example_inputs=[torch.zeros(1, 3, 16, 16)], device="gpu")
+    with pytest.raises(ModelLoadError, match="failed on its example inputs"):
+        trtflow.load(tiny_module(), engine="torch", example_inputs=[torch.zeros(3)], device="cpu")
+    with pytest.raises(UsageError, match="dtype"):
+        trtflow.load(tiny_module(), engine="torch", example_inputs=[torch.zeros(1, 3, 16, 16)], dtype="int8")
 
 
 def test_decode_detections_wants_a_mapping():

@@ -32,6 +32,10 @@ def load_onnx(model: ModelLike, load_external_data: bool = True):
         except (DecodeError, ValueError) as exc:
             raise ModelLoadError(f"the bytes given are not an ONNX model ({exc})") from None
         return _check_nonempty(proto, "the bytes given")
+    if not isinstance(model, (str, os.PathLike)):
+        raise ModelLoadError(
+            f"an ONNX model is a path, bytes or an onnx.ModelProto; got {type(model).__name__}"
+        )
     path = Path(model)
     if not path.exists():
         raise ModelLoadError(f"no such file: {path}. Check the path, or export a model with `trtflow export`.")

@@ -240,7 +240,10 @@ class _Graph:
 def _device(torch, device: int | str | None):
     if device is None:
         return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(f"cuda:{device}" if isinstance(device, int) else device)
+    try:
+        dev = torch.device(f"cuda:{device}" if isinstance(device, int) else device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UsageError(f"device {device!r} is not a torch device; use 'cpu', 'cuda', 'cuda:1' or a GPU index") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise UsageError(f"device '{device}' asked for, but this PyTorch sees no CUDA GPU; use device='cpu'")

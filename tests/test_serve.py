@@ -65,7 +65,7 @@ def server():
     affine = trtflow.load(affine_model(), engine="ort")
     slow = [trtflow.load(slow_model(), engine="ort", threads=1) for _ in range(2)]
     models = [ServedModel("affine", [affine], BatchConfig(max_batch=8), labels=["a", "b", "c", "d"]),
-              ServedModel("slow", slow, BatchConfig(max_batch=8, delay_us=2000))]
+              ServedModel("slow", slow, BatchConfig(max_batch=8, delay_us=20000))]
     with BackgroundServer(models, ServeOptions(http_port=0, grpc_port=0, max_body=1 << 20)) as s:
         yield s
 
@@ -110,7 +110,7 @@ def test_http_health_metadata_config_index(server):
     config = c.get_model_config("affine")
     assert config["max_batch_size"] == 8 and config["input"][0]["dims"] == [4] and config["output"][1]["dims"] == []
     assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 0
-    assert c.get_model_config("slow")["dynamic_batching"]["max_queue_delay_microseconds"] == 2000
+    assert c.get_model_config("slow")["dynamic_batching"]["max_queue_delay_microseconds"] == 20000
     assert {m["name"] for m in c.get_model_repository_index()} == {"affine", "slow"}
     stats = c.get_inference_statistics("affine")["model_stats"][0]
     assert stats["name"] == "affine" and "success" in stats["inference_stats"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 
 import numpy as np
@@ -53,7 +54,7 @@ def decode(request) -> InferRequest:
                 arr = np.array(list(values), dtype=object)
             else:
                 arr = np.asarray(values, dtype=protocol.numpy_dtype(item.datatype))
-            count = int(np.prod(shape, dtype=np.int64))
+            count = math.prod(shape)
             if arr.size != count:
                 raise ProtocolError(f"input '{item.name}' has {arr.size} values; shape {list(shape)} needs {count}")
             inputs[item.name] = arr.reshape(shape)

@@ -14,6 +14,7 @@ with ``binary_data`` (or all outputs when the request sets ``binary_data_output`
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -33,6 +34,7 @@ TRITON_TO_NUMPY = {
 }
 NUMPY_TO_TRITON = {v: k for k, v in TRITON_TO_NUMPY.items()}
 NUMPY_TO_TRITON.update({"bytes": "BYTES", "str": "BYTES", "string": "BYTES"})
+_NUMPY_DTYPES = {k: np.dtype(v) for k, v in TRITON_TO_NUMPY.items() if v != "bfloat16"}
 _BY_DTYPE = {np.dtype(v): k for k, v in TRITON_TO_NUMPY.items() if v != "bfloat16"}  # skips dtype.name (slow)
 
 
@@ -93,6 +95,9 @@ def numpy_dtype(datatype: str) -> np.dtype:
     Raises:
         ProtocolError: (400) an unknown datatype.
     """
+    found = _NUMPY_DTYPES.get(datatype)
+    if found is not None:
+        return found
     name = TRITON_TO_NUMPY.get(str(datatype).upper())
     if name is None:
         raise ProtocolError(f"unknown datatype '{datatype}'; expected one of {', '.join(TRITON_TO_NUMPY)}")
@@ -121,7 +126,7 @@ def deserialize_bytes(buf: bytes | memoryview, shape: Sequence[int]) -> np.ndarr
     Raises:
         ProtocolError: (400) the buffer does not hold exactly prod(shape) elements.
     """
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     view = memoryview(buf)
     out = np.empty(count, dtype=object)
     pos = 0
@@ -146,7 +151,7 @@ def array_from_raw(raw: bytes | memoryview, datatype: str, shape: Sequence[int],
     dtype = numpy_dtype(datatype)
     if dtype == object:
         return deserialize_bytes(raw, shape)
-    want = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    want = math.prod(shape) * dtype.itemsize
     if len(raw) != want:
         raise ProtocolError(
             f"input '{name}' has {len(raw)} bytes of data; shape {list(shape)} of {datatype} needs {want}"
@@ -163,10 +168,10 @@ def raw_from_array(arr: np.ndarray) -> bytes:
 
 def _shape(shape: Any, name: str) -> tuple[int, ...]:
     try:
-        dims = tuple(int(d) for d in shape)
+        dims = tuple(map(int, shape))
     except (TypeError, ValueError):
         raise ProtocolError(f"input '{name}' has shape {shape!r}; expected a list of non-negative integers") from None
-    if any(d < 0 for d in dims):
+    if dims and min(dims) < 0:
         raise ProtocolError(f"input '{name}' has shape {list(dims)}; sizes must be >= 0")
     return dims
 
@@ -241,7 +246,7 @@ def _array_from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str
             arr = np.asarray(data, dtype=dtype)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"input '{name}': data does not fit datatype {datatype}: {exc}") from None
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     if arr.size != count:
         raise ProtocolError(f"input '{name}' has {arr.size} values; shape {list(shape)} needs {count}")
     return arr.reshape(shape)

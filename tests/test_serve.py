@@ -264,13 +264,13 @@ def test_batching_merges_concurrent_requests(server):
     assert _metric(server, "nv_inference_compute_infer_duration_us", "slow") > 0
 
 
-def _slow_server(**config):
-    engine = trtflow.load(slow_model(), engine="ort", threads=1)
+def _slow_server(k: int = 12, **config):
+    engine = trtflow.load(slow_model(k=k), engine="ort", threads=1)
     return BackgroundServer([ServedModel("slow", [engine], BatchConfig(**config))], ServeOptions(http_port=0, grpc_port=None))
 
 
 def test_full_queue_answers_503_and_recovers():
-    with _slow_server(max_batch=1, max_queue=2) as s:
+    with _slow_server(k=48, max_batch=1, max_queue=2) as s:  # about 50 ms a request: the queue fills
         codes, errors = [], []
         body = _json_body(np.ones((1, 1024)))
 
@@ -280,12 +280,12 @@ def test_full_queue_answers_503_and_recovers():
             if code != 200:
                 errors.append(json.loads(text)["error"])
 
-        threads = [threading.Thread(target=one) for _ in range(12)]
+        threads = [threading.Thread(target=one) for _ in range(16)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        assert len(codes) == 12 and set(codes) <= {200, 503}
+        assert len(codes) == 16 and set(codes) <= {200, 503}
         assert codes.count(503) >= 1 and codes.count(200) >= 1
         assert all("queued" in e for e in errors)
         assert _post(s, "/v2/models/slow/infer", body)[0] == 200

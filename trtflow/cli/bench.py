@@ -90,7 +90,7 @@ def _load_factory(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from trtflow.bench import BenchConfig, plot, run_bench, summary_text, to_dict, write_json
-    from trtflow.feeds import build_feed, parse_input_args
+    from trtflow.feeds import parse_input_args
 
     config = BenchConfig(
         iterations=args.iterations, duration_s=args.duration, warmup_ms=args.warmUp,
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         args.model, args.engine = args.saveEngine, "tensorrt"
     with _load(args) as engine:
-        feed = build_feed(engine.inputs, files, options.shapes_of(args), args.seed)
+        feed = options.feed_for(engine, files, options.shapes_of(args), args.seed)
         with output.bar(f"bench {args.model}", enabled=not args.json) as progress:
             result = run_bench(engine, feed, config, progress=progress)
     if args.exportJson:

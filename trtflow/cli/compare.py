@@ -114,7 +114,7 @@ def _compare_onnx(args, engines: list[str], tolerances, stack: contextlib.ExitSt
             loaded[name] = stack.enter_context(options.load_engine(args, args.model, name))
         step("running")
         ref = loaded[engines[0]]
-        feed = build_feed(ref.inputs, files, shapes, args.seed)
+        feed = options.feed_for(ref, files, shapes, args.seed)
         return compare_engines(loaded, feed, tolerances, model=str(args.model))
 
 

@@ -229,6 +229,17 @@ def engine_options(args: argparse.Namespace, engine: str) -> dict:
     return opts
 
 
+def feed_for(engine, files: dict, shapes: dict, seed: int) -> dict:
+    """``build_feed`` for ``engine``, after the engine (where it can) refused shapes too large for
+    the memory, before any random array is made."""
+    from trtflow.feeds import build_feed, resolve_shape
+
+    check = getattr(engine, "check_memory", None)
+    if check is not None and not files:  # with --input, build_feed checks the names and reads the files first
+        check({s.name: resolve_shape(s, shapes) for s in engine.inputs})
+    return build_feed(engine.inputs, files, shapes, seed)
+
+
 def load_engine(args: argparse.Namespace, model, engine: str | None = None):
     """Load ``model`` with the engine chosen by --engine (or ``engine``), using the shared flags."""
     from trtflow.backends import ALIASES, auto_engine, load

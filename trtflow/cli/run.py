@@ -37,13 +37,13 @@ def _stats(arr: np.ndarray) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trtflow.feeds import build_feed, parse_input_args, save_npz
+    from trtflow.feeds import parse_input_args, save_npz
 
     for flag, path in (("--save-inputs", args.save_inputs), ("--out", args.out)):
         if path:
             options.check_out_path(path, flag, ".npz")
     with options.load_engine(args, args.model) as engine:
-        feed = build_feed(engine.inputs, parse_input_args(args.input), options.shapes_of(args), args.seed)
+        feed = options.feed_for(engine, parse_input_args(args.input), options.shapes_of(args), args.seed)
         start = time.perf_counter()
         outputs = engine.infer(feed)
         ms = (time.perf_counter() - start) * 1e3

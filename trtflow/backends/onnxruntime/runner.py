@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from trtflow.deps import require
 from trtflow.errors import EngineError, UsageError
 from trtflow.backends.base import Engine
 from trtflow.backends.onnxruntime.memory import check_memory, light_model
 from trtflow.graph.io import ModelLike, load_onnx, onnx_specs
-from trtflow.spec import TensorSpec
+from trtflow.spec import Shape, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,15 @@ class OrtEngine(Engine):
         except Exception as exc:
             raise EngineError(f"ONNX Runtime failed while running: {exc}") from None
         return dict(zip(self._output_names, values))
+
+    def check_memory(self, shapes: Mapping[str, Shape]) -> None:
+        """Refuse input shapes whose estimated peak memory cannot fit, before any array exists.
+
+        Raises:
+            UsageError: the estimate (ONNX shape inference) is more than the available memory allows.
+        """
+        check_memory(self._light, shapes)
+        self._checked.add(tuple((name, tuple(shape)) for name, shape in shapes.items()))
 
     def close(self) -> None:
         self.session = None

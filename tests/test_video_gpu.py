@@ -60,8 +60,9 @@ def test_pipeline_on_the_gpu_with_both_decoders(tmp_path):
 
     clip = tmp_path / "clip.mp4"
     pts = make_clip(clip, frames=16, width=128, height=96)
+    # CUDA graphs: the engine overwrites its outputs on every replay; the pipeline must not mix batches up
     engine = trtflow.load(Mean(), "torch", example_inputs={"images": torch.rand(1, 3, 16, 16)},
-                          output_names=["mean"], dynamic={"images": {0: "batch"}}, device="cuda")
+                          output_names=["mean"], dynamic={"images": {0: "batch"}}, device="cuda", cuda_graphs=True)
     task = make_task("custom", engine, post=post_mean, resize="stretch", input_size=16, device="cuda")
     records = {}
     for decoder in ("cpu", "nvdec"):

@@ -193,7 +193,7 @@ class Pipeline:
             group, feed, metas = item
             t0 = time.perf_counter()
             try:
-                outputs = self.task.infer(feed)
+                outputs = _own(self.task.infer(feed))  # engines may reuse output buffers (CUDA graphs, TensorRT)
                 self._sync()
             except TrtflowError:
                 raise
@@ -204,6 +204,9 @@ class Pipeline:
             seq += 1
 
     def _post(self, _: Any) -> None:
+        # each worker brings results to the host on its own CUDA stream, not queued behind the
+        # next batch's inference on the default stream
+        stream = self._new_stream()
         while True:
             item = self._get(self.queues[1])
             if item is _END:
@@ -211,7 +214,7 @@ class Pipeline:
                 return
             seq, group, outputs, metas = item
             t0 = time.perf_counter()
-            results = self.task.finish(outputs, metas)
+            results = self._on_stream(self.task.finish, outputs, metas, stream=stream)
             self.clocks["postprocess"].add(time.perf_counter() - t0, len(group))
             if len(results) != len(group):
                 raise EngineError(f"the task returned {len(results)} results for {len(group)} frames")
@@ -314,14 +317,21 @@ class Pipeline:
             self._stream = torch.cuda.Stream(device=self.device)
         return self._stream
 
-    def _on_stream(self, fn: Callable, images: list):
-        stream = self._side_stream()
+    def _new_stream(self):
+        if self.device is None or self.device.type != "cuda":
+            return None
+        import torch
+
+        return torch.cuda.Stream(device=self.device)
+
+    def _on_stream(self, fn: Callable, *args: Any, stream: Any = False):
+        stream = self._side_stream() if stream is False else stream
         if stream is None:
-            return fn(images)
+            return fn(*args)
         import torch
 
         with torch.cuda.stream(stream):
-            result = fn(images)
+            result = fn(*args)
         stream.synchronize()
         return result
 
@@ -338,6 +348,16 @@ def _device_of(device: Any):
     import torch
 
     return torch.device(device)
+
+
+def _own(outputs: dict) -> dict:
+    """Outputs the next inference cannot overwrite: CUDA tensors are copied on the device (cheap);
+    numpy and CPU outputs are the engines' fresh arrays already."""
+    out = {}
+    for name, value in outputs.items():
+        is_cuda = getattr(value, "is_cuda", False)
+        out[name] = value.clone() if is_cuda else value
+    return out
 
 
 def _engine_gpu(task: Any) -> Optional[str]:

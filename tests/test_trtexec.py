@@ -173,3 +173,11 @@ def _export_sr(path):
     torch.onnx.export(SR().eval(), (torch.rand(1, 36, 64, 21),), str(path), input_names=["input:0"],
                       output_names=["output"], opset_version=17, dynamo=False)
     return path
+
+
+def test_trtexec_flag_named_before_missing_required_flags(capsys):
+    """The missing --saveEngine is not the problem worth reporting first: trtexec's flag is."""
+    assert main(["build", "m.onnx", "--calib=cache.bin", "--json"]) == 2
+    out = capsys.readouterr()
+    assert "trtexec's --calib is not supported" in out.err and out.err.startswith("trtflow build: error:")
+    assert json.loads(out.out)["error"].startswith("trtexec's --calib")

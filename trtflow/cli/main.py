@@ -34,8 +34,15 @@ class ArgParser(argparse.ArgumentParser):
     the usage dump, and ``main`` prints it as ``trtflow CMD: error: ... (see trtflow CMD --help)``.
     Subcommand parsers inherit it; a subcommand with its own parser (surgeon) uses it too."""
 
+    def parse_known_args(self, args=None, namespace=None):
+        self._given = list(args or [])  # for error(): a trtexec flag trtflow lacks is the better message
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):
-        raise ArgumentError(" ".join(message.split()), self.prog)
+        from trtflow.cli.trtexec import unsupported_hint
+
+        unknown = [a for a in getattr(self, "_given", []) if a.split("=", 1)[0] not in self._option_string_actions]
+        raise ArgumentError(unsupported_hint(unknown) or " ".join(message.split()), self.prog)
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict]:
@@ -79,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                                 f"trtflow {command}" if command else "trtflow")
     except ArgumentError as exc:
         print(f"{exc.prog}: error: {exc} (see {exc.prog} --help)", file=sys.stderr)
+        if "--json" in argv:  # a refused flag is a failure too: one JSON object on stdout
+            _print_error_json(exc, str(exc), exc.exit_code)
         return exc.exit_code
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else 0

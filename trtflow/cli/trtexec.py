@@ -55,7 +55,6 @@ UNSUPPORTED = {
     "--model": "Caffe models are not supported; export to ONNX and give --onnx=FILE",
     "--uff": "UFF models are not supported; export to ONNX and give --onnx=FILE",
     "--uffInput": "UFF models are not supported; export to ONNX and give --onnx=FILE",
-    "--device": "choose the GPU with CUDA_VISIBLE_DEVICES=N",
 }
 
 EXPLICIT_BATCH_NOTE = "--explicitBatch has no effect: TensorRT 10 and TensorRT-RTX networks are always explicit-batch"

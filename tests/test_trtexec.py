@@ -181,3 +181,15 @@ def test_trtexec_flag_named_before_missing_required_flags(capsys):
     out = capsys.readouterr()
     assert "trtexec's --calib is not supported" in out.err and out.err.startswith("trtflow build: error:")
     assert json.loads(out.out)["error"].startswith("trtexec's --calib")
+
+
+def test_trtexec_build_only_without_save_and_build_then_run(tiny_onnx, tmp_path, capsys):
+    from trtflow.backends import tensorrt_usable
+
+    assert main(["trtexec", f"--onnx={tiny_onnx}", "--buildOnly", "--shapes=x:2x3x16x16", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["engine"] is None  # built in memory, as trtexec without --saveEngine
+    plan = tmp_path / "resnet_engine.trt"  # the quickstart's line: build, save, then benchmark on TensorRT
+    code = main(["trtexec", f"--onnx={tiny_onnx}", f"--saveEngine={plan}", "--shapes=x:2x3x16x16"])
+    assert plan.exists()
+    if not tensorrt_usable():  # the plan is built here; running it needs a GPU TensorRT runs on
+        assert code == 2 and "cannot execute here" in capsys.readouterr().err

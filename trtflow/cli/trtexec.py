@@ -139,9 +139,9 @@ def translate(argv: list[str]) -> list[str]:
     stray = [a for a in argv if not a.startswith("-")]
     if stray:
         raise UsageError(f"trtexec takes flags only; '{stray[0]}' is not one (write --flag=VALUE, e.g. --onnx={stray[0]})")
-    if "--buildOnly" in argv:
-        return ["build", *argv]
     flags = {a.split("=", 1)[0] for a in argv}
+    if "--buildOnly" in argv and ("--saveEngine" in flags or "-o" in flags or "--out" in flags):
+        return ["build", *argv]  # build's table; without --saveEngine bench builds in memory and stops
     return ["bench", *argv] if "--engine" in flags else ["bench", "--engine", "tensorrt", *argv]
 
 

@@ -18,6 +18,7 @@ Errors are ``{"error": "..."}`` with Triton's status codes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -41,6 +42,19 @@ def _json(data, status: int = 200):
 
 def _error(message: str, status: int):
     return web.Response(body=protocol.error_body(message), status=status, content_type=JSON)
+
+
+async def _body(request, limit: int) -> bytes:
+    """The request body with one copy at most (none when it came in one piece); 413 above ``limit``."""
+    length = request.content_length
+    if length is None or "Content-Encoding" in request.headers:
+        return await request.read()  # chunked or compressed: aiohttp decodes and enforces the limit
+    if length > limit:
+        raise ProtocolError(f"request body too large; the limit is {limit} bytes (--max-body-mb)", 413)
+    try:
+        return await request.content.readexactly(length)
+    except asyncio.IncompleteReadError as exc:
+        raise ProtocolError(f"the body ended after {len(exc.partial)} of its {length} bytes (Content-Length)") from None
 
 
 def make_app(server) -> "web.Application":
@@ -95,7 +109,7 @@ def make_app(server) -> "web.Application":
     async def infer(request):
         name = request.match_info["model"]
         model = server.model(name, request.match_info.get("version"))
-        body = await request.read()
+        body = await _body(request, server.max_body)
         decoded = protocol.decode_infer_request(body, request.headers.get(HEADER_LENGTH))
         outputs = await server.infer(name, decoded.inputs)
         payload, headers = protocol.encode_infer_response(name, model.version, outputs, decoded, model.batched, model.labels)

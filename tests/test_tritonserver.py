@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def triton(tiny_onnx, tmp_path_factory):
     if not sys.platform.startswith("linux"):
         pytest.skip("nvidia-pytriton's tritonserver is a Linux x86-64 binary")
     repo = tmp_path_factory.mktemp("triton_repo")
-    for name, extra in (("tiny", ["--max-batch", "8", "--max-queue-delay-us", "20000"]),
+    for name, extra in (("tiny", ["--max-batch", "8", "--max-queue-delay-us", "50000"]),
                         ("tiny_whole", ["--max-batch", "0"])):
         assert main(["triton-repo", str(tiny_onnx), "--out", str(repo), "--name", name, "--backend", "python",
                      "--engine", "ort", "--threads", "1", "--json", *extra]) == 0
@@ -111,7 +112,7 @@ def test_triton_serves_the_written_config(triton):
         client.close()
     assert config.backend == "python" and config.max_batch_size == 8
     assert [list(t.dims) for t in config.input] == [[3, 16, 16]]
-    assert config.dynamic_batching.max_queue_delay_microseconds == 20000
+    assert config.dynamic_batching.max_queue_delay_microseconds == 50000
     assert whole.max_batch_size == 0 and [list(t.dims) for t in whole.input] == [[-1, 3, 16, 16]]
 
 
@@ -122,11 +123,14 @@ def test_dynamic_batches_split_back_per_request(triton, reference):
     before = client.get_inference_statistics("tiny").model_stats[0]
     xs = [_x(1, seed=100 + i) for i in range(16)]
 
+    start = threading.Barrier(len(xs))
+
     def one(x):
         c = grpcclient.InferenceServerClient(triton.grpc_url)
         try:
             inp = grpcclient.InferInput("x", list(x.shape), "FP32")
             inp.set_data_from_numpy(x)
+            start.wait(timeout=60)  # all clients send together
             return c.infer("tiny", [inp]).as_numpy("logits")
         finally:
             c.close()

@@ -157,6 +157,32 @@ def test_second_model_on_its_own_route(cluster, reference):
         client.close()
 
 
+def test_cli_deploys_from_another_process(cluster, tiny_onnx, reference):
+    """``trtflow serve --ray ADDRESS`` from a fresh process (a new Ray driver): "/" is taken by the
+    first application, so the model is mounted at its own model path and answers there."""
+    import subprocess
+    import sys
+
+    httpclient = pytest.importorskip("tritonclient.http")
+    url, _ = cluster
+    address = ray.get_runtime_context().gcs_address
+    proc = subprocess.run([sys.executable, "-m", "trtflow", "serve", str(tiny_onnx), "--name", "tiny_cli", "--ray",
+                           address, "--engine", "ort", "--ray-cpus", "0", "--max-batch", "2", "--json"],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["models"] == ["tiny_cli"]
+    client = httpclient.InferenceServerClient(url)
+    try:
+        x = _x(21)
+        inp = httpclient.InferInput("x", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        got = client.infer("tiny_cli", [inp]).as_numpy("logits")
+        assert client.get_model_config("tiny_cli")["max_batch_size"] == 2
+    finally:
+        client.close()
+    np.testing.assert_allclose(got, reference.infer({"x": x})["logits"], rtol=1e-5, atol=1e-6)
+
+
 def _replicas() -> dict[str, str]:
     """Serve replica actor name -> namespace, for the live replicas of the app."""
     return {a["name"]: a["namespace"] for a in ray.util.list_named_actors(all_namespaces=True)

@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ray-replicas", type=int, default=1, metavar="N", help="replicas per model (default: 1)")
     group.add_argument("--ray-autoscale", metavar="MIN:MAX", help="autoscale between MIN and MAX replicas instead")
     group.add_argument("--ray-gpus", type=float, default=0.0, metavar="G", help="GPUs per replica (1: one engine per GPU)")
+    group.add_argument("--ray-cpus", type=float, default=1.0, metavar="C", help="CPUs per replica (default: 1)")
     options.add_engine(parser)
     options.add_shapes(parser)
     options.add_precision(parser)
@@ -208,7 +209,7 @@ def _deploy_ray(args: argparse.Namespace, names: list[str]) -> int:
         # the first model also answers /v2 and /v2/health; the others are mounted at their own model path
         opts = RayServeOptions(name=name, engine=args.engine, engine_options=engine_opts, max_batch=args.max_batch,
                                batch_wait_timeout_s=args.max_queue_delay_us / 1e6, num_replicas=args.ray_replicas,
-                               autoscaling=autoscaling, num_gpus=args.ray_gpus,
+                               autoscaling=autoscaling, num_gpus=args.ray_gpus, num_cpus=args.ray_cpus,
                                route_prefix="/" if i == 0 else f"/v2/models/{name}")
         urls[name] = deploy(path, opts, address=args.ray, host=args.host, port=args.http_port or 8000)
     if args.json:

@@ -259,6 +259,9 @@ def deploy(model: str | os.PathLike | bytes, options: RayServeOptions = RayServe
             ``ray://HEAD:10001`` for a remote one; None starts a local Ray in this process).
         host, port: where Serve's HTTP proxy listens (used when Serve is not running yet).
 
+    A ``route_prefix`` another application already holds (``/`` of an earlier deployment) falls
+    back to ``/v2/models/{name}``, where the v2 model paths still reach this model.
+
     Returns:
         ``http://host:port``; the model answers at ``/v2/models/{name}/infer``.
 
@@ -275,5 +278,13 @@ def deploy(model: str | os.PathLike | bytes, options: RayServeOptions = RayServe
             raise UsageError(f"cannot reach the Ray cluster at '{address}': {exc}. Start one with "
                              "'ray start --head' or give its address (ray://HEAD:10001)") from None
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(model, options), name=options.name, route_prefix=options.route_prefix)
+    try:
+        serve.run(build_app(model, options), name=options.name, route_prefix=options.route_prefix)
+    except Exception as exc:  # Serve raises RayTaskError(RayServeException) for a taken route prefix
+        own = f"/v2/models/{options.name}"
+        if "prefix" not in str(exc).lower() or options.route_prefix == own:
+            raise
+        log.warning("route prefix %s is taken by another application; mounting %s at %s",
+                    options.route_prefix, options.name, own)
+        serve.run(build_app(model, options), name=options.name, route_prefix=own)
     return f"http://{host}:{port}"

@@ -20,14 +20,23 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def _gpu_count() -> int:
+    from trtflow.backends.devices import visible_gpus
+
+    return visible_gpus()
+
+
 def pytest_collection_modifyitems(config, items):
     has_cuda = _cuda()
     from trtflow.backends import tensorrt_usable
 
     has_trt = tensorrt_usable()
+    gpus = _gpu_count()
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none here"))
+        if "multi_gpu" in item.keywords and gpus < 2:
+            item.add_marker(pytest.mark.skip(reason=f"needs two CUDA GPUs on one host; {gpus} here"))
         if "tensorrt_gpu" in item.keywords and not has_trt:
             item.add_marker(
                 pytest.mark.skip(

@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              help="torch.compile mode (default: eager)")
     torch_group.add_argument("--channels-last", action="store_true", help="channels-last weights and inputs")
     torch_group.add_argument("--device", default=None, help="torch device, e.g. cuda:0 or cpu (default: cuda if present)")
+    options.add_gpus(parser, help="one copy of the engine per GPU, run concurrently, throughput per GPU and summed "
+                     "(e.g. 0,1 or all)")
     options.add_inputs(parser)
     options.add_json(parser)
     options.add_build(parser)
@@ -45,8 +47,9 @@ def _torch_options(args: argparse.Namespace) -> dict:
     }
 
 
-def _load(args: argparse.Namespace):
-    """The engine for MODEL: MODULE:FACTORY and .pt2 on the torch engine, the rest by --engine."""
+def _load(args: argparse.Namespace, extra: dict | None = None):
+    """The engine for MODEL: MODULE:FACTORY and .pt2 on the torch engine, the rest by --engine
+    (``extra``: more load options, e.g. the device of a --gpus copy)."""
     from trtflow.backends import ALIASES, auto_engine, load
     from trtflow.export.factory import is_factory_spec
 
@@ -65,7 +68,55 @@ def _load(args: argparse.Namespace):
         raise UsageError(f"--useCudaGraph, --compile, --channels-last and --device apply to the torch engine, not {name}")
     if name == "ort" and (args.fp16 or args.bf16 or args.int8 or args.best):
         raise UsageError("ONNX Runtime runs the model's own types; drop --fp16/--bf16/--int8/--best (or convert the ONNX model first)")
-    return options.load_engine(args, model, name)
+    return options.load_engine(args, model, name, **(extra or {}))
+
+
+def _load_on(args: argparse.Namespace, gpu: int):
+    """One copy of the engine on GPU ``gpu`` (--gpus)."""
+    from trtflow.backends import ALIASES, auto_engine
+    from trtflow.backends.devices import device_options
+    from trtflow.export.factory import is_factory_spec
+
+    if args.device:
+        raise UsageError("--gpus places one copy per GPU; drop --device")
+    if is_factory_spec(args.model):
+        name = "torch"
+    else:
+        name = auto_engine(args.model) if args.engine == "auto" else ALIASES.get(args.engine.lower(), args.engine.lower())
+    if name == "torch":
+        return _load(argparse.Namespace(**{**vars(args), "device": f"cuda:{gpu}"}))
+    return _load(args, device_options(name, gpu))
+
+
+def _run_gpus(args: argparse.Namespace, gpus: list[int], config, files: dict) -> int:
+    """--gpus: one copy per GPU, benchmarked concurrently; per-GPU and summed throughput."""
+    import json
+    from pathlib import Path
+
+    from trtflow.bench import multi_text, multi_to_dict, run_multi
+
+    if args.plot:
+        raise UsageError("--plot draws one run; with --gpus use --exportJson (every copy's per-query times)")
+    engines = []
+    try:
+        for gpu in gpus:
+            engines.append(_load_on(args, gpu))
+        feed = options.feed_for(engines[0], files, options.shapes_of(args), args.seed)
+        with output.bar(f"bench {args.model} on GPUs {','.join(map(str, gpus))}", enabled=not args.json) as progress:
+            result = run_multi(engines, feed, config, progress=progress)
+    finally:
+        for engine in engines:
+            engine.close()
+    record = multi_to_dict(result)
+    if args.exportJson:
+        Path(args.exportJson).write_text(json.dumps(record, indent=2) + "\n")
+    if args.json:
+        output.print_json(record)
+        return 0
+    print(multi_text(result))
+    if args.exportJson:
+        print(f"JSON written to {args.exportJson}")
+    return 0
 
 
 def _load_factory(args: argparse.Namespace):
@@ -105,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     if args.exportJson:
         options.check_out_path(args.exportJson, "--exportJson")
     files = parse_input_args(args.input)
+    gpus = options.gpus_of(args)
     if args.saveEngine or args.buildOnly:  # trtexec: build the ONNX model first (and stop with --buildOnly)
         built = _build_first(args)
         if args.buildOnly:
@@ -115,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
                       "--buildOnly: no inference")
             return 0
         args.model, args.engine = args.saveEngine, "tensorrt"
+    if gpus is not None:
+        return _run_gpus(args, gpus, config, files)
     with _load(args) as engine:
         feed = options.feed_for(engine, files, options.shapes_of(args), args.seed)
         with output.bar(f"bench {args.model}", enabled=not args.json) as progress:

@@ -13,6 +13,25 @@ def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
 
 
+def add_gpus(parser: argparse.ArgumentParser, help: str = "one engine per GPU, e.g. 0,1 or all (every visible GPU)") -> None:
+    """``--gpus 0,1|all``: the GPUs to spread engines over; ``gpus_of(args)`` checks and resolves it."""
+    parser.add_argument("--gpus", metavar="0,1|all", help=help)
+
+
+def gpus_of(args: argparse.Namespace) -> list[int] | None:
+    """The GPU indices of ``--gpus`` (None when not given).
+
+    Raises:
+        UsageError: malformed, repeated, or a GPU that does not exist (naming how many are visible).
+    """
+    text = getattr(args, "gpus", None)
+    if text is None:
+        return None
+    from trtflow.backends.devices import parse_gpus, visible_gpus
+
+    return parse_gpus(text, visible_gpus())
+
+
 def add_engine(parser: argparse.ArgumentParser, default: str = "auto") -> None:
     parser.add_argument(
         "--engine", default=default, help="auto, ort, torch or tensorrt (default: %(default)s)"
@@ -240,11 +259,12 @@ def feed_for(engine, files: dict, shapes: dict, seed: int) -> dict:
     return build_feed(engine.inputs, files, shapes, seed)
 
 
-def load_engine(args: argparse.Namespace, model, engine: str | None = None):
-    """Load ``model`` with the engine chosen by --engine (or ``engine``), using the shared flags."""
+def load_engine(args: argparse.Namespace, model, engine: str | None = None, **extra):
+    """Load ``model`` with the engine chosen by --engine (or ``engine``), using the shared flags
+    (and ``extra`` load options, e.g. ``device_options(name, gpu)``)."""
     from trtflow.backends import ALIASES, auto_engine, load
 
     name = engine or args.engine
     name = auto_engine(model) if name == "auto" else ALIASES.get(name.lower(), name.lower())
     split = {"split_batches": True} if getattr(args, "split_batches", False) else {}
-    return load(model, name, **engine_options(args, name), **split)
+    return load(model, name, **engine_options(args, name), **split, **extra)

@@ -36,6 +36,7 @@ class OrtEngine(Engine):
         providers: short names ("cpu", "cuda") or ORT provider names, in priority order.
         threads: intra-op threads (0 lets ONNX Runtime choose).
         optimization: graph optimization level: "disable", "basic", "extended" or "all" (ORT's default).
+        device: CUDA device index for the CUDA and TensorRT providers (their ``device_id``); None: GPU 0.
 
     Raises:
         UsageError: a requested provider is not available in this onnxruntime build.
@@ -45,7 +46,7 @@ class OrtEngine(Engine):
     native = "numpy"
 
     def __init__(self, model: ModelLike, providers: Sequence[str] = ("cpu",), threads: int = 0,
-                 optimization: str = "all"):
+                 optimization: str = "all", device: int | None = None):
         ort = require("onnxruntime", "the ort engine")
         if isinstance(providers, str):  # "cpu" or "cuda,cpu", not a sequence of characters
             providers = [p.strip() for p in providers.split(",") if p.strip()]
@@ -64,15 +65,23 @@ class OrtEngine(Engine):
                 f"ONNX Runtime provider(s) {missing} are not available; this onnxruntime has {available}. "
                 "Install the matching build (e.g. onnxruntime-gpu for CUDA) or ask for providers=['cpu']."
             )
+        gpu_providers = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        if device is not None and (isinstance(device, bool) or not isinstance(device, int) or device < 0
+                                   or not any(p in gpu_providers for p in wanted)):
+            raise UsageError(f"device={device!r} places the CUDA or TensorRT provider on a GPU: give a GPU index >= 0 "
+                             f"and providers such as ['cuda', 'cpu'] (got {list(providers)})")
+        provider_options = [{"device_id": str(device)} if device is not None and p in gpu_providers else {}
+                            for p in wanted]
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization])
         opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(proto.SerializeToString(), opts, providers=wanted)
+            self.session = ort.InferenceSession(proto.SerializeToString(), opts, providers=wanted, provider_options=provider_options)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise EngineError(f"ONNX Runtime could not load the model: {exc}") from None
         self.providers = self.session.get_providers()
+        self.gpu = device
         inputs, outputs = onnx_specs(proto)
         # Dynamic dims named by ORT may differ from the ONNX value_info: the ONNX names win.
         super().__init__(inputs, outputs)

@@ -1,0 +1,174 @@
+"""Several GPUs: --gpus parsing, round-robin placement, device options, the least-loaded router,
+the concurrent multi-copy benchmark (real ONNX Runtime engines on the CPU), and GPU runs
+(`gpu`: --gpus 0 on one GPU; `multi_gpu`: two GPUs)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+import trtflow
+from tests.conftest import call_cli
+from trtflow.backends.devices import LeastLoaded, device_options, parse_gpus, place, visible_gpus
+from trtflow.bench import BenchConfig, multi_text, multi_to_dict, run_multi
+from trtflow.errors import UsageError
+
+
+# -- parsing and placement ------------------------------------------------------------------------
+def test_parse_gpus_lists_all_and_order():
+    assert parse_gpus("0,1", 2) == [0, 1]
+    assert parse_gpus(" 1 , 0 ", 2) == [1, 0]
+    assert parse_gpus("all", 3) == [0, 1, 2]
+    assert parse_gpus("ALL", 1) == [0]
+
+
+@pytest.mark.parametrize("text, visible, words", [
+    ("2", 2, "GPU 2 does not exist; 2 CUDA GPUs are visible (0..1)"),
+    ("0,1", 1, "GPU 1 does not exist; 1 CUDA GPU is visible (0..0)"),
+    ("0", 0, "GPU 0 does not exist; no CUDA GPU is visible"),
+    ("all", 0, "no CUDA GPU is visible"),
+    ("0,0", 2, "repeats a GPU"),
+    ("cuda:0", 2, "expected GPU indices such as 0,1"),
+    ("", 2, "expected GPU indices"),
+    ("-1", 2, "expected GPU indices"),
+])
+def test_parse_gpus_refuses_with_one_line(text, visible, words):
+    with pytest.raises(UsageError) as info:
+        parse_gpus(text, visible)
+    assert words in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_place_is_round_robin_over_any_number_of_gpus():
+    assert place(4, [0, 1]) == [0, 1, 0, 1]
+    assert place(3, [1, 0]) == [1, 0, 1]
+    assert place(1, [0, 1, 2]) == [0]
+    assert place(5, [0, 1, 2, 3, 4, 5, 6, 7]) == [0, 1, 2, 3, 4]
+    for bad in ((0, [0]), (2, [])):
+        with pytest.raises(UsageError):
+            place(*bad)
+
+
+def test_device_options_per_engine():
+    assert device_options("torch", 1) == {"device": "cuda:1"}
+    assert device_options("tensorrt", 1) == {"device": 1}
+    assert device_options("ort", 3) == {"device": 3}
+    with pytest.raises(UsageError, match="cannot be placed"):
+        device_options("onnx2tf", 0)
+
+
+def test_ort_device_option_needs_a_gpu_provider(tiny_onnx):
+    with pytest.raises(UsageError, match="providers such as"):
+        trtflow.load(tiny_onnx, "ort", device=1)  # CPU provider only: a device index means nothing
+    with trtflow.load(tiny_onnx, "ort") as engine:
+        assert engine.gpu is None
+
+
+# -- routing --------------------------------------------------------------------------------------
+def test_least_loaded_takes_turns_when_idle_and_avoids_the_busy_one():
+    router = LeastLoaded(3)
+    first = router.acquire()
+    second = router.acquire()
+    third = router.acquire()
+    assert sorted((first, second, third)) == [0, 1, 2]  # one each before any gets a second
+    router.release(second)
+    assert router.acquire() == second  # the only one with nothing in flight
+    router.release(first)
+    router.release(third)
+    router.release(second)
+    assert router.in_flight == [0, 0, 0]
+    with router.use() as i:
+        assert router.in_flight[i] == 1
+    assert router.in_flight == [0, 0, 0]
+    with pytest.raises(ValueError):
+        router.release(0)
+
+
+def test_least_loaded_under_threads_never_loses_count():
+    router = LeastLoaded(2)
+    seen = [0, 0]
+    lock = threading.Lock()
+
+    def work():
+        for _ in range(200):
+            with router.use() as i:
+                with lock:
+                    seen[i] += 1
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert router.in_flight == [0, 0]
+    assert sum(seen) == 800 and min(seen) > 0
+
+
+# -- the concurrent benchmark ---------------------------------------------------------------------
+def test_run_multi_sums_concurrent_copies(tiny_onnx):
+    engines = [trtflow.load(tiny_onnx, "ort", threads=1) for _ in range(2)]
+    feed = {"x": np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32)}
+    try:
+        multi = run_multi(engines, feed, BenchConfig(iterations=5, duration_s=0.05, warmup_ms=0))
+    finally:
+        for e in engines:
+            e.close()
+    assert len(multi.results) == 2
+    assert all(r.queries >= 5 and r.batch == 2 for r in multi.results)
+    record = multi_to_dict(multi)
+    per = [g["inferences_per_s"] for g in record["gpus"]]
+    assert record["total"]["copies"] == 2
+    assert record["total"]["inferences_per_s"] == pytest.approx(sum(per))
+    assert len(record["runs"]) == 2 and "latency" in record["runs"][0]
+    assert multi_text(multi).splitlines()[-1].startswith("Total: ")
+
+
+def test_run_multi_raises_a_copy_s_error(tiny_onnx):
+    engines = [trtflow.load(tiny_onnx, "ort", threads=1) for _ in range(2)]
+    try:
+        with pytest.raises(trtflow.errors.InputError):
+            run_multi(engines, {"wrong": np.zeros((1, 3, 16, 16), np.float32)},
+                      BenchConfig(iterations=1, duration_s=0, warmup_ms=0))
+    finally:
+        for e in engines:
+            e.close()
+
+
+# -- the CLI on a machine without GPUs ------------------------------------------------------------
+@pytest.mark.skipif(visible_gpus() > 0, reason="checks the message on a machine without a CUDA GPU")
+def test_cli_bench_gpus_without_a_gpu_is_one_line_usage_error(tiny_onnx):
+    result = call_cli("bench", tiny_onnx, "--engine", "ort", "--gpus", "0,1", "--duration", "0")
+    assert result.returncode == 2
+    assert "--gpus 0,1: GPU 0 does not exist; no CUDA GPU is visible" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_bench_gpus_malformed(tiny_onnx):
+    result = call_cli("bench", tiny_onnx, "--gpus", "first", "--duration", "0")
+    assert result.returncode == 2
+    assert "expected GPU indices such as 0,1" in result.stderr
+
+
+# -- GPUs -----------------------------------------------------------------------------------------
+@pytest.mark.gpu
+def test_cli_bench_gpus_0_runs_one_copy():
+    result = call_cli("bench", "tests.models.tiny:make", "--shapes", "x:4x3x16x16", "--gpus", "0",
+                      "--duration", "0.2", "--warmUp", "20", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["total"]["copies"] == 1
+    assert record["gpus"][0]["device"].startswith("cuda:0")
+    assert record["total"]["inferences_per_s"] > 0
+
+
+@pytest.mark.multi_gpu
+def test_cli_bench_gpus_0_1_runs_one_copy_per_gpu():
+    result = call_cli("bench", "tests.models.tiny:make", "--shapes", "x:4x3x16x16", "--gpus", "0,1",
+                      "--duration", "0.2", "--warmUp", "20", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert [g["device"][:6] for g in record["gpus"]] == ["cuda:0", "cuda:1"]
+    assert record["total"]["inferences_per_s"] == pytest.approx(sum(g["inferences_per_s"] for g in record["gpus"]))

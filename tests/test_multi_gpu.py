@@ -172,3 +172,57 @@ def test_cli_bench_gpus_0_1_runs_one_copy_per_gpu():
     record = json.loads(result.stdout)
     assert [g["device"][:6] for g in record["gpus"]] == ["cuda:0", "cuda:1"]
     assert record["total"]["inferences_per_s"] == pytest.approx(sum(g["inferences_per_s"] for g in record["gpus"]))
+
+
+# -- serve ----------------------------------------------------------------------------------------
+def _serve_args(*argv: str):
+    import argparse
+
+    from trtflow.cli import serve
+
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_serve_instances_stay_on_the_cpu_without_gpus(tiny_onnx):
+    from trtflow.cli import serve
+
+    args = _serve_args(str(tiny_onnx), "--instances", "2", "--engine", "ort", "--threads", "1")
+    engines = serve._load_instances(args, str(tiny_onnx))
+    try:
+        assert [serve._device_name(e) for e in engines] == ["cpu", "cpu"]
+        assert all(e.session.get_session_options().intra_op_num_threads == 1 for e in engines)
+    finally:
+        for e in engines:
+            e.close()
+
+
+@pytest.mark.skipif(visible_gpus() > 0, reason="checks the message on a machine without a CUDA GPU")
+def test_cli_serve_gpus_without_a_gpu_is_one_line_usage_error(tiny_onnx):
+    result = call_cli("serve", tiny_onnx, "--instances", "2", "--gpus", "0,1", "--http-port", "0", "--grpc-port", "-1")
+    assert result.returncode == 2
+    assert "GPU 0 does not exist; no CUDA GPU is visible" in result.stderr
+
+
+def test_cli_serve_gpus_with_ray_is_refused(tiny_onnx):
+    result = call_cli("serve", tiny_onnx, "--gpus", "0", "--ray", "auto")
+    assert result.returncode == 2
+    assert "--ray-gpus" in result.stderr
+
+
+@pytest.mark.gpu
+def test_serve_gpus_0_places_every_instance_on_gpu_0():
+    from trtflow.cli import serve
+
+    args = _serve_args("model.pt2", "--instances", "2", "--gpus", "0", "--engine", "torch")
+    assert serve._placement(args, "torch") == [0, 0]
+
+
+@pytest.mark.multi_gpu
+def test_serve_instances_spread_round_robin_over_two_gpus(tiny_onnx):
+    from trtflow.cli import serve
+
+    args = _serve_args(str(tiny_onnx), "--instances", "3", "--gpus", "0,1", "--engine", "torch")
+    assert serve._placement(args, "torch") == [0, 1, 0]
+    assert serve._placement(_serve_args(str(tiny_onnx), "--instances", "4", "--engine", "torch"), "torch")[:2] == [0, 1]

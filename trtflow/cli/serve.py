@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--workers", type=int, default=1, metavar="W",
                        help="server processes sharing the ports (SO_REUSEPORT), each with its own engine instances "
                        "and batcher: more HTTP/gRPC throughput than one Python process (default: 1)")
+    options.add_gpus(group, help="GPUs the instances spread over, round-robin, e.g. 0,1 or all (default: every visible "
+                     "GPU for torch/TensorRT instances; ort needs --providers cuda)")
     group = parser.add_argument_group("limits")
     group.add_argument("--max-queue", type=int, default=1024, metavar="N", help="queued requests per model before 503 (default: %(default)s)")
     group.add_argument("--timeout-s", type=float, default=30.0, help="answer 503 to a request not done in this time (default: %(default)s)")
@@ -83,25 +85,36 @@ def _engine_name(args: argparse.Namespace, model: str) -> str:
     return auto_engine(model) if args.engine == "auto" else ALIASES.get(args.engine.lower(), args.engine.lower())
 
 
-def _load_instances(args: argparse.Namespace, model: str) -> list:
-    engines = []
-    gpus = 0
-    if args.engine in ("torch", "pytorch") and args.instances > 1:
-        import torch
+def _placement(args: argparse.Namespace, name: str) -> list | None:
+    """The GPU of each instance: --gpus, or every visible GPU for torch/TensorRT instances when
+    there are several of both; None: the engine's default device."""
+    from trtflow.backends.devices import place, visible_gpus
 
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpus = options.gpus_of(args)
+    if gpus is None and name in ("torch", "tensorrt") and args.instances > 1 and visible_gpus() > 1:
+        gpus = list(range(visible_gpus()))
+    return place(args.instances, gpus) if gpus else None
+
+
+def _device_name(engine) -> str:
+    """Where an instance runs: "cuda:1", or "cpu"."""
+    device = getattr(engine, "device", None)
+    if device is not None:
+        return str(device)
+    return f"cuda:{engine.gpu}" if getattr(engine, "gpu", None) is not None else "cpu"
+
+
+def _load_instances(args: argparse.Namespace, model: str) -> list:
+    from trtflow.backends.devices import device_options
+
+    engines = []
+    name = _engine_name(args, model)
+    placed = _placement(args, name)
+    extra = {"threads": args.threads} if args.threads and name == "ort" else {}
     try:
         for i in range(args.instances):
-            if gpus > 1:
-                from trtflow.backends import load
-
-                engines.append(load(model, "torch", device=i % gpus))
-            elif args.threads and _engine_name(args, model) == "ort":
-                from trtflow.backends import load
-
-                engines.append(load(model, "ort", **options.engine_options(args, "ort"), threads=args.threads))
-            else:
-                engines.append(options.load_engine(args, model))
+            device = device_options(name, placed[i]) if placed else {}
+            engines.append(options.load_engine(args, model, name, **extra, **device))
     except BaseException:
         for engine in engines:
             engine.close()
@@ -226,6 +239,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--instances, --workers, --max-queue, --timeout-s and --max-body-mb must be positive, "
                          "--max-batch >= 0")
     names = _names(args)
+    if args.ray and args.gpus is not None:
+        raise UsageError("--gpus places instances of this server; on Ray give --ray-gpus per replica instead")
     if args.ray:
         return _deploy_ray(args, names)
 
@@ -234,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
                 "instances": args.instances, "workers": args.workers}
         if models:
             info["max_batch"] = {m.name: m.max_batch for m in models}
+            info["devices"] = {m.name: [_device_name(e) for e in m.engines] for m in models}
         if args.json:
             print(json.dumps(info), flush=True)
         else:

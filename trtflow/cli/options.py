@@ -251,11 +251,12 @@ def engine_options(args: argparse.Namespace, engine: str) -> dict:
 def feed_for(engine, files: dict, shapes: dict, seed: int) -> dict:
     """``build_feed`` for ``engine``, after the engine (where it can) refused shapes too large for
     the memory, before any random array is made."""
-    from trtflow.feeds import build_feed, resolve_shape
+    from trtflow.feeds import build_feed, dim_sizes, resolve_shape
 
     check = getattr(engine, "check_memory", None)
     if check is not None and not files:  # with --input, build_feed checks the names and reads the files first
-        check({s.name: resolve_shape(s, shapes) for s in engine.inputs})
+        named = dim_sizes(engine.inputs, shapes)  # dims sharing a label with a given shape, as build_feed does
+        check({s.name: resolve_shape(s, shapes, named) for s in engine.inputs})
     return build_feed(engine.inputs, files, shapes, seed)
 
 

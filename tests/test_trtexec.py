@@ -193,3 +193,9 @@ def test_trtexec_build_only_without_save_and_build_then_run(tiny_onnx, tmp_path,
     assert plan.exists()
     if not tensorrt_usable():  # the plan is built here; running it needs a GPU TensorRT runs on
         assert code == 2 and "cannot execute here" in capsys.readouterr().err
+
+
+def test_check_takes_trtexec_spellings(fcn_onnx, capsys):
+    assert main(["check", f"--onnx={fcn_onnx}", "--workspace=512", "--explicitBatch", "--buildOnly",
+                 "--shapes=input:1x3x32x32", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["converts"] is True

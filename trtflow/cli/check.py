@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from trtflow.cli import options, output
+from trtflow.cli import options, output, trtexec
 
 HELP = "parse and build an ONNX model with the installed TensorRT (TensorRT-RTX builds on the CPU); exit 1 naming each failing node"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="the .onnx model")
+    parser.add_argument("model", nargs="?", help="the .onnx model (or trtexec's --onnx=FILE)")
     options.add_shapes(parser, profiles=True)
     options.add_precision(parser)
     options.add_build(parser)
     options.add_json(parser)
+    trtexec.add_compat(parser)
 
 
 def check_model(model, config, progress=None) -> dict:
@@ -46,6 +47,7 @@ def check_model(model, config, progress=None) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    trtexec.apply_compat(args)  # a trtexec build line checks unchanged (--onnx, --workspace, --buildOnly)
     with output.bar("building", enabled=not args.json) as progress:
         report = check_model(args.model, options.build_config_of(args), progress=progress)
     if args.json:

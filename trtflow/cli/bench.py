@@ -189,9 +189,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _build_first(args: argparse.Namespace) -> dict:
     """trtexec's build step of bench: the ONNX model into a plan (written to --saveEngine when given)."""
-    from trtflow.backends import auto_engine
+    from trtflow.backends import ALIASES
 
-    if args.engine not in ("auto", "tensorrt", "trt") or auto_engine(args.model) != "ort" and not str(args.model).endswith(".onnx"):
+    engine = ALIASES.get(args.engine.lower(), args.engine.lower())
+    if engine not in ("auto", "tensorrt") or not str(args.model).lower().endswith(".onnx"):
         raise UsageError("--saveEngine/--buildOnly build a TensorRT engine from an ONNX model: give --onnx=MODEL.onnx "
                          "(and --engine tensorrt or no --engine)")
     config = options.build_config_of(args)

@@ -226,3 +226,61 @@ def test_serve_instances_spread_round_robin_over_two_gpus(tiny_onnx):
     args = _serve_args(str(tiny_onnx), "--instances", "3", "--gpus", "0,1", "--engine", "torch")
     assert serve._placement(args, "torch") == [0, 1, 0]
     assert serve._placement(_serve_args(str(tiny_onnx), "--instances", "4", "--engine", "torch"), "torch")[:2] == [0, 1]
+
+
+# -- video ----------------------------------------------------------------------------------------
+class _Slowed:
+    """A real task whose inference takes ``delay_s`` longer (a busy GPU), counting its batches."""
+
+    def __init__(self, task, delay_s: float):
+        self.task, self.delay_s, self.batches = task, delay_s, 0
+        self.engine, self.device = task.engine, getattr(task, "device", None)
+
+    def prepare(self, frames):
+        return self.task.prepare(frames)
+
+    def infer(self, feed):
+        import time
+
+        time.sleep(self.delay_s)
+        self.batches += 1
+        return self.task.infer(feed)
+
+    def finish(self, outputs, metas):
+        return self.task.finish(outputs, metas)
+
+
+def test_video_lanes_share_batches_least_loaded_first_and_keep_order(tmp_path):
+    pytest.importorskip("av")
+    from tests.test_video import make_clip, mean_model, mean_task, read_jsonl, red_of
+    from trtflow.video.pipeline import Pipeline, VideoConfig
+    from trtflow.video.sources import open_sources
+
+    model = mean_model(tmp_path / "mean.onnx")
+    clip = tmp_path / "clip.mp4"
+    pts = make_clip(clip, frames=24)
+    out = tmp_path / "out.jsonl"
+    slow, fast = _Slowed(mean_task(model), 0.2), _Slowed(mean_task(model), 0.0)
+    config = VideoConfig(batch=2, jsonl=str(out))
+    pipeline = Pipeline([slow, fast], open_sources([str(clip)], "cpu", {}, 10.0, None), config)
+    summary = pipeline.run()
+    assert summary.frames_out == 24
+    records = read_jsonl(out)
+    assert [r["frame"] for r in records] == list(range(24)) and [r["pts"] for r in records] == pts
+    assert all(abs(r["mean"][0] - red_of(i)) < 6 for i, r in enumerate(records))  # each record is its own frame
+    assert slow.batches + fast.batches == 12
+    assert fast.batches > slow.batches >= 1  # the busy lane got fewer batches
+    assert pipeline.router.in_flight == [0, 0]
+
+
+def test_cli_video_gpus_on_the_cpu_is_an_error(tmp_path):
+    pytest.importorskip("av")
+    if visible_gpus() > 0:
+        pytest.skip("checks the message on a machine without a CUDA GPU")
+    from tests.test_video import make_clip
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=2)
+    result = call_cli("video", clip, "--task", "face", "--engine", "ort", "--gpus", "0,1")
+    assert result.returncode == 2
+    assert "--gpus 0,1: GPU 0 does not exist; no CUDA GPU is visible" in result.stderr

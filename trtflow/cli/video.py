@@ -54,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds to open a network source or camera, and per read (default: %(default)s)")
     parser.add_argument("--av-option", action="append", default=[], metavar="KEY=VALUE",
                         help="FFmpeg demuxer option for cameras and streams, e.g. rtsp_transport=udp (repeatable)")
+    options.add_gpus(parser, help="one engine per GPU, e.g. 0,1 or all; batches go to the least-loaded one "
+                     "(each with its own CUDA streams and pinned buffers)")
     options.add_engine(parser)
     options.add_shapes(parser)
     options.add_precision(parser)
@@ -103,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
     sources = list(args.sources) + list(args.source)
     if not sources:
         raise UsageError("give at least one SOURCE (a video file, an image folder, /dev/videoN or a URL)")
+    gpus = options.gpus_of(args)
+    if gpus is not None and args.device:
+        raise UsageError("--gpus preprocesses on each engine's GPU; drop --device")
     for flag, path in (("--out", args.out), ("--jsonl", args.jsonl)):
         if path and not Path(path).resolve().parent.is_dir():
             raise UsageError(f"{flag} {path}: the folder {Path(path).parent} does not exist; create it first")
@@ -115,19 +120,28 @@ def run(args: argparse.Namespace) -> int:
         max_frames=args.max_frames, device=args.device)
     opened = open_sources(sources, config.decode, config.source_options, config.timeout_s, config.max_frames,
                           audio=bool(config.out and config.audio))
+    tasks: list = []
     try:
         engine = args.engine if args.engine == "auto" else ALIASES.get(args.engine.lower(), args.engine.lower())
         if engine == "auto":
             engine = auto_engine(args.model if args.model else "default.onnx")
-        task = make_task(args.task, args.model, engine=engine, format=args.format, labels=args.labels, post=args.post,
-                         input_size=_size(args.input_size), resize=args.resize, score_threshold=args.score_threshold,
-                         device=args.device, **_load_options(args, engine))
+        for gpu in gpus or [None]:
+            tasks.append(make_task(args.task, args.model, engine=engine, format=args.format, labels=args.labels,
+                                   post=args.post, input_size=_size(args.input_size), resize=args.resize,
+                                   score_threshold=args.score_threshold, device=args.device, gpu=gpu,
+                                   **_load_options(args, engine)))
     except BaseException:
         for s in opened:
             s.close()
+        for t in tasks:
+            t.close()
         raise
-    with task, output.bar("video", enabled=not args.json) as progress:
-        summary = Pipeline(task, opened, config, progress).run()
+    try:
+        with output.bar("video", enabled=not args.json) as progress:
+            summary = Pipeline(tasks if gpus else tasks[0], opened, config, progress).run()
+    finally:
+        for t in tasks:
+            t.close()
     result = summary.to_dict()
     if args.json:
         output.print_json(result)

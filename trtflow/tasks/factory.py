@@ -35,6 +35,7 @@ def make_task(
     resize: Optional[str] = None,
     score_threshold: Optional[float] = None,
     device: Optional[str] = None,
+    gpu: Optional[int] = None,
     **load_options: Any,
 ):
     """Load ``model`` behind ``engine`` and wrap it in the task ``name``.
@@ -55,6 +56,8 @@ def make_task(
             letterbox, classify: crop, segment/sr: none).
         score_threshold: detection score / probability-map threshold; default per task.
         device: torch device for preprocessing numpy frames (e.g. "cuda").
+        gpu: CUDA GPU index: the engine loads there (torch ``cuda:N``, TensorRT device N, ONNX
+            Runtime's CUDA provider ``device_id``) and preprocessing runs there unless ``device`` is given.
         **load_options: passed to ``trtflow.load`` (e.g. ``providers=["cpu"]``, ``dtype="fp16"``),
             plus task options (``tile=``, ``iou_threshold=``, ``max_det=``, ``top_k=``, ``arch=``).
 
@@ -68,6 +71,14 @@ def make_task(
     if name not in TASKS:
         raise UsageError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
     task_options = {k: load_options.pop(k) for k in list(load_options) if k in _TASK_OPTIONS}
+    if gpu is not None:
+        from trtflow.backends import ALIASES, auto_engine
+        from trtflow.backends.devices import device_options
+
+        kind = ALIASES.get(engine.lower(), engine.lower()) if engine != "auto" else auto_engine(
+            model if isinstance(model, str) and model not in _DEFAULTS else "default.onnx")
+        load_options.update(device_options(kind, gpu))
+        device = device or f"cuda:{gpu}"
     common = {"device": device}
     if resize is not None:
         common["resize"] = resize

@@ -4,7 +4,9 @@ decoder's speed.
 
 A task is any object with ``prepare(frames) -> (feed, metas)``, ``engine`` (an ``Engine``) and
 ``finish(outputs, metas) -> results`` (one result per frame, each with ``to_dict()`` and
-``draw(image)``), as ``trtflow.tasks.make_task`` returns.
+``draw(image)``), as ``trtflow.tasks.make_task`` returns. Given several tasks (one per GPU), each
+runs in its own lane (preprocess and infer threads, CUDA streams, pinned buffers) and each batch
+goes to the lane with the fewest batches in flight; results still leave in order.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
+from trtflow.backends.devices import LeastLoaded
 from trtflow.errors import EngineError, TrtflowError
 from trtflow.progress import Progress, report
 from trtflow.video.config import FrameResult, VideoConfig
+from trtflow.video.lanes import Lane
 from trtflow.video.muxer import Muxer
 from trtflow.video.sinks import JsonlWriter, VideoWriter, output_paths
 from trtflow.video.sources import Frame, Source, open_sources
@@ -38,11 +42,22 @@ class _Stopped(Exception):
 
 
 class Pipeline:
-    """One run of the pipeline over opened sources. Use ``run()`` or iterate ``results()``."""
+    """One run of the pipeline over opened sources. Use ``run()`` or iterate ``results()``.
+
+    ``task`` is one task, or a list of tasks (one per GPU, ``config.device`` then unused) that
+    share the batches: each goes to the least-loaded one.
+    """
 
     def __init__(self, task: Any, sources: list[Source], config: VideoConfig,
                  progress: Optional[Progress] = None, keep_images: bool = False):
-        self.task = task
+        tasks = list(task) if isinstance(task, (list, tuple)) else [task]
+        if not tasks:
+            raise EngineError("the video pipeline needs at least one task")
+        self.task = tasks[0]
+        self.lanes = [Lane(i, t, config.device if len(tasks) == 1 else None, max(1, config.batch))
+                      for i, t in enumerate(tasks)]
+        self.router = LeastLoaded(len(self.lanes))
+        self.lane_queues = [(queue.Queue(maxsize=2), queue.Queue(maxsize=2)) for _ in self.lanes]
         self.sources = sources
         self.config = config
         self.progress = report(progress)
@@ -53,12 +68,11 @@ class Pipeline:
         capacity = config.queue_frames or 2 * max(1, config.batch)
         self.muxer = Muxer(len(sources), config.batch, config.push_timeout_ms / 1e3, capacity,
                            [s.live for s in sources], config.drop_when_behind)
-        self.queues = [queue.Queue(maxsize=2) for _ in range(3)]
-        self.device = _device_of(config.device or getattr(task, "device", None) or _engine_gpu(task))
+        self.queues = [queue.Queue(maxsize=2) for _ in range(3)]  # [1]: to post-processing, [2]: to the sink
+        self.device = self.lanes[0].device
         self.video_writers: list[Optional[VideoWriter]] = [None] * len(sources)
         self.jsonl: Optional[JsonlWriter] = None
         self.frames_out = 0
-        self._pinned: dict = {}
         self._lock = threading.Lock()
 
     # -- running ---------------------------------------------------------------------------
@@ -69,10 +83,15 @@ class Pipeline:
         start = time.perf_counter()
         threads = [threading.Thread(target=self._guard, args=("decode", self._decode, s), daemon=True,
                                     name=f"trtflow-decode-{s.stream}") for s in self.sources]
-        threads += [threading.Thread(target=self._guard, args=(name, fn, None), daemon=True, name=f"trtflow-{name}")
-                    for name, fn in (("preprocess", self._prepare), ("infer", self._infer))]
+        threads.append(threading.Thread(target=self._guard, args=("batch", self._dispatch, None), daemon=True,
+                                        name="trtflow-batch"))
+        self._infer_left = len(self.lanes)
+        for lane in self.lanes:
+            threads += [threading.Thread(target=self._guard, args=(name, fn, lane), daemon=True,
+                                         name=f"trtflow-{name}-{lane.index}")
+                        for name, fn in (("preprocess", self._prepare), ("infer", self._infer))]
         self._post_left = max(1, self.config.post_workers)
-        threads += [threading.Thread(target=self._guard, args=("postprocess", self._post, None), daemon=True,
+        threads += [threading.Thread(target=self._guard, args=("postprocess", self._post, i), daemon=True,
                                      name=f"trtflow-postprocess-{i}") for i in range(self._post_left)]
         threads.append(threading.Thread(target=self._guard, args=("write", self._sink, out), daemon=True,
                                         name="trtflow-encode"))
@@ -122,15 +141,18 @@ class Pipeline:
                 self.muxer.close(arg.stream)
             elif stage == "write":
                 _put_final(arg, _END, self.stop)
-            elif stage == "postprocess":
+            elif stage == "batch":
+                for inbox, _ in self.lane_queues:
+                    _put_final(inbox, _END, self.stop)
+            elif stage == "preprocess":
+                _put_final(self.lane_queues[arg.index][1], _END, self.stop)
+            elif stage in ("infer", "postprocess"):
                 with self._lock:
-                    self._post_left -= 1
-                    last = self._post_left == 0
+                    left = "_infer_left" if stage == "infer" else "_post_left"
+                    setattr(self, left, getattr(self, left) - 1)
+                    last = getattr(self, left) == 0
                 if last:
-                    _put_final(self.queues[2], _END, self.stop)
-            else:
-                index = ("preprocess", "infer", "postprocess").index(stage)
-                _put_final(self.queues[index], _END, self.stop)
+                    _put_final(self.queues[1 if stage == "infer" else 2], _END, self.stop)
 
     def _put(self, q: queue.Queue, item: Any) -> None:
         while True:
@@ -164,57 +186,71 @@ class Pipeline:
             if not self.muxer.put(frame):
                 return
 
-    def _prepare(self, _: Any) -> None:
+    def _dispatch(self, _: Any) -> None:
+        """Batches from the muxer, split by frame size, each to the least-loaded lane, numbered in order."""
+        seq = 0
         while True:
             batch = self.muxer.next_batch()
             if batch is None:
                 return
             for group in _same_shape(batch):
-                images = [f.image for f in group]
-                if self.device is not None:
-                    t0 = time.perf_counter()
-                    images = self._upload(images)
-                    self.clocks["h2d"].add(time.perf_counter() - t0, len(group))
-                t0 = time.perf_counter()
-                feed, metas = self._on_stream(self.task.prepare, images)
-                self.clocks["preprocess"].add(time.perf_counter() - t0, len(group))
-                if not self.keep_images and self.config.out is None:
-                    for f in group:
-                        f.image = None
-                self._put(self.queues[0], (group, feed, metas))
+                lane = self.router.acquire()  # released once the lane's inference of this group is done
+                self._put(self.lane_queues[lane][0], (seq, group))
+                seq += 1
 
-    def _infer(self, _: Any) -> None:
-        engine = self.task.engine
-        seq = 0
+    def _prepare(self, lane: Lane) -> None:
+        lane.set_current()
+        inbox, outbox = self.lane_queues[lane.index]
         while True:
-            item = self._get(self.queues[0])
+            item = self._get(inbox)
             if item is _END:
                 return
-            group, feed, metas = item
+            seq, group = item
+            images = [f.image for f in group]
+            if lane.device is not None:
+                t0 = time.perf_counter()
+                images = lane.upload(images)
+                self.clocks["h2d"].add(time.perf_counter() - t0, len(group))
+            t0 = time.perf_counter()
+            feed, metas = lane.on_stream(lane.task.prepare, images)
+            self.clocks["preprocess"].add(time.perf_counter() - t0, len(group))
+            if not self.keep_images and self.config.out is None:
+                for f in group:
+                    f.image = None
+            self._put(outbox, (seq, group, feed, metas))
+
+    def _infer(self, lane: Lane) -> None:
+        lane.set_current()
+        engine = lane.task.engine
+        while True:
+            item = self._get(self.lane_queues[lane.index][1])
+            if item is _END:
+                return
+            seq, group, feed, metas = item
             t0 = time.perf_counter()
             try:
-                outputs = _own(self.task.infer(feed))  # engines may reuse output buffers (CUDA graphs, TensorRT)
-                self._sync()
+                outputs = _own(lane.task.infer(feed))  # engines may reuse output buffers (CUDA graphs, TensorRT)
+                lane.sync()
             except TrtflowError:
                 raise
             except Exception as exc:
                 raise EngineError(f"the {engine.name} engine failed on a batch of {len(group)} frames: {exc}") from exc
+            finally:
+                self.router.release(lane.index)
             self.clocks["infer"].add(time.perf_counter() - t0, len(group))
-            self._put(self.queues[1], (seq, group, outputs, metas))
-            seq += 1
+            self._put(self.queues[1], (seq, group, outputs, metas, lane))
 
-    def _post(self, _: Any) -> None:
-        # each worker brings results to the host on its own CUDA stream, not queued behind the
-        # next batch's inference on the default stream
-        stream = self._new_stream()
+    def _post(self, worker: int) -> None:
+        # each worker brings results to the host on its own CUDA stream (one per lane), not queued
+        # behind the next batch's inference on the default stream
         while True:
             item = self._get(self.queues[1])
             if item is _END:
                 self._put(self.queues[1], _END)  # for the other post-processing workers
                 return
-            seq, group, outputs, metas = item
+            seq, group, outputs, metas, lane = item
             t0 = time.perf_counter()
-            results = self._on_stream(self.task.finish, outputs, metas, stream=stream)
+            results = lane.on_stream(lane.task.finish, outputs, metas, stream=lane.post_stream(worker))
             self.clocks["postprocess"].add(time.perf_counter() - t0, len(group))
             if len(results) != len(group):
                 raise EngineError(f"the task returned {len(results)} results for {len(group)} frames")
@@ -287,68 +323,6 @@ class Pipeline:
             raise exc
         raise EngineError(f"the video pipeline failed in its {stage} stage: {type(exc).__name__}: {exc}") from exc
 
-    def _upload(self, images: list) -> list:
-        """numpy frames -> one pinned host batch -> the device (non-blocking, then synced)."""
-        import torch
-
-        if not isinstance(images[0], np.ndarray):
-            return [img.to(self.device) for img in images]
-        n, shape = len(images), images[0].shape
-        buf = self._pinned.get(shape)
-        if buf is None or buf.shape[0] < n:
-            buf = torch.empty((max(n, self.config.batch), *shape), dtype=torch.uint8,
-                              pin_memory=self.device.type == "cuda")
-            self._pinned[shape] = buf
-        np.stack(images, out=buf.numpy()[:n])
-        stream = self._side_stream()
-        if stream is None:
-            return list(buf[:n].to(self.device))
-        with torch.cuda.stream(stream):
-            dev = buf[:n].to(self.device, non_blocking=True)
-        stream.synchronize()
-        return list(dev)
-
-    def _side_stream(self):
-        if self.device is None or self.device.type != "cuda":
-            return None
-        if not hasattr(self, "_stream"):
-            import torch
-
-            self._stream = torch.cuda.Stream(device=self.device)
-        return self._stream
-
-    def _new_stream(self):
-        if self.device is None or self.device.type != "cuda":
-            return None
-        import torch
-
-        return torch.cuda.Stream(device=self.device)
-
-    def _on_stream(self, fn: Callable, *args: Any, stream: Any = False):
-        stream = self._side_stream() if stream is False else stream
-        if stream is None:
-            return fn(*args)
-        import torch
-
-        with torch.cuda.stream(stream):
-            result = fn(*args)
-        stream.synchronize()
-        return result
-
-    def _sync(self) -> None:
-        if self.device is not None and self.device.type == "cuda":
-            import torch
-
-            torch.cuda.current_stream(self.device).synchronize()
-
-
-def _device_of(device: Any):
-    if device is None or str(device) == "cpu":
-        return None
-    import torch
-
-    return torch.device(device)
-
 
 def _own(outputs: dict) -> dict:
     """Outputs the next inference cannot overwrite: CUDA tensors are copied on the device (cheap);
@@ -358,12 +332,6 @@ def _own(outputs: dict) -> dict:
         is_cuda = getattr(value, "is_cuda", False)
         out[name] = value.clone() if is_cuda else value
     return out
-
-
-def _engine_gpu(task: Any) -> Optional[str]:
-    """The engine's CUDA device when it runs on one (frames then go there before preprocessing)."""
-    device = getattr(getattr(task, "engine", None), "device", None)
-    return str(device) if device is not None and str(device).startswith("cuda") else None
 
 
 def _same_shape(batch: list[Frame]) -> list[list[Frame]]:

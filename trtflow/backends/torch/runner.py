@@ -20,6 +20,7 @@ from trtflow.deps import require
 from trtflow.backends.base import Engine
 from trtflow.errors import EngineError, ModelLoadError, UsageError
 from trtflow.backends.torch.aoti import load_package
+from trtflow.backends.torch.outputs import casting, flattener, probe_outputs
 from trtflow.spec import Shape, TensorSpec, make_profile
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class TorchEngine(Engine):
             if compile is not None:
                 raise UsageError("an AOTInductor package is compiled already; load it with compile=None")
             fn, inputs, outputs, self._kw = load_package(Path(model), self.device)
-            self._flatten = _flattener("seq", [s.name for s in outputs], None)
+            self._flatten = flattener("seq", [s.name for s in outputs], None)
             self.module = None
         else:
             module, examples, names, self._kw = _module_and_examples(torch, model, example_inputs, input_names)
@@ -116,12 +117,12 @@ class TorchEngine(Engine):
                 io = next((g for g in given if g.is_floating_point), torch.float32)
                 cast = (getattr(torch, PRECISIONS[dtype]), io)
             inputs = _input_specs(names, examples, dynamic or {}, min_shapes or {}, max_shapes or {})
-            probe = _casting(torch, module, *cast) if cast else module
-            outputs, self._flatten = _probe_outputs(torch, probe, examples, inputs, output_names, self._kw)
+            probe = casting(torch, module, *cast) if cast else module
+            outputs, self._flatten = probe_outputs(torch, probe, examples, inputs, output_names, self._kw)
             self.module = module
             self.example_inputs = dict(zip(names, examples))
             fn = _compile(torch, module, compile, cuda_graphs) if compile else module
-            fn = _casting(torch, fn, *cast) if cast else fn
+            fn = casting(torch, fn, *cast) if cast else fn
         super().__init__(inputs, outputs)
         self.fn: Callable = fn
         self._index = self.device.index if self.device.type == "cuda" else -1
@@ -334,116 +335,6 @@ def _input_specs(names, examples, dynamic, min_shapes, max_shapes) -> list[Tenso
         shape = tuple(dims.get(i, d) for i, d in enumerate(example))
         specs.append(TensorSpec(name, dtype_name(t.dtype), shape, bounds))
     return specs
-
-
-def _flattener(kind: str, names: list[str], keys: list | None) -> Callable[[Any], dict]:
-    if kind == "tensor":
-        only = names[0]
-        return lambda out: {only: out}
-    if kind == "dict":
-        pairs = list(zip(names, keys))
-        return lambda out: {name: out[key] for name, key in pairs}
-    return lambda out: dict(zip(names, out))
-
-
-def _probe_outputs(torch, module, examples, inputs, output_names, kw):
-    """Run the module once (twice with dynamic dims) to name and type its outputs."""
-    names = [s.name for s in inputs]
-
-    def call(tensors):
-        with torch.no_grad():
-            return module(**dict(zip(names, tensors))) if kw else module(*tensors)
-
-    try:
-        out = call(examples)
-    except Exception as exc:
-        raise ModelLoadError(f"the model failed on its example inputs: {type(exc).__name__}: {exc}") from exc
-    if isinstance(out, torch.Tensor):
-        kind, keys, values = "tensor", None, [out]
-    elif isinstance(out, Mapping):
-        kind, keys, values = "dict", list(out), list(out.values())
-    elif isinstance(out, (tuple, list)):
-        kind, keys, values = "seq", None, list(out)
-    else:
-        raise ModelLoadError(f"the model returned {type(out).__name__}; expected a tensor, a tuple/list or a dict of tensors")
-    if output_names is not None and len(output_names) != len(values):
-        raise UsageError(f"{len(output_names)} output names {list(output_names)} for {len(values)} outputs")
-    out_names = list(output_names or (keys if kind == "dict" else (["output"] if kind == "tensor" else
-                                                                      [f"output_{i}" for i in range(len(values))])))
-    shapes = [tuple(int(d) for d in v.shape) for v in values]
-    second = _second_shapes(inputs, examples)
-    if second is not None:
-        moved = [e.new_zeros(s) if not e.is_floating_point() else torch.randn(s, dtype=e.dtype, device=e.device)
-                 for e, s in zip(examples, second)]
-        try:
-            other = call(moved)
-        except Exception as exc:
-            raise UsageError(
-                f"the model failed at input shapes {second}, inside the declared dynamic dims: "
-                f"{type(exc).__name__}: {exc}. Check the dynamic dims and bounds."
-            ) from exc
-        other_values = [other] if kind == "tensor" else list(other.values() if kind == "dict" else other)
-        dim_names = {}
-        for spec, a, b in zip(inputs, [tuple(e.shape) for e in examples], second):
-            for i, d in enumerate(spec.shape):
-                if isinstance(d, str) and a[i] != b[i]:
-                    dim_names.setdefault((a[i], b[i]), d)
-        shapes = [
-            tuple(d if d == int(o) else dim_names.get((d, int(o)), "?") for d, o in zip(shape, v.shape))
-            for shape, v in zip(shapes, other_values)
-        ]
-    from trtflow.arrays import dtype_name
-
-    specs = [TensorSpec(n, dtype_name(v.dtype), s) for n, v, s in zip(out_names, values, shapes)]
-    return specs, _flattener(kind, out_names, keys)
-
-
-def _second_shapes(inputs: list[TensorSpec], examples) -> list[tuple] | None:
-    """Example shapes with every dynamic dim moved by one inside its bounds (None if no dim can move)."""
-    moved_to: dict[str, int] = {}
-    shapes, moved = [], False
-    for spec, e in zip(inputs, examples):
-        shape = list(int(d) for d in e.shape)
-        for i, d in enumerate(spec.shape):
-            if isinstance(d, int):
-                continue
-            lo = spec.bounds.min[i] if spec.bounds else 1
-            hi = spec.bounds.max[i] if spec.bounds else shape[i] + 1
-            if d in moved_to and d != "?":
-                shape[i] = moved_to[d]
-            elif shape[i] + 1 <= hi:
-                shape[i] += 1
-            elif shape[i] - 1 >= max(lo, 1):
-                shape[i] -= 1
-            if d != "?":
-                moved_to.setdefault(d, shape[i])
-            moved = moved or shape[i] != int(e.shape[i])
-        shapes.append(tuple(shape))
-    return shapes if moved else None
-
-
-def _casting(torch, fn: Callable, compute, io) -> Callable:
-    """``fn`` with floating inputs cast to ``compute`` and floating outputs (in tensors, tuples,
-    lists, dicts) cast back to ``io``."""
-
-    def down(t):
-        return t.to(compute) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
-
-    def up(out):
-        if isinstance(out, torch.Tensor):
-            return out.to(io) if out.is_floating_point() else out
-        if isinstance(out, Mapping):
-            return {k: up(v) for k, v in out.items()}
-        if isinstance(out, tuple) and hasattr(out, "_fields"):  # a namedtuple
-            return type(out)(*(up(v) for v in out))
-        if isinstance(out, (tuple, list)):
-            return type(out)(up(v) for v in out)
-        return out
-
-    def call(*args, **kwargs):
-        return up(fn(*(down(a) for a in args), **{k: down(v) for k, v in kwargs.items()}))
-
-    return call
 
 
 def _compile(torch, module, mode: str, own_graphs: bool):

@@ -284,3 +284,12 @@ def test_cli_video_gpus_on_the_cpu_is_an_error(tmp_path):
     result = call_cli("video", clip, "--task", "face", "--engine", "ort", "--gpus", "0,1")
     assert result.returncode == 2
     assert "--gpus 0,1: GPU 0 does not exist; no CUDA GPU is visible" in result.stderr
+
+
+def test_make_task_gpu_reaches_the_engine_load(tmp_path):
+    from tests.test_video import mean_model
+    from trtflow.tasks import make_task
+
+    model = mean_model(tmp_path / "mean.onnx")
+    with pytest.raises(UsageError, match="device=1 places the CUDA or TensorRT provider"):
+        make_task("custom", str(model), engine="ort", gpu=1, providers=["cpu"], post="tests.test_video:post_mean")

@@ -293,3 +293,72 @@ def test_make_task_gpu_reaches_the_engine_load(tmp_path):
     model = mean_model(tmp_path / "mean.onnx")
     with pytest.raises(UsageError, match="device=1 places the CUDA or TensorRT provider"):
         make_task("custom", str(model), engine="ort", gpu=1, providers=["cpu"], post="tests.test_video:post_mean")
+
+
+def _mean_task_on(gpu: int):
+    import torch
+
+    from trtflow.tasks import make_task
+
+    class Mean(torch.nn.Module):
+        def forward(self, images):
+            return images.mean(dim=(2, 3))
+
+    engine = trtflow.load(Mean().eval(), "torch", example_inputs=[torch.rand(1, 3, 16, 16)], input_names=["images"],
+                          output_names=["mean"], dynamic={"images": {0: "batch"}}, device=f"cuda:{gpu}")
+    return make_task("custom", engine, post="tests.test_video:post_mean", resize="stretch", input_size=16,
+                     device=f"cuda:{gpu}")
+
+
+def _two_lanes(tmp_path, gpus):
+    pytest.importorskip("av")
+    from tests.test_video import make_clip, read_jsonl, red_of
+    from trtflow.video.pipeline import Pipeline, VideoConfig
+    from trtflow.video.sources import open_sources
+
+    clips = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
+    for i, clip in enumerate(clips):
+        make_clip(clip, frames=16, stream=i)
+    tasks = [_Slowed(_mean_task_on(g), 0.0) for g in gpus]
+    out = tmp_path / "out.jsonl"
+    pipeline = Pipeline(tasks, open_sources([str(c) for c in clips], "cpu", {}, 10.0, None),
+                        VideoConfig(batch=2, jsonl=str(out)))
+    assert pipeline.run().frames_out == 32
+    records = read_jsonl(out)
+    for stream in (0, 1):
+        mine = [r for r in records if r["stream"] == stream]
+        assert [r["frame"] for r in mine] == list(range(16))
+        assert all(abs(r["mean"][0] - red_of(i)) < 6 for i, r in enumerate(mine))
+    assert [str(lane.device) for lane in pipeline.lanes] == [f"cuda:{g}" for g in gpus]
+    return [t.batches for t in tasks]
+
+
+@pytest.mark.gpu
+def test_video_two_lanes_on_one_gpu(tmp_path):
+    batches = _two_lanes(tmp_path, [0, 0])
+    assert sum(batches) == 16 and min(batches) >= 1
+
+
+@pytest.mark.multi_gpu
+def test_video_one_lane_per_gpu(tmp_path):
+    batches = _two_lanes(tmp_path, [0, 1])
+    assert sum(batches) == 16 and min(batches) >= 1
+
+
+@pytest.mark.gpu
+def test_make_task_gpu_0_loads_and_preprocesses_on_gpu_0():
+    import torch
+
+    from trtflow.tasks import make_task
+
+    class Mean(torch.nn.Module):
+        def forward(self, images):
+            return images.mean(dim=(2, 3))
+
+    task = make_task("custom", Mean().eval(), engine="torch", gpu=0, post="tests.test_video:post_mean",
+                     resize="stretch", input_size=16, example_inputs=[torch.rand(1, 3, 16, 16)],
+                     input_names=["images"], output_names=["mean"], dynamic={"images": {0: "batch"}})
+    with task:
+        assert str(task.engine.device) == "cuda:0" and str(task.device) == "cuda:0"
+        frame = np.full((24, 32, 3), 100, np.uint8)
+        assert abs(task.predict([frame])[0].to_dict()["mean"][0] - 100) < 2

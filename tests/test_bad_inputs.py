@@ -206,6 +206,22 @@ def test_string_tensors_and_a_model_without_inputs_run(corpus, tmp_path):
     assert proc.returncode == 0 and json.loads(proc.stdout)["outputs"]["o"]["max"] == 2.0
 
 
+def test_json_output_is_strict_json_with_nan(tmp_path):
+    """A NaN in an output's statistics is written as "nan", never as a bare NaN token."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Log", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(tmp_path / "log.onnx"))
+    np.save(tmp_path / "neg.npy", np.array([-1.0, 0.0], np.float32))
+    proc = call_cli("run", tmp_path / "log.onnx", "--input", f"x={tmp_path / 'neg.npy'}", "--json")
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(proc.stdout, parse_constant=lambda c: pytest.fail(f"bare {c} in the JSON"))["outputs"]["y"]
+    assert stats["nan"] == 1 and stats["max"] == "nan"
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float16", "int8", "uint8", "int16", "uint16", "int32", "uint32",
                                    "int64", "uint64", "bool"])
 def test_every_numeric_onnx_runtime_dtype_goes_through_unchanged(dtype, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import sys
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -26,8 +27,20 @@ def _default(obj: Any):
 
 
 def print_json(data: Any) -> None:
-    """One JSON object on stdout."""
-    sys.stdout.write(json.dumps(data, indent=2, default=_default) + "\n")
+    """One JSON object on stdout; strict JSON: NaN and infinities are written as the strings
+    "nan", "inf" and "-inf" (``json`` would write bare ``NaN``, which parsers refuse)."""
+    text = json.dumps(_finite(json.loads(json.dumps(data, default=_default))), indent=2, allow_nan=False)
+    sys.stdout.write(text + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def console(stderr: bool = False):

@@ -273,7 +273,7 @@ def test_gpu_conv_net_end_to_end():
     assert any(c.name.startswith("fp16 fused+graphs") for c in result.configs)
     x = torch.randn(*shapes["x"], device="cuda")
     with trtflow.load(model, engine="torch", tune=True, example_inputs=[x.cpu()]) as engine:
-        out = engine.infer({"x": x})
+        out = engine.infer({engine.inputs[0].name: x})
         assert next(iter(out.values())).shape == (16, 10)
 
 

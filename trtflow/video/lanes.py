@@ -111,7 +111,10 @@ def _device_of(device: Any):
         return None
     import torch
 
-    return torch.device(device)
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:  # torch.cuda.set_device needs an index
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
 
 
 def _engine_gpu(task: Any) -> Optional[str]:

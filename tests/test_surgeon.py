@@ -202,3 +202,17 @@ def test_retinaface_fp16_keeps_softmax(retinaface, tmp_path):
     proto, report = edits.apply("fp16", retinaface, verify_config=edits.VerifyConfig(shapes={"input": (1, 3, 160, 160)}))
     assert report["details"]["kept_fp32_by_op"] == {"Softmax": 1}
     assert report["verification"]["passed"]
+
+
+def test_per_output_tolerance_applies_to_the_named_output(tiny_onnx, tmp_path):
+    """--atol NAME=X / --rtol NAME=X reach the verification of that output only, as in compare."""
+    import onnx
+
+    from tests.conftest import call_cli
+
+    out_name = onnx.load(str(tiny_onnx)).graph.output[0].name
+    out = str(tmp_path / "fp16.onnx")
+    loose = call_cli("surgeon", "fp16", str(tiny_onnx), "-o", out, "--json")
+    assert loose.returncode == 0, loose.stderr
+    strict = call_cli("surgeon", "fp16", str(tiny_onnx), "-o", out, "--atol", f"{out_name}=0", "--rtol", f"{out_name}=0")
+    assert strict.returncode == 1 and len(strict.stderr.strip().splitlines()) == 1, strict.stderr

@@ -15,13 +15,6 @@ from trtflow.errors import MismatchError, UsageError
 HELP = "edit an ONNX graph (simplify, fix-shapes, fp16, quantize, ...), verified with ONNX Runtime"
 
 
-class _Parser(argparse.ArgumentParser):
-    """Bad options become one-line UsageErrors (exit 2) instead of argparse's usage dump."""
-
-    def error(self, message: str):
-        raise UsageError(f"{message}; see `{self.prog} --help`")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from trtflow.edits.registry import EDIT_MODULES
 
@@ -36,21 +29,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def edit_command_parser(edit) -> argparse.ArgumentParser:
     """The full parser of ``trtflow surgeon EDIT``: common options plus the edit's own."""
+    from trtflow.cli import options
+    from trtflow.cli.main import ArgParser
     from trtflow.cli.surgeon_flags import add_edit_flags
 
-    parser = _Parser(prog=f"trtflow surgeon {edit.name}", description=edit.help)
+    parser = ArgParser(prog=f"trtflow surgeon {edit.name}", description=edit.help)
     parser.add_argument("model", metavar="IN.onnx", help="the model to edit")
     parser.add_argument("-o", dest="out", required=True, metavar="OUT.onnx", help="where to write the edited model")
     add_edit_flags(edit, parser.add_argument_group(f"{edit.name} options"))
     group = parser.add_argument_group("verification (ONNX Runtime, before vs after)")
     group.add_argument("--no-verify", dest="verify", action="store_false", help="skip the verification")
-    group.add_argument("--input", "--feed", dest="feed", action="append", metavar="NAME=FILE.npy",
-                       help="input values to verify on, besides random ones (.npy, or NAME=FILE.npz for all)")
+    group.add_argument("--input", "--feed", dest="feed", action="append", metavar="NAME=FILE.npy|FILE.npz[:KEY]|random",
+                       help="input values to verify on, besides random ones (one input per flag, as in every command)")
     group.add_argument("--shapes", action="append", metavar="NAME:1x3x224x224",
                        help="shapes of dynamic inputs for the verification (trtexec syntax)")
     group.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
-    group.add_argument("--atol", type=float, default=None, help=f"absolute tolerance (default: {edit.atol:g})")
-    group.add_argument("--rtol", type=float, default=None, help=f"relative tolerance (default: {edit.rtol:g})")
+    options.add_tolerances(group, edit.atol, edit.rtol)
     if "--min-agreement" not in parser._option_string_actions:  # quantize has its own (top-1 agreement)
         group.add_argument("--min-agreement", dest="verify_min_agreement", type=float, default=1.0, metavar="SHARE",
                            help="integer outputs (class ids) pass when this share of elements is equal (default: 1)")
@@ -60,7 +54,7 @@ def edit_command_parser(edit) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trtflow.cli import output
+    from trtflow.cli import options, output
     from trtflow.cli.surgeon_flags import options_from_flags
     from trtflow.edits.pipeline import run_edit
     from trtflow.edits.registry import get_edit
@@ -77,13 +71,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"-o {ns.out}: the edited model is an ONNX file; give a path ending in .onnx")
     if edit.name == "rename":
         _refuse_old_rename_input(ns.feed or [])
-    options = options_from_flags(edit, ns)
-    config = VerifyConfig(atol=ns.atol, rtol=ns.rtol, inputs=parse_input_args(ns.feed),
-                          shapes=parse_shapes(ns.shapes), seed=ns.seed, min_agreement=getattr(ns, "verify_min_agreement", 1.0))
+    edit_options = options_from_flags(edit, ns)
+    atol, rtol, per_atol, per_rtol = options.tolerances_of(ns, None, None)
+    config = VerifyConfig(atol=atol, rtol=rtol, per_output_atol=per_atol, per_output_rtol=per_rtol,
+                          inputs=parse_input_args(ns.feed), shapes=parse_shapes(ns.shapes), seed=ns.seed,
+                          min_agreement=getattr(ns, "verify_min_agreement", 1.0))
     proto = load_onnx(ns.model)
     try:
         with output.bar(f"{edit.name}: editing") as progress:
-            new, report = run_edit(edit, proto, options, verify=ns.verify, config=config, progress=progress)
+            new, report = run_edit(edit, proto, edit_options, verify=ns.verify, config=config, progress=progress)
     except MismatchError as exc:
         if ns.json:  # the measured errors still go to stdout; the one-line error to stderr
             output.print_json({"model": ns.model, "output": None, "edit": edit.name, "verification": exc.report,

@@ -38,6 +38,9 @@ class VerifyConfig:
         inputs: input name -> ``.npy`` / ``.npz`` file (or "random"), fed in addition to random values.
         shapes: concrete shapes for dynamic inputs, e.g. ``{"images": (1, 3, 640, 640)}``.
         seed: seed of the random feed.
+        min_agreement: integer outputs (class ids) pass when this share of elements is equal.
+        per_output_atol: output name -> absolute tolerance for that output only.
+        per_output_rtol: output name -> relative tolerance for that output only.
 
     Raises:
         UsageError: a negative or non-finite tolerance, a bad shape, a non-integer seed.
@@ -49,6 +52,8 @@ class VerifyConfig:
     shapes: Mapping[str, Shape] = field(default_factory=dict)
     seed: int = 0
     min_agreement: float = 1.0  # integer outputs (class ids): share of equal elements needed
+    per_output_atol: Mapping[str, float] = field(default_factory=dict)
+    per_output_rtol: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         for name in ("atol", "rtol"):
@@ -68,7 +73,8 @@ class VerifyConfig:
     @property
     def tolerances(self) -> Tolerances:
         return Tolerances(atol=DEFAULT_ATOL if self.atol is None else self.atol,
-                          rtol=DEFAULT_RTOL if self.rtol is None else self.rtol, min_agreement=self.min_agreement)
+                          rtol=DEFAULT_RTOL if self.rtol is None else self.rtol, min_agreement=self.min_agreement,
+                          per_output_atol=dict(self.per_output_atol), per_output_rtol=dict(self.per_output_rtol))
 
 
 def run_ort(proto: Any, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

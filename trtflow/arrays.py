@@ -183,3 +183,15 @@ def to_torch(x: Any, device: str | None = None):
     if device is not None and str(t.device) != device:
         t = t.to(device, non_blocking=True)
     return t
+
+
+def json_default(obj: Any) -> Any:
+    """``json.dumps(..., default=json_default)``: numpy scalars and arrays as numbers and lists,
+    objects with ``to_dict()`` (results, reports) as dicts, anything else as its string."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    return str(obj)

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _compare_onnx(args, engines: list[str], tolerances, stack: contextlib.ExitStack):
     from trtflow.compare.engines import compare_engines
-    from trtflow.feeds import build_feed, parse_input_args
+    from trtflow.feeds import parse_input_args
 
     if "torch" in engines:
         raise UsageError(

@@ -9,27 +9,17 @@ import math
 import sys
 from typing import Any, Iterable, Iterator, Sequence
 
-import numpy as np
 
+from trtflow.arrays import json_default
 from trtflow.progress import Progress
 
 log = logging.getLogger(__name__)
 
 
-def _default(obj: Any):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    return str(obj)
-
-
 def print_json(data: Any) -> None:
     """One JSON object on stdout; strict JSON: NaN and infinities are written as the strings
     "nan", "inf" and "-inf" (``json`` would write bare ``NaN``, which parsers refuse)."""
-    text = json.dumps(_finite(json.loads(json.dumps(data, default=_default))), indent=2, allow_nan=False)
+    text = json.dumps(_finite(json.loads(json.dumps(data, default=json_default))), indent=2, allow_nan=False)
     sys.stdout.write(text + "\n")
 
 

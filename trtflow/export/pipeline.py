@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from trtflow.compare.core import Tolerances
 from trtflow.deps import require

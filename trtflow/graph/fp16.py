@@ -9,10 +9,9 @@ and outputs stay float32, so callers feed the same arrays as before.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 

@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from trtflow.arrays import json_default
 from trtflow.deps import require
 from trtflow.errors import UsageError
 
@@ -129,18 +130,9 @@ class JsonlWriter:
         self.records = 0
 
     def write(self, record: dict) -> None:
-        self.file.write(json.dumps(record, default=_plain) + "\n")
+        self.file.write(json.dumps(record, default=json_default) + "\n")
         self.records += 1
 
     def close(self) -> None:
         self.file.close()
 
-
-def _plain(obj: Any):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    return str(obj)

@@ -10,9 +10,9 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
-from trtflow.errors import BuildError, ModelLoadError, UsageError
+from trtflow.errors import ModelLoadError, UsageError
 from trtflow.spec import Bounds, TensorSpec
 
 log = logging.getLogger(__name__)

@@ -14,6 +14,7 @@ frames to the GPU first.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
@@ -72,7 +73,7 @@ class BatchDims:
     dtype: str = "float32"
 
 
-class Task:
+class Task(ABC):
     """Base of every task. Subclasses set ``name`` and implement ``prepare`` and ``finish``.
 
     Attributes:
@@ -101,13 +102,13 @@ class Task:
             dims = (dims[0], *prep.size)
         return BatchDims(self.input_name, dims, spec.dtype)
 
+    @abstractmethod
     def prepare(self, frames: Any) -> tuple[dict[str, Any], list[FrameMeta]]:
         """RGB HWC uint8 frames -> (feed keyed by engine input name, one FrameMeta per frame)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list:
         """Engine outputs of one prepared batch -> one Result per frame, in source pixels."""
-        raise NotImplementedError
 
     def infer(self, feed: Mapping[str, Any]) -> dict[str, Any]:
         """``engine.infer(feed)``, run in chunks when the feed's batch is above the engine's

@@ -26,6 +26,7 @@ import numpy as np
 from trtflow.deps import require
 from trtflow.errors import UsageError
 from trtflow.tasks.base import FrameMeta, Task, frames_list
+from trtflow.tasks.prepare import _to_tensor, feed_of
 from trtflow.tasks.results import Upscaled
 
 log = logging.getLogger(__name__)
@@ -96,12 +97,7 @@ class SuperResolutionTask(Task):
 
         items = frames_list(frames)
         numpy_in = isinstance(items[0], np.ndarray) and self.device is None
-        tensors = []
-        for f in items:
-            t = torch.from_numpy(np.ascontiguousarray(f)) if isinstance(f, np.ndarray) else f
-            if self.device is not None:
-                t = t.to(self.device)
-            tensors.append(t)
+        tensors = [_to_tensor(f, torch, self.device) for f in items]
         a = self.align
         aligned = [(math.ceil(int(t.shape[0]) / a) * a, math.ceil(int(t.shape[1]) / a) * a) for t in tensors]
         th, tw = self._tile_size(aligned)
@@ -116,7 +112,7 @@ class SuperResolutionTask(Task):
                                   len(tiles), (th, tw), tuple(offsets), (ah, aw)))
             tiles += [x[0, :, y0:y0 + th + 2 * p, x0:x0 + tw + 2 * p] for y0, x0 in offsets]
         batch = torch.stack(tiles).to(torch_dtype(self.input_spec.dtype)).contiguous()
-        return {self.input_name: batch.numpy() if numpy_in else batch}, metas
+        return {self.input_name: feed_of(batch, numpy_in)}, metas
 
     def _tile_size(self, aligned: list) -> tuple[int, int]:
         a = self.align

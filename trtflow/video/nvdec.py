@@ -49,7 +49,9 @@ class NV12Converter:
         self.torch = require("torch", "--decode nvdec")
         self.uri = uri
         self.stream = self.torch.cuda.Stream()
-        self._coeffs: dict = {}
+        from torch.utils.dlpack import from_dlpack
+
+        self._from_dlpack = from_dlpack
 
     def __call__(self, frame: Any):
         torch = self.torch
@@ -57,10 +59,8 @@ class NV12Converter:
             raise UsageError(f"source '{self.uri}': --decode nvdec was asked for but the decoder gave "
                              f"'{frame.format.name}' frames in system memory (NVDEC does not take this "
                              "stream's codec or profile); use --decode cpu")
-        from torch.utils.dlpack import from_dlpack
-
-        y = from_dlpack(frame.planes[0].__dlpack__())  # PyAV exports without a stream: decoded data is ready
-        uv = from_dlpack(frame.planes[1].__dlpack__())
+        y = self._from_dlpack(frame.planes[0].__dlpack__())  # PyAV exports without a stream: decoded data is ready
+        uv = self._from_dlpack(frame.planes[1].__dlpack__())
         with torch.cuda.stream(self.stream):
             rgb = self._convert(y, uv, frame.colorspace, frame.color_range)
         self.stream.synchronize()  # the NV12 surface goes back to the decoder's pool after this

@@ -201,6 +201,8 @@ class Pipeline:
     def _prepare(self, lane: Lane) -> None:
         lane.set_current()
         inbox, outbox = self.lane_queues[lane.index]
+        h2d, prep = self.clocks["h2d"], self.clocks["preprocess"]
+        drop_images = not self.keep_images and self.config.out is None
         while True:
             item = self._get(inbox)
             if item is _END:
@@ -210,20 +212,21 @@ class Pipeline:
             if lane.device is not None:
                 t0 = time.perf_counter()
                 images = lane.upload(images)
-                self.clocks["h2d"].add(time.perf_counter() - t0, len(group))
+                h2d.add(time.perf_counter() - t0, len(group))
             t0 = time.perf_counter()
             feed, metas = lane.on_stream(lane.task.prepare, images)
-            self.clocks["preprocess"].add(time.perf_counter() - t0, len(group))
-            if not self.keep_images and self.config.out is None:
+            prep.add(time.perf_counter() - t0, len(group))
+            if drop_images:
                 for f in group:
                     f.image = None
             self._put(outbox, (seq, group, feed, metas))
 
     def _infer(self, lane: Lane) -> None:
         lane.set_current()
-        engine = lane.task.engine
+        engine, clock = lane.task.engine, self.clocks["infer"]
+        inbox = self.lane_queues[lane.index][1]
         while True:
-            item = self._get(self.lane_queues[lane.index][1])
+            item = self._get(inbox)
             if item is _END:
                 return
             seq, group, feed, metas = item
@@ -237,12 +240,13 @@ class Pipeline:
                 raise EngineError(f"the {engine.name} engine failed on a batch of {len(group)} frames: {exc}") from exc
             finally:
                 self.router.release(lane.index)
-            self.clocks["infer"].add(time.perf_counter() - t0, len(group))
+            clock.add(time.perf_counter() - t0, len(group))
             self._put(self.queues[1], (seq, group, outputs, metas, lane))
 
     def _post(self, worker: int) -> None:
         # each worker brings results to the host on its own CUDA stream (one per lane), not queued
         # behind the next batch's inference on the default stream
+        clock = self.clocks["postprocess"]
         while True:
             item = self._get(self.queues[1])
             if item is _END:
@@ -251,7 +255,7 @@ class Pipeline:
             seq, group, outputs, metas, lane = item
             t0 = time.perf_counter()
             results = lane.on_stream(lane.task.finish, outputs, metas, stream=lane.post_stream(worker))
-            self.clocks["postprocess"].add(time.perf_counter() - t0, len(group))
+            clock.add(time.perf_counter() - t0, len(group))
             if len(results) != len(group):
                 raise EngineError(f"the task returned {len(results)} results for {len(group)} frames")
             self._put(self.queues[2], (seq, group, results))

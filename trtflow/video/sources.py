@@ -217,6 +217,7 @@ class Source:
         streams = [self.video] + ([self.audio] if self.audio is not None and on_audio else [])
         index = 0
         last_time = last_pts = None
+        step = 1 / (self.fps * self.time_base) if self.fps else None  # pts ticks per frame
         try:
             packets = self.container.demux(*streams)
             while True:
@@ -248,7 +249,7 @@ class Source:
                         self.stats.corrupt += 1
                         self.stats.note(f"stream {self.stream} ({self.uri}): frame {index} is corrupt "
                                         "(the decoder concealed the damage)")
-                    self._check_gap(last_pts, frame.pts, index)
+                    self._check_gap(last_pts, frame.pts, index, step)
                     last_pts = frame.pts if frame.pts is not None else last_pts
                     out = self._frame(frame, index)
                     last_time = out.time
@@ -261,11 +262,10 @@ class Source:
             if stop is None or not stop.is_set():
                 self._check_end(index, last_time)
 
-    def _check_gap(self, last: Optional[int], pts: Optional[int], index: int) -> None:
+    def _check_gap(self, last: Optional[int], pts: Optional[int], index: int, step: Optional[Fraction]) -> None:
         """Count frames missing between two timestamps (a damaged file or a lossy stream)."""
-        if last is None or pts is None or not self.fps:
+        if last is None or pts is None or not step:
             return
-        step = 1 / (self.fps * self.time_base)
         lost = round((pts - last) / step) - 1 if step > 0 else 0
         if lost >= 1:
             self.stats.missing += lost

@@ -23,6 +23,7 @@ from trtflow.arrays import is_torch, to_numpy
 from trtflow.errors import UsageError
 from trtflow.tasks.base import FrameMeta, Task
 from trtflow.tasks.prepare import Prep, feed_of, prepare_frames
+from trtflow.tasks.results import _copy
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class Tensors:
         return {"outputs": out}
 
     def draw(self, frame: Any) -> np.ndarray:
-        return np.ascontiguousarray(to_numpy(frame)).copy()
+        return _copy(frame)
 
 
 class EngineTask(Task):

@@ -47,7 +47,7 @@ def _text(image: np.ndarray, text: str, org: tuple[int, int], color=(255, 255, 2
 def _copy(frame: Any) -> np.ndarray:
     from trtflow.arrays import to_numpy
 
-    return np.ascontiguousarray(to_numpy(frame)).copy()
+    return np.array(to_numpy(frame), order="C")  # one copy, C-contiguous
 
 
 @dataclass

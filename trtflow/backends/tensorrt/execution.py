@@ -142,7 +142,10 @@ class ExecutionState:
             self._set_profile(k)
             bound = {n: self._bind_input(n, t, shapes[n], copy=use_graph) for n, t in feed.items()}
             outs = self._bind_outputs(use_graph)
-            self._execute(use_graph, (k, *sorted(shapes.items())), [*bound.values(), *outs.values()])
+            if use_graph:
+                self._execute_graph((k, *sorted(shapes.items())), [*bound.values(), *outs.values()])
+            else:
+                self._enqueue()
             if self.allocators or self.host_outputs:
                 self.ops.synchronize(self.stream)  # data-dependent shapes and host outputs are known now
                 outs.update(self._allocated())
@@ -162,7 +165,7 @@ class ExecutionState:
             if alloc is not None:
                 dtype = getattr(torch, spec.dtype)
                 shape = alloc.shape or (0,)
-                nbytes = volume(shape) * torch.empty((), dtype=dtype).element_size()
+                nbytes = volume(shape) * dtype.itemsize
                 out[spec.name] = alloc.buffer[:nbytes].view(dtype).view(shape)
         return out
 
@@ -171,10 +174,7 @@ class ExecutionState:
             raise EngineError("TensorRT execute_async_v3 failed; run with -v for TensorRT's log")
         self.profile_pending = False  # TensorRT applies a profile switch on the next enqueue
 
-    def _execute(self, use_graph: bool, key: tuple, buffers: list[Any]) -> None:
-        if not use_graph:
-            self._enqueue()
-            return
+    def _execute_graph(self, key: tuple, buffers: list[Any]) -> None:
         addresses = tuple(t.data_ptr() for t in buffers)
         graph = self.graphs.lookup(key, addresses)  # evicts a graph whose buffers were replaced
         if graph is not MISSING and graph is not None and not self.profile_pending:

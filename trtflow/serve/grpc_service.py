@@ -68,12 +68,7 @@ def decode(request) -> InferRequest:
 def encode(model, outputs: dict, request: InferRequest):
     """Outputs -> a ``ModelInferResponse`` with raw output contents."""
     response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
-    for want in request.outputs or [RequestedOutput(n) for n in outputs]:
-        if want.name not in outputs:
-            raise ProtocolError(f"unknown output '{want.name}'; the model's outputs are {list(outputs)}")
-        arr = np.asarray(outputs[want.name])
-        if want.class_count > 0:
-            arr = protocol.classify(arr, want.class_count, model.batched, model.labels)
+    for want, arr in protocol.requested_outputs(outputs, request, model.batched, model.labels):
         response.outputs.add(name=want.name, datatype=protocol.triton_dtype(arr.dtype), shape=list(arr.shape))
         response.raw_output_contents.append(protocol.raw_from_array(arr))
     return response

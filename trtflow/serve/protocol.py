@@ -17,7 +17,7 @@ import json
 import math
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -273,6 +273,23 @@ def classify(arr: np.ndarray, k: int, batched: bool, labels: Sequence[str] | Non
     return out if batched else out[0]
 
 
+def requested_outputs(
+    outputs: Mapping[str, np.ndarray], request: InferRequest, batched: bool, labels: Sequence[str] | None = None
+) -> Iterator[tuple[RequestedOutput, np.ndarray]]:
+    """The outputs a request asked for (all when it named none), top-k classified where it asked.
+
+    Raises:
+        ProtocolError: (400) an output the model does not have.
+    """
+    for want in request.outputs or [RequestedOutput(n) for n in outputs]:
+        if want.name not in outputs:
+            raise ProtocolError(f"unknown output '{want.name}'; the model's outputs are {list(outputs)}")
+        arr = np.asarray(outputs[want.name])
+        if want.class_count > 0:
+            arr = classify(arr, want.class_count, batched, labels)
+        yield want, arr
+
+
 def encode_infer_response(
     model: str,
     version: str,
@@ -296,14 +313,8 @@ def encode_infer_response(
     Raises:
         ProtocolError: (400) an output the model does not have.
     """
-    wanted = request.outputs or [RequestedOutput(n) for n in outputs]
     docs, blobs = [], []
-    for want in wanted:
-        if want.name not in outputs:
-            raise ProtocolError(f"unknown output '{want.name}'; the model's outputs are {list(outputs)}")
-        arr = np.asarray(outputs[want.name])
-        if want.class_count > 0:
-            arr = classify(arr, want.class_count, batched, labels)
+    for want, arr in requested_outputs(outputs, request, batched, labels):
         doc = {"name": want.name, "datatype": triton_dtype(arr.dtype), "shape": list(arr.shape)}
         binary = request.binary_output if want.binary is None else bool(want.binary)
         if binary:

@@ -69,7 +69,6 @@ class Pipeline:
         self.muxer = Muxer(len(sources), config.batch, config.push_timeout_ms / 1e3, capacity,
                            [s.live for s in sources], config.drop_when_behind)
         self.queues = [queue.Queue(maxsize=2) for _ in range(3)]  # [1]: to post-processing, [2]: to the sink
-        self.device = self.lanes[0].device
         self.video_writers: list[Optional[VideoWriter]] = [None] * len(sources)
         self.jsonl: Optional[JsonlWriter] = None
         self.frames_out = 0

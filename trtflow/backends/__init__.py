@@ -99,7 +99,7 @@ def load(model: Any, engine: str = "auto", **options: Any) -> Engine:
         from trtflow.backends.tuned import apply_tuned
 
         options.pop("config", None)
-        model, _, options = apply_tuned(model, cls.name, options)
+        model, options = apply_tuned(model, cls.name, options)
     split = bool(options.pop("split_batches", False))
     _check_options(cls, options)
     log.info("loading with the %s engine", cls.name)

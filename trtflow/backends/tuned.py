@@ -165,8 +165,8 @@ def _load_shapes(model: Any, engine: str, options: Mapping[str, Any]) -> list[li
                      "(or example_inputs) to load(..., tune=True)")
 
 
-def apply_tuned(model: Any, engine: str, options: dict) -> tuple[Any, str, dict]:
-    """The model, engine and options of the saved choice for ``model`` at these shapes.
+def apply_tuned(model: Any, engine: str, options: dict) -> tuple[Any, dict]:
+    """The model and options of the saved choice for ``model`` at these shapes.
 
     Args:
         model: what the user passed to ``load``.
@@ -207,4 +207,4 @@ def apply_tuned(model: Any, engine: str, options: dict) -> tuple[Any, str, dict]
         log.info("%s", record["dtype_note"])
     options.update(tuned)
     log.info("tuned configuration %s (key %s)", record.get("chosen"), key)
-    return model, engine, options
+    return model, options

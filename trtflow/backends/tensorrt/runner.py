@@ -296,7 +296,7 @@ class TensorRTEngine(Engine):
 
     # -- the contract ---------------------------------------------------------------------
     def _infer(self, feed: dict[str, Any]) -> dict[str, Any]:
-        shapes = {n: tuple(int(d) for d in t.shape) for n, t in feed.items()}
+        shapes = {n: tuple(t.shape) for n, t in feed.items()}  # torch.Size holds ints
         with self._pool.acquire() as state:
             k = choose_profile(self.profiles, shapes, state.profile)
             return state.run(feed, shapes, k, self.use_cuda_graph)

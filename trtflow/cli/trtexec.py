@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from trtflow.cli.options import count
 from trtflow.errors import UsageError
 
 HELP = "run a trtexec command line unchanged: --buildOnly -> trtflow build, otherwise trtflow bench on TensorRT"
@@ -77,18 +78,8 @@ def add_compat(parser: argparse.ArgumentParser, bench: bool = False) -> None:
         group.add_argument("--loadEngine", metavar="PLAN", help="a TensorRT plan to benchmark (instead of MODEL)")
         group.add_argument("--saveEngine", metavar="PLAN", help="build the ONNX model into PLAN, then benchmark it")
     group.add_argument("--buildOnly", action="store_true", help="build the engine and stop (no inference)")
-    group.add_argument("--workspace", type=_mib, metavar="MiB", help="trtexec's older flag: = --memPoolSize workspace:N")
+    group.add_argument("--workspace", type=count(1), metavar="MiB", help="trtexec's older flag: = --memPoolSize workspace:N")
     group.add_argument("--explicitBatch", action="store_true", help="accepted for old command lines; no effect")
-
-
-def _mib(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MiB as an integer >= 1, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected MiB as an integer >= 1, got {value}")
-    return value
 
 
 def apply_compat(args: argparse.Namespace) -> None:

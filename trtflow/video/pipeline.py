@@ -1,6 +1,6 @@
 """The video pipeline: decode -> batch -> host-to-device -> preprocess -> infer -> post-process ->
-write, each stage in its own thread joined by bounded queues, so a light model runs at the
-decoder's speed.
+write, the stages in their own threads (host-to-device shares the preprocessing thread) joined by
+bounded queues, so a light model runs at the decoder's speed.
 
 A task is any object with ``prepare(frames) -> (feed, metas)``, ``engine`` (an ``Engine``) and
 ``finish(outputs, metas) -> results`` (one result per frame, each with ``to_dict()`` and

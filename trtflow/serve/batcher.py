@@ -217,21 +217,29 @@ def _settle(item: _Item, result: dict | None = None, exc: BaseException | None =
 def _execute(engine, batch: list[_Item], batched: bool) -> tuple[list[dict], tuple[float, float, float]]:
     """Runs in the instance's thread: merge, infer, split; times in microseconds."""
     t0 = time.perf_counter()
-    if len(batch) == 1:
-        feed = batch[0].feed
-    else:
-        feed = {name: np.concatenate([item.feed[name] for item in batch]) for name in batch[0].feed}
+    feed = merge([item.feed for item in batch])
     t1 = time.perf_counter()
     out = engine.infer(feed)
     t2 = time.perf_counter()
     out = {name: np.asarray(value) for name, value in out.items()}
-    if len(batch) == 1:
-        results = [out]
-    else:
-        results, start = [], 0
-        for item in batch:
-            stop = start + item.rows
-            results.append({name: value[start:stop] for name, value in out.items()} if batched else out)
-            start = stop
+    results = split(out, [item.rows for item in batch]) if batched else [out] * len(batch)
     t3 = time.perf_counter()
     return results, ((t1 - t0) * 1e6, (t2 - t1) * 1e6, (t3 - t2) * 1e6)
+
+
+def merge(feeds: list[dict]) -> dict:
+    """The feeds of one batch as one feed: concatenated along dim 0 (a single feed as is)."""
+    if len(feeds) == 1:
+        return feeds[0]
+    return {name: np.concatenate([feed[name] for feed in feeds]) for name in feeds[0]}
+
+
+def split(outputs: dict, rows: list[int]) -> list[dict]:
+    """Outputs of a merged batch -> each request's rows of them (views; the outputs as is for one)."""
+    if len(rows) == 1:
+        return [outputs]
+    results, start = [], 0
+    for n in rows:
+        results.append({name: value[start:start + n] for name, value in outputs.items()})
+        start += n
+    return results

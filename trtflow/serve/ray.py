@@ -128,16 +128,14 @@ class TrtflowReplica:
         """Run the requests of one Serve batch: one engine call per group of equal non-batch
         shapes; each request gets (its rows of the outputs, the rows of that call), or the
         exception its group raised."""
-        import numpy as np
+        from trtflow.serve.batcher import merge, split
 
         results: list[Any] = [None] * len(items)
         groups: dict[tuple, list[int]] = {}
         for i, (_, _, key) in enumerate(items):
             groups.setdefault(key if self.model.batched else (i,), []).append(i)
         for members in groups.values():
-            feeds = [items[i][0] for i in members]
-            merged = feeds[0] if len(feeds) == 1 else {
-                n: np.concatenate([f[n] for f in feeds]) for n in feeds[0]}
+            merged = merge([items[i][0] for i in members])
             try:
                 outputs = await asyncio.to_thread(self.engine.infer, merged)
                 self.calls += 1
@@ -145,15 +143,10 @@ class TrtflowReplica:
                 for i in members:
                     results[i] = exc
                 continue
-            total = sum(items[i][1] for i in members)
-            if len(members) == 1:
-                results[members[0]] = (outputs, total)
-                continue
-            start = 0
-            for i in members:
-                rows = items[i][1]
-                results[i] = ({k: v[start:start + rows] for k, v in outputs.items()}, total)
-                start += rows
+            rows = [items[i][1] for i in members]
+            total = sum(rows)
+            for i, part in zip(members, split(outputs, rows)):
+                results[i] = (part, total)
         return results
 
     # -- HTTP -------------------------------------------------------------------------------

@@ -53,13 +53,13 @@ def random_array(spec: TensorSpec, shape: Shape, rng: np.random.Generator) -> np
         return np.array([f"s{int(i)}" for i in rng.integers(0, 10, size=shape).ravel()], dtype=object).reshape(shape)
     if spec.dtype.startswith(("int", "uint")):
         return rng.integers(INT_RANGE[0], INT_RANGE[1], size=shape).astype(spec.dtype)
-    dtype = "float32" if spec.dtype == "bfloat16" or not _numpy_dtype(spec.dtype) else spec.dtype
+    dtype = spec.dtype if _numpy_float(spec.dtype) else "float32"  # bfloat16, float8: no numpy type
     if dtype in ("float32", "float64"):  # drawn in place: no float64 copy twice the size
         return rng.standard_normal(shape, dtype=dtype)
     return rng.standard_normal(shape, dtype=np.float32).astype(dtype)
 
 
-def _numpy_dtype(name: str) -> bool:
+def _numpy_float(name: str) -> bool:
     try:
         return np.dtype(name).kind in "fc"
     except TypeError:

@@ -19,6 +19,7 @@ import numpy as np
 from trtflow.compare.core import OutputDiff, Tolerances, compare_outputs
 from trtflow.edits import fields
 from trtflow.errors import MismatchError, UsageError
+from trtflow.graph.io import onnx_specs
 from trtflow.progress import Progress, report as progress_of
 from trtflow.spec import Shape, TensorSpec, format_shape
 
@@ -88,12 +89,6 @@ def run_ort(proto: Any, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
         return engine.infer(dict(feed))
 
 
-def specs_of(proto: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    from trtflow.graph.io import onnx_specs
-
-    return onnx_specs(proto)
-
-
 def feed_shapes(before: list[TensorSpec], after: list[TensorSpec] | None, shapes: Mapping[str, Shape],
                 input_map: Mapping[str, str] | None = None) -> dict[str, Shape]:
     """A concrete shape for every input of the before model.
@@ -132,8 +127,8 @@ def build_feeds(before: Any, after: Any | None, config: VerifyConfig,
     """Labelled feeds for the before model: one random, plus one from the given files when any."""
     from trtflow.feeds import build_feed, random_feed
 
-    b_in, _ = specs_of(before)
-    a_in = specs_of(after)[0] if after is not None else None
+    b_in, _ = onnx_specs(before)
+    a_in = onnx_specs(after)[0] if after is not None else None
     given = {k: v for k, v in config.inputs.items() if v != "random"}
     shapes = dict(config.shapes)
     for name, path in given.items():  # a given .npy fixes its input's shape
@@ -211,7 +206,7 @@ def compare_models(
     input_map = dict(input_map or {})
     output_map = dict(output_map or {})
     back = {new: old for old, new in output_map.items()}
-    after_inputs = specs_of(after)[0]
+    after_inputs = onnx_specs(after)[0]
     runs, tables, passed, integer_failed = [], [], True, False
     worst_max: dict[str, float] = {}
     worst_mean: dict[str, float] = {}

@@ -88,7 +88,7 @@ def to_fp8(module: Any) -> Any:
     swapped = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is torch.nn.Linear and child.in_features % 16 == 0 and child.out_features % 16 == 0:
+            if _eligible(torch, child):
                 setattr(parent, name, cls(child))
                 swapped += 1
     if not swapped:
@@ -100,5 +100,9 @@ def to_fp8(module: Any) -> Any:
 def count_fp8_linears(module: Any) -> int:
     """How many ``nn.Linear`` layers ``to_fp8`` would convert."""
     torch = require("torch", "FP8 matrix multiplies")
-    return sum(type(m) is torch.nn.Linear and m.in_features % 16 == 0 and m.out_features % 16 == 0
-               for m in module.modules())
+    return sum(_eligible(torch, m) for m in module.modules())
+
+
+def _eligible(torch, m: Any) -> bool:
+    """A plain ``nn.Linear`` whose sizes FP8 GEMMs take (multiples of 16)."""
+    return type(m) is torch.nn.Linear and m.in_features % 16 == 0 and m.out_features % 16 == 0

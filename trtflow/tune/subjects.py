@@ -8,8 +8,6 @@ import logging
 import time
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
 from trtflow.backends import load
 from trtflow.errors import EngineIncompatibleError, UsageError
 from trtflow.tune.space import Candidate
@@ -215,7 +213,3 @@ class TensorRTSubject(OrtSubject):
                 f"built in {time.perf_counter() - t0:.1f} s; this machine cannot execute TensorRT engines, "
                 "so it was not measured")
         return load(model, "tensorrt", build_config=self.build_config(cand))
-
-
-def feed_tensors(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: np.ascontiguousarray(v) for k, v in feed.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 
 class StageClock:
@@ -118,10 +118,3 @@ def stage_rows(summary: Summary) -> list[tuple]:
     """(stage, frames, busy s, frames/s, share of wall) rows for a table."""
     return [(name, v["frames"], f"{v['busy_s']:.3f}", f"{v['fps']:.1f}" if v["fps"] else "-",
              f"{100 * v['share']:.0f} %") for name, v in summary.stages.items()]
-
-
-def first_message(summary: Summary) -> Optional[str]:
-    for s in summary.streams:
-        if s["messages"]:
-            return s["messages"][0]
-    return None

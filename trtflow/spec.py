@@ -71,6 +71,13 @@ class TensorSpec:
             out["bounds"] = self.bounds.to_dict()
         return out
 
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "TensorSpec":
+        """The inverse of ``to_dict`` (specs stored in sidecars and packages)."""
+        bounds = data.get("bounds")
+        return cls(data["name"], data["dtype"], tuple(data["shape"]),
+                   Bounds(tuple(bounds["min"]), tuple(bounds["opt"]), tuple(bounds["max"])) if bounds else None)
+
 
 def format_shape(shape: Iterable[int]) -> str:
     """``(1, 3, 224, 224)`` -> ``"1x3x224x224"`` (trtexec spelling)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from trtflow.backends.tensorrt.flavor import Flavor, describe_target
-from trtflow.spec import Bounds, Profile, TensorSpec
+from trtflow.spec import Profile, TensorSpec
 
 SIDECAR_SUFFIX = ".json"
 
@@ -137,14 +137,7 @@ def malformed(data: Any) -> str | None:
     return None
 
 
-def spec_from_dict(data: dict) -> TensorSpec:
-    bounds = data.get("bounds")
-    return TensorSpec(
-        data["name"],
-        data["dtype"],
-        tuple(data["shape"]),
-        Bounds(tuple(bounds["min"]), tuple(bounds["opt"]), tuple(bounds["max"])) if bounds else None,
-    )
+spec_from_dict = TensorSpec.from_dict
 
 
 def io_from_sidecar(meta: dict) -> tuple[list[TensorSpec], list[TensorSpec], list[Profile]]:

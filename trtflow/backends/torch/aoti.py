@@ -10,22 +10,14 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from trtflow.errors import ModelLoadError, UsageError
-from trtflow.spec import Bounds, TensorSpec
+from trtflow.spec import TensorSpec
 
 log = logging.getLogger(__name__)
 
 METADATA_KEY = "trtflow.specs"  # package metadata holding the specs (base64 of JSON: no quotes to escape in C++)
-
-
-def _spec_from_dict(data: Mapping) -> TensorSpec:
-    bounds = data.get("bounds")
-    return TensorSpec(
-        data["name"], data["dtype"], tuple(data["shape"]),
-        Bounds(tuple(bounds["min"]), tuple(bounds["opt"]), tuple(bounds["max"])) if bounds else None,
-    )
 
 
 def _package_metadata(path: Path) -> dict:
@@ -53,7 +45,7 @@ def package_specs(path: str | os.PathLike) -> tuple[list[TensorSpec], list[Tenso
     if METADATA_KEY not in meta:
         raise ModelLoadError(f"{path} has no trtflow specs in its metadata; build it with trtflow build --engine torch")
     specs = json.loads(base64.b64decode(meta[METADATA_KEY]))
-    return [_spec_from_dict(s) for s in specs["inputs"]], [_spec_from_dict(s) for s in specs["outputs"]]
+    return [TensorSpec.from_dict(s) for s in specs["inputs"]], [TensorSpec.from_dict(s) for s in specs["outputs"]]
 
 
 def load_package(path: Path, device) -> tuple[Any, list[TensorSpec], list[TensorSpec], bool]:
@@ -80,5 +72,5 @@ def load_package(path: Path, device) -> tuple[Any, list[TensorSpec], list[Tensor
         )
     specs = json.loads(base64.b64decode(meta[METADATA_KEY]))
     runner = runner or _load_runner(torch, path, device)
-    inputs = [_spec_from_dict(s) for s in specs["inputs"]]
-    return runner, inputs, [_spec_from_dict(s) for s in specs["outputs"]], bool(specs.get("keywords"))
+    inputs = [TensorSpec.from_dict(s) for s in specs["inputs"]]
+    return runner, inputs, [TensorSpec.from_dict(s) for s in specs["outputs"]], bool(specs.get("keywords"))

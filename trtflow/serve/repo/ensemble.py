@@ -19,6 +19,7 @@ import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from trtflow.errors import UsageError
 from trtflow.progress import Progress, report
@@ -49,6 +50,26 @@ def _write_python_step(repo: Path, name: str, template: str, spec: ConfigSpec, o
     shutil.copyfile(TEMPLATES / template, version / "model.py")
     (model_dir / "config.pbtxt").write_text(text)
     return model_dir
+
+
+def load_step_task(args: dict) -> tuple[Any, dict]:
+    """The task a pre or post step runs, from Triton's ``initialize`` args.
+
+    Returns:
+        (the task, the step's model config as a dict); ``trtflow_model`` is relative to the
+        step's version folder (the model step's file).
+    """
+    from trtflow.tasks import make_task
+
+    config = json.loads(args["model_config"])
+    params = {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
+    folder = os.path.join(args["model_repository"], args["model_version"])
+    model = os.path.normpath(os.path.join(folder, params["trtflow_model"]))
+    options = json.loads(params.get("trtflow_options") or "{}")
+    task_options = json.loads(params.get("trtflow_task_options") or "{}")
+    task = make_task(params["trtflow_task"], model, engine=params.get("trtflow_engine") or "auto",
+                     **task_options, **options)
+    return task, config
 
 
 def write_ensemble(model: str | os.PathLike, repo: str | os.PathLike, options: RepoOptions,
@@ -113,7 +134,7 @@ def write_ensemble(model: str | os.PathLike, repo: str | os.PathLike, options: R
                 {"model_name": step.model_dir.name, "model_version": -1, "input_map": {inputs[0]["name"]: "prepared"},
                  "output_map": out_map},
                 {"model_name": f"{name}_post", "model_version": -1,
-                 "input_map": {**{k: v for k, v in out_map.items()}, "META": "meta"}, "output_map": {"RESULT": "RESULT"}},
+                 "input_map": {**out_map, "META": "meta"}, "output_map": {"RESULT": "RESULT"}},
             ]},
         }
         text = to_pbtxt(json_format.ParseDict(doc, pb2.ModelConfig()))

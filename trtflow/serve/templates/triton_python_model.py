@@ -22,6 +22,8 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from trtflow.serve.batcher import merge, split
+
 
 def _parameters(config):
     return {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
@@ -85,11 +87,7 @@ class TritonPythonModel:
 
     def _run(self, feeds):
         """Run the feeds of one group; return one output dict per feed."""
-        counts = [len(feed[self.input_names[0]]) if self.batched else 1 for feed in feeds]
-        if len(feeds) == 1:
-            merged = feeds[0]
-        else:
-            merged = {n: np.concatenate([f[n] for f in feeds]) for n in self.input_names}
+        merged = merge(feeds)
         if self.task is not None:
             frames = list(merged[self.input_names[0]]) if self.batched else [merged[self.input_names[0]]]
             results = self.task.predict(frames)
@@ -97,13 +95,7 @@ class TritonPythonModel:
             outputs = {self.output_names[0]: docs if self.batched else docs[0]}
         else:
             outputs = self.engine.infer(merged)
-        if len(feeds) == 1:
-            return [outputs]
-        split, start = [], 0
-        for n in counts:
-            split.append({k: v[start:start + n] for k, v in outputs.items()})
-            start += n
-        return split
+        return split(outputs, [len(feed[self.input_names[0]]) if self.batched else 1 for feed in feeds])
 
     def finalize(self):
         if self.task is not None:

@@ -7,28 +7,16 @@ document per frame (the task result's ``to_dict()``), ``[n, 1]`` BYTES. Paramete
 """
 
 import json
-import os
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
-def _load_task(args):
-    from trtflow.tasks import make_task
-
-    config = json.loads(args["model_config"])
-    params = {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
-    folder = os.path.join(args["model_repository"], args["model_version"])
-    model = os.path.normpath(os.path.join(folder, params["trtflow_model"]))
-    options = json.loads(params.get("trtflow_options") or "{}")
-    task_options = json.loads(params.get("trtflow_task_options") or "{}")
-    return make_task(params["trtflow_task"], model, engine=params.get("trtflow_engine") or "auto",
-                     **task_options, **options), config
-
-
 class TritonPythonModel:
     def initialize(self, args):
-        self.task, config = _load_task(args)
+        from trtflow.serve.repo.ensemble import load_step_task
+
+        self.task, config = load_step_task(args)
         self.outputs = [t["name"] for t in config["input"] if t["name"] != "META"]
 
     def execute(self, requests):

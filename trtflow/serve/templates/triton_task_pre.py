@@ -8,30 +8,15 @@ Parameters as in ``triton_python_model.py`` (``trtflow_model`` may be a path rel
 version folder, e.g. the model step's file).
 """
 
-import json
-import os
-
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
-def load_task(args):
-    """The trtflow task named by the model's parameters (its engine gives the specs)."""
-    from trtflow.tasks import make_task
-
-    config = json.loads(args["model_config"])
-    params = {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
-    folder = os.path.join(args["model_repository"], args["model_version"])
-    model = os.path.normpath(os.path.join(folder, params["trtflow_model"]))
-    options = json.loads(params.get("trtflow_options") or "{}")
-    task_options = json.loads(params.get("trtflow_task_options") or "{}")
-    return make_task(params["trtflow_task"], model, engine=params.get("trtflow_engine") or "auto",
-                     **task_options, **options)
-
-
 class TritonPythonModel:
     def initialize(self, args):
-        self.task = load_task(args)
+        from trtflow.serve.repo.ensemble import load_step_task
+
+        self.task, _ = load_step_task(args)
 
     def execute(self, requests):
         responses = []

@@ -1,6 +1,7 @@
 """One copy of the engine per GPU, benchmarked at the same time: each copy runs ``run_bench`` in
-its own thread on its own CUDA stream(s) and GPU, all start the timed loop together, and the
-throughput is reported per GPU and summed.
+its own thread on its own CUDA stream(s) and GPU, all start their warm-up together (a timed
+warm-up, so on equal GPUs the timed loops start at about the same time), and the throughput is
+reported per GPU and summed.
 
 Threads suffice while the GPUs, not the Python host, are the bottleneck (the CUDA loop spends its
 time waiting on events with the GIL released); the per-GPU ``gpu_busy_fraction`` in the JSON
@@ -68,7 +69,7 @@ def run_multi(engines: Sequence[Any], feed: Mapping[str, np.ndarray], config: Be
         engine = engines[index]
         try:
             _set_device(engine)
-            barrier.wait()  # warm-up and timed loop start together on every GPU
+            barrier.wait()  # every GPU starts its (timed) warm-up at the same time
             results[index] = run_bench(engine, feed, config, progress=progress if index == 0 else None)
         except threading.BrokenBarrierError:
             pass

@@ -108,7 +108,7 @@ def _compare_onnx(args, engines: list[str], tolerances, stack: contextlib.ExitSt
     files = parse_input_args(args.input)
     shapes = options.shapes_of(args)
     loaded = {}
-    with output.steps("loading") as step:
+    with output.bar("loading") as step:
         for name in engines:
             step(f"loading the {name} engine")
             loaded[name] = stack.enter_context(options.load_engine(args, args.model, name))
@@ -133,7 +133,7 @@ def _compare_files(args, is_module: bool, tolerances, stack: contextlib.ExitStac
     if "," in (args.engines or ""):
         raise UsageError("with two model files, --engines names one engine both run on (e.g. --engines ort)")
     files = parse_input_args(args.input)
-    with output.steps("loading") as step:
+    with output.bar("loading") as step:
         other = stack.enter_context(options.load_engine(args, args.other, engine))
         if is_module:
             step(f"loading {args.model} (torch)")
@@ -171,7 +171,7 @@ def _compare_module(args, engines: list[str], tolerances, tmp: str, stack: conte
     config = export_config(args, names, verify=False)
     onnx_path = f"{tmp}/model.onnx"
     loaded = {}
-    with output.steps("exporting") as step:
+    with output.bar("exporting") as step:
         result = from_torch(module, examples, onnx_path, config=config, progress=step)
         input_names = [s.name for s in result.inputs]
         output_names = [s.name for s in result.outputs]

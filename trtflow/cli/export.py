@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     options.check_out_path(args.out, "--out", ".onnx")
     module, examples, names = module_and_examples(args, args.module)
     config = export_config(args, names, verify=not args.no_verify, tolerances=True)
-    with output.steps("exporting") as step:
+    with output.bar("exporting") as step:
         try:
             result = from_torch(module, examples, args.out, config=config, progress=step)
         except MismatchError as exc:

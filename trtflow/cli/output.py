@@ -52,21 +52,6 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
     console().print(table)
 
 
-def progress(description: str, total: float | None = None):
-    """A rich progress bar on stderr (so --json stdout stays clean); use as a context manager.
-
-    Off when stderr is not a terminal (CI, pipes), so an error stays the one line on stderr.
-    """
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    err = console(stderr=True)
-    return Progress(
-        SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=err, transient=True,
-        disable=not err.is_terminal,
-    )
-
-
 @contextlib.contextmanager
 def bar(first: str, enabled: bool = True) -> Iterator[Progress]:
     """A transient bar on stderr driven by the library's ``Progress`` callback, which it yields.
@@ -78,13 +63,16 @@ def bar(first: str, enabled: bool = True) -> Iterator[Progress]:
         log.info(first)
         yield lambda step, done=None, total=None: log.info(step)
         return
-    with progress(first) as rich_bar:
+    from rich.progress import BarColumn, Progress as RichProgress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    err = console(stderr=True)
+    rich = RichProgress(SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
+                        TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=err, transient=True,
+                        disable=not err.is_terminal)
+    with rich as rich_bar:
         task = rich_bar.add_task(first, total=None)
 
         def update(step: str, done: float | None = None, total: float | None = None) -> None:
             rich_bar.update(task, description=step, completed=done or 0, total=total)
 
         yield update
-
-
-steps = bar

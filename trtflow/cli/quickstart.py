@@ -40,7 +40,7 @@ def _export(folder, fresh: bool, log_lines: list[str]) -> tuple:
     """The cached ONNX file, exported (and verified) when absent, stale or --fresh."""
     from trtflow.tasks.models import export_mobilenet
 
-    with output.steps("exporting MobileNetV2") as step:
+    with output.bar("exporting MobileNetV2") as step:
         onnx_path, meta, reused, result = export_mobilenet(folder, fresh, progress=step)
     if reused:
         log_lines.append(f"reusing the cached ONNX model {onnx_path} (exported and verified earlier; --fresh re-exports)")

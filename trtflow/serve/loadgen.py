@@ -34,11 +34,15 @@ class LoadConfig:
         url: the server, ``host:port`` or ``http://host:port`` (the gRPC port for ``grpc``).
         model: model name.
         concurrency: client counts, one measurement each.
-        duration_s: measurement window per level (after ``warmup_s``).
+        duration_s: measurement window per level.
+        warmup_s: seconds of load before each window (requests ending then are not counted).
         shapes: input name -> shape including the batch dim (default: batch 1, model dims).
         protocol: "http" or "grpc".
         binary: binary tensor extension (HTTP); False sends JSON tensors.
         processes: processes the clients are spread over.
+        seed: seed of the random input values.
+        metadata_url: the HTTP server to read the model's metadata from (default: ``url``;
+            a ``grpc`` run without it reads the metadata over gRPC).
     """
 
     url: str
@@ -51,7 +55,7 @@ class LoadConfig:
     binary: bool = True
     processes: int = 1
     seed: int = 0
-    metadata_url: str | None = None  # HTTP server for metadata when protocol is grpc
+    metadata_url: str | None = None
 
 
 @dataclass

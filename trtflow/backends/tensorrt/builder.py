@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from trtflow.backends.tensorrt.parser_errors import (build_failures, format_fail
 from trtflow.backends.tensorrt.precision import PrecisionPlan, plan_precision
 from trtflow.backends.tensorrt.profiles import complete_profiles
 from trtflow.backends.tensorrt.progress import monitor_for
+from trtflow.backends.tensorrt.sidecar import atomic_write
 from trtflow.backends.tensorrt.buffers import dtype_from_trt, union_bounds
 from trtflow.errors import BuildError, ModelLoadError, UsageError
 from trtflow.graph.io import ModelLike, load_onnx, onnx_specs
@@ -216,9 +216,7 @@ def _save_timing_cache(cfg: Any, path: str | None, flavor: Flavor) -> None:
     cache = cfg.get_timing_cache()
     if cache is None:
         return
-    tmp = Path(path).with_name(Path(path).name + f".tmp{os.getpid()}")
-    tmp.write_bytes(bytes(cache.serialize()))
-    os.replace(tmp, path)
+    atomic_write(Path(path), bytes(cache.serialize()))
 
 
 def network_specs(network: Any, proto: Any, profiles: list[Profile]) -> tuple[list[TensorSpec], list[TensorSpec]]:

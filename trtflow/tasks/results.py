@@ -72,16 +72,18 @@ class Detections:
         return int(self.boxes.shape[0])
 
     def to_dict(self) -> dict:
+        boxes, scores, classes = self.boxes.tolist(), self.scores.tolist(), self.classes.tolist()  # Python numbers once
+        landmarks = self.landmarks.tolist() if self.landmarks is not None else None
         items = []
         for i in range(len(self)):
             item = {
-                "box": [round(float(v), 2) for v in self.boxes[i]],
-                "score": round(float(self.scores[i]), 4),
-                "class": int(self.classes[i]),
+                "box": [round(v, 2) for v in boxes[i]],
+                "score": round(scores[i], 4),
+                "class": classes[i],
                 "label": self.labels[i] if i < len(self.labels) else None,
             }
-            if self.landmarks is not None:
-                item["landmarks"] = [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks[i]]
+            if landmarks is not None:
+                item["landmarks"] = [[round(x, 2), round(y, 2)] for x, y in landmarks[i]]
             items.append(item)
         return {"detections": items}
 

@@ -37,7 +37,7 @@ class Engine(ABC):
         self.outputs = list(outputs)
         self._specs = {s.name: s for s in self.inputs}
         self._names = tuple(self._specs)
-        self._plans: dict[tuple, tuple] = {}  # feed signature -> (family, casts, outputs pass through)
+        self._plans: dict[tuple, tuple] = {}  # signature -> (family, inputs used as given, outputs as given)
         self._closed = False
 
     # -- public ---------------------------------------------------------------------------

@@ -79,7 +79,7 @@ class Detections:
             item = {
                 "box": [round(v, 2) for v in boxes[i]],
                 "score": round(scores[i], 4),
-                "class": classes[i],
+                "class": int(classes[i]),
                 "label": self.labels[i] if i < len(self.labels) else None,
             }
             if landmarks is not None:

@@ -136,7 +136,7 @@ class TorchEngine(Engine):
     def _infer(self, feed: dict[str, Any]) -> dict[str, Any]:
         if self._index < 0:
             return self._run(feed)
-        first = feed[self.inputs[0].name] if len(feed) > 1 else next(iter(feed.values()))
+        first = next(iter(feed.values()))
         if first.get_device() == self._index and (len(feed) == 1 or self._all_on_device(feed)):
             return self._run_graph(feed) if self.cuda_graphs else self._run(feed)
         return self._run_from_host(feed)

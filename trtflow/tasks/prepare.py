@@ -115,7 +115,7 @@ def prepare_frames(frames: Any, prep: Prep, dtype: str = "float32", device: Opti
     x = torch.stack(out)
     if prep.order == "bgr":
         x = x.flip(1)
-    x = _normalize(x, prep, torch)
+    x = _normalize(x, prep)
     x = x.to(torch_dtype(dtype)).contiguous()
     return x, metas, numpy_in
 
@@ -187,15 +187,13 @@ def _crop(x, prep: Prep):
 _PLACE = {"letterbox": _letterbox, "stretch": _stretch, "crop": _crop}
 
 
-def _normalize(x, prep: Prep, torch):
+def _normalize(x, prep: Prep):
+    from trtflow.vision.preprocess import normalize
+
     if prep.scale != 1:
         x = x * prep.scale
-    mean = tuple(float(m) for m in prep.mean)
-    std = tuple(float(s) for s in prep.std)
-    if any(mean):
-        x = x - torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    if any(s != 1 for s in std):
-        x = x / torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    if any(prep.mean) or any(s != 1 for s in prep.std):
+        x = normalize(x, tuple(map(float, prep.mean)), tuple(map(float, prep.std)))
     return x
 
 

@@ -112,7 +112,8 @@ def prepare_frames(frames: Any, prep: Prep, dtype: str = "float32", device: Opti
         for j, i in enumerate(idx):
             out[i] = x[j]
             metas[i] = meta
-    x = torch.stack(out)
+    if len(groups) > 1:  # one group (frames of one size) is already the batch, in order
+        x = torch.stack(out)
     if prep.order == "bgr":
         x = x.flip(1)
     x = _normalize(x, prep)

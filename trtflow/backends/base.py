@@ -100,7 +100,8 @@ class Engine(ABC):
             if m < lo:
                 chunk = {k: _pad_rows(v, lo) for k, v in chunk.items()}
             out = self._infer_checked(chunk)
-            parts.append({k: v[:m] if shape_of(v) and shape_of(v)[0] == max(m, lo) else v for k, v in out.items()})
+            rows = max(m, lo)  # outputs with the chunk's batch are trimmed to its real rows
+            parts.append({k: v[:m] if shape_of(v)[:1] == (rows,) else v for k, v in out.items()})
         return {k: _join([p[k] for p in parts]) for k in parts[0]}
 
     def _infer_checked(self, feed: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import logging
 import time
 
 from trtflow.deps import require
-from trtflow.errors import EngineError, TrtflowError
+from trtflow.errors import TrtflowError
 from trtflow.serve import protocol
 from trtflow.serve.protocol import HEADER_LENGTH, ProtocolError
 
@@ -71,7 +71,7 @@ def make_app(server) -> "web.Application":
             text = "request body too large; the limit is %d bytes (--max-body-mb)" % server.max_body \
                 if exc.status == 413 else (exc.reason or "error")
             response = _error(text, exc.status)
-        except (TrtflowError, EngineError) as exc:
+        except TrtflowError as exc:  # bad input (exit code 2): 400; EngineError and the like: 500
             response = _error(str(exc), 400 if getattr(exc, "exit_code", 1) == 2 else 500)
         except Exception as exc:  # keep serving; the client sees the reason
             log.exception("unhandled error on %s", request.path)

@@ -70,13 +70,10 @@ def plan_precision(proto: Any, config: BuildConfig, flavor: Flavor) -> Precision
 
     why = f"{flavor.label} builds strongly typed networks" if flavor.always_strongly_typed else "--stronglyTyped"
     if config.int8 or config.best:
-        import importlib.util
-
         flag = "--int8" if config.int8 else "--best"
-        tool = "`trtflow surgeon quantize`" if importlib.util.find_spec("trtflow.edits.quantize") else "NVIDIA ModelOpt"
         raise UsageError(
             f"{flag} needs precision builder flags, which do not apply here: {why} (precision comes from the "
-            f"ONNX types). Insert Q/DQ nodes for INT8 (e.g. with {tool}), or use --fp16, which converts "
+            "ONNX types). Insert Q/DQ nodes for INT8 (e.g. with `trtflow surgeon quantize`), or use --fp16, which converts "
             "the ONNX to FP16 first."
         )
     if config.bf16:

@@ -87,6 +87,9 @@ class Staging:
     def download(self, name: str, tensor: Any):
         """Start an async copy of a device tensor into a pinned buffer on ``stream``.
 
+        A bfloat16 tensor comes back as float32 (numpy has no bfloat16): it is converted on the
+        device first, one allocation per call.
+
         Returns:
             The pinned host tensor; read it only after ``stream`` is synchronized
             (``finish`` does that and returns numpy copies).

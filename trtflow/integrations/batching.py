@@ -2,8 +2,9 @@
 
 ``BatchRunner`` collects frames with an opaque token each (BMF's VideoFrame, for its pts), runs
 a batch when ``batch`` frames are waiting, and ``flush()`` runs the partial batch at the end of
-the stream. Before results leave, the CUDA stream the outputs were made on is synchronized, so a
-consumer on another thread never reads a tensor the GPU is still writing.
+the stream. Before results leave, the current CUDA stream of the outputs' device is synchronized
+(once per batch, when an output is a CUDA tensor), so a consumer on another thread never reads a
+tensor the GPU is still writing on that stream.
 
 ``EngineTask`` runs any engine with no task-specific processing: the image input is the
 frame resized to that input's (H, W) as 0..1 RGB (optionally normalized), every other input is

@@ -25,7 +25,7 @@ import numpy as np
 
 from trtflow.deps import require
 from trtflow.errors import UsageError
-from trtflow.tasks.base import FrameMeta, Task, frames_list
+from trtflow.tasks.base import BatchDims, FrameMeta, Task, frames_list
 from trtflow.tasks.prepare import _to_tensor, feed_of
 from trtflow.tasks.results import Upscaled
 
@@ -148,9 +148,7 @@ class SuperResolutionTask(Task):
         return results
 
     @property
-    def batch_dims(self):
-        from trtflow.tasks.base import BatchDims
-
+    def batch_dims(self) -> BatchDims:
         return BatchDims(self.input_name, (3, None, None), self.input_spec.dtype)
 
 

@@ -57,6 +57,7 @@ class DetectTask(Task):
         self.iou_threshold = float(iou_threshold)
         self.max_det = int(max_det)
         self.priors = priors
+        self._checked: set = set()  # input sizes whose raw head already passed the format check
         size = _resolve_size(self, input_size)
         base = prep or Prep()
         mode = resize or base.mode
@@ -90,10 +91,12 @@ class DetectTask(Task):
                 from trtflow.vision.head_fit import guess_format
 
                 self.format = guess_format(outputs) or _yolo_layout(next(iter(outputs.values())).shape)
-            found = decode_detections(
+            size = metas[0].input_size
+            found = decode_detections(  # the head is checked against the format once per input size
                 outputs, format=self.format, score_thr=self.score_threshold, iou_thr=self.iou_threshold,
-                max_det=self.max_det, input_size=metas[0].input_size, priors=self.priors,
+                max_det=self.max_det, input_size=size, priors=self.priors, check_format=size not in self._checked,
             )
+            self._checked.add(size)
             found = {k: to_numpy(v) for k, v in found.items()}
         return [self._one(found, i, meta) for i, meta in enumerate(metas)]
 

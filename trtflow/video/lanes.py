@@ -71,14 +71,16 @@ class Lane:
         return self._stream
 
     def infer_stream(self):
-        """The lane's stream for inference (None off CUDA)."""
+        """The lane's stream for inference (None off CUDA), at the highest priority: the GPU
+        schedules its kernels ahead of preprocessing and post-processing kernels waiting beside them."""
         if not self.cuda:
             return None
         with self._lock:
             if self._infer_stream is None:
                 import torch
 
-                self._infer_stream = torch.cuda.Stream(device=self.device)
+                # torch maps a priority beyond the GPU's range to the nearest valid one: the highest
+                self._infer_stream = torch.cuda.Stream(device=self.device, priority=-100)
             return self._infer_stream
 
     def post_stream(self, worker: int):

@@ -68,6 +68,7 @@ class TuneResult:
         wall_s: tune's own wall time.
         key: the key the choice was saved under (None when not saved).
         record_path: the saved choice.
+        reference_peak: max |FP32 reference output| over the accuracy inputs: the scale errors compare to.
     """
 
     chosen: str
@@ -81,6 +82,7 @@ class TuneResult:
     wall_s: float = 0.0
     key: str | None = None
     record_path: str | None = None
+    reference_peak: float | None = None
 
     @property
     def best(self) -> ConfigResult:
@@ -91,7 +93,7 @@ class TuneResult:
         return {"chosen": self.chosen, "configs": [c.to_dict() for c in self.configs], "engine": self.engine,
                 "shapes": self.shapes, "device": self.device, "bound": self.bound,
                 "accuracy_inputs": self.accuracy_inputs, "notes": list(self.notes), "wall_s": self.wall_s,
-                "key": self.key, "record_path": self.record_path}
+                "key": self.key, "record_path": self.record_path, "reference_peak": self.reference_peak}
 
 
 def fmt(value: Any, digits: int = 4) -> str:

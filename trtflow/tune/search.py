@@ -55,6 +55,9 @@ class TuneOptions:
         calib_preprocess: image preprocessing spec when ``calib`` is a folder of images (ONNX models).
         seed: seed of random inputs.
         save: save the choice for ``load(..., tune=True)``.
+        compile_estimate_s: expected seconds of one plain compile of this model (e.g. measured by a
+            previous ``torch.compile`` of it), for the budget before tune has timed a compile itself
+            (None: ``GUESS_S_PER_COST`` per unit of build cost).
     """
 
     short_s: float = 0.3
@@ -71,6 +74,7 @@ class TuneOptions:
     calib_preprocess: str | None = None
     seed: int = 0
     save: bool = True
+    compile_estimate_s: float | None = None
 
 
 def make_bound(atol: float | None, rtol: float | None, metric: str | None, min_agreement: float | None) -> Bound:
@@ -93,11 +97,11 @@ def make_bound(atol: float | None, rtol: float | None, metric: str | None, min_a
 class _Clock:
     """The budget: what is left, and what a configuration of each build cost is likely to take."""
 
-    def __init__(self, budget_s: float | None, timing_s: float):
+    def __init__(self, budget_s: float | None, timing_s: float, estimate_s: float | None = None):
         self.start = time.perf_counter()
         self.budget_s = budget_s
         self.timing_s = timing_s
-        self.per_cost: float | None = None  # seconds of build per unit of Candidate.cost, once seen
+        self.per_cost: float | None = estimate_s  # seconds of build per unit of Candidate.cost (given, then seen)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -163,7 +167,7 @@ def search(subject: Any, candidates: list[Candidate], skips: list, feeds, refere
     """Try ``candidates`` in order; return one ``ConfigResult`` per candidate and per skip, the winner marked."""
     progress = report(progress)
     results = [ConfigResult(s.name, subject.engine, s.precision, reason=s.reason, status=SKIPPED) for s in skips]
-    clock = _Clock(budget_s, opts.short_s + opts.full_s + 2 * opts.warmup_ms / 1e3)
+    clock = _Clock(budget_s, opts.short_s + opts.full_s + 2 * opts.warmup_ms / 1e3, opts.compile_estimate_s)
     timing_feed = feeds.accuracy[0]  # host float32: the bench loop casts it for CUDA engines
     best_short, best_name = 0.0, ""
     remaining, speeds = list(candidates), {}

@@ -53,6 +53,8 @@ class TorchSubject:
         self.module = base
         self.conv = any(isinstance(m, torch.nn.Conv2d) for m in base.modules()) and all(len(s) == 4 for s in shapes.values())
         self.batchnorm = any(isinstance(m, torch.nn.BatchNorm2d) for m in base.modules())
+        self.depthwise = any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+                             for m in base.modules())
         if not self.cuda:
             self.fp8_blocker = "FP8 GEMMs need a CUDA GPU with FP8 tensor cores (SM 8.9+: Ada, Hopper)"
         elif not fp8_supported(self.device):

@@ -84,7 +84,8 @@ def tune(
 
     if engine == "torch":
         subject, key_model, shape_map, feeds = _torch_subject(model, shapes, example_inputs, device, calib, opts, progress)
-        candidates, skips = space.torch_space(precisions, subject.cuda, subject.conv, subject.batchnorm, subject.fp8_blocker)
+        candidates, skips = space.torch_space(precisions, subject.cuda, subject.conv, subject.batchnorm, subject.fp8_blocker,
+                                             subject.depthwise)
     else:
         subject, key_model, shape_map, feeds = _onnx_subject(model, shapes, example_inputs, engine, calib, opts, progress)
         candidates, skips = (space.ort_space(precisions, opts.threads, opts.ort_levels, opts.providers) if engine == "ort"
@@ -102,7 +103,7 @@ def tune(
                      "little: use real weights or recalibrate_bn=True")
     results = search(subject, candidates, skips, feeds, reference, bound, opts, budget_s, progress)
     result = TuneResult("", results, engine, {k: list(v) for k, v in shape_map.items()}, subject.describe(),
-                        bound.describe(), feeds.source, notes + list(subject.notes[seen:]))
+                        bound.describe(), feeds.source, notes + list(subject.notes[seen:]), reference_peak=peak)
     best = choose(results, bound)  # raises when none is accepted (its report: every ConfigResult)
     result.chosen = best.name
     if opts.save:

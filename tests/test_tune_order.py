@@ -1,0 +1,120 @@
+"""tune's order and budget on the CPU: the likely winner per architecture first (by what the model
+contains, not its name), compile estimates respected by the budget, and the GPU benchmark script's
+flow (arguments, per-model steps, JSON/markdown after each step) on a built-in tiny model."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from trtflow.tune.search import _Clock
+from trtflow.tune.space import Candidate, likely_first, prefer, torch_space
+
+
+def names(cands, kind=None):
+    return [c.name for c in cands if kind is None or c.cost >= 1]
+
+
+def test_conv_bn_net_tries_compile_with_fusions_first():
+    cands, _ = torch_space(["fp16"], cuda=True, conv=True, batchnorm=True, fp8=None)
+    compiles = names(cands, "compile")
+    assert compiles[0] == "fp16 compile+fused+graphs cl"
+    assert compiles.index("fp16 compile+graphs cl") < compiles.index("fp16 reduce-overhead cl")
+    assert compiles[-1] == "fp16 max-autotune+graphs cl"
+    assert all(c.cost < 1 for c in cands[: len(cands) - len(compiles)])  # seconds-cheap ones before any compile
+
+
+def test_depthwise_net_puts_fusions_last_among_compiles():
+    cands, _ = torch_space(["fp16"], cuda=True, conv=True, batchnorm=True, fp8=None, depthwise=True)
+    compiles = [c for c in cands if c.kind == "compile"]
+    assert [c.name for c in compiles] == ["fp16 compile+graphs cl", "fp16 compile+fused+graphs cl"]
+    assert names(cands, "compile")[0] == "fp16 compile+graphs cl"
+
+
+def test_linear_net_tries_fp16_compile_before_fp8():
+    cands, skips = torch_space(["fp16", "fp8"], cuda=True, conv=True, batchnorm=False, fp8=None)
+    compiles = names(cands, "compile")
+    assert compiles[:2] == ["fp16 compile+graphs cl", "fp8 compile+graphs cl"]
+    assert not any("fused" in n for n in names(cands)) and not skips
+
+
+def test_measured_fusion_result_overrides_the_static_order():
+    cands, _ = torch_space(["fp16"], cuda=True, conv=True, batchnorm=True, fp8=None, depthwise=True)
+    lost = prefer([c for c in cands if c.kind == "compile"], {"fp16 fused+graphs cl": 50.0, "fp16 eager+graphs cl": 100.0})
+    won = prefer([c for c in cands if c.kind == "compile"], {"fp16 fused+graphs cl": 300.0, "fp16 eager+graphs cl": 100.0})
+    assert lost[0].name == "fp16 compile+graphs cl" and won[0].name == "fp16 compile+fused+graphs cl"
+
+
+def test_order_does_not_depend_on_the_input_order():
+    cands, _ = torch_space(["fp32", "fp16"], cuda=True, conv=True, batchnorm=True, fp8=None)
+    assert names(likely_first(list(reversed(cands)), True, False)) == names(cands)
+
+
+def test_subject_traits_from_the_modules():
+    import torch
+
+    from trtflow.tune.subjects import TorchSubject
+
+    torch.manual_seed(0)
+    dw = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Conv2d(8, 8, 3, groups=8)).eval()
+    grouped = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, groups=2)).eval()
+    feeds = [{"x": torch.randn(2, 3, 8, 8).numpy()}]
+    a = TorchSubject(dw, {"x": (2, 3, 8, 8)}, feeds, "cpu")
+    b = TorchSubject(grouped, {"x": (2, 4, 8, 8)}, [{"x": torch.randn(2, 4, 8, 8).numpy()}], "cpu")
+    assert (a.conv, a.batchnorm, a.depthwise) == (True, True, True)
+    assert (b.conv, b.batchnorm, b.depthwise) == (True, False, False)  # grouped, not depthwise
+
+
+def test_budget_uses_the_compile_estimate_before_any_compile():
+    compile_cand = Candidate("fp16 compile+graphs cl", "torch", "fp16", {}, "fp32", 1.0, "compile")
+    eager = Candidate("fp16 eager+graphs cl", "torch", "fp16", {}, "fp32", 0.3, "graphs")
+    clock = _Clock(budget_s=30.0, timing_s=1.0, estimate_s=40.0)
+    assert "~41 s needed" in clock.refuse(compile_cand) and clock.refuse(eager) is None
+    assert _Clock(budget_s=30.0, timing_s=1.0).refuse(compile_cand) is None  # the 5 s guess fits
+    clock.learn(compile_cand, 10.0)
+    assert clock.per_cost == 40.0  # the larger of estimate and measurement: never optimistic
+
+
+def test_bench_script_flow_on_the_cpu(tmp_path):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "tune_bench.py"
+    spec = importlib.util.spec_from_file_location("tune_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["tune_bench"] = bench
+    spec.loader.exec_module(bench)
+    t0 = time.perf_counter()
+    code = bench.main([str(tmp_path), "--device", "cpu", "--runs", "tiny:2,nosuchmodel:2", "--extra-runs", "tiny:4",
+                       "--baselines", "eager", "--only", "*eager*", "--short-s", "0.02", "--full-s", "0.05",
+                       "--timing-s", "0.05", "--budget-s", "120"])
+    assert code == 0 and time.perf_counter() - t0 < 60
+    doc = json.loads((tmp_path / "tune_bench.json").read_text())
+    rows = {(r["model"], r["batch"]): r for r in doc["rows"]}
+    tiny = rows[("tiny", 2)]
+    assert tiny["traits"]["depthwise"] == 1 and tiny["eager"]["img_s"] > 0
+    assert tiny["tuned"]["chosen"].startswith("fp16 eager") and tiny["tuned"]["reference_peak"] > 1e-3
+    assert any("re-estimated" in n for n in tiny["tuned"]["notes"])
+    assert "not run" in tiny["max-autotune-no-cudagraphs"]["not_run"]
+    assert "nosuchmodel" in rows[("nosuchmodel", 2)]["not_run"] or rows[("nosuchmodel", 2)]["not_run"]
+    assert rows[("tiny", 4)]["tuned"]["img_s"] > 0
+    md = (tmp_path / "tune_bench.md").read_text()
+    assert "| tiny | 2 |" in md and "not run (off" in md and "## tiny batch 2: tune's configurations" in md
+
+
+def test_bench_script_skips_what_the_budget_cannot_cover(tmp_path):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "tune_bench.py"
+    spec = importlib.util.spec_from_file_location("tune_bench_budget", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["tune_bench_budget"] = bench
+    spec.loader.exec_module(bench)
+    bench.main([str(tmp_path), "--device", "cpu", "--runs", "tiny:2", "--extra-runs", "", "--budget-s", "1"])
+    doc = json.loads((tmp_path / "tune_bench.json").read_text())
+    assert doc["rows"][0]["not_run"].startswith("not run:")

@@ -30,8 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--instances", type=int, default=1, metavar="K",
                        help="engine instances per model, each with its own thread; on several GPUs they spread over them (default: 1)")
     group.add_argument("--workers", type=int, default=1, metavar="W",
-                       help="server processes sharing the ports (SO_REUSEPORT), each with its own engine instances "
-                       "and batcher: more HTTP/gRPC throughput than one Python process (default: 1)")
+                       help="W > 1: W front-end processes doing the HTTP/gRPC work on shared ports (SO_REUSEPORT) and "
+                       "one engine process with the instances and the batcher, fed through shared memory; 1: one "
+                       "process does both (default: 1)")
+    group.add_argument("--shm-slots", type=int, default=128, metavar="N",
+                       help="with --workers > 1: shared-memory request slots per front end; requests beyond them or "
+                       "larger than a slot (one request of --shm-slot-rows rows) travel inline (default: %(default)s)")
+    group.add_argument("--shm-slot-rows", type=int, default=1, metavar="R",
+                       help="rows of one request a slot holds (default: %(default)s)")
     options.add_gpus(group, help="GPUs the instances spread over, round-robin, e.g. 0,1 or all (default: every visible "
                      "GPU for torch/TensorRT instances; ort needs --providers cuda)")
     group = parser.add_argument_group("limits")
@@ -41,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--drain-timeout-s", type=float, default=30.0, help="how long SIGTERM waits for running requests (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, metavar="N",
                         help="ONNX Runtime intra-op threads per instance (default: 0, ONNX Runtime's choice)")
+    parser.add_argument("--ort-spinning", action="store_true",
+                        help="let ONNX Runtime's intra-op threads spin between runs (off by default when serving: "
+                        "spinning takes the cores the protocol work needs)")
     parser.add_argument("--labels", metavar="FILE", help="class labels, one per line, for the classification extension")
     parser.add_argument("--access-log", default="-", metavar="FILE",
                         help="one JSON line per request to FILE ('-': stderr, 'off': none; default: stderr)")
@@ -110,7 +119,9 @@ def _load_instances(args: argparse.Namespace, model: str) -> list:
     engines = []
     name = _engine_name(args, model)
     placed = _placement(args, name)
-    extra = {"threads": args.threads} if args.threads and name == "ort" else {}
+    extra = {"spinning": bool(getattr(args, "ort_spinning", False))} if name == "ort" else {}
+    if args.threads and name == "ort":
+        extra["threads"] = args.threads
     try:
         for i in range(args.instances):
             device = device_options(name, placed[i]) if placed else {}
@@ -122,26 +133,49 @@ def _load_instances(args: argparse.Namespace, model: str) -> list:
     return engines
 
 
-def _serve_one(args: argparse.Namespace, names: list[str], on_ready) -> None:
-    """Load the models and serve until SIGTERM/SIGINT (one process)."""
-    from trtflow.serve.model import BatchConfig, ServedModel
-    from trtflow.serve.server import ServeOptions, serve
+def _labels(args: argparse.Namespace) -> list[str] | None:
+    if not args.labels:
+        return None
+    try:
+        return Path(args.labels).read_text().splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read --labels {args.labels}: {exc.strerror}") from None
 
-    labels = None
-    if args.labels:
-        try:
-            labels = Path(args.labels).read_text().splitlines()
-        except OSError as exc:
-            raise UsageError(f"cannot read --labels {args.labels}: {exc.strerror}") from None
+
+def _load_models(args: argparse.Namespace, names: list[str], labels: list[str] | None) -> list:
+    """Every MODEL with its instances (closed again when one fails to load)."""
+    from trtflow.serve.model import BatchConfig, ServedModel
+
     config = BatchConfig(args.max_batch, args.max_queue_delay_us, tuple(args.preferred_batch_sizes),
                          args.max_queue, args.timeout_s)
     models = []
     try:
         for name, path in zip(names, args.models):
             models.append(ServedModel(name, _load_instances(args, path), config, labels))
+    except BaseException:
+        for m in models:
+            for engine in m.engines:
+                engine.close()
+        raise
+    return models
+
+
+def _options(args: argparse.Namespace, kind: str = "KIND_CPU"):
+    from trtflow.serve.server import ServeOptions
+
+    return ServeOptions(args.host, args.http_port, None if args.grpc_port < 0 else args.grpc_port,
+                        int(args.max_body_mb * (1 << 20)), args.drain_timeout_s, kind)
+
+
+def _serve_one(args: argparse.Namespace, names: list[str], on_ready) -> None:
+    """Load the models and serve until SIGTERM/SIGINT (one process)."""
+    from trtflow.serve.server import serve
+
+    models = []
+    try:
+        models = _load_models(args, names, _labels(args))
         kind = "KIND_GPU" if any(getattr(getattr(m.engines[0], "device", None), "type", "") == "cuda" for m in models) else "KIND_CPU"
-        opts = ServeOptions(args.host, args.http_port, None if args.grpc_port < 0 else args.grpc_port,
-                            int(args.max_body_mb * (1 << 20)), args.drain_timeout_s, kind, reuse_port=args.workers > 1)
+        opts = _options(args, kind)
         _access_log(args.access_log)
         try:
             serve(models, opts, on_ready=lambda server: on_ready(server, models))
@@ -154,56 +188,28 @@ def _serve_one(args: argparse.Namespace, names: list[str], on_ready) -> None:
                 engine.close()
 
 
-def _worker(args: argparse.Namespace, names: list[str], queue) -> None:
-    """A worker process (--workers): serve, report readiness or the one-line error to the parent."""
-    from trtflow.errors import TrtflowError
+def _serve_workers(args: argparse.Namespace, names: list[str], ready) -> int:
+    """--workers W > 1: one engine process, W front ends (trtflow.serve.workers)."""
+    import functools
 
-    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING)
-    try:
-        _serve_one(args, names, lambda server, models: queue.put(("ready", server.http_port, server.grpc_port)))
-    except TrtflowError as exc:
-        queue.put(("error", str(exc), exc.exit_code))
-    except KeyboardInterrupt:
-        pass
-
-
-def _serve_workers(args: argparse.Namespace, names: list[str], ready) -> None:
-    import multiprocessing
-    import signal
+    from trtflow.serve.workers import WorkerOptions, serve_workers
 
     if args.http_port == 0 or args.grpc_port == 0:
         raise UsageError("--workers > 1 shares fixed ports: give --http-port and --grpc-port (not 0)")
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(args, names, queue), name=f"trtflow-serve-{i}") for i in range(args.workers)]
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        for p in procs:
-            p.start()
+    if args.shm_slots < 0 or args.shm_slot_rows < 1:
+        raise UsageError("--shm-slots must be >= 0 and --shm-slot-rows >= 1")
+    load = functools.partial(_load_models, args, names, _labels(args))
+    setup = functools.partial(_child_logging, args.access_log, bool(getattr(args, "verbose", False)))
+    _child_logging(args.access_log, False, access=False)
+    return serve_workers(load, _options(args), WorkerOptions(args.workers, args.shm_slots, args.shm_slot_rows),
+                         on_ready=lambda r: ready(r.http_port, r.grpc_port, r), setup=setup)
 
-        def forward(sig, frame):
-            for p in procs:
-                if p.is_alive():
-                    p.terminate()  # SIGTERM: each worker drains
 
-        for sig in previous:
-            signal.signal(sig, forward)
-        for _ in procs:
-            msg = queue.get()
-            if msg[0] == "error":
-                forward(None, None)
-                raise UsageError(msg[1])
-            ports = msg[1:]
-        ready(*ports)
-        for p in procs:
-            p.join()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-                p.join(5)
+def _child_logging(access_log: str, verbose: bool, access: bool = True) -> None:
+    """Logging of a --workers child process (and of the parent, without the access log)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if access:
+        _access_log(access_log)
 
 
 def _deploy_ray(args: argparse.Namespace, names: list[str]) -> int:
@@ -247,19 +253,24 @@ def run(args: argparse.Namespace) -> int:
     def ready(http_port, grpc_port, models=None) -> None:
         info = {"models": names, "host": args.host, "http_port": http_port, "grpc_port": grpc_port,
                 "instances": args.instances, "workers": args.workers}
-        if models:
+        if isinstance(models, list):
             info["max_batch"] = {m.name: m.max_batch for m in models}
             info["devices"] = {m.name: [_device_name(e) for e in m.engines] for m in models}
+        elif models is not None:  # --workers: serve_workers' Ready
+            info["max_batch"] = {m.name: m.max_batch for m in models.infos}
+            info["devices"] = models.devices
+            info["pids"] = models.pids
+            info["shm"] = {"slot_bytes": models.slot_bytes, "slots": models.slots}
         if args.json:
             print(json.dumps(info), flush=True)
         else:
             grpc = f", gRPC {args.host}:{grpc_port}" if grpc_port else ""
+            how = f"{args.workers} front-end processes and one engine process" if args.workers > 1 else "one process"
             print(f"serving {', '.join(names)} on http://{args.host}:{http_port}{grpc} "
-                  f"({args.workers} process{'es' if args.workers > 1 else ''}; Ctrl-C or SIGTERM drains and stops)",
-                  file=sys.stderr, flush=True)
+                  f"({how}; Ctrl-C or SIGTERM drains and stops)", file=sys.stderr, flush=True)
 
     if args.workers > 1:
-        _serve_workers(args, names, ready)
+        return _serve_workers(args, names, ready)
     else:
         _serve_one(args, names, lambda server, models: ready(server.http_port, server.grpc_port, models))
     return 0

@@ -41,10 +41,14 @@ class Batcher:
     Args:
         model: the served model (its engines are the instances).
         stats: where counters go (``/metrics``).
+        execute: runs one batch in an instance's thread: ``execute(engine, items, batched) ->
+            (results, (input_us, infer_us, output_us))``; default ``_execute`` (concatenate, infer,
+            split). The engine process of ``--workers`` passes ``trtflow.serve.gather``'s for CUDA.
     """
 
-    def __init__(self, model: ServedModel, stats: ModelStats | None = None):
+    def __init__(self, model: ServedModel, stats: ModelStats | None = None, execute=None):
         self.model = model
+        self._execute = execute or _execute
         self.config = model.config
         self.stats = stats or ModelStats()
         self._queues: dict[tuple, collections.deque] = {}
@@ -186,7 +190,7 @@ class Batcher:
             self._busy += 1
             start = time.perf_counter()
             try:
-                results, times = await loop.run_in_executor(pool, _execute, engine, batch, self.model.batched)
+                results, times = await loop.run_in_executor(pool, self._execute, engine, batch, self.model.batched)
             except Exception as exc:  # EngineError and the like: every request of the batch fails
                 log.error("model '%s' failed on a batch of %d requests: %s", self.model.name, len(batch), exc)
                 for item in batch:

@@ -116,6 +116,7 @@ class Service(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelStatistics(self, request, context):
         async def run():
+            await self.server.refresh_stats()
             stats = self.server.statistics(request.name or None)
             return json_format.ParseDict(stats, pb.ModelStatisticsResponse(), ignore_unknown_fields=True)
         return await self._guard(context, run)

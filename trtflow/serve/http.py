@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 
 from trtflow.deps import require
@@ -59,6 +60,7 @@ async def _body(request, limit: int) -> bytes:
 
 def make_app(server) -> "web.Application":
     """The aiohttp application for a ``trtflow.serve.server.Server``."""
+    pid = os.getpid()  # in the access log: which process answered (--workers)
 
     @web.middleware
     async def errors_and_log(request, handler):
@@ -80,7 +82,7 @@ def make_app(server) -> "web.Application":
             access.info(json.dumps({
                 "ts": round(time.time(), 6), "remote": request.remote, "method": request.method,
                 "path": request.path, "status": response.status, "ms": round((time.perf_counter() - start) * 1e3, 3),
-                "in": request.content_length or 0, "out": response.content_length or 0,
+                "in": request.content_length or 0, "out": response.content_length or 0, "pid": pid,
             }, separators=(",", ":")))
         return response
 
@@ -104,6 +106,7 @@ def make_app(server) -> "web.Application":
         return _json(server.model(request.match_info["model"], request.match_info.get("version")).model_config(server.kind))
 
     async def model_stats(request):
+        await server.refresh_stats()
         return _json(server.statistics(request.match_info.get("model")))
 
     async def infer(request):
@@ -124,6 +127,7 @@ def make_app(server) -> "web.Application":
                             "restart it with the models to serve")
 
     async def metrics(request):
+        await server.refresh_stats()
         return web.Response(text=server.metrics_text(), content_type="text/plain")
 
     app = web.Application(client_max_size=server.max_body, middlewares=[errors_and_log])

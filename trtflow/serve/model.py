@@ -32,7 +32,31 @@ class BatchConfig:
     timeout_s: float = 30.0
 
 
-class ServedModel:
+class ModelInfo:
+    """What the protocol says about a model without its engines (picklable): name, version,
+    specs, batching bounds, labels. A front-end process (``trtflow.serve.frontend``) answers
+    metadata and config requests from it while the engines live in the engine process."""
+
+    version = "1"
+
+    def __init__(self, name: str, inputs: Sequence, outputs: Sequence, batched: bool, config: BatchConfig,
+                 labels: Sequence[str] | None, platform: str, instances: int):
+        self.name, self.inputs, self.outputs, self.batched = name, list(inputs), list(outputs), batched
+        self.config, self.labels, self.platform, self.instances = config, labels, platform, instances
+
+    @property
+    def max_batch(self) -> int:
+        return self.config.max_batch
+
+    def metadata(self) -> dict:
+        return protocol.model_metadata(self.name, self.version, self.inputs, self.outputs, self.batched, self.platform)
+
+    def model_config(self, kind: str = "KIND_CPU") -> dict:
+        return protocol.model_config(self.name, self.inputs, self.outputs, self.max_batch, self.config.delay_us,
+                                     self.config.preferred, self.instances, kind)
+
+
+class ServedModel(ModelInfo):
     """A model behind the protocol: name, version, specs, batching bounds and ``prepare``.
 
     Args:
@@ -41,8 +65,6 @@ class ServedModel:
         config: batching options; ``max_batch`` is capped by the engine's profile.
         labels: class labels for the classification extension.
     """
-
-    version = "1"
 
     def __init__(self, name: str, engines: Sequence[Engine], config: BatchConfig = BatchConfig(),
                  labels: Sequence[str] | None = None):
@@ -64,17 +86,12 @@ class ServedModel:
         self.platform = f"trtflow_{first.name}"
         self._checked: set[tuple] = set()
         self._dtypes = {s.name: np.dtype(s.dtype) if s.dtype != "bfloat16" else None for s in self.inputs}
+        self.instances = len(self.engines)
 
-    @property
-    def max_batch(self) -> int:
-        return self.config.max_batch
-
-    def metadata(self) -> dict:
-        return protocol.model_metadata(self.name, self.version, self.inputs, self.outputs, self.batched, self.platform)
-
-    def model_config(self, kind: str = "KIND_CPU") -> dict:
-        return protocol.model_config(self.name, self.inputs, self.outputs, self.max_batch, self.config.delay_us,
-                                     self.config.preferred, len(self.engines), kind)
+    def info(self) -> ModelInfo:
+        """The model without its engines, for front-end processes."""
+        return ModelInfo(self.name, self.inputs, self.outputs, self.batched, self.config, self.labels, self.platform,
+                         len(self.engines))
 
     def prepare(self, inputs: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int, tuple]:
         """Validate one request's inputs against the engine and cast them to its dtypes.

@@ -58,7 +58,7 @@ class ServeOptions:
 class Server:
     """Models, batchers and counters behind both protocols. Create inside a running event loop."""
 
-    def __init__(self, models: list[ServedModel], options: ServeOptions = ServeOptions()):
+    def __init__(self, models: list[ServedModel], options: ServeOptions = ServeOptions(), execute: dict | None = None):
         from trtflow import __version__
 
         self.version = __version__
@@ -67,7 +67,7 @@ class Server:
         self.kind = options.kind
         self.models = {m.name: m for m in models}
         self.stats = {m.name: metrics.ModelStats() for m in models}
-        self.batchers = {m.name: Batcher(m, self.stats[m.name]) for m in models}
+        self.batchers = {m.name: Batcher(m, self.stats[m.name], (execute or {}).get(m.name)) for m in models}
         self.last_inference = {m.name: 0 for m in models}
         self.draining = False
         self.http_port: int | None = None
@@ -138,6 +138,10 @@ class Server:
 
     def metrics_text(self) -> str:
         return metrics.render(self.stats)
+
+    async def refresh_stats(self) -> None:
+        """Bring ``stats`` up to date before ``statistics``/``metrics_text`` (a front end asks the
+        engine process; here they are live already)."""
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -222,6 +226,11 @@ def serve(models: list[ServedModel], options: ServeOptions = ServeOptions(), on_
 
     if options.switch_interval_s:
         sys.setswitchinterval(options.switch_interval_s)
+    run_loop(main)
+
+
+def run_loop(main) -> None:
+    """Run ``main()`` (a coroutine function) to completion, on uvloop when it is installed."""
     try:
         import uvloop
     except ImportError:

@@ -1,0 +1,299 @@
+"""`trtflow serve --workers 2`: two front-end processes and one engine process fed through shared
+memory, as subprocesses on 127.0.0.1: tritonclient HTTP and gRPC results equal in-process inference,
+requests of both front ends batched together, Triton's errors (400, 503), the inline fallback for a
+request larger than a slot, SIGTERM drains, a killed front end leaves the other serving."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip("aiohttp")
+httpclient = pytest.importorskip("tritonclient.http")
+grpcclient = pytest.importorskip("tritonclient.grpc")
+
+import trtflow  # noqa: E402
+from tests.test_serve import affine_model, slow_model  # noqa: E402
+from trtflow.serve import metrics  # noqa: E402
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+
+def _ports() -> tuple[int, int]:
+    socks = [socket.socket() for _ in range(2)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = tuple(s.getsockname()[1] for s in socks)
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _start(models: list, *flags: str, log=None) -> tuple[subprocess.Popen, dict]:
+    http, grpc = _ports()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trtflow", "serve", *map(str, models), "--http-port", str(http), "--grpc-port", str(grpc),
+         "--workers", "2", "--json", "--access-log", str(log or "off"), *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if not line:
+        raise AssertionError(f"the server did not start: {proc.stderr.read()}")
+    return proc, json.loads(line)
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return proc.stderr.read()
+
+
+def _post(port: int, model: str, body: bytes) -> tuple[int, bytes]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/{model}/infer", data=body, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""  # refused: the listener is closed
+
+
+def _body(x: np.ndarray, datatype: str = "FP32") -> bytes:
+    return json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": datatype,
+                                   "data": x.reshape(-1).tolist()}]}).encode()
+
+
+def _metrics(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return metrics.parse(r.read().decode())
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("workers")
+    (root / "affine.onnx").write_bytes(affine_model())
+    (root / "slow.onnx").write_bytes(slow_model())
+    (root / "slower.onnx").write_bytes(slow_model(k=48))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(files):
+    log = files / "access.log"
+    proc, info = _start([files / "affine.onnx", files / "slow.onnx"], "--max-batch", "8", "--max-queue-delay-us",
+                        "20000", log=log)
+    info["log"] = log
+    yield proc, info
+    _stop(proc)
+
+
+def test_results_equal_in_process_over_http_and_grpc(server, files):
+    proc, info = server
+    assert info["workers"] == 2 and len(info["pids"]["frontends"]) == 2 and info["shm"]["slot_bytes"] == 4096
+    engine = trtflow.load(files / "slow.onnx", engine="ort")
+    h = httpclient.InferenceServerClient(f"127.0.0.1:{info['http_port']}")
+    g = grpcclient.InferenceServerClient(f"127.0.0.1:{info['grpc_port']}")
+    assert h.is_server_ready() and g.is_model_ready("slow")
+    assert h.get_model_config("slow")["max_batch_size"] == 8 and h.get_model_metadata("affine")["inputs"][0]["name"] == "x"
+    rng = np.random.default_rng(0)
+    for rows in (1, 3):  # 3 rows (12 KB) do not fit a 4 KB slot: the inline fallback
+        x = rng.standard_normal((rows, 1024)).astype(np.float32)
+        want = engine.infer({"x": x})["y"]
+        for binary in (True, False):
+            i = httpclient.InferInput("x", list(x.shape), "FP32")
+            i.set_data_from_numpy(x, binary_data=binary)
+            np.testing.assert_allclose(h.infer("slow", [i]).as_numpy("y"), want, rtol=1e-5, atol=1e-6)
+        gi = grpcclient.InferInput("x", list(x.shape), "FP32")
+        gi.set_data_from_numpy(x)
+        np.testing.assert_allclose(g.infer("slow", [gi]).as_numpy("y"), want, rtol=1e-5, atol=1e-6)
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    gi = grpcclient.InferInput("x", [2, 4], "FP32")
+    gi.set_data_from_numpy(x)
+    top = g.infer("affine", [gi], outputs=[grpcclient.InferRequestedOutput("y", class_count=1)]).as_numpy("y")
+    assert top[0, 0].decode() == "7.000000:3"
+
+
+def test_requests_of_both_front_ends_are_batched_together(server, files):
+    proc, info = server
+    port = info["http_port"]
+    engine = trtflow.load(files / "slow.onnx", engine="ort")
+    xs = [np.random.default_rng(i).standard_normal((1, 1024)).astype(np.float32) for i in range(16)]
+    before = _metrics(port)
+    label = '{model="slow",version="1"}'
+    results: dict = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, _post(port, "slow", _body(xs[i]))))
+               for i in range(16)]  # a new connection each: the kernel spreads them over both front ends
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = _metrics(port)
+    executions = after["nv_inference_exec_count" + label] - before["nv_inference_exec_count" + label]
+    assert after["nv_inference_count" + label] - before["nv_inference_count" + label] == 16
+    assert executions < 16, f"{executions} executions for 16 concurrent requests: nothing was batched"
+    for i, x in enumerate(xs):
+        code, text = results[i]
+        assert code == 200
+        np.testing.assert_allclose(json.loads(text)["outputs"][0]["data"], engine.infer({"x": x})["y"].reshape(-1),
+                                   rtol=1e-4, atol=1e-5)
+    lines = [json.loads(line) for line in info["log"].read_text().splitlines()]
+    pids = {d["pid"] for d in lines if d["path"] == "/v2/models/slow/infer"}
+    assert pids <= set(info["pids"]["frontends"])
+    assert len(pids) == 2, f"every request went to one front end ({pids}); the test did not reach both"
+    stats = httpclient.InferenceServerClient(f"127.0.0.1:{port}").get_inference_statistics("slow")["model_stats"][0]
+    assert stats["execution_count"] == after["nv_inference_exec_count" + label]  # the engine process's counters
+
+
+@pytest.mark.parametrize("case, status, message", [
+    ("wrong_shape", 400, "dim 1 is 3"), ("wrong_dtype", 400, "float64"), ("too_big_batch", 400, "1..8"),
+    ("unknown_model", 404, "unknown model"),
+])
+def test_errors_come_back_as_the_in_process_server_gives_them(server, case, status, message):
+    proc, info = server
+    port = info["http_port"]
+    model, body = "affine", _body(np.ones((1, 4)))
+    if case == "wrong_shape":
+        body = _body(np.ones((1, 3)))
+    elif case == "wrong_dtype":
+        body = _body(np.ones((1, 4)), "FP64")
+    elif case == "too_big_batch":
+        body = _body(np.ones((9, 4)))
+    else:
+        model = "nope"
+    code, text = _post(port, model, body)
+    assert code == status and message in json.loads(text)["error"]
+    g = grpcclient.InferenceServerClient(f"127.0.0.1:{info['grpc_port']}")
+    if case == "wrong_dtype":
+        gi = grpcclient.InferInput("x", [1, 4], "FP64")
+        gi.set_data_from_numpy(np.ones((1, 4)))
+        with pytest.raises(InferenceServerException, match="float64") as err:
+            g.infer("affine", [gi])
+        assert "INVALID_ARGUMENT" in str(err.value.status())
+    assert _post(port, "affine", _body(np.ones((1, 4))))[0] == 200
+
+
+def test_killed_front_end_leaves_the_other_serving(files):
+    proc, info = _start([files / "affine.onnx"])
+    try:
+        dead = info["pids"]["frontends"][0]
+        os.kill(dead, signal.SIGKILL)
+        time.sleep(0.5)
+        body = _body(np.ones((1, 4)))
+        codes = [_post(info["http_port"], "affine", body)[0] for _ in range(10)]  # new connections each
+        assert codes == [200] * 10
+        assert proc.poll() is None
+    finally:
+        err = _stop(proc)
+    assert proc.returncode == 0
+    assert f"(pid {dead}) exited with code -9; 1 front end(s) still serving" in err
+
+
+def test_full_queue_503_then_sigterm_drains_in_flight(files):
+    proc, info = _start([files / "slower.onnx"], "--max-batch", "1", "--max-queue", "4")  # about 50 ms a request
+    port = info["http_port"]
+    body = _body(np.ones((1, 1024)))
+    label = '{model="slower",version="1"}'
+    try:
+        codes: list = []
+        threads = [threading.Thread(target=lambda: codes.append(_post(port, "slower", body))) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted({c for c, _ in codes}) == [200, 503]
+        assert all("queued" in json.loads(t)["error"] for c, t in codes if c == 503)
+        codes = []
+        threads = [threading.Thread(target=lambda: codes.append(_post(port, "slower", body)[0])) for _ in range(4)]
+        for t in threads:
+            t.start()
+        deadline = time.time() + 20
+        while time.time() < deadline:  # all 4 reached the engine process: one running, three queued
+            values = _metrics(port)
+            if values["trtflow_inference_inflight_request_count" + label] == 4:
+                break
+            time.sleep(0.005)
+        assert values["trtflow_inference_inflight_request_count" + label] == 4
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+        late = _post(port, "slower", body)[0]
+        for t in threads:
+            t.join(30)
+        assert proc.wait(30) == 0
+        assert codes == [200] * 4, f"in-flight requests lost during the drain: {codes}"
+        assert late in (503, 0)
+    finally:
+        _stop(proc)
+
+
+def test_model_that_cannot_load_fails_fast(tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not a model")
+    http, grpc = _ports()
+    done = subprocess.run([sys.executable, "-m", "trtflow", "serve", str(bad), "--workers", "2", "--http-port", str(http),
+                           "--grpc-port", str(grpc)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trtflow serve: error:")
+
+
+def _cuda_resnet_like():
+    """A small conv net on CUDA, FP16, channels-last, fused, CUDA graphs (the GPU benchmark's setup)."""
+    import torch
+
+    from trtflow.serve.model import BatchConfig, ServedModel
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10))
+    engine = trtflow.load(net.eval(), engine="torch", example_inputs={"x": torch.randn(2, 3, 32, 32)},
+                          dynamic={"x": {0: "batch"}}, min_shapes={"x": (1, 3, 32, 32)}, max_shapes={"x": (8, 3, 32, 32)},
+                          output_names=["logits"], dtype="fp16", keep_io_types=False, channels_last=True, fuse=True,
+                          cuda_graphs=True, max_graphs=9)
+    return [ServedModel("net", [engine], BatchConfig(max_batch=8, delay_us=20000))]
+
+
+@pytest.mark.gpu
+def test_cuda_gather_serves_what_the_engine_computes():
+    """The engine process's CUDA path (slots page-locked, rows copied to the device, one D2H)."""
+    http, grpc = _ports()
+    code = ("import json, sys; sys.path.insert(0, '.');"
+            "from tests.test_serve_workers import _cuda_resnet_like;"
+            "from trtflow.serve.server import ServeOptions;"
+            "from trtflow.serve.workers import WorkerOptions, serve_workers;"
+            f"serve_workers(_cuda_resnet_like, ServeOptions(http_port={http}, grpc_port={grpc}), WorkerOptions(2),"
+            "on_ready=lambda r: print(json.dumps({'kind': r.kind}), flush=True))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        assert json.loads(proc.stdout.readline())["kind"] == "KIND_GPU"
+        engine = _cuda_resnet_like()[0].engines[0]
+        xs = [np.random.default_rng(i).standard_normal((1 + i % 3, 3, 32, 32)).astype(np.float16) for i in range(12)]
+        c = httpclient.InferenceServerClient(f"127.0.0.1:{http}", concurrency=12)
+        pending = []
+        for x in xs:
+            i = httpclient.InferInput("x", list(x.shape), "FP16")
+            i.set_data_from_numpy(x)
+            pending.append(c.async_infer("net", [i]))
+        for x, p in zip(xs, pending):
+            got = p.get_result().as_numpy("logits")
+            np.testing.assert_allclose(got.astype(np.float32), engine.infer({"x": x})["logits"].astype(np.float32),
+                                       rtol=1e-2, atol=1e-2)
+        values = _metrics(http)
+        assert values['nv_inference_exec_count{model="net",version="1"}'] < len(xs)
+    finally:
+        _stop(proc)

@@ -1,0 +1,222 @@
+"""A front-end process of ``trtflow serve --workers W``: the HTTP and gRPC protocol work only (no
+engine, no CUDA), inference forwarded to the engine process.
+
+``FrontServer`` is a ``Server`` whose models are ``ModelInfo`` (metadata and config answered
+here) and whose ``infer`` copies the request's tensors into a slot of this front end's
+shared-memory arena and sends the slot to the engine process (``EngineClient``); requests that
+do not fit a slot travel inline. ``/metrics`` and the statistics extension show the engine
+process's counters (all front ends together), fetched on each scrape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from trtflow.errors import EngineError
+from trtflow.serve import ipc, metrics
+from trtflow.serve.protocol import ProtocolError
+from trtflow.serve.server import Server, ServeOptions, run_loop
+
+log = logging.getLogger(__name__)
+
+GONE = "the engine process of this server is gone; retry on another server"
+
+
+class EngineClient:
+    """Requests to the engine process over one Unix-socket connection, answers matched by id.
+
+    Args:
+        arena: this front end's slots (None: every request inline).
+    """
+
+    def __init__(self, arena: ipc.Arena | None):
+        self.arena = arena
+        self.pending: dict[int, tuple[asyncio.Future, int | None]] = {}
+        self.lost = asyncio.Event()
+        self._next = 0
+        self._channel: ipc.Channel | None = None
+
+    async def connect(self, path: str) -> None:
+        loop = asyncio.get_running_loop()
+        _, self._channel = await loop.create_unix_connection(lambda: ipc.Channel(self._on_message, self._on_close), path)
+        if self.arena is not None:
+            self._channel.send(("hello", self.arena.name, self.arena.slot_bytes, self.arena.slots))
+
+    def _send(self, msg: tuple, slot: int | None) -> asyncio.Future:
+        if self.lost.is_set():
+            if slot is not None:
+                self.arena.give(slot)
+            raise ProtocolError(GONE, 503)
+        self._next += 1
+        future = asyncio.get_running_loop().create_future()
+        msg = (msg[0], self._next) + msg[1:]
+        self.pending[self._next] = (future, slot)
+        self._channel.send(msg)
+        return future
+
+    async def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One request's outputs; errors as the in-process server raises them."""
+        arena = self.arena
+        slot = arena.take() if arena is not None and arena.fits(inputs) else None
+        if slot is not None:
+            try:
+                specs = arena.put(slot, inputs)
+            except BaseException:
+                arena.give(slot)
+                raise
+            return await self._send(("infer", model, slot, specs), slot)
+        return await self._send(("inline", model, dict(inputs)), None)
+
+    async def stats(self) -> dict:
+        return await self._send(("stats",), None)
+
+    def _on_message(self, msg: tuple) -> None:
+        entry = self.pending.pop(msg[1], None)
+        if entry is None:
+            return
+        future, slot = entry
+        if slot is not None:
+            self.arena.give(slot)  # the engine process is done with the slot once it answered
+        if future.done():  # the caller went away (client disconnected)
+            return
+        if msg[0] == "err":
+            status, message = msg[2], msg[3]
+            future.set_exception(EngineError(message) if status == 500 else ProtocolError(message, status))
+        else:
+            future.set_result(msg[2])
+
+    def _on_close(self) -> None:
+        self.lost.set()
+        for future, _ in self.pending.values():
+            if not future.done():
+                future.set_exception(ProtocolError(GONE, 503))
+        self.pending.clear()
+
+
+class FrontServer(Server):
+    """The protocol side of the server; inference goes to the engine process through ``client``."""
+
+    def __init__(self, infos: list, options: ServeOptions, client: EngineClient):
+        from trtflow import __version__
+
+        self.version = __version__
+        self.options = options
+        self.max_body = options.max_body
+        self.kind = options.kind
+        self.models = {m.name: m for m in infos}
+        self.stats = {m.name: metrics.ModelStats() for m in infos}
+        self.batchers = {}
+        self.last_inference = {m.name: 0 for m in infos}
+        self.draining = False
+        self.http_port: int | None = None
+        self.grpc_port: int | None = None
+        self._runner = None
+        self._grpc = None
+        self.client = client
+
+    async def infer(self, name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.draining:
+            raise ProtocolError("the server is shutting down; retry on another server", 503)
+        return await self.client.infer(name, inputs)
+
+    async def refresh_stats(self) -> None:
+        """The engine process's counters for every model (requests of all front ends)."""
+        for name, snap in (await self.client.stats()).items():
+            s = self.stats[name]
+            s.values.update(snap["values"])
+            s.pending, s.inflight, s.batch_sum = snap["pending"], snap["inflight"], snap["batch_sum"]
+            s.batch_counts[:] = snap["batch_counts"]
+            self.last_inference[name] = snap["last_inference"]
+
+    async def close(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(grace=None)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def drain(self) -> None:
+        """Refuse new requests (503), wait for this front end's open requests, close the listeners."""
+        if self.draining:
+            return
+        self.draining = True
+        deadline = time.perf_counter() + self.options.drain_timeout_s
+        while self.client.pending and not self.client.lost.is_set() and time.perf_counter() < deadline:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)  # let the last responses leave the sockets
+        await self.close()
+
+
+@dataclass(frozen=True)
+class FrontEndSpec:
+    """What a front-end process needs (picklable)."""
+
+    index: int
+    infos: list
+    options: ServeOptions
+    path: str  # the engine process's Unix socket
+    arena: tuple | None  # (name, slot_bytes, slots), None: every request inline
+
+
+def frontend_main(spec: FrontEndSpec, queue, setup=None) -> None:
+    """Entry point of a front-end process: serve until SIGTERM/SIGINT (drain) or until the engine
+    process is gone (exit 1). Reports ``("ready", index, http_port, grpc_port, pid)`` or
+    ``("error", message, exit_code)`` on ``queue``."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if setup is not None:
+        setup()
+    if spec.options.switch_interval_s:
+        sys.setswitchinterval(spec.options.switch_interval_s)
+    lost = []
+
+    async def main() -> None:
+        arena = ipc.Arena.attach(*spec.arena) if spec.arena else None
+        client = EngineClient(arena)
+        try:
+            try:
+                await client.connect(spec.path)
+            except OSError as exc:
+                raise RuntimeError(f"cannot reach the engine process at {spec.path}: {exc}") from None
+            server = FrontServer(spec.infos, spec.options, client)
+            stop = asyncio.Event()
+            task = asyncio.ensure_future(server.serve_forever(stop))
+            watch = asyncio.ensure_future(client.lost.wait())
+            opts = spec.options
+            while not task.done() and ((opts.http_port is not None and server.http_port is None)
+                                       or (opts.grpc_port is not None and server.grpc_port is None)):
+                await asyncio.sleep(0.01)
+            if not task.done():
+                queue.put(("ready", spec.index, server.http_port, server.grpc_port, os.getpid()))
+
+            def on_lost(w: asyncio.Future) -> None:
+                if not w.cancelled():
+                    lost.append(True)
+                    stop.set()
+
+            watch.add_done_callback(on_lost)
+            await task
+            watch.cancel()
+        finally:
+            if arena is not None:
+                arena.close()
+
+    try:
+        run_loop(main)
+    except OSError as exc:
+        opts = spec.options
+        queue.put(("error", f"cannot listen on {opts.host} (HTTP {opts.http_port}, gRPC {opts.grpc_port}): "
+                            f"{exc.strerror or exc}; pick free ports with --http-port/--grpc-port", 2))
+        return
+    except Exception as exc:  # noqa: BLE001 - the parent prints it as one line
+        queue.put(("error", f"front end {spec.index} failed: {type(exc).__name__}: {exc}", 1))
+        return
+    if lost:
+        print(f"trtflow serve: front end {spec.index}: {GONE}", file=sys.stderr, flush=True)
+        raise SystemExit(1)

@@ -1,0 +1,150 @@
+"""Batch assembly on CUDA engines in the engine process of ``trtflow serve --workers``.
+
+Why: the in-process batcher merges a batch with ``np.concatenate`` (one host copy of every
+request), then the engine copies the merged batch again into its pinned staging buffer before
+the upload. In the engine process the requests already sit in shared-memory slots, and those
+arenas are page-locked once (``cudaHostRegister``), so each request's rows go straight from its
+slot into one device tensor (an async H2D copy per request, no host copy at all), the engine
+runs on that device tensor (torch in, torch out), and the batch outputs come back with one D2H
+copy into a reusable pinned buffer.
+
+CPU engines keep ``trtflow.serve.batcher._execute`` (``np.concatenate`` of the slot views).
+torch is imported only here and only when a CUDA engine is served.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+
+import numpy as np
+
+from trtflow.serve.batcher import split
+
+log = logging.getLogger(__name__)
+
+
+def cuda_device(engine):
+    """The engine's CUDA device (a ``torch.device``), or None for engines on the CPU."""
+    device = getattr(engine, "device", None)
+    return device if getattr(device, "type", None) == "cuda" else None
+
+
+class Pinned:
+    """Page-locks host memory blocks for the CUDA driver and unlocks them: the only place that
+    calls ``cudaHostRegister`` / ``cudaHostUnregister``. A block that cannot be registered is
+    still used (pageable copies: slower, still correct) and logged once."""
+
+    def __init__(self):
+        self._ptrs: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def register(self, key: str, buffer) -> bool:
+        import torch
+
+        c = ctypes.c_char.from_buffer(buffer)
+        ptr = ctypes.addressof(c)
+        del c  # no export left behind: the shared memory can still be closed later
+        err = torch.cuda.cudart().cudaHostRegister(ptr, len(buffer), 0)
+        if int(err) != 0:
+            log.warning("cudaHostRegister of %s (%d bytes) failed with %s; its copies stay pageable", key,
+                        len(buffer), err)
+            return False
+        with self._lock:
+            self._ptrs[key] = ptr
+        return True
+
+    def unregister(self, key: str) -> None:
+        with self._lock:
+            ptr = self._ptrs.pop(key, None)
+        if ptr is not None:
+            import torch
+
+            torch.cuda.cudart().cudaHostUnregister(ptr)
+
+    def close(self) -> None:
+        for key in list(self._ptrs):
+            self.unregister(key)
+
+
+class CudaGather:
+    """``execute`` for the ``Batcher`` of a model whose instances run on CUDA devices.
+
+    Each instance (engine) gets its own stream; its pinned output buffers are reused per
+    (name, shape, dtype).
+    """
+
+    def __init__(self):
+        self._streams: dict[int, object] = {}
+        self._out: dict[tuple, object] = {}
+
+    def __call__(self, engine, batch: list, batched: bool) -> tuple[list[dict], tuple[float, float, float]]:
+        import torch
+
+        device = cuda_device(engine)
+        stream = self._streams.get(id(engine))
+        if stream is None:
+            stream = self._streams[id(engine)] = torch.cuda.Stream(device)
+        t0 = time.perf_counter()
+        with torch.cuda.device(device), torch.cuda.stream(stream):
+            feed = self._gather([item.feed for item in batch], [item.rows for item in batch], device, batched)
+            t1 = time.perf_counter()
+            out = engine.infer(feed)
+            t2 = time.perf_counter()
+            host = {name: self._download(id(engine), name, value) for name, value in out.items()}
+            stream.synchronize()
+        out = {name: t.numpy().copy() for name, t in host.items()}  # the pinned buffers serve the next batch
+        results = split(out, [item.rows for item in batch]) if batched else [out] * len(batch)
+        t3 = time.perf_counter()
+        return results, ((t1 - t0) * 1e6, (t2 - t1) * 1e6, (t3 - t2) * 1e6)
+
+    @staticmethod
+    def _gather(feeds: list[dict], rows: list[int], device, batched: bool) -> dict:
+        import torch
+
+        if not batched:
+            feeds, rows = feeds[:1], [None]
+        merged = {}
+        for name, first in feeds[0].items():
+            shape = (sum(rows),) + first.shape[1:] if batched else first.shape
+            dst = torch.empty(shape, dtype=torch.from_numpy(np.empty(0, first.dtype)).dtype, device=device)
+            start = 0
+            for feed, n in zip(feeds, rows):
+                src = torch.from_numpy(_writable(feed[name]))
+                if n is None:
+                    dst.copy_(src, non_blocking=True)
+                else:
+                    dst[start:start + n].copy_(src, non_blocking=True)
+                    start += n
+            merged[name] = dst
+        return merged
+
+    def _download(self, key: int, name: str, value):
+        import torch
+
+        if value.dtype == torch.bfloat16:
+            value = value.float()
+        slot = (key, name, tuple(value.shape), value.dtype)
+        host = self._out.get(slot)
+        if host is None:
+            if len(self._out) > 256:
+                self._out.clear()
+            host = self._out[slot] = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+        host.copy_(value, non_blocking=True)
+        return host
+
+
+def _writable(arr: np.ndarray) -> np.ndarray:
+    """torch.from_numpy warns on read-only arrays (inline requests unpickled from bytes)."""
+    return arr if arr.flags.writeable else arr.copy()
+
+
+def executors(models: list) -> dict:
+    """``{model name: execute}`` for the models whose first instance runs on CUDA."""
+    found = {}
+    for model in models:
+        if cuda_device(model.engines[0]) is not None:
+            found[model.name] = CudaGather()
+    return found

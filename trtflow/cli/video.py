@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="video file, image folder, /dev/videoN, or rtsp:// http(s):// udp:// URL (several: one stream each)")
     parser.add_argument("--source", action="append", default=[], metavar="SOURCE", help="one more source (repeatable)")
     parser.add_argument("--task", required=True, choices=TASK_NAMES, help="what to run on each frame")
-    parser.add_argument("--model", help="ONNX, engine plan or .pt2 (default: the task's shipped model where one exists)")
+    parser.add_argument("--model", help="ONNX, engine plan or .pt2 (default: the task's shipped model where one exists; "
+                        "--task face --model mtcnn: facenet-pytorch's MTCNN on the torch engine)")
     parser.add_argument("--format", help="detect: yolov8, yolov5, boxes-scores, retinaface, ssd, nms; segment: argmax, probability, logits")
     parser.add_argument("--labels", metavar="FILE", help="class names, one per line")
     parser.add_argument("--post", metavar="MODULE:FUNCTION", help="custom task: post-processing function")
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         engine = args.engine if args.engine == "auto" else ALIASES.get(args.engine.lower(), args.engine.lower())
         if engine == "auto":
-            engine = auto_engine(args.model if args.model else "default.onnx")
+            engine = "torch" if args.model == "mtcnn" else auto_engine(args.model if args.model else "default.onnx")
         for gpu in gpus or [None]:
             tasks.append(make_task(args.task, args.model, engine=engine, format=args.format, labels=args.labels,
                                    post=args.post, input_size=_size(args.input_size), resize=args.resize,

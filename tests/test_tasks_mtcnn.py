@@ -134,3 +134,19 @@ def test_video_cli_face_mtcnn_jsonl(tmp_path):
         (face,) = r["detections"]
         assert face["label"] == "face" and face["score"] > 0.9 and len(face["landmarks"]) == 5
         assert 0 <= face["box"][0] < face["box"][2] <= 176
+
+
+@pytest.mark.gpu
+def test_mtcnn_on_cuda_frames_matches_the_cpu(mtcnn):
+    """The cascade on the GPU (engine and frames there) finds the same faces as on the CPU."""
+    import torch
+
+    frames = carphone_frames(2)
+    on_gpu = make_task("face", "mtcnn", device="cuda")
+    assert on_gpu.engine.device.type == "cuda"
+    feed, metas = on_gpu.prepare([torch.from_numpy(f).cuda() for f in frames])
+    assert feed["images"].is_cuda and feed["sizes"].is_cuda
+    for a, b in zip(mtcnn.predict(frames), on_gpu.finish(on_gpu.infer(feed), metas)):
+        assert len(a) == len(b) == 1
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=0.5)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=0.5)

@@ -66,9 +66,37 @@ def test_pipeline_on_the_gpu_with_both_decoders(tmp_path):
     task = make_task("custom", engine, post=post_mean, resize="stretch", input_size=16, device="cuda")
     records = {}
     for decoder in ("cpu", "nvdec"):
-        out = tmp_path / f"{decoder}.jsonl"
-        summary = run_video([str(clip)], task, VideoConfig(batch=4, decode=decoder, device="cuda", jsonl=str(out)))
+        out, video = tmp_path / f"{decoder}.jsonl", tmp_path / f"{decoder}.mp4"
+        # --out: NVDEC frames (CUDA) come to the host once per batch for drawing and encoding
+        summary = run_video([str(clip)], task, VideoConfig(batch=4, decode=decoder, device="cuda", jsonl=str(out),
+                                                           out=str(video)))
         assert summary.frames_out == 16 and summary.decoders[0].startswith(decoder)
         records[decoder] = read_jsonl(out)
         assert [r["pts"] for r in records[decoder]] == pts
         assert all(abs(r["mean"][0] - red_of(i)) < 8 for i, r in enumerate(records[decoder]))
+        with av.open(str(video)) as written:
+            frames = [f.to_ndarray(format="rgb24") for f in written.decode(video=0)]
+        assert len(frames) == 16 and abs(float(frames[5][..., 0].mean()) - red_of(5)) < 12
+
+
+@pytest.mark.parametrize("decoder", ["cpu", "nvdec"])
+def test_sr_pipeline_on_the_gpu_equals_direct_runs(tmp_path, decoder):
+    """sr with CUDA frames: tiles stitched and rounded on the GPU, one pinned copy per batch of 3;
+    each upscaled frame equals a direct per-frame run of the same task, and is exactly 2x."""
+    from tests.test_tasks import sr_model
+    from trtflow.tasks import make_task
+    from trtflow.video import VideoConfig
+    from trtflow.video.pipeline import Pipeline
+    from trtflow.video.sources import open_sources
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=5, width=128, height=96)  # the size NVDEC decoded in the test above
+    task = make_task("sr", sr_model(), engine="ort", tile=32, arch="upconv_7", device="cuda")
+    config = VideoConfig(batch=3, decode=decoder, device="cuda")
+    sources = open_sources([str(clip)], decoder, None, config.timeout_s, None, audio=False)
+    results = list(Pipeline(task, sources, config, keep_images=True).results())
+    assert len(results) == 5
+    for r in results:
+        direct = task.predict([r.image])[0].image
+        assert isinstance(r.result.image, np.ndarray) and r.result.image.shape == (192, 256, 3) == direct.shape
+        assert np.array_equal(r.result.image, direct)

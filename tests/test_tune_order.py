@@ -40,6 +40,15 @@ def test_linear_net_tries_fp16_compile_before_fp8():
     assert not any("fused" in n for n in names(cands)) and not skips
 
 
+def test_fp8_of_a_conv_net_with_one_fp8_able_layer_goes_last():
+    cands, _ = torch_space(["fp16", "fp8"], cuda=True, conv=True, batchnorm=True, fp8=None, linear_heavy=False)
+    order = names(cands)
+    first_fp8 = min(i for i, n in enumerate(order) if n.startswith("fp8"))
+    assert all(n.startswith("fp8") for n in order[first_fp8:]) and "fp16 max-autotune+graphs cl" in order[:first_fp8]
+    won = {"fp16 fused+graphs cl": 300.0, "fp16 eager+graphs cl": 100.0}
+    assert names(prefer(cands, won)) == order  # measurements swap fused/plain twins only, never the groups
+
+
 def test_measured_fusion_result_overrides_the_static_order():
     cands, _ = torch_space(["fp16"], cuda=True, conv=True, batchnorm=True, fp8=None, depthwise=True)
     lost = prefer([c for c in cands if c.kind == "compile"], {"fp16 fused+graphs cl": 50.0, "fp16 eager+graphs cl": 100.0})
@@ -65,6 +74,9 @@ def test_subject_traits_from_the_modules():
     b = TorchSubject(grouped, {"x": (2, 4, 8, 8)}, [{"x": torch.randn(2, 4, 8, 8).numpy()}], "cpu")
     assert (a.conv, a.batchnorm, a.depthwise) == (True, True, True)
     assert (b.conv, b.batchnorm, b.depthwise) == (True, False, False)  # grouped, not depthwise
+    mlp = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 4, stride=4), torch.nn.Flatten(), torch.nn.Linear(64, 256)).eval()
+    c = TorchSubject(mlp, {"x": (2, 3, 8, 8)}, feeds, "cpu")
+    assert c.linear_heavy and not a.linear_heavy and not c.depthwise
 
 
 def test_budget_uses_the_compile_estimate_before_any_compile():

@@ -77,7 +77,7 @@ def _order(precisions: list[str]) -> list[str]:
 
 
 def torch_space(precisions: Sequence[str], cuda: bool, conv: bool, batchnorm: bool, fp8: str | None,
-                depthwise: bool = False) -> tuple[list[Candidate], list[Skip]]:
+                depthwise: bool = False, linear_heavy: bool = True) -> tuple[list[Candidate], list[Skip]]:
     """Torch configurations, in the order ``likely_first`` gives them.
 
     Args:
@@ -87,6 +87,7 @@ def torch_space(precisions: Sequence[str], cuda: bool, conv: bool, batchnorm: bo
         batchnorm: the model has conv + batch norm pairs (cuDNN fusions apply).
         fp8: None when FP8 applies, else why not.
         depthwise: the model has depthwise convolutions (cuDNN's fused kernels are slow on them).
+        linear_heavy: most of the model's weights are in linear layers FP8 GEMMs take (FP8 can pay).
     """
     cands, skips = [], []
     for p in _order(list(precisions)):
@@ -125,10 +126,10 @@ def torch_space(precisions: Sequence[str], cuda: bool, conv: bool, batchnorm: bo
     if not cuda:
         skips.append(Skip("CUDA graphs, cuDNN fusions, reduce-overhead, max-autotune", "-",
                           "skipped: they need a CUDA GPU; the torch engine runs on the CPU here"))
-    return likely_first(cands, batchnorm, depthwise), skips
+    return likely_first(cands, batchnorm, depthwise, linear_heavy), skips
 
 
-def likely_first(cands: list[Candidate], batchnorm: bool, depthwise: bool) -> list[Candidate]:
+def likely_first(cands: list[Candidate], batchnorm: bool, depthwise: bool, linear_heavy: bool = True) -> list[Candidate]:
     """Torch candidates in the order to try them, so a tight budget reaches the likely winner.
 
     1. Everything that builds in seconds (eager, eager + CUDA graphs, cuDNN fusions without
@@ -140,17 +141,22 @@ def likely_first(cands: list[Candidate], batchnorm: bool, depthwise: bool) -> li
        precisions first; then, for models with batch norms, the fused variant first unless the
        model has depthwise convolutions (cuDNN's fused conv + bias + ReLU kernels are slow on
        them: 0.39x on MobileNetV3-Large on an H200), in which case it goes last.
+    3. FP8 candidates of a model whose weights are mostly elsewhere (a conv net with an FP8-able
+       classifier layer): after everything else, since FP8 GEMMs speed up only the linear layers.
 
     Args:
         cands: the candidates (any order).
         batchnorm: the model has conv + batch norm pairs.
         depthwise: the model has depthwise convolutions.
+        linear_heavy: most weights are in FP8-able linear layers.
     """
     rank = {"fp8": 4, "int8": 0, "fp16": 1, "bf16": 2, "fp32": 3}
     fused_first = batchnorm and not depthwise
 
     def key(c: Candidate) -> tuple:
         fused, cf = bool(c.options.get("fuse")), not c.options.get("channels_last")
+        if c.variant == "fp8" and not linear_heavy:
+            return (2, c.cost, rank[c.precision], int(fused), int(cf))
         if c.cost < 1:  # channels-last before channels-first: the layout cuDNN and Inductor prefer for conv nets
             return (0, c.cost, rank[c.precision], int(fused), int(cf))
         return (1, c.cost, rank[c.precision], int(fused != fused_first), int(cf))
@@ -208,24 +214,30 @@ def tensorrt_space(precisions: Sequence[str], levels: Sequence[int] = TRT_LEVELS
 
 
 def prefer(remaining: list[Candidate], speeds: dict[str, float]) -> list[Candidate]:
-    """Reorder what is left so the likelier winner of equal cost comes first (a tight budget then
-    reaches it): once ``fused+graphs`` and ``eager+graphs`` of a precision and layout are timed,
-    the fused compile variants go before the plain ones when fusing won, after them when it lost.
+    """Swap a fused compile variant with its plain twin once measurements say which wins, keeping
+    every other position of the order: when ``fused+graphs`` and ``eager+graphs`` of a precision and
+    layout are timed, the fused compile goes first when fusing won, after the plain one when it lost.
 
     Args:
-        remaining: candidates not tried yet, cheapest first.
+        remaining: candidates not tried yet, in the order to try them.
         speeds: configuration name -> throughput measured so far.
     """
     def fused_won(cand: Candidate) -> bool | None:
-        if cand.engine != "torch" or cand.kind != "compile":
-            return None
         layout = " cl" if cand.options.get("channels_last") else ""
         fused, plain = speeds.get(f"{cand.precision} fused+graphs{layout}"), speeds.get(f"{cand.precision} eager+graphs{layout}")
         return None if fused is None or plain is None else fused > plain
 
-    def rank(cand: Candidate) -> tuple:
-        won = fused_won(cand)
-        later = 0 if won is None else int(bool(cand.options.get("fuse")) != won)
-        return (cand.cost, later)
+    def twin_of(cand: Candidate, pool: list[Candidate]) -> int | None:
+        return next((j for j, d in enumerate(pool) if d.engine == "torch" and d.kind == cand.kind
+                     and d.precision == cand.precision and not d.options.get("fuse")
+                     and bool(d.options.get("channels_last")) == bool(cand.options.get("channels_last"))), None)
 
-    return sorted(remaining, key=rank)
+    out = list(remaining)
+    for i in range(len(out)):
+        cand = out[i]
+        if cand.engine != "torch" or cand.kind != "compile" or not cand.options.get("fuse"):
+            continue
+        won, j = fused_won(cand), twin_of(cand, out)
+        if won is not None and j is not None and (j < i if won else i < j):
+            out[i], out[j] = out[j], out[i]
+    return out

@@ -55,6 +55,10 @@ class TorchSubject:
         self.batchnorm = any(isinstance(m, torch.nn.BatchNorm2d) for m in base.modules())
         self.depthwise = any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
                              for m in base.modules())
+        # the linear layers to_fp8 converts (plain nn.Linear, sizes multiples of 16) hold most weights
+        fp8_able = sum(m.weight.numel() for m in base.modules() if type(m) is torch.nn.Linear
+                       and m.in_features % 16 == 0 and m.out_features % 16 == 0)
+        self.linear_heavy = fp8_able > 0.5 * sum(p.numel() for p in base.parameters())
         if not self.cuda:
             self.fp8_blocker = "FP8 GEMMs need a CUDA GPU with FP8 tensor cores (SM 8.9+: Ada, Hopper)"
         elif not fp8_supported(self.device):

@@ -305,7 +305,9 @@ def arguments(argv=None):
     ap.add_argument("--device", default="cuda", help="cuda or cpu (a flow check)")
     ap.add_argument("--baselines", default="eager,reduce-overhead", help="plain baselines: eager, reduce-overhead")
     ap.add_argument("--max-autotune", action="store_true", help="also the plain max-autotune-no-cudagraphs baseline (minutes)")
+    ap.add_argument("--no-max-autotune", action="store_true", help="the default; kept for earlier commands")
     ap.add_argument("--max-autotune-min-left-s", type=float, default=400)
+    ap.add_argument("--tune-budget-s", type=float, default=None, help="cap tune's budget per model (default: the run's share)")
     ap.add_argument("--precisions", default="fp16,fp8")
     ap.add_argument("--only", default=",".join(ONLY), help="tune's configuration name patterns, comma-separated")
     ap.add_argument("--rtol", type=float, default=RTOL, help="tune's bound: max |out - FP32| <= RTOL * max |FP32|")
@@ -315,6 +317,7 @@ def arguments(argv=None):
     ap.add_argument("--compile-guess-s", type=float, default=40,
                     help="tune's compile estimate when the plain reduce-overhead compile of the model was not measured")
     args = ap.parse_args(argv)
+    args.max_autotune = args.max_autotune and not args.no_max_autotune
     args.only = [p for p in args.only.split(",") if p]
     return args
 
@@ -323,6 +326,7 @@ def run_model(name, batch, device, args, row, state, deadline, left, save) -> No
     """Baselines then tune for one model, each step started only when it can finish by ``deadline``."""
     baselines = set(filter(None, args.baselines.split(",")))
     steps = [k for k in ("eager", "reduce-overhead") if k in baselines]
+    row.update({k: {"not_run": "not asked (--baselines)"} for k in ("eager", "reduce-overhead") if k not in baselines})
     if args.max_autotune:
         steps.append("max-autotune-no-cudagraphs")
     else:
@@ -343,7 +347,8 @@ def run_model(name, batch, device, args, row, state, deadline, left, save) -> No
         log(f"{state['step']} ...")
         try:
             if key == "tuned":
-                value = tuned(name, batch, device, until - 4, args, compile_s or args.compile_guess_s)
+                budget = min(until - 4, args.tune_budget_s or float("inf"))
+                value = tuned(name, batch, device, budget, args, compile_s or args.compile_guess_s)
             else:
                 value = plain(name, None if key == "eager" else key, batch, device, args.timing_s)
                 if key == "reduce-overhead":
@@ -366,7 +371,10 @@ def main(argv=None) -> int:
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device if args.device != "cuda" else f"cuda:{torch.cuda.current_device()}")
-    from torch._inductor.runtime.cache_dir_utils import cache_dir
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+    except ImportError:  # another torch layout: the default
+        cache_dir = lambda: os.path.join("/tmp", f"torchinductor_{os.environ.get('USER', 'root')}")  # noqa: E731
 
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "argv": ["bench/tune_bench.py", *(argv or sys.argv[1:])],
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",

@@ -241,8 +241,10 @@ def end_to_end(task, clip: Path, batch: int, decoder: str, device: str, scratch:
                frames: int | None = None) -> dict:
     from trtflow.video import VideoConfig, run_video
 
+    # a file loses no frame, so batches may wait to be full: a partial batch would be a new input
+    # shape, i.e. a CUDA graph captured while the pipeline's other threads use the GPU
     cfg = VideoConfig(batch=batch, decode=decoder, device=_dev(device), jsonl=str(scratch / "e2e.jsonl"),
-                      out=str(scratch / "e2e.mp4") if out else None, max_frames=frames)
+                      out=str(scratch / "e2e.mp4") if out else None, max_frames=frames, push_timeout_ms=2000)
     s = run_video([str(clip)], task, cfg)
     return {"frames": s.frames_out, "fps": s.fps, "decoder": s.decoders[0], "bottleneck": s.bottleneck,
             "stages": {k: v["fps"] for k, v in s.stages.items()}, "batch": batch, "wrote_video": out}

@@ -64,12 +64,15 @@ def test_pipeline_on_the_gpu_with_both_decoders(tmp_path):
     engine = trtflow.load(Mean(), "torch", example_inputs={"images": torch.rand(1, 3, 16, 16)},
                           output_names=["mean"], dynamic={"images": {0: "batch"}}, device="cuda", cuda_graphs=True)
     task = make_task("custom", engine, post=post_mean, resize="stretch", input_size=16, device="cuda")
+    # the graph for batches of 4 is captured here, not while the pipeline's threads use the GPU;
+    # a long push timeout keeps every batch full (16 frames: 4 batches of 4, one shape)
+    engine.infer({"images": torch.rand(4, 3, 16, 16, device="cuda")})
     records = {}
     for decoder in ("cpu", "nvdec"):
         out, video = tmp_path / f"{decoder}.jsonl", tmp_path / f"{decoder}.mp4"
         # --out: NVDEC frames (CUDA) come to the host once per batch for drawing and encoding
         summary = run_video([str(clip)], task, VideoConfig(batch=4, decode=decoder, device="cuda", jsonl=str(out),
-                                                           out=str(video)))
+                                                           out=str(video), push_timeout_ms=5000))
         assert summary.frames_out == 16 and summary.decoders[0].startswith(decoder)
         records[decoder] = read_jsonl(out)
         assert [r["pts"] for r in records[decoder]] == pts

@@ -176,7 +176,7 @@ def plain(name, mode, batch, device, timing_s) -> dict:
     return out
 
 
-def tuned(name, batch, device, budget_s, args, compile_estimate_s) -> dict:
+def tuned(name, batch, device, budget_s, args, compile_estimate_s, state=None) -> dict:
     import trtflow
     from trtflow.tune import TuneOptions
 
@@ -185,10 +185,16 @@ def tuned(name, batch, device, budget_s, args, compile_estimate_s) -> dict:
                        only=list(args.only), save=False, compile_estimate_s=compile_estimate_s)
     before = inductor_counts()
     t0 = time.perf_counter()
+    step = (state or {}).get("step", "")
+
+    def progress(what, done=None, total=None):  # the watchdog names the configuration it stopped in
+        if state is not None:
+            state["step"] = f"{step} ({what})"
+
     try:
         result = trtflow.tune(model_of(name), shapes={"x": (batch, 3, size, size)}, engine="torch",
                               precisions=tuple(args.precisions.split(",")), metric="relative", rtol=args.rtol,
-                              budget_s=budget_s, device=str(device), options=opts)
+                              budget_s=budget_s, device=str(device), options=opts, progress=progress)
     finally:
         release()
     best = result.best
@@ -348,7 +354,7 @@ def run_model(name, batch, device, args, row, state, deadline, left, save) -> No
         try:
             if key == "tuned":
                 budget = min(until - 4, args.tune_budget_s or float("inf"))
-                value = tuned(name, batch, device, budget, args, compile_s or args.compile_guess_s)
+                value = tuned(name, batch, device, budget, args, compile_s or args.compile_guess_s, state)
             else:
                 value = plain(name, None if key == "eager" else key, batch, device, args.timing_s)
                 if key == "reduce-overhead":

@@ -174,7 +174,7 @@ def _to_host(torch: Any, images: list) -> list[np.ndarray]:
     """uint8 HWC frames -> numpy, one copy per batch: frames of one size are stacked on their device
     and copied at once (into pinned memory from a GPU, then the current stream is synchronized)."""
     if not images[0].is_cuda:
-        return [image.contiguous().numpy() for image in images]
+        return [image.numpy() for image in images]
     if len({tuple(i.shape) for i in images}) == 1:
         stacked = torch.stack(images)
         host = torch.empty(stacked.shape, dtype=torch.uint8, pin_memory=True)

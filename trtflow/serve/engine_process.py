@@ -16,6 +16,7 @@ connected (a SIGTERM to the whole process group waits for the front ends, up to 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -142,15 +143,23 @@ class Peer:
         self.closed = False
 
     def on_message(self, msg: tuple) -> None:
+        try:
+            self._dispatch(msg)
+        except Exception as exc:  # noqa: BLE001 - a bad message fails its request, not the connection
+            log.exception("bad message from a front end")
+            if msg[0] in ("infer", "inline", "stats"):
+                self.channel.send(("err", msg[1], 500, f"internal error: {type(exc).__name__}: {exc}"))
+
+    def _dispatch(self, msg: tuple) -> None:
         kind = msg[0]
         if kind == "infer":
             _, rid, model, slot, specs = msg
             self.open += 1
-            asyncio.ensure_future(self.run(rid, model, self.arena.views(slot, specs)))
+            self.hub.server.submit(model, self.arena.views(slot, specs), functools.partial(self.answer, rid, model))
         elif kind == "inline":
             _, rid, model, inputs = msg
             self.open += 1
-            asyncio.ensure_future(self.run(rid, model, inputs))
+            self.hub.server.submit(model, inputs, functools.partial(self.answer, rid, model))
         elif kind == "stats":
             self.channel.send(("stats", msg[1], self.hub.snapshot()))
         elif kind == "hello":
@@ -161,20 +170,18 @@ class Peer:
         else:
             log.error("unknown message %r from a front end", kind)
 
-    async def run(self, rid: int, model: str, feed: dict) -> None:
-        try:
-            out = await self.hub.server.infer(model, feed)
-            reply = ("ok", rid, out)
-        except ProtocolError as exc:
+    def answer(self, rid: int, model: str, out: dict | None, exc: BaseException | None) -> None:
+        """Send one request's outputs (raw bytes, see ``ipc.pack``) or its error (status, message)."""
+        self.open -= 1
+        if exc is None:
+            reply = ("ok", rid, ipc.pack(out))
+        elif isinstance(exc, ProtocolError):
             reply = ("err", rid, exc.status, str(exc))
-        except TrtflowError as exc:
+        elif isinstance(exc, TrtflowError):
             reply = ("err", rid, 400 if exc.exit_code == 2 else 500, str(exc))
-        except Exception as exc:  # noqa: BLE001 - the client sees the reason, the process keeps serving
-            log.exception("request for model '%s' failed", model)
+        else:
+            log.error("request for model '%s' failed: %s: %s", model, type(exc).__name__, exc)
             reply = ("err", rid, 500, f"internal error: {type(exc).__name__}: {exc}")
-        finally:
-            del feed
-            self.open -= 1
         self.channel.send(reply)
         if self.closed and not self.open:
             self.release()

@@ -79,6 +79,12 @@ class EngineClient:
         return await self._send(("stats",), None)
 
     def _on_message(self, msg: tuple) -> None:
+        try:
+            self._answer(msg)
+        except Exception:  # noqa: BLE001 - keep the connection for the other requests
+            log.exception("bad answer from the engine process")
+
+    def _answer(self, msg: tuple) -> None:
         entry = self.pending.pop(msg[1], None)
         if entry is None:
             return
@@ -90,6 +96,8 @@ class EngineClient:
         if msg[0] == "err":
             status, message = msg[2], msg[3]
             future.set_exception(EngineError(message) if status == 500 else ProtocolError(message, status))
+        elif msg[0] == "ok":
+            future.set_result(ipc.unpack(msg[2]))
         else:
             future.set_result(msg[2])
 
@@ -172,9 +180,7 @@ def frontend_main(spec: FrontEndSpec, queue, setup=None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if setup is not None:
         setup()
-    if spec.options.switch_interval_s:
-        sys.setswitchinterval(spec.options.switch_interval_s)
-    lost = []
+    lost = []  # no switch-interval change here: no instance thread competes with the event loop
 
     async def main() -> None:
         arena = ipc.Arena.attach(*spec.arena) if spec.arena else None

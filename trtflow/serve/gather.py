@@ -25,6 +25,8 @@ from trtflow.serve.batcher import split
 
 log = logging.getLogger(__name__)
 
+PORTABLE = 1  # cudaHostRegisterPortable: page-locked for every CUDA context (instances on several GPUs)
+
 
 def cuda_device(engine):
     """The engine's CUDA device (a ``torch.device``), or None for engines on the CPU."""
@@ -47,7 +49,7 @@ class Pinned:
         c = ctypes.c_char.from_buffer(buffer)
         ptr = ctypes.addressof(c)
         del c  # no export left behind: the shared memory can still be closed later
-        err = torch.cuda.cudart().cudaHostRegister(ptr, len(buffer), 0)
+        err = torch.cuda.cudart().cudaHostRegister(ptr, len(buffer), PORTABLE)
         if int(err) != 0:
             log.warning("cudaHostRegister of %s (%d bytes) failed with %s; its copies stay pageable", key,
                         len(buffer), err)

@@ -211,7 +211,9 @@ class TorchEngine(Engine):
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.no_grad(), torch.cuda.graph(graph, pool=self._pool):
+            # thread_local: other threads of the process (a pipeline's decoder and post-processing,
+            # a server's other instances) may keep using CUDA while this thread captures
+            with torch.no_grad(), torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
                 outputs = self._run(static)
         except Exception as exc:
             raise EngineError(

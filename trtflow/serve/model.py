@@ -84,7 +84,7 @@ class ServedModel(ModelInfo):
         self.config = BatchConfig(max_batch if self.batched else 0, config.delay_us, tuple(sorted(config.preferred)),
                                   config.max_queue, config.timeout_s)
         self.platform = f"trtflow_{first.name}"
-        self._checked: set[tuple] = set()
+        self._plans: dict[tuple, tuple] = {}
         self._dtypes = {s.name: np.dtype(s.dtype) if s.dtype != "bfloat16" else None for s in self.inputs}
         self.instances = len(self.engines)
 
@@ -104,22 +104,29 @@ class ServedModel(ModelInfo):
             ProtocolError: (400) names, shapes or dtypes the engine refuses, or a batch larger than
                 the model's max batch (the message gives the bound).
         """
-        signature = tuple((name, arr.shape, arr.dtype) for name, arr in inputs.items())
-        if signature not in self._checked:  # names, shapes and dtypes seen before need no second check
-            try:
-                self.engines[0].check_feed(inputs)
-            except InputError as exc:
-                raise protocol.ProtocolError(str(exc)) from None
-            if len(self._checked) >= 256:
-                self._checked.clear()
-            self._checked.add(signature)
-        feed = {}
-        for name, arr in inputs.items():
-            want = self._dtypes[name]
-            feed[name] = arr if want is None or arr.dtype == want else arr.astype(want)
+        signature = tuple([(name, arr.shape, arr.dtype) for name, arr in inputs.items()])
+        plan = self._plans.get(signature)
+        if plan is None:  # names, shapes and dtypes seen before need no second check
+            plan = self._plan(inputs)
+            if len(self._plans) >= 256:
+                self._plans.clear()
+            self._plans[signature] = plan
+        casts, n, key = plan
+        if not casts:
+            return dict(inputs), n, key
+        return {name: arr.astype(casts[name]) if name in casts else arr for name, arr in inputs.items()}, n, key
+
+    def _plan(self, inputs: Mapping[str, np.ndarray]) -> tuple[dict, int, tuple]:
+        """(dtype casts, rows, batching key) of a request signature, or the 400 it gets."""
+        try:
+            self.engines[0].check_feed(inputs)
+        except InputError as exc:
+            raise protocol.ProtocolError(str(exc)) from None
+        casts = {name: want for name, arr in inputs.items()
+                 if (want := self._dtypes[name]) is not None and arr.dtype != want}
         if not self.batched:
-            return feed, 1, ()
-        rows = {arr.shape[0] for arr in feed.values()}
+            return casts, 1, ()
+        rows = {arr.shape[0] for arr in inputs.values()}
         if len(rows) != 1:
             raise protocol.ProtocolError(f"inputs of one request must share the batch size (dim 0); got {sorted(rows)}")
         n = rows.pop()
@@ -127,5 +134,5 @@ class ServedModel(ModelInfo):
             raise protocol.ProtocolError(
                 f"request for model '{self.name}' has batch size {n}; this model takes 1..{self.max_batch} "
                 f"(max_batch_size). Split the request or serve with a larger --max-batch.")
-        key = tuple((name, feed[name].shape[1:]) for name in sorted(feed))
-        return feed, n, key
+        key = tuple((name, inputs[name].shape[1:]) for name in sorted(inputs))
+        return casts, n, key

@@ -440,7 +440,7 @@ def main() -> int:
     parser.add_argument("outdir", type=Path, nargs="?")
     parser.add_argument("--cpu", action="store_true", help="MobileNetV2 on ONNX Runtime instead of ResNet-50 on the GPU")
     parser.add_argument("--cost", action="store_true", help="CPU time per request of the server processes (trivial model)")
-    parser.add_argument("--slots", type=int, default=128, help="shared-memory request slots per front end (GPU)")
+    parser.add_argument("--slots", type=int, default=256, help="shared-memory request slots per front end (GPU; at least the clients per front end)")
     parser.add_argument("--onnx", help="the MobileNetV2 ONNX (default: the quickstart's cached export)")
     parser.add_argument("--max-batch", type=int, default=None, help="server max batch (GPU 64, CPU 32)")
     parser.add_argument("--delay-us", type=int, default=0)

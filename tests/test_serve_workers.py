@@ -253,6 +253,13 @@ def test_model_that_cannot_load_fails_fast(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("trtflow serve: error:")
 
 
+def test_ort_spinning_option_reaches_the_session(files):
+    for spinning, want in ((False, "0"), (True, "1")):
+        engine = trtflow.load(files / "affine.onnx", engine="ort", spinning=spinning)
+        assert engine.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == want
+        np.testing.assert_allclose(engine.infer({"x": np.ones((1, 4), np.float32)})["y"], 3.0)
+
+
 def _cuda_resnet_like():
     """A small conv net on CUDA, FP16, channels-last, fused, CUDA graphs (the GPU benchmark's setup)."""
     import torch

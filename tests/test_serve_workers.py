@@ -242,15 +242,23 @@ def test_full_queue_503_then_sigterm_drains_in_flight(files):
         _stop(proc)
 
 
-def test_model_that_cannot_load_fails_fast(tmp_path):
-    bad = tmp_path / "broken.onnx"
-    bad.write_bytes(b"not a model")
+@pytest.mark.parametrize("case", ["broken_model", "port_in_use"])
+def test_start_failures_are_one_line_and_exit_2(tmp_path, files, case):
+    model = files / "affine.onnx"
+    if case == "broken_model":
+        model = tmp_path / "broken.onnx"
+        model.write_bytes(b"not a model")
     http, grpc = _ports()
-    done = subprocess.run([sys.executable, "-m", "trtflow", "serve", str(bad), "--workers", "2", "--http-port", str(http),
-                           "--grpc-port", str(grpc)], capture_output=True, text=True, timeout=60)
+    with socket.socket() as busy:
+        if case == "port_in_use":
+            busy.bind(("127.0.0.1", http))
+            busy.listen()
+        done = subprocess.run([sys.executable, "-m", "trtflow", "serve", str(model), "--workers", "2", "--http-port",
+                               str(http), "--grpc-port", str(grpc)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("trtflow serve: error:")
+    assert ("pick free ports" in lines[0]) == (case == "port_in_use")
 
 
 def test_ort_spinning_option_reaches_the_session(files):

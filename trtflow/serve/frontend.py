@@ -185,6 +185,7 @@ def frontend_main(spec: FrontEndSpec, queue, setup=None) -> None:
     async def main() -> None:
         arena = ipc.Arena.attach(*spec.arena) if spec.arena else None
         client = EngineClient(arena)
+        watch = None
         try:
             try:
                 await client.connect(spec.path)
@@ -208,8 +209,10 @@ def frontend_main(spec: FrontEndSpec, queue, setup=None) -> None:
 
             watch.add_done_callback(on_lost)
             await task
-            watch.cancel()
         finally:
+            if watch is not None:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
             if arena is not None:
                 arena.close()
 

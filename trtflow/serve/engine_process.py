@@ -79,6 +79,16 @@ async def _serve(models: list, options: ServeOptions, path: str, queue) -> None:
     loop = asyncio.get_running_loop()
     listener = await loop.create_unix_server(hub.connection, path)
     loop.add_signal_handler(signal.SIGTERM, hub.terminate, options.drain_timeout_s + 5)
+    parent = os.getppid()
+
+    def orphaned() -> None:  # the serving parent died (SIGKILL): stop, and the front ends follow
+        if os.getppid() != parent:
+            log.error("the serving parent process has gone; stopping")
+            hub.stop.set()
+        else:
+            loop.call_later(1.0, orphaned)
+
+    loop.call_later(1.0, orphaned)
     devices = {m.name: [device_name(e) for e in m.engines] for m in models}
     queue.put(("ready", [m.info() for m in models], kind, devices, os.getpid()))
     await hub.stop.wait()

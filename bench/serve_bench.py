@@ -286,24 +286,38 @@ def gpu_main(args) -> dict:
     torch.cuda.empty_cache()
     result["served"] = {}
     start = time.perf_counter()
-    for workers in args.workers_list:
+    for item in args.workers_list:
+        workers, _, k = str(item).partition("x")
+        instances = int(k or args.instances)
         if result["served"] and time.perf_counter() - start > args.budget_s:
-            log(f"skipping {workers} workers: past --budget-s")
+            log(f"skipping {item}: past --budget-s")
             continue
         port = free_port()
         cmd = [sys.executable, __file__, "--child", "--port", str(port), "--max-batch", str(args.max_batch),
-               "--delay-us", str(args.delay_us), "--instances", str(args.instances), "--workers", str(workers),
+               "--delay-us", str(args.delay_us), "--instances", str(instances), "--workers", workers,
                "--slots", str(args.slots)]
-        log(f"serving with {workers} front end(s) and one engine process, {args.instances} instance(s)")
+        log(f"serving with {workers} front end(s) and one engine process, {instances} instance(s)")
         t0 = time.perf_counter()
-        procs, infos = start_servers([cmd])
+        try:
+            procs, infos = start_servers([cmd])
+        except Exception as exc:  # noqa: BLE001 - record it, go on with the next configuration
+            log(f"  {item} did not start: {exc}")
+            result.setdefault("failed", {})[str(item)] = str(exc)
+            continue
         log(f"  ready after {time.perf_counter() - t0:.1f} s: {infos[0]}")
         try:
             levels = measure_levels(port, "resnet50", args.clients, args.duration, args.warmup, args.loadgen_processes,
                                     infos[0]["pids"])
+            for level in levels:
+                level["instances"], level["shm"] = instances, {"slot_bytes": infos[0]["slot_bytes"], "slots": infos[0]["slots"]}
+            result["served"][str(item)] = levels
+        except Exception as exc:  # noqa: BLE001
+            log(f"  {item} failed: {exc}")
+            result.setdefault("failed", {})[str(item)] = str(exc)
         finally:
             stop_servers(procs)
-        result["served"][str(workers)] = levels
+        if args.outdir is not None:  # what is measured so far survives a later failure
+            (args.outdir / "serve_bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
 
 
@@ -445,9 +459,11 @@ def main() -> int:
     parser.add_argument("--max-batch", type=int, default=None, help="server max batch (GPU 64, CPU 32)")
     parser.add_argument("--delay-us", type=int, default=0)
     parser.add_argument("--instances", type=int, default=1)
-    parser.add_argument("--workers", dest="workers_list", type=lambda t: [int(x) for x in t.split(",")], default=None,
+    parser.add_argument("--workers", dest="workers_list", type=lambda t: [x if "x" in x else int(x) for x in t.split(",")],
+                        default=None,
                         help="front-end processes, comma-separated configurations (GPU default 1,4,8: W front ends + "
-                        "one engine process each; CPU 1: the CLI's --workers, 1 = one process)")
+                        "one engine process each, WxK: with K engine instances; CPU 1: the CLI's --workers, "
+                        "1 = one process)")
     parser.add_argument("--clients", type=lambda t: [int(x) for x in t.split(",")], default=None,
                         help="concurrency levels (GPU default 256; CPU 1,16,64)")
     parser.add_argument("--duration", type=float, default=10.0)

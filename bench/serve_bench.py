@@ -369,7 +369,6 @@ def cpu_main(args) -> dict:
 def trivial_onnx(path: Path) -> Path:
     """x float16 [N,3,224,224] -> y float16 [N,1000] with next to no compute: one pixel of each
     channel (Slice) through a 3x1000 matmul."""
-    import onnx
     from onnx import TensorProto as T, helper as h, numpy_helper as nh
 
     w = nh.from_array(np.random.default_rng(0).standard_normal((3, 1000)).astype(np.float32), "w")

@@ -183,7 +183,8 @@ def tuned(name, batch, device, budget_s, args, compile_estimate_s, state=None) -
 
     size = size_of(name)
     opts = TuneOptions(short_s=args.short_s, full_s=args.full_s, warmup_ms=100, accuracy_samples=batch,
-                       only=list(args.only), save=False, compile_estimate_s=compile_estimate_s)
+                       only=list(args.only), save=False, compile_estimate_s=compile_estimate_s,
+                       keep_io_types=args.io == "fp32")
     before = inductor_counts()
     t0 = time.perf_counter()
     step = (state or {}).get("step", "")
@@ -223,6 +224,7 @@ def markdown(doc: dict) -> str:
              f"Command: `{' '.join(m['argv'])}`", "",
              f"Budget {m['budget_s']:g} s (hard stop {m['hard_stop_s']:g} s); elapsed {doc['elapsed_s']:.0f} s"
              + (f"; **stopped by the hard deadline during {doc['stopped']}**" if doc.get("stopped") else "") + ".",
+             f"Tuned engines' I/O: {m.get('io', 'fp32')} (the plain baselines take an FP16 batch).",
              f"Plain max-autotune-no-cudagraphs: {'run where the budget allowed' if m['max_autotune'] else 'not run (off; --max-autotune runs it)'}.",
              f"Inductor cache directory {m['inductor_cache_dir']} {'existed' if m['inductor_cache_existed'] else 'was empty/absent'} "
              "at the start (cold compiles unless the fxgraph hit counts below say otherwise; tune compiles with frozen "
@@ -316,6 +318,9 @@ def arguments(argv=None):
     ap.add_argument("--max-autotune-min-left-s", type=float, default=400)
     ap.add_argument("--tune-budget-s", type=float, default=None, help="cap tune's budget per model (default: the run's share)")
     ap.add_argument("--precisions", default="fp16,fp8")
+    ap.add_argument("--io", choices=("fp16", "fp32"), default="fp16",
+                    help="tuned engines' input/output dtype: fp16 (default) takes the FP16 batch the plain baselines "
+                    "get; fp32 keeps the model's FP32 I/O and casts inside the engine (one more kernel per call)")
     ap.add_argument("--only", default=",".join(ONLY), help="tune's configuration name patterns, comma-separated")
     ap.add_argument("--rtol", type=float, default=RTOL, help="tune's bound: max |out - FP32| <= RTOL * max |FP32|")
     ap.add_argument("--timing-s", type=float, default=1.0, help="seconds of queries per plain baseline")
@@ -386,7 +391,7 @@ def main(argv=None) -> int:
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "argv": ["bench/tune_bench.py", *(argv or sys.argv[1:])],
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
             "torch": torch.__version__, "python": platform.python_version(), "budget_s": args.budget_s,
-            "hard_stop_s": args.hard_stop_s, "max_autotune": args.max_autotune, "rtol": args.rtol, "only": args.only,
+            "hard_stop_s": args.hard_stop_s, "io": args.io, "max_autotune": args.max_autotune, "rtol": args.rtol, "only": args.only,
             "inductor_cache_dir": cache_dir(), "inductor_cache_existed": os.path.isdir(cache_dir()) and bool(os.listdir(cache_dir())),
             "trtflow_cache_dir": os.environ.get("TRTFLOW_CACHE_DIR"), "weights": "random (torchvision init)"}
     doc: dict = {"meta": meta, "rows": []}

@@ -288,3 +288,22 @@ def feature_map_model(onnx_path):
     del proto.graph.output[:]
     proto.graph.output.append(helper.make_tensor_value_info(conv_out, onnx.TensorProto.FLOAT, None))
     return proto.SerializeToString()
+
+
+def test_torch_reduced_io_when_asked():
+    """keep_io_types=False: the reduced-precision configurations take and return their own dtype."""
+    import torch
+
+    from tests.models.tiny import tiny_module
+
+    model = tiny_module()
+    result = trtflow.tune(model, shapes=SHAPES, engine="torch", precisions=("fp32", "bf16"), metric="relative",
+                          rtol=0.05, options=TuneOptions(only=["* eager"], keep_io_types=False, save=False, **FAST))
+    by_name = {c.name: c for c in result.configs}
+    assert by_name["bf16 eager"].options["keep_io_types"] is False and "keep_io_types" not in by_name["fp32 eager"].options
+    assert by_name["bf16 eager"].accepted, by_name["bf16 eager"].reason
+    with trtflow.load(model, engine="torch", example_inputs=[torch.randn(*SHAPES["x"])],
+                      **by_name["bf16 eager"].options) as engine:
+        assert engine.inputs[0].dtype == "bfloat16"
+        out = engine.infer({engine.inputs[0].name: torch.randn(*SHAPES["x"]).bfloat16()})
+        assert out and all(v.dtype == torch.bfloat16 for v in out.values())

@@ -58,6 +58,9 @@ class TuneOptions:
         compile_estimate_s: expected seconds of one plain compile of this model (e.g. measured by a
             previous ``torch.compile`` of it), for the budget before tune has timed a compile itself
             (None: ``GUESS_S_PER_COST`` per unit of build cost).
+        keep_io_types: torch configurations in a reduced precision keep the model's own (FP32) inputs
+            and outputs and cast inside the engine; False: they take and return the reduced dtype,
+            for callers that already hold FP16/BF16 tensors (no cast per call).
     """
 
     short_s: float = 0.3
@@ -75,6 +78,7 @@ class TuneOptions:
     seed: int = 0
     save: bool = True
     compile_estimate_s: float | None = None
+    keep_io_types: bool = True
 
 
 def make_bound(atol: float | None, rtol: float | None, metric: str | None, min_agreement: float | None) -> Bound:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -86,6 +87,9 @@ def tune(
         subject, key_model, shape_map, feeds = _torch_subject(model, shapes, example_inputs, device, calib, opts, progress)
         candidates, skips = space.torch_space(precisions, subject.cuda, subject.conv, subject.batchnorm, subject.fp8_blocker,
                                              subject.depthwise, subject.linear_heavy)
+        if not opts.keep_io_types:
+            candidates = [replace(c, options={**c.options, "keep_io_types": False}) if c.precision != "fp32" else c
+                          for c in candidates]
     else:
         subject, key_model, shape_map, feeds = _onnx_subject(model, shapes, example_inputs, engine, calib, opts, progress)
         candidates, skips = (space.ort_space(precisions, opts.threads, opts.ort_levels, opts.providers) if engine == "ort"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
@@ -75,6 +76,11 @@ class EngineClient:
             return await self._send(("infer", model, slot, specs), slot)
         return await self._send(("inline", model, dict(inputs)), None)
 
+    def infer_slot(self, model: str, slot: int, specs: list[tuple]) -> asyncio.Future:
+        """The outputs of a request whose inputs are in ``slot`` already (``specs`` as ``Arena.put``
+        returns them); the slot is given back when the answer comes."""
+        return self._send(("infer", model, slot, specs), slot)
+
     async def stats(self) -> dict:
         return await self._send(("stats",), None)
 
@@ -135,6 +141,33 @@ class FrontServer(Server):
             raise ProtocolError("the server is shutting down; retry on another server", 503)
         return await self.client.infer(name, inputs)
 
+    def reserve(self, name: str, layout: list[tuple]):
+        """A free slot of the arena, laid out as ``Arena.put`` does, when the inputs fit one
+        (the socket is read straight into shared memory); else fresh arrays."""
+        arena = self.client.arena
+        nbytes = [math.prod(shape) * dtype.itemsize for _, dtype, shape in layout]
+        if arena is None or sum(map(ipc.aligned, nbytes)) > arena.slot_bytes or not arena.free:
+            return super().reserve(name, layout)
+        slot = arena.take()
+        base, off, views, specs = slot * arena.slot_bytes, 0, [], []
+        for (n, dtype, shape), size in zip(layout, nbytes):
+            views.append(memoryview(arena.array[base + off:base + off + size]))
+            specs.append((n, off, shape, dtype.str))
+            off += ipc.aligned(size)
+        return views, (slot, specs)
+
+    def infer_reserved(self, name: str, ticket):
+        if isinstance(ticket, dict):
+            return self.infer(name, ticket)
+        if self.draining:
+            self.release(ticket)
+            raise ProtocolError("the server is shutting down; retry on another server", 503)
+        return self.client.infer_slot(name, *ticket)
+
+    def release(self, ticket) -> None:
+        if not isinstance(ticket, dict):
+            self.client.arena.give(ticket[0])
+
     async def refresh_stats(self) -> None:
         """The engine process's counters for every model (requests of all front ends)."""
         for name, snap in (await self.client.stats()).items():
@@ -148,7 +181,7 @@ class FrontServer(Server):
         if self._grpc is not None:
             await self._grpc.stop(grace=None)
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._runner.close()
 
     async def drain(self) -> None:
         """Refuse new requests (503), wait for this front end's open requests, close the listeners."""

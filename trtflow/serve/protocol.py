@@ -201,18 +201,10 @@ def decode_infer_request(body: bytes, header_length: int | str | None = None) ->
         head, rest = view[:n], view[n:]
     else:
         head, rest = view, view[:0]
-    try:
-        doc = json.loads(bytes(head))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"malformed JSON in the request: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
-        raise ProtocolError("the request must be a JSON object with an 'inputs' list")
-    params = doc.get("parameters") or {}
-    inputs: dict[str, np.ndarray] = {}
+    items, request = parse_infer_header(head)
+    inputs = request.inputs
     offset = 0
-    for item in doc["inputs"]:
-        if not isinstance(item, dict) or "name" not in item or "datatype" not in item or "shape" not in item:
-            raise ProtocolError("each input needs 'name', 'shape' and 'datatype'")
+    for item in items:
         name = str(item["name"])
         shape = _shape(item["shape"], name)
         size = (item.get("parameters") or {}).get("binary_data_size")
@@ -228,13 +220,54 @@ def decode_infer_request(body: bytes, header_length: int | str | None = None) ->
             raise ProtocolError(f"input '{name}' has neither 'data' nor parameters.binary_data_size")
     if offset != len(rest):
         raise ProtocolError(f"the body holds {len(rest) - offset} binary bytes no input declared")
+    return request
+
+
+def parse_infer_header(head: bytes | memoryview) -> tuple[list[dict], InferRequest]:
+    """The JSON part of an infer request: its input entries (checked to have name, shape and
+    datatype) and the request with everything but the inputs (``inputs`` empty).
+
+    Raises:
+        ProtocolError: (400) malformed JSON or missing fields.
+    """
+    try:
+        doc = json.loads(bytes(head))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"malformed JSON in the request: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
+        raise ProtocolError("the request must be a JSON object with an 'inputs' list")
+    params = doc.get("parameters") or {}
+    for item in doc["inputs"]:
+        if not isinstance(item, dict) or "name" not in item or "datatype" not in item or "shape" not in item:
+            raise ProtocolError("each input needs 'name', 'shape' and 'datatype'")
     outputs = None
     if doc.get("outputs") is not None:
         outputs = []
         for item in doc["outputs"]:
             p = item.get("parameters") or {}
             outputs.append(RequestedOutput(str(item.get("name")), p.get("binary_data"), int(p.get("classification", 0) or 0)))
-    return InferRequest(inputs, str(doc.get("id", "")), outputs, bool(params.get("binary_data_output", False)), params)
+    return doc["inputs"], InferRequest({}, str(doc.get("id", "")), outputs, bool(params.get("binary_data_output", False)), params)
+
+
+def binary_layout(items: list[dict], body_bytes: int) -> list[tuple[str, np.dtype, tuple[int, ...]]] | None:
+    """The inputs as (name, dtype, shape) when every one is a fixed-size binary tensor whose
+    ``binary_data_size`` matches its shape and the sizes add up to ``body_bytes``; None otherwise
+    (then ``decode_infer_request`` decodes the whole body and names what is wrong)."""
+    layout, total = [], 0
+    try:
+        for item in items:
+            size = (item.get("parameters") or {}).get("binary_data_size")
+            dtype = _NUMPY_DTYPES.get(item["datatype"])
+            if size is None or dtype is None or dtype == object:
+                return None
+            shape = _shape(item["shape"], "")
+            if int(size) != math.prod(shape) * dtype.itemsize:
+                return None
+            layout.append((str(item["name"]), dtype, shape))
+            total += int(size)
+    except (ProtocolError, TypeError, ValueError):
+        return None
+    return layout if total == body_bytes and len({n for n, _, _ in layout}) == len(layout) else None
 
 
 def _array_from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:

@@ -132,6 +132,19 @@ class Server:
         self.last_inference[name] = int(time.time() * 1000)
         return out
 
+    def reserve(self, name: str, layout: list[tuple]) -> tuple[list[memoryview], dict[str, np.ndarray]]:
+        """Where a request's binary inputs (``layout``: (name, dtype, shape)) are read to: here
+        fresh arrays; returns their bytes as memoryviews and the ticket for ``infer_reserved``."""
+        arrays = {n: np.empty(shape, dtype) for n, dtype, shape in layout}
+        return [memoryview(a).cast("B") for a in arrays.values()], arrays
+
+    def infer_reserved(self, name: str, ticket):
+        """``infer`` of the inputs read into ``reserve``'s buffers (an awaitable)."""
+        return self.infer(name, ticket)
+
+    def release(self, ticket) -> None:
+        """Give back what ``reserve`` took when the request is not submitted."""
+
     def metadata(self) -> dict:
         return {"name": "trtflow", "version": self.version, "extensions": EXTENSIONS}
 
@@ -188,20 +201,19 @@ class Server:
         if self._grpc is not None:
             await self._grpc.stop(grace=None)
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._runner.close()
 
     async def _start(self) -> None:
         opts = self.options
         if opts.http_port is not None:
+            from trtflow.serve.fasthttp import Listener
             from trtflow.serve.http import make_app, web
 
-            self._runner = web.AppRunner(make_app(self), access_log=None, handle_signals=False,
-                                         shutdown_timeout=opts.drain_timeout_s)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, opts.host, opts.http_port, backlog=2048, reuse_address=True,
-                               reuse_port=opts.reuse_port or None)
-            await site.start()
-            self.http_port = site._server.sockets[0].getsockname()[1]
+            runner = web.AppRunner(make_app(self), access_log=None, handle_signals=False,
+                                   shutdown_timeout=opts.drain_timeout_s)
+            await runner.setup()
+            self._runner = Listener(self, runner)
+            self.http_port = await self._runner.start(opts.host, opts.http_port, opts.reuse_port)
         if opts.grpc_port is not None:
             from trtflow.serve.grpc_service import start_grpc
 
@@ -223,7 +235,7 @@ class Server:
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._runner.close()
 
     async def serve_forever(self, stop: asyncio.Event | None = None) -> None:
         """Start, run until SIGTERM/SIGINT (or ``stop`` is set), then drain."""

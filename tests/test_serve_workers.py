@@ -268,49 +268,44 @@ def test_ort_spinning_option_reaches_the_session(files):
         np.testing.assert_allclose(engine.infer({"x": np.ones((1, 4), np.float32)})["y"], 3.0)
 
 
-def _cuda_resnet_like():
-    """A small conv net on CUDA, FP16, channels-last, fused, CUDA graphs (the GPU benchmark's setup)."""
-    import torch
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_engine_process_serves_what_the_engine_computes(tmp_path, device):
+    """A torch engine behind ``serve_workers`` (on CUDA the engine process's CUDA path: slots
+    page-locked, rows copied to the device, one D2H) answers what the engine computes in process."""
+    from tests.serve_workers_child import conv_net_models
 
-    from trtflow.serve.model import BatchConfig, ServedModel
-
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
-                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10))
-    engine = trtflow.load(net.eval(), engine="torch", example_inputs={"x": torch.randn(2, 3, 32, 32)},
-                          dynamic={"x": {0: "batch"}}, min_shapes={"x": (1, 3, 32, 32)}, max_shapes={"x": (8, 3, 32, 32)},
-                          output_names=["logits"], dtype="fp16", keep_io_types=False, channels_last=True, fuse=True,
-                          cuda_graphs=True, max_graphs=9)
-    return [ServedModel("net", [engine], BatchConfig(max_batch=8, delay_us=20000))]
-
-
-@pytest.mark.gpu
-def test_cuda_gather_serves_what_the_engine_computes():
-    """The engine process's CUDA path (slots page-locked, rows copied to the device, one D2H)."""
     http, grpc = _ports()
-    code = ("import json, sys; sys.path.insert(0, '.');"
-            "from tests.test_serve_workers import _cuda_resnet_like;"
-            "from trtflow.serve.server import ServeOptions;"
-            "from trtflow.serve.workers import WorkerOptions, serve_workers;"
-            f"serve_workers(_cuda_resnet_like, ServeOptions(http_port={http}, grpc_port={grpc}), WorkerOptions(2),"
-            "on_ready=lambda r: print(json.dumps({'kind': r.kind}), flush=True))")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    try:
-        assert json.loads(proc.stdout.readline())["kind"] == "KIND_GPU"
-        engine = _cuda_resnet_like()[0].engines[0]
-        xs = [np.random.default_rng(i).standard_normal((1 + i % 3, 3, 32, 32)).astype(np.float16) for i in range(12)]
-        c = httpclient.InferenceServerClient(f"127.0.0.1:{http}", concurrency=12)
-        pending = []
-        for x in xs:
-            i = httpclient.InferInput("x", list(x.shape), "FP16")
-            i.set_data_from_numpy(x)
-            pending.append(c.async_infer("net", [i]))
-        for x, p in zip(xs, pending):
-            got = p.get_result().as_numpy("logits")
-            np.testing.assert_allclose(got.astype(np.float32), engine.infer({"x": x})["logits"].astype(np.float32),
-                                       rtol=1e-2, atol=1e-2)
-        values = _metrics(http)
-        assert values['nv_inference_exec_count{model="net",version="1"}'] < len(xs)
-    finally:
-        _stop(proc)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(tmp_path / "stderr.txt", "w+") as err:  # a file: a chatty child cannot fill a pipe and stall
+        proc = subprocess.Popen([sys.executable, os.path.join(root, "tests", "serve_workers_child.py"), device,
+                                 str(http), str(grpc)], stdout=subprocess.PIPE, stderr=err, text=True, cwd=root)
+        try:
+            line = proc.stdout.readline()
+            if not line:
+                proc.wait(30)
+                err.seek(0)
+                pytest.fail(f"the server exited with {proc.returncode} before it was ready; its stderr:\n{err.read()}")
+            assert json.loads(line)["kind"] == ("KIND_GPU" if device == "cuda" else "KIND_CPU")
+            engine = conv_net_models(device)[0].engines[0]
+            dtype, datatype = (np.float16, "FP16") if device == "cuda" else (np.float32, "FP32")
+            xs = [np.random.default_rng(i).standard_normal((1 + i % 3, 3, 32, 32)).astype(dtype) for i in range(12)]
+            c = httpclient.InferenceServerClient(f"127.0.0.1:{http}", concurrency=12)
+            pending = []
+            for x in xs:
+                i = httpclient.InferInput("x", list(x.shape), datatype)
+                i.set_data_from_numpy(x)
+                pending.append(c.async_infer("net", [i]))
+            for x, p in zip(xs, pending):
+                got = p.get_result().as_numpy("logits")
+                np.testing.assert_allclose(got.astype(np.float32), engine.infer({"x": x})["logits"].astype(np.float32),
+                                           rtol=1e-2, atol=1e-2)
+            values = _metrics(http)
+            assert values['nv_inference_exec_count{model="net",version="1"}'] < len(xs)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

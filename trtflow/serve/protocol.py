@@ -245,8 +245,10 @@ def parse_infer_header(head: bytes | memoryview) -> tuple[list[dict], InferReque
         outputs = []
         for item in doc["outputs"]:
             p = item.get("parameters") or {}
-            outputs.append(RequestedOutput(str(item.get("name")), p.get("binary_data"), int(p.get("classification", 0) or 0)))
-    return doc["inputs"], InferRequest({}, str(doc.get("id", "")), outputs, bool(params.get("binary_data_output", False)), params)
+            outputs.append(RequestedOutput(str(item.get("name")), p.get("binary_data"),
+                                           int(p.get("classification", 0) or 0)))
+    request = InferRequest({}, str(doc.get("id", "")), outputs, bool(params.get("binary_data_output", False)), params)
+    return doc["inputs"], request
 
 
 def binary_layout(items: list[dict], body_bytes: int) -> list[tuple[str, np.dtype, tuple[int, ...]]] | None:

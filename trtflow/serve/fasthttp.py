@@ -40,7 +40,8 @@ from trtflow.serve.protocol import ProtocolError
 access = logging.getLogger("trtflow.serve.access")
 log = logging.getLogger(__name__)
 
-HEAD_ROOM = 64 << 10  # request line + headers + the first bytes of the body; a longer head goes to aiohttp
+HEAD_ROOM = 64 << 10  # request line + headers; a longer head goes to aiohttp
+HEAD_READ = 8 << 10  # at most this much is read ahead of a head: the body's bytes read with it are copied once more
 PREFIX, SUFFIX = b"/v2/models/", b"/infer"
 REFUSE = (b"transfer-encoding", b"content-encoding", b"expect")
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
@@ -111,7 +112,7 @@ class FastHTTP(asyncio.BufferedProtocol):
                 self.view.release()
                 self.buf.extend(bytes(HEAD_ROOM))
             self.view = memoryview(self.buf)
-        return self.view[self.end:]
+        return self.view[self.end:self.end + HEAD_READ]
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.dests:

@@ -1,0 +1,120 @@
+"""The lean HTTP path for binary infer requests (trtflow/serve/fasthttp.py), over raw sockets:
+keep-alive, pipelining, Connection: close, bodies split anywhere, a version in the path, and the
+hand-off to aiohttp (other requests, chunked bodies, oversized bodies) on the same connection."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pytest
+
+pytest.importorskip("aiohttp")
+
+import trtflow  # noqa: E402
+from tests.test_serve import affine_model  # noqa: E402
+from trtflow.serve import protocol  # noqa: E402
+from trtflow.serve.model import BatchConfig, ServedModel  # noqa: E402
+from trtflow.serve.server import BackgroundServer, ServeOptions  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def port():
+    models = [ServedModel("affine", [trtflow.load(affine_model(), engine="ort")], BatchConfig(max_batch=8))]
+    with BackgroundServer(models, ServeOptions(http_port=0, grpc_port=None, max_body=1 << 16)) as s:
+        yield s.http_port
+
+
+def _infer(x: np.ndarray, path: str = "/v2/models/affine/infer", extra: str = "") -> bytes:
+    head = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                                   "parameters": {"binary_data_size": x.nbytes}}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    body = head + x.tobytes()
+    return (f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n"
+            f"{protocol.HEADER_LENGTH}: {len(head)}\r\n{extra}\r\n").encode() + body
+
+
+def _read(f) -> tuple[int, dict, bytes]:
+    """One response from a socket file: status, headers (lower-case names), body."""
+    status = int(f.readline().split()[1])
+    headers = {}
+    while (line := f.readline()) not in (b"\r\n", b""):
+        k, _, v = line.decode().partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, f.read(int(headers.get("content-length", 0)))
+
+
+def _y(response: tuple[int, dict, bytes]) -> np.ndarray:
+    status, headers, body = response
+    assert status == 200, body
+    n = int(headers[protocol.HEADER_LENGTH.lower()])
+    offset = n
+    for out in json.loads(body[:n])["outputs"]:
+        size = out["parameters"]["binary_data_size"]
+        if out["name"] == "y":
+            return protocol.array_from_raw(body[offset:offset + size], out["datatype"], out["shape"])
+        offset += size
+    raise AssertionError("no output y")
+
+
+def _x(i: int) -> np.ndarray:
+    return np.full((1 + i % 3, 4), float(i), np.float32)
+
+
+def test_keep_alive_pipelining_split_bodies_and_close(port):
+    with socket.create_connection(("127.0.0.1", port)) as s, s.makefile("rb") as f:
+        s.sendall(_infer(_x(0)))
+        np.testing.assert_allclose(_y(_read(f)), 2 * _x(0) + 1)
+        s.sendall(b"".join(_infer(_x(i)) for i in range(1, 4)))  # pipelined: answered in order
+        for i in range(1, 4):
+            np.testing.assert_allclose(_y(_read(f)), 2 * _x(i) + 1)
+        data = _infer(_x(4), "/v2/models/affine/versions/1/infer")
+        for cut in (7, 40, len(data) - 20, len(data) - 1):  # head, JSON and tensor split across reads
+            s.sendall(data[:cut])
+            s.sendall(data[cut:])
+            np.testing.assert_allclose(_y(_read(f)), 2 * _x(4) + 1)
+        s.sendall(_infer(_x(5), extra="Connection: close\r\n"))
+        response = _read(f)
+        assert response[1].get("connection") == "close"
+        np.testing.assert_allclose(_y(response), 2 * _x(5) + 1)
+        assert f.read() == b""  # closed by the server
+
+
+def test_other_requests_go_to_aiohttp_on_the_same_connection(port):
+    with socket.create_connection(("127.0.0.1", port)) as s, s.makefile("rb") as f:
+        s.sendall(_infer(_x(1)))
+        np.testing.assert_allclose(_y(_read(f)), 2 * _x(1) + 1)
+        s.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert _read(f)[0] == 200
+        s.sendall(_infer(_x(2)))  # aiohttp keeps the connection and answers the same
+        np.testing.assert_allclose(_y(_read(f)), 2 * _x(2) + 1)
+    raw = _infer(_x(3))
+    head, body = raw.split(b"\r\n\r\n", 1)
+    head = head.replace(b"Content-Length: %d" % len(body), b"Transfer-Encoding: chunked")
+    chunked = head + b"\r\n\r\n" + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    with socket.create_connection(("127.0.0.1", port)) as s, s.makefile("rb") as f:
+        s.sendall(chunked)
+        np.testing.assert_allclose(_y(_read(f)), 2 * _x(3) + 1)
+        s.sendall(_infer(np.zeros((1, 1 << 15), np.float32)))  # over max_body (64 KB)
+        status, _, body = _read(f)
+        assert status == 413 and "too large" in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("doc, status, message", [
+    ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": 16}}],
+      "outputs": [{"name": "zzz"}]}, 400, "unknown output"),
+    ({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "parameters": {"binary_data_size": 16}}]},
+     400, "needs 12"),
+    ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32"}]}, 400, "neither"),
+])
+def test_errors_on_the_lean_path_are_triton_errors(port, doc, status, message):
+    head = json.dumps(doc).encode()
+    body = head + np.ones(4, np.float32).tobytes()
+    request = (f"POST /v2/models/affine/infer HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n"
+               f"{protocol.HEADER_LENGTH}: {len(head)}\r\n\r\n").encode() + body
+    with socket.create_connection(("127.0.0.1", port)) as s, s.makefile("rb") as f:
+        s.sendall(request + _infer(_x(1)))  # the connection goes on after the error
+        code, _, text = _read(f)
+        assert code == status and message in json.loads(text)["error"]
+        np.testing.assert_allclose(_y(_read(f)), 2 * _x(1) + 1)

@@ -211,10 +211,13 @@ def scrape(port: int, model: str) -> dict:
 
 
 def measure_levels(port: int, model: str, levels, duration: float, warmup: float, processes: int,
-                   pids: dict | None = None, feed: dict | None = None) -> list[dict]:
+                   pids: dict | None = None, feed: dict | None = None, profile: tuple | None = None) -> list[dict]:
     """Closed-loop levels; with ``pids`` ({"engine": pid, "frontends": [...]}) the CPU time per
-    served image of the engine process, the front ends (together and each) and the load generator."""
+    served image of the engine process, the front ends (together and each) and the load generator;
+    with ``profile`` (outdir, label, seconds) py-spy profiles of the engine process and front end 0."""
     import resource
+
+    import serve_profile
 
     config = LoadConfig(f"127.0.0.1:{port}", model, tuple(levels), duration, warmup, processes=processes)
     batch = 1
@@ -228,7 +231,13 @@ def measure_levels(port: int, model: str, levels, duration: float, warmup: float
         s0 = {name: process_cpu_s(pid) for name, pid in procs}
         c0 = time.process_time()
         k0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        jobs = []
+        if profile and procs:
+            outdir, label, seconds = profile
+            jobs = serve_profile.start(dict(procs[:2]), min(seconds, duration), warmup, outdir, f"{label}_c{level}")
         result = run_level(config, level, payload, batch).to_dict()
+        if jobs:
+            result["profile"] = serve_profile.finish(jobs)
         k1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         client_cpu = time.process_time() - c0 + (k1.ru_utime + k1.ru_stime - k0.ru_utime - k0.ru_stime)
         cpu = {name: process_cpu_s(pid) - s0[name] for name, pid in procs}
@@ -307,7 +316,7 @@ def gpu_main(args) -> dict:
         log(f"  ready after {time.perf_counter() - t0:.1f} s: {infos[0]}")
         try:
             levels = measure_levels(port, "resnet50", args.clients, args.duration, args.warmup, args.loadgen_processes,
-                                    infos[0]["pids"])
+                                    infos[0]["pids"], profile=(args.outdir, f"w{item}", args.profile_s))
             for level in levels:
                 level["instances"], level["shm"] = instances, {"slot_bytes": infos[0]["slot_bytes"], "slots": infos[0]["slots"]}
             result["served"][str(item)] = levels
@@ -401,7 +410,8 @@ def cost_main(args) -> dict:
         procs, infos = start_servers([cmd])
         try:
             result["served"][str(workers)] = measure_levels(http, "trivial", args.clients, args.duration, args.warmup,
-                                                            args.loadgen_processes, server_pids(infos[0], procs[0].pid), feed)
+                                                            args.loadgen_processes, server_pids(infos[0], procs[0].pid), feed,
+                                                            (args.outdir, f"w{workers}", args.profile_s))
         finally:
             stop_servers(procs)
     result["environment"]["loadavg_at_end"] = os.getloadavg()
@@ -472,6 +482,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating in-process / served windows (CPU)")
     parser.add_argument("--inproc-s", type=float, default=10.0, help="seconds of in-process timing (CPU)")
     parser.add_argument("--loadgen-processes", type=int, default=None, help="client processes (GPU 8, CPU 1)")
+    parser.add_argument("--profile-s", type=float, default=0, help="py-spy profiles (raw files and a summary in the "
+                        "JSON) of the engine process and front end 0 for this many seconds of each window (needs py-spy)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -13,7 +13,9 @@
 | POST   | /v2/repository/models/{m}/load, .../unload      | 400: models are loaded at start        |
 | GET    | /metrics                                        | Prometheus text                        |
 
-Errors are ``{"error": "..."}`` with Triton's status codes.
+Errors are ``{"error": "..."}`` with Triton's status codes. The listening socket belongs to
+``fasthttp.Listener``: binary infer requests are answered there; this application gets every other
+request, and the connections they arrive on.
 """
 
 from __future__ import annotations

@@ -70,7 +70,8 @@ def resnet_engine(max_batch: int):
     return trtflow.load(
         torchvision.models.resnet50(weights=None).eval(), engine="torch", example_inputs={"x": torch.randn(2, 3, 224, 224)},
         dynamic={"x": {0: "batch"}}, min_shapes={"x": (1, 3, 224, 224)}, max_shapes={"x": (max_batch, 3, 224, 224)},
-        output_names=["logits"], dtype="fp16", channels_last=True, cuda_graphs=True, fuse=True, max_graphs=max_batch + 1,
+        output_names=["logits"], dtype="fp16", keep_io_types=False, channels_last=True, cuda_graphs=True, fuse=True,
+        max_graphs=max_batch + 1,
     )
 
 

@@ -239,6 +239,9 @@ def measure_levels(port: int, model: str, levels, duration: float, warmup: float
         result = run_level(config, level, payload, batch).to_dict()
         if jobs:
             result["profile"] = serve_profile.finish(jobs)
+            for name, prof in result["profile"].items():
+                top = "; ".join(f"{pct} % {frame}" for pct, frame in prof.get("self", [])[:6])
+                log(f"  profile {name}: {prof.get('error') or top}")
         k1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         client_cpu = time.process_time() - c0 + (k1.ru_utime + k1.ru_stime - k0.ru_utime - k0.ru_stime)
         cpu = {name: process_cpu_s(pid) - s0[name] for name, pid in procs}

@@ -27,6 +27,7 @@ honoured.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -62,6 +63,14 @@ def _error_status(exc: BaseException) -> tuple[int, str]:
         return (400 if getattr(exc, "exit_code", 1) == 2 else 500), str(exc)
     log.error("unhandled error on an infer request", exc_info=exc)
     return 500, f"internal error: {type(exc).__name__}: {exc}"
+
+
+@functools.lru_cache(maxsize=256)
+def _header(json_bytes: bytes, binary_bytes: int) -> tuple:
+    """(request without inputs, binary layout or None) of a JSON header. Cached: clients send the
+    same header for every request of one shape (the objects are only read)."""
+    items, request = protocol.parse_infer_header(json_bytes)
+    return request, protocol.binary_layout(items, binary_bytes)
 
 
 class FastHTTP(asyncio.BufferedProtocol):
@@ -218,11 +227,10 @@ class FastHTTP(asyncio.BufferedProtocol):
     def _on_json(self) -> None:
         name, close, header, length, t0 = self.req
         try:
-            items, request = protocol.parse_infer_header(self.json)
+            request, layout = _header(bytes(self.json), length - header)
         except ProtocolError as exc:
             self._skip(length - header, exc)
             return
-        layout = protocol.binary_layout(items, length - header)
         if layout is None:  # decoded whole, with the codec's checks and messages
             rest = bytearray(length - header)
             self._want([rest], lambda: self._run(lambda: protocol.decode_infer_request(self.json + rest, header)))

@@ -74,6 +74,8 @@ def test_keep_alive_pipelining_split_bodies_and_close(port):
             s.sendall(data[:cut])
             s.sendall(data[cut:])
             np.testing.assert_allclose(_y(_read(f)), 2 * _x(4) + 1)
+        s.sendall(_infer(_x(6), extra=f"X-Pad: {'a' * 40000}\r\n"))  # a long head: the buffer grows
+        np.testing.assert_allclose(_y(_read(f)), 2 * _x(6) + 1)
         s.sendall(_infer(_x(5), extra="Connection: close\r\n"))
         response = _read(f)
         assert response[1].get("connection") == "close"

@@ -85,7 +85,7 @@ class FastHTTP(asyncio.BufferedProtocol):
     def __init__(self, server, fallback, connections: set):
         self.server, self.fallback, self.connections = server, fallback, connections
         self.transport = None
-        self.buf = bytearray(HEAD_ROOM)
+        self.buf = bytearray(HEAD_READ)  # grows (doubling) up to a head of HEAD_ROOM or pipelined bytes
         self.view = memoryview(self.buf)
         self.start = self.end = 0  # unparsed bytes: buf[start:end]
         self.dests: list = []  # memoryviews the body is read into, in order
@@ -119,7 +119,7 @@ class FastHTTP(asyncio.BufferedProtocol):
                 self.start = 0
             else:
                 self.view.release()
-                self.buf.extend(bytes(HEAD_ROOM))
+                self.buf.extend(bytes(len(self.buf)))
             self.view = memoryview(self.buf)
         return self.view[self.end:self.end + HEAD_READ]
 

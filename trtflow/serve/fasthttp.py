@@ -207,7 +207,7 @@ class FastHTTP(asyncio.BufferedProtocol):
 
     def _want(self, dests: list, then) -> None:
         """Fill ``dests`` from the bytes already read, then from the socket; then ``then()``."""
-        self.dests = [d for d in dests if len(d)]
+        self.dests = [memoryview(d) for d in dests if len(d)]  # slices of views write through
         self.pos = 0
         while self.dests and self.start < self.end:
             d = self.dests[0]

@@ -228,7 +228,7 @@ class FastHTTP(asyncio.BufferedProtocol):
         name, close, header, length, t0 = self.req
         try:
             request, layout = _header(bytes(self.json), length - header)
-        except ProtocolError as exc:
+        except Exception as exc:  # noqa: BLE001 - malformed: 400; anything else 500, as aiohttp's path
             self._skip(length - header, exc)
             return
         if layout is None:  # decoded whole, with the codec's checks and messages
@@ -290,7 +290,11 @@ class FastHTTP(asyncio.BufferedProtocol):
         if self.paused:
             self.paused = False
             self.transport.resume_reading()
-        if self.start < self.end:
+        if self.start < self.end:  # pipelined: the next request, on a fresh stack (no recursion)
+            asyncio.get_running_loop().call_soon(self._next)
+
+    def _next(self) -> None:
+        if self.transport is not None and not self.busy and not self.dests:
             self._parse()
 
     def _hand_off(self) -> None:

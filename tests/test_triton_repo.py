@@ -64,7 +64,7 @@ def test_python_repository_carries_the_engine(tiny_onnx, tmp_path, capsys):
     assert config.backend == "python" and config.max_batch_size == 8 and not config.HasField("dynamic_batching")
     params = _params(config)
     assert params["trtflow_model"] == "tiny.onnx" and params["trtflow_engine"] == "ort"
-    assert json.loads(params["trtflow_options"]) == {"threads": 1, "optimization": "basic"}
+    assert json.loads(params["trtflow_options"]) == {"threads": 1, "optimization": "basic", "spinning": False}
     assert (folder / "model.py").read_text() == TEMPLATE.read_text()
     assert result["backend"] == "python" and (folder / "tiny.onnx").is_file()
 

@@ -256,6 +256,9 @@ def write_repository(model: str | os.PathLike, repo: str | os.PathLike, options:
             engine = "ort"
             if options.threads:
                 engine_options.setdefault("threads", options.threads)
+            # a server runs batches with gaps: ONNX Runtime's spinning threads would take the cores
+            # Triton's protocol work needs (as in trtflow serve)
+            engine_options.setdefault("spinning", False)
         if options.task:
             inputs, outputs = [TASK_INPUT], [TASK_OUTPUT]
         elif model.suffix.lower() in PLAN_SUFFIXES:  # read without executing: this machine may have no GPU

@@ -9,6 +9,8 @@ whose requests cost nothing to merge (the serving path alone).
 
     python bench/serve_engine_bench.py OUTDIR --clients 128 --seconds 6
 
+``--profile-s S`` adds a py-spy profile of the engine process (``bench/serve_profile.py``) for S
+seconds of each window: raw files in OUTDIR, the top frames in the JSON and on stdout.
 Writes OUTDIR/serve_engine_bench.json.
 """
 
@@ -45,7 +47,8 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(path: str, x: np.ndarray, clients: int, seconds: float, max_batch: int) -> dict:
+def measure(path: str, x: np.ndarray, clients: int, seconds: float, max_batch: int, profile: tuple | None = None) -> dict:
+    import serve_profile
     from trtflow.serve import ipc
     from trtflow.serve.engine_process import engine_main
     from trtflow.serve.frontend import EngineClient
@@ -73,9 +76,12 @@ def measure(path: str, x: np.ndarray, clients: int, seconds: float, max_batch: i
                 await client.infer("m", {"x": x})
                 count[0] += 1
 
+        jobs = serve_profile.start({"engine": proc.pid}, min(profile[1], seconds - 1), 0.5, *profile[::2]) if profile else []
         c0, t0, s0 = cpu_s(proc.pid), time.perf_counter(), time.process_time()
         await asyncio.gather(*(one() for _ in range(clients)))
         c1, t1, s1 = cpu_s(proc.pid), time.perf_counter(), time.process_time()
+        if jobs:
+            result["profile"] = await asyncio.get_running_loop().run_in_executor(None, serve_profile.finish, jobs)
         v = (await client.stats())["m"]["values"]
         result.update(request_bytes=x.nbytes, clients=clients, req_s=count[0] / (t1 - t0),
                       engine_cpu_us_per_request=(c1 - c0) / count[0] * 1e6,
@@ -100,13 +106,22 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=128)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--requests", default="large,small", help="which requests: large (301 KB), small (16 B)")
+    parser.add_argument("--profile-s", type=float, default=0, help="py-spy profile of the engine process (needs py-spy)")
     args = parser.parse_args()
     args.outdir.mkdir(parents=True, exist_ok=True)
     trivial = serve_bench.trivial_onnx(args.outdir / "trivial_fp16.onnx")
     affine = args.outdir / "affine.onnx"
     affine.write_bytes(affine_model())
-    rows = [measure(str(trivial), np.random.rand(1, 3, 224, 224).astype(np.float16), args.clients, args.seconds, args.max_batch),
-            measure(str(affine), np.random.rand(1, 4).astype(np.float32), args.clients, args.seconds, args.max_batch)]
+    cases = {"large": (trivial, np.random.rand(1, 3, 224, 224).astype(np.float16)),
+             "small": (affine, np.random.rand(1, 4).astype(np.float32))}
+    rows = []
+    for name in args.requests.split(","):
+        model, x = cases[name]
+        profile = (args.outdir, args.profile_s, name) if args.profile_s else None
+        rows.append(measure(str(model), x, args.clients, args.seconds, args.max_batch, profile))
+        for prof in rows[-1].get("profile", {}).values():
+            print(f"profile ({name}, self %):", prof.get("error") or prof["self"][:15])
     out = {"environment": serve_bench.environment(), "config": {k: str(v) for k, v in vars(args).items()}, "results": rows}
     (args.outdir / "serve_engine_bench.json").write_text(json.dumps(out, indent=2) + "\n")
     print("| request bytes | clients | req/s | mean batch | engine CPU µs/request | client CPU µs/request |")

@@ -5,6 +5,10 @@ Each instance has a worker coroutine. When it is free it takes the oldest queued
 queued requests with the same non-batch shapes up to ``max_batch`` rows, waits up to
 ``delay_us`` for more when the batch is neither full nor a preferred size, and runs the batch in
 its own thread: concatenate, ``engine.infer``, split the outputs back per request (views).
+
+Per request the event loop does little: no future and no timer of its own (``submit`` takes a
+callback, called for the whole batch in one turn; one timer per batcher answers 503 to the requests
+older than the timeout, oldest first).
 """
 
 from __future__ import annotations
@@ -14,10 +18,10 @@ import collections
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import numpy as np
 
+from trtflow.serve.ipc import ALIGN
 from trtflow.serve.metrics import ModelStats
 from trtflow.serve.model import ServedModel
 from trtflow.serve.protocol import ProtocolError
@@ -25,14 +29,15 @@ from trtflow.serve.protocol import ProtocolError
 log = logging.getLogger(__name__)
 
 
-@dataclass(eq=False)
 class _Item:
-    feed: dict
-    rows: int
-    key: tuple
-    future: asyncio.Future
-    queued: float = field(default_factory=time.perf_counter)
-    timer: asyncio.TimerHandle | None = None
+    """One queued request: its feed, rows and batching key, and ``done(result, exc)``, called once."""
+
+    __slots__ = ("feed", "rows", "key", "done", "queued", "settled")
+
+    def __init__(self, feed: dict, rows: int, key: tuple, done):
+        self.feed, self.rows, self.key, self.done = feed, rows, key, done
+        self.queued = time.perf_counter()
+        self.settled = False
 
 
 class Batcher:
@@ -58,6 +63,8 @@ class Batcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+        self._live: collections.deque[_Item] = collections.deque()  # unsettled requests, oldest first
+        self._sweep_at: asyncio.TimerHandle | None = None
         self._pools = [ThreadPoolExecutor(1, thread_name_prefix=f"trtflow-{model.name}-{i}")
                        for i in range(len(model.engines))]
         self._workers = [asyncio.ensure_future(self._worker(i)) for i in range(len(model.engines))]
@@ -73,10 +80,23 @@ class Batcher:
             ProtocolError: 400 for inputs the model refuses, 503 when the queue is full, the
                 server is draining or the request timed out; EngineError when the engine failed.
         """
-        return await self.submit(inputs)
+        future = asyncio.get_running_loop().create_future()
 
-    def submit(self, inputs: dict[str, np.ndarray]) -> asyncio.Future:
-        """Queue one request; its future gets the outputs (or the error ``infer`` would raise).
+        def done(result, exc) -> None:
+            if future.done():
+                return
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+        item = self.submit(inputs, done)
+        future.add_done_callback(lambda f: _cancelled(item) if f.cancelled() else None)
+        return await future
+
+    def submit(self, inputs: dict[str, np.ndarray], done) -> _Item:
+        """Queue one request; ``done(outputs, None)`` or ``done(None, error)`` is called once, on
+        the event loop (the errors ``infer`` raises); requests of one batch are answered together.
 
         Raises:
             ProtocolError: at once, for what ``infer`` refuses before queueing (400, 503).
@@ -87,15 +107,19 @@ class Batcher:
         if self._queued >= self.config.max_queue:
             raise ProtocolError(
                 f"model '{self.model.name}' has {self._queued} requests queued (the limit, --max-queue); retry later", 503)
-        loop = asyncio.get_running_loop()
-        item = _Item(feed, rows, key, loop.create_future())
-        item.timer = loop.call_later(self.config.timeout_s, self._expire, item)
-        self._queues.setdefault(key, collections.deque()).append(item)
+        item = _Item(feed, rows, key, done)
+        self._live.append(item)
+        if self._sweep_at is None:  # one timer for all requests: they expire in the order they came
+            self._sweep_at = asyncio.get_running_loop().call_later(self.config.timeout_s, self._sweep)
+        q = self._queues.get(key)
+        if q is None:
+            q = self._queues[key] = collections.deque()
+        q.append(item)
         self._queued += 1
         self.stats.pending = self._queued
         self._idle.clear()
         self._wake.set()
-        return item.future
+        return item
 
     async def drain(self) -> None:
         """Refuse new requests, let queued and running ones finish, stop the instance threads."""
@@ -106,6 +130,9 @@ class Batcher:
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
+        if self._sweep_at is not None:
+            self._sweep_at.cancel()
+            self._sweep_at = None
         for pool in self._pools:
             pool.shutdown(wait=True)
 
@@ -114,6 +141,8 @@ class Batcher:
         self._closing = True
         for task in self._workers:
             task.cancel()
+        if self._sweep_at is not None:
+            self._sweep_at.cancel()
         for q in self._queues.values():
             for item in q:
                 _settle(item, exc=ProtocolError(f"model '{self.model.name}' was stopped", 503))
@@ -123,15 +152,28 @@ class Batcher:
             pool.shutdown(wait=False)
 
     # -- internals -------------------------------------------------------------------------------
-    def _expire(self, item: _Item) -> None:
-        if not item.future.done():
-            item.future.set_exception(ProtocolError(
-                f"request timeout expired: no answer from model '{self.model.name}' within {self.config.timeout_s:g} s", 503))
+    def _sweep(self) -> None:
+        """Answer 503 to the requests older than the timeout (queued or running), then wait for
+        the next oldest one's deadline."""
+        self._sweep_at = None
+        live, timeout = self._live, self.config.timeout_s
+        now = time.perf_counter()
+        while live:
+            head = live[0]
+            if not head.settled:
+                if now - head.queued < timeout:
+                    break
+                _settle(head, exc=ProtocolError(
+                    f"request timeout expired: no answer from model '{self.model.name}' within {timeout:g} s", 503))
+            live.popleft()
+        if live:
+            self._sweep_at = asyncio.get_running_loop().call_later(
+                max(live[0].queued + timeout - now, 0.0), self._sweep)
 
     def _oldest(self) -> collections.deque | None:
         best = None
         for key, q in list(self._queues.items()):
-            while q and q[0].future.done():  # timed out while queued
+            while q and q[0].settled:  # timed out while queued
                 q.popleft()
                 self._queued -= 1
             if not q:
@@ -149,7 +191,7 @@ class Batcher:
         while q and rows + q[0].rows <= limit:
             item = q.popleft()
             self._queued -= 1
-            if item.future.done():
+            if item.settled:
                 continue
             batch.append(item)
             rows += item.rows
@@ -211,19 +253,26 @@ class Batcher:
             finally:
                 self._busy -= 1
             self.stats.add(queue_duration_us=sum((start - item.queued) * 1e6 for item in batch))
+            live = self._live
+            while live and live[0].settled:
+                live.popleft()
             if self._closing and not self._queued and not self._busy:
                 self._idle.set()
 
 
 def _settle(item: _Item, result: dict | None = None, exc: BaseException | None = None) -> None:
-    if item.timer is not None:
-        item.timer.cancel()
-    if item.future.done():
+    if item.settled:
         return
-    if exc is not None:
-        item.future.set_exception(exc)
-    else:
-        item.future.set_result(result)
+    item.settled = True
+    try:
+        item.done(result, exc)
+    except Exception:  # noqa: BLE001 - one caller's failure must not stop the batcher
+        log.exception("answering a request failed")
+
+
+def _cancelled(item: _Item) -> None:
+    """The caller went away (its task was cancelled): skip the request if still queued."""
+    item.settled = True
 
 
 def _execute(engine, batch: list[_Item], batched: bool) -> tuple[list[dict], tuple[float, float, float]]:
@@ -240,10 +289,54 @@ def _execute(engine, batch: list[_Item], batched: bool) -> tuple[list[dict], tup
 
 
 def merge(feeds: list[dict]) -> dict:
-    """The feeds of one batch as one feed: concatenated along dim 0 (a single feed as is)."""
+    """The feeds of one batch as one feed: concatenated along dim 0 (a single feed as is; requests
+    in consecutive shared-memory slots as one view of them, no copy)."""
     if len(feeds) == 1:
         return feeds[0]
-    return {name: np.concatenate([feed[name] for feed in feeds]) for name in feeds[0]}
+    out = {}
+    for name in feeds[0]:
+        parts = runs([feed[name] for feed in feeds])
+        out[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return out
+
+
+def runs(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """``arrays`` (in order) with each run of them that lies back to back in one buffer (requests
+    in consecutive slots of a shared-memory arena: views of one 1-D uint8 array) merged into one
+    view along dim 0; concatenating the result equals concatenating ``arrays``."""
+    out, run = [], None  # run: [base, base address, start address, end address, first array, rows]
+    for arr in arrays:
+        base = arr.base
+        if arr.nbytes % ALIGN or not isinstance(base, np.ndarray):  # slots are ALIGN-aligned: cannot be a run
+            if run is not None:
+                out.append(_view(run))
+                run = None
+            out.append(arr)
+            continue
+        start = arr.__array_interface__["data"][0]
+        if (run is not None and base is run[0] and start == run[3] and arr.ndim and arr.dtype == run[4].dtype
+                and arr.shape[1:] == run[4].shape[1:] and arr.flags.c_contiguous):
+            run[3] = start + arr.nbytes
+            run[5] += arr.shape[0]
+            continue
+        if run is not None:
+            out.append(_view(run))
+        if (base.dtype == np.uint8 and base.ndim == 1 and arr.ndim
+                and arr.flags.c_contiguous):
+            run = [base, base.__array_interface__["data"][0], start, start + arr.nbytes, arr, arr.shape[0]]
+        else:
+            run = None
+            out.append(arr)
+    if run is not None:
+        out.append(_view(run))
+    return out
+
+
+def _view(run: list) -> np.ndarray:
+    base, origin, start, _, first, rows = run
+    if rows == first.shape[0]:
+        return first
+    return np.ndarray((rows,) + first.shape[1:], first.dtype, base, start - origin)
 
 
 def split(outputs: dict, rows: list[int]) -> list[dict]:

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from trtflow.serve.batcher import split
+from trtflow.serve.batcher import runs, split
 
 log = logging.getLogger(__name__)
 
@@ -106,20 +106,18 @@ class CudaGather:
     def _gather(feeds: list[dict], rows: list[int], device, batched: bool) -> dict:
         import torch
 
-        if not batched:
-            feeds, rows = feeds[:1], [None]
         merged = {}
         for name, first in feeds[0].items():
-            shape = (sum(rows),) + first.shape[1:] if batched else first.shape
-            dst = torch.empty(shape, dtype=torch.from_numpy(np.empty(0, first.dtype)).dtype, device=device)
+            if not batched:
+                dst = torch.empty(first.shape, dtype=_torch_dtype(first.dtype), device=device)
+                merged[name] = dst.copy_(torch.from_numpy(_writable(first)), non_blocking=True)
+                continue
+            dst = torch.empty((sum(rows),) + first.shape[1:], dtype=_torch_dtype(first.dtype), device=device)
             start = 0
-            for feed, n in zip(feeds, rows):
-                src = torch.from_numpy(_writable(feed[name]))
-                if n is None:
-                    dst.copy_(src, non_blocking=True)
-                else:
-                    dst[start:start + n].copy_(src, non_blocking=True)
-                    start += n
+            for part in runs([feed[name] for feed in feeds]):  # consecutive slots: one copy
+                n = part.shape[0]
+                dst[start:start + n].copy_(torch.from_numpy(_writable(part)), non_blocking=True)
+                start += n
             merged[name] = dst
         return merged
 
@@ -136,6 +134,12 @@ class CudaGather:
             host = self._out[slot] = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
         host.copy_(value, non_blocking=True)
         return host
+
+
+def _torch_dtype(dtype: np.dtype):
+    import torch
+
+    return torch.from_numpy(np.empty(0, dtype)).dtype
 
 
 def _writable(arr: np.ndarray) -> np.ndarray:

@@ -1,7 +1,9 @@
 """What front-end processes and the engine process of ``trtflow serve --workers`` share: framed
 messages over a Unix socket and shared-memory arenas of fixed-size request slots.
 
-Messages are pickled tuples behind a 4-byte length, small except for the inline fallback:
+Messages are tuples; the messages one side sends in one turn of its event loop travel as one
+frame (a pickled list behind a 4-byte length): under load one ``recv`` and one ``pickle.loads``
+carry a whole batch of requests or answers. Small except for the inline fallback:
 
 | from      | message                                         | answer                                  |
 |-----------|-------------------------------------------------|-----------------------------------------|
@@ -19,6 +21,7 @@ Tensors that do not fit a slot (or no free slot, or BYTES tensors) travel inline
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import logging
 import math
@@ -40,7 +43,7 @@ def aligned(n: int) -> int:
 
 
 class Channel(asyncio.Protocol):
-    """One Unix-socket connection that carries framed, pickled messages both ways.
+    """One Unix-socket connection that carries framed, pickled lists of messages both ways.
 
     Args:
         on_message: called with each message, in order, on the event loop.
@@ -51,7 +54,7 @@ class Channel(asyncio.Protocol):
         self.on_message, self.on_close = on_message, on_close
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
-        self._out: list[bytes] = []
+        self._out: list = []
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -66,9 +69,10 @@ class Channel(asyncio.Protocol):
                 n = int.from_bytes(view[pos:pos + HEADER], "little")
                 if end - pos - HEADER < n:
                     break
-                msg = pickle.loads(view[pos + HEADER:pos + HEADER + n])
+                msgs = pickle.loads(view[pos + HEADER:pos + HEADER + n])
                 pos += HEADER + n
-                self.on_message(msg)
+                for msg in msgs:
+                    self.on_message(msg)
         finally:
             view.release()
             if pos:
@@ -82,21 +86,36 @@ class Channel(asyncio.Protocol):
     def send(self, msg) -> bool:
         """Queue one message; False when the connection is gone.
 
-        Messages queued in one turn of the event loop leave in one write at its end: under load
-        one system call (and one wake-up of the other process) carries many of them.
+        Messages queued in one turn of the event loop leave as one frame in one write at its
+        end: under load one system call, one wake-up of the other process and one pickle carry
+        many of them.
         """
         if self.transport is None or self.transport.is_closing():
             return False
-        payload = pickle.dumps(msg, protocol=5)
         if not self._out:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._out += (len(payload).to_bytes(HEADER, "little"), payload)
+        self._out.append(msg)
         return True
 
     def _flush(self) -> None:
         out, self._out = self._out, []
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.writelines(out)
+        if self.transport is None or self.transport.is_closing():
+            return
+        try:
+            payload = pickle.dumps(out, protocol=5)
+        except Exception:  # noqa: BLE001 - one message that cannot be pickled: send the others
+            log.exception("a message could not be pickled; it is dropped")
+            out = [m for m in out if _picklable(m)]
+            payload = pickle.dumps(out, protocol=5)
+        self.transport.writelines((len(payload).to_bytes(HEADER, "little"), payload))
+
+
+def _picklable(msg) -> bool:
+    try:
+        pickle.dumps(msg, protocol=5)
+    except Exception:  # noqa: BLE001
+        return False
+    return True
 
 
 def pack(outputs: dict[str, np.ndarray]) -> list[tuple]:
@@ -104,12 +123,19 @@ def pack(outputs: dict[str, np.ndarray]) -> list[tuple]:
     Arrays of other dtypes (object, structured) travel as themselves, shape None."""
     packed = []
     for name, arr in outputs.items():
-        arr = np.asarray(arr)
-        if arr.dtype.kind in "biufc":
-            packed.append((name, arr.shape, arr.dtype.str, arr.tobytes()))
+        if type(arr) is not np.ndarray:
+            arr = np.asarray(arr)
+        code = _CODES.get(arr.dtype)
+        if code is None:
+            code = _CODES[arr.dtype] = arr.dtype.str if arr.dtype.kind in "biufc" else ""
+        if code:
+            packed.append((name, arr.shape, code, arr.tobytes()))
         else:
             packed.append((name, None, None, arr))
     return packed
+
+
+_CODES: dict = {}  # dtype -> its str for ``pack`` ("" for dtypes sent as arrays): dtype.str is slow
 
 
 def unpack(packed: list[tuple]) -> dict[str, np.ndarray]:
@@ -167,7 +193,8 @@ class Arena:
         self.shm, self.slot_bytes, self.slots, self.owner = shm, slot_bytes, slots, owner
         self.name = shm.name
         self.array = np.frombuffer(shm.buf, np.uint8, count=slot_bytes * slots)
-        self.free = list(range(slots - 1, -1, -1))
+        self._dtypes: dict[str, np.dtype] = {}
+        self.free = collections.deque(range(slots))  # first freed, first reused: see ``take``
 
     @classmethod
     def create(cls, slot_bytes: int, slots: int) -> "Arena":
@@ -178,8 +205,12 @@ class Arena:
         return cls(shared_memory.SharedMemory(name=name), slot_bytes, slots)
 
     def take(self) -> int | None:
-        """A free slot, or None when all are in use."""
-        return self.free.pop() if self.free else None
+        """A free slot, or None when all are in use.
+
+        Slots are reused in the order they were freed (answers come back in batch order), so
+        requests arriving one after another mostly get consecutive slots: the engine process
+        copies such runs as one block (``trtflow.serve.batcher.runs``)."""
+        return self.free.popleft() if self.free else None
 
     def give(self, slot: int) -> None:
         self.free.append(slot)
@@ -206,12 +237,13 @@ class Arena:
 
     def views(self, slot: int, specs: list[tuple]) -> dict[str, np.ndarray]:
         """The inputs of ``slot`` as numpy views (no copy)."""
-        base = slot * self.slot_bytes
+        base, array, dtypes = slot * self.slot_bytes, self.array, self._dtypes
         out = {}
-        for name, off, shape, dtype in specs:
-            dt = np.dtype(dtype)
-            n = math.prod(shape) * dt.itemsize
-            out[name] = self.array[base + off:base + off + n].view(dt).reshape(shape)
+        for name, off, shape, code in specs:
+            dtype = dtypes.get(code)
+            if dtype is None:
+                dtype = dtypes[code] = np.dtype(code)
+            out[name] = np.ndarray(shape, dtype, array, base + off)
         return out
 
     def close(self) -> None:

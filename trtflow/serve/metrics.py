@@ -37,6 +37,13 @@ class ModelStats:
             for name, value in amounts.items():
                 self.values["nv_inference_" + name] += value
 
+    def success(self, duration_us: float) -> None:
+        """One request answered (``add(request_success=1, request_duration_us=...)``, cheaper)."""
+        with self.lock:
+            v = self.values
+            v["nv_inference_request_success"] += 1
+            v["nv_inference_request_duration_us"] += duration_us
+
     def batch(self, size: int, input_us: float, infer_us: float, output_us: float) -> None:
         with self.lock:
             v = self.values

@@ -104,7 +104,11 @@ class ServedModel(ModelInfo):
             ProtocolError: (400) names, shapes or dtypes the engine refuses, or a batch larger than
                 the model's max batch (the message gives the bound).
         """
-        signature = tuple([(name, arr.shape, arr.dtype) for name, arr in inputs.items()])
+        if len(inputs) == 1:  # the usual case, without building a tuple of tuples
+            (name, arr), = inputs.items()
+            signature = (name, arr.shape, arr.dtype)
+        else:
+            signature = tuple([(name, arr.shape, arr.dtype) for name, arr in inputs.items()])
         plan = self._plans.get(signature)
         if plan is None:  # names, shapes and dtypes seen before need no second check
             plan = self._plan(inputs)

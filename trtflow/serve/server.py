@@ -91,28 +91,23 @@ class Server:
         stats = self.stats[name]
         start = time.perf_counter()
         stats.inflight += 1
-        try:
-            if self.draining:
-                raise ProtocolError("the server is shutting down; retry on another server", 503)
-            future = self.batchers[name].submit(inputs)
-        except BaseException as exc:
-            stats.inflight -= 1
-            stats.add(request_failure=1)
-            done(None, exc)
-            return
 
-        def finished(f: asyncio.Future) -> None:
+        def finished(result, exc) -> None:
             stats.inflight -= 1
-            exc = f.exception() if not f.cancelled() else ProtocolError("the request was cancelled", 503)
             if exc is not None:
                 stats.add(request_failure=1)
                 done(None, exc)
                 return
-            stats.add(request_success=1, request_duration_us=(time.perf_counter() - start) * 1e6)
+            stats.success((time.perf_counter() - start) * 1e6)
             self.last_inference[name] = int(time.time() * 1000)
-            done(f.result(), None)
+            done(result, None)
 
-        future.add_done_callback(finished)
+        try:
+            if self.draining:
+                raise ProtocolError("the server is shutting down; retry on another server", 503)
+            self.batchers[name].submit(inputs, finished)
+        except BaseException as exc:
+            finished(None, exc)
 
     async def infer(self, name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one request through the model's batcher, counting success, failure and duration."""

@@ -1,0 +1,125 @@
+"""The engine process's batch assembly and batcher bookkeeping, in process: requests in consecutive
+shared-memory slots merge into one view (no copy), the CUDA gather's code path on the CPU device,
+frames carrying several messages, request timeouts from one timer, a cancelled caller skipped."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+import trtflow
+from tests.test_serve import affine_model
+from trtflow.serve import ipc
+from trtflow.serve.batcher import Batcher, merge, runs
+from trtflow.serve.model import BatchConfig, ServedModel
+from trtflow.serve.protocol import ProtocolError
+
+
+@pytest.fixture
+def arena():
+    a = ipc.Arena.create(2 * 4 * 4 * 4, 8)  # one [1,2,4,4] float32 input fills a slot exactly
+    for s in range(a.slots):
+        a.array[s * a.slot_bytes:(s + 1) * a.slot_bytes].view(np.float32)[:] = s
+    yield a
+    a.close()
+
+
+def _feeds(arena, slots, specs=(("x", 0, (1, 2, 4, 4), "<f4"),)):
+    return [arena.views(s, list(specs)) for s in slots]
+
+
+def test_consecutive_slots_merge_into_one_view(arena):
+    feeds = _feeds(arena, [2, 3, 4, 0, 1, 6])
+    want = np.concatenate([f["x"] for f in feeds])
+    parts = runs([f["x"] for f in feeds])
+    assert [p.shape[0] for p in parts] == [3, 2, 1]
+    assert np.shares_memory(parts[0], arena.array) and np.array_equal(np.concatenate(parts), want)
+    merged = merge(_feeds(arena, [4, 5, 6, 7]))["x"]
+    assert merged.shape == (4, 2, 4, 4) and np.shares_memory(merged, arena.array)  # one run: no copy
+    np.testing.assert_array_equal(merged[:, 0, 0, 0], [4, 5, 6, 7])
+    np.testing.assert_array_equal(merge(feeds)["x"], want)
+
+
+def test_inputs_that_do_not_fill_a_slot_or_are_not_slot_views_are_concatenated(arena):
+    two = (("x", 0, (1, 2, 4, 2), "<f4"), ("y", 64, (1, 2), "<f4"))  # two inputs per slot: never adjacent
+    feeds = _feeds(arena, [0, 1, 2], two) + [{"x": np.ones((2, 2, 4, 2), np.float32), "y": np.ones((2, 2), np.float32)}]
+    merged = merge(feeds)
+    for name in ("x", "y"):
+        assert len(runs([f[name] for f in feeds])) == 4
+        np.testing.assert_array_equal(merged[name], np.concatenate([f[name] for f in feeds]))
+
+
+def test_cuda_gather_code_path_on_the_cpu_device(arena):
+    torch = pytest.importorskip("torch")
+    from trtflow.serve.gather import CudaGather
+
+    feeds = _feeds(arena, [5, 6, 7, 1])
+    got = CudaGather._gather(feeds, [1, 1, 1, 1], torch.device("cpu"), True)["x"]
+    np.testing.assert_array_equal(got.numpy(), np.concatenate([f["x"] for f in feeds]))
+    one = CudaGather._gather(feeds[:1], [None], torch.device("cpu"), False)["x"]
+    np.testing.assert_array_equal(one.numpy(), feeds[0]["x"])
+
+
+def test_channel_carries_the_messages_of_one_turn_in_one_frame(tmp_path):
+    got, frames = [], []
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_unix_server(lambda: ipc.Channel(got.append), str(tmp_path / "s"))
+        _, client = await loop.create_unix_connection(lambda: ipc.Channel(lambda m: None), str(tmp_path / "s"))
+        write = client.transport.writelines
+        client.transport.writelines = lambda parts: (frames.append(len(parts)), write(parts))
+        for i in range(50):
+            assert client.send(("infer", i, "m", i % 7, [("x", 0, (1, 4), "<f4")]))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(got) == 50:
+                break
+        client.transport.close()
+        server.close()
+
+    asyncio.run(run())
+    assert [m[1] for m in got] == list(range(50)) and frames == [2]  # one header + one payload
+
+
+def test_timeouts_from_one_timer_and_cancelled_callers_skipped():
+    from trtflow.serve.batcher import _execute
+
+    engine = trtflow.load(affine_model(), engine="ort")
+    model = ServedModel("affine", [engine], BatchConfig(max_batch=1, timeout_s=0.05))
+    gate = threading.Event()
+    gate.set()
+
+    def execute(engine, batch, batched):
+        gate.wait(5)
+        return _execute(engine, batch, batched)
+
+    async def run():
+        batcher = Batcher(model, execute=execute)
+        first = []
+        batcher.submit({"x": np.ones((1, 4), np.float32)}, lambda r, e: first.append((r, e)))
+        while not first:
+            await asyncio.sleep(0.005)
+        gate.clear()  # the next request runs and blocks past its timeout; the ones behind it wait
+        held, late = [], []
+        batcher.submit({"x": np.ones((1, 4), np.float32)}, lambda r, e: held.append(e))
+        await asyncio.sleep(0.01)
+        task = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}))
+        batcher.submit({"x": np.ones((1, 4), np.float32)}, lambda r, e: late.append(e))
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(0.2)
+        gate.set()
+        await batcher.drain()
+        return first, held, late, batcher.stats.values["nv_inference_count"], len(batcher._live)
+
+    first, held, late, count, live = asyncio.run(run())
+    assert first[0][1] is None and np.allclose(first[0][0]["y"], 3.0)
+    for errors in (held, late):  # running and queued requests both answered 503, once
+        assert len(errors) == 1 and isinstance(errors[0], ProtocolError) and errors[0].status == 503
+        assert "timeout" in str(errors[0])
+    assert count == 2 and live == 0  # the cancelled and the expired queued request never ran

@@ -47,17 +47,19 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(path: str, x: np.ndarray, clients: int, seconds: float, max_batch: int, profile: tuple | None = None) -> dict:
+def measure(path: str, x: np.ndarray, clients: int, seconds: float, max_batch: int, profile: tuple | None = None,
+            switch_ms: float | None = None) -> dict:
     import serve_profile
     from trtflow.serve import ipc
     from trtflow.serve.engine_process import engine_main
     from trtflow.serve.frontend import EngineClient
     from trtflow.serve.server import ServeOptions, run_loop
 
+    options = ServeOptions() if switch_ms is None else ServeOptions(switch_interval_s=switch_ms / 1e3)
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     sock = str(Path(tempfile.mkdtemp(prefix="trtflow-bench-")) / "engine.sock")
-    proc = ctx.Process(target=engine_main, args=(functools.partial(load, path, max_batch), ServeOptions(), sock, queue))
+    proc = ctx.Process(target=engine_main, args=(functools.partial(load, path, max_batch), options, sock, queue))
     proc.start()
     msg = queue.get(timeout=300)
     if msg[0] != "ready":
@@ -107,6 +109,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--requests", default="large,small", help="which requests: large (301 KB), small (16 B)")
+    parser.add_argument("--switch-interval-ms", type=float, default=None,
+                        help="the engine process's thread switch interval (default: the server's, 0.2 ms)")
     parser.add_argument("--profile-s", type=float, default=0, help="py-spy profile of the engine process (needs py-spy)")
     args = parser.parse_args()
     args.outdir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +123,7 @@ def main() -> int:
     for name in args.requests.split(","):
         model, x = cases[name]
         profile = (args.outdir, args.profile_s, name) if args.profile_s else None
-        rows.append(measure(str(model), x, args.clients, args.seconds, args.max_batch, profile))
+        rows.append(measure(str(model), x, args.clients, args.seconds, args.max_batch, profile, args.switch_interval_ms))
         for prof in rows[-1].get("profile", {}).values():
             print(f"profile ({name}, self %):", prof.get("error") or prof["self"][:15])
     out = {"environment": serve_bench.environment(), "config": {k: str(v) for k, v in vars(args).items()}, "results": rows}

@@ -123,3 +123,17 @@ def test_timeouts_from_one_timer_and_cancelled_callers_skipped():
         assert len(errors) == 1 and isinstance(errors[0], ProtocolError) and errors[0].status == 503
         assert "timeout" in str(errors[0])
     assert count == 2 and live == 0  # the cancelled and the expired queued request never ran
+
+
+def test_split_gives_each_request_its_rows_as_views():
+    from trtflow.serve.batcher import split
+
+    out = {"y": np.arange(6 * 4, dtype=np.float32).reshape(6, 4), "n": np.arange(6)}
+    for rows in ([1] * 6, [2, 1, 3]):
+        parts, start = split(out, rows), 0
+        assert len(parts) == len(rows)
+        for part, n in zip(parts, rows):
+            for name, value in out.items():
+                assert part[name].shape == (n,) + value.shape[1:] and np.shares_memory(part[name], value)
+                np.testing.assert_array_equal(part[name], value[start:start + n])
+            start += n

@@ -343,6 +343,11 @@ def split(outputs: dict, rows: list[int]) -> list[dict]:
     """Outputs of a merged batch -> each request's rows of them (views; the outputs as is for one)."""
     if len(rows) == 1:
         return [outputs]
+    if all(n == 1 for n in rows) and all(getattr(v, "ndim", 0) for v in outputs.values()):
+        # batch-1 requests (the usual case): the row views made by numpy's iteration, not slicing
+        names = list(outputs)
+        columns = [list(outputs[name][:, None]) for name in names]
+        return [dict(zip(names, row)) for row in zip(*columns)]
     results, start = [], 0
     for n in rows:
         results.append({name: value[start:start + n] for name, value in outputs.items()})

@@ -59,7 +59,7 @@ def _stop(proc: subprocess.Popen) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    return proc.stderr.read()
+    return proc.stderr.read() if proc.stderr else ""
 
 
 def _post(port: int, model: str, body: bytes) -> tuple[int, bytes]:
@@ -302,10 +302,4 @@ def test_engine_process_serves_what_the_engine_computes(tmp_path, device):
             values = _metrics(http)
             assert values['nv_inference_exec_count{model="net",version="1"}'] < len(xs)
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 
 from trtflow.tune.search import _Clock
 from trtflow.tune.space import Candidate, likely_first, prefer, torch_space
@@ -89,16 +88,21 @@ def test_budget_uses_the_compile_estimate_before_any_compile():
     assert clock.per_cost == 40.0  # the larger of estimate and measurement: never optimistic
 
 
-def test_bench_script_flow_on_the_cpu(tmp_path):
+def _bench_script(name: str):
+    """bench/tune_bench.py imported as module ``name`` (bench/ is no package)."""
     import importlib.util
     import sys
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "tune_bench.py"
-    spec = importlib.util.spec_from_file_location("tune_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["tune_bench"] = bench
-    spec.loader.exec_module(bench)
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "bench" / "tune_bench.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_script_flow_on_the_cpu(tmp_path):
+    bench = _bench_script("tune_bench")
     t0 = time.perf_counter()
     code = bench.main([str(tmp_path), "--device", "cpu", "--runs", "tiny:2,nosuchmodel:2", "--extra-runs", "tiny:4",
                        "--baselines", "eager", "--only", "*eager*", "--short-s", "0.02", "--full-s", "0.05",
@@ -118,15 +122,7 @@ def test_bench_script_flow_on_the_cpu(tmp_path):
 
 
 def test_bench_script_skips_what_the_budget_cannot_cover(tmp_path):
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "tune_bench.py"
-    spec = importlib.util.spec_from_file_location("tune_bench_budget", path)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["tune_bench_budget"] = bench
-    spec.loader.exec_module(bench)
+    bench = _bench_script("tune_bench_budget")
     bench.main([str(tmp_path), "--device", "cpu", "--runs", "tiny:2", "--extra-runs", "", "--budget-s", "1"])
     doc = json.loads((tmp_path / "tune_bench.json").read_text())
     assert doc["rows"][0]["not_run"].startswith("not run:")

@@ -159,6 +159,7 @@ class EngineTask(Task):
                 raise UsageError(f"input '{spec.name}' is not the image input '{self.input_name}'; give its value "
                                  f"in inputs={{'{spec.name}': ...}} (shape {self.shapes[spec.name][1:]} per frame)")
             self.constants[spec.name] = np.asarray(inputs[spec.name], dtype=spec.dtype)
+        self._batched: dict = {}  # (frames, device) -> the constants' feed entries
         _, _, h, w = self.shapes[self.input_name]
         self.prep = Prep("stretch", (h, w), mean=tuple(mean), std=tuple(std))
 
@@ -168,20 +169,26 @@ class EngineTask(Task):
 
     def prepare(self, frames: Any) -> tuple[dict[str, Any], list[FrameMeta]]:
         x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device)
-        n = len(metas)
-        feed = {self.input_name: feed_of(x, numpy_in)}
-        for name, value in self.constants.items():
-            per_item = self.shapes[name][1:]
-            if value.shape == per_item:
-                value = np.broadcast_to(value, (n, *per_item))
-            elif value.shape[1:] == per_item and value.shape[0] >= n:
-                value = value[:n]
-            else:
-                raise UsageError(f"the value of input '{name}' has shape {value.shape}; give one item of shape "
-                                 f"{per_item} or a batch of them")
-            value = np.ascontiguousarray(value)
-            feed[name] = value if numpy_in else _like(value, feed[self.input_name])
-        return feed, metas
+        image = feed_of(x, numpy_in)
+        key = (len(metas), None if numpy_in else image.device)
+        constants = self._batched.get(key)
+        if constants is None:  # once per batch size and device, not per batch
+            constants = self._batched[key] = {name: self._batch_of(name, value, len(metas), None if numpy_in else image)
+                                              for name, value in self.constants.items()}
+        return {self.input_name: image, **constants}, metas
+
+    def _batch_of(self, name: str, value: np.ndarray, n: int, like: Any) -> Any:
+        """The constant of input ``name`` for a batch of ``n`` frames (numpy, or a tensor on ``like``'s device)."""
+        per_item = self.shapes[name][1:]
+        if value.shape == per_item:
+            value = np.broadcast_to(value, (n, *per_item))
+        elif value.shape[1:] == per_item and value.shape[0] >= n:
+            value = value[:n]
+        else:
+            raise UsageError(f"the value of input '{name}' has shape {value.shape}; give one item of shape "
+                             f"{per_item} or a batch of them")
+        value = np.ascontiguousarray(value)
+        return value if like is None else _like(value, like)
 
     def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list[Tensors]:
         return [Tensors({k: v[i] for k, v in outputs.items()}) for i in range(len(metas))]

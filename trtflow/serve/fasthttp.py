@@ -94,7 +94,7 @@ class FastHTTP(asyncio.BufferedProtocol):
         self.busy = False  # a request is being read or answered
         self.paused = False  # reading paused while pipelined bytes wait
         self.ticket = None  # what server.reserve gave, until submitted
-        self.req = None  # (model, close, json header length, body length, t0)
+        self.req = None  # (served model, close, json header length, body length, t0)
         self.json: bytearray | None = None  # the request's JSON header
 
     # -- asyncio ---------------------------------------------------------------------------------
@@ -199,10 +199,10 @@ class FastHTTP(asyncio.BufferedProtocol):
             return None
         name = names[0].decode("latin-1")
         try:
-            self.server.model(name, version)
+            model = self.server.model(name, version)
         except ProtocolError:
             return None  # aiohttp answers the 404
-        self.req = (name, close, header, length, t0)
+        self.req = (model, close, header, length, t0)
         return header
 
     def _want(self, dests: list, then) -> None:
@@ -225,7 +225,8 @@ class FastHTTP(asyncio.BufferedProtocol):
             then()
 
     def _on_json(self) -> None:
-        name, close, header, length, t0 = self.req
+        model, close, header, length, t0 = self.req
+        name = model.name
         try:
             request, layout = _header(bytes(self.json), length - header)
         except Exception as exc:  # noqa: BLE001 - malformed: 400; anything else 500, as aiohttp's path
@@ -244,7 +245,7 @@ class FastHTTP(asyncio.BufferedProtocol):
 
     def _run(self, decode) -> None:
         """The body is in: submit the request; answer when its outputs (or an error) come."""
-        name = self.req[0]
+        name = self.req[0].name
         try:
             request = decode()
             ticket, self.ticket = self.ticket, None
@@ -259,15 +260,14 @@ class FastHTTP(asyncio.BufferedProtocol):
         waiting.add_done_callback(lambda f: self._answer(request, f, None))
 
     def _answer(self, request, future, exc) -> None:
-        name, close, _, length, t0 = self.req
+        model, close, _, length, t0 = self.req
         if future is not None:
             exc = future.exception() if not future.cancelled() else ProtocolError("the request was cancelled", 503)
         if self.transport is None:
             return
         if exc is None:
             try:
-                model = self.server.model(name)
-                body, headers = protocol.encode_infer_response(name, model.version, future.result(), request,
+                body, headers = protocol.encode_infer_response(model.name, model.version, future.result(), request,
                                                                model.batched, model.labels)
                 status = 200
             except Exception as e:  # noqa: BLE001 - an output the model does not have, ...
@@ -279,7 +279,7 @@ class FastHTTP(asyncio.BufferedProtocol):
         if access.isEnabledFor(logging.INFO):
             access.info(json.dumps({
                 "ts": round(time.time(), 6), "remote": (self.transport.get_extra_info("peername") or ("",))[0],
-                "method": "POST", "path": f"/v2/models/{name}/infer", "status": status,
+                "method": "POST", "path": f"/v2/models/{model.name}/infer", "status": status,
                 "ms": round((time.perf_counter() - t0) * 1e3, 3), "in": length, "out": len(body), "pid": os.getpid(),
             }, separators=(",", ":")))
         self.busy = False

@@ -16,6 +16,7 @@ run at their own size, padded up to a multiple of ``stride``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -97,7 +98,16 @@ class SegmentTask(Task):
 
 def to_frame(mask: np.ndarray, meta: FrameMeta) -> np.ndarray:
     """A network-resolution [h, w] map -> the frame's [H, W] by nearest neighbour through ``meta``."""
+    ys, xs = _nearest_rows_cols(meta, mask.shape[:2])
+    return np.ascontiguousarray(mask[ys, xs])
+
+
+@functools.lru_cache(maxsize=64)
+def _nearest_rows_cols(meta: FrameMeta, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The mask rows [H, 1] and columns [1, W] each frame pixel reads; frames of one size share ``meta``,
+    so this runs once per frame size, not per frame."""
     h, w = meta.size
-    ys = np.floor((np.arange(h) + 0.5) * meta.scale[1] + meta.pad[1]).astype(np.int64).clip(0, mask.shape[0] - 1)
-    xs = np.floor((np.arange(w) + 0.5) * meta.scale[0] + meta.pad[0]).astype(np.int64).clip(0, mask.shape[1] - 1)
-    return np.ascontiguousarray(mask[ys[:, None], xs[None, :]])
+    ys = np.floor((np.arange(h) + 0.5) * meta.scale[1] + meta.pad[1]).astype(np.int64).clip(0, shape[0] - 1)
+    xs = np.floor((np.arange(w) + 0.5) * meta.scale[0] + meta.pad[0]).astype(np.int64).clip(0, shape[1] - 1)
+    ys.flags.writeable = xs.flags.writeable = False  # shared by every call
+    return ys[:, None], xs[None, :]

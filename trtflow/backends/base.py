@@ -115,6 +115,7 @@ class Engine(ABC):
             return dict(result) if passthrough else {name: family.wrap(value) for name, value in result.items()}
         family = self.check_feed(feed)
         native = {name: self._to_native(feed[name], self._specs[name].dtype) for name in self._specs}
+        self._prepare(native)
         result = self._infer(native)
         wrapped = {name: family.wrap(value) for name, value in result.items()}
         if key is not None:
@@ -167,6 +168,10 @@ class Engine(ABC):
     @abstractmethod
     def _infer(self, feed: dict[str, Any]) -> dict[str, Any]:
         """Run on validated arrays of the native family; return output name -> array."""
+
+    def _prepare(self, feed: dict[str, Any]) -> None:
+        """One-time checks of a feed signature not seen before (new shapes or dtypes), before it runs;
+        feeds like one that already ran skip it."""
 
     # -- internals ------------------------------------------------------------------------
     def _to_native(self, value: Any, dtype: str) -> Any:

@@ -95,7 +95,7 @@ class OrtEngine(Engine):
         self._checked: set = set()  # input shapes whose memory estimate passed
         log.debug("ort engine on %s", self.providers)
 
-    def _infer(self, feed: dict[str, Any]) -> dict[str, Any]:
+    def _prepare(self, feed: dict[str, Any]) -> None:
         key = tuple((name, value.shape) for name, value in feed.items())
         if key not in self._checked:
             if sum(value.nbytes for value in feed.values()) > ESTIMATE_ABOVE:
@@ -103,6 +103,8 @@ class OrtEngine(Engine):
             if len(self._checked) > 256:
                 self._checked.clear()
             self._checked.add(key)
+
+    def _infer(self, feed: dict[str, Any]) -> dict[str, Any]:
         try:
             values = self.session.run(self._output_names, feed)
         except Exception as exc:

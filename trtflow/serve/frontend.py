@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from trtflow.errors import EngineError
-from trtflow.serve import ipc, metrics
+from trtflow.serve import ipc
 from trtflow.serve.protocol import ProtocolError
-from trtflow.serve.server import Server, ServeOptions, run_loop
+from trtflow.serve.server import DRAINING, Server, ServeOptions, run_loop
 
 log = logging.getLogger(__name__)
 
@@ -119,26 +119,15 @@ class FrontServer(Server):
     """The protocol side of the server; inference goes to the engine process through ``client``."""
 
     def __init__(self, infos: list, options: ServeOptions, client: EngineClient):
-        from trtflow import __version__
-
-        self.version = __version__
-        self.options = options
-        self.max_body = options.max_body
-        self.kind = options.kind
-        self.models = {m.name: m for m in infos}
-        self.stats = {m.name: metrics.ModelStats() for m in infos}
-        self.batchers = {}
-        self.last_inference = {m.name: 0 for m in infos}
-        self.draining = False
-        self.http_port: int | None = None
-        self.grpc_port: int | None = None
-        self._runner = None
-        self._grpc = None
+        super().__init__(infos, options)
         self.client = client
+
+    def _batchers(self, models: list, execute: dict) -> dict:
+        return {}  # the batchers live in the engine process
 
     async def infer(self, name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.draining:
-            raise ProtocolError("the server is shutting down; retry on another server", 503)
+            raise ProtocolError(DRAINING, 503)
         return await self.client.infer(name, inputs)
 
     def reserve(self, name: str, layout: list[tuple]):
@@ -161,7 +150,7 @@ class FrontServer(Server):
             return self.infer(name, ticket)
         if self.draining:
             self.release(ticket)
-            raise ProtocolError("the server is shutting down; retry on another server", 503)
+            raise ProtocolError(DRAINING, 503)
         return self.client.infer_slot(name, *ticket)
 
     def release(self, ticket) -> None:
@@ -176,12 +165,6 @@ class FrontServer(Server):
             s.pending, s.inflight, s.batch_sum = snap["pending"], snap["inflight"], snap["batch_sum"]
             s.batch_counts[:] = snap["batch_counts"]
             self.last_inference[name] = snap["last_inference"]
-
-    async def close(self) -> None:
-        if self._grpc is not None:
-            await self._grpc.stop(grace=None)
-        if self._runner is not None:
-            await self._runner.close()
 
     async def drain(self) -> None:
         """Refuse new requests (503), wait for this front end's open requests, close the listeners."""

@@ -25,6 +25,7 @@ from trtflow.serve.protocol import ProtocolError
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ["classification", "binary_tensor_data", "model_repository", "statistics"]
+DRAINING = "the server is shutting down; retry on another server"
 
 
 @dataclass(frozen=True)
@@ -67,13 +68,16 @@ class Server:
         self.kind = options.kind
         self.models = {m.name: m for m in models}
         self.stats = {m.name: metrics.ModelStats() for m in models}
-        self.batchers = {m.name: Batcher(m, self.stats[m.name], (execute or {}).get(m.name)) for m in models}
+        self.batchers = self._batchers(models, execute or {})
         self.last_inference = {m.name: 0 for m in models}
         self.draining = False
         self.http_port: int | None = None
         self.grpc_port: int | None = None
         self._runner = None
         self._grpc = None
+
+    def _batchers(self, models: list[ServedModel], execute: dict) -> dict[str, Batcher]:
+        return {m.name: Batcher(m, self.stats[m.name], execute.get(m.name)) for m in models}
 
     # -- used by both protocols ------------------------------------------------------------------
     def model(self, name: str, version: str | None = None) -> ServedModel:
@@ -104,7 +108,7 @@ class Server:
 
         try:
             if self.draining:
-                raise ProtocolError("the server is shutting down; retry on another server", 503)
+                raise ProtocolError(DRAINING, 503)
             self.batchers[name].submit(inputs, finished)
         except BaseException as exc:
             finished(None, exc)
@@ -116,7 +120,7 @@ class Server:
         stats.inflight += 1
         try:
             if self.draining:
-                raise ProtocolError("the server is shutting down; retry on another server", 503)
+                raise ProtocolError(DRAINING, 503)
             out = await self.batchers[name].infer(inputs)
         except BaseException:
             stats.add(request_failure=1)

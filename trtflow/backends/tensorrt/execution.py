@@ -92,8 +92,7 @@ class ExecutionState:
         if not self.context.set_tensor_address(name, t.data_ptr()):
             raise EngineError(f"TensorRT refused the address of '{name}' (0x{t.data_ptr():x}); run with -v for its log")
 
-    def _bind_input(self, name: str, t: Any, shape: tuple[int, ...], copy: bool) -> Any:
-        where = self.ops.locate(t)
+    def _bind_input(self, name: str, t: Any, where: str, shape: tuple[int, ...], copy: bool) -> Any:
         if where == "host":
             dev = self.staging.upload(name, t)  # pinned buffer, then an async copy on our stream
         elif where != "device":
@@ -137,10 +136,11 @@ class ExecutionState:
     # -- running --------------------------------------------------------------------------
     def run(self, feed: dict[str, Any], shapes: dict, k: int, use_graph: bool) -> dict[str, Any]:
         """Run one call in profile ``k``; torch outputs for device callers, numpy for host callers."""
-        host_caller = any(self.ops.locate(t) == "host" for t in feed.values())
+        where = [self.ops.locate(t) for t in feed.values()]  # each input located once per call
+        host_caller = "host" in where
         with self.ops.on(self.stream):
             self._set_profile(k)
-            bound = {n: self._bind_input(n, t, shapes[n], copy=use_graph) for n, t in feed.items()}
+            bound = {n: self._bind_input(n, t, w, shapes[n], copy=use_graph) for (n, t), w in zip(feed.items(), where)}
             outs = self._bind_outputs(use_graph)
             if use_graph:
                 self._execute_graph((k, *sorted(shapes.items())), [*bound.values(), *outs.values()])

@@ -30,6 +30,17 @@ def red_of(index: int) -> int:
     return (5 + 10 * index) % 250
 
 
+def encode(out, stream, images) -> None:
+    """Encode RGB HWC uint8 ``images`` (pts 0, 1, ...) on ``stream``, flush it, and mux into ``out``."""
+    for i, img in enumerate(images):
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts = i
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+
+
 def make_clip(path: Path, frames: int = 12, width: int = 64, height: int = 48, stream: int = 0, rate: int = 24,
               audio: bool = False, options: dict | None = None, noise: bool = False) -> list[int]:
     """Encode an H.264 clip whose frame i is one colour (red_of(i), 40 + 80 * stream, 128); return the pts."""
@@ -41,17 +52,14 @@ def make_clip(path: Path, frames: int = 12, width: int = 64, height: int = 48, s
         if audio:
             aus = out.add_stream("aac", rate=48000)
             aus.layout = "mono"
+        images = []
         for i in range(frames):
             img = np.empty((height, width, 3), np.uint8)
             img[...] = (red_of(i), 40 + 80 * stream, 128)
             if noise:
                 img[: height // 2] = rng.integers(0, 255, (height // 2, width, 3), dtype=np.uint8)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = i
-            for packet in vs.encode(frame):
-                out.mux(packet)
-        for packet in vs.encode():
-            out.mux(packet)
+            images.append(img)
+        encode(out, vs, images)
         if audio:
             samples = int(48000 * frames / rate) + 2048
             for k in range(0, samples, 1024):

@@ -8,7 +8,7 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from tests.test_video import make_clip, post_mean, read_jsonl, red_of  # noqa: E402
+from tests.test_video import encode, make_clip, post_mean, read_jsonl, red_of  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -17,17 +17,11 @@ def _gradient_clip(path, frames=10, width=320, height=240):
     with av.open(str(path), "w") as out:
         vs = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "crf": "12"})
         vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
-        for i in range(frames):
-            x = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
-            y = np.linspace(0, 255, height, dtype=np.float32)[:, None, None]
-            img = np.concatenate([np.broadcast_to(x, (height, width, 1)), np.broadcast_to(y, (height, width, 1)),
-                                  np.full((height, width, 1), 10 * i, np.float32)], axis=2).astype(np.uint8)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = i
-            for packet in vs.encode(frame):
-                out.mux(packet)
-        for packet in vs.encode():
-            out.mux(packet)
+        x = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+        y = np.linspace(0, 255, height, dtype=np.float32)[:, None, None]
+        encode(out, vs, [np.concatenate([np.broadcast_to(x, (height, width, 1)), np.broadcast_to(y, (height, width, 1)),
+                                         np.full((height, width, 1), 10 * i, np.float32)], axis=2).astype(np.uint8)
+                         for i in range(frames)])
 
 
 def test_nvdec_frames_match_the_cpu_decoder(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from tests.test_video import CLIPS, make_clip, mean_task, read_jsonl, video_cli  # noqa: E402
+from tests.test_video import CLIPS, encode, make_clip, mean_task, read_jsonl, video_cli  # noqa: E402
 from tests.test_video import model as model  # noqa: E402,F401  (the module fixture)
 
 
@@ -74,14 +74,7 @@ def _push_rtsp(url: str, frames: int, done: dict) -> None:
             out = av.open(url, "w", format="rtsp", options={"rtsp_transport": "tcp"})
             stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "tune": "zerolatency"})
             stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-            for i in range(frames):
-                img = np.full((48, 64, 3), (5 + 10 * i, 40, 128), np.uint8)
-                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-                frame.pts = i
-                for packet in stream.encode(frame):
-                    out.mux(packet)
-            for packet in stream.encode():
-                out.mux(packet)
+            encode(out, stream, [np.full((48, 64, 3), (5 + 10 * i, 40, 128), np.uint8) for i in range(frames)])
             out.close()
             done["sent"] = frames
             return

@@ -125,6 +125,7 @@ class TorchEngine(Engine):
             fn = casting(torch, fn, *cast) if cast else fn
         super().__init__(inputs, outputs)
         self.fn: Callable = fn
+        self._no_grad = torch.no_grad  # looked up once, entered per call
         self._index = self.device.index if self.device.type == "cuda" else -1
         self._staging = None
         self._graphs: dict[tuple, _Graph] = {}
@@ -142,10 +143,8 @@ class TorchEngine(Engine):
         return self._run_from_host(feed)
 
     def _run(self, feed: dict[str, Any]) -> dict[str, Any]:
-        import torch
-
         try:
-            with torch.no_grad():
+            with self._no_grad():
                 out = self.fn(**feed) if self._kw else self.fn(*feed.values())
         except Exception as exc:
             raise EngineError(f"the torch engine failed while running: {type(exc).__name__}: {exc}") from exc

@@ -61,14 +61,16 @@ def mtcnn_module(max_det: int = 100):
     torch = require("torch", "the MTCNN face model")
     nn = torch.nn
 
-    def prelu_conv(cin: int, cout: int, k: int, index: int) -> dict:
-        return {f"conv{index}": nn.Conv2d(cin, cout, kernel_size=k), f"prelu{index}": nn.PReLU(cout)}
+    def add_prelu_convs(module: Any, *convs: tuple[int, int, int]) -> None:
+        """``conv1, prelu1, conv2, ...`` (facenet's names) on ``module``, one pair per (cin, cout, kernel)."""
+        for i, (cin, cout, k) in enumerate(convs, 1):
+            setattr(module, f"conv{i}", nn.Conv2d(cin, cout, kernel_size=k))
+            setattr(module, f"prelu{i}", nn.PReLU(cout))
 
     class PNet(nn.Module):
         def __init__(self):
             super().__init__()
-            for k, v in {**prelu_conv(3, 10, 3, 1), **prelu_conv(10, 16, 3, 2), **prelu_conv(16, 32, 3, 3)}.items():
-                setattr(self, k, v)
+            add_prelu_convs(self, (3, 10, 3), (10, 16, 3), (16, 32, 3))
             self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
             self.conv4_1 = nn.Conv2d(32, 2, kernel_size=1)
             self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
@@ -81,8 +83,7 @@ def mtcnn_module(max_det: int = 100):
     class RNet(nn.Module):
         def __init__(self):
             super().__init__()
-            for k, v in {**prelu_conv(3, 28, 3, 1), **prelu_conv(28, 48, 3, 2), **prelu_conv(48, 64, 2, 3)}.items():
-                setattr(self, k, v)
+            add_prelu_convs(self, (3, 28, 3), (28, 48, 3), (48, 64, 2))
             self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
             self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
             self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
@@ -98,9 +99,7 @@ def mtcnn_module(max_det: int = 100):
     class ONet(nn.Module):
         def __init__(self):
             super().__init__()
-            for k, v in {**prelu_conv(3, 32, 3, 1), **prelu_conv(32, 64, 3, 2), **prelu_conv(64, 64, 3, 3),
-                         **prelu_conv(64, 128, 2, 4)}.items():
-                setattr(self, k, v)
+            add_prelu_convs(self, (3, 32, 3), (32, 64, 3), (64, 64, 3), (64, 128, 2))
             self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
             self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
             self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)

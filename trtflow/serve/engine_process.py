@@ -23,8 +23,7 @@ import signal
 import sys
 
 from trtflow.errors import TrtflowError
-from trtflow.serve import gather, ipc
-from trtflow.serve.protocol import ProtocolError
+from trtflow.serve import gather, ipc, protocol
 from trtflow.serve.server import Server, ServeOptions, run_loop
 
 log = logging.getLogger(__name__)
@@ -158,7 +157,7 @@ class Peer:
         except Exception as exc:  # noqa: BLE001 - a bad message fails its request, not the connection
             log.exception("bad message from a front end")
             if msg[0] in ("infer", "inline", "stats"):
-                self.channel.send(("err", msg[1], 500, f"internal error: {type(exc).__name__}: {exc}"))
+                self.channel.send(("err", msg[1], *protocol.error_status(exc)))
 
     def _dispatch(self, msg: tuple) -> None:
         kind = msg[0]
@@ -185,13 +184,10 @@ class Peer:
         self.open -= 1
         if exc is None:
             reply = ("ok", rid, ipc.pack(out))
-        elif isinstance(exc, ProtocolError):
-            reply = ("err", rid, exc.status, str(exc))
-        elif isinstance(exc, TrtflowError):
-            reply = ("err", rid, 400 if exc.exit_code == 2 else 500, str(exc))
         else:
-            log.error("request for model '%s' failed: %s: %s", model, type(exc).__name__, exc)
-            reply = ("err", rid, 500, f"internal error: {type(exc).__name__}: {exc}")
+            if not isinstance(exc, TrtflowError):
+                log.error("request for model '%s' failed: %s: %s", model, type(exc).__name__, exc)
+            reply = ("err", rid, *protocol.error_status(exc))
         self.channel.send(reply)
         if self.closed and not self.open:
             self.release()

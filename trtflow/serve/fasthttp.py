@@ -55,16 +55,6 @@ def _response(status: int, body: bytes, headers: dict[str, str], close: bool) ->
     return b"".join(head) + body
 
 
-def _error_status(exc: BaseException) -> tuple[int, str]:
-    """What aiohttp's middleware (``http.py``) answers for an exception."""
-    if isinstance(exc, ProtocolError):
-        return exc.status, str(exc)
-    if isinstance(exc, TrtflowError):  # bad input (exit code 2): 400; EngineError and the like: 500
-        return (400 if getattr(exc, "exit_code", 1) == 2 else 500), str(exc)
-    log.error("unhandled error on an infer request", exc_info=exc)
-    return 500, f"internal error: {type(exc).__name__}: {exc}"
-
-
 @functools.lru_cache(maxsize=256)
 def _header(json_bytes: bytes, binary_bytes: int) -> tuple:
     """(request without inputs, binary layout or None) of a JSON header. Cached: clients send the
@@ -273,7 +263,9 @@ class FastHTTP(asyncio.BufferedProtocol):
             except Exception as e:  # noqa: BLE001 - an output the model does not have, ...
                 exc = e
         if exc is not None:
-            status, message = _error_status(exc)
+            status, message = protocol.error_status(exc)
+            if not isinstance(exc, TrtflowError):
+                log.error("unhandled error on an infer request", exc_info=exc)
             body, headers = protocol.error_body(message), {"Content-Type": "application/json"}
         self.transport.write(_response(status, body, headers, close))
         if access.isEnabledFor(logging.INFO):

@@ -69,17 +69,15 @@ def make_app(server) -> "web.Application":
         start = time.perf_counter()
         try:
             response = await handler(request)
-        except ProtocolError as exc:
-            response = _error(str(exc), exc.status)
         except web.HTTPException as exc:  # 404 route, 405, 413 from client_max_size
             text = "request body too large; the limit is %d bytes (--max-body-mb)" % server.max_body \
                 if exc.status == 413 else (exc.reason or "error")
             response = _error(text, exc.status)
-        except TrtflowError as exc:  # bad input (exit code 2): 400; EngineError and the like: 500
-            response = _error(str(exc), 400 if getattr(exc, "exit_code", 1) == 2 else 500)
         except Exception as exc:  # keep serving; the client sees the reason
-            log.exception("unhandled error on %s", request.path)
-            response = _error(f"internal error: {type(exc).__name__}: {exc}", 500)
+            if not isinstance(exc, TrtflowError):
+                log.exception("unhandled error on %s", request.path)
+            status, message = protocol.error_status(exc)
+            response = _error(message, status)
         if access.isEnabledFor(logging.INFO):
             access.info(json.dumps({
                 "ts": round(time.time(), 6), "remote": request.remote, "method": request.method,

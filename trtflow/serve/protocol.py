@@ -21,7 +21,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from trtflow.errors import UsageError
+from trtflow.errors import TrtflowError, UsageError
 from trtflow.spec import TensorSpec
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -368,6 +368,17 @@ def encode_infer_response(
     if not blobs:
         return text, {"Content-Type": "application/json"}
     return b"".join([text, *blobs]), {HEADER_LENGTH: str(len(text)), "Content-Type": "application/octet-stream"}
+
+
+def error_status(exc: BaseException) -> tuple[int, str]:
+    """The HTTP status and message a failed request is answered with: a ProtocolError's status;
+    another trtflow error 400 when it is bad input (exit code 2), else 500 (EngineError and the
+    like); any other exception 500 ``internal error: ...``."""
+    if isinstance(exc, ProtocolError):
+        return exc.status, str(exc)
+    if isinstance(exc, TrtflowError):
+        return (400 if exc.exit_code == 2 else 500), str(exc)
+    return 500, f"internal error: {type(exc).__name__}: {exc}"
 
 
 def error_body(message: str) -> bytes:

@@ -27,6 +27,8 @@ from typing import Any, Optional, Sequence
 
 from trtflow.deps import require
 from trtflow.errors import UsageError
+from trtflow.vision.detect import batched_nms
+from trtflow.vision.formats import DetectionConfig
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +212,6 @@ def _pnet_boxes(torch: Any, reg: Any, prob: Any, scale: float, threshold: float)
 
 def _nms(torch: Any, boxes: Any, scores: Any, iou: float, topk: int) -> Any:
     """Indices kept by greedy IoU NMS (trtflow.vision.detect.batched_nms), best first."""
-    from trtflow.vision.detect import batched_nms
-    from trtflow.vision.formats import DetectionConfig
-
     n = len(boxes)
     index = torch.arange(n, device=boxes.device, dtype=boxes.dtype)[None, :, None]
     config = DetectionConfig("boxes-scores", score_thr=-1.0, iou_thr=iou, max_det=max(1, min(n, topk)),

@@ -132,14 +132,11 @@ class SuperResolutionTask(Task):
 
         y = to_torch(outputs[self.output_name])
         s = self.scale
-        images = []
-        for meta in metas:
-            th, tw = meta.tile
-            if tuple(y.shape[-2:]) != (s * th, s * tw):
-                raise UsageError(f"the SR model gave {tuple(y.shape[-2:])} for {th}x{tw} tiles with a {self.margin}-pixel "
-                                 f"margin; expected {(s * th, s * tw)}. Check scale= and margin= (arch=)")
-            images.append(self._stitch(torch, y, meta))
-        frames = _to_host(torch, images)
+        th, tw = metas[0].tile  # one tile size per batch (prepare's _tile_size)
+        if tuple(y.shape[-2:]) != (s * th, s * tw):
+            raise UsageError(f"the SR model gave {tuple(y.shape[-2:])} for {th}x{tw} tiles with a {self.margin}-pixel "
+                             f"margin; expected {(s * th, s * tw)}. Check scale= and margin= (arch=)")
+        frames = _to_host(torch, [self._stitch(torch, y, meta) for meta in metas])
         return [Upscaled(frame, float(s)) for frame in frames]
 
     def _stitch(self, torch: Any, y: Any, meta: TileMeta):

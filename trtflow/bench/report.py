@@ -156,6 +156,13 @@ def plot(result: BenchResult, path: str | Path) -> Path:
     right.legend()
     tp = throughput(result)
     fig.suptitle(f"{result.engine} on {result.device}: batch {result.batch}, {tp['inferences_per_s']:.4g} inferences/s")
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out a matplotlib figure, write it to ``path`` as PNG (parent folders made) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

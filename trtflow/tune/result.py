@@ -121,6 +121,7 @@ COLUMNS = ["configuration", "inferences/s", "p50 ms", "p99 ms", "build/compile s
 
 def plot(result: TuneResult, path: str | Path) -> Path:
     """A PNG bar chart of throughput per measured configuration, accepted ones colored, the choice marked."""
+    from trtflow.bench.report import save_figure
     from trtflow.deps import require
 
     matplotlib = require("matplotlib", "--plot")
@@ -135,9 +136,4 @@ def plot(result: TuneResult, path: str | Path) -> Path:
     ax.set_xlabel("inferences/s (grey: rejected or pruned, green: chosen)")
     ax.set_title(f"trtflow tune: {result.engine}, shapes {result.shapes}, chosen {result.chosen}\n{result.device}",
                  fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -31,6 +31,20 @@ def _feeds(arena, slots, specs=(("x", 0, (1, 2, 4, 4), "<f4"),)):
     return [arena.views(s, list(specs)) for s in slots]
 
 
+def test_reserve_lays_a_slot_out_as_put_does(arena):
+    inputs = {"x": np.arange(16, dtype=np.float32).reshape(1, 2, 8), "y": np.arange(3, dtype=np.int64)}
+    views, slot, specs = arena.reserve([(n, a.dtype, a.shape) for n, a in inputs.items()])
+    assert specs == arena.put(slot, {n: np.zeros_like(a) for n, a in inputs.items()})
+    for view, arr in zip(views, inputs.values()):
+        view[:] = arr.tobytes()
+    for name, got in arena.views(slot, specs).items():
+        np.testing.assert_array_equal(got, inputs[name])
+    assert arena.reserve([("x", np.dtype(np.float32), (1, 2, 4, 5))]) is None  # larger than a slot
+    while arena.take() is not None:
+        pass
+    assert arena.reserve([("x", np.dtype(np.float32), (1, 2))]) is None  # no free slot
+
+
 def test_consecutive_slots_merge_into_one_view(arena):
     feeds = _feeds(arena, [2, 3, 4, 0, 1, 6])
     want = np.concatenate([f["x"] for f in feeds])

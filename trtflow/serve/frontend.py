@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import signal
 import sys
@@ -134,15 +133,10 @@ class FrontServer(Server):
         """A free slot of the arena, laid out as ``Arena.put`` does, when the inputs fit one
         (the socket is read straight into shared memory); else fresh arrays."""
         arena = self.client.arena
-        nbytes = [math.prod(shape) * dtype.itemsize for _, dtype, shape in layout]
-        if arena is None or sum(map(ipc.aligned, nbytes)) > arena.slot_bytes or not arena.free:
+        reserved = arena.reserve(layout) if arena is not None else None
+        if reserved is None:
             return super().reserve(name, layout)
-        slot = arena.take()
-        base, off, views, specs = slot * arena.slot_bytes, 0, [], []
-        for (n, dtype, shape), size in zip(layout, nbytes):
-            views.append(memoryview(arena.array[base + off:base + off + size]))
-            specs.append((n, off, shape, dtype.str))
-            off += ipc.aligned(size)
+        views, slot, specs = reserved
         return views, (slot, specs)
 
     def infer_reserved(self, name: str, ticket):

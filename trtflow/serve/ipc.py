@@ -226,6 +226,23 @@ class Arena:
             off += aligned(n)
         return specs
 
+    def reserve(self, layout: list[tuple]) -> tuple[list[memoryview], int, list[tuple]] | None:
+        """A free slot laid out for inputs of ``layout`` ((name, dtype, shape)) as ``put`` lays
+        them out: memoryviews to write their bytes to, the slot, and the specs for the message.
+        None when they do not fit a slot or no slot is free."""
+        if not self.free:
+            return None
+        sizes = [math.prod(shape) * dtype.itemsize for _, dtype, shape in layout]
+        if sum(map(aligned, sizes)) > self.slot_bytes:
+            return None
+        slot = self.free.popleft()
+        base, off, views, specs = slot * self.slot_bytes, 0, [], []
+        for (name, dtype, shape), size in zip(layout, sizes):
+            views.append(memoryview(self.array[base + off:base + off + size]))
+            specs.append((name, off, shape, dtype.str))
+            off += aligned(size)
+        return views, slot, specs
+
     def fits(self, inputs: dict[str, np.ndarray]) -> bool:
         """True when ``inputs`` fit one slot and are fixed-size numeric tensors."""
         total = 0

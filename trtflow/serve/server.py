@@ -127,7 +127,7 @@ class Server:
             raise
         finally:
             stats.inflight -= 1
-        stats.add(request_success=1, request_duration_us=(time.perf_counter() - start) * 1e6)
+        stats.success((time.perf_counter() - start) * 1e6)
         self.last_inference[name] = int(time.time() * 1000)
         return out
 

@@ -36,8 +36,7 @@ class Muxer:
         self.capacity = max(1, int(capacity))
         self.live = list(live) if live is not None else [False] * streams
         self.drop_when_behind = drop_when_behind
-        self.queues: list[collections.deque] = [collections.deque() for _ in range(streams)]
-        self.arrived: list[collections.deque] = [collections.deque() for _ in range(streams)]
+        self.queues: list[collections.deque] = [collections.deque() for _ in range(streams)]  # (arrived, frame)
         self.open = [True] * streams
         self.dropped = [0] * streams
         self.on_drop: Optional[Callable[[Frame], None]] = None
@@ -51,8 +50,7 @@ class Muxer:
         with self._cond:
             while len(self.queues[s]) >= self.capacity and not self._stopped:
                 if self.drop_when_behind and self.live[s]:
-                    old = self.queues[s].popleft()
-                    self.arrived[s].popleft()
+                    _, old = self.queues[s].popleft()
                     self.dropped[s] += 1
                     if self.on_drop is not None:
                         self.on_drop(old)
@@ -60,8 +58,7 @@ class Muxer:
                 self._cond.wait(0.1)
             if self._stopped:
                 return False
-            self.queues[s].append(frame)
-            self.arrived[s].append(time.perf_counter())
+            self.queues[s].append((time.perf_counter(), frame))
             self._cond.notify_all()
         return True
 
@@ -89,7 +86,7 @@ class Muxer:
                 if not waiting and not any(self.open):
                     return None
                 if waiting:
-                    oldest = min(a[0] for a in self.arrived if a)
+                    oldest = min(q[0][0] for q in self.queues if q)
                     left = oldest + self.push_timeout_s - time.perf_counter()
                     if left <= 0:
                         return self._take()
@@ -104,8 +101,7 @@ class Muxer:
             for k in range(n):
                 s = (self._next + k) % n
                 if self.queues[s] and len(out) < self.batch:
-                    out.append(self.queues[s].popleft())
-                    self.arrived[s].popleft()
+                    out.append(self.queues[s].popleft()[1])
             self._next = (self._next + 1) % n
         self._cond.notify_all()
         return out

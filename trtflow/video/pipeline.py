@@ -84,14 +84,14 @@ class Pipeline:
                                     name=f"trtflow-decode-{s.stream}") for s in self.sources]
         threads.append(threading.Thread(target=self._guard, args=("batch", self._dispatch, None), daemon=True,
                                         name="trtflow-batch"))
-        self._infer_left = len(self.lanes)
+        posts = max(1, self.config.post_workers)
+        self._running = {"infer": len(self.lanes), "postprocess": posts}  # threads left; the last one ends the queue
         for lane in self.lanes:
             threads += [threading.Thread(target=self._guard, args=(name, fn, lane), daemon=True,
                                          name=f"trtflow-{name}-{lane.index}")
                         for name, fn in (("preprocess", self._prepare), ("infer", self._infer))]
-        self._post_left = max(1, self.config.post_workers)
         threads += [threading.Thread(target=self._guard, args=("postprocess", self._post, i), daemon=True,
-                                     name=f"trtflow-postprocess-{i}") for i in range(self._post_left)]
+                                     name=f"trtflow-postprocess-{i}") for i in range(posts)]
         threads.append(threading.Thread(target=self._guard, args=("write", self._sink, out), daemon=True,
                                         name="trtflow-encode"))
         switch = sys.getswitchinterval()
@@ -145,11 +145,10 @@ class Pipeline:
                     _put_final(inbox, _END, self.stop)
             elif stage == "preprocess":
                 _put_final(self.lane_queues[arg.index][1], _END, self.stop)
-            elif stage in ("infer", "postprocess"):
+            elif stage in self._running:
                 with self._lock:
-                    left = "_infer_left" if stage == "infer" else "_post_left"
-                    setattr(self, left, getattr(self, left) - 1)
-                    last = getattr(self, left) == 0
+                    self._running[stage] -= 1
+                    last = self._running[stage] == 0
                 if last:
                     _put_final(self.queues[1 if stage == "infer" else 2], _END, self.stop)
 

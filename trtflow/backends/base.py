@@ -112,7 +112,7 @@ class Engine(ABC):
             native = {n: feed[n] for n in self._names} if direct else {
                 name: self._to_native(feed[name], self._specs[name].dtype) for name in self._names}
             result = self._infer(native)
-            return dict(result) if passthrough else {name: family.wrap(value) for name, value in result.items()}
+            return result if passthrough else {name: family.wrap(value) for name, value in result.items()}
         family = self.check_feed(feed)
         native = {name: self._to_native(feed[name], self._specs[name].dtype) for name in self._specs}
         self._prepare(native)
@@ -167,7 +167,8 @@ class Engine(ABC):
     # -- for subclasses -------------------------------------------------------------------
     @abstractmethod
     def _infer(self, feed: dict[str, Any]) -> dict[str, Any]:
-        """Run on validated arrays of the native family; return output name -> array."""
+        """Run on validated arrays of the native family; return a new dict of output name -> array
+        (the caller gets it as it is, not copied)."""
 
     def _prepare(self, feed: dict[str, Any]) -> None:
         """One-time checks of a feed signature not seen before (new shapes or dtypes), before it runs;

@@ -68,6 +68,7 @@ class ExecutionState:
         self.handle = ops.handle(self.stream)
         self.profile: int | None = None
         self.profile_pending = False  # switched, and no plain enqueue has applied the switch yet
+        self.chosen: tuple[tuple | None, int] = (None, 0)  # (input shapes, profile chosen for them) of the last call
         self.inputs = ops.pool()  # device copies of inputs that cannot be bound in place
         self.outputs_pool = ops.pool()
         self.host_pool = ops.host_pool() if host_outputs else None

@@ -297,8 +297,12 @@ class TensorRTEngine(Engine):
     # -- the contract ---------------------------------------------------------------------
     def _infer(self, feed: dict[str, Any]) -> dict[str, Any]:
         shapes = {n: tuple(t.shape) for n, t in feed.items()}  # torch.Size holds ints
+        key = tuple(shapes.values())
         with self._pool.acquire() as state:
-            k = choose_profile(self.profiles, shapes, state.profile)
+            last, k = state.chosen
+            if key != last:  # the same shapes as this context's last call choose the same profile again
+                k = choose_profile(self.profiles, shapes, state.profile)
+                state.chosen = (key, k)
             return state.run(feed, shapes, k, self.use_cuda_graph)
 
     def close(self) -> None:

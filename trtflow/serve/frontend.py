@@ -50,16 +50,16 @@ class EngineClient:
         if self.arena is not None:
             self._channel.send(("hello", self.arena.name, self.arena.slot_bytes, self.arena.slots))
 
-    def _send(self, msg: tuple, slot: int | None) -> asyncio.Future:
+    def _send(self, slot: int | None, kind: str, *args) -> asyncio.Future:
+        """Send ``(kind, id, *args)``; the future of its answer. ``slot`` is given back with it."""
         if self.lost.is_set():
             if slot is not None:
                 self.arena.give(slot)
             raise ProtocolError(GONE, 503)
         self._next += 1
         future = asyncio.get_running_loop().create_future()
-        msg = (msg[0], self._next) + msg[1:]
         self.pending[self._next] = (future, slot)
-        self._channel.send(msg)
+        self._channel.send((kind, self._next, *args))
         return future
 
     async def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -72,16 +72,16 @@ class EngineClient:
             except BaseException:
                 arena.give(slot)
                 raise
-            return await self._send(("infer", model, slot, specs), slot)
-        return await self._send(("inline", model, dict(inputs)), None)
+            return await self.infer_slot(model, slot, specs)
+        return await self._send(None, "inline", model, dict(inputs))
 
     def infer_slot(self, model: str, slot: int, specs: list[tuple]) -> asyncio.Future:
         """The outputs of a request whose inputs are in ``slot`` already (``specs`` as ``Arena.put``
         returns them); the slot is given back when the answer comes."""
-        return self._send(("infer", model, slot, specs), slot)
+        return self._send(slot, "infer", model, slot, specs)
 
     async def stats(self) -> dict:
-        return await self._send(("stats",), None)
+        return await self._send(None, "stats")
 
     def _on_message(self, msg: tuple) -> None:
         try:

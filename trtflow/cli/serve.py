@@ -107,10 +107,9 @@ def _placement(args: argparse.Namespace, name: str) -> list | None:
 
 def _device_name(engine) -> str:
     """Where an instance runs: "cuda:1", or "cpu"."""
-    device = getattr(engine, "device", None)
-    if device is not None:
-        return str(device)
-    return f"cuda:{engine.gpu}" if getattr(engine, "gpu", None) is not None else "cpu"
+    from trtflow.serve.engine_process import device_name
+
+    return device_name(engine)
 
 
 def _load_instances(args: argparse.Namespace, model: str) -> list:

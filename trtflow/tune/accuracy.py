@@ -82,14 +82,13 @@ def check(bound: Bound, reference: Sequence[Mapping[str, np.ndarray]],
                 return Accuracy(float("inf"), None, float("inf"), f"non-finite values in '{name}' (overflow)")
             err = np.abs(got - ref)
             if err.size:
-                i = int(err.argmax())
-                if err.flat[i] > max_err:
-                    max_err = float(err.flat[i])
+                peak = float(err.max())
+                max_err = max(max_err, peak)
                 if bound.metric == "relative":
-                    r = float(err.max() / max(bound.rtol * np.abs(ref).max(), 1e-30))
+                    r = peak / max(bound.rtol * float(np.abs(ref).max()), 1e-30)
                 else:
                     r = float((err / (bound.atol + bound.rtol * np.abs(ref))).max()) if (bound.atol or bound.rtol) else (
-                        float("inf") if err.max() > 0 else 0.0)
+                        float("inf") if peak > 0 else 0.0)
                 if r > ratio:
                     ratio = r
                     worst = name

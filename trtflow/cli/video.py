@@ -74,17 +74,14 @@ def _pairs(items: list[str], flag: str) -> dict:
 
 
 def _size(text: str | None):
+    from trtflow.tasks.prepare import as_size
+
     if not text:
         return None
     try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1 and parts[0] > 0:
-        return (parts[0], parts[0])
-    if len(parts) != 2 or min(parts) <= 0:
-        raise UsageError(f"--input-size '{text}': expected HxW, e.g. 640x640")
-    return tuple(parts)
+        return as_size(text)
+    except UsageError:
+        raise UsageError(f"--input-size '{text}': expected HxW, e.g. 640x640") from None
 
 
 def _load_options(args: argparse.Namespace, engine: str) -> dict:

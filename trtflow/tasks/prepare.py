@@ -64,16 +64,17 @@ def as_size(size: Any) -> Optional[tuple[int, int]]:
     """``640`` -> (640, 640); ``(480, 640)`` or ``"480x640"`` -> (480, 640); None stays None."""
     if size is None:
         return None
-    if isinstance(size, str):
-        parts = size.lower().replace(",", "x").split("x")
-        size = [int(p) for p in parts if p.strip()]
-    if isinstance(size, int):
-        return int(size), int(size)
-    size = tuple(int(s) for s in size)
+    given = size
+    try:
+        if isinstance(size, str):
+            size = [int(p) for p in size.lower().replace(",", "x").split("x") if p.strip()]
+        size = (int(size),) if isinstance(size, (int, np.integer)) else tuple(int(s) for s in size)
+    except (TypeError, ValueError):
+        size = ()
     if len(size) == 1:
-        return size[0], size[0]
+        size = size * 2
     if len(size) != 2 or min(size) < 1:
-        raise UsageError(f"input size {size}: give (height, width) or one int for a square")
+        raise UsageError(f"input size {given!r}: give (height, width), 'HxW' or one int for a square")
     return size
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from trtflow.cli import options, output
 from trtflow.errors import UsageError
+from trtflow.spec import parse_pairs
 
 HELP = "run a task (face, detect, sr, classify, segment, custom) over videos, image folders, cameras or streams"
 
@@ -63,16 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_json(parser)
 
 
-def _pairs(items: list[str], flag: str) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise UsageError(f"{flag} '{item}': expected KEY=VALUE")
-        key, value = item.split("=", 1)
-        out[key.strip()] = value
-    return out
-
-
 def _size(text: str | None):
     from trtflow.tasks.prepare import as_size
 
@@ -114,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     config = VideoConfig(
         batch=args.batch, push_timeout_ms=args.push_timeout_ms, decode=args.decode,
         drop_when_behind=args.drop_when_behind, out=args.out, jsonl=args.jsonl, audio=not args.no_audio,
-        source_options=_pairs(args.av_option, "--av-option"), timeout_s=args.timeout,
+        source_options=parse_pairs(args.av_option, "--av-option", "KEY=VALUE, e.g. rtsp_transport=udp"), timeout_s=args.timeout,
         max_frames=args.max_frames, device=args.device)
     opened = open_sources(sources, config.decode, config.source_options, config.timeout_s, config.max_frames,
                           audio=bool(config.out and config.audio))

@@ -99,15 +99,14 @@ def _set_device(engine: Any) -> None:
 
 def multi_to_dict(multi: MultiResult) -> dict:
     """``{"gpus": [per-copy summary...], "total": {...}, "runs": [to_dict per copy]}``."""
-    per = []
-    for r in multi.results:
-        d = to_dict(r)
-        per.append({"device": r.device, "queries": r.queries, "batch": r.batch, **throughput(r),
-                    "latency_median_ms": d["latency"]["median"], "gpu_busy_fraction": d["gpu_busy_fraction"]})
+    runs = [to_dict(r) for r in multi.results]
+    per = [{"device": r.device, "queries": r.queries, "batch": r.batch, **throughput(r),
+            "latency_median_ms": d["latency"]["median"], "gpu_busy_fraction": d["gpu_busy_fraction"]}
+           for r, d in zip(multi.results, runs)]
     return {
         "gpus": per,
         "total": {"copies": len(per), "qps": multi.qps, "inferences_per_s": multi.inferences_per_s},
-        "runs": [to_dict(r) for r in multi.results],
+        "runs": runs,
     }
 
 

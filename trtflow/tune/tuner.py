@@ -119,6 +119,7 @@ def tune(
 def _torch_subject(model, shapes, example_inputs, device, calib, opts, progress):
     import torch
 
+    from trtflow.arrays import dtype_name
     from trtflow.tune.inputs import calibration_feeds, random_feeds
     from trtflow.tune.subjects import TorchSubject
 
@@ -128,7 +129,7 @@ def _torch_subject(model, shapes, example_inputs, device, calib, opts, progress)
     shape_map = shapes_from(shapes, example_inputs)
     dtypes = {k: "float32" for k in shape_map}
     if isinstance(example_inputs, Mapping):
-        dtypes = {k: str(v.dtype).replace("torch.", "") for k, v in example_inputs.items()}
+        dtypes = {k: dtype_name(v.dtype) for k, v in example_inputs.items()}
     feeds = (calibration_feeds(calib, shape_map, dtypes, opts.accuracy_samples) if calib is not None
              else random_feeds(shape_map, dtypes, opts.accuracy_samples, opts.seed))
     progress("tune: preparing the model", None, None)

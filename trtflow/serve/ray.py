@@ -154,13 +154,11 @@ class TrtflowReplica:
         headers = {"trtflow-node": self.node, "trtflow-replica": self.replica}
         try:
             body, status, extra = await self._route(request)
-        except protocol.ProtocolError as exc:
-            body, status, extra = protocol.error_body(str(exc)), exc.status, {}
-        except TrtflowError as exc:
-            body, status, extra = protocol.error_body(str(exc)), 400, {}
         except Exception as exc:  # an engine failure: the client sees it, the replica lives on
-            log.exception("inference failed")
-            body, status, extra = protocol.error_body(f"{type(exc).__name__}: {exc}"), 500, {}
+            if not isinstance(exc, TrtflowError):
+                log.exception("inference failed")
+            status, message = protocol.error_status(exc)
+            body, extra = protocol.error_body(message), {}
         return _response(body, status, {**extra, **headers})
 
     async def _route(self, request: Any) -> tuple[bytes, int, dict]:

@@ -15,6 +15,7 @@ RGB uint8 image (the frame is not modified).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -26,11 +27,13 @@ BOX_COLOR = (0, 255, 0)
 POINT_COLOR = (255, 0, 0)
 
 
+@functools.lru_cache(maxsize=16)
 def _palette(n: int) -> np.ndarray:
-    """``n`` distinct RGB colours (class 0 black), the same for every call."""
+    """``n`` distinct RGB colours (class 0 black), the same for every call (made once per ``n``, read-only)."""
     rng = np.random.default_rng(12345)
     colors = rng.integers(40, 256, size=(max(n, 1), 3), dtype=np.int64).astype(np.uint8)
     colors[0] = 0
+    colors.flags.writeable = False
     return colors
 
 
@@ -163,10 +166,8 @@ class Segmentation:
         image = _copy(frame)
         mask = np.asarray(self.mask)
         colors = _palette(int(mask.max()) + 1 if mask.size else 1)
-        overlay = colors[mask]
-        on = mask > 0
-        blend = (image.astype(np.float32) * (1 - alpha) + overlay.astype(np.float32) * alpha).astype(np.uint8)
-        image[on] = blend[on]
+        on = mask > 0  # only the labelled pixels are blended
+        image[on] = (image[on].astype(np.float32) * (1 - alpha) + colors[mask[on]].astype(np.float32) * alpha).astype(np.uint8)
         return image
 
 

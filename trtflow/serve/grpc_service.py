@@ -83,11 +83,9 @@ class Service(pb_grpc.GRPCInferenceServiceServicer):
     async def _guard(self, context, fn):
         try:
             return await fn()
-        except ProtocolError as exc:
-            await context.abort(CODES.get(exc.status, grpc.StatusCode.INTERNAL), str(exc))
-        except TrtflowError as exc:
-            code = grpc.StatusCode.INVALID_ARGUMENT if exc.exit_code == 2 else grpc.StatusCode.INTERNAL
-            await context.abort(code, str(exc))
+        except TrtflowError as exc:  # a ProtocolError's status, 400 for bad input, else 500
+            status, message = protocol.error_status(exc)
+            await context.abort(CODES.get(status, grpc.StatusCode.INTERNAL), message)
 
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)

@@ -181,8 +181,9 @@ class OrtSubject:
 
 
 class TensorRTSubject(OrtSubject):
-    """An ONNX model built into TensorRT engines. Where TensorRT cannot execute (no supported GPU),
-    each configuration is built, its build time recorded, and nothing is measured."""
+    """An ONNX model built into TensorRT engines; its FP32 reference is ONNX Runtime's (inherited).
+    Where TensorRT cannot execute (no supported GPU), each configuration is built, its build time
+    recorded, and nothing is measured."""
 
     engine = "tensorrt"
 
@@ -198,9 +199,6 @@ class TensorRTSubject(OrtSubject):
 
         ident = device_identity("tensorrt")
         return ident["name"] + ("" if self.runs else " (TensorRT builds here but cannot execute)")
-
-    def reference(self, feeds: Sequence[dict]) -> list[dict]:
-        return OrtSubject.reference(self, feeds)  # FP32 ONNX Runtime
 
     def build_config(self, cand: Candidate):
         from trtflow.backends.tensorrt.config import BuildConfig

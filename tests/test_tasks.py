@@ -252,3 +252,13 @@ def test_usage_errors(tmp_path):
         task.prepare([np.zeros((10, 20), dtype=np.uint8)])
     with pytest.raises(UsageError, match="differs from the engine's fixed input"):
         make_task("detect", model, engine="ort", input_size=128)
+
+
+def test_resolve_engine_names_the_engine_auto_stands_for():
+    from trtflow.backends import auto_engine
+    from trtflow.tasks.factory import resolve_engine
+
+    assert resolve_engine("onnxruntime") == "ort" and resolve_engine("TRT", "x.onnx") == "tensorrt"
+    assert resolve_engine("auto", "mtcnn") == "torch"  # the cascade runs on the torch engine only
+    assert resolve_engine("auto", "model.pt2") == "torch" and resolve_engine("auto", "m.plan") == "tensorrt"
+    assert resolve_engine("auto", "fcn") == resolve_engine("auto") == auto_engine("default.onnx")

@@ -85,8 +85,8 @@ def _load_options(args: argparse.Namespace, engine: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trtflow.backends import ALIASES, auto_engine
     from trtflow.tasks import make_task
+    from trtflow.tasks.factory import resolve_engine
     from trtflow.video.pipeline import Pipeline, VideoConfig
     from trtflow.video.sources import open_sources
     from trtflow.video.summary import stage_rows
@@ -111,9 +111,7 @@ def run(args: argparse.Namespace) -> int:
                           audio=bool(config.out and config.audio))
     tasks: list = []
     try:
-        engine = args.engine if args.engine == "auto" else ALIASES.get(args.engine.lower(), args.engine.lower())
-        if engine == "auto":
-            engine = "torch" if args.model == "mtcnn" else auto_engine(args.model if args.model else "default.onnx")
+        engine = resolve_engine(args.engine, args.model)
         for gpu in gpus or [None]:
             tasks.append(make_task(args.task, args.model, engine=engine, format=args.format, labels=args.labels,
                                    post=args.post, input_size=_size(args.input_size), resize=args.resize,

@@ -73,12 +73,9 @@ def make_task(
         raise UsageError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
     task_options = {k: load_options.pop(k) for k in list(load_options) if k in _TASK_OPTIONS}
     if gpu is not None:
-        from trtflow.backends import ALIASES, auto_engine
         from trtflow.backends.devices import device_options
 
-        kind = ALIASES.get(engine.lower(), engine.lower()) if engine != "auto" else auto_engine(
-            model if isinstance(model, str) and model not in _DEFAULTS else "default.onnx")
-        load_options.update(device_options(kind, gpu))
+        load_options.update(device_options(resolve_engine(engine, model), gpu))
         device = device or f"cuda:{gpu}"
     common = {"device": device}
     if resize is not None:
@@ -151,6 +148,19 @@ _TASK_OPTIONS = {"tile", "iou_threshold", "max_det", "top_k", "arch", "input_nam
                  "threshold"}
 
 _DEFAULTS = ("retinaface", "upconv_7", "cunet", "mobilenet_v2", "fcn", "ppocr")
+
+
+def resolve_engine(engine: str, model: Any = None) -> str:
+    """The engine ("torch", "tensorrt", "ort") that ``engine`` names for ``model``: aliases
+    resolved; "auto" is torch for MTCNN (it runs nowhere else) and otherwise what
+    ``trtflow.backends.auto_engine`` picks for the model file (an ONNX one for the default models)."""
+    from trtflow.backends import ALIASES, auto_engine
+
+    if engine != "auto":
+        return ALIASES.get(engine.lower(), engine.lower())
+    if model == "mtcnn":
+        return "torch"
+    return auto_engine(model if isinstance(model, str) and model not in _DEFAULTS else "default.onnx")
 
 
 def _engine(model: Any, engine: str, options: dict):

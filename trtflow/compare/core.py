@@ -121,7 +121,7 @@ def diff_one(name: str, ref: Any, got: Any, atol: float, rtol: float, equal_nan:
     rel[np.isnan(rel)] = np.inf
     if equal_nan:
         fails &= ~both_nan
-    idx = np.argwhere(fails)
+    first = _first(fails)
     notes = []
     if (nan_a ^ nan_b).any():
         notes.append(f"{int((nan_a ^ nan_b).sum())} NaN(s) in one output but not the other")
@@ -135,10 +135,10 @@ def diff_one(name: str, ref: Any, got: Any, atol: float, rtol: float, equal_nan:
         max_rel=float(np.nanmax(rel)),
         mean_abs=float(err[finite].mean()) if finite.any() else float("inf"),
         fail_fraction=float(fails.mean()),
-        first_fail=tuple(int(i) for i in idx[0]) if len(idx) else None,
+        first_fail=first,
         atol=atol,
         rtol=rtol,
-        passed=not len(idx),
+        passed=first is None,
         note="; ".join(notes),
     )
 
@@ -146,25 +146,30 @@ def diff_one(name: str, ref: Any, got: Any, atol: float, rtol: float, equal_nan:
 def _diff_exact(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> OutputDiff:
     """Strings (and other non-numeric outputs): equal or not, element by element."""
     fails = ~(a.astype(str) == b.astype(str))
-    idx = np.argwhere(fails)
-    worst = float("inf") if len(idx) else 0.0
-    return OutputDiff(name, tuple(a.shape), worst, worst, worst, float(fails.mean()),
-                      tuple(int(i) for i in idx[0]) if len(idx) else None, atol, rtol, not len(idx),
+    first = _first(fails)
+    worst = 0.0 if first is None else float("inf")
+    return OutputDiff(name, tuple(a.shape), worst, worst, worst, float(fails.mean()), first, atol, rtol, first is None,
                       "compared for equality (not numeric)")
 
 
 def _diff_integer(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float, min_agreement: float) -> OutputDiff:
     """Class ids and other integers: the share of equal elements against ``min_agreement``."""
     fails = a.astype(np.int64) != b.astype(np.int64)
-    idx = np.argwhere(fails)
     agreement = 1.0 - float(fails.mean())
     err = np.abs(a.astype(np.float64) - b.astype(np.float64))
     passed = agreement >= min_agreement
     note = f"{agreement:.2%} equal (integer output: exact agreement"
     note += ")" if min_agreement >= 1.0 else f", need {min_agreement:.2%})"
     return OutputDiff(name, tuple(a.shape), float(err.max()), float(err.max()), float(err.mean()), float(fails.mean()),
-                      tuple(int(i) for i in idx[0]) if len(idx) else None, atol, rtol, passed, note,
+                      _first(fails), atol, rtol, passed, note,
                       agreement=agreement, min_agreement=min_agreement)
+
+
+def _first(fails: np.ndarray) -> tuple[int, ...] | None:
+    """Index of the first failing element (C order), or None; without listing every failure."""
+    if not fails.any():
+        return None
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(fails)), fails.shape))
 
 
 def compare_outputs(

@@ -153,8 +153,7 @@ def _load_models(args: argparse.Namespace, names: list[str], labels: list[str] |
             models.append(ServedModel(name, _load_instances(args, path), config, labels))
     except BaseException:
         for m in models:
-            for engine in m.engines:
-                engine.close()
+            m.close()
         raise
     return models
 
@@ -183,8 +182,7 @@ def _serve_one(args: argparse.Namespace, names: list[str], on_ready) -> None:
                              f"{exc.strerror or exc}; pick free ports with --http-port/--grpc-port") from None
     finally:
         for m in models:
-            for engine in m.engines:
-                engine.close()
+            m.close()
 
 
 def _serve_workers(args: argparse.Namespace, names: list[str], ready) -> int:

@@ -65,8 +65,7 @@ def engine_main(load, options: ServeOptions, path: str, queue, setup=None) -> No
         run_loop(lambda: _serve(models, options, path, queue))
     finally:
         for model in models:
-            for engine in model.engines:
-                engine.close()
+            model.close()
 
 
 async def _serve(models: list, options: ServeOptions, path: str, queue) -> None:

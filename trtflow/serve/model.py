@@ -93,6 +93,11 @@ class ServedModel(ModelInfo):
         return ModelInfo(self.name, self.inputs, self.outputs, self.batched, self.config, self.labels, self.platform,
                          len(self.engines))
 
+    def close(self) -> None:
+        """Close every engine instance."""
+        for engine in self.engines:
+            engine.close()
+
     def prepare(self, inputs: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int, tuple]:
         """Validate one request's inputs against the engine and cast them to its dtypes.
 

@@ -144,7 +144,7 @@ class ExecutionState:
             bound = {n: self._bind_input(n, t, w, shapes[n], copy=use_graph) for (n, t), w in zip(feed.items(), where)}
             outs = self._bind_outputs(use_graph)
             if use_graph:
-                self._execute_graph((k, *sorted(shapes.items())), [*bound.values(), *outs.values()])
+                self._execute_graph((k, *shapes.items()), [*bound.values(), *outs.values()])
             else:
                 self._enqueue()
             if self.allocators or self.host_outputs:

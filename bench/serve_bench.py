@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,16 +47,11 @@ sys.path.insert(0, str(ROOT))
 
 from trtflow.serve import metrics  # noqa: E402
 from trtflow.serve.loadgen import LoadConfig, run_level, model_inputs, http_request  # noqa: E402
+from trtflow.serve.repo.launcher import free_port  # noqa: E402
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- engines ------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ one JSON access-log line per request, and a model that cannot load fails fast wi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -33,15 +34,26 @@ def _post(port: int, body: bytes) -> int:
         return 0  # refused: the listener is closed
 
 
+@contextlib.contextmanager
+def _serving(*args: str):
+    """``trtflow serve ARGS`` as a subprocess (stdout and stderr piped), killed on the way out if
+    it still runs."""
+    proc = subprocess.Popen([sys.executable, "-m", "trtflow", "serve", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_sigterm_drains_in_flight_requests(tmp_path):
     model = tmp_path / "slow.onnx"
     model.write_bytes(slow_model(k=48))
     log_file = tmp_path / "access.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trtflow", "serve", str(model), "--http-port", "0", "--grpc-port", "-1",
-         "--max-batch", "1", "--json", "--access-log", str(log_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with _serving(str(model), "--http-port", "0", "--grpc-port", "-1", "--max-batch", "1", "--json",
+                  "--access-log", str(log_file)) as proc:
         port = json.loads(proc.stdout.readline())["http_port"]
         body = json.dumps({"inputs": [{"name": "x", "shape": [1, 1024], "datatype": "FP32",
                                        "data": np.ones(1024).tolist()}]}).encode()
@@ -71,10 +83,6 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
         infers = [d for d in lines if d["path"] == "/v2/models/slow/infer"]
         assert len([d for d in infers if d["status"] == 200]) == 10
         assert all({"ts", "method", "status", "ms"} <= set(d) for d in lines)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_model_that_cannot_load_fails_fast(tmp_path):
@@ -88,19 +96,14 @@ def test_model_that_cannot_load_fails_fast(tmp_path):
 
 
 def test_workers_share_the_port_and_stop_on_sigterm(tmp_path):
-    import socket
-
     from tests.test_serve import affine_model
+    from trtflow.serve.repo.launcher import free_port
 
     model = tmp_path / "affine.onnx"
     model.write_bytes(affine_model())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trtflow", "serve", str(model), "--http-port", str(port), "--grpc-port", "-1",
-         "--workers", "2", "--json", "--access-log", "off"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    port = free_port()
+    with _serving(str(model), "--http-port", str(port), "--grpc-port", "-1", "--workers", "2", "--json",
+                  "--access-log", "off") as proc:
         info = json.loads(proc.stdout.readline())
         assert info["workers"] == 2 and info["http_port"] == port
         body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}).encode()
@@ -113,10 +116,6 @@ def test_workers_share_the_port_and_stop_on_sigterm(tmp_path):
         assert codes == [200] * 20
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_port_in_use_is_one_line_and_exit_2(tmp_path):

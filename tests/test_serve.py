@@ -147,6 +147,15 @@ def test_http_classification_bytes_output(server, binary):
     assert [t.decode() if isinstance(t, bytes) else t for t in top[1]] == ["7.000000:0:a", "5.000000:3:d"]
 
 
+def _grpc_fails(c, model: str, x: np.ndarray, datatype: str, status: str, match: str | None = None) -> None:
+    """A gRPC infer of ``x`` as input "x" fails with ``status`` (and a message matching ``match``)."""
+    inp = grpcclient.InferInput("x", list(x.shape), datatype)
+    inp.set_data_from_numpy(x)
+    with pytest.raises(InferenceServerException, match=match) as err:
+        c.infer(model, [inp])
+    assert status in str(err.value.status())
+
+
 def test_grpc_endpoints_and_infer(server):
     c = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
     assert c.is_server_live() and c.is_server_ready() and c.is_model_ready("affine")
@@ -163,14 +172,8 @@ def test_grpc_endpoints_and_infer(server):
     np.testing.assert_allclose(r.as_numpy("y"), 2 * x + 1)
     top = c.infer("affine", [i], outputs=[grpcclient.InferRequestedOutput("y", class_count=1)]).as_numpy("y")
     assert top.shape == (2, 1) and top[0, 0].decode() == "7.000000:3:d"
-    with pytest.raises(InferenceServerException, match="unknown model") as err:
-        c.infer("nope", [i])
-    assert "NOT_FOUND" in str(err.value.status())
-    bad = grpcclient.InferInput("x", [2, 5], "FP32")
-    bad.set_data_from_numpy(np.zeros((2, 5), np.float32))
-    with pytest.raises(InferenceServerException, match="dim 1 is 5") as err:
-        c.infer("affine", [bad])
-    assert "INVALID_ARGUMENT" in str(err.value.status())
+    _grpc_fails(c, "nope", x, "FP32", "NOT_FOUND", "unknown model")
+    _grpc_fails(c, "affine", np.zeros((2, 5), np.float32), "FP32", "INVALID_ARGUMENT", "dim 1 is 5")
     assert c.is_server_ready()
 
 
@@ -376,16 +379,9 @@ def test_repository_load_unload_refused_and_compressed_requests(server):
 
 def test_grpc_body_limit_and_bad_requests(server):
     c = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
-    huge = grpcclient.InferInput("x", [8, 40000], "FP32")  # 1.28 MB > the 1 MB limit of this server
-    huge.set_data_from_numpy(np.zeros((8, 40000), np.float32))
-    with pytest.raises(InferenceServerException) as err:
-        c.infer("affine", [huge])
-    assert "RESOURCE_EXHAUSTED" in str(err.value.status())
-    wrong = grpcclient.InferInput("x", [1, 4], "FP64")
-    wrong.set_data_from_numpy(np.zeros((1, 4), np.float64))
-    with pytest.raises(InferenceServerException, match="float64") as err:
-        c.infer("affine", [wrong])
-    assert "INVALID_ARGUMENT" in str(err.value.status())
+    huge = np.zeros((8, 40000), np.float32)  # 1.28 MB > the 1 MB limit of this server
+    _grpc_fails(c, "affine", huge, "FP32", "RESOURCE_EXHAUSTED")
+    _grpc_fails(c, "affine", np.zeros((1, 4), np.float64), "FP64", "INVALID_ARGUMENT", "float64")
     with pytest.raises(InferenceServerException, match="unknown model"):
         c.get_model_config("nope")
     assert c.is_server_live() and c.is_model_ready("affine")

@@ -98,10 +98,10 @@ class DetectTask(Task):
             )
             self._checked.add(size)
             found = {k: to_numpy(v) for k, v in found.items()}
-        return [self._one(found, i, meta) for i, meta in enumerate(metas)]
+        counts = np.asarray(found["num_detections"]).reshape(len(found["num_detections"]), -1)[:, 0].tolist()
+        return [self._one(found, i, int(counts[i]), meta) for i, meta in enumerate(metas)]
 
-    def _one(self, found: dict, i: int, meta: FrameMeta) -> Detections:
-        n = int(np.asarray(found["num_detections"]).reshape(len(found["num_detections"]), -1)[i, 0])
+    def _one(self, found: dict, i: int, n: int, meta: FrameMeta) -> Detections:
         scores = found["scores"][i, :n].astype(np.float32)
         keep = scores > self.score_threshold if self.format == "nms" else np.ones(n, dtype=bool)
         boxes = meta.to_source(found["boxes"][i, :n][keep])

@@ -15,6 +15,7 @@ torch is imported only here and only when a CUDA engine is served.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import threading
 import time
@@ -136,7 +137,9 @@ class CudaGather:
         return host
 
 
+@functools.lru_cache(maxsize=None)
 def _torch_dtype(dtype: np.dtype):
+    """torch's dtype of a numpy dtype (once per dtype: the lookup makes two empty arrays)."""
     import torch
 
     return torch.from_numpy(np.empty(0, dtype)).dtype

@@ -136,10 +136,11 @@ class SuperResolutionTask(Task):
         if tuple(y.shape[-2:]) != (s * th, s * tw):
             raise UsageError(f"the SR model gave {tuple(y.shape[-2:])} for {th}x{tw} tiles with a {self.margin}-pixel "
                              f"margin; expected {(s * th, s * tw)}. Check scale= and margin= (arch=)")
-        frames = _to_host(torch, [self._stitch(torch, y, meta) for meta in metas])
+        counts: dict = {}  # tiles over each output pixel, by tiling: frames of one size share it
+        frames = _to_host(torch, [self._stitch(torch, y, meta, counts) for meta in metas])
         return [Upscaled(frame, float(s)) for frame in frames]
 
-    def _stitch(self, torch: Any, y: Any, meta: TileMeta):
+    def _stitch(self, torch: Any, y: Any, meta: TileMeta, counts: dict):
         """One frame's tiles -> (s*H, s*W, 3) uint8 on y's device (overlaps averaged in float32)."""
         s, (th, tw), (h, w) = self.scale, meta.tile, meta.size
         if len(meta.offsets) == 1:  # one tile: the frame itself (what the canvas below gives, without it)
@@ -147,11 +148,14 @@ class SuperResolutionTask(Task):
         else:
             ah, aw = meta.aligned
             canvas = torch.zeros((3, s * ah, s * aw), dtype=torch.float32, device=y.device)
-            count = torch.zeros((1, s * ah, s * aw), dtype=torch.float32, device=y.device)
             for k, (y0, x0) in enumerate(meta.offsets):
                 canvas[:, s * y0:s * (y0 + th), s * x0:s * (x0 + tw)] += y[meta.first + k]
-                count[:, s * y0:s * (y0 + th), s * x0:s * (x0 + tw)] += 1
-            image = (canvas / count)[:, :s * h, :s * w]
+            key = (meta.offsets, meta.aligned)
+            if key not in counts:
+                count = counts[key] = torch.zeros((1, s * ah, s * aw), dtype=torch.float32, device=y.device)
+                for y0, x0 in meta.offsets:
+                    count[:, s * y0:s * (y0 + th), s * x0:s * (x0 + tw)] += 1
+            image = (canvas / counts[key])[:, :s * h, :s * w]
         return image.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
 
     @property

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -101,6 +101,9 @@ def diff_one(name: str, ref: Any, got: Any, atol: float, rtol: float, equal_nan:
         return OutputDiff(name, tuple(b.shape), float("inf"), float("inf"), float("inf"), 1.0, (), atol, rtol, False, note)
     if a.size == 0:
         return OutputDiff(name, a.shape, 0.0, 0.0, 0.0, 0.0, None, atol, rtol, True)
+    if a.ndim == 0:  # a scalar output: compared as one element (numpy scalars take no masked assignment)
+        d = diff_one(name, a.reshape(1), b.reshape(1), atol, rtol, equal_nan, min_agreement)
+        return replace(d, shape=(), first_fail=None if d.first_fail is None else ())
     if a.dtype.kind not in "biufc" or b.dtype.kind not in "biufc":
         return _diff_exact(name, a, b, atol, rtol)
     if a.dtype.kind in "biu" and b.dtype.kind in "biu":

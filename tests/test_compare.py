@@ -124,3 +124,12 @@ def test_torch_engine_matches_its_onnx_export(tiny_onnx):
             trtflow.load(tiny_onnx, engine="ort") as ort:
         report = compare_engines({"torch": ref, "ort": ort}, feed, Tolerances(atol=1e-4, rtol=1e-4))
     assert report.passed, report.to_dict()
+
+
+def test_scalar_outputs_compare_as_one_element():
+    from trtflow.compare.core import diff_one
+
+    same = diff_one("s", np.float32(1.0), np.float32(1.0 + 1e-7), 1e-5, 0.0, False)
+    assert same.passed and same.shape == () and same.first_fail is None
+    off = diff_one("s", np.array(1.0, np.float32), np.array(2.0, np.float32), 1e-5, 0.0, False)
+    assert not off.passed and off.shape == () and off.first_fail == () and off.max_abs == 1.0

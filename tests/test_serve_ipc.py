@@ -151,3 +151,86 @@ def test_split_gives_each_request_its_rows_as_views():
                 assert part[name].shape == (n,) + value.shape[1:] and np.shares_memory(part[name], value)
                 np.testing.assert_array_equal(part[name], value[start:start + n])
             start += n
+
+
+class _Pipelined:
+    """A pipelined ``execute`` on the CPU: ``launch`` runs the batch and records the order of
+    events; ``finish`` waits on a gate, so a second batch must be launched before the first lands;
+    a batch whose first input holds ``fail`` raises in ``launch`` or ``finish``."""
+
+    def __init__(self):
+        from trtflow.serve.batcher import _execute
+
+        self.run, self.events, self.gate = _execute, [], threading.Event()
+
+    def __call__(self, engine, batch, batched):
+        return self.finish(self.launch(engine, batch, batched))
+
+    def launch(self, engine, batch, batched):
+        first = float(batch[0].feed["x"].flat[0])
+        if first == -1:
+            raise RuntimeError("launch failed")
+        self.events.append(("launch", first))
+        return first, self.run(engine, batch, batched)
+
+    def finish(self, pending):
+        first, done = pending
+        self.gate.wait(5)
+        if first == -2:
+            raise RuntimeError("finish failed")
+        self.events.append(("finish", first))
+        return done
+
+
+def test_pipelined_execute_launches_the_next_batch_before_the_first_lands():
+    engine = trtflow.load(affine_model(), engine="ort")
+    model = ServedModel("affine", [engine], BatchConfig(max_batch=2))
+    execute = _Pipelined()
+
+    async def run():
+        batcher = Batcher(model, execute=execute)
+        answers = {}
+
+        def submit(value):
+            batcher.submit({"x": np.full((1, 4), value, np.float32)},
+                           lambda r, e, v=value: answers.setdefault(v, (r, e)))
+
+        submit(1.0)
+        await asyncio.sleep(0.05)  # batch [1] launched; its finish waits on the gate
+        for value in (2.0, 3.0, -1.0, 5.0):
+            submit(value)
+        for _ in range(200):  # depth 2: [2, 3] is launched while [1] has not landed
+            if len(execute.events) >= 2:
+                break
+            await asyncio.sleep(0.005)
+        launched_early = list(execute.events)
+        execute.gate.set()
+        await batcher.drain()
+        return launched_early, answers, batcher.stats.values["nv_inference_count"], batcher._busy
+
+    early, answers, count, busy = asyncio.run(run())
+    assert early == [("launch", 1.0), ("launch", 2.0)]  # nothing finished before the second launch
+    for value in (1.0, 2.0, 3.0):
+        result, exc = answers[value]
+        assert exc is None and np.allclose(result["y"], 2 * value + 1)
+    for value in (-1.0, 5.0):  # one batch [-1, 5] whose launch raised: both requests get the error
+        assert isinstance(answers[value][1], RuntimeError) and answers[value][0] is None
+    assert count == 3 and busy == 0
+
+
+def test_pipelined_finish_error_fails_its_batch_only():
+    engine = trtflow.load(affine_model(), engine="ort")
+    model = ServedModel("affine", [engine], BatchConfig(max_batch=1))
+    execute = _Pipelined()
+    execute.gate.set()
+
+    async def run():
+        batcher = Batcher(model, execute=execute)
+        outs = await asyncio.gather(*(batcher.infer({"x": np.full((1, 4), v, np.float32)}) for v in (-2.0, 4.0)),
+                                    return_exceptions=True)
+        await batcher.drain()
+        return outs
+
+    bad, good = asyncio.run(run())
+    assert isinstance(bad, RuntimeError) and "finish failed" in str(bad)
+    assert np.allclose(good["y"], 9.0)

@@ -4,7 +4,9 @@ engine instance is free, one thread per instance so the event loop never waits o
 Each instance has a worker coroutine. When it is free it takes the oldest queued request, adds
 queued requests with the same non-batch shapes up to ``max_batch`` rows, waits up to
 ``delay_us`` for more when the batch is neither full nor a preferred size, and runs the batch in
-its own thread: concatenate, ``engine.infer``, split the outputs back per request (views).
+its own thread: concatenate, ``engine.infer``, split the outputs back per request (views). On
+CUDA devices the engine process pipelines them: the next batch is copied to the device while the
+current one computes.
 
 Per request the event loop does little: no future and no timer of its own (``submit`` takes a
 callback, called for the whole batch in one turn; one timer per batcher answers 503 to the requests
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +30,8 @@ from trtflow.serve.model import ServedModel
 from trtflow.serve.protocol import ProtocolError
 
 log = logging.getLogger(__name__)
+
+PIPELINE_DEPTH = 2  # batches in flight per instance with a pipelined ``execute`` (launch / finish)
 
 
 class _Item:
@@ -49,6 +54,10 @@ class Batcher:
         execute: runs one batch in an instance's thread: ``execute(engine, items, batched) ->
             (results, (input_us, infer_us, output_us))``; default ``_execute`` (concatenate, infer,
             split). The engine process of ``--workers`` passes ``trtflow.serve.gather``'s for CUDA.
+            An ``execute`` with ``launch(engine, items, batched) -> pending`` and ``finish(pending)
+            -> (results, times)`` is pipelined: ``launch`` enqueues a batch on the device in the
+            instance's thread, ``finish`` waits for it and splits it in a second thread, and the
+            instance takes its next batch meanwhile (``PIPELINE_DEPTH`` batches in flight).
     """
 
     def __init__(self, model: ServedModel, stats: ModelStats | None = None, execute=None):
@@ -67,6 +76,8 @@ class Batcher:
         self._sweep_at: asyncio.TimerHandle | None = None
         self._pools = [ThreadPoolExecutor(1, thread_name_prefix=f"trtflow-{model.name}-{i}")
                        for i in range(len(model.engines))]
+        self._finishers = [ThreadPoolExecutor(1, thread_name_prefix=f"trtflow-{model.name}-{i}-finish")
+                           for i in range(len(model.engines))] if hasattr(self._execute, "launch") else []
         self._workers = [asyncio.ensure_future(self._worker(i)) for i in range(len(model.engines))]
 
     @property
@@ -133,7 +144,7 @@ class Batcher:
         if self._sweep_at is not None:
             self._sweep_at.cancel()
             self._sweep_at = None
-        for pool in self._pools:
+        for pool in self._pools + self._finishers:
             pool.shutdown(wait=True)
 
     def close(self) -> None:
@@ -148,7 +159,7 @@ class Batcher:
                 _settle(item, exc=ProtocolError(f"model '{self.model.name}' was stopped", 503))
         self._queues.clear()
         self._queued = 0
-        for pool in self._pools:
+        for pool in self._pools + self._finishers:
             pool.shutdown(wait=False)
 
     # -- internals -------------------------------------------------------------------------------
@@ -215,9 +226,8 @@ class Batcher:
             return True
         return (time.perf_counter() - q[0].queued) * 1e6 >= self.config.delay_us
 
-    async def _worker(self, index: int) -> None:
-        loop = asyncio.get_running_loop()
-        engine, pool = self.model.engines[index], self._pools[index]
+    async def _next(self) -> list[_Item]:
+        """Wait for the next batch: the oldest queue's requests once it is ready to dispatch."""
         while True:
             q = self._oldest()
             if q is None:
@@ -235,29 +245,63 @@ class Batcher:
                     pass
                 continue
             batch = self._take(q)
-            if not batch:
-                continue
+            if batch:
+                return batch
+
+    async def _worker(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        engine, pool = self.model.engines[index], self._pools[index]
+        launch = getattr(self._execute, "launch", None)
+        free = asyncio.Semaphore(PIPELINE_DEPTH if launch else 1)
+        while True:
+            await free.acquire()
+            batch = await self._next()
             self._busy += 1
             start = time.perf_counter()
-            try:
-                results, times = await loop.run_in_executor(pool, self._execute, engine, batch, self.model.batched)
-            except Exception as exc:  # EngineError and the like: every request of the batch fails
-                log.error("model '%s' failed on a batch of %d requests: %s", self.model.name, len(batch), exc)
-                for item in batch:
-                    _settle(item, exc=exc)
-            else:
-                rows = sum(item.rows for item in batch)
-                self.stats.batch(rows, *times)
-                for item, result in zip(batch, results):
-                    _settle(item, result)
-            finally:
-                self._busy -= 1
-            self.stats.add(queue_duration_us=sum((start - item.queued) * 1e6 for item in batch))
-            live = self._live
-            while live and live[0].settled:
-                live.popleft()
-            if self._closing and not self._queued and not self._busy:
-                self._idle.set()
+            if launch is None:
+                try:
+                    results, times = await loop.run_in_executor(pool, self._execute, engine, batch, self.model.batched)
+                except Exception as exc:  # EngineError and the like: every request of the batch fails
+                    self._finished(batch, start, exc=exc)
+                else:
+                    self._finished(batch, start, results, times)
+                free.release()
+                continue
+            try:  # pipelined: enqueue this batch, then take the next while the device runs it
+                pending = await loop.run_in_executor(pool, launch, engine, batch, self.model.batched)
+            except Exception as exc:
+                self._finished(batch, start, exc=exc)
+                free.release()
+                continue
+            done = loop.run_in_executor(self._finishers[index], self._execute.finish, pending)
+            done.add_done_callback(functools.partial(self._landed, batch, start, free))
+
+    def _landed(self, batch: list[_Item], start: float, free: asyncio.Semaphore, done: asyncio.Future) -> None:
+        exc = done.exception()
+        if exc is None:
+            self._finished(batch, start, *done.result())
+        else:
+            self._finished(batch, start, exc=exc)
+        free.release()
+
+    def _finished(self, batch: list[_Item], start: float, results: list | None = None, times: tuple = (),
+                  exc: BaseException | None = None) -> None:
+        """Answer a batch's requests (each its result, or all the batch's error), count it."""
+        self._busy -= 1
+        if exc is not None:
+            log.error("model '%s' failed on a batch of %d requests: %s", self.model.name, len(batch), exc)
+            for item in batch:
+                _settle(item, exc=exc)
+        else:
+            self.stats.batch(sum(item.rows for item in batch), *times)
+            for item, result in zip(batch, results):
+                _settle(item, result)
+        self.stats.add(queue_duration_us=sum((start - item.queued) * 1e6 for item in batch))
+        live = self._live
+        while live and live[0].settled:
+            live.popleft()
+        if not self._queued and not self._busy:
+            self._idle.set()
 
 
 def _settle(item: _Item, result: dict | None = None, exc: BaseException | None = None) -> None:

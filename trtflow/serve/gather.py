@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from trtflow.serve.batcher import runs, split
+from trtflow.serve.batcher import PIPELINE_DEPTH, runs, split
 
 log = logging.getLogger(__name__)
 
@@ -73,33 +73,54 @@ class Pinned:
 
 
 class CudaGather:
-    """``execute`` for the ``Batcher`` of a model whose instances run on CUDA devices.
-
-    Each instance (engine) gets its own stream; its pinned output buffers are reused per
-    (name, shape, dtype).
+    """``execute`` for the ``Batcher`` of a model whose instances run on CUDA devices, pipelined:
+    ``launch`` enqueues a batch (gather H2D, the engine, D2H into pinned buffers, an event) on the
+    instance's stream and returns; ``finish`` waits for the event and splits the outputs. While
+    the device runs batch i, the instance's thread enqueues batch i+1 and a second thread answers
+    batch i-1. Stream order keeps the engine's static buffers (CUDA graphs) safe; each in-flight
+    batch gets its own pinned output buffers (one set per pipeline position, reused per
+    (name, shape, dtype)).
     """
 
-    def __init__(self):
+    def __init__(self, depth: int = PIPELINE_DEPTH):
+        self.depth = depth
         self._streams: dict[int, object] = {}
         self._out: dict[tuple, object] = {}
+        self._turn: dict[int, int] = {}
 
     def __call__(self, engine, batch: list, batched: bool) -> tuple[list[dict], tuple[float, float, float]]:
+        return self.finish(self.launch(engine, batch, batched))
+
+    def launch(self, engine, batch: list, batched: bool) -> tuple:
+        """Enqueue one batch; returns what ``finish`` takes. The batcher keeps at most ``depth``
+        batches of one instance between ``launch`` and the end of ``finish``."""
         import torch
 
         device = cuda_device(engine)
-        stream = self._streams.get(id(engine))
+        key = id(engine)
+        stream = self._streams.get(key)
         if stream is None:
-            stream = self._streams[id(engine)] = torch.cuda.Stream(device)
+            stream = self._streams[key] = torch.cuda.Stream(device)
+        turn = self._turn[key] = (self._turn.get(key, -1) + 1) % self.depth
         t0 = time.perf_counter()
         with torch.cuda.device(device), torch.cuda.stream(stream):
             feed = self._gather([item.feed for item in batch], [item.rows for item in batch], device, batched)
             t1 = time.perf_counter()
             out = engine.infer(feed)
-            t2 = time.perf_counter()
-            host = {name: self._download(id(engine), name, value) for name, value in out.items()}
-            stream.synchronize()
-        out = {name: t.numpy().copy() for name, t in host.items()}  # the pinned buffers serve the next batch
-        results = split(out, [item.rows for item in batch]) if batched else [out] * len(batch)
+            host = {name: self._download((key, turn), name, value) for name, value in out.items()}
+            landed = torch.cuda.Event()
+            landed.record(stream)
+        rows = [item.rows for item in batch] if batched else len(batch)
+        return host, landed, rows, t0, t1
+
+    def finish(self, pending: tuple) -> tuple[list[dict], tuple[float, float, float]]:
+        """Wait for a launched batch and split it per request (host copies: the pinned buffers
+        serve a later batch)."""
+        host, landed, rows, t0, t1 = pending
+        landed.synchronize()
+        t2 = time.perf_counter()
+        out = {name: t.numpy().copy() for name, t in host.items()}
+        results = split(out, rows) if isinstance(rows, list) else [out] * rows
         t3 = time.perf_counter()
         return results, ((t1 - t0) * 1e6, (t2 - t1) * 1e6, (t3 - t2) * 1e6)
 
@@ -122,7 +143,7 @@ class CudaGather:
             merged[name] = dst
         return merged
 
-    def _download(self, key: int, name: str, value):
+    def _download(self, key: tuple, name: str, value):
         import torch
 
         if value.dtype == torch.bfloat16:

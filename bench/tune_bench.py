@@ -7,7 +7,8 @@ Usage::
     python3 bench/tune_bench.py OUTDIR --device cpu --runs tiny:2 --extra-runs "" --baselines eager --only "*eager*"
 
 Per model and batch, in one process on one device, every figure timed by ``trtflow.bench.run_bench``
-(CUDA events, inputs already on the device, ``--timing-s`` of queries after warm-up):
+(CUDA events, inputs already on the device in FP16 and channels-last, ``--timing-s`` of queries after
+warm-up):
 
 * eager: plain PyTorch, FP16, channels-last (conv nets);
 * plain ``torch.compile(mode="reduce-overhead")``, FP16, channels-last; with ``--max-autotune`` also
@@ -125,6 +126,8 @@ def traits(model) -> dict:
 class Plain:
     """A plain callable behind the bits of the engine contract ``run_bench`` uses."""
 
+    channels_last = True  # run_bench hands it a channels-last device batch, as it does tune's engines
+
     def __init__(self, name, fn, batch, size, device):
         self.name, self.fn, self.device = name, fn, device
         self.inputs = [TensorSpec("x", "float16", (batch, 3, size, size))]
@@ -227,8 +230,10 @@ def markdown(doc: dict) -> str:
              f"Tuned engines' I/O: {m.get('io', 'fp32')} (the plain baselines take an FP16 batch).",
              f"Plain max-autotune-no-cudagraphs: {'run where the budget allowed' if m['max_autotune'] else 'not run (off; --max-autotune runs it)'}.",
              f"Inductor cache directory {m['inductor_cache_dir']} {'existed' if m['inductor_cache_existed'] else 'was empty/absent'} "
-             "at the start (cold compiles unless the fxgraph hit counts below say otherwise; tune compiles with frozen "
-             "weights, so its graphs differ from the plain baseline's).", "",
+             "at the start (cold compiles unless the fxgraph hit counts below say otherwise; tune's compile + graphs "
+             "configurations freeze weights, its reduce-overhead one compiles as the plain baseline does).",
+             "Every engine gets its 4-d input on the device, FP16, channels-last (the layout all of them take), "
+             "so no query pays a layout copy.", "",
              "| model | batch | eager img/s | reduce-overhead img/s (compile s) | max-autotune-no-cg | tuned img/s (chosen) "
              "| best FP16 tuned | tuned / reduce-overhead | tuned / eager | tune wall s (budget) | max abs FP32 out | chosen max abs err | fxgraph cache hit/miss (RO; tune) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -19,8 +19,7 @@ def names(cands, kind=None):
 def test_conv_bn_net_tries_compile_with_fusions_first():
     cands, _ = torch_space(["fp16"], cuda=True, conv=True, batchnorm=True, fp8=None)
     compiles = names(cands, "compile")
-    assert compiles[0] == "fp16 compile+fused+graphs cl"
-    assert compiles.index("fp16 compile+graphs cl") < compiles.index("fp16 reduce-overhead cl")
+    assert compiles[:3] == ["fp16 compile+fused+graphs cl", "fp16 reduce-overhead cl", "fp16 compile+graphs cl"]
     assert compiles[-1] == "fp16 max-autotune+graphs cl"
     assert all(c.cost < 1 for c in cands[: len(cands) - len(compiles)])  # seconds-cheap ones before any compile
 
@@ -29,13 +28,23 @@ def test_depthwise_net_puts_fusions_last_among_compiles():
     cands, _ = torch_space(["fp16"], cuda=True, conv=True, batchnorm=True, fp8=None, depthwise=True)
     compiles = [c for c in cands if c.kind == "compile"]
     assert [c.name for c in compiles] == ["fp16 compile+graphs cl", "fp16 compile+fused+graphs cl"]
-    assert names(cands, "compile")[0] == "fp16 compile+graphs cl"
+    assert names(cands, "compile")[0] == "fp16 reduce-overhead cl"  # the plain recipe before any other compile
+
+
+def test_reduce_overhead_is_the_plain_recipe_and_other_compiles_freeze():
+    cands, _ = torch_space(["fp16"], cuda=True, conv=True, batchnorm=True, fp8=None)
+    for c in cands:
+        if c.kind == "reduce-overhead":
+            assert c.options["freeze"] is False and c.options["compile"] == "reduce-overhead"
+        else:
+            assert "freeze" not in c.options  # the engine's default: frozen weights
 
 
 def test_linear_net_tries_fp16_compile_before_fp8():
     cands, skips = torch_space(["fp16", "fp8"], cuda=True, conv=True, batchnorm=False, fp8=None)
     compiles = names(cands, "compile")
-    assert compiles[:2] == ["fp16 compile+graphs cl", "fp8 compile+graphs cl"]
+    assert compiles[:4] == ["fp16 reduce-overhead cl", "fp8 reduce-overhead cl", "fp16 compile+graphs cl",
+                            "fp8 compile+graphs cl"]
     assert not any("fused" in n for n in names(cands)) and not skips
 
 

@@ -47,9 +47,11 @@ class TorchEngine(Engine):
         keep_io_types: with a reduced ``dtype``, floating inputs and outputs keep the model's own
             dtype (float32 in, float32 out; cast inside, as TensorRT's ``--fp16`` does). False: they
             take ``dtype`` too (reduced-precision I/O).
-        channels_last: store 4-d weights and example inputs channels-last (faster convolutions).
+        channels_last: store 4-d weights and example inputs channels-last (faster convolutions);
+            4-d inputs given channels-last (``engine.channels_last`` says so) reach the model without
+            a layout copy.
         compile: None (eager) or a ``torch.compile`` mode: "default", "reduce-overhead", "max-autotune".
-            Compiled modules are frozen (weights folded as constants).
+            Compiled modules are frozen (weights folded as constants) unless ``freeze`` is off.
         cuda_graphs: capture one CUDA graph per input shape and replay it.
         device: CUDA device index or name ("cpu", "cuda:1"); default the current CUDA device,
             else the CPU.
@@ -57,6 +59,8 @@ class TorchEngine(Engine):
         cudnn_benchmark: set ``torch.backends.cudnn.benchmark`` (process-wide) on CUDA.
         fuse: fold batch norms into convolutions and run conv (+ residual add) + ReLU as cuDNN
             fused convolutions (CUDA only; see ``trtflow.backends.torch.fuse``).
+        freeze: compile with Inductor's ``freezing`` (weights as constants, batch norms folded);
+            False compiles as ``torch.compile(module, mode=...)`` does by default.
 
     Raises:
         UsageError: bad options (unknown precision or compile mode, CUDA graphs on the CPU, ...).
@@ -85,6 +89,7 @@ class TorchEngine(Engine):
         max_graphs: int = MAX_GRAPHS,
         cudnn_benchmark: bool = True,
         fuse: bool = False,
+        freeze: bool = True,
     ):
         torch = require("torch", "the torch engine")
         if dtype not in PRECISIONS:
@@ -97,6 +102,7 @@ class TorchEngine(Engine):
         if self.device.type == "cuda" and cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
         self.precision = dtype
+        self.channels_last = channels_last
         self.compile_mode = compile
         self.cuda_graphs = cuda_graphs
         self.max_graphs = max_graphs
@@ -121,7 +127,7 @@ class TorchEngine(Engine):
             outputs, self._flatten = probe_outputs(torch, probe, examples, inputs, output_names, self._kw)
             self.module = module
             self.example_inputs = dict(zip(names, examples))
-            fn = _compile(torch, module, compile, cuda_graphs) if compile else module
+            fn = _compile(torch, module, compile, cuda_graphs, freeze) if compile else module
             fn = casting(torch, fn, *cast) if cast else fn
         super().__init__(inputs, outputs)
         self.fn: Callable = fn
@@ -338,12 +344,13 @@ def _input_specs(names, examples, dynamic, min_shapes, max_shapes) -> list[Tenso
     return specs
 
 
-def _compile(torch, module, mode: str, own_graphs: bool):
-    """torch.compile with the mode's inductor options, weights frozen; CUDA graphs left to the
-    engine when it captures its own (the mode's cudagraph trees cannot nest inside them)."""
+def _compile(torch, module, mode: str, own_graphs: bool, freeze: bool = True):
+    """torch.compile with the mode's inductor options, weights frozen unless ``freeze`` is off;
+    CUDA graphs left to the engine when it captures its own (the mode's cudagraph trees cannot
+    nest inside them)."""
     options = dict(torch._inductor.list_mode_options(mode))
     if own_graphs:
         options["triton.cudagraphs"] = False
-    options["freezing"] = True
+    options["freezing"] = freeze
     log.debug("torch.compile options %s", options)
     return torch.compile(module, options=options, dynamic=False if own_graphs else None)

@@ -114,9 +114,12 @@ def traits(model) -> dict:
     """What the model contains (tune orders its configurations by the same traits)."""
     from torch import nn
 
+    from trtflow.tune.subjects import grouped_relu_convs
+
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     return {"params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2), "conv2d": len(convs),
             "depthwise": sum(m.groups > 1 and m.groups == m.in_channels for m in convs),
+            "grouped_relu": grouped_relu_convs(model),
             "batchnorm": sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()),
             "linear": sum(type(m) is nn.Linear for m in model.modules()),
             "zero_linears_redrawn": getattr(model, "_zero_linears_redrawn", 0),

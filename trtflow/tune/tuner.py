@@ -86,7 +86,7 @@ def tune(
     if engine == "torch":
         subject, key_model, shape_map, feeds = _torch_subject(model, shapes, example_inputs, device, calib, opts, progress)
         candidates, skips = space.torch_space(precisions, subject.cuda, subject.conv, subject.batchnorm, subject.fp8_blocker,
-                                             subject.depthwise, subject.linear_heavy)
+                                             subject.grouped_relu, subject.linear_heavy)
         if not opts.keep_io_types:
             candidates = [replace(c, options={**c.options, "keep_io_types": False}) if c.precision != "fp32" else c
                           for c in candidates]

@@ -199,7 +199,7 @@ def test_pipelined_execute_launches_the_next_batch_before_the_first_lands():
         await asyncio.sleep(0.05)  # batch [1] launched; its finish waits on the gate
         for value in (2.0, 3.0, -1.0, 5.0):
             submit(value)
-        for _ in range(200):  # depth 2: [2, 3] is launched while [1] has not landed
+        for _ in range(200):  # pipelined: [2, 3] is launched while [1] has not landed
             if len(execute.events) >= 2:
                 break
             await asyncio.sleep(0.005)

@@ -31,7 +31,7 @@ from trtflow.serve.protocol import ProtocolError
 
 log = logging.getLogger(__name__)
 
-PIPELINE_DEPTH = 2  # batches in flight per instance with a pipelined ``execute`` (launch / finish)
+PIPELINE_DEPTH = 3  # batches in flight per instance with a pipelined ``execute`` (launch / finish)
 
 
 class _Item:
@@ -277,12 +277,14 @@ class Batcher:
             done.add_done_callback(functools.partial(self._landed, batch, start, free))
 
     def _landed(self, batch: list[_Item], start: float, free: asyncio.Semaphore, done: asyncio.Future) -> None:
+        """A pipelined batch is done: free its place first (the worker launches the next batch
+        before this one's requests are answered, in the next loop step), then answer them."""
+        free.release()
         exc = done.exception()
         if exc is None:
-            self._finished(batch, start, *done.result())
+            asyncio.get_running_loop().call_soon(self._finished, batch, start, *done.result())
         else:
-            self._finished(batch, start, exc=exc)
-        free.release()
+            asyncio.get_running_loop().call_soon(functools.partial(self._finished, batch, start, exc=exc))
 
     def _finished(self, batch: list[_Item], start: float, results: list | None = None, times: tuple = (),
                   exc: BaseException | None = None) -> None:

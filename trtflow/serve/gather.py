@@ -108,7 +108,7 @@ class CudaGather:
             t1 = time.perf_counter()
             out = engine.infer(feed)
             host = {name: self._download((key, turn), name, value) for name, value in out.items()}
-            landed = torch.cuda.Event()
+            landed = torch.cuda.Event(blocking=True)  # finish sleeps on it instead of spinning a core
             landed.record(stream)
         rows = [item.rows for item in batch] if batched else len(batch)
         return host, landed, rows, t0, t1

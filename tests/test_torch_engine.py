@@ -189,3 +189,23 @@ def test_fuse_folds_batch_norms_and_fuses_activations():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in gm.modules())
     with pytest.raises(UsageError, match="fuse=True needs a CUDA device"):
         TorchEngine(Block(), [torch.randn(1, 4, 8, 8)], fuse=True, device="cpu")
+
+
+def test_aoti_export_takes_the_compute_dtype():
+    """A reduced-precision package is exported on inputs of its own dtype (the engine's default keeps
+    FP32 I/O, which would meet half weights inside the exported module)."""
+    import torch
+
+    from trtflow.backends.torch.package import _export
+
+    engine = TorchEngine(tiny_module(), {"x": torch.randn(2, 3, 16, 16)}, dtype="bf16", keep_io_types=False,
+                         dynamic={"x": {0: "batch"}}, max_shapes={"x": (8, 3, 16, 16)}, device="cpu")
+    program = _export(torch, tiny_module(), engine)
+    placeholder = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == "x")
+    assert placeholder.meta["val"].dtype == torch.bfloat16
+    out = program.module()(x=torch.randn(3, 3, 16, 16, dtype=torch.bfloat16))
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    assert out.dtype == torch.bfloat16 and out.shape[0] == 3
+    with pytest.raises(trtflow.errors.UsageError, match="keep_io_types"):
+        build_aoti(tiny_module(), {"x": torch.randn(2, 3, 16, 16)}, "unused.pt2", dtype="bf16", keep_io_types=True,
+                   device="cpu")

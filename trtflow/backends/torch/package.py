@@ -49,7 +49,30 @@ def build_aoti(
 
     if options.get("compile") or options.get("cuda_graphs"):
         raise UsageError("build_aoti compiles ahead of time; compile= and cuda_graphs= do not apply")
-    engine = TorchEngine(model, example_inputs, **options)
+    if options.get("keep_io_types") and options.get("dtype", "fp32") != "fp32":
+        raise UsageError("a package takes and returns its compute dtype; keep_io_types=True does not apply to "
+                         "build_aoti (cast the inputs to the package's dtype before inference)")
+    engine = TorchEngine(model, example_inputs, **{**options, "keep_io_types": False})
+    program = _export(torch, model, engine)
+    meta = {"inputs": [s.to_dict() for s in engine.inputs], "outputs": [s.to_dict() for s in engine.outputs],
+            "dtype": engine.precision, "keywords": engine._kw and not isinstance(model, torch.export.ExportedProgram)}
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with torch.no_grad():
+            path = torch._inductor.aoti_compile_and_package(
+                program, package_path=str(out),
+                inductor_configs={"aot_inductor.metadata": {METADATA_KEY: base64.b64encode(json.dumps(meta).encode()).decode()}},
+            )
+    except Exception as exc:
+        raise BuildError(f"AOTInductor compilation failed: {type(exc).__name__}: {exc}") from exc
+    log.info("wrote AOTInductor package %s", path)
+    return Path(path)
+
+
+def _export(torch, model, engine):
+    """``torch.export`` of the engine's placed module (dtype, device, layout) on its example inputs,
+    with the engine's dynamic dims as bounded ``torch.export.Dim``; an ExportedProgram as given."""
     args = list(engine.example_inputs.values())
     dims: dict[str, Any] = {}
     dynamic_shapes = []
@@ -86,17 +109,4 @@ def build_aoti(
             program = torch.export.export(engine.module, tuple(args), dynamic_shapes=tuple(dynamic_shapes))
     except Exception as exc:
         raise BuildError(f"torch.export failed: {type(exc).__name__}: {exc}") from exc
-    meta = {"inputs": [s.to_dict() for s in engine.inputs], "outputs": [s.to_dict() for s in engine.outputs],
-            "dtype": engine.precision, "keywords": engine._kw and not isinstance(model, torch.export.ExportedProgram)}
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with torch.no_grad():
-            path = torch._inductor.aoti_compile_and_package(
-                program, package_path=str(out),
-                inductor_configs={"aot_inductor.metadata": {METADATA_KEY: base64.b64encode(json.dumps(meta).encode()).decode()}},
-            )
-    except Exception as exc:
-        raise BuildError(f"AOTInductor compilation failed: {type(exc).__name__}: {exc}") from exc
-    log.info("wrote AOTInductor package %s", path)
-    return Path(path)
+    return program

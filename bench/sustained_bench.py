@@ -2,7 +2,7 @@
 
 Usage::
 
-    python3 bench/sustained_bench.py OUTDIR [--model resnet50] [--batch 256] [--windows 0.1,0.3,1,3,6]
+    python3 bench/sustained_bench.py OUTDIR [--model resnet50] [--batch 256] [--windows 0.1,0.3,1,3,10]
 
 ResNet-50 (random weights), FP16, channels-last, torch.compile + cuDNN fusions + CUDA graphs (the
 configuration ``trtflow tune`` chooses for it), fed its own graph input buffer. Per window:
@@ -54,7 +54,8 @@ def window(call, batch: int, seconds: float) -> dict:
     end.record()
     end.synchronize()
     ms = start.elapsed_time(end)
-    return {"seconds": round(ms / 1e3, 3), "calls": calls, "img_s": round(batch * calls / ms * 1e3, 1), "gpu": gpu_state()}
+    return {"seconds": round(ms / 1e3, 3), "calls": calls, "img_s": round(batch * calls / ms * 1e3, 1),
+            "gpu": gpu_state()}
 
 
 def main() -> int:
@@ -62,7 +63,7 @@ def main() -> int:
     ap.add_argument("outdir")
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--windows", default="0.1,0.3,1,3,6")
+    ap.add_argument("--windows", default="0.1,0.3,1,3,10")
     ap.add_argument("--idle-s", type=float, default=5.0, help="idle time before each window")
     args = ap.parse_args()
     import torchvision

@@ -280,7 +280,8 @@ class Batcher:
         """A pipelined batch is done: free its place first (the worker launches the next batch
         before this one's requests are answered, in the next loop step), then answer them."""
         free.release()
-        exc = done.exception()
+        stopped = done.cancelled()
+        exc = ProtocolError(f"model '{self.model.name}' was stopped", 503) if stopped else done.exception()
         if exc is None:
             asyncio.get_running_loop().call_soon(self._finished, batch, start, *done.result())
         else:

@@ -4,7 +4,8 @@ torch (CUDA): per precision, eager, eager + CUDA graphs (also channels-first, fo
 cuDNN fused conv + BN + ReLU + graphs (models with batch norms), torch.compile + graphs,
 compile + fusions + graphs (these compile with frozen weights), the reduce-overhead mode (its own
 CUDA graphs; weights not frozen: ``torch.compile(model, mode="reduce-overhead")`` as users call it,
-so the plain recipe is always among the candidates) and max-autotune-no-cudagraphs + graphs. FP8 is bfloat16 with ``nn.Linear`` layers on FP8 GEMMs.
+so the plain recipe is always among the candidates) and max-autotune-no-cudagraphs + graphs. FP8
+is bfloat16 with ``nn.Linear`` layers on FP8 GEMMs.
 torch (CPU): eager, channels-last, torch.compile. INT8 has no torch path here (ONNX Q/DQ engines run it).
 ort: provider lists (CPU, and CUDA where installed) x the FP32, FP16 (surgeon conversion) and INT8
 (Q/DQ, calibrated) models x graph optimization levels x intra-op thread counts.
@@ -142,9 +143,9 @@ def likely_first(cands: list[Candidate], batchnorm: bool, grouped_relu: bool, li
        reduce-overhead on ResNet-50, 1.24x on EfficientNet-B0, whose depthwise convolutions feed
        SiLU: only their batch norms are folded), unless grouped or depthwise convolutions feed a
        ReLU (cuDNN's fused conv + bias + ReLU kernels are slow on them: 0.33x on
-       MobileNetV3-Large, 0.69x on RegNetY-1.6GF on an H200); then the reduce-overhead mode, the plain recipe
-       (``torch.compile(model, mode="reduce-overhead")``), so a tight budget still times what
-       users would run without trtflow; then compile + graphs (frozen weights), the fused variant
+       MobileNetV3-Large, 0.69x on RegNetY-1.6GF on an H200); then the reduce-overhead mode, the
+       plain recipe (``torch.compile(model, mode="reduce-overhead")``), so a tight budget still
+       times what users would run without trtflow; then compile + graphs (frozen weights), the fused variant
        last where fusions lose; max-autotune last of all. Within a step: the FP16/BF16/FP32
        precisions before FP8 (the FP8 transform adds a quantization per linear and may fail the
        bound; FP16 is the safer likely winner), lower precisions first.

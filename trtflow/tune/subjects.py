@@ -32,7 +32,7 @@ class TorchSubject:
                  recalibrate: bool | None = None):
         import torch
 
-        from trtflow.backends.torch.fp8 import count_fp8_linears, fp8_supported
+        from trtflow.backends.torch.fp8 import fp8_linears, fp8_supported
         from trtflow.tune.inputs import recalibrate_batchnorm, untrained_batchnorm
 
         self.torch = torch
@@ -54,15 +54,13 @@ class TorchSubject:
         self.conv = any(isinstance(m, torch.nn.Conv2d) for m in base.modules()) and all(len(s) == 4 for s in shapes.values())
         self.batchnorm = any(isinstance(m, torch.nn.BatchNorm2d) for m in base.modules())
         self.grouped_relu = grouped_relu_convs(base) > 0
-        # the linear layers to_fp8 converts (plain nn.Linear, sizes multiples of 16) hold most weights
-        fp8_able = sum(m.weight.numel() for m in base.modules() if type(m) is torch.nn.Linear
-                       and m.in_features % 16 == 0 and m.out_features % 16 == 0)
-        self.linear_heavy = fp8_able > 0.5 * sum(p.numel() for p in base.parameters())
+        linears = fp8_linears(base)  # the layers to_fp8 converts: do they hold most weights?
+        self.linear_heavy = sum(m.weight.numel() for m in linears) > 0.5 * sum(p.numel() for p in base.parameters())
         if not self.cuda:
             self.fp8_blocker = "FP8 GEMMs need a CUDA GPU with FP8 tensor cores (SM 8.9+: Ada, Hopper)"
         elif not fp8_supported(self.device):
             self.fp8_blocker = f"{torch.cuda.get_device_name(self.device)} has no FP8 tensor cores (needs SM 8.9+)"
-        elif not count_fp8_linears(base):
+        elif not linears:
             self.fp8_blocker = "the model has no nn.Linear layer FP8 GEMMs can take (sizes multiples of 16)"
         else:
             self.fp8_blocker = None

@@ -97,10 +97,10 @@ def to_fp8(module: Any) -> Any:
     return model.to(torch.bfloat16)  # Fp8Linear keeps its FP8 weight and float32 scales
 
 
-def count_fp8_linears(module: Any) -> int:
-    """How many ``nn.Linear`` layers ``to_fp8`` would convert."""
+def fp8_linears(module: Any) -> list:
+    """The ``nn.Linear`` layers ``to_fp8`` would convert."""
     torch = require("torch", "FP8 matrix multiplies")
-    return sum(_eligible(torch, m) for m in module.modules())
+    return [m for m in module.modules() if _eligible(torch, m)]
 
 
 def _eligible(torch, m: Any) -> bool:

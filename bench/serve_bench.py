@@ -177,15 +177,26 @@ def child(args) -> None:
     raise SystemExit(serve_workers(load, opts, WorkerOptions(args.workers, slots=args.slots), on_ready=ready))
 
 
-def start_servers(cmds: list[list[str]], timeout: float = 300) -> tuple[list[subprocess.Popen], list[dict]]:
+def _ready(p: subprocess.Popen, timeout: float) -> dict:
+    """The server's ready line (JSON), once it listens."""
+    line = p.stdout.readline()
+    if not line:
+        raise RuntimeError(f"server {p.args} exited with {p.wait(timeout)}")
+    return json.loads(line)
+
+
+def start_server(cmd: list[str], timeout: float = 300) -> tuple[subprocess.Popen, dict]:
+    """One server process and its ready line."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    return p, _ready(p, timeout)
+
+
+def start_servers(cmds: list[list[str]], timeout: float = 300) -> list[subprocess.Popen]:
+    """Several server processes started together (bench/multi_gpu_bench.py: SO_REUSEPORT copies)."""
     procs = [subprocess.Popen(c, stdout=subprocess.PIPE, text=True, cwd=ROOT) for c in cmds]
-    infos = []
     for p in procs:
-        line = p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"server {p.args} exited with {p.wait(timeout)}")
-        infos.append(json.loads(line))
-    return procs, infos
+        _ready(p, timeout)
+    return procs
 
 
 def stop_servers(procs) -> None:
@@ -306,23 +317,23 @@ def gpu_main(args) -> dict:
         log(f"serving with {workers} front end(s) and one engine process, {instances} instance(s)")
         t0 = time.perf_counter()
         try:
-            procs, infos = start_servers([cmd])
+            proc, info = start_server(cmd)
         except Exception as exc:  # noqa: BLE001 - record it, go on with the next configuration
             log(f"  {item} did not start: {exc}")
             result.setdefault("failed", {})[str(item)] = str(exc)
             continue
-        log(f"  ready after {time.perf_counter() - t0:.1f} s: {infos[0]}")
+        log(f"  ready after {time.perf_counter() - t0:.1f} s: {info}")
         try:
             levels = measure_levels(port, "resnet50", args.clients, args.duration, args.warmup, args.loadgen_processes,
-                                    infos[0]["pids"], profile=(args.outdir, f"w{item}", args.profile_s))
+                                    info["pids"], profile=(args.outdir, f"w{item}", args.profile_s))
             for level in levels:
-                level["instances"], level["shm"] = instances, {"slot_bytes": infos[0]["slot_bytes"], "slots": infos[0]["slots"]}
+                level["instances"], level["shm"] = instances, {"slot_bytes": info["slot_bytes"], "slots": info["slots"]}
             result["served"][str(item)] = levels
         except Exception as exc:  # noqa: BLE001
             log(f"  {item} failed: {exc}")
             result.setdefault("failed", {})[str(item)] = str(exc)
         finally:
-            stop_servers(procs)
+            stop_servers([proc])
         if args.outdir is not None:  # what is measured so far survives a later failure
             (args.outdir / "serve_bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
@@ -347,10 +358,10 @@ def cpu_main(args) -> dict:
            "--workers", str(args.workers_list[0]), "--threads", str(args.ort_threads),
            "--instances", str(args.instances)]
     result["server_command"] = "trtflow " + " ".join(cmd[3:])
-    procs, infos = start_servers([cmd])
+    proc, info = start_server(cmd)
     rounds = []
     try:
-        pids = server_pids(infos[0], procs[0].pid)
+        pids = server_pids(info, proc.pid)
         served = measure_levels(port, "mobilenet_v2", args.clients[:-1], args.duration, args.warmup, args.loadgen_processes, pids)
         for r in range(args.rounds):
             inproc = host_throughput_threads(engines, {name: x}, args.max_batch, args.inproc_s)
@@ -362,7 +373,7 @@ def cpu_main(args) -> dict:
                 f"{inproc['cpu_ms_per_img']:.2f}, server {top.get('server_cpu_ms_per_img', 0):.2f}, "
                 f"client {top.get('client_cpu_ms_per_img') or 0:.2f}")
     finally:
-        stop_servers(procs)
+        stop_servers([proc])
         for e in engines:
             e.close()
     best = sorted(rounds, key=lambda r: r["share"])[len(rounds) // 2]  # the median round
@@ -405,13 +416,13 @@ def cost_main(args) -> dict:
                "--workers", str(workers), "--threads", str(args.ort_threads or 1)]
         result["commands"][str(workers)] = "trtflow " + " ".join(cmd[3:])
         log(f"serving the trivial model: {result['commands'][str(workers)]}")
-        procs, infos = start_servers([cmd])
+        proc, info = start_server(cmd)
         try:
             result["served"][str(workers)] = measure_levels(http, "trivial", args.clients, args.duration, args.warmup,
-                                                            args.loadgen_processes, server_pids(infos[0], procs[0].pid), feed,
+                                                            args.loadgen_processes, server_pids(info, proc.pid), feed,
                                                             (args.outdir, f"w{workers}", args.profile_s))
         finally:
-            stop_servers(procs)
+            stop_servers([proc])
     result["environment"]["loadavg_at_end"] = os.getloadavg()
     return result
 

@@ -32,6 +32,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from trtflow.feeds import array_bytes
+
 log = logging.getLogger(__name__)
 
 ALIGN = 64
@@ -164,13 +166,9 @@ def slot_bytes(models: Iterable, rows: int = 1, default: int = 1 << 20, cap: int
             if spec.dtype in ("string", "object") or not all(isinstance(d, int) for d in dims):
                 total = default
                 break
-            total += aligned(n * math.prod(dims) * np.dtype(_itemsize_dtype(spec.dtype)).itemsize)
+            total += aligned(array_bytes([n, *dims], spec.dtype))
         best = max(best, total)
     return min(aligned(best or default), cap)
-
-
-def _itemsize_dtype(name: str) -> str:
-    return "uint16" if name == "bfloat16" else name
 
 
 def shm_room() -> int | None:

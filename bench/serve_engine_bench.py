@@ -21,7 +21,7 @@ import asyncio
 import functools
 import json
 import multiprocessing
-import os
+import shutil
 import sys
 import tempfile
 import time
@@ -42,14 +42,10 @@ def load(path: str, max_batch: int) -> list:
     return [ServedModel("m", [engine], BatchConfig(max_batch, 0, max_queue=4096))]
 
 
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(path: str, x: np.ndarray, clients: int, seconds: float, max_batch: int, profile: tuple | None = None,
             switch_ms: float | None = None) -> dict:
     import serve_profile
+    from serve_bench import process_cpu_s
     from trtflow.serve import ipc
     from trtflow.serve.engine_process import engine_main
     from trtflow.serve.frontend import EngineClient
@@ -58,7 +54,8 @@ def measure(path: str, x: np.ndarray, clients: int, seconds: float, max_batch: i
     options = ServeOptions() if switch_ms is None else ServeOptions(switch_interval_s=switch_ms / 1e3)
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    sock = str(Path(tempfile.mkdtemp(prefix="trtflow-bench-")) / "engine.sock")
+    tmp = Path(tempfile.mkdtemp(prefix="trtflow-bench-"))
+    sock = str(tmp / "engine.sock")
     proc = ctx.Process(target=engine_main, args=(functools.partial(load, path, max_batch), options, sock, queue))
     proc.start()
     msg = queue.get(timeout=300)
@@ -78,10 +75,13 @@ def measure(path: str, x: np.ndarray, clients: int, seconds: float, max_batch: i
                 await client.infer("m", {"x": x})
                 count[0] += 1
 
-        jobs = serve_profile.start({"engine": proc.pid}, min(profile[1], seconds - 1), 0.5, *profile[::2]) if profile else []
-        c0, t0, s0 = cpu_s(proc.pid), time.perf_counter(), time.process_time()
+        jobs = []
+        if profile:
+            outdir, label, profile_s = profile
+            jobs = serve_profile.start({"engine": proc.pid}, min(profile_s, seconds - 1), 0.5, outdir, label)
+        c0, t0, s0 = process_cpu_s(proc.pid), time.perf_counter(), time.process_time()
         await asyncio.gather(*(one() for _ in range(clients)))
-        c1, t1, s1 = cpu_s(proc.pid), time.perf_counter(), time.process_time()
+        c1, t1, s1 = process_cpu_s(proc.pid), time.perf_counter(), time.process_time()
         if jobs:
             result["profile"] = await asyncio.get_running_loop().run_in_executor(None, serve_profile.finish, jobs)
         v = (await client.stats())["m"]["values"]
@@ -96,6 +96,7 @@ def measure(path: str, x: np.ndarray, clients: int, seconds: float, max_batch: i
         proc.terminate()
         proc.join(30)
         arena.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     return result
 
 
@@ -122,7 +123,7 @@ def main() -> int:
     rows = []
     for name in args.requests.split(","):
         model, x = cases[name]
-        profile = (args.outdir, args.profile_s, name) if args.profile_s else None
+        profile = (args.outdir, name, args.profile_s) if args.profile_s else None
         rows.append(measure(str(model), x, args.clients, args.seconds, args.max_batch, profile, args.switch_interval_ms))
         for prof in rows[-1].get("profile", {}).values():
             print(f"profile ({name}, self %):", prof.get("error") or prof["self"][:15])

@@ -334,8 +334,8 @@ def gpu_main(args) -> dict:
             result.setdefault("failed", {})[str(item)] = str(exc)
         finally:
             stop_servers([proc])
-        if args.outdir is not None:  # what is measured so far survives a later failure
-            (args.outdir / "serve_bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+        # what is measured so far survives a later failure
+        (args.outdir / "serve_bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
 
 

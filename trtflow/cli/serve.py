@@ -118,7 +118,7 @@ def _load_instances(args: argparse.Namespace, model: str) -> list:
     engines = []
     name = _engine_name(args, model)
     placed = _placement(args, name)
-    extra = {"spinning": bool(getattr(args, "ort_spinning", False))} if name == "ort" else {}
+    extra = {"spinning": args.ort_spinning} if name == "ort" else {}
     if args.threads and name == "ort":
         extra["threads"] = args.threads
     try:
@@ -197,16 +197,14 @@ def _serve_workers(args: argparse.Namespace, names: list[str], ready) -> int:
         raise UsageError("--shm-slots must be >= 0 and --shm-slot-rows >= 1")
     load = functools.partial(_load_models, args, names, _labels(args))
     setup = functools.partial(_child_logging, args.access_log, bool(getattr(args, "verbose", False)))
-    _child_logging(args.access_log, False, access=False)
     return serve_workers(load, _options(args), WorkerOptions(args.workers, args.shm_slots, args.shm_slot_rows),
                          on_ready=lambda r: ready(r.http_port, r.grpc_port, r), setup=setup)
 
 
-def _child_logging(access_log: str, verbose: bool, access: bool = True) -> None:
-    """Logging of a --workers child process (and of the parent, without the access log)."""
+def _child_logging(access_log: str, verbose: bool) -> None:
+    """Logging of a --workers child process."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if access:
-        _access_log(access_log)
+    _access_log(access_log)
 
 
 def _deploy_ray(args: argparse.Namespace, names: list[str]) -> int:

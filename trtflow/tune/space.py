@@ -80,7 +80,8 @@ def _order(precisions: list[str]) -> list[str]:
 
 
 def torch_space(precisions: Sequence[str], cuda: bool, conv: bool, batchnorm: bool, fp8: str | None,
-                grouped_relu: bool = False, linear_heavy: bool = True) -> tuple[list[Candidate], list[Skip]]:
+                grouped_relu: bool = False, linear_heavy: bool = True,
+                keep_io_types: bool = True) -> tuple[list[Candidate], list[Skip]]:
     """Torch configurations, in the order ``likely_first`` gives them.
 
     Args:
@@ -92,6 +93,8 @@ def torch_space(precisions: Sequence[str], cuda: bool, conv: bool, batchnorm: bo
         grouped_relu: the model has grouped or depthwise convolutions followed by a ReLU, which
             ``fuse=True`` would run as cuDNN conv + ReLU kernels (slow on them).
         linear_heavy: most of the model's weights are in linear layers FP8 GEMMs take (FP8 can pay).
+        keep_io_types: False: reduced-precision configurations take and return their own dtype
+            (``keep_io_types=False`` in their options).
     """
     cands, skips = [], []
     for p in _order(list(precisions)):
@@ -106,9 +109,10 @@ def torch_space(precisions: Sequence[str], cuda: bool, conv: bool, batchnorm: bo
         variant = "fp8" if p == "fp8" else "fp32"
         cl = {"channels_last": True} if conv else {}
         suffix = " cl" if conv else ""
+        io = {} if keep_io_types or p == "fp32" else {"keep_io_types": False}
 
         def add(label, kind, **opts):
-            cands.append(Candidate(f"{p} {label}", "torch", p, {"dtype": dtype, **opts}, variant, COST[kind], kind))
+            cands.append(Candidate(f"{p} {label}", "torch", p, {"dtype": dtype, **opts, **io}, variant, COST[kind], kind))
 
         if not cuda:
             add("eager", "eager")

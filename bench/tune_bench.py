@@ -183,7 +183,7 @@ def plain(name, mode, batch, device, timing_s) -> dict:
     return out
 
 
-def tuned(name, batch, device, budget_s, args, compile_estimate_s, state=None) -> dict:
+def tuned(name, batch, device, budget_s, args, compile_estimate_s, state) -> dict:
     import trtflow
     from trtflow.tune import TuneOptions
 
@@ -193,11 +193,10 @@ def tuned(name, batch, device, budget_s, args, compile_estimate_s, state=None) -
                        keep_io_types=args.io == "fp32")
     before = inductor_counts()
     t0 = time.perf_counter()
-    step = (state or {}).get("step", "")
+    step = state.get("step", "")
 
     def progress(what, done=None, total=None):  # the watchdog names the configuration it stopped in
-        if state is not None:
-            state["step"] = f"{step} ({what})"
+        state["step"] = f"{step} ({what})"
 
     try:
         result = trtflow.tune(model_of(name), shapes={"x": (batch, 3, size, size)}, engine="torch",

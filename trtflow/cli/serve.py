@@ -197,8 +197,13 @@ def _serve_workers(args: argparse.Namespace, names: list[str], ready) -> int:
         raise UsageError("--shm-slots must be >= 0 and --shm-slot-rows >= 1")
     load = functools.partial(_load_models, args, names, _labels(args))
     setup = functools.partial(_child_logging, args.access_log, bool(getattr(args, "verbose", False)))
+
+    def on_ready(r) -> None:
+        ready(r.http_port, r.grpc_port, {"max_batch": {m.name: m.max_batch for m in r.infos}, "devices": r.devices,
+                                         "pids": r.pids, "shm": {"slot_bytes": r.slot_bytes, "slots": r.slots}})
+
     return serve_workers(load, _options(args), WorkerOptions(args.workers, args.shm_slots, args.shm_slot_rows),
-                         on_ready=lambda r: ready(r.http_port, r.grpc_port, r), setup=setup)
+                         on_ready=on_ready, setup=setup)
 
 
 def _child_logging(access_log: str, verbose: bool) -> None:
@@ -245,17 +250,10 @@ def run(args: argparse.Namespace) -> int:
     if args.ray:
         return _deploy_ray(args, names)
 
-    def ready(http_port, grpc_port, models=None) -> None:
+    def ready(http_port, grpc_port, extra: dict) -> None:
+        """Report the listeners; ``extra``: max_batch and devices per model (and, with --workers, pids and shm)."""
         info = {"models": names, "host": args.host, "http_port": http_port, "grpc_port": grpc_port,
-                "instances": args.instances, "workers": args.workers}
-        if isinstance(models, list):
-            info["max_batch"] = {m.name: m.max_batch for m in models}
-            info["devices"] = {m.name: [_device_name(e) for e in m.engines] for m in models}
-        elif models is not None:  # --workers: serve_workers' Ready
-            info["max_batch"] = {m.name: m.max_batch for m in models.infos}
-            info["devices"] = models.devices
-            info["pids"] = models.pids
-            info["shm"] = {"slot_bytes": models.slot_bytes, "slots": models.slots}
+                "instances": args.instances, "workers": args.workers, **extra}
         if args.json:
             print(json.dumps(info), flush=True)
         else:
@@ -267,5 +265,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 1:
         return _serve_workers(args, names, ready)
     else:
-        _serve_one(args, names, lambda server, models: ready(server.http_port, server.grpc_port, models))
+        _serve_one(args, names, lambda server, models: ready(server.http_port, server.grpc_port, {
+            "max_batch": {m.name: m.max_batch for m in models},
+            "devices": {m.name: [_device_name(e) for e in m.engines] for m in models}}))
     return 0

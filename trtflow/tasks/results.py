@@ -47,6 +47,31 @@ def _text(image: np.ndarray, text: str, org: tuple[int, int], color=(255, 255, 2
     cv2.putText(image, text, (x, y - base // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick, cv2.LINE_AA)
 
 
+def to_host(images: list) -> list[np.ndarray]:
+    """Frames or images (numpy, or torch on any device) -> numpy, CUDA ones in one copy for the
+    whole list: stacked on their GPU (concatenated, when their sizes differ), copied into pinned
+    host memory, then the GPU's current stream is synchronized. CPU tensors are shared, not copied."""
+    if all(isinstance(image, np.ndarray) for image in images):
+        return images
+    import torch
+
+    tensors = [torch.as_tensor(image) for image in images]
+    if not tensors[0].is_cuda:
+        return [t.numpy() for t in tensors]
+    if len({tuple(t.shape) for t in tensors}) == 1:
+        on_gpu = torch.stack(tensors)
+    else:  # frames of several sizes: still one copy
+        on_gpu = torch.cat([t.reshape(-1) for t in tensors])
+    host = torch.empty(on_gpu.shape, dtype=on_gpu.dtype, pin_memory=True)
+    host.copy_(on_gpu, non_blocking=True)
+    torch.cuda.current_stream(on_gpu.device).synchronize()
+    flat, out, start = host.numpy().reshape(-1), [], 0
+    for t in tensors:
+        out.append(flat[start:start + t.numel()].reshape(tuple(t.shape)))
+        start += t.numel()
+    return out
+
+
 def _copy(frame: Any) -> np.ndarray:
     from trtflow.arrays import to_numpy
 

@@ -27,7 +27,7 @@ from trtflow.deps import require
 from trtflow.errors import UsageError
 from trtflow.tasks.base import BatchDims, FrameMeta, Task, frames_list
 from trtflow.tasks.prepare import _to_tensor, feed_of
-from trtflow.tasks.results import Upscaled
+from trtflow.tasks.results import Upscaled, to_host
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class SuperResolutionTask(Task):
             raise UsageError(f"the SR model gave {tuple(y.shape[-2:])} for {th}x{tw} tiles with a {self.margin}-pixel "
                              f"margin; expected {(s * th, s * tw)}. Check scale= and margin= (arch=)")
         counts: dict = {}  # tiles over each output pixel, by tiling: frames of one size share it
-        frames = _to_host(torch, [self._stitch(torch, y, meta, counts) for meta in metas])
+        frames = to_host([self._stitch(torch, y, meta, counts) for meta in metas])
         return [Upscaled(frame, float(s)) for frame in frames]
 
     def _stitch(self, torch: Any, y: Any, meta: TileMeta, counts: dict):
@@ -170,26 +170,3 @@ def _starts(size: int, tile: int) -> list[int]:
         starts.append(size - tile)
     return starts
 
-
-def _to_host(torch: Any, images: list) -> list[np.ndarray]:
-    """uint8 HWC frames -> numpy, one copy per batch: frames of one size are stacked on their device
-    and copied at once (into pinned memory from a GPU, then the current stream is synchronized)."""
-    if not images[0].is_cuda:
-        return [image.numpy() for image in images]
-    if len({tuple(i.shape) for i in images}) == 1:
-        stacked = torch.stack(images)
-        host = torch.empty(stacked.shape, dtype=torch.uint8, pin_memory=True)
-        host.copy_(stacked, non_blocking=True)
-        torch.cuda.current_stream(stacked.device).synchronize()
-        array = host.numpy()
-        return [array[i] for i in range(len(images))]
-    flat = torch.cat([image.reshape(-1) for image in images])  # frames of several sizes: still one copy
-    host = torch.empty(flat.shape, dtype=torch.uint8, pin_memory=True)
-    host.copy_(flat, non_blocking=True)
-    torch.cuda.current_stream(flat.device).synchronize()
-    out, start = [], 0
-    for image in images:
-        n = image.numel()
-        out.append(host[start:start + n].numpy().reshape(tuple(image.shape)))
-        start += n
-    return out

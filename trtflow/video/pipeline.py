@@ -23,6 +23,7 @@ import numpy as np
 from trtflow.backends.devices import LeastLoaded
 from trtflow.errors import EngineError, TrtflowError
 from trtflow.progress import Progress, report
+from trtflow.tasks.results import to_host
 from trtflow.video.config import FrameResult, VideoConfig
 from trtflow.video.lanes import Lane
 from trtflow.video.muxer import Muxer
@@ -277,7 +278,7 @@ class Pipeline:
                 continue
             t0 = time.perf_counter()
             writing = any(self.video_writers[f.stream] is not None for f in group)
-            images = _host_images([f.image for f in group]) if writing else [None] * len(group)
+            images = to_host([f.image for f in group]) if writing else [None] * len(group)
             for frame, result, image in zip(group, results, images):
                 tagged = FrameResult(frame.stream, frame.index, frame.pts, frame.time, result)
                 if self.jsonl is not None:
@@ -339,23 +340,6 @@ def _own(outputs: dict) -> dict:
         is_cuda = getattr(value, "is_cuda", False)
         out[name] = value.clone() if is_cuda else value
     return out
-
-
-def _host_images(images: list) -> list:
-    """Frames -> numpy for drawing: CUDA frames (NVDEC) of one group are stacked on the GPU and
-    copied to pinned host memory at once, one copy per group instead of one per frame."""
-    if all(isinstance(image, np.ndarray) for image in images):
-        return images
-    import torch
-
-    stacked = torch.stack([torch.as_tensor(image) for image in images])
-    if not stacked.is_cuda:
-        return list(stacked.numpy())
-    host = torch.empty(stacked.shape, dtype=stacked.dtype, pin_memory=True)
-    host.copy_(stacked, non_blocking=True)
-    torch.cuda.current_stream(stacked.device).synchronize()
-    array = host.numpy()
-    return [array[i] for i in range(len(images))]
 
 
 def _same_shape(batch: list[Frame]) -> list[list[Frame]]:

@@ -234,3 +234,30 @@ def test_pipelined_finish_error_fails_its_batch_only():
     bad, good = asyncio.run(run())
     assert isinstance(bad, RuntimeError) and "finish failed" in str(bad)
     assert np.allclose(good["y"], 9.0)
+
+
+def test_close_answers_queued_and_running_requests():
+    from trtflow.serve.batcher import _execute
+
+    engine = trtflow.load(affine_model(), engine="ort")
+    model = ServedModel("affine", [engine], BatchConfig(max_batch=1, timeout_s=30.0))
+    gate = threading.Event()
+
+    def execute(engine, batch, batched):
+        gate.wait(5)
+        return _execute(engine, batch, batched)
+
+    async def run():
+        batcher = Batcher(model, execute=execute)
+        answers = []
+        for _ in range(2):  # the first runs (blocked on the gate), the second stays queued
+            batcher.submit({"x": np.ones((1, 4), np.float32)}, lambda r, e: answers.append(e))
+        await asyncio.sleep(0.05)
+        batcher.close()
+        gate.set()
+        return answers
+
+    answers = asyncio.run(run())
+    assert len(answers) == 2
+    for exc in answers:
+        assert isinstance(exc, ProtocolError) and exc.status == 503 and "stopped" in str(exc)

@@ -148,15 +148,15 @@ class Batcher:
             pool.shutdown(wait=True)
 
     def close(self) -> None:
-        """Stop at once: cancel the workers, fail what is queued (503)."""
+        """Stop at once: cancel the workers, fail what is queued or running (503)."""
         self._closing = True
         for task in self._workers:
             task.cancel()
         if self._sweep_at is not None:
             self._sweep_at.cancel()
-        for q in self._queues.values():
-            for item in q:
-                _settle(item, exc=ProtocolError(f"model '{self.model.name}' was stopped", 503))
+        for item in self._live:  # the timer that would have answered a running request is gone
+            _settle(item, exc=ProtocolError(f"model '{self.model.name}' was stopped", 503))
+        self._live.clear()
         self._queues.clear()
         self._queued = 0
         for pool in self._pools + self._finishers:

@@ -257,11 +257,12 @@ def tutorial(task_name: str, task, clip: Path, frames: int, device: str, scratch
 
     from trtflow.tasks import FrameMeta
 
+    p = task.margin if task_name == "sr" else 0  # sr: the model's unpadded border, edge-padded per side
     cap = cv2.VideoCapture(str(clip))
     ok, first = cap.read()
     if ok:  # untimed: the engine's first call at this shape (CUDA graph capture, cuDNN autotuning)
         h, w = first.shape[:2]
-        x = np.zeros((1, 3, h + 14, w + 14) if task_name == "sr" else (1, 3, *INPUT[task_name]), task.input_spec.dtype)
+        x = np.zeros((1, 3, h + 2 * p, w + 2 * p) if task_name == "sr" else (1, 3, *INPUT[task_name]), task.input_spec.dtype)
         task.engine.infer({task.input_name: torch.from_numpy(x).cuda() if device == "cuda" else x})
         _sync()
     cap.release()
@@ -274,7 +275,6 @@ def tutorial(task_name: str, task, clip: Path, frames: int, device: str, scratch
             break
         h, w = bgr.shape[:2]
         if task_name == "sr":
-            p = 7
             x = np.pad(bgr[:, :, ::-1].astype(np.float32) / 255.0, ((p, p), (p, p), (0, 0)), mode="edge")
         else:
             ih, iw = INPUT[task_name]

@@ -87,10 +87,10 @@ def make_task(
         if name == "face" and model == "mtcnn":
             from trtflow.tasks.mtcnn import make_mtcnn_task
 
-            opts = {k: v for k, v in {**common, **task_options}.items() if k != "device"}
+            opts = {**common, **task_options}
             if score_threshold is not None:
                 opts["score_threshold"] = score_threshold
-            return make_mtcnn_task(engine, device=device, load_options=load_options, **opts)
+            return make_mtcnn_task(engine, load_options=load_options, **opts)
         source = model if model is not None or name == "detect" else "retinaface"
         if source is None:
             raise UsageError("the detect task needs a model (a YOLOv8/YOLOv5/boxes-scores ONNX or engine); "

@@ -25,6 +25,8 @@ import logging
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import numpy as np
+
 from trtflow.deps import require
 from trtflow.errors import UsageError
 from trtflow.vision.detect import batched_nms
@@ -305,8 +307,6 @@ def mtcnn_prep():
 
 def sizes_input(metas: Sequence[Any], like: Any) -> Any:
     """[N, 2] int64 (height, width) of each frame, on ``like``'s device (numpy for numpy)."""
-    import numpy as np
-
     sizes = np.asarray([m.size for m in metas], dtype=np.int64)
     if isinstance(like, np.ndarray):
         return sizes
@@ -327,9 +327,9 @@ def make_mtcnn_task(engine: str = "auto", *, device: Optional[str] = None, load_
             feed["sizes"] = sizes_input(metas, feed[self.input_name])
             return feed, metas
 
-    if options.get("resize") not in (None, "none"):
-        raise UsageError(f"MTCNN builds its own image pyramid from the frame; resize '{options['resize']}' does not apply")
-    options.pop("resize", None)
+    resize = options.pop("resize", None)
+    if resize not in (None, "none"):
+        raise UsageError(f"MTCNN builds its own image pyramid from the frame; resize '{resize}' does not apply")
     options.pop("input_size", None)
     loaded = mtcnn_engine(engine, int(options.get("max_det", 100)), device, **(load_options or {}))
     return MTCNNFaceTask(loaded, format="nms", prep=mtcnn_prep(), input_name="images", resize="none",

@@ -249,25 +249,34 @@ class Batcher:
                 return batch
 
     async def _worker(self, index: int) -> None:
+        launch = getattr(self._execute, "launch", None)
+        if launch is not None:
+            return await self._pipelined(index, launch)
         loop = asyncio.get_running_loop()
         engine, pool = self.model.engines[index], self._pools[index]
-        launch = getattr(self._execute, "launch", None)
-        free = asyncio.Semaphore(PIPELINE_DEPTH if launch else 1)
+        while True:
+            batch = await self._next()
+            self._busy += 1
+            start = time.perf_counter()
+            try:
+                results, times = await loop.run_in_executor(pool, self._execute, engine, batch, self.model.batched)
+            except Exception as exc:  # EngineError and the like: every request of the batch fails
+                self._finished(batch, start, exc=exc)
+            else:
+                self._finished(batch, start, results, times)
+
+    async def _pipelined(self, index: int, launch) -> None:
+        """The worker of a pipelined ``execute``: enqueue a batch, then take the next while the
+        device runs it (``PIPELINE_DEPTH`` batches in flight)."""
+        loop = asyncio.get_running_loop()
+        engine, pool = self.model.engines[index], self._pools[index]
+        free = asyncio.Semaphore(PIPELINE_DEPTH)
         while True:
             await free.acquire()
             batch = await self._next()
             self._busy += 1
             start = time.perf_counter()
-            if launch is None:
-                try:
-                    results, times = await loop.run_in_executor(pool, self._execute, engine, batch, self.model.batched)
-                except Exception as exc:  # EngineError and the like: every request of the batch fails
-                    self._finished(batch, start, exc=exc)
-                else:
-                    self._finished(batch, start, results, times)
-                free.release()
-                continue
-            try:  # pipelined: enqueue this batch, then take the next while the device runs it
+            try:
                 pending = await loop.run_in_executor(pool, launch, engine, batch, self.model.batched)
             except Exception as exc:
                 self._finished(batch, start, exc=exc)

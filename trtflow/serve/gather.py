@@ -88,9 +88,6 @@ class CudaGather:
         self._out: dict[tuple, object] = {}
         self._turn: dict[int, int] = {}
 
-    def __call__(self, engine, batch: list, batched: bool) -> tuple[list[dict], tuple[float, float, float]]:
-        return self.finish(self.launch(engine, batch, batched))
-
     def launch(self, engine, batch: list, batched: bool) -> tuple:
         """Enqueue one batch; returns what ``finish`` takes. The batcher keeps at most ``depth``
         batches of one instance between ``launch`` and the end of ``finish``."""
@@ -102,16 +99,16 @@ class CudaGather:
         if stream is None:
             stream = self._streams[key] = torch.cuda.Stream(device)
         turn = self._turn[key] = (self._turn.get(key, -1) + 1) % self.depth
+        rows = [item.rows for item in batch]
         t0 = time.perf_counter()
         with torch.cuda.device(device), torch.cuda.stream(stream):
-            feed = self._gather([item.feed for item in batch], [item.rows for item in batch], device, batched)
+            feed = self._gather([item.feed for item in batch], rows, device, batched)
             t1 = time.perf_counter()
             out = engine.infer(feed)
             host = {name: self._download((key, turn), name, value) for name, value in out.items()}
             landed = torch.cuda.Event(blocking=True)  # finish sleeps on it instead of spinning a core
             landed.record(stream)
-        rows = [item.rows for item in batch] if batched else len(batch)
-        return host, landed, rows, t0, t1
+        return host, landed, rows if batched else len(batch), t0, t1
 
     def finish(self, pending: tuple) -> tuple[list[dict], tuple[float, float, float]]:
         """Wait for a launched batch and split it per request (host copies: the pinned buffers

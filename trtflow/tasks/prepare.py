@@ -25,6 +25,7 @@ import numpy as np
 from trtflow.deps import require
 from trtflow.errors import UsageError
 from trtflow.tasks.base import RESIZE_MODES, FrameMeta, frames_list
+from trtflow.vision.preprocess import center_crop, letterbox, normalize, resize
 
 
 @dataclass(frozen=True)
@@ -155,24 +156,18 @@ def _pad_to(x, target: tuple[int, int], value: float):
 
 
 def _letterbox(x, prep: Prep):
-    from trtflow.vision.preprocess import letterbox
-
     h, w = int(x.shape[2]), int(x.shape[3])
     out, box = letterbox(x, prep.size, pad_value=prep.pad_value)
     return out, FrameMeta((h, w), tuple(prep.size), (box.scale, box.scale), (float(box.pad[0]), float(box.pad[1])))
 
 
 def _stretch(x, prep: Prep):
-    from trtflow.vision.preprocess import resize
-
     h, w = int(x.shape[2]), int(x.shape[3])
     th, tw = prep.size
     return resize(x, (th, tw)), FrameMeta((h, w), (th, tw), (tw / w, th / h), (0.0, 0.0))
 
 
 def _crop(x, prep: Prep):
-    from trtflow.vision.preprocess import center_crop, resize
-
     h, w = int(x.shape[2]), int(x.shape[3])
     ch, cw = prep.size
     short = int(round(min(ch, cw) / prep.crop_ratio))
@@ -190,8 +185,6 @@ _PLACE = {"letterbox": _letterbox, "stretch": _stretch, "crop": _crop}
 
 
 def _normalize(x, prep: Prep):
-    from trtflow.vision.preprocess import normalize
-
     if prep.scale != 1:
         x = x * prep.scale
     if any(prep.mean) or any(s != 1 for s in prep.std):

@@ -223,7 +223,7 @@ class Pipeline:
     def _infer(self, lane: Lane) -> None:
         lane.set_current()
         engine, clock = lane.task.engine, self.clocks["infer"]
-        inbox = self.lane_queues[lane.index][1]
+        inbox, stream = self.lane_queues[lane.index][1], lane.infer_stream()
         while True:
             item = self._get(inbox)
             if item is _END:
@@ -232,7 +232,7 @@ class Pipeline:
             t0 = time.perf_counter()
             try:
                 # engines may reuse output buffers (CUDA graphs, TensorRT): _own copies them
-                outputs = lane.on_stream(_infer_owned, lane.task, feed, stream=lane.infer_stream())
+                outputs = lane.on_stream(_infer_owned, lane.task, feed, stream=stream)
             except TrtflowError:
                 raise
             except Exception as exc:

@@ -5,7 +5,9 @@ hand-off to aiohttp (other requests, chunked bodies, oversized bodies) on the sa
 from __future__ import annotations
 
 import json
+import logging
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -123,3 +125,16 @@ def test_errors_on_the_lean_path_are_triton_errors(port, doc, status, message):
         code, _, text = _read(f)
         assert code == status and message in json.loads(text)["error"]
         np.testing.assert_allclose(_y(_read(f)), 2 * _x(1) + 1)
+
+
+def test_access_log_names_the_path_as_requested(port, caplog):
+    caplog.set_level(logging.INFO, logger="trtflow.serve.access")
+    with socket.create_connection(("127.0.0.1", port)) as s, s.makefile("rb") as f:
+        s.sendall(_infer(_x(1), "/v2/models/affine/versions/1/infer"))
+        np.testing.assert_allclose(_y(_read(f)), 2 * _x(1) + 1)
+    want = "/v2/models/affine/versions/1/infer"
+    deadline = time.monotonic() + 5  # the line is written just after the response, on the server's thread
+    while want not in (paths := [json.loads(r.getMessage())["path"] for r in caplog.records
+                                 if r.name == "trtflow.serve.access"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert want in paths, paths

@@ -84,7 +84,7 @@ class FastHTTP(asyncio.BufferedProtocol):
         self.busy = False  # a request is being read or answered
         self.paused = False  # reading paused while pipelined bytes wait
         self.ticket = None  # what server.reserve gave, until submitted
-        self.req = None  # (served model, close, json header length, body length, t0)
+        self.req = None  # (served model, close, json header length, body length, t0, target)
         self.json: bytearray | None = None  # the request's JSON header
 
     # -- asyncio ---------------------------------------------------------------------------------
@@ -192,7 +192,7 @@ class FastHTTP(asyncio.BufferedProtocol):
             model = self.server.model(name, version)
         except ProtocolError:
             return None  # aiohttp answers the 404
-        self.req = (model, close, header, length, t0)
+        self.req = (model, close, header, length, t0, target)
         return header
 
     def _want(self, dests: list, then) -> None:
@@ -215,7 +215,7 @@ class FastHTTP(asyncio.BufferedProtocol):
             then()
 
     def _on_json(self) -> None:
-        model, close, header, length, t0 = self.req
+        model, close, header, length, t0, _ = self.req
         name = model.name
         try:
             request, layout = _header(bytes(self.json), length - header)
@@ -250,7 +250,7 @@ class FastHTTP(asyncio.BufferedProtocol):
         waiting.add_done_callback(lambda f: self._answer(request, f, None))
 
     def _answer(self, request, future, exc) -> None:
-        model, close, _, length, t0 = self.req
+        model, close, _, length, t0, target = self.req
         if future is not None:
             exc = future.exception() if not future.cancelled() else ProtocolError("the request was cancelled", 503)
         if self.transport is None:
@@ -271,7 +271,7 @@ class FastHTTP(asyncio.BufferedProtocol):
         if access.isEnabledFor(logging.INFO):
             access.info(json.dumps({
                 "ts": round(time.time(), 6), "remote": (self.transport.get_extra_info("peername") or ("",))[0],
-                "method": "POST", "path": f"/v2/models/{model.name}/infer", "status": status,
+                "method": "POST", "path": target.decode("latin-1"), "status": status,
                 "ms": round((time.perf_counter() - t0) * 1e3, 3), "in": length, "out": len(body), "pid": os.getpid(),
             }, separators=(",", ":")))
         self.busy = False

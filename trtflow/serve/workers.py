@@ -176,9 +176,10 @@ def _watch(engine, fronts: list, options: ServeOptions, state: dict) -> int:
         ready = multiprocessing.connection.wait([engine.sentinel, *alive], timeout=0.2)
         for sentinel in ready:
             p = alive.pop(sentinel, None)
-            if p is not None:
-                p.join(1.0)  # reap it: exitcode
-            if p is not None and not state["stopping"]:
+            if p is None:
+                continue
+            p.join(1.0)  # reap it: exitcode
+            if not state["stopping"]:
                 log.warning("%s (pid %d) exited with code %s; %d front end(s) still serving", p.name, p.pid,
                             p.exitcode, len(alive))
         if engine.sentinel in ready:

@@ -245,7 +245,7 @@ class Arena:
         """True when ``inputs`` fit one slot and are fixed-size numeric tensors."""
         total = 0
         for arr in inputs.values():
-            if arr.dtype.kind not in "biufc" and arr.dtype != np.bool_:
+            if arr.dtype.kind not in "biufc":  # "b": bool
                 return False
             total += aligned(arr.nbytes)
         return total <= self.slot_bytes

@@ -125,3 +125,11 @@ def test_closed_engine_refuses(tiny_onnx):
         pass
     with pytest.raises(EngineError, match="closed"):
         eng.infer({"x": np.zeros((1, 3, 16, 16), np.float32)})
+
+
+def test_engine_names_resolve_aliases_case_and_auto():
+    from trtflow.backends import auto_engine, canonical_engine, engine_name
+
+    assert canonical_engine("OnnxRuntime") == "ort" and canonical_engine("TRT") == "tensorrt"
+    assert engine_name("AUTO", "model.plan") == "tensorrt" == engine_name("auto", "model.engine")
+    assert engine_name("auto", "m.onnx") == auto_engine("m.onnx") and engine_name("pt", "m.onnx") == "torch"

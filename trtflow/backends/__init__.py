@@ -32,13 +32,25 @@ ALIASES = {"onnxruntime": "ort", "onnxrt": "ort", "trt": "tensorrt", "pytorch": 
 ENGINE_FILES = {".plan": "tensorrt", ".engine": "tensorrt", ".trt": "tensorrt", ".pt2": "torch"}
 
 
+def canonical_engine(name: str) -> str:
+    """An engine name with its aliases resolved and lower-cased ("onnxruntime" -> "ort"); "auto" stays."""
+    return ALIASES.get(name.lower(), name.lower())
+
+
+def engine_name(name: str, model: Any) -> str:
+    """The engine ``name`` stands for with ``model``: ``auto_engine(model)`` for "auto", else
+    ``canonical_engine(name)``."""
+    name = canonical_engine(name)
+    return auto_engine(model) if name == "auto" else name
+
+
 def engine_class(name: str) -> type[Engine]:
     """The engine class for a name ("ort", "torch", "tensorrt" or an alias).
 
     Raises:
         UsageError: an unknown engine name.
     """
-    key = ALIASES.get(name.lower(), name.lower())
+    key = canonical_engine(name)
     if key not in ENGINES:
         raise UsageError(f"unknown engine '{name}'; choose one of: auto, {', '.join(ENGINES)}")
     module, cls = ENGINES[key]

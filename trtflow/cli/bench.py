@@ -50,7 +50,7 @@ def _torch_options(args: argparse.Namespace) -> dict:
 def _load(args: argparse.Namespace, extra: dict | None = None):
     """The engine for MODEL: MODULE:FACTORY and .pt2 on the torch engine, the rest by --engine
     (``extra``: more load options, e.g. the device of a --gpus copy)."""
-    from trtflow.backends import ALIASES, auto_engine, load
+    from trtflow.backends import engine_name, load
     from trtflow.export.factory import is_factory_spec
 
     model = args.model
@@ -58,7 +58,7 @@ def _load(args: argparse.Namespace, extra: dict | None = None):
         if args.engine not in ("auto", "torch", "pytorch", "pt"):
             raise UsageError(f"MODULE:FACTORY runs on the torch engine; got --engine {args.engine}. Export to ONNX first for other engines")
         return _load_factory(args)
-    name = auto_engine(model) if args.engine == "auto" else ALIASES.get(args.engine.lower(), args.engine.lower())
+    name = engine_name(args.engine, model)
     if name == "torch":
         opts = _torch_options(args)
         if opts["dtype"] != "fp32" or opts["channels_last"]:
@@ -73,7 +73,7 @@ def _load(args: argparse.Namespace, extra: dict | None = None):
 
 def _load_on(args: argparse.Namespace, gpu: int):
     """One copy of the engine on GPU ``gpu`` (--gpus)."""
-    from trtflow.backends import ALIASES, auto_engine
+    from trtflow.backends import engine_name
     from trtflow.backends.devices import device_options
     from trtflow.export.factory import is_factory_spec
 
@@ -82,7 +82,7 @@ def _load_on(args: argparse.Namespace, gpu: int):
     if is_factory_spec(args.model):
         name = "torch"
     else:
-        name = auto_engine(args.model) if args.engine == "auto" else ALIASES.get(args.engine.lower(), args.engine.lower())
+        name = engine_name(args.engine, args.model)
     if name == "torch":
         return _load(argparse.Namespace(**{**vars(args), "device": f"cuda:{gpu}"}))
     return _load(args, device_options(name, gpu))
@@ -189,9 +189,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _build_first(args: argparse.Namespace) -> dict:
     """trtexec's build step of bench: the ONNX model into a plan (written to --saveEngine when given)."""
-    from trtflow.backends import ALIASES
+    from trtflow.backends import canonical_engine
 
-    engine = ALIASES.get(args.engine.lower(), args.engine.lower())
+    engine = canonical_engine(args.engine)
     if engine not in ("auto", "tensorrt") or not str(args.model).lower().endswith(".onnx"):
         raise UsageError("--saveEngine/--buildOnly build a TensorRT engine from an ONNX model: give --onnx=MODEL.onnx "
                          "(and --engine tensorrt or no --engine)")

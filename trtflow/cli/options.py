@@ -263,9 +263,8 @@ def feed_for(engine, files: dict, shapes: dict, seed: int) -> dict:
 def load_engine(args: argparse.Namespace, model, engine: str | None = None, **extra):
     """Load ``model`` with the engine chosen by --engine (or ``engine``), using the shared flags
     (and ``extra`` load options, e.g. ``device_options(name, gpu)``)."""
-    from trtflow.backends import ALIASES, auto_engine, load
+    from trtflow.backends import engine_name, load
 
-    name = engine or args.engine
-    name = auto_engine(model) if name == "auto" else ALIASES.get(name.lower(), name.lower())
+    name = engine_name(engine or args.engine, model)
     split = {"split_batches": True} if getattr(args, "split_batches", False) else {}
     return load(model, name, **engine_options(args, name), **split, **extra)

@@ -89,9 +89,9 @@ def _access_log(target: str) -> None:
 
 
 def _engine_name(args: argparse.Namespace, model: str) -> str:
-    from trtflow.backends import ALIASES, auto_engine
+    from trtflow.backends import engine_name
 
-    return auto_engine(model) if args.engine == "auto" else ALIASES.get(args.engine.lower(), args.engine.lower())
+    return engine_name(args.engine, model)
 
 
 def _placement(args: argparse.Namespace, name: str) -> list | None:

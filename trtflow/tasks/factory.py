@@ -154,10 +154,11 @@ def resolve_engine(engine: str, model: Any = None) -> str:
     """The engine ("torch", "tensorrt", "ort") that ``engine`` names for ``model``: aliases
     resolved; "auto" is torch for MTCNN (it runs nowhere else) and otherwise what
     ``trtflow.backends.auto_engine`` picks for the model file (an ONNX one for the default models)."""
-    from trtflow.backends import ALIASES, auto_engine
+    from trtflow.backends import auto_engine, canonical_engine
 
+    engine = canonical_engine(engine)
     if engine != "auto":
-        return ALIASES.get(engine.lower(), engine.lower())
+        return engine
     if model == "mtcnn":
         return "torch"
     return auto_engine(model if isinstance(model, str) and model not in _DEFAULTS else "default.onnx")

@@ -68,12 +68,12 @@ def tune(
         MismatchError: no configuration meets the bound (the message names the closest).
         UsageError: bad arguments, or nothing could be measured.
     """
-    from trtflow.backends import ALIASES
+    from trtflow.backends import canonical_engine
     from trtflow.tune import space
 
     t_start = time.perf_counter()
     opts = options or TuneOptions()
-    engine = ALIASES.get(engine.lower(), engine.lower())
+    engine = canonical_engine(engine)
     if engine not in ENGINES:
         raise UsageError(f"tune: engine '{engine}'; choose one of {', '.join(ENGINES)}")
     bound = make_bound(atol, rtol, metric, min_agreement)

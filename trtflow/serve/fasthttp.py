@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
-import os
 import time
 from http import HTTPStatus
 
@@ -38,7 +36,6 @@ from trtflow.errors import TrtflowError
 from trtflow.serve import protocol
 from trtflow.serve.protocol import ProtocolError
 
-access = logging.getLogger("trtflow.serve.access")
 log = logging.getLogger(__name__)
 
 HEAD_ROOM = 64 << 10  # request line + headers; a longer head goes to aiohttp
@@ -268,12 +265,9 @@ class FastHTTP(asyncio.BufferedProtocol):
                 log.error("unhandled error on an infer request", exc_info=exc)
             body, headers = protocol.error_body(message), {"Content-Type": "application/json"}
         self.transport.write(_response(status, body, headers, close))
-        if access.isEnabledFor(logging.INFO):
-            access.info(json.dumps({
-                "ts": round(time.time(), 6), "remote": (self.transport.get_extra_info("peername") or ("",))[0],
-                "method": "POST", "path": target.decode("latin-1"), "status": status,
-                "ms": round((time.perf_counter() - t0) * 1e3, 3), "in": length, "out": len(body), "pid": os.getpid(),
-            }, separators=(",", ":")))
+        if protocol.ACCESS.isEnabledFor(logging.INFO):
+            protocol.log_access((self.transport.get_extra_info("peername") or ("",))[0], "POST",
+                                target.decode("latin-1"), status, t0, length, len(body))
         self.busy = False
         self.req = self.json = None
         if close:

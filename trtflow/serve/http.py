@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 
 from trtflow.deps import require
@@ -33,7 +32,6 @@ from trtflow.serve.protocol import HEADER_LENGTH, ProtocolError
 
 web = require("aiohttp.web", "trtflow serve")
 
-access = logging.getLogger("trtflow.serve.access")
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
@@ -62,7 +60,6 @@ async def _body(request, limit: int) -> bytes:
 
 def make_app(server) -> "web.Application":
     """The aiohttp application for a ``trtflow.serve.server.Server``."""
-    pid = os.getpid()  # in the access log: which process answered (--workers)
 
     @web.middleware
     async def errors_and_log(request, handler):
@@ -78,12 +75,9 @@ def make_app(server) -> "web.Application":
                 log.exception("unhandled error on %s", request.path)
             status, message = protocol.error_status(exc)
             response = _error(message, status)
-        if access.isEnabledFor(logging.INFO):
-            access.info(json.dumps({
-                "ts": round(time.time(), 6), "remote": request.remote, "method": request.method,
-                "path": request.path, "status": response.status, "ms": round((time.perf_counter() - start) * 1e3, 3),
-                "in": request.content_length or 0, "out": response.content_length or 0, "pid": pid,
-            }, separators=(",", ":")))
+        if protocol.ACCESS.isEnabledFor(logging.INFO):
+            protocol.log_access(request.remote, request.method, request.path, response.status, start,
+                                request.content_length or 0, response.content_length or 0)
         return response
 
     async def live(request):

@@ -14,8 +14,11 @@ with ``binary_data`` (or all outputs when the request sets ``binary_data_output`
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -25,6 +28,7 @@ from trtflow.errors import TrtflowError, UsageError
 from trtflow.spec import TensorSpec
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+ACCESS = logging.getLogger("trtflow.serve.access")  # one JSON line per answered HTTP request
 
 # Triton datatype <-> numpy dtype name (BYTES holds numpy object arrays of bytes)
 TRITON_TO_NUMPY = {
@@ -421,3 +425,13 @@ def model_config(name: str, inputs: Sequence[TensorSpec], outputs: Sequence[Tens
     if batched:
         config["dynamic_batching"] = {"preferred_batch_size": list(preferred), "max_queue_delay_microseconds": delay_us}
     return config
+
+
+def log_access(remote: str, method: str, path: str, status: int, start: float, size_in: int, size_out: int) -> None:
+    """Write one access-log line (JSON): the request, its status, milliseconds since ``start``
+    (``time.perf_counter``), body bytes in and out, and the answering process (``--workers``).
+    Callers check ``ACCESS.isEnabledFor(logging.INFO)`` first."""
+    ACCESS.info(json.dumps({
+        "ts": round(time.time(), 6), "remote": remote, "method": method, "path": path, "status": status,
+        "ms": round((time.perf_counter() - start) * 1e3, 3), "in": size_in, "out": size_out, "pid": os.getpid(),
+    }, separators=(",", ":")))

@@ -167,7 +167,7 @@ def _options(args: argparse.Namespace, kind: str = "KIND_CPU"):
 
 def _serve_one(args: argparse.Namespace, names: list[str], on_ready) -> None:
     """Load the models and serve until SIGTERM/SIGINT (one process)."""
-    from trtflow.serve.server import serve
+    from trtflow.serve.server import listen_error, serve
 
     models = []
     try:
@@ -178,8 +178,7 @@ def _serve_one(args: argparse.Namespace, names: list[str], on_ready) -> None:
         try:
             serve(models, opts, on_ready=lambda server: on_ready(server, models))
         except OSError as exc:
-            raise UsageError(f"cannot listen on {args.host} (HTTP {args.http_port}, gRPC {args.grpc_port}): "
-                             f"{exc.strerror or exc}; pick free ports with --http-port/--grpc-port") from None
+            raise listen_error(opts, exc) from None
     finally:
         for m in models:
             m.close()

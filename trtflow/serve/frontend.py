@@ -23,7 +23,7 @@ import numpy as np
 from trtflow.errors import EngineError
 from trtflow.serve import ipc
 from trtflow.serve.protocol import ProtocolError
-from trtflow.serve.server import DRAINING, Server, ServeOptions, run_loop
+from trtflow.serve.server import DRAINING, Server, ServeOptions, listen_error, listening, run_loop
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +205,7 @@ def frontend_main(spec: FrontEndSpec, queue, setup=None) -> None:
             stop = asyncio.Event()
             task = asyncio.ensure_future(server.serve_forever(stop))
             watch = asyncio.ensure_future(client.lost.wait())
-            opts = spec.options
-            while not task.done() and ((opts.http_port is not None and server.http_port is None)
-                                       or (opts.grpc_port is not None and server.grpc_port is None)):
-                await asyncio.sleep(0.01)
-            if not task.done():
+            if await listening(server, spec.options, task):
                 queue.put(("ready", spec.index, server.http_port, server.grpc_port, os.getpid()))
 
             def on_lost(w: asyncio.Future) -> None:
@@ -229,9 +225,8 @@ def frontend_main(spec: FrontEndSpec, queue, setup=None) -> None:
     try:
         run_loop(main)
     except OSError as exc:
-        opts = spec.options
-        queue.put(("error", f"cannot listen on {opts.host} (HTTP {opts.http_port}, gRPC {opts.grpc_port}): "
-                            f"{exc.strerror or exc}; pick free ports with --http-port/--grpc-port", 2))
+        error = listen_error(spec.options, exc)
+        queue.put(("error", str(error), error.exit_code))
         return
     except Exception as exc:  # noqa: BLE001 - the parent prints it as one line
         queue.put(("error", f"front end {spec.index} failed: {type(exc).__name__}: {exc}", 1))

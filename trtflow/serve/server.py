@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trtflow.errors import UsageError
 from trtflow.serve import metrics
 from trtflow.serve.batcher import Batcher
 from trtflow.serve.model import ServedModel
@@ -258,15 +259,28 @@ def serve(models: list[ServedModel], options: ServeOptions = ServeOptions(), on_
         server = Server(models, options)
         stop = asyncio.Event()
         task = asyncio.ensure_future(server.serve_forever(stop))
-        while server.http_port is None and server.grpc_port is None and not task.done():
-            await asyncio.sleep(0.01)
-        if on_ready is not None and not task.done():
+        if await listening(server, options, task) and on_ready is not None:
             on_ready(server)
         await task
 
     if options.switch_interval_s:
         sys.setswitchinterval(options.switch_interval_s)
     run_loop(main)
+
+
+async def listening(server, options: ServeOptions, task: asyncio.Future) -> bool:
+    """Wait until every listener ``options`` asks for is open on ``server``, or its serving ``task``
+    ended (failed to bind); True when listening."""
+    while not task.done() and ((options.http_port is not None and server.http_port is None)
+                               or (options.grpc_port is not None and server.grpc_port is None)):
+        await asyncio.sleep(0.01)
+    return not task.done()
+
+
+def listen_error(options: ServeOptions, exc: OSError) -> UsageError:
+    """The one-line error for listeners that cannot bind (a port in use, a host not here)."""
+    return UsageError(f"cannot listen on {options.host} (HTTP {options.http_port}, gRPC {options.grpc_port}): "
+                      f"{exc.strerror or exc}; pick free ports with --http-port/--grpc-port")
 
 
 def run_loop(main) -> None:

@@ -187,11 +187,12 @@ def _serve_args(*argv: str):
 
 def test_serve_instances_stay_on_the_cpu_without_gpus(tiny_onnx):
     from trtflow.cli import serve
+    from trtflow.serve.engine_process import device_name
 
     args = _serve_args(str(tiny_onnx), "--instances", "2", "--engine", "ort", "--threads", "1")
     engines = serve._load_instances(args, str(tiny_onnx))
     try:
-        assert [serve._device_name(e) for e in engines] == ["cpu", "cpu"]
+        assert [device_name(e) for e in engines] == ["cpu", "cpu"]
         assert all(e.session.get_session_options().intra_op_num_threads == 1 for e in engines)
     finally:
         for e in engines:

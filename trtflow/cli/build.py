@@ -96,9 +96,9 @@ def _dims(shape) -> str:
 
 
 def _specs(meta: dict, which: str):
-    from trtflow.backends.tensorrt.sidecar import spec_from_dict
+    from trtflow.spec import TensorSpec
 
-    return [spec_from_dict(s) for s in meta.get(which, [])]
+    return [TensorSpec.from_dict(s) for s in meta.get(which, [])]
 
 
 def inferred_warning(meta: dict) -> str | None:

@@ -44,6 +44,8 @@ def plot(results, path: str, title: str) -> None:
     require("matplotlib", "loadgen --plot")
     import matplotlib
 
+    from trtflow.bench.report import save_figure
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -56,9 +58,7 @@ def plot(results, path: str, title: str) -> None:
     b.set(xscale="log", xlabel="concurrent clients", ylabel="ms", title="latency")
     b.legend()
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(args: argparse.Namespace) -> int:

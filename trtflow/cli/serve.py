@@ -105,13 +105,6 @@ def _placement(args: argparse.Namespace, name: str) -> list | None:
     return place(args.instances, gpus) if gpus else None
 
 
-def _device_name(engine) -> str:
-    """Where an instance runs: "cuda:1", or "cpu"."""
-    from trtflow.serve.engine_process import device_name
-
-    return device_name(engine)
-
-
 def _load_instances(args: argparse.Namespace, model: str) -> list:
     from trtflow.backends.devices import device_options
 
@@ -263,8 +256,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers > 1:
         return _serve_workers(args, names, ready)
-    else:
-        _serve_one(args, names, lambda server, models: ready(server.http_port, server.grpc_port, {
-            "max_batch": {m.name: m.max_batch for m in models},
-            "devices": {m.name: [_device_name(e) for e in m.engines] for m in models}}))
+    from trtflow.serve.engine_process import device_name
+
+    _serve_one(args, names, lambda server, models: ready(server.http_port, server.grpc_port, {
+        "max_batch": {m.name: m.max_batch for m in models},
+        "devices": {m.name: [device_name(e) for e in m.engines] for m in models}}))
     return 0

@@ -137,14 +137,11 @@ def malformed(data: Any) -> str | None:
     return None
 
 
-spec_from_dict = TensorSpec.from_dict
-
-
 def io_from_sidecar(meta: dict) -> tuple[list[TensorSpec], list[TensorSpec], list[Profile]]:
     """Input specs, output specs and profiles recorded in a sidecar."""
     return (
-        [spec_from_dict(s) for s in meta.get("inputs", [])],
-        [spec_from_dict(s) for s in meta.get("outputs", [])],
+        [TensorSpec.from_dict(s) for s in meta.get("inputs", [])],
+        [TensorSpec.from_dict(s) for s in meta.get("outputs", [])],
         [Profile.from_dict(p) for p in meta.get("profiles", [])],
     )
 

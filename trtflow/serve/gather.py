@@ -78,34 +78,37 @@ class CudaGather:
     instance's stream and returns; ``finish`` waits for the event and splits the outputs. While
     the device runs batch i, the instance's thread enqueues batch i+1 and a second thread answers
     batch i-1. Stream order keeps the engine's static buffers (CUDA graphs) safe; each in-flight
-    batch gets its own pinned output buffers (one set per pipeline position, reused per
-    (name, shape, dtype)).
+    batch downloads into its own pinned buffers (a ``Staging`` per instance and pipeline position).
     """
 
-    def __init__(self, depth: int = PIPELINE_DEPTH):
-        self.depth = depth
+    def __init__(self):
         self._streams: dict[int, object] = {}
-        self._out: dict[tuple, object] = {}
+        self._staging: dict[tuple, object] = {}
         self._turn: dict[int, int] = {}
 
     def launch(self, engine, batch: list, batched: bool) -> tuple:
-        """Enqueue one batch; returns what ``finish`` takes. The batcher keeps at most ``depth``
-        batches of one instance between ``launch`` and the end of ``finish``."""
+        """Enqueue one batch; returns what ``finish`` takes. The batcher keeps at most
+        ``PIPELINE_DEPTH`` batches of one instance between ``launch`` and the end of ``finish``."""
         import torch
+
+        from trtflow.backends.staging import Staging
 
         device = cuda_device(engine)
         key = id(engine)
         stream = self._streams.get(key)
         if stream is None:
             stream = self._streams[key] = torch.cuda.Stream(device)
-        turn = self._turn[key] = (self._turn.get(key, -1) + 1) % self.depth
+        turn = self._turn[key] = (self._turn.get(key, -1) + 1) % PIPELINE_DEPTH
+        staging = self._staging.get((key, turn))
+        if staging is None:
+            staging = self._staging[key, turn] = Staging(device, stream)
         rows = [item.rows for item in batch]
         t0 = time.perf_counter()
         with torch.cuda.device(device), torch.cuda.stream(stream):
             feed = self._gather([item.feed for item in batch], rows, device, batched)
             t1 = time.perf_counter()
             out = engine.infer(feed)
-            host = {name: self._download((key, turn), name, value) for name, value in out.items()}
+            host = {name: staging.download(name, value) for name, value in out.items()}
             landed = torch.cuda.Event(blocking=True)  # finish sleeps on it instead of spinning a core
             landed.record(stream)
         return host, landed, rows if batched else len(batch), t0, t1
@@ -139,20 +142,6 @@ class CudaGather:
                 start += n
             merged[name] = dst
         return merged
-
-    def _download(self, key: tuple, name: str, value):
-        import torch
-
-        if value.dtype == torch.bfloat16:
-            value = value.float()
-        slot = (key, name, tuple(value.shape), value.dtype)
-        host = self._out.get(slot)
-        if host is None:
-            if len(self._out) > 256:
-                self._out.clear()
-            host = self._out[slot] = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
-        host.copy_(value, non_blocking=True)
-        return host
 
 
 @functools.lru_cache(maxsize=None)

@@ -291,10 +291,8 @@ class Batcher:
         free.release()
         stopped = done.cancelled()
         exc = ProtocolError(f"model '{self.model.name}' was stopped", 503) if stopped else done.exception()
-        if exc is None:
-            asyncio.get_running_loop().call_soon(self._finished, batch, start, *done.result())
-        else:
-            asyncio.get_running_loop().call_soon(functools.partial(self._finished, batch, start, exc=exc))
+        results, times = done.result() if exc is None else (None, ())
+        asyncio.get_running_loop().call_soon(self._finished, batch, start, results, times, exc)
 
     def _finished(self, batch: list[_Item], start: float, results: list | None = None, times: tuple = (),
                   exc: BaseException | None = None) -> None:

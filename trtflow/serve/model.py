@@ -91,7 +91,7 @@ class ServedModel(ModelInfo):
     def info(self) -> ModelInfo:
         """The model without its engines, for front-end processes."""
         return ModelInfo(self.name, self.inputs, self.outputs, self.batched, self.config, self.labels, self.platform,
-                         len(self.engines))
+                         self.instances)
 
     def close(self) -> None:
         """Close every engine instance."""

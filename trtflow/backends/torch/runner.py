@@ -344,7 +344,7 @@ def _input_specs(names, examples, dynamic, min_shapes, max_shapes) -> list[Tenso
     return specs
 
 
-def _compile(torch, module, mode: str, own_graphs: bool, freeze: bool = True):
+def _compile(torch, module, mode: str, own_graphs: bool, freeze: bool):
     """torch.compile with the mode's inductor options, weights frozen unless ``freeze`` is off;
     CUDA graphs left to the engine when it captures its own (the mode's cudagraph trees cannot
     nest inside them)."""

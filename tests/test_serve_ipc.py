@@ -99,17 +99,24 @@ def test_channel_carries_the_messages_of_one_turn_in_one_frame(tmp_path):
     assert [m[1] for m in got] == list(range(50)) and frames == [2]  # one header + one payload
 
 
-def test_timeouts_from_one_timer_and_cancelled_callers_skipped():
+def _gated(timeout_s: float):
+    """The affine model at max batch 1 and an ``execute`` that runs a batch once ``gate`` is set."""
     from trtflow.serve.batcher import _execute
 
     engine = trtflow.load(affine_model(), engine="ort")
-    model = ServedModel("affine", [engine], BatchConfig(max_batch=1, timeout_s=0.05))
+    model = ServedModel("affine", [engine], BatchConfig(max_batch=1, timeout_s=timeout_s))
     gate = threading.Event()
-    gate.set()
 
     def execute(engine, batch, batched):
         gate.wait(5)
         return _execute(engine, batch, batched)
+
+    return model, gate, execute
+
+
+def test_timeouts_from_one_timer_and_cancelled_callers_skipped():
+    model, gate, execute = _gated(0.05)
+    gate.set()
 
     async def run():
         batcher = Batcher(model, execute=execute)
@@ -237,15 +244,7 @@ def test_pipelined_finish_error_fails_its_batch_only():
 
 
 def test_close_answers_queued_and_running_requests():
-    from trtflow.serve.batcher import _execute
-
-    engine = trtflow.load(affine_model(), engine="ort")
-    model = ServedModel("affine", [engine], BatchConfig(max_batch=1, timeout_s=30.0))
-    gate = threading.Event()
-
-    def execute(engine, batch, batched):
-        gate.wait(5)
-        return _execute(engine, batch, batched)
+    model, gate, execute = _gated(30.0)
 
     async def run():
         batcher = Batcher(model, execute=execute)

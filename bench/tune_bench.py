@@ -114,12 +114,10 @@ def traits(model) -> dict:
     """What the model contains (tune orders its configurations by the same traits)."""
     from torch import nn
 
-    from trtflow.tune.subjects import grouped_relu_convs
-
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     return {"params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2), "conv2d": len(convs),
             "depthwise": sum(m.groups > 1 and m.groups == m.in_channels for m in convs),
-            "grouped_relu": grouped_relu_convs(model),
+            "grouped": sum(m.groups > 1 for m in convs),
             "batchnorm": sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()),
             "linear": sum(type(m) is nn.Linear for m in model.modules()),
             "zero_linears_redrawn": getattr(model, "_zero_linears_redrawn", 0),
@@ -282,11 +280,12 @@ def write(out: Path, doc: dict) -> None:
 
 
 def summary(doc: dict) -> str:
-    lines = [f"{'model':<20} {'batch':>5} {'eager':>9} {'red-ovh':>9} {'tuned':>9}  chosen"]
+    lines = [f"{'model':<20} {'batch':>5} {'eager':>9} {'red-ovh':>9} {'max-at':>9} {'tuned':>9}  chosen"]
     for r in doc["rows"]:
         e, ro, t = r.get("eager") or {}, r.get("reduce-overhead") or {}, r.get("tuned") or {}
+        ma = r.get("max-autotune-no-cudagraphs") or {}
         n = lambda s: f"{s['img_s']:9,.0f}" if s.get("img_s") else f"{'-':>9}"  # noqa: E731
-        lines.append(f"{r['model']:<20} {r['batch']:>5} {n(e)} {n(ro)} {n(t)}  "
+        lines.append(f"{r['model']:<20} {r['batch']:>5} {n(e)} {n(ro)} {n(ma)} {n(t)}  "
                      f"{t.get('chosen') or r.get('not_run') or t.get('error') or t.get('not_run') or '-'}"[:200])
     return "\n".join(lines)
 
@@ -323,6 +322,8 @@ def arguments(argv=None):
     ap.add_argument("--max-autotune", action="store_true", help="also the plain max-autotune-no-cudagraphs baseline (minutes)")
     ap.add_argument("--no-max-autotune", action="store_true", help="the default; kept for earlier commands")
     ap.add_argument("--max-autotune-min-left-s", type=float, default=400)
+    ap.add_argument("--no-tune", action="store_true",
+                    help="baselines only (e.g. the max-autotune baseline for rows tuned in another run)")
     ap.add_argument("--tune-budget-s", type=float, default=None, help="cap tune's budget per model (default: the run's share)")
     ap.add_argument("--precisions", default="fp16,fp8")
     ap.add_argument("--io", choices=("fp16", "fp32"), default="fp16",
@@ -350,7 +351,10 @@ def run_model(name, batch, device, args, row, state, deadline, left, save) -> No
         steps.append("max-autotune-no-cudagraphs")
     else:
         row["max-autotune-no-cudagraphs"] = {"not_run": "not run (off by default; --max-autotune)"}
-    steps.append("tuned")
+    if args.no_tune:
+        row["tuned"] = {"not_run": "not asked (--no-tune)"}
+    else:
+        steps.append("tuned")
     compile_s = None
     for key in steps:
         until = deadline - (time.perf_counter() - T0)

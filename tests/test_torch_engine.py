@@ -191,6 +191,29 @@ def test_fuse_folds_batch_norms_and_fuses_activations():
         TorchEngine(Block(), [torch.randn(1, 4, 8, 8)], fuse=True, device="cpu")
 
 
+def test_fuse_keeps_relu_of_grouped_convs_outside_cudnn():
+    """Depthwise and grouped convolutions get their batch norm folded but keep their ReLU as its own
+    op (cuDNN's fused conv + ReLU kernels are slow on them); the ungrouped one after them is fused."""
+    from trtflow.backends.torch.fuse import fuse_conv_bn_act
+
+    nn = torch.nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Conv2d(4, 8, 3, padding=1, groups=2, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU()).eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2)
+    gm = fuse_conv_bn_act(model)
+    kinds = [type(gm.get_submodule(n.target)).__name__ if n.op == "call_module" else n.target
+             for n in gm.graph.nodes if n.op in ("call_function", "call_module")]
+    assert kinds == ["Conv2d", "ReLU", "Conv2d", "ReLU", torch.cudnn_convolution_relu]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in gm.modules())
+    x = torch.randn(2, 4, 8, 8)
+    head = nn.Sequential(*list(gm.children())[:4])  # the two grouped convs (BN folded) and their ReLUs
+    torch.testing.assert_close(head(x), model[:6](x), rtol=1e-4, atol=1e-5)
+
+
 def test_aoti_export_takes_the_compute_dtype():
     """A reduced-precision package is exported on inputs of its own dtype (the engine's default keeps
     FP32 I/O, which would meet half weights inside the exported module)."""

@@ -24,13 +24,6 @@ def test_conv_bn_net_tries_compile_with_fusions_first():
     assert all(c.cost < 1 for c in cands[: len(cands) - len(compiles)])  # seconds-cheap ones before any compile
 
 
-def test_grouped_relu_net_puts_fusions_last_among_compiles():
-    cands, _ = torch_space(["fp16"], cuda=True, conv=True, batchnorm=True, fp8=None, grouped_relu=True)
-    compiles = [c for c in cands if c.kind == "compile"]
-    assert [c.name for c in compiles] == ["fp16 compile+graphs cl", "fp16 compile+fused+graphs cl"]
-    assert names(cands, "compile")[0] == "fp16 reduce-overhead cl"  # the plain recipe before any other compile
-
-
 def test_reduce_overhead_is_the_plain_recipe_and_other_compiles_freeze():
     cands, _ = torch_space(["fp16"], cuda=True, conv=True, batchnorm=True, fp8=None)
     for c in cands:
@@ -58,20 +51,20 @@ def test_fp8_of_a_conv_net_with_one_fp8_able_layer_goes_last():
 
 
 def test_measured_fusion_result_overrides_the_static_order():
-    cands, _ = torch_space(["fp16"], cuda=True, conv=True, batchnorm=True, fp8=None, grouped_relu=True)
-    lost = prefer([c for c in cands if c.kind == "compile"], {"fp16 fused+graphs cl": 50.0, "fp16 eager+graphs cl": 100.0})
-    won = prefer([c for c in cands if c.kind == "compile"], {"fp16 fused+graphs cl": 300.0, "fp16 eager+graphs cl": 100.0})
-    assert lost[0].name == "fp16 compile+graphs cl" and won[0].name == "fp16 compile+fused+graphs cl"
-    close = prefer([c for c in cands if c.kind == "compile"], {"fp16 fused+graphs cl": 95.0, "fp16 eager+graphs cl": 100.0})
-    assert close[0].name == "fp16 compile+graphs cl"  # within 10 %: the static order stays
-    first, _ = torch_space(["fp16"], cuda=True, conv=True, batchnorm=True, fp8=None)
-    close = prefer([c for c in first if c.kind == "compile"], {"fp16 fused+graphs cl": 95.0, "fp16 eager+graphs cl": 100.0})
-    assert close[0].name == "fp16 compile+fused+graphs cl"
+    cands, _ = torch_space(["fp16"], cuda=True, conv=True, batchnorm=True, fp8=None)
+    compiles = [c for c in cands if c.kind == "compile"]
+    assert [c.name for c in compiles] == ["fp16 compile+fused+graphs cl", "fp16 compile+graphs cl"]
+    lost = prefer(compiles, {"fp16 fused+graphs cl": 50.0, "fp16 eager+graphs cl": 100.0})
+    won = prefer(compiles, {"fp16 fused+graphs cl": 300.0, "fp16 eager+graphs cl": 100.0})
+    assert [c.name for c in lost] == ["fp16 compile+graphs cl", "fp16 compile+fused+graphs cl"]
+    assert [c.name for c in won] == [c.name for c in compiles]
+    close = prefer(compiles, {"fp16 fused+graphs cl": 91.0, "fp16 eager+graphs cl": 100.0})
+    assert close[0].name == "fp16 compile+fused+graphs cl"  # within 10 %: the static order stays
 
 
 def test_order_does_not_depend_on_the_input_order():
     cands, _ = torch_space(["fp32", "fp16"], cuda=True, conv=True, batchnorm=True, fp8=None)
-    assert names(likely_first(list(reversed(cands)), True, False)) == names(cands)
+    assert names(likely_first(list(reversed(cands)))) == names(cands)
 
 
 def test_subject_traits_from_the_modules():
@@ -83,18 +76,15 @@ def test_subject_traits_from_the_modules():
     nn = torch.nn
     dw = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, groups=8), nn.BatchNorm2d(8),
                        nn.ReLU()).eval()
-    silu = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=8), nn.BatchNorm2d(8), nn.SiLU()).eval()
     grouped = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.ReLU()).eval()
     feeds = [{"x": torch.randn(2, 3, 8, 8).numpy()}]
     a = TorchSubject(dw, {"x": (2, 3, 8, 8)}, feeds, "cpu")
     b = TorchSubject(grouped, {"x": (2, 4, 8, 8)}, [{"x": torch.randn(2, 4, 8, 8).numpy()}], "cpu")
-    s = TorchSubject(silu, {"x": (2, 3, 8, 8)}, feeds, "cpu")
-    assert (a.conv, a.batchnorm, a.grouped_relu) == (True, True, True)
-    assert (b.conv, b.batchnorm, b.grouped_relu) == (True, False, True)  # grouped feeding a ReLU counts too
-    assert (s.batchnorm, s.grouped_relu) == (True, False)  # depthwise into SiLU: fusions only fold the norm
+    assert (a.conv, a.batchnorm) == (True, True)
+    assert (b.conv, b.batchnorm) == (True, False)
     mlp = nn.Sequential(nn.Conv2d(3, 16, 4, stride=4), nn.Flatten(), nn.Linear(64, 256)).eval()
     c = TorchSubject(mlp, {"x": (2, 3, 8, 8)}, feeds, "cpu")
-    assert c.linear_heavy and not a.linear_heavy and not c.grouped_relu
+    assert c.linear_heavy and not a.linear_heavy
 
 
 def test_budget_uses_the_compile_estimate_before_any_compile():
@@ -130,7 +120,7 @@ def test_bench_script_flow_on_the_cpu(tmp_path):
     doc = json.loads((tmp_path / "tune_bench.json").read_text())
     rows = {(r["model"], r["batch"]): r for r in doc["rows"]}
     tiny = rows[("tiny", 2)]
-    assert tiny["traits"]["depthwise"] == 1 and tiny["traits"]["grouped_relu"] == 1 and tiny["eager"]["img_s"] > 0
+    assert tiny["traits"]["depthwise"] == 1 and tiny["eager"]["img_s"] > 0
     assert tiny["tuned"]["chosen"].startswith("fp16 eager") and tiny["tuned"]["reference_peak"] > 1e-3
     assert any("re-estimated" in n for n in tiny["tuned"]["notes"])
     assert "not run" in tiny["max-autotune-no-cudagraphs"]["not_run"]
@@ -138,6 +128,10 @@ def test_bench_script_flow_on_the_cpu(tmp_path):
     assert rows[("tiny", 4)]["tuned"]["img_s"] > 0
     md = (tmp_path / "tune_bench.md").read_text()
     assert "| tiny | 2 |" in md and "not run (off" in md and "## tiny batch 2: tune's configurations" in md
+    code = bench.main([str(tmp_path / "b"), "--device", "cpu", "--runs", "tiny:2", "--extra-runs", "", "--baselines",
+                       "eager", "--no-tune", "--timing-s", "0.05", "--budget-s", "60"])
+    row = json.loads((tmp_path / "b" / "tune_bench.json").read_text())["rows"][0]
+    assert code == 0 and row["eager"]["img_s"] > 0 and row["tuned"] == {"not_run": "not asked (--no-tune)"}
 
 
 def test_bench_script_skips_what_the_budget_cannot_cover(tmp_path):

@@ -80,7 +80,7 @@ def _order(precisions: list[str]) -> list[str]:
 
 
 def torch_space(precisions: Sequence[str], cuda: bool, conv: bool, batchnorm: bool, fp8: str | None,
-                grouped_relu: bool = False, linear_heavy: bool = True,
+                linear_heavy: bool = True,
                 keep_io_types: bool = True) -> tuple[list[Candidate], list[Skip]]:
     """Torch configurations, in the order ``likely_first`` gives them.
 
@@ -90,8 +90,6 @@ def torch_space(precisions: Sequence[str], cuda: bool, conv: bool, batchnorm: bo
         conv: the model has 2-D convolutions and 4-D inputs (channels-last applies).
         batchnorm: the model has conv + batch norm pairs (cuDNN fusions apply).
         fp8: None when FP8 applies, else why not.
-        grouped_relu: the model has grouped or depthwise convolutions followed by a ReLU, which
-            ``fuse=True`` would run as cuDNN conv + ReLU kernels (slow on them).
         linear_heavy: most of the model's weights are in linear layers FP8 GEMMs take (FP8 can pay).
         keep_io_types: False: reduced-precision configurations take and return their own dtype
             (``keep_io_types=False`` in their options).
@@ -134,36 +132,31 @@ def torch_space(precisions: Sequence[str], cuda: bool, conv: bool, batchnorm: bo
     if not cuda:
         skips.append(Skip("CUDA graphs, cuDNN fusions, reduce-overhead, max-autotune", "-",
                           "skipped: they need a CUDA GPU; the torch engine runs on the CPU here"))
-    return likely_first(cands, batchnorm, grouped_relu, linear_heavy), skips
+    return likely_first(cands, linear_heavy), skips
 
 
-def likely_first(cands: list[Candidate], batchnorm: bool, grouped_relu: bool, linear_heavy: bool = True) -> list[Candidate]:
+def likely_first(cands: list[Candidate], linear_heavy: bool = True) -> list[Candidate]:
     """Torch candidates in the order to try them, so a tight budget reaches the likely winner.
 
     1. Everything that builds in seconds (eager, eager + CUDA graphs, cuDNN fusions without
        compiling), cheapest first: these set the bar that prunes the rest, and tell whether the
        fusions pay on this model (``prefer`` reorders the compiles by that once measured).
-    2. Compiles: for models with batch norms, compile + fusions + graphs first (1.38x plain
-       reduce-overhead on ResNet-50, 1.24x on EfficientNet-B0, whose depthwise convolutions feed
-       SiLU: only their batch norms are folded), unless grouped or depthwise convolutions feed a
-       ReLU (cuDNN's fused conv + bias + ReLU kernels are slow on them: 0.33x on
-       MobileNetV3-Large, 0.69x on RegNetY-1.6GF on an H200); then the reduce-overhead mode, the
-       plain recipe (``torch.compile(model, mode="reduce-overhead")``), so a tight budget still
-       times what users would run without trtflow; then compile + graphs (frozen weights), the fused variant
-       last where fusions lose; max-autotune last of all. Within a step: the FP16/BF16/FP32
-       precisions before FP8 (the FP8 transform adds a quantization per linear and may fail the
-       bound; FP16 is the safer likely winner), lower precisions first.
+    2. Compiles: for models with batch norms, compile + fusions + graphs first (1.39x plain
+       reduce-overhead on ResNet-50 and 1.22x on EfficientNet-B0 at batch 256 on an H200; grouped
+       and depthwise convolutions keep their ReLU outside cuDNN, see ``fuse_conv_bn_act``); then
+       the reduce-overhead mode, the plain recipe (``torch.compile(model, mode="reduce-overhead")``),
+       so a tight budget still times what users would run without trtflow; then compile + graphs
+       (frozen weights); max-autotune last of all. Within a step: the FP16/BF16/FP32 precisions
+       before FP8 (the FP8 transform adds a quantization per linear and may fail the bound; FP16 is
+       the safer likely winner), lower precisions first.
     3. FP8 candidates of a model whose weights are mostly elsewhere (a conv net with an FP8-able
        classifier layer): after everything else, since FP8 GEMMs speed up only the linear layers.
 
     Args:
         cands: the candidates (any order).
-        batchnorm: the model has conv + batch norm pairs.
-        grouped_relu: grouped or depthwise convolutions feed a ReLU.
         linear_heavy: most weights are in FP8-able linear layers.
     """
     rank = {"fp8": 4, "int8": 0, "fp16": 1, "bf16": 2, "fp32": 3}
-    fused_first = batchnorm and not grouped_relu
 
     def key(c: Candidate) -> tuple:
         fused, cf = bool(c.options.get("fuse")), not c.options.get("channels_last")
@@ -172,9 +165,9 @@ def likely_first(cands: list[Candidate], batchnorm: bool, grouped_relu: bool, li
         if c.cost < 1:  # channels-last before channels-first: the layout cuDNN and Inductor prefer for conv nets
             return (0, c.cost, rank[c.precision], int(fused), int(cf))
         step = {"compile": 2, "reduce-overhead": 1}.get(c.kind, 3)
-        if c.kind == "compile" and fused and fused_first:
+        if c.kind == "compile" and fused:
             step = 0
-        return (1, step, rank[c.precision], int(fused != fused_first), int(cf))
+        return (1, step, rank[c.precision], int(cf))
 
     return sorted(cands, key=key)
 

@@ -53,7 +53,6 @@ class TorchSubject:
         self.module = base
         self.conv = any(isinstance(m, torch.nn.Conv2d) for m in base.modules()) and all(len(s) == 4 for s in shapes.values())
         self.batchnorm = any(isinstance(m, torch.nn.BatchNorm2d) for m in base.modules())
-        self.grouped_relu = grouped_relu_convs(base) > 0
         linears = fp8_linears(base)  # the layers to_fp8 converts: do they hold most weights?
         self.linear_heavy = sum(m.weight.numel() for m in linears) > 0.5 * sum(p.numel() for p in base.parameters())
         if not self.cuda:
@@ -108,23 +107,6 @@ class TorchSubject:
             pass
         if self.cuda:
             torch.cuda.empty_cache()
-
-
-def grouped_relu_convs(module) -> int:
-    """How many grouped or depthwise ``Conv2d`` feed an ``nn.ReLU`` (directly or through a
-    ``BatchNorm2d``), by the order modules are defined in (conv, norm, activation blocks): the
-    convolutions ``fuse=True`` runs as cuDNN conv + ReLU kernels, which are slow when grouped."""
-    from torch import nn
-
-    leaves = [m for m in module.modules() if not any(True for _ in m.children())]
-    count = 0
-    for i, m in enumerate(leaves):
-        if isinstance(m, nn.Conv2d) and m.groups > 1:
-            after = leaves[i + 1:i + 3]
-            if after and isinstance(after[0], nn.BatchNorm2d):
-                after = after[1:]
-            count += bool(after) and isinstance(after[0], nn.ReLU)
-    return count
 
 
 class OrtSubject:

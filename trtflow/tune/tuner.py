@@ -85,7 +85,7 @@ def tune(
     if engine == "torch":
         subject, key_model, shape_map, feeds = _torch_subject(model, shapes, example_inputs, device, calib, opts, progress)
         candidates, skips = space.torch_space(precisions, subject.cuda, subject.conv, subject.batchnorm, subject.fp8_blocker,
-                                             subject.grouped_relu, subject.linear_heavy, opts.keep_io_types)
+                                             subject.linear_heavy, opts.keep_io_types)
     else:
         subject, key_model, shape_map, feeds = _onnx_subject(model, shapes, example_inputs, engine, calib, opts, progress)
         candidates, skips = (space.ort_space(precisions, opts.threads, opts.ort_levels, opts.providers) if engine == "ort"

@@ -3,7 +3,10 @@
 1. Fold each ``BatchNorm2d`` into the ``Conv2d`` before it (eval statistics).
 2. Run ``conv -> relu`` as ``torch.cudnn_convolution_relu`` and ``conv -> add(residual) -> relu``
    as ``torch.cudnn_convolution_add_relu``: cuDNN applies bias, residual and ReLU in the
-   convolution's epilogue, so the activation is written once instead of three times.
+   convolution's epilogue, so the activation is written once instead of three times. Only
+   ungrouped convolutions: cuDNN's fused kernels for grouped and depthwise ones run several times
+   slower than the plain ones, so those keep their ReLU as a separate op (their batch norm is
+   still folded).
 
 The module is traced with ``torch.fx.symbolic_trace``; patterns that do not match exactly (a
 conv output used twice, a non-zero padding mode, string padding) are left as they are.
@@ -61,7 +64,8 @@ def fuse_conv_bn_act(module: Any):
 
     def fusable_conv(node):
         conv = module_of(node, nn.Conv2d) if isinstance(node, fx.Node) else None
-        if conv is None or len(node.users) != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        if conv is None or len(node.users) != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str) \
+                or conv.groups != 1:
             return None
         return conv
 

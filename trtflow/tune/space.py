@@ -141,9 +141,9 @@ def likely_first(cands: list[Candidate], linear_heavy: bool = True) -> list[Cand
     1. Everything that builds in seconds (eager, eager + CUDA graphs, cuDNN fusions without
        compiling), cheapest first: these set the bar that prunes the rest, and tell whether the
        fusions pay on this model (``prefer`` reorders the compiles by that once measured).
-    2. Compiles: for models with batch norms, compile + fusions + graphs first (plain
-       reduce-overhead x1.39 on ResNet-50, x1.22 on EfficientNet-B0, x1.16 on MobileNetV3-Large,
-       x1.17 on RegNetY-1.6GF at batch 256 on an H200; grouped and depthwise convolutions keep
+    2. Compiles: for models with batch norms, compile + fusions + graphs first (against plain
+       reduce-overhead at batch 256 on an H200: 1.39x on ResNet-50, 1.22x on EfficientNet-B0,
+       1.16x on MobileNetV3-Large, 1.17x on RegNetY-1.6GF; grouped and depthwise convolutions keep
        their ReLU outside cuDNN, see ``fuse_conv_bn_act``); then
        the reduce-overhead mode, the plain recipe (``torch.compile(model, mode="reduce-overhead")``),
        so a tight budget still times what users would run without trtflow; then compile + graphs

@@ -4,9 +4,9 @@
 2. Run ``conv -> relu`` as ``torch.cudnn_convolution_relu`` and ``conv -> add(residual) -> relu``
    as ``torch.cudnn_convolution_add_relu``: cuDNN applies bias, residual and ReLU in the
    convolution's epilogue, so the activation is written once instead of three times. Only
-   ungrouped convolutions: cuDNN's fused kernels for grouped and depthwise ones run several times
-   slower than the plain ones, so those keep their ReLU as a separate op (their batch norm is
-   still folded).
+   ungrouped convolutions: with grouped and depthwise ones on these kernels too, fused + CUDA
+   graphs ran at 0.47x (MobileNetV3-Large) and 0.85x (RegNetY-1.6GF) of eager + graphs on an
+   H200, so those keep their ReLU as a separate op (their batch norm is still folded).
 
 The module is traced with ``torch.fx.symbolic_trace``; patterns that do not match exactly (a
 conv output used twice, a non-zero padding mode, string padding) are left as they are.

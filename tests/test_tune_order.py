@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 
-
 from trtflow.tune.search import _Clock
 from trtflow.tune.space import Candidate, likely_first, prefer, torch_space
 

@@ -98,8 +98,8 @@ class DetectTask(Task):
             )
             self._checked.add(size)
             found = {k: to_numpy(v) for k, v in found.items()}
-        counts = np.asarray(found["num_detections"]).reshape(len(found["num_detections"]), -1)[:, 0].tolist()
-        return [self._one(found, i, int(counts[i]), meta) for i, meta in enumerate(metas)]
+        counts = found["num_detections"].reshape(len(found["num_detections"]), -1)[:, 0].tolist()
+        return [self._one(found, i, int(n), meta) for i, (n, meta) in enumerate(zip(counts, metas))]
 
     def _one(self, found: dict, i: int, n: int, meta: FrameMeta) -> Detections:
         scores = found["scores"][i, :n].astype(np.float32)

@@ -154,14 +154,11 @@ def resolve_engine(engine: str, model: Any = None) -> str:
     """The engine ("torch", "tensorrt", "ort") that ``engine`` names for ``model``: aliases
     resolved; "auto" is torch for MTCNN (it runs nowhere else) and otherwise what
     ``trtflow.backends.auto_engine`` picks for the model file (an ONNX one for the default models)."""
-    from trtflow.backends import auto_engine, canonical_engine
+    from trtflow.backends import canonical_engine, engine_name
 
-    engine = canonical_engine(engine)
-    if engine != "auto":
-        return engine
-    if model == "mtcnn":
+    if model == "mtcnn" and canonical_engine(engine) == "auto":
         return "torch"
-    return auto_engine(model if isinstance(model, str) and model not in _DEFAULTS else "default.onnx")
+    return engine_name(engine, model if isinstance(model, str) and model not in _DEFAULTS else "default.onnx")
 
 
 def _engine(model: Any, engine: str, options: dict):

@@ -133,3 +133,9 @@ def test_engine_names_resolve_aliases_case_and_auto():
     assert canonical_engine("OnnxRuntime") == "ort" and canonical_engine("TRT") == "tensorrt"
     assert engine_name("AUTO", "model.plan") == "tensorrt" == engine_name("auto", "model.engine")
     assert engine_name("auto", "m.onnx") == auto_engine("m.onnx") and engine_name("pt", "m.onnx") == "torch"
+
+
+def test_load_takes_engine_names_in_any_case(tiny_onnx):
+    for name in ("AUTO", "Auto", "ORT", "OnnxRuntime"):
+        with trtflow.load(tiny_onnx, engine=name) as eng:
+            assert eng.name == "ort"

@@ -105,8 +105,7 @@ def load(model: Any, engine: str = "auto", **options: Any) -> Engine:
         raise ModelLoadError("no model given (None); pass an .onnx path, a TensorRT plan, an nn.Module or a .pt2 path")
     if not isinstance(engine, str):
         raise UsageError(f"engine must be a name (auto, {', '.join(ENGINES)}), got {type(engine).__name__}")
-    name = auto_engine(model) if engine == "auto" else engine
-    cls = engine_class(name)
+    cls = engine_class(engine_name(engine, model))
     if options.pop("tune", False) or options.get("config") == "tuned":  # the choice saved by trtflow tune
         from trtflow.backends.tuned import apply_tuned
 

@@ -51,12 +51,12 @@ def add_min_agreement(parser: argparse.ArgumentParser) -> None:
 
 
 def _engine_names(text: str) -> list[str]:
-    from trtflow.backends import ALIASES, ENGINES
+    from trtflow.backends import ENGINES, canonical_engine
 
-    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    names = [n.strip() for n in text.split(",") if n.strip()]
     out = []
     for name in names:
-        key = ALIASES.get(name, name)
+        key = canonical_engine(name)
         if key not in ENGINES:
             raise UsageError(f"unknown engine '{name}' in --engines; choose from: {', '.join(ENGINES)}")
         out.append(key)

@@ -35,12 +35,12 @@ PIPELINE_DEPTH = 3  # batches in flight per instance with a pipelined ``execute`
 
 
 class _Item:
-    """One queued request: its feed, rows and batching key, and ``done(result, exc)``, called once."""
+    """One queued request: its feed and rows, and ``done(result, exc)``, called once."""
 
-    __slots__ = ("feed", "rows", "key", "done", "queued", "settled")
+    __slots__ = ("feed", "rows", "done", "queued", "settled")
 
-    def __init__(self, feed: dict, rows: int, key: tuple, done):
-        self.feed, self.rows, self.key, self.done = feed, rows, key, done
+    def __init__(self, feed: dict, rows: int, done):
+        self.feed, self.rows, self.done = feed, rows, done
         self.queued = time.perf_counter()
         self.settled = False
 
@@ -118,7 +118,7 @@ class Batcher:
         if self._queued >= self.config.max_queue:
             raise ProtocolError(
                 f"model '{self.model.name}' has {self._queued} requests queued (the limit, --max-queue); retry later", 503)
-        item = _Item(feed, rows, key, done)
+        item = _Item(feed, rows, done)
         self._live.append(item)
         if self._sweep_at is None:  # one timer for all requests: they expire in the order they came
             self._sweep_at = asyncio.get_running_loop().call_later(self.config.timeout_s, self._sweep)

@@ -361,26 +361,23 @@ def runs(arrays: list[np.ndarray]) -> list[np.ndarray]:
     out, run = [], None  # run: [base, base address, start address, end address, first array, rows]
     for arr in arrays:
         base = arr.base
-        if arr.nbytes % ALIGN or not isinstance(base, np.ndarray):  # slots are ALIGN-aligned: cannot be a run
+        # slots are ALIGN-aligned: an array of another size cannot be a run
+        if (arr.nbytes % ALIGN or not isinstance(base, np.ndarray) or base.dtype != np.uint8 or base.ndim != 1
+                or not arr.ndim or not arr.flags.c_contiguous):
             if run is not None:
                 out.append(_view(run))
                 run = None
             out.append(arr)
             continue
         start = arr.__array_interface__["data"][0]
-        if (run is not None and base is run[0] and start == run[3] and arr.ndim and arr.dtype == run[4].dtype
-                and arr.shape[1:] == run[4].shape[1:] and arr.flags.c_contiguous):
+        if (run is not None and base is run[0] and start == run[3] and arr.dtype == run[4].dtype
+                and arr.shape[1:] == run[4].shape[1:]):
             run[3] = start + arr.nbytes
             run[5] += arr.shape[0]
             continue
         if run is not None:
             out.append(_view(run))
-        if (base.dtype == np.uint8 and base.ndim == 1 and arr.ndim
-                and arr.flags.c_contiguous):
-            run = [base, base.__array_interface__["data"][0], start, start + arr.nbytes, arr, arr.shape[0]]
-        else:
-            run = None
-            out.append(arr)
+        run = [base, base.__array_interface__["data"][0], start, start + arr.nbytes, arr, arr.shape[0]]
     if run is not None:
         out.append(_view(run))
     return out

@@ -15,7 +15,6 @@ torch is imported only here and only when a CUDA engine is served.
 from __future__ import annotations
 
 import ctypes
-import functools
 import logging
 import threading
 import time
@@ -131,25 +130,19 @@ class CudaGather:
         merged = {}
         for name, first in feeds[0].items():
             if not batched:
-                dst = torch.empty(first.shape, dtype=_torch_dtype(first.dtype), device=device)
-                merged[name] = dst.copy_(torch.from_numpy(_writable(first)), non_blocking=True)
+                src = torch.from_numpy(_writable(first))
+                merged[name] = torch.empty(src.shape, dtype=src.dtype, device=device).copy_(src, non_blocking=True)
                 continue
-            dst = torch.empty((sum(rows),) + first.shape[1:], dtype=_torch_dtype(first.dtype), device=device)
+            # consecutive slots: one copy
+            parts = [torch.from_numpy(_writable(part)) for part in runs([feed[name] for feed in feeds])]
+            dst = torch.empty((sum(rows),) + first.shape[1:], dtype=parts[0].dtype, device=device)
             start = 0
-            for part in runs([feed[name] for feed in feeds]):  # consecutive slots: one copy
-                n = part.shape[0]
-                dst[start:start + n].copy_(torch.from_numpy(_writable(part)), non_blocking=True)
+            for src in parts:
+                n = src.shape[0]
+                dst[start:start + n].copy_(src, non_blocking=True)
                 start += n
             merged[name] = dst
         return merged
-
-
-@functools.lru_cache(maxsize=None)
-def _torch_dtype(dtype: np.dtype):
-    """torch's dtype of a numpy dtype (once per dtype: the lookup makes two empty arrays)."""
-    import torch
-
-    return torch.from_numpy(np.empty(0, dtype)).dtype
 
 
 def _writable(arr: np.ndarray) -> np.ndarray:

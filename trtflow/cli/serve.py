@@ -88,12 +88,6 @@ def _access_log(target: str) -> None:
     logger.setLevel(logging.INFO)
 
 
-def _engine_name(args: argparse.Namespace, model: str) -> str:
-    from trtflow.backends import engine_name
-
-    return engine_name(args.engine, model)
-
-
 def _placement(args: argparse.Namespace, name: str) -> list | None:
     """The GPU of each instance: --gpus, or every visible GPU for torch/TensorRT instances when
     there are several of both; None: the engine's default device."""
@@ -106,10 +100,11 @@ def _placement(args: argparse.Namespace, name: str) -> list | None:
 
 
 def _load_instances(args: argparse.Namespace, model: str) -> list:
+    from trtflow.backends import engine_name
     from trtflow.backends.devices import device_options
 
     engines = []
-    name = _engine_name(args, model)
+    name = engine_name(args.engine, model)
     placed = _placement(args, name)
     extra = {"spinning": args.ort_spinning} if name == "ort" else {}
     if args.threads and name == "ort":

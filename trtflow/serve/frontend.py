@@ -205,7 +205,7 @@ def frontend_main(spec: FrontEndSpec, queue, setup=None) -> None:
             stop = asyncio.Event()
             task = asyncio.ensure_future(server.serve_forever(stop))
             watch = asyncio.ensure_future(client.lost.wait())
-            if await listening(server, spec.options, task):
+            if await listening(server, task):
                 queue.put(("ready", spec.index, server.http_port, server.grpc_port, os.getpid()))
 
             def on_lost(w: asyncio.Future) -> None:

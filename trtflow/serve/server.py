@@ -259,7 +259,7 @@ def serve(models: list[ServedModel], options: ServeOptions = ServeOptions(), on_
         server = Server(models, options)
         stop = asyncio.Event()
         task = asyncio.ensure_future(server.serve_forever(stop))
-        if await listening(server, options, task) and on_ready is not None:
+        if await listening(server, task) and on_ready is not None:
             on_ready(server)
         await task
 
@@ -268,9 +268,10 @@ def serve(models: list[ServedModel], options: ServeOptions = ServeOptions(), on_
     run_loop(main)
 
 
-async def listening(server, options: ServeOptions, task: asyncio.Future) -> bool:
-    """Wait until every listener ``options`` asks for is open on ``server``, or its serving ``task``
+async def listening(server: Server, task: asyncio.Future) -> bool:
+    """Wait until every listener ``server.options`` asks for is open, or its serving ``task``
     ended (failed to bind); True when listening."""
+    options = server.options
     while not task.done() and ((options.http_port is not None and server.http_port is None)
                                or (options.grpc_port is not None and server.grpc_port is None)):
         await asyncio.sleep(0.01)

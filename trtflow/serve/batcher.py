@@ -76,8 +76,9 @@ class Batcher:
         self._sweep_at: asyncio.TimerHandle | None = None
         self._pools = [ThreadPoolExecutor(1, thread_name_prefix=f"trtflow-{model.name}-{i}")
                        for i in range(len(model.engines))]
+        self._launch = getattr(self._execute, "launch", None)  # set: a pipelined execute
         self._finishers = [ThreadPoolExecutor(1, thread_name_prefix=f"trtflow-{model.name}-{i}-finish")
-                           for i in range(len(model.engines))] if hasattr(self._execute, "launch") else []
+                           for i in range(len(model.engines))] if self._launch is not None else []
         self._workers = [asyncio.ensure_future(self._worker(i)) for i in range(len(model.engines))]
 
     @property
@@ -249,9 +250,8 @@ class Batcher:
                 return batch
 
     async def _worker(self, index: int) -> None:
-        launch = getattr(self._execute, "launch", None)
-        if launch is not None:
-            return await self._pipelined(index, launch)
+        if self._launch is not None:
+            return await self._pipelined(index)
         loop = asyncio.get_running_loop()
         engine, pool = self.model.engines[index], self._pools[index]
         while True:
@@ -265,7 +265,7 @@ class Batcher:
             else:
                 self._finished(batch, start, results, times)
 
-    async def _pipelined(self, index: int, launch) -> None:
+    async def _pipelined(self, index: int) -> None:
         """The worker of a pipelined ``execute``: enqueue a batch, then take the next while the
         device runs it (``PIPELINE_DEPTH`` batches in flight)."""
         loop = asyncio.get_running_loop()
@@ -277,7 +277,7 @@ class Batcher:
             self._busy += 1
             start = time.perf_counter()
             try:
-                pending = await loop.run_in_executor(pool, launch, engine, batch, self.model.batched)
+                pending = await loop.run_in_executor(pool, self._launch, engine, batch, self.model.batched)
             except Exception as exc:
                 self._finished(batch, start, exc=exc)
                 free.release()

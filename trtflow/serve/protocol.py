@@ -24,7 +24,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from trtflow.errors import TrtflowError, UsageError
+from trtflow.errors import InputError, TrtflowError, UsageError
 from trtflow.spec import TensorSpec
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -376,12 +376,13 @@ def encode_infer_response(
 
 def error_status(exc: BaseException) -> tuple[int, str]:
     """The HTTP status and message a failed request is answered with: a ProtocolError's status;
-    another trtflow error 400 when it is bad input (exit code 2), else 500 (EngineError and the
-    like); any other exception 500 ``internal error: ...``."""
+    400 for bad input (InputError, UsageError); 500 for another trtflow error (EngineError and the
+    like: an exit code of 2 on the command line does not make a failure the client's); any other
+    exception 500 ``internal error: ...``."""
     if isinstance(exc, ProtocolError):
         return exc.status, str(exc)
     if isinstance(exc, TrtflowError):
-        return (400 if exc.exit_code == 2 else 500), str(exc)
+        return (400 if isinstance(exc, (InputError, UsageError)) else 500), str(exc)
     return 500, f"internal error: {type(exc).__name__}: {exc}"
 
 

@@ -99,6 +99,35 @@ def test_channel_carries_the_messages_of_one_turn_in_one_frame(tmp_path):
     assert [m[1] for m in got] == list(range(50)) and frames == [2]  # one header + one payload
 
 
+def test_engine_failures_are_500_and_bad_input_400():
+    from trtflow.errors import EngineError, InputShapeError, UsageError
+    from trtflow.serve.protocol import error_status
+
+    assert error_status(EngineError("engine closed")) == (500, "engine closed")
+    assert error_status(InputShapeError("dim 1"))[0] == 400 == error_status(UsageError("bad"))[0]
+    assert error_status(ProtocolError("no model", 404)) == (404, "no model")
+    assert error_status(RuntimeError("x")) == (500, "internal error: RuntimeError: x")
+
+
+def test_an_output_that_cannot_be_pickled_fails_its_request_only():
+    from trtflow.errors import EngineError
+    from trtflow.serve.engine_process import Peer
+
+    words = np.array(["a", {"k": 1}], dtype=object)
+    back = ipc.unpack(ipc.pack({"y": np.arange(3, dtype=np.float32), "w": words}))
+    assert back["w"].tolist() == words.tolist() and back["y"].tolist() == [0, 1, 2]
+    bad = np.array([threading.Lock()], dtype=object)
+    with pytest.raises(EngineError, match="output 'z' cannot be sent"):
+        ipc.pack({"z": bad})
+    peer, sent = Peer(None), []
+    peer.channel.send = sent.append
+    peer.open = 2
+    peer.answer(1, "m", {"z": bad}, None)
+    peer.answer(2, "m", {"y": np.ones(2, np.float32)}, None)
+    assert sent[0][:3] == ("err", 1, 500) and "cannot be sent" in sent[0][3]
+    assert sent[1][:2] == ("ok", 2) and peer.open == 0
+
+
 def _gated(timeout_s: float):
     """The affine model at max batch 1 and an ``execute`` that runs a batch once ``gate`` is set."""
     from trtflow.serve.batcher import _execute

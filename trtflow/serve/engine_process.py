@@ -182,8 +182,11 @@ class Peer:
         """Send one request's outputs (raw bytes, see ``ipc.pack``) or its error (status, message)."""
         self.open -= 1
         if exc is None:
-            reply = ("ok", rid, ipc.pack(out))
-        else:
+            try:
+                reply = ("ok", rid, ipc.pack(out))
+            except TrtflowError as err:  # an output that cannot travel
+                exc = err
+        if exc is not None:
             if not isinstance(exc, TrtflowError):
                 log.error("request for model '%s' failed: %s: %s", model, type(exc).__name__, exc)
             reply = ("err", rid, *protocol.error_status(exc))

@@ -32,6 +32,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from trtflow.errors import EngineError
 from trtflow.feeds import array_bytes
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,12 @@ def _picklable(msg) -> bool:
 
 def pack(outputs: dict[str, np.ndarray]) -> list[tuple]:
     """Outputs as (name, shape, dtype, bytes): unpickled several times faster than numpy arrays.
-    Arrays of other dtypes (object, structured) travel as themselves, shape None."""
+    Arrays of other dtypes (object, structured) are pickled here, shape None, so an output that
+    cannot be pickled fails its own request instead of the frame it would travel in.
+
+    Raises:
+        EngineError: an output cannot be pickled.
+    """
     packed = []
     for name, arr in outputs.items():
         if type(arr) is not np.ndarray:
@@ -133,7 +139,10 @@ def pack(outputs: dict[str, np.ndarray]) -> list[tuple]:
         if code:
             packed.append((name, arr.shape, code, arr.tobytes()))
         else:
-            packed.append((name, None, None, arr))
+            try:
+                packed.append((name, None, None, pickle.dumps(arr, protocol=5)))
+            except Exception as exc:  # noqa: BLE001 - objects pickle can't take: this request's error
+                raise EngineError(f"output '{name}' cannot be sent to the front end: {type(exc).__name__}: {exc}") from exc
     return packed
 
 
@@ -142,7 +151,7 @@ _CODES: dict = {}  # dtype -> its str for ``pack`` ("" for dtypes sent as arrays
 
 def unpack(packed: list[tuple]) -> dict[str, np.ndarray]:
     """``pack``'s inverse (read-only arrays over the received bytes)."""
-    return {name: np.frombuffer(raw, dtype).reshape(shape) if shape is not None else raw
+    return {name: np.frombuffer(raw, dtype).reshape(shape) if shape is not None else pickle.loads(raw)
             for name, shape, dtype, raw in packed}
 
 

@@ -158,7 +158,8 @@ def release() -> None:
         torch.cuda.empty_cache()
 
 
-def plain(name, mode, batch, device, timing_s) -> dict:
+def prepare(name, mode, batch, device):
+    """The model (FP16, channels-last) under ``mode`` (None: eager), run three times; and how long that took."""
     size = size_of(name)
     m = model_of(name).to(device).half().to(memory_format=torch.channels_last)
     fn = m if mode is None else torch.compile(m, mode=mode)
@@ -170,13 +171,23 @@ def plain(name, mode, batch, device, timing_s) -> dict:
             fn(x)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    out = {"compile_s": round(time.perf_counter() - t0, 2), "inductor_cache": cache_delta(before)}
+    return fn, {"compile_s": round(time.perf_counter() - t0, 2), "inductor_cache": cache_delta(before)}
+
+
+def measure(fn, mode, name, batch, device, timing_s) -> dict:
+    """Throughput and latency of a prepared callable, timed by ``run_bench``."""
+    size = size_of(name)
     result = run_bench(Plain(mode or "eager", fn, batch, size, device),
                        {"x": torch.randn(batch, 3, size, size).numpy()},
                        BenchConfig(iterations=5, duration_s=timing_s, warmup_ms=200, data_transfers=False))
     lat = summarize(result)["latency"]
-    out.update(img_s=throughput(result)["inferences_per_s"], p50_ms=lat.median, p99_ms=lat.p99)
-    del fn, m, x
+    return {"img_s": throughput(result)["inferences_per_s"], "p50_ms": lat.median, "p99_ms": lat.p99}
+
+
+def plain(name, mode, batch, device, timing_s) -> dict:
+    fn, out = prepare(name, mode, batch, device)
+    out.update(measure(fn, mode, name, batch, device, timing_s))
+    del fn
     release()
     return out
 

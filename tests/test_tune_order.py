@@ -8,7 +8,7 @@ import json
 import time
 
 from trtflow.tune.search import _Clock
-from trtflow.tune.space import Candidate, likely_first, prefer, torch_space
+from trtflow.tune.space import COST, Candidate, likely_first, prefer, torch_space
 
 
 def names(cands, kind=None):
@@ -19,17 +19,17 @@ def test_conv_bn_net_tries_compile_with_fusions_first():
     cands, _ = torch_space(["fp16"], cuda=True, conv=True, batchnorm=True, fp8=None)
     compiles = names(cands, "compile")
     assert compiles[:3] == ["fp16 compile+fused+graphs cl", "fp16 reduce-overhead cl", "fp16 compile+graphs cl"]
-    assert compiles[-1] == "fp16 max-autotune+graphs cl"
+    assert compiles[-2:] == ["fp16 max-autotune+graphs cl", "fp16 max-autotune cl"]
     assert all(c.cost < 1 for c in cands[: len(cands) - len(compiles)])  # seconds-cheap ones before any compile
 
 
-def test_reduce_overhead_is_the_plain_recipe_and_other_compiles_freeze():
+def test_plain_recipes_are_candidates_and_other_compiles_freeze():
     cands, _ = torch_space(["fp16"], cuda=True, conv=True, batchnorm=True, fp8=None)
-    for c in cands:
-        if c.kind == "reduce-overhead":
-            assert c.options["freeze"] is False and c.options["compile"] == "reduce-overhead"
-        else:
-            assert "freeze" not in c.options  # the engine's default: frozen weights
+    plain = {c.options["compile"]: c for c in cands if "freeze" in c.options}
+    assert sorted(plain) == ["max-autotune", "reduce-overhead"]  # torch.compile(model, mode=...) as users call it
+    assert all(c.options["freeze"] is False and not c.options.get("cuda_graphs") for c in plain.values())
+    assert plain["max-autotune"].kind == "max-autotune" and plain["max-autotune"].cost == COST["max-autotune"]
+    # everything else is the engine's default: frozen weights
 
 
 def test_linear_net_tries_fp16_compile_before_fp8():

@@ -4,7 +4,8 @@ torch (CUDA): per precision, eager, eager + CUDA graphs (also channels-first, fo
 cuDNN fused conv + BN + ReLU + graphs (models with batch norms), torch.compile + graphs,
 compile + fusions + graphs (these compile with frozen weights), the reduce-overhead mode (its own
 CUDA graphs; weights not frozen: ``torch.compile(model, mode="reduce-overhead")`` as users call it,
-so the plain recipe is always among the candidates) and max-autotune-no-cudagraphs + graphs. FP8
+so the plain recipe is always among the candidates), max-autotune-no-cudagraphs + graphs (frozen)
+and the plain max-autotune mode (``torch.compile(model, mode="max-autotune")``, not frozen). FP8
 is bfloat16 with ``nn.Linear`` layers on FP8 GEMMs.
 torch (CPU): eager, channels-last, torch.compile. INT8 has no torch path here (ONNX Q/DQ engines run it).
 ort: provider lists (CPU, and CUDA where installed) x the FP32, FP16 (surgeon conversion) and INT8
@@ -129,6 +130,7 @@ def torch_space(precisions: Sequence[str], cuda: bool, conv: bool, batchnorm: bo
             add("compile+fused+graphs" + suffix, "compile", compile="default", cuda_graphs=True, fuse=True, **cl)
         add("reduce-overhead" + suffix, "reduce-overhead", compile="reduce-overhead", freeze=False, **cl)
         add("max-autotune+graphs" + suffix, "max-autotune", compile="max-autotune", cuda_graphs=True, **cl)
+        add("max-autotune" + suffix, "max-autotune", compile="max-autotune", freeze=False, **cl)
     if not cuda:
         skips.append(Skip("CUDA graphs, cuDNN fusions, reduce-overhead, max-autotune", "-",
                           "skipped: they need a CUDA GPU; the torch engine runs on the CPU here"))
@@ -147,7 +149,8 @@ def likely_first(cands: list[Candidate], linear_heavy: bool = True) -> list[Cand
        their ReLU outside cuDNN, see ``fuse_conv_bn_act``); then
        the reduce-overhead mode, the plain recipe (``torch.compile(model, mode="reduce-overhead")``),
        so a tight budget still times what users would run without trtflow; then compile + graphs
-       (frozen weights); max-autotune last of all. Within a step: the FP16/BF16/FP32 precisions
+       (frozen weights); max-autotune last of all, frozen with the engine's graphs first, then the
+       plain ``mode="max-autotune"`` (it reuses the first one's autotuning). Within a step: the FP16/BF16/FP32 precisions
        before FP8 (the FP8 transform adds a quantization per linear and may fail the bound; FP16 is
        the safer likely winner), lower precisions first.
     3. FP8 candidates of a model whose weights are mostly elsewhere (a conv net with an FP8-able
@@ -168,6 +171,8 @@ def likely_first(cands: list[Candidate], linear_heavy: bool = True) -> list[Cand
         step = {"compile": 2, "reduce-overhead": 1}.get(c.kind, 3)
         if c.kind == "compile" and fused:
             step = 0
+        elif c.kind == "max-autotune" and not c.options.get("cuda_graphs"):
+            step = 4  # the plain mode after the frozen one, whose autotuning it reuses
         return (1, step, rank[c.precision], int(cf))
 
     return sorted(cands, key=key)

@@ -150,7 +150,7 @@ def likely_first(cands: list[Candidate], linear_heavy: bool = True) -> list[Cand
        the reduce-overhead mode, the plain recipe (``torch.compile(model, mode="reduce-overhead")``),
        so a tight budget still times what users would run without trtflow; then compile + graphs
        (frozen weights); max-autotune last of all, frozen with the engine's graphs first, then the
-       plain ``mode="max-autotune"`` (it reuses the first one's autotuning). Within a step: the FP16/BF16/FP32 precisions
+       plain ``mode="max-autotune"`` (it can reuse the autotuning the first one cached). Within a step: the FP16/BF16/FP32 precisions
        before FP8 (the FP8 transform adds a quantization per linear and may fail the bound; FP16 is
        the safer likely winner), lower precisions first.
     3. FP8 candidates of a model whose weights are mostly elsewhere (a conv net with an FP8-able
@@ -172,7 +172,7 @@ def likely_first(cands: list[Candidate], linear_heavy: bool = True) -> list[Cand
         if c.kind == "compile" and fused:
             step = 0
         elif c.kind == "max-autotune" and not c.options.get("cuda_graphs"):
-            step = 4  # the plain mode after the frozen one, whose autotuning it reuses
+            step = 4  # the plain mode after the frozen one, whose cached autotuning it can reuse
         return (1, step, rank[c.precision], int(cf))
 
     return sorted(cands, key=key)

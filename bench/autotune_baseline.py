@@ -8,13 +8,14 @@ Usage::
 Max-autotune compiles for minutes per model (ResNet-50: 332 s in one process), and most of that is CPU
 work: lowering, code generation, compiling candidate kernels, loading them. Here every MODEL:BATCH gets
 its own process and the compiles run side by side, while everything that times a kernel on the GPU
-(Inductor's autotuning benchmarks, through its ``benchmarker``) holds one lock file, so no kernel is timed
-while another process times one. Each timed kernel runs once before the lock (its compile and load are CPU
-work), and other processes' first calls can overlap a timing: that is the difference from a lone compile. Once every compile is done (or killed at ``--hard-stop-s`` less
-``--measure-s`` per model), the processes are measured one after another with the GPU otherwise idle,
-each figure timed by ``trtflow.bench.run_bench`` exactly as ``bench/tune_bench.py`` times its baselines
-(same models, FP16, channels-last, inputs on the device). Compile seconds are wall time under that
-sharing, longer than alone.
+(Inductor's autotuning benchmarks, through its ``benchmarker``) holds one lock file, so no kernel is
+timed while another process times one. Each timed kernel runs once before the lock (its compile and
+load are CPU work), and other processes' first calls can overlap a timing: that is the difference from
+a lone compile. Once every compile is done (or killed at ``--hard-stop-s`` less ``--measure-s`` per
+model), the processes are measured one after another with the GPU otherwise idle, each figure timed by
+``trtflow.bench.run_bench`` exactly as ``bench/tune_bench.py`` times its baselines (same models, FP16,
+channels-last, inputs on the device). Compile seconds are wall time with the CPU shared, longer than
+alone.
 
 OUTDIR/autotune_baseline.json and .md are rewritten as rows finish; OUTDIR/logs/ has each process's log.
 """

@@ -151,8 +151,8 @@ def likely_first(cands: list[Candidate], linear_heavy: bool = True) -> list[Cand
        so a tight budget still times what users would run without trtflow; then compile + graphs
        (frozen weights); max-autotune last of all, frozen with the engine's graphs first, then the
        plain ``mode="max-autotune"`` (it can reuse the autotuning the first one cached). Within a
-       step: the FP16/BF16/FP32 precisions before FP8 (the FP8 transform adds a quantization per linear and may fail the bound; FP16 is
-       the safer likely winner), lower precisions first.
+       step: the FP16/BF16/FP32 precisions before FP8 (the FP8 transform adds a quantization per
+       linear and may fail the bound; FP16 is the safer likely winner), lower precisions first.
     3. FP8 candidates of a model whose weights are mostly elsewhere (a conv net with an FP8-able
        classifier layer): after everything else, since FP8 GEMMs speed up only the linear layers.
 

@@ -343,11 +343,19 @@ def _own(outputs: dict) -> dict:
 
 
 def _same_shape(batch: list[Frame]) -> list[list[Frame]]:
-    """Split a batch into runs of frames of one size (a model takes one shape per batch)."""
+    """Split a batch into runs of frames of one size (a model takes one shape per batch), in an
+    order that keeps each stream's frames in order: a stream whose frames change size inside the
+    batch starts a later run at each change (streams of one size each stay in one run)."""
     groups: dict = {}
+    last: dict = {}  # stream -> (its run number, its last shape)
     for f in batch:
-        groups.setdefault(tuple(f.image.shape), []).append(f)
-    return list(groups.values())
+        shape = tuple(f.image.shape)
+        run, prev = last.get(f.stream, (0, shape))
+        if shape != prev:
+            run += 1
+        last[f.stream] = (run, shape)
+        groups.setdefault((run, shape), []).append(f)
+    return [groups[k] for k in sorted(groups, key=lambda k: k[0])]  # stable: first seen first within a run
 
 
 def _known_total(sources: list[Source], max_frames: Optional[int]) -> Optional[int]:

@@ -31,3 +31,51 @@ def test_folder_of_mixed_sizes_keeps_frame_order(tmp_path, model):
     assert summary.frames_out == len(sizes)
     assert [r["frame"] for r in records] == list(range(len(sizes)))
     assert [round(r["mean"][0]) for r in records] == [red_of(i) for i in range(len(sizes))]
+
+
+def test_outputs_that_cannot_open_close_the_sources_and_other_outputs(tmp_path, model, monkeypatch):
+    """A --jsonl that cannot be written fails the run before any work, leaving no file or source open."""
+    from tests.test_video import make_clip
+    from trtflow.errors import UsageError
+    from trtflow.video import VideoConfig, pipeline, run_video
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=3)
+    opened, writers = [], []
+    real_open = pipeline.open_sources
+
+    def open_sources(*args, **kwargs):
+        opened.extend(real_open(*args, **kwargs))
+        return opened
+
+    class Writer(pipeline.VideoWriter):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            writers.append(self)
+
+    monkeypatch.setattr(pipeline, "open_sources", open_sources)
+    monkeypatch.setattr(pipeline, "VideoWriter", Writer)
+    config = VideoConfig(out=str(tmp_path / "out.mp4"), jsonl=str(tmp_path / "missing" / "out.jsonl"))
+    with pytest.raises(UsageError, match="--jsonl"):
+        run_video([str(clip)], mean_task(model), config)
+    assert opened and all(s.container is None for s in opened)
+    assert writers and all(w.container is None for w in writers)
+
+
+def test_a_pipeline_that_cannot_start_closes_its_sources(tmp_path, model, monkeypatch):
+    from tests.test_video import make_clip
+    from trtflow.video import VideoConfig, pipeline, run_video
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=3)
+    opened = []
+    real_open = pipeline.open_sources
+    monkeypatch.setattr(pipeline, "open_sources", lambda *a, **k: opened.extend(real_open(*a, **k)) or opened)
+
+    def broken_lane(*args, **kwargs):
+        raise RuntimeError("no such device")
+
+    monkeypatch.setattr(pipeline, "Lane", broken_lane)
+    with pytest.raises(RuntimeError, match="no such device"):
+        run_video([str(clip)], mean_task(model), VideoConfig())
+    assert opened and all(s.container is None for s in opened)

@@ -79,7 +79,12 @@ class Pipeline:
     def results(self) -> Iterator[FrameResult]:
         """Run the pipeline, yielding each frame's result in order (per stream); writes outputs too."""
         out: queue.Queue = queue.Queue(maxsize=64)
-        self._open_outputs()
+        try:
+            self._open_outputs()
+        except BaseException:  # nothing ran yet: close what was opened, the sources too
+            self._close_outputs()
+            self.close_sources()
+            raise
         start = time.perf_counter()
         threads = [threading.Thread(target=self._guard, args=("decode", self._decode, s), daemon=True,
                                     name=f"trtflow-decode-{s.stream}") for s in self.sources]
@@ -112,10 +117,13 @@ class Pipeline:
                 t.join()
             sys.setswitchinterval(switch)
             self._close_outputs()
-            for s in self.sources:
-                s.close()
+            self.close_sources()
             self.wall_s = time.perf_counter() - start
         self._raise()
+
+    def close_sources(self) -> None:
+        for s in self.sources:
+            s.close()
 
     def run(self) -> Summary:
         """Run to the end and return the summary."""
@@ -401,4 +409,10 @@ def run_video(sources: list[str], task: Any, config: Optional[VideoConfig] = Non
     config = config or VideoConfig()
     opened = open_sources(sources, config.decode, config.source_options, config.timeout_s,
                           config.max_frames, audio=bool(config.out and config.audio))
-    return Pipeline(task, opened, config, progress).run()
+    try:
+        pipeline = Pipeline(task, opened, config, progress)
+    except BaseException:
+        for s in opened:
+            s.close()
+        raise
+    return pipeline.run()

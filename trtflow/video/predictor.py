@@ -99,7 +99,13 @@ class Predictor:
         cfg = VideoConfig(batch=self.batch, decode=decode, device=self.device, **config)
         opened = open_sources([str(u) for u in uris], cfg.decode, cfg.source_options, cfg.timeout_s,
                               cfg.max_frames, audio=bool(cfg.out and cfg.audio))
-        yield from Pipeline(self.task, opened, cfg, keep_images=images).results()
+        try:
+            pipeline = Pipeline(self.task, opened, cfg, keep_images=images)
+        except BaseException:
+            for s in opened:
+                s.close()
+            raise
+        yield from pipeline.results()
 
     def close(self) -> None:
         self.task.close()

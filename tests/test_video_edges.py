@@ -79,3 +79,37 @@ def test_a_pipeline_that_cannot_start_closes_its_sources(tmp_path, model, monkey
     with pytest.raises(RuntimeError, match="no such device"):
         run_video([str(clip)], mean_task(model), VideoConfig())
     assert opened and all(s.container is None for s in opened)
+
+
+def _audio_only(path) -> None:
+    """A WAV file under an image name: FFmpeg opens it, but it holds no picture."""
+    with av.open(str(path), "w", format="wav") as out:
+        stream = out.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            out.mux(packet)
+
+
+def test_folder_file_without_a_picture_is_skipped_and_counted(tmp_path, model):
+    from trtflow.video import VideoConfig, run_video
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in (0, 2):
+        img = np.full((16, 16, 3), (red_of(i), 40, 128), np.uint8)
+        av.VideoFrame.from_ndarray(img, format="rgb24").save(str(folder / f"{i:03d}.png"))
+    _audio_only(folder / "001.png")
+    out = tmp_path / "out.jsonl"
+    summary = run_video([str(folder)], mean_task(model), VideoConfig(batch=2, jsonl=str(out)))
+    assert summary.frames_out == 2 and summary.corrupt == 1
+    assert [round(r["mean"][0]) for r in read_jsonl(out)] == [red_of(0), red_of(2)]
+
+
+def test_predict_on_a_file_without_a_picture_is_a_usage_error(tmp_path):
+    from trtflow.errors import UsageError
+    from trtflow.video.predictor import to_rgb
+
+    _audio_only(tmp_path / "sound.png")
+    with pytest.raises(UsageError, match="sound.png"):
+        to_rgb(str(tmp_path / "sound.png"))

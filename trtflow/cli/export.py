@@ -125,10 +125,9 @@ def run(args: argparse.Namespace) -> int:
     with output.bar("exporting") as step:
         try:
             result = from_torch(module, examples, args.out, config=config, progress=step)
-        except MismatchError as exc:
-            result = exc.report
-            if args.json and result is not None:
-                output.print_json(result.to_dict())
+        except MismatchError as exc:  # --json: main prints the result with the error, one object
+            if exc.report is not None:
+                exc.json_report = exc.report.to_dict()
             raise
     random_inputs = _random_inputs(args, names)
     if random_inputs:

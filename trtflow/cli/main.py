@@ -113,12 +113,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_error_json(exc: BaseException, line: str, code: int) -> None:
-    import json
+    """The one JSON object of a failed --json command: the command's own report where it made one
+    (``exc.json_report``: a comparison that ran and failed) with the error fields added."""
+    from trtflow.cli.output import print_json
 
-    report = {"ok": False, "error": line, "type": type(exc).__name__, "exit_code": code}
+    report = {**(getattr(exc, "json_report", None) or {}), "ok": False, "error": line, "type": type(exc).__name__,
+              "exit_code": code}
     if getattr(exc, "failures", None):
         report["failures"] = exc.failures
-    print(json.dumps(report))
+    print_json(report)
 
 
 def _one_line(exc: BaseException) -> tuple[str, int]:

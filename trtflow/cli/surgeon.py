@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from trtflow.graph.io import load_onnx, save_onnx
     from trtflow.spec import parse_shapes
 
+    args.json = "--json" in args.rest  # main prints the error object of a failed --json run too
     edit = get_edit(args.edit)
     ns = edit_command_parser(edit).parse_args(args.rest)
     if ns.verbose:
@@ -80,10 +81,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with output.bar(f"{edit.name}: editing") as progress:
             new, report = run_edit(edit, proto, edit_options, verify=ns.verify, config=config, progress=progress)
-    except MismatchError as exc:
-        if ns.json:  # the measured errors still go to stdout; the one-line error to stderr
-            output.print_json({"model": ns.model, "output": None, "edit": edit.name, "verification": exc.report,
-                               "error": str(exc).splitlines()[0]})
+    except MismatchError as exc:  # --json: main prints the measured errors with the error, one object
+        exc.json_report = {"model": ns.model, "output": None, "edit": edit.name, "verification": exc.report}
         raise
     save_onnx(new, ns.out)
     report = {"model": ns.model, "output": ns.out, **report}

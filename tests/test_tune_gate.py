@@ -47,3 +47,15 @@ def test_torch_engine_tunes_a_model_with_integer_inputs():
     with trtflow.load(model, engine="torch", tune=True, example_inputs=[ids]) as engine:
         assert engine.inputs[0].dtype == "int64"
 
+
+def test_top1_needs_the_agreement_of_every_classifier_output():
+    ref_a = np.eye(8, 3)
+    ref_b = np.eye(8, 3)
+    got_b = ref_b.copy()
+    got_b[0] = [0.0, 1.0, 0.0]  # one of 8 rows of 'b' changes its class: 87.5 %
+    ref, got = [{"a": ref_a, "b": ref_b}], [{"a": ref_a, "b": got_b}]
+    acc = check(Bound("top1", min_agreement=0.9), ref, got)
+    assert acc.failure is not None and "87.5%" in acc.failure  # not the pooled 15/16 = 93.8 %
+    assert acc.top1_agreement == pytest.approx(0.875)
+    assert check(Bound("top1", min_agreement=0.85), ref, got).failure is None
+

@@ -68,7 +68,8 @@ def check(bound: Bound, reference: Sequence[Mapping[str, np.ndarray]],
     Raises:
         UsageError: the top-1 metric on a model without a classifier output.
     """
-    max_err, ratio, agree_hits, agree_total = 0.0, 0.0, 0, 0
+    max_err, ratio = 0.0, 0.0
+    hits: dict[str, list[int]] = {}  # classifier output -> [agreeing samples, samples]
     worst = ""
     classifiers = classifier_outputs(reference)
     if bound.metric == "top1" and not classifiers:
@@ -93,9 +94,11 @@ def check(bound: Bound, reference: Sequence[Mapping[str, np.ndarray]],
                     ratio = r
                     worst = name
             if name in classifiers:
-                agree_hits += int((ref.argmax(1) == got.argmax(1)).sum())
-                agree_total += ref.shape[0]
-    agreement = agree_hits / agree_total if agree_total else None
+                counts = hits.setdefault(name, [0, 0])
+                counts[0] += int((ref.argmax(1) == got.argmax(1)).sum())
+                counts[1] += ref.shape[0]
+    # every classifier output must agree: the lowest agreement of any output counts
+    agreement = min((h / n for h, n in hits.values() if n), default=None)
     if bound.metric == "top1":
         closeness = (1 - agreement) / max(1 - bound.min_agreement, 1e-9) if agreement < 1 else 0.0
         failure = None if agreement >= bound.min_agreement else (

@@ -59,3 +59,15 @@ def test_top1_needs_the_agreement_of_every_classifier_output():
     assert acc.top1_agreement == pytest.approx(0.875)
     assert check(Bound("top1", min_agreement=0.85), ref, got).failure is None
 
+
+def test_non_finite_fp32_reference_is_refused_with_its_cause():
+    import torch
+
+    class Blows(torch.nn.Module):
+        def forward(self, x):
+            return torch.log(x)  # NaN for the negative random inputs
+
+    with pytest.raises(UsageError, match="FP32 reference.*non-finite"):
+        trtflow.tune(Blows(), shapes={"x": (2, 4)}, engine="torch", precisions=("fp32",),
+                     options=TuneOptions(only=["fp32 eager"], save=False, **FAST))
+

@@ -95,7 +95,11 @@ def tune(
         raise UsageError(f"no configuration left to try (precisions {precisions}, only={list(opts.only or [])})")
     progress("tune: FP32 reference", None, None)
     reference = subject.reference(feeds.accuracy)
-    check(bound, reference, reference)  # a bound that cannot apply (top1 without a classifier output) fails here
+    own = check(bound, reference, reference)  # a bound that cannot apply (top1 without a classifier output) fails here
+    if own.failure:  # only non-finite values fail against themselves: nothing could be compared with them
+        raise UsageError(f"the FP32 reference on the accuracy inputs has {own.failure.replace(' (overflow)', '')}: "
+                         f"no configuration can be checked against it. Check the model on these inputs, or give "
+                         f"inputs it is meant for (--calib); accuracy inputs: {feeds.source}")
     notes, seen = list(subject.notes), len(subject.notes)
     peak = max(float(abs(v).max()) for batch in reference for v in batch.values() if getattr(v, "size", 0))
     if peak < 1e-3:

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--iterations", type=options.count(1), default=10, help="run at least N queries (default: %(default)s)")
     group.add_argument("--duration", type=options.number(0), default=3.0, help="run at least S seconds (default: %(default)s)")
     group.add_argument("--warmUp", type=options.number(0), default=200.0, help="warm up for MS milliseconds (default: %(default)s)")
-    group.add_argument("--useCudaGraph", action="store_true", help="capture the engine in CUDA graphs (torch engine)")
+    group.add_argument("--useCudaGraph", action="store_true", help="capture the engine in CUDA graphs (torch engine, TensorRT)")
     group.add_argument("--noDataTransfers", action="store_true", help="leave H2D/D2H copies out of the timing")
     group.add_argument("--streams", type=options.count(1), default=1, help="spread queries over N CUDA streams (default: 1)")
     group.add_argument("--exportJson", metavar="FILE", help="write every figure and the per-query times as JSON")
@@ -64,11 +64,14 @@ def _load(args: argparse.Namespace, extra: dict | None = None):
         if opts["dtype"] != "fp32" or opts["channels_last"]:
             raise UsageError("a .pt2 package keeps the precision and layout it was built with; drop --fp16/--bf16/--channels-last")
         return load(model, "torch", cuda_graphs=opts["cuda_graphs"], device=opts["device"])
-    if args.useCudaGraph or args.compile or args.channels_last or args.device:
-        raise UsageError(f"--useCudaGraph, --compile, --channels-last and --device apply to the torch engine, not {name}")
+    if args.compile or args.channels_last or args.device:
+        raise UsageError(f"--compile, --channels-last and --device apply to the torch engine, not {name}")
+    if args.useCudaGraph and name != "tensorrt":
+        raise UsageError(f"--useCudaGraph applies to the torch engine and TensorRT (--engine tensorrt), not {name}")
     if name == "ort" and (args.fp16 or args.bf16 or args.int8 or args.best):
         raise UsageError("ONNX Runtime runs the model's own types; drop --fp16/--bf16/--int8/--best (or convert the ONNX model first)")
-    return options.load_engine(args, model, name, **(extra or {}))
+    graphs = {"use_cuda_graph": True} if args.useCudaGraph else {}  # trtexec's --useCudaGraph: TensorRT's own graphs
+    return options.load_engine(args, model, name, **graphs, **(extra or {}))
 
 
 def _load_on(args: argparse.Namespace, gpu: int):
@@ -196,6 +199,13 @@ def _build_first(args: argparse.Namespace) -> dict:
         raise UsageError("--saveEngine/--buildOnly build a TensorRT engine from an ONNX model: give --onnx=MODEL.onnx "
                          "(and --engine tensorrt or no --engine)")
     config = options.build_config_of(args)
+    if args.useCudaGraph:  # TensorRT-RTX captures only plans built for it (the engine refuses others)
+        import dataclasses
+
+        from trtflow.backends.tensorrt.flavor import load_flavor
+
+        if load_flavor().is_rtx:
+            config = dataclasses.replace(config, require_user_allocation=True)
     with output.bar("building", enabled=not args.json) as progress:
         if args.saveEngine:
             from trtflow.cli import build

@@ -1,0 +1,50 @@
+"""trtexec-named and shared flags reach the engine they name (in-process CLI calls; the engine's
+load is replaced by a recorder, so nothing is built or run)."""
+
+from __future__ import annotations
+
+import pytest
+
+import trtflow.backends
+from tests.conftest import call_cli
+from trtflow.errors import UsageError
+
+
+@pytest.fixture
+def loads(monkeypatch) -> list:
+    """Every trtflow.backends.load call as (model, engine, options); the call then stops the command."""
+    seen = []
+
+    def fake_load(model, engine="auto", **opts):
+        seen.append((model, engine, opts))
+        raise UsageError("stopped by the test")
+
+    monkeypatch.setattr(trtflow.backends, "load", fake_load)
+    return seen
+
+
+def test_bench_use_cuda_graph_reaches_tensorrt(tiny_onnx, loads):
+    """trtexec's --useCudaGraph is a TensorRT flag: bench passes it on instead of refusing it."""
+    proc = call_cli("bench", str(tiny_onnx), "--engine", "tensorrt", "--useCudaGraph", "--shapes", "x:1x3x16x16")
+    assert "stopped by the test" in proc.stderr, proc.stderr
+    (_, engine, opts), = loads
+    assert engine == "tensorrt" and opts.get("use_cuda_graph") is True
+
+
+def test_bench_use_cuda_graph_on_ort_still_refused(tiny_onnx, loads):
+    proc = call_cli("bench", str(tiny_onnx), "--engine", "ort", "--useCudaGraph")
+    assert proc.returncode == 2 and "torch engine" in proc.stderr and "TensorRT" in proc.stderr
+    assert not loads
+
+
+def test_bench_save_engine_with_use_cuda_graph_builds_a_capturable_plan(tiny_onnx, tmp_path, flavor):
+    """trtexec --onnx --saveEngine --useCudaGraph: on TensorRT-RTX the saved plan must be one the
+    engine can capture (REQUIRE_USER_ALLOCATION), else loading it with graphs is refused."""
+    import json
+
+    plan = tmp_path / "g.plan"
+    proc = call_cli("bench", "--onnx", str(tiny_onnx), "--saveEngine", str(plan), "--buildOnly", "--useCudaGraph",
+                    "--shapes", "x:1x3x16x16", "--json")
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads(plan.with_name("g.plan.json").read_text())["config"]
+    assert config.get("require_user_allocation") is (True if flavor.is_rtx else None)

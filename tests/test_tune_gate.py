@@ -71,3 +71,30 @@ def test_non_finite_fp32_reference_is_refused_with_its_cause():
         trtflow.tune(Blows(), shapes={"x": (2, 4)}, engine="torch", precisions=("fp32",),
                      options=TuneOptions(only=["fp32 eager"], save=False, **FAST))
 
+
+def test_key_holds_the_engine_library_versions_whatever_their_wheel_is_called(monkeypatch):
+    from importlib import metadata
+
+    from trtflow.backends import tuned
+
+    wheels = {"onnxruntime": ["onnxruntime-gpu"], "onnx": ["onnx"], "tensorrt_rtx": ["tensorrt_rtx_cu13"],
+              "tensorrt": ["tensorrt-cu12"], "torch": ["torch"]}
+    versions = {"onnxruntime-gpu": "1.20.1", "onnx": "1.17.0", "tensorrt_rtx_cu13": "1.1.0", "tensorrt-cu12": "10.8.0",
+                "torch": "2.6.0"}
+
+    def version(dist):
+        if dist not in versions:
+            raise metadata.PackageNotFoundError(dist)
+        return versions[dist]
+
+    monkeypatch.setattr(metadata, "packages_distributions", lambda: wheels)
+    monkeypatch.setattr(metadata, "version", version)
+    ort = tuned.library_versions("ort")
+    assert "1.20.1" in str(ort) and "1.17.0" in str(ort)
+    trt = tuned.library_versions("tensorrt")
+    assert "10.8.0" in str(trt) and "1.1.0" in str(trt)
+    assert "2.6.0" in str(tuned.library_versions("torch"))
+    before = tuned.tuned_key(b"model", "ort", [[1, 3]])[0]
+    versions["onnxruntime-gpu"] = "1.21.0"
+    assert tuned.tuned_key(b"model", "ort", [[1, 3]])[0] != before
+

@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 SUBDIR = "tuned"
 FORMAT = 1
-# engine -> distributions whose versions go into the key
-LIBRARIES = {"torch": ("torch",), "ort": ("onnxruntime", "onnx"), "tensorrt": ("tensorrt", "tensorrt_rtx", "tensorrt-rtx")}
+# engine -> the modules whose versions go into the key (whichever wheel installed them:
+# onnxruntime-gpu, tensorrt-cu12, tensorrt_rtx_cu13, ...)
+LIBRARIES = {"torch": ("torch",), "ort": ("onnxruntime", "onnx"), "tensorrt": ("tensorrt", "tensorrt_rtx")}
 
 
 def model_digest(model: Any) -> str:
@@ -89,11 +90,23 @@ def library_versions(engine: str) -> dict:
     from trtflow import __version__
 
     out = {"trtflow": __version__}
-    for dist in LIBRARIES.get(engine, ()):
+    providers = None
+    for module in LIBRARIES.get(engine, ()):
         try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
+            out[module] = metadata.version(module)  # the usual case: the wheel is named as the module
             continue
+        except metadata.PackageNotFoundError:
+            pass
+        if providers is None:
+            providers = metadata.packages_distributions()
+        found = {}
+        for dist in sorted(set(providers.get(module, ()))):
+            try:
+                found[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                continue
+        if found:
+            out[module] = " ".join(f"{d}=={v}" for d, v in found.items())
     return out
 
 

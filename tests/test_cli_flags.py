@@ -48,3 +48,33 @@ def test_bench_save_engine_with_use_cuda_graph_builds_a_capturable_plan(tiny_onn
     assert proc.returncode == 0, proc.stderr
     config = json.loads(plan.with_name("g.plan.json").read_text())["config"]
     assert config.get("require_user_allocation") is (True if flavor.is_rtx else None)
+
+
+def _precision(opts: dict) -> dict:
+    config = opts.get("build_config")
+    return {k: getattr(config, k) for k in ("fp16", "bf16", "int8", "best", "strongly_typed")} if config else {}
+
+
+def test_serve_precision_flags_reach_tensorrt(tiny_onnx, loads):
+    """serve documents --fp16/--int8/...; on TensorRT they must reach the build, not be dropped."""
+    proc = call_cli("serve", str(tiny_onnx), "--engine", "tensorrt", "--fp16", "--minShapes", "x:1x3x16x16",
+                    "--optShapes", "x:4x3x16x16", "--maxShapes", "x:8x3x16x16", "--http-port", "0", "--grpc-port", "-1")
+    assert "stopped by the test" in proc.stderr, proc.stderr
+    (_, engine, opts), = loads
+    assert engine == "tensorrt" and _precision(opts)["fp16"] is True
+    profiles = opts.get("profiles") or opts["build_config"].profiles
+    assert [p.max["x"] for p in profiles] == [(8, 3, 16, 16)]
+
+
+def test_video_precision_flags_reach_tensorrt(tiny_onnx, tmp_path, loads):
+    pytest.importorskip("av")
+    from PIL import Image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.new("RGB", (16, 16)).save(frames / "0.png")
+    proc = call_cli("video", str(frames), "--task", "classify", "--model", str(tiny_onnx), "--engine", "tensorrt",
+                    "--int8", "--stronglyTyped")
+    assert "stopped by the test" in proc.stderr, proc.stderr
+    (_, engine, opts), = loads
+    assert engine == "tensorrt" and _precision(opts)["int8"] is True and _precision(opts)["strongly_typed"] is True

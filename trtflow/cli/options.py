@@ -245,7 +245,18 @@ def engine_options(args: argparse.Namespace, engine: str) -> dict:
         profiles = profiles_of(args)
         if profiles:
             opts["profiles"] = profiles
+        precision = _precision_of(args)
+        if precision:  # serve and video take the precision flags without the other build flags
+            from trtflow.backends.tensorrt.config import BuildConfig
+
+            opts["build_config"] = BuildConfig(**precision)
     return opts
+
+
+def _precision_of(args: argparse.Namespace) -> dict:
+    """The BuildConfig precision fields that --fp16/--bf16/--int8/--best/--stronglyTyped turned on."""
+    flags = {"fp16": "fp16", "bf16": "bf16", "int8": "int8", "best": "best", "strongly_typed": "stronglyTyped"}
+    return {field: True for field, flag in flags.items() if getattr(args, flag, False)}
 
 
 def feed_for(engine, files: dict, shapes: dict, seed: int) -> dict:

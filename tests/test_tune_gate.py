@@ -98,3 +98,16 @@ def test_key_holds_the_engine_library_versions_whatever_their_wheel_is_called(mo
     versions["onnxruntime-gpu"] = "1.21.0"
     assert tuned.tuned_key(b"model", "ort", [[1, 3]])[0] != before
 
+
+def test_choice_prefers_fully_timed_configurations():
+    from trtflow.tune.result import ACCEPTED, CHOSEN, ConfigResult
+    from trtflow.tune.search import choose
+
+    full = ConfigResult("full", "ort", "fp32", throughput=100.0, accepted=True, status=ACCEPTED,
+                        reason="within the bound", measured_s=1.0)
+    short = ConfigResult("short", "ort", "fp16", throughput=120.0, accepted=True, status=ACCEPTED,
+                         reason="within the bound; timed 0.3 s only (budget)", measured_s=0.3)
+    assert choose([full, short], Bound(), full_s=1.0) is full and full.status == CHOSEN
+    alone = ConfigResult("short", "ort", "fp16", throughput=120.0, accepted=True, status=ACCEPTED,
+                         reason="within the bound; timed 0.3 s only (budget)", measured_s=0.3)
+    assert choose([alone], Bound(), full_s=1.0) is alone  # nothing timed in full: the brief timing decides

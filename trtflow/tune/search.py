@@ -227,14 +227,17 @@ def search(subject: Any, candidates: list[Candidate], skips: list, feeds, refere
     return results
 
 
-def choose(results: list[ConfigResult], bound: Bound) -> ConfigResult:
-    """Mark and return the fastest accepted configuration.
+def choose(results: list[ConfigResult], bound: Bound, full_s: float | None = None) -> ConfigResult:
+    """Mark and return the fastest accepted configuration: among those timed in full (``full_s``
+    seconds) when there are any, else among those the budget let tune time only briefly.
 
     Raises:
         MismatchError: none meets the bound; the message names the closest one.
         UsageError: nothing could be measured at all.
     """
     accepted = [r for r in results if r.accepted and r.throughput]
+    full = [r for r in accepted if full_s is not None and r.measured_s == full_s]
+    accepted = full or accepted
     if accepted:
         best = max(accepted, key=lambda r: r.throughput)
         best.status, best.reason = CHOSEN, "fastest within the bound"

@@ -108,7 +108,7 @@ def tune(
     results = search(subject, candidates, skips, feeds, reference, bound, opts, budget_s, progress)
     result = TuneResult("", results, engine, {k: list(v) for k, v in shape_map.items()}, subject.describe(),
                         bound.describe(), feeds.source, notes + list(subject.notes[seen:]), reference_peak=peak)
-    best = choose(results, bound)  # raises when none is accepted (its report: every ConfigResult)
+    best = choose(results, bound, opts.full_s)  # raises when none is accepted (its report: every ConfigResult)
     result.chosen = best.name
     if opts.save:
         _save(result, subject, next(c for c in candidates if c.name == best.name), key_model, shape_map, device)

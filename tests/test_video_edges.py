@@ -113,3 +113,69 @@ def test_predict_on_a_file_without_a_picture_is_a_usage_error(tmp_path):
     _audio_only(tmp_path / "sound.png")
     with pytest.raises(UsageError, match="sound.png"):
         to_rgb(str(tmp_path / "sound.png"))
+
+
+@pytest.mark.parametrize("suffix", ["mkv", "flv"])
+def test_truncated_file_without_a_frame_count_is_marked_ended_early(tmp_path, suffix):
+    """Matroska and FLV declare their duration, not a frame count: a cut copy still ends early."""
+    from tests.test_video import make_clip
+    from trtflow.video.sources import Source
+
+    clip = tmp_path / f"clip.{suffix}"
+    make_clip(clip, frames=60, width=96, height=64, noise=True)
+    whole = Source(str(clip))
+    assert sum(1 for _ in whole.frames()) == 60 and not whole.stats.ended_early
+    whole.close()
+    cut = tmp_path / f"cut.{suffix}"
+    cut.write_bytes(clip.read_bytes()[: len(clip.read_bytes()) // 2])
+    source = Source(str(cut))
+    decoded = sum(1 for _ in source.frames())
+    source.close()
+    assert 0 < decoded < 60
+    assert source.stats.ended_early and "ended early" in source.stats.errors[-1]
+
+
+def test_complete_matroska_with_longer_audio_is_not_ended_early(tmp_path):
+    from tests.test_video import encode
+    from trtflow.video.sources import Source
+
+    clip = tmp_path / "clip.mkv"
+    with av.open(str(clip), "w") as out:  # 12 frames at 24/s (0.5 s) and 2 s of audio
+        video = out.add_stream("libx264", rate=24, options={"preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        audio = out.add_stream("aac", rate=48000)
+        audio.layout = "mono"
+        encode(out, video, [np.full((32, 32, 3), 9 * i, np.uint8) for i in range(12)])
+        for k in range(0, 96000, 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 48000, k
+            for packet in audio.encode(frame):
+                out.mux(packet)
+        for packet in audio.encode():
+            out.mux(packet)
+    source = Source(str(clip), audio=True)
+    assert sum(1 for _ in source.frames()) == 12
+    source.close()
+    assert not source.stats.ended_early, source.stats.errors
+
+
+@pytest.mark.parametrize("suffix", ["mkv", "flv", "mp4"])
+def test_complete_file_starting_late_is_not_ended_early(tmp_path, suffix):
+    """Timestamps from 10 s on: Matroska's DURATION tag is the end time, not the length."""
+    from trtflow.video.sources import Source
+
+    clip = tmp_path / f"late.{suffix}"
+    with av.open(str(clip), "w") as out:
+        video = out.add_stream("libx264", rate=24, options={"preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        for i in range(24):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 5 * i, np.uint8), format="rgb24")
+            frame.pts = 240 + i
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+    source = Source(str(clip))
+    assert sum(1 for _ in source.frames()) == 24
+    source.close()
+    assert not source.stats.ended_early, source.stats.errors

@@ -307,15 +307,33 @@ class Source:
         if self.kind != "file" or self.max_frames is not None and decoded >= self.max_frames:
             return
         expected = self.stats.expected
-        duration = self.video.duration * self.video.time_base if self.video.duration else None
+        end = self._declared_end()
         short = expected is not None and decoded < expected
-        if not short and expected is None and duration and last_time is not None and self.fps:
-            start = float(self.video.start_time * self.video.time_base) if self.video.start_time else 0.0
-            short = last_time - start < float(duration) - 3 / float(self.fps)
+        if not short and expected is None and end and last_time is not None and self.fps:
+            short = last_time < end - 3 / float(self.fps)
         if short and not self.stats.ended_early:
             self.stats.ended_early = True
             self.stats.note(f"stream {self.stream} ({self.uri}): ended early after {decoded} frames"
                             + (f" of {expected}" if expected else ""))
+
+    def _declared_end(self) -> Optional[float]:
+        """When (seconds) the video stream should end: its start plus its duration, else Matroska's
+        DURATION tag of the stream (the end time of its last frame), else, for a file holding the
+        video alone that starts at 0 (as FLV), the container's duration. None when none is declared."""
+        v = self.video
+        if v.duration:
+            start = float(v.start_time * v.time_base) if v.start_time else 0.0
+            return start + float(v.duration * v.time_base)
+        tag = (v.metadata or {}).get("DURATION", "")
+        try:
+            h, m, sec = tag.split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            pass
+        c = self.container
+        if c is not None and len(c.streams) == 1 and c.duration and not c.start_time:
+            return c.duration / 1e6  # AV_TIME_BASE: microseconds
+        return None
 
     def close(self) -> None:
         if self.container is not None:

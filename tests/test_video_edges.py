@@ -179,3 +179,32 @@ def test_complete_file_starting_late_is_not_ended_early(tmp_path, suffix):
     assert sum(1 for _ in source.frames()) == 24
     source.close()
     assert not source.stats.ended_early, source.stats.errors
+
+
+def test_read_error_mid_file_keeps_the_frames_the_decoder_holds(tmp_path):
+    """A read error (I/O, network) ends the stream; frames already inside the (threaded) decoder come out."""
+    from tests.test_video import make_clip
+    from trtflow.video.sources import Source
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=40, width=128, height=96, noise=True)  # no B-frames: one packet, one frame
+
+    class FailingReads:
+        def __init__(self, container):
+            self.container = container
+
+        def __getattr__(self, name):
+            return getattr(self.container, name)
+
+        def demux(self, *streams):
+            for i, packet in enumerate(self.container.demux(*streams)):
+                if i == 20:
+                    raise av.error.FFmpegError(5, "Input/output error")
+                yield packet
+
+    source = Source(str(clip))
+    source.container = FailingReads(source.container)
+    frames = list(source.frames())
+    source.close()
+    assert [f.index for f in frames] == list(range(20))  # the 20 packets read, all decoded
+    assert source.stats.ended_early and "reading stopped" in source.stats.errors[0]

@@ -230,13 +230,13 @@ class Source:
                 except av.error.FFmpegError as exc:
                     self.stats.ended_early = True
                     self.stats.note(f"stream {self.stream} ({self.uri}): reading stopped after {index} frames: {exc}")
-                    break
-                if packet.stream is not self.video:
+                    packet = None  # drain the decoder below: the frames it still holds are whole
+                if packet is not None and packet.stream is not self.video:
                     if packet.dts is not None:
                         on_audio(packet)
                     continue
                 try:
-                    decoded = packet.decode()
+                    decoded = packet.decode() if packet is not None else self.video.codec_context.decode(None)
                 except NotImplementedError as exc:  # PyAV: no hardware config for this codec
                     raise UsageError(f"source '{self.uri}': --decode nvdec cannot decode this stream "
                                      f"({self.codec}): {exc}; use --decode cpu") from None
@@ -258,6 +258,8 @@ class Source:
                     yield out
                     if self.max_frames is not None and index >= self.max_frames:
                         return
+                if packet is None:  # drained after a read error
+                    break
         finally:
             if stop is None or not stop.is_set():
                 self._check_end(index, last_time)

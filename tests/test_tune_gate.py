@@ -111,3 +111,37 @@ def test_choice_prefers_fully_timed_configurations():
     alone = ConfigResult("short", "ort", "fp16", throughput=120.0, accepted=True, status=ACCEPTED,
                          reason="within the bound; timed 0.3 s only (budget)", measured_s=0.3)
     assert choose([alone], Bound(), full_s=1.0) is alone  # nothing timed in full: the brief timing decides
+
+
+def _two_input_onnx(path, b_shape):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Concat", ["a", "b"], ["y"], axis=0)], "two",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 3]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, b_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+ORT_FAST = TuneOptions(threads=(1,), ort_levels=("all",), **FAST)
+
+
+def test_onnx_choice_is_keyed_by_input_name_not_by_the_order_shapes_are_given(tmp_path):
+    other = _two_input_onnx(tmp_path / "other.onnx", ["m", 3])
+    trtflow.tune(other, shapes={"a": (2, 3), "b": (4, 3)}, engine="ort", precisions=("fp32",), options=ORT_FAST)
+    with trtflow.load(other, engine="ort", tune=True, shapes={"b": (4, 3), "a": (2, 3)}):
+        pass  # the same shapes, given in another order
+    with pytest.raises(UsageError, match="no tuned configuration"):
+        trtflow.load(other, engine="ort", tune=True, shapes={"b": (2, 3), "a": (4, 3)})  # other shapes
+
+
+def test_onnx_choice_takes_the_static_shapes_load_was_not_given(tmp_path):
+    onnx_path = _two_input_onnx(tmp_path / "static_b.onnx", [1, 3])
+    trtflow.tune(onnx_path, shapes={"a": (2, 3)}, engine="ort", precisions=("fp32",), options=ORT_FAST)
+    with trtflow.load(onnx_path, engine="ort", tune=True, shapes={"a": (2, 3)}):
+        pass

@@ -158,9 +158,24 @@ def read_record(key: str) -> dict | None:
 
 
 def _load_shapes(model: Any, engine: str, options: Mapping[str, Any]) -> list[list[int]]:
-    """The shapes a ``load`` call runs at: ``shapes=``, else the example inputs, else the ONNX's static ones."""
-    if options.get("shapes"):
-        return shapes_list(options["shapes"])
+    """The shapes a ``load`` call runs at: ``shapes=``, else the example inputs, else the ONNX's static ones.
+    An ONNX model's come in its input order, by name (as ``tune`` keys them), static inputs not named
+    in ``shapes=`` at their own shape."""
+    given = options.get("shapes")
+    specs = _onnx_inputs(model) if given and isinstance(given, Mapping) and engine in ("ort", "tensorrt") else None
+    if specs is not None:
+        unknown = sorted(set(given) - {s.name for s in specs})
+        if unknown:
+            raise UsageError(f"shapes name unknown inputs {unknown}; the model's inputs: {[s.name for s in specs]}")
+        out = []
+        for s in specs:
+            if s.name not in given and s.is_dynamic:
+                raise UsageError(f"input '{s.name}' has dynamic dims {s.describe_shape()}; give its shape in "
+                                 f"shapes= too (the tuned configuration is keyed by every input's shape)")
+            out.append([int(d) for d in (given[s.name] if s.name in given else s.shape)])
+        return out
+    if given:
+        return shapes_list(given)
     examples = options.get("example_inputs")
     if examples is not None:
         if isinstance(examples, Mapping):
@@ -176,6 +191,16 @@ def _load_shapes(model: Any, engine: str, options: Mapping[str, Any]) -> list[li
             return [list(s.shape) for s in specs]
     raise UsageError("a tuned configuration is keyed by the input shapes: give shapes={name: (1, 3, 224, 224), ...} "
                      "(or example_inputs) to load(..., tune=True)")
+
+
+def _onnx_inputs(model: Any) -> list | None:
+    """The input specs of an ONNX model (None for what is not one: a TensorRT plan)."""
+    from trtflow.graph.io import load_onnx, onnx_specs
+
+    try:
+        return onnx_specs(load_onnx(model))[0]
+    except Exception:  # noqa: BLE001 - not an ONNX model: keyed by the shapes as given
+        return None
 
 
 def apply_tuned(model: Any, engine: str, options: dict) -> tuple[Any, dict]:

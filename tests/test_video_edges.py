@@ -208,3 +208,18 @@ def test_read_error_mid_file_keeps_the_frames_the_decoder_holds(tmp_path):
     source.close()
     assert [f.index for f in frames] == list(range(20))  # the 20 packets read, all decoded
     assert source.stats.ended_early and "reading stopped" in source.stats.errors[0]
+
+
+def test_out_with_frames_changing_size_names_a_fix_that_exists(tmp_path, model):
+    """--out writes one size per file; a folder of mixed sizes is refused with what to do instead."""
+    from trtflow.errors import UsageError
+    from trtflow.video import VideoConfig, run_video
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, (h, w) in enumerate([(16, 16), (24, 20)]):
+        av.VideoFrame.from_ndarray(np.zeros((h, w, 3), np.uint8), format="rgb24").save(str(folder / f"{i}.png"))
+    with pytest.raises(UsageError) as info:
+        run_video([str(folder)], mean_task(model), VideoConfig(batch=1, out=str(tmp_path / "out.mp4")))
+    message = str(info.value)
+    assert "20x24" in message and "--jsonl" in message and "one stream per output" not in message

@@ -81,8 +81,10 @@ class VideoWriter:
             self.video.pix_fmt = "yuv420p"
             self.video.codec_context.time_base = self.time_base
         if (w - w % 2, h - h % 2) != (self.video.width, self.video.height):
-            raise UsageError(f"frame size {w}x{h} changed mid-stream (the output is "
-                             f"{self.video.width}x{self.video.height}); write one stream per output")
+            raise UsageError(f"--out '{self.path}': frame size {w}x{h} changed mid-stream (the video is "
+                             f"{self.video.width}x{self.video.height}) and a video file holds one size; "
+                             "give frames of one size (e.g. resize the images of a folder), or drop --out "
+                             "and keep --jsonl")
         image = image[: self.video.height, : self.video.width]
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         if pts is None or (self._last_pts is not None and pts <= self._last_pts):

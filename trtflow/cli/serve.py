@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port, 0 picks a free one, -1 turns gRPC off (default: %(default)s)")
     group = parser.add_argument_group("dynamic batching (Triton's dynamic_batching)")
     group.add_argument("--max-batch", type=int, default=32, help="most rows per execution; 0 turns batching off (default: %(default)s)")
-    group.add_argument("--max-queue-delay-us", type=int, default=0, metavar="US",
+    group.add_argument("--max-queue-delay-us", type=options.count(0), default=0, metavar="US",
                        help="how long a batch may wait for more requests (default: %(default)s)")
     group.add_argument("--preferred-batch-sizes", type=int, nargs="+", default=[], metavar="N",
                        help="batch sizes dispatched as soon as they are reached")
@@ -42,9 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "GPU for torch/TensorRT instances; ort needs --providers cuda)")
     group = parser.add_argument_group("limits")
     group.add_argument("--max-queue", type=int, default=1024, metavar="N", help="queued requests per model before 503 (default: %(default)s)")
-    group.add_argument("--timeout-s", type=float, default=30.0, help="answer 503 to a request not done in this time (default: %(default)s)")
-    group.add_argument("--max-body-mb", type=float, default=64.0, help="request body limit; larger bodies get 413 (default: %(default)s)")
-    group.add_argument("--drain-timeout-s", type=float, default=30.0, help="how long SIGTERM waits for running requests (default: %(default)s)")
+    group.add_argument("--timeout-s", type=options.number(0), default=30.0, help="answer 503 to a request not done in this time (default: %(default)s)")
+    group.add_argument("--max-body-mb", type=options.number(0), default=64.0, help="request body limit; larger bodies get 413 (default: %(default)s)")
+    group.add_argument("--drain-timeout-s", type=options.number(0), default=30.0, help="how long SIGTERM waits for running requests (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, metavar="N",
                         help="ONNX Runtime intra-op threads per instance (default: 0, ONNX Runtime's choice)")
     parser.add_argument("--ort-spinning", action="store_true",
@@ -58,8 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "instead of serving here; --http-port is Serve's proxy port")
     group.add_argument("--ray-replicas", type=int, default=1, metavar="N", help="replicas per model (default: 1)")
     group.add_argument("--ray-autoscale", metavar="MIN:MAX", help="autoscale between MIN and MAX replicas instead")
-    group.add_argument("--ray-gpus", type=float, default=0.0, metavar="G", help="GPUs per replica (1: one engine per GPU)")
-    group.add_argument("--ray-cpus", type=float, default=1.0, metavar="C", help="CPUs per replica (default: 1)")
+    group.add_argument("--ray-gpus", type=options.number(0), default=0.0, metavar="G", help="GPUs per replica (1: one engine per GPU)")
+    group.add_argument("--ray-cpus", type=options.number(0), default=1.0, metavar="C", help="CPUs per replica (default: 1)")
     options.add_engine(parser)
     options.add_shapes(parser)
     options.add_precision(parser)

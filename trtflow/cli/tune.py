@@ -17,29 +17,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precisions", default="fp32,fp16",
                         help="comma-separated from fp32, fp16, bf16, int8, fp8 (default: %(default)s)")
     bound = parser.add_argument_group("accuracy bound vs the FP32 reference")
-    bound.add_argument("--atol", type=float, help="absolute tolerance (default 1e-2, with --rtol 1e-2)")
-    bound.add_argument("--rtol", type=float, help="relative tolerance")
+    bound.add_argument("--atol", type=options.number(0), help="absolute tolerance (default 1e-2, with --rtol 1e-2)")
+    bound.add_argument("--rtol", type=options.number(0), help="relative tolerance")
     bound.add_argument("--metric", choices=("allclose", "relative", "top1"),
                        help="allclose (default): |out - FP32| <= atol + rtol |FP32| per element; relative: "
                             "max |out - FP32| <= rtol max |FP32| per output; top1: top-1 agreement of classifier outputs")
-    bound.add_argument("--min-agreement", type=float, help="top-1 agreement needed with --metric top1 (default 0.99)")
+    bound.add_argument("--min-agreement", type=options.number(0), help="top-1 agreement needed with --metric top1 (default 0.99)")
     parser.add_argument("--calib", metavar="DIR|NPZ",
                         help="accuracy inputs and INT8 calibration set: a folder of .npy/.npz (or images, ONNX only) "
                              "or one .npz (default: random inputs)")
     parser.add_argument("--calib-preprocess", metavar="SPEC", help='image preprocessing for --calib images, e.g. '
                         '"resize=256,crop=224,mean=0.485,0.456,0.406,std=0.229,0.224,0.225"')
-    parser.add_argument("--budget-s", type=float, default=600.0, help="stop trying configurations after S seconds (default: %(default)s)")
+    parser.add_argument("--budget-s", type=options.number(0), default=600.0, help="stop trying configurations after S seconds (default: %(default)s)")
     parser.add_argument("--only", action="append", metavar="GLOB", help="try only configurations matching (e.g. 'fp16 *graphs*')")
     parser.add_argument("--threads", help="ONNX Runtime thread counts to try, comma-separated (default: 1, half, all cores)")
     parser.add_argument("--providers", action="append", metavar="P[,P]",
                         help="an ONNX Runtime provider list to try, in priority order (repeatable, e.g. --providers cpu "
                              "--providers cuda,cpu; default: cpu, and cuda,cpu where installed)")
-    parser.add_argument("--short-s", type=float, default=0.3, help="first timing of each configuration (default: %(default)s)")
-    parser.add_argument("--full-s", type=float, default=1.0, help="full timing of the survivors (default: %(default)s)")
+    parser.add_argument("--short-s", type=options.number(0), default=0.3, help="first timing of each configuration (default: %(default)s)")
+    parser.add_argument("--full-s", type=options.number(0), default=1.0, help="full timing of the survivors (default: %(default)s)")
     parser.add_argument("--device", default=None, help="torch device (default: the GPU when there is one)")
     parser.add_argument("--no-save", dest="save", action="store_false", help="do not save the choice")
     parser.add_argument("--plot", metavar="FILE.png", help="write throughput per configuration as a PNG")
-    parser.add_argument("--seed", type=int, default=0, help="seed of random inputs (default: 0)")
+    options.add_seed(parser)
     options.add_json(parser)
 
 

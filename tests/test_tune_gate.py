@@ -145,3 +145,25 @@ def test_onnx_choice_takes_the_static_shapes_load_was_not_given(tmp_path):
     trtflow.tune(onnx_path, shapes={"a": (2, 3)}, engine="ort", precisions=("fp32",), options=ORT_FAST)
     with trtflow.load(onnx_path, engine="ort", tune=True, shapes={"a": (2, 3)}):
         pass
+
+
+def test_torch_example_inputs_by_name_in_any_order():
+    import torch
+
+    class Two(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fa, self.fb = torch.nn.Linear(3, 4), torch.nn.Linear(5, 4)
+
+        def forward(self, a, b):
+            return self.fa(a) + self.fb(b)
+
+    torch.manual_seed(0)
+    model = Two().eval()
+    a, b = torch.randn(2, 3), torch.randn(2, 5)
+    result = trtflow.tune(model, engine="torch", precisions=("fp32",), example_inputs={"b": b, "a": a},
+                          options=TuneOptions(only=["fp32 eager"], **FAST))
+    assert result.best.accepted, [(c.name, c.reason) for c in result.configs]
+    for examples in ({"b": b, "a": a}, {"a": a, "b": b}, [a, b]):
+        with trtflow.load(model, engine="torch", tune=True, example_inputs=examples) as engine:
+            assert engine.infer({"a": a, "b": b})["output"].shape == (2, 4)

@@ -175,11 +175,13 @@ def _load_shapes(model: Any, engine: str, options: Mapping[str, Any]) -> list[li
             out.append([int(d) for d in (given[s.name] if s.name in given else s.shape)])
         return out
     if given:
+        if isinstance(given, Mapping):
+            given = {k: given[k] for k in forward_order(model, list(given))}
         return shapes_list(given)
     examples = options.get("example_inputs")
     if examples is not None:
         if isinstance(examples, Mapping):
-            examples = list(examples.values())
+            examples = [examples[k] for k in forward_order(model, list(examples))]
         elif hasattr(examples, "shape"):
             examples = [examples]
         return [[int(d) for d in e.shape] for e in examples]
@@ -191,6 +193,24 @@ def _load_shapes(model: Any, engine: str, options: Mapping[str, Any]) -> list[li
             return [list(s.shape) for s in specs]
     raise UsageError("a tuned configuration is keyed by the input shapes: give shapes={name: (1, 3, 224, 224), ...} "
                      "(or example_inputs) to load(..., tune=True)")
+
+
+def forward_order(model: Any, names: Sequence[str]) -> list[str]:
+    """``names`` in the order of a torch module's ``forward`` parameters when they all are some
+    (inputs given by name key like positional ones), else as given."""
+    import inspect
+
+    forward = getattr(model, "forward", None)
+    if forward is None or not hasattr(model, "state_dict"):
+        return list(names)
+    try:
+        params = [n for n, p in inspect.signature(forward).parameters.items()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return list(names)
+    if not set(names) <= set(params):
+        return list(names)
+    return sorted(names, key=params.index)
 
 
 def _onnx_inputs(model: Any) -> list | None:

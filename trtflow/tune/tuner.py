@@ -120,6 +120,7 @@ def _torch_subject(model, shapes, example_inputs, device, calib, opts, progress)
     import torch
 
     from trtflow.arrays import dtype_name
+    from trtflow.backends.tuned import forward_order
     from trtflow.tune.inputs import calibration_feeds, random_feeds
     from trtflow.tune.subjects import TorchSubject
 
@@ -127,6 +128,8 @@ def _torch_subject(model, shapes, example_inputs, device, calib, opts, progress)
         raise UsageError(f"the torch engine tunes an nn.Module; got {type(model).__name__}. "
                          "Tune an ONNX model with --engine ort or tensorrt (engine=\"ort\" in Python)")
     shape_map = shapes_from(shapes, example_inputs)
+    # inputs named as forward's parameters, in any order: the engines call forward positionally, in its order
+    shape_map = {k: shape_map[k] for k in forward_order(model, list(shape_map))}
     dtypes = {k: "float32" for k in shape_map}
     if isinstance(example_inputs, Mapping):
         dtypes = {k: dtype_name(v.dtype) for k, v in example_inputs.items()}

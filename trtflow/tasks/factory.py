@@ -90,6 +90,8 @@ def make_task(
             opts = {**common, **task_options}
             if score_threshold is not None:
                 opts["score_threshold"] = score_threshold
+            if names is not None:
+                opts["labels"] = names
             return make_mtcnn_task(engine, load_options=load_options, **opts)
         source = model if model is not None or name == "detect" else "retinaface"
         if source is None:

@@ -78,3 +78,15 @@ def test_video_precision_flags_reach_tensorrt(tiny_onnx, tmp_path, loads):
     assert "stopped by the test" in proc.stderr, proc.stderr
     (_, engine, opts), = loads
     assert engine == "tensorrt" and _precision(opts)["int8"] is True and _precision(opts)["strongly_typed"] is True
+
+
+def test_int8_on_the_torch_engine_is_refused_not_ignored(tmp_path):
+    """bench/build MODULE:FACTORY took --int8 and ran FP32 without a word."""
+    pytest.importorskip("torch")
+    proc = call_cli("bench", "tests.models.tiny:make", "--shapes", "x:2x3x16x16", "--device", "cpu", "--int8",
+                    "--duration", "0.01", "--warmUp", "1", "--json")
+    assert proc.returncode == 2 and "--int8" in proc.stderr, proc.stderr
+    proc = call_cli("build", "tests.models.tiny:make", "--engine", "torch", "--saveEngine", str(tmp_path / "m.pt2"),
+                    "--shapes", "x:2x3x16x16", "--device", "cpu", "--int8")
+    assert proc.returncode == 2 and "--int8" in proc.stderr, proc.stderr
+    assert not (tmp_path / "m.pt2").exists()

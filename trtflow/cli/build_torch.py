@@ -33,6 +33,10 @@ def run(args: argparse.Namespace) -> int:
     from trtflow.spec import parse_shapes
 
     torch = require("torch", "trtflow build --engine torch")
+    if args.int8:
+        from trtflow.cli.bench import INT8_TORCH
+
+        raise UsageError(INT8_TORCH)
     if not is_factory_spec(args.model):
         raise UsageError(f"--engine torch builds from a MODULE:FACTORY spec (e.g. mypkg.models:make); got '{args.model}'")
     from trtflow.cli.options import check_out_path

@@ -167,3 +167,12 @@ def test_torch_example_inputs_by_name_in_any_order():
     for examples in ({"b": b, "a": a}, {"a": a, "b": b}, [a, b]):
         with trtflow.load(model, engine="torch", tune=True, example_inputs=examples) as engine:
             assert engine.infer({"a": a, "b": b})["output"].shape == (2, 4)
+
+
+def test_saved_record_holds_tunes_wall_time(tmp_path):
+    import json
+
+    onnx_path = _two_input_onnx(tmp_path / "w.onnx", [1, 3])
+    result = trtflow.tune(onnx_path, shapes={"a": (2, 3)}, engine="ort", precisions=("fp32",), options=ORT_FAST)
+    record = json.loads(open(result.record_path).read())
+    assert 0 < record["wall_s"] <= result.wall_s

@@ -110,6 +110,7 @@ def tune(
                         bound.describe(), feeds.source, notes + list(subject.notes[seen:]), reference_peak=peak)
     best = choose(results, bound, opts.full_s)  # raises when none is accepted (its report: every ConfigResult)
     result.chosen = best.name
+    result.wall_s = time.perf_counter() - t_start  # the saved record's (the save itself is added below)
     if opts.save:
         _save(result, subject, next(c for c in candidates if c.name == best.name), key_model, shape_map, device)
     result.wall_s = time.perf_counter() - t_start

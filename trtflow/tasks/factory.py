@@ -111,7 +111,7 @@ def make_task(
 
         source = model if model is not None else "upconv_7"
         arch = task_options.pop("arch", source if source in ("upconv_7", "cunet") else None)
-        return SuperResolutionTask(_engine(source, engine, load_options), arch=arch, device=device, **task_options)
+        return SuperResolutionTask(_engine(source, engine, load_options), arch=arch, **common, **task_options)
     if name == "classify":
         from trtflow.tasks.classify import ClassifyTask
 

@@ -51,3 +51,13 @@ def test_surgeon_mismatch_json_is_one_object(tiny_onnx, tmp_path):
     assert proc.returncode == 1, proc.stderr
     report = _one_object(proc)
     assert report["verification"]["passed"] is False and report["ok"] is False and report["exit_code"] == 1
+
+
+def test_surgeon_output_folder_checked_before_the_edit(tiny_onnx, tmp_path):
+    """A missing output folder is a usage error (README), as in every other command: not created."""
+    proc = call_cli("surgeon", "simplify", str(tiny_onnx), "-o", str(tmp_path / "missing" / "s.onnx"), "--json")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr, proc.stderr
+    assert not (tmp_path / "missing").exists()
+    (tmp_path / "dir.onnx").mkdir()
+    proc = call_cli("surgeon", "simplify", str(tiny_onnx), "-o", str(tmp_path / "dir.onnx"))
+    assert proc.returncode == 2 and "is a folder" in proc.stderr, proc.stderr

@@ -223,3 +223,15 @@ def test_out_with_frames_changing_size_names_a_fix_that_exists(tmp_path, model):
         run_video([str(folder)], mean_task(model), VideoConfig(batch=1, out=str(tmp_path / "out.mp4")))
     message = str(info.value)
     assert "20x24" in message and "--jsonl" in message and "one stream per output" not in message
+
+
+def test_predictor_with_a_ready_task_refuses_task_options(model):
+    """resize=, input_size= and engine= shape a task being made; with a ready Task they are refused, not ignored."""
+    import trtflow
+    from trtflow.errors import UsageError
+
+    task = mean_task(model)
+    for options in ({"input_size": 32}, {"resize": "letterbox"}, {"engine": "torch"}):
+        with pytest.raises(UsageError, match="ready Task"):
+            trtflow.Predictor(task=task, **options)
+    assert trtflow.Predictor(task=task, batch=2, device="cpu").task is task

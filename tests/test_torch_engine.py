@@ -232,3 +232,13 @@ def test_aoti_export_takes_the_compute_dtype():
     with pytest.raises(trtflow.errors.UsageError, match="keep_io_types"):
         build_aoti(tiny_module(), {"x": torch.randn(2, 3, 16, 16)}, "unused.pt2", dtype="bf16", keep_io_types=True,
                    device="cpu")
+
+
+def test_reduced_precision_leaves_the_callers_module_in_its_own_dtype():
+    model = tiny_module()
+    x = torch.randn(2, 3, 16, 16)
+    want = model(x)[0].detach()
+    with TorchEngine(model, [x], dtype="bf16", device="cpu"):
+        pass
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert torch.equal(model(x)[0].detach(), want)  # the caller's FP32 model still answers in FP32

@@ -176,3 +176,17 @@ def test_saved_record_holds_tunes_wall_time(tmp_path):
     result = trtflow.tune(onnx_path, shapes={"a": (2, 3)}, engine="ort", precisions=("fp32",), options=ORT_FAST)
     record = json.loads(open(result.record_path).read())
     assert 0 < record["wall_s"] <= result.wall_s
+
+
+def test_reduced_precision_choice_is_reused_on_every_load():
+    import torch
+
+    from tests.models.tiny import tiny_module
+
+    model = tiny_module()
+    trtflow.tune(model, shapes={"x": (2, 3, 16, 16)}, engine="torch", precisions=("bf16",), metric="relative",
+                 rtol=0.05, options=TuneOptions(only=["bf16 eager cl"], **FAST))
+    x = torch.randn(2, 3, 16, 16)
+    for _ in range(2):  # loading the bf16 choice must not change the model it is keyed by
+        with trtflow.load(model, engine="torch", tune=True, example_inputs=[x]) as engine:
+            assert engine.precision == "bf16"

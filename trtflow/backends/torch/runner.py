@@ -298,6 +298,10 @@ def _place(torch, module, examples, device, precision: str, channels_last: bool,
         module = module.eval()
     except NotImplementedError:  # an exported program's module: inference behaviour was fixed at export
         pass
+    if precision != "fp32":  # Module.to casts in place: the caller's module keeps its own dtype (and tune's key)
+        import copy
+
+        module = copy.deepcopy(module)
     module = module.to(device)
     if fuse:
         from trtflow.backends.torch.fuse import fuse_conv_bn_act

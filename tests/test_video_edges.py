@@ -235,3 +235,18 @@ def test_predictor_with_a_ready_task_refuses_task_options(model):
         with pytest.raises(UsageError, match="ready Task"):
             trtflow.Predictor(task=task, **options)
     assert trtflow.Predictor(task=task, batch=2, device="cpu").task is task
+
+
+def test_frames_closed_early_by_the_caller_is_not_ended_early(tmp_path):
+    """Stopping to read (closing the frames() generator) is the caller's choice, not a short file."""
+    from tests.test_video import make_clip
+    from trtflow.video.sources import Source
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=12)
+    source = Source(str(clip))
+    frames = source.frames()
+    assert [next(frames).index for _ in range(3)] == [0, 1, 2]
+    frames.close()
+    source.close()
+    assert not source.stats.ended_early and not source.stats.errors

@@ -218,51 +218,49 @@ class Source:
         index = 0
         last_time = last_pts = None
         step = 1 / (self.fps * self.time_base) if self.fps else None  # pts ticks per frame
-        try:
-            packets = self.container.demux(*streams)
-            while True:
-                if stop is not None and stop.is_set():
-                    return
-                try:
-                    packet = next(packets)
-                except StopIteration:
-                    break
-                except av.error.FFmpegError as exc:
-                    self.stats.ended_early = True
-                    self.stats.note(f"stream {self.stream} ({self.uri}): reading stopped after {index} frames: {exc}")
-                    packet = None  # drain the decoder below: the frames it still holds are whole
-                if packet is not None and packet.stream is not self.video:
-                    if packet.dts is not None:
-                        on_audio(packet)
-                    continue
-                try:
-                    decoded = packet.decode() if packet is not None else self.video.codec_context.decode(None)
-                except NotImplementedError as exc:  # PyAV: no hardware config for this codec
-                    raise UsageError(f"source '{self.uri}': --decode nvdec cannot decode this stream "
-                                     f"({self.codec}): {exc}; use --decode cpu") from None
-                except av.error.FFmpegError as exc:
+        packets = self.container.demux(*streams)
+        while True:
+            if stop is not None and stop.is_set():
+                return
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as exc:
+                self.stats.ended_early = True
+                self.stats.note(f"stream {self.stream} ({self.uri}): reading stopped after {index} frames: {exc}")
+                packet = None  # drain the decoder below: the frames it still holds are whole
+            if packet is not None and packet.stream is not self.video:
+                if packet.dts is not None:
+                    on_audio(packet)
+                continue
+            try:
+                decoded = packet.decode() if packet is not None else self.video.codec_context.decode(None)
+            except NotImplementedError as exc:  # PyAV: no hardware config for this codec
+                raise UsageError(f"source '{self.uri}': --decode nvdec cannot decode this stream "
+                                 f"({self.codec}): {exc}; use --decode cpu") from None
+            except av.error.FFmpegError as exc:
+                self.stats.corrupt += 1
+                self.stats.note(f"stream {self.stream} ({self.uri}): corrupt data near frame {index} skipped: {exc}")
+                continue
+            for frame in decoded:
+                if frame.is_corrupt:
                     self.stats.corrupt += 1
-                    self.stats.note(f"stream {self.stream} ({self.uri}): corrupt data near frame {index} skipped: {exc}")
-                    continue
-                for frame in decoded:
-                    if frame.is_corrupt:
-                        self.stats.corrupt += 1
-                        self.stats.note(f"stream {self.stream} ({self.uri}): frame {index} is corrupt "
-                                        "(the decoder concealed the damage)")
-                    self._check_gap(last_pts, frame.pts, index, step)
-                    last_pts = frame.pts if frame.pts is not None else last_pts
-                    out = self._frame(frame, index)
-                    last_time = out.time
-                    index += 1
-                    self.stats.decoded = index
-                    yield out
-                    if self.max_frames is not None and index >= self.max_frames:
-                        return
-                if packet is None:  # drained after a read error
-                    break
-        finally:
-            if stop is None or not stop.is_set():
-                self._check_end(index, last_time)
+                    self.stats.note(f"stream {self.stream} ({self.uri}): frame {index} is corrupt "
+                                    "(the decoder concealed the damage)")
+                self._check_gap(last_pts, frame.pts, index, step)
+                last_pts = frame.pts if frame.pts is not None else last_pts
+                out = self._frame(frame, index)
+                last_time = out.time
+                index += 1
+                self.stats.decoded = index
+                yield out
+                if self.max_frames is not None and index >= self.max_frames:
+                    return
+            if packet is None:  # drained after a read error
+                break
+        # the stream ended (a stop, a return or the caller closing frames() leaves before this)
+        self._check_end(index, last_time)
 
     def _check_gap(self, last: Optional[int], pts: Optional[int], index: int, step: Optional[Fraction]) -> None:
         """Count frames missing between two timestamps (a damaged file or a lossy stream)."""

@@ -190,3 +190,12 @@ def test_reduced_precision_choice_is_reused_on_every_load():
     for _ in range(2):  # loading the bf16 choice must not change the model it is keyed by
         with trtflow.load(model, engine="torch", tune=True, example_inputs=[x]) as engine:
             assert engine.precision == "bf16"
+
+
+def test_module_with_integer_inputs_is_exported_with_them_for_ort():
+    import torch
+
+    ids = torch.randint(0, 10, (2, 5))
+    result = trtflow.tune(_token_model(), engine="ort", precisions=("fp32",), example_inputs={"ids": ids},
+                          options=ORT_FAST)
+    assert result.best.accepted

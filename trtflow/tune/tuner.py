@@ -183,10 +183,15 @@ def _export(module, shapes, example_inputs, progress):
     from trtflow.export import from_torch
 
     shape_map = shapes_from(shapes, example_inputs)
-    path = tuned_dir() / "exports" / f"{model_digest(module)[:24]}-{'_'.join('x'.join(map(str, s)) for s in shape_map.values())}.onnx"
+    given = example_inputs if isinstance(example_inputs, Mapping) else {}
+    # integer and bool inputs (token ids, masks) are exported with their dtype, floating ones as float32
+    dtypes = {k: given[k].dtype for k in shape_map if k in given and not given[k].is_floating_point()}
+    name = '_'.join('x'.join(map(str, s)) for s in shape_map.values())
+    name += "".join(f"-{k}.{str(d).replace('torch.', '')}" for k, d in dtypes.items())
+    path = tuned_dir() / "exports" / f"{model_digest(module)[:24]}-{name}.onnx"
     if not path.exists():
         progress("tune: exporting to ONNX", None, None)
-        examples = {k: torch.randn(*v) for k, v in shape_map.items()}
+        examples = {k: torch.zeros(v, dtype=dtypes[k]) if k in dtypes else torch.randn(*v) for k, v in shape_map.items()}
         from_torch(module, examples, path)
     log.info("tuning the ONNX export %s", path)
     return str(path)

@@ -90,3 +90,17 @@ def test_int8_on_the_torch_engine_is_refused_not_ignored(tmp_path):
                     "--shapes", "x:2x3x16x16", "--device", "cpu", "--int8")
     assert proc.returncode == 2 and "--int8" in proc.stderr, proc.stderr
     assert not (tmp_path / "m.pt2").exists()
+
+
+def test_repeated_shape_sets_without_min_are_two_profiles(tiny_onnx, tmp_path, flavor):
+    """trtexec: each repeated set is one more profile; a set without --minShapes was dropped (no profile
+    at all, so the build inferred 1..16 instead)."""
+    import json
+
+    proc = call_cli("build", str(tiny_onnx), "-o", str(tmp_path / "p.plan"), "--no-cache", "--json",
+                    "--optShapes", "x:4x3x16x16", "--maxShapes", "x:8x3x16x16",
+                    "--optShapes", "x:16x3x16x16", "--maxShapes", "x:32x3x16x16")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [p["x"]["max"] for p in report["profiles"]] == [[8, 3, 16, 16], [32, 3, 16, 16]]
+    assert not report.get("inferred_profiles")

@@ -171,7 +171,8 @@ def profiles_of(args: argparse.Namespace) -> list[Profile]:
         out.append(make_profile(fixed, fixed, fixed))
     groups = [getattr(args, k, None) or [] for k in ("minShapes", "optShapes", "maxShapes")]
     if _repeated_groups(groups):  # trtexec: each repeated --minShapes/--optShapes/--maxShapes set is one more profile
-        for texts in zip(*(g if g else [None] * len(groups[0]) for g in groups)):
+        sets = max(len(g) for g in groups)  # a flag left out of every set (e.g. no --minShapes) is None in each
+        for texts in zip(*(g if g else [None] * sets for g in groups)):
             out.append(make_profile(*(parse_shapes(t) for t in texts)))
     else:
         lo, mid, hi = (parse_shapes(g) for g in groups)

@@ -199,3 +199,11 @@ def test_module_with_integer_inputs_is_exported_with_them_for_ort():
     result = trtflow.tune(_token_model(), engine="ort", precisions=("fp32",), example_inputs={"ids": ids},
                           options=ORT_FAST)
     assert result.best.accepted
+
+
+def test_relative_metric_refuses_an_atol_it_would_ignore():
+    from trtflow.tune.search import make_bound
+
+    with pytest.raises(UsageError, match="atol"):
+        make_bound(0.5, 0.05, "relative", None)
+    assert make_bound(None, 0.05, "relative", None).rtol == 0.05

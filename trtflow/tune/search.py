@@ -90,6 +90,9 @@ def make_bound(atol: float | None, rtol: float | None, metric: str | None, min_a
     if metric in (None, "allclose", "relative"):
         if min_agreement is not None:
             raise UsageError("--min-agreement goes with --metric top1")
+        if metric == "relative" and atol is not None:
+            raise UsageError("--metric relative bounds max |out - FP32| by --rtol times max |FP32|; --atol does not "
+                             "apply (use --metric allclose for an absolute tolerance)")
         return Bound(metric or "allclose", 1e-2 if atol is None else atol, 1e-2 if rtol is None else rtol)
     if metric != "top1":
         raise UsageError(f"accuracy metric '{metric}': choose allclose, relative or top1")

@@ -262,3 +262,15 @@ def test_resolve_engine_names_the_engine_auto_stands_for():
     assert resolve_engine("auto", "mtcnn") == "torch"  # the cascade runs on the torch engine only
     assert resolve_engine("auto", "model.pt2") == "torch" and resolve_engine("auto", "m.plan") == "tensorrt"
     assert resolve_engine("auto", "fcn") == resolve_engine("auto") == auto_engine("default.onnx")
+
+
+def post_scores(outputs, metas):
+    """Custom post-processing returning a number per frame, not a dict."""
+    return [0.5 for _ in metas]
+
+
+def test_custom_post_returning_no_dict_says_what_to_return(tmp_path):
+    model = _constant_yolov8(tmp_path / "const.onnx", (32.0, 32.0, 16.0, 8.0))
+    task = make_task("custom", model, engine="ort", post="tests.test_tasks:post_scores")
+    with pytest.raises(UsageError, match=r"returned a float for frame 0.*dict"):
+        task.predict([np.zeros((10, 20, 3), dtype=np.uint8)])

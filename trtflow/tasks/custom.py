@@ -74,4 +74,13 @@ class CustomTask(Task):
         if len(got) != len(metas):
             raise UsageError(f"the post-processing function returned {len(got)} items for {len(metas)} frames; "
                              "return one per frame")
-        return [item if hasattr(item, "to_dict") else Custom(dict(item)) for item in got]
+        out = []
+        for i, item in enumerate(got):
+            if hasattr(item, "to_dict"):
+                out.append(item)
+            elif isinstance(item, Mapping):
+                out.append(Custom(dict(item)))
+            else:
+                raise UsageError(f"the post-processing function returned a {type(item).__name__} for frame {i}; "
+                                 "return a dict per frame (or a result with to_dict() and draw(frame))")
+        return out

@@ -274,3 +274,14 @@ def test_custom_post_returning_no_dict_says_what_to_return(tmp_path):
     task = make_task("custom", model, engine="ort", post="tests.test_tasks:post_scores")
     with pytest.raises(UsageError, match=r"returned a float for frame 0.*dict"):
         task.predict([np.zeros((10, 20, 3), dtype=np.uint8)])
+
+
+def post_nothing(outputs, metas):
+    """Custom post-processing that forgot to return."""
+
+
+def test_custom_post_returning_none_says_what_to_return(tmp_path):
+    model = _constant_yolov8(tmp_path / "const.onnx", (32.0, 32.0, 16.0, 8.0))
+    task = make_task("custom", model, engine="ort", post="tests.test_tasks:post_nothing")
+    with pytest.raises(UsageError, match="returned None; return a list"):
+        task.predict([np.zeros((10, 20, 3), dtype=np.uint8)])

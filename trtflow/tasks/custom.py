@@ -70,7 +70,11 @@ class CustomTask(Task):
         return {self.input_name: feed_of(x, numpy_in)}, metas
 
     def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list:
-        got = list(self.post(dict(outputs), list(metas)))
+        got = self.post(dict(outputs), list(metas))
+        if got is None or isinstance(got, (str, bytes, Mapping)) or not hasattr(got, "__iter__"):
+            raise UsageError(f"the post-processing function returned {'None' if got is None else type(got).__name__}; "
+                             "return a list with one dict per frame")
+        got = list(got)
         if len(got) != len(metas):
             raise UsageError(f"the post-processing function returned {len(got)} items for {len(metas)} frames; "
                              "return one per frame")

@@ -207,3 +207,13 @@ def test_relative_metric_refuses_an_atol_it_would_ignore():
     with pytest.raises(UsageError, match="atol"):
         make_bound(0.5, 0.05, "relative", None)
     assert make_bound(None, 0.05, "relative", None).rtol == 0.05
+
+
+def test_reduced_precision_configuration_leaves_fp32_ones_in_fp32():
+    from tests.models.tiny import tiny_module
+
+    result = trtflow.tune(tiny_module(), shapes={"x": (2, 3, 16, 16)}, engine="torch", precisions=("bf16", "fp32"),
+                          metric="relative", rtol=0.05, options=TuneOptions(only=["* eager"], save=False, **FAST))
+    names = [c.name for c in result.configs]
+    assert names.index("bf16 eager") < names.index("fp32 eager")
+    assert result.configs[names.index("fp32 eager")].max_abs_err == 0.0

@@ -98,6 +98,8 @@ class TorchSubject:
             from trtflow.backends.torch.fp8 import to_fp8
 
             module = to_fp8(self.module)
+        elif cand.options.get("dtype", "fp32") != "fp32":
+            module = self.module  # the engine casts a copy of it
         else:
             module = copy.deepcopy(self.module)
         return self._open(module, cand.options)

@@ -285,3 +285,10 @@ def test_custom_post_returning_none_says_what_to_return(tmp_path):
     task = make_task("custom", model, engine="ort", post="tests.test_tasks:post_nothing")
     with pytest.raises(UsageError, match="returned None; return a list"):
         task.predict([np.zeros((10, 20, 3), dtype=np.uint8)])
+
+
+def test_resolve_engine_takes_a_path_like_a_string():
+    from trtflow.tasks.factory import resolve_engine
+
+    assert resolve_engine("auto", Path("m.plan")) == resolve_engine("auto", "m.plan") == "tensorrt"
+    assert resolve_engine("auto", Path("model.pt2")) == "torch"

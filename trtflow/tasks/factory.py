@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -160,6 +161,8 @@ def resolve_engine(engine: str, model: Any = None) -> str:
 
     if model == "mtcnn" and canonical_engine(engine) == "auto":
         return "torch"
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
     return engine_name(engine, model if isinstance(model, str) and model not in _DEFAULTS else "default.onnx")
 
 

@@ -217,3 +217,18 @@ def test_reduced_precision_configuration_leaves_fp32_ones_in_fp32():
     names = [c.name for c in result.configs]
     assert names.index("bf16 eager") < names.index("fp32 eager")
     assert result.configs[names.index("fp32 eager")].max_abs_err == 0.0
+
+
+def test_tuned_torch_options_replace_the_callers_knobs_the_choice_leaves_off():
+    import torch
+
+    from tests.models.tiny import tiny_module
+
+    model = tiny_module()
+    result = trtflow.tune(model, shapes={"x": (2, 3, 16, 16)}, engine="torch", precisions=("fp32",),
+                          metric="relative", rtol=0.05, options=TuneOptions(only=["fp32 eager"], **FAST))
+    assert "channels_last" not in result.best.options and "compile" not in result.best.options
+    x = torch.randn(2, 3, 16, 16)
+    with trtflow.load(model, engine="torch", tune=True, example_inputs=[x], channels_last=True,
+                      compile="default") as engine:
+        assert engine.channels_last is False and engine.compile_mode is None  # what was measured: plain eager

@@ -24,6 +24,9 @@ from trtflow.errors import UsageError
 
 log = logging.getLogger(__name__)
 
+# the torch engine's defaults of the options a tuned choice sets (tune leaves off those at their default)
+TORCH_DEFAULTS = {"dtype": "fp32", "channels_last": False, "compile": None, "cuda_graphs": False, "fuse": False,
+                  "freeze": True}
 SUBDIR = "tuned"
 FORMAT = 1
 # engine -> the modules whose versions go into the key (whichever wheel installed them:
@@ -248,6 +251,8 @@ def apply_tuned(model: Any, engine: str, options: dict) -> tuple[Any, dict]:
             "A changed model, shapes, device or library version needs a new tuning."
         )
     tuned = dict(record.get("options") or {})
+    if engine == "torch":  # a knob the choice leaves off was measured at its default, not at the caller's value
+        tuned = {**TORCH_DEFAULTS, **tuned}
     if record.get("model_file"):
         model = str(tuned_dir() / record["model_file"])
     if record.get("transform") == "fp8":

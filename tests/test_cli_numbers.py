@@ -14,6 +14,10 @@ CASES = [
     (["serve", "{tiny}", "--http-port", "0", "--grpc-port", "-1", "--max-body-mb", "inf"], "--max-body-mb"),
     (["serve", "{tiny}", "--http-port", "0", "--grpc-port", "-1", "--drain-timeout-s", "-1", "--max-body-mb", "inf"],
      "--drain-timeout-s"),
+    # a port out of range was wrapped (70000 served on 4464); a later bad flag stops the run if it is taken
+    (["serve", "{tiny}", "--http-port", "70000", "--grpc-port", "-1", "--max-body-mb", "nan"], "--http-port"),
+    (["serve", "{tiny}", "--http-port", "0", "--grpc-port", "65536", "--max-body-mb", "nan"], "--grpc-port"),
+    (["serve", "{tiny}", "--http-port", "-5", "--grpc-port", "-1", "--max-body-mb", "nan"], "--http-port"),
     (["tune", "{tiny}", "--engine", "ort", "--shapes", "x:1x3x16x16", "--seed", "-1"], "--seed"),
     (["tune", "{tiny}", "--engine", "ort", "--shapes", "x:1x3x16x16", "--atol", "nan"], "--atol"),
     (["tune", "{tiny}", "--engine", "ort", "--shapes", "x:1x3x16x16", "--budget-s", "nan"], "--budget-s"),

@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", action="append", metavar="NAME",
                         help="model name in URLs, one per MODEL in order (default: the file stem)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s; 0.0.0.0 serves every interface)")
-    parser.add_argument("--http-port", type=int, default=8000, help="HTTP port, 0 picks a free one (default: %(default)s)")
-    parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port, 0 picks a free one, -1 turns gRPC off (default: %(default)s)")
+    parser.add_argument("--http-port", type=_port(0), default=8000, help="HTTP port, 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--grpc-port", type=_port(-1), default=8001, help="gRPC port, 0 picks a free one, -1 turns gRPC off (default: %(default)s)")
     group = parser.add_argument_group("dynamic batching (Triton's dynamic_batching)")
     group.add_argument("--max-batch", type=int, default=32, help="most rows per execution; 0 turns batching off (default: %(default)s)")
     group.add_argument("--max-queue-delay-us", type=options.count(0), default=0, metavar="US",
@@ -64,6 +64,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_shapes(parser)
     options.add_precision(parser)
     options.add_json(parser)
+
+
+def _port(minimum: int):
+    """argparse type: a TCP port 0..65535 (``minimum`` -1: -1 turns the listener off)."""
+    count = options.count(minimum)
+
+    def parse(text: str) -> int:
+        value = count(text)
+        if value > 65535:
+            raise argparse.ArgumentTypeError(f"expected a port between {minimum} and 65535, got {value}")
+        return value
+
+    parse.__name__ = "port"
+    return parse
 
 
 def _names(args: argparse.Namespace) -> list[str]:

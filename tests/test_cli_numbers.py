@@ -18,6 +18,7 @@ CASES = [
     (["serve", "{tiny}", "--http-port", "70000", "--grpc-port", "-1", "--max-body-mb", "nan"], "--http-port"),
     (["serve", "{tiny}", "--http-port", "0", "--grpc-port", "65536", "--max-body-mb", "nan"], "--grpc-port"),
     (["serve", "{tiny}", "--http-port", "-5", "--grpc-port", "-1", "--max-body-mb", "nan"], "--http-port"),
+    (["serve", "{tiny}", "--threads", "-1", "--max-body-mb", "nan"], "--threads"),
     (["tune", "{tiny}", "--engine", "ort", "--shapes", "x:1x3x16x16", "--seed", "-1"], "--seed"),
     (["tune", "{tiny}", "--engine", "ort", "--shapes", "x:1x3x16x16", "--atol", "nan"], "--atol"),
     (["tune", "{tiny}", "--engine", "ort", "--shapes", "x:1x3x16x16", "--budget-s", "nan"], "--budget-s"),

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--timeout-s", type=options.number(0), default=30.0, help="answer 503 to a request not done in this time (default: %(default)s)")
     group.add_argument("--max-body-mb", type=options.number(0), default=64.0, help="request body limit; larger bodies get 413 (default: %(default)s)")
     group.add_argument("--drain-timeout-s", type=options.number(0), default=30.0, help="how long SIGTERM waits for running requests (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=0, metavar="N",
+    parser.add_argument("--threads", type=options.count(0), default=0, metavar="N",
                         help="ONNX Runtime intra-op threads per instance (default: 0, ONNX Runtime's choice)")
     parser.add_argument("--ort-spinning", action="store_true",
                         help="let ONNX Runtime's intra-op threads spin between runs (off by default when serving: "

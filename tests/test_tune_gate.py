@@ -232,3 +232,21 @@ def test_tuned_torch_options_replace_the_callers_knobs_the_choice_leaves_off():
     with trtflow.load(model, engine="torch", tune=True, example_inputs=[x], channels_last=True,
                       compile="default") as engine:
         assert engine.channels_last is False and engine.compile_mode is None  # what was measured: plain eager
+
+
+def test_key_of_an_onnx_file_covers_its_external_weights(tmp_path):
+    import onnx
+
+    from tests.models.tiny import export_tiny
+    from trtflow.backends.tuned import tuned_key
+
+    proto = onnx.load(str(export_tiny(tmp_path / "tiny.onnx")))
+    path = tmp_path / "ext" / "model.onnx"
+    path.parent.mkdir()
+    onnx.save_model(proto, str(path), save_as_external_data=True, location="model.onnx.data", size_threshold=0)
+    data = path.parent / "model.onnx.data"
+    before = tuned_key(str(path), "ort", [[2, 3, 16, 16]])[0]
+    raw = bytearray(data.read_bytes())
+    raw[0] ^= 0xFF  # other weights, the same graph file
+    data.write_bytes(bytes(raw))
+    assert tuned_key(str(path), "ort", [[2, 3, 16, 16]])[0] != before

@@ -41,6 +41,11 @@ def model_digest(model: Any) -> str:
     h = hashlib.sha256()
     if isinstance(model, (str, os.PathLike)):
         h.update(Path(model).read_bytes())
+        for name in _external_data(Path(model)):  # an ONNX model's weights stored beside it
+            h.update(f"external:{name}:".encode())
+            with open(Path(model).parent / name, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 24), b""):
+                    h.update(chunk)
     elif isinstance(model, (bytes, bytearray)):
         h.update(bytes(model))
     elif hasattr(model, "SerializeToString"):
@@ -57,6 +62,25 @@ def model_digest(model: Any) -> str:
     else:
         raise UsageError(f"cannot key a tuned configuration on a {type(model).__name__}; give an ONNX model or a torch module")
     return h.hexdigest()
+
+
+def _external_data(path: Path) -> list[str]:
+    """The external data files an ONNX file's initializers are stored in (none for other files)."""
+    if path.suffix.lower() != ".onnx":
+        return []
+    try:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not readable as ONNX: its bytes alone are the key
+        return []
+    names = []
+    for t in proto.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            name = next((e.value for e in t.external_data if e.key == "location"), None)
+            if name and name not in names:
+                names.append(name)
+    return names
 
 
 def device_identity(engine: str, device: Any = None) -> dict:

@@ -250,3 +250,24 @@ def test_frames_closed_early_by_the_caller_is_not_ended_early(tmp_path):
     frames.close()
     source.close()
     assert not source.stats.ended_early and not source.stats.errors
+
+
+def test_muxer_does_not_wait_for_frames_that_cannot_come():
+    """Queues smaller than the batch: once every open stream's queue is full, its sources are
+    blocked, so the batch leaves at once instead of after the push timeout."""
+    import time
+
+    from trtflow.video.muxer import Muxer
+    from trtflow.video.sources import Frame
+
+    mux = Muxer(2, batch=8, push_timeout_s=2.0, capacity=2)
+    for stream in (0, 1):
+        for i in range(2):
+            mux.put(Frame(stream, i, i, None, None))
+    start = time.perf_counter()
+    batch = mux.next_batch()
+    assert len(batch) == 4 and time.perf_counter() - start < 1.0
+    mux.put(Frame(0, 2, 2, None, None))  # stream 1 has room left: its next frame may still come
+    start = time.perf_counter()
+    mux.push_timeout_s = 0.3
+    assert [f.index for f in mux.next_batch()] == [2] and time.perf_counter() - start >= 0.25

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from trtflow.cli import options, output
@@ -20,8 +21,8 @@ def _positive(kind: type, minimum: float):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number >= {minimum:g}, got '{text}'") from None
-        if value < minimum or value != value:
-            raise argparse.ArgumentTypeError(f"expected a number >= {minimum:g}, got '{text}'")
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a finite number >= {minimum:g}, got '{text}'")
         return value
 
     parse.__name__ = kind.__name__

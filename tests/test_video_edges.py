@@ -271,3 +271,18 @@ def test_muxer_does_not_wait_for_frames_that_cannot_come():
     start = time.perf_counter()
     mux.push_timeout_s = 0.3
     assert [f.index for f in mux.next_batch()] == [2] and time.perf_counter() - start >= 0.25
+
+
+def test_max_frames_zero_reads_no_frame_from_a_file_as_from_a_folder(tmp_path):
+    from tests.test_video import make_clip
+    from trtflow.video.sources import Source
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=4)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    av.VideoFrame.from_ndarray(np.zeros((8, 8, 3), np.uint8), format="rgb24").save(str(folder / "0.png"))
+    for uri in (clip, folder):
+        source = Source(str(uri), max_frames=0)
+        assert list(source.frames()) == [] and not source.stats.ended_early
+        source.close()

@@ -372,7 +372,7 @@ def _known_total(sources: list[Source], max_frames: Optional[int]) -> Optional[i
     counts = [s.stats.expected for s in sources]
     if any(c is None for c in counts):
         return None
-    return sum(min(c, max_frames) if max_frames else c for c in counts)
+    return sum(min(c, max_frames) if max_frames is not None else c for c in counts)
 
 
 def _put_final(q: queue.Queue, item: Any, stop: threading.Event) -> None:

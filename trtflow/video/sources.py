@@ -218,6 +218,8 @@ class Source:
         index = 0
         last_time = last_pts = None
         step = 1 / (self.fps * self.time_base) if self.fps else None  # pts ticks per frame
+        if self.max_frames is not None and self.max_frames < 1:
+            return
         packets = self.container.demux(*streams)
         while True:
             if stop is not None and stop.is_set():

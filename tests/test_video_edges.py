@@ -286,3 +286,18 @@ def test_max_frames_zero_reads_no_frame_from_a_file_as_from_a_folder(tmp_path):
         source = Source(str(uri), max_frames=0)
         assert list(source.frames()) == [] and not source.stats.ended_early
         source.close()
+
+
+def test_predictor_stream_unknown_option_is_a_usage_error(tmp_path, model):
+    import trtflow
+    from trtflow.errors import UsageError
+
+    from tests.test_video import make_clip
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=2)
+    predictor = trtflow.Predictor(task=mean_task(model))
+    with pytest.raises(UsageError, match="max_frame.*max_frames"):
+        next(predictor.stream(str(clip), max_frame=1))
+    with pytest.raises(UsageError, match="batch"):
+        next(predictor.stream(str(clip), batch=4))

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Iterator, Optional, Sequence, Union
 
@@ -98,6 +99,11 @@ class Predictor:
         Yields:
             ``FrameResult(stream, frame, pts, time, result, image)`` in frame order per stream.
         """
+        known = [f.name for f in dataclasses.fields(VideoConfig) if f.name not in ("batch", "decode", "device")]
+        unknown = sorted(set(config) - set(known))
+        if unknown:
+            raise UsageError(f"stream() got unknown option(s) {', '.join(unknown)}; it takes {', '.join(known)} "
+                             "(batch and device are the Predictor's)")
         uris = [source] if isinstance(source, (str, os.PathLike)) else list(source)
         cfg = VideoConfig(batch=self.batch, decode=decode, device=self.device, **config)
         opened = open_sources([str(u) for u in uris], cfg.decode, cfg.source_options, cfg.timeout_s,

@@ -242,3 +242,14 @@ def test_reduced_precision_leaves_the_callers_module_in_its_own_dtype():
         pass
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert torch.equal(model(x)[0].detach(), want)  # the caller's FP32 model still answers in FP32
+
+
+def test_close_releases_the_engines_module_and_examples():
+    import gc
+    import weakref
+
+    engine = TorchEngine(tiny_module(), [torch.randn(2, 3, 16, 16)], dtype="bf16", device="cpu")
+    module, example = weakref.ref(engine.module), weakref.ref(engine.example_inputs["x"])
+    engine.close()
+    gc.collect()
+    assert module() is None and example() is None  # the engine object may live on (a caller's variable)

@@ -233,7 +233,10 @@ class TorchEngine(Engine):
     def close(self) -> None:
         self._graphs.clear()
         self._staging = None
+        self._pool = None
         self.fn = None
+        self.module = None  # the placed (maybe cast or fused) copy and its examples: device memory
+        self.example_inputs = {}
         super().close()
 
 

@@ -61,3 +61,12 @@ def test_surgeon_output_folder_checked_before_the_edit(tiny_onnx, tmp_path):
     (tmp_path / "dir.onnx").mkdir()
     proc = call_cli("surgeon", "simplify", str(tiny_onnx), "-o", str(tmp_path / "dir.onnx"))
     assert proc.returncode == 2 and "is a folder" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("edit, extra", [("simplify", []), ("rename", ["--rename-input", "x=images"])])
+def test_surgeon_takes_out_like_every_command(edit, extra, tiny_onnx, tmp_path):
+    """README: `-o`, `--out PATH` is the file export, run and surgeon write."""
+    out = tmp_path / "o.onnx"
+    proc = call_cli("surgeon", edit, str(tiny_onnx), "--out", str(out), *extra, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert _one_object(proc)["output"] == str(out) and out.exists()

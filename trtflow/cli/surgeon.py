@@ -35,7 +35,7 @@ def edit_command_parser(edit) -> argparse.ArgumentParser:
 
     parser = ArgParser(prog=f"trtflow surgeon {edit.name}", description=edit.help)
     parser.add_argument("model", metavar="IN.onnx", help="the model to edit")
-    parser.add_argument("-o", dest="out", required=True, metavar="OUT.onnx", help="where to write the edited model")
+    parser.add_argument("-o", "--out", dest="out", required=True, metavar="OUT.onnx", help="where to write the edited model")
     add_edit_flags(edit, parser.add_argument_group(f"{edit.name} options"))
     group = parser.add_argument_group("verification (ONNX Runtime, before vs after)")
     group.add_argument("--no-verify", dest="verify", action="store_false", help="skip the verification")

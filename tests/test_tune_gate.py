@@ -250,3 +250,28 @@ def test_key_of_an_onnx_file_covers_its_external_weights(tmp_path):
     raw[0] ^= 0xFF  # other weights, the same graph file
     data.write_bytes(bytes(raw))
     assert tuned_key(str(path), "ort", [[2, 3, 16, 16]])[0] != before
+
+
+def test_onnx_model_with_float16_inputs_is_tuned(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "half",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "half.onnx"))
+    result = trtflow.tune(str(tmp_path / "half.onnx"), engine="ort", precisions=("fp32",), options=ORT_FAST)
+    assert result.best.accepted
+
+
+def test_torch_model_tuned_with_float16_example_inputs():
+    import torch
+
+    from tests.models.tiny import tiny_module
+
+    x = torch.randn(2, 3, 16, 16).half()
+    result = trtflow.tune(tiny_module(), engine="torch", precisions=("fp32",), example_inputs={"x": x},
+                          metric="relative", rtol=0.05, options=TuneOptions(only=["fp32 eager"], save=False, **FAST))
+    assert result.best.accepted

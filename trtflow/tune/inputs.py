@@ -49,7 +49,7 @@ def random_feeds(shapes: Mapping[str, tuple], dtypes: Mapping[str, str], samples
         for name, shape in shapes.items():
             dt = dtypes.get(name, "float32")
             out[name] = (rng.integers(0, 4, size=shape).astype(dt) if dt.startswith(("int", "uint"))
-                         else rng.standard_normal(shape).astype(np.float32))
+                         else rng.standard_normal(shape).astype(_float(dt)))
         return out
 
     acc_rng, cal_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1)
@@ -90,7 +90,7 @@ def calibration_feeds(calib: str | Path, shapes: Mapping[str, tuple], dtypes: Ma
             raise UsageError(f"calibration samples of '{name}' have shape {tuple(a.shape[1:])} per sample; "
                              f"the tuned shape is {tuple(shape)}")
         dt = dtypes.get(name, "float32")
-        arrays[name] = a.astype(np.float32 if dt.startswith("float") else dt)
+        arrays[name] = a.astype(_float(dt) if dt.startswith(("float", "bfloat")) else dt)
     count = min(len(a) for a in arrays.values())
     used = min(count, max(samples, batch))
     n = max(1, math.ceil(used / batch))
@@ -138,6 +138,12 @@ def _read_folder(folder: Path, shapes: Mapping[str, tuple], onnx_model: Any, pre
             if name in shapes:
                 pooled.setdefault(name, []).append(a[None] if a.ndim == len(shapes[name]) - 1 else a)
     return {name: np.concatenate(parts) for name, parts in pooled.items()}
+
+
+def _float(dtype: str) -> str:
+    """The host dtype of a floating input: float16 and float64 as the model takes them (an engine
+    refuses float32 for a float16 input), else float32 (bfloat16 has no numpy dtype)."""
+    return dtype if dtype in ("float16", "float64") else "float32"
 
 
 def _batch(shapes: Mapping[str, tuple]) -> int:

@@ -133,7 +133,8 @@ def _torch_subject(model, shapes, example_inputs, device, calib, opts, progress)
     shape_map = {k: shape_map[k] for k in forward_order(model, list(shape_map))}
     dtypes = {k: "float32" for k in shape_map}
     if isinstance(example_inputs, Mapping):
-        dtypes = {k: dtype_name(v.dtype) for k, v in example_inputs.items()}
+        # floating inputs as FP32: the torch reference and the engines' examples are FP32 (each configuration casts)
+        dtypes = {k: "float32" if v.is_floating_point() else dtype_name(v.dtype) for k, v in example_inputs.items()}
     feeds = (calibration_feeds(calib, shape_map, dtypes, opts.accuracy_samples) if calib is not None
              else random_feeds(shape_map, dtypes, opts.accuracy_samples, opts.seed))
     progress("tune: preparing the model", None, None)

@@ -73,6 +73,15 @@ def test_letterbox_without_scaleup_only_pads():
     np.testing.assert_allclose(_nchw(out)[0, 16:64, 8:72], FRAMES[0] / 255, rtol=0, atol=1e-7)  # x * (1/255)
 
 
+def test_letterbox_of_a_sliver_keeps_one_row():
+    """A frame so flat that its scaled height rounds to 0 keeps one row instead of failing to resize."""
+    x = torch.rand(1, 3, 2, 300)
+    out, box = pp.letterbox(x, 64)
+    assert out.shape == (1, 3, 64, 64) and box.pad[0] == 0
+    rows = (out[0, 0] != 114 / 255).any(dim=1)
+    assert int(rows.sum()) == 1  # the one row of picture, the rest padding
+
+
 def test_normalize_matches_numpy():
     x = pp.to_nchw(torch.from_numpy(FRAMES))
     out = pp.normalize(x)

@@ -174,7 +174,7 @@ def letterbox(images: Any, size: int | Sequence[int], pad_value: float = 114 / 2
     scale = min(out_h / h, out_w / w)
     if not scaleup:
         scale = min(scale, 1.0)
-    new_w, new_h = int(round(w * scale)), int(round(h * scale))
+    new_w, new_h = max(1, int(round(w * scale))), max(1, int(round(h * scale)))  # a sliver keeps one row
     if pad == "center":
         dw, dh = (out_w - new_w) / 2, (out_h - new_h) / 2
         top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))

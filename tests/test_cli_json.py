@@ -70,3 +70,12 @@ def test_surgeon_takes_out_like_every_command(edit, extra, tiny_onnx, tmp_path):
     proc = call_cli("surgeon", edit, str(tiny_onnx), "--out", str(out), *extra, "--json")
     assert proc.returncode == 0, proc.stderr
     assert _one_object(proc)["output"] == str(out) and out.exists()
+
+
+def test_surgeon_verbose_shows_the_traceback(tiny_onnx, tmp_path):
+    """README: --verbose shows the traceback; surgeon's own -v after the edit was only a log level."""
+    from trtflow.errors import TrtflowError
+
+    with pytest.raises(TrtflowError):
+        call_cli("surgeon", "simplify", str(tiny_onnx), "-o", str(tmp_path / "s.onnx"), "--input",
+                 f"x={tmp_path / 'missing.npy'}", "--verbose")

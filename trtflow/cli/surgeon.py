@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from trtflow.spec import parse_shapes
 
     args.json = "--json" in args.rest  # main prints the error object of a failed --json run too
+    args.verbose = getattr(args, "verbose", False) or bool({"-v", "--verbose"} & set(args.rest))  # and the traceback
     edit = get_edit(args.edit)
     ns = edit_command_parser(edit).parse_args(args.rest)
     if ns.verbose:

@@ -275,3 +275,14 @@ def test_torch_model_tuned_with_float16_example_inputs():
     result = trtflow.tune(tiny_module(), engine="torch", precisions=("fp32",), example_inputs={"x": x},
                           metric="relative", rtol=0.05, options=TuneOptions(only=["fp32 eager"], save=False, **FAST))
     assert result.best.accepted
+
+
+def test_held_back_accuracy_batches_hold_no_calibration_sample(tmp_path):
+    from trtflow.tune.inputs import calibration_feeds
+
+    samples = np.repeat(np.arange(12, dtype=np.float32)[:, None], 4, axis=1)  # sample i holds i
+    np.savez(tmp_path / "calib.npz", x=samples)
+    feeds = calibration_feeds(tmp_path / "calib.npz", {"x": (8, 4)}, {"x": "float32"}, 64)
+    calibrated = {float(v) for b in feeds.calibration for v in b["x"][:, 0]}
+    checked = {float(v) for b in feeds.accuracy for v in b["x"][:, 0]}
+    assert calibrated and checked and not calibrated & checked, (calibrated, checked)

@@ -94,12 +94,16 @@ def calibration_feeds(calib: str | Path, shapes: Mapping[str, tuple], dtypes: Ma
     count = min(len(a) for a in arrays.values())
     used = min(count, max(samples, batch))
     n = max(1, math.ceil(used / batch))
+    half = n // 2 if n >= 2 else 0
+    split = half * batch  # samples [0, split) calibrate INT8; the accuracy batches tile the rest only
     batches = []
     for i in range(n):
-        idx = np.arange(i * batch, (i + 1) * batch) % count  # wrap around (tile) to fill the last batch
+        if i < half or not half:
+            idx = np.arange(i * batch, (i + 1) * batch) % count  # wrap around (tile) to fill the last batch
+        else:
+            idx = split + np.arange((i - half) * batch, (i - half + 1) * batch) % (count - split)
         batches.append({name: a[idx] for name, a in arrays.items()})
     if n >= 2:
-        half = n // 2
         calibration, accuracy = batches[:half], batches[half:]
         how = f"INT8 calibrated on the first {half} batch(es), accuracy checked on the other {n - half}"
     else:

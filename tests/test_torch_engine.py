@@ -253,3 +253,17 @@ def test_close_releases_the_engines_module_and_examples():
     engine.close()
     gc.collect()
     assert module() is None and example() is None  # the engine object may live on (a caller's variable)
+
+
+def test_outputs_that_are_not_tensors_are_a_model_load_error():
+    class Nested(torch.nn.Module):
+        def forward(self, x):
+            return x * 2, (x, x)
+
+    class WithNone(torch.nn.Module):
+        def forward(self, x):
+            return {"y": x * 2, "aux": None}
+
+    for model, what in ((Nested(), "output_1"), (WithNone(), "aux")):
+        with pytest.raises(ModelLoadError, match=f"'{what}' is a"):
+            TorchEngine(model, [torch.randn(2, 3)], device="cpu")

@@ -44,6 +44,10 @@ def probe_outputs(torch, module, examples, inputs, output_names, kw):
         raise UsageError(f"{len(output_names)} output names {list(output_names)} for {len(values)} outputs")
     out_names = list(output_names or (keys if kind == "dict" else (["output"] if kind == "tensor" else
                                                                       [f"output_{i}" for i in range(len(values))])))
+    for name, v in zip(out_names, values):
+        if not isinstance(v, torch.Tensor):
+            raise ModelLoadError(f"the model's output '{name}' is a {type(v).__name__}; the torch engine takes a tensor, "
+                                 "or a flat tuple/list or dict of tensors (return the tensors, not None or nested ones)")
     shapes = [tuple(int(d) for d in v.shape) for v in values]
     second = second_shapes(inputs, examples)
     if second is not None:

@@ -104,3 +104,11 @@ def test_repeated_shape_sets_without_min_are_two_profiles(tiny_onnx, tmp_path, f
     report = json.loads(proc.stdout)
     assert [p["x"]["max"] for p in report["profiles"]] == [[8, 3, 16, 16], [32, 3, 16, 16]]
     assert not report.get("inferred_profiles")
+
+
+def test_trtexec_verbose_is_trtflows_verbose(tmp_path):
+    """trtexec's --verbose in a `trtflow trtexec` line: the traceback and debug logs, not one line."""
+    from trtflow.errors import TrtflowError
+
+    with pytest.raises(TrtflowError):
+        call_cli("trtexec", f"--onnx={tmp_path / 'missing.onnx'}", "--verbose")

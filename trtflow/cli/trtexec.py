@@ -141,6 +141,11 @@ def run(args: argparse.Namespace) -> int:
 
     argv = [*getattr(args, "extra", []), *args.argv]
     command = translate(argv)
+    if {"-v", "--verbose"} & set(argv):  # trtexec's --verbose: debug logs, and main shows the traceback
+        import logging
+
+        args.verbose = True
+        logging.getLogger().setLevel(logging.DEBUG)
     if getattr(args, "verbose", False):
         command.insert(1, "--verbose")
         print("runs: trtflow " + " ".join(command), file=sys.stderr)

@@ -286,3 +286,10 @@ def test_held_back_accuracy_batches_hold_no_calibration_sample(tmp_path):
     calibrated = {float(v) for b in feeds.calibration for v in b["x"][:, 0]}
     checked = {float(v) for b in feeds.accuracy for v in b["x"][:, 0]}
     assert calibrated and checked and not calibrated & checked, (calibrated, checked)
+
+
+def test_output_of_another_shape_fails_the_gate():
+    ref = [{"y": np.arange(10.0).reshape(2, 5)}]
+    got = [{"y": np.arange(10.0).reshape(2, 5).T.copy()}]  # the same values laid out (5, 2)
+    acc = check(Bound("relative", rtol=10.0), ref, got)
+    assert acc.failure is not None and "shape" in acc.failure

@@ -78,7 +78,10 @@ def check(bound: Bound, reference: Sequence[Mapping[str, np.ndarray]],
     for ref_batch, got_batch in zip(reference, outputs):
         for name, ref in ref_batch.items():
             ref = np.asarray(ref, np.float64)
-            got = np.asarray(got_batch[name], np.float64).reshape(ref.shape)
+            got = np.asarray(got_batch[name], np.float64)
+            if got.shape != ref.shape:
+                return Accuracy(float("inf"), None, float("inf"),
+                                f"output '{name}' has shape {got.shape}; the FP32 reference's is {ref.shape}")
             if not np.all(np.isfinite(got)):
                 return Accuracy(float("inf"), None, float("inf"), f"non-finite values in '{name}' (overflow)")
             err = np.abs(got - ref)

@@ -112,3 +112,12 @@ def test_trtexec_verbose_is_trtflows_verbose(tmp_path):
 
     with pytest.raises(TrtflowError):
         call_cli("trtexec", f"--onnx={tmp_path / 'missing.onnx'}", "--verbose")
+
+
+def test_trtexec_build_only_line_with_inference_flags_builds(tiny_onnx, tmp_path, flavor):
+    """trtexec takes (and ignores) inference flags with --buildOnly; `trtflow build` refused them."""
+    plan = tmp_path / "p.plan"
+    proc = call_cli("trtexec", f"--onnx={tiny_onnx}", f"--saveEngine={plan}", "--buildOnly", "--shapes=x:1x3x16x16",
+                    "--iterations=100", "--warmUp=500", "--duration=10")
+    assert proc.returncode == 0, proc.stderr
+    assert plan.exists()

@@ -58,6 +58,10 @@ UNSUPPORTED = {
     "--uffInput": "UFF models are not supported; export to ONNX and give --onnx=FILE",
 }
 
+# bench's inference flags, which trtexec takes (and ignores) with --buildOnly and `trtflow build` does not have
+INFERENCE_FLAGS = {"--iterations", "--duration", "--warmUp", "--useCudaGraph", "--noDataTransfers", "--streams",
+                   "--exportJson"}
+
 EXPLICIT_BATCH_NOTE = "--explicitBatch has no effect: TensorRT 10 and TensorRT-RTX networks are always explicit-batch"
 
 
@@ -131,8 +135,9 @@ def translate(argv: list[str]) -> list[str]:
     if stray:
         raise UsageError(f"trtexec takes flags only; '{stray[0]}' is not one (write --flag=VALUE, e.g. --onnx={stray[0]})")
     flags = {a.split("=", 1)[0] for a in argv}
-    if "--buildOnly" in argv and ("--saveEngine" in flags or "-o" in flags or "--out" in flags):
-        return ["build", *argv]  # build's table; without --saveEngine bench builds in memory and stops
+    if "--buildOnly" in argv and ("--saveEngine" in flags or "-o" in flags or "--out" in flags) \
+            and not flags & INFERENCE_FLAGS:
+        return ["build", *argv]  # build's table; without --saveEngine (or with inference flags) bench builds and stops
     return ["bench", *argv] if "--engine" in flags else ["bench", "--engine", "tensorrt", *argv]
 
 

@@ -121,3 +121,18 @@ def test_trtexec_build_only_line_with_inference_flags_builds(tiny_onnx, tmp_path
                     "--iterations=100", "--warmUp=500", "--duration=10")
     assert proc.returncode == 0, proc.stderr
     assert plan.exists()
+
+
+@pytest.mark.parametrize("flag", ["--exportLayerInfo=l.json", "--dumpLayerInfo", "--profilingVerbosity=detailed"])
+def test_unsupported_layer_info_hint_names_a_fix_that_works(flag, tiny_onnx, tmp_path, flavor):
+    """The hint said `trtflow inspect ENGINE`, which refuses engines (it reads ONNX only)."""
+    import json
+
+    plan = tmp_path / "p.plan"
+    assert call_cli("build", str(tiny_onnx), "-o", str(plan), "--shapes", "x:1x3x16x16").returncode == 0
+    inspect = call_cli("inspect", str(plan))
+    proc = call_cli("bench", f"--loadEngine={plan}", flag)
+    assert proc.returncode == 2
+    if "trtflow inspect" in proc.stderr:
+        assert inspect.returncode == 0, "the hint names `trtflow inspect`, which refuses the engine"
+    assert "sidecar" in proc.stderr and json.loads((tmp_path / "p.plan.json").read_text())["profiles"]

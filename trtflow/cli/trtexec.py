@@ -15,6 +15,9 @@ from trtflow.errors import UsageError
 
 HELP = "run a trtexec command line unchanged: --buildOnly -> trtflow build, otherwise trtflow bench on TensorRT"
 
+LAYER_INFO = ("per-layer information is not collected; the engine's inputs, outputs and profiles are in its sidecar "
+              "PLAN.json (written by `trtflow build`, printed by `trtflow build --json`)")
+
 # trtexec flags trtflow has no equivalent of, with what to use instead.
 UNSUPPORTED = {
     "--batch": "implicit batch is gone since TensorRT 10; give --shapes NAME:NxCxHxW",
@@ -27,9 +30,9 @@ UNSUPPORTED = {
     "--exportProfile": "per-layer profiles are not collected; use nsys/ncu on `trtflow bench`",
     "--dumpProfile": "per-layer profiles are not collected; use nsys/ncu on `trtflow bench`",
     "--separateProfileRun": "per-layer profiles are not collected; use nsys/ncu on `trtflow bench`",
-    "--exportLayerInfo": "use `trtflow inspect ENGINE` for the engine's inputs, outputs and profiles",
-    "--dumpLayerInfo": "use `trtflow inspect ENGINE` for the engine's inputs, outputs and profiles",
-    "--profilingVerbosity": "use `trtflow inspect ENGINE`",
+    "--exportLayerInfo": LAYER_INFO,
+    "--dumpLayerInfo": LAYER_INFO,
+    "--profilingVerbosity": LAYER_INFO,
     "--avgRuns": "--iterations N and --duration S set how long bench measures",
     "--percentile": "bench always reports the 50/90/95/99th percentiles",
     "--infStreams": "use --streams N",

@@ -293,3 +293,9 @@ def test_output_of_another_shape_fails_the_gate():
     got = [{"y": np.arange(10.0).reshape(2, 5).T.copy()}]  # the same values laid out (5, 2)
     acc = check(Bound("relative", rtol=10.0), ref, got)
     assert acc.failure is not None and "shape" in acc.failure
+
+
+def test_nan_tolerance_is_refused_not_a_gate_that_passes_everything():
+    for kwargs in (dict(atol=float("nan")), dict(rtol=float("nan")), dict(metric="relative", rtol=float("nan"))):
+        with pytest.raises(UsageError):
+            Bound(**kwargs)

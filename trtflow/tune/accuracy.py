@@ -33,7 +33,7 @@ class Bound:
     def __post_init__(self):
         if self.metric not in METRICS:
             raise UsageError(f"accuracy metric '{self.metric}': choose one of {METRICS}")
-        if self.atol < 0 or self.rtol < 0 or not 0 <= self.min_agreement <= 1:
+        if not (self.atol >= 0 and self.rtol >= 0 and 0 <= self.min_agreement <= 1):  # NaN fails these too
             raise UsageError(f"accuracy bound needs atol, rtol >= 0 and 0 <= min_agreement <= 1; got {self}")
 
     def describe(self) -> str:

@@ -136,3 +136,20 @@ def test_unsupported_layer_info_hint_names_a_fix_that_works(flag, tiny_onnx, tmp
     if "trtflow inspect" in proc.stderr:
         assert inspect.returncode == 0, "the hint names `trtflow inspect`, which refuses the engine"
     assert "sidecar" in proc.stderr and json.loads((tmp_path / "p.plan.json").read_text())["profiles"]
+
+
+def test_unsupported_output_hints_name_the_flag_that_saves_outputs(tiny_onnx, tmp_path):
+    """--exportOutput/--dumpOutput pointed to `run --json`, which prints min/max/mean, not the outputs."""
+    import numpy as np
+
+    for flag in ("--exportOutput=o.json", "--dumpOutput"):
+        proc = call_cli("bench", str(tiny_onnx), flag)
+        assert proc.returncode == 2 and "-o OUT.npz" in proc.stderr, proc.stderr
+    out = tmp_path / "out.npz"
+    assert call_cli("run", str(tiny_onnx), "--shapes", "x:1x3x16x16", "-o", str(out)).returncode == 0
+    assert np.load(out)["logits"].shape == (1, 5)
+
+
+def test_unsupported_no_builder_cache_hint_names_a_command_that_has_it(tiny_onnx):
+    proc = call_cli("bench", str(tiny_onnx), "--noBuilderCache")
+    assert proc.returncode == 2 and "trtflow build" in proc.stderr and "--no-cache" in proc.stderr, proc.stderr

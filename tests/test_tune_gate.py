@@ -299,3 +299,10 @@ def test_nan_tolerance_is_refused_not_a_gate_that_passes_everything():
     for kwargs in (dict(atol=float("nan")), dict(rtol=float("nan")), dict(metric="relative", rtol=float("nan"))):
         with pytest.raises(UsageError):
             Bound(**kwargs)
+
+
+def test_nan_budget_is_refused(tmp_path):
+    onnx_path = _two_input_onnx(tmp_path / "b.onnx", [1, 3])
+    with pytest.raises(UsageError, match="budget"):
+        trtflow.tune(onnx_path, shapes={"a": (2, 3)}, engine="ort", precisions=("fp32",), budget_s=float("nan"),
+                     options=ORT_FAST)

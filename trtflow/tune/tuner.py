@@ -79,7 +79,7 @@ def tune(
     bound = make_bound(atol, rtol, metric, min_agreement)
     precisions = space.check_precisions(precisions)
     progress = report(progress)
-    if budget_s is not None and budget_s <= 0:
+    if budget_s is not None and not budget_s > 0:  # NaN too: it would never stop a configuration
         raise UsageError(f"--budget-s must be positive; got {budget_s}")
 
     if engine == "torch":

@@ -267,3 +267,13 @@ def test_outputs_that_are_not_tensors_are_a_model_load_error():
     for model, what in ((Nested(), "output_1"), (WithNone(), "aux")):
         with pytest.raises(ModelLoadError, match=f"'{what}' is a"):
             TorchEngine(model, [torch.randn(2, 3)], device="cpu")
+
+
+def test_fp32_engine_of_a_reduced_precision_module_computes_in_fp32():
+    half = tiny_module().bfloat16()
+    x = torch.randn(2, 3, 16, 16)
+    with TorchEngine(half, [x], device="cpu") as engine:  # dtype="fp32": the weights too
+        out = engine.infer({"x": x.numpy()})["output_0"]
+    want = tiny_module().bfloat16().float()(x)[0].detach().numpy()
+    assert out.dtype == np.float32 and np.abs(out - want).max() < 1e-5
+    assert all(p.dtype == torch.bfloat16 for p in half.parameters())  # the caller's module as it was

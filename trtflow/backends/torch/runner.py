@@ -301,7 +301,8 @@ def _place(torch, module, examples, device, precision: str, channels_last: bool,
         module = module.eval()
     except NotImplementedError:  # an exported program's module: inference behaviour was fixed at export
         pass
-    if precision != "fp32":  # Module.to casts in place: the caller's module keeps its own dtype (and tune's key)
+    cast = any(t.is_floating_point() and t.dtype != want for t in [*module.parameters(), *module.buffers()])
+    if cast:  # Module.to casts in place: the caller's module keeps its own dtype (and tune's key)
         import copy
 
         module = copy.deepcopy(module)
@@ -310,7 +311,7 @@ def _place(torch, module, examples, device, precision: str, channels_last: bool,
         from trtflow.backends.torch.fuse import fuse_conv_bn_act
 
         module = fuse_conv_bn_act(module)
-    if precision != "fp32":
+    if cast:
         module = module.to(want)
     if channels_last:
         module = module.to(memory_format=torch.channels_last)

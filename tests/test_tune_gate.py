@@ -306,3 +306,14 @@ def test_nan_budget_is_refused(tmp_path):
     with pytest.raises(UsageError, match="budget"):
         trtflow.tune(onnx_path, shapes={"a": (2, 3)}, engine="ort", precisions=("fp32",), budget_s=float("nan"),
                      options=ORT_FAST)
+
+
+def test_reduced_precision_module_with_random_batch_norms_is_tuned_against_fp32():
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+    result = trtflow.tune(model.bfloat16(), shapes={"x": (4, 3, 8, 8)}, engine="torch", precisions=("fp32",),
+                          metric="relative", rtol=0.05, options=TuneOptions(only=["fp32 eager"], save=False, **FAST))
+    assert result.best.accepted and any("re-estimated" in n for n in result.notes)

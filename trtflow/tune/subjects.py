@@ -42,6 +42,8 @@ class TorchSubject:
         self.cuda = self.device.type == "cuda"
         self.notes: list[str] = []
         base = copy.deepcopy(module).eval().to(self.device)
+        if any(p.is_floating_point() and p.dtype != torch.float32 for p in base.parameters()):
+            base = base.float()  # an FP16/BF16 module: the reference (and batch-norm recalibration) run in FP32
         if recalibrate is None:
             recalibrate = untrained_batchnorm(base)
         if recalibrate:

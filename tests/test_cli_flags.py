@@ -153,3 +153,10 @@ def test_unsupported_output_hints_name_the_flag_that_saves_outputs(tiny_onnx, tm
 def test_unsupported_no_builder_cache_hint_names_a_command_that_has_it(tiny_onnx):
     proc = call_cli("bench", str(tiny_onnx), "--noBuilderCache")
     assert proc.returncode == 2 and "trtflow build" in proc.stderr and "--no-cache" in proc.stderr, proc.stderr
+
+
+def test_precision_flags_on_onnx_runtime_are_refused_not_ignored(tiny_onnx, tmp_path, loads):
+    """serve/video --fp16 on ONNX Runtime ran the model's own FP32 without a word (bench refuses)."""
+    proc = call_cli("serve", str(tiny_onnx), "--engine", "ort", "--fp16", "--http-port", "0", "--grpc-port", "-1")
+    assert proc.returncode == 2 and "--fp16" in proc.stderr and "stopped by the test" not in proc.stderr, proc.stderr
+    assert not loads

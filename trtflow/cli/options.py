@@ -240,6 +240,9 @@ def engine_options(args: argparse.Namespace, engine: str) -> dict:
         opts["providers"] = [p.strip() for p in args.providers.split(",") if p.strip()]
         if not opts["providers"]:
             raise UsageError(f"--providers '{args.providers}' names no provider; e.g. --providers cpu or cuda,cpu")
+        if set(_precision_of(args)) - {"strongly_typed"}:  # serve, video: the flags exist for TensorRT and torch
+            raise UsageError("ONNX Runtime runs the model's own types; drop --fp16/--bf16/--int8/--best (or convert "
+                             "the ONNX model first: trtflow surgeon fp16 / quantize)")
     elif engine == "tensorrt" and hasattr(args, "memPoolSize"):
         opts["build_config"] = build_config_of(args)
     elif engine == "tensorrt" and hasattr(args, "minShapes"):

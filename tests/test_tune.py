@@ -232,13 +232,14 @@ def test_accuracy_bounds():
 def test_cli_json_shape(tiny_onnx, capsys):
     from trtflow.cli.main import main
 
-    code = main(["tune", str(tiny_onnx), "--engine", "ort", "--shapes", "x:2x3x16x16", "--precisions", "fp32,fp16",
+    code = main(["tune", str(tiny_onnx), "--engine", "ort", "--shapes", "x:2x3x16x16", "--precisions", "fp32, fp16",
                  "--threads", "1", "--only", "* opt=all *", "--short-s", "0.05", "--full-s", "0.1", "--no-save", "--json"])
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     assert data["chosen"] in [c["name"] for c in data["configs"]]
     for c in data["configs"]:
         assert {"name", "throughput", "p50_ms", "p99_ms", "compile_s", "max_abs_err", "accepted", "reason"} <= set(c)
+    assert {c["name"].split()[0] for c in data["configs"]} >= {"fp32", "fp16"}  # "fp32, fp16": spaces are not names
 
 
 def test_cli_usage_errors(tiny_onnx, capsys):

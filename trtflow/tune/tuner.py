@@ -134,7 +134,8 @@ def _torch_subject(model, shapes, example_inputs, device, calib, opts, progress)
     dtypes = {k: "float32" for k in shape_map}
     if isinstance(example_inputs, Mapping):
         # floating inputs as FP32: the torch reference and the engines' examples are FP32 (each configuration casts)
-        dtypes = {k: "float32" if v.is_floating_point() else dtype_name(v.dtype) for k, v in example_inputs.items()}
+        dtypes = {k: dtype_name(v.dtype) for k, v in example_inputs.items()}  # torch tensors or numpy arrays
+        dtypes = {k: "float32" if d.startswith(("float", "bfloat")) else d for k, d in dtypes.items()}
     feeds = (calibration_feeds(calib, shape_map, dtypes, opts.accuracy_samples) if calib is not None
              else random_feeds(shape_map, dtypes, opts.accuracy_samples, opts.seed))
     progress("tune: preparing the model", None, None)

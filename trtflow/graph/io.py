@@ -63,14 +63,19 @@ def load_onnx(model: ModelLike, load_external_data: bool = True):
     return _check_nonempty(proto, str(path))
 
 
+# a plan: what works from run/bench/video/serve (--engine) and from the commands that read ONNX only
+_PLAN_FIX = ("run it with --engine tensorrt where a command takes --engine (run, bench, video, serve) or "
+             "trtflow.load(path, engine=\"tensorrt\"); commands that read ONNX (inspect, surgeon, build, "
+             "tune, export) need the .onnx model it was built from")
+
 # leading bytes of formats people pass by mistake -> what the file is and the fix
 _MAGIC = {
     b"\x89PNG": "it is a PNG image, not a model; give the path of an .onnx file",
     b"\xff\xd8\xff": "it is a JPEG image, not a model; give the path of an .onnx file",
     b"PK\x03\x04": "it is a zip archive (a PyTorch .pt/.pth checkpoint?); export the module with `trtflow export`",
     b"\x80": "it looks like a pickle (a PyTorch checkpoint?); export the module with `trtflow export`",
-    b"ftrt": "it is a TensorRT plan (engine), not ONNX; load it with --engine tensorrt (engine=\"tensorrt\")",
-    b"vtrt": "it is a TensorRT-RTX plan (engine), not ONNX; load it with --engine tensorrt (engine=\"tensorrt\")",
+    b"ftrt": "it is a TensorRT plan (engine), not ONNX; " + _PLAN_FIX,
+    b"vtrt": "it is a TensorRT-RTX plan (engine), not ONNX; " + _PLAN_FIX,
 }
 _PLAN_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -86,8 +91,7 @@ def _guess_format(path: Path) -> str:
         if head.startswith(magic):
             return f"Its first bytes say {what}."
     if path.suffix.lower() in _PLAN_SUFFIXES:
-        return ("Its name says it is a TensorRT plan (engine), not ONNX; load it with --engine tensorrt "
-                "(engine=\"tensorrt\"), or give the .onnx model it was built from for --engine ort.")
+        return f"Its name says it is a TensorRT plan (engine), not ONNX; {_PLAN_FIX}."
     try:
         head.decode("utf-8")
         if all(c.isprintable() or c.isspace() for c in head.decode("utf-8")):

@@ -102,6 +102,18 @@ def _access_log(target: str) -> None:
     logger.setLevel(logging.INFO)
 
 
+def _check_precision(args: argparse.Namespace) -> None:
+    """Refuse --fp16/--bf16/--int8/--best for a .pt2 package (the torch engine), as bench does:
+    the package runs the precision it was built with, so the flags would be ignored."""
+    from trtflow.backends import engine_name
+
+    given = [f"--{f}" for f in ("fp16", "bf16", "int8", "best") if getattr(args, f, False)]
+    if given and any(engine_name(args.engine, m) == "torch" for m in args.models):
+        raise UsageError(f"a .pt2 package keeps the precision it was built with; drop {'/'.join(given)} "
+                         "(build the package in the precision wanted: trtflow build MODULE:FACTORY --engine torch "
+                         "--fp16|--bf16 --saveEngine M.pt2)")
+
+
 def _placement(args: argparse.Namespace, name: str) -> list | None:
     """The GPU of each instance: --gpus, or every visible GPU for torch/TensorRT instances when
     there are several of both; None: the engine's default device."""
@@ -246,6 +258,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--instances, --workers, --max-queue, --timeout-s and --max-body-mb must be positive, "
                          "--max-batch >= 0")
     names = _names(args)
+    _check_precision(args)
     if args.ray and args.gpus is not None:
         raise UsageError("--gpus places instances of this server; on Ray give --ray-gpus per replica instead")
     if args.ray:

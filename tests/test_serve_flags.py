@@ -1,0 +1,41 @@
+"""trtflow serve: flags that cannot apply to the chosen engine are refused, not ignored."""
+
+from __future__ import annotations
+
+import pytest
+
+import trtflow.backends
+from trtflow.errors import UsageError
+from tests.conftest import call_cli
+
+
+@pytest.fixture
+def loads(monkeypatch) -> list:
+    """Every trtflow.backends.load call; the call then stops the command."""
+    seen = []
+
+    def fake_load(model, engine="auto", **opts):
+        seen.append((model, engine, opts))
+        raise UsageError("stopped by the test")
+
+    monkeypatch.setattr(trtflow.backends, "load", fake_load)
+    return seen
+
+
+@pytest.mark.parametrize("flag", ["--fp16", "--bf16", "--best", "--int8"])
+@pytest.mark.parametrize("engine", ["auto", "torch"])
+def test_precision_flags_on_a_pt2_package_are_refused(tmp_path, loads, flag, engine):
+    """serve with a .pt2 ran the package's own precision and dropped --fp16/--bf16/--best (bench refuses)."""
+    pt2 = tmp_path / "m.pt2"
+    pt2.write_bytes(b"")
+    proc = call_cli("serve", str(pt2), "--engine", engine, flag, "--http-port", "0", "--grpc-port", "-1")
+    assert proc.returncode == 2 and flag in proc.stderr and ".pt2" in proc.stderr, proc.stderr
+    assert "stopped by the test" not in proc.stderr and not loads
+
+
+def test_pt2_without_precision_flags_still_loads(tmp_path, loads):
+    pt2 = tmp_path / "m.pt2"
+    pt2.write_bytes(b"")
+    proc = call_cli("serve", str(pt2), "--http-port", "0", "--grpc-port", "-1")
+    assert "stopped by the test" in proc.stderr, proc.stderr
+    assert loads and loads[0][1] == "torch"

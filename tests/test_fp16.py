@@ -171,3 +171,23 @@ def test_range_check_keeps_overflowing_activations_fp32(tmp_path):
     assert {k["node"] for k in report["details"]["kept_fp32"]} == {"scale_up", "scale_down"}
     assert "reaches 4e+05" in report["details"]["kept_fp32"][0]["reason"]
     assert report["verification"]["max_abs"]["out"] < 1e-2
+
+
+def test_constant_node_beyond_fp16_keeps_its_reader_fp32():
+    """x / 1e5 with 1e5 from a Constant node (value or value_float): the Div must not read an inf."""
+    big = helper.make_tensor("bigv", TensorProto.FLOAT, [1], [1e5])
+    nodes = [helper.make_node("Constant", [], ["big"], name="c", value=big),
+             helper.make_node("Div", ["x", "big"], ["y"], name="div"),
+             helper.make_node("Constant", [], ["bf"], name="c2", value_float=2e5),
+             helper.make_node("Div", ["x", "bf"], ["z"], name="div2")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    new, report = convert_fp16(model)
+    assert {k["node"] for k in report["kept_fp32"]} == {"div", "div2"}
+    x = np.full((2, 4), 1000.0, np.float32)
+    got = run_ort(new, {"x": x})
+    np.testing.assert_allclose(got["y"], 0.01, rtol=1e-3)
+    np.testing.assert_allclose(got["z"], 0.005, rtol=1e-3)

@@ -78,8 +78,21 @@ def _const_values(tensor):
     if isinstance(tensor, gs.Constant):
         return np.asarray(tensor.values)
     inputs = getattr(tensor, "inputs", [])
-    if len(inputs) == 1 and inputs[0].op == "Constant" and isinstance(inputs[0].attrs.get("value"), gs.Constant):
-        return np.asarray(inputs[0].attrs["value"].values)
+    if len(inputs) == 1 and inputs[0].op == "Constant":
+        return _attr_values(inputs[0])
+    return None
+
+
+def _attr_values(node):
+    """The float or tensor value a node's value/value_float/value_floats attribute holds, else None."""
+    import onnx_graphsurgeon as gs
+
+    for key in ("value", "value_float", "value_floats"):
+        attr = node.attrs.get(key)
+        if isinstance(attr, gs.Constant):
+            return np.asarray(attr.values)
+        if attr is not None and key != "value":
+            return np.asarray(attr, dtype=np.float32)
     return None
 
 
@@ -109,8 +122,6 @@ def _reduced_count(node) -> int | None:
 
 def _block_reason(node, block_ops: dict[str, str]) -> str | None:
     """Why ``node`` stays FP32, or None to convert it."""
-    import onnx_graphsurgeon as gs
-
     if node.op in block_ops:
         return block_ops[node.op]
     if node.op in SUBGRAPH_OPS:
@@ -124,17 +135,15 @@ def _block_reason(node, block_ops: dict[str, str]) -> str | None:
         if count is None or count > LARGE_REDUCTION:
             what = "an unknown number of" if count is None else str(count)
             return f"reduces over {what} elements (> {LARGE_REDUCTION})"
-    for t in node.inputs:
-        values = np.asarray(t.values) if isinstance(t, gs.Constant) else None
+    for t in node.inputs:  # initializers and Constant nodes' outputs
+        values = _const_values(t) if t.name else None
         if values is not None and values.dtype == np.float32 and values.size:
             peak = float(np.max(np.abs(values[np.isfinite(values)]))) if np.isfinite(values).any() else 0.0
             if peak > FP16_MAX:
                 return f"constant '{t.name}' holds {peak:.4g}, beyond float16's {FP16_MAX:g}"
-    for key in ("value",):
-        attr = node.attrs.get(key)
-        values = _const_values(attr) if attr is not None and hasattr(attr, "values") else None
-        if values is not None and values.dtype == np.float32 and values.size and np.abs(values).max() > FP16_MAX:
-            return f"its {key} attribute exceeds float16's range"
+    values = _attr_values(node)
+    if values is not None and values.dtype == np.float32 and values.size and np.abs(values).max() > FP16_MAX:
+        return "its value attribute exceeds float16's range"
     return None
 
 

@@ -108,8 +108,9 @@ def diff_one(name: str, ref: Any, got: Any, atol: float, rtol: float, equal_nan:
         return _diff_exact(name, a, b, atol, rtol)
     if a.dtype.kind in "biu" and b.dtype.kind in "biu":
         return _diff_integer(name, a, b, atol, rtol, min_agreement)
-    a64 = a.astype(np.float64)
-    b64 = b.astype(np.float64)
+    wide = np.complex128 if "c" in (a.dtype.kind, b.dtype.kind) else np.float64  # never drop an imaginary part
+    a64 = a.astype(wide)
+    b64 = b.astype(wide)
     nan_a, nan_b = np.isnan(a64), np.isnan(b64)
     both_nan = nan_a & nan_b
     with np.errstate(invalid="ignore"):

@@ -191,3 +191,16 @@ def test_constant_node_beyond_fp16_keeps_its_reader_fp32():
     got = run_ort(new, {"x": x})
     np.testing.assert_allclose(got["y"], 0.01, rtol=1e-3)
     np.testing.assert_allclose(got["z"], 0.005, rtol=1e-3)
+
+
+def test_resize_scales_from_a_constant_node_keep_their_float32_value():
+    """Scales 1.1 rounded through float16 (1.0996) gave a 10x10 output instead of 11x11."""
+    scales = helper.make_tensor("scv", TensorProto.FLOAT, [4], [1, 1, 1.1, 1.1])
+    nodes = [helper.make_node("Constant", [], ["sc"], name="c", value=scales),
+             helper.make_node("Resize", ["x", "", "sc"], ["y"], name="rs", mode="nearest")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 10, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    new, _ = convert_fp16(model)
+    x = np.ones((1, 1, 10, 10), np.float32)
+    assert run_ort(new, {"x": x})["y"].shape == run_ort(model, {"x": x})["y"].shape == (1, 1, 11, 11)

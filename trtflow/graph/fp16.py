@@ -159,6 +159,7 @@ class _Converter:
         self.converted: set[str] = set()  # variable tensors now float16
         self.casts: dict[tuple[str, str], Any] = {}
         self.fp16_consts: dict[str, Any] = {}
+        self.const_fp32: dict[str, Any] = {}  # outputs of Constant nodes made FP16 -> their float32 values
         self.kept: list[dict] = []
         self.n_converted = 0
         self.flushed = 0
@@ -219,11 +220,17 @@ class _Converter:
                         node.inputs[i] = self.const16(t)
                 elif want16 and _is_f32(t) and t.name not in self.converted:
                     node.inputs[i] = self.cast(t, "fp16")
+                elif not want16 and t.name in self.const_fp32:  # the exact value, not a rounded one
+                    node.inputs[i] = self.const_fp32[t.name]
                 elif not want16 and t.name in self.converted:
                     node.inputs[i] = self.cast(t, "fp32")
             if not fp16:
                 continue
             self.n_converted += 1
+            values = _attr_values(node) if node.op == "Constant" else None
+            if values is not None and values.dtype == np.float32:
+                name = node.outputs[0].name
+                self.const_fp32[name] = self.gs.Constant(f"{name}__fp32", values)
             self._convert_attrs(node)
             for t in node.outputs:
                 if _is_f32(t):

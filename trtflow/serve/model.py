@@ -85,7 +85,9 @@ class ServedModel(ModelInfo):
                                   config.max_queue, config.timeout_s)
         self.platform = f"trtflow_{first.name}"
         self._plans: dict[tuple, tuple] = {}
-        self._dtypes = {s.name: np.dtype(s.dtype) if s.dtype != "bfloat16" else None for s in self.inputs}
+        # no cast for bfloat16 (numpy has none) and string (BYTES: object arrays the engine converts)
+        self._dtypes = {s.name: np.dtype(s.dtype) if s.dtype not in ("bfloat16", "string") else None
+                        for s in self.inputs}
         self.instances = len(self.engines)
 
     def info(self) -> ModelInfo:

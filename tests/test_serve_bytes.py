@@ -1,0 +1,47 @@
+"""trtflow serve with a model whose tensors are strings (ONNX STRING, Triton BYTES)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("aiohttp")
+httpclient = pytest.importorskip("tritonclient.http")
+grpcclient = pytest.importorskip("tritonclient.grpc")
+
+import trtflow  # noqa: E402
+from trtflow.serve.model import BatchConfig, ServedModel  # noqa: E402
+from trtflow.serve.server import BackgroundServer, ServeOptions  # noqa: E402
+
+
+def string_model() -> bytes:
+    """w (batch, 2) string -> o = w."""
+    from onnx import TensorProto as T, helper as h
+
+    g = h.make_graph([h.make_node("Identity", ["w"], ["o"])], "strings",
+                     [h.make_tensor_value_info("w", T.STRING, ["batch", 2])],
+                     [h.make_tensor_value_info("o", T.STRING, ["batch", 2])])
+    model = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_string_model_is_served_over_http_and_grpc():
+    """A string input failed ServedModel with "data type 'string' not understood": such a model could not be served."""
+    engine = trtflow.load(string_model(), engine="ort")
+    words = np.array([[b"alpha", b"beta"], [b"", b"z" * 40]], dtype=object)
+    with BackgroundServer([ServedModel("s", [engine], BatchConfig(max_batch=4))],
+                          ServeOptions(http_port=0, grpc_port=0)) as s:
+        c = httpclient.InferenceServerClient(f"127.0.0.1:{s.http_port}")
+        assert c.get_model_metadata("s")["inputs"] == [{"name": "w", "datatype": "BYTES", "shape": [-1, 2]}]
+        assert c.get_model_config("s")["input"][0]["data_type"] == "TYPE_STRING"
+        for binary in (True, False):
+            i = httpclient.InferInput("w", [2, 2], "BYTES")
+            i.set_data_from_numpy(words, binary_data=binary)
+            out = c.infer("s", [i], outputs=[httpclient.InferRequestedOutput("o", binary_data=binary)]).as_numpy("o")
+            got = [[w.encode() if isinstance(w, str) else w for w in row] for row in out.tolist()]  # JSON: str
+            assert got == words.tolist(), binary
+        g = grpcclient.InferenceServerClient(f"127.0.0.1:{s.grpc_port}")
+        i = grpcclient.InferInput("w", [2, 2], "BYTES")
+        i.set_data_from_numpy(words)
+        assert g.infer("s", [i]).as_numpy("o").tolist() == words.tolist()

@@ -69,7 +69,7 @@ def from_torch(
         for name in order:
             step(f"exporting with the {name} exporter")
             try:
-                proto = EXPORT_FUNCTIONS[name](module, inputs, output_names, dynamic, config.opset)
+                proto = EXPORT_FUNCTIONS[name](module, _fresh(inputs), output_names, dynamic, config.opset)
                 used = name
                 break
             except ExportError as exc:
@@ -140,7 +140,7 @@ def _output_names(module, inputs: dict, names) -> list[str]:
 
     try:
         with torch.inference_mode():
-            result = module(*inputs.values())
+            result = module(*_fresh(inputs).values())
     except Exception as exc:
         shapes = {k: tuple(v.shape) for k, v in inputs.items()}
         raise ExportError(
@@ -148,6 +148,12 @@ def _output_names(module, inputs: dict, names) -> list[str]:
             "Check the input shapes and dtypes (--input NAME:SHAPE[:DTYPE])"
         ) from exc
     return list(flatten_outputs(result, names))
+
+
+def _fresh(inputs: dict) -> dict:
+    """Copies of the example inputs, for one run of the module: a module that changes its input in
+    place (``x /= 255``) must not change the examples the next run, the export and ONNX Runtime see."""
+    return {k: v.clone() for k, v in inputs.items()}
 
 
 def _check_dynamic(dynamic, inputs: dict, output_names: list[str]) -> dict[str, dict[int, str]]:

@@ -59,8 +59,8 @@ def torch_outputs(module, inputs: Mapping, output_names: list[str]) -> dict:
 
     from trtflow.arrays import to_numpy
 
-    with torch.inference_mode():
-        result = module(*inputs.values())
+    with torch.inference_mode():  # on copies: a module may change its inputs in place (x /= 255)
+        result = module(*(v.clone() for v in inputs.values()))
     return {k: to_numpy(v).copy() for k, v in flatten_outputs(result, output_names).items()}
 
 
@@ -89,8 +89,8 @@ def verify_export(
     results = []
     with load(path, engine="ort") as engine:
         for case_name, inputs in cases.items():
+            feed = {k: to_numpy(v).copy() for k, v in inputs.items()}
             reference = torch_outputs(module, inputs, output_names)
-            feed = {k: to_numpy(v) for k, v in inputs.items()}
             got = engine.infer(feed)
             diffs = compare_outputs(reference, got, tolerances)
             shapes = {k: tuple(int(d) for d in v.shape) for k, v in inputs.items()}

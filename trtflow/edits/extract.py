@@ -137,7 +137,7 @@ def verify_extract(before: Any, after: Any, options: ExtractOptions | None = Non
         labelled.append((label, feed))
     # the reference is the probe model (the original with the cut tensors exposed), restricted to the subgraph outputs
     return compare_models(probe, after, labelled, config.tolerances, after_feeds=after_feeds,
-                          what="the extracted subgraph", progress=progress)
+                          what="the extracted subgraph", progress=progress, subset=True)
 
 
 register(Edit(

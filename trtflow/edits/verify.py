@@ -182,6 +182,7 @@ def compare_models(
     after_feeds: list[dict[str, np.ndarray]] | None = None,
     what: str = "the edited model",
     progress: Progress | None = None,
+    subset: bool = False,
 ) -> dict:
     """Run both models on each feed and compare same-named outputs.
 
@@ -194,6 +195,8 @@ def compare_models(
             (e.g. raw frames for embedded preprocessing), one per entry of ``feeds``.
         what: how the failure message names the after model.
         progress: told before each feed runs.
+        subset: compare only the outputs ``after`` has (``before`` exposes more, as extract's probe);
+            otherwise an output of ``before`` missing from ``after`` fails.
 
     Returns:
         ``{"passed": True, "atol", "rtol", "runs": [{"feed", "outputs": [OutputDiff dicts]}],
@@ -215,7 +218,8 @@ def compare_models(
         ref = run_ort(before, feed)
         a_feed = after_feeds[k] if after_feeds is not None else _to_after_feed(feed, after_inputs, input_map)
         got = {back.get(n, n): v for n, v in run_ort(after, a_feed).items()}
-        ref = {n: v for n, v in ref.items() if n in got or n in output_map}
+        if subset:
+            ref = {n: v for n, v in ref.items() if n in got}
         diffs = compare_outputs(ref, got, tolerances)
         for d in diffs:
             worst_max[d.name] = max(worst_max.get(d.name, 0.0), d.max_abs)

@@ -1,4 +1,5 @@
-"""trtflow.export off the common path: modules that change their inputs in place."""
+"""trtflow.export off the common path: modules that change their inputs in place, and the tolerance
+named in a verification failure."""
 
 from __future__ import annotations
 
@@ -24,3 +25,23 @@ def test_a_module_that_changes_its_input_in_place_verifies_and_leaves_the_exampl
     result = from_torch(_Scales(), x, tmp_path / "inplace.onnx", exporter="torchscript", dynamic={"x": {0: "batch"}})
     assert result.verified, result.to_dict()
     assert torch.equal(x, torch.full((2, 3), 255.0))  # the caller's example is not divided again and again
+
+
+class _Two(torch.nn.Module):
+    def forward(self, x):
+        return {"a": x * 2, "b": x * 3}
+
+
+def test_a_mismatch_names_the_tolerance_each_failing_output_was_judged_by(tmp_path, monkeypatch):
+    import trtflow.export.verify as verify
+
+    real = verify.torch_outputs
+
+    def off_by_one(module, inputs, output_names):  # PyTorch's "b" moves by 1: beyond b's atol of 0.25
+        ref = real(module, inputs, output_names)
+        return {**ref, "b": ref["b"] + 1.0}
+
+    monkeypatch.setattr(verify, "torch_outputs", off_by_one)
+    with pytest.raises(MismatchError) as info:
+        from_torch(_Two(), torch.ones(2, 3), tmp_path / "two.onnx", exporter="torchscript", per_output_atol={"b": 0.25})
+    assert "atol=0.25" in str(info.value), str(info.value)

@@ -110,6 +110,8 @@ def from_torch(
         failed = [
             f"{d.name} ({case.name}: "
             + (f"max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g}" if d.agreement is None else "class ids")
+            + (f", judged by atol={d.atol:g}, rtol={d.rtol:g}"
+               if d.agreement is None and (d.atol, d.rtol) != (config.atol, config.rtol) else "")
             + (f", {d.note}" if d.note else "") + ")"
             for case, d in bad
         ]

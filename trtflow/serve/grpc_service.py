@@ -83,7 +83,9 @@ class Service(pb_grpc.GRPCInferenceServiceServicer):
     async def _guard(self, context, fn):
         try:
             return await fn()
-        except TrtflowError as exc:  # a ProtocolError's status, 400 for bad input, else 500
+        except Exception as exc:  # a ProtocolError's status, 400 for bad input, else 500 (INTERNAL), as HTTP
+            if not isinstance(exc, TrtflowError):
+                log.exception("unhandled error on a gRPC request")
             status, message = protocol.error_status(exc)
             await context.abort(CODES.get(status, grpc.StatusCode.INTERNAL), message)
 
@@ -140,8 +142,12 @@ class Service(pb_grpc.GRPCInferenceServiceServicer):
         async def one(req):
             try:
                 done.put_nowait(pb.ModelStreamInferResponse(infer_response=await self._infer(req)))
-            except (ProtocolError, TrtflowError) as exc:
-                done.put_nowait(pb.ModelStreamInferResponse(error_message=str(exc)))
+            except Exception as exc:  # noqa: BLE001 - every request gets its answer, or the stream never ends
+                if not isinstance(exc, TrtflowError):
+                    log.error("unhandled error on a gRPC stream request", exc_info=exc)
+                # the id tells the client which request failed, as Triton does
+                done.put_nowait(pb.ModelStreamInferResponse(error_message=protocol.error_status(exc)[1],
+                                                            infer_response=pb.ModelInferResponse(id=req.id)))
 
         async def reader():
             nonlocal pending

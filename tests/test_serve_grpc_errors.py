@@ -1,0 +1,60 @@
+"""gRPC answers of trtflow serve when the engine fails with an error that is not trtflow's."""
+
+from __future__ import annotations
+
+import queue
+
+import numpy as np
+import pytest
+
+pytest.importorskip("aiohttp")
+grpcclient = pytest.importorskip("tritonclient.grpc")
+
+from trtflow.backends.base import Engine  # noqa: E402
+from trtflow.serve.model import BatchConfig, ServedModel  # noqa: E402
+from trtflow.serve.server import BackgroundServer, ServeOptions  # noqa: E402
+from trtflow.spec import TensorSpec  # noqa: E402
+
+
+class Failing(Engine):
+    name = "failing"
+
+    def __init__(self):
+        super().__init__([TensorSpec("x", "float32", ("batch", 4))], [TensorSpec("y", "float32", ("batch", 4))])
+
+    def _infer(self, feed):
+        raise RuntimeError("kaboom")
+
+
+@pytest.fixture
+def server():
+    with BackgroundServer([ServedModel("f", [Failing()], BatchConfig(max_batch=4))],
+                          ServeOptions(http_port=None, grpc_port=0)) as s:
+        yield s
+
+
+def _input():
+    i = grpcclient.InferInput("x", [1, 4], "FP32")
+    i.set_data_from_numpy(np.ones((1, 4), np.float32))
+    return i
+
+
+def test_unary_failure_is_internal_with_the_reason(server):
+    """It was UNKNOWN 'Unexpected <class ...>' (HTTP answers 500 'internal error: ...')."""
+    c = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    with pytest.raises(grpcclient.InferenceServerException) as err:
+        c.infer("f", [_input()])
+    assert "INTERNAL" in str(err.value.status()) and "kaboom" in err.value.message()
+
+
+def test_stream_failure_is_answered_not_dropped(server):
+    """The stream never answered the request (the exception died in its task): the client waited forever."""
+    c = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    answers: queue.Queue = queue.Queue()
+    c.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        c.async_stream_infer("f", [_input()], request_id="7")
+        result, error = answers.get(timeout=10)
+        assert result is None and "kaboom" in error.message()
+    finally:
+        c.stop_stream(cancel_requests=True)

@@ -1,5 +1,5 @@
-"""trtflow.export off the common path: modules that change their inputs in place, and the tolerance
-named in a verification failure."""
+"""trtflow.export off the common path: modules that change their inputs in place, the tolerance
+named in a verification failure, and example inputs on a CUDA device."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from trtflow.errors import MismatchError
 torch = pytest.importorskip("torch")
 
 from trtflow.export import from_torch  # noqa: E402
+from trtflow.export.verify import resized_inputs  # noqa: E402
 
 
 class _Scales(torch.nn.Module):
@@ -45,3 +46,12 @@ def test_a_mismatch_names_the_tolerance_each_failing_output_was_judged_by(tmp_pa
     with pytest.raises(MismatchError) as info:
         from_torch(_Two(), torch.ones(2, 3), tmp_path / "two.onnx", exporter="torchscript", per_output_atol={"b": 0.25})
     assert "atol=0.25" in str(info.value), str(info.value)
+
+
+@pytest.mark.gpu
+def test_resized_inputs_stay_on_the_examples_device():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    x = torch.randn(2, 3, device="cuda")
+    out = resized_inputs({"x": x}, {"x": {0: "batch"}})
+    assert out["x"].device == x.device and out["x"].shape == (4, 3)

@@ -48,7 +48,7 @@ def resized_inputs(inputs: Mapping, dynamic: Mapping[str, Mapping[int, str]], se
         if t.is_floating_point() and t.numel():
             scale = float(t.float().std()) if t.numel() > 1 else 1.0
             noise = torch.randn(t.shape, generator=gen, dtype=torch.float32) * (0.1 * (scale or 1.0))
-            t = t + noise.to(t.dtype)
+            t = t + noise.to(device=t.device, dtype=t.dtype)
         out[name] = t.contiguous()
     return out
 

@@ -185,3 +185,14 @@ def test_cli_ssd_with_priors_file(models_dir, tmp_path):
     assert res.returncode == 0, res.stderr
     verification = json.loads(res.stdout)["verification"]
     assert verification["passed"] is True and verification["detections_compared"] > 0
+
+
+def test_add_nms_keeps_the_models_metadata(heads):
+    """Class names, stride and the like (Ultralytics' metadata_props) survive add-nms, as every other edit."""
+    import onnx
+
+    model = onnx.load(str(heads["boxes-scores"]))
+    onnx.helper.set_model_props(model, {"names": "{0: 'cat'}", "stride": "32"})
+    new, _ = add_nms(model, NmsOptions("boxes-scores"))
+    assert {p.key: p.value for p in new.metadata_props} == {"names": "{0: 'cat'}", "stride": "32"}
+    assert new.ir_version == model.ir_version

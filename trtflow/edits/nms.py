@@ -28,6 +28,7 @@ from trtflow.edits.registry import Edit, register
 from trtflow.edits.verify import VerifyConfig
 from trtflow.errors import GraphError, MismatchError, UsageError
 from trtflow.graph.builder import GraphBuilder
+from trtflow.graph.ir import export_graph
 from trtflow.progress import Progress, report as progress_of
 from trtflow.vision.formats import PRIOR_FORMATS, DetectionConfig, resolve_roles, split_head
 
@@ -227,9 +228,7 @@ def add_nms(model, options: NmsOptions | DetectionConfig, verify_config: VerifyC
         array.tensor.shape = shapes[name]
         graph.outputs.append(array.tensor)
     graph.outputs.extend(extra)
-    graph.cleanup().toposort()
-    new = gs.export_onnx(graph)
-    new.ir_version = proto.ir_version
+    new = export_graph(graph, like=proto)  # cleanup, toposort; ir_version and metadata of the model
     if plugin == "none":
         try:
             onnx.checker.check_model(new)

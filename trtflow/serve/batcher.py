@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from trtflow.errors import EngineError
 from trtflow.serve.ipc import ALIGN
 from trtflow.serve.metrics import ModelStats
 from trtflow.serve.model import ServedModel
@@ -394,6 +395,14 @@ def split(outputs: dict, rows: list[int]) -> list[dict]:
     """Outputs of a merged batch -> each request's rows of them (views; the outputs as is for one)."""
     if len(rows) == 1:
         return [outputs]
+    total = sum(rows)
+    for name, value in outputs.items():
+        got = value.shape[0] if getattr(value, "ndim", 0) else None
+        if got != total:
+            raise EngineError(
+                f"output '{name}' has shape {list(getattr(value, 'shape', ()))} for a batch of {total} rows from "
+                f"{len(rows)} requests: its dim 0 is not the batch, so it cannot be split per request; serve "
+                "this model with --max-batch 0")
     if all(n == 1 for n in rows) and all(getattr(v, "ndim", 0) for v in outputs.values()):
         # batch-1 requests (the usual case): the row views made by numpy's iteration, not slicing
         names = list(outputs)

@@ -19,3 +19,30 @@ def test_complex_outputs_compare_both_parts():
     assert same.passed and same.max_abs == 0.0
     nan = diff_one("z", np.array([complex(1, np.nan)]), np.array([complex(1, np.nan)]), 1e-5, 1e-5)
     assert not nan.passed
+
+
+class _Doubler:
+    """An engine that doubles its input; ``in_place`` ones write into the array they are given
+    (a torch module doing ``x.mul_(2)`` on a CPU feed it shares memory with)."""
+
+    def __init__(self, in_place: bool):
+        from trtflow.spec import TensorSpec
+
+        self.in_place = in_place
+        self.outputs = [TensorSpec("y", "float32", (2,))]
+
+    def infer(self, feed):
+        x = feed["x"]
+        if self.in_place:
+            x *= 2
+            return {"y": x}
+        return {"y": x * 2}
+
+
+def test_every_engine_gets_the_feed_unchanged_by_the_engines_before_it():
+    from trtflow.compare import compare_engines
+
+    feed = {"x": np.array([1.0, 2.0], np.float32)}
+    report = compare_engines({"a": _Doubler(True), "b": _Doubler(False)}, feed)
+    assert report.passed, report.to_dict()
+    assert feed["x"].tolist() == [1.0, 2.0]  # the caller's feed is left as it was

@@ -44,7 +44,7 @@ def compare_engines(
     results: dict[str, dict[str, np.ndarray]] = {}
     for label, engine in engines.items():
         log.info("running %s", label)
-        results[label] = {k: to_numpy(v) for k, v in engine.infer(feed).items()}
+        results[label] = {k: to_numpy(v) for k, v in engine.infer(_copy(feed)).items()}
     labels = list(engines)
     ref = labels[0]
     comparisons = [
@@ -52,3 +52,13 @@ def compare_engines(
     ]
     inputs = {k: {"shape": list(np.shape(v)), "dtype": dtype_of(v)} for k, v in feed.items()}
     return CompareReport(model, labels, inputs, comparisons)
+
+
+def _copy(feed: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the feed for one engine: an engine that changes its input in place (a torch module
+    doing ``x /= 255`` on the CPU shares the numpy array's memory) must not change the next engine's."""
+    out = {}
+    for name, value in feed.items():
+        clone = getattr(value, "clone", None)  # torch tensors, kept on their device
+        out[name] = value.copy() if isinstance(value, np.ndarray) else clone() if callable(clone) else value
+    return out

@@ -55,3 +55,11 @@ def test_resized_inputs_stay_on_the_examples_device():
     x = torch.randn(2, 3, device="cuda")
     out = resized_inputs({"x": x}, {"x": {0: "batch"}})
     assert out["x"].device == x.device and out["x"].shape == (4, 3)
+
+
+def test_each_submodules_mode_is_restored(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    model.train()
+    model[1].eval()  # a frozen batch norm inside a model being trained
+    from_torch(model, torch.randn(2, 3), tmp_path / "m.onnx", exporter="torchscript", verify=False)
+    assert model.training and model[0].training and not model[1].training

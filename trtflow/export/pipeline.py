@@ -57,7 +57,7 @@ def from_torch(
     config = _merge(config, options)
     step = report(progress)
     out = Path(out)
-    was_training = getattr(module, "training", False)
+    modes = [(m, m.training) for m in module.modules()] if hasattr(module, "modules") else []
     module.eval()
     try:
         inputs = name_inputs(module, example_inputs, config.input_names)
@@ -104,7 +104,8 @@ def from_torch(
         tol.check_names([s.name for s in outputs_spec])
         result.verification = verify_export(out, module, cases, output_names, tol)
     finally:
-        module.train(was_training)
+        for m, training in modes:  # each submodule's own mode (a frozen batch norm in a model in training stays eval)
+            m.training = training
     if not result.verified:
         bad = [(case, d) for case in result.verification for d in case.diffs if not d.passed]
         failed = [

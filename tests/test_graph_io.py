@@ -18,3 +18,39 @@ def test_plan_message_names_a_fix_for_every_command(tmp_path, name, head):
     assert "load it with --engine tensorrt" not in msg
     assert ".onnx model it was built from" in msg
     assert 'engine="tensorrt"' in msg
+
+
+def _weighted_model():
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.arange(4096, dtype=np.float32).reshape(64, 64), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], initializer=[w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_save_with_external_data_leaves_the_proto_whole_and_the_file_fresh(tmp_path, monkeypatch):
+    """Above 2 GB the weights go to OUT.onnx.data: the caller's proto keeps its weights (export checked
+    its size after saving and deleted the data file it had just written), and a second save replaces
+    the data file instead of appending to it."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    from trtflow.graph import io
+
+    monkeypatch.setattr(io, "TWO_GB", 1000)
+    model = _weighted_model()
+    size = model.ByteSize()
+    out = tmp_path / "m.onnx"
+    io.save_onnx(model, out)
+    assert model.ByteSize() >= size  # the weights are back in it (data_location now set to DEFAULT)
+    np.testing.assert_array_equal(numpy_helper.to_array(model.graph.initializer[0]).ravel(), np.arange(4096))
+    data = tmp_path / "m.onnx.data"
+    first = data.stat().st_size
+    io.save_onnx(model, out)
+    assert data.stat().st_size == first
+    back = load_onnx(out)
+    np.testing.assert_array_equal(numpy_helper.to_array(back.graph.initializer[0]).ravel(), np.arange(4096))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]

@@ -114,14 +114,29 @@ def save_onnx(proto, path: str | os.PathLike) -> Path:
     """Write one self-contained file (external data only above protobuf's 2 GB limit)."""
     import onnx
 
+    import shutil
+    import tempfile
+
+    from onnx.external_data_helper import load_external_data_for_model
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     if proto.ByteSize() < TWO_GB:
+        tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(proto.SerializeToString())
-    else:
-        onnx.save_model(proto, str(tmp), save_as_external_data=True, location=path.name + ".data")
-    os.replace(tmp, path)
+        os.replace(tmp, path)
+        return path
+    # onnx appends to an existing data file and moves the weights out of the proto it saves: write
+    # both files into a fresh folder beside the target, move them over it, and read the weights back
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        data = path.name + ".data"
+        onnx.save_model(proto, str(folder / path.name), save_as_external_data=True, location=data)
+        load_external_data_for_model(proto, str(folder))
+        os.replace(folder / data, path.with_name(data))
+        os.replace(folder / path.name, path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return path
 
 

@@ -283,12 +283,24 @@ def _array_from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str
             arr = np.array([d.encode() if isinstance(d, str) else bytes(d) for d in _flat(data)], dtype=object)
         else:
             arr = np.asarray(data, dtype=dtype)
+            kind = np.asarray(data).dtype.kind if arr.size else dtype.kind
+            if kind == "f" and dtype.kind in "iu":  # ints beyond int64 next to others parse as float64
+                kind = "i" if all(type(v) is int for v in _flat(data)) else kind
+            if kind not in _JSON_KINDS[dtype.kind]:  # 1.7 into INT32 truncated, "false" into BOOL was True
+                what = {"b": "true/false", "i": "integers", "u": "integers"}.get(dtype.kind, "numbers")
+                raise ProtocolError(f"input '{name}': datatype {datatype} takes JSON {what} as data; got "
+                                    f"{_JSON_NAMES.get(kind, 'other values')}")
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"input '{name}': data does not fit datatype {datatype}: {exc}") from None
     count = math.prod(shape)
     if arr.size != count:
         raise ProtocolError(f"input '{name}' has {arr.size} values; shape {list(shape)} needs {count}")
     return arr.reshape(shape)
+
+
+# the numpy kinds of parsed JSON data each datatype kind takes (Triton: ints for INT/UINT, bools for BOOL)
+_JSON_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf", "V": "iuf"}
+_JSON_NAMES = {"b": "true/false", "i": "integers", "u": "integers", "f": "fractional numbers", "U": "strings"}
 
 
 def _flat(data: Any):

@@ -1,0 +1,43 @@
+"""The KServe v2 codec (trtflow.serve.protocol) on requests a strict server refuses."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from trtflow.serve import protocol
+from trtflow.serve.protocol import ProtocolError
+
+
+def _decode(inputs: list, **doc) -> protocol.InferRequest:
+    return protocol.decode_infer_request(json.dumps({"inputs": inputs, **doc}).encode())
+
+
+@pytest.mark.parametrize("datatype, data", [
+    ("INT32", [1.7, 2.2]),  # was truncated to [1, 2]
+    ("INT64", [1, 2.5]),
+    ("UINT8", [1.0, 2.0]),
+    ("BOOL", ["false", "true"]),  # "false" was True
+    ("BOOL", [0, 1]),
+    ("FP32", ["1.5", "2"]),  # strings were parsed as numbers
+    ("FP32", [True, False]),
+])
+def test_json_data_of_the_wrong_kind_is_400_not_converted(datatype, data):
+    with pytest.raises(ProtocolError, match=f"'x'.*{datatype}") as err:
+        _decode([{"name": "x", "shape": [2], "datatype": datatype, "data": data}])
+    assert err.value.status == 400
+
+
+@pytest.mark.parametrize("datatype, data, want", [
+    ("INT32", [1, -2], np.array([1, -2], np.int32)),
+    ("UINT64", [2**64 - 1, 0], np.array([2**64 - 1, 0], np.uint64)),
+    ("BOOL", [True, False], np.array([True, False])),
+    ("FP32", [1, 2.5], np.array([1, 2.5], np.float32)),
+    ("FP16", [0.5, 2], np.array([0.5, 2], np.float16)),
+])
+def test_json_data_of_the_right_kind_is_taken(datatype, data, want):
+    got = _decode([{"name": "x", "shape": [2], "datatype": datatype, "data": data}]).inputs["x"]
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)

@@ -46,3 +46,25 @@ def test_every_engine_gets_the_feed_unchanged_by_the_engines_before_it():
     report = compare_engines({"a": _Doubler(True), "b": _Doubler(False)}, feed)
     assert report.passed, report.to_dict()
     assert feed["x"].tolist() == [1.0, 2.0]  # the caller's feed is left as it was
+
+
+def _raised(reference, candidate):
+    import pytest
+
+    from trtflow.compare import CompareReport, EngineComparison, compare_outputs
+    from trtflow.errors import MismatchError
+
+    report = CompareReport("m", ["a", "b"], {}, [EngineComparison("a", "b", compare_outputs(reference, candidate))])
+    with pytest.raises(MismatchError) as info:
+        report.raise_for_mismatch()
+    return str(info.value)
+
+
+def test_a_shape_mismatch_does_not_send_the_user_to_the_tolerances():
+    text = _raised({"boxes": np.zeros((7, 4))}, {"boxes": np.zeros((5, 4))})
+    assert "--atol" not in text and "shape" in text, text
+
+
+def test_nans_at_the_same_places_name_equal_nan():
+    text = _raised({"y": np.array([np.nan, 1.0])}, {"y": np.array([np.nan, 1.0])})
+    assert "--equal-nan" in text, text

@@ -115,14 +115,28 @@ class CompareReport:
         if not failed:
             return
         text = "; ".join(f"{c.candidate} vs {c.reference}: {describe_failures(c.diffs)}" for c in failed)
-        raise MismatchError(
-            f"outputs differ beyond tolerance: {text}. If the difference is expected (e.g. fp16), "
-            + ("loosen it with --atol/--rtol (NAME=X for one output)"
-               if any(d.agreement is None and not d.note.startswith("missing")
-                      for c in failed for d in c.diffs if not d.passed)
-               else "outputs are matched by name: compare models with the same output names "
-                    "(trtflow surgeon rename renames them)"
-               if all(d.note.startswith("missing") for c in failed for d in c.diffs if not d.passed)
-               else "lower --min-agreement (e.g. 0.99: 1% of the class ids may differ)"),
-            report=self,
-        )
+        bad = [d for c in failed for d in c.diffs if not d.passed]
+        raise MismatchError(f"outputs differ beyond tolerance: {text}. {_fixes(bad)}", report=self)
+
+
+def _fixes(bad: list[OutputDiff]) -> str:
+    """What may help, for the kinds of failure in ``bad``: no tolerance passes a missing output,
+    a shape that differs or a NaN on both sides, so those are not sent to --atol/--rtol."""
+    missing = [d for d in bad if d.note.startswith("missing")]
+    shaped = [d for d in bad if d.note.startswith(("shape ", "count "))]
+    integer = [d for d in bad if d.agreement is not None]
+    numeric = [d for d in bad if not d.note.startswith(("missing", "shape ", "count ")) and d.agreement is None]
+    fixes = []
+    if numeric:
+        fixes.append("If the difference is expected (e.g. fp16), loosen it with --atol/--rtol (NAME=X for one output)")
+    if any("NaN(s) in both outputs" in d.note for d in numeric):
+        fixes.append("NaNs at the same places pass with --equal-nan")
+    if integer:
+        fixes.append("If the difference is expected, lower --min-agreement (e.g. 0.99: 1% of the class ids may differ)")
+    if shaped:
+        fixes.append(f"{', '.join(d.name for d in shaped)}: the shapes differ, which no tolerance passes; check the "
+                     "input shapes each engine ran (a detector's count of boxes can also differ near its threshold)")
+    if missing:
+        fixes.append("Outputs are matched by name: compare models with the same output names "
+                     "(trtflow surgeon rename renames them)")
+    return ". ".join(fixes)

@@ -63,3 +63,18 @@ def test_each_submodules_mode_is_restored(tmp_path):
     model[1].eval()  # a frozen batch norm inside a model being trained
     from_torch(model, torch.randn(2, 3), tmp_path / "m.onnx", exporter="torchscript", verify=False)
     assert model.training and model[0].training and not model[1].training
+
+
+class _FixedRows(torch.nn.Module):
+    """Its output has as many rows as the example had: traced, the count becomes a constant."""
+
+    def forward(self, x):
+        return torch.zeros(int(x.shape[0]), 2) + x.sum()
+
+
+def test_an_output_shape_that_differs_is_not_sent_to_the_tolerances(tmp_path):
+    with pytest.raises(MismatchError) as info:
+        from_torch(_FixedRows(), torch.ones(2, 3), tmp_path / "rows.onnx", exporter="torchscript",
+                   dynamic={"x": {0: "batch"}})
+    text = str(info.value)
+    assert "shape" in text and "--atol" not in text and "--no-verify" in text, text

@@ -118,10 +118,13 @@ def from_torch(
         ]
         loosen = ("lower --min-agreement (integer outputs are judged by exact agreement)"
                   if all(d.agreement is not None for _, d in bad) else "loosen --atol/--rtol")
+        advice = f"{loosen[0].upper() + loosen[1:]} if the differences are expected (e.g. fp16)"
+        if all(d.note.startswith(("shape ", "count ")) for _, d in bad):  # no tolerance passes another shape
+            advice = ("The output shapes differ, which no tolerance passes: the graph kept a size of the example "
+                      "(e.g. int(x.shape[0]) or a constant shape in the model's code)")
         raise MismatchError(
             f"{out} was written but ONNX Runtime does not match PyTorch within atol={config.atol}, "
-            f"rtol={config.rtol}: {'; '.join(failed)}. {loosen[0].upper() + loosen[1:]} if the differences are "
-            "expected (e.g. fp16), try the other exporter, or skip with --no-verify",
+            f"rtol={config.rtol}: {'; '.join(failed)}. {advice}, try the other exporter, or skip with --no-verify",
             report=result,
         )
     return result

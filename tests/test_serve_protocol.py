@@ -41,3 +41,22 @@ def test_json_data_of_the_right_kind_is_taken(datatype, data, want):
     got = _decode([{"name": "x", "shape": [2], "datatype": datatype, "data": data}]).inputs["x"]
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
+
+
+_X = {"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}
+
+
+@pytest.mark.parametrize("doc, match", [
+    ({"inputs": [_X], "outputs": ["y"]}, "'outputs'"),
+    ({"inputs": [_X], "outputs": {"name": "y"}}, "'outputs'"),
+    ({"inputs": [_X], "outputs": [{"name": "y", "parameters": {"classification": "two"}}]}, "classification"),
+    ({"inputs": [_X], "parameters": [1]}, "parameters"),
+    ({"inputs": [{**_X, "parameters": "binary"}]}, "parameters of input 'x'"),
+    ({"inputs": [{**_X, "data": None, "parameters": {"binary_data_size": "4"}}]}, "binary_data_size"),
+    ({"inputs": [_X, {**_X, "data": [2.0]}]}, "'x' is given more than once"),  # the last one was taken
+])
+def test_malformed_request_parts_are_400_not_internal_errors(doc, match):
+    """These were AttributeError/ValueError: 500 'internal error' instead of Triton's 400."""
+    with pytest.raises(ProtocolError, match=match) as err:
+        protocol.decode_infer_request(json.dumps(doc).encode())
+    assert err.value.status == 400

@@ -213,7 +213,8 @@ def decode_infer_request(body: bytes, header_length: int | str | None = None) ->
         shape = _shape(item["shape"], name)
         size = (item.get("parameters") or {}).get("binary_data_size")
         if size is not None:
-            size = int(size)
+            if type(size) is not int or size < 0:
+                raise ProtocolError(f"input '{name}': parameters.binary_data_size must be a byte count, got {size!r}")
             if offset + size > len(rest):
                 raise ProtocolError(f"input '{name}' declares {size} binary bytes but the body holds {len(rest) - offset}")
             inputs[name] = array_from_raw(rest[offset:offset + size], item["datatype"], shape, name)
@@ -240,19 +241,42 @@ def parse_infer_header(head: bytes | memoryview) -> tuple[list[dict], InferReque
         raise ProtocolError(f"malformed JSON in the request: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise ProtocolError("the request must be a JSON object with an 'inputs' list")
-    params = doc.get("parameters") or {}
+    params = _parameters(doc, "the request")
+    names = set()
     for item in doc["inputs"]:
         if not isinstance(item, dict) or "name" not in item or "datatype" not in item or "shape" not in item:
             raise ProtocolError("each input needs 'name', 'shape' and 'datatype'")
+        _parameters(item, f"input '{item['name']}'")
+        if str(item["name"]) in names:
+            raise ProtocolError(f"input '{item['name']}' is given more than once")
+        names.add(str(item["name"]))
     outputs = None
     if doc.get("outputs") is not None:
+        if not isinstance(doc["outputs"], list) or not all(isinstance(o, dict) and "name" in o for o in doc["outputs"]):
+            raise ProtocolError("'outputs' must be a list of objects with a 'name'")
         outputs = []
         for item in doc["outputs"]:
-            p = item.get("parameters") or {}
-            outputs.append(RequestedOutput(str(item.get("name")), p.get("binary_data"),
-                                           int(p.get("classification", 0) or 0)))
+            p = _parameters(item, f"output '{item['name']}'")
+            count = p.get("classification", 0) or 0
+            if type(count) is not int:
+                raise ProtocolError(f"output '{item['name']}': parameters.classification must be an integer, got {count!r}")
+            outputs.append(RequestedOutput(str(item["name"]), p.get("binary_data"), count))
     request = InferRequest({}, str(doc.get("id", "")), outputs, bool(params.get("binary_data_output", False)), params)
     return doc["inputs"], request
+
+
+def _parameters(doc: dict, what: str) -> dict:
+    """The ``parameters`` object of ``doc`` ({} when absent).
+
+    Raises:
+        ProtocolError: (400) parameters that are not an object.
+    """
+    params = doc.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ProtocolError(f"the parameters of {what} must be a JSON object, got {type(params).__name__}")
+    return params
 
 
 def binary_layout(items: list[dict], body_bytes: int) -> list[tuple[str, np.dtype, tuple[int, ...]]] | None:
@@ -264,7 +288,7 @@ def binary_layout(items: list[dict], body_bytes: int) -> list[tuple[str, np.dtyp
         for item in items:
             size = (item.get("parameters") or {}).get("binary_data_size")
             dtype = _NUMPY_DTYPES.get(item["datatype"])
-            if size is None or dtype is None or dtype == object:
+            if type(size) is not int or dtype is None or dtype == object:
                 return None
             shape = _shape(item["shape"], "")
             if int(size) != math.prod(shape) * dtype.itemsize:

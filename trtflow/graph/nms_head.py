@@ -17,24 +17,55 @@ def raw_head(proto: Any, node: Any = None) -> list[str]:
 
     Returns:
         ``[boxes, scores]`` tensor names (``boxes_raw``/``scores_raw`` where add-nms renamed the
-        model's own outputs), or ``[]`` when the graph has no NMS node.
+        model's own outputs; one name when both come from one yolo head), then the other raw
+        tensors add-nms decodes (RetinaFace landmarks), or ``[]`` when the graph has no NMS node.
     """
     nodes = list(proto.graph.node)
     node = node or next((n for n in nodes if n.op_type in NMS_OPS), None)
     if node is None:
         return []
     producer = {out: n for n in nodes for out in n.output}
-    names = []
+    constants = {i.name for i in proto.graph.initializer}
+    names: list[str] = []
     for name in list(node.input)[:2]:
-        seen = set()
-        while name in producer and producer[name].name.startswith(ADDED_PREFIX) and name not in seen:
-            seen.add(name)
-            inputs = [i for i in producer[name].input if i and i in producer or _is_graph_input(proto, i)]
-            if not inputs:
-                break
-            name = inputs[0]
-        names.append(name)
+        start = _start_of_added(proto, name, producer, constants)
+        if start not in names:  # yolo: boxes and scores both come from the one head
+            names.append(start)
+    if node.name.startswith(ADDED_PREFIX):  # what else add-nms decodes (RetinaFace landmarks)
+        for n in nodes:
+            if n.name.startswith(ADDED_PREFIX) and n.op_type != "Shape":
+                for i in n.input:
+                    if i and i not in names and _from_model(proto, i, producer, constants):
+                        names.append(i)
     return names
+
+
+def _start_of_added(proto: Any, name: str, producer: dict, constants: set) -> str:
+    """The first tensor (depth first, first inputs first) that the add-nms nodes behind ``name`` read from
+    the model: a tensor of the model's own nodes or a graph input. Shape nodes are not followed:
+    they read only the size of the image input (retinaface/ssd priors), never detections."""
+    stack, seen = [name], set()
+    while stack:
+        tensor = stack.pop()
+        if tensor in seen:
+            continue
+        seen.add(tensor)
+        node = producer.get(tensor)
+        if node is None or not node.name.startswith(ADDED_PREFIX):
+            if _from_model(proto, tensor, producer, constants):
+                return tensor
+            continue
+        if node.op_type != "Shape":
+            stack.extend(reversed([i for i in node.input if i]))
+    return name
+
+
+def _from_model(proto: Any, name: str, producer: dict, constants: set) -> bool:
+    """A tensor of the model's own nodes or a graph input (not a constant, not add-nms's)."""
+    node = producer.get(name)
+    if node is not None:
+        return not node.name.startswith(ADDED_PREFIX)
+    return name not in constants and _is_graph_input(proto, name)
 
 
 def _is_graph_input(proto: Any, name: str) -> bool:

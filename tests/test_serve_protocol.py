@@ -49,7 +49,6 @@ _X = {"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}
 @pytest.mark.parametrize("doc, match", [
     ({"inputs": [_X], "outputs": ["y"]}, "'outputs'"),
     ({"inputs": [_X], "outputs": {"name": "y"}}, "'outputs'"),
-    ({"inputs": [_X], "outputs": [{"name": "y", "parameters": {"classification": "two"}}]}, "classification"),
     ({"inputs": [_X], "parameters": [1]}, "parameters"),
     ({"inputs": [{**_X, "parameters": "binary"}]}, "parameters of input 'x'"),
     ({"inputs": [{**_X, "data": None, "parameters": {"binary_data_size": "4"}}]}, "binary_data_size"),

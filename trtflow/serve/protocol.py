@@ -257,10 +257,8 @@ def parse_infer_header(head: bytes | memoryview) -> tuple[list[dict], InferReque
         outputs = []
         for item in doc["outputs"]:
             p = _parameters(item, f"output '{item['name']}'")
-            count = p.get("classification", 0) or 0
-            if type(count) is not int:
-                raise ProtocolError(f"output '{item['name']}': parameters.classification must be an integer, got {count!r}")
-            outputs.append(RequestedOutput(str(item["name"]), p.get("binary_data"), count))
+            outputs.append(RequestedOutput(str(item["name"]), p.get("binary_data"),
+                                           int(p.get("classification", 0) or 0)))
     request = InferRequest({}, str(doc.get("id", "")), outputs, bool(params.get("binary_data_output", False)), params)
     return doc["inputs"], request
 

@@ -204,3 +204,24 @@ def test_resize_scales_from_a_constant_node_keep_their_float32_value():
     new, _ = convert_fp16(model)
     x = np.ones((1, 1, 10, 10), np.float32)
     assert run_ort(new, {"x": x})["y"].shape == run_ort(model, {"x": x})["y"].shape == (1, 1, 11, 11)
+
+
+def test_computed_resize_scales_stay_float32():
+    """scales = 640 / H from the input's shape: through float16 (1.333) a 480-row input gave 639 rows."""
+    ints = lambda name, v, dt=np.int64: numpy_helper.from_array(np.array(v, dt), name)  # noqa: E731
+    nodes = [helper.make_node("Shape", ["x"], ["shp"]),
+             helper.make_node("Slice", ["shp", "s2", "s4"], ["hw"]),
+             helper.make_node("Cast", ["hw"], ["hwf"], to=TensorProto.FLOAT),
+             helper.make_node("Div", ["target", "hwf"], ["ratio"], name="ratio"),
+             helper.make_node("Concat", ["ones", "ratio"], ["scales"], axis=0, name="scales"),
+             helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 480, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[ints("s2", [2]), ints("s4", [4]), ints("target", [640, 9], np.float32),
+                     ints("ones", [1, 1], np.float32)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    new, report = convert_fp16(model)
+    x = np.ones((1, 1, 480, 7), np.float32)
+    assert run_ort(new, {"x": x})["y"].shape == run_ort(model, {"x": x})["y"].shape == (1, 1, 640, 9)
+    assert {k["node"] for k in report["kept_fp32"]} == {"ratio", "scales"}

@@ -147,6 +147,20 @@ def _block_reason(node, block_ops: dict[str, str]) -> str | None:
     return None
 
 
+def _fixed_fp32_producers(graph) -> set[int]:
+    """ids of the nodes computing a float32-only input (Resize scales/roi): kept FP32, since a scale
+    rounded to float16 changes the output size (640/480 -> 1.333 -> 639 rows)."""
+    marked: set[int] = set()
+    stack = [node.inputs[i] for node in graph.nodes for i in FIXED_FP32_INPUTS.get(node.op, ())
+             if i < len(node.inputs)]
+    while stack:
+        for producer in getattr(stack.pop(), "inputs", []):
+            if id(producer) not in marked:
+                marked.add(id(producer))
+                stack.extend(t for t in producer.inputs if _is_f32(t))
+    return marked
+
+
 class _Converter:
     """One conversion pass over a graphsurgeon graph, counting what it does."""
 
@@ -165,6 +179,7 @@ class _Converter:
         self.flushed = 0
         self.output_casts = 0
         self.peaks = dict(peaks or {})
+        self.fixed = _fixed_fp32_producers(graph)
 
     def _range_reason(self, node) -> str | None:
         """Keep a node FP32 when a float tensor it reads or writes went beyond float16 on the range feeds."""
@@ -204,7 +219,8 @@ class _Converter:
                     t.dtype = np.float16
                     self.converted.add(t.name)
         for node in list(self.graph.nodes):
-            reason = _block_reason(node, self.block_ops) or self._range_reason(node)
+            reason = _block_reason(node, self.block_ops) or self._range_reason(node) or (
+                "computes a Resize scales/roi input, which stays float32" if id(node) in self.fixed else None)
             fp16 = reason is None and any(
                 (_is_f32(t) or t.name in self.converted) for t in [*node.inputs, *node.outputs]
             )

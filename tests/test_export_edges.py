@@ -78,3 +78,22 @@ def test_an_output_shape_that_differs_is_not_sent_to_the_tolerances(tmp_path):
                    dynamic={"x": {0: "batch"}})
     text = str(info.value)
     assert "shape" in text and "--atol" not in text and "--no-verify" in text, text
+
+
+class _SumAndScale(torch.nn.Module):
+    def forward(self, x):
+        return x.sum(0), x * 2  # output_0 is (3,) at every batch size; output_1 follows the batch
+
+
+def test_output_axes_asked_to_be_dynamic_are_checked(tmp_path):
+    from trtflow.errors import ExportError, UsageError
+
+    ok = from_torch(_SumAndScale(), torch.ones(2, 3), tmp_path / "ok.onnx", exporter="torchscript",
+                    dynamic={"x": {0: "batch"}, "output_1": {0: "batch"}})
+    assert ok.outputs[1].shape == ("batch", 3)
+    with pytest.raises(ExportError, match="axis 0 of output 'output_0'"):
+        from_torch(_SumAndScale(), torch.ones(2, 3), tmp_path / "fixed.onnx", exporter="torchscript",
+                   dynamic={"x": {0: "batch"}, "output_0": {0: "n"}})
+    with pytest.raises(UsageError, match="do not exist"):
+        from_torch(_SumAndScale(), torch.ones(2, 3), tmp_path / "rank.onnx", exporter="torchscript",
+                   dynamic={"x": {0: "batch"}, "output_1": {5: "k"}})

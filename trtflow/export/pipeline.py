@@ -83,6 +83,7 @@ def from_torch(
         step("checking the ONNX graph")
         _check_io(proto, inputs, output_names, dynamic)
         proto = _infer_and_check(proto)
+        _check_output_axes(proto, dynamic)
         save_onnx(proto, out)
         stray = out.with_name(out.name + ".data")
         if proto.ByteSize() < TWO_GB and stray.exists():
@@ -194,6 +195,31 @@ def _check_io(proto, inputs: dict, output_names: list[str], dynamic: dict) -> No
                 raise ExportError(
                     f"axis {axis} of input '{value.name}' was asked to be dynamic but the exporter fixed it to "
                     f"{dim.dim_value}; the model's code uses that size as a constant"
+                )
+
+
+def _check_output_axes(proto, dynamic: dict) -> None:
+    """Output axes asked to be dynamic must be symbolic in the graph (after shape inference, which
+    replaces a label the TorchScript exporter put on a size the graph fixes), where it gives a shape.
+
+    Raises:
+        UsageError: an axis beyond the output's rank.
+        ExportError: an axis the graph fixes.
+    """
+    for value in proto.graph.output:
+        axes = dynamic.get(value.name, {})
+        if not axes or not value.type.tensor_type.HasField("shape"):
+            continue
+        dims = value.type.tensor_type.shape.dim
+        bad = [a for a in axes if a >= len(dims)]
+        if bad:
+            raise UsageError(f"output '{value.name}' has rank {len(dims)}; dynamic axes {bad} do not exist")
+        for axis in axes:
+            if dims[axis].HasField("dim_value"):
+                raise ExportError(
+                    f"axis {axis} of output '{value.name}' was asked to be dynamic but its size is fixed at "
+                    f"{dims[axis].dim_value} in the graph: it does not follow a dynamic input axis (drop it from "
+                    "--dynamic), or the model's code uses that size as a constant"
                 )
 
 

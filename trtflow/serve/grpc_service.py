@@ -96,7 +96,8 @@ class Service(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=not self.server.draining)
 
     async def ModelReady(self, request, context):
-        ready = request.name in self.server.models and not self.server.draining
+        model = self.server.models.get(request.name)
+        ready = model is not None and request.version in ("", model.version) and not self.server.draining
         return pb.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request, context):
@@ -117,7 +118,7 @@ class Service(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelStatistics(self, request, context):
         async def run():
             await self.server.refresh_stats()
-            stats = self.server.statistics(request.name or None)
+            stats = self.server.statistics(request.name or None, request.version or None)
             return json_format.ParseDict(stats, pb.ModelStatisticsResponse(), ignore_unknown_fields=True)
         return await self._guard(context, run)
 

@@ -101,7 +101,7 @@ def make_app(server) -> "web.Application":
 
     async def model_stats(request):
         await server.refresh_stats()
-        return _json(server.statistics(request.match_info.get("model")))
+        return _json(server.statistics(request.match_info.get("model"), request.match_info.get("version")))
 
     async def infer(request):
         name = request.match_info["model"]

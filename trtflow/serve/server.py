@@ -152,9 +152,9 @@ class Server:
         return [{"name": n, "version": m.version, "state": "READY" if not self.draining else "UNAVAILABLE"}
                 for n, m in self.models.items()]
 
-    def statistics(self, name: str | None = None) -> dict:
-        """Triton's statistics extension (durations in ns)."""
-        names = [self.model(name).name] if name else list(self.models)
+    def statistics(self, name: str | None = None, version: str | None = None) -> dict:
+        """Triton's statistics extension (durations in ns); 404 for a model or version not served."""
+        names = [self.model(name, version).name] if name else list(self.models)
         out = []
         for n in names:
             v = self.stats[n].values

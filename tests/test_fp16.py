@@ -225,3 +225,21 @@ def test_computed_resize_scales_stay_float32():
     x = np.ones((1, 1, 480, 7), np.float32)
     assert run_ort(new, {"x": x})["y"].shape == run_ort(model, {"x": x})["y"].shape == (1, 1, 640, 9)
     assert {k["node"] for k in report["kept_fp32"]} == {"ratio", "scales"}
+
+
+def test_range_check_covers_the_model_inputs(tmp_path):
+    """x up to 1e5 times 0.001: the Mul reads an input float16 cannot hold (inf on a GPU)."""
+    from trtflow.edits.fp16 import Fp16Options, activation_peaks, to_fp16
+    from trtflow.edits.verify import VerifyConfig
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "k"], ["y"], name="mul")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        initializer=[numpy_helper.from_array(np.array(0.001, np.float32), "k")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = np.full((2, 4), 1e5, np.float32)
+    assert activation_peaks(model, [{"x": x}])["x"] == 1e5
+    np.save(tmp_path / "x.npy", x)
+    _, report = to_fp16(model, Fp16Options(), VerifyConfig(inputs={"x": str(tmp_path / "x.npy")}))
+    assert [k["node"] for k in report["kept_fp32"]] == ["mul"]

@@ -49,7 +49,7 @@ class Fp16Options:
 
 
 def activation_peaks(proto: Any, feeds: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
-    """Largest finite |value| of every float32 tensor of ``proto`` over ``feeds`` (ONNX Runtime, FP32).
+    """Largest finite |value| of every float32 tensor of ``proto`` (inputs too) over ``feeds`` (ONNX Runtime, FP32).
 
     Raises:
         GraphError: the probe model (every float tensor exposed as an output) does not run.
@@ -65,8 +65,8 @@ def activation_peaks(proto: Any, feeds: Sequence[Mapping[str, np.ndarray]]) -> d
             probe.graph.output.append(v)
     peaks: dict[str, float] = {}
     try:
-        for feed in feeds:
-            for name, value in run_ort(probe, feed).items():
+        for feed in feeds:  # the inputs too: a float32 input beyond float16 is cast to inf
+            for name, value in {**feed, **run_ort(probe, feed)}.items():
                 a = np.asarray(value)
                 if a.dtype == np.float32 and a.size:
                     finite = np.abs(a[np.isfinite(a)])

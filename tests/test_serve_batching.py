@@ -26,3 +26,28 @@ def test_output_whose_dim0_is_not_the_batch_is_an_error(rows):
         split({"y": np.zeros((1, 4), np.float32)}, rows)
     with pytest.raises(EngineError, match="'s'"):
         split({"y": np.zeros((sum(rows), 4)), "s": np.float32(3.0)}, rows)
+
+
+def test_ray_replica_answers_each_group_its_own_error():
+    """A split failure in one shape group escaped the Serve batch function and failed every request
+    of the Serve batch, other groups included."""
+    import asyncio
+
+    from trtflow.serve.ray import TrtflowReplica
+
+    class Model:
+        batched = True
+
+    class Engine:
+        def infer(self, feed):
+            x = feed["x"]
+            return {"y": x[:1] if x.shape[1] == 3 else x}  # the (., 3) group's output is not batch-major
+
+    replica = object.__new__(TrtflowReplica)
+    replica.engine, replica.model, replica.calls = Engine(), Model(), 0
+    items = [({"x": np.ones((1, 3))}, 1, ("a",)), ({"x": np.ones((1, 3))}, 1, ("a",)),
+             ({"x": np.full((1, 2), 5.0)}, 1, ("b",))]
+    results = asyncio.run(replica._run_batch(items))
+    assert isinstance(results[0], EngineError) and isinstance(results[1], EngineError)
+    part, total = results[2]
+    assert total == 1 and part["y"].tolist() == [[5.0, 5.0]]

@@ -136,16 +136,17 @@ class TrtflowReplica:
             groups.setdefault(key if self.model.batched else (i,), []).append(i)
         for members in groups.values():
             merged = merge([items[i][0] for i in members])
+            rows = [items[i][1] for i in members]
             try:
                 outputs = await asyncio.to_thread(self.engine.infer, merged)
                 self.calls += 1
+                parts = split(outputs, rows)  # EngineError: an output whose dim 0 is not the batch
             except Exception as exc:  # handed to each request of the group
                 for i in members:
                     results[i] = exc
                 continue
-            rows = [items[i][1] for i in members]
             total = sum(rows)
-            for i, part in zip(members, split(outputs, rows)):
+            for i, part in zip(members, parts):
                 results[i] = (part, total)
         return results
 

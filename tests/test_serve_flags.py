@@ -39,3 +39,16 @@ def test_pt2_without_precision_flags_still_loads(tmp_path, loads):
     proc = call_cli("serve", str(pt2), "--http-port", "0", "--grpc-port", "-1")
     assert "stopped by the test" in proc.stderr, proc.stderr
     assert loads and loads[0][1] == "torch"
+
+
+def test_ray_deployment_gets_the_labels(tiny_onnx, tmp_path, monkeypatch):
+    """--labels reached the local server but not the Ray replicas: classification answered without labels."""
+    import trtflow.serve.ray
+
+    seen = []
+    monkeypatch.setattr(trtflow.serve.ray, "deploy", lambda model, opts, **kw: seen.append(opts) or "http://h:1")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\n")
+    proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", "--labels", str(labels))
+    assert proc.returncode == 0, proc.stderr
+    assert [list(o.labels) for o in seen] == [["cat", "dog"]]

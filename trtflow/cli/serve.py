@@ -236,13 +236,14 @@ def _deploy_ray(args: argparse.Namespace, names: list[str]) -> int:
             raise UsageError(f"--ray-autoscale '{args.ray_autoscale}': expected MIN:MAX replicas, e.g. 1:4")
         autoscaling = {"min_replicas": int(lo), "max_replicas": int(hi)}
     engine_opts = options.engine_options(args, args.engine) if args.engine != "auto" else {}
+    labels = _labels(args)
     urls = {}
     for i, (name, path) in enumerate(zip(names, args.models)):
         # the first model also answers /v2 and /v2/health; the others are mounted at their own model path
         opts = RayServeOptions(name=name, engine=args.engine, engine_options=engine_opts, max_batch=args.max_batch,
                                batch_wait_timeout_s=args.max_queue_delay_us / 1e6, num_replicas=args.ray_replicas,
                                autoscaling=autoscaling, num_gpus=args.ray_gpus, num_cpus=args.ray_cpus,
-                               route_prefix="/" if i == 0 else f"/v2/models/{name}")
+                               labels=labels, route_prefix="/" if i == 0 else f"/v2/models/{name}")
         urls[name] = deploy(path, opts, address=args.ray, host=args.host, port=args.http_port or 8000)
     if args.json:
         print(json.dumps({"ray": args.ray, "models": names, "urls": urls}), flush=True)

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import run_cli
+from tests.conftest import call_cli, run_cli
 from trtflow.graph.fp16 import DEFAULT_BLOCK_OPS, convert_fp16
 from trtflow.edits.verify import run_ort
 
@@ -243,3 +243,18 @@ def test_range_check_covers_the_model_inputs(tmp_path):
     np.save(tmp_path / "x.npy", x)
     _, report = to_fp16(model, Fp16Options(), VerifyConfig(inputs={"x": str(tmp_path / "x.npy")}))
     assert [k["node"] for k in report["kept_fp32"]] == ["mul"]
+
+
+def test_dynamic_dims_error_names_the_flag_that_skips_the_range_check(tmp_path):
+    """With --no-verify the range check still runs: its error named --no-verify, which was already given."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "h", "w"])])
+    model = tmp_path / "dyn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(model))
+    out = tmp_path / "dyn16.onnx"
+    res = call_cli("surgeon", "fp16", str(model), "-o", str(out), "--no-verify")
+    assert res.returncode == 2
+    assert "--no-range-check" in res.stderr and "--shapes x:" in res.stderr and "--no-verify" not in res.stderr
+    res = call_cli("surgeon", "fp16", str(model), "-o", str(out), "--no-verify", "--no-range-check")
+    assert res.returncode == 0, res.stderr

@@ -54,3 +54,14 @@ def test_save_with_external_data_leaves_the_proto_whole_and_the_file_fresh(tmp_p
     back = load_onnx(out)
     np.testing.assert_array_equal(numpy_helper.to_array(back.graph.initializer[0]).ravel(), np.arange(4096))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
+
+
+def test_a_truncated_external_data_file_is_named(tmp_path):
+    """The .onnx parsed: the message blamed it ('may be truncated or another format') for its short data file."""
+    import onnx
+
+    onnx.save_model(_weighted_model(), str(tmp_path / "m.onnx"), save_as_external_data=True, location="m.onnx.data")
+    (tmp_path / "m.onnx.data").write_bytes(b"\0" * 10)
+    with pytest.raises(ModelLoadError) as info:
+        load_onnx(tmp_path / "m.onnx")
+    assert "external data" in str(info.value) and "may be truncated or another format" not in str(info.value)

@@ -53,6 +53,11 @@ def load_onnx(model: ModelLike, load_external_data: bool = True):
     except PermissionError as exc:
         raise ModelLoadError(f"{path} cannot be read ({exc.strerror}); check its permissions") from None
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        if "external data" in str(exc).lower():  # the .onnx parsed; its data file is short or damaged
+            raise ModelLoadError(
+                f"{path}: its weights are stored in external data that cannot be read ({exc}). The data file "
+                "beside it is truncated or from another export: copy it again with the .onnx file, or re-export"
+            ) from None
         raise ModelLoadError(
             f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc}). {_guess_format(path)}"
         ) from None

@@ -52,3 +52,18 @@ def test_ray_deployment_gets_the_labels(tiny_onnx, tmp_path, monkeypatch):
     proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", "--labels", str(labels))
     assert proc.returncode == 0, proc.stderr
     assert [list(o.labels) for o in seen] == [["cat", "dog"]]
+
+
+@pytest.mark.parametrize("flags", [["--fp16"], ["--best"], ["--shapes", "x:1x3x16x16"]])
+def test_ray_with_engine_auto_refuses_flags_it_would_drop(tiny_onnx, monkeypatch, flags):
+    """--ray with --engine auto deployed without the precision and shape flags (TensorRT replicas built FP32)."""
+    import trtflow.serve.ray
+
+    seen = []
+    monkeypatch.setattr(trtflow.serve.ray, "deploy", lambda model, opts, **kw: seen.append(opts) or "http://h:1")
+    proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", *flags)
+    assert proc.returncode == 2 and flags[0] in proc.stderr and "--engine tensorrt" in proc.stderr, proc.stderr
+    assert not seen
+    proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", "--engine", "tensorrt", *flags)
+    assert proc.returncode == 0, proc.stderr
+    assert len(seen) == 1 and ("build_config" in seen[0].engine_options or "profiles" in seen[0].engine_options)

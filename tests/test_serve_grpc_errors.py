@@ -58,3 +58,23 @@ def test_stream_failure_is_answered_not_dropped(server):
         assert result is None and "kaboom" in error.message()
     finally:
         c.stop_stream(cancel_requests=True)
+
+
+def test_grpc_decode_refuses_repeated_inputs_and_contents_out_of_range():
+    """An input given twice: the last one was taken; 300 in an INT8 input's int_contents was an
+    OverflowError (an internal error, not INVALID_ARGUMENT)."""
+    from trtflow.serve import grpc_service
+    from trtflow.serve.protocol import ProtocolError
+
+    pb = grpc_service.pb
+    twice = pb.ModelInferRequest(model_name="m")
+    for v in (1.0, 2.0):
+        twice.inputs.add(name="x", datatype="FP32", shape=[1]).contents.fp32_contents.extend([v])
+    with pytest.raises(ProtocolError, match="'x' is given more than once") as err:
+        grpc_service.decode(twice)
+    assert err.value.status == 400
+    wide = pb.ModelInferRequest(model_name="m")
+    wide.inputs.add(name="x", datatype="INT8", shape=[2]).contents.int_contents.extend([300, 1])
+    with pytest.raises(ProtocolError, match="'x'.*INT8") as err:
+        grpc_service.decode(wide)
+    assert err.value.status == 400

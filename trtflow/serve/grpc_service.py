@@ -43,6 +43,8 @@ def decode(request) -> InferRequest:
     inputs = {}
     for i, item in enumerate(request.inputs):
         shape = tuple(item.shape)
+        if item.name in inputs:
+            raise ProtocolError(f"input '{item.name}' is given more than once")
         if raw:
             inputs[item.name] = protocol.array_from_raw(raw[i], item.datatype, shape, item.name)
         else:
@@ -53,7 +55,10 @@ def decode(request) -> InferRequest:
             if item.datatype.upper() == "BYTES":
                 arr = np.array(list(values), dtype=object)
             else:
-                arr = np.asarray(values, dtype=protocol.numpy_dtype(item.datatype))
+                try:
+                    arr = np.asarray(values, dtype=protocol.numpy_dtype(item.datatype))
+                except (OverflowError, ValueError) as exc:  # 300 in int_contents of an INT8 input
+                    raise ProtocolError(f"input '{item.name}': contents do not fit datatype {item.datatype}: {exc}") from None
             count = math.prod(shape)
             if arr.size != count:
                 raise ProtocolError(f"input '{item.name}' has {arr.size} values; shape {list(shape)} needs {count}")

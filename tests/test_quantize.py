@@ -116,3 +116,18 @@ def test_mobilenet_int8_accuracy(mobilenet, photos, tmp_path):
     assert report["details"]["quantized_ops"]["Conv"] == 52 and report["details"]["calibration_samples"] == 20
     assert 0 < logits["relative_error"] < 0.5 and 0 <= logits["top1_agreement"] <= 1
     assert report["changes"]["size_bytes"]["after"] < report["changes"]["size_bytes"]["before"] / 3
+
+
+def test_16bit_calibration_images_are_scaled_like_8bit(tmp_path):
+    """A 16-bit PNG went in as 0..65535 times 1/255: calibration ranges 257 times too wide."""
+    pytest.importorskip("skimage")
+    import skimage.io
+
+    from trtflow.edits.calibration import image_to_input
+
+    gray8 = (np.arange(64).reshape(8, 8) * 4).astype(np.uint8)
+    skimage.io.imsave(tmp_path / "g16.png", gray8.astype(np.uint16) * 257, check_contrast=False)
+    read = skimage.io.imread(tmp_path / "g16.png")
+    assert read.dtype == np.uint16
+    spec = parse_preprocess("")
+    np.testing.assert_allclose(image_to_input(read, spec, None), image_to_input(gray8, spec, None), atol=1e-6)

@@ -116,11 +116,13 @@ def _hw(dims: tuple[int, ...]) -> tuple[int, int]:
 
 
 def image_to_input(image: np.ndarray, spec: ImagePreprocess, model_hw: tuple[int, int] | None) -> np.ndarray:
-    """One HWC RGB image (uint8 or float in [0, 255]) -> one model input with a batch dim of 1."""
+    """One HWC RGB image (uint8, uint16 or float in [0, 255]) -> one model input with a batch dim of 1."""
     from trtflow.edits.preprocess import PreprocessOptions, preprocess_numpy
 
     transform = require("skimage.transform", "resizing calibration images")
     img = np.asarray(image)
+    if img.dtype == np.uint16:  # 16-bit PNG/TIFF: to the [0, 255] range the scale (1/255) is for
+        img = img / 257.0
     if img.ndim == 2:
         img = np.stack([img] * 3, axis=-1)
     img = img[..., :3].astype(np.float32)

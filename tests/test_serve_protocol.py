@@ -59,3 +59,16 @@ def test_malformed_request_parts_are_400_not_internal_errors(doc, match):
     with pytest.raises(ProtocolError, match=match) as err:
         protocol.decode_infer_request(json.dumps(doc).encode())
     assert err.value.status == 400
+
+
+@pytest.mark.parametrize("data", [[5, "a"], [True, "a"], [None, "a"], [1.5, "a"]])
+def test_json_bytes_data_must_be_strings(data):
+    """BYTES data 5 became b"\\0\\0\\0\\0\\0" (bytes(5)), True one zero byte."""
+    with pytest.raises(ProtocolError, match="'x'.*BYTES.*strings") as err:
+        _decode([{"name": "x", "shape": [2], "datatype": "BYTES", "data": data}])
+    assert err.value.status == 400
+
+
+def test_json_bytes_data_of_strings_is_taken():
+    got = _decode([{"name": "x", "shape": [2, 1], "datatype": "BYTES", "data": [["é"], [""]]}]).inputs["x"]
+    assert got.dtype == object and got.tolist() == [["é".encode()], [b""]]

@@ -302,7 +302,11 @@ def _array_from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str
     dtype = numpy_dtype(datatype)
     try:
         if dtype == object:
-            arr = np.array([d.encode() if isinstance(d, str) else bytes(d) for d in _flat(data)], dtype=object)
+            items = list(_flat(data))
+            if not all(isinstance(d, str) for d in items):  # bytes(5) was five zero bytes
+                raise ProtocolError(f"input '{name}': datatype BYTES takes JSON strings as data; got "
+                                    f"{type(next(d for d in items if not isinstance(d, str))).__name__}")
+            arr = np.array([d.encode() for d in items], dtype=object)
         else:
             arr = np.asarray(data, dtype=dtype)
             kind = np.asarray(data).dtype.kind if arr.size else dtype.kind

@@ -258,3 +258,24 @@ def test_dynamic_dims_error_names_the_flag_that_skips_the_range_check(tmp_path):
     assert "--no-range-check" in res.stderr and "--shapes x:" in res.stderr and "--no-verify" not in res.stderr
     res = call_cli("surgeon", "fp16", str(model), "-o", str(out), "--no-verify", "--no-range-check")
     assert res.returncode == 0, res.stderr
+
+
+def test_tensor_read_inside_a_subgraph_stays_float32():
+    """An If branch reads h implicitly: h became float16 and the branch's float output no longer typed."""
+    def branch(op, out):
+        return helper.make_graph([helper.make_node(op, ["h", "h"], [out])], op, [],
+                                 [helper.make_tensor_value_info(out, TensorProto.FLOAT, [2])])
+
+    nodes = [helper.make_node("Relu", ["x"], ["h"], name="relu"),
+             helper.make_node("If", ["c"], ["y"], then_branch=branch("Mul", "o1"), else_branch=branch("Add", "o2"),
+                              name="if")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+                                           helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    for keep in (True, False):
+        new, report = convert_fp16(model, keep_io_types=keep)
+        assert "relu" in {k["node"] for k in report["kept_fp32"]}
+        x = np.array([1.5, 2], np.float32 if keep else np.float16)
+        got = run_ort(new, {"x": x, "c": np.array(True)})
+        np.testing.assert_allclose(got["y"], [2.25, 4.0])

@@ -161,6 +161,20 @@ def _fixed_fp32_producers(graph) -> set[int]:
     return marked
 
 
+def _read_by_subgraphs(graph) -> set[str]:
+    """Names of the outer tensors the If/Loop/Scan subgraphs of ``graph`` read implicitly (not as node inputs)."""
+    import onnx_graphsurgeon as gs
+
+    names: set[str] = set()
+    for node in graph.nodes:
+        for sub in (a for a in node.attrs.values() if isinstance(a, gs.Graph)):
+            inner = {t.name for t in sub.inputs} | {t.name for n in sub.nodes for t in n.outputs}
+            names |= {t.name for n in sub.nodes for t in n.inputs
+                      if t.name and t.name not in inner and not isinstance(t, gs.Constant)}
+            names |= _read_by_subgraphs(sub) - inner
+    return names
+
+
 class _Converter:
     """One conversion pass over a graphsurgeon graph, counting what it does."""
 
@@ -180,6 +194,7 @@ class _Converter:
         self.output_casts = 0
         self.peaks = dict(peaks or {})
         self.fixed = _fixed_fp32_producers(graph)
+        self.implicit = _read_by_subgraphs(graph)  # kept float32: a subgraph's types cannot follow
 
     def _range_reason(self, node) -> str | None:
         """Keep a node FP32 when a float tensor it reads or writes went beyond float16 on the range feeds."""
@@ -215,12 +230,14 @@ class _Converter:
         gs = self.gs
         if not keep_io_types:
             for t in self.graph.inputs:
-                if _is_f32(t):
+                if _is_f32(t) and t.name not in self.implicit:
                     t.dtype = np.float16
                     self.converted.add(t.name)
         for node in list(self.graph.nodes):
             reason = _block_reason(node, self.block_ops) or self._range_reason(node) or (
-                "computes a Resize scales/roi input, which stays float32" if id(node) in self.fixed else None)
+                "computes a Resize scales/roi input, which stays float32" if id(node) in self.fixed else None) or (
+                "its output is read inside an If/Loop/Scan subgraph, which stays FP32"
+                if any(t.name in self.implicit for t in node.outputs) else None)
             fp16 = reason is None and any(
                 (_is_f32(t) or t.name in self.converted) for t in [*node.inputs, *node.outputs]
             )

@@ -76,7 +76,8 @@ def extract_subgraph(proto: Any, options: ExtractOptions) -> tuple[Any, dict]:
             raise GraphError(f"tensor '{t.name}' has no inferred dtype; run `trtflow surgeon fix-shapes` or "
                              "`simplify` first so shape inference can type it")
     for t in new_inputs:  # an input is produced by nobody in the subgraph
-        t.inputs.clear()
+        for producer in list(t.inputs):  # a placeholder keeps the producer's other outputs in place (Split)
+            producer.outputs[producer.outputs.index(t)] = gs.Variable(f"{t.name}__cut")
     graph.inputs, graph.outputs = new_inputs, new_outputs
     graph.cleanup(remove_unused_graph_inputs=True)
     given = {t.name for t in new_inputs}

@@ -1,0 +1,23 @@
+"""extract: cutting at one output of a multi-output node keeps its other outputs in place."""
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from trtflow.edits.extract import ExtractOptions, extract_subgraph
+from trtflow.edits.verify import run_ort
+
+
+def test_cut_at_one_split_output_keeps_the_other_wired():
+    """--inputs a where Split(x) -> a, b: b took Split's first position and got a's values (or all of x)."""
+    nodes = [helper.make_node("Split", ["x"], ["a", "b"], axis=0, name="split"),
+             helper.make_node("Relu", ["a"], ["y"], name="r"),
+             helper.make_node("Neg", ["b"], ["z"], name="n")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    cut, _ = extract_subgraph(model, ExtractOptions(outputs=("y", "z"), inputs=("a", "x")))
+    x = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    got = run_ort(cut, {"x": x, "a": np.array([5.0, 6.0], np.float32)})
+    np.testing.assert_array_equal(got["z"], [-3.0, -4.0])
+    np.testing.assert_array_equal(got["y"], [5.0, 6.0])

@@ -39,3 +39,36 @@ def test_unknown_version_has_no_stats_and_is_not_ready():
         with pytest.raises(InferenceServerException) as err:
             c.get_inference_statistics("affine", "7")
         assert "NOT_FOUND" in str(err.value.status())
+
+
+def test_unknown_output_is_refused_before_the_model_runs():
+    """The request ran (and counted as a success in /metrics and stats) before the 400 for its output."""
+    import json
+
+    import numpy as np
+
+    from trtflow.serve import metrics
+
+    engine = trtflow.load(affine_model(), engine="ort")
+    with BackgroundServer([ServedModel("affine", [engine])], ServeOptions(http_port=0, grpc_port=0)) as s:
+        x = np.ones((1, 4), np.float32)
+        head = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                                       "parameters": {"binary_data_size": 16}}], "outputs": [{"name": "zzz"}]}).encode()
+        for body, headers in ((json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1] * 4}],
+                                           "outputs": [{"name": "zzz"}]}).encode(), {}),  # aiohttp's path
+                              (head + x.tobytes(), {"Inference-Header-Content-Length": str(len(head))})):  # the lean path
+            req = urllib.request.Request(f"http://127.0.0.1:{s.http_port}/v2/models/affine/infer", data=body,
+                                         headers=headers, method="POST")
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=10)
+            assert err.value.code == 400 and "zzz" in json.loads(err.value.read())["error"]
+        c = grpcclient.InferenceServerClient(f"127.0.0.1:{s.grpc_port}")
+        i = grpcclient.InferInput("x", [1, 4], "FP32")
+        i.set_data_from_numpy(x)
+        with pytest.raises(InferenceServerException, match="zzz"):
+            c.infer("affine", [i], outputs=[grpcclient.InferRequestedOutput("zzz")])
+        with urllib.request.urlopen(f"http://127.0.0.1:{s.http_port}/metrics", timeout=10) as r:
+            values = metrics.parse(r.read().decode())
+        label = '{model="affine",version="1"}'
+        assert values["nv_inference_exec_count" + label] == 0
+        assert values["nv_inference_request_success" + label] == 0

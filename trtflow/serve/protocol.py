@@ -350,6 +350,17 @@ def classify(arr: np.ndarray, k: int, batched: bool, labels: Sequence[str] | Non
     return out if batched else out[0]
 
 
+def check_outputs(request: InferRequest, names: Sequence[str]) -> None:
+    """Refuse, before the request runs, an output the model does not have (``names``: its outputs).
+
+    Raises:
+        ProtocolError: (400) an unknown output name.
+    """
+    for want in request.outputs or ():
+        if want.name not in names:
+            raise ProtocolError(f"unknown output '{want.name}'; the model's outputs are {list(names)}")
+
+
 def requested_outputs(
     outputs: Mapping[str, np.ndarray], request: InferRequest, batched: bool, labels: Sequence[str] | None = None
 ) -> Iterator[tuple[RequestedOutput, np.ndarray]]:

@@ -178,3 +178,14 @@ def test_cli_bad_flag_value_one_line_exit_2(tiny_onnx, tmp_path, capsys, argv, m
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_rename_without_pairs_names_the_rename_flags(tiny_onnx, tmp_path):
+    """The message said --input OLD=NEW, which surgeon rename refuses (it gives verification inputs)."""
+    from tests.conftest import call_cli
+
+    res = call_cli("surgeon", "rename", str(tiny_onnx), "-o", str(tmp_path / "r.onnx"))
+    assert res.returncode == 2 and "--rename-input OLD=NEW" in res.stderr and "--rename-output" in res.stderr
+    assert "give --input" not in res.stderr
+    res = call_cli("surgeon", "rename", str(tiny_onnx), "-o", str(tmp_path / "r.onnx"), "--rename-input", "x=images")
+    assert res.returncode == 0, res.stderr

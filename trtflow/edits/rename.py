@@ -1,4 +1,4 @@
-"""``rename``: rename model inputs and outputs (``--input old=new``, ``--output old=new``)."""
+"""``rename``: rename model inputs and outputs (``--rename-input old=new``, ``--rename-output old=new``)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class RenameOptions:
         fields.set_field(self, "inputs", _name_map(self.inputs, "inputs"))
         fields.set_field(self, "outputs", _name_map(self.outputs, "outputs"))
         if not self.inputs and not self.outputs:
-            raise UsageError("nothing to rename: give --input OLD=NEW and/or --output OLD=NEW "
+            raise UsageError("nothing to rename: give --rename-input OLD=NEW and/or --rename-output OLD=NEW "
                              "(inputs= / outputs= in Python)")
         sources: dict[str, set[str]] = {}
         for old, new in [*self.inputs.items(), *self.outputs.items()]:
@@ -82,7 +82,7 @@ def rename_io(proto: Any, options: RenameOptions) -> tuple[Any, dict]:
 
 register(Edit(
     name="rename",
-    help="rename model inputs/outputs (--input old=new, --output old=new); verification inputs go with --feed",
+    help="rename model inputs/outputs (--rename-input old=new, --rename-output old=new); verification inputs: --input",
     options=RenameOptions,
     apply=rename_io,
     atol=0.0,

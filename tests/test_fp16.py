@@ -279,3 +279,23 @@ def test_tensor_read_inside_a_subgraph_stays_float32():
         x = np.array([1.5, 2], np.float32 if keep else np.float16)
         got = run_ort(new, {"x": x, "c": np.array(True)})
         np.testing.assert_allclose(got["y"], [2.25, 4.0])
+
+
+def test_float_shape_arithmetic_stays_fp32():
+    """Shape -> Cast(float) -> Mul 1.5 -> Cast(int64): float16 holds 2003 as 2004 (a GPU engine makes 3006
+    of 3004; ONNX Runtime CPU computes this Mul in float32 and cannot show it)."""
+    nodes = [helper.make_node("Shape", ["x"], ["shp"]),
+             helper.make_node("Cast", ["shp"], ["shpf"], to=TensorProto.FLOAT, name="to_float"),
+             helper.make_node("Mul", ["shpf", "k"], ["scaled"], name="mul"),
+             helper.make_node("Cast", ["scaled"], ["n"], to=TensorProto.INT64),
+             helper.make_node("ConstantOfShape", ["n"], ["y"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              initializer=[numpy_helper.from_array(np.array([1.5], np.float32), "k")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    new, report = convert_fp16(model)
+    assert "mul" in {k["node"] for k in report["kept_fp32"]}
+    casts = {n.name: n for n in new.graph.node if n.op_type == "Cast"}
+    assert casts["to_float"].attribute[0].i == TensorProto.FLOAT
+    assert run_ort(new, {"x": np.ones(2003, np.float32)})["y"].shape == (3004,)

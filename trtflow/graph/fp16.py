@@ -161,6 +161,22 @@ def _fixed_fp32_producers(graph) -> set[int]:
     return marked
 
 
+def _shape_arithmetic(graph) -> set[int]:
+    """ids of the nodes computing from tensor sizes only (Shape/Size outputs and constants): sizes in
+    float16 are exact only up to 2048 (2003 -> 2004), so float shape arithmetic stays FP32."""
+    sizes: set[str] = set()
+    marked: set[int] = set()
+    for node in graph.nodes:  # toposorted
+        if node.op in ("Shape", "Size"):
+            sizes.update(t.name for t in node.outputs)
+            continue
+        ins = [t for t in node.inputs if t.name]
+        if any(t.name in sizes for t in ins) and all(t.name in sizes or _const_values(t) is not None for t in ins):
+            sizes.update(t.name for t in node.outputs)
+            marked.add(id(node))
+    return marked
+
+
 def _read_by_subgraphs(graph) -> set[str]:
     """Names of the outer tensors the If/Loop/Scan subgraphs of ``graph`` read implicitly (not as node inputs)."""
     import onnx_graphsurgeon as gs
@@ -194,6 +210,7 @@ class _Converter:
         self.output_casts = 0
         self.peaks = dict(peaks or {})
         self.fixed = _fixed_fp32_producers(graph)
+        self.sizes = _shape_arithmetic(graph)
         self.implicit = _read_by_subgraphs(graph)  # kept float32: a subgraph's types cannot follow
 
     def _range_reason(self, node) -> str | None:
@@ -236,6 +253,7 @@ class _Converter:
         for node in list(self.graph.nodes):
             reason = _block_reason(node, self.block_ops) or self._range_reason(node) or (
                 "computes a Resize scales/roi input, which stays float32" if id(node) in self.fixed else None) or (
+                "computes sizes from the input's shape" if id(node) in self.sizes else None) or (
                 "its output is read inside an If/Loop/Scan subgraph, which stays FP32"
                 if any(t.name in self.implicit for t in node.outputs) else None)
             fp16 = reason is None and any(

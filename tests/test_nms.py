@@ -196,3 +196,31 @@ def test_add_nms_keeps_the_models_metadata(heads):
     new, _ = add_nms(model, NmsOptions("boxes-scores"))
     assert {p.key: p.value for p in new.metadata_props} == {"names": "{0: 'cat'}", "stride": "32"}
     assert new.ir_version == model.ir_version
+
+
+def test_verify_takes_per_output_tolerances():
+    """--atol boxes=X was ignored by add-nms's verification (only the global atol/rtol were read)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from trtflow.edits.verify import VerifyConfig
+
+    def model(factor):
+        nodes = [helper.make_node("Mul", ["b", "f"], ["boxes"]), helper.make_node("Identity", ["s"], ["scores"])]
+        graph = helper.make_graph(
+            nodes, "g", [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 4, 4]),
+                         helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 4, 2])],
+            [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 4, 4]),
+             helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 4, 2])],
+            initializer=[onnx.numpy_helper.from_array(np.array(factor, np.float32), "f")])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+    options = NmsOptions("boxes-scores", check_format=False)
+    before = model(1.0)
+    after, _ = add_nms(model(1.001), options)  # boxes 0.1% off
+    b = np.array([[[0, 0, 10, 10], [20, 20, 40, 40], [50, 0, 60, 30], [0, 50, 30, 60]]], np.float32)
+    feed = [("given", {"b": b, "s": np.full((1, 4, 2), 0.6, np.float32)})]
+    with pytest.raises(MismatchError):
+        verify_nms(before, after, options, None, feed)
+    report = verify_nms(before, after, options, VerifyConfig(per_output_atol={"boxes": 0.1}), feed)
+    assert report["passed"] and report["detections_compared"] == 8

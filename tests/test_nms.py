@@ -224,3 +224,22 @@ def test_verify_takes_per_output_tolerances():
         verify_nms(before, after, options, None, feed)
     report = verify_nms(before, after, options, VerifyConfig(per_output_atol={"boxes": 0.1}), feed)
     assert report["passed"] and report["detections_compared"] == 8
+
+
+def test_new_outputs_take_the_heads_batch_dim():
+    """An extra static output listed before the head gave the NMS outputs its batch of 1 instead of 'batch'."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("ReduceMax", ["s"], ["feat"], keepdims=0),
+             helper.make_node("Identity", ["b"], ["boxes"]), helper.make_node("Identity", ["s"], ["scores"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 4, 4]),
+                     helper.make_tensor_value_info("s", TensorProto.FLOAT, ["batch", 4, 2])],
+        [helper.make_tensor_value_info("feat", TensorProto.FLOAT, [1]),
+         helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["batch", 4, 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 4, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    new, report = add_nms(model, NmsOptions("boxes-scores", check_format=False))
+    dims = {o.name: o.type.tensor_type.shape.dim[0] for o in new.graph.output}
+    assert report["kept_outputs"] == ["feat"]
+    assert all(dims[n].dim_param == "batch" for n in ("num_detections", "boxes", "scores", "classes"))

@@ -218,7 +218,8 @@ def add_nms(model, options: NmsOptions | DetectionConfig, verify_config: VerifyC
             log.warning(report["warning"])
     else:
         outs = onnx_nms(b, boxes, scores, landmarks, config)
-    batch = graph.outputs[0].shape[0] if graph.outputs[0].shape else "N"
+    head = next(iter(raw_tensors.values()))  # not graph.outputs[0]: an output kept beside the head may come first
+    batch = head.shape[0] if head.shape else "N"
     shapes = {"num_detections": [batch, 1], "boxes": [batch, config.max_det, 4], "scores": [batch, config.max_det],
               "classes": [batch, config.max_det],
               "landmarks": [batch, config.max_det, landmark_dim if isinstance(landmark_dim, int) else 2 * count]}

@@ -21,3 +21,18 @@ def test_cut_at_one_split_output_keeps_the_other_wired():
     got = run_ort(cut, {"x": x, "a": np.array([5.0, 6.0], np.float32)})
     np.testing.assert_array_equal(got["z"], [-3.0, -4.0])
     np.testing.assert_array_equal(got["y"], [5.0, 6.0])
+
+
+def test_verification_leaves_the_callers_model_alone(monkeypatch):
+    """When shape inference fails (a model over 2 GB) it hands the model back: the probe's outputs went into it."""
+    from trtflow.edits import extract
+    from trtflow.edits.verify import VerifyConfig
+
+    nodes = [helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Neg", ["h"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    cut, _ = extract_subgraph(model, ExtractOptions(outputs=("y",), inputs=("h",)))
+    monkeypatch.setattr(extract, "infer_shapes", lambda proto, strict=False: proto)
+    assert extract.verify_extract(model, cut, None, VerifyConfig())["passed"]
+    assert [o.name for o in model.graph.output] == ["y"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import logging
 from dataclasses import dataclass
@@ -125,6 +126,8 @@ def verify_extract(before: Any, after: Any, options: ExtractOptions | None = Non
     sub_in, sub_out = onnx_specs(after)
     wanted = [s.name for s in (*sub_in, *sub_out)]
     probe = infer_shapes(before)
+    if probe is before:  # inference failed and handed the model back: expose the tensors on a copy
+        probe = copy.deepcopy(before)
     have = {o.name for o in probe.graph.output}
     typed = {v.name: v for v in (*probe.graph.value_info, *probe.graph.input)}
     for name in wanted:

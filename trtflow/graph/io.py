@@ -71,7 +71,7 @@ def load_onnx(model: ModelLike, load_external_data: bool = True):
 # a plan: what works from run/bench/video/serve (--engine) and from the commands that read ONNX only
 _PLAN_FIX = ("run it with --engine tensorrt where a command takes --engine (run, bench, video, serve) or "
              "trtflow.load(path, engine=\"tensorrt\"); commands that read ONNX (inspect, surgeon, build, "
-             "tune, export) need the .onnx model it was built from")
+             "check, tune) need the .onnx model it was built from")
 
 # leading bytes of formats people pass by mistake -> what the file is and the fix
 _MAGIC = {

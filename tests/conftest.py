@@ -99,3 +99,20 @@ def flavor():
     if found is None:
         pytest.skip("neither tensorrt nor tensorrt_rtx is installed")
     return found
+
+
+@pytest.fixture
+def loads(monkeypatch) -> list:
+    """Every ``trtflow.backends.load`` call as (model, engine, options); the call then stops the command
+    (so a CLI test sees what reached the engine without building or running anything)."""
+    import trtflow.backends
+    from trtflow.errors import UsageError
+
+    seen = []
+
+    def fake_load(model, engine="auto", **opts):
+        seen.append((model, engine, opts))
+        raise UsageError("stopped by the test")
+
+    monkeypatch.setattr(trtflow.backends, "load", fake_load)
+    return seen

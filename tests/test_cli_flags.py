@@ -5,22 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-import trtflow.backends
 from tests.conftest import call_cli
-from trtflow.errors import UsageError
-
-
-@pytest.fixture
-def loads(monkeypatch) -> list:
-    """Every trtflow.backends.load call as (model, engine, options); the call then stops the command."""
-    seen = []
-
-    def fake_load(model, engine="auto", **opts):
-        seen.append((model, engine, opts))
-        raise UsageError("stopped by the test")
-
-    monkeypatch.setattr(trtflow.backends, "load", fake_load)
-    return seen
 
 
 def test_bench_use_cuda_graph_reaches_tensorrt(tiny_onnx, loads):

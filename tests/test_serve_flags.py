@@ -4,22 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import trtflow.backends
-from trtflow.errors import UsageError
+import trtflow.backends  # noqa: F401 - binds trtflow for trtflow.serve.ray below
 from tests.conftest import call_cli
-
-
-@pytest.fixture
-def loads(monkeypatch) -> list:
-    """Every trtflow.backends.load call; the call then stops the command."""
-    seen = []
-
-    def fake_load(model, engine="auto", **opts):
-        seen.append((model, engine, opts))
-        raise UsageError("stopped by the test")
-
-    monkeypatch.setattr(trtflow.backends, "load", fake_load)
-    return seen
 
 
 @pytest.mark.parametrize("flag", ["--fp16", "--bf16", "--best", "--int8"])

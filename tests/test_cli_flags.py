@@ -145,3 +145,23 @@ def test_precision_flags_on_onnx_runtime_are_refused_not_ignored(tiny_onnx, tmp_
     proc = call_cli("serve", str(tiny_onnx), "--engine", "ort", "--fp16", "--http-port", "0", "--grpc-port", "-1")
     assert proc.returncode == 2 and "--fp16" in proc.stderr and "stopped by the test" not in proc.stderr, proc.stderr
     assert not loads
+
+
+@pytest.mark.parametrize("model,flag,says", [("m.pt2", "--fp16", ".pt2 package keeps the precision"),
+                                             ("m.pt2", "--best", ".pt2 package keeps the precision"),
+                                             ("mtcnn", "--int8", "--int8 builds INT8 TensorRT engines")])
+def test_video_torch_precision_flags_that_cannot_apply_are_refused(tmp_path, loads, model, flag, says):
+    """video with a .pt2 package ran its own precision under --fp16/--best, and --int8 on the torch
+    engine ran FP32, without a word (bench and serve refuse both)."""
+    pytest.importorskip("av")
+    from PIL import Image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.new("RGB", (16, 16)).save(frames / "0.png")
+    if model.endswith(".pt2"):
+        (tmp_path / model).write_bytes(b"")
+        model = str(tmp_path / model)
+    task = "face" if model == "mtcnn" else "classify"
+    proc = call_cli("video", str(frames), "--task", task, "--model", model, "--engine", "torch", flag)
+    assert proc.returncode == 2 and says in proc.stderr and not loads, proc.stderr

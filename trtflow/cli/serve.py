@@ -107,11 +107,9 @@ def _check_precision(args: argparse.Namespace) -> None:
     the package runs the precision it was built with, so the flags would be ignored."""
     from trtflow.backends import engine_name
 
-    given = [f"--{f}" for f in ("fp16", "bf16", "int8", "best") if getattr(args, f, False)]
-    if given and any(engine_name(args.engine, m) == "torch" for m in args.models):
-        raise UsageError(f"a .pt2 package keeps the precision it was built with; drop {'/'.join(given)} "
-                         "(build the package in the precision wanted: trtflow build MODULE:FACTORY --engine torch "
-                         "--fp16|--bf16 --saveEngine M.pt2)")
+    error = options.pt2_precision_error(args)
+    if error and any(engine_name(args.engine, m) == "torch" for m in args.models):
+        raise error
 
 
 def _placement(args: argparse.Namespace, name: str) -> list | None:

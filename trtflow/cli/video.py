@@ -78,6 +78,12 @@ def _size(text: str | None):
 
 def _load_options(args: argparse.Namespace, engine: str) -> dict:
     opts = options.engine_options(args, engine)
+    if engine == "torch" and str(args.model or "").endswith(".pt2") and options.pt2_precision_error(args):
+        raise options.pt2_precision_error(args)
+    if engine == "torch" and args.int8:
+        from trtflow.cli.bench import INT8_TORCH
+
+        raise UsageError(INT8_TORCH)
     if engine == "torch" and (args.fp16 or args.best):
         opts["dtype"] = "fp16"
     elif engine == "torch" and args.bf16:

@@ -78,15 +78,18 @@ def _size(text: str | None):
 
 def _load_options(args: argparse.Namespace, engine: str) -> dict:
     opts = options.engine_options(args, engine)
-    if engine == "torch" and str(args.model or "").endswith(".pt2") and options.pt2_precision_error(args):
-        raise options.pt2_precision_error(args)
-    if engine == "torch" and args.int8:
+    if engine != "torch":
+        return opts
+    error = options.pt2_precision_error(args) if str(args.model or "").endswith(".pt2") else None
+    if error:
+        raise error
+    if args.int8:
         from trtflow.cli.bench import INT8_TORCH
 
         raise UsageError(INT8_TORCH)
-    if engine == "torch" and (args.fp16 or args.best):
+    if args.fp16 or args.best:
         opts["dtype"] = "fp16"
-    elif engine == "torch" and args.bf16:
+    elif args.bf16:
         opts["dtype"] = "bf16"
     return opts
 

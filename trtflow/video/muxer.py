@@ -81,7 +81,7 @@ class Muxer:
                 if self._stopped:
                     return None
                 waiting = sum(len(q) for q in self.queues)
-                if waiting >= self.batch or (waiting and not any(self.open)) or (waiting and self._blocked()):
+                if waiting >= self.batch or (waiting and self._blocked()):  # blocked covers every stream ended
                     return self._take()
                 if not waiting and not any(self.open):
                     return None
@@ -95,7 +95,7 @@ class Muxer:
                     self._cond.wait(0.1)
 
     def _blocked(self) -> bool:
-        """Every open stream's queue is full: no frame can arrive before a batch leaves."""
+        """Every open stream's queue is full (true when none is open): no frame can arrive before a batch leaves."""
         return all(len(q) >= self.capacity for q, is_open in zip(self.queues, self.open) if is_open)
 
     def _take(self) -> list[Frame]:

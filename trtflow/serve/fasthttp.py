@@ -235,7 +235,7 @@ class FastHTTP(asyncio.BufferedProtocol):
         name = self.req[0].name
         try:
             request = decode()
-            protocol.check_outputs(request, [s.name for s in self.req[0].outputs])
+            protocol.check_outputs(request, self.req[0].outputs)
             ticket, self.ticket = self.ticket, None
             waiting = asyncio.ensure_future(self.server.infer(name, request.inputs) if ticket is None
                                             else self.server.infer_reserved(name, ticket))

@@ -134,7 +134,7 @@ class Service(pb_grpc.GRPCInferenceServiceServicer):
     async def _infer(self, request):
         model = self.server.model(request.model_name, request.model_version)
         decoded = decode(request)
-        protocol.check_outputs(decoded, [s.name for s in model.outputs])
+        protocol.check_outputs(decoded, model.outputs)
         outputs = await self.server.infer(model.name, decoded.inputs)
         return encode(model, outputs, decoded)
 

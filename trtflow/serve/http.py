@@ -108,7 +108,7 @@ def make_app(server) -> "web.Application":
         model = server.model(name, request.match_info.get("version"))
         body = await _body(request, server.max_body)
         decoded = protocol.decode_infer_request(body, request.headers.get(HEADER_LENGTH))
-        protocol.check_outputs(decoded, [s.name for s in model.outputs])
+        protocol.check_outputs(decoded, model.outputs)
         outputs = await server.infer(name, decoded.inputs)
         payload, headers = protocol.encode_infer_response(name, model.version, outputs, decoded, model.batched, model.labels)
         return web.Response(body=payload, headers=headers)

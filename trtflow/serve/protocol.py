@@ -350,15 +350,19 @@ def classify(arr: np.ndarray, k: int, batched: bool, labels: Sequence[str] | Non
     return out if batched else out[0]
 
 
-def check_outputs(request: InferRequest, names: Sequence[str]) -> None:
-    """Refuse, before the request runs, an output the model does not have (``names``: its outputs).
+def check_outputs(request: InferRequest, outputs: Sequence[TensorSpec]) -> None:
+    """Refuse, before the request runs, an output the model does not have (``outputs``: its specs;
+    their names are listed only when the request names outputs).
 
     Raises:
         ProtocolError: (400) an unknown output name.
     """
-    for want in request.outputs or ():
+    if not request.outputs:
+        return
+    names = [s.name for s in outputs]
+    for want in request.outputs:
         if want.name not in names:
-            raise ProtocolError(f"unknown output '{want.name}'; the model's outputs are {list(names)}")
+            raise ProtocolError(f"unknown output '{want.name}'; the model's outputs are {names}")
 
 
 def requested_outputs(

@@ -198,7 +198,7 @@ class TrtflowReplica:
 
     async def _infer(self, body: bytes, header_length: str | None) -> tuple[bytes, int, dict]:
         decoded = protocol.decode_infer_request(body, header_length)
-        protocol.check_outputs(decoded, [s.name for s in self.model.outputs])
+        protocol.check_outputs(decoded, self.model.outputs)
         feed, rows, key = self.model.prepare(decoded.inputs)
         answer = await self._batched((feed, rows, key))
         if isinstance(answer, Exception):

@@ -403,7 +403,7 @@ def split(outputs: dict, rows: list[int]) -> list[dict]:
                 f"output '{name}' has shape {list(getattr(value, 'shape', ()))} for a batch of {total} rows from "
                 f"{len(rows)} requests: its dim 0 is not the batch, so it cannot be split per request; serve "
                 "this model with --max-batch 0")
-    if all(n == 1 for n in rows) and all(getattr(v, "ndim", 0) for v in outputs.values()):
+    if all(n == 1 for n in rows):  # every output has dim 0 (checked above)
         # batch-1 requests (the usual case): the row views made by numpy's iteration, not slicing
         names = list(outputs)
         columns = [list(outputs[name][:, None]) for name in names]

@@ -112,8 +112,9 @@ def worker(args) -> int:
     prepared, info = {}, {"wrapped": wrapped}
     for mode in args.modes.split(","):
         t0 = time.perf_counter()
-        fn, out = tb.prepare(name, None if mode == "eager" else mode, batch, device)
-        prepared[mode] = fn
+        compile_mode = None if mode == "eager" else mode
+        fn, out = tb.prepare(name, compile_mode, batch, device)
+        prepared[mode] = fn, compile_mode
         info[mode] = dict(out, benchmark_lock={"times": lock.held, "held_s": round(lock.held_s, 1),
                                                 "waited_s": round(lock.waited_s, 1)})
         print(f"[{stem}] {mode} prepared in {time.perf_counter() - t0:.1f} s; lock so far {info[mode]['benchmark_lock']}",
@@ -122,8 +123,8 @@ def worker(args) -> int:
     if sys.stdin.readline().strip() != "go":
         return 1
     with lock:
-        for mode, fn in prepared.items():
-            info[mode].update(tb.measure(fn, None if mode == "eager" else mode, name, batch, device, args.timing_s))
+        for mode, (fn, compile_mode) in prepared.items():
+            info[mode].update(tb.measure(fn, compile_mode, name, batch, device, args.timing_s))
             print(f"[{stem}] {mode}: {info[mode]['img_s']:,.0f} img/s", flush=True)
     write_json(work / f"{stem}.result.json", info)
     return 0

@@ -236,3 +236,16 @@ def test_entry_points_exit_codes(tiny_onnx, tmp_path):
     bad = subprocess.run([script, "run", str(tiny_onnx), "--shapes", "x:2x3x16x16", "--bogus"], capture_output=True,
                          text=True, timeout=300)
     _one_line_error(bad, 2, "trtflow run: error: unrecognized arguments: --bogus (see trtflow run --help)")
+
+
+@pytest.mark.parametrize("engine", ["PyTorch", "TORCH", "pt"])
+def test_engine_aliases_any_case_in_the_torch_checks(engine, monkeypatch):
+    """The torch-only checks of bench and tune take --engine aliases in any case, as load() does."""
+    import argparse
+
+    from trtflow.cli import bench, tune
+
+    with pytest.raises(UsageError, match="tunes a MODULE:FACTORY model"):
+        tune._model(argparse.Namespace(model="model.onnx", engine=engine))
+    monkeypatch.setattr(bench, "_load_factory", lambda args: "loaded")
+    assert bench._load(argparse.Namespace(model="mypkg.models:make", engine=engine)) == "loaded"

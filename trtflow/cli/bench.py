@@ -54,12 +54,12 @@ def _torch_options(args: argparse.Namespace) -> dict:
 def _load(args: argparse.Namespace, extra: dict | None = None):
     """The engine for MODEL: MODULE:FACTORY and .pt2 on the torch engine, the rest by --engine
     (``extra``: more load options, e.g. the device of a --gpus copy)."""
-    from trtflow.backends import engine_name, load
+    from trtflow.backends import canonical_engine, engine_name, load
     from trtflow.export.factory import is_factory_spec
 
     model = args.model
     if is_factory_spec(model):
-        if args.engine not in ("auto", "torch", "pytorch", "pt"):
+        if canonical_engine(args.engine) not in ("auto", "torch"):
             raise UsageError(f"MODULE:FACTORY runs on the torch engine; got --engine {args.engine}. Export to ONNX first for other engines")
         return _load_factory(args)
     name = engine_name(args.engine, model)

@@ -44,10 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _model(args: argparse.Namespace):
+    from trtflow.backends import canonical_engine
     from trtflow.export.factory import is_factory_spec, load_factory
 
     if not is_factory_spec(args.model):
-        if args.engine in ("torch", "pytorch", "pt"):
+        if canonical_engine(args.engine) == "torch":
             raise UsageError(f"the torch engine tunes a MODULE:FACTORY model; '{args.model}' is a file. "
                              "Use --engine ort or tensorrt for ONNX")
         return args.model

@@ -40,8 +40,9 @@ def model_digest(model: Any) -> str:
     and values."""
     h = hashlib.sha256()
     if isinstance(model, (str, os.PathLike)):
-        h.update(Path(model).read_bytes())
-        for name in _external_data(Path(model)):  # an ONNX model's weights stored beside it
+        data = Path(model).read_bytes()
+        h.update(data)
+        for name in _external_data(Path(model), data):  # an ONNX model's weights stored beside it
             h.update(f"external:{name}:".encode())
             with open(Path(model).parent / name, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 24), b""):
@@ -64,14 +65,15 @@ def model_digest(model: Any) -> str:
     return h.hexdigest()
 
 
-def _external_data(path: Path) -> list[str]:
-    """The external data files an ONNX file's initializers are stored in (none for other files)."""
+def _external_data(path: Path, data: bytes) -> list[str]:
+    """The external data files the initializers of the ONNX file ``path`` (its bytes: ``data``) are
+    stored in (none for other files)."""
     if path.suffix.lower() != ".onnx":
         return []
     try:
         import onnx
 
-        proto = onnx.load(str(path), load_external_data=False)
+        proto = onnx.load_model_from_string(data)  # the bytes read already; external data left unread
     except Exception:  # noqa: BLE001 - not readable as ONNX: its bytes alone are the key
         return []
     names = []

@@ -81,6 +81,26 @@ def test_a_pipeline_that_cannot_start_closes_its_sources(tmp_path, model, monkey
     assert opened and all(s.container is None for s in opened)
 
 
+def test_a_predictor_stream_that_cannot_start_closes_its_sources(tmp_path, model, monkeypatch):
+    from tests.test_video import make_clip
+    from trtflow.video import pipeline
+    from trtflow.video.predictor import Predictor
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=3)
+    opened = []
+    real_open = pipeline.open_sources
+    monkeypatch.setattr(pipeline, "open_sources", lambda *a, **k: opened.extend(real_open(*a, **k)) or opened)
+
+    def broken_lane(*args, **kwargs):
+        raise RuntimeError("no such device")
+
+    monkeypatch.setattr(pipeline, "Lane", broken_lane)
+    with pytest.raises(RuntimeError, match="no such device"):
+        next(Predictor(task=mean_task(model)).stream(str(clip)))
+    assert opened and all(s.container is None for s in opened)
+
+
 def _audio_only(path) -> None:
     """A WAV file under an image name: FFmpeg opens it, but it holds no picture."""
     with av.open(str(path), "w", format="wav") as out:

@@ -406,13 +406,17 @@ def run_video(sources: list[str], task: Any, config: Optional[VideoConfig] = Non
         UsageError: a source cannot be opened, or an output cannot be written.
         EngineError: inference or post-processing failed.
     """
-    config = config or VideoConfig()
+    return open_pipeline(sources, task, config or VideoConfig(), progress).run()
+
+
+def open_pipeline(sources: list[str], task: Any, config: VideoConfig, progress: Optional[Progress] = None,
+                  keep_images: bool = False) -> Pipeline:
+    """Open ``sources`` and build the pipeline over them; the sources are closed if that fails."""
     opened = open_sources(sources, config.decode, config.source_options, config.timeout_s,
                           config.max_frames, audio=bool(config.out and config.audio))
     try:
-        pipeline = Pipeline(task, opened, config, progress)
+        return Pipeline(task, opened, config, progress, keep_images=keep_images)
     except BaseException:
         for s in opened:
             s.close()
         raise
-    return pipeline.run()

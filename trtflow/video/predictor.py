@@ -20,8 +20,7 @@ import numpy as np
 
 from trtflow.deps import require
 from trtflow.errors import UsageError
-from trtflow.video.pipeline import FrameResult, Pipeline, VideoConfig
-from trtflow.video.sources import open_sources
+from trtflow.video.pipeline import FrameResult, VideoConfig, open_pipeline
 
 
 class Predictor:
@@ -106,15 +105,7 @@ class Predictor:
                              "(batch and device are the Predictor's)")
         uris = [source] if isinstance(source, (str, os.PathLike)) else list(source)
         cfg = VideoConfig(batch=self.batch, decode=decode, device=self.device, **config)
-        opened = open_sources([str(u) for u in uris], cfg.decode, cfg.source_options, cfg.timeout_s,
-                              cfg.max_frames, audio=bool(cfg.out and cfg.audio))
-        try:
-            pipeline = Pipeline(self.task, opened, cfg, keep_images=images)
-        except BaseException:
-            for s in opened:
-                s.close()
-            raise
-        yield from pipeline.results()
+        yield from open_pipeline([str(u) for u in uris], self.task, cfg, keep_images=images).results()
 
     def close(self) -> None:
         self.task.close()

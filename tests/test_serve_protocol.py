@@ -36,11 +36,21 @@ def test_json_data_of_the_wrong_kind_is_400_not_converted(datatype, data):
     ("BOOL", [True, False], np.array([True, False])),
     ("FP32", [1, 2.5], np.array([1, 2.5], np.float32)),
     ("FP16", [0.5, 2], np.array([0.5, 2], np.float16)),
+    ("FP32", [0.1, 1e-40], np.array([0.1, 1e-40], np.float32)),
+    ("FP16", [0.1, 65519.99], np.array([0.1, 65519.99], np.float16)),
+    ("INT64", [3, -4], np.array([3, -4], np.int64)),
 ])
 def test_json_data_of_the_right_kind_is_taken(datatype, data, want):
     got = _decode([{"name": "x", "shape": [2], "datatype": datatype, "data": data}]).inputs["x"]
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("datatype, data", [("INT8", [300, 1]), ("UINT8", [-1, 1])])
+def test_json_integers_out_of_range_are_400_not_wrapped(datatype, data):
+    with pytest.raises(ProtocolError, match=f"'x'.*{datatype}") as err:
+        _decode([{"name": "x", "shape": [2], "datatype": datatype, "data": data}])
+    assert err.value.status == 400
 
 
 _X = {"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}

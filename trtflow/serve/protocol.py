@@ -308,8 +308,11 @@ def _array_from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str
                                     f"{type(next(d for d in items if not isinstance(d, str))).__name__}")
             arr = np.array([d.encode() for d in items], dtype=object)
         else:
-            arr = np.asarray(data, dtype=dtype)
-            kind = np.asarray(data).dtype.kind if arr.size else dtype.kind
+            parsed = np.asarray(data)  # the data's own kind, converted once when it is dtype or floats into floats
+            kind = parsed.dtype.kind if parsed.size else dtype.kind
+            if parsed.dtype == dtype or (kind == "f" and dtype.kind == "f"):
+                return _reshaped(parsed.astype(dtype, copy=False), shape, name)
+            arr = np.asarray(data, dtype=dtype)  # overflow raises here (astype would wrap)
             if kind == "f" and dtype.kind in "iu":  # ints beyond int64 next to others parse as float64
                 kind = "i" if all(type(v) is int for v in _flat(data)) else kind
             if kind not in _JSON_KINDS[dtype.kind]:  # 1.7 into INT32 truncated, "false" into BOOL was True
@@ -318,6 +321,10 @@ def _array_from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str
                                     f"{_JSON_NAMES.get(kind, 'other values')}")
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"input '{name}': data does not fit datatype {datatype}: {exc}") from None
+    return _reshaped(arr, shape, name)
+
+
+def _reshaped(arr: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
     count = math.prod(shape)
     if arr.size != count:
         raise ProtocolError(f"input '{name}' has {arr.size} values; shape {list(shape)} needs {count}")

@@ -90,8 +90,6 @@ class CudaGather:
         ``PIPELINE_DEPTH`` batches of one instance between ``launch`` and the end of ``finish``."""
         import torch
 
-        from trtflow.backends.staging import Staging
-
         device = cuda_device(engine)
         key = id(engine)
         stream = self._streams.get(key)
@@ -99,7 +97,9 @@ class CudaGather:
             stream = self._streams[key] = torch.cuda.Stream(device)
         turn = self._turn[key] = (self._turn.get(key, -1) + 1) % PIPELINE_DEPTH
         staging = self._staging.get((key, turn))
-        if staging is None:
+        if staging is None:  # once per instance and pipeline position
+            from trtflow.backends.staging import Staging
+
             staging = self._staging[key, turn] = Staging(device, stream)
         rows = [item.rows for item in batch]
         t0 = time.perf_counter()

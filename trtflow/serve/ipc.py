@@ -146,7 +146,7 @@ def pack(outputs: dict[str, np.ndarray]) -> list[tuple]:
     return packed
 
 
-_CODES: dict = {}  # dtype -> its str for ``pack`` ("" for dtypes sent as arrays): dtype.str is slow
+_CODES: dict = {}  # dtype -> its str for ``pack`` ("" for dtypes pickled whole): dtype.str is slow
 
 
 def unpack(packed: list[tuple]) -> dict[str, np.ndarray]:

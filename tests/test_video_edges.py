@@ -321,3 +321,11 @@ def test_predictor_stream_unknown_option_is_a_usage_error(tmp_path, model):
         next(predictor.stream(str(clip), max_frame=1))
     with pytest.raises(UsageError, match="batch"):
         next(predictor.stream(str(clip), batch=4))
+
+
+def test_predictor_stream_names_an_unknown_option(model):
+    from trtflow.errors import UsageError
+    from trtflow.video.predictor import Predictor
+
+    with pytest.raises(UsageError, match=r"unknown option\(s\) colour; it takes .*max_frames"):
+        next(Predictor(task=mean_task(model)).stream("clip.mp4", colour="red"))

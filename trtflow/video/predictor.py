@@ -23,6 +23,10 @@ from trtflow.errors import UsageError
 from trtflow.video.pipeline import FrameResult, VideoConfig, open_pipeline
 
 
+# the VideoConfig fields stream() takes as options (batch and device are the Predictor's, decode an argument)
+_STREAM_OPTIONS = tuple(f.name for f in dataclasses.fields(VideoConfig) if f.name not in ("batch", "decode", "device"))
+
+
 class Predictor:
     """Batched inference with a task's pre- and post-processing, on any engine.
 
@@ -98,10 +102,10 @@ class Predictor:
         Yields:
             ``FrameResult(stream, frame, pts, time, result, image)`` in frame order per stream.
         """
-        known = [f.name for f in dataclasses.fields(VideoConfig) if f.name not in ("batch", "decode", "device")]
-        unknown = sorted(set(config) - set(known))
+        unknown = sorted(set(config).difference(_STREAM_OPTIONS))
         if unknown:
-            raise UsageError(f"stream() got unknown option(s) {', '.join(unknown)}; it takes {', '.join(known)} "
+            raise UsageError(f"stream() got unknown option(s) {', '.join(unknown)}; "
+                             f"it takes {', '.join(_STREAM_OPTIONS)} "
                              "(batch and device are the Predictor's)")
         uris = [source] if isinstance(source, (str, os.PathLike)) else list(source)
         cfg = VideoConfig(batch=self.batch, decode=decode, device=self.device, **config)

@@ -53,3 +53,15 @@ def test_ray_with_engine_auto_refuses_flags_it_would_drop(tiny_onnx, monkeypatch
     proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", "--engine", "tensorrt", *flags)
     assert proc.returncode == 0, proc.stderr
     assert len(seen) == 1 and ("build_config" in seen[0].engine_options or "profiles" in seen[0].engine_options)
+
+
+@pytest.mark.parametrize("engine", ["trt", "TensorRT"])
+def test_ray_engine_alias_keeps_the_precision_flags(tiny_onnx, monkeypatch, engine):
+    """--engine trt on --ray deployed without --fp16 (engine_options saw the alias, not tensorrt)."""
+    import trtflow.serve.ray
+
+    seen = []
+    monkeypatch.setattr(trtflow.serve.ray, "deploy", lambda model, opts, **kw: seen.append(opts) or "http://h:1")
+    proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", "--engine", engine, "--fp16")
+    assert proc.returncode == 0, proc.stderr
+    assert len(seen) == 1 and seen[0].engine_options["build_config"].fp16

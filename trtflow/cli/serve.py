@@ -233,13 +233,16 @@ def _deploy_ray(args: argparse.Namespace, names: list[str]) -> int:
         if not (sep and lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi)):
             raise UsageError(f"--ray-autoscale '{args.ray_autoscale}': expected MIN:MAX replicas, e.g. 1:4")
         autoscaling = {"min_replicas": int(lo), "max_replicas": int(hi)}
-    if args.engine == "auto":
+    from trtflow.backends import canonical_engine
+
+    engine = canonical_engine(args.engine)  # "trt" is tensorrt: its flags go to the replicas too
+    if engine == "auto":
         given = [f"--{f}" for f in ("fp16", "bf16", "int8", "best", "stronglyTyped", "shapes", "minShapes",
                                      "optShapes", "maxShapes") if getattr(args, f, None)]
         if given:  # each replica picks its engine on its own node; the flags would be dropped
             raise UsageError(f"{'/'.join(given)} with --ray need the engine named: give --engine tensorrt "
                              "(--engine auto is resolved on each replica's node, without these flags)")
-    engine_opts = options.engine_options(args, args.engine) if args.engine != "auto" else {}
+    engine_opts = options.engine_options(args, engine) if engine != "auto" else {}
     labels = _labels(args)
     urls = {}
     for i, (name, path) in enumerate(zip(names, args.models)):

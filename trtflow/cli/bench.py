@@ -203,13 +203,10 @@ def _build_first(args: argparse.Namespace) -> dict:
         raise UsageError("--saveEngine/--buildOnly build a TensorRT engine from an ONNX model: give --onnx=MODEL.onnx "
                          "(and --engine tensorrt or no --engine)")
     config = options.build_config_of(args)
-    if args.useCudaGraph:  # TensorRT-RTX captures only plans built for it (the engine refuses others)
-        import dataclasses
-
+    if args.useCudaGraph:  # the plan the engine's CUDA graphs can capture (TensorRT-RTX refuses others)
         from trtflow.backends.tensorrt.flavor import load_flavor
 
-        if load_flavor().is_rtx:
-            config = dataclasses.replace(config, require_user_allocation=True)
+        config = config.for_cuda_graphs(load_flavor().is_rtx)
     with output.bar("building", enabled=not args.json) as progress:
         if args.saveEngine:
             from trtflow.cli import build

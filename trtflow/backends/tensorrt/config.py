@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from trtflow.errors import UsageError
 from trtflow.spec import Profile
@@ -80,6 +80,11 @@ class BuildConfig:
     def precisions(self) -> list[str]:
         """The precision flags asked for, e.g. ["fp16"]; empty means FP32 (or the ONNX types)."""
         return [p for p in ("fp16", "bf16", "int8", "best") if getattr(self, p)]
+
+    def for_cuda_graphs(self, rtx: bool) -> "BuildConfig":
+        """This config for a plan that CUDA graphs will capture: with ``require_user_allocation`` on
+        TensorRT-RTX (``rtx``), which captures only such plans; itself elsewhere."""
+        return replace(self, require_user_allocation=True) if rtx else self
 
     def key_dict(self) -> dict:
         """Everything that changes the built engine, as JSON-ready data (the cache key uses it).

@@ -215,8 +215,8 @@ class TensorRTEngine(Engine):
             config = dataclasses.replace(config, profiles=list(profiles))
         if plugins:
             config = dataclasses.replace(config, plugins=tuple(plugins))
-        if use_cuda_graph and self.flavor.is_rtx:  # TensorRT-RTX captures only such plans
-            config = dataclasses.replace(config, require_user_allocation=True)
+        if use_cuda_graph:
+            config = config.for_cuda_graphs(self.flavor.is_rtx)
         self.device = self._ops.device
         self.device_index = device
         self.use_cuda_graph = use_cuda_graph

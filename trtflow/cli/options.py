@@ -236,7 +236,7 @@ def build_config_of(args: argparse.Namespace):
 def pt2_precision_error(args: argparse.Namespace) -> UsageError | None:
     """The error for --fp16/--bf16/--int8/--best given with a .pt2 package (it runs the precision it
     was built with, so they would be ignored); None when none of them is given."""
-    given = [f"--{f}" for f in ("fp16", "bf16", "int8", "best") if getattr(args, f, False)]
+    given = [f"--{f}" for f in _precision_of(args) if f != "strongly_typed"]
     if not given:
         return None
     return UsageError(f"a .pt2 package keeps the precision it was built with; drop {'/'.join(given)} "

@@ -249,3 +249,11 @@ def test_engine_aliases_any_case_in_the_torch_checks(engine, monkeypatch):
         tune._model(argparse.Namespace(model="model.onnx", engine=engine))
     monkeypatch.setattr(bench, "_load_factory", lambda args: "loaded")
     assert bench._load(argparse.Namespace(model="mypkg.models:make", engine=engine)) == "loaded"
+
+
+@pytest.mark.parametrize("flag,says", [("--best", "drop --best"), ("--int8", "drop --int8"), ("--bf16", "drop --bf16"),
+                                       ("--channels-last", "drop --channels-last")])
+def test_bench_pt2_names_the_flag_it_cannot_apply(flag, says):
+    """bench with a .pt2 package refuses each precision or layout flag by its own name (as serve and video do)."""
+    proc = call_cli("bench", "m.pt2", flag)
+    assert proc.returncode == 2 and ".pt2 package keeps the" in proc.stderr and says in proc.stderr

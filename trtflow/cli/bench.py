@@ -63,10 +63,13 @@ def _load(args: argparse.Namespace, extra: dict | None = None):
             raise UsageError(f"MODULE:FACTORY runs on the torch engine; got --engine {args.engine}. Export to ONNX first for other engines")
         return _load_factory(args)
     name = engine_name(args.engine, model)
-    if name == "torch":
+    if name == "torch":  # a .pt2 package
+        error = options.pt2_precision_error(args)
+        if error:
+            raise error
+        if args.channels_last:
+            raise UsageError("a .pt2 package keeps the layout it was built with; drop --channels-last")
         opts = _torch_options(args)
-        if opts["dtype"] != "fp32" or opts["channels_last"]:
-            raise UsageError("a .pt2 package keeps the precision and layout it was built with; drop --fp16/--bf16/--channels-last")
         return load(model, "torch", cuda_graphs=opts["cuda_graphs"], device=opts["device"])
     if args.compile or args.channels_last or args.device:
         raise UsageError(f"--compile, --channels-last and --device apply to the torch engine, not {name}")

@@ -48,11 +48,12 @@ def decode(request) -> InferRequest:
         if raw:
             inputs[item.name] = protocol.array_from_raw(raw[i], item.datatype, shape, item.name)
         else:
-            field = CONTENTS.get(item.datatype.upper())
+            datatype = item.datatype.upper()
+            field = CONTENTS.get(datatype)
             if field is None:
                 raise ProtocolError(f"input '{item.name}': datatype {item.datatype} needs raw_input_contents")
             values = getattr(item.contents, field)
-            if item.datatype.upper() == "BYTES":
+            if datatype == "BYTES":
                 arr = np.array(list(values), dtype=object)
             else:
                 try:

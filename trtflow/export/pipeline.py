@@ -15,7 +15,7 @@ from trtflow.progress import Progress, report
 from trtflow.export.config import ExportConfig, ExportResult
 from trtflow.export.inputs import flatten_outputs, name_inputs
 from trtflow.export.torch_onnx import EXPORT_FUNCTIONS, choose_exporter
-from trtflow.export.verify import resized_inputs, verify_export
+from trtflow.export.verify import fresh, resized_inputs, verify_export
 from trtflow.graph.io import TWO_GB, onnx_specs, save_onnx
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def from_torch(
         for name in order:
             step(f"exporting with the {name} exporter")
             try:
-                proto = EXPORT_FUNCTIONS[name](module, _fresh(inputs), output_names, dynamic, config.opset)
+                proto = EXPORT_FUNCTIONS[name](module, fresh(inputs), output_names, dynamic, config.opset)
                 used = name
                 break
             except ExportError as exc:
@@ -147,7 +147,7 @@ def _output_names(module, inputs: dict, names) -> list[str]:
 
     try:
         with torch.inference_mode():
-            result = module(*_fresh(inputs).values())
+            result = module(*fresh(inputs).values())
     except Exception as exc:
         shapes = {k: tuple(v.shape) for k, v in inputs.items()}
         raise ExportError(
@@ -155,12 +155,6 @@ def _output_names(module, inputs: dict, names) -> list[str]:
             "Check the input shapes and dtypes (--input NAME:SHAPE[:DTYPE])"
         ) from exc
     return list(flatten_outputs(result, names))
-
-
-def _fresh(inputs: dict) -> dict:
-    """Copies of the example inputs, for one run of the module: a module that changes its input in
-    place (``x /= 255``) must not change the examples the next run, the export and ONNX Runtime see."""
-    return {k: v.clone() for k, v in inputs.items()}
 
 
 def _check_dynamic(dynamic, inputs: dict, output_names: list[str]) -> dict[str, dict[int, str]]:

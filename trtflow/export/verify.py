@@ -53,14 +53,20 @@ def resized_inputs(inputs: Mapping, dynamic: Mapping[str, Mapping[int, str]], se
     return out
 
 
+def fresh(inputs: Mapping) -> dict:
+    """Copies of the example inputs, for one run of the module: a module that changes its input in
+    place (``x /= 255``) must not change the examples the next run, the export and ONNX Runtime see."""
+    return {k: v.clone() for k, v in inputs.items()}
+
+
 def torch_outputs(module, inputs: Mapping, output_names: list[str]) -> dict:
     """Run the module on name -> tensor inputs (positionally, in order); name -> numpy output."""
     import torch
 
     from trtflow.arrays import to_numpy
 
-    with torch.inference_mode():  # on copies: a module may change its inputs in place (x /= 255)
-        result = module(*(v.clone() for v in inputs.values()))
+    with torch.inference_mode():
+        result = module(*fresh(inputs).values())
     return {k: to_numpy(v).copy() for k, v in flatten_outputs(result, output_names).items()}
 
 

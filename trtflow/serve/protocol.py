@@ -246,25 +246,27 @@ def parse_infer_header(head: bytes | memoryview) -> tuple[list[dict], InferReque
     for item in doc["inputs"]:
         if not isinstance(item, dict) or "name" not in item or "datatype" not in item or "shape" not in item:
             raise ProtocolError("each input needs 'name', 'shape' and 'datatype'")
-        _parameters(item, f"input '{item['name']}'")
-        if str(item["name"]) in names:
+        name = str(item["name"])
+        _parameters(item, "input", item["name"])
+        if name in names:
             raise ProtocolError(f"input '{item['name']}' is given more than once")
-        names.add(str(item["name"]))
+        names.add(name)
     outputs = None
     if doc.get("outputs") is not None:
         if not isinstance(doc["outputs"], list) or not all(isinstance(o, dict) and "name" in o for o in doc["outputs"]):
             raise ProtocolError("'outputs' must be a list of objects with a 'name'")
         outputs = []
         for item in doc["outputs"]:
-            p = _parameters(item, f"output '{item['name']}'")
+            p = _parameters(item, "output", item["name"])
             outputs.append(RequestedOutput(str(item["name"]), p.get("binary_data"),
                                            int(p.get("classification", 0) or 0)))
     request = InferRequest({}, str(doc.get("id", "")), outputs, bool(params.get("binary_data_output", False)), params)
     return doc["inputs"], request
 
 
-def _parameters(doc: dict, what: str) -> dict:
-    """The ``parameters`` object of ``doc`` ({} when absent).
+def _parameters(doc: dict, what: str, name: Any = None) -> dict:
+    """The ``parameters`` object of ``doc`` ({} when absent); ``what`` (and ``name``) say whose
+    in the error, formatted only then.
 
     Raises:
         ProtocolError: (400) parameters that are not an object.
@@ -273,7 +275,8 @@ def _parameters(doc: dict, what: str) -> dict:
     if params is None:
         return {}
     if not isinstance(params, dict):
-        raise ProtocolError(f"the parameters of {what} must be a JSON object, got {type(params).__name__}")
+        whose = what if name is None else f"{what} '{name}'"
+        raise ProtocolError(f"the parameters of {whose} must be a JSON object, got {type(params).__name__}")
     return params
 
 

@@ -99,11 +99,11 @@ def to_fp16(proto: Any, options: Fp16Options | None = None, verify_config: Verif
     feeds = None
     if options.range_check:
         progress("fp16: range check (FP32 activations)")
-        try:
-            feeds = [feed for _, feed in build_feeds(proto, None, verify_config or VerifyConfig())]
-        except UsageError as exc:  # it runs with --no-verify too: name the flag that skips it
-            raise UsageError(f"the FP16 range check runs the FP32 model first: {exc}".replace(
-                "or --no-verify", "or --no-range-check (range_check=False)")) from None
+        try:  # it runs with --no-verify too: name the flag that skips it
+            feeds = [feed for _, feed in build_feeds(proto, None, verify_config or VerifyConfig(),
+                                                     skip="--no-range-check (range_check=False)")]
+        except UsageError as exc:
+            raise UsageError(f"the FP16 range check runs the FP32 model first: {exc}") from None
     progress("fp16: converting")
     new, report = convert_fp16(proto, keep_io_types=options.keep_io_types, block_ops=options.block_ops,
                                peaks=activation_peaks(proto, feeds) if feeds else None)

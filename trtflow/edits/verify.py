@@ -90,8 +90,9 @@ def run_ort(proto: Any, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
 
 
 def feed_shapes(before: list[TensorSpec], after: list[TensorSpec] | None, shapes: Mapping[str, Shape],
-                input_map: Mapping[str, str] | None = None) -> dict[str, Shape]:
-    """A concrete shape for every input of the before model.
+                input_map: Mapping[str, str] | None = None, skip: str = "--no-verify") -> dict[str, Shape]:
+    """A concrete shape for every input of the before model; ``skip`` names the flag that skips the run
+    the shapes are for.
 
     Raises:
         UsageError: a dynamic dim (other than a leading batch dim) with no shape to take it from.
@@ -116,15 +117,16 @@ def feed_shapes(before: list[TensorSpec], after: list[TensorSpec] | None, shapes
                 example = format_shape(x if isinstance(x, int) else 1 for x in spec.shape)
                 raise UsageError(
                     f"input '{spec.name}' has dynamic dims {spec.describe_shape()}; verification needs a concrete "
-                    f"shape: give --shapes {spec.name}:{example} (with real sizes), or --no-verify"
+                    f"shape: give --shapes {spec.name}:{example} (with real sizes), or {skip}"
                 )
         out[spec.name] = tuple(dims)
     return out
 
 
-def build_feeds(before: Any, after: Any | None, config: VerifyConfig,
-                input_map: Mapping[str, str] | None = None) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """Labelled feeds for the before model: one random, plus one from the given files when any."""
+def build_feeds(before: Any, after: Any | None, config: VerifyConfig, input_map: Mapping[str, str] | None = None,
+                skip: str = "--no-verify") -> list[tuple[str, dict[str, np.ndarray]]]:
+    """Labelled feeds for the before model: one random, plus one from the given files when any;
+    ``skip`` names the flag that skips the run they are for (in the message asking for --shapes)."""
     from trtflow.feeds import build_feed, random_feed
 
     b_in, _ = onnx_specs(before)
@@ -139,10 +141,11 @@ def build_feeds(before: Any, after: Any | None, config: VerifyConfig,
                 pass  # build_feed reports the unreadable file
     feeds = []
     if given:
-        feed = build_feed(b_in, given, feed_shapes(b_in, a_in, shapes, input_map), config.seed)
+        feed = build_feed(b_in, given, feed_shapes(b_in, a_in, shapes, input_map, skip), config.seed)
         feeds.append(("given", feed))
         shapes.update({k: v.shape for k, v in feed.items()})  # random values in the given shapes
-    feeds.append((f"random(seed={config.seed})", random_feed(b_in, feed_shapes(b_in, a_in, shapes, input_map), config.seed)))
+    shapes = feed_shapes(b_in, a_in, shapes, input_map, skip)
+    feeds.append((f"random(seed={config.seed})", random_feed(b_in, shapes, config.seed)))
     return feeds
 
 

@@ -275,3 +275,20 @@ def test_embed_preprocess_takes_float_nhwc(seg, tmp_path, capsys):
 
     with trtflow.load(out, engine="ort") as engine:
         assert engine.inputs[0].dtype == "float32" and engine.inputs[0].shape[-1] == 3
+
+
+
+def test_trtexec_verbose_is_passed_on_once(monkeypatch):
+    """trtexec's --verbose, or trtflow's before the command, reaches the command it runs once (trtexec's
+    was also inserted a second time)."""
+    import argparse
+    import logging
+
+    from trtflow.cli import main as cli_main, trtexec
+
+    seen = []
+    monkeypatch.setattr(cli_main, "main", lambda command: seen.append(command) or 0)
+    monkeypatch.setattr(logging.getLogger(), "level", logging.getLogger().level)  # restored after the test
+    trtexec.run(argparse.Namespace(argv=["--onnx=m.onnx", "--verbose"], verbose=False))
+    trtexec.run(argparse.Namespace(argv=["--onnx=m.onnx"], verbose=True))
+    assert [c.count("--verbose") for c in seen] == [1, 1]

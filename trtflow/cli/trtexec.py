@@ -150,12 +150,13 @@ def run(args: argparse.Namespace) -> int:
 
     argv = [*getattr(args, "extra", []), *args.argv]
     command = translate(argv)
-    if {"-v", "--verbose"} & set(argv):  # trtexec's --verbose: debug logs, and main shows the traceback
+    if {"-v", "--verbose"} & set(argv):  # trtexec's --verbose (passed on with the rest): debug logs, tracebacks
         import logging
 
         args.verbose = True
         logging.getLogger().setLevel(logging.DEBUG)
-    if getattr(args, "verbose", False):
+    elif getattr(args, "verbose", False):  # trtflow --verbose trtexec ...
         command.insert(1, "--verbose")
+    if args.verbose:
         print("runs: trtflow " + " ".join(command), file=sys.stderr)
     return main(command)

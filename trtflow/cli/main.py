@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - every error becomes one line unless --verbose
-        if verbose or getattr(args, "verbose", False):  # a command's own parser may set it (surgeon EDIT ... -v)
+        if getattr(args, "verbose", False):  # read again: a command's own parser may set it (surgeon EDIT ... -v)
             raise
         line, code = _one_line(exc)
         print(f"{prog}: error: {line}", file=sys.stderr)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Union
 
@@ -117,13 +119,6 @@ def _check_nonempty(proto, what: str):
 
 def save_onnx(proto, path: str | os.PathLike) -> Path:
     """Write one self-contained file (external data only above protobuf's 2 GB limit)."""
-    import onnx
-
-    import shutil
-    import tempfile
-
-    from onnx.external_data_helper import load_external_data_for_model
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if proto.ByteSize() < TWO_GB:
@@ -131,6 +126,9 @@ def save_onnx(proto, path: str | os.PathLike) -> Path:
         tmp.write_bytes(proto.SerializeToString())
         os.replace(tmp, path)
         return path
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model
+
     # onnx appends to an existing data file and moves the weights out of the proto it saves: write
     # both files into a fresh folder beside the target, move them over it, and read the weights back
     folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))

@@ -221,6 +221,17 @@ class _Converter:
                 return f"tensor '{t.name}' reaches {peak:.4g} on the range-check inputs (float16 max {FP16_MAX:g})"
         return None
 
+    def _keep_reason(self, node) -> str | None:
+        """Why ``node`` stays FP32: its op or constants, its ranges, or what it computes for, else None."""
+        reason = _block_reason(node, self.block_ops) or self._range_reason(node)
+        if reason is None and id(node) in self.fixed:
+            reason = "computes a Resize scales/roi input, which stays float32"
+        if reason is None and id(node) in self.sizes:
+            reason = "computes sizes from the input's shape"
+        if reason is None and any(t.name in self.implicit for t in node.outputs):
+            reason = "its output is read inside an If/Loop/Scan subgraph, which stays FP32"
+        return reason
+
     def cast(self, tensor, to: str):
         key = (tensor.name, to)
         if key not in self.casts:
@@ -251,11 +262,7 @@ class _Converter:
                     t.dtype = np.float16
                     self.converted.add(t.name)
         for node in list(self.graph.nodes):
-            reason = _block_reason(node, self.block_ops) or self._range_reason(node) or (
-                "computes a Resize scales/roi input, which stays float32" if id(node) in self.fixed else None) or (
-                "computes sizes from the input's shape" if id(node) in self.sizes else None) or (
-                "its output is read inside an If/Loop/Scan subgraph, which stays FP32"
-                if any(t.name in self.implicit for t in node.outputs) else None)
+            reason = self._keep_reason(node)
             fp16 = reason is None and any(
                 (_is_f32(t) or t.name in self.converted) for t in [*node.inputs, *node.outputs]
             )

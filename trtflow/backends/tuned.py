@@ -24,9 +24,8 @@ from trtflow.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-# the torch engine's defaults of the options a tuned choice sets (tune leaves off those at their default)
-TORCH_DEFAULTS = {"dtype": "fp32", "channels_last": False, "compile": None, "cuda_graphs": False, "fuse": False,
-                  "freeze": True}
+# the torch engine options a tuned choice sets (tune leaves off those at the engine's default)
+TORCH_KNOBS = ("dtype", "channels_last", "compile", "cuda_graphs", "fuse", "freeze")
 SUBDIR = "tuned"
 FORMAT = 1
 # engine -> the modules whose versions go into the key (whichever wheel installed them:
@@ -252,6 +251,16 @@ def _onnx_inputs(model: Any) -> list | None:
         return None
 
 
+def _engine_defaults(engine: str, names: Sequence[str]) -> dict:
+    """The defaults of the ``engine`` constructor's options ``names``."""
+    import inspect
+
+    from trtflow.backends import engine_class
+
+    params = inspect.signature(engine_class(engine).__init__).parameters
+    return {name: params[name].default for name in names}
+
+
 def apply_tuned(model: Any, engine: str, options: dict) -> tuple[Any, dict]:
     """The model and options of the saved choice for ``model`` at these shapes.
 
@@ -278,7 +287,7 @@ def apply_tuned(model: Any, engine: str, options: dict) -> tuple[Any, dict]:
         )
     tuned = dict(record.get("options") or {})
     if engine == "torch":  # a knob the choice leaves off was measured at its default, not at the caller's value
-        tuned = {**TORCH_DEFAULTS, **tuned}
+        tuned = {**_engine_defaults("torch", TORCH_KNOBS), **tuned}
     if record.get("model_file"):
         model = str(tuned_dir() / record["model_file"])
     if record.get("transform") == "fp8":

@@ -295,7 +295,8 @@ def _module_and_examples(torch, model, example_inputs, input_names):
 
 
 def _place(torch, module, examples, device, precision: str, channels_last: bool, fuse: bool = False):
-    """Move the module and examples to the device, fuse (in fp32), then cast and lay out."""
+    """Move the module and examples to the device, fuse (in the module's own dtype), then cast and lay
+    out; a module that needs casting is copied first, so the caller's keeps its dtype."""
     want = getattr(torch, PRECISIONS[precision])
     try:
         module = module.eval()

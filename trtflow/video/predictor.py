@@ -21,6 +21,7 @@ import numpy as np
 from trtflow.deps import require
 from trtflow.errors import UsageError
 from trtflow.video.pipeline import FrameResult, VideoConfig, open_pipeline
+from trtflow.video.sources import decode_image
 
 
 # the VideoConfig fields stream() takes as options (batch and device are the Predictor's, decode an argument)
@@ -192,7 +193,6 @@ def _read_image(path: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise UsageError(f"image '{path}': no such file")
     try:
-        with av.open(path) as container:
-            return next(container.decode(video=0)).to_ndarray(format="rgb24")
-    except (av.error.FFmpegError, StopIteration, IndexError) as exc:  # IndexError: no picture stream in it
+        return decode_image(av, path)
+    except ValueError as exc:
         raise UsageError(f"image '{path}': not an image FFmpeg can read ({exc})") from None

@@ -294,9 +294,8 @@ class Source:
             if stop is not None and stop.is_set() or self.max_frames is not None and index >= self.max_frames:
                 return
             try:
-                with av.open(str(path)) as container:
-                    image = next(container.decode(video=0)).to_ndarray(format="rgb24")
-            except (av.error.FFmpegError, StopIteration, IndexError) as exc:  # IndexError: no picture stream
+                image = decode_image(av, str(path))
+            except ValueError as exc:
                 self.stats.corrupt += 1
                 self.stats.note(f"stream {self.stream}: image '{path}' could not be decoded, skipped: {exc}")
                 continue
@@ -347,6 +346,19 @@ class Source:
         return {"stream": self.stream, "source": self.uri, "kind": self.kind, "live": self.live,
                 "width": self.width, "height": self.height, "fps": float(self.fps) if self.fps else None,
                 "codec": self.codec, "decoder": self.decoder, "audio": self.audio is not None}
+
+
+def decode_image(av: Any, path: str) -> Any:
+    """The first picture of an image file, as an HWC RGB uint8 array.
+
+    Raises:
+        ValueError: FFmpeg cannot read a picture from it (its message is FFmpeg's).
+    """
+    try:
+        with av.open(path) as container:
+            return next(container.decode(video=0)).to_ndarray(format="rgb24")
+    except (av.error.FFmpegError, StopIteration, IndexError) as exc:  # IndexError: no picture stream in it
+        raise ValueError(str(exc)) from None
 
 
 def open_sources(uris: list[str], decode: str = "cpu", options: Optional[dict] = None, timeout_s: float = 10.0,

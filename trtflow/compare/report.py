@@ -120,8 +120,9 @@ class CompareReport:
 
 
 def _fixes(bad: list[OutputDiff]) -> str:
-    """What may help, for the kinds of failure in ``bad``: no tolerance passes a missing output,
-    a shape that differs or a NaN on both sides, so those are not sent to --atol/--rtol."""
+    """What may help, for the kinds of failure in ``bad``: no tolerance passes a missing output or
+    a shape that differs, so those are not sent to --atol/--rtol; NaNs on both sides add --equal-nan
+    (beside --atol/--rtol: the other values of that output may differ too)."""
     missing = [d for d in bad if d.note.startswith("missing")]
     shaped = [d for d in bad if d.note.startswith(("shape ", "count "))]
     integer = [d for d in bad if d.agreement is not None]

@@ -329,3 +329,23 @@ def test_predictor_stream_names_an_unknown_option(model):
 
     with pytest.raises(UsageError, match=r"unknown option\(s\) colour; it takes .*max_frames"):
         next(Predictor(task=mean_task(model)).stream("clip.mp4", colour="red"))
+
+
+def test_the_video_command_closes_its_sources_when_the_pipeline_cannot_start(tmp_path, model, monkeypatch):
+    from tests.conftest import call_cli
+    from tests.test_video import make_clip
+    from trtflow.video import pipeline, sources
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=3)
+    opened = []
+    real_open = sources.open_sources
+    monkeypatch.setattr(sources, "open_sources", lambda *a, **k: opened.extend(real_open(*a, **k)) or opened)
+
+    def broken_lane(*args, **kwargs):
+        raise RuntimeError("no such device")
+
+    monkeypatch.setattr(pipeline, "Lane", broken_lane)
+    proc = call_cli("video", str(clip), "--task", "classify", "--model", str(model), "--engine", "ort")
+    assert proc.returncode != 0 and "no such device" in proc.stderr, proc.stderr
+    assert opened and all(s.container is None for s in opened)

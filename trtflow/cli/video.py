@@ -136,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         with output.bar("video", enabled=not args.json) as progress:
             summary = Pipeline(tasks if gpus else tasks[0], opened, config, progress).run()
+    except BaseException:  # a pipeline that could not be built leaves them open (closing twice is a no-op)
+        for s in opened:
+            s.close()
+        raise
     finally:
         for t in tasks:
             t.close()

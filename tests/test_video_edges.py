@@ -62,40 +62,44 @@ def test_outputs_that_cannot_open_close_the_sources_and_other_outputs(tmp_path, 
     assert writers and all(w.container is None for w in writers)
 
 
-def test_a_pipeline_that_cannot_start_closes_its_sources(tmp_path, model, monkeypatch):
+@pytest.fixture
+def unstartable(tmp_path, monkeypatch):
+    """A 3-frame clip, the sources opened from it (recorded), and pipelines that cannot start."""
     from tests.test_video import make_clip
-    from trtflow.video import VideoConfig, pipeline, run_video
+    from trtflow.video import pipeline, sources
 
     clip = tmp_path / "clip.mp4"
     make_clip(clip, frames=3)
     opened = []
-    real_open = pipeline.open_sources
-    monkeypatch.setattr(pipeline, "open_sources", lambda *a, **k: opened.extend(real_open(*a, **k)) or opened)
+    real_open = sources.open_sources
+
+    def recording_open(*args, **kwargs):
+        opened.extend(real_open(*args, **kwargs))
+        return opened
+
+    monkeypatch.setattr(sources, "open_sources", recording_open)
+    monkeypatch.setattr(pipeline, "open_sources", recording_open)
 
     def broken_lane(*args, **kwargs):
         raise RuntimeError("no such device")
 
     monkeypatch.setattr(pipeline, "Lane", broken_lane)
+    return clip, opened
+
+
+def test_a_pipeline_that_cannot_start_closes_its_sources(model, unstartable):
+    from trtflow.video import VideoConfig, run_video
+
+    clip, opened = unstartable
     with pytest.raises(RuntimeError, match="no such device"):
         run_video([str(clip)], mean_task(model), VideoConfig())
     assert opened and all(s.container is None for s in opened)
 
 
-def test_a_predictor_stream_that_cannot_start_closes_its_sources(tmp_path, model, monkeypatch):
-    from tests.test_video import make_clip
-    from trtflow.video import pipeline
+def test_a_predictor_stream_that_cannot_start_closes_its_sources(model, unstartable):
     from trtflow.video.predictor import Predictor
 
-    clip = tmp_path / "clip.mp4"
-    make_clip(clip, frames=3)
-    opened = []
-    real_open = pipeline.open_sources
-    monkeypatch.setattr(pipeline, "open_sources", lambda *a, **k: opened.extend(real_open(*a, **k)) or opened)
-
-    def broken_lane(*args, **kwargs):
-        raise RuntimeError("no such device")
-
-    monkeypatch.setattr(pipeline, "Lane", broken_lane)
+    clip, opened = unstartable
     with pytest.raises(RuntimeError, match="no such device"):
         next(Predictor(task=mean_task(model)).stream(str(clip)))
     assert opened and all(s.container is None for s in opened)
@@ -331,21 +335,10 @@ def test_predictor_stream_names_an_unknown_option(model):
         next(Predictor(task=mean_task(model)).stream("clip.mp4", colour="red"))
 
 
-def test_the_video_command_closes_its_sources_when_the_pipeline_cannot_start(tmp_path, model, monkeypatch):
+def test_the_video_command_closes_its_sources_when_the_pipeline_cannot_start(model, unstartable):
     from tests.conftest import call_cli
-    from tests.test_video import make_clip
-    from trtflow.video import pipeline, sources
 
-    clip = tmp_path / "clip.mp4"
-    make_clip(clip, frames=3)
-    opened = []
-    real_open = sources.open_sources
-    monkeypatch.setattr(sources, "open_sources", lambda *a, **k: opened.extend(real_open(*a, **k)) or opened)
-
-    def broken_lane(*args, **kwargs):
-        raise RuntimeError("no such device")
-
-    monkeypatch.setattr(pipeline, "Lane", broken_lane)
+    clip, opened = unstartable
     proc = call_cli("video", str(clip), "--task", "classify", "--model", str(model), "--engine", "ort")
     assert proc.returncode != 0 and "no such device" in proc.stderr, proc.stderr
     assert opened and all(s.container is None for s in opened)

@@ -113,7 +113,7 @@ def test_other_requests_go_to_aiohttp_on_the_same_connection(port):
      400, "needs 12"),
     ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32"}]}, 400, "neither"),
     ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": 16}}],
-      "outputs": [{"name": "y", "parameters": {"classification": "two"}}]}, 500, "internal error"),
+      "outputs": [{"name": "y", "parameters": {"classification": "two"}}]}, 400, "'classification' must be"),
 ])
 def test_errors_on_the_lean_path_are_triton_errors(port, doc, status, message):
     head = json.dumps(doc).encode()

@@ -78,3 +78,21 @@ def test_grpc_decode_refuses_repeated_inputs_and_contents_out_of_range():
     with pytest.raises(ProtocolError, match="'x'.*INT8") as err:
         grpc_service.decode(wide)
     assert err.value.status == 400
+
+
+@pytest.mark.parametrize("field, value", [("string_param", "abc"), ("double_param", 2.5), ("bool_param", True)])
+def test_grpc_classification_count_that_is_not_an_integer_is_invalid_argument(server, field, value):
+    """A string count was a ValueError: INTERNAL instead of INVALID_ARGUMENT (Triton wants int64_param)."""
+    from trtflow.serve import grpc_service
+
+    pb, grpc = grpc_service.pb, grpc_service.grpc
+    request = pb.ModelInferRequest(model_name="f")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+    request.raw_input_contents.append(np.ones((1, 4), np.float32).tobytes())
+    setattr(request.outputs.add(name="y").parameters["classification"], field, value)
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            grpc_service.pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = err.value.details()
+    assert "output 'y'" in details and "'classification' must be a non-negative integer" in details

@@ -71,6 +71,21 @@ def test_malformed_request_parts_are_400_not_internal_errors(doc, match):
     assert err.value.status == 400
 
 
+@pytest.mark.parametrize("count", [2.5, "abc", "2", True, [2], -1])
+def test_classification_count_that_is_not_an_integer_is_400(count):
+    """"abc" was a ValueError (500 'internal error'); 2.5 was cut to 2 and True taken as 1."""
+    doc = {"inputs": [_X], "outputs": [{"name": "y", "parameters": {"classification": count}}]}
+    with pytest.raises(ProtocolError, match="output 'y'.*'classification' must be a non-negative integer") as err:
+        protocol.decode_infer_request(json.dumps(doc).encode())
+    assert err.value.status == 400
+
+
+@pytest.mark.parametrize("count, want", [(3, 3), (0, 0), (None, 0)])
+def test_classification_count_of_an_integer_is_taken(count, want):
+    doc = {"inputs": [_X], "outputs": [{"name": "y", "parameters": {"classification": count}}]}
+    assert protocol.decode_infer_request(json.dumps(doc).encode()).outputs[0].class_count == want
+
+
 @pytest.mark.parametrize("data", [[5, "a"], [True, "a"], [None, "a"], [1.5, "a"]])
 def test_json_bytes_data_must_be_strings(data):
     """BYTES data 5 became b"\\0\\0\\0\\0\\0" (bytes(5)), True one zero byte."""

@@ -66,7 +66,7 @@ def decode(request) -> InferRequest:
             inputs[item.name] = arr.reshape(shape)
     outputs = None
     if request.outputs:
-        outputs = [RequestedOutput(o.name, True, int(_param(o.parameters["classification"]) or 0)
+        outputs = [RequestedOutput(o.name, True, protocol.class_count(_param(o.parameters["classification"]), o.name)
                                    if "classification" in o.parameters else 0) for o in request.outputs]
     return InferRequest(inputs, request.id, outputs, True)
 

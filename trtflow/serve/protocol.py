@@ -63,6 +63,21 @@ class RequestedOutput:
     class_count: int = 0
 
 
+def class_count(value: Any, output: Any) -> int:
+    """The ``classification`` parameter of output ``output``: how many top classes to return
+    (0 or absent: the raw tensor).
+
+    Raises:
+        ProtocolError: (400) a value that is not a non-negative integer (Triton's int64).
+    """
+    if value is None:
+        return 0
+    if type(value) is not int or value < 0:
+        raise ProtocolError(f"output '{output}': parameter 'classification' must be a non-negative integer (how "
+                            f"many top classes to return), got {value!r} ({type(value).__name__})")
+    return value
+
+
 @dataclass
 class InferRequest:
     """A decoded inference request.
@@ -259,7 +274,7 @@ def parse_infer_header(head: bytes | memoryview) -> tuple[list[dict], InferReque
         for item in doc["outputs"]:
             p = _parameters(item, "output", item["name"])
             outputs.append(RequestedOutput(str(item["name"]), p.get("binary_data"),
-                                           int(p.get("classification", 0) or 0)))
+                                           class_count(p.get("classification"), item["name"])))
     request = InferRequest({}, str(doc.get("id", "")), outputs, bool(params.get("binary_data_output", False)), params)
     return doc["inputs"], request
 

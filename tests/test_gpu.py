@@ -192,13 +192,18 @@ def test_fused_convolutions_match_the_module():
     x = torch.randn(2, 4, 8, 8)
     with torch.no_grad():
         ref = block(x)
+    before = copy.deepcopy(block.state_dict())
     for dtype, tol in (("fp32", 1e-4), ("fp16", 2e-2)):
-        eng = TorchEngine(copy.deepcopy(block), [x], dtype=dtype,
-                          channels_last=True, fuse=True, cuda_graphs=True, device=0)
+        eng = TorchEngine(block, [x], dtype=dtype, channels_last=True, fuse=True, cuda_graphs=True, device=0)
         names = [str(n.target) for n in eng.module.graph.nodes if n.op == "call_function"]
         assert any("cudnn_convolution_add_relu" in n for n in names)
         got = eng.infer({"x": x.cuda().to(torch.float16 if dtype == "fp16" else torch.float32)})["output"]
         torch.testing.assert_close(got.float().cpu(), ref, rtol=tol, atol=tol)
+    # the caller's module is left on the CPU, as it was: the engine moved, fused and cast its copy
+    assert block.conv2.bias is None and list(block.state_dict()) == list(before)
+    for name, value in block.state_dict().items():
+        assert value.device.type == "cpu" and value.dtype == before[name].dtype and torch.equal(value, before[name])
+    assert isinstance(block.bn1, torch.nn.BatchNorm2d) and not block.training
 
 
 def test_fused_preprocessing_kernel_matches_eager():

@@ -277,3 +277,52 @@ def test_fp32_engine_of_a_reduced_precision_module_computes_in_fp32():
     want = tiny_module().bfloat16().float()(x)[0].detach().numpy()
     assert out.dtype == np.float32 and np.abs(out - want).max() < 1e-5
     assert all(p.dtype == torch.bfloat16 for p in half.parameters())  # the caller's module as it was
+
+
+def _state(model) -> dict:
+    """Everything of a module that loading it into an engine must leave as it was."""
+    tensors = {k: (v.clone(), v.device, v.dtype, v.stride()) for k, v in model.state_dict().items()}
+    return {"tensors": tensors, "training": [m.training for m in model.modules()],
+            "children": [type(m) for m in model.modules()]}
+
+
+def _assert_same_state(before: dict, after: dict) -> None:
+    assert before["training"] == after["training"] and before["children"] == after["children"]
+    assert list(before["tensors"]) == list(after["tensors"])
+    for key, (value, device, dtype, stride) in before["tensors"].items():
+        now, now_device, now_dtype, now_stride = after["tensors"][key]
+        assert (now_device, now_dtype, now_stride) == (device, dtype, stride), key
+        assert torch.equal(now, value), key
+
+
+@pytest.mark.parametrize("options", [{}, {"channels_last": True}, {"dtype": "bf16"}])
+def test_loading_leaves_the_callers_module_as_it_was(options):
+    """A module in training mode, loaded with the defaults, channels-last or cast, keeps its mode,
+    parameters, buffers and their layout; the engine runs in eval mode on its own copy."""
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Dropout(0.5)).train()
+    before = _state(model)
+    x = torch.randn(2, 3, 8, 8)
+    with TorchEngine(model, [x], device="cpu", **options) as engine:
+        assert not any(m.training for m in engine.module.modules())
+        out = engine.infer({"input": x.numpy()})["output"]
+    _assert_same_state(before, _state(model))
+    with torch.no_grad():
+        want = model.eval()(x).numpy()
+    assert np.allclose(out, want, atol=0.05 if options.get("dtype") else 1e-5)  # eval mode: no dropout
+
+
+def test_fusing_leaves_the_callers_module_as_it_was():
+    """fuse=True folds batch norms and gives bias-free convolutions a zero bias on the engine's copy
+    (fusion itself runs on CUDA only; placing the module is what touches it)."""
+    from trtflow.backends.torch.runner import _place
+
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.ReLU()).train()
+    before = _state(model)
+    fused, _ = _place(torch, model, [torch.randn(1, 3, 8, 8)], torch.device("cpu"), "fp32", False, fuse=True)
+    assert [n.target for n in fused.graph.nodes if n.op == "call_function"] == [torch.cudnn_convolution_relu] * 2
+    _assert_same_state(before, _state(model))
+    assert model[3].bias is None

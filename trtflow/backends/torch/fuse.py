@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 def fuse_conv_bn_act(module: Any):
     """Return an ``fx.GraphModule`` equivalent to ``module`` (in eval mode) with the fusions applied.
 
+    The graph module shares ``module``'s submodules and changes them: ``module`` is switched to eval
+    mode and a fused convolution without a bias gets a zero one. Pass a module of your own (the
+    torch engine passes its copy, never the caller's).
+
     Raises:
         UsageError: the module cannot be traced by ``torch.fx``.
     """

@@ -116,7 +116,8 @@ class TorchEngine(Engine):
         else:
             module, examples, names, self._kw = _module_and_examples(torch, model, example_inputs, input_names)
             given = [torch.as_tensor(t).dtype for t in examples]
-            module, examples = _place(torch, module, examples, self.device, dtype, channels_last, fuse)
+            module, examples = _place(torch, module, examples, self.device, dtype, channels_last, fuse,
+                                      isinstance(model, torch.export.ExportedProgram))
             cast = None
             if keep_io_types and dtype != "fp32":  # the model's I/O dtypes outside, the reduced one inside
                 examples = [t.to(g) if t.is_floating_point() else t for t, g in zip(examples, given)]
@@ -294,19 +295,23 @@ def _module_and_examples(torch, model, example_inputs, input_names):
     return model, tensors, list(input_names), False
 
 
-def _place(torch, module, examples, device, precision: str, channels_last: bool, fuse: bool = False):
-    """Move the module and examples to the device, fuse (in the module's own dtype), then cast and lay
-    out; a module that needs casting is copied first, so the caller's keeps its dtype."""
+def _place(torch, module, examples, device, precision: str, channels_last: bool, fuse: bool = False,
+           exported: bool = False):
+    """The engine's module and examples: on the device, in eval mode, fused (in the module's own
+    dtype), cast and laid out. ``Module.to``, ``eval`` and fusion work in place, so a module that
+    needs any of them is copied first: the caller's keeps its device, dtype, layout, parameters and
+    training mode (and tune's key). ``exported``: an exported program's module, whose inference
+    behaviour was fixed at export (it has no eval mode to switch to)."""
     want = getattr(torch, PRECISIONS[precision])
-    try:
-        module = module.eval()
-    except NotImplementedError:  # an exported program's module: inference behaviour was fixed at export
-        pass
-    cast = any(t.is_floating_point() and t.dtype != want for t in [*module.parameters(), *module.buffers()])
-    if cast:  # Module.to casts in place: the caller's module keeps its own dtype (and tune's key)
+    tensors = [*module.parameters(), *module.buffers()]
+    cast = any(t.is_floating_point() and t.dtype != want for t in tensors)
+    training = not exported and any(m.training for m in module.modules())
+    if cast or training or fuse or channels_last or any(t.device != device for t in tensors):
         import copy
 
         module = copy.deepcopy(module)
+    if training:
+        module = module.eval()
     module = module.to(device)
     if fuse:
         from trtflow.backends.torch.fuse import fuse_conv_bn_act

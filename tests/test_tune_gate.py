@@ -317,3 +317,21 @@ def test_reduced_precision_module_with_random_batch_norms_is_tuned_against_fp32(
     result = trtflow.tune(model.bfloat16(), shapes={"x": (4, 3, 8, 8)}, engine="torch", precisions=("fp32",),
                           metric="relative", rtol=0.05, options=TuneOptions(only=["fp32 eager"], save=False, **FAST))
     assert result.best.accepted and any("re-estimated" in n for n in result.notes)
+
+
+@pytest.mark.parametrize("tuned_io, callers_io", [(True, False), (False, True)])
+def test_tuned_torch_choice_keeps_the_io_types_it_was_measured_with(tuned_io, callers_io):
+    """A BF16 choice timed with FP32 inputs and outputs (cast inside) loads with them even when the
+    caller asks for BF16 I/O, and one timed with BF16 I/O loads with BF16 I/O: the engine is the
+    configuration measured, as for the other knobs."""
+    import torch
+
+    from tests.models.tiny import tiny_module
+
+    model = tiny_module()
+    trtflow.tune(model, shapes={"x": (2, 3, 16, 16)}, engine="torch", precisions=("bf16",), metric="relative",
+                 rtol=0.05, options=TuneOptions(only=["bf16 eager"], keep_io_types=tuned_io, **FAST))
+    x = torch.randn(2, 3, 16, 16)
+    with trtflow.load(model, engine="torch", tune=True, example_inputs=[x], keep_io_types=callers_io) as engine:
+        assert engine.precision == "bf16"
+        assert engine.inputs[0].dtype == ("float32" if tuned_io else "bfloat16")

@@ -24,8 +24,9 @@ from trtflow.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-# the torch engine options a tuned choice sets (tune leaves off those at the engine's default)
-TORCH_KNOBS = ("dtype", "channels_last", "compile", "cuda_graphs", "fuse", "freeze")
+# the torch engine options a tuned choice sets (tune leaves off those at the engine's default),
+# the I/O dtypes among them: a reduced precision's casts in and out are part of what was timed
+TORCH_KNOBS = ("dtype", "keep_io_types", "channels_last", "compile", "cuda_graphs", "fuse", "freeze")
 SUBDIR = "tuned"
 FORMAT = 1
 # engine -> the modules whose versions go into the key (whichever wheel installed them:
@@ -268,7 +269,11 @@ def apply_tuned(model: Any, engine: str, options: dict) -> tuple[Any, dict]:
         model: what the user passed to ``load``.
         engine: the engine name ("torch", "ort", "tensorrt").
         options: the other ``load`` options (``shapes=`` is taken out here; the rest are kept,
-            the tuned ones win).
+            the tuned ones win). For the torch engine every knob in ``TORCH_KNOBS`` is the
+            choice's, at the engine's default where the choice leaves it off, so the engine is the
+            configuration measured: ``keep_io_types`` too (a BF16 choice timed with FP32 inputs
+            and outputs takes FP32 even when the caller asks for BF16 I/O; tune with
+            ``TuneOptions(keep_io_types=False)`` for a choice with reduced-precision I/O).
 
     Raises:
         UsageError: no choice saved for this model, shapes, engine, device and library versions.

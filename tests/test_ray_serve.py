@@ -72,10 +72,10 @@ def _x(seed: int, n: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, 3, 16, 16), dtype=np.float32)
 
 
-def _post(url: str, x: np.ndarray, timeout: float = 20.0) -> tuple[int, dict, dict]:
+def _post(url: str, x: np.ndarray, timeout: float = 20.0, model: str = APP) -> tuple[int, dict, dict]:
     body = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
                                    "data": x.reshape(-1).tolist()}]}).encode()
-    req = urllib.request.Request(f"http://{url}/v2/models/{APP}/infer", body, {"Content-Type": "application/json"})
+    req = urllib.request.Request(f"http://{url}/v2/models/{model}/infer", body, {"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, dict(r.headers), json.loads(r.read())
@@ -167,7 +167,8 @@ def test_cli_deploys_from_another_process(cluster, tiny_onnx, reference):
     url, _ = cluster
     address = ray.get_runtime_context().gcs_address
     proc = subprocess.run([sys.executable, "-m", "trtflow", "serve", str(tiny_onnx), "--name", "tiny_cli", "--ray",
-                           address, "--engine", "ort", "--ray-cpus", "0", "--max-batch", "2", "--json"],
+                           address, "--engine", "ort", "--ray-cpus", "0", "--max-batch", "2", "--threads", "1",
+                           "--json"],
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["models"] == ["tiny_cli"]
@@ -181,6 +182,22 @@ def test_cli_deploys_from_another_process(cluster, tiny_onnx, reference):
     finally:
         client.close()
     np.testing.assert_allclose(got, reference.infer({"x": x})["logits"], rtol=1e-5, atol=1e-6)
+
+
+def test_replica_answers_503_past_the_timeout(cluster, tiny_onnx):
+    """The replicas had no request timeout (``trtflow serve --timeout-s`` did not reach them); the
+    ONNX Runtime options apply to a replica whose engine 'auto' resolves to ort on its node."""
+    from trtflow.serve.ray import RayServeOptions, build_app
+
+    url, _ = cluster
+    options = RayServeOptions(name="tiny_late", ort_options={"threads": 1, "spinning": False}, timeout_s=1e-6,
+                              num_cpus=0, route_prefix="/v2/models/tiny_late")
+    serve.run(build_app(tiny_onnx, options), name="tiny_late", route_prefix=options.route_prefix)
+    try:
+        status, _, doc = _post(url, _x(31), model="tiny_late")
+    finally:
+        serve.delete("tiny_late")
+    assert status == 503 and "no answer from model 'tiny_late' within 1e-06 s" in doc["error"], doc
 
 
 def _replicas() -> dict[str, str]:

@@ -65,3 +65,20 @@ def test_ray_engine_alias_keeps_the_precision_flags(tiny_onnx, monkeypatch, engi
     proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", "--engine", engine, "--fp16")
     assert proc.returncode == 0, proc.stderr
     assert len(seen) == 1 and seen[0].engine_options["build_config"].fp16
+
+
+@pytest.mark.parametrize("engine", ["auto", "ort"])
+def test_ray_deployment_gets_the_threads_and_the_timeout(tiny_onnx, monkeypatch, engine):
+    """--threads and --timeout-s reached the local server but not the Ray replicas (ONNX Runtime's
+    own thread count, and no 503 however long a request waited)."""
+    import trtflow.serve.ray
+
+    seen = []
+    monkeypatch.setattr(trtflow.serve.ray, "deploy", lambda model, opts, **kw: seen.append(opts) or "http://h:1")
+    proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", "--engine", engine, "--threads", "2", "--timeout-s", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert len(seen) == 1 and seen[0].timeout_s == 5.0
+    assert dict(seen[0].ort_options) == {"threads": 2, "spinning": False}  # as each local ort instance gets them
+    proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", "--engine", engine, "--ort-spinning")
+    assert proc.returncode == 0, proc.stderr
+    assert dict(seen[1].ort_options) == {"spinning": True} and seen[1].timeout_s == 30.0

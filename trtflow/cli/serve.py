@@ -243,12 +243,14 @@ def _deploy_ray(args: argparse.Namespace, names: list[str]) -> int:
             raise UsageError(f"{'/'.join(given)} with --ray need the engine named: give --engine tensorrt "
                              "(--engine auto is resolved on each replica's node, without these flags)")
     engine_opts = options.engine_options(args, engine) if engine != "auto" else {}
+    ort_opts = {"spinning": args.ort_spinning, **({"threads": args.threads} if args.threads else {})}
     labels = _labels(args)
     urls = {}
     for i, (name, path) in enumerate(zip(names, args.models)):
         # the first model also answers /v2 and /v2/health; the others are mounted at their own model path
-        opts = RayServeOptions(name=name, engine=args.engine, engine_options=engine_opts, max_batch=args.max_batch,
-                               batch_wait_timeout_s=args.max_queue_delay_us / 1e6, num_replicas=args.ray_replicas,
+        opts = RayServeOptions(name=name, engine=args.engine, engine_options=engine_opts, ort_options=ort_opts,
+                               max_batch=args.max_batch, batch_wait_timeout_s=args.max_queue_delay_us / 1e6,
+                               timeout_s=args.timeout_s, num_replicas=args.ray_replicas,
                                autoscaling=autoscaling, num_gpus=args.ray_gpus, num_cpus=args.ray_cpus,
                                labels=labels, route_prefix="/" if i == 0 else f"/v2/models/{name}")
         urls[name] = deploy(path, opts, address=args.ray, host=args.host, port=args.http_port or 8000)

@@ -45,8 +45,11 @@ class RayServeOptions:
         name: the model name in URLs; also the Serve application and deployment name.
         engine: trtflow engine of each replica ("auto", "ort", "torch", "tensorrt").
         engine_options: options for ``trtflow.load`` in each replica.
+        ort_options: more options for ``trtflow.load`` when a replica's engine is ONNX Runtime
+            ("auto" is resolved on the replica's node), e.g. ``threads`` and ``spinning``.
         max_batch: most rows per engine call (``@serve.batch`` ``max_batch_size``); 0: no batching.
         batch_wait_timeout_s: how long a batch waits for more requests.
+        timeout_s: a request not answered within this time is answered 503.
         num_replicas: replicas, or None with ``autoscaling``.
         autoscaling: Serve's ``autoscaling_config`` (``min_replicas``, ``max_replicas``,
             ``target_ongoing_requests``, ...); replaces ``num_replicas``.
@@ -61,8 +64,10 @@ class RayServeOptions:
     name: str = "model"
     engine: str = "auto"
     engine_options: Mapping[str, Any] = field(default_factory=dict)
+    ort_options: Mapping[str, Any] = field(default_factory=dict)
     max_batch: int = 32
     batch_wait_timeout_s: float = 0.002
+    timeout_s: float = 30.0
     num_replicas: int | None = 1
     autoscaling: Mapping[str, Any] | None = None
     num_gpus: float = 0.0
@@ -108,12 +113,14 @@ class TrtflowReplica:
     def __init__(self, model: Any, options: RayServeOptions):
         ray = require("ray", "trtflow.serve.ray")
         serve = require("ray.serve", "trtflow.serve.ray")
-        from trtflow.backends import load
+        from trtflow.backends import engine_name, load
         from trtflow.serve.model import BatchConfig, ServedModel
 
-        self.engine = load(model, options.engine, **dict(options.engine_options))
-        self.model = ServedModel(options.name, [self.engine], BatchConfig(max_batch=options.max_batch),
-                                 options.labels)
+        engine = engine_name(options.engine, model)
+        extra = options.ort_options if engine == "ort" else {}
+        self.engine = load(model, engine, **{**options.engine_options, **extra})
+        self.model = ServedModel(options.name, [self.engine],
+                                 BatchConfig(max_batch=options.max_batch, timeout_s=options.timeout_s), options.labels)
         self.node = ray.get_runtime_context().get_node_id()
         context = serve.get_replica_context()
         self.replica = getattr(getattr(context, "replica_id", None), "unique_id", "") or str(id(self))
@@ -200,7 +207,12 @@ class TrtflowReplica:
         decoded = protocol.decode_infer_request(body, header_length)
         protocol.check_outputs(decoded, self.model.outputs)
         feed, rows, key = self.model.prepare(decoded.inputs)
-        answer = await self._batched((feed, rows, key))
+        timeout = self.model.config.timeout_s
+        try:
+            answer = await asyncio.wait_for(self._batched((feed, rows, key)), timeout)
+        except asyncio.TimeoutError:  # Serve's batcher drops the cancelled request
+            message = f"request timeout expired: no answer from model '{self.model.name}' within {timeout:g} s"
+            raise protocol.ProtocolError(message, 503) from None
         if isinstance(answer, Exception):
             raise answer
         outputs, batch_rows = answer

@@ -62,28 +62,43 @@ class NV12Converter:
         y = self._from_dlpack(frame.planes[0].__dlpack__())  # PyAV exports without a stream: decoded data is ready
         uv = self._from_dlpack(frame.planes[1].__dlpack__())
         with torch.cuda.stream(self.stream):
-            rgb = self._convert(y, uv, frame.colorspace, frame.color_range)
+            rgb = nv12_to_rgb(y, uv, frame.colorspace, frame.color_range)
         self.stream.synchronize()  # the NV12 surface goes back to the decoder's pool after this
         return rgb
 
-    def _convert(self, y: Any, uv: Any, colorspace: int, color_range: int):
-        torch = self.torch
-        h, w = y.shape
-        if colorspace == _BT709:
-            name = "bt709"
-        elif colorspace in _BT601:
-            name = "bt601"
-        else:
-            name = "bt709" if h >= 720 else "bt601"
-        full = color_range == _FULL_RANGE
-        yf = y.float()
-        chroma = uv.float().permute(2, 0, 1).unsqueeze(0)
-        chroma = torch.nn.functional.interpolate(chroma, scale_factor=2, mode="nearest")[0, :, :h, :w]
-        if full:
-            u, v = chroma[0] - 128.0, chroma[1] - 128.0
-        else:
-            yf = (yf - 16.0) * (255.0 / 219.0)
-            u, v = (chroma[0] - 128.0) * (255.0 / 224.0), (chroma[1] - 128.0) * (255.0 / 224.0)
-        rv, gu, gv, bu = _COEFFS[name]
-        rgb = torch.stack((yf + rv * v, yf + gu * u + gv * v, yf + bu * u), dim=-1)
-        return rgb.round_().clamp_(0, 255).to(torch.uint8)
+
+def nv12_to_rgb(y: Any, uv: Any, colorspace: int, color_range: int):
+    """RGB ``(H, W, 3)`` uint8 of an NV12 frame: ``y`` ``(H, W)``, ``uv`` ``(H/2, W/2, 2)``.
+
+    8-bit planes (NV12) are taken as they are. 16-bit planes (P010, P016: 10- to 16-bit video, the
+    samples in the high bits) are scaled to 8 bits, so a 10-bit stream is not read as out-of-range white.
+
+    Raises:
+        UsageError: the planes are neither uint8 nor uint16.
+    """
+    import torch
+
+    if y.dtype == torch.uint8:
+        yf, cf = y.float(), uv.float()
+    elif y.dtype == torch.uint16:
+        yf, cf = y.float() / 256.0, uv.float() / 256.0
+    else:
+        raise UsageError(f"NVDEC gave {y.dtype} planes; trtflow converts 8-bit NV12 and 16-bit P010/P016 "
+                         "only; use --decode cpu")
+    h, w = y.shape
+    if colorspace == _BT709:
+        name = "bt709"
+    elif colorspace in _BT601:
+        name = "bt601"
+    else:
+        name = "bt709" if h >= 720 else "bt601"
+    chroma = cf.permute(2, 0, 1).unsqueeze(0)
+    chroma = torch.nn.functional.interpolate(chroma, scale_factor=2, mode="nearest")[0, :, :h, :w]
+    if color_range == _FULL_RANGE:
+        u, v = chroma[0] - 128.0, chroma[1] - 128.0
+    else:
+        yf = (yf - 16.0) * (255.0 / 219.0)
+        u, v = (chroma[0] - 128.0) * (255.0 / 224.0), (chroma[1] - 128.0) * (255.0 / 224.0)
+    rv, gu, gv, bu = _COEFFS[name]
+    rgb = torch.stack((yf + rv * v, yf + gu * u + gv * v, yf + bu * u), dim=-1)
+    return rgb.round_().clamp_(0, 255).to(torch.uint8)

@@ -68,3 +68,12 @@ def test_a_shape_mismatch_does_not_send_the_user_to_the_tolerances():
 def test_nans_at_the_same_places_name_equal_nan():
     text = _raised({"y": np.array([np.nan, 1.0])}, {"y": np.array([np.nan, 1.0])})
     assert "--equal-nan" in text, text
+
+
+def test_equal_infinities_pass_with_rtol_zero():
+    ref = np.array([np.inf, -np.inf, 1.0])
+    for atol, rtol in ((1e-3, 0.0), (0.0, 0.0), (1e-5, 1e-5)):
+        same = diff_one("y", ref, ref.copy(), atol, rtol)
+        assert same.passed and same.fail_fraction == 0.0, (atol, rtol, same)
+    flipped = diff_one("y", ref, np.array([-np.inf, -np.inf, 1.0]), 1e-3, 0.0)
+    assert not flipped.passed and flipped.first_fail == (0,)

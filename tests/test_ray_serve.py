@@ -200,6 +200,35 @@ def test_replica_answers_503_past_the_timeout(cluster, tiny_onnx):
     assert status == 503 and "no answer from model 'tiny_late' within 1e-06 s" in doc["error"], doc
 
 
+def test_replica_limits_the_body_and_the_queue(cluster, tiny_onnx):
+    """``trtflow serve --max-body-mb`` and ``--max-queue`` did not reach the replicas: any body was
+    read, and requests queued without bound. Here a body over the limit is 413, and with one request
+    held in the replica (it waits 2 s for a batch) and one queued at the proxy, a third is 503."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from trtflow.serve.ray import RayServeOptions, build_app
+
+    url, _ = cluster
+    options = RayServeOptions(name="tiny_limits", engine="ort", max_batch=8, batch_wait_timeout_s=2.0,
+                              max_ongoing_requests=1, max_queued_requests=1, max_body=50_000,
+                              num_cpus=0, route_prefix="/v2/models/tiny_limits")
+    serve.run(build_app(tiny_onnx, options), name="tiny_limits", route_prefix=options.route_prefix)
+    try:
+        status, _, doc = _post(url, _x(41, n=8), model="tiny_limits")
+        assert status == 413 and "limit is 50000 bytes" in doc["error"], (status, doc)
+        with ThreadPoolExecutor(2) as pool:
+            held = pool.submit(_post, url, _x(42), 20.0, "tiny_limits")
+            time.sleep(0.5)
+            queued = pool.submit(_post, url, _x(43), 20.0, "tiny_limits")
+            time.sleep(0.5)
+            refused, _, doc = _post(url, _x(44), model="tiny_limits")
+            answered = [held.result()[0], queued.result()[0]]
+    finally:
+        serve.delete("tiny_limits")
+    assert refused == 503, doc
+    assert answered == [200, 200]
+
+
 def _replicas() -> dict[str, str]:
     """Serve replica actor name -> namespace, for the live replicas of the app."""
     return {a["name"]: a["namespace"] for a in ray.util.list_named_actors(all_namespaces=True)

@@ -78,7 +78,50 @@ def test_ray_deployment_gets_the_threads_and_the_timeout(tiny_onnx, monkeypatch,
     proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", "--engine", engine, "--threads", "2", "--timeout-s", "5")
     assert proc.returncode == 0, proc.stderr
     assert len(seen) == 1 and seen[0].timeout_s == 5.0
-    assert dict(seen[0].ort_options) == {"threads": 2, "spinning": False}  # as each local ort instance gets them
+    ort = [{**o.engine_options, **o.ort_options} for o in seen]  # what a replica whose engine is ort loads with
+    assert ort[0] == {"providers": ["cpu"], "threads": 2, "spinning": False}  # as each local ort instance gets them
     proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", "--engine", engine, "--ort-spinning")
     assert proc.returncode == 0, proc.stderr
-    assert dict(seen[1].ort_options) == {"spinning": True} and seen[1].timeout_s == 30.0
+    assert {**seen[1].engine_options, **seen[1].ort_options} == {"providers": ["cpu"], "spinning": True}
+    assert seen[1].timeout_s == 30.0
+
+
+@pytest.mark.parametrize("flags, instead", [
+    (["--instances", "2"], "--ray-replicas"),
+    (["--workers", "2"], "--ray-replicas"),
+    (["--preferred-batch-sizes", "4", "8"], "--max-queue-delay-us"),
+    (["--grpc-port", "9001"], "--http-port"),
+    (["--shm-slots", "4"], "--workers"),
+    (["--shm-slot-rows", "2"], "--workers"),
+    (["--access-log", "off"], "logs/serve"),
+    (["--ray-replicas", "3", "--ray-autoscale", "1:4"], "--ray-autoscale"),
+])
+def test_ray_refuses_flags_it_cannot_honour(tiny_onnx, monkeypatch, flags, instead):
+    """serve --ray deployed as if these flags had not been given (one engine per replica whatever
+    --instances said, no gRPC listener on --grpc-port, no access log in FILE, ...)."""
+    import trtflow.serve.ray
+
+    seen = []
+    monkeypatch.setattr(trtflow.serve.ray, "deploy", lambda model, opts, **kw: seen.append(opts) or "http://h:1")
+    proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", *flags)
+    assert proc.returncode == 2 and flags[0] in proc.stderr and instead in proc.stderr, proc.stderr
+    assert "--ray" in proc.stderr and not seen
+
+
+def test_ray_deployment_gets_the_queue_body_and_drain_limits(tiny_onnx, monkeypatch):
+    """--max-queue, --max-body-mb, --drain-timeout-s and (with --engine auto) --providers reached the
+    local server but not the Ray replicas; --grpc-port -1 (no gRPC) is what --ray does anyway."""
+    import trtflow.serve.ray
+
+    seen = []
+    monkeypatch.setattr(trtflow.serve.ray, "deploy", lambda model, opts, **kw: seen.append(opts) or "http://h:1")
+    proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", "--max-queue", "7", "--max-body-mb", "0.5",
+                    "--drain-timeout-s", "4", "--grpc-port", "-1", "--providers", "cuda,cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert len(seen) == 1 and seen[0].ort_options["providers"] == ["cuda", "cpu"]
+    deployment = seen[0].deployment_options()
+    assert deployment["max_queued_requests"] == 7 and deployment["graceful_shutdown_timeout_s"] == 4.0
+    assert seen[0].max_body == 1 << 19
+    proc = call_cli("serve", str(tiny_onnx), "--ray", "auto")  # the flags' defaults, as on the local server
+    assert proc.returncode == 0, proc.stderr
+    assert seen[1].deployment_options()["max_queued_requests"] == 1024 and seen[1].max_body == 64 << 20

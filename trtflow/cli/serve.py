@@ -223,10 +223,32 @@ def _child_logging(access_log: str, verbose: bool) -> None:
     _access_log(access_log)
 
 
+# flags of the local server that Ray Serve has no counterpart for, refused with --ray unless left
+# at a value that asks for nothing more: (flag, attribute, accepted values, what to do instead)
+_SHM = "it sizes the shared memory of --workers > 1, which --ray does not use; drop the flag"
+_NOT_ON_RAY = (
+    ("--instances", "instances", (1,), "each replica holds one engine; give --ray-replicas N or --ray-autoscale MIN:MAX"),
+    ("--workers", "workers", (1,), "Serve's HTTP proxies do the protocol work; scale with --ray-replicas N"),
+    ("--shm-slots", "shm_slots", (128,), _SHM),
+    ("--shm-slot-rows", "shm_slot_rows", (1,), _SHM),
+    ("--preferred-batch-sizes", "preferred_batch_sizes", ([],),
+     "Serve's batcher has no preferred sizes; shape batches with --max-batch and --max-queue-delay-us"),
+    ("--grpc-port", "grpc_port", (8001, -1), "the replicas answer HTTP only, through Serve's proxy on --http-port; "
+     "drop the flag"),
+    ("--access-log", "access_log", ("-",), "Serve logs each replica's requests in the Ray log folder of its node "
+     "(/tmp/ray/session_latest/logs/serve/); drop the flag"),
+)
+
+
 def _deploy_ray(args: argparse.Namespace, names: list[str]) -> int:
     """--ray: one Serve application per model on a running Ray cluster (trtflow.serve.ray)."""
     from trtflow.serve.ray import RayServeOptions, deploy
 
+    for flag, attr, allowed, instead in _NOT_ON_RAY:
+        if getattr(args, attr) not in allowed:
+            raise UsageError(f"{flag} does not apply with --ray: {instead}")
+    if args.ray_autoscale and args.ray_replicas != 1:
+        raise UsageError("--ray-replicas and --ray-autoscale both set the replicas; give one of them")
     autoscaling = None
     if args.ray_autoscale:
         lo, sep, hi = args.ray_autoscale.partition(":")
@@ -244,13 +266,17 @@ def _deploy_ray(args: argparse.Namespace, names: list[str]) -> int:
                              "(--engine auto is resolved on each replica's node, without these flags)")
     engine_opts = options.engine_options(args, engine) if engine != "auto" else {}
     ort_opts = {"spinning": args.ort_spinning, **({"threads": args.threads} if args.threads else {})}
+    if engine == "auto":  # --providers, for the replicas whose engine resolves to ort
+        ort_opts.update(options.engine_options(args, "ort"))
     labels = _labels(args)
     urls = {}
     for i, (name, path) in enumerate(zip(names, args.models)):
         # the first model also answers /v2 and /v2/health; the others are mounted at their own model path
         opts = RayServeOptions(name=name, engine=args.engine, engine_options=engine_opts, ort_options=ort_opts,
                                max_batch=args.max_batch, batch_wait_timeout_s=args.max_queue_delay_us / 1e6,
-                               timeout_s=args.timeout_s, num_replicas=args.ray_replicas,
+                               timeout_s=args.timeout_s, max_queued_requests=args.max_queue,
+                               graceful_shutdown_timeout_s=args.drain_timeout_s,
+                               max_body=int(args.max_body_mb * (1 << 20)), num_replicas=args.ray_replicas,
                                autoscaling=autoscaling, num_gpus=args.ray_gpus, num_cpus=args.ray_cpus,
                                labels=labels, route_prefix="/" if i == 0 else f"/v2/models/{name}")
         urls[name] = deploy(path, opts, address=args.ray, host=args.host, port=args.http_port or 8000)

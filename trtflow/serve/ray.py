@@ -56,6 +56,11 @@ class RayServeOptions:
         num_gpus: GPUs per replica (1: one engine per GPU); 0 on CPU.
         num_cpus: CPUs per replica.
         max_ongoing_requests: requests a replica holds at once (Serve queues the rest).
+        max_queued_requests: requests queued at each Serve proxy (or handle) for a replica before
+            more are answered 503 (Serve's ``max_queued_requests``); -1: no limit.
+        graceful_shutdown_timeout_s: how long a stopping replica waits for its running requests
+            (Serve's ``graceful_shutdown_timeout_s``).
+        max_body: request body limit in bytes; larger bodies are answered 413.
         labels: class labels for the classification extension.
         route_prefix: where the application is mounted: ``/`` serves every ``/v2/...`` path;
             ``/v2/models/{name}`` mounts a second model beside the one at ``/``.
@@ -73,6 +78,9 @@ class RayServeOptions:
     num_gpus: float = 0.0
     num_cpus: float = 1.0
     max_ongoing_requests: int = 256
+    max_queued_requests: int = -1
+    graceful_shutdown_timeout_s: float = 20.0
+    max_body: int = 64 << 20
     labels: Sequence[str] | None = None
     route_prefix: str = "/"
 
@@ -84,6 +92,8 @@ class RayServeOptions:
             "name": self.name,
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
             "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
         }
         if self.autoscaling:
             opts["autoscaling_config"] = dict(self.autoscaling)
@@ -125,6 +135,7 @@ class TrtflowReplica:
         context = serve.get_replica_context()
         self.replica = getattr(getattr(context, "replica_id", None), "unique_id", "") or str(id(self))
         self.calls = 0
+        self.max_body = options.max_body
         self._batched = serve.batch(
             max_batch_size=max(1, self.model.max_batch), batch_wait_timeout_s=options.batch_wait_timeout_s,
             batch_size_fn=lambda items: sum(rows for _, rows, _ in items),
@@ -200,8 +211,18 @@ class TrtflowReplica:
             kind = "KIND_GPU" if self.engine.name == "tensorrt" else "KIND_CPU"
             return json.dumps(self.model.model_config(kind)).encode(), 200, {}
         if method == "POST" and rest == ["infer"]:
-            return await self._infer(await request.body(), request.headers.get(protocol.HEADER_LENGTH))
+            return await self._infer(await self._body(request), request.headers.get(protocol.HEADER_LENGTH))
         raise protocol.ProtocolError(f"no route {method} {request.url.path}", 404)
+
+    async def _body(self, request: Any) -> bytes:
+        """The request body; 413 above ``max_body`` (before reading it when Content-Length says so)."""
+        limit = self.max_body
+        length = request.headers.get("content-length", "")
+        if not (length.isdigit() and int(length) > limit):
+            body = await request.body()
+            if len(body) <= limit:
+                return body
+        raise protocol.ProtocolError(f"request body too large; the limit is {limit} bytes (--max-body-mb)", 413)
 
     async def _infer(self, body: bytes, header_length: str | None) -> tuple[bytes, int, dict]:
         decoded = protocol.decode_infer_request(body, header_length)

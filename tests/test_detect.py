@@ -130,3 +130,11 @@ def test_cuda_tensors_match_cpu():
                              input_size=(320, 320))
     assert all(v.is_cuda for v in cuda.values())
     _same(cpu, {k: v.cpu().numpy() for k, v in cuda.items()})
+
+
+def test_a_head_without_anchors_is_padded_to_max_det():
+    head = np.zeros((2, 7, 0), np.float32)  # yolov8 [N, 4+C, A] with A = 0
+    out = decode_detections({"out": head}, "yolov8", max_det=5)
+    assert out["boxes"].shape == (2, 5, 4) and out["scores"].shape == (2, 5) and out["classes"].shape == (2, 5)
+    assert out["num_detections"].tolist() == [[0], [0]] and (out["classes"] == -1).all()
+    _same(reference_detections({"out": head}, DetectionConfig("yolov8", max_det=5)), out)

@@ -126,6 +126,7 @@ def batched_nms(boxes, scores, config: DetectionConfig, landmarks=None, pre_nms_
     masked = torch.where(above, flat, torch.full_like(flat, float("-inf")))
     # only as many candidate slots as the busiest image needs (one host sync)
     k = max(1, min(pre_nms_topk, int(above.sum(1).max()) if above.numel() else 0))
+    k = min(k, flat.shape[1])  # a head without anchors has no candidate slot at all
     cand_scores, keys = torch.sort(masked, dim=1, descending=True, stable=True)
     cand_scores, keys = cand_scores[:, :k], keys[:, :k]
     valid = cand_scores > float("-inf")

@@ -125,3 +125,12 @@ def test_ray_deployment_gets_the_queue_body_and_drain_limits(tiny_onnx, monkeypa
     proc = call_cli("serve", str(tiny_onnx), "--ray", "auto")  # the flags' defaults, as on the local server
     assert proc.returncode == 0, proc.stderr
     assert seen[1].deployment_options()["max_queued_requests"] == 1024 and seen[1].max_body == 64 << 20
+
+
+@pytest.mark.parametrize("flags", [["--ray-replicas", "4"], ["--ray-autoscale", "1:4"], ["--ray-gpus", "1"],
+                                   ["--ray-cpus", "2"]])
+def test_ray_flags_without_ray_are_refused(tiny_onnx, loads, flags):
+    """--ray-replicas 4 without --ray served one engine here, as if the flag had not been given."""
+    proc = call_cli("serve", str(tiny_onnx), *flags, "--http-port", "0", "--grpc-port", "-1")
+    assert proc.returncode == 2 and flags[0] in proc.stderr and "--ray ADDRESS" in proc.stderr, proc.stderr
+    assert not loads

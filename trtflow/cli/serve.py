@@ -299,6 +299,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--gpus places instances of this server; on Ray give --ray-gpus per replica instead")
     if args.ray:
         return _deploy_ray(args, names)
+    given = [flag for flag, set_ in (("--ray-replicas", args.ray_replicas != 1), ("--ray-autoscale", args.ray_autoscale),
+                                     ("--ray-gpus", args.ray_gpus != 0), ("--ray-cpus", args.ray_cpus != 1)) if set_]
+    if given:
+        raise UsageError(f"without --ray ADDRESS, {'/'.join(given)} would be ignored: give --ray to deploy on a "
+                         "Ray cluster, or --instances K (engines per model) and --gpus to serve here")
 
     def ready(http_port, grpc_port, extra: dict) -> None:
         """Report the listeners; ``extra``: max_batch and devices per model (and, with --workers, pids and shm)."""

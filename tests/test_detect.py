@@ -138,3 +138,17 @@ def test_a_head_without_anchors_is_padded_to_max_det():
     assert out["boxes"].shape == (2, 5, 4) and out["scores"].shape == (2, 5) and out["classes"].shape == (2, 5)
     assert out["num_detections"].tolist() == [[0], [0]] and (out["classes"] == -1).all()
     _same(reference_detections({"out": head}, DetectionConfig("yolov8", max_det=5)), out)
+
+
+def test_priors_given_as_an_array_must_be_a_by_4():
+    import torch
+
+    from trtflow.vision.priors import resolve_priors
+
+    for bad in (np.zeros((8, 3), np.float32), np.zeros((2, 4, 4), np.float32), torch.zeros(8, 2)):
+        with pytest.raises(UsageError, match=r"\[A, 4\]"):
+            resolve_priors(bad, 64, 64)
+    loc = np.zeros((1, RETINAFACE.count(64, 64), 4), np.float32)
+    conf = np.zeros((1, loc.shape[1], 2), np.float32)
+    with pytest.raises(UsageError, match=r"\[A, 4\]"):
+        decode_detections({"loc": loc, "conf": conf}, "ssd", input_size=(64, 64), priors=np.zeros((loc.shape[1], 3)))

@@ -127,10 +127,11 @@ def resolve_priors(priors, height: int | None, width: int | None) -> np.ndarray:
     """Priors as an array from a preset name, a PriorConfig, a .npy path or an array.
 
     Raises:
-        UsageError: a preset or config without the input size it needs, or an unknown name.
+        UsageError: a preset or config without the input size it needs, an unknown name, or an
+            array that is not [A, 4].
     """
     if isinstance(priors, np.ndarray):
-        return priors.astype(np.float32)
+        return _checked(priors)
     if isinstance(priors, str) and priors in PRESETS:
         priors = PRESETS[priors]
     if isinstance(priors, PriorConfig):
@@ -142,5 +143,11 @@ def resolve_priors(priors, height: int | None, width: int | None) -> np.ndarray:
     if hasattr(priors, "shape"):  # a torch tensor
         from trtflow.arrays import to_numpy
 
-        return to_numpy(priors).astype(np.float32)
+        return _checked(to_numpy(priors))
     raise UsageError(f"priors {priors!r}: give one of {sorted(PRESETS)}, a PriorConfig, a .npy path or an [A, 4] array")
+
+
+def _checked(priors: np.ndarray) -> np.ndarray:
+    if priors.ndim != 2 or priors.shape[1] != 4:
+        raise UsageError(f"priors have shape {tuple(priors.shape)}; give an [A, 4] array of normalized (cx, cy, w, h)")
+    return priors.astype(np.float32)

@@ -226,7 +226,7 @@ def build_feed(
     """The feed for a run: files where given (see ``parse_input_args``), random elsewhere.
 
     Raises:
-        UsageError: an --input naming no model input, or random inputs too large for memory.
+        UsageError: an --input or a shape naming no model input, or random inputs too large for memory.
         ModelLoadError: an input file that is missing or unreadable, or a .npz without the array.
     """
     inputs = dict(inputs or {})
@@ -235,6 +235,9 @@ def build_feed(
         if name not in names:
             raise UsageError(f"--input names '{name}', which is not a model input; the model's inputs are {names}")
     shapes = dict(shapes or {})
+    for name in shapes:  # a misspelt name would leave its input at the engine's opt or static shape
+        if name not in names:
+            raise UsageError(f"--shapes names '{name}', which is not a model input; the model's inputs are {names}")
     loaded = {name: load_array(value, name) for name, value in inputs.items() if value != "random"}
     for name, arr in loaded.items():
         shapes[name] = arr.shape

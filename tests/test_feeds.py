@@ -1,0 +1,20 @@
+"""trtflow.feeds: the feed of run / compare / bench from --shapes and --input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import call_cli
+from trtflow.errors import UsageError
+from trtflow.feeds import build_feed
+from trtflow.spec import Bounds, TensorSpec
+
+
+def test_a_shape_for_no_model_input_is_refused(tiny_onnx):
+    spec = TensorSpec("x", "float32", ("batch", 3), Bounds((1, 3), (2, 3), (8, 3)))
+    assert build_feed([spec], None, {"x": (4, 3)})["x"].shape == (4, 3)
+    with pytest.raises(UsageError, match=r"--shapes names 'X'.*not a model input.*\['x'\]"):
+        build_feed([spec], None, {"X": (4, 3)})  # a typo would run the opt shape (2, 3) instead
+    proc = call_cli("run", str(tiny_onnx), "--shapes", "x:2x3x16x16,y:1x5")
+    assert proc.returncode == 2 and "'y'" in proc.stderr and "not a model input" in proc.stderr, proc.stderr

@@ -134,3 +134,15 @@ def test_ray_flags_without_ray_are_refused(tiny_onnx, loads, flags):
     proc = call_cli("serve", str(tiny_onnx), *flags, "--http-port", "0", "--grpc-port", "-1")
     assert proc.returncode == 2 and flags[0] in proc.stderr and "--ray ADDRESS" in proc.stderr, proc.stderr
     assert not loads
+
+
+@pytest.mark.parametrize("flags", [["--shm-slots", "4"], ["--shm-slot-rows", "2"]])
+def test_shm_flags_with_one_worker_are_refused(tiny_onnx, loads, flags):
+    """--shm-slots/--shm-slot-rows with --workers 1 served in one process with no shared memory, as if
+    the flags had not been given."""
+    proc = call_cli("serve", str(tiny_onnx), *flags, "--http-port", "0", "--grpc-port", "-1")
+    assert proc.returncode == 2 and flags[0] in proc.stderr and "--workers N" in proc.stderr, proc.stderr
+    assert "stopped by the test" not in proc.stderr and not loads
+    proc = call_cli("serve", str(tiny_onnx), "--shm-slots", "128", "--shm-slot-rows", "1", "--http-port", "0",
+                    "--grpc-port", "-1")  # the defaults ask for nothing
+    assert "stopped by the test" in proc.stderr, proc.stderr

@@ -304,6 +304,11 @@ def run(args: argparse.Namespace) -> int:
     if given:
         raise UsageError(f"without --ray ADDRESS, {'/'.join(given)} would be ignored: give --ray to deploy on a "
                          "Ray cluster, or --instances K (engines per model) and --gpus to serve here")
+    given = [flag for flag, set_ in (("--shm-slots", args.shm_slots != 128), ("--shm-slot-rows", args.shm_slot_rows != 1))
+             if set_ and args.workers == 1]
+    if given:
+        raise UsageError(f"{'/'.join(given)} size the shared memory between front-end processes, which --workers 1 "
+                         "does not have: give --workers N (N > 1) to use them, or drop the flag")
 
     def ready(http_port, grpc_port, extra: dict) -> None:
         """Report the listeners; ``extra``: max_batch and devices per model (and, with --workers, pids and shm)."""

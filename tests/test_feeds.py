@@ -18,3 +18,16 @@ def test_a_shape_for_no_model_input_is_refused(tiny_onnx):
         build_feed([spec], None, {"X": (4, 3)})  # a typo would run the opt shape (2, 3) instead
     proc = call_cli("run", str(tiny_onnx), "--shapes", "x:2x3x16x16,y:1x5")
     assert proc.returncode == 2 and "'y'" in proc.stderr and "not a model input" in proc.stderr, proc.stderr
+
+
+def test_a_file_that_is_not_numpy_is_not_called_a_pickle(tmp_path):
+    from trtflow.errors import ModelLoadError
+    from trtflow.feeds import load_array
+
+    (tmp_path / "text.npy").write_text("1 2 3\n")
+    with pytest.raises(ModelLoadError, match="not a .npy or .npz file") as info:
+        load_array(str(tmp_path / "text.npy"), "x")
+    assert "pickle" not in str(info.value)
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ModelLoadError, match="pickles"):
+        load_array(str(tmp_path / "objects.npy"), "x")

@@ -146,3 +146,42 @@ def test_shm_flags_with_one_worker_are_refused(tiny_onnx, loads, flags):
     proc = call_cli("serve", str(tiny_onnx), "--shm-slots", "128", "--shm-slot-rows", "1", "--http-port", "0",
                     "--grpc-port", "-1")  # the defaults ask for nothing
     assert "stopped by the test" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("engine, suffix", [("torch", ".onnx"), ("tensorrt", ".onnx"), ("trt", ".plan"),
+                                            ("auto", ".pt2"), ("auto", ".plan")])
+def test_providers_without_onnx_runtime_are_refused(tmp_path, loads, engine, suffix):
+    """--providers cuda with the torch or TensorRT engine (named, or what --engine auto picks) was
+    dropped: the model served as if the flag had not been given."""
+    model = tmp_path / f"m{suffix}"
+    model.write_bytes(b"")
+    proc = call_cli("serve", str(model), "--engine", engine, "--providers", "cuda", "--http-port", "0",
+                    "--grpc-port", "-1")
+    assert proc.returncode == 2 and "--providers" in proc.stderr and "--engine ort" in proc.stderr, proc.stderr
+    assert "stopped by the test" not in proc.stderr and not loads
+
+
+def test_providers_reach_onnx_runtime_when_auto_picks_it(tiny_onnx, loads, monkeypatch):
+    """--engine auto on an .onnx: the providers go to ONNX Runtime; where TensorRT runs, auto picks it
+    and the flag is refused instead of dropped."""
+    import trtflow.backends
+
+    monkeypatch.setattr(trtflow.backends, "tensorrt_usable", lambda: False)
+    proc = call_cli("serve", str(tiny_onnx), "--providers", "cuda,cpu", "--http-port", "0", "--grpc-port", "-1")
+    assert "stopped by the test" in proc.stderr, proc.stderr
+    assert loads[-1][1] == "ort" and loads[-1][2]["providers"] == ["cuda", "cpu"]
+    monkeypatch.setattr(trtflow.backends, "tensorrt_usable", lambda: True)
+    proc = call_cli("serve", str(tiny_onnx), "--providers", "cuda,cpu", "--http-port", "0", "--grpc-port", "-1")
+    assert proc.returncode == 2 and "tensorrt" in proc.stderr and "--engine ort" in proc.stderr, proc.stderr
+    assert len(loads) == 1
+
+
+def test_ray_with_a_named_engine_refuses_providers(tiny_onnx, monkeypatch):
+    """--ray --engine torch deployed without --providers (only ONNX Runtime replicas take it)."""
+    import trtflow.serve.ray
+
+    seen = []
+    monkeypatch.setattr(trtflow.serve.ray, "deploy", lambda model, opts, **kw: seen.append(opts) or "http://h:1")
+    proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", "--engine", "torch", "--providers", "cuda")
+    assert proc.returncode == 2 and "--providers" in proc.stderr and "--engine ort" in proc.stderr, proc.stderr
+    assert not seen

@@ -112,6 +112,20 @@ def _check_precision(args: argparse.Namespace) -> None:
         raise error
 
 
+def _check_providers(args: argparse.Namespace) -> None:
+    """Refuse --providers (an ONNX Runtime option) when no MODEL runs on ONNX Runtime: torch and
+    TensorRT would ignore it. With --ray and --engine auto each replica resolves its own engine."""
+    from trtflow.backends import canonical_engine, engine_name
+
+    if args.providers == "cpu" or (args.ray and canonical_engine(args.engine) == "auto"):
+        return
+    engines = {Path(str(m)).name: engine_name(args.engine, m) for m in args.models}
+    if all(e in ("torch", "tensorrt") for e in engines.values()):
+        picked = ", ".join(f"{e} for {m}" for m, e in engines.items())
+        raise UsageError(f"--providers is an ONNX Runtime option, ignored by the engine ({picked}): give "
+                         "--engine ort to serve on ONNX Runtime (an .onnx MODEL), or drop --providers")
+
+
 def _placement(args: argparse.Namespace, name: str) -> list | None:
     """The GPU of each instance: --gpus, or every visible GPU for torch/TensorRT instances when
     there are several of both; None: the engine's default device."""
@@ -295,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
                          "--max-batch >= 0")
     names = _names(args)
     _check_precision(args)
+    _check_providers(args)
     if args.ray and args.gpus is not None:
         raise UsageError("--gpus places instances of this server; on Ray give --ray-gpus per replica instead")
     if args.ray:

@@ -115,3 +115,23 @@ def test_bad_inputs_raise():
         pp.to_nchw(FRAMES)
     with pytest.raises(UsageError, match="got \\(48, 64\\)"):
         pp.to_nchw(torch.zeros(48, 64))
+
+
+def test_bad_sizes_dtypes_and_families_are_usage_errors():
+    x = pp.to_nchw(torch.from_numpy(FRAMES))
+    for size in (0, (0, 8), (8, -2)):
+        for call in (lambda s: pp.resize(x, s), lambda s: pp.letterbox(x, s), lambda s: pp.center_crop(x, s)):
+            with pytest.raises(UsageError, match="positive"):
+                call(size)
+    with pytest.raises(UsageError, match="positive"):
+        pp.resize_shorter_side(x, 0)
+    for call in (lambda e: pp.resize_shorter_side(e, 8), lambda e: pp.resize(e, 8), lambda e: pp.letterbox(e, 8)):
+        with pytest.raises(UsageError, match="empty"):
+            call(x[:, :, :0])  # 0 x 64 images
+    with pytest.raises(UsageError, match="dtype 'floaty'"):
+        pp.to_nchw(torch.from_numpy(FRAMES), dtype="floaty")
+    for chain in (pp.classify_preprocess, pp.detect_preprocess):
+        with pytest.raises(UsageError, match="torch tensor"):
+            chain(FRAMES)  # numpy frames
+    with pytest.raises(UsageError, match="floating"):
+        pp.normalize(torch.from_numpy(FRAMES).permute(0, 3, 1, 2))  # uint8 would wrap around silently

@@ -12,6 +12,7 @@ antialiasing), so results match ``cv2.resize`` on float images. ``letterbox`` re
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -39,17 +40,42 @@ class Letterbox:
 
 
 def _size(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    h, w = (int(s) for s in size)
+    if isinstance(size, numbers.Integral):
+        h, w = int(size), int(size)
+    else:
+        h, w = (int(s) for s in size)
+    if h < 1 or w < 1:
+        raise UsageError(f"size {size!r}: give a positive (height, width) or one positive int for a square")
     return h, w
 
 
-def _batched_nchw(images: Any):
+def _hw(images: Any) -> tuple[int, int]:
+    """(height, width) of NCHW images that have pixels."""
+    h, w = (int(d) for d in images.shape[2:])
+    if h < 1 or w < 1:
+        raise UsageError(f"the images are empty ({h}x{w}); nothing to resize")
+    return h, w
+
+
+def _dtype(dtype: Any):
+    """A torch dtype from its name ("float16") or itself."""
+    import torch
+
+    want = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if not isinstance(want, torch.dtype):
+        raise UsageError(f"dtype {dtype!r}: give 'float32', 'float16', 'bfloat16' or a torch dtype")
+    return want
+
+
+def _tensor(images: Any) -> None:
     import torch
 
     if not isinstance(images, torch.Tensor):
         raise UsageError(f"expected a torch tensor, got {type(images).__name__}; wrap numpy with torch.from_numpy")
+
+
+def _batched_nchw(images: Any):
+    _tensor(images)
     if images.dim() == 3:
         images = images.unsqueeze(0)
     if images.dim() != 4:
@@ -79,15 +105,12 @@ def to_nchw(frames: Any, dtype: Any = "float32", scale: float = 1 / 255, bgr_to_
         ``(N, C, H, W)`` tensor on the frames' device; its memory is channels-last (the
         permuted view of NHWC), which convolutions on the GPU prefer.
     """
-    import torch
-
-    if not isinstance(frames, torch.Tensor):
-        raise UsageError(f"expected a torch tensor, got {type(frames).__name__}; wrap numpy with torch.from_numpy")
+    _tensor(frames)
     if frames.dim() == 3:
         frames = frames.unsqueeze(0)
     if frames.dim() != 4:
         raise UsageError(f"expected frames of shape (N, H, W, C) or (H, W, C), got {tuple(frames.shape)}")
-    want = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    want = _dtype(dtype)
     out = frames.permute(0, 3, 1, 2).to(want)
     if bgr_to_rgb:
         out = out.flip(1)
@@ -106,6 +129,8 @@ def normalize(images: Any, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[
     import torch
 
     images = _batched_nchw(images)
+    if not images.is_floating_point():
+        raise UsageError(f"normalize takes floating images, got {images.dtype}; convert uint8 frames with to_nchw first")
     if len(mean) != images.shape[1] or len(std) != images.shape[1]:
         raise UsageError(f"mean/std have {len(mean)}/{len(std)} values for {images.shape[1]} channels")
     m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
@@ -121,6 +146,7 @@ def resize(images: Any, size: int | Sequence[int]):
     h, w = _size(size)
     if tuple(images.shape[2:]) == (h, w):
         return images
+    _hw(images)
     work = _work_dtype(images, images.dtype)
     out = F.interpolate(images.to(work), size=(h, w), mode="bilinear", align_corners=False, antialias=False)
     return out.to(images.dtype)
@@ -169,7 +195,7 @@ def letterbox(images: Any, size: int | Sequence[int], pad_value: float = 114 / 2
 
     images, numpy_in = _as_torch(images)
     images = _batched_nchw(images)
-    h, w = (int(d) for d in images.shape[2:])
+    h, w = _hw(images)
     out_h, out_w = _size(size)
     scale = min(out_h / h, out_w / w)
     if not scaleup:
@@ -224,7 +250,10 @@ def _as_torch(images: Any):
 def resize_shorter_side(images: Any, size: int):
     """Bilinear resize so the shorter side is ``size``, keeping the aspect ratio (torchvision's rounding)."""
     images = _batched_nchw(images)
-    h, w = (int(d) for d in images.shape[2:])
+    h, w = _hw(images)
+    if not isinstance(size, numbers.Integral) or size < 1:
+        raise UsageError(f"size {size!r}: give the shorter side as a positive int")
+    size = int(size)
     if h <= w:
         new_h, new_w = size, int(size * w / h)
     else:
@@ -256,7 +285,8 @@ def classify_preprocess(
     side to ``resize_to``, center-crop ``size``, ImageNet mean/std, cast to ``dtype``."""
     import torch
 
-    want = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    _tensor(frames)
+    want = _dtype(dtype)
     x = to_nchw(frames, _work_dtype(frames, want), bgr_to_rgb=bgr)
     x = center_crop(resize_shorter_side(x, resize_to), size)
     return normalize(x, mean, std).to(want).contiguous(memory_format=torch.channels_last)
@@ -266,7 +296,8 @@ def detect_preprocess(frames: Any, size: int | Sequence[int] = 640, dtype: Any =
     """uint8 NHWC frames -> letterboxed 0..1 NCHW detector input and its ``Letterbox``."""
     import torch
 
-    want = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    _tensor(frames)
+    want = _dtype(dtype)
     x = to_nchw(frames, _work_dtype(frames, want), bgr_to_rgb=bgr)
     x, box = letterbox(x, size)
     return x.to(want).contiguous(memory_format=torch.channels_last), box

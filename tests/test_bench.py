@@ -103,3 +103,18 @@ def test_cli_bench_module_factory_on_torch_cpu():
     assert data["engine"] == "torch" and data["batch"] == 2 and data["queries"] >= 10
     missing = call_cli("bench", "tests.models.tiny:make", "--device", "cpu")
     assert missing.returncode == 2 and "--shapes" in missing.stderr
+
+
+def test_run_bench_refuses_a_progress_that_is_not_callable_before_running(tiny_onnx):
+    from trtflow.bench import run_multi
+
+    calls = []
+    feed = {"x": np.zeros((1, 3, 16, 16), np.float32)}
+    with trtflow.load(tiny_onnx, engine="ort") as engine:
+        config = BenchConfig(iterations=32, duration_s=0, warmup_ms=0)
+        run_bench(engine, feed, config, progress=lambda *a: calls.append(a))
+        assert calls and calls[-1][0] == "bench"
+        for bench in (run_bench, run_multi):
+            target = engine if bench is run_bench else [engine]
+            with pytest.raises(UsageError, match="progress must be a callable"):
+                bench(target, feed, config, progress=True)

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from trtflow.errors import UsageError
-from trtflow.progress import Progress
+from trtflow.progress import Progress, report
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +106,10 @@ def run_bench(engine: Any, feed: Mapping[str, np.ndarray], config: BenchConfig =
         The ``BenchResult``.
 
     Raises:
-        UsageError: --streams > 1 on a CPU engine.
+        UsageError: --streams > 1 on a CPU engine, or a ``progress`` that is not callable.
         InputError: the feed does not match the engine.
     """
+    progress = report(progress)
     shapes = {name: [int(d) for d in np.shape(a)] for name, a in feed.items()}
     first = next(iter(shapes.values()), [])
     batch = first[0] if first else 1

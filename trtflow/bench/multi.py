@@ -19,7 +19,7 @@ import numpy as np
 from trtflow.bench.loop import BenchConfig, BenchResult, run_bench
 from trtflow.bench.report import throughput, to_dict
 from trtflow.errors import UsageError
-from trtflow.progress import Progress
+from trtflow.progress import Progress, report
 
 
 @dataclass
@@ -56,9 +56,10 @@ def run_multi(engines: Sequence[Any], feed: Mapping[str, np.ndarray], config: Be
         The ``MultiResult``.
 
     Raises:
-        UsageError: no engine given.
+        UsageError: no engine given, or a ``progress`` that is not callable.
         TrtflowError: the first error any copy raised.
     """
+    progress = report(progress)
     if not engines:
         raise UsageError("run_multi needs at least one engine")
     results: list[BenchResult | None] = [None] * len(engines)

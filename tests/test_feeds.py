@@ -31,3 +31,13 @@ def test_a_file_that_is_not_numpy_is_not_called_a_pickle(tmp_path):
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ModelLoadError, match="pickles"):
         load_array(str(tmp_path / "objects.npy"), "x")
+
+
+def test_inputs_sharing_a_dim_label_get_the_given_size_when_the_engine_has_bounds():
+    from trtflow.feeds import random_feed
+
+    images = TensorSpec("images", "float32", ("batch", 3, 8, 8), Bounds((1, 3, 8, 8), (1, 3, 8, 8), (16, 3, 8, 8)))
+    sizes = TensorSpec("sizes", "int64", ("batch", 2), Bounds((1, 2), (1, 2), (16, 2)))
+    feed = random_feed([images, sizes], {"images": (8, 3, 8, 8)})
+    assert feed["images"].shape == (8, 3, 8, 8) and feed["sizes"].shape == (8, 2)  # not the opt batch 1
+    assert random_feed([images, sizes])["sizes"].shape == (1, 2)

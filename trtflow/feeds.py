@@ -17,19 +17,23 @@ MEMORY_SHARE = 0.8  # refuse a feed larger than this share of the available memo
 
 
 def resolve_shape(spec: TensorSpec, shapes: Mapping[str, Shape], named: Mapping[str, int] | None = None) -> Shape:
-    """The concrete shape to feed: ``--shapes`` first, then the engine's opt shape, then static dims
-    and dynamic dims whose label another input's given shape fixes (``named``: label -> size).
+    """The concrete shape to feed: ``--shapes`` first, then the engine's opt shape, then static dims;
+    a dynamic dim whose label another input's given shape fixes (``named``: label -> size) takes
+    that size over the opt shape, so inputs sharing a label agree.
 
     Raises:
         UsageError: a dynamic dim with no shape given and no bounds to take it from.
     """
     if spec.name in shapes:
         return tuple(shapes[spec.name])
+    named = named or {}
     if spec.bounds is not None:
-        return tuple(spec.bounds.opt)
+        opt = tuple(spec.bounds.opt)
+        if len(opt) != spec.rank:
+            return opt
+        return tuple(int(named[d]) if isinstance(d, str) and d in named else o for d, o in zip(spec.shape, opt))
     if not spec.is_dynamic:
         return tuple(spec.shape)
-    named = named or {}
     if all(isinstance(d, int) or d in named for d in spec.shape):
         return tuple(d if isinstance(d, int) else int(named[d]) for d in spec.shape)
     example = format_shape(d if isinstance(d, int) else 1 for d in spec.shape)

@@ -189,3 +189,25 @@ def test_rename_without_pairs_names_the_rename_flags(tiny_onnx, tmp_path):
     assert "give --input" not in res.stderr
     res = call_cli("surgeon", "rename", str(tiny_onnx), "-o", str(tmp_path / "r.onnx"), "--rename-input", "x=images")
     assert res.returncode == 0, res.stderr
+
+
+def _passthrough_model():
+    """y = Relu(x) with x also a graph output, and the initializer w an output too."""
+    from onnx import helper, numpy_helper
+
+    vi = lambda name: helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [1, 4])  # noqa: E731
+    w = numpy_helper.from_array(np.arange(4, dtype=np.float32).reshape(1, 4), "w")
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [vi("x")], [vi("y"), vi("x"), vi("w")], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_rename_an_input_that_is_also_an_output_renames_both_and_verifies():
+    model = _passthrough_model()
+    new, report = edits.apply("rename", model, inputs={"x": "images"})
+    assert report["details"]["output_map"] == {"x": "images"} and report["verification"]["passed"]
+    assert [o.name for o in new.graph.output] == ["y", "images", "w"]
+    _, report = edits.apply("rename", model, outputs={"x": "frames"})
+    assert report["details"]["input_map"] == {"x": "frames"} and report["verification"]["passed"]
+    with pytest.raises(UsageError, match="one tensor"):
+        edits.rename_io(model, RenameOptions(inputs={"x": "a"}, outputs={"x": "b"}))
+

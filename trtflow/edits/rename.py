@@ -59,7 +59,8 @@ def rename_io(proto: Any, options: RenameOptions) -> tuple[Any, dict]:
         ``(new_proto, report)`` with ``input_map`` and ``output_map``.
 
     Raises:
-        UsageError: a name that is not an input/output, or a new name already used in the graph.
+        UsageError: a name that is not an input/output, a new name already used in the graph, or two new
+            names for a tensor that is both an input and an output (renaming one side renames both).
     """
     inputs, outputs = dict(options.inputs), dict(options.outputs)
     graph = import_graph(proto, infer=False)
@@ -71,6 +72,14 @@ def rename_io(proto: Any, options: RenameOptions) -> tuple[Any, dict]:
                 raise UsageError(f"'{old}' is not a model {kind}; the model's {kind}s are {names}")
             if new in tensors and new != old and new not in (*inputs, *outputs):
                 raise UsageError(f"cannot rename {kind} '{old}' to '{new}': the graph already has a tensor '{new}'")
+    both = {old: (inputs[old], outputs[old]) for old in set(inputs) & set(outputs) if inputs[old] != outputs[old]}
+    if both:
+        raise UsageError(f"{sorted(both)} are each an input and an output of the model, one tensor with one name; "
+                         f"give each one new name, not two: {both}")
+    # a tensor that is both an input and an output (a pass-through) is renamed on both sides
+    for old in [t.name for t in graph.inputs if t in graph.outputs]:
+        if old in inputs or old in outputs:
+            inputs[old] = outputs[old] = inputs.get(old, outputs.get(old))
     for old, new in {**inputs, **outputs}.items():
         tensors[old].name = new
     try:

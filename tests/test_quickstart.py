@@ -79,3 +79,19 @@ def test_preprocess_and_top_k():
     best = top_k(logits, 3)
     assert best[0][0]["label"] == "tabby" and best[1][0]["label"] == "espresso"
     assert best[0][0]["score"] > best[0][1]["score"]
+
+
+def test_imagenet_helpers_refuse_what_they_would_misread():
+    pytest.importorskip("torch")
+    from trtflow.errors import InputDtypeError, InputShapeError
+    from trtflow.vision.imagenet import preprocess, top_k
+
+    for logits in (np.zeros(1000), np.zeros((1, 1001)), np.zeros((1, 10))):  # no batch axis; not ImageNet-1k
+        with pytest.raises(InputShapeError, match="1000"):
+            top_k(logits)
+    with pytest.raises(InputShapeError, match="empty"):
+        preprocess(np.zeros((0, 120, 3), np.uint8))
+    with pytest.raises(InputDtypeError, match=r"\[0, 1\]"):
+        preprocess(np.full((50, 60, 3), 200.0))  # float pixels in 0..255 would all clip to white
+    with pytest.raises(InputDtypeError, match="uint16"):
+        preprocess(np.full((50, 60, 3), 60000, np.uint16))

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from trtflow.deps import require
-from trtflow.errors import InputShapeError
+from trtflow.errors import InputDtypeError, InputShapeError
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -44,6 +44,8 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
         raise InputShapeError(
             f"an image must be HxW (gray), HxWx3 (RGB) or HxWx4 (RGBA), got shape {image.shape}"
         )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputShapeError(f"the image is empty (shape {image.shape})")
     return image[..., :3]
 
 
@@ -57,12 +59,19 @@ def preprocess(image: np.ndarray) -> np.ndarray:
         3x224x224 float32, normalized with the ImageNet mean and std.
 
     Raises:
-        InputShapeError: not an image array.
+        InputShapeError: not an image array, or an empty one.
+        InputDtypeError: integers other than uint8, or floats outside [0, 1].
     """
     torch = require("torch", "ImageNet preprocessing")
     from trtflow.vision.preprocess import classify_preprocess
 
     rgb = _as_rgb(image)
+    if rgb.dtype != np.uint8 and rgb.dtype != np.bool_:
+        if not np.issubdtype(rgb.dtype, np.floating):
+            raise InputDtypeError(f"image pixels are {rgb.dtype}; give uint8 in [0, 255] or floats in [0, 1]")
+        if np.nanmin(rgb) < -1e-3 or np.nanmax(rgb) > 1 + 1e-3:
+            raise InputDtypeError(f"float pixels span {np.nanmin(rgb):.4g} .. {np.nanmax(rgb):.4g}; give floats in "
+                                  f"[0, 1] (divide 0..255 values by 255) or uint8")
     if rgb.dtype != np.uint8:
         rgb = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
     frame = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True))[None]
@@ -80,8 +89,14 @@ def top_k(logits: np.ndarray, k: int = 5) -> list[list[dict]]:
 
     Returns:
         One list per image of ``{"index", "label", "score"}``, best first.
+
+    Raises:
+        InputShapeError: logits that are not N x 1000.
     """
     logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or logits.shape[1] != 1000:
+        raise InputShapeError(f"logits have shape {logits.shape}; top_k reads N x 1000 ImageNet-1k logits "
+                              f"(add a batch axis with logits[None] for one image)")
     z = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs = z / z.sum(axis=1, keepdims=True)
     names = class_names()

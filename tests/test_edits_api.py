@@ -211,3 +211,11 @@ def test_rename_an_input_that_is_also_an_output_renames_both_and_verifies():
     with pytest.raises(UsageError, match="one tensor"):
         edits.rename_io(model, RenameOptions(inputs={"x": "a"}, outputs={"x": "b"}))
 
+
+
+def test_rename_an_initializer_output_leaves_the_callers_model_unchanged():
+    model = _passthrough_model()
+    before = model.SerializeToString()
+    new, report = edits.apply("rename", model, outputs={"w": "weights"})
+    assert model.SerializeToString() == before and report["verification"]["passed"]
+    assert [i.name for i in new.graph.initializer] == ["weights"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -81,7 +82,11 @@ def rename_io(proto: Any, options: RenameOptions) -> tuple[Any, dict]:
         if old in inputs or old in outputs:
             inputs[old] = outputs[old] = inputs.get(old, outputs.get(old))
     for old, new in {**inputs, **outputs}.items():
-        tensors[old].name = new
+        tensor = tensors[old]
+        lazy = getattr(tensor, "_values", None)
+        if hasattr(lazy, "tensor"):  # an initializer output: export renames the TensorProto it reads, the caller's
+            lazy.tensor = copy.deepcopy(lazy.tensor)
+        tensor.name = new
     try:
         new_proto = export_graph(graph, like=proto)
     except Exception as exc:

@@ -19,3 +19,24 @@ def test_a_big_endian_array_reaches_a_torch_engine():
         got = engine.infer({name: x})[engine.outputs[0].name]
         want = engine.infer({name: x.astype("<f4")})[engine.outputs[0].name]
     np.testing.assert_array_equal(got, want)
+
+
+def test_string_input_bytes_that_are_not_utf8_are_an_input_error(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    import trtflow
+    from trtflow.arrays import to_strings
+    from trtflow.errors import InputError
+
+    assert to_strings(np.array([b"ab", "c"], dtype=object)).tolist() == ["ab", "c"]
+    assert to_strings(np.array([b"ab"], dtype="S2")).tolist() == ["ab"]
+    node = helper.make_node("Identity", ["s"], ["o"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("s", TensorProto.STRING, ["n"])],
+                              [helper.make_tensor_value_info("o", TensorProto.STRING, ["n"])])
+    path = tmp_path / "strings.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    with trtflow.load(path, engine="ort") as engine:
+        for bad in (np.array([b"ab", b"\xff"], dtype=object), np.array([b"ab", b"\xff"], dtype="S2")):
+            with pytest.raises(InputError, match=r"not UTF-8 text.*index \(1,\)"):
+                engine.infer({"s": bad})

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from trtflow.errors import InputError
+
 # numpy dtype name -> torch dtype attribute name
 _TORCH_NAMES = {
     "float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "float64": "float64",
@@ -54,12 +56,30 @@ def dtype_name(dtype: Any) -> str:
 
 def to_strings(arr: np.ndarray) -> np.ndarray:
     """A text array as ONNX Runtime takes it: an object array of ``str`` (bytes decoded as UTF-8,
-    not turned into ``"b'...'"``)."""
-    if arr.dtype.kind == "S":
-        return np.char.decode(arr, "utf-8").astype(object)
+    not turned into ``"b'...'"``).
+
+    Raises:
+        InputError: bytes that are not UTF-8 text (ONNX Runtime's string tensors cannot carry them).
+    """
     if arr.dtype.kind == "U":
         return arr.astype(object)
-    flat = [v.decode("utf-8", "surrogateescape") if isinstance(v, (bytes, bytearray)) else v for v in arr.ravel()]
+    if arr.dtype.kind == "S":
+        try:
+            return np.char.decode(arr, "utf-8").astype(object)
+        except UnicodeDecodeError:
+            pass  # the loop below finds the element
+    flat = []
+    for i, v in enumerate(arr.ravel()):
+        if isinstance(v, (bytes, bytearray)):
+            try:
+                v = bytes(v).decode("utf-8")
+            except UnicodeDecodeError:
+                where = tuple(int(k) for k in np.unravel_index(i, arr.shape))
+                raise InputError(
+                    f"a string input holds bytes that are not UTF-8 text at index {where} ({bytes(v)[:16]!r}); "
+                    "string tensors hold text: decode the bytes to str first (base64-encode binary data)"
+                ) from None
+        flat.append(v)
     return np.array(flat + [None], dtype=object)[:-1].reshape(arr.shape)
 
 

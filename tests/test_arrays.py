@@ -40,3 +40,13 @@ def test_string_input_bytes_that_are_not_utf8_are_an_input_error(tmp_path):
         for bad in (np.array([b"ab", b"\xff"], dtype=object), np.array([b"ab", b"\xff"], dtype="S2")):
             with pytest.raises(InputError, match=r"not UTF-8 text.*index \(1,\)"):
                 engine.infer({"s": bad})
+
+
+def test_torch_views_with_a_conjugate_or_negative_bit_convert_to_numpy():
+    torch = pytest.importorskip("torch")
+    from trtflow.arrays import Family, to_numpy
+
+    z = torch.tensor([1 + 2j, 3 - 1j])
+    assert to_numpy(z.conj()).tolist() == [1 - 2j, 3 + 1j]  # a module returning z.conj()
+    assert to_numpy(z.conj().imag).tolist() == [-2.0, 1.0]  # a view with the negative bit
+    assert Family("numpy").wrap(z.conj()).tolist() == [1 - 2j, 3 + 1j]

@@ -176,7 +176,7 @@ def to_numpy(x: Any) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     if is_torch(x):
-        t = x.detach()
+        t = x.detach().resolve_conj().resolve_neg()  # numpy() refuses lazy conjugate/negative views
         if t.dtype == torch_dtype("bfloat16"):
             t = t.float()
         return t.cpu().numpy() if t.device.type != "cpu" else t.numpy()

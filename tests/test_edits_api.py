@@ -219,3 +219,28 @@ def test_rename_an_initializer_output_leaves_the_callers_model_unchanged():
     new, report = edits.apply("rename", model, outputs={"w": "weights"})
     assert model.SerializeToString() == before and report["verification"]["passed"]
     assert [i.name for i in new.graph.initializer] == ["weights"]
+
+
+def _documented_model():
+    """y = Relu(x + w) with doc strings, a domain, a model version, metadata and a second opset domain."""
+    from onnx import helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 4])
+    w = numpy_helper.from_array(np.ones(4, np.float32), "w")
+    nodes = [helper.make_node("Add", ["x", "w"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [x], [y], [w], doc_string="graph notes")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+                              doc_string="model notes", domain="org.example", model_version=7)
+    helper.set_model_props(model, {"names": "a,b"})
+    return model
+
+
+@pytest.mark.parametrize("name,fields", [("simplify", {}), ("fix-shapes", {"dims": {"batch": 2}}), ("fp16", {}),
+                                         ("rename", {"inputs": {"x": "images"}}), ("extract", {"outputs": "y"})])
+def test_edits_keep_the_models_doc_strings_domain_version_metadata_and_opsets(name, fields):
+    new, _ = edits.apply(name, _documented_model(), **fields)
+    assert (new.doc_string, new.graph.doc_string, new.domain, new.model_version) == \
+        ("model notes", "graph notes", "org.example", 7)
+    assert {p.key: p.value for p in new.metadata_props} == {"names": "a,b"}
+    assert {(o.domain, o.version) for o in new.opset_import} == {("", 17), ("com.microsoft", 1)}

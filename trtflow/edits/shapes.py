@@ -12,7 +12,7 @@ from trtflow.errors import GraphError, UsageError
 from trtflow.edits import fields
 from trtflow.edits.registry import Edit, register
 from trtflow.graph.io import onnx_specs
-from trtflow.graph.ir import infer_shapes, op_counts
+from trtflow.graph.ir import infer_shapes, keep_model_info, op_counts
 from trtflow.spec import Shape, format_shape
 
 log = logging.getLogger(__name__)
@@ -149,8 +149,8 @@ def fix_shapes(proto: Any, options: FixShapesOptions) -> tuple[Any, dict]:
 def _fold(proto: Any) -> Any:
     """onnxslim's shape inference, constant folding and dead-node removal (no fusions), to a fixed point."""
     onnxslim = require("onnxslim", "fix-shapes constant folding")
-    try:
-        return onnxslim.slim(copy.deepcopy(proto), skip_optimizations=list(NO_FUSION))
+    try:  # onnxslim drops the doc strings, domain and model_version
+        return keep_model_info(onnxslim.slim(copy.deepcopy(proto), skip_optimizations=list(NO_FUSION)), proto)
     except Exception as exc:  # onnxslim raises whatever its passes raise
         raise GraphError(f"constant folding after fixing shapes failed ({type(exc).__name__}: {exc}); "
                          "retry with --no-fold") from None

@@ -11,7 +11,7 @@ from trtflow.deps import require
 from trtflow.errors import GraphError, UsageError
 from trtflow.edits import fields
 from trtflow.edits.registry import Edit, register
-from trtflow.graph.ir import op_counts
+from trtflow.graph.ir import keep_model_info, op_counts
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ def simplify_model(proto: Any, options: SimplifyOptions | None = None) -> tuple[
                          "try skipping a pass with --skip, e.g. --skip graph_fusion") from None
     if new is None:
         raise GraphError("onnxslim returned no model")
+    keep_model_info(new, proto)  # onnxslim drops the doc strings, domain and model_version
     before, after = op_counts(proto), op_counts(new)
     ops = {op: {"before": before.get(op, 0), "after": after.get(op, 0)}
            for op in sorted(set(before) | set(after)) if before.get(op, 0) != after.get(op, 0)}

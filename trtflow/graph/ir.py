@@ -36,17 +36,28 @@ def import_graph(proto: Any, infer: bool = True):
 
 
 def export_graph(graph: Any, like: Any | None = None, clean: bool = True) -> Any:
-    """The ONNX proto of ``graph`` after ``cleanup().toposort()``; keeps ir_version and metadata of ``like``."""
+    """The ONNX proto of ``graph`` after ``cleanup().toposort()``; keeps ir_version, doc strings and metadata of ``like``."""
     gs = require("onnx_graphsurgeon", "graph edits")
     if clean:
         graph.cleanup().toposort()
     proto = gs.export_onnx(graph)
     if like is not None:
         proto.ir_version = like.ir_version
-        proto.producer_name = like.producer_name or proto.producer_name
-        proto.producer_version = like.producer_version or proto.producer_version
-        del proto.metadata_props[:]
-        proto.metadata_props.extend(like.metadata_props)
+        keep_model_info(proto, like)
+    return proto
+
+
+def keep_model_info(proto: Any, like: Any) -> Any:
+    """Give ``proto`` (an edit of ``like``) the model's own fields back: producer, domain, model_version,
+    doc strings (model and main graph) and metadata_props. Returns ``proto``, changed in place."""
+    proto.producer_name = like.producer_name or proto.producer_name
+    proto.producer_version = like.producer_version or proto.producer_version
+    proto.domain = like.domain
+    proto.model_version = like.model_version
+    proto.doc_string = like.doc_string
+    proto.graph.doc_string = proto.graph.doc_string or like.graph.doc_string
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(like.metadata_props)
     return proto
 
 

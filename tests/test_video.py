@@ -374,3 +374,17 @@ def test_output_in_a_missing_folder_is_refused_before_any_work(tmp_path, capsys)
     assert video_cli(clip, "--task", "face", "--jsonl", tmp_path / "no" / "such" / "out.jsonl") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "does not exist" in err
+
+
+def test_predictor_reads_16_bit_images_as_0_to_65535(model):
+    """A 16-bit image (a uint16 array, as a 16-bit PNG or TIFF reads) was clipped to 255: mid grey
+    32768 came out white."""
+    import trtflow
+
+    torch = pytest.importorskip("torch")
+    images = [np.full((8, 8, 3), 32768, np.uint16), np.full((8, 8), 65535, np.uint16),
+              torch.full((3, 8, 8), 13107, dtype=torch.uint16), np.full((8, 8, 3), 200, np.uint8)]
+    with trtflow.Predictor(str(model), task="custom", engine="ort", resize="stretch", input_size=SIZE,
+                           post=post_mean) as predictor:
+        reds = [r.to_dict()["mean"][0] for r in predictor.predict(images)]
+    assert reds == [128.0, 255.0, 51.0, 200.0]

@@ -77,8 +77,9 @@ class Predictor:
 
         Args:
             images: one image or a sequence of them: numpy ``(H, W, 3)`` uint8 RGB (``(H, W)``
-                grey, ``(H, W, 4)`` RGBA), torch tensors (``(H, W, 3)`` uint8 or ``(3, H, W)``
-                float in 0..1, on any device), file paths, PIL images; or an ``(N, H, W, 3)`` batch.
+                grey, ``(H, W, 4)`` RGBA, uint16 for 16-bit images), torch tensors (``(H, W, 3)``
+                uint8 or ``(3, H, W)`` float in 0..1, on any device), file paths, PIL images; or an
+                ``(N, H, W, 3)`` batch.
 
         Returns:
             One task result per image (``to_dict()``, ``draw(image)``).
@@ -157,7 +158,9 @@ def to_rgb(image: Any) -> Any:
     if arr.shape[-1] == 1:
         arr = np.repeat(arr, 3, axis=2)
     arr = arr[..., :3]
-    if arr.dtype != np.uint8:
+    if arr.dtype == np.uint16:  # 16-bit images (PNG, TIFF): 0..65535
+        arr = np.rint(arr.astype(np.float32) * (255 / 65535)).astype(np.uint8)
+    elif arr.dtype != np.uint8:
         arr = _to_uint8(arr.astype(np.float32))
     return np.ascontiguousarray(arr)
 
@@ -180,7 +183,9 @@ def _torch_rgb(t: Any) -> Any:
     if t.shape[-1] == 1:
         t = t.expand(-1, -1, 3)
     t = t[..., :3]
-    if t.dtype != torch.uint8:
+    if t.dtype == getattr(torch, "uint16", None):  # 16-bit images: 0..65535
+        t = (t.float() * (255 / 65535)).round().to(torch.uint8)
+    elif t.dtype != torch.uint8:
         t = t.float()
         if t.numel() and float(t.max()) <= 1.0:
             t = t * 255.0

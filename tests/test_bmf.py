@@ -249,3 +249,20 @@ def test_real_bmf_graph_decode_face_encode(tmp_path):
                     entry="trtflow.integrations.bmf.TrtflowFaceDetect").encode(None, {"output_path": str(out)}).run()
     with av.open(str(clip)) as src, av.open(str(out)) as dst:
         assert sum(1 for _ in dst.decode(video=0)) == sum(1 for _ in src.decode(video=0))
+
+
+def test_options_that_would_be_ignored_or_misread_are_refused(tmp_path):
+    model = _two_input_onnx(tmp_path / "two.onnx")
+    option = {"model": model, "engine": "ort", "input_shapes": {"images": [4, 3, 16, 16], "gain": [4, 2]},
+              "inputs": {"gain": [1.0, 2.0]}}
+    with pytest.raises(UsageError, match=r"\['score_threshold'\].*task"):
+        runner_from_options({**option, "score_threshold": 0.5})  # a task option without a task
+    with pytest.raises(UsageError, match=r"\['input_shapes', 'mean'\].*raw engine"):
+        runner_from_options({"task": "sr", "input_shapes": {"x": [1, 3, 8, 8]}, "mean": [0.5] * 3})
+    with pytest.raises(UsageError, match="'batch' is 0"):
+        runner_from_options({**option, "batch": 0})  # was replaced by the engine's batch
+    for key, value in (("batch", "x"), ("batch", 2.5), ("label_to_frame", "yes")):
+        with pytest.raises(UsageError, match=f"'{key}'"):
+            runner_from_options({**option, key: value})
+    assert runner_from_options({**option, "batch": "3", "label_to_frame": "0"}).batch == 3
+

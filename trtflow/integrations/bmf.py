@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 MODULES = {"TrtflowModule": None, "TrtflowFaceDetect": "face", "TrtflowSuperResolution": "sr"}
 TASK_KEYS = ("format", "labels", "post", "input_size", "resize", "score_threshold", "device", "tile", "arch",
              "iou_threshold", "max_det", "top_k")
+ENGINE_KEYS = ("input_shapes", "inputs", "image_input", "mean", "std")  # options of the raw engine only
 BMF_HELP = ("BabitMF 0.2 from PyPI (pip install BabitMF) links FFmpeg 4 (libavcodec.so.58): install those "
             "shared libraries (e.g. Ubuntu 20.04/22.04's libavcodec58 or an FFmpeg 4.4 build on LD_LIBRARY_PATH), "
             "or use BabitMF's Docker image; see docs/video.md (BMF)")
@@ -57,7 +58,8 @@ def runner_from_options(option: Mapping[str, Any]) -> BatchRunner:
     """A ``BatchRunner`` from a module's option dict (see the module docstring).
 
     Raises:
-        UsageError: unknown options, a raw engine without input shapes, a bad batch.
+        UsageError: unknown options, options the chosen task does not read, a raw engine without
+            input shapes, a bad batch or label_to_frame.
     """
     from trtflow.tasks import TASKS, make_task
 
@@ -69,8 +71,13 @@ def runner_from_options(option: Mapping[str, Any]) -> BatchRunner:
         raise UsageError(f"unknown option(s) {unknown} for the trtflow BMF module; it takes: {', '.join(sorted(known))}")
     name = option.get("task", "engine")
     load = dict(option.get("load") or {})
-    draw = bool(int(option.get("label_to_frame", 1)))
+    draw = bool(_int_option(option, "label_to_frame", 1, (0, 1)))
+    batch = _int_option(option, "batch", None)
     if name == "engine":
+        unread = sorted(k for k in option if k in TASK_KEYS and k != "device")
+        if unread:
+            raise UsageError(f"option(s) {unread} are task options, which a raw engine does not read: give 'task' "
+                             f"(one of: {', '.join(TASKS)}) or drop them")
         if not option.get("model"):
             raise UsageError("the trtflow BMF module runs a raw engine when no task is given: give its 'model'")
         from trtflow.backends import load as load_engine
@@ -79,13 +86,34 @@ def runner_from_options(option: Mapping[str, Any]) -> BatchRunner:
         task = EngineTask(engine, input_shapes=option.get("input_shapes"), inputs=option.get("inputs"),
                           image_input=option.get("image_input"), mean=option.get("mean", (0.0, 0.0, 0.0)),
                           std=option.get("std", (1.0, 1.0, 1.0)), device=option.get("device"))
-        batch = int(option.get("batch") or task.max_batch)
-        return BatchRunner(task, batch, draw)
+        return BatchRunner(task, task.max_batch if batch is None else batch, draw)
     if name not in TASKS:
         raise UsageError(f"unknown task '{name}' for the trtflow BMF module; choose engine or one of: {', '.join(TASKS)}")
+    unread = sorted(k for k in option if k in ENGINE_KEYS)
+    if unread:
+        raise UsageError(f"option(s) {unread} apply to a raw engine (task 'engine'); task '{name}' prepares its "
+                         f"own input: drop them")
     task_options = {k: option[k] for k in TASK_KEYS if k in option}
     task = make_task(name, option.get("model"), engine=option.get("engine", "auto"), **task_options, **load)
-    return BatchRunner(task, int(option.get("batch", 1)), draw)
+    return BatchRunner(task, 1 if batch is None else batch, draw)
+
+
+def _int_option(option: Mapping[str, Any], key: str, default: Any, allowed: Any = None) -> Any:
+    """``option[key]`` as an int (default when missing or None); UsageError for anything else."""
+    value = option.get(key)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+        whole = float(value) == number
+    except (TypeError, ValueError):
+        whole = False
+    if not whole or (allowed is not None and number not in allowed):
+        want = f"one of {', '.join(map(str, allowed))}" if allowed is not None else "a whole number"
+        raise UsageError(f"option '{key}' is {value!r}; give {want}")
+    if key == "batch" and number < 1:
+        raise UsageError(f"option 'batch' is {number}; give at least 1 frame per batch")
+    return number
 
 
 def process_task(runner: BatchRunner, task: Any, api: Any, to_rgb: Callable, from_rgb: Callable) -> int:

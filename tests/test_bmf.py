@@ -266,3 +266,30 @@ def test_options_that_would_be_ignored_or_misread_are_refused(tmp_path):
             runner_from_options({**option, key: value})
     assert runner_from_options({**option, "batch": "3", "label_to_frame": "0"}).batch == 3
 
+
+def test_engine_task_checks_its_inputs_before_any_frame(tmp_path):
+    from trtflow.backends import load
+
+    engine = load(_two_input_onnx(tmp_path / "two.onnx"), engine="ort")
+    shapes = {"images": [4, 3, 16, 16], "gain": [4, 2]}
+    with pytest.raises(UsageError, match=r"\['gian'\].*inputs are"):
+        EngineTask(engine, input_shapes=shapes, inputs={"gain": [1.0, 2.0], "gian": [3.0, 4.0]})  # a typo
+    with pytest.raises(UsageError, match="image input"):
+        EngineTask(engine, input_shapes=shapes, inputs={"gain": [1.0, 2.0], "images": 0.0})
+    with pytest.raises(UsageError, match="'nope' is not an input"):
+        EngineTask(engine, input_shapes=shapes, inputs={"gain": [1.0, 2.0]}, image_input="nope")
+    with pytest.raises(UsageError, match="'gain'.*rank 2"):
+        EngineTask(engine, input_shapes=shapes, inputs={"images": 0.0}, image_input="gain")
+    with pytest.raises(UsageError, match=r"\(4, 1, 16, 16\).*3 channels"):
+        EngineTask(engine, input_shapes={**shapes, "images": [4, 1, 16, 16]}, inputs={"gain": [1.0, 2.0]})
+    # a constant of the wrong shape fails here, not at the first batch (which lost the frames queued so far)
+    with pytest.raises(UsageError, match=r"'gain' has shape \(3,\)"):
+        EngineTask(engine, input_shapes=shapes, inputs={"gain": [1.0, 2.0, 3.0]})
+    with pytest.raises(UsageError, match=r"'gain' has 2 items.*batch of 4"):
+        EngineTask(engine, input_shapes=shapes, inputs={"gain": [[1.0, 2.0], [3.0, 4.0]]})
+    with pytest.raises(UsageError, match="'gain'.*float32"):
+        EngineTask(engine, input_shapes=shapes, inputs={"gain": ["a", "b"]})
+    task = EngineTask(engine, input_shapes=shapes, inputs={"gain": [[1.0, 2.0]] * 4})  # a whole batch
+    runner = BatchRunner(task, batch=4, draw=False)
+    got = sum((runner.push(np.full((8, 8, 3), 255, np.uint8), i) for i in range(3)), []) + runner.flush()
+    np.testing.assert_allclose([e.result.outputs["out"] for e in got], [[1.0, 2.0]] * 3, atol=1e-6)

@@ -137,11 +137,22 @@ class EngineTask(Task):
                  mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
                  device: Optional[str] = None):
         super().__init__(engine, input_name=image_input, device=device)
+        names = [s.name for s in engine.inputs]
+        if self.input_name not in names:
+            raise UsageError(f"image_input '{self.input_name}' is not an input of the engine; its inputs are {names}")
+        if self.input_spec.rank != 4:
+            raise UsageError(f"image_input '{self.input_name}' has rank {self.input_spec.rank}; frames go to a rank 4 "
+                             f"(N, 3, H, W) input")
         shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
-        unknown = sorted(set(shapes) - {s.name for s in engine.inputs})
+        unknown = sorted(set(shapes) - set(names))
         if unknown:
-            raise UsageError(f"input_shapes names {unknown}, which the engine does not have; its inputs are "
-                             f"{[s.name for s in engine.inputs]}")
+            raise UsageError(f"input_shapes names {unknown}, which the engine does not have; its inputs are {names}")
+        unknown = sorted(set(inputs or {}) - set(names))
+        if unknown:
+            raise UsageError(f"inputs names {unknown}, which the engine does not have; its inputs are {names}")
+        if self.input_name in (inputs or {}):
+            raise UsageError(f"inputs gives a value for '{self.input_name}', the image input the frames go to; "
+                             f"drop it (or name another image_input)")
         self.shapes = {}
         for spec in engine.inputs:
             shape = shapes.get(spec.name) or (tuple(spec.shape) if not spec.is_dynamic else None)
@@ -158,9 +169,17 @@ class EngineTask(Task):
             if not inputs or spec.name not in inputs:
                 raise UsageError(f"input '{spec.name}' is not the image input '{self.input_name}'; give its value "
                                  f"in inputs={{'{spec.name}': ...}} (shape {self.shapes[spec.name][1:]} per frame)")
-            self.constants[spec.name] = np.asarray(inputs[spec.name], dtype=spec.dtype)
+            try:
+                value = np.asarray(inputs[spec.name], dtype=spec.dtype)
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"the value of input '{spec.name}' is not {spec.dtype} ({exc})") from None
+            self._batch_of(spec.name, value, self.max_batch, None)  # a wrong shape fails here, not mid-stream
+            self.constants[spec.name] = value
         self._batched: dict = {}  # (frames, device) -> the constants' feed entries
-        _, _, h, w = self.shapes[self.input_name]
+        _, c, h, w = self.shapes[self.input_name]
+        if c != 3:
+            raise UsageError(f"input '{self.input_name}' has shape {self.shapes[self.input_name]}; frames fill 3 "
+                             f"channels (RGB): give an (N, 3, H, W) shape")
         self.prep = Prep("stretch", (h, w), mean=tuple(mean), std=tuple(std))
 
     @property
@@ -184,6 +203,9 @@ class EngineTask(Task):
             value = np.broadcast_to(value, (n, *per_item))
         elif value.shape[1:] == per_item and value.shape[0] >= n:
             value = value[:n]
+        elif value.shape[1:] == per_item:
+            raise UsageError(f"the value of input '{name}' has {value.shape[0]} items, too few for a batch of {n} "
+                             f"frames; give one item of shape {per_item} (repeated) or at least {n}")
         else:
             raise UsageError(f"the value of input '{name}' has shape {value.shape}; give one item of shape "
                              f"{per_item} or a batch of them")

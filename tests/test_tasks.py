@@ -292,3 +292,24 @@ def test_resolve_engine_takes_a_path_like_a_string():
 
     assert resolve_engine("auto", Path("m.plan")) == resolve_engine("auto", "m.plan") == "tensorrt"
     assert resolve_engine("auto", Path("model.pt2")) == "torch"
+
+
+@pytest.mark.parametrize("resize", ["letterbox", "stretch", "crop", "none"])
+def test_empty_or_non_uint8_frames_are_refused_naming_the_frame(tmp_path, resize):
+    """A 16-bit or float frame read as 0..255 pixels came out wrong silently (65535 is not white to a
+    model fed 0..1); an empty frame crashed with ZeroDivisionError (crop) or ran (none)."""
+    import torch
+
+    from trtflow.errors import InputDtypeError
+
+    model = _constant_yolov8(tmp_path / "const.onnx", (32.0, 32.0, 16.0, 8.0))
+    task = make_task("custom", model, engine="ort", post="tests.test_tasks:post_count", resize=resize,
+                     input_size=None if resize == "none" else 64)
+    good = np.zeros((8, 8, 3), np.uint8)
+    for bad in (np.full((8, 8, 3), 30000, np.uint16), np.full((8, 8, 3), 0.5, np.float32),
+                torch.full((8, 8, 3), 0.5)):
+        with pytest.raises(InputDtypeError, match=r"frame 1 has dtype .*(uint16|float32).*uint8"):
+            task.prepare([good, bad])
+    for empty in (np.zeros((0, 5, 3), np.uint8), np.zeros((5, 0, 3), np.uint8)):
+        with pytest.raises(InputShapeError, match=r"frame 0 has shape \((0, 5|5, 0), 3\).*no pixels"):
+            task.prepare([empty])

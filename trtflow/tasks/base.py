@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from trtflow.errors import InputShapeError, UsageError
+from trtflow.errors import InputDtypeError, InputShapeError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,13 @@ def frames_list(frames: Any) -> list:
         shape = tuple(f.shape)
         if len(shape) != 3 or shape[-1] != 3:
             raise InputShapeError(f"frame {i} has shape {shape}; expected H x W x 3 (RGB, uint8)")
+        if shape[0] < 1 or shape[1] < 1:
+            raise InputShapeError(f"frame {i} has shape {shape}: no pixels; give frames of at least 1 x 1")
+        dtype = str(getattr(f, "dtype", "")).replace("torch.", "")
+        if dtype != "uint8":
+            raise InputDtypeError(f"frame {i} has dtype {dtype}; tasks take RGB uint8 frames (0..255). Convert "
+                                  "it first, or pass it to trtflow.Predictor.predict, which converts 16-bit, "
+                                  "float (0..1) and grey images")
     return out
 
 

@@ -41,3 +41,12 @@ def test_inputs_sharing_a_dim_label_get_the_given_size_when_the_engine_has_bound
     feed = random_feed([images, sizes], {"images": (8, 3, 8, 8)})
     assert feed["images"].shape == (8, 3, 8, 8) and feed["sizes"].shape == (8, 2)  # not the opt batch 1
     assert random_feed([images, sizes])["sizes"].shape == (1, 2)
+
+
+def test_an_npz_key_may_hold_a_colon(tmp_path):
+    from trtflow.feeds import load_array, parse_input_args, save_npz
+
+    save_npz(tmp_path / "in.npz", {"input_1:0": np.ones(2, np.float32)})  # a TF-style name, as --save-inputs writes it
+    value = f"{tmp_path / 'in.npz'}:input_1:0"
+    assert parse_input_args([f"x={value}"]) == {"x": value}
+    assert load_array(value, "x").tolist() == [1.0, 1.0]

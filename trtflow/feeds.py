@@ -182,10 +182,12 @@ def _looks_like_shape(text: str) -> bool:
 
 
 def split_npz(value: str) -> tuple[Path, str | None]:
-    """``"a.npz:images"`` -> ``(Path("a.npz"), "images")``; any other value -> ``(Path(value), None)``."""
-    head, sep, key = str(value).rpartition(":")
-    if sep and head.lower().endswith(".npz") and key:
-        return Path(head), key
+    """``"a.npz:images"`` -> ``(Path("a.npz"), "images")``, split after the first ``.npz`` so a key
+    may hold ':' (``"a.npz:input_1:0"``); any other value -> ``(Path(value), None)``."""
+    value = str(value)
+    at = value.lower().find(".npz:")
+    if at >= 0 and value[at + 5:]:
+        return Path(value[:at + 4]), value[at + 5:]
     return Path(value), None
 
 

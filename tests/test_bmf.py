@@ -188,10 +188,10 @@ def test_raw_engine_every_input_has_its_own_shape(tmp_path):
 
 def test_runner_runs_back_to_back_batches():
     class Doubler:
-        """A test double of a Task: prepare/infer/finish over plain numbers."""
+        """A test double of a Task: prepare/infer/finish over the frames' first pixel."""
 
         def prepare(self, frames):
-            return {"x": np.array(frames)}, list(range(len(frames)))
+            return {"x": np.array([int(f[0, 0, 0]) for f in frames])}, list(range(len(frames)))
 
         def infer(self, feed):
             return {"y": feed["x"] * 2}
@@ -200,8 +200,11 @@ def test_runner_runs_back_to_back_batches():
             return [SimpleNamespace(value=int(v), draw=lambda f: f, to_dict=lambda: {}) for v in outputs["y"]]
 
     runner = BatchRunner(Doubler(), batch=2, draw=False)
-    assert runner.push(1, "a") == []
-    got = runner.push(2, "b") + runner.push(3, "c") + runner.flush()
+    def frame(v):
+        return np.full((2, 2, 3), v, np.uint8)
+
+    assert runner.push(frame(1), "a") == []
+    got = runner.push(frame(2), "b") + runner.push(frame(3), "c") + runner.flush()
     assert [(e.token, e.result.value) for e in got] == [("a", 2), ("b", 4), ("c", 6)]
     assert runner.batches == 2 and runner.flush() == []
 
@@ -293,3 +296,23 @@ def test_engine_task_checks_its_inputs_before_any_frame(tmp_path):
     runner = BatchRunner(task, batch=4, draw=False)
     got = sum((runner.push(np.full((8, 8, 3), 255, np.uint8), i) for i in range(3)), []) + runner.flush()
     np.testing.assert_allclose([e.result.outputs["out"] for e in got], [[1.0, 2.0]] * 3, atol=1e-6)
+
+
+def test_a_bad_frame_is_refused_by_push_and_the_queued_frames_survive(tmp_path):
+    import torch
+
+    from trtflow.errors import InputDtypeError, InputShapeError
+
+    runner = runner_from_options({"model": _two_input_onnx(tmp_path / "two.onnx"), "engine": "ort",
+                                  "input_shapes": {"images": [2, 3, 16, 16], "gain": [2, 2]},
+                                  "inputs": {"gain": [1.0, 1.0]}, "label_to_frame": 0})
+    assert runner.push(np.full((8, 8, 3), 255, np.uint8), "a") == []
+    for bad, error in ((np.full((8, 8, 3), 0.5, np.float32), InputDtypeError),  # 0..1 floats: read as 0..255
+                       (torch.full((8, 8, 3), 0.5), InputDtypeError),
+                       (np.zeros((8, 8), np.uint8), InputShapeError), (np.zeros((8, 8, 4), np.uint8), InputShapeError),
+                       (np.zeros((0, 8, 3), np.uint8), InputShapeError), ("frame.png", InputShapeError)):
+        with pytest.raises(error):
+            runner.push(bad, "bad")
+    got = runner.push(np.zeros((8, 8, 3), np.uint8), "b")  # the batch runs with the two good frames
+    assert [e.token for e in got] == ["a", "b"]
+    np.testing.assert_allclose([e.result.outputs["out"] for e in got], [[1.0, 1.0], [0.0, 0.0]], atol=1e-6)

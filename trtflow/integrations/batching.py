@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from trtflow.arrays import is_torch, to_numpy
-from trtflow.errors import UsageError
+from trtflow.errors import InputDtypeError, InputShapeError, UsageError
 from trtflow.tasks.base import FrameMeta, Task
 from trtflow.tasks.prepare import Prep, feed_of, prepare_frames
 from trtflow.tasks.results import _copy
@@ -65,7 +65,14 @@ class BatchRunner:
         self.batches = self.frames = self.syncs = 0
 
     def push(self, frame: Any, token: Any) -> list[Emitted]:
-        """Queue one RGB HWC uint8 frame; returns the emitted frames when a batch ran."""
+        """Queue one RGB HWC uint8 frame; returns the emitted frames when a batch ran.
+
+        Raises:
+            InputShapeError: the frame is not a non-empty H x W x 3 array or tensor.
+            InputDtypeError: its pixels are not uint8.
+            (The frames queued before stay queued.)
+        """
+        _check_frame(frame)
         self.pending.append((frame, token))
         if len(self.pending) >= self.batch:
             return self._run()
@@ -95,6 +102,17 @@ class BatchRunner:
                 torch.cuda.current_stream(value.device).synchronize()
                 self.syncs += 1
                 return
+
+
+def _check_frame(frame: Any) -> None:
+    shape = tuple(getattr(frame, "shape", ()))
+    if len(shape) != 3 or shape[2] != 3 or not shape[0] or not shape[1]:
+        got = f"shape {shape}" if hasattr(frame, "shape") else f"a {type(frame).__name__}"
+        raise InputShapeError(f"a frame is an H x W x 3 RGB uint8 array or tensor, got {got}")
+    dtype = str(getattr(frame, "dtype", "")).replace("torch.", "")
+    if dtype != "uint8":
+        raise InputDtypeError(f"a frame's pixels are uint8 (0..255), got {dtype}; scale 0..1 floats by 255 and cast "
+                              f"to uint8")
 
 
 @dataclass

@@ -342,3 +342,23 @@ def test_the_video_command_closes_its_sources_when_the_pipeline_cannot_start(mod
     proc = call_cli("video", str(clip), "--task", "classify", "--model", str(model), "--engine", "ort")
     assert proc.returncode != 0 and "no such device" in proc.stderr, proc.stderr
     assert opened and all(s.container is None for s in opened)
+
+
+def test_out_with_one_pixel_high_or_wide_frames_writes_them(tmp_path, model):
+    """H.264 (yuv420p) needs even sides: an odd side is cropped, but a side of 1 pixel became 0 and the
+    write stage failed with IndexError. It is padded to 2 instead; every frame reaches the file."""
+    from trtflow.video import VideoConfig, run_video
+
+    for h, w in [(1, 5), (7, 1), (1, 1)]:
+        folder = tmp_path / f"images{h}x{w}"
+        folder.mkdir()
+        for i in range(3):
+            image = np.full((h, w, 3), (red_of(i), 40, 128), np.uint8)
+            av.VideoFrame.from_ndarray(image, format="rgb24").save(str(folder / f"{i}.png"))
+        out, jsonl = tmp_path / f"out{h}x{w}.mp4", tmp_path / f"out{h}x{w}.jsonl"
+        summary = run_video([str(folder)], mean_task(model), VideoConfig(batch=2, out=str(out), jsonl=str(jsonl)))
+        assert summary.frames_out == 3 and [r["frame"] for r in read_jsonl(jsonl)] == [0, 1, 2]
+        with av.open(str(out)) as written:
+            stream = written.streams.video[0]
+            assert (stream.height, stream.width) == (max(h - h % 2, 2), max(w - w % 2, 2))
+            assert sum(1 for _ in written.decode(video=0)) == 3

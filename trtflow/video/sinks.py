@@ -33,7 +33,8 @@ class VideoWriter:
     """Annotated frames -> an H.264 file; the source's audio packets are copied through.
 
     The video stream is created at the first frame (its size is the drawn frame's: a super-
-    resolution task doubles it). Frames keep their source timestamps, so audio stays in sync.
+    resolution task doubles it; an odd side is cropped to even, a side of 1 pixel padded to 2,
+    as yuv420p needs). Frames keep their source timestamps, so audio stays in sync.
 
     Args:
         path: output file (the container follows the suffix: .mp4, .mkv, .mov, .ts).
@@ -77,15 +78,18 @@ class VideoWriter:
         h, w = image.shape[:2]
         if self.video is None:
             self.video = self.container.add_stream(self.codec, rate=self.fps, options=self.options)
-            self.video.width, self.video.height = w - w % 2, h - h % 2
+            self.video.width, self.video.height = _even(w), _even(h)
             self.video.pix_fmt = "yuv420p"
             self.video.codec_context.time_base = self.time_base
-        if (w - w % 2, h - h % 2) != (self.video.width, self.video.height):
+        if (_even(w), _even(h)) != (self.video.width, self.video.height):
             raise UsageError(f"--out '{self.path}': frame size {w}x{h} changed mid-stream (the video is "
                              f"{self.video.width}x{self.video.height}) and a video file holds one size; "
                              "give frames of one size (e.g. resize the images of a folder), or drop --out "
                              "and keep --jsonl")
         image = image[: self.video.height, : self.video.width]
+        if image.shape[:2] != (self.video.height, self.video.width):  # a side of 1 pixel: repeated to 2
+            image = np.pad(image, ((0, self.video.height - image.shape[0]), (0, self.video.width - image.shape[1]),
+                                   (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         if pts is None or (self._last_pts is not None and pts <= self._last_pts):
             pts = 0 if self._last_pts is None else self._last_pts + 1
@@ -118,6 +122,12 @@ class VideoWriter:
         finally:
             self.container.close()
             self.container = None
+
+
+def _even(side: int) -> int:
+    """The encoded size of a frame side: yuv420p needs even sides, so an odd one loses its last
+    pixel, except a side of 1, which is padded to 2."""
+    return side - side % 2 if side > 1 else 2
 
 
 class JsonlWriter:

@@ -97,3 +97,13 @@ def test_output_axes_asked_to_be_dynamic_are_checked(tmp_path):
     with pytest.raises(UsageError, match="do not exist"):
         from_torch(_SumAndScale(), torch.ones(2, 3), tmp_path / "rank.onnx", exporter="torchscript",
                    dynamic={"x": {0: "batch"}, "output_1": {5: "k"}})
+
+
+@pytest.mark.parametrize("names,message", [({"output_names": ["a", "a"]}, "output names must be unique"),
+                                           ({"input_names": ["x"], "output_names": ["y", "x"]}, "both an input")])
+def test_output_names_repeated_or_taken_by_an_input_are_refused(tmp_path, names, message):
+    from trtflow.errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        from_torch(_Two(), torch.ones(2, 3), tmp_path / "names.onnx", exporter="torchscript", **names)
+    assert not (tmp_path / "names.onnx").exists()

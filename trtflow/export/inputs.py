@@ -164,7 +164,8 @@ def flatten_outputs(result: Any, output_names: Sequence[str] | None = None) -> d
     verification flatten with this one function, so both sides agree.
 
     Raises:
-        ExportError: a non-tensor leaf, or a count of names that does not match.
+        ExportError: a non-tensor leaf.
+        UsageError: a count of names that does not match, or a name given twice.
     """
     import torch
 
@@ -204,6 +205,8 @@ def flatten_outputs(result: Any, output_names: Sequence[str] | None = None) -> d
                 f"{len(names)} output names {names} for {len(leaves)} outputs of the module ({shown}: nested "
                 "lists and dicts are flattened); give one name per output, or none to use these"
             )
+        if len(set(names)) != len(names):
+            raise UsageError(f"output names must be unique, got {names}")
     else:
         names = auto
     return dict(zip(names, leaves))

@@ -63,6 +63,11 @@ def from_torch(
         inputs = name_inputs(module, example_inputs, config.input_names)
         step("running the module on the example inputs")
         output_names = _output_names(module, inputs, config.output_names)
+        both = [n for n in output_names if n in inputs]
+        if both:
+            raise UsageError(f"{both} would name both an input and an output; an ONNX tensor has one producer: "
+                             "rename the output(s) with --output-names (output_names=) or the input(s) "
+                             "(the names in --shapes, input_names=)")
         dynamic = _check_dynamic(config.dynamic, inputs, output_names)
         order, notes = choose_exporter(config.exporter, config.opset)
         proto, used, failures = None, None, []

@@ -50,3 +50,15 @@ def test_torch_views_with_a_conjugate_or_negative_bit_convert_to_numpy():
     assert to_numpy(z.conj()).tolist() == [1 - 2j, 3 + 1j]  # a module returning z.conj()
     assert to_numpy(z.conj().imag).tolist() == [-2.0, 1.0]  # a view with the negative bit
     assert Family("numpy").wrap(z.conj()).tolist() == [1 - 2j, 3 + 1j]
+
+
+def test_a_structured_array_is_refused_as_a_dtype_mismatch(tiny_onnx):
+    import trtflow
+    from trtflow.arrays import can_cast
+    from trtflow.errors import InputDtypeError
+
+    assert not can_cast("void32", "float32") and can_cast("float16", "float32")
+    record = np.zeros((1, 3, 16, 16), dtype=[("a", "f4")])  # a .npy of records, not of numbers
+    with trtflow.load(tiny_onnx, engine="ort") as engine:
+        with pytest.raises(InputDtypeError, match="void32.*float32"):
+            engine.infer({"x": record})

@@ -96,7 +96,10 @@ def can_cast(src: str, dst: str) -> bool:
         return False
     if "bfloat16" in (src, dst):
         return src in ("bool", "int8", "uint8") and dst == "bfloat16" or (src == "bfloat16" and dst in ("float32", "float64"))
-    return bool(np.can_cast(np.dtype(src), np.dtype(dst), casting="safe"))
+    try:
+        return bool(np.can_cast(np.dtype(src), np.dtype(dst), casting="safe"))
+    except TypeError:  # a name numpy cannot rebuild a dtype from (records: "void32")
+        return False
 
 
 def is_torch(x: Any) -> bool:

@@ -124,3 +124,39 @@ def test_sr_refuses_a_resize_mode():
     with pytest.raises(UsageError, match="resize 'letterbox' does not apply"):
         make_task("sr", engine="ort", resize="letterbox")
     assert make_task("sr", engine="ort", resize="none").name == "sr"
+
+
+def _quarter_resolution_map(path):
+    """ONNX: images [N, 3, H, W] -> prob [N, 1, H/4, W/4], the red channel average-pooled 4x4
+    (a segmentation head with an output stride of 4, as SegFormer's)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Slice", ["images", "zero", "one", "one"], ["red"]),
+             helper.make_node("AveragePool", ["red"], ["prob"], kernel_shape=[4, 4], strides=[4, 4])]
+    inits = [helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+             helper.make_tensor("one", TensorProto.INT64, [1], [1])]
+    graph = helper.make_graph(
+        nodes, "stride4", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["N", 1, "h", "w"])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_segment_mask_smaller_than_the_input_is_scaled_back_to_the_frame(tmp_path):
+    """A head whose map is a quarter of the input's size: the frame's left half is bright, so the
+    mask's left half is 1. The map was read as if at the input's size, so only the first eighth of
+    the columns came out 1 (and rows past a quarter repeated the map's last row)."""
+    pytest.importorskip("torch")
+    model = _quarter_resolution_map(tmp_path / "stride4.onnx")
+    frame = np.zeros((40, 64, 3), np.uint8)
+    frame[:, :32] = 255
+    want = np.zeros((40, 64), np.int32)
+    want[:, :32] = 1
+    for options in ({}, {"input_size": 128}):  # at the frame's size (padded to 64x64), letterboxed to 128x128
+        task = make_task("segment", model, engine="ort", **options)
+        assert task.kind == "probability"
+        (result,) = task.predict([frame])
+        np.testing.assert_array_equal(result.mask, want)

@@ -8,9 +8,9 @@ Three output kinds (``kind="auto"`` tells them apart by dtype and channels):
 | ``probability`` | [N, 1, H, W] floats           | ``p > threshold`` (PP-OCR's text map: 1 = text) |
 | ``logits``    | [N, C, H, W] floats             | argmax over C                          |
 
-The network-resolution mask is mapped back to the frame by nearest neighbour through the
-frame's ``FrameMeta`` (letterbox padding dropped, crop/stretch undone), so ``mask.shape`` is
-the frame's (H, W). With ``resize="none"`` (the default for engines with dynamic H/W) frames
+The mask is mapped back to the frame by nearest neighbour through the frame's ``FrameMeta``
+(letterbox padding dropped, crop/stretch undone; a map smaller than the network input, from a
+head with an output stride, scaled up first), so ``mask.shape`` is the frame's (H, W). With ``resize="none"`` (the default for engines with dynamic H/W) frames
 run at their own size, padded up to a multiple of ``stride``.
 """
 
@@ -97,7 +97,8 @@ class SegmentTask(Task):
 
 
 def to_frame(mask: np.ndarray, meta: FrameMeta) -> np.ndarray:
-    """A network-resolution [h, w] map -> the frame's [H, W] by nearest neighbour through ``meta``."""
+    """A network's [h, w] map -> the frame's [H, W] by nearest neighbour through ``meta``; a map
+    smaller than the network input (a head with an output stride) is scaled to the input first."""
     ys, xs = _nearest_rows_cols(meta, mask.shape[:2])
     return np.ascontiguousarray(mask[ys, xs])
 
@@ -107,7 +108,8 @@ def _nearest_rows_cols(meta: FrameMeta, shape: tuple[int, int]) -> tuple[np.ndar
     """The mask rows [H, 1] and columns [1, W] each frame pixel reads; frames of one size share ``meta``,
     so this runs once per frame size, not per frame."""
     h, w = meta.size
-    ys = np.floor((np.arange(h) + 0.5) * meta.scale[1] + meta.pad[1]).astype(np.int64).clip(0, shape[0] - 1)
-    xs = np.floor((np.arange(w) + 0.5) * meta.scale[0] + meta.pad[0]).astype(np.int64).clip(0, shape[1] - 1)
+    ry, rx = shape[0] / meta.input_size[0], shape[1] / meta.input_size[1]  # map pixels per input pixel
+    ys = np.floor(((np.arange(h) + 0.5) * meta.scale[1] + meta.pad[1]) * ry).astype(np.int64).clip(0, shape[0] - 1)
+    xs = np.floor(((np.arange(w) + 0.5) * meta.scale[0] + meta.pad[0]) * rx).astype(np.int64).clip(0, shape[1] - 1)
     ys.flags.writeable = xs.flags.writeable = False  # shared by every call
     return ys[:, None], xs[None, :]

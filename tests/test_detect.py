@@ -152,3 +152,18 @@ def test_priors_given_as_an_array_must_be_a_by_4():
     conf = np.zeros((1, loc.shape[1], 2), np.float32)
     with pytest.raises(UsageError, match=r"\[A, 4\]"):
         decode_detections({"loc": loc, "conf": conf}, "ssd", input_size=(64, 64), priors=np.zeros((loc.shape[1], 3)))
+
+
+def test_outputs_of_different_batch_sizes_are_refused():
+    rng = np.random.default_rng(1)
+    a = RETINAFACE.count(64, 64)
+    loc, conf = np.zeros((2, a, 4), np.float32), rng.uniform(0, 1, (2, a, 2)).astype(np.float32)
+    marks = np.zeros((2, a, 10), np.float32)
+    boxes = np.tile(np.array([0, 0, 10, 10], np.float32), (2, 30, 1))
+    cases = [({"loc": loc, "conf": conf[:1]}, "ssd"),  # gave 1 image: the second image's boxes were dropped
+             ({"loc": loc, "conf": conf, "landmarks": marks[:1]}, "retinaface"),
+             ({"boxes": boxes[:1], "scores": rng.uniform(0, 1, (2, 30, 3)).astype(np.float32)}, "boxes-scores")]
+    for outputs, fmt in cases:
+        with pytest.raises(UsageError, match="disagree on the batch"):
+            decode_detections(outputs, fmt, input_size=(64, 64), priors="retinaface")
+

@@ -101,6 +101,9 @@ def _boxes_scores(outputs: Mapping[str, Any], roles: Mapping[str, str]) -> Optio
     box_role = "boxes" if "boxes" in roles else "loc"
     if boxes_shape is not None and boxes_shape[2] not in (None, 4):
         return f"'{roles[box_role]}' ({box_role}) has {boxes_shape[2]} values per anchor, not 4"
+    batches = {role: s[0] for role, s in shapes.items() if s is not None and s[0] is not None}
+    if len(set(batches.values())) > 1:
+        return "the outputs disagree on the batch size: " + ", ".join(f"{r} {n}" for r, n in batches.items())
     counts = {role: s[1] for role, s in shapes.items() if s is not None and s[1] is not None}
     if len(set(counts.values())) > 1:
         return "the outputs disagree on the anchor count: " + ", ".join(f"{r} {a}" for r, a in counts.items())

@@ -167,3 +167,19 @@ def test_outputs_of_different_batch_sizes_are_refused():
         with pytest.raises(UsageError, match="disagree on the batch"):
             decode_detections(outputs, fmt, input_size=(64, 64), priors="retinaface")
 
+
+def test_bad_thresholds_counts_and_sizes_are_usage_errors():
+    head = np.zeros((1, 7, 20), np.float32)
+    for kwargs in ({"score_thr": "0.5"}, {"score_thr": float("nan")}, {"max_det": 2.5}, {"pre_nms_topk": 2.5},
+                   {"variances": (0.1,)}):
+        with pytest.raises(UsageError):
+            decode_detections({"out": head}, "yolov8", **kwargs)
+    assert decode_detections({"out": head}, "yolov8", max_det=np.int64(3))["boxes"].shape == (1, 3, 4)
+    loc = np.zeros((1, RETINAFACE.count(64, 64), 4), np.float32)
+    conf = np.zeros((1, loc.shape[1], 2), np.float32)
+    for size in ((64,), "64x64", (0, 64), (-64, 64), (64.5, 64)):
+        with pytest.raises(UsageError, match="input_size"):
+            decode_detections({"loc": loc, "conf": conf}, "retinaface", input_size=size)
+        with pytest.raises(UsageError, match="input_size"):
+            reference_detections({"loc": loc, "conf": conf}, DetectionConfig("retinaface"), input_size=size)
+    assert decode_detections({"loc": loc, "conf": conf}, "retinaface", input_size=64)["boxes"].shape == (1, 100, 4)

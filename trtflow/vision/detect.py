@@ -20,6 +20,7 @@ the same tensor ops.
 from __future__ import annotations
 
 import logging
+import numbers
 from typing import Any, Mapping, Optional, Sequence
 
 from trtflow.arrays import Family, to_torch
@@ -84,8 +85,8 @@ def decode_detections(
         )
     if not outputs:
         raise UsageError("decode_detections got no outputs; pass the raw head outputs keyed by name")
-    if pre_nms_topk < 1:
-        raise UsageError(f"pre_nms_topk is {pre_nms_topk}; give a positive number of candidates")
+    if not isinstance(pre_nms_topk, numbers.Integral) or pre_nms_topk < 1:
+        raise UsageError(f"pre_nms_topk is {pre_nms_topk!r}; give a positive whole number of candidates")
     config = DetectionConfig(format, score_thr, iou_thr, max_det, class_agnostic, dict(names or {}),
                              tuple(variances), priors)
     family = Family.of(next(iter(outputs.values())))

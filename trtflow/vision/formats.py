@@ -22,6 +22,8 @@ class ids keep their conf column index (RetinaFace's face is class 1), like Effi
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
@@ -74,10 +76,14 @@ class DetectionConfig:
     def __post_init__(self):
         if self.format not in ROLES:
             raise UsageError(f"unknown detection format '{self.format}'; choose one of: {', '.join(FORMATS)}")
-        if self.max_det < 1:
-            raise UsageError(f"max_det is {self.max_det}; give a positive number of detections per image")
-        if not 0.0 <= self.iou_thr <= 1.0:
+        if not isinstance(self.max_det, numbers.Integral) or self.max_det < 1:
+            raise UsageError(f"max_det is {self.max_det!r}; give a positive whole number of detections per image")
+        if not isinstance(self.score_thr, numbers.Real) or math.isnan(self.score_thr):
+            raise UsageError(f"score_thr is {self.score_thr!r}; give a number (candidates need a score above it)")
+        if not isinstance(self.iou_thr, numbers.Real) or not 0.0 <= self.iou_thr <= 1.0:
             raise UsageError(f"iou_thr is {self.iou_thr}; give a value in [0, 1]")
+        if len(self.variances) != 2 or not all(isinstance(v, numbers.Real) for v in self.variances):
+            raise UsageError(f"variances are {self.variances!r}; give two numbers (center, size), e.g. (0.1, 0.2)")
         unknown = set(self.names) - set(ROLES[self.format])
         if unknown:
             raise UsageError(f"format {self.format} reads outputs {ROLES[self.format]}; got names for {sorted(unknown)}")
@@ -90,6 +96,22 @@ class DetectionConfig:
     @property
     def prior_spec(self) -> Any:
         return self.priors if self.priors is not None else DEFAULT_PRIORS.get(self.format)
+
+
+def input_hw(input_size: Any) -> tuple[int, int]:
+    """``input_size`` as (height, width) of positive ints (one int is a square).
+
+    Raises:
+        UsageError: anything else.
+    """
+    try:
+        hw = (input_size, input_size) if isinstance(input_size, numbers.Integral) else tuple(input_size)
+        ok = len(hw) == 2 and all(isinstance(v, numbers.Integral) and v >= 1 for v in hw)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise UsageError(f"input_size {input_size!r}: give the network input's (height, width) as positive ints")
+    return int(hw[0]), int(hw[1])
 
 
 def resolve_roles(config: DetectionConfig, available: Sequence[str]) -> dict[str, str]:
@@ -234,7 +256,7 @@ def decode_raw(outputs: Mapping[str, Any], config: DetectionConfig, input_size: 
     if input_size is None:
         raise UsageError(f"format {config.format} needs input_size=(height, width) of the network input "
                          "to place the priors and scale boxes to pixels")
-    height, width = (int(v) for v in input_size)
+    height, width = input_hw(input_size)
     priors = resolve_priors(config.prior_spec, height, width)
     loc = raw["loc"]
     if priors.shape[0] != loc.shape[1]:

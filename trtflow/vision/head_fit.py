@@ -25,7 +25,7 @@ import math
 from typing import Any, Mapping, Optional, Sequence
 
 from trtflow.errors import UsageError
-from trtflow.vision.formats import FORMATS, PRIOR_FORMATS, ROLES, DetectionConfig, resolve_roles
+from trtflow.vision.formats import FORMATS, PRIOR_FORMATS, ROLES, DetectionConfig, input_hw, resolve_roles
 
 EPS = 1e-3  # slack on [0, 1] for rounding (fp16 engines)
 MAX_REVERSED = 0.1  # boxes-scores: at most this fraction of boxes with x2 < x1 or y2 < y1
@@ -118,7 +118,7 @@ def _priors_error(config: DetectionConfig, anchors: Optional[int], loc: str,
     spec = PRESETS.get(spec, spec) if isinstance(spec, str) else spec
     if anchors is None or (isinstance(spec, PriorConfig) and input_size is None):
         return None
-    height, width = (int(v) for v in input_size) if input_size is not None else (None, None)
+    height, width = input_hw(input_size) if input_size is not None else (None, None)
     count = spec.count(height, width) if isinstance(spec, PriorConfig) else int(resolve_priors(spec, None, None).shape[0])
     if count == anchors:
         return None

@@ -107,3 +107,23 @@ def test_output_names_repeated_or_taken_by_an_input_are_refused(tmp_path, names,
     with pytest.raises(UsageError, match=message):
         from_torch(_Two(), torch.ones(2, 3), tmp_path / "names.onnx", exporter="torchscript", **names)
     assert not (tmp_path / "names.onnx").exists()
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"opset": "abc"}, "opset"), ({"opset": None}, "opset"), ({"opset": "18"}, "opset"), ({"opset": 17.5}, "opset"),
+    ({"opset": True}, "opset"), ({"verify": "no"}, "verify"), ({"dynamic": [("x", 0)]}, "dynamic"),
+    ({"dynamic": {"x": [0]}}, "dynamic"), ({"input_names": 3}, "input_names"), ({"output_names": [1, 2]}, "output_names"),
+])
+def test_export_config_refuses_values_of_the_wrong_type(fields, message):
+    from trtflow.errors import UsageError
+    from trtflow.export import ExportConfig
+
+    with pytest.raises(UsageError, match=message):
+        ExportConfig(**fields)
+
+
+def test_export_config_names_given_as_one_string_are_split_on_commas():
+    from trtflow.export import ExportConfig
+
+    config = ExportConfig(input_names="images", output_names="boxes, scores")
+    assert (config.input_names, config.output_names) == (("images",), ("boxes", "scores"))

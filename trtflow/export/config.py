@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -20,8 +21,8 @@ class ExportConfig:
     """How to export a module.
 
     Attributes:
-        input_names: ONNX input names, in the order of the example inputs. Default: the keys of
-            a mapping of example inputs, else the parameter names of ``forward``.
+        input_names: ONNX input names, in the order of the example inputs (``"a,b"`` works too). Default:
+            the keys of a mapping of example inputs, else the parameter names of ``forward``.
         output_names: ONNX output names, in the order the module returns them. Default: the keys
             of a returned dict, else ``output`` (one output) or ``output_0, output_1, ...``.
         dynamic: input name -> {axis: label}, e.g. ``{"x": {0: "batch"}}``. Axes sharing a label
@@ -53,8 +54,18 @@ class ExportConfig:
     def __post_init__(self):
         if self.exporter not in EXPORTERS:
             raise UsageError(f"unknown exporter '{self.exporter}'; choose one of: {', '.join(EXPORTERS)}")
+        if isinstance(self.opset, bool) or not isinstance(self.opset, numbers.Integral):
+            raise UsageError(f"opset must be a whole number such as {DEFAULT_OPSET}, got {self.opset!r}")
         if not 7 <= int(self.opset) <= 30:
             raise UsageError(f"opset {self.opset} is out of range; use an ai.onnx opset such as {DEFAULT_OPSET}")
+        object.__setattr__(self, "opset", int(self.opset))
+        if not isinstance(self.verify, bool):
+            raise UsageError(f"verify: expected True or False, got {self.verify!r}")
+        for key in ("input_names", "output_names"):
+            object.__setattr__(self, key, _names(getattr(self, key), key))
+        if not isinstance(self.dynamic, Mapping) or not all(isinstance(a, Mapping) for a in self.dynamic.values()):
+            raise UsageError(f"dynamic: expected a dict input name -> {{axis: label}}, e.g. {{'x': {{0: 'batch'}}}}, "
+                             f"got {self.dynamic!r}")
         tolerances = [self.atol, self.rtol, *self.per_output_atol.values(), *self.per_output_rtol.values()]
         if not all(isinstance(t, (int, float)) and math.isfinite(t) and t >= 0 for t in tolerances):
             raise UsageError(f"tolerances must be finite numbers >= 0, got atol={self.atol}, rtol={self.rtol}, "
@@ -67,6 +78,17 @@ class ExportConfig:
                     raise UsageError(
                         f"dynamic axis label '{label}' of '{name}' must be an identifier, e.g. batch or seq_len"
                     )
+
+
+def _names(value, what: str) -> tuple[str, ...] | None:
+    """None, ``"a,b"`` or a sequence of strings -> a tuple of names (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return tuple(n.strip() for n in value.split(",") if n.strip())
+    if not isinstance(value, Sequence) or not all(isinstance(n, str) for n in value):
+        raise UsageError(f"{what}: expected a list of names, e.g. ['images'], got {value!r}")
+    return tuple(value)
 
 
 @dataclass

@@ -362,3 +362,31 @@ def test_out_with_one_pixel_high_or_wide_frames_writes_them(tmp_path, model):
             stream = written.streams.video[0]
             assert (stream.height, stream.width) == (max(h - h % 2, 2), max(w - w % 2, 2))
             assert sum(1 for _ in written.decode(video=0)) == 3
+
+
+def post_not_finite(outputs: dict, metas: list) -> list:
+    """Custom post-processing whose numbers are not all finite (a model that gave NaN)."""
+    return [{"score": float("nan"), "range": [float("inf"), -float("inf"), 1.5]} for _ in metas]
+
+
+def test_jsonl_records_with_nan_or_infinity_are_strict_json(tmp_path, model):
+    """json.dumps wrote bare NaN and Infinity, which JSON parsers refuse (a JSON Lines reader
+    failed on the record); they are written as "nan", "inf", "-inf", as --json writes them."""
+    import json
+
+    from tests.test_video import SIZE, make_clip
+    from trtflow.tasks import make_task
+    from trtflow.video import VideoConfig, run_video
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=3)
+    task = make_task("custom", str(model), engine="ort", post=post_not_finite, resize="stretch", input_size=SIZE)
+    out = tmp_path / "out.jsonl"
+    run_video([str(clip)], task, VideoConfig(batch=2, jsonl=str(out)))
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    records = [json.loads(line, parse_constant=refuse) for line in out.read_text().splitlines()]
+    assert [r["frame"] for r in records] == [0, 1, 2]
+    assert records[0]["score"] == "nan" and records[0]["range"] == ["inf", "-inf", 1.5]

@@ -65,3 +65,14 @@ def test_a_truncated_external_data_file_is_named(tmp_path):
     with pytest.raises(ModelLoadError) as info:
         load_onnx(tmp_path / "m.onnx")
     assert "external data" in str(info.value) and "may be truncated or another format" not in str(info.value)
+
+
+def test_saving_over_a_folder_is_refused_and_leaves_no_stray_file(tmp_path):
+    from trtflow.errors import UsageError
+    from trtflow.graph.io import save_onnx
+
+    (tmp_path / "out").mkdir()
+    with pytest.raises(UsageError, match="is a folder"):
+        save_onnx(_weighted_model(), tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from trtflow.arrays import ONNX_DTYPES
-from trtflow.errors import ModelLoadError
+from trtflow.errors import ModelLoadError, UsageError
 from trtflow.spec import TensorSpec
 
 ModelLike = Union[str, os.PathLike, bytes, Any]  # path, serialized bytes or onnx.ModelProto
@@ -118,13 +118,23 @@ def _check_nonempty(proto, what: str):
 
 
 def save_onnx(proto, path: str | os.PathLike) -> Path:
-    """Write one self-contained file (external data only above protobuf's 2 GB limit)."""
+    """Write one self-contained file (external data only above protobuf's 2 GB limit).
+
+    Raises:
+        UsageError: ``path`` is a folder.
+        OSError: the file cannot be written (no temporary file is left behind).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; give the path of the .onnx file to write, e.g. {path / 'model.onnx'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if proto.ByteSize() < TWO_GB:
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(proto.SerializeToString())
-        os.replace(tmp, path)
+        try:
+            tmp.write_bytes(proto.SerializeToString())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
     import onnx
     from onnx.external_data_helper import load_external_data_for_model

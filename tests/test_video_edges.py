@@ -390,3 +390,23 @@ def test_jsonl_records_with_nan_or_infinity_are_strict_json(tmp_path, model):
     records = [json.loads(line, parse_constant=refuse) for line in out.read_text().splitlines()]
     assert [r["frame"] for r in records] == [0, 1, 2]
     assert records[0]["score"] == "nan" and records[0]["range"] == ["inf", "-inf", 1.5]
+
+
+def test_damage_mid_file_that_reads_to_its_end_is_not_ended_early(tmp_path):
+    """An MP4 damaged in the middle: the frames lost there are counted missing, and the last frame
+    comes through. It was also marked ended early ("ended early after 43 frames of 48"), as a cut file is."""
+    from tests.test_video import make_clip
+    from trtflow.video.sources import Source
+
+    clip = tmp_path / "clip.mp4"
+    pts = make_clip(clip, frames=48, width=96, height=64, noise=True, options={"movflags": "faststart"})
+    data = bytearray(clip.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 3000] = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    source = Source(str(bad))
+    frames = list(source.frames())
+    source.close()
+    assert frames[-1].pts == pts[-1] and len(frames) < 48 and source.stats.missing > 0  # the damage lost frames
+    assert not source.stats.ended_early, source.stats.errors

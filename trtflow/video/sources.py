@@ -309,9 +309,11 @@ class Source:
             return
         expected = self.stats.expected
         end = self._declared_end()
-        short = expected is not None and decoded < expected
-        if not short and expected is None and end and last_time is not None and self.fps:
-            short = last_time < end - 3 / float(self.fps)
+        reached_end = bool(end and last_time is not None and self.fps and last_time >= end - 3 / float(self.fps))
+        if expected is not None:  # frames lost inside the stream are counted missing, not an early end
+            short = decoded + self.stats.missing < expected and not reached_end
+        else:
+            short = bool(end and last_time is not None and self.fps) and not reached_end
         if short and not self.stats.ended_early:
             self.stats.ended_early = True
             self.stats.note(f"stream {self.stream} ({self.uri}): ended early after {decoded} frames"

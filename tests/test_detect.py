@@ -183,3 +183,24 @@ def test_bad_thresholds_counts_and_sizes_are_usage_errors():
         with pytest.raises(UsageError, match="input_size"):
             reference_detections({"loc": loc, "conf": conf}, DetectionConfig("retinaface"), input_size=size)
     assert decode_detections({"loc": loc, "conf": conf}, "retinaface", input_size=64)["boxes"].shape == (1, 100, 4)
+
+
+def test_priors_files_and_arrays_that_are_not_numbers_are_refused(tmp_path):
+    from trtflow.errors import ModelLoadError
+    from trtflow.vision.priors import resolve_priors
+
+    archive = tmp_path / "priors.npy"
+    with open(archive, "wb") as f:  # an .npz archive under a .npy name
+        np.savez(f, priors=np.zeros((3, 4), np.float32))
+    with pytest.raises(ModelLoadError, match="not a .npy array"):
+        resolve_priors(archive, 64, 64)
+    text = tmp_path / "text.npy"
+    np.save(text, np.array([["a", "b", "c", "d"]]))
+    with pytest.raises(ModelLoadError, match="<U1"):
+        resolve_priors(text, 64, 64)
+    with pytest.raises(UsageError, match="<U1"):
+        resolve_priors(np.array([["a", "b", "c", "d"]]), 64, 64)
+    upper = tmp_path / "PRIORS.NPY"
+    with open(upper, "wb") as f:
+        np.save(f, np.ones((3, 4), np.float64))
+    assert resolve_priors(str(upper), 64, 64).dtype == np.float32

@@ -107,7 +107,7 @@ def load_priors(path: str | Path) -> np.ndarray:
     """Priors from a ``.npy`` file of shape [A, 4] (normalized cx, cy, w, h).
 
     Raises:
-        ModelLoadError: the file is missing, unreadable or not [A, 4].
+        ModelLoadError: the file is missing, unreadable, not a numeric array or not [A, 4].
     """
     path = Path(path)
     if not path.exists():
@@ -116,6 +116,11 @@ def load_priors(path: str | Path) -> np.ndarray:
         priors = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise ModelLoadError(f"cannot read priors from {path} ({exc}); give a .npy of shape [A, 4]") from None
+    if not isinstance(priors, np.ndarray):  # np.load opens an .npz archive whatever its name
+        priors.close()
+        raise ModelLoadError(f"{path} is an .npz archive, not a .npy array; save the [A, 4] priors with np.save")
+    if not np.issubdtype(priors.dtype, np.number):
+        raise ModelLoadError(f"priors in {path} are {priors.dtype}; expected numbers, [A, 4] normalized (cx, cy, w, h)")
     if priors.ndim != 2 or priors.shape[1] != 4:
         raise ModelLoadError(
             f"priors in {path} have shape {priors.shape}; expected [A, 4] as normalized (cx, cy, w, h)"
@@ -138,7 +143,7 @@ def resolve_priors(priors, height: int | None, width: int | None) -> np.ndarray:
         if height is None or width is None:
             raise UsageError("priors are computed from the input size: pass input_size=(height, width)")
         return make_priors(priors, height, width)
-    if isinstance(priors, (str, Path)) and str(priors).endswith(".npy"):
+    if isinstance(priors, (str, Path)) and str(priors).lower().endswith(".npy"):
         return load_priors(priors)
     if hasattr(priors, "shape"):  # a torch tensor
         from trtflow.arrays import to_numpy
@@ -148,6 +153,8 @@ def resolve_priors(priors, height: int | None, width: int | None) -> np.ndarray:
 
 
 def _checked(priors: np.ndarray) -> np.ndarray:
+    if not np.issubdtype(priors.dtype, np.number):
+        raise UsageError(f"priors are {priors.dtype}; give numbers, an [A, 4] array of normalized (cx, cy, w, h)")
     if priors.ndim != 2 or priors.shape[1] != 4:
         raise UsageError(f"priors have shape {tuple(priors.shape)}; give an [A, 4] array of normalized (cx, cy, w, h)")
     return priors.astype(np.float32)

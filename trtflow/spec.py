@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Union
 
@@ -171,13 +172,16 @@ def make_profile(
     """A profile from trtexec-style min/opt/max dicts; a missing opt is taken from max then min.
 
     Raises:
-        UsageError: names missing from min or max, ranks that differ, or min > opt > max.
+        UsageError: a size that is not a whole number >= 0, ranks that differ, or min > opt > max.
     """
     min_shapes, opt_shapes, max_shapes = dict(min_shapes or {}), dict(opt_shapes or {}), dict(max_shapes or {})
     names = list(dict.fromkeys([*min_shapes, *opt_shapes, *max_shapes]))
     lo, mid, hi = {}, {}, {}
     for name in names:
         given = [s for s in (min_shapes.get(name), opt_shapes.get(name), max_shapes.get(name)) if s is not None]
+        for shape in given:
+            if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0 for d in shape):
+                raise UsageError(f"input '{name}': a profile takes whole sizes >= 0, got {tuple(shape)}")
         a = min_shapes.get(name, given[0])
         c = max_shapes.get(name, given[-1])
         b = opt_shapes.get(name, c)

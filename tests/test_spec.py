@@ -1,0 +1,25 @@
+"""trtflow.spec: shapes, profiles and the trtexec shape syntax."""
+
+from __future__ import annotations
+
+import pytest
+
+from trtflow.errors import UsageError
+from trtflow.spec import make_profile
+
+
+def test_a_profile_takes_whole_sizes_from_zero_up():
+    assert make_profile({"x": (0, 3)}, None, {"x": (4, 3)}).max["x"] == (4, 3)
+    for bad in ((-1, 3), (1.5, 3), (True, 3), ("1", 3)):
+        with pytest.raises(UsageError, match=r"input 'x'.*whole sizes >= 0"):
+            make_profile({"x": bad}, None, {"x": (4, 3)})
+
+
+def test_the_torch_engine_refuses_a_negative_min_shape():
+    torch = pytest.importorskip("torch")
+    import trtflow
+    from tests.models.tiny import tiny_module
+
+    with pytest.raises(UsageError, match="whole sizes >= 0"):
+        trtflow.load(tiny_module(), engine="torch", example_inputs=[torch.zeros(2, 3, 16, 16)], input_names=["x"],
+                     min_shapes={"x": (-1, 3, 16, 16)}, max_shapes={"x": (4, 3, 16, 16)})

@@ -244,3 +244,19 @@ def test_edits_keep_the_models_doc_strings_domain_version_metadata_and_opsets(na
         ("model notes", "graph notes", "org.example", 7)
     assert {p.key: p.value for p in new.metadata_props} == {"names": "a,b"}
     assert {(o.domain, o.version) for o in new.opset_import} == {("", 17), ("com.microsoft", 1)}
+
+
+@pytest.mark.parametrize("name,fields", [("simplify", {}), ("fp16", {}), ("rename", {"inputs": {"x": "images"}}),
+                                         ("extract", {"outputs": "a"})])
+def test_edits_of_an_ir3_model_pass_the_onnx_checker(name, fields):
+    """IR 3 lists every initializer among the graph inputs; the edited graph does not, so it needs IR 4."""
+    from onnx import helper, numpy_helper
+
+    vi = lambda n: helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 4])  # noqa: E731
+    w = numpy_helper.from_array(np.full((1, 4), 2, np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["a"]), helper.make_node("Relu", ["a"], ["y"])],
+                              "g", [vi("x"), vi("w")], [vi("y")], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 7)], ir_version=3)
+    onnx.checker.check_model(model)
+    new, _ = edits.apply(name, model, **fields)
+    onnx.checker.check_model(new)

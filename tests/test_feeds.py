@@ -50,3 +50,13 @@ def test_an_npz_key_may_hold_a_colon(tmp_path):
     value = f"{tmp_path / 'in.npz'}:input_1:0"
     assert parse_input_args([f"x={value}"]) == {"x": value}
     assert load_array(value, "x").tolist() == [1.0, 1.0]
+
+
+def test_a_given_shape_with_a_negative_or_fractional_size_is_a_usage_error():
+    from trtflow.feeds import random_feed
+
+    spec = TensorSpec("x", "float32", ("batch", 3))
+    assert random_feed([spec], {"x": (0, 3)})["x"].shape == (0, 3)
+    for bad in ((-1, 3), (2.5, 3)):
+        with pytest.raises(UsageError, match=r"input 'x'.*whole sizes >= 0"):
+            random_feed([spec], {"x": bad})

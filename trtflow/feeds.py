@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -22,10 +23,14 @@ def resolve_shape(spec: TensorSpec, shapes: Mapping[str, Shape], named: Mapping[
     that size over the opt shape, so inputs sharing a label agree.
 
     Raises:
-        UsageError: a dynamic dim with no shape given and no bounds to take it from.
+        UsageError: a dynamic dim with no shape given and no bounds to take it from, or a given size
+            that is not a whole number >= 0.
     """
     if spec.name in shapes:
-        return tuple(shapes[spec.name])
+        given = tuple(shapes[spec.name])
+        if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0 for d in given):
+            raise UsageError(f"the shape given for input '{spec.name}' needs whole sizes >= 0, got {given}")
+        return given
     named = named or {}
     if spec.bounds is not None:
         opt = tuple(spec.bounds.opt)

@@ -135,3 +135,14 @@ def test_bad_sizes_dtypes_and_families_are_usage_errors():
             chain(FRAMES)  # numpy frames
     with pytest.raises(UsageError, match="floating"):
         pp.normalize(torch.from_numpy(FRAMES).permute(0, 3, 1, 2))  # uint8 would wrap around silently
+
+
+def test_unletterbox_takes_integer_boxes_of_either_family():
+    _, box = pp.letterbox(torch.zeros(1, 3, 100, 200), 64)  # scale 0.32, pad (0, 16)
+    want = np.array([[31.25, 12.5, 93.75, 75.0]], np.float32)
+    for boxes in (np.array([[10, 20, 30, 40]]), torch.tensor([[10, 20, 30, 40]])):  # int64 (a rounded model output)
+        got = pp.unletterbox_boxes(boxes, box)
+        assert type(got) is type(boxes) and got.dtype in (np.float32, torch.float32)
+        np.testing.assert_allclose(np.asarray(got), want)
+    with pytest.raises(UsageError, match=r"\(\.\.\., 4\)"):
+        pp.unletterbox_boxes(np.zeros((2, 3)), box)

@@ -221,7 +221,12 @@ def unletterbox_boxes(boxes: Any, box: Letterbox, clip: bool = True):
     import numpy as np
 
     numpy_in = not hasattr(boxes, "clone")
-    out = np.array(boxes, dtype=np.float32, copy=True) if numpy_in else boxes.clone()
+    if numpy_in:
+        out = np.array(boxes, dtype=np.float32, copy=True)
+    else:  # integer boxes become float32, as numpy ones do
+        out = boxes.clone() if boxes.is_floating_point() else boxes.float()
+    if out.ndim < 1 or out.shape[-1] != 4:
+        raise UsageError(f"boxes have shape {tuple(out.shape)}; give (..., 4) x1, y1, x2, y2 boxes")
     left, top = box.pad
     out[..., [0, 2]] = (out[..., [0, 2]] - left) / box.scale
     out[..., [1, 3]] = (out[..., [1, 3]] - top) / box.scale

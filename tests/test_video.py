@@ -388,3 +388,19 @@ def test_predictor_reads_16_bit_images_as_0_to_65535(model):
                            post=post_mean) as predictor:
         reds = [r.to_dict()["mean"][0] for r in predictor.predict(images)]
     assert reds == [128.0, 255.0, 51.0, 200.0]
+
+
+def test_predictor_reads_16_bit_pil_images_and_big_endian_arrays(tmp_path, model):
+    """A 16-bit grey PNG opened with PIL (mode I;16) went through PIL's convert("RGB"), which clips
+    at 255, and a big-endian uint16 array ('>u2') missed the 16-bit path: both came out white."""
+    import trtflow
+
+    Image = pytest.importorskip("PIL.Image")
+    Image.fromarray(np.full((6, 6), 32768, np.uint16)).save(str(tmp_path / "grey16.png"))
+    images = [Image.open(str(tmp_path / "grey16.png")), Image.new("I;16B", (6, 6), 13107),
+              np.full((6, 6, 3), 32768, ">u2")]
+    assert images[0].mode == "I;16"
+    with trtflow.Predictor(str(model), task="custom", engine="ort", resize="stretch", input_size=SIZE,
+                           post=post_mean) as predictor:
+        reds = [r.to_dict()["mean"][0] for r in predictor.predict(images)]
+    assert reds == [128.0, 51.0, 128.0]

@@ -145,7 +145,9 @@ def to_rgb(image: Any) -> Any:
     if isinstance(image, (str, os.PathLike)):
         return _read_image(str(image))
     if type(image).__module__.startswith("PIL."):
-        return np.array(image.convert("RGB"))
+        if not image.mode.startswith("I;16"):  # 16-bit modes go below: PIL's convert clips them at 255
+            return np.array(image.convert("RGB"))
+        image = np.asarray(image)
     if type(image).__module__ == "torch":
         return _torch_rgb(image)
     arr = np.asarray(image)
@@ -158,7 +160,7 @@ def to_rgb(image: Any) -> Any:
     if arr.shape[-1] == 1:
         arr = np.repeat(arr, 3, axis=2)
     arr = arr[..., :3]
-    if arr.dtype == np.uint16:  # 16-bit images (PNG, TIFF): 0..65535
+    if arr.dtype.kind == "u" and arr.dtype.itemsize == 2:  # 16-bit images (PNG, TIFF), either byte order: 0..65535
         arr = np.rint(arr.astype(np.float32) * (255 / 65535)).astype(np.uint8)
     elif arr.dtype != np.uint8:
         arr = _to_uint8(arr.astype(np.float32))

@@ -77,3 +77,12 @@ def test_equal_infinities_pass_with_rtol_zero():
         assert same.passed and same.fail_fraction == 0.0, (atol, rtol, same)
     flipped = diff_one("y", ref, np.array([-np.inf, -np.inf, 1.0]), 1e-3, 0.0)
     assert not flipped.passed and flipped.first_fail == (0,)
+
+
+def test_an_agreement_exactly_at_min_agreement_passes():
+    ref = np.arange(100, dtype=np.int64)
+    got = ref.copy()
+    got[:7] += 1  # 93 of 100 equal
+    diff = diff_one("ids", ref, got, 0.0, 0.0, min_agreement=0.93)
+    assert diff.agreement == 0.93 and diff.passed, diff
+    assert not diff_one("ids", ref, got, 0.0, 0.0, min_agreement=0.94).passed

@@ -288,8 +288,10 @@ def test_engine_task_checks_its_inputs_before_any_frame(tmp_path):
     # a constant of the wrong shape fails here, not at the first batch (which lost the frames queued so far)
     with pytest.raises(UsageError, match=r"'gain' has shape \(3,\)"):
         EngineTask(engine, input_shapes=shapes, inputs={"gain": [1.0, 2.0, 3.0]})
-    with pytest.raises(UsageError, match=r"'gain' has 2 items.*batch of 4"):
-        EngineTask(engine, input_shapes=shapes, inputs={"gain": [[1.0, 2.0], [3.0, 4.0]]})
+    short = EngineTask(engine, input_shapes=shapes, inputs={"gain": [[1.0, 2.0], [3.0, 4.0]]})  # a batch of 2
+    np.testing.assert_allclose(short.predict([np.full((8, 8, 3), 255, np.uint8)] * 2)[1].outputs["out"], [3.0, 4.0])
+    with pytest.raises(UsageError, match=r"'gain' has 2 items, too few for a batch of 3"):
+        short.prepare([np.zeros((8, 8, 3), np.uint8)] * 3)
     with pytest.raises(UsageError, match="'gain'.*float32"):
         EngineTask(engine, input_shapes=shapes, inputs={"gain": ["a", "b"]})
     task = EngineTask(engine, input_shapes=shapes, inputs={"gain": [[1.0, 2.0]] * 4})  # a whole batch

@@ -191,7 +191,10 @@ class EngineTask(Task):
                 value = np.asarray(inputs[spec.name], dtype=spec.dtype)
             except (TypeError, ValueError) as exc:
                 raise UsageError(f"the value of input '{spec.name}' is not {spec.dtype} ({exc})") from None
-            self._batch_of(spec.name, value, self.max_batch, None)  # a wrong shape fails here, not mid-stream
+            per_item = self.shapes[spec.name][1:]
+            if value.shape != per_item and value.shape[1:] != per_item:  # fails here, not at the first batch
+                raise UsageError(f"the value of input '{spec.name}' has shape {value.shape}; give one item of shape "
+                                 f"{per_item} or a batch of them")
             self.constants[spec.name] = value
         self._batched: dict = {}  # (frames, device) -> the constants' feed entries
         _, c, h, w = self.shapes[self.input_name]

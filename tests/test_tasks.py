@@ -313,3 +313,13 @@ def test_empty_or_non_uint8_frames_are_refused_naming_the_frame(tmp_path, resize
     for empty in (np.zeros((0, 5, 3), np.uint8), np.zeros((5, 0, 3), np.uint8)):
         with pytest.raises(InputShapeError, match=r"frame 0 has shape \((0, 5|5, 0), 3\).*no pixels"):
             task.prepare([empty])
+
+
+def test_labels_file_with_a_byte_order_mark_and_crlf(tmp_path):
+    """A labels file saved by Windows tools starts with a UTF-8 byte order mark: the first class
+    was named '\\ufeffperson'."""
+    from trtflow.tasks import read_labels
+
+    path = tmp_path / "labels.txt"
+    path.write_bytes("person\r\ncar\r\n\r\nvélo\r\n".encode("utf-8-sig"))
+    assert read_labels(path) == ["person", "car", "vélo"]

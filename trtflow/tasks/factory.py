@@ -21,7 +21,7 @@ def read_labels(labels: Any) -> Optional[list]:
     path = Path(labels)
     if not path.is_file():
         raise UsageError(f"labels file not found: {path}; give a text file with one class name per line")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
 
 
 def make_task(

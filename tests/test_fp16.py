@@ -299,3 +299,24 @@ def test_float_shape_arithmetic_stays_fp32():
     casts = {n.name: n for n in new.graph.node if n.op_type == "Cast"}
     assert casts["to_float"].attribute[0].i == TensorProto.FLOAT
     assert run_ort(new, {"x": np.ones(2003, np.float32)})["y"].shape == (3004,)
+
+
+@pytest.mark.parametrize("op,attrs", [("HannWindow", {}), ("BlackmanWindow", {"output_datatype": TensorProto.FLOAT}),
+                                      ("Bernoulli", {"dtype": TensorProto.FLOAT})])
+def test_ops_whose_output_type_is_an_attribute_stay_fp32(op, attrs):
+    """HannWindow writes float32 (its output_datatype) whatever the graph says: declared float16, ORT refused the model."""
+    if op == "Bernoulli":  # probabilities 0 and 1: a deterministic draw
+        first = helper.make_node("Relu", ["x"], ["p"])
+        node = helper.make_node(op, ["p"], ["t"], name="op", **attrs)
+    else:
+        first = helper.make_node("Constant", [], ["n"], value=numpy_helper.from_array(np.array(4, np.int64)))
+        node = helper.make_node(op, ["n"], ["t"], name="op", **attrs)
+    graph = helper.make_graph([first, node, helper.make_node("Mul", ["x", "t"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = np.array([1, 0, 1, 1], np.float32)
+    for keep in (True, False):
+        new, _ = convert_fp16(model, keep_io_types=keep)
+        got = run_ort(new, {"x": x if keep else x.astype(np.float16)})["y"]
+        np.testing.assert_allclose(got, run_ort(model, {"x": x})["y"], atol=1e-3)

@@ -52,6 +52,11 @@ DEFAULT_BLOCK_OPS: dict[str, str] = {
     "RandomUniformLike": "has its own dtype attribute",
     "Multinomial": "has its own dtype attribute",
     "EyeLike": "has its own dtype attribute",
+    "Bernoulli": "has its own dtype attribute",
+    "HannWindow": "has its own output_datatype attribute",
+    "HammingWindow": "has its own output_datatype attribute",
+    "BlackmanWindow": "has its own output_datatype attribute",
+    "MelWeightMatrix": "has its own output_datatype attribute",
     "QuantizeLinear": "quantization scales stay float32",
     "DequantizeLinear": "quantization scales stay float32",
 }

@@ -23,3 +23,11 @@ def test_the_torch_engine_refuses_a_negative_min_shape():
     with pytest.raises(UsageError, match="whole sizes >= 0"):
         trtflow.load(tiny_module(), engine="torch", example_inputs=[torch.zeros(2, 3, 16, 16)], input_names=["x"],
                      min_shapes={"x": (-1, 3, 16, 16)}, max_shapes={"x": (4, 3, 16, 16)})
+
+
+def test_a_size_of_thousands_of_digits_is_too_large_not_a_crash():
+    from trtflow.spec import parse_shape
+
+    assert parse_shape("0001x3") == (1, 3)
+    with pytest.raises(UsageError, match="too large"):
+        parse_shape("1x" + "9" * 5000)

@@ -100,6 +100,9 @@ def parse_shape(text: str) -> Shape:
     parts = text.lower().split("x")
     if not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
         raise UsageError(f"bad shape '{text}': expected sizes >= 0 joined by 'x', e.g. 1x3x224x224")
+    if any(len(p.strip().lstrip("0")) > len(str(MAX_DIM)) for p in parts):  # before int(): no 4300-digit limit
+        shown = text if len(text) <= 60 else text[:60] + "..."
+        raise UsageError(f"bad shape '{shown}': a size is too large for any tensor")
     dims = tuple(int(p) for p in parts)
     if any(d >= MAX_DIM for d in dims):
         raise UsageError(f"bad shape '{text}': a size of {max(dims)} is too large for any tensor")

@@ -323,3 +323,16 @@ def test_labels_file_with_a_byte_order_mark_and_crlf(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_bytes("person\r\ncar\r\n\r\nvélo\r\n".encode("utf-8-sig"))
     assert read_labels(path) == ["person", "car", "vélo"]
+
+
+def test_labels_that_cannot_be_read_are_usage_errors(tmp_path):
+    """A labels file in another encoding raised UnicodeDecodeError; a numpy array of names TypeError."""
+    from trtflow.tasks import read_labels
+
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("café\nperson\n".encode("latin-1"))
+    with pytest.raises(UsageError, match=r"latin1.txt.*not UTF-8.*save it as UTF-8"):
+        read_labels(path)
+    assert read_labels(np.array(["person", "car"])) == ["person", "car"]
+    with pytest.raises(UsageError, match="give a list of class names"):
+        read_labels(5)

@@ -15,13 +15,24 @@ TASKS = ("face", "detect", "sr", "classify", "segment", "custom")
 
 
 def read_labels(labels: Any) -> Optional[list]:
-    """Class names from a list, or a text file with one name per line (blank lines skipped)."""
-    if labels is None or isinstance(labels, (list, tuple)):
-        return list(labels) if labels is not None else None
-    path = Path(labels)
+    """Class names from a list (or another sequence: a tuple, a numpy array), or a UTF-8 text file
+    with one name per line (blank lines skipped)."""
+    if labels is None:
+        return None
+    if not isinstance(labels, (str, bytes, os.PathLike)):
+        try:
+            return list(labels)
+        except TypeError:
+            raise UsageError(f"labels {labels!r}: give a list of class names or a text file with one per line") from None
+    path = Path(os.fsdecode(labels))
     if not path.is_file():
         raise UsageError(f"labels file not found: {path}; give a text file with one class name per line")
-    return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"labels file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                         "save it as UTF-8") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def make_task(

@@ -320,3 +320,23 @@ def test_ops_whose_output_type_is_an_attribute_stay_fp32(op, attrs):
         new, _ = convert_fp16(model, keep_io_types=keep)
         got = run_ort(new, {"x": x if keep else x.astype(np.float16)})["y"]
         np.testing.assert_allclose(got, run_ort(model, {"x": x})["y"], atol=1e-3)
+
+
+def test_ops_whose_schema_takes_no_float16_stay_fp32():
+    """Celu and QLinearMatMul's scales are float32 only in ONNX: converted, ORT refused the model."""
+    scales = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("as", 0.1), ("bs", 0.2), ("ys", 0.3))]
+    zeros = [numpy_helper.from_array(np.array(0, np.uint8), n) for n in ("az", "bz", "yz")]
+    nodes = [helper.make_node("Celu", ["x"], ["c"], name="celu"),
+             helper.make_node("QuantizeLinear", ["c", "as", "az"], ["cq"]),
+             helper.make_node("QLinearMatMul", ["cq", "as", "az", "b", "bs", "bz", "ys", "yz"], ["yq"], name="qmm"),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["d"]),
+             helper.make_node("Add", ["d", "x"], ["y"], name="add")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              initializer=[*scales, *zeros, numpy_helper.from_array(np.ones((4, 4), np.uint8), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = np.abs(np.random.default_rng(0).standard_normal((1, 4))).astype(np.float32)
+    new, report = convert_fp16(model)
+    kept = {k["node"]: k["reason"] for k in report["kept_fp32"]}
+    assert "float16" in kept["celu"] and "float16" in kept["qmm"] and "add" not in kept
+    np.testing.assert_allclose(run_ort(new, {"x": x})["y"], run_ort(model, {"x": x})["y"], atol=1e-2)

@@ -1,8 +1,9 @@
 """FP16 conversion that keeps overflow-prone and accuracy-sensitive ops in FP32, and says which.
 
 The model's float32 tensors become float16 except around blocked nodes: a node is kept in FP32
-when its op is in the block list, when it reduces over many elements, when a constant it reads
-does not fit float16, or when it carries a subgraph. Casts are inserted at every boundary between
+when its op is in the block list, when ONNX's schema of its op takes no float16 where it has
+float32, when it reduces over many elements, when a constant it reads does not fit float16, or
+when it carries a subgraph. Casts are inserted at every boundary between
 the FP16 and FP32 parts (one per tensor and direction). With ``keep_io_types`` the model's inputs
 and outputs stay float32, so callers feed the same arrays as before.
 """
@@ -152,6 +153,29 @@ def _block_reason(node, block_ops: dict[str, str]) -> str | None:
     return None
 
 
+def _schema_reason(node, opset: int | None) -> str | None:
+    """Why ONNX's schema of ``node``'s op keeps it FP32: a float32 input or output whose type takes no
+    float16 (Celu; QLinearConv/QLinearMatMul scales; DynamicQuantizeLinear), else None."""
+    import onnx
+
+    if not opset or node.domain not in ("", "ai.onnx", None):
+        return None
+    try:
+        schema = onnx.defs.get_schema(node.op, int(opset), "")
+    except onnx.defs.SchemaError:  # an op this onnx does not know at that opset: nothing to go by
+        return None
+    allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+    fixed = FIXED_FP32_INPUTS.get(node.op, ())
+    for kind, tensors, formals in (("input", node.inputs, schema.inputs), ("output", node.outputs, schema.outputs)):
+        for i, t in enumerate(tensors):
+            if not formals or not _is_f32(t) or (kind == "input" and i in fixed):
+                continue
+            formal = formals[min(i, len(formals) - 1)]  # a variadic last parameter covers the rest
+            if "tensor(float16)" not in allowed.get(formal.type_str, {formal.type_str}):
+                return f"ONNX's {node.op}-{schema.since_version} takes no float16 {kind} '{formal.name}'"
+    return None
+
+
 def _fixed_fp32_producers(graph) -> set[int]:
     """ids of the nodes computing a float32-only input (Resize scales/roi): kept FP32, since a scale
     rounded to float16 changes the output size (640/480 -> 1.333 -> 639 rows)."""
@@ -228,7 +252,8 @@ class _Converter:
 
     def _keep_reason(self, node) -> str | None:
         """Why ``node`` stays FP32: its op or constants, its ranges, or what it computes for, else None."""
-        reason = _block_reason(node, self.block_ops) or self._range_reason(node)
+        reason = (_block_reason(node, self.block_ops) or _schema_reason(node, self.graph.opset)
+                  or self._range_reason(node))
         if reason is None and id(node) in self.fixed:
             reason = "computes a Resize scales/roi input, which stays float32"
         if reason is None and id(node) in self.sizes:

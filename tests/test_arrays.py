@@ -62,3 +62,20 @@ def test_a_structured_array_is_refused_as_a_dtype_mismatch(tiny_onnx):
     with trtflow.load(tiny_onnx, engine="ort") as engine:
         with pytest.raises(InputDtypeError, match="void32.*float32"):
             engine.infer({"x": record})
+
+
+def test_torch_dtypes_numpy_lacks_convert_exactly(tiny_onnx):
+    torch = pytest.importorskip("torch")
+    import trtflow
+    from trtflow.arrays import dtype_name, to_numpy
+
+    values = torch.tensor([0.5, -2.0, 448.0])
+    for dtype in (torch.float8_e4m3fn, torch.float8_e5m2, torch.bfloat16):
+        assert dtype_name(dtype) == str(dtype).replace("torch.", "")
+        got = to_numpy(values.to(dtype))
+        assert got.dtype == np.float32 and got.tolist() == values.to(dtype).float().tolist()
+    half = torch.tensor([1 + 2j], dtype=torch.complex64).to(torch.complex32)
+    assert to_numpy(half).tolist() == [1 + 2j]
+    x = torch.randn(1, 3, 16, 16).to(torch.float8_e4m3fn)
+    with trtflow.load(tiny_onnx, engine="ort") as engine:
+        np.testing.assert_array_equal(engine.infer({"x": x})["logits"], engine.infer({"x": x.float()})["logits"])

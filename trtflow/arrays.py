@@ -47,6 +47,9 @@ def dtype_name(dtype: Any) -> str:
     text = aliases.get(text, text)
     if text == "bfloat16":
         return text
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(dtype, torch.dtype) and text.startswith(("float8", "complex32")):
+        return text  # a torch dtype numpy has no type for
     try:
         found = np.dtype(text)
     except (TypeError, ValueError, SyntaxError):
@@ -94,6 +97,8 @@ def can_cast(src: str, dst: str) -> bool:
         return True
     if STRING in (src, dst):
         return False
+    if src.startswith("float8"):  # at most 3 mantissa bits; float16 lacks the range of e8m0's 8 exponent bits
+        return dst in ("bfloat16", "float32", "float64") or (dst == "float16" and not src.startswith("float8_e8"))
     if "bfloat16" in (src, dst):
         return src in ("bool", "int8", "uint8") and dst == "bfloat16" or (src == "bfloat16" and dst in ("float32", "float64"))
     try:
@@ -180,8 +185,11 @@ def to_numpy(x: Any) -> np.ndarray:
         return x
     if is_torch(x):
         t = x.detach().resolve_conj().resolve_neg()  # numpy() refuses lazy conjugate/negative views
-        if t.dtype == torch_dtype("bfloat16"):
+        name = str(t.dtype).replace("torch.", "")
+        if name == "bfloat16" or name.startswith("float8"):  # no numpy type: float32 holds them exactly
             t = t.float()
+        elif name == "complex32":
+            t = t.to(sys.modules["torch"].complex64)
         return t.cpu().numpy() if t.device.type != "cpu" else t.numpy()
     if hasattr(x, "__dlpack__"):
         dev_type, _ = x.__dlpack_device__()

@@ -336,3 +336,14 @@ def test_labels_that_cannot_be_read_are_usage_errors(tmp_path):
     assert read_labels(np.array(["person", "car"])) == ["person", "car"]
     with pytest.raises(UsageError, match="give a list of class names"):
         read_labels(5)
+
+
+def test_input_size_where_it_cannot_apply_is_refused(tmp_path):
+    """resize='none' runs frames at their own size, sr upscales frames as they are and MTCNN builds
+    its own pyramid: input_size= (--input-size) was dropped silently there."""
+    model = _constant_yolov8(tmp_path / "const.onnx", (32.0, 32.0, 16.0, 8.0))
+    for name, source, options in (("custom", model, {"resize": "none", "post": "tests.test_tasks:post_count"}),
+                                  ("segment", None, {"resize": "none"}), ("sr", None, {}),
+                                  ("face", "mtcnn", {})):
+        with pytest.raises(UsageError, match=r"input_size \(96, 128\) does not apply.*drop it"):
+            make_task(name, source, engine="auto", input_size="96x128", **options)

@@ -64,7 +64,8 @@ def make_task(
             auto); segment: "argmax", "probability" or "logits" (default auto).
         labels: class names, a list or a text file with one per line.
         post: custom: "MODULE:FUNCTION" turning (outputs, metas) into one dict per frame.
-        input_size: network (height, width) or one int, for engines with dynamic H/W.
+        input_size: network (height, width) or one int, for engines with dynamic H/W; refused
+            where frames run at their own size (sr, MTCNN, resize "none").
         resize: "letterbox", "stretch", "crop" or "none"; default per task (face/detect/custom:
             letterbox, classify: crop, segment/sr: none).
         score_threshold: detection score / probability-map threshold; default per task.
@@ -84,6 +85,14 @@ def make_task(
     if name not in TASKS:
         raise UsageError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
     task_options = {k: load_options.pop(k) for k in list(load_options) if k in _TASK_OPTIONS}
+    if input_size is not None:
+        from trtflow.tasks.prepare import as_size
+
+        why = ("sr upscales frames as they are" if name == "sr" else
+               "MTCNN builds its own image pyramid from the frame" if name == "face" and model == "mtcnn" else
+               "resize 'none' runs frames at their own size" if resize == "none" else None)
+        if why is not None:
+            raise UsageError(f"input_size {as_size(input_size)} does not apply: {why}; drop it (--input-size)")
     if gpu is not None:
         from trtflow.backends.devices import device_options
 

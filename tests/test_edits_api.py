@@ -260,3 +260,30 @@ def test_edits_of_an_ir3_model_pass_the_onnx_checker(name, fields):
     onnx.checker.check_model(model)
     new, _ = edits.apply(name, model, **fields)
     onnx.checker.check_model(new)
+
+
+def _two_image_model(other_shape=(1, 4)):
+    """y = Relu(x) on a 1x3x8x8 image x, plus z -> Relu(z) on another float input."""
+    from onnx import helper
+
+    vi = lambda n, shape, t=onnx.TensorProto.FLOAT: helper.make_tensor_value_info(n, t, list(shape))  # noqa: E731
+    nodes = [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Add", ["z", "z"], ["w"])]
+    graph = helper.make_graph(nodes, "g", [vi("z", other_shape), vi("x", (1, 3, 8, 8))],
+                              [vi("y", (1, 3, 8, 8)), vi("w", other_shape)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("other_shape,message", [((1, 4), "NCHW"), ((4,), "NCHW")])
+def test_embed_preprocess_on_a_named_input_that_is_no_image_is_refused(other_shape, message):
+    with pytest.raises(UsageError, match=message):
+        edits.embed_preprocess(_two_image_model(other_shape), PreprocessOptions(input_name="z"))
+
+
+def test_embed_preprocess_on_an_integer_input_is_refused():
+    from onnx import helper
+
+    vi = lambda n: helper.make_tensor_value_info(n, onnx.TensorProto.INT64, [1, 3, 8, 8])  # noqa: E731
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [vi("x")], [vi("y")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(UsageError, match="float"):
+        edits.embed_preprocess(model, PreprocessOptions(input_name="x"))

@@ -150,6 +150,11 @@ def _target_input(graph, spec: PreprocessOptions):
         if not named:
             raise UsageError(f"--image-input '{spec.input_name}' is not a model input; inputs: "
                              f"{[t.name for t in graph.inputs]}")
+        if named[0] not in candidates:
+            t = named[0]
+            dtype = np.dtype(t.dtype).name if t.dtype is not None else "of unknown type"
+            raise UsageError(f"--image-input '{t.name}' is {dtype} with shape {t.shape}; embed-preprocess needs "
+                             f"an NCHW float input (4-D, float32/float16), such as {[c.name for c in candidates]}")
         return named[0]
     if len(candidates) != 1:
         raise UsageError(f"cannot tell which input takes images ({[t.name for t in candidates]} are 4-D float); "

@@ -204,3 +204,11 @@ def test_priors_files_and_arrays_that_are_not_numbers_are_refused(tmp_path):
     with open(upper, "wb") as f:
         np.save(f, np.ones((3, 4), np.float64))
     assert resolve_priors(str(upper), 64, 64).dtype == np.float32
+
+
+def test_one_output_named_for_two_roles_is_refused():
+    rng = np.random.default_rng(2)
+    outputs = {"a": rng.uniform(0, 1, (1, 5, 4)).astype(np.float32), "b": rng.uniform(0, 1, (1, 5, 4)).astype(np.float32)}
+    for check in (False, True):  # the boxes were read as the scores too / the check named another format
+        with pytest.raises(UsageError, match="'a' is given for both boxes and scores"):
+            decode_detections(outputs, "boxes-scores", names={"boxes": "a", "scores": "a"}, check_format=check)

@@ -119,9 +119,14 @@ def resolve_roles(config: DetectionConfig, available: Sequence[str]) -> dict[str
     then the remaining outputs in order (``landmarks`` is optional).
 
     Raises:
-        UsageError: a given name is not an output, or too few outputs for the format.
+        UsageError: a given name is not an output or is given for two roles, or too few outputs for the format.
     """
     roles = ROLES[config.format]
+    given = [(role, config.names[role]) for role in roles if config.names.get(role) is not None]
+    for i, (role, name) in enumerate(given):
+        twice = [other for other, other_name in given[i + 1:] if other_name == name]
+        if twice:
+            raise UsageError(f"output '{name}' is given for both {role} and {twice[0]}; each role reads its own output")
     out: dict[str, str] = {}
     for role in roles:
         name = config.names.get(role)

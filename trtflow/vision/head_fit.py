@@ -141,7 +141,8 @@ def head_mismatch(config: DetectionConfig, outputs: Mapping[str, Any], input_siz
     try:
         roles = resolve_roles(config, list(outputs))
     except UsageError:
-        if any(name not in outputs for name in config.names.values()):
+        given = list(config.names.values())
+        if any(name not in outputs for name in given) or len(set(given)) < len(given):
             raise
         needed = [r for r in ROLES[config.format] if r != "landmarks"]
         return f"{config.format} reads {len(needed)} outputs ({', '.join(needed)}), the model has {len(outputs)}"

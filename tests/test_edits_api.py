@@ -287,3 +287,9 @@ def test_embed_preprocess_on_an_integer_input_is_refused():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(UsageError, match="float"):
         edits.embed_preprocess(model, PreprocessOptions(input_name="x"))
+
+
+def test_embed_preprocess_verifies_the_named_input_when_another_image_input_has_the_frames_dtype():
+    """float32 frames: verification took the first 4-D float32 input (z) for the raw frames and failed."""
+    new, report = edits.apply("embed-preprocess", _two_image_model((1, 3, 8, 8)), input_name="x", dtype="float32")
+    assert report["verification"]["passed"] and report["details"]["input"]["shape"] == [1, 8, 8, 3]

@@ -281,7 +281,8 @@ def verify_preprocess(before: Any, after: Any, options: PreprocessOptions,
     config = verify_config or VerifyConfig()
     after_in, _ = onnx_specs(after)
     before_in = {s.name: s for s in onnx_specs(before)[0]}
-    name = next(s.name for s in after_in if s.dtype == options.dtype and s.name in before_in and s.rank == 4)
+    name = options.input_name or next(s.name for s in after_in
+                                      if s.dtype == options.dtype and s.name in before_in and s.rank == 4)
     model_hw = tuple(before_in[name].shape[2:])
     rng = np.random.default_rng(config.seed)
     shapes = feed_shapes(after_in, None, config.shapes)

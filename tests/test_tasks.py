@@ -347,3 +347,12 @@ def test_input_size_where_it_cannot_apply_is_refused(tmp_path):
                                   ("face", "mtcnn", {})):
         with pytest.raises(UsageError, match=r"input_size \(96, 128\) does not apply.*drop it"):
             make_task(name, source, engine="auto", input_size="96x128", **options)
+
+
+def test_post_spec_without_a_module_name_is_a_usage_error():
+    """':decode' raised ValueError (empty module name) and '.post:decode' TypeError (a relative import)."""
+    from trtflow.tasks.custom import load_function
+
+    for spec in (":decode", ".post:decode", "my pkg:decode"):
+        with pytest.raises(UsageError, match=r"give MODULE:FUNCTION"):
+            load_function(spec)

@@ -28,6 +28,9 @@ def load_function(spec: str) -> Callable:
     if not isinstance(spec, str) or spec.count(":") != 1:
         raise UsageError(f"post-processing '{spec}': give MODULE:FUNCTION, e.g. mypkg.post:decode")
     module_name, attr = spec.split(":")
+    if not all(part.isidentifier() for part in module_name.split(".")):
+        raise UsageError(f"post-processing '{spec}': '{module_name}' is not a module name; give MODULE:FUNCTION "
+                         "with an importable module, e.g. mypkg.post:decode")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

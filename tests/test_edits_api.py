@@ -293,3 +293,11 @@ def test_embed_preprocess_verifies_the_named_input_when_another_image_input_has_
     """float32 frames: verification took the first 4-D float32 input (z) for the raw frames and failed."""
     new, report = edits.apply("embed-preprocess", _two_image_model((1, 3, 8, 8)), input_name="x", dtype="float32")
     assert report["verification"]["passed"] and report["details"]["input"]["shape"] == [1, 8, 8, 3]
+
+
+@pytest.mark.parametrize("dtype", ["u1", np.uint8, np.dtype("uint8")])
+def test_embed_preprocess_takes_any_spelling_of_the_frames_dtype(dtype):
+    """'u1' or np.uint8 ended the verification in a raw StopIteration (the spec said 'uint8')."""
+    assert PreprocessOptions(dtype=dtype).dtype == "uint8"
+    _, report = edits.apply("embed-preprocess", _two_image_model(), dtype=dtype)
+    assert report["verification"]["passed"] and report["details"]["input"]["dtype"] == "uint8"

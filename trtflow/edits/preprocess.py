@@ -89,6 +89,7 @@ class PreprocessOptions:
             kind = ""
         if kind not in "uif" or not kind:
             raise UsageError(f"dtype '{self.dtype}': expected the numeric dtype of the raw frames, e.g. uint8")
+        fields.set_field(self, "dtype", np.dtype(self.dtype).name)  # 'u1', np.uint8 -> 'uint8', as specs name it
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}

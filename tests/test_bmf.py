@@ -318,3 +318,21 @@ def test_a_bad_frame_is_refused_by_push_and_the_queued_frames_survive(tmp_path):
     got = runner.push(np.zeros((8, 8, 3), np.uint8), "b")  # the batch runs with the two good frames
     assert [e.token for e in got] == ["a", "b"]
     np.testing.assert_allclose([e.result.outputs["out"] for e in got], [[1.0, 1.0], [0.0, 0.0]], atol=1e-6)
+
+
+def test_options_of_the_wrong_type_are_usage_errors(tmp_path):
+    model = _two_input_onnx(tmp_path / "two.onnx")
+    option = {"model": model, "engine": "ort", "input_shapes": {"images": [4, 3, 16, 16], "gain": [4, 2]},
+              "inputs": {"gain": [1.0, 2.0]}}
+    bad = {"load": "cpu", "inputs": [1.0, 2.0], "input_shapes": [[4, 3, 16, 16], [4, 2]]}
+    for key, value in bad.items():
+        with pytest.raises(UsageError, match=f"'{key}'.*dict"):
+            runner_from_options({**option, key: value})
+    for dims in ("4x3x16x16", [4, 3, "a", 16], [4, 3, -16, 16]):
+        with pytest.raises(UsageError, match="input_shapes\\['images'\\]"):
+            runner_from_options({**option, "input_shapes": {"images": dims, "gain": [4, 2]}})
+    for key, value in (("mean", "abc"), ("mean", [0.5]), ("std", [0.0, 1.0, 1.0])):  # std 0 divides by zero
+        with pytest.raises(UsageError, match=key):
+            runner_from_options({**option, key: value})
+    with pytest.raises(UsageError, match="dict"):
+        runner_from_options([("task", "sr")])

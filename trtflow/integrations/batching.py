@@ -161,7 +161,7 @@ class EngineTask(Task):
         if self.input_spec.rank != 4:
             raise UsageError(f"image_input '{self.input_name}' has rank {self.input_spec.rank}; frames go to a rank 4 "
                              f"(N, 3, H, W) input")
-        shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
+        shapes = {k: _dims(k, v) for k, v in (input_shapes or {}).items()}
         unknown = sorted(set(shapes) - set(names))
         if unknown:
             raise UsageError(f"input_shapes names {unknown}, which the engine does not have; its inputs are {names}")
@@ -201,6 +201,9 @@ class EngineTask(Task):
         if c != 3:
             raise UsageError(f"input '{self.input_name}' has shape {self.shapes[self.input_name]}; frames fill 3 "
                              f"channels (RGB): give an (N, 3, H, W) shape")
+        mean, std = _per_channel("mean", mean), _per_channel("std", std)
+        if 0.0 in std:
+            raise UsageError(f"std is {std}; every channel needs a nonzero std (the pixels are divided by it)")
         self.prep = Prep("stretch", (h, w), mean=tuple(mean), std=tuple(std))
 
     @property
@@ -235,6 +238,28 @@ class EngineTask(Task):
 
     def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list[Tensors]:
         return [Tensors({k: v[i] for k, v in outputs.items()}) for i in range(len(metas))]
+
+
+def _dims(name: str, dims: Any) -> tuple[int, ...]:
+    """``input_shapes[name]`` as a tuple of positive ints."""
+    try:
+        shape = tuple(int(d) for d in dims) if not isinstance(dims, str) else None
+    except (TypeError, ValueError):
+        shape = None
+    if shape is None or any(d < 1 for d in shape):
+        raise UsageError(f"input_shapes['{name}'] is {dims!r}; give a list of positive ints, e.g. [8, 3, 480, 640]")
+    return shape
+
+
+def _per_channel(name: str, values: Any) -> tuple[float, ...]:
+    """``mean`` or ``std``: three numbers (R, G, B)."""
+    try:
+        out = tuple(float(v) for v in values) if not isinstance(values, str) else ()
+    except (TypeError, ValueError):
+        out = ()
+    if len(out) != 3:
+        raise UsageError(f"{name} is {values!r}; give three numbers, one per channel (R, G, B)")
+    return out
 
 
 def _like(value: np.ndarray, ref: Any) -> Any:

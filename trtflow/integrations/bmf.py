@@ -63,7 +63,12 @@ def runner_from_options(option: Mapping[str, Any]) -> BatchRunner:
     """
     from trtflow.tasks import TASKS, make_task
 
+    if option is not None and not isinstance(option, Mapping):
+        raise UsageError(f"the trtflow BMF module's option is a {type(option).__name__}; give a dict")
     option = dict(option or {})
+    for key in ("load", "inputs", "input_shapes"):
+        if option.get(key) is not None and not isinstance(option[key], Mapping):
+            raise UsageError(f"option '{key}' is {option[key]!r}; give a dict (name -> value)")
     known = {"task", "model", "engine", "batch", "label_to_frame", "input_shapes", "inputs", "load", "image_input",
              "mean", "std", *TASK_KEYS}
     unknown = sorted(set(option) - known)

@@ -95,3 +95,14 @@ def test_imagenet_helpers_refuse_what_they_would_misread():
         preprocess(np.full((50, 60, 3), 200.0))  # float pixels in 0..255 would all clip to white
     with pytest.raises(InputDtypeError, match="uint16"):
         preprocess(np.full((50, 60, 3), 60000, np.uint16))
+
+
+def test_top_k_takes_a_positive_whole_k():
+    from trtflow.errors import UsageError
+    from trtflow.vision.imagenet import top_k
+
+    logits = np.zeros((1, 1000))
+    for k in (-1, 0, 2.5):  # -1 listed 999 classes
+        with pytest.raises(UsageError, match="k is"):
+            top_k(logits, k)
+    assert len(top_k(logits, 2000)[0]) == 1000

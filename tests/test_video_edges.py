@@ -410,3 +410,22 @@ def test_damage_mid_file_that_reads_to_its_end_is_not_ended_early(tmp_path):
     source.close()
     assert frames[-1].pts == pts[-1] and len(frames) < 48 and source.stats.missing > 0  # the damage lost frames
     assert not source.stats.ended_early, source.stats.errors
+
+
+def test_out_from_a_stream_without_timestamps_keeps_one_frame_per_frame_time(tmp_path, model):
+    """A raw H.264 file has no timestamps (time base 1/1200000): the annotated frames were given pts
+    0, 1, 2... ticks, so the whole video lasted microseconds and every frame showed at time 0."""
+    from tests.test_video import encode
+    from trtflow.video import VideoConfig, run_video
+
+    raw = tmp_path / "clip.h264"
+    with av.open(str(raw), "w", format="h264") as out:
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        encode(out, stream, [np.full((32, 32, 3), (red_of(i), 40, 128), np.uint8) for i in range(6)])
+    video = tmp_path / "out.mp4"
+    run_video([str(raw)], mean_task(model), VideoConfig(batch=4, out=str(video)))
+    with av.open(str(video)) as written:
+        times = [frame.time for frame in written.decode(video=0)]
+    assert len(times) == 6
+    np.testing.assert_allclose(np.diff(times), 1 / 25, atol=1e-3)  # the source's (guessed) 25 frames/s

@@ -35,7 +35,8 @@ class VideoWriter:
 
     The video stream is created at the first frame (its size is the drawn frame's: a super-
     resolution task doubles it; an odd side is cropped to even, a side of 1 pixel padded to 2,
-    as yuv420p needs). Frames keep their source timestamps, so audio stays in sync.
+    as yuv420p needs). Frames keep their source timestamps, so audio stays in sync; a frame
+    without one (a raw H.264 file), or with one going back, is placed one frame time after the last.
 
     Args:
         path: output file (the container follows the suffix: .mp4, .mkv, .mov, .ts).
@@ -67,6 +68,7 @@ class VideoWriter:
         self.frames = 0
         self.audio_packets = 0
         self._last_pts: Optional[int] = None
+        self._frame_ticks = max(1, round(1 / (self.fps * self.time_base)))  # one frame in the time base
 
     def add_audio(self, packet: Any) -> None:
         """Queue one audio packet of the source (thread-safe; muxed from the writer's thread)."""
@@ -93,7 +95,8 @@ class VideoWriter:
                                    (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         if pts is None or (self._last_pts is not None and pts <= self._last_pts):
-            pts = 0 if self._last_pts is None else self._last_pts + 1
+            # no timestamp (a raw H.264 file), or one going back: one frame time after the last
+            pts = 0 if self._last_pts is None else self._last_pts + self._frame_ticks
         self._last_pts = pts
         frame.pts = pts
         frame.time_base = self.time_base

@@ -301,3 +301,28 @@ def test_embed_preprocess_takes_any_spelling_of_the_frames_dtype(dtype):
     assert PreprocessOptions(dtype=dtype).dtype == "uint8"
     _, report = edits.apply("embed-preprocess", _two_image_model(), dtype=dtype)
     assert report["verification"]["passed"] and report["details"]["input"]["dtype"] == "uint8"
+
+
+def _batch_pair_model():
+    """z = x + y, both inputs [batch, 4]."""
+    from onnx import helper
+
+    vi = lambda n: helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, ["batch", 4])  # noqa: E731
+    graph = helper.make_graph([helper.make_node("Add", ["x", "y"], ["z"])], "g", [vi("x"), vi("y")], [vi("z")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_fix_shapes_shape_sizes_a_named_dim_for_every_input_using_it(fold):
+    """--shape x:2x4 fixed x's batch only: y kept 'batch' (or onnxslim fixed it unreported) and verification
+    fed y a batch of 1, refused as disagreeing with x's 2."""
+    new, report = edits.apply("fix-shapes", _batch_pair_model(), shapes={"x": (2, 4)}, fold=fold)
+    assert [s.shape for s in onnx_specs(new)[0]] == [(2, 4), (2, 4)]
+    assert report["details"]["inputs"]["y"] == {"before": ["batch", 4], "after": [2, 4]}
+    assert report["verification"]["passed"]
+
+
+@pytest.mark.parametrize("options", [{"shapes": {"x": (2, 4), "y": (3, 4)}}, {"shapes": {"x": (2, 4)}, "dims": {"batch": 3}}])
+def test_fix_shapes_two_sizes_for_one_named_dim_are_refused(options):
+    with pytest.raises(UsageError, match="'batch'"):
+        edits.fix_shapes(_batch_pair_model(), FixShapesOptions(**options))

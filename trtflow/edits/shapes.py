@@ -26,7 +26,8 @@ class FixShapesOptions:
 
     Attributes:
         shapes: input name -> full static shape, e.g. ``{"images": (1, 3, 640, 640)}``
-            (``trtflow.spec.parse_shapes("images:1x3x640x640")`` reads the CLI spelling).
+            (``trtflow.spec.parse_shapes("images:1x3x640x640")`` reads the CLI spelling); a named
+            dim it sizes takes that size in every input using it.
         dims: named dynamic dim -> size, applied to every input using it, e.g. ``{"batch": 1}``
             (``parse_dims(["batch=1"])``).
         fold: fold what became constant (shape arithmetic) with onnxslim, fusions off.
@@ -80,27 +81,38 @@ def _set_input_dims(proto: Any, shapes: Mapping[str, Shape], dims: Mapping[str, 
     if bad:
         known = ", ".join(sorted(params)) or "none (every input dim is static or unnamed; use --shape)"
         raise UsageError(f"--dim names {bad}, which no input uses; the named dynamic dims are: {known}")
+    sized = {name: (f"--dim {name}={size}", size) for name, size in dims.items()}  # named dim -> (where its size came from, size)
+    for v in inputs:
+        if v.name not in shapes:
+            continue
+        tdims, want = v.type.tensor_type.shape.dim, shapes[v.name]
+        before = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tdims]
+        if len(want) != len(tdims):
+            raise UsageError(f"--shape {v.name}:{format_shape(want)} has rank {len(want)}; input '{v.name}' "
+                             f"has rank {len(tdims)}: {tuple(before)}")
+        for i, (d, size) in enumerate(zip(tdims, want)):
+            if d.HasField("dim_value") and d.dim_value != size:
+                raise UsageError(f"--shape {v.name}:{format_shape(want)}: dim {i} of '{v.name}' is static "
+                                 f"{d.dim_value}, not {size}; input shape is {tuple(before)}")
+            if d.dim_param:  # a named dim: the same size for every input using it, as --dim gives
+                where, known = sized.setdefault(d.dim_param, (f"--shape {v.name}:{format_shape(want)}", int(size)))
+                if known != size:
+                    raise UsageError(f"--shape {v.name}:{format_shape(want)} gives the named dim '{d.dim_param}' "
+                                     f"the size {size}, but {where} gives it {known}; inputs sharing a named dim "
+                                     "take one size")
     changed = {}
     for v in inputs:
         tdims = v.type.tensor_type.shape.dim
         before = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tdims]
-        if v.name in shapes:
-            want = shapes[v.name]
-            if len(want) != len(tdims):
-                raise UsageError(f"--shape {v.name}:{format_shape(want)} has rank {len(want)}; input '{v.name}' "
-                                 f"has rank {len(tdims)}: {tuple(before)}")
-            for i, (d, size) in enumerate(zip(tdims, want)):
-                if d.HasField("dim_value") and d.dim_value != size:
-                    raise UsageError(f"--shape {v.name}:{format_shape(want)}: dim {i} of '{v.name}' is static "
-                                     f"{d.dim_value}, not {size}; input shape is {tuple(before)}")
-                d.Clear()
-                d.dim_value = int(size)
-        else:
-            for d in tdims:
-                if d.dim_param in dims:
-                    size = dims[d.dim_param]
-                    d.Clear()
-                    d.dim_value = size
+        for i, d in enumerate(tdims):
+            if v.name in shapes:
+                size = shapes[v.name][i]
+            elif d.dim_param in sized:
+                size = sized[d.dim_param][1]
+            else:
+                continue
+            d.Clear()
+            d.dim_value = int(size)
         after = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tdims]
         if after != before:
             changed[v.name] = {"before": before, "after": after}
@@ -121,7 +133,8 @@ def fix_shapes(proto: Any, options: FixShapesOptions) -> tuple[Any, dict]:
         ``still_dynamic`` outputs, ``nodes_folded``.
 
     Raises:
-        UsageError: unknown input or dim name, wrong rank, a static dim given another size.
+        UsageError: unknown input or dim name, wrong rank, a static dim given another size, two sizes
+            for one named dim.
         GraphError: shape inference found the new shapes inconsistent with the graph.
     """
     shapes, dims = options.shapes, options.dims

@@ -146,3 +146,14 @@ def test_unletterbox_takes_integer_boxes_of_either_family():
         np.testing.assert_allclose(np.asarray(got), want)
     with pytest.raises(UsageError, match=r"\(\.\.\., 4\)"):
         pp.unletterbox_boxes(np.zeros((2, 3)), box)
+
+
+def test_letterbox_list_gives_one_letterbox_per_image_or_refuses():
+    with pytest.raises(UsageError, match="image 0 .* 2 images"):  # one Letterbox came back for two images
+        pp.letterbox([np.zeros((2, 3, 5, 7), np.float32)], 8)
+    with pytest.raises(UsageError, match="channels"):
+        pp.letterbox([np.zeros((3, 5, 7), np.float32), np.zeros((1, 9, 4), np.float32)], 8)
+    with pytest.raises(UsageError, match="numpy arrays or .*torch tensors"):
+        pp.letterbox([torch.zeros(3, 5, 7), np.zeros((3, 9, 4), np.float32)], 8)
+    images, boxes = pp.letterbox([torch.zeros(3, 5, 7), torch.zeros(1, 3, 9, 4)], 8)  # CHW or a batch of one
+    assert images.shape == (2, 3, 8, 8) and [b.original for b in boxes] == [(5, 7), (9, 4)]

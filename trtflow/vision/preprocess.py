@@ -183,6 +183,14 @@ def letterbox(images: Any, size: int | Sequence[int], pad_value: float = 114 / 2
         placed = [letterbox(image, size, pad_value, scaleup, pad) for image in images]
         if not placed:
             raise UsageError("letterbox got an empty list of images")
+        for i, (image, _) in enumerate(placed):
+            if image.shape[0] != 1:
+                raise UsageError(f"image {i} of the list is a batch of {image.shape[0]} images; a list holds CHW "
+                                 f"images (one Letterbox each): pass the batch on its own")
+        if len({p[0].shape[1] for p in placed}) > 1:
+            raise UsageError(f"the images have {[p[0].shape[1] for p in placed]} channels; give them one channel count")
+        if len({hasattr(p[0], "dim") for p in placed}) > 1:
+            raise UsageError("the list mixes numpy arrays and torch tensors; give all numpy arrays or all torch tensors")
         first = placed[0][0]
         if hasattr(first, "dim"):
             import torch

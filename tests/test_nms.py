@@ -243,3 +243,21 @@ def test_new_outputs_take_the_heads_batch_dim():
     dims = {o.name: o.type.tensor_type.shape.dim[0] for o in new.graph.output}
     assert report["kept_outputs"] == ["feat"]
     assert all(dims[n].dim_param == "batch" for n in ("num_detections", "boxes", "scores", "classes"))
+
+
+def test_a_graph_input_named_like_a_new_output_is_refused_naming_rename():
+    """A post-processing model whose inputs are called boxes/scores: add-nms renamed them boxes_raw/scores_raw,
+    so the model's inputs changed name and its verification fed names it no longer had."""
+    from onnx import TensorProto, helper
+
+    from trtflow.errors import UsageError
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["boxes"], ["b"]), helper.make_node("Identity", ["scores"], ["s"])], "g",
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 4, 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 4, 2])],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 4, 4]),
+         helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 4, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    with pytest.raises(UsageError, match="rename-input boxes="):
+        add_nms(model, NmsOptions("boxes-scores", check_format=False))

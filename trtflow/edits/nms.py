@@ -164,8 +164,9 @@ def add_nms(model, options: NmsOptions | DetectionConfig, verify_config: VerifyC
         (new model, report dict).
 
     Raises:
-        UsageError: an unknown plugin or format, output names that do not fit the format, or a
-            head that does not fit it (the message names the format it looks like).
+        UsageError: an unknown plugin or format, output names that do not fit the format, a head
+            that does not fit it (the message names the format it looks like), or a model input
+            named like one of the outputs add-nms writes.
         GraphError: the model's opset is below 11, or the graph cannot be rewritten.
     """
     import onnx
@@ -189,6 +190,11 @@ def add_nms(model, options: NmsOptions | DetectionConfig, verify_config: VerifyC
     roles = resolve_roles(config, [t.name for t in graph.outputs])
     raw_tensors = {role: tensors[name] for role, name in roles.items()}
     extra = [t for t in graph.outputs if t.name not in roles.values()]  # outputs besides the head stay
+    taken = [name for name in OUTPUTS if name in {t.name for t in graph.inputs}]
+    if taken:  # an input renamed to free the name would change what callers feed
+        raise UsageError(f"the model has input(s) {taken}, named like the outputs add-nms writes ({', '.join(OUTPUTS)}); "
+                         "rename them first: trtflow surgeon rename --rename-input "
+                         + " --rename-input ".join(f"{n}={n}_in" for n in taken))
     for name in OUTPUTS:  # free the new output names (boxes-scores models often use them)
         if name in tensors:
             tensors[name].name = f"{name}_raw"

@@ -429,3 +429,29 @@ def test_out_from_a_stream_without_timestamps_keeps_one_frame_per_frame_time(tmp
         times = [frame.time for frame in written.decode(video=0)]
     assert len(times) == 6
     np.testing.assert_allclose(np.diff(times), 1 / 25, atol=1e-3)  # the source's (guessed) 25 frames/s
+
+
+def test_an_output_that_is_a_source_or_the_other_output_is_refused(tmp_path, model, monkeypatch):
+    """--out or --jsonl naming the input file truncated it while it was being read (the input was
+    lost); --out and --jsonl naming one file wrote both into it."""
+    from tests.test_video import make_clip
+    from trtflow.errors import UsageError
+    from trtflow.video import VideoConfig, run_video
+
+    monkeypatch.chdir(tmp_path)
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=6)
+    data = clip.read_bytes()
+    (tmp_path / "link.mp4").symlink_to(clip)
+    for options, words in ((dict(out=str(clip)), r"--out '.*clip.mp4' is source 'clip.mp4'"),
+                           (dict(jsonl="link.mp4"), r"--jsonl 'link.mp4' is source 'clip.mp4'"),
+                           (dict(out="x.mkv", jsonl=str(tmp_path / "x.mkv")), r"--jsonl '.*x.mkv' is the --out file")):
+        with pytest.raises(UsageError, match=words):
+            run_video(["clip.mp4"], mean_task(model), VideoConfig(batch=2, **options))
+        assert clip.read_bytes() == data
+    other = tmp_path / "out-s1.mp4"  # several sources: OUT-s1.mp4 is the second one
+    make_clip(other, frames=4, stream=1)
+    second = other.read_bytes()
+    with pytest.raises(UsageError, match=r"--out '.*out-s1.mp4' is source"):
+        run_video(["clip.mp4", str(other)], mean_task(model), VideoConfig(out="out.mp4"))
+    assert other.read_bytes() == second and clip.read_bytes() == data

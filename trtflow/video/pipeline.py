@@ -12,6 +12,7 @@ goes to the lane with the fewest batches in flight; results still leave in order
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sys
 import threading
@@ -21,7 +22,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from trtflow.backends.devices import LeastLoaded
-from trtflow.errors import EngineError, TrtflowError
+from trtflow.errors import EngineError, TrtflowError, UsageError
 from trtflow.progress import Progress, report
 from trtflow.tasks.results import to_host
 from trtflow.video.config import FrameResult, VideoConfig
@@ -309,8 +310,11 @@ class Pipeline:
     # -- helpers ---------------------------------------------------------------------------
     def _open_outputs(self) -> None:
         cfg = self.config
+        outs = output_paths(cfg.out, len(self.sources)) if cfg.out else []
+        jsonl = [("--jsonl", cfg.jsonl)] if cfg.jsonl else []
+        _refuse_overwrites(self.sources, [("--out", path) for path in outs] + jsonl)
         if cfg.out:
-            for source, path in zip(self.sources, output_paths(cfg.out, len(self.sources))):
+            for source, path in zip(self.sources, outs):
                 self.video_writers[source.stream] = VideoWriter(
                     path, source.fps, source.time_base, source.audio if cfg.audio else None,
                     options=cfg.encoder_options)
@@ -364,6 +368,35 @@ def _same_shape(batch: list[Frame]) -> list[list[Frame]]:
         last[f.stream] = (run, shape)
         groups.setdefault((run, shape), []).append(f)
     return [groups[k] for k in sorted(groups, key=lambda k: k[0])]  # stable: first seen first within a run
+
+
+def _refuse_overwrites(sources: list[Source], outputs: list[tuple[str, str]]) -> None:
+    """Refuse an output (flag, path) that is a source file or another output: opening it for
+    writing would truncate a file being read (the input lost) or mix two outputs in one file.
+
+    Raises:
+        UsageError: naming the output and the file it would overwrite.
+    """
+    taken: dict = {}
+    for source in sources:
+        if source.kind == "file":
+            path = source.uri[len("file://"):] if source.uri.startswith("file://") else source.uri
+            taken[_file_key(path)] = f"source '{source.uri}'"
+    for flag, path in outputs:
+        key = _file_key(path)
+        if key in taken:
+            raise UsageError(f"{flag} '{path}' is {taken[key]}: writing it would overwrite that file while the run "
+                             "reads or writes it; give another path")
+        taken[key] = f"the {flag} file"
+
+
+def _file_key(path: str) -> Any:
+    """What identifies a file: its device and inode when it exists (links, other spellings), else its real path."""
+    try:
+        st = os.stat(path)
+        return st.st_dev, st.st_ino
+    except OSError:
+        return os.path.realpath(path)
 
 
 def _known_total(sources: list[Source], max_frames: Optional[int]) -> Optional[int]:

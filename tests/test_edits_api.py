@@ -326,3 +326,18 @@ def test_fix_shapes_shape_sizes_a_named_dim_for_every_input_using_it(fold):
 def test_fix_shapes_two_sizes_for_one_named_dim_are_refused(options):
     with pytest.raises(UsageError, match="'batch'"):
         edits.fix_shapes(_batch_pair_model(), FixShapesOptions(**options))
+
+
+def test_rename_to_a_name_used_inside_a_subgraph_is_refused():
+    """x -> t where an If branch computes t: the branch's Mul(t, t) -> t read its own output (a cycle)."""
+    from onnx import helper
+
+    vi = lambda n: helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 4])  # noqa: E731
+    then = helper.make_graph([helper.make_node("Mul", ["x", "x"], ["t"])], "then", [], [vi("t")])
+    other = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [], [vi("e")])
+    graph = helper.make_graph([helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)], "g",
+                              [vi("x"), helper.make_tensor_value_info("c", onnx.TensorProto.BOOL, [])], [vi("y")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for options in ({"inputs": {"x": "t"}}, {"outputs": {"y": "e"}}):
+        with pytest.raises(UsageError, match="already has a tensor"):
+            edits.rename_io(model, RenameOptions(**options))

@@ -49,6 +49,17 @@ class RenameOptions:
             raise UsageError(f"rename gives one new name to several tensors: {twice}")
 
 
+def _names_in(graph: Any) -> set[str]:
+    """Every tensor name of an ONNX graph and of the subgraphs its nodes carry."""
+    names = {v.name for v in (*graph.input, *graph.output, *graph.initializer)}
+    for node in graph.node:
+        names.update(n for n in (*node.input, *node.output) if n)
+        for attr in node.attribute:
+            for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
+                names |= _names_in(sub)
+    return names
+
+
 def rename_io(proto: Any, options: RenameOptions) -> tuple[Any, dict]:
     """Rename graph inputs and outputs.
 
@@ -66,12 +77,13 @@ def rename_io(proto: Any, options: RenameOptions) -> tuple[Any, dict]:
     inputs, outputs = dict(options.inputs), dict(options.outputs)
     graph = import_graph(proto, infer=False)
     tensors = graph.tensors()
+    used = _names_in(proto.graph)  # If/Loop/Scan subgraphs too: a name there cannot be taken outside
     for kind, mapping, present in (("input", inputs, graph.inputs), ("output", outputs, graph.outputs)):
         names = [t.name for t in present]
         for old, new in mapping.items():
             if old not in names:
                 raise UsageError(f"'{old}' is not a model {kind}; the model's {kind}s are {names}")
-            if new in tensors and new != old and new not in (*inputs, *outputs):
+            if new in used and new != old and new not in (*inputs, *outputs):
                 raise UsageError(f"cannot rename {kind} '{old}' to '{new}': the graph already has a tensor '{new}'")
     both = {old: (inputs[old], outputs[old]) for old in set(inputs) & set(outputs) if inputs[old] != outputs[old]}
     if both:

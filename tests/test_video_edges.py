@@ -455,3 +455,21 @@ def test_an_output_that_is_a_source_or_the_other_output_is_refused(tmp_path, mod
     with pytest.raises(UsageError, match=r"--out '.*out-s1.mp4' is source"):
         run_video(["clip.mp4", str(other)], mean_task(model), VideoConfig(out="out.mp4"))
     assert other.read_bytes() == second and clip.read_bytes() == data
+
+
+def test_folder_subfolder_with_an_image_name_is_not_a_frame(tmp_path):
+    """A subfolder named like an image ('thumbs.png/') was listed as a frame, then counted corrupt
+    and in the expected total."""
+    from trtflow.video.sources import Source
+
+    folder = tmp_path / "images"
+    (folder / "thumbs.png").mkdir(parents=True)
+    av.VideoFrame.from_ndarray(np.zeros((8, 8, 3), np.uint8), format="rgb24").save(str(folder / "0.png"))
+    source = Source(str(folder))
+    assert [f.index for f in source.frames()] == [0]
+    assert source.stats.expected == 1 and source.stats.corrupt == 0 and not source.stats.errors
+    (folder / "0.png").unlink()
+    from trtflow.errors import UsageError
+
+    with pytest.raises(UsageError, match="holds no images"):
+        Source(str(folder))

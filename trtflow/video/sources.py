@@ -135,7 +135,7 @@ class Source:
     def _open_folder(self) -> None:
         if self.decode == "nvdec":
             raise UsageError(f"source '{self.uri}' is a folder of images; --decode nvdec decodes video streams only")
-        self.images = sorted(p for p in Path(self.uri).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.images = sorted(p for p in Path(self.uri).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not self.images:
             raise UsageError(f"source '{self.uri}': the folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self.codec = "image"

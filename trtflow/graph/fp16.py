@@ -260,6 +260,10 @@ class _Converter:
             reason = "computes sizes from the input's shape"
         if reason is None and any(t.name in self.implicit for t in node.outputs):
             reason = "its output is read inside an If/Loop/Scan subgraph, which stays FP32"
+        untyped = next((t.name for t in (*node.inputs, *node.outputs)
+                        if t.name and t.dtype is None and not isinstance(t, self.gs.Constant)), None)
+        if reason is None and untyped is not None:  # it may be float32: left as it is, it stays what it was
+            reason = f"the type of tensor '{untyped}' is unknown (ONNX shape inference could not type it)"
         return reason
 
     def cast(self, tensor, to: str):

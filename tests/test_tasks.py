@@ -356,3 +356,19 @@ def test_post_spec_without_a_module_name_is_a_usage_error():
     for spec in (":decode", ".post:decode", "my pkg:decode"):
         with pytest.raises(UsageError, match=r"give MODULE:FUNCTION"):
             load_function(spec)
+
+
+def test_task_options_reach_the_task_that_takes_them_and_others_are_refused(tmp_path):
+    """An option another task takes (top_k= on detect) raised TypeError from the task's constructor;
+    sr's scale=, margin= and align= (docs/tasks.md: "scale= sets the factor") went to trtflow.load,
+    which refused them as engine options."""
+    model = _constant_yolov8(tmp_path / "const.onnx", (32.0, 32.0, 16.0, 8.0))
+    for name, source, option in (("detect", model, {"top_k": 3}), ("custom", model, {"iou_threshold": 0.5}),
+                                 ("segment", None, {"tile": 64}), ("classify", None, {"stride": 16}),
+                                 ("sr", None, {"max_det": 5}), ("face", "mtcnn", {"iou_threshold": 0.3})):
+        key = next(iter(option))
+        with pytest.raises(UsageError, match=rf"option\(s\) {key} do(es)? not apply to the {name} task.*it takes"):
+            make_task(name, source, engine="auto", post="tests.test_tasks:post_count" if name == "custom" else None,
+                      **option)
+    sr = make_task("sr", engine="ort", scale=2, margin=7, align=2)
+    assert (sr.scale, sr.margin, sr.align) == (2, 7, 2)

@@ -73,7 +73,9 @@ def make_task(
         gpu: CUDA GPU index: the engine loads there (torch ``cuda:N``, TensorRT device N, ONNX
             Runtime's CUDA provider ``device_id``) and preprocessing runs there unless ``device`` is given.
         **load_options: passed to ``trtflow.load`` (e.g. ``providers=["cpu"]``, ``dtype="fp16"``),
-            plus task options (``tile=``, ``iou_threshold=``, ``max_det=``, ``top_k=``, ``arch=``).
+            plus task options (``tile=``, ``arch=``, ``scale=``, ``margin=``, ``align=`` for sr;
+            ``iou_threshold=``, ``max_det=``, ``priors=`` for face/detect; ``top_k=`` for classify;
+            ``threshold=``, ``stride=`` for segment); one the task does not read is refused.
 
     Returns:
         A ``Task``.
@@ -85,6 +87,12 @@ def make_task(
     if name not in TASKS:
         raise UsageError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
     task_options = {k: load_options.pop(k) for k in list(load_options) if k in _TASK_OPTIONS}
+    takes = _MTCNN_TAKES if name == "face" and model == "mtcnn" else _TASK_TAKES[name]
+    unread = sorted(set(task_options) - takes)
+    if unread:
+        which = f"the {name} task" + (" with MTCNN" if takes is _MTCNN_TAKES else "")
+        raise UsageError(f"option(s) {', '.join(unread)} {'does' if len(unread) == 1 else 'do'} not apply to "
+                         f"{which}; it takes: {', '.join(sorted(takes))}")
     if input_size is not None:
         from trtflow.tasks.prepare import as_size
 
@@ -167,8 +175,16 @@ def make_task(
                       **common, **task_options)
 
 
-_TASK_OPTIONS = {"tile", "iou_threshold", "max_det", "top_k", "arch", "input_name", "priors", "prep", "stride",
-                 "threshold"}
+_TASK_TAKES = {  # the task options each task reads (others go to trtflow.load)
+    "face": {"iou_threshold", "max_det", "priors", "input_name", "prep"},
+    "detect": {"iou_threshold", "max_det", "priors", "input_name", "prep"},
+    "sr": {"tile", "arch", "scale", "margin", "align", "input_name"},
+    "classify": {"top_k", "input_name", "prep"},
+    "segment": {"threshold", "stride", "input_name", "prep"},
+    "custom": {"stride", "input_name", "prep"},
+}
+_MTCNN_TAKES = {"max_det"}  # the cascade has its own thresholds, NMS, input and pixel layout
+_TASK_OPTIONS = set().union(*_TASK_TAKES.values())
 
 _DEFAULTS = ("retinaface", "upconv_7", "cunet", "mobilenet_v2", "fcn", "ppocr")
 

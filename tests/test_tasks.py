@@ -372,3 +372,17 @@ def test_task_options_reach_the_task_that_takes_them_and_others_are_refused(tmp_
                       **option)
     sr = make_task("sr", engine="ort", scale=2, margin=7, align=2)
     assert (sr.scale, sr.margin, sr.align) == (2, 7, 2)
+
+
+def test_make_task_arguments_a_task_does_not_read_are_refused(tmp_path):
+    """post= on a detector, format= or score_threshold= on sr or classify, labels= on sr and format= on
+    MTCNN were dropped silently (--score-threshold with --task sr ran as if not given)."""
+    model = _constant_yolov8(tmp_path / "const.onnx", (32.0, 32.0, 16.0, 8.0))
+    for name, source, option in (("detect", model, {"post": "tests.test_tasks:post_count"}),
+                                 ("sr", None, {"score_threshold": 0.5}), ("classify", None, {"format": "logits"}),
+                                 ("sr", None, {"labels": ["a"]}), ("face", "mtcnn", {"format": "nms"}),
+                                 ("custom", model, {"score_threshold": 0.5})):
+        key = next(iter(option))
+        with pytest.raises(UsageError, match=rf"{key} does not apply to the {name} task"):
+            make_task(name, source, engine="auto", **option, **({"post": "tests.test_tasks:post_count"}
+                                                               if name == "custom" else {}))

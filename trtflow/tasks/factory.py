@@ -81,13 +81,23 @@ def make_task(
         A ``Task``.
 
     Raises:
-        UsageError: an unknown task, format or option.
+        UsageError: an unknown task, format or option, or one the task does not read (post= for
+            custom only, format= for detect, face and segment, score_threshold= for face, detect and
+            segment, labels= for all but sr).
         MissingDependencyError: the default model's wheel is not installed.
     """
     if name not in TASKS:
         raise UsageError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
+    mtcnn = name == "face" and model == "mtcnn"
+    for arg, given, reads in (("post", post, name == "custom"),
+                              ("format", format, name in ("detect", "segment") or name == "face" and not mtcnn),
+                              ("score_threshold", score_threshold, name in ("face", "detect", "segment")),
+                              ("labels", labels, name != "sr")):
+        if given is not None and not reads:
+            which = "the face task with MTCNN" if mtcnn else f"the {name} task"
+            raise UsageError(f"{arg} does not apply to {which} (--{arg.replace('_', '-')}); drop it")
     task_options = {k: load_options.pop(k) for k in list(load_options) if k in _TASK_OPTIONS}
-    takes = _MTCNN_TAKES if name == "face" and model == "mtcnn" else _TASK_TAKES[name]
+    takes = _MTCNN_TAKES if mtcnn else _TASK_TAKES[name]
     unread = sorted(set(task_options) - takes)
     if unread:
         which = f"the {name} task" + (" with MTCNN" if takes is _MTCNN_TAKES else "")

@@ -473,3 +473,24 @@ def test_folder_subfolder_with_an_image_name_is_not_a_frame(tmp_path):
 
     with pytest.raises(UsageError, match="holds no images"):
         Source(str(folder))
+
+
+def post_with_a_frame_field(outputs: dict, metas: list) -> list:
+    """Custom post-processing returning a field named like a record's tag."""
+    return [{"frame": "cat", "time": 0.5} for _ in metas]
+
+
+def test_a_result_field_named_like_a_record_tag_is_refused(tmp_path, model):
+    """A --post function returning {"frame": ...} overwrote the record's frame number (and "time" its
+    time): the JSONL records no longer said which frame they were for."""
+    from tests.test_video import SIZE, make_clip
+    from trtflow.errors import UsageError
+    from trtflow.tasks import make_task
+    from trtflow.video import VideoConfig, run_video
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=3)
+    task = make_task("custom", str(model), engine="ort", post=post_with_a_frame_field, resize="stretch",
+                     input_size=SIZE)
+    with pytest.raises(UsageError, match=r"stream 0 frame 0 has the field\(s\) frame, time, .*rename"):
+        run_video([str(clip)], task, VideoConfig(batch=2, jsonl=str(tmp_path / "out.jsonl")))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from trtflow.errors import UsageError
+
 
 @dataclass
 class VideoConfig:
@@ -62,7 +64,17 @@ class FrameResult:
     image: Any = None
 
     def to_dict(self) -> dict:
-        """``{"stream", "frame", "pts", "time", ...task fields}``."""
+        """``{"stream", "frame", "pts", "time", ...task fields}``.
+
+        Raises:
+            UsageError: a task field is named like one of the four tags (it would overwrite it).
+        """
         record = {"stream": self.stream, "frame": self.frame, "pts": self.pts, "time": self.time}
-        record.update(self.result.to_dict())
+        fields = self.result.to_dict()
+        clash = [key for key in record if key in fields]
+        if clash:
+            raise UsageError(f"the result of stream {self.stream} frame {self.frame} has the field(s) "
+                             f"{', '.join(clash)}, which tag every record (stream, frame, pts, time); rename them "
+                             "in the post-processing function")
+        record.update(fields)
         return record

@@ -131,3 +131,11 @@ def test_16bit_calibration_images_are_scaled_like_8bit(tmp_path):
     assert read.dtype == np.uint16
     spec = parse_preprocess("")
     np.testing.assert_allclose(image_to_input(read, spec, None), image_to_input(gray8, spec, None), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8), (16, 16, 3), (2, 2, 3, 16, 16)])
+def test_a_calibration_sample_of_the_wrong_shape_is_named(tiny_onnx, tmp_path, shape):
+    """ONNX Runtime's quantizer failed on it later, as 'could not quantize the model', naming no file."""
+    np.save(tmp_path / "a.npy", np.zeros(shape, np.float32))
+    with pytest.raises(ModelLoadError, match=r"a\.npy.*\(batch, 3, 16, 16\)"):
+        load_calibration(onnx.load(str(tiny_onnx)), tmp_path)

@@ -242,5 +242,8 @@ def _read_sample(path: Path, proto: Any, specs, spec: ImagePreprocess) -> dict[s
         s = by_name[name]
         if value.ndim == s.rank - 1:
             value = value[None]
+        if value.ndim != s.rank or any(isinstance(d, int) and d != n for d, n in zip(s.shape, value.shape)):
+            raise ValueError(f"it holds shape {tuple(value.shape)} for input '{name}', which takes {s.describe_shape()} "
+                             "(the batch dim may be left out)")
         out[name] = value.astype(s.dtype) if s.dtype.startswith("float") else value
     return out

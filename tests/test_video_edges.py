@@ -494,3 +494,15 @@ def test_a_result_field_named_like_a_record_tag_is_refused(tmp_path, model):
                      input_size=SIZE)
     with pytest.raises(UsageError, match=r"stream 0 frame 0 has the field\(s\) frame, time, .*rename"):
         run_video([str(clip)], task, VideoConfig(batch=2, jsonl=str(tmp_path / "out.jsonl")))
+
+
+def test_predict_on_an_array_that_is_not_numbers_is_a_usage_error():
+    """Text, complex numbers or a ragged nested list raised ValueError from numpy (or, for complex
+    numbers, dropped the imaginary part)."""
+    from trtflow.errors import UsageError
+    from trtflow.video.predictor import to_rgb
+
+    for bad in (np.full((2, 2, 3), "a"), np.zeros((2, 2, 3), complex),
+                [np.zeros((2, 2, 3)), np.zeros((3, 3, 3))]):
+        with pytest.raises(UsageError, match="an image must"):
+            to_rgb(bad)

@@ -150,7 +150,13 @@ def to_rgb(image: Any) -> Any:
         image = np.asarray(image)
     if type(image).__module__ == "torch":
         return _torch_rgb(image)
-    arr = np.asarray(image)
+    try:
+        arr = np.asarray(image)
+    except ValueError:  # a ragged nested list
+        arr = None
+    if arr is None or arr.dtype.kind not in "biuf":
+        what = type(image).__name__ if arr is None else f"dtype {arr.dtype}"
+        raise UsageError(f"an image must be an array of numbers (uint8 RGB H x W x 3), got {what}")
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     elif arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3, 4):

@@ -386,3 +386,14 @@ def test_make_task_arguments_a_task_does_not_read_are_refused(tmp_path):
         with pytest.raises(UsageError, match=rf"{key} does not apply to the {name} task"):
             make_task(name, source, engine="auto", **option, **({"post": "tests.test_tasks:post_count"}
                                                                if name == "custom" else {}))
+
+
+def test_frames_that_are_not_arrays_are_refused_naming_the_frame(tmp_path):
+    """A PIL image, a path or None in the frame list raised AttributeError ('no attribute shape')."""
+    Image = pytest.importorskip("PIL.Image")
+    model = _constant_yolov8(tmp_path / "const.onnx", (32.0, 32.0, 16.0, 8.0))
+    task = make_task("detect", model, engine="ort")
+    good = np.zeros((8, 8, 3), np.uint8)
+    for bad, kind in ((Image.new("RGB", (8, 8)), "Image"), ("a.png", "str"), (None, "NoneType")):
+        with pytest.raises(UsageError, match=rf"frame 1 is a {kind}; .*numpy array or a torch tensor.*Predictor"):
+            task.prepare([good, bad])

@@ -197,6 +197,9 @@ def frames_list(frames: Any) -> list:
     if not out:
         raise UsageError("prepare() got no frames")
     for i, f in enumerate(out):
+        if not hasattr(f, "shape") or not hasattr(f, "dtype"):
+            raise UsageError(f"frame {i} is a {type(f).__name__}; a frame is a numpy array or a torch tensor "
+                             "(H x W x 3, RGB uint8). trtflow.Predictor.predict also reads paths and PIL images")
         shape = tuple(f.shape)
         if len(shape) != 3 or shape[-1] != 3:
             raise InputShapeError(f"frame {i} has shape {shape}; expected H x W x 3 (RGB, uint8)")

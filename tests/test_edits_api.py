@@ -341,3 +341,15 @@ def test_rename_to_a_name_used_inside_a_subgraph_is_refused():
     for options in ({"inputs": {"x": "t"}}, {"outputs": {"y": "e"}}):
         with pytest.raises(UsageError, match="already has a tensor"):
             edits.rename_io(model, RenameOptions(**options))
+
+
+def test_embed_preprocess_on_an_input_that_is_also_an_output_is_refused():
+    """The image input passed through as an output too: the output was renamed x__preprocessed unannounced and
+    verification reported output x missing."""
+    from onnx import helper
+
+    vi = lambda n: helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 3, 8, 8])  # noqa: E731
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [vi("x")], [vi("y"), vi("x")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(UsageError, match="also a model output"):
+        edits.embed_preprocess(model, PreprocessOptions())

@@ -175,8 +175,8 @@ def embed_preprocess(proto: Any, options: PreprocessOptions) -> tuple[Any, dict]
         the model's size and whether a resize was added.
 
     Raises:
-        UsageError: no clear image input, a dynamic channel count, a resize to a dynamic size,
-            mean/std of the wrong length.
+        UsageError: no clear image input, an image input that is also an output, a dynamic channel
+            count, a resize to a dynamic size, mean/std of the wrong length.
         GraphError: the new graph does not export.
     """
     import onnx
@@ -186,6 +186,11 @@ def embed_preprocess(proto: Any, options: PreprocessOptions) -> tuple[Any, dict]
 
     graph = import_graph(proto)
     target = _target_input(graph, options)
+    if target.name in {t.name for t in graph.outputs}:  # the output would become the preprocessed tensor, renamed
+        others = [t.name for t in graph.outputs if t.name != target.name]
+        raise UsageError(f"the image input '{target.name}' is also a model output; embedding the preprocessing "
+                         "would rename that output. Drop it first: trtflow surgeon extract --outputs "
+                         + (",".join(others) if others else "OTHER_OUTPUTS"))
     n, c, h, w = target.shape
     if not isinstance(c, int):
         raise UsageError(f"input '{target.name}' has a dynamic channel dim {target.shape}; expected NCHW with static C")

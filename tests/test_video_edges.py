@@ -506,3 +506,20 @@ def test_predict_on_an_array_that_is_not_numbers_is_a_usage_error():
                 [np.zeros((2, 2, 3)), np.zeros((3, 3, 3))]):
         with pytest.raises(UsageError, match="an image must"):
             to_rgb(bad)
+
+
+@pytest.mark.parametrize("suffix", ["mkv", "flv"])
+def test_file_cut_before_its_first_frame_is_marked_ended_early(tmp_path, suffix):
+    """A Matroska or FLV file cut inside its first frame declares 2.5 s and gives no frame: it was
+    reported complete (no frame time to compare with the declared end)."""
+    from tests.test_video import make_clip
+    from trtflow.video.sources import Source
+
+    clip = tmp_path / f"clip.{suffix}"
+    make_clip(clip, frames=60, width=96, height=64, noise=True)
+    cut = tmp_path / f"cut.{suffix}"
+    cut.write_bytes(clip.read_bytes()[: len(clip.read_bytes()) // 50])
+    source = Source(str(cut))
+    assert sum(1 for _ in source.frames()) == 0
+    source.close()
+    assert source.stats.ended_early and "ended early after 0 frames" in source.stats.errors[-1]

@@ -353,3 +353,16 @@ def test_embed_preprocess_on_an_input_that_is_also_an_output_is_refused():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(UsageError, match="also a model output"):
         edits.embed_preprocess(model, PreprocessOptions())
+
+
+def test_fix_shapes_sizes_the_named_dim_in_an_output_inference_cannot_shape():
+    """After an op ONNX cannot infer (com.microsoft Gelu) the output kept ['batch', 4] and was reported still
+    dynamic, though batch is now 2 everywhere."""
+    from onnx import helper
+
+    vi = lambda n: helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, ["batch", 4])  # noqa: E731
+    nodes = [helper.make_node("Gelu", ["x"], ["g"], domain="com.microsoft"), helper.make_node("Relu", ["g"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [vi("x")], [vi("y")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    new, report = edits.fix_shapes(model, FixShapesOptions(dims={"batch": 2}))
+    assert onnx_specs(new)[1][0].shape == (2, 4) and report["still_dynamic"] == []

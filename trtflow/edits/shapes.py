@@ -148,7 +148,9 @@ def fix_shapes(proto: Any, options: FixShapesOptions) -> tuple[Any, dict]:
     new = infer_shapes(new, strict=True)  # a shape the graph cannot take fails here, with ONNX's reason
     if options.fold:
         new = _fold(new)
-    _copy_output_shapes(new, old_shapes)
+    sizes = {b: a for dims_of in changed.values() for b, a in zip(dims_of["before"], dims_of["after"])
+             if isinstance(b, str) and b != "?" and isinstance(a, int)}  # named dim -> its new size
+    _copy_output_shapes(new, old_shapes, sizes)
     _, outs_after = onnx_specs(new)
     report = {
         "inputs": changed,
@@ -169,8 +171,9 @@ def _fold(proto: Any) -> Any:
                          "retry with --no-fold") from None
 
 
-def _copy_output_shapes(proto: Any, fallback: dict) -> None:
-    """Give graph outputs the shapes inference finds for them, else their shapes in ``fallback``.
+def _copy_output_shapes(proto: Any, fallback: dict, sizes: Mapping[str, int]) -> None:
+    """Give graph outputs the shapes inference finds for them, else their shapes in ``fallback`` with the
+    named dims of ``sizes`` made static (a named dim is one size throughout the model).
 
     ONNX inference records shapes of intermediate tensors only, so each output is read through an
     Identity in a probe copy and its inferred shape copied back.
@@ -191,6 +194,11 @@ def _copy_output_shapes(proto: Any, fallback: dict) -> None:
             out.type.tensor_type.shape.CopyFrom(inferred[out.name].type.tensor_type.shape)
         elif out.name in fallback:
             out.type.tensor_type.shape.CopyFrom(fallback[out.name])
+            for d in out.type.tensor_type.shape.dim:
+                if d.dim_param in sizes:
+                    size = sizes[d.dim_param]
+                    d.Clear()
+                    d.dim_value = size
 
 
 register(Edit(

@@ -397,3 +397,17 @@ def test_frames_that_are_not_arrays_are_refused_naming_the_frame(tmp_path):
     for bad, kind in ((Image.new("RGB", (8, 8)), "Image"), ("a.png", "str"), (None, "NoneType")):
         with pytest.raises(UsageError, match=rf"frame 1 is a {kind}; .*numpy array or a torch tensor.*Predictor"):
             task.prepare([good, bad])
+
+
+def test_prep_values_that_cannot_work_are_refused():
+    """stride=-8 cropped a 20 x 30 frame to 16 x 24 (padding 'up' to a negative multiple), stride=0
+    and crop_ratio=0 raised ZeroDivisionError, a std of 0 fed NaN to the model."""
+    from trtflow.tasks.prepare import Prep
+
+    for options, words in (({"stride": -8}, "stride -8"), ({"stride": 0}, "stride 0"), ({"stride": 2.5}, "stride 2.5"),
+                           ({"crop_ratio": 0}, "crop_ratio 0"), ({"std": (0.2, 0.0, 0.2)}, r"std \(0.2, 0.0, 0.2\)")):
+        with pytest.raises(UsageError, match=words):
+            Prep(**options)
+    assert Prep(mode="none", stride=32).stride == 32
+    with pytest.raises(UsageError, match="stride 0"):  # the segment task took 0 as "the default, 32"
+        make_task("segment", engine="ort", stride=0)

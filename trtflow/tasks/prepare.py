@@ -59,6 +59,14 @@ class Prep:
             raise UsageError(f"unknown resize mode '{self.mode}'; choose one of: {', '.join(RESIZE_MODES)}")
         if self.order not in ("rgb", "bgr"):
             raise UsageError(f"channel order '{self.order}': give 'rgb' or 'bgr'")
+        if isinstance(self.stride, bool) or not isinstance(self.stride, (int, np.integer)) or self.stride < 1:
+            raise UsageError(f"stride {self.stride!r}: give a whole number of pixels, at least 1, that frame sides "
+                             "are padded up to a multiple of")
+        if not self.crop_ratio > 0:
+            raise UsageError(f"crop_ratio {self.crop_ratio!r}: give the crop's share of the resized shorter side, "
+                             "above 0 (0.875 for ImageNet)")
+        if not all(float(s) != 0 for s in self.std):
+            raise UsageError(f"std {tuple(self.std)}: a channel's std divides its values; give non-zero values")
 
 
 def as_size(size: Any) -> Optional[tuple[int, int]]:

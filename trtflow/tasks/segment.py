@@ -65,8 +65,9 @@ class SegmentTask(Task):
         base = prep or IMAGENET_RGB
         size = _resolve_size(self, input_size)
         mode = resize or ("letterbox" if self.fixed_size() is not None or input_size is not None else base.mode)
-        self.prep = Prep(mode, size, int(stride or base.stride), base.order, base.scale, base.mean, base.std,
-                         base.pad_value, base.crop_ratio)
+        stride = base.stride if stride is None else stride
+        self.prep = Prep(mode, size, stride, base.order, base.scale, base.mean, base.std, base.pad_value,
+                         base.crop_ratio)
 
     def _auto_kind(self) -> str:
         spec = self.engine.outputs[0]

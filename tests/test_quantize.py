@@ -139,3 +139,23 @@ def test_a_calibration_sample_of_the_wrong_shape_is_named(tiny_onnx, tmp_path, s
     np.save(tmp_path / "a.npy", np.zeros(shape, np.float32))
     with pytest.raises(ModelLoadError, match=r"a\.npy.*\(batch, 3, 16, 16\)"):
         load_calibration(onnx.load(str(tiny_onnx)), tmp_path)
+
+
+def test_per_channel_scales_on_an_opset_below_13_are_refused_naming_the_fixes(npy_calib):
+    """DequantizeLinear takes a per-channel axis from opset 13: ONNX Runtime's quantizer wrote one anyway into
+    an opset-11 model, which ONNX Runtime then refused to load."""
+    from onnx import TensorProto, helper
+
+    from trtflow.edits.verify import run_ort
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                               helper.make_node("Relu", ["c"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])], [w])
+    old = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=6)
+    calib = load_calibration(old, npy_calib).calib
+    with pytest.raises(UsageError, match="--no-per-channel"):
+        quantize_int8(old, calib, QuantizeConfig(method="minmax"))
+    new, _ = quantize_int8(old, calib, QuantizeConfig(method="minmax", per_channel=False))
+    assert run_ort(new, {"x": np.zeros((1, 3, 16, 16), np.float32)})["y"].shape == (1, 4, 16, 16)

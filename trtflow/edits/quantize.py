@@ -131,7 +131,7 @@ def quantize_int8(proto: Any, calibration: Sequence[Mapping[str, np.ndarray]],
         of its nodes read a dequantized tensor), ``qdq_nodes`` and the settings used.
 
     Raises:
-        UsageError: an empty calibration set.
+        UsageError: an empty calibration set, or per-channel scales on a model below opset 13.
         GraphError: ONNX Runtime could not quantize the model.
     """
     import onnx
@@ -140,6 +140,11 @@ def quantize_int8(proto: Any, calibration: Sequence[Mapping[str, np.ndarray]],
     progress = progress_of(progress)
     if not calibration:
         raise UsageError("quantize needs calibration samples: give --calib-dir with images or .npy files")
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if config.per_channel and opset < 13:  # ORT's quantizer writes the axis anyway: a model nothing loads
+        raise UsageError(f"per-channel weight scales need ONNX opset >= 13 (DequantizeLinear's axis); the model "
+                         f"has opset {opset}. Re-export it with --opset 13 or newer, or quantize per tensor with "
+                         "--no-per-channel (per_channel=False)")
     q = require("onnxruntime.quantization", "INT8 quantization")
     method = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
               "percentile": q.CalibrationMethod.Percentile}[config.method]

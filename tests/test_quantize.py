@@ -159,3 +159,18 @@ def test_per_channel_scales_on_an_opset_below_13_are_refused_naming_the_fixes(np
         quantize_int8(old, calib, QuantizeConfig(method="minmax"))
     new, _ = quantize_int8(old, calib, QuantizeConfig(method="minmax", per_channel=False))
     assert run_ort(new, {"x": np.zeros((1, 3, 16, 16), np.float32)})["y"].shape == (1, 4, 16, 16)
+
+
+def test_quantizing_an_ir3_model_gives_a_model_the_onnx_checker_accepts(npy_calib):
+    """IR 3 lists every initializer among the graph inputs; the quantizer's scales and zero points are not."""
+    from onnx import TensorProto, helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                               helper.make_node("Relu", ["c"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16]),
+                               helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])], [w])
+    old = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 7)], ir_version=3)
+    new, _ = quantize_int8(old, load_calibration(old, npy_calib).calib, QuantizeConfig(method="minmax", per_channel=False))
+    onnx.checker.check_model(new)

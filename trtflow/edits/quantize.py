@@ -26,6 +26,7 @@ from trtflow.edits.calibration import CalibrationSet, ImagePreprocess, load_cali
 from trtflow.edits.registry import Edit, register
 from trtflow.edits.verify import VerifyConfig, run_ort
 from trtflow.errors import GraphError, MismatchError, UsageError
+from trtflow.graph.ir import lift_ir3
 from trtflow.progress import Progress, report as progress_of
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ def quantize_int8(proto: Any, calibration: Sequence[Mapping[str, np.ndarray]],
             )
         except Exception as exc:  # ORT raises plain Exceptions from its quantizers
             raise GraphError(f"ONNX Runtime could not quantize the model ({type(exc).__name__}: {exc})") from None
-        new = onnx.load(str(out))
+        new = lift_ir3(onnx.load(str(out)))  # the Q/DQ scales are initializers an IR 3 graph would list as inputs
     quantized: dict[str, int] = {}
     produced = {o: n for n in new.graph.node for o in n.output}
     for node in new.graph.node:

@@ -59,7 +59,13 @@ def keep_model_info(proto: Any, like: Any) -> Any:
     proto.graph.doc_string = proto.graph.doc_string or like.graph.doc_string
     del proto.metadata_props[:]
     proto.metadata_props.extend(like.metadata_props)
-    if proto.ir_version < 4:  # IR 3 lists every initializer among the graph inputs; edited graphs do not
+    return lift_ir3(proto)
+
+
+def lift_ir3(proto: Any) -> Any:
+    """IR 4 for an IR 3 ``proto`` whose initializers are not all graph inputs (IR 3 requires they are;
+    edited graphs list only the real inputs). Returns ``proto``, changed in place."""
+    if proto.ir_version < 4:
         inputs = {v.name for v in proto.graph.input}
         if any(init.name not in inputs for init in proto.graph.initializer):
             proto.ir_version = 4

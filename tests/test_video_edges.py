@@ -523,3 +523,17 @@ def test_file_cut_before_its_first_frame_is_marked_ended_early(tmp_path, suffix)
     assert sum(1 for _ in source.frames()) == 0
     source.close()
     assert source.stats.ended_early and "ended early after 0 frames" in source.stats.errors[-1]
+
+
+def test_summary_lists_only_the_video_files_written(tmp_path, model):
+    """A run that gave no frame (every image of the folder broken) writes no video file, but the
+    summary listed --out among the files written."""
+    from trtflow.video import VideoConfig, run_video
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "0.png").write_bytes(b"not a png")
+    out, jsonl = tmp_path / "out.mp4", tmp_path / "out.jsonl"
+    summary = run_video([str(folder)], mean_task(model), VideoConfig(out=str(out), jsonl=str(jsonl)))
+    assert summary.frames_out == 0 and summary.corrupt == 1
+    assert not out.exists() and summary.outputs == [str(jsonl)]

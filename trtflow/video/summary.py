@@ -45,7 +45,7 @@ class Summary:
         bottleneck: the stage with the most busy time.
         streams: per stream: source, kind, size, rate, decoder, decoded/dropped/corrupt counts,
             whether it ended early, and its messages.
-        outputs: files written.
+        outputs: files written (a video output that got no frame is not written).
     """
 
     frames_in: int
@@ -92,7 +92,7 @@ def summarize(pipeline: Any) -> Summary:
         info.update(decoded=st.decoded, dropped=dropped, corrupt=st.corrupt, missing=st.missing, ended_early=st.ended_early,
                     expected=st.expected, messages=list(st.errors))
         streams.append(info)
-    outputs = [w.path for w in pipeline.video_writers if w is not None]
+    outputs = [w.path for w in pipeline.video_writers if w is not None and w.frames]  # no frame: no file
     if pipeline.jsonl is not None:
         outputs.append(pipeline.jsonl.path)
     bottleneck = max(stages, key=lambda k: stages[k]["busy_s"]) if stages else ""

@@ -366,3 +366,22 @@ def test_fix_shapes_sizes_the_named_dim_in_an_output_inference_cannot_shape():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     new, report = edits.fix_shapes(model, FixShapesOptions(dims={"batch": 2}))
     assert onnx_specs(new)[1][0].shape == (2, 4) and report["still_dynamic"] == []
+
+
+def test_fix_shapes_keeps_an_output_of_unknown_rank_unranked():
+    """A Loop's output of unknown rank came out with an empty shape, which ONNX reads as a scalar."""
+    from onnx import helper, numpy_helper
+
+    f = onnx.TensorProto.FLOAT
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Concat", ["v_in", "v_in"], ["v_out"], axis=0)],
+        "body", [helper.make_tensor_value_info("i", onnx.TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", onnx.TensorProto.BOOL, []), helper.make_tensor_value_info("v_in", f, None)],
+        [helper.make_tensor_value_info("cond_out", onnx.TensorProto.BOOL, []), helper.make_tensor_value_info("v_out", f, None)])
+    graph = helper.make_graph([helper.make_node("Loop", ["n", "", "x"], ["v"], body=body), helper.make_node("Relu", ["v"], ["y"])],
+                              "g", [helper.make_tensor_value_info("x", f, ["batch", 4])], [helper.make_tensor_value_info("y", f, None)],
+                              [numpy_helper.from_array(np.array(2, np.int64), "n")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for fold in (True, False):
+        new, _ = edits.fix_shapes(model, FixShapesOptions(dims={"batch": 1}, fold=fold))
+        assert not new.graph.output[0].type.tensor_type.HasField("shape")

@@ -142,7 +142,8 @@ def fix_shapes(proto: Any, options: FixShapesOptions) -> tuple[Any, dict]:
     changed = _set_input_dims(new, shapes, dims)
     _, outs_before = onnx_specs(proto)
     del new.graph.value_info[:]
-    old_shapes = {o.name: copy.deepcopy(o.type.tensor_type.shape) for o in new.graph.output}
+    old_shapes = {o.name: copy.deepcopy(o.type.tensor_type.shape) for o in new.graph.output
+                  if o.type.tensor_type.HasField("shape")}  # an unranked output stays unranked, not a scalar
     for out in new.graph.output:  # let inference recompute output dims
         out.type.tensor_type.ClearField("shape")
     new = infer_shapes(new, strict=True)  # a shape the graph cannot take fails here, with ONNX's reason

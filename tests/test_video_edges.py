@@ -537,3 +537,16 @@ def test_summary_lists_only_the_video_files_written(tmp_path, model):
     summary = run_video([str(folder)], mean_task(model), VideoConfig(out=str(out), jsonl=str(jsonl)))
     assert summary.frames_out == 0 and summary.corrupt == 1
     assert not out.exists() and summary.outputs == [str(jsonl)]
+
+
+def test_source_options_given_as_numbers_reach_ffmpeg(tmp_path, model):
+    """FFmpeg options are text: {"probesize": 5000000} (as a Python caller writes a number) raised
+    PyAV's TypeError 'expected str, got int'."""
+    from tests.test_video import make_clip
+    from trtflow.video.sources import Source
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=3)
+    source = Source(str(clip), options={"probesize": 5000000, "fflags": "+genpts", "ignore_editlist": True})
+    assert sum(1 for _ in source.frames()) == 3
+    source.close()

@@ -95,7 +95,8 @@ class Source:
         stream: the id this source's frames carry.
         decode: "cpu" (PyAV's software decoders) or "nvdec" (FFmpeg's CUDA hwaccel; frames stay
             on the GPU and are converted to RGB there).
-        options: FFmpeg demuxer options (e.g. ``{"rtsp_transport": "tcp"}``).
+        options: FFmpeg demuxer options (e.g. ``{"rtsp_transport": "tcp", "listen_timeout": 10}``;
+            numbers and booleans are passed as text, True as 1).
         timeout_s: seconds allowed to open a network stream or camera, and per read after that.
         max_frames: stop after this many frames (None: until the end).
         audio: also demux the first audio stream (for copying it to the output).
@@ -129,7 +130,7 @@ class Source:
         if self.kind == "folder":
             self._open_folder()
         else:
-            self._open_container(dict(options or {}), timeout_s, audio)
+            self._open_container({str(k): _option_text(v) for k, v in (options or {}).items()}, timeout_s, audio)
 
     # -- opening ---------------------------------------------------------------------------
     def _open_folder(self) -> None:
@@ -348,6 +349,13 @@ class Source:
         return {"stream": self.stream, "source": self.uri, "kind": self.kind, "live": self.live,
                 "width": self.width, "height": self.height, "fps": float(self.fps) if self.fps else None,
                 "codec": self.codec, "decoder": self.decoder, "audio": self.audio is not None}
+
+
+def _option_text(value: Any) -> str:
+    """An FFmpeg option value as the text FFmpeg parses: numbers as written, booleans as 1 / 0."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
 
 
 def decode_image(av: Any, path: str) -> Any:

@@ -550,3 +550,19 @@ def test_source_options_given_as_numbers_reach_ffmpeg(tmp_path, model):
     source = Source(str(clip), options={"probesize": 5000000, "fflags": "+genpts", "ignore_editlist": True})
     assert sum(1 for _ in source.frames()) == 3
     source.close()
+
+
+def test_encoder_options_as_numbers_work_and_bad_ones_are_usage_errors(tmp_path, model):
+    """encoder_options={"crf": 18} raised PyAV's TypeError 'expected str, got int'; an option x264
+    refuses ({"preset": "fastest"}) failed the write stage with av's ArgumentError."""
+    from tests.test_video import make_clip
+    from trtflow.errors import UsageError
+    from trtflow.video import VideoConfig, run_video
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=3)
+    out = tmp_path / "out.mp4"
+    summary = run_video([str(clip)], mean_task(model), VideoConfig(out=str(out), encoder_options={"crf": 18, "g": 2}))
+    assert summary.frames_out == 3 and summary.outputs == [str(out)]
+    with pytest.raises(UsageError, match=r"libx264 refused the encoder options .*'preset': 'fastest'.*encoder_options"):
+        run_video([str(clip)], mean_task(model), VideoConfig(out=str(out), encoder_options={"preset": "fastest"}))

@@ -44,7 +44,7 @@ class VideoWriter:
         time_base: time base of the source's timestamps.
         audio: the source's audio stream to copy (None: no audio).
         codec: encoder name (default libx264).
-        options: encoder options (default: preset veryfast, crf 23).
+        options: encoder options (default: preset veryfast, crf 23); numbers are passed as text.
     """
 
     def __init__(self, path: str, fps: Fraction, time_base: Fraction, audio: Any = None,
@@ -54,7 +54,8 @@ class VideoWriter:
         self.fps = fps or Fraction(25)
         self.time_base = time_base or Fraction(1, 25)
         self.codec = codec
-        self.options = dict(DEFAULT_ENCODER_OPTIONS if options is None else options)
+        given = DEFAULT_ENCODER_OPTIONS if options is None else options  # FFmpeg parses text: 18 -> "18"
+        self.options = {str(k): ("1" if v else "0") if isinstance(v, bool) else str(v) for k, v in given.items()}
         parent = Path(path).parent
         if not parent.is_dir():
             raise UsageError(f"--out '{path}': the folder '{parent}' does not exist")
@@ -84,6 +85,11 @@ class VideoWriter:
             self.video.width, self.video.height = _even(w), _even(h)
             self.video.pix_fmt = "yuv420p"
             self.video.codec_context.time_base = self.time_base
+            try:
+                self.video.codec_context.open()
+            except av.error.FFmpegError as exc:
+                raise UsageError(f"--out '{self.path}': {self.codec} refused the encoder options {self.options} "
+                                 f"({exc}); fix or drop them (encoder_options)") from None
         if (_even(w), _even(h)) != (self.video.width, self.video.height):
             raise UsageError(f"--out '{self.path}': frame size {w}x{h} changed mid-stream (the video is "
                              f"{self.video.width}x{self.video.height}) and a video file holds one size; "

@@ -566,3 +566,21 @@ def test_encoder_options_as_numbers_work_and_bad_ones_are_usage_errors(tmp_path,
     assert summary.frames_out == 3 and summary.outputs == [str(out)]
     with pytest.raises(UsageError, match=r"libx264 refused the encoder options .*'preset': 'fastest'.*encoder_options"):
         run_video([str(clip)], mean_task(model), VideoConfig(out=str(out), encoder_options={"preset": "fastest"}))
+
+
+@pytest.mark.parametrize("suffix", ["webm", "gif", "png"])
+def test_out_in_a_container_that_cannot_hold_h264_is_refused_before_any_work(tmp_path, model, suffix):
+    """--out x.webm (or .gif, .png) failed the write stage at the first frame with "EngineError: ...
+    ValueError: 'webm' format does not support 'libx264' codec", after decoding and inference had begun."""
+    from tests.test_video import make_clip
+    from trtflow.errors import UsageError
+    from trtflow.video import VideoConfig, run_video
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=3)
+    task = mean_task(model)
+    calls = []
+    task.prepare = lambda frames, prepare=task.prepare: calls.append(len(frames)) or prepare(frames)
+    with pytest.raises(UsageError, match=rf"--out '.*out.{suffix}': .*cannot hold libx264.*\.mp4, \.mkv or \.mov"):
+        run_video([str(clip)], task, VideoConfig(out=str(tmp_path / f"out.{suffix}")))
+    assert not calls

@@ -63,6 +63,12 @@ class VideoWriter:
             self.container = self.av.open(path, "w")
         except (self.av.error.FFmpegError, ValueError) as exc:
             raise UsageError(f"--out '{path}': cannot write a video there ({exc}); use a .mp4, .mkv or .mov name") from None
+        if codec not in self.container.supported_codecs:
+            name = self.container.format.name
+            self.container.close()
+            self.container = None
+            raise UsageError(f"--out '{path}': a '{name}' file cannot hold {codec} video; use a .mp4, .mkv or .mov "
+                             "name")
         self.audio_out = self.container.add_stream_from_template(audio) if audio is not None else None
         self.pending_audio: collections.deque = collections.deque()  # appended from the decode thread
         self.video = None

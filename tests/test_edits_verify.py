@@ -25,3 +25,25 @@ def test_same_outputs_pass():
     result = verify_edit(_model(["a", "b"]), _model(["a", "b"]), VerifyConfig())
     assert result["passed"] and set(result["max_abs"]) == {"a", "b"}
     assert np.isfinite(result["max_abs"]["a"])
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".npz:arr", ".NPY"])
+def test_a_given_npz_or_uppercase_npy_fixes_its_dynamic_inputs_shape(tmp_path, suffix):
+    """Only a file ending in lowercase .npy sized a dynamic input: a .npz was refused asking for --shapes."""
+    from trtflow.edits.verify import build_feeds
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "n"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "n"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = np.arange(10, dtype=np.float32).reshape(2, 5)
+    if suffix == ".NPY":
+        np.save(tmp_path / "x.npy", x)
+        (tmp_path / "x.npy").rename(tmp_path / "x.NPY")
+        given = str(tmp_path / "x.NPY")
+    else:
+        np.savez(tmp_path / "x.npz", x=x, arr=x)
+        given = str(tmp_path / "x") + suffix
+    feeds = dict(build_feeds(model, None, VerifyConfig(inputs={"x": given})))
+    np.testing.assert_array_equal(feeds["given"]["x"], x)
+    assert feeds["random(seed=0)"]["x"].shape == (2, 5)

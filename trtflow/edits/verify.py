@@ -127,18 +127,23 @@ def build_feeds(before: Any, after: Any | None, config: VerifyConfig, input_map:
                 skip: str = "--no-verify") -> list[tuple[str, dict[str, np.ndarray]]]:
     """Labelled feeds for the before model: one random, plus one from the given files when any;
     ``skip`` names the flag that skips the run they are for (in the message asking for --shapes)."""
-    from trtflow.feeds import build_feed, random_feed
+    from trtflow.errors import ModelLoadError
+    from trtflow.feeds import build_feed, load_array, random_feed, split_npz
 
     b_in, _ = onnx_specs(before)
     a_in = onnx_specs(after)[0] if after is not None else None
     given = {k: v for k, v in config.inputs.items() if v != "random"}
     shapes = dict(config.shapes)
-    for name, path in given.items():  # a given .npy fixes its input's shape
-        if name not in shapes and str(path).endswith(".npy"):
-            try:
+    for name, path in given.items():  # a given .npy or .npz[:KEY] fixes its input's shape
+        if name in shapes:
+            continue
+        try:
+            if split_npz(path)[0].suffix.lower() == ".npy":
                 shapes[name] = np.load(path, mmap_mode="r").shape
-            except (OSError, ValueError):
-                pass  # build_feed reports the unreadable file
+            else:
+                shapes[name] = load_array(path, name).shape
+        except (OSError, ValueError, ModelLoadError):
+            pass  # build_feed reports the unreadable file
     feeds = []
     if given:
         feed = build_feed(b_in, given, feed_shapes(b_in, a_in, shapes, input_map, skip), config.seed)

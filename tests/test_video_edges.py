@@ -584,3 +584,5 @@ def test_out_in_a_container_that_cannot_hold_h264_is_refused_before_any_work(tmp
     with pytest.raises(UsageError, match=rf"--out '.*out.{suffix}': .*cannot hold libx264.*\.mp4, \.mkv or \.mov"):
         run_video([str(clip)], task, VideoConfig(out=str(tmp_path / f"out.{suffix}")))
     assert not calls
+    ts = tmp_path / "out.ts"  # MPEG-TS does not list its codecs, but holds H.264
+    assert run_video([str(clip)], task, VideoConfig(out=str(ts))).outputs == [str(ts)] and calls

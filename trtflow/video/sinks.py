@@ -4,6 +4,7 @@ JSON Lines with one record per frame."""
 from __future__ import annotations
 
 import collections
+import io
 import json
 import logging
 import math
@@ -63,12 +64,12 @@ class VideoWriter:
             self.container = self.av.open(path, "w")
         except (self.av.error.FFmpegError, ValueError) as exc:
             raise UsageError(f"--out '{path}': cannot write a video there ({exc}); use a .mp4, .mkv or .mov name") from None
-        if codec not in self.container.supported_codecs:
-            name = self.container.format.name
+        refused = _refuses_codec(self.av, self.container.format.name, codec)
+        if refused:
             self.container.close()
             self.container = None
-            raise UsageError(f"--out '{path}': a '{name}' file cannot hold {codec} video; use a .mp4, .mkv or .mov "
-                             "name")
+            raise UsageError(f"--out '{path}': {refused}: this kind of file cannot hold {codec} video; use a .mp4, "
+                             ".mkv or .mov name")
         self.audio_out = self.container.add_stream_from_template(audio) if audio is not None else None
         self.pending_audio: collections.deque = collections.deque()  # appended from the decode thread
         self.video = None
@@ -138,6 +139,19 @@ class VideoWriter:
         finally:
             self.container.close()
             self.container = None
+
+
+def _refuses_codec(av: Any, container_format: str, codec: str) -> Optional[str]:
+    """FFmpeg's reason when ``container_format`` cannot hold ``codec`` streams, else None. Asked
+    of a throwaway in-memory container, as the stream itself is only made at the first frame."""
+    probe = av.open(io.BytesIO(), "w", format=container_format)
+    try:
+        probe.add_stream(codec)
+    except ValueError as exc:  # PyAV: "'webm' format does not support 'libx264' codec"
+        return str(exc)
+    finally:
+        probe.close()
+    return None
 
 
 def _finite(value: Any) -> Any:

@@ -385,3 +385,13 @@ def test_fix_shapes_keeps_an_output_of_unknown_rank_unranked():
     for fold in (True, False):
         new, _ = edits.fix_shapes(model, FixShapesOptions(dims={"batch": 1}, fold=fold))
         assert not new.graph.output[0].type.tensor_type.HasField("shape")
+
+
+@pytest.mark.parametrize("spelling", ["f.npz", "f.npz:frames"])
+def test_embed_preprocess_verifies_on_frames_given_in_a_npz(tmp_path, spelling):
+    """A .npz of frames crashed with a raw AttributeError ('NpzFile' has no astype); FILE.npz:KEY was 'not found'."""
+    frames = np.random.default_rng(0).integers(0, 256, (1, 8, 8, 3)).astype(np.uint8)
+    np.savez(tmp_path / "f.npz", x=frames, frames=frames)
+    _, report = edits.apply("embed-preprocess", _two_image_model(),
+                            verify_config=VerifyConfig(inputs={"x": str(tmp_path / spelling)}))
+    assert [run["feed"] for run in report["verification"]["runs"]][0] == "given frames"

@@ -21,7 +21,7 @@ import numpy as np
 from trtflow.edits import fields
 from trtflow.edits.registry import Edit, register
 from trtflow.edits.verify import VerifyConfig, compare_models, feed_shapes
-from trtflow.errors import GraphError, ModelLoadError, UsageError
+from trtflow.errors import GraphError, UsageError
 from trtflow.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -274,14 +274,14 @@ def verify_preprocess(before: Any, after: Any, options: PreprocessOptions,
     Args:
         before: the model without preprocessing. after: the model with it embedded.
         options: the preprocessing that was embedded.
-        verify_config: tolerances, shapes, seed, and ``inputs[name]``: a .npy of raw frames.
+        verify_config: tolerances, shapes, seed, and ``inputs[name]``: a .npy (or .npz[:KEY]) of raw frames.
         feeds: unused (the feeds are raw frames, built here).
         progress: told before each feed runs.
 
     Raises:
         ModelLoadError: an unreadable frames file. MismatchError: an output out of tolerance.
     """
-    from trtflow.feeds import random_feed
+    from trtflow.feeds import load_array, random_feed
     from trtflow.graph.io import onnx_specs
 
     config = verify_config or VerifyConfig()
@@ -295,10 +295,7 @@ def verify_preprocess(before: Any, after: Any, options: PreprocessOptions,
     frame_sets = [(f"random uint8 frames(seed={config.seed})",
                    rng.integers(0, 256, size=shapes[name]).astype(options.dtype))]
     if name in config.inputs and config.inputs[name] != "random":
-        try:
-            frames = np.load(config.inputs[name])
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"cannot read {config.inputs[name]} as .npy frames ({exc})") from None
+        frames = load_array(config.inputs[name], name)  # .npy, or .npz[:KEY] as every --input takes
         frame_sets.insert(0, ("given frames", frames.astype(options.dtype)))
     labelled, after_feeds = [], []
     for label, frames in frame_sets:

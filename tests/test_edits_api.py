@@ -395,3 +395,15 @@ def test_embed_preprocess_verifies_on_frames_given_in_a_npz(tmp_path, spelling):
     _, report = edits.apply("embed-preprocess", _two_image_model(),
                             verify_config=VerifyConfig(inputs={"x": str(tmp_path / spelling)}))
     assert [run["feed"] for run in report["verification"]["runs"]][0] == "given frames"
+
+
+def test_embed_preprocess_on_a_dynamic_size_model_takes_the_given_frames_size(tmp_path):
+    """Given frames sized the dynamic H/W of the raw input: verification asked for --shapes instead."""
+    from onnx import helper
+
+    vi = lambda n: helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, ["n", 3, "h", "w"])  # noqa: E731
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [vi("x")], [vi("y")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    np.save(tmp_path / "f.npy", np.random.default_rng(0).integers(0, 256, (2, 6, 10, 3)).astype(np.uint8))
+    _, report = edits.apply("embed-preprocess", model, verify_config=VerifyConfig(inputs={"x": str(tmp_path / "f.npy")}))
+    assert [run["feed"] for run in report["verification"]["runs"]][0] == "given frames"

@@ -291,12 +291,15 @@ def verify_preprocess(before: Any, after: Any, options: PreprocessOptions,
                                       if s.dtype == options.dtype and s.name in before_in and s.rank == 4)
     model_hw = tuple(before_in[name].shape[2:])
     rng = np.random.default_rng(config.seed)
-    shapes = feed_shapes(after_in, None, config.shapes)
+    given = None
+    if name in config.inputs and config.inputs[name] != "random":
+        given = load_array(config.inputs[name], name)  # .npy, or .npz[:KEY] as every --input takes
+    # given frames size the raw input's dynamic dims, for the random frames too
+    shapes = feed_shapes(after_in, None, {name: given.shape, **config.shapes} if given is not None else config.shapes)
     frame_sets = [(f"random uint8 frames(seed={config.seed})",
                    rng.integers(0, 256, size=shapes[name]).astype(options.dtype))]
-    if name in config.inputs and config.inputs[name] != "random":
-        frames = load_array(config.inputs[name], name)  # .npy, or .npz[:KEY] as every --input takes
-        frame_sets.insert(0, ("given frames", frames.astype(options.dtype)))
+    if given is not None:
+        frame_sets.insert(0, ("given frames", given.astype(options.dtype)))
     labelled, after_feeds = [], []
     for label, frames in frame_sets:
         others = random_feed([s for s in after_in if s.name != name], shapes, config.seed)

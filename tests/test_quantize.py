@@ -174,3 +174,16 @@ def test_quantizing_an_ir3_model_gives_a_model_the_onnx_checker_accepts(npy_cali
     old = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 7)], ir_version=3)
     new, _ = quantize_int8(old, load_calibration(old, npy_calib).calib, QuantizeConfig(method="minmax", per_channel=False))
     onnx.checker.check_model(new)
+
+
+def test_accuracy_report_takes_a_scalar_output():
+    """np.concatenate of 0-d outputs raised a raw ValueError."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("ReduceMean", ["x"], ["y"], keepdims=0)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    samples = [{"x": np.full((1, 4), v, np.float32)} for v in (1.0, 3.0)]
+    report = accuracy_report(model, model, samples)
+    assert report["outputs"]["y"]["max_abs"] == 0 and report["outputs"]["y"]["mean_abs_reference"] == 2.0

@@ -209,7 +209,7 @@ def accuracy_report(before: Any, after: Any, samples: Sequence[Mapping[str, np.n
     for feed in samples:
         for store, model in ((ref_all, before), (got_all, after)):
             for name, value in run_ort(model, feed).items():
-                store.setdefault(name, []).append(np.asarray(value, np.float64))
+                store.setdefault(name, []).append(np.atleast_1d(np.asarray(value, np.float64)))  # 0-d: concatenable
     outputs = {}
     for name, refs in ref_all.items():
         ref, got = np.concatenate(refs), np.concatenate(got_all[name])

@@ -586,3 +586,40 @@ def test_out_in_a_container_that_cannot_hold_h264_is_refused_before_any_work(tmp
     assert not calls
     ts = tmp_path / "out.ts"  # MPEG-TS does not list its codecs, but holds H.264
     assert run_video([str(clip)], task, VideoConfig(out=str(ts))).outputs == [str(ts)] and calls
+
+
+def _clip_with_audio(path, codec: str) -> None:
+    """12 frames of H.264 and half a second of ``codec`` audio (opus, flac...)."""
+    from tests.test_video import encode
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=24, options={"preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        audio = out.add_stream(codec, rate=48000)
+        audio.layout = "mono"
+        encode(out, video, [np.full((32, 32, 3), 9 * i, np.uint8) for i in range(12)])
+        size = audio.codec_context.frame_size or 1024
+        for k in range(0, 24000, size):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, size), np.int16), format="s16", layout="mono")
+            frame.sample_rate, frame.pts = 48000, k
+            for packet in audio.encode(frame):
+                out.mux(packet)
+        for packet in audio.encode():
+            out.mux(packet)
+
+
+@pytest.mark.parametrize("codec, suffix", [("libopus", "avi"), ("libopus", "mov"), ("flac", "mov")])
+def test_out_that_cannot_hold_the_source_audio_names_no_audio(tmp_path, model, codec, suffix):
+    """Opus audio copied into .avi raised a bare ValueError from PyAV; Opus or FLAC into .mov failed
+    the write stage (av ArgumentError from the header). Both are a UsageError naming --no-audio, and
+    the same run with audio=False writes the video."""
+    from trtflow.errors import UsageError
+    from trtflow.video import VideoConfig, run_video
+
+    clip = tmp_path / "clip.mkv"
+    _clip_with_audio(clip, codec)
+    out = tmp_path / f"out.{suffix}"
+    with pytest.raises(UsageError, match=rf"--out '.*out.{suffix}'.*{codec.replace('lib', '')} audio.*--no-audio"):
+        run_video([str(clip)], mean_task(model), VideoConfig(batch=4, out=str(out)))
+    summary = run_video([str(clip)], mean_task(model), VideoConfig(batch=4, out=str(out), audio=False))
+    assert summary.frames_out == 12 and summary.outputs == [str(out)]

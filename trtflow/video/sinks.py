@@ -70,7 +70,16 @@ class VideoWriter:
             self.container = None
             raise UsageError(f"--out '{path}': {refused}: this kind of file cannot hold {codec} video; use a .mp4, "
                              ".mkv or .mov name")
-        self.audio_out = self.container.add_stream_from_template(audio) if audio is not None else None
+        self.audio_out = None
+        if audio is not None:
+            try:
+                self.audio_out = self.container.add_stream_from_template(audio)
+            except ValueError as exc:  # PyAV: "'avi' format does not support 'opus' codec"
+                self.container.close()
+                self.container = None
+                raise UsageError(f"--out '{path}': {exc}, so the source's {audio.codec_context.name} audio cannot be "
+                                 "copied; use a .mkv name, or drop the audio (--no-audio)") from None
+        self._header = False  # written with the first packet muxed
         self.pending_audio: collections.deque = collections.deque()  # appended from the decode thread
         self.video = None
         self.frames = 0
@@ -114,9 +123,25 @@ class VideoWriter:
         frame.pts = pts
         frame.time_base = self.time_base
         for packet in self.video.encode(frame):
-            self.container.mux(packet)
+            self._mux(packet)
         self.frames += 1
         self._flush_audio()
+
+    def _mux(self, packet: Any) -> None:
+        """Mux one packet; the first writes the file's header, which FFmpeg refuses for streams the
+        container cannot hold (Opus or FLAC audio in .mov)."""
+        if self._header:
+            self.container.mux(packet)
+            return
+        try:
+            self.container.mux(packet)
+        except self.av.error.FFmpegError as exc:
+            if self.audio_out is None:
+                raise
+            raise UsageError(f"--out '{self.path}': FFmpeg cannot write this file with the source's "
+                             f"{self.audio_out.codec_context.name} audio ({exc}); use a .mkv name, or drop the "
+                             "audio (--no-audio)") from None
+        self._header = True
 
     def _flush_audio(self) -> None:
         if self.video is None:  # the header is written with the first video packet
@@ -124,7 +149,7 @@ class VideoWriter:
         while self.pending_audio:
             packet = self.pending_audio.popleft()
             packet.stream = self.audio_out
-            self.container.mux(packet)
+            self._mux(packet)
             self.audio_packets += 1
 
     def close(self) -> None:
@@ -134,7 +159,7 @@ class VideoWriter:
         try:
             if self.video is not None:
                 for packet in self.video.encode():
-                    self.container.mux(packet)
+                    self._mux(packet)
                 self._flush_audio()
         finally:
             self.container.close()

@@ -357,3 +357,18 @@ def test_a_tensor_shape_inference_cannot_type_keeps_its_nodes_fp32():
     new, report = convert_fp16(model)
     assert "type of tensor 'r' is unknown" in {k["node"]: k["reason"] for k in report["kept_fp32"]}["add"]
     np.testing.assert_allclose(run_ort(new, {"x": x})["y"], run_ort(model, {"x": x})["y"], atol=1e-3)
+
+
+def test_a_model_input_giving_resize_scales_stays_float32_without_keep_io_types():
+    """scales fed as a model input became float16 with keep_io_types=False: 4/3 -> 1.333 and 480 rows gave 639."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Resize", ["r", "", "scales"], ["y"], mode="nearest")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 480, 3]),
+              helper.make_tensor_value_info("scales", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    new, _ = convert_fp16(model, keep_io_types=False)
+    assert _elem_types(new)["scales"] == TensorProto.FLOAT and _elem_types(new)["x"] == TensorProto.FLOAT16
+    scales = np.array([1, 1, 4 / 3, 1], np.float32)
+    got = run_ort(new, {"x": np.ones((1, 1, 480, 3), np.float16), "scales": scales})["y"]
+    assert got.shape == (1, 1, 640, 3)

@@ -266,6 +266,15 @@ class _Converter:
             reason = f"the type of tensor '{untyped}' is unknown (ONNX shape inference could not type it)"
         return reason
 
+    def _feeds_fixed(self, tensor) -> bool:
+        """True when ``tensor`` is a Resize scales/roi input or feeds a node computing one: a model input
+        doing so stays float32 (4/3 in float16 is 1.333: 480 rows became 639)."""
+        for node in tensor.outputs:
+            fixed = [i for i in FIXED_FP32_INPUTS.get(node.op, ()) if i < len(node.inputs)]
+            if id(node) in self.fixed or any(node.inputs[i] is tensor for i in fixed):
+                return True
+        return False
+
     def cast(self, tensor, to: str):
         key = (tensor.name, to)
         if key not in self.casts:
@@ -292,7 +301,7 @@ class _Converter:
         gs = self.gs
         if not keep_io_types:
             for t in self.graph.inputs:
-                if _is_f32(t) and t.name not in self.implicit:
+                if _is_f32(t) and t.name not in self.implicit and not self._feeds_fixed(t):
                     t.dtype = np.float16
                     self.converted.add(t.name)
         for node in list(self.graph.nodes):
@@ -366,7 +375,8 @@ def convert_fp16(
 
     Args:
         proto: an onnx.ModelProto.
-        keep_io_types: keep float32 model inputs and outputs (casts at the edges); False makes them float16.
+        keep_io_types: keep float32 model inputs and outputs (casts at the edges); False makes them float16,
+            except inputs read inside a subgraph or giving Resize scales/roi (or computing them).
         block_ops: op types to keep in FP32 instead of ``DEFAULT_BLOCK_OPS`` (e.g. add "Resize").
             Constants beyond float16's range, large reductions, integer casts and subgraphs stay
             FP32 whatever this holds.

@@ -623,3 +623,21 @@ def test_out_that_cannot_hold_the_source_audio_names_no_audio(tmp_path, model, c
         run_video([str(clip)], mean_task(model), VideoConfig(batch=4, out=str(out)))
     summary = run_video([str(clip)], mean_task(model), VideoConfig(batch=4, out=str(out), audio=False))
     assert summary.frames_out == 12 and summary.outputs == [str(out)]
+
+
+def test_mp4_cut_inside_its_last_frames_is_ended_early(tmp_path):
+    """A frame count of 30 and 29 or 28 frames read: the cut file ends early, even though its last
+    frame is within the few frames of slack a declared duration alone is given."""
+    from tests.test_video import make_clip
+    from trtflow.video.sources import Source
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=30, width=96, height=64, noise=True, options={"movflags": "faststart"})
+    data = clip.read_bytes()
+    for cut in (100, 3000):
+        short = tmp_path / "short.mp4"
+        short.write_bytes(data[:-cut])
+        source = Source(str(short))
+        decoded = sum(1 for _ in source.frames())
+        source.close()
+        assert 27 <= decoded < 30 and source.stats.ended_early, (cut, decoded, source.stats)

@@ -310,11 +310,14 @@ class Source:
             return
         expected = self.stats.expected
         end = self._declared_end()
-        reached_end = bool(end and last_time is not None and self.fps and last_time >= end - 3 / float(self.fps))
+
+        def reached_end(slack: float) -> bool:  # the last frame read lies within ``slack`` frames of the end
+            return bool(end and last_time is not None and self.fps and last_time >= end - slack / float(self.fps))
+
         if expected is not None:  # frames lost inside the stream are counted missing, not an early end
-            short = decoded + self.stats.missing < expected and not reached_end
+            short = decoded + self.stats.missing < expected and not reached_end(1.5)
         else:  # no frame at all (last_time None) from a stream that declares a duration is short too
-            short = bool(end and self.fps) and not reached_end
+            short = bool(end and self.fps) and not reached_end(3)
         if short and not self.stats.ended_early:
             self.stats.ended_early = True
             self.stats.note(f"stream {self.stream} ({self.uri}): ended early after {decoded} frames"

@@ -641,3 +641,17 @@ def test_mp4_cut_inside_its_last_frames_is_ended_early(tmp_path):
         decoded = sum(1 for _ in source.frames())
         source.close()
         assert 27 <= decoded < 30 and source.stats.ended_early, (cut, decoded, source.stats)
+
+
+@pytest.mark.parametrize("suffix", ["y4m", "ogv"])
+def test_out_whose_header_ffmpeg_refuses_is_a_usage_error(tmp_path, model, suffix):
+    """.y4m holds raw video only and Ogg no H.264: FFmpeg refuses the header at the first packet, which
+    failed the write stage with av's InvalidDataError or ArgumentError."""
+    from tests.test_video import make_clip
+    from trtflow.errors import UsageError
+    from trtflow.video import VideoConfig, run_video
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=3)
+    with pytest.raises(UsageError, match=rf"--out '.*out.{suffix}': FFmpeg cannot write libx264 video .*\.mp4, \.mkv"):
+        run_video([str(clip)], mean_task(model), VideoConfig(out=str(tmp_path / f"out.{suffix}")))

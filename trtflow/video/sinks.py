@@ -129,7 +129,7 @@ class VideoWriter:
 
     def _mux(self, packet: Any) -> None:
         """Mux one packet; the first writes the file's header, which FFmpeg refuses for streams the
-        container cannot hold (Opus or FLAC audio in .mov)."""
+        container cannot hold (H.264 in .y4m or .ogv, Opus or FLAC audio in .mov)."""
         if self._header:
             self.container.mux(packet)
             return
@@ -137,10 +137,11 @@ class VideoWriter:
             self.container.mux(packet)
         except self.av.error.FFmpegError as exc:
             if self.audio_out is None:
-                raise
-            raise UsageError(f"--out '{self.path}': FFmpeg cannot write this file with the source's "
-                             f"{self.audio_out.codec_context.name} audio ({exc}); use a .mkv name, or drop the "
-                             "audio (--no-audio)") from None
+                raise UsageError(f"--out '{self.path}': FFmpeg cannot write {self.codec} video into this kind of "
+                                 f"file ({exc}); use a .mp4, .mkv or .mov name") from None
+            raise UsageError(f"--out '{self.path}': FFmpeg cannot write this file with {self.codec} video and the "
+                             f"source's {self.audio_out.codec_context.name} audio ({exc}); use a .mkv name, or drop "
+                             "the audio (--no-audio)") from None
         self._header = True
 
     def _flush_audio(self) -> None:

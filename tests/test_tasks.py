@@ -411,3 +411,12 @@ def test_prep_values_that_cannot_work_are_refused():
     assert Prep(mode="none", stride=32).stride == 32
     with pytest.raises(UsageError, match="stride 0"):  # the segment task took 0 as "the default, 32"
         make_task("segment", engine="ort", stride=0)
+
+
+def test_format_nms_on_a_model_without_nms_outputs_is_refused(tmp_path):
+    """format='nms' on a raw head raised KeyError('num_detections') at the first batch; the other
+    formats are checked against the head and say which one it looks like."""
+    model = _constant_yolov8(tmp_path / "const.onnx", (32.0, 32.0, 16.0, 8.0))
+    with pytest.raises(UsageError, match=r"format nms reads the outputs num_detections, boxes, scores, classes.*"
+                                         r"\['output0'\].*add-nms"):
+        make_task("detect", model, engine="ort", format="nms")

@@ -53,6 +53,11 @@ class DetectTask(Task):
         if format not in FORMATS:
             raise UsageError(f"unknown detection format '{format}'; choose one of: {', '.join(FORMATS)}")
         self.format = self._auto_format() if format == "auto" else format
+        names = [spec.name for spec in engine.outputs]
+        if self.format == "nms" and not all(n in names for n in NMS_OUTPUTS):
+            raise UsageError(f"format nms reads the outputs {', '.join(NMS_OUTPUTS)} of a graph ending in NMS; the "
+                             f"model's outputs are {names}. Give its head format (or auto), or add NMS to the "
+                             "graph with trtflow surgeon add-nms")
         self.score_threshold = float(score_threshold)
         self.iou_threshold = float(iou_threshold)
         self.max_det = int(max_det)

@@ -127,3 +127,12 @@ def test_export_config_names_given_as_one_string_are_split_on_commas():
 
     config = ExportConfig(input_names="images", output_names="boxes, scores")
     assert (config.input_names, config.output_names) == (("images",), ("boxes", "scores"))
+
+
+@pytest.mark.parametrize("module", [lambda x: x * 2, "mypkg.models:make_model", None])
+def test_a_module_that_is_no_torch_module_is_refused(tmp_path, module):
+    """A function, a MODULE:FACTORY string or None crashed with a raw AttributeError ('no attribute eval')."""
+    from trtflow.errors import UsageError
+
+    with pytest.raises(UsageError, match="torch.nn.Module"):
+        from_torch(module, torch.ones(2), tmp_path / "m.onnx")

@@ -46,14 +46,19 @@ def from_torch(
         verification cases with each output's max abs / rel error.
 
     Raises:
-        UsageError: bad options, names or dynamic axes.
+        UsageError: a module that is not a ``torch.nn.Module``, bad options, names or dynamic axes.
         ExportError: the module fails on its example inputs, or every exporter failed, or the
             ONNX checker rejects the result.
         MismatchError: ONNX Runtime's outputs differ from PyTorch's beyond the tolerances
             (the file is kept; ``error.report`` is the ``ExportResult``).
         MissingDependencyError: torch (or onnxruntime, for verification) is not installed.
     """
-    require("torch", "trtflow.export")
+    torch = require("torch", "trtflow.export")
+    if not isinstance(module, torch.nn.Module):
+        hint = (" (a MODULE:FACTORY spec is loaded with trtflow.export.factory.load_factory)"
+                if isinstance(module, str) else "")
+        raise UsageError(f"from_torch exports a torch.nn.Module; got {type(module).__name__}{hint}. Wrap a "
+                         "function in an nn.Module whose forward calls it")
     config = _merge(config, options)
     step = report(progress)
     out = Path(out)

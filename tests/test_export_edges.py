@@ -136,3 +136,11 @@ def test_a_module_that_is_no_torch_module_is_refused(tmp_path, module):
 
     with pytest.raises(UsageError, match="torch.nn.Module"):
         from_torch(module, torch.ones(2), tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("out", [None, 3])
+def test_an_output_path_that_is_no_path_is_refused(out):
+    from trtflow.errors import UsageError
+
+    with pytest.raises(UsageError, match="out"):
+        from_torch(_Two(), torch.ones(2, 3), out)

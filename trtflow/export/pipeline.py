@@ -59,6 +59,8 @@ def from_torch(
                 if isinstance(module, str) else "")
         raise UsageError(f"from_torch exports a torch.nn.Module; got {type(module).__name__}{hint}. Wrap a "
                          "function in an nn.Module whose forward calls it")
+    if not isinstance(out, (str, os.PathLike)) or not str(out):
+        raise UsageError(f"out is the ONNX file to write, e.g. 'model.onnx'; got {out!r}")
     config = _merge(config, options)
     step = report(progress)
     out = Path(out)

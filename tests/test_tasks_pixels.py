@@ -170,3 +170,18 @@ def test_classify_top_k_below_one_is_refused():
     for k in (0, -1):
         with pytest.raises(UsageError, match=f"top_k {k}.*at least 1"):
             make_task("classify", engine="ort", top_k=k)
+
+
+def test_segment_kind_that_cannot_read_the_output_is_refused(tmp_path):
+    """kind='logits' on the FCN's argmax output (int64 class ids, one channel) took the argmax over
+    that one channel: every mask came out all 0. Logits over one channel do the same."""
+    pytest.importorskip("torch")
+    from trtflow.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"kind logits.*output 'output' holds int64.*argmax"):
+        make_task("segment", engine="ort", format="logits")
+    with pytest.raises(UsageError, match=r"kind probability.*int64"):
+        make_task("segment", engine="ort", format="probability")
+    one_channel = _quarter_resolution_map(tmp_path / "stride4.onnx")
+    with pytest.raises(UsageError, match=r"kind logits.*one channel.*probability"):
+        make_task("segment", one_channel, engine="ort", format="logits")

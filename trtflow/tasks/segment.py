@@ -61,6 +61,13 @@ class SegmentTask(Task):
             raise UsageError(f"unknown segmentation output kind '{kind}'; choose one of: {', '.join(KINDS)}")
         self.output_name = engine.outputs[0].name
         self.kind = self._auto_kind() if kind == "auto" else kind
+        out = engine.outputs[0]
+        if self.kind != "argmax" and not out.dtype.startswith(("float", "bfloat")):
+            raise UsageError(f"segmentation kind {self.kind} reads scores, but the output '{out.name}' holds "
+                             f"{out.dtype} class ids: give kind argmax (format, --format), or auto")
+        if self.kind == "logits" and out.rank == 4 and out.shape[1] == 1:
+            raise UsageError(f"segmentation kind logits takes the argmax over channels, but the output '{out.name}' "
+                             "has one channel (every pixel would be class 0): give kind probability, or auto")
         self.threshold = float(threshold)
         base = prep or IMAGENET_RGB
         size = _resolve_size(self, input_size)

@@ -420,3 +420,16 @@ def test_format_nms_on_a_model_without_nms_outputs_is_refused(tmp_path):
     with pytest.raises(UsageError, match=r"format nms reads the outputs num_detections, boxes, scores, classes.*"
                                          r"\['output0'\].*add-nms"):
         make_task("detect", model, engine="ort", format="nms")
+
+
+def test_a_preprocessing_device_that_cannot_run_is_refused_before_loading(tmp_path, loads):
+    """device='cuda' without a CUDA GPU raised torch's AssertionError ('Torch not compiled with CUDA
+    enabled') at the first batch, and an unknown name ('gpu') a RuntimeError."""
+    import torch
+
+    model = _constant_yolov8(tmp_path / "const.onnx", (32.0, 32.0, 16.0, 8.0))
+    bad = ["gpu", "cuda:99"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in bad:
+        with pytest.raises(UsageError, match=rf"device '{device}'"):
+            make_task("detect", model, engine="ort", device=device)
+    assert not loads  # refused before the model was loaded

@@ -655,3 +655,19 @@ def test_out_whose_header_ffmpeg_refuses_is_a_usage_error(tmp_path, model, suffi
     make_clip(clip, frames=3)
     with pytest.raises(UsageError, match=rf"--out '.*out.{suffix}': FFmpeg cannot write libx264 video .*\.mp4, \.mkv"):
         run_video([str(clip)], mean_task(model), VideoConfig(out=str(tmp_path / f"out.{suffix}")))
+
+
+def test_video_device_that_cannot_run_is_a_usage_error(tmp_path, model):
+    """VideoConfig(device="gpu") raised torch's RuntimeError while building the pipeline; "cuda"
+    without a GPU failed the h2d stage with an AssertionError."""
+    import torch
+
+    from tests.test_video import make_clip
+    from trtflow.errors import UsageError
+    from trtflow.video import VideoConfig, run_video
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=2)
+    for device in ["gpu"] + ([] if torch.cuda.is_available() else ["cuda"]):
+        with pytest.raises(UsageError, match=rf"device '{device}'"):
+            run_video([str(clip)], mean_task(model), VideoConfig(device=device))

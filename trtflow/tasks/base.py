@@ -90,7 +90,7 @@ class Task(ABC):
         self.engine = engine
         self.input_name = input_name or _image_input(engine)
         self.labels = list(labels) if labels is not None else None
-        self.device = device
+        self.device = check_device(device)
 
     # -- the contract -----------------------------------------------------------------------
     @property
@@ -173,6 +173,26 @@ class Task(ABC):
         if self.labels is not None and 0 <= cls < len(self.labels):
             return self.labels[cls]
         return None
+
+
+def check_device(device: Any) -> Any:
+    """``device`` (a torch device name for preprocessing, or None) when tensors can be made there.
+
+    Raises:
+        UsageError: not a torch device, or one this machine does not have (CUDA without a GPU).
+    """
+    if device is None or str(device) == "cpu":
+        return device
+    from trtflow.deps import require
+
+    torch = require("torch", "preprocessing on a device")
+    try:
+        torch.empty(0, device=torch.device(device))
+    except (RuntimeError, AssertionError, TypeError) as exc:  # torch: unknown name, no CUDA, bad ordinal
+        raise UsageError(f"device '{device}' cannot run preprocessing here ({str(exc).splitlines()[0]}); give an "
+                         "available one (cpu, cuda, cuda:N), or drop it (--device) to preprocess where the frames "
+                         "are") from None
+    return device
 
 
 def _image_input(engine: Any) -> str:

@@ -116,7 +116,9 @@ def make_task(
 
         load_options.update(device_options(resolve_engine(engine, model), gpu))
         device = device or f"cuda:{gpu}"
-    common = {"device": device}
+    from trtflow.tasks.base import check_device
+
+    common = {"device": check_device(device)}  # before loading the model
     if resize is not None:
         common["resize"] = resize
     names = read_labels(labels)

@@ -118,6 +118,9 @@ class Lane:
 def _device_of(device: Any):
     if device is None or str(device) == "cpu":
         return None
+    from trtflow.tasks.base import check_device
+
+    check_device(device)
     import torch
 
     dev = torch.device(device)

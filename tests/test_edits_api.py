@@ -407,3 +407,20 @@ def test_embed_preprocess_on_a_dynamic_size_model_takes_the_given_frames_size(tm
     np.save(tmp_path / "f.npy", np.random.default_rng(0).integers(0, 256, (2, 6, 10, 3)).astype(np.uint8))
     _, report = edits.apply("embed-preprocess", model, verify_config=VerifyConfig(inputs={"x": str(tmp_path / "f.npy")}))
     assert [run["feed"] for run in report["verification"]["runs"]][0] == "given frames"
+
+
+@pytest.mark.parametrize("call", [
+    lambda m: edits.convert_fp16(m), lambda m: edits.fix_shapes(m, FixShapesOptions(dims={"batch": 2})),
+    lambda m: edits.simplify_model(m), lambda m: edits.rename_io(m, RenameOptions(inputs={"x": "pixels"})),
+    lambda m: edits.extract_subgraph(m, ExtractOptions(outputs="logits")),
+    lambda m: edits.embed_preprocess(m, PreprocessOptions()), lambda m: edits.to_fp16(m, Fp16Options(range_check=False)),
+])
+def test_each_edit_function_takes_a_path_or_bytes_as_apply_does(tiny_onnx, call):
+    """A path gave a raw AttributeError ('str' object has no attribute 'graph'), or went to onnxslim unchecked."""
+    from trtflow.errors import ModelLoadError
+
+    for model in (str(tiny_onnx), tiny_onnx, tiny_onnx.read_bytes()):
+        new, _ = call(model)
+        assert isinstance(new, onnx.ModelProto)
+    with pytest.raises(ModelLoadError):
+        call(str(tiny_onnx) + ".missing")

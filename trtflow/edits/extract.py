@@ -14,6 +14,7 @@ from trtflow.edits import fields
 from trtflow.edits.registry import Edit, register
 from trtflow.edits.verify import VerifyConfig, build_feeds, compare_models, run_ort
 from trtflow.errors import GraphError, UsageError
+from trtflow.graph.io import load_onnx
 from trtflow.graph.ir import export_graph, import_graph, infer_shapes
 from trtflow.graph.nms_head import NMS_OPS, raw_head
 from trtflow.progress import Progress
@@ -53,7 +54,7 @@ def extract_subgraph(proto: Any, options: ExtractOptions) -> tuple[Any, dict]:
     """Cut the graph to the nodes between ``options.inputs`` and ``options.outputs``.
 
     Args:
-        proto: an onnx.ModelProto.
+        proto: an onnx.ModelProto, or a path or bytes of one.
         options: the tensor names that become the inputs and outputs.
 
     Returns:
@@ -66,6 +67,7 @@ def extract_subgraph(proto: Any, options: ExtractOptions) -> tuple[Any, dict]:
     import onnx_graphsurgeon as gs
 
     inputs, outputs = list(options.inputs), list(options.outputs)
+    proto = load_onnx(proto)
     graph = import_graph(proto)
     tensors = graph.tensors()
     new_inputs = [_lookup(tensors, n, "--inputs") for n in inputs] if inputs else list(graph.inputs)

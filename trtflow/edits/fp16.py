@@ -13,6 +13,7 @@ from trtflow.edits.registry import Edit, register
 from trtflow.edits.verify import VerifyConfig, build_feeds, run_ort
 from trtflow.errors import GraphError, UsageError
 from trtflow.graph.fp16 import DEFAULT_BLOCK_OPS, FP16_ATOL, FP16_RTOL, convert_fp16
+from trtflow.graph.io import load_onnx
 from trtflow.progress import Progress, report as progress_of
 
 
@@ -81,7 +82,7 @@ def to_fp16(proto: Any, options: Fp16Options | None = None, verify_config: Verif
     """The ``fp16`` edit: ``convert_fp16`` after a range check on the verification inputs.
 
     Args:
-        proto: an onnx.ModelProto (left unchanged).
+        proto: an onnx.ModelProto, or a path or bytes of one (left unchanged).
         options: I/O types, block/allow lists, range check (None: the defaults).
         verify_config: the inputs, shapes and seed the range check runs the FP32 model on
             (None: one random feed, seed 0).
@@ -95,6 +96,7 @@ def to_fp16(proto: Any, options: Fp16Options | None = None, verify_config: Verif
         GraphError: the range check or the conversion failed.
     """
     options = options or Fp16Options()
+    proto = load_onnx(proto)
     progress = progress_of(progress)
     feeds = None
     if options.range_check:

@@ -167,7 +167,8 @@ def embed_preprocess(proto: Any, options: PreprocessOptions) -> tuple[Any, dict]
     """Prepend raw-frame preprocessing to the model's image input (which keeps its name).
 
     Args:
-        proto: an onnx.ModelProto whose image input is NCHW float with a static channel count.
+        proto: an onnx.ModelProto (or its path or bytes) whose image input is NCHW float with a static
+            channel count.
         options: what the preprocessing does.
 
     Returns:
@@ -182,8 +183,10 @@ def embed_preprocess(proto: Any, options: PreprocessOptions) -> tuple[Any, dict]
     import onnx
     import onnx_graphsurgeon as gs
 
+    from trtflow.graph.io import load_onnx
     from trtflow.graph.ir import export_graph, import_graph
 
+    proto = load_onnx(proto)
     graph = import_graph(proto)
     target = _target_input(graph, options)
     if target.name in {t.name for t in graph.outputs}:  # the output would become the preprocessed tensor, renamed

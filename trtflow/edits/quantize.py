@@ -26,6 +26,7 @@ from trtflow.edits.calibration import CalibrationSet, ImagePreprocess, load_cali
 from trtflow.edits.registry import Edit, register
 from trtflow.edits.verify import VerifyConfig, run_ort
 from trtflow.errors import GraphError, MismatchError, UsageError
+from trtflow.graph.io import load_onnx
 from trtflow.graph.ir import lift_ir3
 from trtflow.progress import Progress, report as progress_of
 
@@ -122,7 +123,7 @@ def quantize_int8(proto: Any, calibration: Sequence[Mapping[str, np.ndarray]],
     """Quantize ``proto`` to INT8 Q/DQ, calibrating on ``calibration``.
 
     Args:
-        proto: a float32 onnx.ModelProto.
+        proto: a float32 onnx.ModelProto, or a path or bytes of one.
         calibration: feeds (input name -> array with a batch dim), e.g. ``CalibrationSet.calib``.
         config: method and options.
         progress: told when calibration and quantization start.
@@ -138,6 +139,7 @@ def quantize_int8(proto: Any, calibration: Sequence[Mapping[str, np.ndarray]],
     import onnx
 
     config = config or QuantizeConfig()
+    proto = load_onnx(proto)
     progress = progress_of(progress)
     if not calibration:
         raise UsageError("quantize needs calibration samples: give --calib-dir with images or .npy files")
@@ -293,7 +295,7 @@ def quantize_model(proto: Any, options: QuantizeOptions, progress: Progress | No
     """The ``quantize`` edit: read the calibration set, split it, quantize on the calibration part.
 
     Args:
-        proto: a float32 onnx.ModelProto.
+        proto: a float32 onnx.ModelProto, or a path or bytes of one.
         options: calibration folder, method and limits.
         progress: told as samples are read and as calibration runs.
 
@@ -304,6 +306,7 @@ def quantize_model(proto: Any, options: QuantizeOptions, progress: Progress | No
         ModelLoadError: a missing folder or unreadable sample. UsageError: no samples.
         GraphError: ONNX Runtime could not quantize the model.
     """
+    proto = load_onnx(proto)
     calib = calibration_set(proto, options, progress)
     new, report = quantize_int8(proto, calib.calib, options.config(), progress)
     report["holdout_samples"] = len(calib.holdout)

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 from trtflow.edits import fields
 from trtflow.edits.registry import Edit, register
 from trtflow.errors import GraphError, UsageError
+from trtflow.graph.io import load_onnx
 from trtflow.graph.ir import export_graph, import_graph
 
 
@@ -64,7 +65,7 @@ def rename_io(proto: Any, options: RenameOptions) -> tuple[Any, dict]:
     """Rename graph inputs and outputs.
 
     Args:
-        proto: an onnx.ModelProto.
+        proto: an onnx.ModelProto, or a path or bytes of one.
         options: old -> new names of inputs and outputs.
 
     Returns:
@@ -75,6 +76,7 @@ def rename_io(proto: Any, options: RenameOptions) -> tuple[Any, dict]:
             names for a tensor that is both an input and an output (renaming one side renames both).
     """
     inputs, outputs = dict(options.inputs), dict(options.outputs)
+    proto = load_onnx(proto)
     graph = import_graph(proto, infer=False)
     tensors = graph.tensors()
     used = _names_in(proto.graph)  # If/Loop/Scan subgraphs too: a name there cannot be taken outside

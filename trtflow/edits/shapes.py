@@ -11,7 +11,7 @@ from trtflow.deps import require
 from trtflow.errors import GraphError, UsageError
 from trtflow.edits import fields
 from trtflow.edits.registry import Edit, register
-from trtflow.graph.io import onnx_specs
+from trtflow.graph.io import load_onnx, onnx_specs
 from trtflow.graph.ir import infer_shapes, keep_model_info, op_counts
 from trtflow.spec import Shape, format_shape
 
@@ -125,7 +125,7 @@ def fix_shapes(proto: Any, options: FixShapesOptions) -> tuple[Any, dict]:
     """Make dynamic input dims static, re-infer every shape, and fold constants.
 
     Args:
-        proto: an onnx.ModelProto (left unchanged).
+        proto: an onnx.ModelProto, or a path or bytes of one (left unchanged).
         options: the static shapes and dim sizes, and whether to fold.
 
     Returns:
@@ -138,6 +138,7 @@ def fix_shapes(proto: Any, options: FixShapesOptions) -> tuple[Any, dict]:
         GraphError: shape inference found the new shapes inconsistent with the graph.
     """
     shapes, dims = options.shapes, options.dims
+    proto = load_onnx(proto)
     new = copy.deepcopy(proto)
     changed = _set_input_dims(new, shapes, dims)
     _, outs_before = onnx_specs(proto)

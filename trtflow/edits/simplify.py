@@ -11,6 +11,7 @@ from trtflow.deps import require
 from trtflow.errors import GraphError, UsageError
 from trtflow.edits import fields
 from trtflow.edits.registry import Edit, register
+from trtflow.graph.io import load_onnx
 from trtflow.graph.ir import keep_model_info, op_counts
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def simplify_model(proto: Any, options: SimplifyOptions | None = None) -> tuple[
     """Simplify ``proto`` with onnxslim.
 
     Args:
-        proto: an onnx.ModelProto (left unchanged).
+        proto: an onnx.ModelProto, or a path or bytes of one (left unchanged).
         options: passes to skip and the folding size limit (None: every pass, no limit).
 
     Returns:
@@ -56,6 +57,7 @@ def simplify_model(proto: Any, options: SimplifyOptions | None = None) -> tuple[
         GraphError: onnxslim failed.
     """
     options = options or SimplifyOptions()
+    proto = load_onnx(proto)
     skip = list(options.skip)
     onnxslim = require("onnxslim", "the simplify edit")
     try:

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from trtflow.errors import GraphError
+from trtflow.graph.io import load_onnx
 from trtflow.graph.ir import export_graph, import_graph
 
 log = logging.getLogger(__name__)
@@ -374,7 +375,7 @@ def convert_fp16(
     """Convert a model's float32 computation to float16, keeping risky ops in float32.
 
     Args:
-        proto: an onnx.ModelProto.
+        proto: an onnx.ModelProto, or a path or bytes of one.
         keep_io_types: keep float32 model inputs and outputs (casts at the edges); False makes them float16,
             except inputs read inside a subgraph or giving Resize scales/roi (or computing them).
         block_ops: op types to keep in FP32 instead of ``DEFAULT_BLOCK_OPS`` (e.g. add "Resize").
@@ -391,6 +392,7 @@ def convert_fp16(
     Raises:
         GraphError: the converted graph could not be exported.
     """
+    proto = load_onnx(proto)
     if block_ops is None:
         blocks = dict(DEFAULT_BLOCK_OPS)
     else:

@@ -671,3 +671,14 @@ def test_video_device_that_cannot_run_is_a_usage_error(tmp_path, model):
     for device in ["gpu"] + ([] if torch.cuda.is_available() else ["cuda"]):
         with pytest.raises(UsageError, match=rf"device '{device}'"):
             run_video([str(clip)], mean_task(model), VideoConfig(device=device))
+
+
+def test_predictor_batch_that_is_not_a_whole_number_is_refused(model):
+    """batch="8" raised TypeError ('<' between str and int); batch=2.5 ran batches of 2."""
+    import trtflow
+    from trtflow.errors import UsageError
+
+    for batch in ("8", 2.5, True, 0):
+        with pytest.raises(UsageError, match="batch must be a whole number, at least 1"):
+            trtflow.Predictor(task=mean_task(model), batch=batch)
+    assert trtflow.Predictor(task=mean_task(model), batch=np.int64(3)).batch == 3

@@ -51,8 +51,8 @@ class Predictor:
 
     def __init__(self, model: Any = None, task: Any = "detect", engine: str = "auto", batch: int = 8,
                  resize: Optional[str] = None, input_size: Any = None, device: Optional[str] = None, **options: Any):
-        if batch < 1:
-            raise UsageError(f"batch must be at least 1, got {batch}")
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise UsageError(f"batch must be a whole number, at least 1, got {batch!r}")
         if isinstance(task, str):
             from trtflow.tasks import make_task
 

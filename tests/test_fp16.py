@@ -372,3 +372,17 @@ def test_a_model_input_giving_resize_scales_stays_float32_without_keep_io_types(
     scales = np.array([1, 1, 4 / 3, 1], np.float32)
     got = run_ort(new, {"x": np.ones((1, 1, 480, 3), np.float16), "scales": scales})["y"]
     assert got.shape == (1, 1, 640, 3)
+
+
+def test_a_cast_from_a_wide_integer_stays_fp32():
+    """ArgMax over 3000 classes -> Cast(float): in float16 class 2049 came out 2048, within no tolerance asked."""
+    nodes = [helper.make_node("ArgMax", ["x"], ["i"], axis=1, keepdims=0),
+             helper.make_node("Cast", ["i"], ["y"], to=TensorProto.FLOAT, name="to_float")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3000])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = np.zeros((1, 3000), np.float32)
+    x[0, 2049] = 1
+    new, _ = convert_fp16(model)
+    assert {n.name: n.attribute[0].i for n in new.graph.node if n.op_type == "Cast"}["to_float"] == TensorProto.FLOAT
+    assert run_ort(new, {"x": x})["y"][0] == 2049

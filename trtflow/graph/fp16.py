@@ -137,6 +137,13 @@ def _block_reason(node, block_ops: dict[str, str]) -> str | None:
         return f"custom op of domain '{node.domain}'"
     if node.op == "Cast" and node.attrs.get("to") in INT_TYPES:
         return "cast to an integer type needs the float32 value"
+    if node.op == "Cast" and node.inputs and node.inputs[0].dtype is not None:
+        try:
+            source = np.dtype(node.inputs[0].dtype)
+        except TypeError:  # an ONNX-only type numpy does not name
+            source = None
+        if source is not None and source.kind in "iu" and source.itemsize > 1:
+            return f"cast from {source.name}: float16 holds integers exactly only up to 2048"
     if node.op in LARGE_REDUCE_OPS:
         count = _reduced_count(node)
         if count is None or count > LARGE_REDUCTION:

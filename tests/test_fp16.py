@@ -386,3 +386,17 @@ def test_a_cast_from_a_wide_integer_stays_fp32():
     new, _ = convert_fp16(model)
     assert {n.name: n.attribute[0].i for n in new.graph.node if n.op_type == "Cast"}["to_float"] == TensorProto.FLOAT
     assert run_ort(new, {"x": x})["y"][0] == 2049
+
+
+def test_a_castlike_from_a_wide_integer_stays_fp32():
+    """CastLike(int64 ids, float32 x): in float16 id 2049 came out 2048."""
+    nodes = [helper.make_node("ArgMax", ["x"], ["i"], axis=1, keepdims=0),
+             helper.make_node("CastLike", ["i", "x"], ["y"], name="like")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3000])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = np.zeros((1, 3000), np.float32)
+    x[0, 2049] = 1
+    new, report = convert_fp16(model)
+    assert "like" in {k["node"] for k in report["kept_fp32"]}
+    assert run_ort(new, {"x": x})["y"][0] == 2049

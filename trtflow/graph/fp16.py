@@ -137,7 +137,7 @@ def _block_reason(node, block_ops: dict[str, str]) -> str | None:
         return f"custom op of domain '{node.domain}'"
     if node.op == "Cast" and node.attrs.get("to") in INT_TYPES:
         return "cast to an integer type needs the float32 value"
-    if node.op == "Cast" and node.inputs and node.inputs[0].dtype is not None:
+    if node.op in ("Cast", "CastLike") and node.inputs and node.inputs[0].dtype is not None:
         try:
             source = np.dtype(node.inputs[0].dtype)
         except TypeError:  # an ONNX-only type numpy does not name

@@ -7,6 +7,7 @@ allows it; ``Family`` remembers what the caller gave so outputs go back the same
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -228,3 +229,24 @@ def json_default(obj: Any) -> Any:
     if hasattr(obj, "to_dict"):
         return obj.to_dict()
     return str(obj)
+
+
+def strict_json(data: Any, indent: int | None = None) -> str:
+    """``data`` as strict JSON text (``json_default`` for numpy and results): NaN and infinities are
+    written as the strings "nan", "inf" and "-inf", since bare ``NaN`` is not JSON and parsers refuse it."""
+    import json
+
+    try:
+        return json.dumps(data, default=json_default, indent=indent, allow_nan=False)
+    except ValueError:  # a number that is not finite somewhere
+        return json.dumps(_finite(json.loads(json.dumps(data, default=json_default))), indent=indent, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
 import sys
 from typing import Any, Iterable, Iterator, Sequence
 
-
-from trtflow.arrays import json_default
+from trtflow.arrays import strict_json
 from trtflow.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -19,18 +16,7 @@ log = logging.getLogger(__name__)
 def print_json(data: Any) -> None:
     """One JSON object on stdout; strict JSON: NaN and infinities are written as the strings
     "nan", "inf" and "-inf" (``json`` would write bare ``NaN``, which parsers refuse)."""
-    text = json.dumps(_finite(json.loads(json.dumps(data, default=json_default))), indent=2, allow_nan=False)
-    sys.stdout.write(text + "\n")
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+    sys.stdout.write(strict_json(data, indent=2) + "\n")
 
 
 def console(stderr: bool = False):

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import collections
 import io
-import json
 import logging
-import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from trtflow.arrays import json_default
+from trtflow.arrays import strict_json
 from trtflow.deps import require
 from trtflow.errors import UsageError
 
@@ -180,16 +178,6 @@ def _refuses_codec(av: Any, container_format: str, codec: str) -> Optional[str]:
     return None
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _even(side: int) -> int:
     """The encoded size of a frame side: yuv420p needs even sides, so an odd one loses its last
     pixel, except a side of 1, which is padded to 2."""
@@ -210,11 +198,7 @@ class JsonlWriter:
     def write(self, record: dict) -> None:
         """One record as strict JSON: NaN and infinities become the strings "nan", "inf", "-inf"
         (bare ``NaN`` is not JSON; parsers refuse it), as ``--json`` writes them."""
-        try:
-            line = json.dumps(record, default=json_default, allow_nan=False)
-        except ValueError:  # a number that is not finite somewhere in the record
-            line = json.dumps(_finite(json.loads(json.dumps(record, default=json_default))), allow_nan=False)
-        self.file.write(line + "\n")
+        self.file.write(strict_json(record) + "\n")
         self.records += 1
 
     def close(self) -> None:

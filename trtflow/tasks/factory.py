@@ -111,14 +111,14 @@ def make_task(
                "resize 'none' runs frames at their own size" if resize == "none" else None)
         if why is not None:
             raise UsageError(f"input_size {as_size(input_size)} does not apply: {why}; drop it (--input-size)")
+    from trtflow.tasks.base import check_device
+
+    common = {"device": check_device(device)}  # a device given: checked before loading the model
     if gpu is not None:
         from trtflow.backends.devices import device_options
 
         load_options.update(device_options(resolve_engine(engine, model), gpu))
-        device = device or f"cuda:{gpu}"
-    from trtflow.tasks.base import check_device
-
-    common = {"device": check_device(device)}  # before loading the model
+        common["device"] = device or f"cuda:{gpu}"  # the engine load checks the GPU first, the task then
     if resize is not None:
         common["resize"] = resize
     names = read_labels(labels)

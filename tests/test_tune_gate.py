@@ -12,6 +12,8 @@ from trtflow.errors import UsageError
 from trtflow.tune import Bound, TuneOptions
 from trtflow.tune.accuracy import check
 
+from tests.models.export_zoo import embedding
+
 FAST = dict(short_s=0.05, full_s=0.1, warmup_ms=10, accuracy_samples=4)
 
 
@@ -20,26 +22,10 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TRTFLOW_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def _token_model():
-    import torch
-
-    class Tokens(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.emb = torch.nn.Embedding(10, 8)
-            self.fc = torch.nn.Linear(8, 3)
-
-        def forward(self, ids):
-            return self.fc(self.emb(ids).mean(1))
-
-    torch.manual_seed(0)
-    return Tokens().eval()
-
-
 def test_torch_engine_tunes_a_model_with_integer_inputs():
     import torch
 
-    model = _token_model()
+    model = embedding()
     ids = torch.randint(0, 10, (2, 5))
     result = trtflow.tune(model, engine="torch", precisions=("fp32",), example_inputs={"ids": ids},
                           options=TuneOptions(only=["fp32 eager"], **FAST))
@@ -196,7 +182,7 @@ def test_module_with_integer_inputs_is_exported_with_them_for_ort():
     import torch
 
     ids = torch.randint(0, 10, (2, 5))
-    result = trtflow.tune(_token_model(), engine="ort", precisions=("fp32",), example_inputs={"ids": ids},
+    result = trtflow.tune(embedding(), engine="ort", precisions=("fp32",), example_inputs={"ids": ids},
                           options=ORT_FAST)
     assert result.best.accepted
 

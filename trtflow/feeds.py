@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -11,7 +10,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from trtflow.errors import ModelLoadError, UsageError
-from trtflow.spec import Shape, TensorSpec, format_shape, parse_pairs
+from trtflow.spec import Shape, TensorSpec, format_shape, parse_pairs, whole_sizes
 
 INT_RANGE = (0, 4)  # random integer inputs: small non-negative values, valid as indices and ids
 MEMORY_SHARE = 0.8  # refuse a feed larger than this share of the available memory
@@ -28,7 +27,7 @@ def resolve_shape(spec: TensorSpec, shapes: Mapping[str, Shape], named: Mapping[
     """
     if spec.name in shapes:
         given = tuple(shapes[spec.name])
-        if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0 for d in given):
+        if not whole_sizes(given):
             raise UsageError(f"the shape given for input '{spec.name}' needs whole sizes >= 0, got {given}")
         return given
     named = named or {}

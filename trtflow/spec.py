@@ -88,6 +88,11 @@ def format_shape(shape: Iterable[int]) -> str:
 MAX_DIM = 2**62  # larger sizes are never real (and overflow int64 element counts)
 
 
+def whole_sizes(shape: Iterable) -> bool:
+    """True when every size of ``shape`` is a whole number >= 0 (not a bool, a float or a label)."""
+    return all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0 for d in shape)
+
+
 def parse_shape(text: str) -> Shape:
     """``"1x3x224x224"`` -> ``(1, 3, 224, 224)``; ``""`` or ``"scalar"`` is a scalar.
 
@@ -183,7 +188,7 @@ def make_profile(
     for name in names:
         given = [s for s in (min_shapes.get(name), opt_shapes.get(name), max_shapes.get(name)) if s is not None]
         for shape in given:
-            if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0 for d in shape):
+            if not whole_sizes(shape):
                 raise UsageError(f"input '{name}': a profile takes whole sizes >= 0, got {tuple(shape)}")
         a = min_shapes.get(name, given[0])
         c = max_shapes.get(name, given[-1])

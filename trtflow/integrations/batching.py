@@ -21,8 +21,8 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from trtflow.arrays import is_torch, to_numpy
-from trtflow.errors import InputDtypeError, InputShapeError, UsageError
-from trtflow.tasks.base import FrameMeta, Task
+from trtflow.errors import InputShapeError, UsageError
+from trtflow.tasks.base import FrameMeta, Task, check_frame
 from trtflow.tasks.prepare import Prep, feed_of, prepare_frames
 from trtflow.tasks.results import _copy
 
@@ -105,14 +105,9 @@ class BatchRunner:
 
 
 def _check_frame(frame: Any) -> None:
-    shape = tuple(getattr(frame, "shape", ()))
-    if len(shape) != 3 or shape[2] != 3 or not shape[0] or not shape[1]:
-        got = f"shape {shape}" if hasattr(frame, "shape") else f"a {type(frame).__name__}"
-        raise InputShapeError(f"a frame is an H x W x 3 RGB uint8 array or tensor, got {got}")
-    dtype = str(getattr(frame, "dtype", "")).replace("torch.", "")
-    if dtype != "uint8":
-        raise InputDtypeError(f"a frame's pixels are uint8 (0..255), got {dtype}; scale 0..1 floats by 255 and cast "
-                              f"to uint8")
+    if not hasattr(frame, "shape") or not hasattr(frame, "dtype"):
+        raise InputShapeError(f"a frame is an H x W x 3 RGB uint8 array or tensor, got a {type(frame).__name__}")
+    check_frame(frame)
 
 
 @dataclass
@@ -201,10 +196,8 @@ class EngineTask(Task):
         if c != 3:
             raise UsageError(f"input '{self.input_name}' has shape {self.shapes[self.input_name]}; frames fill 3 "
                              f"channels (RGB): give an (N, 3, H, W) shape")
-        mean, std = _per_channel("mean", mean), _per_channel("std", std)
-        if 0.0 in std:
-            raise UsageError(f"std is {std}; every channel needs a nonzero std (the pixels are divided by it)")
-        self.prep = Prep("stretch", (h, w), mean=tuple(mean), std=tuple(std))
+        # Prep refuses a zero std
+        self.prep = Prep("stretch", (h, w), mean=_per_channel("mean", mean), std=_per_channel("std", std))
 
     @property
     def max_batch(self) -> int:

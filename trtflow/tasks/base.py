@@ -220,17 +220,27 @@ def frames_list(frames: Any) -> list:
         if not hasattr(f, "shape") or not hasattr(f, "dtype"):
             raise UsageError(f"frame {i} is a {type(f).__name__}; a frame is a numpy array or a torch tensor "
                              "(H x W x 3, RGB uint8). trtflow.Predictor.predict also reads paths and PIL images")
-        shape = tuple(f.shape)
-        if len(shape) != 3 or shape[-1] != 3:
-            raise InputShapeError(f"frame {i} has shape {shape}; expected H x W x 3 (RGB, uint8)")
-        if shape[0] < 1 or shape[1] < 1:
-            raise InputShapeError(f"frame {i} has shape {shape}: no pixels; give frames of at least 1 x 1")
-        dtype = str(getattr(f, "dtype", "")).replace("torch.", "")
-        if dtype != "uint8":
-            raise InputDtypeError(f"frame {i} has dtype {dtype}; tasks take RGB uint8 frames (0..255). Convert "
-                                  "it first, or pass it to trtflow.Predictor.predict, which converts 16-bit, "
-                                  "float (0..1) and grey images")
+        check_frame(f, f"frame {i}")
     return out
+
+
+def check_frame(frame: Any, name: str = "the frame") -> None:
+    """Refuse an array or tensor that is not a non-empty H x W x 3 uint8 frame.
+
+    Raises:
+        InputShapeError: not H x W x 3, or no pixels.
+        InputDtypeError: not uint8.
+    """
+    shape = tuple(frame.shape)
+    if len(shape) != 3 or shape[-1] != 3:
+        raise InputShapeError(f"{name} has shape {shape}; expected H x W x 3 (RGB, uint8)")
+    if shape[0] < 1 or shape[1] < 1:
+        raise InputShapeError(f"{name} has shape {shape}: no pixels; give frames of at least 1 x 1")
+    dtype = str(frame.dtype).replace("torch.", "")
+    if dtype != "uint8":
+        raise InputDtypeError(f"{name} has dtype {dtype}; tasks take RGB uint8 frames (0..255). Convert "
+                              "it first (0..1 floats: scale by 255 and cast to uint8), or pass it to "
+                              "trtflow.Predictor.predict, which converts 16-bit, float (0..1) and grey images")
 
 
 def _pad_batch(x: Any, n: int) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from trtflow.cli import options, output
@@ -13,20 +12,6 @@ from trtflow.spec import parse_pairs
 HELP = "run a task (face, detect, sr, classify, segment, custom) over videos, image folders, cameras or streams"
 
 TASK_NAMES = ("face", "detect", "sr", "classify", "segment", "custom")
-
-
-def _positive(kind: type, minimum: float):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number >= {minimum:g}, got '{text}'") from None
-        if not math.isfinite(value) or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a finite number >= {minimum:g}, got '{text}'")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,19 +26,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--post", metavar="MODULE:FUNCTION", help="custom task: post-processing function")
     parser.add_argument("--input-size", metavar="HxW", help="network input size for engines with dynamic H/W (e.g. 640x640)")
     parser.add_argument("--resize", choices=("letterbox", "stretch", "crop", "none"), help="how frames fit the input (default: per task)")
-    parser.add_argument("--score-threshold", type=_positive(float, 0.0), help="detection score / mask threshold")
+    parser.add_argument("--score-threshold", type=options.number(0.0), help="detection score / mask threshold")
     parser.add_argument("--out", metavar="OUT.mp4", help="annotated H.264 video (several sources: OUT-s0.mp4, OUT-s1.mp4, ...)")
     parser.add_argument("--jsonl", metavar="OUT.jsonl", help="one JSON record per frame")
-    parser.add_argument("--batch", type=_positive(int, 1), default=8, help="frames per inference batch (default: %(default)s)")
-    parser.add_argument("--push-timeout-ms", type=_positive(float, 0.0), default=40.0,
+    parser.add_argument("--batch", type=options.count(1), default=8, help="frames per inference batch (default: %(default)s)")
+    parser.add_argument("--push-timeout-ms", type=options.number(0.0), default=40.0,
                         help="send a partial batch after its first frame waited this long (default: %(default)s)")
     parser.add_argument("--decode", choices=("cpu", "nvdec"), default="cpu", help="decoder (default: %(default)s)")
     parser.add_argument("--device", help="torch device for preprocessing, e.g. cuda (default: the engine's)")
     parser.add_argument("--drop-when-behind", action="store_true",
                         help="live sources drop their oldest frames when inference falls behind (counted)")
-    parser.add_argument("--max-frames", type=_positive(int, 1), help="frames to read per source")
+    parser.add_argument("--max-frames", type=options.count(1), help="frames to read per source")
     parser.add_argument("--no-audio", action="store_true", help="do not copy the source's audio into --out")
-    parser.add_argument("--timeout", type=_positive(float, 0.1), default=10.0,
+    parser.add_argument("--timeout", type=options.number(0.1), default=10.0,
                         help="seconds to open a network source or camera, and per read (default: %(default)s)")
     parser.add_argument("--av-option", action="append", default=[], metavar="KEY=VALUE",
                         help="FFmpeg demuxer option for cameras and streams, e.g. rtsp_transport=udp (repeatable)")

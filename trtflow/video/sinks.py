@@ -15,6 +15,7 @@ import numpy as np
 from trtflow.arrays import strict_json
 from trtflow.deps import require
 from trtflow.errors import UsageError
+from trtflow.video.sources import av_options
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,7 @@ class VideoWriter:
         self.fps = fps or Fraction(25)
         self.time_base = time_base or Fraction(1, 25)
         self.codec = codec
-        given = DEFAULT_ENCODER_OPTIONS if options is None else options  # FFmpeg parses text: 18 -> "18"
-        self.options = {str(k): ("1" if v else "0") if isinstance(v, bool) else str(v) for k, v in given.items()}
+        self.options = av_options(DEFAULT_ENCODER_OPTIONS if options is None else options)  # 18 -> "18"
         parent = Path(path).parent
         if not parent.is_dir():
             raise UsageError(f"--out '{path}': the folder '{parent}' does not exist")

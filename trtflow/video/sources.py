@@ -130,7 +130,7 @@ class Source:
         if self.kind == "folder":
             self._open_folder()
         else:
-            self._open_container({str(k): _option_text(v) for k, v in (options or {}).items()}, timeout_s, audio)
+            self._open_container(av_options(options or {}), timeout_s, audio)
 
     # -- opening ---------------------------------------------------------------------------
     def _open_folder(self) -> None:
@@ -354,11 +354,9 @@ class Source:
                 "codec": self.codec, "decoder": self.decoder, "audio": self.audio is not None}
 
 
-def _option_text(value: Any) -> str:
-    """An FFmpeg option value as the text FFmpeg parses: numbers as written, booleans as 1 / 0."""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return str(value)
+def av_options(options: dict) -> dict[str, str]:
+    """FFmpeg options as the text FFmpeg parses: numbers as written, booleans as 1 / 0."""
+    return {str(k): ("1" if v else "0") if isinstance(v, bool) else str(v) for k, v in options.items()}
 
 
 def decode_image(av: Any, path: str) -> Any:

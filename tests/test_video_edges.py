@@ -475,6 +475,23 @@ def test_folder_subfolder_with_an_image_name_is_not_a_frame(tmp_path):
         Source(str(folder))
 
 
+def test_file_url_of_a_folder_or_a_file_is_read(tmp_path):
+    """file:///path/to/folder was taken for a folder, then listed as the path 'file:///...' (no such
+    folder); FILE:// named a file for source_kind but was opened with its scheme."""
+    from tests.test_video import make_clip
+    from trtflow.video.sources import Source
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    av.VideoFrame.from_ndarray(np.zeros((8, 8, 3), np.uint8), format="rgb24").save(str(folder / "0.png"))
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=3)
+    for uri, frames in ((f"file://{folder}", 1), (f"FILE://{clip}", 3)):
+        source = Source(uri)
+        assert len(list(source.frames())) == frames
+        source.close()
+
+
 def post_with_a_frame_field(outputs: dict, metas: list) -> list:
     """Custom post-processing returning a field named like a record's tag."""
     return [{"frame": "cat", "time": 0.5} for _ in metas]

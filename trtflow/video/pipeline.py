@@ -29,7 +29,7 @@ from trtflow.video.config import FrameResult, VideoConfig
 from trtflow.video.lanes import Lane
 from trtflow.video.muxer import Muxer
 from trtflow.video.sinks import JsonlWriter, VideoWriter, output_paths
-from trtflow.video.sources import Frame, Source, open_sources
+from trtflow.video.sources import Frame, Source, local_path, open_sources
 from trtflow.video.summary import StageClock, Summary, summarize
 
 log = logging.getLogger(__name__)
@@ -380,8 +380,7 @@ def _refuse_overwrites(sources: list[Source], outputs: list[tuple[str, str]]) ->
     taken: dict = {}
     for source in sources:
         if source.kind == "file":
-            path = source.uri[len("file://"):] if source.uri.startswith("file://") else source.uri
-            taken[_file_key(path)] = f"source '{source.uri}'"
+            taken[_file_key(local_path(source.uri))] = f"source '{source.uri}'"
     for flag, path in outputs:
         key = _file_key(path)
         if key in taken:

@@ -73,6 +73,11 @@ class SourceStats:
         log.warning(message)
 
 
+def local_path(uri: str) -> str:
+    """``uri`` without a leading ``file://`` (the path of a file or folder source)."""
+    return uri[len("file://"):] if uri[:len("file://")].lower() == "file://" else uri
+
+
 def source_kind(uri: str) -> str:
     """"file", "folder", "camera" or "network" for a source string."""
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
@@ -81,7 +86,7 @@ def source_kind(uri: str) -> str:
     if scheme and scheme != "file":
         raise UsageError(f"source '{uri}': unknown scheme '{scheme}://'; use a file, a folder, /dev/videoN "
                          f"or one of {', '.join(s + '://' for s in NETWORK_SCHEMES)}")
-    path = uri[len("file://"):] if scheme == "file" else uri
+    path = local_path(uri)
     if path.isdigit() or path.startswith("/dev/video"):
         return "camera"
     return "folder" if os.path.isdir(path) else "file"
@@ -136,7 +141,8 @@ class Source:
     def _open_folder(self) -> None:
         if self.decode == "nvdec":
             raise UsageError(f"source '{self.uri}' is a folder of images; --decode nvdec decodes video streams only")
-        self.images = sorted(p for p in Path(self.uri).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        self.images = sorted(p for p in Path(local_path(self.uri)).iterdir()
+                             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not self.images:
             raise UsageError(f"source '{self.uri}': the folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self.codec = "image"
@@ -148,7 +154,7 @@ class Source:
         av = self._av
         path, fmt = self.uri, None
         if self.kind == "file":
-            path = self.uri[len("file://"):] if self.uri.startswith("file://") else self.uri
+            path = local_path(self.uri)
             if not os.path.exists(path):
                 raise UsageError(f"source '{self.uri}': no such file")
         elif self.kind == "camera":

@@ -144,7 +144,7 @@ def _run_host(engine, feed, config, progress):
         t0 = time.perf_counter()
         engine.infer(feed)
         latency.append((time.perf_counter() - t0) * 1e3)
-        if progress and len(latency) % 16 == 0:
+        if len(latency) % 16 == 0:
             progress("bench", _progress(config, start, len(latency)), 1.0)
     wall = time.perf_counter() - start
     zeros = [0.0] * len(latency)
@@ -236,7 +236,7 @@ def _run_cuda(engine, feed, config, device, progress):
     while not _until(config, start, count):
         query(count)
         count += 1
-        if progress and count % 64 == 0:
+        if count % 64 == 0:
             progress("bench", _progress(config, start, count), 1.0)
     drain()
     torch.cuda.synchronize(device)

@@ -237,14 +237,30 @@ def _child_logging(access_log: str, verbose: bool) -> None:
     _access_log(access_log)
 
 
-# flags of the local server that Ray Serve has no counterpart for, refused with --ray unless left
-# at a value that asks for nothing more: (flag, attribute, accepted values, what to do instead)
+def _refused(args: argparse.Namespace, table: tuple) -> list[tuple]:
+    """The rows of ``table`` ((flag, attribute, accepted values, ...)) whose flag has a value outside
+    its accepted ones, those that ask for nothing more (the default, or what the mode does anyway)."""
+    return [row for row in table if getattr(args, row[1], None) not in row[2]]
+
+
+def _joined(rows: list[tuple]) -> str:
+    return "/".join(row[0] for row in rows)
+
+
+# (flag, attribute, accepted values): the shared memory of --workers > 1, the --ray deployment,
+# and the flags --ray passes on only to a named engine
+_SHM_FLAGS = (("--shm-slots", "shm_slots", (128,)), ("--shm-slot-rows", "shm_slot_rows", (1,)))
+_RAY_FLAGS = (("--ray-replicas", "ray_replicas", (1,)), ("--ray-autoscale", "ray_autoscale", (None, "")),
+              ("--ray-gpus", "ray_gpus", (0,)), ("--ray-cpus", "ray_cpus", (1,)))
+_ENGINE_FLAGS = tuple((f"--{f}", f, (None, False)) for f in ("fp16", "bf16", "int8", "best", "stronglyTyped",
+                                                             "shapes", "minShapes", "optShapes", "maxShapes"))
+# flags of the local server that Ray Serve has no counterpart for: (flag, attribute, accepted
+# values, what to do instead)
 _SHM = "it sizes the shared memory of --workers > 1, which --ray does not use; drop the flag"
 _NOT_ON_RAY = (
     ("--instances", "instances", (1,), "each replica holds one engine; give --ray-replicas N or --ray-autoscale MIN:MAX"),
     ("--workers", "workers", (1,), "Serve's HTTP proxies do the protocol work; scale with --ray-replicas N"),
-    ("--shm-slots", "shm_slots", (128,), _SHM),
-    ("--shm-slot-rows", "shm_slot_rows", (1,), _SHM),
+    *((*row, _SHM) for row in _SHM_FLAGS),
     ("--preferred-batch-sizes", "preferred_batch_sizes", ([],),
      "Serve's batcher has no preferred sizes; shape batches with --max-batch and --max-queue-delay-us"),
     ("--grpc-port", "grpc_port", (8001, -1), "the replicas answer HTTP only, through Serve's proxy on --http-port; "
@@ -258,9 +274,10 @@ def _deploy_ray(args: argparse.Namespace, names: list[str]) -> int:
     """--ray: one Serve application per model on a running Ray cluster (trtflow.serve.ray)."""
     from trtflow.serve.ray import RayServeOptions, deploy
 
-    for flag, attr, allowed, instead in _NOT_ON_RAY:
-        if getattr(args, attr) not in allowed:
-            raise UsageError(f"{flag} does not apply with --ray: {instead}")
+    refused = _refused(args, _NOT_ON_RAY)
+    if refused:
+        flag, _, _, instead = refused[0]
+        raise UsageError(f"{flag} does not apply with --ray: {instead}")
     if args.ray_autoscale and args.ray_replicas != 1:
         raise UsageError("--ray-replicas and --ray-autoscale both set the replicas; give one of them")
     autoscaling = None
@@ -273,10 +290,9 @@ def _deploy_ray(args: argparse.Namespace, names: list[str]) -> int:
 
     engine = canonical_engine(args.engine)  # "trt" is tensorrt: its flags go to the replicas too
     if engine == "auto":
-        given = [f"--{f}" for f in ("fp16", "bf16", "int8", "best", "stronglyTyped", "shapes", "minShapes",
-                                     "optShapes", "maxShapes") if getattr(args, f, None)]
+        given = _refused(args, _ENGINE_FLAGS)
         if given:  # each replica picks its engine on its own node; the flags would be dropped
-            raise UsageError(f"{'/'.join(given)} with --ray need the engine named: give --engine tensorrt "
+            raise UsageError(f"{_joined(given)} with --ray need the engine named: give --engine tensorrt "
                              "(--engine auto is resolved on each replica's node, without these flags)")
     engine_opts = options.engine_options(args, engine) if engine != "auto" else {}
     ort_opts = {"spinning": args.ort_spinning, **({"threads": args.threads} if args.threads else {})}
@@ -314,15 +330,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--gpus places instances of this server; on Ray give --ray-gpus per replica instead")
     if args.ray:
         return _deploy_ray(args, names)
-    given = [flag for flag, set_ in (("--ray-replicas", args.ray_replicas != 1), ("--ray-autoscale", args.ray_autoscale),
-                                     ("--ray-gpus", args.ray_gpus != 0), ("--ray-cpus", args.ray_cpus != 1)) if set_]
+    given = _refused(args, _RAY_FLAGS)
     if given:
-        raise UsageError(f"without --ray ADDRESS, {'/'.join(given)} would be ignored: give --ray to deploy on a "
+        raise UsageError(f"without --ray ADDRESS, {_joined(given)} would be ignored: give --ray to deploy on a "
                          "Ray cluster, or --instances K (engines per model) and --gpus to serve here")
-    given = [flag for flag, set_ in (("--shm-slots", args.shm_slots != 128), ("--shm-slot-rows", args.shm_slot_rows != 1))
-             if set_ and args.workers == 1]
+    given = _refused(args, _SHM_FLAGS) if args.workers == 1 else []
     if given:
-        raise UsageError(f"{'/'.join(given)} size the shared memory between front-end processes, which --workers 1 "
+        raise UsageError(f"{_joined(given)} size the shared memory between front-end processes, which --workers 1 "
                          "does not have: give --workers N (N > 1) to use them, or drop the flag")
 
     def ready(http_port, grpc_port, extra: dict) -> None:

@@ -128,12 +128,11 @@ class VideoWriter:
     def _mux(self, packet: Any) -> None:
         """Mux one packet; the first writes the file's header, which FFmpeg refuses for streams the
         container cannot hold (H.264 in .y4m or .ogv, Opus or FLAC audio in .mov)."""
-        if self._header:
-            self.container.mux(packet)
-            return
         try:
             self.container.mux(packet)
         except self.av.error.FFmpegError as exc:
+            if self._header:
+                raise
             if self.audio_out is None:
                 raise UsageError(f"--out '{self.path}': FFmpeg cannot write {self.codec} video into this kind of "
                                  f"file ({exc}); use a .mp4, .mkv or .mov name") from None

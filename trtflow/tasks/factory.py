@@ -89,25 +89,24 @@ def make_task(
     if name not in TASKS:
         raise UsageError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
     mtcnn = name == "face" and model == "mtcnn"
+    which = "the face task with MTCNN" if mtcnn else f"the {name} task"
     for arg, given, reads in (("post", post, name == "custom"),
                               ("format", format, name in ("detect", "segment") or name == "face" and not mtcnn),
                               ("score_threshold", score_threshold, name in ("face", "detect", "segment")),
                               ("labels", labels, name != "sr")):
         if given is not None and not reads:
-            which = "the face task with MTCNN" if mtcnn else f"the {name} task"
             raise UsageError(f"{arg} does not apply to {which} (--{arg.replace('_', '-')}); drop it")
     task_options = {k: load_options.pop(k) for k in list(load_options) if k in _TASK_OPTIONS}
     takes = _MTCNN_TAKES if mtcnn else _TASK_TAKES[name]
     unread = sorted(set(task_options) - takes)
     if unread:
-        which = f"the {name} task" + (" with MTCNN" if takes is _MTCNN_TAKES else "")
         raise UsageError(f"option(s) {', '.join(unread)} {'does' if len(unread) == 1 else 'do'} not apply to "
                          f"{which}; it takes: {', '.join(sorted(takes))}")
     if input_size is not None:
         from trtflow.tasks.prepare import as_size
 
         why = ("sr upscales frames as they are" if name == "sr" else
-               "MTCNN builds its own image pyramid from the frame" if name == "face" and model == "mtcnn" else
+               "MTCNN builds its own image pyramid from the frame" if mtcnn else
                "resize 'none' runs frames at their own size" if resize == "none" else None)
         if why is not None:
             raise UsageError(f"input_size {as_size(input_size)} does not apply: {why}; drop it (--input-size)")
@@ -125,7 +124,7 @@ def make_task(
     if name in ("face", "detect"):
         from trtflow.tasks.detect import DetectTask, FaceTask
 
-        if name == "face" and model == "mtcnn":
+        if mtcnn:
             from trtflow.tasks.mtcnn import make_mtcnn_task
 
             opts = {**common, **task_options}

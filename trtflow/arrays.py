@@ -7,6 +7,7 @@ allows it; ``Family`` remembers what the caller gave so outputs go back the same
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from dataclasses import dataclass
@@ -234,8 +235,6 @@ def json_default(obj: Any) -> Any:
 def strict_json(data: Any, indent: int | None = None) -> str:
     """``data`` as strict JSON text (``json_default`` for numpy and results): NaN and infinities are
     written as the strings "nan", "inf" and "-inf", since bare ``NaN`` is not JSON and parsers refuse it."""
-    import json
-
     try:
         return json.dumps(data, default=json_default, indent=indent, allow_nan=False)
     except ValueError:  # a number that is not finite somewhere

@@ -58,11 +58,12 @@ class Predictor:
 
             task = make_task(task, model, engine=engine, resize=resize, input_size=input_size, device=device,
                              **options)
-        elif model is not None or options or resize is not None or input_size is not None or engine != "auto":
+        else:
             given = [k for k, v in (("model", model), ("resize", resize), ("input_size", input_size)) if v is not None]
             given += (["engine"] if engine != "auto" else []) + sorted(options)
-            raise UsageError(f"give either a task name with its model and options, or a ready Task object "
-                             f"(its model and options are set already; drop {', '.join(given)})")
+            if given:
+                raise UsageError(f"give either a task name with its model and options, or a ready Task object "
+                                 f"(its model and options are set already; drop {', '.join(given)})")
         self.task = task
         self.batch = int(batch)
         self.device = device

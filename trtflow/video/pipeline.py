@@ -313,11 +313,10 @@ class Pipeline:
         outs = output_paths(cfg.out, len(self.sources)) if cfg.out else []
         jsonl = [("--jsonl", cfg.jsonl)] if cfg.jsonl else []
         _refuse_overwrites(self.sources, [("--out", path) for path in outs] + jsonl)
-        if cfg.out:
-            for source, path in zip(self.sources, outs):
-                self.video_writers[source.stream] = VideoWriter(
-                    path, source.fps, source.time_base, source.audio if cfg.audio else None,
-                    options=cfg.encoder_options)
+        for source, path in zip(self.sources, outs):
+            self.video_writers[source.stream] = VideoWriter(
+                path, source.fps, source.time_base, source.audio if cfg.audio else None,
+                options=cfg.encoder_options)
         if cfg.jsonl:
             self.jsonl = JsonlWriter(cfg.jsonl)
 

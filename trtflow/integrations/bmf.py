@@ -78,6 +78,8 @@ def runner_from_options(option: Mapping[str, Any]) -> BatchRunner:
     load = dict(option.get("load") or {})
     draw = bool(_int_option(option, "label_to_frame", 1, (0, 1)))
     batch = _int_option(option, "batch", None)
+    if batch is not None and batch < 1:  # before the model loads (BatchRunner refuses it too, later)
+        raise UsageError(f"option 'batch' is {batch}; give at least 1 frame per batch")
     if name == "engine":
         unread = sorted(k for k in option if k in TASK_KEYS and k != "device")
         if unread:
@@ -116,8 +118,6 @@ def _int_option(option: Mapping[str, Any], key: str, default: Any, allowed: Any 
     if not whole or (allowed is not None and number not in allowed):
         want = f"one of {', '.join(map(str, allowed))}" if allowed is not None else "a whole number"
         raise UsageError(f"option '{key}' is {value!r}; give {want}")
-    if key == "batch" and number < 1:
-        raise UsageError(f"option 'batch' is {number}; give at least 1 frame per batch")
     return number
 
 

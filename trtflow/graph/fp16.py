@@ -262,17 +262,19 @@ class _Converter:
         """Why ``node`` stays FP32: its op or constants, its ranges, or what it computes for, else None."""
         reason = (_block_reason(node, self.block_ops) or _schema_reason(node, self.graph.opset)
                   or self._range_reason(node))
-        if reason is None and id(node) in self.fixed:
-            reason = "computes a Resize scales/roi input, which stays float32"
-        if reason is None and id(node) in self.sizes:
-            reason = "computes sizes from the input's shape"
-        if reason is None and any(t.name in self.implicit for t in node.outputs):
-            reason = "its output is read inside an If/Loop/Scan subgraph, which stays FP32"
+        if reason is not None:
+            return reason
+        if id(node) in self.fixed:
+            return "computes a Resize scales/roi input, which stays float32"
+        if id(node) in self.sizes:
+            return "computes sizes from the input's shape"
+        if any(t.name in self.implicit for t in node.outputs):
+            return "its output is read inside an If/Loop/Scan subgraph, which stays FP32"
         untyped = next((t.name for t in (*node.inputs, *node.outputs)
                         if t.name and t.dtype is None and not isinstance(t, self.gs.Constant)), None)
-        if reason is None and untyped is not None:  # it may be float32: left as it is, it stays what it was
-            reason = f"the type of tensor '{untyped}' is unknown (ONNX shape inference could not type it)"
-        return reason
+        if untyped is not None:  # it may be float32: left as it is, it stays what it was
+            return f"the type of tensor '{untyped}' is unknown (ONNX shape inference could not type it)"
+        return None
 
     def _feeds_fixed(self, tensor) -> bool:
         """True when ``tensor`` is a Resize scales/roi input or feeds a node computing one: a model input

@@ -64,7 +64,7 @@ def from_torch(
     config = _merge(config, options)
     step = report(progress)
     out = Path(out)
-    modes = [(m, m.training) for m in module.modules()] if hasattr(module, "modules") else []
+    modes = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
         inputs = name_inputs(module, example_inputs, config.input_names)

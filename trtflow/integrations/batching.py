@@ -218,14 +218,11 @@ class EngineTask(Task):
         per_item = self.shapes[name][1:]
         if value.shape == per_item:
             value = np.broadcast_to(value, (n, *per_item))
-        elif value.shape[1:] == per_item and value.shape[0] >= n:
+        elif value.shape[0] >= n:  # a batch of items (the constructor checked the shape)
             value = value[:n]
-        elif value.shape[1:] == per_item:
+        else:
             raise UsageError(f"the value of input '{name}' has {value.shape[0]} items, too few for a batch of {n} "
                              f"frames; give one item of shape {per_item} (repeated) or at least {n}")
-        else:
-            raise UsageError(f"the value of input '{name}' has shape {value.shape}; give one item of shape "
-                             f"{per_item} or a batch of them")
         value = np.ascontiguousarray(value)
         return value if like is None else _like(value, like)
 

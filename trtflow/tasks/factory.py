@@ -75,7 +75,8 @@ def make_task(
         **load_options: passed to ``trtflow.load`` (e.g. ``providers=["cpu"]``, ``dtype="fp16"``),
             plus task options (``tile=``, ``arch=``, ``scale=``, ``margin=``, ``align=`` for sr;
             ``iou_threshold=``, ``max_det=``, ``priors=`` for face/detect; ``top_k=`` for classify;
-            ``threshold=``, ``stride=`` for segment); one the task does not read is refused.
+            ``threshold=``, ``stride=`` for segment; ``stride=`` for custom; only ``max_det=`` for
+            MTCNN); one the task does not read is refused.
 
     Returns:
         A ``Task``.

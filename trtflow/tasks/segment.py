@@ -10,8 +10,9 @@ Three output kinds (``kind="auto"`` tells them apart by dtype and channels):
 
 The mask is mapped back to the frame by nearest neighbour through the frame's ``FrameMeta``
 (letterbox padding dropped, crop/stretch undone; a map smaller than the network input, from a
-head with an output stride, scaled up first), so ``mask.shape`` is the frame's (H, W). With ``resize="none"`` (the default for engines with dynamic H/W) frames
-run at their own size, padded up to a multiple of ``stride``.
+head with an output stride, scaled up first), so ``mask.shape`` is the frame's (H, W). With
+``resize="none"`` (the default for engines with dynamic H/W) frames run at their own size,
+padded up to a multiple of ``stride``.
 """
 
 from __future__ import annotations

@@ -68,8 +68,18 @@ def parse_dims(items: list[str] | None) -> dict[str, int]:
     return out
 
 
-def _set_input_dims(proto: Any, shapes: Mapping[str, Shape], dims: Mapping[str, int]) -> dict:
-    """Write the static sizes into the graph inputs; returns {input: {"before", "after"}}."""
+def _dim_list(tdims) -> list:
+    """An ONNX shape's dims as sizes, dim names, or '?' for an unnamed dynamic dim."""
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tdims]
+
+
+def _set_dim(d, size: int) -> None:
+    d.Clear()
+    d.dim_value = int(size)
+
+
+def _set_input_dims(proto: Any, shapes: Mapping[str, Shape], dims: Mapping[str, int]) -> tuple[dict, dict]:
+    """Write the static sizes into the graph inputs; returns ({input: {"before", "after"}}, {named dim: size})."""
     inits = {i.name for i in proto.graph.initializer}
     inputs = [v for v in proto.graph.input if v.name not in inits]
     by_name = {v.name: v for v in inputs}
@@ -86,7 +96,7 @@ def _set_input_dims(proto: Any, shapes: Mapping[str, Shape], dims: Mapping[str, 
         if v.name not in shapes:
             continue
         tdims, want = v.type.tensor_type.shape.dim, shapes[v.name]
-        before = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tdims]
+        before = _dim_list(tdims)
         if len(want) != len(tdims):
             raise UsageError(f"--shape {v.name}:{format_shape(want)} has rank {len(want)}; input '{v.name}' "
                              f"has rank {len(tdims)}: {tuple(before)}")
@@ -103,7 +113,7 @@ def _set_input_dims(proto: Any, shapes: Mapping[str, Shape], dims: Mapping[str, 
     changed = {}
     for v in inputs:
         tdims = v.type.tensor_type.shape.dim
-        before = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tdims]
+        before = _dim_list(tdims)
         for i, d in enumerate(tdims):
             if v.name in shapes:
                 size = shapes[v.name][i]
@@ -111,14 +121,13 @@ def _set_input_dims(proto: Any, shapes: Mapping[str, Shape], dims: Mapping[str, 
                 size = sized[d.dim_param][1]
             else:
                 continue
-            d.Clear()
-            d.dim_value = int(size)
-        after = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tdims]
+            _set_dim(d, size)
+        after = _dim_list(tdims)
         if after != before:
             changed[v.name] = {"before": before, "after": after}
     if not changed:
         raise UsageError("no input dim changed: give --shape NAME:DIMS or --dim NAME=SIZE for a dynamic dim")
-    return changed
+    return changed, {name: size for name, (_, size) in sized.items()}
 
 
 def fix_shapes(proto: Any, options: FixShapesOptions) -> tuple[Any, dict]:
@@ -140,7 +149,7 @@ def fix_shapes(proto: Any, options: FixShapesOptions) -> tuple[Any, dict]:
     shapes, dims = options.shapes, options.dims
     proto = load_onnx(proto)
     new = copy.deepcopy(proto)
-    changed = _set_input_dims(new, shapes, dims)
+    changed, sizes = _set_input_dims(new, shapes, dims)  # sizes: named dim -> its new size
     _, outs_before = onnx_specs(proto)
     del new.graph.value_info[:]
     old_shapes = {o.name: copy.deepcopy(o.type.tensor_type.shape) for o in new.graph.output
@@ -150,8 +159,6 @@ def fix_shapes(proto: Any, options: FixShapesOptions) -> tuple[Any, dict]:
     new = infer_shapes(new, strict=True)  # a shape the graph cannot take fails here, with ONNX's reason
     if options.fold:
         new = _fold(new)
-    sizes = {b: a for dims_of in changed.values() for b, a in zip(dims_of["before"], dims_of["after"])
-             if isinstance(b, str) and b != "?" and isinstance(a, int)}  # named dim -> its new size
     _copy_output_shapes(new, old_shapes, sizes)
     _, outs_after = onnx_specs(new)
     report = {
@@ -198,9 +205,7 @@ def _copy_output_shapes(proto: Any, fallback: dict, sizes: Mapping[str, int]) ->
             out.type.tensor_type.shape.CopyFrom(fallback[out.name])
             for d in out.type.tensor_type.shape.dim:
                 if d.dim_param in sizes:
-                    size = sizes[d.dim_param]
-                    d.Clear()
-                    d.dim_value = size
+                    _set_dim(d, sizes[d.dim_param])
 
 
 register(Edit(

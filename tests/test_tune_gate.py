@@ -187,6 +187,13 @@ def test_module_with_integer_inputs_is_exported_with_them_for_ort():
     assert result.best.accepted
 
 
+def test_module_with_numpy_example_inputs_is_exported_for_ort():
+    ids = np.random.default_rng(0).integers(0, 10, (2, 5))  # int64 numpy ids, not torch tensors
+    result = trtflow.tune(embedding(), engine="ort", precisions=("fp32",), example_inputs={"ids": ids},
+                          options=ORT_FAST)
+    assert result.best.accepted
+
+
 def test_relative_metric_refuses_an_atol_it_would_ignore():
     from trtflow.tune.search import make_bound
 

@@ -181,19 +181,23 @@ def _export(module, shapes, example_inputs, progress):
     """Export a module to ONNX (cached by its digest) for the ort/tensorrt engines."""
     import torch
 
+    from trtflow.arrays import dtype_of
     from trtflow.backends.tuned import model_digest, tuned_dir
     from trtflow.export import from_torch
 
     shape_map = shapes_from(shapes, example_inputs)
     given = example_inputs if isinstance(example_inputs, Mapping) else {}
-    # integer and bool inputs (token ids, masks) are exported with their dtype, floating ones as float32
-    dtypes = {k: given[k].dtype for k in shape_map if k in given and not given[k].is_floating_point()}
+    # integer and bool inputs (token ids, masks) are exported with their dtype, floating ones as float32;
+    # the examples are torch tensors or numpy arrays
+    dtypes = {k: dtype_of(given[k]) for k in shape_map if k in given}
+    dtypes = {k: d for k, d in dtypes.items() if not d.startswith(("float", "bfloat"))}
     name = '_'.join('x'.join(map(str, s)) for s in shape_map.values())
-    name += "".join(f"-{k}.{str(d).replace('torch.', '')}" for k, d in dtypes.items())
+    name += "".join(f"-{k}.{d}" for k, d in dtypes.items())
     path = tuned_dir() / "exports" / f"{model_digest(module)[:24]}-{name}.onnx"
     if not path.exists():
         progress("tune: exporting to ONNX", None, None)
-        examples = {k: torch.zeros(v, dtype=dtypes[k]) if k in dtypes else torch.randn(*v) for k, v in shape_map.items()}
+        examples = {k: torch.zeros(v, dtype=getattr(torch, dtypes[k])) if k in dtypes else torch.randn(*v)
+                    for k, v in shape_map.items()}
         from_torch(module, examples, path)
     log.info("tuning the ONNX export %s", path)
     return str(path)

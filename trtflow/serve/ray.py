@@ -22,6 +22,7 @@ needs the file; plans and ``.pt2`` packages are loaded from their path on each n
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from trtflow.serve import protocol
 log = logging.getLogger(__name__)
 
 INLINE_LIMIT = 1 << 30  # ONNX files up to 1 GiB travel as bytes
+_OK = b"{}"  # the body of the health and ready answers
 
 
 @dataclass
@@ -134,6 +136,7 @@ class TrtflowReplica:
         self.node = ray.get_runtime_context().get_node_id()
         context = serve.get_replica_context()
         self.replica = getattr(getattr(context, "replica_id", None), "unique_id", "") or str(id(self))
+        self._headers = {"trtflow-node": self.node, "trtflow-replica": self.replica}  # on every answer
         self.calls = 0
         self.max_body = options.max_body
         self._batched = serve.batch(
@@ -170,7 +173,6 @@ class TrtflowReplica:
 
     # -- HTTP -------------------------------------------------------------------------------
     async def __call__(self, request: Any):
-        headers = {"trtflow-node": self.node, "trtflow-replica": self.replica}
         try:
             body, status, extra = await self._route(request)
         except Exception as exc:  # an engine failure: the client sees it, the replica lives on
@@ -178,18 +180,15 @@ class TrtflowReplica:
                 log.exception("inference failed")
             status, message = protocol.error_status(exc)
             body, extra = protocol.error_body(message), {}
-        return _response(body, status, {**extra, **headers})
+        return _response(body, status, {**extra, **self._headers})
 
     async def _route(self, request: Any) -> tuple[bytes, int, dict]:
-        import json
-
         parts = [p for p in request.url.path.split("/") if p]
         if parts[:1] != ["v2"]:  # mounted at /v2/models/{name} with the prefix stripped
             parts = ["v2", "models", self.model.name, *parts]
         method = request.method.upper()
-        ok = json.dumps({}).encode()
         if method == "GET" and parts in (["v2", "health", "live"], ["v2", "health", "ready"]):
-            return ok, 200, {}
+            return _OK, 200, {}
         if method == "GET" and parts == ["v2"]:
             from trtflow import __version__
 
@@ -206,7 +205,7 @@ class TrtflowReplica:
         if method == "GET" and rest == []:
             return json.dumps(self.model.metadata()).encode(), 200, {}
         if method == "GET" and rest == ["ready"]:
-            return ok, 200, {}
+            return _OK, 200, {}
         if method == "GET" and rest == ["config"]:
             kind = "KIND_GPU" if self.engine.name == "tensorrt" else "KIND_CPU"
             return json.dumps(self.model.model_config(kind)).encode(), 200, {}

@@ -25,22 +25,22 @@ def raw_head(proto: Any, node: Any = None) -> list[str]:
     if node is None:
         return []
     producer = {out: n for n in nodes for out in n.output}
-    constants = {i.name for i in proto.graph.initializer}
+    inputs = {i.name for i in proto.graph.input} - {i.name for i in proto.graph.initializer}  # not constants
     names: list[str] = []
     for name in list(node.input)[:2]:
-        start = _start_of_added(proto, name, producer, constants)
+        start = _start_of_added(name, producer, inputs)
         if start not in names:  # yolo: boxes and scores both come from the one head
             names.append(start)
     if node.name.startswith(ADDED_PREFIX):  # what else add-nms decodes (RetinaFace landmarks)
         for n in nodes:
             if n.name.startswith(ADDED_PREFIX) and n.op_type != "Shape":
                 for i in n.input:
-                    if i and i not in names and _from_model(proto, i, producer, constants):
+                    if i and i not in names and _from_model(i, producer, inputs):
                         names.append(i)
     return names
 
 
-def _start_of_added(proto: Any, name: str, producer: dict, constants: set) -> str:
+def _start_of_added(name: str, producer: dict, inputs: set) -> str:
     """The first tensor (depth first, first inputs first) that the add-nms nodes behind ``name`` read from
     the model: a tensor of the model's own nodes or a graph input. Shape nodes are not followed:
     they read only the size of the image input (retinaface/ssd priors), never detections."""
@@ -52,7 +52,7 @@ def _start_of_added(proto: Any, name: str, producer: dict, constants: set) -> st
         seen.add(tensor)
         node = producer.get(tensor)
         if node is None or not node.name.startswith(ADDED_PREFIX):
-            if _from_model(proto, tensor, producer, constants):
+            if _from_model(tensor, producer, inputs):
                 return tensor
             continue
         if node.op_type != "Shape":
@@ -60,13 +60,10 @@ def _start_of_added(proto: Any, name: str, producer: dict, constants: set) -> st
     return name
 
 
-def _from_model(proto: Any, name: str, producer: dict, constants: set) -> bool:
-    """A tensor of the model's own nodes or a graph input (not a constant, not add-nms's)."""
+def _from_model(name: str, producer: dict, inputs: set) -> bool:
+    """A tensor of the model's own nodes or one of ``inputs``, the graph inputs that are not constants
+    (not add-nms's)."""
     node = producer.get(name)
     if node is not None:
         return not node.name.startswith(ADDED_PREFIX)
-    return name not in constants and _is_graph_input(proto, name)
-
-
-def _is_graph_input(proto: Any, name: str) -> bool:
-    return any(i.name == name for i in proto.graph.input)
+    return name in inputs

@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from trtflow.errors import UsageError
 from trtflow.progress import Progress, report
@@ -120,7 +120,6 @@ def tune(
 def _torch_subject(model, shapes, example_inputs, device, calib, opts, progress):
     import torch
 
-    from trtflow.arrays import dtype_name
     from trtflow.backends.tuned import forward_order
     from trtflow.tune.inputs import calibration_feeds, random_feeds
     from trtflow.tune.subjects import TorchSubject
@@ -131,11 +130,9 @@ def _torch_subject(model, shapes, example_inputs, device, calib, opts, progress)
     shape_map = shapes_from(shapes, example_inputs)
     # inputs named as forward's parameters, in any order: the engines call forward positionally, in its order
     shape_map = {k: shape_map[k] for k in forward_order(model, list(shape_map))}
-    dtypes = {k: "float32" for k in shape_map}
-    if isinstance(example_inputs, Mapping):
-        # floating inputs as FP32: the torch reference and the engines' examples are FP32 (each configuration casts)
-        dtypes = {k: dtype_name(v.dtype) for k, v in example_inputs.items()}  # torch tensors or numpy arrays
-        dtypes = {k: "float32" if d.startswith(("float", "bfloat")) else d for k, d in dtypes.items()}
+    # floating inputs as FP32 (the feeds' default): the torch reference and the engines' examples are FP32
+    # (each configuration casts)
+    dtypes = _integer_dtypes(example_inputs, shape_map)
     feeds = (calibration_feeds(calib, shape_map, dtypes, opts.accuracy_samples) if calib is not None
              else random_feeds(shape_map, dtypes, opts.accuracy_samples, opts.seed))
     progress("tune: preparing the model", None, None)
@@ -181,16 +178,11 @@ def _export(module, shapes, example_inputs, progress):
     """Export a module to ONNX (cached by its digest) for the ort/tensorrt engines."""
     import torch
 
-    from trtflow.arrays import dtype_of
     from trtflow.backends.tuned import model_digest, tuned_dir
     from trtflow.export import from_torch
 
     shape_map = shapes_from(shapes, example_inputs)
-    given = example_inputs if isinstance(example_inputs, Mapping) else {}
-    # integer and bool inputs (token ids, masks) are exported with their dtype, floating ones as float32;
-    # the examples are torch tensors or numpy arrays
-    dtypes = {k: dtype_of(given[k]) for k in shape_map if k in given}
-    dtypes = {k: d for k, d in dtypes.items() if not d.startswith(("float", "bfloat"))}
+    dtypes = _integer_dtypes(example_inputs, shape_map)  # exported with their dtype, floating inputs as float32
     name = '_'.join('x'.join(map(str, s)) for s in shape_map.values())
     name += "".join(f"-{k}.{d}" for k, d in dtypes.items())
     path = tuned_dir() / "exports" / f"{model_digest(module)[:24]}-{name}.onnx"
@@ -213,3 +205,13 @@ def _save(result: TuneResult, subject, cand, key_model, shape_map, device) -> No
         (Path(tuned_dir()) / model_file).write_bytes(subject.variant(cand.variant))
     result.key = key
     result.record_path = str(save_record(key, record_of(result, cand, material, list(shape_map), model_file)))
+
+
+def _integer_dtypes(example_inputs: Any, names: Iterable[str]) -> dict[str, str]:
+    """The dtypes of the example inputs among ``names`` that are not floating (token ids, masks: tune
+    keeps them; floating inputs are float32). The examples are torch tensors or numpy arrays."""
+    from trtflow.arrays import dtype_of
+
+    given = example_inputs if isinstance(example_inputs, Mapping) else {}
+    dtypes = {k: dtype_of(given[k]) for k in names if k in given}
+    return {k: d for k, d in dtypes.items() if not d.startswith(("float", "bfloat"))}

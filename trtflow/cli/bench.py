@@ -75,8 +75,6 @@ def _load(args: argparse.Namespace, extra: dict | None = None):
         raise UsageError(f"--compile, --channels-last and --device apply to the torch engine, not {name}")
     if args.useCudaGraph and name != "tensorrt":
         raise UsageError(f"--useCudaGraph applies to the torch engine and TensorRT (--engine tensorrt), not {name}")
-    if name == "ort" and (args.fp16 or args.bf16 or args.int8 or args.best):
-        raise UsageError("ONNX Runtime runs the model's own types; drop --fp16/--bf16/--int8/--best (or convert the ONNX model first)")
     graphs = {"use_cuda_graph": True} if args.useCudaGraph else {}  # trtexec's --useCudaGraph: TensorRT's own graphs
     return options.load_engine(args, model, name, **graphs, **(extra or {}))
 

@@ -7,8 +7,6 @@ from trtflow.cli import options, output, trtexec
 from trtflow.errors import UsageError
 
 HELP = "benchmark a model like trtexec: throughput, latency percentiles, H2D/compute/D2H split"
-INT8_TORCH = ("--int8 builds INT8 TensorRT engines; the torch engine runs fp32, --fp16 or --bf16 (for INT8, quantize "
-              "the ONNX model with `trtflow surgeon quantize` and use --engine ort or tensorrt)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,10 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _torch_options(args: argparse.Namespace) -> dict:
-    if args.int8:
-        raise UsageError(INT8_TORCH)
     return {
-        "dtype": "bf16" if args.bf16 else ("fp16" if args.fp16 or args.best else "fp32"),
+        "dtype": options.torch_dtype(args),
         "channels_last": args.channels_last,
         "cuda_graphs": args.useCudaGraph,
         "device": args.device,

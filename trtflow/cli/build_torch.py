@@ -33,14 +33,11 @@ def run(args: argparse.Namespace) -> int:
     from trtflow.spec import parse_shapes
 
     torch = require("torch", "trtflow build --engine torch")
-    if args.int8:
-        from trtflow.cli.bench import INT8_TORCH
+    from trtflow.cli.options import check_out_path, torch_dtype
 
-        raise UsageError(INT8_TORCH)
+    dtype = torch_dtype(args)
     if not is_factory_spec(args.model):
         raise UsageError(f"--engine torch builds from a MODULE:FACTORY spec (e.g. mypkg.models:make); got '{args.model}'")
-    from trtflow.cli.options import check_out_path
-
     check_out_path(args.saveEngine, "--saveEngine")
     if not str(args.saveEngine).endswith(".pt2"):
         raise UsageError(f"--saveEngine for --engine torch is an AOTInductor package; give a name ending in .pt2, not '{args.saveEngine}'")
@@ -59,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         path = build_aoti(
             module, examples, args.saveEngine, dynamic={k: v for k, v in dynamic.items() if v},
             min_shapes=lo or None, max_shapes=hi or None, device=args.device, channels_last=args.channels_last,
-            dtype="bf16" if args.bf16 else ("fp16" if args.fp16 or args.best else "fp32"),
+            dtype=dtype,
         )
     seconds = time.perf_counter() - start
     from trtflow.backends.torch.aoti import package_specs

@@ -244,6 +244,21 @@ def pt2_precision_error(args: argparse.Namespace) -> UsageError | None:
                       "--fp16|--bf16 --saveEngine M.pt2)")
 
 
+INT8_TORCH = ("--int8 builds INT8 TensorRT engines; the torch engine runs fp32, --fp16 or --bf16 (for INT8, quantize "
+              "the ONNX model with `trtflow surgeon quantize` and use --engine ort or tensorrt)")
+
+
+def torch_dtype(args: argparse.Namespace) -> str:
+    """The torch engine's dtype from --bf16, else --fp16/--best, else fp32.
+
+    Raises:
+        UsageError: --int8 (the torch engine has no INT8).
+    """
+    if args.int8:
+        raise UsageError(INT8_TORCH)
+    return "bf16" if args.bf16 else ("fp16" if args.fp16 or args.best else "fp32")
+
+
 def engine_options(args: argparse.Namespace, engine: str) -> dict:
     """Engine constructor options taken from the shared flags."""
     opts: dict = {}

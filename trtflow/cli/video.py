@@ -69,9 +69,7 @@ def _load_options(args: argparse.Namespace, engine: str) -> dict:
     if error:
         raise error
     if args.int8:
-        from trtflow.cli.bench import INT8_TORCH
-
-        raise UsageError(INT8_TORCH)
+        raise UsageError(options.INT8_TORCH)
     if args.fp16 or args.best:
         opts["dtype"] = "fp16"
     elif args.bf16:

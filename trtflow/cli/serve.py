@@ -289,15 +289,16 @@ def _deploy_ray(args: argparse.Namespace, names: list[str]) -> int:
     from trtflow.backends import canonical_engine
 
     engine = canonical_engine(args.engine)  # "trt" is tensorrt: its flags go to the replicas too
+    ort_opts = {"spinning": args.ort_spinning, **({"threads": args.threads} if args.threads else {})}
     if engine == "auto":
         given = _refused(args, _ENGINE_FLAGS)
         if given:  # each replica picks its engine on its own node; the flags would be dropped
             raise UsageError(f"{_joined(given)} with --ray need the engine named: give --engine tensorrt "
                              "(--engine auto is resolved on each replica's node, without these flags)")
-    engine_opts = options.engine_options(args, engine) if engine != "auto" else {}
-    ort_opts = {"spinning": args.ort_spinning, **({"threads": args.threads} if args.threads else {})}
-    if engine == "auto":  # --providers, for the replicas whose engine resolves to ort
-        ort_opts.update(options.engine_options(args, "ort"))
+        engine_opts = {}
+        ort_opts.update(options.engine_options(args, "ort"))  # --providers, for the replicas whose engine is ort
+    else:
+        engine_opts = options.engine_options(args, engine)
     labels = _labels(args)
     urls = {}
     for i, (name, path) in enumerate(zip(names, args.models)):

@@ -28,7 +28,7 @@ from trtflow.edits.registry import Edit, register
 from trtflow.edits.verify import VerifyConfig
 from trtflow.errors import GraphError, MismatchError, UsageError
 from trtflow.graph.builder import GraphBuilder
-from trtflow.graph.ir import export_graph
+from trtflow.graph.ir import export_graph, onnx_opset
 from trtflow.progress import Progress, report as progress_of
 from trtflow.vision.formats import PRIOR_FORMATS, DetectionConfig, resolve_roles, split_head
 
@@ -180,7 +180,7 @@ def add_nms(model, options: NmsOptions | DetectionConfig, verify_config: VerifyC
         raise UsageError(f"add_nms takes NmsOptions or a DetectionConfig, not {type(options).__name__}")
     config, plugin = options.detection_config(), options.plugin
     proto = load_onnx(model)
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = onnx_opset(proto)
     if opset < 11:
         raise GraphError(f"add-nms needs ONNX opset >= 11 (NonMaxSuppression, Range); the model has opset {opset}. "
                          "Re-export it with opset 11 or newer.")

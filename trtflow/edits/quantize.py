@@ -27,7 +27,7 @@ from trtflow.edits.registry import Edit, register
 from trtflow.edits.verify import VerifyConfig, run_ort
 from trtflow.errors import GraphError, MismatchError, UsageError
 from trtflow.graph.io import load_onnx
-from trtflow.graph.ir import lift_ir3
+from trtflow.graph.ir import lift_ir3, onnx_opset
 from trtflow.progress import Progress, report as progress_of
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def quantize_int8(proto: Any, calibration: Sequence[Mapping[str, np.ndarray]],
     progress = progress_of(progress)
     if not calibration:
         raise UsageError("quantize needs calibration samples: give --calib-dir with images or .npy files")
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = onnx_opset(proto)
     if config.per_channel and opset < 13:  # ORT's quantizer writes the axis anyway: a model nothing loads
         raise UsageError(f"per-channel weight scales need ONNX opset >= 13 (DequantizeLinear's axis); the model "
                          f"has opset {opset}. Re-export it with --opset 13 or newer, or quantize per tensor with "

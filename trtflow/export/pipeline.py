@@ -17,6 +17,7 @@ from trtflow.export.inputs import flatten_outputs, name_inputs
 from trtflow.export.torch_onnx import EXPORT_FUNCTIONS, choose_exporter
 from trtflow.export.verify import fresh, resized_inputs, verify_export
 from trtflow.graph.io import TWO_GB, onnx_specs, save_onnx
+from trtflow.graph.ir import onnx_opset
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def from_torch(
         if proto.ByteSize() < TWO_GB and stray.exists():
             stray.unlink()  # left by an earlier export of the same path; this file is self-contained
         inputs_spec, outputs_spec = onnx_specs(proto)
-        opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), config.opset)
+        opset = onnx_opset(proto, config.opset)
         if opset != config.opset:
             notes.append(f"the {used} exporter wrote opset {opset} (asked for {config.opset})")
         result = ExportResult(out, inputs_spec, outputs_spec, used, opset, notes=notes)

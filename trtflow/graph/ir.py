@@ -72,6 +72,11 @@ def lift_ir3(proto: Any) -> Any:
     return proto
 
 
+def onnx_opset(proto: Any, default: int = 0) -> int:
+    """The model's ai.onnx opset version (``default`` when it imports none)."""
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default)
+
+
 def op_counts(proto: Any) -> Counter:
     """How many nodes of each op type the main graph holds."""
     return Counter(n.op_type for n in proto.graph.node)

@@ -193,16 +193,7 @@ def _load_shapes(model: Any, engine: str, options: Mapping[str, Any]) -> list[li
     given = options.get("shapes")
     specs = _onnx_inputs(model) if given and isinstance(given, Mapping) and engine in ("ort", "tensorrt") else None
     if specs is not None:
-        unknown = sorted(set(given) - {s.name for s in specs})
-        if unknown:
-            raise UsageError(f"shapes name unknown inputs {unknown}; the model's inputs: {[s.name for s in specs]}")
-        out = []
-        for s in specs:
-            if s.name not in given and s.is_dynamic:
-                raise UsageError(f"input '{s.name}' has dynamic dims {s.describe_shape()}; give its shape in "
-                                 f"shapes= too (the tuned configuration is keyed by every input's shape)")
-            out.append([int(d) for d in (given[s.name] if s.name in given else s.shape)])
-        return out
+        return [list(shape) for shape in onnx_shapes(specs, given).values()]
     if given:
         if isinstance(given, Mapping):
             given = {k: given[k] for k in forward_order(model, list(given))}
@@ -222,6 +213,29 @@ def _load_shapes(model: Any, engine: str, options: Mapping[str, Any]) -> list[li
             return [list(s.shape) for s in specs]
     raise UsageError("a tuned configuration is keyed by the input shapes: give shapes={name: (1, 3, 224, 224), ...} "
                      "(or example_inputs) to load(..., tune=True)")
+
+
+def onnx_shapes(specs: Sequence, shapes: Mapping[str, Sequence[int]] | None) -> dict[str, tuple[int, ...]]:
+    """Every input of an ONNX model (its ``specs``) -> the shape tune runs and keys it at, in the
+    model's input order: the one ``shapes`` gives, else its static shape.
+
+    Raises:
+        UsageError: ``shapes`` names an input the model lacks, or leaves out a dynamic one.
+    """
+    shapes = shapes or {}
+    unknown = sorted(set(shapes) - {s.name for s in specs})
+    if unknown:
+        raise UsageError(f"shapes name unknown inputs {unknown}; the model's inputs: {[s.name for s in specs]}")
+    out = {}
+    for s in specs:
+        if s.name in shapes:
+            out[s.name] = tuple(int(d) for d in shapes[s.name])
+        elif not s.is_dynamic:
+            out[s.name] = tuple(s.shape)
+        else:
+            raise UsageError(f"input '{s.name}' has dynamic dims {s.describe_shape()}; give shapes={{'{s.name}': (...)}} "
+                             f"(--shapes {s.name}:1x...): a tuned configuration is keyed by every input's shape")
+    return out
 
 
 def forward_order(model: Any, names: Sequence[str]) -> list[str]:

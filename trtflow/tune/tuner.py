@@ -141,6 +141,7 @@ def _torch_subject(model, shapes, example_inputs, device, calib, opts, progress)
 
 
 def _onnx_subject(model, shapes, example_inputs, engine, calib, opts, progress):
+    from trtflow.backends.tuned import onnx_shapes
     from trtflow.graph.io import load_onnx, onnx_specs
     from trtflow.tune.inputs import calibration_feeds, random_feeds
     from trtflow.tune.subjects import OrtSubject, TensorRTSubject
@@ -150,18 +151,7 @@ def _onnx_subject(model, shapes, example_inputs, engine, calib, opts, progress):
         model = exported = _export(model, shapes, example_inputs, progress)
     proto = load_onnx(model)
     specs, _ = onnx_specs(proto)
-    shape_map = {}
-    for s in specs:
-        if shapes and s.name in shapes:
-            shape_map[s.name] = tuple(int(d) for d in shapes[s.name])
-        elif not s.is_dynamic:
-            shape_map[s.name] = tuple(s.shape)
-        else:
-            raise UsageError(f"input '{s.name}' has dynamic dims {s.describe_shape()}; give shapes={{'{s.name}': (...)}} "
-                             f"(--shapes {s.name}:1x...)")
-    unknown = sorted(set(shapes or {}) - set(shape_map))
-    if unknown:
-        raise UsageError(f"shapes name unknown inputs {unknown}; the model's inputs: {[s.name for s in specs]}")
+    shape_map = onnx_shapes(specs, shapes)
     dtypes = {s.name: s.dtype for s in specs}
     feeds = (calibration_feeds(calib, shape_map, dtypes, opts.accuracy_samples, proto, opts.calib_preprocess)
              if calib is not None else random_feeds(shape_map, dtypes, opts.accuracy_samples, opts.seed))

@@ -67,6 +67,7 @@ SUBGRAPH_OPS = {"If", "Loop", "Scan"}
 # inputs whose type is float32 whatever the node's data type
 FIXED_FP32_INPUTS = {"Resize": {1, 2}, "Upsample": {1}}
 INT_TYPES = {2, 3, 4, 5, 6, 7, 9, 12, 13}  # uint8 .. uint64, bool
+VALUE_ATTRS = ("value", "value_float", "value_floats")  # attributes holding a float value (Constant, ConstantOfShape)
 
 
 def _is_f32(tensor) -> bool:
@@ -94,7 +95,7 @@ def _attr_values(node):
     """The float or tensor value a node's value/value_float/value_floats attribute holds, else None."""
     import onnx_graphsurgeon as gs
 
-    for key in ("value", "value_float", "value_floats"):
+    for key in VALUE_ATTRS:
         attr = node.attrs.get(key)
         if isinstance(attr, gs.Constant):
             return np.asarray(attr.values)
@@ -354,7 +355,7 @@ class _Converter:
 
         if node.op == "Cast" and node.attrs.get("to") == onnx.TensorProto.FLOAT:
             node.attrs["to"] = onnx.TensorProto.FLOAT16
-        for key in ("value", "value_float", "value_floats"):
+        for key in VALUE_ATTRS:
             attr = node.attrs.get(key)
             if attr is None:
                 continue

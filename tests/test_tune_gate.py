@@ -13,6 +13,7 @@ from trtflow.tune import Bound, TuneOptions
 from trtflow.tune.accuracy import check
 
 from tests.models.export_zoo import embedding
+from tests.models.tiny import export_tiny, tiny_module
 
 FAST = dict(short_s=0.05, full_s=0.1, warmup_ms=10, accuracy_samples=4)
 
@@ -167,8 +168,6 @@ def test_saved_record_holds_tunes_wall_time(tmp_path):
 def test_reduced_precision_choice_is_reused_on_every_load():
     import torch
 
-    from tests.models.tiny import tiny_module
-
     model = tiny_module()
     trtflow.tune(model, shapes={"x": (2, 3, 16, 16)}, engine="torch", precisions=("bf16",), metric="relative",
                  rtol=0.05, options=TuneOptions(only=["bf16 eager cl"], **FAST))
@@ -203,8 +202,6 @@ def test_relative_metric_refuses_an_atol_it_would_ignore():
 
 
 def test_reduced_precision_configuration_leaves_fp32_ones_in_fp32():
-    from tests.models.tiny import tiny_module
-
     result = trtflow.tune(tiny_module(), shapes={"x": (2, 3, 16, 16)}, engine="torch", precisions=("bf16", "fp32"),
                           metric="relative", rtol=0.05, options=TuneOptions(only=["* eager"], save=False, **FAST))
     names = [c.name for c in result.configs]
@@ -214,8 +211,6 @@ def test_reduced_precision_configuration_leaves_fp32_ones_in_fp32():
 
 def test_tuned_torch_options_replace_the_callers_knobs_the_choice_leaves_off():
     import torch
-
-    from tests.models.tiny import tiny_module
 
     model = tiny_module()
     result = trtflow.tune(model, shapes={"x": (2, 3, 16, 16)}, engine="torch", precisions=("fp32",),
@@ -230,7 +225,6 @@ def test_tuned_torch_options_replace_the_callers_knobs_the_choice_leaves_off():
 def test_key_of_an_onnx_file_covers_its_external_weights(tmp_path):
     import onnx
 
-    from tests.models.tiny import export_tiny
     from trtflow.backends.tuned import tuned_key
 
     proto = onnx.load(str(export_tiny(tmp_path / "tiny.onnx")))
@@ -261,8 +255,6 @@ def test_onnx_model_with_float16_inputs_is_tuned(tmp_path):
 
 def test_torch_model_tuned_with_float16_example_inputs():
     import torch
-
-    from tests.models.tiny import tiny_module
 
     x = torch.randn(2, 3, 16, 16).half()
     result = trtflow.tune(tiny_module(), engine="torch", precisions=("fp32",), example_inputs={"x": x},
@@ -318,8 +310,6 @@ def test_tuned_torch_choice_keeps_the_io_types_it_was_measured_with(tuned_io, ca
     caller asks for BF16 I/O, and one timed with BF16 I/O loads with BF16 I/O: the engine is the
     configuration measured, as for the other knobs."""
     import torch
-
-    from tests.models.tiny import tiny_module
 
     model = tiny_module()
     trtflow.tune(model, shapes={"x": (2, 3, 16, 16)}, engine="torch", precisions=("bf16",), metric="relative",

@@ -36,7 +36,8 @@ def import_graph(proto: Any, infer: bool = True):
 
 
 def export_graph(graph: Any, like: Any | None = None, clean: bool = True) -> Any:
-    """The ONNX proto of ``graph`` after ``cleanup().toposort()``; keeps ir_version, doc strings and metadata of ``like``."""
+    """The ONNX proto of ``graph`` (after ``cleanup().toposort()`` unless ``clean`` is False); with ``like``,
+    its ir_version (IR 3 becomes 4 where the graph needs it) and the fields ``keep_model_info`` restores."""
     gs = require("onnx_graphsurgeon", "graph edits")
     if clean:
         graph.cleanup().toposort()

@@ -327,10 +327,17 @@ def _array_from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str
                                     f"{type(next(d for d in items if not isinstance(d, str))).__name__}")
             arr = np.array([d.encode() for d in items], dtype=object)
         else:
-            parsed = np.asarray(data)  # the data's own kind, converted once when it is dtype or floats into floats
+            # the data's own kind; numbers into floats and integers into integers are converted from it
+            parsed = np.asarray(data)
             kind = parsed.dtype.kind if parsed.size else dtype.kind
-            if parsed.dtype == dtype or (kind == "f" and dtype.kind == "f"):
+            if parsed.dtype == dtype or (kind in "iuf" and dtype.kind == "f"):
                 return _reshaped(parsed.astype(dtype, copy=False), shape, name)
+            if parsed.size and kind in "iu" and dtype.kind in "iu":  # astype would wrap: the range is checked first
+                info = np.iinfo(dtype)
+                for value in (parsed.min(), parsed.max()):
+                    if not info.min <= value <= info.max:
+                        raise OverflowError(f"Python integer {value} out of bounds for {dtype}")
+                return _reshaped(parsed.astype(dtype), shape, name)
             arr = np.asarray(data, dtype=dtype)  # overflow raises here (astype would wrap)
             if kind == "f" and dtype.kind in "iu":  # ints beyond int64 next to others parse as float64
                 kind = "i" if all(type(v) is int for v in _flat(data)) else kind

@@ -8,6 +8,16 @@ import trtflow.backends  # noqa: F401 - binds trtflow for trtflow.serve.ray belo
 from tests.conftest import call_cli
 
 
+@pytest.fixture
+def deployed(monkeypatch) -> list:
+    """The RayServeOptions of each deployment ``serve --ray`` makes (``deploy`` is replaced: no cluster)."""
+    import trtflow.serve.ray
+
+    calls: list = []
+    monkeypatch.setattr(trtflow.serve.ray, "deploy", lambda model, opts, **kw: calls.append(opts) or "http://h:1")
+    return calls
+
+
 @pytest.mark.parametrize("flag", ["--fp16", "--bf16", "--best", "--int8"])
 @pytest.mark.parametrize("engine", ["auto", "torch"])
 def test_precision_flags_on_a_pt2_package_are_refused(tmp_path, loads, flag, engine):
@@ -27,63 +37,48 @@ def test_pt2_without_precision_flags_still_loads(tmp_path, loads):
     assert loads and loads[0][1] == "torch"
 
 
-def test_ray_deployment_gets_the_labels(tiny_onnx, tmp_path, monkeypatch):
+def test_ray_deployment_gets_the_labels(tiny_onnx, tmp_path, deployed):
     """--labels reached the local server but not the Ray replicas: classification answered without labels."""
-    import trtflow.serve.ray
-
-    seen = []
-    monkeypatch.setattr(trtflow.serve.ray, "deploy", lambda model, opts, **kw: seen.append(opts) or "http://h:1")
     labels = tmp_path / "labels.txt"
     labels.write_text("cat\ndog\n")
     proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", "--labels", str(labels))
     assert proc.returncode == 0, proc.stderr
-    assert [list(o.labels) for o in seen] == [["cat", "dog"]]
+    assert [list(o.labels) for o in deployed] == [["cat", "dog"]]
 
 
 @pytest.mark.parametrize("flags", [["--fp16"], ["--best"], ["--shapes", "x:1x3x16x16"]])
-def test_ray_with_engine_auto_refuses_flags_it_would_drop(tiny_onnx, monkeypatch, flags):
+def test_ray_with_engine_auto_refuses_flags_it_would_drop(tiny_onnx, deployed, flags):
     """--ray with --engine auto deployed without the precision and shape flags (TensorRT replicas built FP32)."""
-    import trtflow.serve.ray
-
-    seen = []
-    monkeypatch.setattr(trtflow.serve.ray, "deploy", lambda model, opts, **kw: seen.append(opts) or "http://h:1")
     proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", *flags)
     assert proc.returncode == 2 and flags[0] in proc.stderr and "--engine tensorrt" in proc.stderr, proc.stderr
-    assert not seen
+    assert not deployed
     proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", "--engine", "tensorrt", *flags)
     assert proc.returncode == 0, proc.stderr
-    assert len(seen) == 1 and ("build_config" in seen[0].engine_options or "profiles" in seen[0].engine_options)
+    assert len(deployed) == 1 and ("build_config" in deployed[0].engine_options
+                                   or "profiles" in deployed[0].engine_options)
 
 
 @pytest.mark.parametrize("engine", ["trt", "TensorRT"])
-def test_ray_engine_alias_keeps_the_precision_flags(tiny_onnx, monkeypatch, engine):
+def test_ray_engine_alias_keeps_the_precision_flags(tiny_onnx, deployed, engine):
     """--engine trt on --ray deployed without --fp16 (engine_options saw the alias, not tensorrt)."""
-    import trtflow.serve.ray
-
-    seen = []
-    monkeypatch.setattr(trtflow.serve.ray, "deploy", lambda model, opts, **kw: seen.append(opts) or "http://h:1")
     proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", "--engine", engine, "--fp16")
     assert proc.returncode == 0, proc.stderr
-    assert len(seen) == 1 and seen[0].engine_options["build_config"].fp16
+    assert len(deployed) == 1 and deployed[0].engine_options["build_config"].fp16
 
 
 @pytest.mark.parametrize("engine", ["auto", "ort"])
-def test_ray_deployment_gets_the_threads_and_the_timeout(tiny_onnx, monkeypatch, engine):
+def test_ray_deployment_gets_the_threads_and_the_timeout(tiny_onnx, deployed, engine):
     """--threads and --timeout-s reached the local server but not the Ray replicas (ONNX Runtime's
     own thread count, and no 503 however long a request waited)."""
-    import trtflow.serve.ray
-
-    seen = []
-    monkeypatch.setattr(trtflow.serve.ray, "deploy", lambda model, opts, **kw: seen.append(opts) or "http://h:1")
     proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", "--engine", engine, "--threads", "2", "--timeout-s", "5")
     assert proc.returncode == 0, proc.stderr
-    assert len(seen) == 1 and seen[0].timeout_s == 5.0
-    ort = [{**o.engine_options, **o.ort_options} for o in seen]  # what a replica whose engine is ort loads with
+    assert len(deployed) == 1 and deployed[0].timeout_s == 5.0
+    ort = [{**o.engine_options, **o.ort_options} for o in deployed]  # what a replica whose engine is ort loads with
     assert ort[0] == {"providers": ["cpu"], "threads": 2, "spinning": False}  # as each local ort instance gets them
     proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", "--engine", engine, "--ort-spinning")
     assert proc.returncode == 0, proc.stderr
-    assert {**seen[1].engine_options, **seen[1].ort_options} == {"providers": ["cpu"], "spinning": True}
-    assert seen[1].timeout_s == 30.0
+    assert {**deployed[1].engine_options, **deployed[1].ort_options} == {"providers": ["cpu"], "spinning": True}
+    assert deployed[1].timeout_s == 30.0
 
 
 @pytest.mark.parametrize("flags, instead", [
@@ -96,35 +91,27 @@ def test_ray_deployment_gets_the_threads_and_the_timeout(tiny_onnx, monkeypatch,
     (["--access-log", "off"], "logs/serve"),
     (["--ray-replicas", "3", "--ray-autoscale", "1:4"], "--ray-autoscale"),
 ])
-def test_ray_refuses_flags_it_cannot_honour(tiny_onnx, monkeypatch, flags, instead):
+def test_ray_refuses_flags_it_cannot_honour(tiny_onnx, deployed, flags, instead):
     """serve --ray deployed as if these flags had not been given (one engine per replica whatever
     --instances said, no gRPC listener on --grpc-port, no access log in FILE, ...)."""
-    import trtflow.serve.ray
-
-    seen = []
-    monkeypatch.setattr(trtflow.serve.ray, "deploy", lambda model, opts, **kw: seen.append(opts) or "http://h:1")
     proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", *flags)
     assert proc.returncode == 2 and flags[0] in proc.stderr and instead in proc.stderr, proc.stderr
-    assert "--ray" in proc.stderr and not seen
+    assert "--ray" in proc.stderr and not deployed
 
 
-def test_ray_deployment_gets_the_queue_body_and_drain_limits(tiny_onnx, monkeypatch):
+def test_ray_deployment_gets_the_queue_body_and_drain_limits(tiny_onnx, deployed):
     """--max-queue, --max-body-mb, --drain-timeout-s and (with --engine auto) --providers reached the
     local server but not the Ray replicas; --grpc-port -1 (no gRPC) is what --ray does anyway."""
-    import trtflow.serve.ray
-
-    seen = []
-    monkeypatch.setattr(trtflow.serve.ray, "deploy", lambda model, opts, **kw: seen.append(opts) or "http://h:1")
     proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", "--max-queue", "7", "--max-body-mb", "0.5",
                     "--drain-timeout-s", "4", "--grpc-port", "-1", "--providers", "cuda,cpu")
     assert proc.returncode == 0, proc.stderr
-    assert len(seen) == 1 and seen[0].ort_options["providers"] == ["cuda", "cpu"]
-    deployment = seen[0].deployment_options()
+    assert len(deployed) == 1 and deployed[0].ort_options["providers"] == ["cuda", "cpu"]
+    deployment = deployed[0].deployment_options()
     assert deployment["max_queued_requests"] == 7 and deployment["graceful_shutdown_timeout_s"] == 4.0
-    assert seen[0].max_body == 1 << 19
+    assert deployed[0].max_body == 1 << 19
     proc = call_cli("serve", str(tiny_onnx), "--ray", "auto")  # the flags' defaults, as on the local server
     assert proc.returncode == 0, proc.stderr
-    assert seen[1].deployment_options()["max_queued_requests"] == 1024 and seen[1].max_body == 64 << 20
+    assert deployed[1].deployment_options()["max_queued_requests"] == 1024 and deployed[1].max_body == 64 << 20
 
 
 @pytest.mark.parametrize("flags", [["--ray-replicas", "4"], ["--ray-autoscale", "1:4"], ["--ray-gpus", "1"],
@@ -176,12 +163,8 @@ def test_providers_reach_onnx_runtime_when_auto_picks_it(tiny_onnx, loads, monke
     assert len(loads) == 1
 
 
-def test_ray_with_a_named_engine_refuses_providers(tiny_onnx, monkeypatch):
+def test_ray_with_a_named_engine_refuses_providers(tiny_onnx, deployed):
     """--ray --engine torch deployed without --providers (only ONNX Runtime replicas take it)."""
-    import trtflow.serve.ray
-
-    seen = []
-    monkeypatch.setattr(trtflow.serve.ray, "deploy", lambda model, opts, **kw: seen.append(opts) or "http://h:1")
     proc = call_cli("serve", str(tiny_onnx), "--ray", "auto", "--engine", "torch", "--providers", "cuda")
     assert proc.returncode == 2 and "--providers" in proc.stderr and "--engine ort" in proc.stderr, proc.stderr
-    assert not seen
+    assert not deployed

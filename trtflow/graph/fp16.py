@@ -185,18 +185,22 @@ def _schema_reason(node, opset: int | None) -> str | None:
     return None
 
 
-def _fixed_fp32_producers(graph) -> set[int]:
-    """ids of the nodes computing a float32-only input (Resize scales/roi): kept FP32, since a scale
-    rounded to float16 changes the output size (640/480 -> 1.333 -> 639 rows)."""
+def _fixed_fp32(graph) -> tuple[set[int], set[str]]:
+    """ids of the nodes computing a float32-only input (Resize scales/roi), and the names of those inputs
+    and of the float32 tensors the nodes read: kept FP32, since a scale rounded to float16 changes the
+    output size (640/480 -> 1.333 -> 639 rows)."""
     marked: set[int] = set()
+    names: set[str] = set()
     stack = [node.inputs[i] for node in graph.nodes for i in FIXED_FP32_INPUTS.get(node.op, ())
              if i < len(node.inputs)]
     while stack:
-        for producer in getattr(stack.pop(), "inputs", []):
+        tensor = stack.pop()
+        names.add(tensor.name)
+        for producer in getattr(tensor, "inputs", []):
             if id(producer) not in marked:
                 marked.add(id(producer))
                 stack.extend(t for t in producer.inputs if _is_f32(t))
-    return marked
+    return marked, names
 
 
 def _shape_arithmetic(graph) -> set[int]:
@@ -247,7 +251,7 @@ class _Converter:
         self.flushed = 0
         self.output_casts = 0
         self.peaks = dict(peaks or {})
-        self.fixed = _fixed_fp32_producers(graph)
+        self.fixed, self.fixed_tensors = _fixed_fp32(graph)  # a model input among the tensors stays float32
         self.sizes = _shape_arithmetic(graph)
         self.implicit = _read_by_subgraphs(graph)  # kept float32: a subgraph's types cannot follow
 
@@ -277,15 +281,6 @@ class _Converter:
             return f"the type of tensor '{untyped}' is unknown (ONNX shape inference could not type it)"
         return None
 
-    def _feeds_fixed(self, tensor) -> bool:
-        """True when ``tensor`` is a Resize scales/roi input or feeds a node computing one: a model input
-        doing so stays float32 (4/3 in float16 is 1.333: 480 rows became 639)."""
-        for node in tensor.outputs:
-            fixed = [i for i in FIXED_FP32_INPUTS.get(node.op, ()) if i < len(node.inputs)]
-            if id(node) in self.fixed or any(node.inputs[i] is tensor for i in fixed):
-                return True
-        return False
-
     def cast(self, tensor, to: str):
         key = (tensor.name, to)
         if key not in self.casts:
@@ -312,7 +307,7 @@ class _Converter:
         gs = self.gs
         if not keep_io_types:
             for t in self.graph.inputs:
-                if _is_f32(t) and t.name not in self.implicit and not self._feeds_fixed(t):
+                if _is_f32(t) and t.name not in self.implicit and t.name not in self.fixed_tensors:
                     t.dtype = np.float16
                     self.converted.add(t.name)
         for node in list(self.graph.nodes):

@@ -186,12 +186,12 @@ def to_numpy(x: Any) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     if is_torch(x):
-        t = x.detach().resolve_conj().resolve_neg()  # numpy() refuses lazy conjugate/negative views
-        name = str(t.dtype).replace("torch.", "")
-        if name == "bfloat16" or name.startswith("float8"):  # no numpy type: float32 holds them exactly
-            t = t.float()
-        elif name == "complex32":
-            t = t.to(sys.modules["torch"].complex64)
+        t = x.detach()
+        if t.is_conj() or t.is_neg():  # numpy() refuses lazy conjugate/negative views
+            t = t.resolve_conj().resolve_neg()
+        wider = (_WIDER or _wider(sys.modules["torch"])).get(t.dtype)
+        if wider is not None:
+            t = t.to(wider)
         return t.cpu().numpy() if t.device.type != "cpu" else t.numpy()
     if hasattr(x, "__dlpack__"):
         dev_type, _ = x.__dlpack_device__()
@@ -199,6 +199,19 @@ def to_numpy(x: Any) -> np.ndarray:
             return np.from_dlpack(x)
         return to_numpy(to_torch(x))
     return np.asarray(x)
+
+
+_WIDER: dict | None = None  # torch dtype numpy has no type for -> one that holds its values exactly (see _wider)
+
+
+def _wider(torch) -> dict:
+    """``_WIDER``, built on first use (whole, then set: threads never see part of it): bfloat16 and
+    the float8 types -> float32, complex32 -> complex64."""
+    global _WIDER
+    if _WIDER is None:
+        float8 = [d for d in vars(torch).values() if isinstance(d, torch.dtype) and str(d).startswith("torch.float8")]
+        _WIDER = {torch.bfloat16: torch.float32, torch.complex32: torch.complex64, **dict.fromkeys(float8, torch.float32)}
+    return _WIDER
 
 
 def to_torch(x: Any, device: str | None = None):

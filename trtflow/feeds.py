@@ -222,15 +222,16 @@ def load_array(value: str, name: str) -> np.ndarray:
     except ModelLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - numpy raises many types on a malformed file
-        reason = "it holds Python objects (pickles), which are not loaded" if "allow_pickle" in str(exc) else (
-            f"{type(exc).__name__}: {exc}")
-        if "allow_pickle" in str(exc) and not _starts_with(path, (b"\x93NUMPY", b"\x80")):
-            reason = "it is not a .npy or .npz file (save arrays with numpy.save or numpy.savez)"
+        reason = f"{type(exc).__name__}: {exc}"
+        if "allow_pickle" in str(exc):  # numpy calls any file it does not know a pickle
+            pickled = _starts_with(path, (b"\x93NUMPY", b"\x80"))
+            reason = ("it holds Python objects (pickles), which are not loaded" if pickled
+                      else "it is not a .npy or .npz file (save arrays with numpy.save or numpy.savez)")
         raise ModelLoadError(f"cannot read {path} as .npy/.npz: {reason}") from None
 
 
 def _starts_with(path: Path, prefixes: tuple[bytes, ...]) -> bool:
-    """True when the file begins with one of ``prefixes`` (numpy calls any unknown file a pickle)."""
+    """True when the file begins with one of ``prefixes``."""
     try:
         with open(path, "rb") as f:
             return f.read(8).startswith(prefixes)

@@ -94,16 +94,14 @@ def calibration_feeds(calib: str | Path, shapes: Mapping[str, tuple], dtypes: Ma
     count = min(len(a) for a in arrays.values())
     used = min(count, max(samples, batch))
     n = max(1, math.ceil(used / batch))
-    half = n // 2 if n >= 2 else 0
+    half = n // 2  # batches [0, half) calibrate INT8, the others check accuracy (one batch does both)
     split = half * batch  # samples [0, split) calibrate INT8; the accuracy batches tile the rest only
     batches = []
     for i in range(n):
-        if i < half or not half:
-            idx = np.arange(i * batch, (i + 1) * batch) % count  # wrap around (tile) to fill the last batch
-        else:
-            idx = split + np.arange((i - half) * batch, (i - half + 1) * batch) % (count - split)
+        lo = 0 if i < half else split  # wrap around (tile) within its part to fill the last batch
+        idx = lo + np.arange(i * batch - lo, (i + 1) * batch - lo) % (count - lo)
         batches.append({name: a[idx] for name, a in arrays.items()})
-    if n >= 2:
+    if half:
         calibration, accuracy = batches[:half], batches[half:]
         how = f"INT8 calibrated on the first {half} batch(es), accuracy checked on the other {n - half}"
     else:

@@ -121,11 +121,10 @@ def diff_one(name: str, ref: Any, got: Any, atol: float, rtol: float, equal_nan:
     with np.errstate(over="ignore", invalid="ignore"):
         rel = err / np.maximum(np.abs(a64), np.finfo(np.float64).tiny)
         fails = ~(err <= atol + rtol * np.abs(a64)) | np.isinf(err)  # an infinite reference bounds nothing
-    fails &= err != 0  # equal values pass, equal infinities too (rtol 0 times an infinite reference is NaN)
-    rel[err == 0] = 0.0
+    same = err == 0  # equal values, equal infinities and (with equal_nan) NaNs on both sides
+    fails &= ~same  # they pass (rtol 0 times an infinite reference is NaN)
+    rel[same] = 0.0
     rel[np.isnan(rel)] = np.inf
-    if equal_nan:
-        fails &= ~both_nan
     first = _first(fails)
     notes = []
     if (nan_a ^ nan_b).any():

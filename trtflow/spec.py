@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Union
+from typing import Any, Iterable, Mapping, Union
 
 from trtflow.errors import UsageError
 
@@ -88,9 +88,14 @@ def format_shape(shape: Iterable[int]) -> str:
 MAX_DIM = 2**62  # larger sizes are never real (and overflow int64 element counts)
 
 
+def is_count(value: Any, minimum: int = 1) -> bool:
+    """True when ``value`` is a whole number >= ``minimum`` (not a bool, a float or a string)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+
+
 def whole_sizes(shape: Iterable) -> bool:
     """True when every size of ``shape`` is a whole number >= 0 (not a bool, a float or a label)."""
-    return all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0 for d in shape)
+    return all(is_count(d, 0) for d in shape)
 
 
 def parse_shape(text: str) -> Shape:

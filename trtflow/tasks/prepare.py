@@ -24,6 +24,7 @@ import numpy as np
 
 from trtflow.deps import require
 from trtflow.errors import UsageError
+from trtflow.spec import is_count
 from trtflow.tasks.base import RESIZE_MODES, FrameMeta, frames_list
 from trtflow.vision.preprocess import center_crop, letterbox, normalize, resize
 
@@ -59,7 +60,7 @@ class Prep:
             raise UsageError(f"unknown resize mode '{self.mode}'; choose one of: {', '.join(RESIZE_MODES)}")
         if self.order not in ("rgb", "bgr"):
             raise UsageError(f"channel order '{self.order}': give 'rgb' or 'bgr'")
-        if isinstance(self.stride, bool) or not isinstance(self.stride, (int, np.integer)) or self.stride < 1:
+        if not is_count(self.stride):
             raise UsageError(f"stride {self.stride!r}: give a whole number of pixels, at least 1, that frame sides "
                              "are padded up to a multiple of")
         if not self.crop_ratio > 0:

@@ -20,6 +20,7 @@ import numpy as np
 
 from trtflow.deps import require
 from trtflow.errors import UsageError
+from trtflow.spec import is_count
 from trtflow.video.pipeline import FrameResult, VideoConfig, open_pipeline
 from trtflow.video.sources import decode_image
 
@@ -51,7 +52,7 @@ class Predictor:
 
     def __init__(self, model: Any = None, task: Any = "detect", engine: str = "auto", batch: int = 8,
                  resize: Optional[str] = None, input_size: Any = None, device: Optional[str] = None, **options: Any):
-        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        if not is_count(batch):
             raise UsageError(f"batch must be a whole number, at least 1, got {batch!r}")
         if isinstance(task, str):
             from trtflow.tasks import make_task

@@ -20,12 +20,12 @@ the same tensor ops.
 from __future__ import annotations
 
 import logging
-import numbers
 from typing import Any, Mapping, Optional, Sequence
 
 from trtflow.arrays import Family, to_torch
 from trtflow.deps import require
 from trtflow.errors import UsageError
+from trtflow.spec import is_count
 from trtflow.vision.formats import DetectionConfig, decode_raw
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def decode_detections(
         )
     if not outputs:
         raise UsageError("decode_detections got no outputs; pass the raw head outputs keyed by name")
-    if not isinstance(pre_nms_topk, numbers.Integral) or pre_nms_topk < 1:
+    if not is_count(pre_nms_topk):
         raise UsageError(f"pre_nms_topk is {pre_nms_topk!r}; give a positive whole number of candidates")
     config = DetectionConfig(format, score_thr, iou_thr, max_det, class_agnostic, dict(names or {}),
                              tuple(variances), priors)

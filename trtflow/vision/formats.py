@@ -31,6 +31,7 @@ import numpy as np
 
 from trtflow.arrays import is_torch
 from trtflow.errors import UsageError
+from trtflow.spec import is_count
 
 # format -> the raw outputs it reads, by role
 ROLES = {
@@ -76,7 +77,7 @@ class DetectionConfig:
     def __post_init__(self):
         if self.format not in ROLES:
             raise UsageError(f"unknown detection format '{self.format}'; choose one of: {', '.join(FORMATS)}")
-        if not isinstance(self.max_det, numbers.Integral) or self.max_det < 1:
+        if not is_count(self.max_det):
             raise UsageError(f"max_det is {self.max_det!r}; give a positive whole number of detections per image")
         if not isinstance(self.score_thr, numbers.Real) or math.isnan(self.score_thr):
             raise UsageError(f"score_thr is {self.score_thr!r}; give a number (candidates need a score above it)")

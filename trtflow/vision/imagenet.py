@@ -9,7 +9,6 @@ the CPU, one image at a time (the sample images differ in size).
 from __future__ import annotations
 
 import functools
-import numbers
 from importlib import resources
 from typing import Mapping, Sequence
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from trtflow.deps import require
 from trtflow.errors import InputDtypeError, InputShapeError, UsageError
+from trtflow.spec import is_count
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -95,7 +95,7 @@ def top_k(logits: np.ndarray, k: int = 5) -> list[list[dict]]:
         InputShapeError: logits that are not N x 1000.
         UsageError: k is not a positive whole number.
     """
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+    if not is_count(k):
         raise UsageError(f"k is {k!r}; give a positive whole number of classes")
     logits = np.asarray(logits, dtype=np.float64)
     if logits.ndim != 2 or logits.shape[1] != 1000:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from trtflow.errors import UsageError
+from trtflow.spec import is_count
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -264,7 +265,7 @@ def resize_shorter_side(images: Any, size: int):
     """Bilinear resize so the shorter side is ``size``, keeping the aspect ratio (torchvision's rounding)."""
     images = _batched_nchw(images)
     h, w = _hw(images)
-    if not isinstance(size, numbers.Integral) or size < 1:
+    if not is_count(size):
         raise UsageError(f"size {size!r}: give the shorter side as a positive int")
     size = int(size)
     if h <= w:

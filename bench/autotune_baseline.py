@@ -193,7 +193,8 @@ def main(argv=None) -> int:
     doc = {"meta": {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "argv": ["bench/autotune_baseline.py", *(argv or sys.argv[1:])], "device_name": device_name(args.device),
                     "torch": tb.torch.__version__, "python": platform.python_version(), "workers": args.workers,
-                    "modes": modes, "compile_threads": args.compile_threads, "timing_s": args.timing_s},
+                    "modes": modes, "compile_threads": args.compile_threads, "timing_s": args.timing_s,
+                    "cudnn_benchmark": args.device != "cpu"},  # set by tune_bench.prepare
            "rows": [{"model": n, "batch": b} for n, b in runs]}
     stems = [f"{n}_b{b}" for n, b in runs]
     elapsed = lambda: time.perf_counter() - t0  # noqa: E731

@@ -10,7 +10,8 @@ Per model and batch, in one process on one device, every figure timed by ``trtfl
 (CUDA events, inputs already on the device in FP16 and channels-last, ``--timing-s`` of queries after
 warm-up):
 
-* eager: plain PyTorch, FP16, channels-last (conv nets);
+* eager: plain PyTorch, FP16, channels-last (conv nets), with ``torch.backends.cudnn.benchmark`` on
+  for every plain baseline, as trtflow's torch engine sets it;
 * plain ``torch.compile(mode="reduce-overhead")``, FP16, channels-last; with ``--max-autotune`` also
   ``mode="max-autotune-no-cudagraphs"`` (off by default: 332 s of autotuning for ResNet-50 alone);
 * ``trtflow.tune(model, engine="torch", precisions=("fp16", "fp8"))`` (FP8 where the device has FP8
@@ -161,6 +162,9 @@ def release() -> None:
 def prepare(name, mode, batch, device):
     """The model (FP16, channels-last) under ``mode`` (None: eager), run three times; and how long that took."""
     size = size_of(name)
+    # trtflow's torch engine turns cuDNN's algorithm search on process-wide: the plain baselines get it
+    # too, every row alike (not only the rows after the first tune)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
     m = model_of(name).to(device).half().to(memory_format=torch.channels_last)
     fn = m if mode is None else torch.compile(m, mode=mode)
     x = torch.randn(batch, 3, size, size, device=device, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
@@ -415,7 +419,8 @@ def main(argv=None) -> int:
             "torch": torch.__version__, "python": platform.python_version(), "budget_s": args.budget_s,
             "hard_stop_s": args.hard_stop_s, "io": args.io, "max_autotune": args.max_autotune, "rtol": args.rtol, "only": args.only,
             "inductor_cache_dir": cache_dir(), "inductor_cache_existed": os.path.isdir(cache_dir()) and bool(os.listdir(cache_dir())),
-            "trtflow_cache_dir": os.environ.get("TRTFLOW_CACHE_DIR"), "weights": "random (torchvision init)"}
+            "trtflow_cache_dir": os.environ.get("TRTFLOW_CACHE_DIR"), "weights": "random (torchvision init)",
+            "plain_cudnn_benchmark": device.type == "cuda"}
     doc: dict = {"meta": meta, "rows": []}
     state: dict = {}
     if argv is None:  # the script, not a test calling main(): the hard deadline ends the process

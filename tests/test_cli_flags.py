@@ -165,3 +165,25 @@ def test_video_torch_precision_flags_that_cannot_apply_are_refused(tmp_path, loa
     task = "face" if model == "mtcnn" else "classify"
     proc = call_cli("video", str(frames), "--task", task, "--model", model, "--engine", "torch", flag)
     assert proc.returncode == 2 and says in proc.stderr and not loads, proc.stderr
+
+
+
+def test_fp16_with_bf16_is_bf16_on_the_torch_engine_in_video_too(tmp_path, loads):
+    """video picked FP16 for --fp16 --bf16 while bench and build (``options.torch_dtype``) picked BF16."""
+    pytest.importorskip("torch")
+    pytest.importorskip("av")
+    import argparse
+
+    from PIL import Image
+
+    from trtflow.cli.options import torch_dtype
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.new("RGB", (16, 16)).save(frames / "0.png")
+    proc = call_cli("video", str(frames), "--task", "classify", "--model", "tests.models.tiny:make", "--engine", "torch",
+                    "--device", "cpu", "--fp16", "--bf16")
+    assert "stopped by the test" in proc.stderr, proc.stderr
+    (_, engine, opts), = loads
+    both = argparse.Namespace(fp16=True, bf16=True, best=False, int8=False)
+    assert engine == "torch" and opts["dtype"] == torch_dtype(both) == "bf16"

@@ -68,12 +68,9 @@ def _load_options(args: argparse.Namespace, engine: str) -> dict:
     error = options.pt2_precision_error(args) if str(args.model or "").endswith(".pt2") else None
     if error:
         raise error
-    if args.int8:
-        raise UsageError(options.INT8_TORCH)
-    if args.fp16 or args.best:
-        opts["dtype"] = "fp16"
-    elif args.bf16:
-        opts["dtype"] = "bf16"
+    dtype = options.torch_dtype(args)  # the rule bench and build follow: --bf16 wins over --fp16/--best
+    if dtype != "fp32":
+        opts["dtype"] = dtype
     return opts
 
 

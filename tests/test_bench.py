@@ -118,3 +118,16 @@ def test_run_bench_refuses_a_progress_that_is_not_callable_before_running(tiny_o
             target = engine if bench is run_bench else [engine]
             with pytest.raises(UsageError, match="progress must be a callable"):
                 bench(target, feed, config, progress=True)
+
+
+def test_run_bench_names_unknown_inputs_before_running(tiny_onnx):
+    from trtflow.errors import InputError
+
+    feed = {"x": np.zeros((1, 3, 16, 16), np.float32), "images": np.zeros((1, 3), np.float32)}
+    with trtflow.load(tiny_onnx, engine="ort") as engine:
+        calls = []
+        run = engine.infer
+        engine.infer = lambda f: calls.append(f) or run(f)
+        with pytest.raises(InputError, match=r"unknown \['images'\].*inputs are \['x'\]"):
+            run_bench(engine, feed, BenchConfig(iterations=1, duration_s=0, warmup_ms=0))
+        assert calls == []  # checked once, before the first query (the CUDA path pins by these names)

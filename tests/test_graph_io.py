@@ -76,3 +76,42 @@ def test_saving_over_a_folder_is_refused_and_leaves_no_stray_file(tmp_path):
         save_onnx(_weighted_model(), tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
+
+
+def _relu_model(input_shape, output_shape):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_an_input_of_unknown_rank_is_refused_not_read_as_a_scalar():
+    """No shape field means the rank is unknown: the spec said () and every feed but a scalar was refused,
+    while random feeds were scalars."""
+    from trtflow.graph.io import onnx_specs
+
+    model = _relu_model(None, None)
+    assert not model.graph.input[0].type.tensor_type.HasField("shape")
+    with pytest.raises(ModelLoadError) as info:
+        onnx_specs(model)
+    msg = str(info.value)
+    assert "input 'x'" in msg and "rank is unknown" in msg
+    assert "make_tensor_value_info('x', TensorProto.FLOAT, " in msg  # the fix, spelled for this input
+
+
+def test_an_engine_is_not_made_for_an_input_of_unknown_rank():
+    pytest.importorskip("onnxruntime")
+    import trtflow
+
+    with pytest.raises(ModelLoadError, match="input 'x' has no shape"):
+        trtflow.load(_relu_model(None, None).SerializeToString(), engine="onnxruntime")
+
+
+def test_a_scalar_input_and_an_output_of_unknown_rank_still_read():
+    from trtflow.graph.io import onnx_specs
+
+    inputs, outputs = onnx_specs(_relu_model([], None))
+    assert [(s.name, s.dtype, s.shape) for s in inputs] == [("x", "float32", ())]
+    assert [s.name for s in outputs] == ["y"]

@@ -165,8 +165,24 @@ def _value_spec(value) -> TensorSpec:
 
 
 def onnx_specs(proto) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Input and output specs of an ONNX graph (initializers listed as inputs are skipped)."""
+    """Input and output specs of an ONNX graph (initializers listed as inputs are skipped).
+
+    Raises:
+        ModelLoadError: a tensor input has no shape (unknown rank): a spec would make it a scalar.
+    """
+    import onnx
+
     inits = {i.name for i in proto.graph.initializer}
-    inputs = [_value_spec(v) for v in proto.graph.input if v.name not in inits]
+    inputs = [v for v in proto.graph.input if v.name not in inits]
+    for v in inputs:
+        if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape"):
+            elem = onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type)
+            raise ModelLoadError(
+                f"input '{v.name}' has no shape in the model: its rank is unknown (not a scalar), and trtflow "
+                "needs each input's rank to check feeds and make shapes. Give the input a shape: re-export the "
+                f"model with one, or replace the graph input with onnx.helper.make_tensor_value_info('{v.name}', "
+                f"TensorProto.{elem}, [...]) holding one size or dim name per axis"
+            )
+    inputs = [_value_spec(v) for v in inputs]
     outputs = [_value_spec(v) for v in proto.graph.output]
     return inputs, outputs

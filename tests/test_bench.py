@@ -131,3 +131,13 @@ def test_run_bench_names_unknown_inputs_before_running(tiny_onnx):
         with pytest.raises(InputError, match=r"unknown \['images'\].*inputs are \['x'\]"):
             run_bench(engine, feed, BenchConfig(iterations=1, duration_s=0, warmup_ms=0))
         assert calls == []  # checked once, before the first query (the CUDA path pins by these names)
+
+
+def test_cuda_lanes_repin_outputs_whose_shape_or_dtype_changes():
+    from trtflow.bench.loop import outputs_to_pin
+
+    pinned = {"boxes": np.empty((7, 4), np.float32), "count": np.empty((1,), np.int32)}
+    assert outputs_to_pin({}, pinned) == ["boxes", "count"]  # the first query pins every output
+    assert outputs_to_pin(pinned, {"boxes": np.ones((7, 4), np.float32), "count": np.ones(1, np.int32)}) == []
+    assert outputs_to_pin(pinned, {"boxes": np.ones((3, 4), np.float32), "count": np.ones(1, np.int64)}) == ["boxes", "count"]
+    assert outputs_to_pin(pinned, {"boxes": np.ones((4, 7), np.float32), "scores": np.ones(7, np.float32)}) == ["boxes", "scores"]

@@ -171,12 +171,20 @@ class _Lane:
             for n, a in feed.items()
         }
         self.device_in = {n: p.to(device) for n, p in self.pinned.items()}
-        self.pinned_out: dict[str, Any] | None = None
+        self.pinned_out: dict[str, Any] = {}
         self.events = [[torch.cuda.Event(enable_timing=True) for _ in range(4)] for _ in range(RING)]
         self.pending: list[tuple[int, float] | None] = [None] * RING
 
     def pin_outputs(self, torch, outputs: Mapping[str, Any]) -> None:
-        self.pinned_out = {n: torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for n, t in outputs.items()}
+        for n in outputs_to_pin(self.pinned_out, outputs):
+            self.pinned_out[n] = torch.empty(outputs[n].shape, dtype=outputs[n].dtype, pin_memory=True)
+
+
+def outputs_to_pin(pinned: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[str]:
+    """The outputs that need a new pinned buffer: those not pinned yet and those whose shape or dtype
+    differs from their buffer's (data-dependent outputs, such as NMS detections, change between queries)."""
+    return [n for n, t in outputs.items()
+            if n not in pinned or tuple(pinned[n].shape) != tuple(t.shape) or pinned[n].dtype != t.dtype]
 
 
 def _run_cuda(engine, feed, config, device, progress):
@@ -215,8 +223,7 @@ def _run_cuda(engine, feed, config, device, progress):
             enqueue_ms = (time.perf_counter() - t0) * 1e3
             e[2].record()
             if config.data_transfers:
-                if lane.pinned_out is None:
-                    lane.pin_outputs(torch, out)
+                lane.pin_outputs(torch, out)  # again when an output's shape or dtype changed
                 for name, src in out.items():
                     lane.pinned_out[name].copy_(src, non_blocking=True)
             e[3].record()

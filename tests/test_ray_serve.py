@@ -184,6 +184,36 @@ def test_cli_deploys_from_another_process(cluster, tiny_onnx, reference):
     np.testing.assert_allclose(got, reference.infer({"x": x})["logits"], rtol=1e-5, atol=1e-6)
 
 
+def test_running_serve_keeps_its_http_port(cluster, tiny_onnx, capsys):
+    """Serve's HTTP options are fixed while it runs: --host/--http-port for another address were
+    ignored, and the printed URL named a port nothing listened on. Another address is refused,
+    naming both and the fix; without them the model goes to the running proxy, whose URL is printed."""
+    from trtflow.cli.main import main
+    from trtflow.errors import UsageError
+    from trtflow.serve.ray import RayServeOptions, deploy
+    from trtflow.serve.repo.launcher import free_port
+
+    url, _ = cluster
+    address = ray.get_runtime_context().gcs_address
+    other = free_port()
+    args = ["serve", str(tiny_onnx), "--name", "tiny_port", "--ray", address, "--engine", "ort", "--ray-cpus", "0",
+            "--max-batch", "2", "--threads", "1", "--json"]
+    assert main([*args, "--http-port", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{other}" in err and url in err and "serve shutdown" in err, err
+    with pytest.raises(UsageError, match=f"0.0.0.0:{url.rsplit(':', 1)[1]}"):
+        deploy(tiny_onnx, RayServeOptions(name="tiny_port"), address=address, host="0.0.0.0")
+    assert "tiny_port" not in serve.status().applications
+    try:
+        assert main(args) == 0
+        printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert printed["urls"] == {"tiny_port": f"http://{url}"}
+        status, _, doc = _post(url, _x(51), model="tiny_port")
+        assert status == 200, doc
+    finally:
+        serve.delete("tiny_port")
+
+
 def test_replica_answers_503_past_the_timeout(cluster, tiny_onnx):
     """The replicas had no request timeout (``trtflow serve --timeout-s`` did not reach them); the
     ONNX Runtime options apply to a replica whose engine 'auto' resolves to ort on its node."""

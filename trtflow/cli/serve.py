@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one JSON line per request to FILE ('-': stderr, 'off': none; default: stderr)")
     group = parser.add_argument_group("scale-out on Ray Serve (trtflow[ray]; see docs/serving.md)")
     group.add_argument("--ray", metavar="ADDRESS", help="deploy to the Ray cluster at ADDRESS ('auto', ray://HEAD:10001) "
-                       "instead of serving here; --http-port is Serve's proxy port")
+                       "instead of serving here; --host/--http-port are Serve's proxy address (one already running keeps its own)")
     group.add_argument("--ray-replicas", type=int, default=1, metavar="N", help="replicas per model (default: 1)")
     group.add_argument("--ray-autoscale", metavar="MIN:MAX", help="autoscale between MIN and MAX replicas instead")
     group.add_argument("--ray-gpus", type=options.number(0), default=0.0, metavar="G", help="GPUs per replica (1: one engine per GPU)")
@@ -310,7 +310,9 @@ def _deploy_ray(args: argparse.Namespace, names: list[str]) -> int:
                                max_body=int(args.max_body_mb * (1 << 20)), num_replicas=args.ray_replicas,
                                autoscaling=autoscaling, num_gpus=args.ray_gpus, num_cpus=args.ray_cpus,
                                labels=labels, route_prefix="/" if i == 0 else f"/v2/models/{name}")
-        urls[name] = deploy(path, opts, address=args.ray, host=args.host, port=args.http_port or 8000)
+        # the defaults (and --http-port 0) take the address of a Serve already running on the cluster
+        urls[name] = deploy(path, opts, address=args.ray, host=None if args.host == "127.0.0.1" else args.host,
+                            port=None if args.http_port in (0, 8000) else args.http_port)
     if args.json:
         print(json.dumps({"ray": args.ray, "models": names, "urls": urls}), flush=True)
     else:

@@ -274,7 +274,7 @@ def build_app(model: str | os.PathLike | bytes, options: RayServeOptions = RaySe
 
 
 def deploy(model: str | os.PathLike | bytes, options: RayServeOptions = RayServeOptions(),
-           address: str | None = "auto", host: str = "127.0.0.1", port: int = 8000) -> str:
+           address: str | None = "auto", host: str | None = None, port: int | None = None) -> str:
     """Deploy ``model`` on a Ray cluster and return the HTTP base URL of Serve's proxy.
 
     Args:
@@ -282,17 +282,19 @@ def deploy(model: str | os.PathLike | bytes, options: RayServeOptions = RayServe
         options: replicas, GPUs, batching.
         address: the cluster ("auto": the local one started with ``ray start``;
             ``ray://HEAD:10001`` for a remote one; None starts a local Ray in this process).
-        host, port: where Serve's HTTP proxy listens (used when Serve is not running yet).
+        host, port: where Serve's HTTP proxy listens. Serve fixes them when it starts (None:
+            127.0.0.1 and 8000); while it runs, None takes the running ones and others are refused.
 
     A ``route_prefix`` another application already holds (``/`` of an earlier deployment) falls
     back to ``/v2/models/{name}``, where the v2 model paths still reach this model.
 
     Returns:
-        ``http://host:port``; the model answers at ``/v2/models/{name}/infer``.
+        ``http://host:port`` of the running proxy; the model answers at ``/v2/models/{name}/infer``.
 
     Raises:
         MissingDependencyError: Ray Serve is not installed.
-        UsageError: the cluster cannot be reached, or bad options.
+        UsageError: the cluster cannot be reached, Serve runs there on another host or port, or
+            bad options.
     """
     ray = require("ray", "trtflow.serve.ray")
     serve = require("ray.serve", "trtflow.serve.ray")
@@ -302,7 +304,19 @@ def deploy(model: str | os.PathLike | bytes, options: RayServeOptions = RayServe
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UsageError(f"cannot reach the Ray cluster at '{address}': {exc}. Start one with "
                              "'ray start --head' or give its address (ray://HEAD:10001)") from None
-    serve.start(http_options={"host": host, "port": port})
+    from ray.serve.context import _get_global_client  # Serve has no public reader of its HTTP options
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        serve.start(http_options={"host": host or "127.0.0.1", "port": 8000 if port is None else port})
+        client = _get_global_client()
+    running = (client.http_config.host, client.http_config.port)
+    asked = (host or running[0], running[1] if port is None else port)
+    if asked != running:
+        raise UsageError(f"Ray Serve already runs on this cluster with its HTTP proxy on {running[0]}:{running[1]}, "
+                         f"fixed while it runs; {asked[0]}:{asked[1]} was asked for (--host/--http-port). Deploy "
+                         f"there (--host {running[0]} --http-port {running[1]}, or drop the flags), or stop Serve "
+                         "first ('serve shutdown'; it removes every application) to start it on the new address")
     try:
         serve.run(build_app(model, options), name=options.name, route_prefix=options.route_prefix)
     except Exception as exc:  # Serve raises RayTaskError(RayServeException) for a taken route prefix
@@ -312,4 +326,4 @@ def deploy(model: str | os.PathLike | bytes, options: RayServeOptions = RayServe
         log.warning("route prefix %s is taken by another application; mounting %s at %s",
                     options.route_prefix, options.name, own)
         serve.run(build_app(model, options), name=options.name, route_prefix=own)
-    return f"http://{host}:{port}"
+    return f"http://{running[0]}:{running[1]}"

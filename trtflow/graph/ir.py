@@ -15,18 +15,48 @@ log = logging.getLogger(__name__)
 def infer_shapes(proto: Any, strict: bool = False) -> Any:
     """ONNX shape and type inference (data propagation on), returning a new proto.
 
+    A model above protobuf's 2 GB limit cannot be inferred in memory: it is written to a temporary
+    folder (``TMPDIR``), its weights in a data file beside it, and inferred there.
+
     Raises:
         GraphError: ``strict`` and inference found an inconsistency.
     """
     import onnx
 
+    from trtflow.graph import io
+
     try:
+        if proto.ByteSize() >= io.TWO_GB:
+            return _infer_shapes_on_disk(proto, strict)
         return onnx.shape_inference.infer_shapes(proto, check_type=strict, strict_mode=strict, data_prop=True)
+    except OSError as exc:  # the temporary copy of a model above 2 GB could not be written
+        if strict:
+            raise GraphError(f"ONNX shape inference could not write the model to a temporary folder ({exc}); "
+                             "set TMPDIR to a folder with room for it") from None
+        log.warning("shapes not inferred: the model is above 2 GB and could not be written to a temporary "
+                    "folder (%s); set TMPDIR to a folder with room for it", exc)
+        return proto
     except Exception as exc:  # onnx raises InferenceError / ValidationError
         if strict:
             raise GraphError(f"ONNX shape inference failed: {exc}") from None
         log.debug("shape inference failed, keeping the model's own value_info: %s", exc)
         return proto
+
+
+def _infer_shapes_on_disk(proto: Any, strict: bool) -> Any:
+    """``infer_shapes`` through files, for a model protobuf cannot serialize in one piece."""
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+
+    from trtflow.graph.io import save_onnx
+
+    with tempfile.TemporaryDirectory(prefix="trtflow-infer-") as folder:
+        path = save_onnx(proto, Path(folder) / "model.onnx")  # the caller's proto keeps its weights
+        out = Path(folder) / "inferred.onnx"
+        onnx.shape_inference.infer_shapes_path(path, out, check_type=strict, strict_mode=strict, data_prop=True)
+        return onnx.load(str(out))  # its weights read from the data file beside it
 
 
 def import_graph(proto: Any, infer: bool = True):

@@ -433,3 +433,51 @@ def test_a_preprocessing_device_that_cannot_run_is_refused_before_loading(tmp_pa
         with pytest.raises(UsageError, match=rf"device '{device}'"):
             make_task("detect", model, engine="ort", device=device)
     assert not loads  # refused before the model was loaded
+
+
+def test_detect_builds_the_priors_once_per_input_size(tmp_path, monkeypatch):
+    """A stream of same-size batches built the SSD priors (and copied them to the outputs' device)
+    on every batch; now once per (priors, input size, device). A new size gets its own priors."""
+    pytest.importorskip("onnx")
+    import trtflow.vision.priors as priors_module
+    from tests.models.detection import export_ssd
+    from trtflow.vision.detect import decode_detections
+    from trtflow.vision.priors import PriorConfig
+
+    # the layout of export_ssd's model (2 + 1 priors on strides 16, 32), sizes of this test's own
+    config = PriorConfig(strides=(16, 32), shapes=(((17.0, 17.0), (23.0, 11.0)), ((41.0, 41.0),)), clip=True)
+    made, resolved = [], []
+    make, resolve = priors_module.make_priors, priors_module.resolve_priors
+
+    def counted_make(spec, height, width):
+        made.append((height, width))
+        return make(spec, height, width)
+
+    def counted_resolve(spec, height, width):
+        if spec is config:
+            resolved.append((height, width))
+        return resolve(spec, height, width)
+
+    monkeypatch.setattr(priors_module, "make_priors", counted_make)
+    monkeypatch.setattr(priors_module, "resolve_priors", counted_resolve)
+    path = export_ssd(tmp_path / "ssd.onnx")
+    task = make_task("detect", path, engine="ort", format="ssd", resize="none", priors=config, score_threshold=0.4)
+    rng = np.random.default_rng(0)
+    found = 0
+    for size, batches in (((64, 96), 6), ((96, 64), 3)):
+        for _ in range(batches):
+            frames = [rng.integers(0, 255, (*size, 3), dtype=np.uint8) for _ in range(2)]
+            feed, metas = task.prepare(frames)
+            raw = task.infer(feed)
+            got = task.finish(raw, metas)
+            want = decode_detections(raw, "ssd", score_thr=0.4, iou_thr=task.iou_threshold, input_size=size,
+                                     priors=make(config, *size))  # a fresh array of priors
+            for i, (result, meta) in enumerate(zip(got, metas)):
+                n = int(want["num_detections"][i, 0])
+                assert len(result) == n
+                np.testing.assert_allclose(result.boxes, meta.to_source(want["boxes"][i, :n]), atol=1e-5)
+                found += n
+    assert found > 0
+    assert made == [(64, 96), (96, 64)]
+    assert resolved == [(64, 96), (96, 64)]
+    task.close()

@@ -22,6 +22,7 @@ class ids keep their conf column index (RetinaFace's face is class 1), like Effi
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -263,17 +264,38 @@ def decode_raw(outputs: Mapping[str, Any], config: DetectionConfig, input_size: 
         raise UsageError(f"format {config.format} needs input_size=(height, width) of the network input "
                          "to place the priors and scale boxes to pixels")
     height, width = input_hw(input_size)
-    priors = resolve_priors(config.prior_spec, height, width)
     loc = raw["loc"]
+    if is_torch(loc) and _computed(config.prior_spec):
+        priors, scale_xy = _on_device(config.prior_spec, height, width, loc.device, loc.dtype)
+    else:
+        priors, scale_xy = resolve_priors(config.prior_spec, height, width), np.array([width, height], np.float32)
+        if is_torch(loc):
+            import torch
+
+            priors = torch.from_numpy(priors).to(loc.device, loc.dtype)
+            scale_xy = torch.from_numpy(scale_xy).to(loc.device, loc.dtype)
     if priors.shape[0] != loc.shape[1]:
         raise UsageError(
             f"{priors.shape[0]} priors for a {height}x{width} input, but '{roles['loc']}' has {loc.shape[1]} anchors; "
             "give the input size the model ran at, or the model's own priors (.npy)"
         )
-    scale_xy = np.array([width, height], dtype=np.float32)
-    if is_torch(loc):
-        import torch
-
-        priors = torch.from_numpy(priors).to(loc.device, loc.dtype)
-        scale_xy = torch.from_numpy(scale_xy).to(loc.device, loc.dtype)
     return split_head(raw, config, priors, scale_xy)
+
+
+def _computed(spec: Any) -> bool:
+    """Priors computed from the input size (a preset name or a PriorConfig), the same for every batch of a size."""
+    from trtflow.vision.priors import PRESETS, PriorConfig
+
+    return isinstance(spec, PriorConfig) or (isinstance(spec, str) and spec in PRESETS)
+
+
+@functools.lru_cache(maxsize=32)
+def _on_device(spec: Any, height: int, width: int, device: Any, dtype: Any) -> tuple:
+    """Computed priors and the (width, height) scale as tensors on ``device``: copied there once per
+    (spec, input size, device, dtype), not on every batch of a stream."""
+    import torch
+
+    from trtflow.vision.priors import resolve_priors
+
+    priors = torch.tensor(resolve_priors(spec, height, width), dtype=dtype, device=device)
+    return priors, torch.tensor([width, height], dtype=dtype, device=device)

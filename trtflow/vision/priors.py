@@ -13,6 +13,7 @@ reference and the tests that check the two agree.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,14 @@ def make_priors(config: PriorConfig, height: int, width: int) -> np.ndarray:
     return np.clip(priors, 0.0, 1.0) if config.clip else priors
 
 
+@functools.lru_cache(maxsize=32)
+def _made_once(config: PriorConfig, height: int, width: int) -> np.ndarray:
+    """``make_priors`` once per (config, height, width), read-only: a stream of same-size batches reuses them."""
+    priors = make_priors(config, height, width)
+    priors.flags.writeable = False
+    return priors
+
+
 def load_priors(path: str | Path) -> np.ndarray:
     """Priors from a ``.npy`` file of shape [A, 4] (normalized cx, cy, w, h).
 
@@ -131,6 +140,9 @@ def load_priors(path: str | Path) -> np.ndarray:
 def resolve_priors(priors, height: int | None, width: int | None) -> np.ndarray:
     """Priors as an array from a preset name, a PriorConfig, a .npy path or an array.
 
+    Priors computed from a preset or a PriorConfig are made once per input size and shared:
+    the array is read-only.
+
     Raises:
         UsageError: a preset or config without the input size it needs, an unknown name, or an
             array that is not [A, 4].
@@ -142,7 +154,7 @@ def resolve_priors(priors, height: int | None, width: int | None) -> np.ndarray:
     if isinstance(priors, PriorConfig):
         if height is None or width is None:
             raise UsageError("priors are computed from the input size: pass input_size=(height, width)")
-        return make_priors(priors, height, width)
+        return _made_once(priors, int(height), int(width))
     if isinstance(priors, (str, Path)) and str(priors).lower().endswith(".npy"):
         return load_priors(priors)
     if hasattr(priors, "shape"):  # a torch tensor

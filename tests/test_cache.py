@@ -125,3 +125,40 @@ def test_cli_cache_list_and_clear(tmp_path, tiny_onnx):
     cleared = call_cli("cache", "clear", "--json", env=env)
     assert json.loads(cleared.stdout)["removed"] == 1
     assert json.loads(call_cli("cache", "list", "--json", env=env).stdout)["engines"] == []
+
+
+def test_tuned_key_and_engine_cache_read_external_weights_once(store, tiny_onnx, tmp_path, monkeypatch):
+    import os
+    import time
+
+    import onnx
+
+    from trtflow.backends import tuned
+
+    path = tmp_path / "ext" / "model.onnx"
+    path.parent.mkdir()
+    onnx.save_model(onnx.load(str(tiny_onnx)), str(path), save_as_external_data=True, location="model.onnx.data",
+                    size_threshold=0)
+    data = path.parent / "model.onnx.data"
+    hour_ago = time.time_ns() - 3600 * 10**9  # files changed a moment ago are read again: their mtime may not move
+    for p in (path, data):
+        os.utime(p, ns=(hour_ago, hour_ago))
+    read = []
+    hash_file = tuned._hash_file
+    monkeypatch.setattr(tuned, "_hash_file", lambda p: read.append(p.name) or hash_file(p))
+    monkeypatch.setattr(tuned, "_FILE_DIGESTS", {})
+    config = BuildConfig(profiles=[PROFILE])
+
+    key, _ = tuned.tuned_key(str(path), "tensorrt", [[2, 3, 16, 16]])
+    entry = store.get_or_build(path, config)
+    assert store.get_or_build(str(path), config).key == entry.key
+    assert sorted(read) == ["model.onnx", "model.onnx.data"]  # each file read once in this process
+    assert entry.meta["onnx_sha256"] == tuned.model_digest(path)
+
+    raw = bytearray(data.read_bytes())
+    raw[0] ^= 0xFF  # other weights, the same graph file and size
+    data.write_bytes(bytes(raw))
+    assert tuned.tuned_key(str(path), "tensorrt", [[2, 3, 16, 16]])[0] != key
+    changed = store.get_or_build(path, config)
+    assert changed.key != entry.key and not changed.hit
+    assert sorted(read) == ["model.onnx", "model.onnx.data", "model.onnx.data", "model.onnx.data"]  # not memoized yet

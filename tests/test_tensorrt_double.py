@@ -323,12 +323,13 @@ def test_defect_7_device_n_for_cache_key_sidecar_and_compatibility(double, monke
     rtx = flavor_mod.flavor_available()
     if rtx is None:
         return
-    from trtflow.backends.tensorrt.cache import EngineCache, cache_key, onnx_bytes
+    from trtflow.backends.tensorrt.cache import EngineCache, cache_key
     from trtflow.backends.tensorrt.config import BuildConfig
+    from trtflow.backends.tuned import model_digest
 
     entry = EngineCache(tmp_path / "cache").get_or_build(tiny_onnx, BuildConfig(), flavor=rtx, device=1)
     assert entry.meta["target"]["name"] == "NVIDIA RTX A6000"
-    data = onnx_bytes(tiny_onnx)
+    data = model_digest(tiny_onnx)
     assert entry.key == cache_key(data, BuildConfig(), rtx, flavor_mod.target_of(1)) != cache_key(data, BuildConfig(), rtx, flavor_mod.target_of(0))
 
 

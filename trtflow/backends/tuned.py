@@ -17,10 +17,11 @@ import json
 import logging
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from trtflow.errors import UsageError
+from trtflow.errors import ModelLoadError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +33,35 @@ FORMAT = 1
 # engine -> the modules whose versions go into the key (whichever wheel installed them:
 # onnxruntime-gpu, tensorrt-cu12, tensorrt_rtx_cu13, ...)
 LIBRARIES = {"torch": ("torch",), "ort": ("onnxruntime", "onnx"), "tensorrt": ("tensorrt", "tensorrt_rtx")}
+RECENT_S = 2.0  # files modified more recently than this are not remembered (file_digest)
+_FILE_DIGESTS: dict[tuple[str, int, int], tuple[str, tuple[str, ...]]] = {}  # (path, size, mtime_ns) -> digest
 
 
 def model_digest(model: Any) -> str:
     """SHA-256 of a model's bytes: an ONNX/plan/.pt2 file or ONNX bytes/ModelProto as stored, a torch
     module (or ExportedProgram) as its class name plus every state-dict tensor's name, dtype, shape
-    and values."""
+    and values. An ONNX file's external data files are part of its digest; files are read once per
+    process (``file_digest``), so the tuned key and the engine cache key share one reading.
+
+    Raises:
+        ModelLoadError: the file, or an external data file it names, cannot be read.
+    """
     h = hashlib.sha256()
     if isinstance(model, (str, os.PathLike)):
-        data = Path(model).read_bytes()
-        h.update(data)
-        for name in _external_data(Path(model), data):  # an ONNX model's weights stored beside it
-            h.update(f"external:{name}:".encode())
-            with open(Path(model).parent / name, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 24), b""):
-                    h.update(chunk)
+        path = Path(model)
+        digest, external = file_digest(path)
+        if not external:
+            return digest  # a self-contained file: the SHA-256 of its bytes
+        h.update(digest.encode())
+        for name in external:  # an ONNX model's weights stored beside it
+            try:
+                data_digest = file_digest(path.parent / name)[0]
+            except ModelLoadError as exc:
+                raise ModelLoadError(
+                    f"{path}: its weights are stored in external data that cannot be read ({exc}). Keep the data "
+                    "file(s) beside the .onnx file under the name the model records, or re-export it as one file"
+                ) from None
+            h.update(f"external:{name}:{data_digest}".encode())
     elif isinstance(model, (bytes, bytearray)):
         h.update(bytes(model))
     elif hasattr(model, "SerializeToString"):
@@ -61,15 +76,46 @@ def model_digest(model: Any) -> str:
             if t.numel():
                 h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
     else:
-        raise UsageError(f"cannot key a tuned configuration on a {type(model).__name__}; give an ONNX model or a torch module")
+        raise UsageError(f"cannot key a model given as a {type(model).__name__}; give an ONNX model (path, bytes or "
+                         "onnx.ModelProto) or a torch module")
     return h.hexdigest()
 
 
-def _external_data(path: Path, data: bytes) -> list[str]:
-    """The external data files the initializers of the ONNX file ``path`` (its bytes: ``data``) are
-    stored in (none for other files)."""
-    if path.suffix.lower() != ".onnx":
-        return []
+def file_digest(path: Path) -> tuple[str, tuple[str, ...]]:
+    """``(SHA-256 of the file's bytes, the external data files it names)`` (none but for an ONNX file),
+    remembered for this process by the file's (path, size, mtime_ns). A file modified in the last
+    ``RECENT_S`` seconds is read again each time: a second change within its clock tick keeps the mtime.
+
+    Raises:
+        ModelLoadError: the file cannot be read.
+    """
+    path = Path(path).absolute()
+    try:
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        found = _FILE_DIGESTS.get(key)
+        if found is None:
+            found = _hash_file(path)
+            if time.time_ns() - stat.st_mtime_ns > RECENT_S * 1e9:
+                _FILE_DIGESTS[key] = found
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path} ({exc.strerror or exc}); check the path") from None
+    return found
+
+
+def _hash_file(path: Path) -> tuple[str, tuple[str, ...]]:
+    if path.suffix.lower() == ".onnx":
+        data = path.read_bytes()
+        return hashlib.sha256(data).hexdigest(), tuple(_external_data(data))
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest(), ()
+
+
+def _external_data(data: bytes) -> list[str]:
+    """The external data files the initializers of an ONNX file (its bytes: ``data``) are stored in."""
     try:
         import onnx
 

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trtflow.backends.tensorrt.config import BuildConfig
+from trtflow.backends.tuned import model_digest
 from trtflow.progress import Progress
 from trtflow.backends.tensorrt.flavor import Flavor, load_flavor, target_of
 from trtflow.backends.tensorrt.sidecar import incompatibility, read_sidecar, sha256, sidecar_path, write_plan
-from trtflow.graph.io import ModelLike, load_onnx
+from trtflow.graph.io import ModelLike
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +49,11 @@ class CacheEntry:
         return self.plan_path.read_bytes()
 
 
-def onnx_bytes(onnx: ModelLike) -> bytes:
-    """The bytes the key hashes: the file's bytes for a self-contained .onnx, else the serialized model."""
-    if isinstance(onnx, (bytes, bytearray)):
-        return bytes(onnx)
-    if isinstance(onnx, (str, Path)):
-        proto = load_onnx(onnx, load_external_data=False)
-        has_external = any(t.data_location == 1 for t in proto.graph.initializer)
-        if not has_external:
-            return Path(onnx).read_bytes()
-        return load_onnx(onnx).SerializeToString()
-    return load_onnx(onnx).SerializeToString()
-
-
-def cache_key(data: bytes, config: BuildConfig, flavor: Flavor, target: dict) -> str:
-    """SHA-256 over the ONNX bytes, the config's key fields, the TensorRT flavor/version and the GPU."""
+def cache_key(digest: str, config: BuildConfig, flavor: Flavor, target: dict) -> str:
+    """SHA-256 over the ONNX model's digest (``model_digest``), the config's key fields, the TensorRT
+    flavor/version and the GPU."""
     material = {
-        "onnx_sha256": sha256(data),
+        "onnx_sha256": digest,
         "config": config.key_dict(),
         "flavor": flavor.name,
         "version": flavor.version,
@@ -141,8 +130,8 @@ class EngineCache:
         config = config or BuildConfig()
         flavor = flavor or load_flavor()
         target = target_of(device)
-        data = onnx_bytes(onnx)
-        key = cache_key(data, config, flavor, target)
+        digest = model_digest(onnx)  # a file read once per process: tune's key reads it too
+        key = cache_key(digest, config, flavor, target)
         plan, _, lock = self.paths(key)
         if not force:
             meta, _ = self.check(key, flavor, target)
@@ -158,12 +147,10 @@ class EngineCache:
                 why = why or "a rebuild was asked for"
             if why:
                 log.warning("rebuilding cached engine %s: %s", key, why)
-            result = build_engine(
-                onnx if not isinstance(onnx, (bytes, bytearray)) else data, config, progress=progress, flavor=flavor, device=device
-            )
+            result = build_engine(onnx, config, progress=progress, flavor=flavor, device=device)
             source = str(onnx) if isinstance(onnx, (str, Path)) else None
             meta = write_plan(
-                plan, result, key=key, onnx_sha256=sha256(data), source=source, config=config.key_dict()
+                plan, result, key=key, onnx_sha256=digest, source=source, config=config.key_dict()
             )
         return CacheEntry(key, plan, meta, hit=False, rebuilt_because=why)
 

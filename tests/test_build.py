@@ -219,6 +219,24 @@ def test_cli_build_json_sidecar_and_engine_cache(flavor, tiny_onnx, tmp_path, ca
     assert table.returncode == 0 and "taken from the engine cache" in table.stdout
 
 
+def test_no_cache_build_records_the_digest_the_cache_records(flavor, tiny_onnx, tmp_path, cache_env):
+    """--no-cache wrote the hash of the .onnx file alone: for a model with external weights that is not
+    what the engine cache records (its weights are part of the digest)."""
+    import json
+
+    import onnx
+
+    path = tmp_path / "ext" / "model.onnx"
+    path.parent.mkdir()
+    onnx.save_model(onnx.load(str(tiny_onnx)), str(path), save_as_external_data=True, location="model.onnx.data",
+                    size_threshold=0)
+    args = ["build", str(path), "--shapes", "x:2x3x16x16", "--json"]
+    assert call_cli(*args, "-o", str(tmp_path / "cached.plan")).returncode == 0
+    assert call_cli(*args, "-o", str(tmp_path / "fresh.plan"), "--no-cache").returncode == 0
+    cached, fresh = (json.loads((tmp_path / f"{n}.plan.json").read_text()) for n in ("cached", "fresh"))
+    assert fresh["onnx_sha256"] == cached["onnx_sha256"]
+
+
 def test_cli_build_prints_the_inferred_profile(flavor, tiny_onnx, tmp_path, cache_env, caplog):
     proc = call_cli("build", str(tiny_onnx), "--saveEngine", str(tmp_path / "t.plan"))
     assert proc.returncode == 0, proc.stderr

@@ -74,12 +74,13 @@ def _build(args: argparse.Namespace, config, progress) -> tuple[dict, dict]:
 
     from trtflow.backends.tensorrt.builder import build_engine
     from trtflow.backends.tensorrt.cache import EngineCache
-    from trtflow.backends.tensorrt.sidecar import atomic_write, sha256, sidecar_path, write_plan
+    from trtflow.backends.tensorrt.sidecar import atomic_write, sidecar_path, write_plan
+    from trtflow.backends.tuned import model_digest
 
     if args.no_cache:
         result = build_engine(args.model, config, progress=progress)
         meta = write_plan(args.saveEngine, result, source=str(args.model), config=config.key_dict(),
-                          onnx_sha256=sha256(Path(args.model).read_bytes()))
+                          onnx_sha256=model_digest(args.model))  # what the cache records: external data included
         return meta, {"hit": False, "key": None, "note": "not used (--no-cache)"}
     store = EngineCache()
     entry = store.get_or_build(args.model, config, progress=progress)

@@ -481,3 +481,65 @@ def test_detect_builds_the_priors_once_per_input_size(tmp_path, monkeypatch):
     assert made == [(64, 96), (96, 64)]
     assert resolved == [(64, 96), (96, 64)]
     task.close()
+
+
+def _crop_by_resizing_the_whole_frame(frame: np.ndarray, size: tuple[int, int], ratio: float):
+    """The center crop as resize-everything-then-crop computes it (torchvision's shorter-side rounding)."""
+    import torch
+
+    from trtflow.vision.preprocess import center_crop, resize
+
+    h, w = frame.shape[:2]
+    short = int(round(min(size) / ratio))
+    nh, nw = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+    return center_crop(resize(x, (max(nh, size[0]), max(nw, size[1]))), size)[0].numpy()
+
+
+@pytest.mark.parametrize("frame_hw, size", [((20, 30), (8, 12)), ((7, 50), (16, 16)), ((50, 7), (10, 6)),
+                                            ((5, 9), (16, 12)), ((24, 24), (21, 21)), ((16, 16), (14, 14))])
+def test_crop_resizes_only_the_window_it_keeps(frame_hw, size):
+    """The "crop" mode gives the pixels of resizing the whole frame then cropping, shrinking or enlarging."""
+    from trtflow.tasks.prepare import Prep, prepare_frames
+
+    frame = np.random.default_rng(0).integers(0, 256, (*frame_hw, 3), dtype=np.uint8)
+    prep = Prep("crop", size, scale=1.0)
+    x, metas, _ = prepare_frames([frame, frame], prep)
+    want = _crop_by_resizing_the_whole_frame(frame, size, prep.crop_ratio)
+    assert x.shape == (2, 3, *size)
+    for image in x:
+        np.testing.assert_allclose(image.numpy(), want, atol=1e-3, rtol=0)  # 0..255 units
+
+
+@pytest.mark.parametrize("frame_hw", [(16, 4000), (4000, 16)])
+def test_crop_of_a_very_wide_or_tall_frame_stays_small(frame_hw):
+    """A 16 x 4000 frame's shorter side went to 256 first: a 256 x 64000 float image (197 MB) to keep
+    224 x 224 of it. The crop now reads only the source pixels under its window."""
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("reads the peak resident memory from /proc (Linux)")
+    import subprocess
+    import sys
+
+    script = f"""
+import numpy as np, torch
+from trtflow.tasks.prepare import Prep, prepare_frames
+
+def peak_kb():
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmHWM")).split()[1])
+
+torch.set_num_threads(1)
+prep = Prep("crop", (224, 224))
+prepare_frames([np.zeros((32, 32, 3), np.uint8)], prep)  # warm up
+frame = np.random.default_rng(0).integers(0, 256, ({frame_hw[0]}, {frame_hw[1]}, 3), dtype=np.uint8)
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # the peak is the resident size now
+before = peak_kb()
+x, metas, _ = prepare_frames([frame], prep)
+assert tuple(x.shape) == (1, 3, 224, 224), x.shape
+print((peak_kb() - before) // 1024)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    grown_mb = int(done.stdout.split()[-1])
+    assert grown_mb < 20, f"preparing one {frame_hw} frame grew the peak memory by {grown_mb} MB"

@@ -16,6 +16,7 @@ Resize modes:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -26,7 +27,7 @@ from trtflow.deps import require
 from trtflow.errors import UsageError
 from trtflow.spec import is_count
 from trtflow.tasks.base import RESIZE_MODES, FrameMeta, frames_list
-from trtflow.vision.preprocess import center_crop, letterbox, normalize, resize
+from trtflow.vision.preprocess import letterbox, normalize, resize
 
 
 @dataclass(frozen=True)
@@ -186,8 +187,30 @@ def _crop(x, prep: Prep):
         nh, nw = int(short * h / w), short
     nh, nw = max(nh, ch), max(nw, cw)
     top, left = int(round((nh - ch) / 2.0)), int(round((nw - cw) / 2.0))
-    out = center_crop(resize(x, (nh, nw)), (ch, cw))
+    # the window of resize(x, (nh, nw)) at (top, left), from the source pixels under it only: a 16 x 4000
+    # frame would otherwise become a 256 x 64000 image first
+    rows, cols = _taps(h, nh, top, ch, x.device), _taps(w, nw, left, cw, x.device)
+    x = x[:, :, rows[0], cols[0]]
+    x = x.index_select(2, rows[1]) * (1 - rows[3])[:, None] + x.index_select(2, rows[2]) * rows[3][:, None]
+    out = x.index_select(3, cols[1]) * (1 - cols[3]) + x.index_select(3, cols[2]) * cols[3]
     return out, FrameMeta((h, w), (ch, cw), (nw / w, nh / h), (-float(left), -float(top)))
+
+
+@functools.lru_cache(maxsize=64)
+def _taps(size_in: int, size_out: int, start: int, count: int, device: Any) -> tuple:
+    """What outputs ``start .. start + count - 1`` of a bilinear resize from ``size_in`` to ``size_out``
+    pixels read (half-pixel centres, edges clamped, no antialiasing, as ``resize``): the source span
+    they need, and per output its low and high source index in that span and the high one's weight.
+    Made once per frame size and device, so a stream copies nothing to the device per batch."""
+    import torch
+
+    scale = np.float32(size_in) / np.float32(size_out)  # in float32, as torch's bilinear kernels
+    pos = np.maximum(scale * (np.arange(start, start + count, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5), 0)
+    low = np.floor(pos).astype(np.int64)
+    high = np.minimum(low + 1, size_in - 1)
+    span = slice(int(low[0]), int(high[-1]) + 1)
+    weight = (pos - low).astype(np.float32)
+    return (span, *(torch.as_tensor(a, device=device) for a in (low - span.start, high - span.start, weight)))
 
 
 _PLACE = {"letterbox": _letterbox, "stretch": _stretch, "crop": _crop}

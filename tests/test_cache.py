@@ -162,3 +162,21 @@ def test_tuned_key_and_engine_cache_read_external_weights_once(store, tiny_onnx,
     changed = store.get_or_build(path, config)
     assert changed.key != entry.key and not changed.hit
     assert sorted(read) == ["model.onnx", "model.onnx.data", "model.onnx.data", "model.onnx.data"]  # not memoized yet
+
+
+def test_file_digest_keeps_one_entry_per_file(tmp_path, monkeypatch):
+    """A changed file replaces its remembered digest: a long process does not pile up one per version."""
+    import os
+    import time
+
+    from trtflow.backends import tuned
+
+    monkeypatch.setattr(tuned, "_FILE_DIGESTS", {})
+    path = tmp_path / "model.plan"
+    digests = set()
+    for i, content in enumerate((b"first", b"other")):
+        path.write_bytes(content)
+        old = time.time_ns() - (3600 + i) * 10**9
+        os.utime(path, ns=(old, old))
+        digests.add(tuned.file_digest(path)[0])
+    assert len(digests) == 2 and list(tuned._FILE_DIGESTS) == [str(path.absolute())]

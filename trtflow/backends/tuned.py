@@ -34,7 +34,8 @@ FORMAT = 1
 # onnxruntime-gpu, tensorrt-cu12, tensorrt_rtx_cu13, ...)
 LIBRARIES = {"torch": ("torch",), "ort": ("onnxruntime", "onnx"), "tensorrt": ("tensorrt", "tensorrt_rtx")}
 RECENT_S = 2.0  # files modified more recently than this are not remembered (file_digest)
-_FILE_DIGESTS: dict[tuple[str, int, int], tuple[str, tuple[str, ...]]] = {}  # (path, size, mtime_ns) -> digest
+# path -> (size, mtime_ns, file_digest): one entry per file, replaced when it changes
+_FILE_DIGESTS: dict[str, tuple[int, int, tuple[str, tuple[str, ...]]]] = {}
 
 
 def model_digest(model: Any) -> str:
@@ -83,8 +84,9 @@ def model_digest(model: Any) -> str:
 
 def file_digest(path: Path) -> tuple[str, tuple[str, ...]]:
     """``(SHA-256 of the file's bytes, the external data files it names)`` (none but for an ONNX file),
-    remembered for this process by the file's (path, size, mtime_ns). A file modified in the last
-    ``RECENT_S`` seconds is read again each time: a second change within its clock tick keeps the mtime.
+    remembered for this process while the file keeps its size and mtime_ns. A file
+    modified in the last ``RECENT_S`` seconds is read again each time: a second change within its
+    clock tick keeps the mtime.
 
     Raises:
         ModelLoadError: the file cannot be read.
@@ -92,14 +94,14 @@ def file_digest(path: Path) -> tuple[str, tuple[str, ...]]:
     path = Path(path).absolute()
     try:
         stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns)
-        found = _FILE_DIGESTS.get(key)
-        if found is None:
-            found = _hash_file(path)
-            if time.time_ns() - stat.st_mtime_ns > RECENT_S * 1e9:
-                _FILE_DIGESTS[key] = found
+        seen = _FILE_DIGESTS.get(str(path))
+        if seen is not None and seen[:2] == (stat.st_size, stat.st_mtime_ns):
+            return seen[2]
+        found = _hash_file(path)
     except OSError as exc:
         raise ModelLoadError(f"cannot read {path} ({exc.strerror or exc}); check the path") from None
+    if time.time_ns() - stat.st_mtime_ns > RECENT_S * 1e9:
+        _FILE_DIGESTS[str(path)] = (stat.st_size, stat.st_mtime_ns, found)
     return found
 
 

@@ -115,3 +115,32 @@ def test_a_scalar_input_and_an_output_of_unknown_rank_still_read():
     inputs, outputs = onnx_specs(_relu_model([], None))
     assert [(s.name, s.dtype, s.shape) for s in inputs] == [("x", "float32", ())]
     assert [s.name for s in outputs] == ["y"]
+
+
+def test_a_save_failing_part_way_leaves_the_proto_its_weights(tmp_path, monkeypatch):
+    """A full disk while onnx wrote the weights out: the ones already written had left the caller's proto
+    (cleared, marked external in a folder then deleted), the others stayed marked external."""
+    import numpy as np
+    import onnx.external_data_helper as edh
+    from onnx import TensorProto, numpy_helper
+
+    from trtflow.graph import io
+
+    monkeypatch.setattr(io, "TWO_GB", 1000)
+    model = _weighted_model()
+    model.graph.initializer.append(numpy_helper.from_array(np.ones((32, 32), np.float32), "unused"))
+    written = edh.save_external_data
+
+    def second_fails(tensor, base_path):
+        if tensor.name == "unused":
+            raise OSError(28, "No space left on device")
+        written(tensor, base_path)
+
+    monkeypatch.setattr(edh, "save_external_data", second_fails)
+    with pytest.raises(OSError, match="No space left"):
+        io.save_onnx(model, tmp_path / "m.onnx")
+    w, unused = model.graph.initializer
+    assert [(t.data_location, len(t.external_data)) for t in (w, unused)] == [(TensorProto.DEFAULT, 0)] * 2
+    np.testing.assert_array_equal(numpy_helper.to_array(w).ravel(), np.arange(4096))
+    np.testing.assert_array_equal(numpy_helper.to_array(unused), np.ones((32, 32)))
+    assert list(tmp_path.iterdir()) == []

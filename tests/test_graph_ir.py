@@ -74,3 +74,28 @@ def test_a_strict_failure_above_2gb_names_onnx_reason(two_gb_at_1000):
     with pytest.raises(GraphError, match="shape inference failed"):
         infer_shapes(model, strict=True)
     assert list(two_gb_at_1000.iterdir()) == []
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_no_room_for_the_temporary_copy_leaves_the_model_whole(two_gb_at_1000, monkeypatch, strict):
+    """The temporary copy failing part way (a full TMPDIR) returned the caller's model with its weights
+    written out to the deleted folder."""
+    import onnx.external_data_helper as edh
+    from onnx import numpy_helper
+
+    from trtflow.errors import GraphError
+    from trtflow.graph.ir import infer_shapes
+
+    def no_room(tensor, base_path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(edh, "save_external_data", no_room)
+    model = _weighted_model()
+    if strict:
+        with pytest.raises(GraphError, match="set TMPDIR"):
+            infer_shapes(model, strict=True)
+    else:
+        assert infer_shapes(model) is model
+    w = next(i for i in model.graph.initializer if i.name == "w")
+    np.testing.assert_array_equal(numpy_helper.to_array(w).ravel(), np.arange(4096))
+    assert list(two_gb_at_1000.iterdir()) == []

@@ -122,7 +122,7 @@ def save_onnx(proto, path: str | os.PathLike) -> Path:
 
     Raises:
         UsageError: ``path`` is a folder.
-        OSError: the file cannot be written (no temporary file is left behind).
+        OSError: the file cannot be written (no temporary file is left behind, ``proto`` keeps its weights).
     """
     path = Path(path)
     if path.is_dir():
@@ -137,20 +137,35 @@ def save_onnx(proto, path: str | os.PathLike) -> Path:
             tmp.unlink(missing_ok=True)
         return path
     import onnx
-    from onnx.external_data_helper import load_external_data_for_model
 
     # onnx appends to an existing data file and moves the weights out of the proto it saves: write
     # both files into a fresh folder beside the target, move them over it, and read the weights back
     folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         data = path.name + ".data"
-        onnx.save_model(proto, str(folder / path.name), save_as_external_data=True, location=data)
-        load_external_data_for_model(proto, str(folder))
+        try:
+            onnx.save_model(proto, str(folder / path.name), save_as_external_data=True, location=data)
+        finally:  # also when the save failed part way (a full disk): the caller's proto stays whole
+            _weights_back(proto, folder)
         os.replace(folder / data, path.with_name(data))
         os.replace(folder / path.name, path)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return path
+
+
+def _weights_back(proto, folder: Path) -> None:
+    """Undo ``onnx.save_model``'s moving the weights of ``proto`` out to ``folder``: the tensors it wrote
+    are read back, those it only marked as external (before a failure) are unmarked."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, load_external_data_for_tensor, uses_external_data
+
+    for tensor in _get_all_tensors(proto):
+        if uses_external_data(tensor):
+            if not tensor.HasField("raw_data"):  # written out (one that was not still has its bytes)
+                load_external_data_for_tensor(tensor, str(folder))
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            del tensor.external_data[:]
 
 
 def _value_spec(value) -> TensorSpec:

@@ -145,7 +145,7 @@ def test_tuned_key_and_engine_cache_read_external_weights_once(store, tiny_onnx,
         os.utime(p, ns=(hour_ago, hour_ago))
     read = []
     hash_file = tuned._hash_file
-    monkeypatch.setattr(tuned, "_hash_file", lambda p: read.append(p.name) or hash_file(p))
+    monkeypatch.setattr(tuned, "_hash_file", lambda p, onnx: read.append(p.name) or hash_file(p, onnx))
     monkeypatch.setattr(tuned, "_FILE_DIGESTS", {})
     config = BuildConfig(profiles=[PROFILE])
 
@@ -179,4 +179,21 @@ def test_file_digest_keeps_one_entry_per_file(tmp_path, monkeypatch):
         old = time.time_ns() - (3600 + i) * 10**9
         os.utime(path, ns=(old, old))
         digests.add(tuned.file_digest(path)[0])
-    assert len(digests) == 2 and list(tuned._FILE_DIGESTS) == [str(path.absolute())]
+    assert len(digests) == 2 and list(tuned._FILE_DIGESTS) == [(str(path.absolute()), False)]
+
+
+def test_model_digest_reads_the_external_weights_of_an_onnx_file_of_any_name(tiny_onnx, tmp_path):
+    """``load`` takes any file but a plan or .pt2 as ONNX: the engine cache key of ``model.bin`` hashed
+    its graph file alone, so other weights beside it kept the key (and the stale engine)."""
+    import onnx
+
+    from trtflow.backends.tuned import model_digest
+
+    path = tmp_path / "model.bin"
+    onnx.save_model(onnx.load(str(tiny_onnx)), str(path), save_as_external_data=True, location="weights",
+                    size_threshold=0)
+    before = model_digest(path)
+    raw = bytearray((tmp_path / "weights").read_bytes())
+    raw[0] ^= 0xFF
+    (tmp_path / "weights").write_bytes(bytes(raw))
+    assert model_digest(path) != before

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from trtflow.backends import ENGINE_FILES
 from trtflow.errors import ModelLoadError, UsageError
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,8 @@ FORMAT = 1
 # onnxruntime-gpu, tensorrt-cu12, tensorrt_rtx_cu13, ...)
 LIBRARIES = {"torch": ("torch",), "ort": ("onnxruntime", "onnx"), "tensorrt": ("tensorrt", "tensorrt_rtx")}
 RECENT_S = 2.0  # files modified more recently than this are not remembered (file_digest)
-# path -> (size, mtime_ns, file_digest): one entry per file, replaced when it changes
-_FILE_DIGESTS: dict[str, tuple[int, int, tuple[str, tuple[str, ...]]]] = {}
+# (path, read as ONNX) -> (size, mtime_ns, file_digest): one entry per file, replaced when it changes
+_FILE_DIGESTS: dict[tuple[str, bool], tuple[int, int, tuple[str, tuple[str, ...]]]] = {}
 
 
 def model_digest(model: Any) -> str:
@@ -50,7 +51,8 @@ def model_digest(model: Any) -> str:
     h = hashlib.sha256()
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
-        digest, external = file_digest(path)
+        # any file but a plan or .pt2 is an ONNX model (as ``load`` takes it), whatever its suffix
+        digest, external = file_digest(path, onnx=path.suffix.lower() not in ENGINE_FILES)
         if not external:
             return digest  # a self-contained file: the SHA-256 of its bytes
         h.update(digest.encode())
@@ -82,9 +84,9 @@ def model_digest(model: Any) -> str:
     return h.hexdigest()
 
 
-def file_digest(path: Path) -> tuple[str, tuple[str, ...]]:
-    """``(SHA-256 of the file's bytes, the external data files it names)`` (none but for an ONNX file),
-    remembered for this process while the file keeps its size and mtime_ns. A file
+def file_digest(path: Path, onnx: bool = False) -> tuple[str, tuple[str, ...]]:
+    """``(SHA-256 of the file's bytes, the external data files it names)`` (none unless read as an
+    ``onnx`` model), remembered for this process while the file keeps its size and mtime_ns. A file
     modified in the last ``RECENT_S`` seconds is read again each time: a second change within its
     clock tick keeps the mtime.
 
@@ -94,19 +96,19 @@ def file_digest(path: Path) -> tuple[str, tuple[str, ...]]:
     path = Path(path).absolute()
     try:
         stat = path.stat()
-        seen = _FILE_DIGESTS.get(str(path))
+        seen = _FILE_DIGESTS.get((str(path), onnx))
         if seen is not None and seen[:2] == (stat.st_size, stat.st_mtime_ns):
             return seen[2]
-        found = _hash_file(path)
+        found = _hash_file(path, onnx)
     except OSError as exc:
         raise ModelLoadError(f"cannot read {path} ({exc.strerror or exc}); check the path") from None
     if time.time_ns() - stat.st_mtime_ns > RECENT_S * 1e9:
-        _FILE_DIGESTS[str(path)] = (stat.st_size, stat.st_mtime_ns, found)
+        _FILE_DIGESTS[(str(path), onnx)] = (stat.st_size, stat.st_mtime_ns, found)
     return found
 
 
-def _hash_file(path: Path) -> tuple[str, tuple[str, ...]]:
-    if path.suffix.lower() == ".onnx":
+def _hash_file(path: Path, onnx: bool) -> tuple[str, tuple[str, ...]]:
+    if onnx:  # read whole (under 2 GB, protobuf's limit) to find the external data it names
         data = path.read_bytes()
         return hashlib.sha256(data).hexdigest(), tuple(_external_data(data))
     h = hashlib.sha256()

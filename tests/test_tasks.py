@@ -483,6 +483,17 @@ def test_detect_builds_the_priors_once_per_input_size(tmp_path, monkeypatch):
     task.close()
 
 
+def test_a_prior_config_given_lists_still_resolves():
+    """Computed priors are cached by config: a PriorConfig written with lists made the cache raise
+    TypeError (unhashable type: 'list') where make_priors had read it."""
+    from trtflow.vision.priors import PriorConfig, make_priors, resolve_priors
+
+    config = PriorConfig(strides=[8, 16], shapes=[[(16, 16), [24, 12]], [[32.0, 32.0]]])
+    priors = resolve_priors(config, 64, 48)
+    np.testing.assert_array_equal(priors, make_priors(PriorConfig((8, 16), (((16, 16), (24, 12)), ((32.0, 32.0),))), 64, 48))
+    assert not priors.flags.writeable
+
+
 def _crop_by_resizing_the_whole_frame(frame: np.ndarray, size: tuple[int, int], ratio: float):
     """The center crop as resize-everything-then-crop computes it (torchvision's shorter-side rounding)."""
     import torch

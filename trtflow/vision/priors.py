@@ -41,6 +41,9 @@ class PriorConfig:
     clip: bool = False
 
     def __post_init__(self):
+        # tuples, also when given lists: computed priors are cached by config
+        object.__setattr__(self, "strides", tuple(self.strides))
+        object.__setattr__(self, "shapes", tuple(tuple(tuple(wh) for wh in level) for level in self.shapes))
         if len(self.strides) != len(self.shapes):
             raise UsageError(f"prior config has {len(self.strides)} strides but {len(self.shapes)} shape lists")
 

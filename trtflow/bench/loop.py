@@ -184,7 +184,7 @@ def outputs_to_pin(pinned: Mapping[str, Any], outputs: Mapping[str, Any]) -> lis
     """The outputs that need a new pinned buffer: those not pinned yet and those whose shape or dtype
     differs from their buffer's (data-dependent outputs, such as NMS detections, change between queries)."""
     return [n for n, t in outputs.items()
-            if n not in pinned or tuple(pinned[n].shape) != tuple(t.shape) or pinned[n].dtype != t.dtype]
+            if n not in pinned or pinned[n].shape != t.shape or pinned[n].dtype != t.dtype]
 
 
 def _run_cuda(engine, feed, config, device, progress):

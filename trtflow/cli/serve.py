@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one JSON line per request to FILE ('-': stderr, 'off': none; default: stderr)")
     group = parser.add_argument_group("scale-out on Ray Serve (trtflow[ray]; see docs/serving.md)")
     group.add_argument("--ray", metavar="ADDRESS", help="deploy to the Ray cluster at ADDRESS ('auto', ray://HEAD:10001) "
-                       "instead of serving here; --host/--http-port are Serve's proxy address (one already running keeps its own)")
+                       "instead of serving here; --host/--http-port: the address Serve's proxy starts on (left at their "
+                       "defaults, a Serve already running keeps its own; another address is refused)")
     group.add_argument("--ray-replicas", type=int, default=1, metavar="N", help="replicas per model (default: 1)")
     group.add_argument("--ray-autoscale", metavar="MIN:MAX", help="autoscale between MIN and MAX replicas instead")
     group.add_argument("--ray-gpus", type=options.number(0), default=0.0, metavar="G", help="GPUs per replica (1: one engine per GPU)")

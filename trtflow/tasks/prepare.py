@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -190,18 +190,25 @@ def _crop(x, prep: Prep):
     # the window of resize(x, (nh, nw)) at (top, left), from the source pixels under it only: a 16 x 4000
     # frame would otherwise become a 256 x 64000 image first
     rows, cols = _taps(h, nh, top, ch, x.device), _taps(w, nw, left, cw, x.device)
-    x = x[:, :, rows[0], cols[0]]
-    x = x.index_select(2, rows[1]) * (1 - rows[3])[:, None] + x.index_select(2, rows[2]) * rows[3][:, None]
-    out = x.index_select(3, cols[1]) * (1 - cols[3]) + x.index_select(3, cols[2]) * cols[3]
+    x = x[:, :, rows.span, cols.span]
+    x = x.index_select(2, rows.low) * rows.w_low[:, None] + x.index_select(2, rows.high) * rows.w_high[:, None]
+    out = x.index_select(3, cols.low) * cols.w_low + x.index_select(3, cols.high) * cols.w_high
     return out, FrameMeta((h, w), (ch, cw), (nw / w, nh / h), (-float(left), -float(top)))
 
 
+class _Taps(NamedTuple):
+    span: slice  # the source pixels read
+    low: Any  # per output, its low and high source index in ``span``
+    high: Any
+    w_low: Any  # their weights
+    w_high: Any
+
+
 @functools.lru_cache(maxsize=64)
-def _taps(size_in: int, size_out: int, start: int, count: int, device: Any) -> tuple:
+def _taps(size_in: int, size_out: int, start: int, count: int, device: Any) -> _Taps:
     """What outputs ``start .. start + count - 1`` of a bilinear resize from ``size_in`` to ``size_out``
-    pixels read (half-pixel centres, edges clamped, no antialiasing, as ``resize``): the source span
-    they need, and per output its low and high source index in that span and the high one's weight.
-    Made once per frame size and device, so a stream copies nothing to the device per batch."""
+    pixels read (half-pixel centres, edges clamped, no antialiasing, as ``resize``). Made once per
+    frame size and device, so a stream copies nothing to the device per batch."""
     import torch
 
     scale = np.float32(size_in) / np.float32(size_out)  # in float32, as torch's bilinear kernels
@@ -209,8 +216,9 @@ def _taps(size_in: int, size_out: int, start: int, count: int, device: Any) -> t
     low = np.floor(pos).astype(np.int64)
     high = np.minimum(low + 1, size_in - 1)
     span = slice(int(low[0]), int(high[-1]) + 1)
-    weight = (pos - low).astype(np.float32)
-    return (span, *(torch.as_tensor(a, device=device) for a in (low - span.start, high - span.start, weight)))
+    w_high = (pos - low).astype(np.float32)
+    tensors = (low - span.start, high - span.start, np.float32(1) - w_high, w_high)
+    return _Taps(span, *(torch.as_tensor(a, device=device) for a in tensors))
 
 
 _PLACE = {"letterbox": _letterbox, "stretch": _stretch, "crop": _crop}

@@ -12,14 +12,15 @@ from trtflow.cli import options
 from trtflow.errors import UsageError
 
 HELP = "serve models over Triton's HTTP/REST and gRPC protocol (KServe v2) with dynamic batching"
+HOST, HTTP_PORT = "127.0.0.1", 8000  # the defaults of --host and --http-port (with --ray: a running Serve's own)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", nargs="+", metavar="MODEL", help="an .onnx file, an engine plan or a .pt2 package")
     parser.add_argument("--name", action="append", metavar="NAME",
                         help="model name in URLs, one per MODEL in order (default: the file stem)")
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s; 0.0.0.0 serves every interface)")
-    parser.add_argument("--http-port", type=_port(0), default=8000, help="HTTP port, 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--host", default=HOST, help="bind address (default: %(default)s; 0.0.0.0 serves every interface)")
+    parser.add_argument("--http-port", type=_port(0), default=HTTP_PORT, help="HTTP port, 0 picks a free one (default: %(default)s)")
     parser.add_argument("--grpc-port", type=_port(-1), default=8001, help="gRPC port, 0 picks a free one, -1 turns gRPC off (default: %(default)s)")
     group = parser.add_argument_group("dynamic batching (Triton's dynamic_batching)")
     group.add_argument("--max-batch", type=int, default=32, help="most rows per execution; 0 turns batching off (default: %(default)s)")
@@ -312,8 +313,8 @@ def _deploy_ray(args: argparse.Namespace, names: list[str]) -> int:
                                autoscaling=autoscaling, num_gpus=args.ray_gpus, num_cpus=args.ray_cpus,
                                labels=labels, route_prefix="/" if i == 0 else f"/v2/models/{name}")
         # the defaults (and --http-port 0) take the address of a Serve already running on the cluster
-        urls[name] = deploy(path, opts, address=args.ray, host=None if args.host == "127.0.0.1" else args.host,
-                            port=None if args.http_port in (0, 8000) else args.http_port)
+        urls[name] = deploy(path, opts, address=args.ray, host=None if args.host == HOST else args.host,
+                            port=None if args.http_port in (0, HTTP_PORT) else args.http_port)
     if args.json:
         print(json.dumps({"ray": args.ray, "models": names, "urls": urls}), flush=True)
     else:

@@ -7,7 +7,7 @@ converted to its native family (``native = "numpy"`` or ``"torch"``); everything
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import numpy as np
 
@@ -17,6 +17,15 @@ from trtflow.errors import EngineError, InputDtypeError, InputNameError, InputSh
 from trtflow.spec import TensorSpec
 
 MAX_PLANS = 64  # validated feed signatures remembered per engine
+
+
+def check_names(feed: Mapping[str, Any], names: Collection[str]) -> None:
+    """Raise ``InputNameError`` unless ``feed`` has exactly the input ``names``."""
+    unknown = [n for n in feed if n not in names]
+    missing = [n for n in names if n not in feed]
+    if unknown or missing:
+        raise InputNameError(f"input names do not match the model: unknown {unknown}, missing {missing}; "
+                             f"the model's inputs are {list(names)}")
 
 
 class Engine(ABC):
@@ -132,13 +141,7 @@ class Engine(ABC):
                 f"infer() takes a mapping of input name -> array, got {type(feed).__name__}; "
                 f"pass {{{', '.join(repr(n) for n in self._specs)}: ...}}"
             )
-        unknown = [n for n in feed if n not in self._specs]
-        missing = [n for n in self._specs if n not in feed]
-        if unknown or missing:
-            raise InputNameError(
-                f"input names do not match the model: unknown {unknown}, missing {missing}; "
-                f"the model's inputs are {list(self._specs)}"
-            )
+        check_names(feed, self._specs)
         named: dict[str, tuple[int, str]] = {}
         family = None
         for name, spec in self._specs.items():

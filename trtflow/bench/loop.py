@@ -18,7 +18,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from trtflow.errors import InputNameError, UsageError
+from trtflow.backends.base import check_names
+from trtflow.errors import UsageError
 from trtflow.progress import Progress, report
 
 log = logging.getLogger(__name__)
@@ -110,11 +111,7 @@ def run_bench(engine: Any, feed: Mapping[str, np.ndarray], config: BenchConfig =
         InputError: the feed does not match the engine.
     """
     progress = report(progress)
-    names = [s.name for s in engine.inputs]
-    unknown, missing = [n for n in feed if n not in names], [n for n in names if n not in feed]
-    if unknown or missing:  # before the CUDA lanes pin the feed by these names
-        raise InputNameError(f"the bench feed does not match the {engine.name} engine: unknown {unknown}, missing "
-                             f"{missing}; the engine's inputs are {names}: give one array per input, by name")
+    check_names(feed, [s.name for s in engine.inputs])  # before the CUDA lanes pin the feed by these names
     shapes = {name: [int(d) for d in np.shape(a)] for name, a in feed.items()}
     first = next(iter(shapes.values()), [])
     batch = first[0] if first else 1

@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from trtflow.arrays import ONNX_DTYPES
 from trtflow.errors import ModelLoadError, UsageError
@@ -117,6 +117,14 @@ def _check_nonempty(proto, what: str):
     return proto
 
 
+def serialized(proto) -> Optional[bytes]:
+    """The bytes of ``proto``, or None above protobuf's 2 GB limit (it must then go to files, its weights
+    as external data). ``ByteSize()`` would serialize it as well (upb, protobuf's default, has no other
+    way to size a message): test the size of these bytes instead of serializing twice."""
+    data = proto.SerializeToString()
+    return data if len(data) < TWO_GB else None
+
+
 def save_onnx(proto, path: str | os.PathLike) -> Path:
     """Write one self-contained file (external data only above protobuf's 2 GB limit).
 
@@ -128,10 +136,11 @@ def save_onnx(proto, path: str | os.PathLike) -> Path:
     if path.is_dir():
         raise UsageError(f"{path} is a folder; give the path of the .onnx file to write, e.g. {path / 'model.onnx'}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    if proto.ByteSize() < TWO_GB:
+    data = serialized(proto)
+    if data is not None:
         tmp = path.with_name(path.name + ".tmp")
         try:
-            tmp.write_bytes(proto.SerializeToString())
+            tmp.write_bytes(data)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

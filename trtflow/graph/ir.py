@@ -19,16 +19,18 @@ def infer_shapes(proto: Any, strict: bool = False) -> Any:
     folder (``TMPDIR``), its weights in a data file beside it, and inferred there.
 
     Raises:
-        GraphError: ``strict`` and inference found an inconsistency.
+        GraphError: ``strict`` and inference found an inconsistency, or the temporary copy of a model
+            above 2 GB could not be written.
     """
     import onnx
 
-    from trtflow.graph import io
+    from trtflow.graph.io import serialized
 
     try:
-        if proto.ByteSize() >= io.TWO_GB:
+        data = serialized(proto)
+        if data is None:
             return _infer_shapes_on_disk(proto, strict)
-        return onnx.shape_inference.infer_shapes(proto, check_type=strict, strict_mode=strict, data_prop=True)
+        return onnx.shape_inference.infer_shapes(data, check_type=strict, strict_mode=strict, data_prop=True)
     except OSError as exc:  # the temporary copy of a model above 2 GB could not be written
         if strict:
             raise GraphError(f"ONNX shape inference could not write the model to a temporary folder ({exc}); "

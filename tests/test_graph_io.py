@@ -144,3 +144,25 @@ def test_a_save_failing_part_way_leaves_the_proto_its_weights(tmp_path, monkeypa
     np.testing.assert_array_equal(numpy_helper.to_array(w).ravel(), np.arange(4096))
     np.testing.assert_array_equal(numpy_helper.to_array(unused), np.ones((32, 32)))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_protobuf_refuses_to_serialize_is_saved_with_external_data(tmp_path, monkeypatch):
+    """protobuf's cpp backend raises ValueError above 2 GB where upb serializes: both go to external data."""
+    import onnx
+
+    from trtflow.graph import io
+
+    model = _weighted_model()
+    refused = onnx.ModelProto.SerializeToString
+
+    def too_large(self, *args, **kwargs):
+        if self.ByteSize() > 16000:  # with its weights in it (the 64 x 64 floats alone are 16 kB)
+            raise ValueError("Message onnx.ModelProto exceeds maximum protobuf size of 2GB: 2147483648")
+        return refused(self, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.ModelProto, "SerializeToString", too_large)
+    assert io.serialized(model) is None
+    io.save_onnx(model, tmp_path / "m.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
+    back = load_onnx(tmp_path / "m.onnx")
+    assert back.graph.initializer[0].raw_data == model.graph.initializer[0].raw_data

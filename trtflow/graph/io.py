@@ -121,7 +121,10 @@ def serialized(proto) -> Optional[bytes]:
     """The bytes of ``proto``, or None above protobuf's 2 GB limit (it must then go to files, its weights
     as external data). ``ByteSize()`` would serialize it as well (upb, protobuf's default, has no other
     way to size a message): test the size of these bytes instead of serializing twice."""
-    data = proto.SerializeToString()
+    try:
+        data = proto.SerializeToString()
+    except ValueError:  # protobuf's cpp backend refuses a message above 2 GB ("exceeds maximum protobuf size")
+        return None
     return data if len(data) < TWO_GB else None
 
 

@@ -100,3 +100,12 @@ def test_no_room_for_the_temporary_copy_leaves_the_model_whole(two_gb_at_1000, m
     w = next(i for i in model.graph.initializer if i.name == "w")
     np.testing.assert_array_equal(numpy_helper.to_array(w).ravel(), np.arange(4096))
     assert list(two_gb_at_1000.iterdir()) == []
+
+
+def test_export_infers_shapes_above_2gb_and_skips_only_the_checker(two_gb_at_1000, caplog):
+    """export skipped shape inference above 2 GB (with the checker); inference now runs on a file."""
+    from trtflow.export.pipeline import _infer_and_check
+
+    out = _infer_and_check(_weighted_model())
+    assert {v.name: _dims(v) for v in out.graph.value_info} == {"t": [1, 64]}
+    assert "the ONNX checker is skipped" in caplog.text

@@ -16,8 +16,8 @@ from trtflow.export.config import ExportConfig, ExportResult
 from trtflow.export.inputs import flatten_outputs, name_inputs
 from trtflow.export.torch_onnx import EXPORT_FUNCTIONS, choose_exporter
 from trtflow.export.verify import fresh, resized_inputs, verify_export
-from trtflow.graph.io import TWO_GB, onnx_specs, save_onnx
-from trtflow.graph.ir import onnx_opset
+from trtflow.graph.io import TWO_GB, onnx_specs, save_onnx, serialized
+from trtflow.graph.ir import infer_shapes, onnx_opset
 
 log = logging.getLogger(__name__)
 
@@ -231,20 +231,18 @@ def _check_output_axes(proto, dynamic: dict) -> None:
 
 
 def _infer_and_check(proto):
-    """ONNX shape inference, then the ONNX checker.
+    """ONNX shape inference (best effort: a model ORT accepts may still be fine; above 2 GB on a
+    temporary file), then the ONNX checker (skipped above 2 GB, where it cannot take the model in memory).
 
     Raises:
         ExportError: the checker rejects the model.
     """
     import onnx
 
-    if proto.ByteSize() >= TWO_GB:
-        log.warning("model above 2 GB: shape inference and the checker are skipped")
+    proto = infer_shapes(proto)
+    if serialized(proto) is None:
+        log.warning("model above 2 GB: the ONNX checker is skipped")
         return proto
-    try:
-        proto = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
-    except Exception as exc:  # inference is best effort: a model ORT accepts may still be fine
-        log.warning("ONNX shape inference failed: %s", exc)
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:

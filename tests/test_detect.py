@@ -212,3 +212,27 @@ def test_one_output_named_for_two_roles_is_refused():
     for check in (False, True):  # the boxes were read as the scores too / the check named another format
         with pytest.raises(UsageError, match="'a' is given for both boxes and scores"):
             decode_detections(outputs, "boxes-scores", names={"boxes": "a", "scores": "a"}, check_format=check)
+
+
+def test_a_priors_file_is_read_once_per_version_of_it(tmp_path, monkeypatch):
+    """A .npy priors path was read from disk on every batch of a stream; now once per (size, mtime) of the
+    file, each caller getting its own copy; a rewritten file is read again."""
+    import os
+
+    import trtflow.vision.priors as priors_module
+
+    path = tmp_path / "priors.npy"
+    first = np.random.default_rng(0).random((6, 4), dtype=np.float32)
+    np.save(path, first)
+    reads = []
+    real_load = np.load
+    monkeypatch.setattr(np, "load", lambda *a, **k: reads.append(a[0]) or real_load(*a, **k))
+    got = [priors_module.resolve_priors(str(path), None, None) for _ in range(5)]
+    assert len(reads) == 1 and all(np.array_equal(g, first) for g in got)
+    got[0][:] = 0  # a caller's copy, not the remembered array
+    assert np.array_equal(priors_module.load_priors(path), first)
+    second = first[::-1].copy()
+    np.save(path, second)
+    later = os.stat(path).st_mtime_ns + 10**9  # a new version, whatever the clock's resolution
+    os.utime(path, ns=(later, later))
+    assert np.array_equal(priors_module.load_priors(path), second) and len(reads) == 2

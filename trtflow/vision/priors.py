@@ -116,14 +116,22 @@ def _made_once(config: PriorConfig, height: int, width: int) -> np.ndarray:
 
 
 def load_priors(path: str | Path) -> np.ndarray:
-    """Priors from a ``.npy`` file of shape [A, 4] (normalized cx, cy, w, h).
+    """Priors from a ``.npy`` file of shape [A, 4] (normalized cx, cy, w, h), read once per version of
+    the file (its size and modification time), not on every batch of a stream; a copy each call.
 
     Raises:
         ModelLoadError: the file is missing, unreadable, not a numeric array or not [A, 4].
     """
     path = Path(path)
-    if not path.exists():
-        raise ModelLoadError(f"priors file not found: {path}")
+    try:
+        stat = path.stat()
+    except OSError:
+        raise ModelLoadError(f"priors file not found: {path}") from None
+    return _read_priors(path.absolute(), stat.st_size, stat.st_mtime_ns).copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _read_priors(path: Path, size: int, mtime_ns: int) -> np.ndarray:
     try:
         priors = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:

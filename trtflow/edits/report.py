@@ -16,17 +16,37 @@ def describe_change(before: Any, after: Any) -> dict:
         "inputs": {"before": [...], "after": [...]}, "outputs": {...}, "size_bytes": {...}}``.
     """
     a, b = op_counts(before), op_counts(after)
-    b_in, b_out = onnx_specs(before)
-    a_in, a_out = onnx_specs(after)
+    b_in, b_out = _io_dicts(before)
+    a_in, a_out = _io_dicts(after)
     return {
         "nodes_before": sum(a.values()),
         "nodes_after": sum(b.values()),
         "added": dict(sorted((b - a).items())),
         "removed": dict(sorted((a - b).items())),
-        "inputs": {"before": [s.to_dict() for s in b_in], "after": [s.to_dict() for s in a_in]},
-        "outputs": {"before": [s.to_dict() for s in b_out], "after": [s.to_dict() for s in a_out]},
+        "inputs": {"before": b_in, "after": a_in},
+        "outputs": {"before": b_out, "after": a_out},
         "size_bytes": {"before": before.ByteSize(), "after": after.ByteSize()},
     }
+
+
+def _io_dicts(proto: Any) -> tuple[list[dict], list[dict]]:
+    """``TensorSpec.to_dict()`` of the inputs and outputs; an input of unknown rank (no shape in the
+    model, as before fix-shapes gives it one) has the shape None."""
+    inits = {i.name for i in proto.graph.initializer}
+    unranked = {v.name for v in proto.graph.input if v.name not in inits and v.type.HasField("tensor_type")
+                and not v.type.tensor_type.HasField("shape")}
+    if unranked:  # the I/O alone, the unranked inputs given rank 0 to be read
+        io = type(proto)()
+        io.graph.input.extend(proto.graph.input)
+        io.graph.output.extend(proto.graph.output)
+        io.graph.initializer.extend(type(i)(name=i.name) for i in proto.graph.initializer)
+        for v in io.graph.input:
+            if v.name in unranked:
+                v.type.tensor_type.shape.SetInParent()
+        proto = io
+    ins, outs = onnx_specs(proto)
+    return ([{**s.to_dict(), "shape": None} if s.name in unranked else s.to_dict() for s in ins],
+            [s.to_dict() for s in outs])
 
 
 def summary_lines(report: dict) -> list[str]:
@@ -50,6 +70,8 @@ def summary_lines(report: dict) -> list[str]:
 
 
 def _io_text(spec: dict) -> str:
+    if spec["shape"] is None:
+        return f"{spec['dtype']} (unknown rank)"
     return f"{spec['dtype']} ({', '.join(str(d) for d in spec['shape'])})"
 
 

@@ -11,6 +11,7 @@ from trtflow.deps import require
 from trtflow.errors import GraphError, UsageError
 from trtflow.edits import fields
 from trtflow.edits.registry import Edit, register
+from trtflow.edits.verify import VerifyConfig, verify_edit
 from trtflow.graph.io import load_onnx, onnx_specs
 from trtflow.graph.ir import infer_shapes, keep_model_info, op_counts
 from trtflow.spec import Shape, format_shape
@@ -78,14 +79,35 @@ def _set_dim(d, size: int) -> None:
     d.dim_value = int(size)
 
 
+def _unranked(proto: Any) -> list[str]:
+    """The graph inputs of ``proto`` that are tensors with no shape in the model (unknown rank)."""
+    inits = {i.name for i in proto.graph.initializer}
+    return [v.name for v in proto.graph.input if v.name not in inits and v.type.HasField("tensor_type")
+            and not v.type.tensor_type.HasField("shape")]
+
+
+def _give_shape(value: Any, shape: Shape) -> None:
+    """Give a value of unknown rank (no shape field) the static ``shape`` (rank 0 for ())."""
+    value.type.tensor_type.shape.SetInParent()
+    for size in shape:
+        value.type.tensor_type.shape.dim.add().dim_value = int(size)
+
+
 def _set_input_dims(proto: Any, shapes: Mapping[str, Shape], dims: Mapping[str, int]) -> tuple[dict, dict]:
-    """Write the static sizes into the graph inputs; returns ({input: {"before", "after"}}, {named dim: size})."""
+    """Write the static sizes into the graph inputs; returns ({input: {"before", "after"}}, {named dim: size}).
+    An input of unknown rank (no shape in the model) takes the whole shape ``shapes`` gives it; its
+    "before" is None."""
     inits = {i.name for i in proto.graph.initializer}
     inputs = [v for v in proto.graph.input if v.name not in inits]
     by_name = {v.name: v for v in inputs}
     unknown = [n for n in shapes if n not in by_name]
     if unknown:
         raise UsageError(f"--shape names {unknown}, which are not model inputs; inputs: {list(by_name)}")
+    unranked = _unranked(proto)
+    unsized = [n for n in unranked if n not in shapes]
+    if unsized:
+        raise UsageError(f"inputs {unsized} have no shape in the model (unknown rank); give each one its shape "
+                         "too: " + " ".join(f"--shape {n}:DIMS" for n in unsized) + " (DIMS like 1x3x640x640)")
     params = {d.dim_param for v in inputs for d in v.type.tensor_type.shape.dim if d.dim_param}
     bad = [n for n in dims if n not in params]
     if bad:
@@ -93,7 +115,7 @@ def _set_input_dims(proto: Any, shapes: Mapping[str, Shape], dims: Mapping[str, 
         raise UsageError(f"--dim names {bad}, which no input uses; the named dynamic dims are: {known}")
     sized = {name: (f"--dim {name}={size}", size) for name, size in dims.items()}  # named dim -> (where its size came from, size)
     for v in inputs:
-        if v.name not in shapes:
+        if v.name not in shapes or v.name in unranked:
             continue
         tdims, want = v.type.tensor_type.shape.dim, shapes[v.name]
         before = _dim_list(tdims)
@@ -111,7 +133,12 @@ def _set_input_dims(proto: Any, shapes: Mapping[str, Shape], dims: Mapping[str, 
                                      f"the size {size}, but {where} gives it {known}; inputs sharing a named dim "
                                      "take one size")
     changed = {}
+    for name in unranked:
+        _give_shape(by_name[name], shapes[name])
+        changed[name] = {"before": None, "after": _dim_list(by_name[name].type.tensor_type.shape.dim)}
     for v in inputs:
+        if v.name in unranked:
+            continue
         tdims = v.type.tensor_type.shape.dim
         before = _dim_list(tdims)
         for i, d in enumerate(tdims):
@@ -131,7 +158,8 @@ def _set_input_dims(proto: Any, shapes: Mapping[str, Shape], dims: Mapping[str, 
 
 
 def fix_shapes(proto: Any, options: FixShapesOptions) -> tuple[Any, dict]:
-    """Make dynamic input dims static, re-infer every shape, and fold constants.
+    """Make dynamic input dims static (or give an input of unknown rank its shape), re-infer every
+    shape, and fold constants.
 
     Args:
         proto: an onnx.ModelProto, or a path or bytes of one (left unchanged).
@@ -143,14 +171,14 @@ def fix_shapes(proto: Any, options: FixShapesOptions) -> tuple[Any, dict]:
 
     Raises:
         UsageError: unknown input or dim name, wrong rank, a static dim given another size, two sizes
-            for one named dim.
+            for one named dim, an input of unknown rank (no shape in the model) without a shape.
         GraphError: shape inference found the new shapes inconsistent with the graph.
     """
     shapes, dims = options.shapes, options.dims
     proto = load_onnx(proto)
     new = copy.deepcopy(proto)
     changed, sizes = _set_input_dims(new, shapes, dims)  # sizes: named dim -> its new size
-    _, outs_before = onnx_specs(proto)
+    _, outs_before = onnx_specs(new)  # the outputs are still the model's; its inputs of unknown rank have a shape now
     del new.graph.value_info[:]
     old_shapes = {o.name: copy.deepcopy(o.type.tensor_type.shape) for o in new.graph.output
                   if o.type.tensor_type.HasField("shape")}  # an unranked output stays unranked, not a scalar
@@ -208,9 +236,28 @@ def _copy_output_shapes(proto: Any, fallback: dict, sizes: Mapping[str, int]) ->
                     _set_dim(d, sizes[d.dim_param])
 
 
+def verify_fix_shapes(before: Any, after: Any, options: FixShapesOptions, verify_config: VerifyConfig | None = None,
+                      feeds=None, progress=None) -> dict:
+    """ONNX Runtime outputs before vs after, as every edit; an input the before model gives no shape
+    (unknown rank) takes, in a copy of the before model, the shape fix-shapes gave it (what it is fed).
+
+    Raises:
+        UsageError: dynamic dims without shapes. MismatchError: an output out of tolerance.
+    """
+    unranked = _unranked(before)
+    if unranked:
+        before = copy.deepcopy(before)
+        for v in before.graph.input:
+            if v.name in unranked:
+                _give_shape(v, options.shapes[v.name])
+    return verify_edit(before, after, verify_config, progress=progress)
+
+
 register(Edit(
     name="fix-shapes",
     help="make named dynamic dims static (--shape NAME:1x3x640x640, --dim batch=1), infer shapes, fold constants",
     options=FixShapesOptions,
     apply=fix_shapes,
+    verify=verify_fix_shapes,
+    verify_feeds=False,
 ))

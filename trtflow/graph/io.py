@@ -206,9 +206,11 @@ def onnx_specs(proto) -> tuple[list[TensorSpec], list[TensorSpec]]:
             elem = onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type)
             raise ModelLoadError(
                 f"input '{v.name}' has no shape in the model: its rank is unknown (not a scalar), and trtflow "
-                "needs each input's rank to check feeds and make shapes. Give the input a shape: re-export the "
-                f"model with one, or replace the graph input with onnx.helper.make_tensor_value_info('{v.name}', "
-                f"TensorProto.{elem}, [...]) holding one size or dim name per axis"
+                "needs each input's rank to check feeds and make shapes. Give the input a shape: "
+                f"`trtflow surgeon fix-shapes MODEL --shape {v.name}:DIMS -o FIXED.onnx` (DIMS like 1x3x640x640), "
+                "or re-export the model with one, or replace the graph input with "
+                f"onnx.helper.make_tensor_value_info('{v.name}', TensorProto.{elem}, [...]) holding one size or dim "
+                "name per axis"
             )
     inputs = [_value_spec(v) for v in inputs]
     outputs = [_value_spec(v) for v in proto.graph.output]

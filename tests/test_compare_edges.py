@@ -86,3 +86,31 @@ def test_an_agreement_exactly_at_min_agreement_passes():
     diff = diff_one("ids", ref, got, 0.0, 0.0, min_agreement=0.93)
     assert diff.agreement == 0.93 and diff.passed, diff
     assert not diff_one("ids", ref, got, 0.0, 0.0, min_agreement=0.94).passed
+
+
+def _onnx(path, outputs):
+    """A model with float input 'x' (2, 4) and one Identity output per name in ``outputs``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Identity", ["x"], [name]) for name in outputs]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 4]) for n in outputs])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+def test_an_output_only_the_candidate_has_is_reported_missing(tmp_path):
+    """docs/guides.md: an output missing on one side is reported as missing, whichever side lacks it."""
+    from tests.conftest import call_cli
+
+    one = _onnx(tmp_path / "one.onnx", ["y"])
+    two = _onnx(tmp_path / "two.onnx", ["y", "extra"])
+    proc = call_cli("compare", one, two, "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    report = __import__("json").loads(proc.stdout)
+    outputs = report["comparisons"][0]["outputs"]
+    assert outputs["y"]["passed"] and not outputs["extra"]["passed"], outputs
+    assert "missing from the reference" in outputs["extra"]["note"]
+    assert "extra: missing (the reference has no output of that name)" in proc.stderr, proc.stderr
+    assert call_cli("compare", two, one).returncode == 1  # and the other way round, as before

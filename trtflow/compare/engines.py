@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from trtflow.arrays import dtype_of, to_numpy
-from trtflow.compare.core import Tolerances, compare_outputs
+from trtflow.compare.core import OutputDiff, Tolerances, compare_outputs
 from trtflow.compare.report import CompareReport, EngineComparison
 from trtflow.backends.base import Engine
 from trtflow.errors import UsageError
@@ -22,7 +22,8 @@ def compare_engines(
     tolerances: Tolerances | None = None,
     model: str = "",
 ) -> CompareReport:
-    """Run ``feed`` through every engine; compare each output with the first engine's, by name.
+    """Run ``feed`` through every engine; compare each output with the first engine's, by name
+    (an output only one side has fails as missing).
 
     Args:
         engines: label -> loaded engine, in order; the first is the reference.
@@ -47,11 +48,21 @@ def compare_engines(
         results[label] = {k: to_numpy(v) for k, v in engine.infer(_copy(feed)).items()}
     labels = list(engines)
     ref = labels[0]
-    comparisons = [
-        EngineComparison(ref, label, compare_outputs(results[ref], results[label], tolerances)) for label in labels[1:]
-    ]
+    comparisons = [EngineComparison(ref, label, _diffs(results[ref], results[label], tolerances)) for label in labels[1:]]
     inputs = {k: {"shape": list(np.shape(v)), "dtype": dtype_of(v)} for k, v in feed.items()}
     return CompareReport(model, labels, inputs, comparisons)
+
+
+def _diffs(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray], tolerances: Tolerances) -> list:
+    """``compare_outputs``, plus a failing diff for each output only the candidate has: outputs are
+    matched by name, and one missing on either side is reported as missing."""
+    diffs = compare_outputs(reference, candidate, tolerances)
+    for name, value in candidate.items():
+        if name not in reference:
+            atol, rtol = tolerances.for_output(name)
+            diffs.append(OutputDiff(name, tuple(np.shape(value)), float("inf"), float("inf"), float("inf"), 1.0, None,
+                                    atol, rtol, False, "missing from the reference's outputs"))
+    return diffs
 
 
 def _copy(feed: Mapping[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,8 @@ def describe_failures(diffs: Iterable[OutputDiff]) -> str:
         if d.passed:
             continue
         if d.note.startswith("missing"):
-            parts.append(f"{d.name}: missing (the candidate has no output of that name)")
+            side = "reference" if "reference" in d.note else "candidate"
+            parts.append(f"{d.name}: missing (the {side} has no output of that name)")
             continue
         if d.agreement is not None:
             parts.append(f"{d.name}: {d.agreement:.2%} of the elements equal, need {d.min_agreement:.2%} "

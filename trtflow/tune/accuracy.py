@@ -90,9 +90,10 @@ def check(bound: Bound, reference: Sequence[Mapping[str, np.ndarray]],
                 max_err = max(max_err, peak)
                 if bound.metric == "relative":
                     r = peak / max(bound.rtol * float(np.abs(ref).max()), 1e-30)
-                else:
-                    r = float((err / (bound.atol + bound.rtol * np.abs(ref))).max()) if (bound.atol or bound.rtol) else (
-                        float("inf") if peak > 0 else 0.0)
+                else:  # an exact element (err 0) is within any tolerance, 0 included: no 0/0 NaN to mask the rest
+                    tol = bound.atol + bound.rtol * np.abs(ref)
+                    with np.errstate(divide="ignore"):
+                        r = float(np.divide(err, tol, out=np.zeros_like(err), where=err > 0).max())
                 if r > ratio:
                     ratio = r
                     worst = name

@@ -60,3 +60,11 @@ def test_a_given_shape_with_a_negative_or_fractional_size_is_a_usage_error():
     for bad in ((-1, 3), (2.5, 3)):
         with pytest.raises(UsageError, match=r"input 'x'.*whole sizes >= 0"):
             random_feed([spec], {"x": bad})
+
+
+def test_run_refuses_one_file_for_the_inputs_and_the_outputs(tiny_onnx, tmp_path):
+    """--save-inputs F -o F would write the inputs, then replace them with the outputs: refused first."""
+    path = tmp_path / "both.npz"
+    proc = call_cli("run", tiny_onnx, "--shapes", "x:1x3x16x16", "-o", path, "--save-inputs", tmp_path / "." / "both.npz")
+    assert proc.returncode == 2 and "--save-inputs" in proc.stderr and "--out" in proc.stderr, proc.stderr
+    assert not path.exists()

@@ -25,3 +25,11 @@ def test_allclose_with_atol_zero_fails_an_error_beside_an_exact_zero():
     assert check(Bound("allclose", atol=0.0, rtol=0.01), ref, ref).failure is None
     nonzero_err_at_zero = check(Bound("allclose", atol=0.0, rtol=0.01), ref, [{"y": np.array([[1e-3, 1.0]])}])
     assert nonzero_err_at_zero.failure and nonzero_err_at_zero.closeness == float("inf")
+
+
+def test_batch_of_zero_is_a_usage_error(tiny_onnx):
+    from tests.conftest import call_cli
+
+    got = call_cli("tune", tiny_onnx, "--engine", "ort", "--shapes", "x:0x3x16x16", "--precisions", "fp32",
+                   "--threads", "1", "--only", "* opt=all *", "--short-s", "0.05", "--full-s", "0.1", "--no-save")
+    assert got.returncode == 2 and "batch size 0" in got.stderr and "x:1x" in got.stderr, got.stderr

@@ -149,8 +149,17 @@ def _float(dtype: str) -> str:
 
 
 def _batch(shapes: Mapping[str, tuple]) -> int:
-    first = next(iter(shapes.values()))
-    return int(first[0]) if len(first) else 1
+    """The batch size of the tuned shapes: the first input's first dim (1 for a scalar input).
+
+    Raises:
+        UsageError: a batch of 0 (nothing to check or time).
+    """
+    name, first = next(iter(shapes.items()))
+    batch = int(first[0]) if len(first) else 1
+    if batch < 1:
+        raise UsageError(f"input '{name}' has batch size {batch} in the tuned shape {tuple(first)}: tune checks and "
+                         f"times whole batches; give a batch of 1 or more (--shapes {name}:1x...)")
+    return batch
 
 
 # -- batch norm ----------------------------------------------------------------------------

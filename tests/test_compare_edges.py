@@ -114,3 +114,14 @@ def test_an_output_only_the_candidate_has_is_reported_missing(tmp_path):
     assert "missing from the reference" in outputs["extra"]["note"]
     assert "extra: missing (the reference has no output of that name)" in proc.stderr, proc.stderr
     assert call_cli("compare", two, one).returncode == 1  # and the other way round, as before
+
+
+def test_dtypes_for_two_onnx_files_is_refused_as_for_one(tmp_path):
+    """--dtypes sets a MODULE:FACTORY's example inputs: two ONNX files ran float32 while asked for float16."""
+    from tests.conftest import call_cli
+
+    one = _onnx(tmp_path / "one.onnx", ["y"])
+    for models in ((one,), (one, one)):
+        proc = call_cli("compare", *models, "--engines", "ort" + (",tensorrt" if len(models) == 1 else ""),
+                        "--dtypes", "x:float16")
+        assert proc.returncode == 2 and "--dtypes" in proc.stderr, (models, proc.stdout, proc.stderr)

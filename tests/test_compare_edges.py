@@ -125,3 +125,9 @@ def test_dtypes_for_two_onnx_files_is_refused_as_for_one(tmp_path):
         proc = call_cli("compare", *models, "--engines", "ort" + (",tensorrt" if len(models) == 1 else ""),
                         "--dtypes", "x:float16")
         assert proc.returncode == 2 and "--dtypes" in proc.stderr, (models, proc.stdout, proc.stderr)
+
+
+def test_uint64_and_int64_ids_are_compared_by_value_not_wrapped():
+    """2**64 - 1 (uint64) is not -1 (int64): both were cast to int64 and compared equal."""
+    diff = diff_one("ids", np.array([2**64 - 1, 3], np.uint64), np.array([-1, 3], np.int64), 0.0, 0.0)
+    assert not diff.passed and diff.agreement == 0.5 and diff.first_fail == (0,), diff

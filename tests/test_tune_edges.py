@@ -33,3 +33,34 @@ def test_batch_of_zero_is_a_usage_error(tiny_onnx):
     got = call_cli("tune", tiny_onnx, "--engine", "ort", "--shapes", "x:0x3x16x16", "--precisions", "fp32",
                    "--threads", "1", "--only", "* opt=all *", "--short-s", "0.05", "--full-s", "0.1", "--no-save")
     assert got.returncode == 2 and "batch size 0" in got.stderr and "x:1x" in got.stderr, got.stderr
+
+
+def test_calibration_npz_without_samples_is_a_usage_error(tmp_path):
+    from trtflow.errors import UsageError
+    from trtflow.tune.inputs import calibration_feeds
+
+    path = tmp_path / "empty.npz"
+    np.savez(path, x=np.zeros((0, 3, 16, 16), np.float32))
+    with pytest.raises(UsageError, match="no samples"):
+        calibration_feeds(path, {"x": (2, 3, 16, 16)}, {}, 8)
+
+
+@pytest.mark.parametrize("content", [b"not a zip file", b"PK\x03\x04 truncated"])
+def test_calibration_npz_that_is_not_one_is_a_model_load_error(tmp_path, content):
+    from trtflow.errors import ModelLoadError
+    from trtflow.tune.inputs import calibration_feeds
+
+    path = tmp_path / "calib.npz"
+    path.write_bytes(content)
+    with pytest.raises(ModelLoadError, match="cannot read calibration data .*calib.npz"):
+        calibration_feeds(path, {"x": (2, 3, 16, 16)}, {}, 8)
+
+
+def test_calibration_folder_with_samples_of_another_shape_names_the_file(tmp_path):
+    from trtflow.errors import UsageError
+    from trtflow.tune.inputs import calibration_feeds
+
+    np.save(tmp_path / "a.npy", np.ones((3, 16, 16), np.float32))
+    np.save(tmp_path / "b.npy", np.ones((2, 3, 8, 8), np.float32))
+    with pytest.raises(UsageError, match=r"b\.npy.*\(3, 8, 8\)"):
+        calibration_feeds(tmp_path, {"x": (2, 3, 16, 16)}, {}, 8)

@@ -73,8 +73,12 @@ def calibration_feeds(calib: str | Path, shapes: Mapping[str, tuple], dtypes: Ma
     if path.is_file():
         if path.suffix.lower() != ".npz":
             raise UsageError(f"--calib {path}: a single file must be a .npz holding an array per input")
-        with np.load(path, allow_pickle=False) as data:
-            pooled = {k: data[k] for k in data.files}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                pooled = {k: data[k] for k in data.files}
+        except Exception as exc:  # noqa: BLE001 - not a zip (ValueError), a broken one (BadZipFile), an object array
+            raise ModelLoadError(f"cannot read calibration data {path} as .npz ({type(exc).__name__}: {exc}); "
+                                 "save it with numpy.savez, one array per input") from None
     else:
         pooled = _read_folder(path, shapes, onnx_model, preprocess)
     missing = sorted(set(shapes) - set(pooled))
@@ -92,6 +96,9 @@ def calibration_feeds(calib: str | Path, shapes: Mapping[str, tuple], dtypes: Ma
         dt = dtypes.get(name, "float32")
         arrays[name] = a.astype(_float(dt) if dt.startswith(("float", "bfloat")) else dt)
     count = min(len(a) for a in arrays.values())
+    if count == 0:
+        held = ", ".join(f"{k}: {a.shape}" for k, a in arrays.items())
+        raise UsageError(f"calibration data {path} holds no samples ({held}); give at least one sample per input")
     used = min(count, max(samples, batch))
     n = max(1, math.ceil(used / batch))
     half = n // 2  # batches [0, half) calibrate INT8, the others check accuracy (one batch does both)
@@ -138,7 +145,11 @@ def _read_folder(folder: Path, shapes: Mapping[str, tuple], onnx_model: Any, pre
             raise ModelLoadError(f"cannot read calibration sample {p}: {exc}") from None
         for name, a in items.items():
             if name in shapes:
-                pooled.setdefault(name, []).append(a[None] if a.ndim == len(shapes[name]) - 1 else a)
+                a = a[None] if a.ndim == len(shapes[name]) - 1 else a
+                if tuple(a.shape[1:]) != tuple(shapes[name][1:]):
+                    raise UsageError(f"calibration sample {p} holds '{name}' of shape {tuple(a.shape[1:])} per sample; "
+                                     f"the tuned shape is {tuple(shapes[name])}")
+                pooled.setdefault(name, []).append(a)
     return {name: np.concatenate(parts) for name, parts in pooled.items()}
 
 

@@ -36,3 +36,48 @@ def test_verification_leaves_the_callers_model_alone(monkeypatch):
     monkeypatch.setattr(extract, "infer_shapes", lambda proto, strict=False: proto)
     assert extract.verify_extract(model, cut, None, VerifyConfig())["passed"]
     assert [o.name for o in model.graph.output] == ["y"]
+
+
+def _reshape_by_a_runtime_shape():
+    """x -> Reshape(x, s) -> r -> Relu -> y: s is an input, so inference gives r a dtype but no rank."""
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["r"]), helper.make_node("Relu", ["r"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6]),
+                                           helper.make_tensor_value_info("s", TensorProto.INT64, ["n"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_a_cut_input_of_unknown_rank_is_refused_naming_it_and_shape():
+    """It failed in onnx_specs, telling to run fix-shapes on a MODEL that extract had not written."""
+    import pytest
+
+    from trtflow.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"'r'.*--shape r:"):
+        extract_subgraph(_reshape_by_a_runtime_shape(), ExtractOptions(outputs=("y",), inputs=("r",)))
+
+
+def test_shape_gives_a_cut_input_of_unknown_rank_its_shape():
+    from trtflow import edits
+    from trtflow.edits.extract import verify_extract
+    from trtflow.graph.io import onnx_specs
+
+    model = _reshape_by_a_runtime_shape()
+    cut, report = edits.apply("extract", model, outputs=("y",), inputs=("r",), shapes={"r": (3, 4)}, verify=False)
+    assert [(s.name, s.shape) for s in onnx_specs(cut)[0]] == [("r", (3, 4))]
+    assert report["details"]["inputs"] == [{"name": "r", "dtype": "float32", "shape": [3, 4]}]
+    r = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(run_ort(cut, {"r": r})["y"], np.maximum(r, 0))
+    x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(2, 6)
+    feeds = [("given", {"x": x, "s": np.array([3, 4], np.int64)})]
+    assert verify_extract(model, cut, None, edits.VerifyConfig(), feeds)["passed"]
+
+
+def test_shape_of_a_tensor_that_is_no_cut_input_of_unknown_rank_is_refused():
+    import pytest
+
+    from trtflow.errors import UsageError
+
+    with pytest.raises(UsageError, match="not cut inputs of unknown rank"):
+        extract_subgraph(_reshape_by_a_runtime_shape(), ExtractOptions(outputs=("y",), inputs=("r",),
+                                                                       shapes={"r": (3, 4), "x": (2, 6)}))

@@ -216,3 +216,21 @@ def test_per_output_tolerance_applies_to_the_named_output(tiny_onnx, tmp_path):
     assert loose.returncode == 0, loose.stderr
     strict = call_cli("surgeon", "fp16", str(tiny_onnx), "-o", out, "--atol", f"{out_name}=0", "--rtol", f"{out_name}=0")
     assert strict.returncode == 1 and len(strict.stderr.strip().splitlines()) == 1, strict.stderr
+
+
+def test_extract_shape_gives_a_cut_input_of_unknown_rank_its_shape(tmp_path):
+    """A cut input inference gives a dtype but no rank: the CLI named a fix-shapes run on a model never written."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["r"]), helper.make_node("Relu", ["r"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6]),
+                                           helper.make_tensor_value_info("s", TensorProto.INT64, ["n"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    src, out = tmp_path / "m.onnx", tmp_path / "cut.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    res = run_cli("surgeon", "extract", str(src), "-o", str(out), "--inputs", "r", "--outputs", "y", "--no-verify")
+    assert res.returncode == 2 and "--shape r:DIMS" in res.stderr and not out.exists()
+    res = run_cli("surgeon", "extract", str(src), "-o", str(out), "--inputs", "r", "--outputs", "y", "--no-verify",
+                  "--shape", "r:3x4")
+    assert res.returncode == 0, res.stderr
+    assert onnx_specs(onnx.load(str(out)))[0][0].shape == (3, 4)

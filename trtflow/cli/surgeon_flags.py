@@ -202,12 +202,15 @@ def _rename_options(ns: argparse.Namespace):
 def _extract_flags(group) -> None:
     group.add_argument("--inputs", metavar="A,B", help="tensors that become the inputs (default: the model's)")
     group.add_argument("--outputs", metavar="C,D", required=True, help="tensors that become the outputs")
+    group.add_argument("--shape", action="append", metavar="NAME:1x3x640x640",
+                       help="static shape of a new input whose rank shape inference cannot find (repeatable)")
 
 
 def _extract_options(ns: argparse.Namespace):
     from trtflow.edits.extract import ExtractOptions
+    from trtflow.spec import parse_shapes
 
-    return ExtractOptions(outputs=ns.outputs, inputs=ns.inputs or ())
+    return ExtractOptions(outputs=ns.outputs, inputs=ns.inputs or (), shapes=parse_shapes(ns.shape))
 
 
 EDIT_FLAGS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], Any]]] = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import difflib
 import logging
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from trtflow.graph.io import load_onnx
 from trtflow.graph.ir import export_graph, import_graph, infer_shapes
 from trtflow.graph.nms_head import NMS_OPS, raw_head
 from trtflow.progress import Progress
+from trtflow.spec import Shape
 
 
 log = logging.getLogger(__name__)
@@ -30,14 +31,18 @@ class ExtractOptions:
     Attributes:
         outputs: tensor names that become the graph outputs (``"c,d"`` works too).
         inputs: tensor names that become the graph inputs (empty: keep the model's inputs).
+        shapes: input name -> static shape, for the inputs of the subgraph whose rank shape inference
+            cannot find (a dtype but no shape, e.g. after a Reshape by a shape computed at run time).
     """
 
     outputs: tuple[str, ...]
     inputs: tuple[str, ...] = ()
+    shapes: Mapping[str, Shape] = field(default_factory=dict)
 
     def __post_init__(self):
         fields.set_field(self, "outputs", fields.names(self.outputs, "outputs"))
         fields.set_field(self, "inputs", fields.names(self.inputs, "inputs"))
+        fields.set_field(self, "shapes", fields.shape_map(self.shapes, "shapes"))
         if not self.outputs:
             raise UsageError("extract needs --outputs NAME[,NAME] (outputs= in Python)")
 
@@ -61,7 +66,8 @@ def extract_subgraph(proto: Any, options: ExtractOptions) -> tuple[Any, dict]:
         ``(new_proto, report)`` with the new ``inputs``/``outputs`` specs and ``nodes_kept``.
 
     Raises:
-        UsageError: an unknown tensor name.
+        UsageError: an unknown tensor name; an input of the subgraph of unknown rank without a shape
+            in ``options.shapes``, or a shape there for another tensor.
         GraphError: a tensor without an inferable dtype, or a subgraph that needs more inputs.
     """
     import onnx_graphsurgeon as gs
@@ -89,7 +95,7 @@ def extract_subgraph(proto: Any, options: ExtractOptions) -> tuple[Any, dict]:
     if missing:
         raise GraphError(f"the subgraph also reads {missing}, which are not among its inputs; "
                          f"add them to --inputs (e.g. --inputs {','.join([*inputs, *missing])})")
-    new = infer_shapes(export_graph(graph, like=proto))
+    new = _shape_unranked_inputs(infer_shapes(export_graph(graph, like=proto)), options.shapes)
     from trtflow.graph.io import onnx_specs
 
     ins, outs = onnx_specs(new)
@@ -102,6 +108,32 @@ def extract_subgraph(proto: Any, options: ExtractOptions) -> tuple[Any, dict]:
             "model from before add-nms, and run NMS after the engine (trtflow.vision.decode_detections)")
         log.warning("%s", report["warning"])
     return new, report
+
+
+def _shape_unranked_inputs(proto: Any, shapes: Mapping[str, Shape]) -> Any:
+    """Give each graph input of unknown rank (a dtype, no shape) its shape in ``shapes``, and infer again."""
+    unranked = [v for v in proto.graph.input if v.type.HasField("tensor_type")
+                and not v.type.tensor_type.HasField("shape")]
+    names = [v.name for v in unranked]
+    other = [n for n in shapes if n not in names]
+    if other:
+        raise UsageError(f"--shape names {other}, which are not cut inputs of unknown rank (those: {names or 'none'}); "
+                         "--shape is for inputs shape inference left without a rank, "
+                         "`trtflow surgeon fix-shapes` makes the dims of the others static")
+    missing = [n for n in names if n not in shapes]
+    if missing:
+        raise UsageError(f"inputs {missing} of the subgraph have a dtype but no shape: shape inference cannot tell "
+                         "their rank (e.g. a Reshape by a shape computed at run time); give each one its shape: "
+                         + " ".join(f"--shape {n}:DIMS" for n in missing) + " (shapes= in Python), "
+                         "or cut at other tensors")
+    if not unranked:
+        return proto
+    for v in unranked:
+        v.type.tensor_type.shape.SetInParent()
+        for size in shapes[v.name]:
+            v.type.tensor_type.shape.dim.add().dim_value = int(size)
+    del proto.graph.value_info[:]
+    return infer_shapes(proto)
 
 
 def verify_extract(before: Any, after: Any, options: ExtractOptions | None = None,

@@ -64,3 +64,29 @@ def test_calibration_folder_with_samples_of_another_shape_names_the_file(tmp_pat
     np.save(tmp_path / "b.npy", np.ones((2, 3, 8, 8), np.float32))
     with pytest.raises(UsageError, match=r"b\.npy.*\(3, 8, 8\)"):
         calibration_feeds(tmp_path, {"x": (2, 3, 16, 16)}, {}, 8)
+
+
+def _masked_onnx(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["mask"], ["maskf"], to=TensorProto.FLOAT), helper.make_node("Mul", ["x", "maskf"], ["y"])],
+        "masked", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4]),
+                   helper.make_tensor_value_info("mask", TensorProto.BOOL, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_boolean_input_gets_random_booleans(tmp_path):
+    import trtflow
+    from trtflow.tune import TuneOptions
+
+    onnx_path = _masked_onnx(tmp_path / "masked.onnx")
+    result = trtflow.tune(str(onnx_path), engine="ort", precisions=("fp32",),
+                          options=TuneOptions(threads=(1,), ort_levels=("all",), save=False, short_s=0.05, full_s=0.1,
+                                              warmup_ms=10, accuracy_samples=4))
+    assert result.best.accepted and result.best.max_abs_err == 0.0

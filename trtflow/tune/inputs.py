@@ -40,7 +40,7 @@ class TuneFeeds:
 
 
 def random_feeds(shapes: Mapping[str, tuple], dtypes: Mapping[str, str], samples: int, seed: int = 0) -> TuneFeeds:
-    """Random normal float inputs (small non-negative ints for integer inputs)."""
+    """Random normal float inputs (small non-negative ints for integer inputs, random booleans for bool ones)."""
     batch = _batch(shapes)
     n = max(1, math.ceil(samples / batch))
 
@@ -49,6 +49,7 @@ def random_feeds(shapes: Mapping[str, tuple], dtypes: Mapping[str, str], samples
         for name, shape in shapes.items():
             dt = dtypes.get(name, "float32")
             out[name] = (rng.integers(0, 4, size=shape).astype(dt) if dt.startswith(("int", "uint"))
+                         else rng.integers(0, 2, size=shape).astype(bool) if dt == "bool"
                          else rng.standard_normal(shape).astype(_float(dt)))
         return out
 

@@ -131,3 +131,25 @@ def test_uint64_and_int64_ids_are_compared_by_value_not_wrapped():
     """2**64 - 1 (uint64) is not -1 (int64): both were cast to int64 and compared equal."""
     diff = diff_one("ids", np.array([2**64 - 1, 3], np.uint64), np.array([-1, 3], np.int64), 0.0, 0.0)
     assert not diff.passed and diff.agreement == 0.5 and diff.first_fail == (0,), diff
+
+
+def test_two_files_taking_other_input_dtypes_name_the_fix(tmp_path):
+    """A float32 model against its float16-input copy: the random float32 values cannot feed the copy;
+    the error named an array to convert that the user never gave."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tests.conftest import call_cli
+
+    one = _onnx(tmp_path / "one.onnx", ["y"])
+    model = onnx.load(one)
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    half = tmp_path / "half.onnx"
+    onnx.save(model, half)
+    proc = call_cli("compare", one, half)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "float16" in proc.stderr and str(half) in proc.stderr and "--input x=" in proc.stderr, proc.stderr
+    assert "astype" not in proc.stderr, proc.stderr
+    np.save(tmp_path / "x.npy", np.ones((2, 4), np.float16))
+    assert call_cli("compare", one, half, "--input", f"x={tmp_path / 'x.npy'}").returncode == 0  # the fix works

@@ -81,3 +81,15 @@ def test_shape_of_a_tensor_that_is_no_cut_input_of_unknown_rank_is_refused():
     with pytest.raises(UsageError, match="not cut inputs of unknown rank"):
         extract_subgraph(_reshape_by_a_runtime_shape(), ExtractOptions(outputs=("y",), inputs=("r",),
                                                                        shapes={"r": (3, 4), "x": (2, 6)}))
+
+
+def test_a_tensor_named_twice_is_refused():
+    """--inputs a,a crashed in ONNX Runtime (duplicate definition of 'a'); --outputs b,b made a model with two
+    outputs named 'b'."""
+    import pytest
+
+    from trtflow.errors import UsageError
+
+    for fields in ({"outputs": "y,y"}, {"outputs": ("y",), "inputs": ("h", "h")}):
+        with pytest.raises(UsageError, match="'[yh]' more than once"):
+            ExtractOptions(**fields)

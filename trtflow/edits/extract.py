@@ -43,6 +43,11 @@ class ExtractOptions:
         fields.set_field(self, "outputs", fields.names(self.outputs, "outputs"))
         fields.set_field(self, "inputs", fields.names(self.inputs, "inputs"))
         fields.set_field(self, "shapes", fields.shape_map(self.shapes, "shapes"))
+        for what, names in (("outputs", self.outputs), ("inputs", self.inputs)):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise UsageError(f"--{what} names {', '.join(repr(n) for n in twice)} more than once; "
+                                 "name each tensor once")
         if not self.outputs:
             raise UsageError("extract needs --outputs NAME[,NAME] (outputs= in Python)")
 

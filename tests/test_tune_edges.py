@@ -90,3 +90,17 @@ def test_boolean_input_gets_random_booleans(tmp_path):
                           options=TuneOptions(threads=(1,), ort_levels=("all",), save=False, short_s=0.05, full_s=0.1,
                                               warmup_ms=10, accuracy_samples=4))
     assert result.best.accepted and result.best.max_abs_err == 0.0
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda:64"])
+def test_torch_device_that_does_not_exist_is_a_usage_error(device):
+    import trtflow
+    from trtflow.errors import UsageError
+    from trtflow.tune import TuneOptions
+
+    from tests.models.tiny import tiny_module
+
+    with pytest.raises(UsageError, match="device"):
+        trtflow.tune(tiny_module(), shapes={"x": (2, 3, 16, 16)}, engine="torch", precisions=("fp32",), device=device,
+                     options=TuneOptions(only=["* eager"], save=False, short_s=0.05, full_s=0.1, warmup_ms=10,
+                                         accuracy_samples=4))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pytest
 
 from trtflow.compare.core import diff_one
+from trtflow.errors import UsageError
 
 
 def test_complex_outputs_compare_both_parts():
@@ -153,3 +155,17 @@ def test_two_files_taking_other_input_dtypes_name_the_fix(tmp_path):
     assert "astype" not in proc.stderr, proc.stderr
     np.save(tmp_path / "x.npy", np.ones((2, 4), np.float16))
     assert call_cli("compare", one, half, "--input", f"x={tmp_path / 'x.npy'}").returncode == 0  # the fix works
+
+
+def test_numpy_scalar_tolerances_are_numbers():
+    """Tolerances(atol=np.float32(1e-3)) was refused as 'not a finite number >= 0'."""
+    from trtflow.compare import Tolerances, compare_outputs
+
+    tol = Tolerances(atol=np.float32(1e-3), rtol=np.int64(0), per_output_atol={"y": np.float16(0.5)},
+                     min_agreement=np.float32(0.5))
+    assert tol.for_output("y") == (0.5, 0) and tol.for_output("z")[0] == pytest.approx(1e-3)
+    (diff,) = compare_outputs({"y": np.ones(2)}, {"y": np.ones(2)}, tol)
+    __import__("json").dumps(diff.to_dict())  # plain floats in the report
+    for bad in (np.float32("nan"), np.float32(-1), np.bool_(True)):
+        with pytest.raises(UsageError):
+            Tolerances(atol=bad)

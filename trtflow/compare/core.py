@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
@@ -35,16 +36,15 @@ class Tolerances:
     min_agreement: float = 1.0
 
     def __post_init__(self):
-        if not (isinstance(self.min_agreement, (int, float)) and 0.0 <= self.min_agreement <= 1.0):
+        if not (_number(self.min_agreement) and 0.0 <= self.min_agreement <= 1.0):
             raise UsageError(f"min_agreement (--min-agreement) must be a share between 0 and 1, got {self.min_agreement}")
         values = [self.atol, self.rtol, *self.per_output_atol.values(), *self.per_output_rtol.values()]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-                   for v in values):
+        if not all(_number(v) and math.isfinite(v) and v >= 0 for v in values):
             raise UsageError(f"tolerances must be finite numbers >= 0; got atol={self.atol}, rtol={self.rtol}, "
                              f"per output {dict(self.per_output_atol)} {dict(self.per_output_rtol)}")
 
     def for_output(self, name: str) -> tuple[float, float]:
-        return self.per_output_atol.get(name, self.atol), self.per_output_rtol.get(name, self.rtol)
+        return float(self.per_output_atol.get(name, self.atol)), float(self.per_output_rtol.get(name, self.rtol))
 
     def check_names(self, outputs: list[str]) -> None:
         """Refuse a per-output tolerance for an output the model does not have (a typo would be ignored).
@@ -57,6 +57,11 @@ class Tolerances:
             raise UsageError(
                 f"--atol/--rtol name output(s) {unknown} that the model does not have; its outputs are {list(outputs)}"
             )
+
+
+def _number(value: Any) -> bool:
+    """A real number, numpy scalars included (np.float32(1e-3)); not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclass

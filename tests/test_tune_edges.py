@@ -104,3 +104,21 @@ def test_torch_device_that_does_not_exist_is_a_usage_error(device):
         trtflow.tune(tiny_module(), shapes={"x": (2, 3, 16, 16)}, engine="torch", precisions=("fp32",), device=device,
                      options=TuneOptions(only=["* eager"], save=False, short_s=0.05, full_s=0.1, warmup_ms=10,
                                          accuracy_samples=4))
+
+
+def test_cli_keeps_the_measurements_when_no_configuration_meets_the_bound(tiny_onnx):
+    import json
+
+    from tests.conftest import call_cli
+
+    args = ["tune", tiny_onnx, "--engine", "ort", "--shapes", "x:2x3x16x16", "--precisions", "fp16", "--atol", "0",
+            "--rtol", "0", "--threads", "1", "--only", "* opt=all *", "--short-s", "0.05", "--full-s", "0.1", "--no-save"]
+    got = call_cli(*args, "--json")
+    assert got.returncode == 1 and "closest is 'fp16 opt=all threads=1'" in got.stderr
+    data = json.loads(got.stdout)
+    assert data["ok"] is False and data["type"] == "MismatchError" and data["chosen"] is None
+    (config,) = data["configs"]
+    assert config["name"] == "fp16 opt=all threads=1" and config["accepted"] is False
+    assert config["max_abs_err"] > 0 and config["reason"].startswith("fails accuracy")
+    got = call_cli(*args)
+    assert got.returncode == 1 and "no configuration within the bound" in got.stdout and "fails" in got.stdout, got.stdout

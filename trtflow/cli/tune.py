@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from trtflow.cli import options, output
-from trtflow.errors import UsageError
+from trtflow.errors import MismatchError, UsageError
 
 HELP = "find the fastest engine configuration within an accuracy bound vs FP32, and save it for load(tune=True)"
 
@@ -71,11 +71,20 @@ def run(args: argparse.Namespace) -> int:
     opts = TuneOptions(short_s=args.short_s, full_s=args.full_s, only=args.only, threads=threads, providers=providers,
                        calib_preprocess=args.calib_preprocess, seed=args.seed, save=args.save)
     model = _model(args)
-    with output.bar(f"tune {args.model}", enabled=not args.json) as progress:
-        result = tune(model, shapes=parse_shapes(args.shapes) or None, engine=args.engine,
-                      precisions=[p for p in args.precisions.split(",") if p.strip()], atol=args.atol, rtol=args.rtol,
-                      metric=args.metric, min_agreement=args.min_agreement, calib=args.calib, budget_s=args.budget_s,
-                      progress=progress, device=args.device, options=opts)
+    try:
+        with output.bar(f"tune {args.model}", enabled=not args.json) as progress:
+            result = tune(model, shapes=parse_shapes(args.shapes) or None, engine=args.engine,
+                          precisions=[p for p in args.precisions.split(",") if p.strip()], atol=args.atol,
+                          rtol=args.rtol, metric=args.metric, min_agreement=args.min_agreement, calib=args.calib,
+                          budget_s=args.budget_s, progress=progress, device=args.device, options=opts)
+    except MismatchError as exc:  # none within the bound: the measurements still show (--json: main prints them)
+        configs = list(exc.report or [])
+        if args.json:
+            exc.json_report = {"chosen": None, "configs": [c.to_dict() for c in configs]}
+        elif configs:
+            output.print_table(f"trtflow tune {args.model}: no configuration within the bound", COLUMNS,
+                               table_rows(configs))
+        raise
     if args.plot:
         plot(result, args.plot)
     if args.json:

@@ -104,10 +104,11 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def table_rows(result: TuneResult) -> list[list[str]]:
-    """Rows of the CLI table: configuration, throughput, p50, p99, compile, error, verdict."""
+def table_rows(result: TuneResult | list[ConfigResult]) -> list[list[str]]:
+    """Rows of the CLI table: configuration, throughput, p50, p99, compile, error, verdict (of a
+    result's configurations, or of the configurations a ``MismatchError`` reports)."""
     rows = []
-    for c in result.configs:
+    for c in result.configs if isinstance(result, TuneResult) else result:
         verdict = "CHOSEN" if c.status == CHOSEN else ("accepted" if c.accepted else c.reason)
         err = fmt(c.max_abs_err, 3)
         if c.top1_agreement is not None:

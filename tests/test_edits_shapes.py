@@ -63,3 +63,22 @@ def test_cli_fix_shapes_of_an_input_of_unknown_rank(tmp_path):
     res = call_cli("surgeon", "fix-shapes", str(src), "-o", str(out), "--shape", "x:2x5")  # the tables
     assert res.returncode == 0, res.stderr
     assert "unknown rank" in res.stdout
+
+
+def test_an_output_of_unknown_rank_is_reported_still_dynamic_not_a_scalar():
+    """Its shape was reported [] (a scalar, in the CLI's table "()"), and it was left out of still_dynamic."""
+    from onnx import numpy_helper
+
+    f, vi = TensorProto.FLOAT, helper.make_tensor_value_info
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Concat", ["v_in", "v_in"], ["v_out"], axis=0)],
+        "body", [vi("i", TensorProto.INT64, []), vi("cond_in", TensorProto.BOOL, []), vi("v_in", f, None)],
+        [vi("cond_out", TensorProto.BOOL, []), vi("v_out", f, None)])
+    graph = helper.make_graph([helper.make_node("Loop", ["n", "", "x"], ["v"], body=body), helper.make_node("Relu", ["v"], ["y"])],
+                              "g", [vi("x", f, ["batch", 4])], [vi("y", f, None)],
+                              [numpy_helper.from_array(np.array(2, np.int64), "n")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    _, report = edits.apply("fix-shapes", model, dims={"batch": 1}, verify=False)
+    assert report["details"]["outputs"]["y"] == {"before": None, "after": None}
+    assert report["details"]["still_dynamic"] == ["y"]
+    assert report["changes"]["outputs"]["after"][0] == {"name": "y", "dtype": "float32", "shape": None}

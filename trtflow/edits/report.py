@@ -30,8 +30,8 @@ def describe_change(before: Any, after: Any) -> dict:
 
 
 def _io_dicts(proto: Any) -> tuple[list[dict], list[dict]]:
-    """``TensorSpec.to_dict()`` of the inputs and outputs; an input of unknown rank (no shape in the
-    model, as before fix-shapes gives it one) has the shape None."""
+    """``TensorSpec.to_dict()`` of the inputs and outputs; one of unknown rank (no shape in the model,
+    as an input before fix-shapes gives it one) has the shape None."""
     inits = {i.name for i in proto.graph.initializer}
     unranked = {v.name for v in proto.graph.input if v.name not in inits and v.type.HasField("tensor_type")
                 and not v.type.tensor_type.HasField("shape")}
@@ -46,7 +46,8 @@ def _io_dicts(proto: Any) -> tuple[list[dict], list[dict]]:
         proto = io
     ins, outs = onnx_specs(proto)
     return ([{**s.to_dict(), "shape": None} if s.name in unranked else s.to_dict() for s in ins],
-            [s.to_dict() for s in outs])
+            [s.to_dict() if o.type.tensor_type.HasField("shape") else {**s.to_dict(), "shape": None}
+             for s, o in zip(outs, proto.graph.output)])
 
 
 def summary_lines(report: dict) -> list[str]:

@@ -178,7 +178,7 @@ def fix_shapes(proto: Any, options: FixShapesOptions) -> tuple[Any, dict]:
     proto = load_onnx(proto)
     new = copy.deepcopy(proto)
     changed, sizes = _set_input_dims(new, shapes, dims)  # sizes: named dim -> its new size
-    _, outs_before = onnx_specs(new)  # the outputs are still the model's; its inputs of unknown rank have a shape now
+    outs_before = _output_shapes(new)  # the outputs are still the model's; its inputs of unknown rank have a shape now
     del new.graph.value_info[:]
     old_shapes = {o.name: copy.deepcopy(o.type.tensor_type.shape) for o in new.graph.output
                   if o.type.tensor_type.HasField("shape")}  # an unranked output stays unranked, not a scalar
@@ -188,14 +188,22 @@ def fix_shapes(proto: Any, options: FixShapesOptions) -> tuple[Any, dict]:
     if options.fold:
         new = _fold(new)
     _copy_output_shapes(new, old_shapes, sizes)
-    _, outs_after = onnx_specs(new)
+    outs_after = _output_shapes(new)
     report = {
         "inputs": changed,
-        "outputs": {s.name: {"before": list(s.shape), "after": list(a.shape)} for s, a in zip(outs_before, outs_after)},
-        "still_dynamic": [s.name for s in outs_after if s.is_dynamic],
+        "outputs": {name: {"before": shape, "after": outs_after.get(name)} for name, shape in outs_before.items()},
+        "still_dynamic": [name for name, shape in outs_after.items()
+                          if shape is None or any(not isinstance(d, int) for d in shape)],
         "nodes_folded": sum(op_counts(proto).values()) - sum(op_counts(new).values()),
     }
     return new, report
+
+
+def _output_shapes(proto: Any) -> dict[str, list | None]:
+    """Output name -> shape as in its spec, None for an output of unknown rank (no shape in the model)."""
+    _, outs = onnx_specs(proto)
+    return {s.name: list(s.shape) if o.type.tensor_type.HasField("shape") else None
+            for s, o in zip(outs, proto.graph.output)}
 
 
 def _fold(proto: Any) -> Any:

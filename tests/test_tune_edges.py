@@ -122,3 +122,24 @@ def test_cli_keeps_the_measurements_when_no_configuration_meets_the_bound(tiny_o
     assert config["max_abs_err"] > 0 and config["reason"].startswith("fails accuracy")
     got = call_cli(*args)
     assert got.returncode == 1 and "no configuration within the bound" in got.stdout and "fails" in got.stdout, got.stdout
+
+
+def test_repeated_threads_providers_and_levels_make_each_configuration_once():
+    from trtflow.tune.space import ort_space, tensorrt_space
+
+    cands, _ = ort_space(["fp32"], threads=[1, 1, 2], levels=("all", "all"), providers=[["cpu"], ["CPU"]])
+    names = [c.name for c in cands]
+    assert sorted(names) == ["fp32 opt=all threads=1", "fp32 opt=all threads=2"]
+    cands, _ = tensorrt_space(["fp16"], levels=(3, 3))
+    assert [c.name for c in cands] == ["fp16 opt-level=3"]
+
+
+def test_cli_repeated_threads_report_the_chosen_configuration(tiny_onnx):
+    import json
+
+    from tests.conftest import call_cli
+
+    got = call_cli("tune", tiny_onnx, "--engine", "ort", "--shapes", "x:2x3x16x16", "--precisions", "fp32", "--threads",
+                   "1,1", "--only", "* opt=all *", "--short-s", "0.05", "--full-s", "0.1", "--no-save", "--json")
+    data = json.loads(got.stdout)
+    assert [c["name"] for c in data["configs"]] == ["fp32 opt=all threads=1"] and data["configs"][0]["status"] == "chosen"

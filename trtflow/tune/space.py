@@ -202,8 +202,12 @@ def ort_space(precisions: Sequence[str], threads: Sequence[int] | None = None, l
               providers: Sequence[Sequence[str]] | None = None) -> tuple[list[Candidate], list[Skip]]:
     """ONNX Runtime configurations: provider list x model variant x graph optimization level x threads."""
     cands, skips = [], []
-    threads = list(threads or default_threads())
-    providers = [list(p) for p in (providers or default_providers())]
+    threads = sorted(set(threads or default_threads()))  # each configuration once: repeats would share a name
+    levels = list(dict.fromkeys(levels))
+    unique: dict[tuple, list[str]] = {}
+    for prov in providers or default_providers():
+        unique.setdefault(tuple(p.lower() for p in prov), list(prov))
+    providers = list(unique.values())
     for p in _order(list(precisions)):
         if p in ("bf16", "fp8"):
             skips.append(Skip(p, p, f"skipped: trtflow makes no {p} ONNX model (ONNX Runtime's CPU provider has no {p} kernels)"))
@@ -220,6 +224,7 @@ def ort_space(precisions: Sequence[str], threads: Sequence[int] | None = None, l
 def tensorrt_space(precisions: Sequence[str], levels: Sequence[int] = TRT_LEVELS) -> tuple[list[Candidate], list[Skip]]:
     """TensorRT configurations: precision flags x builder optimization level (INT8 from a Q/DQ model)."""
     cands, skips = [], []
+    levels = list(dict.fromkeys(levels))
     for p in _order(list(precisions)):
         if p == "fp8":
             skips.append(Skip(p, p, "skipped: FP8 needs an FP8 Q/DQ ONNX model; trtflow makes INT8 Q/DQ only"))

@@ -25,7 +25,7 @@ class SimplifyOptions:
 
     Attributes:
         skip: onnxslim passes to skip, among ``PASSES`` (a comma-separated string works too).
-        size_threshold: constants larger than this many bytes are not folded (None: no limit).
+        size_threshold: constants larger than this many bytes (>= 1) are not folded (None: no limit).
     """
 
     skip: tuple[str, ...] = ()
@@ -39,6 +39,9 @@ class SimplifyOptions:
         fields.set_field(self, "skip", skip)
         if self.size_threshold is not None:
             size = fields.number(self.size_threshold, "size_threshold", 0, integer=True)
+            if size == 0:  # onnxslim reads 0 as no limit
+                raise UsageError("size_threshold 0 would fold no constant, which onnxslim reads as no limit; "
+                                 "to fold nothing, skip the pass: --skip constant_folding")
             fields.set_field(self, "size_threshold", size)
 
 

@@ -143,3 +143,40 @@ def test_cli_repeated_threads_report_the_chosen_configuration(tiny_onnx):
                    "1,1", "--only", "* opt=all *", "--short-s", "0.05", "--full-s", "0.1", "--no-save", "--json")
     data = json.loads(got.stdout)
     assert [c["name"] for c in data["configs"]] == ["fp32 opt=all threads=1"] and data["configs"][0]["status"] == "chosen"
+
+
+def _tune_fp16(onnx_path):
+    import trtflow
+    from trtflow.tune import TuneOptions
+
+    return trtflow.tune(str(onnx_path), shapes={"x": (2, 3, 16, 16)}, engine="ort", precisions=("fp16",),
+                        metric="relative", rtol=0.05,
+                        options=TuneOptions(threads=(1,), ort_levels=("all",), short_s=0.05, full_s=0.1, warmup_ms=10,
+                                            accuracy_samples=4))
+
+
+def test_saved_choice_with_its_converted_model_missing_says_to_tune_again(tiny_onnx):
+    import json
+    from pathlib import Path
+
+    import trtflow
+    from trtflow.errors import UsageError
+
+    result = _tune_fp16(tiny_onnx)
+    record = json.loads(Path(result.record_path).read_text())
+    (Path(result.record_path).parent / record["model_file"]).unlink()
+    with pytest.raises(UsageError, match=r"\.fp16\.onnx.*trtflow tune"):
+        trtflow.load(str(tiny_onnx), engine="ort", tune=True, shapes={"x": (2, 3, 16, 16)})
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "{broken", '"text"'])
+def test_damaged_saved_choice_is_no_choice(tiny_onnx, text):
+    from pathlib import Path
+
+    import trtflow
+    from trtflow.errors import UsageError
+
+    result = _tune_fp16(tiny_onnx)
+    Path(result.record_path).write_text(text)
+    with pytest.raises(UsageError, match="no tuned configuration"):
+        trtflow.load(str(tiny_onnx), engine="ort", tune=True, shapes={"x": (2, 3, 16, 16)})

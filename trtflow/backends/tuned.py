@@ -231,9 +231,10 @@ def save_record(key: str, record: Mapping[str, Any]) -> Path:
 def read_record(key: str) -> dict | None:
     path = record_path(key)
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None  # a damaged record is no record
 
 
 def _load_shapes(model: Any, engine: str, options: Mapping[str, Any]) -> list[list[int]]:
@@ -359,6 +360,9 @@ def apply_tuned(model: Any, engine: str, options: dict) -> tuple[Any, dict]:
         tuned = {**_engine_defaults("torch", TORCH_KNOBS), **tuned}
     if record.get("model_file"):
         model = str(tuned_dir() / record["model_file"])
+        if not os.path.isfile(model):
+            raise UsageError(f"the tuned configuration {record.get('chosen')} runs the converted model {model}, which is "
+                             f"no longer there; run `trtflow tune MODEL --engine {engine} --shapes ...` again")
     if record.get("transform") == "fp8":
         from trtflow.backends.torch.fp8 import to_fp8
 

@@ -180,3 +180,15 @@ def test_damaged_saved_choice_is_no_choice(tiny_onnx, text):
     Path(result.record_path).write_text(text)
     with pytest.raises(UsageError, match="no tuned configuration"):
         trtflow.load(str(tiny_onnx), engine="ort", tune=True, shapes={"x": (2, 3, 16, 16)})
+
+
+def test_cli_plot_path_that_cannot_be_written_fails_before_tuning(tiny_onnx, tmp_path):
+    from tests.conftest import call_cli
+
+    not_a_folder = tmp_path / "file.txt"
+    not_a_folder.write_text("")
+    got = call_cli("tune", tiny_onnx, "--engine", "ort", "--shapes", "x:2x3x16x16", "--precisions", "fp32",
+                   "--threads", "1", "--only", "* opt=all *", "--short-s", "0.05", "--full-s", "0.1",
+                   "--plot", not_a_folder / "tune.png")
+    assert got.returncode == 2 and "file.txt" in got.stderr
+    assert not (tmp_path / "cache" / "tuned").exists() or not list((tmp_path / "cache" / "tuned").glob("*.json"))

@@ -234,3 +234,14 @@ def test_extract_shape_gives_a_cut_input_of_unknown_rank_its_shape(tmp_path):
                   "--shape", "r:3x4")
     assert res.returncode == 0, res.stderr
     assert onnx_specs(onnx.load(str(out)))[0][0].shape == (3, 4)
+
+
+def test_out_path_suffix_is_case_insensitive(tiny_onnx, tmp_path):
+    """-o MODEL.ONNX was refused as not ending in .onnx (export and the other commands take any case)."""
+    from tests.conftest import call_cli
+
+    res = call_cli("surgeon", "rename", str(tiny_onnx), "-o", str(tmp_path / "M.ONNX"), "--rename-input", "x=images")
+    assert res.returncode == 0, res.stderr
+    assert onnx_specs(onnx.load(str(tmp_path / "M.ONNX")))[0][0].name == "images"
+    res = call_cli("surgeon", "rename", str(tiny_onnx), "-o", str(tmp_path / "m.txt"), "--rename-input", "x=images")
+    assert res.returncode == 2 and "ending in .onnx" in res.stderr

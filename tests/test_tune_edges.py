@@ -192,3 +192,16 @@ def test_cli_plot_path_that_cannot_be_written_fails_before_tuning(tiny_onnx, tmp
                    "--plot", not_a_folder / "tune.png")
     assert got.returncode == 2 and "file.txt" in got.stderr
     assert not (tmp_path / "cache" / "tuned").exists() or not list((tmp_path / "cache" / "tuned").glob("*.json"))
+
+
+def test_calibration_data_gives_the_accuracy_check_its_samples(tmp_path):
+    """TuneOptions.accuracy_samples: the accuracy check runs that many held-back samples when the data has them."""
+    from trtflow.tune.inputs import calibration_feeds
+
+    samples = np.repeat(np.arange(100, dtype=np.float32)[:, None], 4, axis=1)  # sample i holds i
+    np.savez(tmp_path / "calib.npz", x=samples)
+    feeds = calibration_feeds(tmp_path / "calib.npz", {"x": (4, 4)}, {"x": "float32"}, 8)
+    checked = [float(v) for b in feeds.accuracy for v in b["x"][:, 0]]
+    calibrated = {float(v) for b in feeds.calibration for v in b["x"][:, 0]}
+    assert len(set(checked)) == len(checked) == 8 and not calibrated & set(checked)
+    assert "16 of 100 sample(s)" in feeds.source and "tiled" not in feeds.source, feeds.source

@@ -63,7 +63,9 @@ def random_feeds(shapes: Mapping[str, tuple], dtypes: Mapping[str, str], samples
 
 def calibration_feeds(calib: str | Path, shapes: Mapping[str, tuple], dtypes: Mapping[str, str], samples: int,
                       onnx_model: Any = None, preprocess: str | None = None) -> TuneFeeds:
-    """Batches from ``calib``: a .npz file (each array: samples of one input) or a folder.
+    """Batches from ``calib``: a .npz file (each array: samples of one input) or a folder. Up to
+    ``2 * samples`` samples are drawn: the first half calibrates INT8, the second (``samples``, in
+    whole batches) checks accuracy; fewer are split the same way.
 
     Raises:
         ModelLoadError: a missing or unreadable path. UsageError: samples that do not fit the shapes.
@@ -100,7 +102,7 @@ def calibration_feeds(calib: str | Path, shapes: Mapping[str, tuple], dtypes: Ma
     if count == 0:
         held = ", ".join(f"{k}: {a.shape}" for k, a in arrays.items())
         raise UsageError(f"calibration data {path} holds no samples ({held}); give at least one sample per input")
-    used = min(count, max(samples, batch))
+    used = min(count, 2 * max(samples, batch))  # enough for the accuracy check's samples and as many to calibrate
     n = max(1, math.ceil(used / batch))
     half = n // 2  # batches [0, half) calibrate INT8, the others check accuracy (one batch does both)
     split = half * batch  # samples [0, split) calibrate INT8; the accuracy batches tile the rest only
@@ -116,7 +118,9 @@ def calibration_feeds(calib: str | Path, shapes: Mapping[str, tuple], dtypes: Ma
         calibration = accuracy = batches
         how = "INT8 calibrated and checked on the same batch (too few samples to hold some back)"
     tiled = " (tiled to fill the batch)" if count < batch * n else ""
-    source = f"calibration data {path}: {count} sample(s) in {n} batch(es) of {batch}{tiled}; {how}"
+    drawn = min(count, batch * n)
+    held = f"{drawn} of {count} sample(s)" if drawn < count else f"{count} sample(s)"
+    source = f"calibration data {path}: {held} in {n} batch(es) of {batch}{tiled}; {how}"
     return TuneFeeds(accuracy, calibration, source, random=False)
 
 

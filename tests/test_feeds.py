@@ -68,3 +68,30 @@ def test_run_refuses_one_file_for_the_inputs_and_the_outputs(tiny_onnx, tmp_path
     proc = call_cli("run", tiny_onnx, "--shapes", "x:1x3x16x16", "-o", path, "--save-inputs", tmp_path / "." / "both.npz")
     assert proc.returncode == 2 and "--save-inputs" in proc.stderr and "--out" in proc.stderr, proc.stderr
     assert not path.exists()
+
+
+def test_a_bfloat16_input_gets_bfloat16_values_and_its_outputs_are_shown_and_saved(tmp_path):
+    """Random values of the spec's dtype: a bfloat16 input got float32 values, which a bfloat16 engine
+    refuses (lossy), so `trtflow run` could not run it at all; its bfloat16 outputs then broke the
+    statistics and --out (numpy has no bfloat16)."""
+    torch = pytest.importorskip("torch")
+    from tests.models.tiny import tiny_module
+    from trtflow.arrays import dtype_of
+    from trtflow.backends.torch.runner import TorchEngine
+    from trtflow.cli.run import _stats
+    from trtflow.feeds import load_array, save_npz
+
+    eng = TorchEngine(tiny_module(), [torch.randn(2, 3, 16, 16)], dtype="bf16", keep_io_types=False, device="cpu")
+    feed = build_feed(eng.inputs, shapes={"x": (2, 3, 16, 16)})
+    assert dtype_of(feed["x"]) == "bfloat16"
+    out = eng.infer(feed)["output_0"]
+    stats = _stats(out)
+    assert stats["dtype"] == "bfloat16" and stats["shape"] == [2, 5] and np.isfinite(stats["mean"])
+    save_npz(tmp_path / "out.npz", {"y": out})
+    saved = load_array(str(tmp_path / "out.npz"), "y")
+    assert saved.dtype == np.float32 and np.array_equal(saved, out.float().numpy())  # exact: bf16 fits in float32
+    save_npz(tmp_path / "in.npz", feed)  # --save-inputs, then --input x=in.npz: the same bfloat16 values
+    again = build_feed(eng.inputs, {"x": str(tmp_path / "in.npz")})["x"]
+    assert again.dtype == torch.bfloat16 and torch.equal(again, feed["x"])
+    np.save(tmp_path / "rounded.npy", np.full((2, 3, 16, 16), 0.1, np.float32))  # not exact in bfloat16: left as is
+    assert build_feed(eng.inputs, {"x": str(tmp_path / "rounded.npy")})["x"].dtype == np.float32

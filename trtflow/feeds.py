@@ -121,7 +121,8 @@ def _size(nbytes: float) -> str:
 
 
 def random_feed(specs: Iterable[TensorSpec], shapes: Mapping[str, Shape] | None = None, seed: int = 0) -> dict:
-    """One random array per input, shapes resolved by ``resolve_shape``.
+    """One random array per input, shapes resolved by ``resolve_shape``; a bfloat16 or float8 input
+    gets a torch tensor of its dtype (numpy has none), where torch is installed.
 
     Raises:
         UsageError: a dynamic dim without a shape, a negative seed, or a feed too large for memory.
@@ -132,7 +133,28 @@ def random_feed(specs: Iterable[TensorSpec], shapes: Mapping[str, Shape] | None 
     resolved = {s.name: resolve_shape(s, shapes, named) for s in specs}
     check_fits(sum(array_bytes(resolved[s.name], s.dtype) for s in specs), "the random inputs")
     rng = _rng(seed)
-    return {s.name: random_array(s, resolved[s.name], rng) for s in specs}
+    return {s.name: _in_dtype(random_array(s, resolved[s.name], rng), s.dtype) for s in specs}
+
+
+def _in_dtype(values: np.ndarray, dtype: str, exact: bool = False):
+    """``values`` as a torch tensor of ``dtype`` where numpy has no such type (bfloat16, float8), so an
+    engine taking that dtype gets it (it refuses float32: the cast may round). ``exact``: only when
+    every value survives the cast (a float32 file saved from such values); otherwise, or without
+    torch, ``values`` unchanged."""
+    if not dtype.startswith(("bfloat16", "float8")) or values.dtype.kind != "f" or values.dtype.itemsize < 4:
+        return values
+    try:
+        import torch
+    except ImportError:
+        return values
+    target = getattr(torch, dtype, None)
+    if not isinstance(target, torch.dtype):
+        return values
+    host = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("="))  # torch takes native byte order
+    cast = torch.from_numpy(host).to(target)
+    if exact and not np.array_equal(cast.double().numpy(), values, equal_nan=True):
+        return values
+    return cast
 
 
 def dim_sizes(specs: Iterable[TensorSpec], shapes: Mapping[str, Shape]) -> dict[str, int]:
@@ -245,7 +267,8 @@ def build_feed(
     shapes: Mapping[str, Shape] | None = None,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
-    """The feed for a run: files where given (see ``parse_input_args``), random elsewhere.
+    """The feed for a run: files where given (see ``parse_input_args``), random elsewhere. A float32
+    file for a bfloat16 or float8 input becomes a torch tensor of that dtype when no value rounds.
 
     Raises:
         UsageError: an --input or a shape naming no model input, or random inputs too large for memory.
@@ -260,9 +283,11 @@ def build_feed(
     for name in shapes:  # a misspelt name would leave its input at the engine's opt or static shape
         if name not in names:
             raise UsageError(f"--shapes names '{name}', which is not a model input; the model's inputs are {names}")
+    dtypes = {s.name: s.dtype for s in specs}
     loaded = {name: load_array(value, name) for name, value in inputs.items() if value != "random"}
     for name, arr in loaded.items():
         shapes[name] = arr.shape
+        loaded[name] = _in_dtype(arr, dtypes[name], exact=True)  # a bfloat16 input's saved values
     feed = random_feed([s for s in specs if s.name not in loaded], shapes, seed)
     feed.update(loaded)
     return {s.name: feed[s.name] for s in specs}
@@ -272,16 +297,19 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
     """Write ``arrays`` as one .npz (any names, even ``file``), to a temporary file renamed into place.
 
     Object (string) arrays are stored as fixed-width unicode, so ``load_array`` reads them back
-    without unpickling.
+    without unpickling; torch tensors as numpy arrays, bfloat16 and float8 ones as float32 (exact:
+    numpy has no such types; ``build_feed`` casts them back for an input of that dtype).
     """
     import zipfile
+
+    from trtflow.arrays import to_numpy
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
             for name, value in arrays.items():
-                arr = np.asarray(value)
+                arr = to_numpy(value)
                 if arr.dtype == object:
                     arr = arr.astype(str)
                 with zf.open(f"{name}.npy", "w", force_zip64=True) as f:

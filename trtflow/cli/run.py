@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trtflow.arrays import dtype_of
+from trtflow.arrays import dtype_of, to_numpy
 from trtflow.cli import options, output
 from trtflow.errors import UsageError
 
@@ -28,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_json(parser)
 
 
-def _stats(arr: np.ndarray) -> dict:
-    info = {"shape": list(arr.shape), "dtype": dtype_of(arr)}
+def _stats(value) -> dict:
+    info = {"shape": list(value.shape), "dtype": dtype_of(value)}
+    arr = to_numpy(value)  # a torch output too (bfloat16 as float32: numpy has no bfloat16)
     if arr.size and arr.dtype.kind in "fiub":
         a = arr.astype(np.float64)
         info.update(min=float(a.min()), max=float(a.max()), mean=float(a.mean()))
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         "model": str(args.model),
         "latency_ms": ms,
         "inputs": {k: {"shape": list(v.shape), "dtype": dtype_of(v)} for k, v in feed.items()},
-        "outputs": {k: _stats(np.asarray(v)) for k, v in outputs.items()},
+        "outputs": {k: _stats(v) for k, v in outputs.items()},
     }
     if args.json:
         output.print_json(result)

@@ -205,3 +205,13 @@ def test_calibration_data_gives_the_accuracy_check_its_samples(tmp_path):
     calibrated = {float(v) for b in feeds.calibration for v in b["x"][:, 0]}
     assert len(set(checked)) == len(checked) == 8 and not calibrated & set(checked)
     assert "16 of 100 sample(s)" in feeds.source and "tiled" not in feeds.source, feeds.source
+
+
+def test_python_api_takes_one_pattern_and_comma_separated_precisions_as_strings(tiny_onnx):
+    import trtflow
+    from trtflow.tune import TuneOptions
+
+    result = trtflow.tune(str(tiny_onnx), shapes={"x": (2, 3, 16, 16)}, engine="ort", precisions="fp32, fp16",
+                          options=TuneOptions(only="* opt=all *", threads=(1,), ort_levels=("all", "basic"), save=False,
+                                              short_s=0.05, full_s=0.1, warmup_ms=10, accuracy_samples=4))
+    assert sorted(c.name for c in result.configs) == ["fp16 opt=all threads=1", "fp32 opt=all threads=1"]

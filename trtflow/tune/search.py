@@ -44,7 +44,7 @@ class TuneOptions:
         warmup_ms: warm-up before each timing.
         prune_ratio: a configuration below this fraction of the best short-timed throughput so far is dropped.
         accuracy_samples: samples the accuracy check runs (rounded up to whole batches).
-        only: glob patterns of configuration names to try (e.g. ``["fp16 *graphs*"]``); None: all.
+        only: glob patterns of configuration names to try (e.g. ``["fp16 *graphs*"]``, or one as a string); None: all.
         threads: ONNX Runtime intra-op thread counts to try (None: 1, half and all cores).
         providers: ONNX Runtime provider lists to try, e.g. ``[["cpu"], ["cuda", "cpu"]]`` (None: CPU,
             and CUDA where this onnxruntime has it).
@@ -275,7 +275,9 @@ def record_of(result: TuneResult, cand: Candidate, material: dict, input_names: 
     }
 
 
-def matches(name: str, patterns: Sequence[str] | None) -> bool:
+def matches(name: str, patterns: Sequence[str] | str | None) -> bool:
+    if isinstance(patterns, str):  # one pattern, not a sequence of one-character patterns ('*' matching all)
+        patterns = [patterns]
     return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 

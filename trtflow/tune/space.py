@@ -66,7 +66,10 @@ class Skip:
     reason: str
 
 
-def check_precisions(precisions: Sequence[str]) -> list[str]:
+def check_precisions(precisions: Sequence[str] | str) -> list[str]:
+    """The precisions asked for, lower case, each once (a string: comma-separated, as on the command line)."""
+    if isinstance(precisions, str):  # "fp16" or "fp32,fp16", not a sequence of characters
+        precisions = [p for p in precisions.split(",") if p.strip()]
     out = []
     for p in precisions:
         p = p.strip().lower()

@@ -49,7 +49,8 @@ def tune(
         shapes: input name -> shape to tune for (batch included), in ``forward`` order for modules;
             optional for ONNX models with static shapes.
         engine: "torch", "ort" or "tensorrt".
-        precisions: any of "fp32", "fp16", "bf16", "int8", "fp8" (those an engine lacks are listed as skipped).
+        precisions: any of "fp32", "fp16", "bf16", "int8", "fp8" (those an engine lacks are listed as skipped),
+            or one comma-separated string of them.
         atol, rtol: allclose bound against FP32 (default 1e-2 each).
         metric: "top1" for top-1 agreement with FP32 instead (with ``min_agreement``, default 0.99).
         min_agreement: the top-1 agreement needed.
@@ -92,7 +93,7 @@ def tune(
                              else space.tensorrt_space(precisions, opts.trt_levels))
     candidates = [c for c in candidates if matches(c.name, opts.only)]
     if not candidates:
-        raise UsageError(f"no configuration left to try (precisions {precisions}, only={list(opts.only or [])})")
+        raise UsageError(f"no configuration left to try (precisions {precisions}, only={[opts.only] if isinstance(opts.only, str) else list(opts.only or [])})")
     progress("tune: FP32 reference", None, None)
     reference = subject.reference(feeds.accuracy)
     own = check(bound, reference, reference)  # a bound that cannot apply (top1 without a classifier output) fails here

@@ -95,3 +95,10 @@ def test_a_bfloat16_input_gets_bfloat16_values_and_its_outputs_are_shown_and_sav
     assert again.dtype == torch.bfloat16 and torch.equal(again, feed["x"])
     np.save(tmp_path / "rounded.npy", np.full((2, 3, 16, 16), 0.1, np.float32))  # not exact in bfloat16: left as is
     assert build_feed(eng.inputs, {"x": str(tmp_path / "rounded.npy")})["x"].dtype == np.float32
+
+
+def test_run_refuses_an_empty_out_path(tiny_onnx):
+    """-o "$UNSET" was taken as no -o: the run passed and saved nothing."""
+    for flag in ("-o", "--save-inputs"):
+        proc = call_cli("run", tiny_onnx, "--shapes", "x:1x3x16x16", flag, "")
+        assert proc.returncode == 2 and ".npz" in proc.stderr, (flag, proc.stdout, proc.stderr)

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from trtflow.feeds import parse_input_args, save_npz
 
     for flag, path in (("--save-inputs", args.save_inputs), ("--out", args.out)):
-        if path:
+        if path is not None:  # -o "" too: refused, not taken as no -o
             options.check_out_path(path, flag, ".npz")
     if args.save_inputs and args.out and Path(args.save_inputs).resolve() == Path(args.out).resolve():
         raise UsageError(f"--save-inputs and --out name one file ({args.out}): the outputs would replace the "

@@ -215,3 +215,46 @@ def test_python_api_takes_one_pattern_and_comma_separated_precisions_as_strings(
                           options=TuneOptions(only="* opt=all *", threads=(1,), ort_levels=("all", "basic"), save=False,
                                               short_s=0.05, full_s=0.1, warmup_ms=10, accuracy_samples=4))
     assert sorted(c.name for c in result.configs) == ["fp16 opt=all threads=1", "fp32 opt=all threads=1"]
+
+
+def _images(folder, sizes):
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def _dynamic_hw_onnx(path):
+    import torch
+
+    from tests.models.tiny import tiny_module
+
+    torch.onnx.export(tiny_module(), (torch.randn(2, 3, 16, 16),), str(path), input_names=["x"],
+                      output_names=["logits", "feat"], dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}}, dynamo=False)
+    return path
+
+
+def test_calibration_images_of_other_sizes_than_the_tuned_shape_name_calib_preprocess(tmp_path):
+    from trtflow.errors import UsageError
+    from trtflow.graph.io import load_onnx
+    from trtflow.tune.inputs import calibration_feeds
+
+    folder = _images(tmp_path / "images", [(20, 30), (24, 30)])
+    proto = load_onnx(str(_dynamic_hw_onnx(tmp_path / "dyn.onnx")))
+    with pytest.raises(UsageError, match=r"\(3, 24, 30\).*\(2, 3, 16, 16\).*--calib-preprocess"):
+        calibration_feeds(folder, {"x": (2, 3, 16, 16)}, {"x": "float32"}, 4, proto)
+    feeds = calibration_feeds(folder, {"x": (2, 3, 16, 16)}, {"x": "float32"}, 4, proto, "resize=16,crop=16")
+    assert feeds.accuracy[0]["x"].shape == (2, 3, 16, 16)
+
+
+def test_calibration_folder_with_images_and_arrays_reads_both_for_onnx(tmp_path, tiny_onnx):
+    from trtflow.graph.io import load_onnx
+    from trtflow.tune.inputs import calibration_feeds
+
+    folder = _images(tmp_path / "images", [(16, 16)] * 3)
+    np.save(folder / "extra.npy", np.ones((3, 16, 16), np.float32))
+    feeds = calibration_feeds(folder, {"x": (2, 3, 16, 16)}, {"x": "float32"}, 4, load_onnx(str(tiny_onnx)))
+    assert "4 sample(s)" in feeds.source, feeds.source

@@ -125,15 +125,22 @@ def calibration_feeds(calib: str | Path, shapes: Mapping[str, tuple], dtypes: Ma
 
 
 def _read_folder(folder: Path, shapes: Mapping[str, tuple], onnx_model: Any, preprocess: str | None) -> dict:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".npy", ".npz"))
-    if not files:
-        if onnx_model is None:
-            raise UsageError(f"{folder} holds no .npy/.npz samples; images need an ONNX model (one float input) "
-                             "or convert them to .npy first")
-        from trtflow.edits.calibration import load_calibration
+    from trtflow.edits.calibration import IMAGE_SUFFIXES, load_calibration
 
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".npy", ".npz"))
+    images = any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+    if not files or images:  # images (with any arrays beside them): read as calibration does, for an ONNX model
+        if onnx_model is None:
+            raise UsageError(f"{folder} holds " + ("images beside .npy/.npz samples" if files else "no .npy/.npz samples")
+                             + "; images need an ONNX model (one float input): convert them to .npy first")
         got = load_calibration(onnx_model, folder, preprocess, holdout=0)
         feeds = got.calib + got.holdout
+        for name, shape in shapes.items():
+            sizes = sorted({tuple(f[name].shape[1:]) for f in feeds if name in f})
+            if any(size != tuple(shape[1:]) for size in sizes):
+                raise UsageError(f"the calibration samples in {folder} give '{name}' the per-sample shape(s) {sizes}; "
+                                 f"the tuned shape is {tuple(shape)}. Bring the images to its height and width with "
+                                 "--calib-preprocess (resize=S,crop=HxW)")
         return {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
     pooled: dict[str, list] = {}
     only = next(iter(shapes)) if len(shapes) == 1 else None

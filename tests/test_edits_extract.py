@@ -93,3 +93,18 @@ def test_a_tensor_named_twice_is_refused():
     for fields in ({"outputs": "y,y"}, {"outputs": ("y",), "inputs": ("h", "h")}):
         with pytest.raises(UsageError, match="'[yh]' more than once"):
             ExtractOptions(**fields)
+
+
+def test_a_shape_the_cut_tensor_does_not_have_is_named_in_the_verification():
+    """The engine's feed error came out: "Resize the input to match ... --split-batches"."""
+    import pytest
+
+    from trtflow import edits
+    from trtflow.edits.extract import verify_extract
+    from trtflow.errors import UsageError
+
+    model, options = _reshape_by_a_runtime_shape(), ExtractOptions(outputs=("y",), inputs=("r",), shapes={"r": (2, 6)})
+    cut, _ = extract_subgraph(model, options)
+    x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(2, 6)
+    with pytest.raises(UsageError, match=r"'r' is \(3, 4\) in the original model.*--shape r:3x4"):
+        verify_extract(model, cut, options, edits.VerifyConfig(), [("given", {"x": x, "s": np.array([3, 4], np.int64)})])

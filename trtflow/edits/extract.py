@@ -18,7 +18,7 @@ from trtflow.graph.io import load_onnx
 from trtflow.graph.ir import export_graph, import_graph, infer_shapes
 from trtflow.graph.nms_head import NMS_OPS, raw_head
 from trtflow.progress import Progress
-from trtflow.spec import Shape
+from trtflow.spec import Shape, format_shape
 
 
 log = logging.getLogger(__name__)
@@ -147,13 +147,15 @@ def verify_extract(before: Any, after: Any, options: ExtractOptions | None = Non
 
     Args:
         before: the whole model. after: the extracted subgraph.
-        options: the extract options (unused: the subgraph's own inputs and outputs say what to compare).
+        options: the extract options (the subgraph's own inputs and outputs say what to compare; its
+            ``shapes`` are named when a cut tensor has another shape).
         verify_config: tolerances, inputs, shapes and seed (None: the defaults).
         feeds: ``[(label, {input: array})]`` for the before model (None: built from ``verify_config``).
         progress: told before each feed runs.
 
     Raises:
-        UsageError: dynamic dims without shapes. MismatchError: an output out of tolerance.
+        UsageError: dynamic dims without shapes; a cut tensor whose shape in the original model is not
+            the subgraph input's. MismatchError: an output out of tolerance.
     """
     from onnx import helper
 
@@ -177,10 +179,24 @@ def verify_extract(before: Any, after: Any, options: ExtractOptions | None = Non
     for label, feed in feeds:
         values = run_ort(probe, feed)
         after_feeds.append({s.name: np.asarray(values[s.name]) if s.name in values else feed[s.name] for s in sub_in})
+        _check_cut_shapes(sub_in, after_feeds[-1], label, options)
         labelled.append((label, feed))
     # the reference is the probe model (the original with the cut tensors exposed), restricted to the subgraph outputs
     return compare_models(probe, after, labelled, config.tolerances, after_feeds=after_feeds,
                           what="the extracted subgraph", progress=progress, subset=True)
+
+
+def _check_cut_shapes(specs, feed: dict, label: str, options: ExtractOptions | None) -> None:
+    """Refuse a value of the original model that the subgraph input it feeds cannot take."""
+    for spec in specs:
+        value = feed[spec.name]
+        if value.ndim == spec.rank and all(not isinstance(d, int) or d == n for d, n in zip(spec.shape, value.shape)):
+            continue
+        given = options is not None and spec.name in options.shapes
+        raise UsageError(f"cut input '{spec.name}' is {tuple(value.shape)} in the original model (feed {label}), but "
+                         f"the subgraph takes {spec.describe_shape()}"
+                         + (f"; give its shape as it is: --shape {spec.name}:{format_shape(value.shape)}" if given
+                            else ""))
 
 
 register(Edit(

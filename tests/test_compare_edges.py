@@ -169,3 +169,20 @@ def test_numpy_scalar_tolerances_are_numbers():
     for bad in (np.float32("nan"), np.float32(-1), np.bool_(True)):
         with pytest.raises(UsageError):
             Tolerances(atol=bad)
+
+
+def test_a_module_against_an_onnx_file_runs_on_the_input_files_shape(tiny_onnx, tmp_path):
+    """compare MODULE:FACTORY model.onnx --input x=FILE: PyTorch ran at the --shapes example's shape, so a
+    file of another batch was refused (naming a --split-batches compare lacks), and without --shapes the
+    file's own shape was not taken."""
+    pytest.importorskip("torch")
+    from tests.conftest import call_cli
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((5, 3, 16, 16)).astype(np.float32))
+    for shapes in (("--shapes", "x:2x3x16x16"), ()):
+        proc = call_cli("compare", "tests.models.tiny:make", tiny_onnx, *shapes, "--input", f"x={tmp_path / 'x.npy'}",
+                        "--atol", "1e-4", "--json")
+        assert proc.returncode == 0, (shapes, proc.stderr)
+        assert __import__("json").loads(proc.stdout)["inputs"]["x"]["shape"] == [5, 3, 16, 16]
+    proc = call_cli("compare", "tests.models.tiny:make", tiny_onnx, "--input", f"q={tmp_path / 'x.npy'}")
+    assert proc.returncode == 2 and "'q'" in proc.stderr and "['x']" in proc.stderr, proc.stderr

@@ -147,14 +147,17 @@ def _compare_files(args, is_module: bool, tolerances, stack: contextlib.ExitStac
         other = stack.enter_context(options.load_engine(args, args.other, engine))
         if is_module:
             step(f"loading {args.model} (torch)")
-            module, examples, _ = module_and_examples(args, args.model, use_files=False)
+            names = [s.name for s in other.inputs]
+            unknown = [n for n in files if n not in names]
+            if unknown:
+                raise UsageError(f"--input names {unknown}, not inputs of {args.other}; its inputs are {names}")
+            # the --input files are the example inputs: PyTorch then runs at their shapes, not --shapes'
+            module, examples, _ = module_and_examples(args, args.model, use_files=True)
             values = list(examples.values()) if isinstance(examples, dict) else (
                 list(examples) if isinstance(examples, (list, tuple)) else [examples])
             first = load(module, engine="torch", example_inputs=values,
-                         input_names=[s.name for s in other.inputs], output_names=[s.name for s in other.outputs])
+                         input_names=names, output_names=[s.name for s in other.outputs])
             feed = {s.name: to_numpy(v) for s, v in zip(other.inputs, values)}
-            if files:
-                feed = build_feed(other.inputs, files, {k: tuple(v.shape) for k, v in feed.items()}, args.seed)
             labels = (f"torch:{args.model}", f"{engine}:{args.other}")
         else:
             first = options.load_engine(args, args.model, engine)

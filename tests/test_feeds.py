@@ -102,3 +102,15 @@ def test_run_refuses_an_empty_out_path(tiny_onnx):
     for flag in ("-o", "--save-inputs"):
         proc = call_cli("run", tiny_onnx, "--shapes", "x:1x3x16x16", flag, "")
         assert proc.returncode == 2 and ".npz" in proc.stderr, (flag, proc.stdout, proc.stderr)
+
+
+def test_an_npz_holding_objects_is_called_one(tmp_path):
+    """np.savez of an object array (strings kept as objects) was called 'not a .npy or .npz file (save
+    arrays with numpy.save or numpy.savez)', the way it was saved."""
+    from trtflow.errors import ModelLoadError
+    from trtflow.feeds import load_array
+
+    np.savez(tmp_path / "objects.npz", x=np.array(["a", "bc"], dtype=object))
+    with pytest.raises(ModelLoadError, match="pickles") as info:
+        load_array(str(tmp_path / "objects.npz"), "x")
+    assert "not a .npy or .npz" not in str(info.value) and "astype(str)" in str(info.value)

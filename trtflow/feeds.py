@@ -246,8 +246,9 @@ def load_array(value: str, name: str) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001 - numpy raises many types on a malformed file
         reason = f"{type(exc).__name__}: {exc}"
         if "allow_pickle" in str(exc):  # numpy calls any file it does not know a pickle
-            pickled = _starts_with(path, (b"\x93NUMPY", b"\x80"))
-            reason = ("it holds Python objects (pickles), which are not loaded" if pickled
+            pickled = _starts_with(path, (b"\x93NUMPY", b"\x80", b"PK\x03\x04"))  # .npy, pickle, .npz (a zip)
+            reason = ("it holds Python objects (pickles), which are not loaded; save numbers, or strings as "
+                      "fixed-width text (arr.astype(str))" if pickled
                       else "it is not a .npy or .npz file (save arrays with numpy.save or numpy.savez)")
         raise ModelLoadError(f"cannot read {path} as .npy/.npz: {reason}") from None
 

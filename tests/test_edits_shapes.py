@@ -82,3 +82,15 @@ def test_an_output_of_unknown_rank_is_reported_still_dynamic_not_a_scalar():
     assert report["details"]["outputs"]["y"] == {"before": None, "after": None}
     assert report["details"]["still_dynamic"] == ["y"]
     assert report["changes"]["outputs"]["after"][0] == {"name": "y", "dtype": "float32", "shape": None}
+
+
+def test_a_verification_input_of_another_shape_than_the_fixed_one_is_named():
+    """The engine's feed error came out: "Resize the input to match ... --split-batches", a flag surgeon lacks."""
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [vi("x", TensorProto.FLOAT, ["b", 2])],
+                              [vi("y", TensorProto.FLOAT, ["b", 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(UsageError, match=r"'x' is \(5, 2\).*fix-shapes made it \(3, 2\)"):
+        edits.apply("fix-shapes", model, dims={"b": 3}, verify_config=edits.VerifyConfig(shapes={"x": (5, 2)}))
+    _, report = edits.apply("fix-shapes", model, dims={"b": 3}, verify_config=edits.VerifyConfig(shapes={"x": (3, 2)}))
+    assert report["verification"]["passed"]

@@ -11,7 +11,7 @@ from trtflow.deps import require
 from trtflow.errors import GraphError, UsageError
 from trtflow.edits import fields
 from trtflow.edits.registry import Edit, register
-from trtflow.edits.verify import VerifyConfig, verify_edit
+from trtflow.edits.verify import VerifyConfig, build_feeds, compare_models
 from trtflow.graph.io import load_onnx, onnx_specs
 from trtflow.graph.ir import infer_shapes, keep_model_info, op_counts
 from trtflow.spec import Shape, format_shape
@@ -250,15 +250,27 @@ def verify_fix_shapes(before: Any, after: Any, options: FixShapesOptions, verify
     (unknown rank) takes, in a copy of the before model, the shape fix-shapes gave it (what it is fed).
 
     Raises:
-        UsageError: dynamic dims without shapes. MismatchError: an output out of tolerance.
+        UsageError: dynamic dims without shapes; a verification input (--input, --shapes) of another
+            shape than the fixed one. MismatchError: an output out of tolerance.
     """
+    config = verify_config or VerifyConfig()
     unranked = _unranked(before)
     if unranked:
         before = copy.deepcopy(before)
         for v in before.graph.input:
             if v.name in unranked:
                 _give_shape(v, options.shapes[v.name])
-    return verify_edit(before, after, verify_config, progress=progress)
+    feeds = build_feeds(before, after, config)
+    for spec in onnx_specs(after)[0]:
+        for label, feed in feeds:
+            if spec.name not in feed:
+                continue
+            shape = feed[spec.name].shape
+            if len(shape) != spec.rank or any(isinstance(d, int) and d != n for d, n in zip(spec.shape, shape)):
+                raise UsageError(f"verification input '{spec.name}' is {tuple(shape)} (feed {label}), but fix-shapes "
+                                 f"made it {spec.describe_shape()}: give --input/--shapes in that shape, or leave "
+                                 "them out")
+    return compare_models(before, after, feeds, config.tolerances, progress=progress)
 
 
 register(Edit(

@@ -258,3 +258,25 @@ def test_calibration_folder_with_images_and_arrays_reads_both_for_onnx(tmp_path,
     np.save(folder / "extra.npy", np.ones((3, 16, 16), np.float32))
     feeds = calibration_feeds(folder, {"x": (2, 3, 16, 16)}, {"x": "float32"}, 4, load_onnx(str(tiny_onnx)))
     assert "4 sample(s)" in feeds.source, feeds.source
+
+
+def test_export_that_fails_verification_is_not_reused_by_the_next_tune():
+    import torch
+
+    import trtflow
+    from trtflow.errors import MismatchError
+    from trtflow.tune import TuneOptions
+
+    class Noisy(torch.nn.Module):  # ONNX Runtime's random numbers are not PyTorch's: the export fails verification
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.linear(x) + torch.rand_like(x)
+
+    model = Noisy().eval()
+    for _ in range(2):
+        with pytest.raises(MismatchError, match="does not match PyTorch"):
+            trtflow.tune(model, shapes={"x": (2, 4)}, engine="ort", precisions=("fp32",), metric="relative", rtol=10.0,
+                         options=TuneOptions(threads=(1,), ort_levels=("all",), save=False, short_s=0.05, full_s=0.1))

@@ -181,7 +181,11 @@ def _export(module, shapes, example_inputs, progress):
         progress("tune: exporting to ONNX", None, None)
         examples = {k: torch.zeros(v, dtype=getattr(torch, dtypes[k])) if k in dtypes else torch.randn(*v)
                     for k, v in shape_map.items()}
-        from_torch(module, examples, path)
+        try:
+            from_torch(module, examples, path)
+        except BaseException:  # from_torch keeps a file that fails verification: the next tune must not reuse it
+            path.unlink(missing_ok=True)
+            raise
     log.info("tuning the ONNX export %s", path)
     return str(path)
 

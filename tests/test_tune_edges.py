@@ -280,3 +280,17 @@ def test_export_that_fails_verification_is_not_reused_by_the_next_tune():
         with pytest.raises(MismatchError, match="does not match PyTorch"):
             trtflow.tune(model, shapes={"x": (2, 4)}, engine="ort", precisions=("fp32",), metric="relative", rtol=10.0,
                          options=TuneOptions(threads=(1,), ort_levels=("all",), save=False, short_s=0.05, full_s=0.1))
+
+
+def test_module_exported_for_ort_under_other_input_names_is_exported_again():
+    import torch
+
+    import trtflow
+    from trtflow.tune import TuneOptions
+
+    model = torch.nn.Linear(4, 4).eval()
+    opts = TuneOptions(threads=(1,), ort_levels=("all",), save=False, short_s=0.05, full_s=0.1, warmup_ms=10,
+                       accuracy_samples=4)
+    first = trtflow.tune(model, shapes={"a": (2, 4)}, engine="ort", precisions=("fp32",), options=opts)
+    second = trtflow.tune(model, shapes={"x": (2, 4)}, engine="ort", precisions=("fp32",), options=opts)
+    assert first.shapes == {"a": [2, 4]} and second.shapes == {"x": [2, 4]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -176,6 +178,8 @@ def _export(module, shapes, example_inputs, progress):
     dtypes = _integer_dtypes(example_inputs, shape_map)  # exported with their dtype, floating inputs as float32
     name = '_'.join('x'.join(map(str, s)) for s in shape_map.values())
     name += "".join(f"-{k}.{d}" for k, d in dtypes.items())
+    # the input names are the export's too (another name needs another file): a digest, since names may hold '/' or ':'
+    name += "-" + hashlib.sha256(json.dumps(list(shape_map)).encode()).hexdigest()[:8]
     path = tuned_dir() / "exports" / f"{model_digest(module)[:24]}-{name}.onnx"
     if not path.exists():
         progress("tune: exporting to ONNX", None, None)

@@ -186,3 +186,30 @@ def test_a_module_against_an_onnx_file_runs_on_the_input_files_shape(tiny_onnx, 
         assert __import__("json").loads(proc.stdout)["inputs"]["x"]["shape"] == [5, 3, 16, 16]
     proc = call_cli("compare", "tests.models.tiny:make", tiny_onnx, "--input", f"q={tmp_path / 'x.npy'}")
     assert proc.returncode == 2 and "'q'" in proc.stderr and "['x']" in proc.stderr, proc.stderr
+
+
+def test_a_factory_returning_a_tuple_or_a_tensor_of_examples_compares(tmp_path, monkeypatch):
+    """docs: a factory may return (module, example_inputs), a tensor or a sequence of tensors as
+    from_torch takes them; compare MODULE:FACTORY took only a dict (AttributeError on a tuple)."""
+    pytest.importorskip("torch")
+    from tests.conftest import call_cli
+
+    (tmp_path / "cmp_factories.py").write_text(
+        "import torch\n"
+        "class Add(torch.nn.Module):\n"
+        "    def forward(self, x, w):\n"
+        "        return x + w\n"
+        "class Twice(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        return x * 2\n"
+        "def pair():\n"
+        "    return Add(), (torch.randn(2, 4), torch.randn(1, 4))\n"
+        "def single():\n"
+        "    return Twice(), torch.randn(3, 4)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for spec, shapes in (("cmp_factories:pair", [[2, 4], [1, 4]]), ("cmp_factories:single", [[3, 4]])):
+        proc = call_cli("compare", spec, "--json")
+        assert proc.returncode == 0, (spec, proc.stderr)
+        report = __import__("json").loads(proc.stdout)
+        assert [v["shape"] for v in report["inputs"].values()] == shapes and report["passed"]

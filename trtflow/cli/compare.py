@@ -153,8 +153,7 @@ def _compare_files(args, is_module: bool, tolerances, stack: contextlib.ExitStac
                 raise UsageError(f"--input names {unknown}, not inputs of {args.other}; its inputs are {names}")
             # the --input files are the example inputs: PyTorch then runs at their shapes, not --shapes'
             module, examples, _ = module_and_examples(args, args.model, use_files=True)
-            values = list(examples.values()) if isinstance(examples, dict) else (
-                list(examples) if isinstance(examples, (list, tuple)) else [examples])
+            values = _example_list(examples)
             first = load(module, engine="torch", example_inputs=values,
                          input_names=names, output_names=[s.name for s in other.outputs])
             feed = {s.name: to_numpy(v) for s, v in zip(other.inputs, values)}
@@ -213,20 +212,31 @@ def _compare_module(args, engines: list[str], tolerances, tmp: str, stack: conte
             step(f"loading the {name} engine")
             if name == "torch":
                 engine = load(
-                    module, engine="torch", example_inputs=list(examples.values()), input_names=input_names,
+                    module, engine="torch", example_inputs=_example_list(examples), input_names=input_names,
                     output_names=output_names, dynamic=config.dynamic or None,
                 )
             else:
                 engine = options.load_engine(args, onnx_path, name)
             loaded[name] = stack.enter_context(engine)
         step("running")
-        feed = {k: to_numpy(v) for k, v in examples.items()}  # the example inputs themselves
+        if isinstance(examples, dict):  # the example inputs themselves
+            feed = {k: to_numpy(v) for k, v in examples.items()}
+        else:  # a tensor or a sequence (a factory's own examples): in forward() order
+            feed = {s.name: to_numpy(v) for s, v in zip(result.inputs, _example_list(examples))}
         if files:
             shapes = {s.name: tuple(feed[s.name].shape) for s in result.inputs if s.name in feed}
             feed = build_feed(result.inputs, files, shapes, args.seed)
         report = compare_engines(loaded, feed, tolerances, model=args.model)
     report.notes.append(f"exported with the {result.exporter} exporter, opset {result.opset}")
     return report
+
+
+def _example_list(examples) -> list:
+    """Example inputs as a list in forward() order: from a name -> tensor dict, a sequence or one tensor
+    (what a factory may return beside its module, as ``from_torch`` takes them)."""
+    if isinstance(examples, dict):
+        return list(examples.values())
+    return list(examples) if isinstance(examples, (list, tuple)) else [examples]
 
 
 def _print(report, tolerances) -> None:

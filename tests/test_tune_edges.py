@@ -294,3 +294,13 @@ def test_module_exported_for_ort_under_other_input_names_is_exported_again():
     first = trtflow.tune(model, shapes={"a": (2, 4)}, engine="ort", precisions=("fp32",), options=opts)
     second = trtflow.tune(model, shapes={"x": (2, 4)}, engine="ort", precisions=("fp32",), options=opts)
     assert first.shapes == {"a": [2, 4]} and second.shapes == {"x": [2, 4]}
+
+
+def test_nothing_to_try_says_why_each_precision_was_skipped():
+    import trtflow
+    from trtflow.errors import UsageError
+
+    from tests.models.tiny import tiny_module
+
+    with pytest.raises(UsageError, match="no configuration left to try.*int8: skipped: the torch engine has no INT8 path"):
+        trtflow.tune(tiny_module(), shapes={"x": (2, 3, 16, 16)}, engine="torch", precisions=("int8",))

@@ -95,7 +95,9 @@ def tune(
                              else space.tensorrt_space(precisions, opts.trt_levels))
     candidates = [c for c in candidates if matches(c.name, opts.only)]
     if not candidates:
-        raise UsageError(f"no configuration left to try (precisions {precisions}, only={[opts.only] if isinstance(opts.only, str) else list(opts.only or [])})")
+        why = "".join(f"; {s.name}: {s.reason}" for s in skips)
+        raise UsageError(f"no configuration left to try (precisions {precisions}, only="
+                         f"{[opts.only] if isinstance(opts.only, str) else list(opts.only or [])}){why}")
     progress("tune: FP32 reference", None, None)
     reference = subject.reference(feeds.accuracy)
     own = check(bound, reference, reference)  # a bound that cannot apply (top1 without a classifier output) fails here

@@ -304,3 +304,12 @@ def test_nothing_to_try_says_why_each_precision_was_skipped():
 
     with pytest.raises(UsageError, match="no configuration left to try.*int8: skipped: the torch engine has no INT8 path"):
         trtflow.tune(tiny_module(), shapes={"x": (2, 3, 16, 16)}, engine="torch", precisions=("int8",))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 16), (2, 3, 17, 16)])
+def test_onnx_shape_that_does_not_fit_the_input_is_a_usage_error_naming_the_input(tiny_onnx, shape):
+    import trtflow
+    from trtflow.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"'x'.*the model takes \(batch, 3, 16, 16\)"):
+        trtflow.tune(str(tiny_onnx), shapes={"x": shape}, engine="ort", precisions=("fp32",))

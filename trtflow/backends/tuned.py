@@ -271,7 +271,8 @@ def onnx_shapes(specs: Sequence, shapes: Mapping[str, Sequence[int]] | None) -> 
     model's input order: the one ``shapes`` gives, else its static shape.
 
     Raises:
-        UsageError: ``shapes`` names an input the model lacks, or leaves out a dynamic one.
+        UsageError: ``shapes`` names an input the model lacks, leaves out a dynamic one, or gives one
+            another rank or other fixed sizes than the model's.
     """
     shapes = shapes or {}
     unknown = sorted(set(shapes) - {s.name for s in specs})
@@ -280,7 +281,11 @@ def onnx_shapes(specs: Sequence, shapes: Mapping[str, Sequence[int]] | None) -> 
     out = {}
     for s in specs:
         if s.name in shapes:
-            out[s.name] = tuple(int(d) for d in shapes[s.name])
+            shape = tuple(int(d) for d in shapes[s.name])
+            if s.rank and (len(shape) != s.rank or any(isinstance(d, int) and d != n for d, n in zip(s.shape, shape))):
+                raise UsageError(f"shapes give input '{s.name}' the shape {shape}; the model takes {s.describe_shape()}: "
+                                 "give a shape of its rank with its fixed sizes (--shapes NAME:1x3x224x224)")
+            out[s.name] = shape
         elif not s.is_dynamic:
             out[s.name] = tuple(s.shape)
         else:

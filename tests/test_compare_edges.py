@@ -213,3 +213,20 @@ def test_a_factory_returning_a_tuple_or_a_tensor_of_examples_compares(tmp_path, 
         assert proc.returncode == 0, (spec, proc.stderr)
         report = __import__("json").loads(proc.stdout)
         assert [v["shape"] for v in report["inputs"].values()] == shapes and report["passed"]
+
+
+def test_two_files_with_other_input_names_name_both_models(tmp_path):
+    """The engine's 'input names do not match the model' did not say which model, and no --input was given."""
+    import onnx
+
+    from tests.conftest import call_cli
+
+    one = _onnx(tmp_path / "one.onnx", ["y"])
+    model = onnx.load(one)
+    model.graph.input[0].name = "images"
+    model.graph.node[0].input[0] = "images"
+    renamed = tmp_path / "renamed.onnx"
+    onnx.save(model, renamed)
+    proc = call_cli("compare", one, renamed)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert str(one) in proc.stderr and str(renamed) in proc.stderr and "['images']" in proc.stderr, proc.stderr

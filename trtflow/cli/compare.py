@@ -160,7 +160,7 @@ def _compare_files(args, is_module: bool, tolerances, stack: contextlib.ExitStac
             labels = (f"torch:{args.model}", f"{engine}:{args.other}")
         else:
             first = options.load_engine(args, args.model, engine)
-            _check_dtypes(first.inputs, other.inputs, args, files)
+            _check_inputs(first.inputs, other.inputs, args, files)
             feed = build_feed(first.inputs, files, options.shapes_of(args), args.seed)
             labels = (f"{engine}:{args.model}", f"{engine}:{args.other}")
         first = stack.enter_context(first)
@@ -171,16 +171,22 @@ def _compare_files(args, is_module: bool, tolerances, stack: contextlib.ExitStac
                                model=f"{args.model} vs {args.other}")
 
 
-def _check_dtypes(specs, other_specs, args, files: dict) -> None:
-    """MODEL's random values feed OTHER too: an input OTHER takes in a dtype they cannot be cast to without
-    loss (a float32 model against its float16-input copy) is refused naming the fix, before any run.
+def _check_inputs(specs, other_specs, args, files: dict) -> None:
+    """MODEL's feed feeds OTHER too: other input names, or an input OTHER takes in a dtype MODEL's random
+    values cannot be cast to without loss (a float32 model against its float16-input copy), are refused
+    naming both models and the fix, before any run.
 
     Raises:
-        UsageError: such an input, with no --input file for it.
+        UsageError: such inputs (for a dtype, with no --input file for that input).
     """
     from trtflow.arrays import can_cast
 
     theirs = {s.name: s.dtype for s in other_specs}
+    ours = [s.name for s in specs]
+    if sorted(ours) != sorted(theirs):
+        raise UsageError(f"{args.model} takes inputs {ours} but {args.other} takes {list(theirs)}: both run on the same "
+                         "feed, matched by name; compare models with the same input names (`trtflow surgeon rename "
+                         "--rename-input OLD=NEW` renames them)")
     for spec in specs:
         want = theirs.get(spec.name)
         if want is None or can_cast(spec.dtype, want) or files.get(spec.name, "random") != "random":

@@ -313,3 +313,46 @@ def test_onnx_shape_that_does_not_fit_the_input_is_a_usage_error_naming_the_inpu
 
     with pytest.raises(UsageError, match=r"'x'.*the model takes \(batch, 3, 16, 16\)"):
         trtflow.tune(str(tiny_onnx), shapes={"x": shape}, engine="ort", precisions=("fp32",))
+
+
+def test_tensorrt_space_on_a_strongly_typed_flavor_has_no_precision_flags_it_refuses():
+    from trtflow.tune.space import tensorrt_space
+
+    cands, skips = tensorrt_space(["fp32", "fp16", "bf16", "int8"], levels=(3,), strongly_typed=True)
+    by_name = {c.name: c for c in cands}
+    assert by_name["int8 opt-level=3"].variant == "int8"
+    assert not {"int8", "bf16"} & set(by_name["int8 opt-level=3"].options["build"])  # the Q/DQ model carries INT8
+    assert by_name["fp16 opt-level=3"].options["build"]["fp16"] is True  # converted to FP16 before parsing
+    assert [s.name for s in skips] == ["bf16"] and "strongly typed" in skips[0].reason
+    cands, skips = tensorrt_space(["bf16", "int8"], levels=(3,))  # TensorRT 10: builder flags
+    assert {c.name: c.options["build"].get("int8") for c in cands} == {"int8 opt-level=3": True, "bf16 opt-level=3": None}
+
+
+def _matmul_onnx(path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_tensorrt_int8_is_built_on_a_strongly_typed_flavor(tmp_path):
+    import trtflow
+    from trtflow.backends import tensorrt_usable
+    from trtflow.backends.tensorrt.flavor import flavor_available
+    from trtflow.errors import UsageError
+    from trtflow.tune import TuneOptions
+
+    flavor = flavor_available()
+    if flavor is None or not flavor.always_strongly_typed or tensorrt_usable():
+        pytest.skip("needs a strongly typed TensorRT flavor (TensorRT-RTX) that builds but cannot execute here")
+    with pytest.raises(UsageError, match="no configuration could be measured") as info:
+        trtflow.tune(str(_matmul_onnx(tmp_path / "matmul.onnx")), engine="tensorrt", precisions=("int8", "bf16"),
+                     options=TuneOptions(trt_levels=(3,), save=False, accuracy_samples=2))
+    assert "int8 opt-level=3: failed: EngineIncompatibleError: built in" in str(info.value), str(info.value)

@@ -224,15 +224,29 @@ def ort_space(precisions: Sequence[str], threads: Sequence[int] | None = None, l
     return cands, skips
 
 
-def tensorrt_space(precisions: Sequence[str], levels: Sequence[int] = TRT_LEVELS) -> tuple[list[Candidate], list[Skip]]:
-    """TensorRT configurations: precision flags x builder optimization level (INT8 from a Q/DQ model)."""
+def tensorrt_space(precisions: Sequence[str], levels: Sequence[int] = TRT_LEVELS,
+                   strongly_typed: bool = False) -> tuple[list[Candidate], list[Skip]]:
+    """TensorRT configurations: precision flags x builder optimization level (INT8 from a Q/DQ model).
+
+    Args:
+        precisions: asked-for precisions.
+        levels: builder optimization levels.
+        strongly_typed: the flavor builds strongly typed networks (TensorRT-RTX, TensorRT 11), which
+            take no precision builder flags: INT8 comes from the Q/DQ model alone, FP16 from the
+            ONNX converted before parsing, and BF16 has no path.
+    """
     cands, skips = [], []
     levels = list(dict.fromkeys(levels))
     for p in _order(list(precisions)):
         if p == "fp8":
             skips.append(Skip(p, p, "skipped: FP8 needs an FP8 Q/DQ ONNX model; trtflow makes INT8 Q/DQ only"))
             continue
-        flags = {"fp32": {}, "fp16": {"fp16": True}, "bf16": {"bf16": True}, "int8": {"int8": True, "fp16": True}}[p]
+        if p == "bf16" and strongly_typed:
+            skips.append(Skip(p, p, "skipped: this TensorRT builds strongly typed networks (no BF16 builder flag) "
+                                    "and trtflow makes no BF16 ONNX model"))
+            continue
+        flags = {"fp32": {}, "fp16": {"fp16": True}, "bf16": {"bf16": True},
+                 "int8": {} if strongly_typed else {"int8": True, "fp16": True}}[p]
         for level in levels:
             cands.append(Candidate(f"{p} opt-level={level}", "tensorrt", p,
                                    {"build": {**flags, "builder_optimization_level": level}},

@@ -92,7 +92,7 @@ def tune(
     else:
         subject, key_model, shape_map, feeds = _onnx_subject(model, shapes, example_inputs, engine, calib, opts, progress)
         candidates, skips = (space.ort_space(precisions, opts.threads, opts.ort_levels, opts.providers) if engine == "ort"
-                             else space.tensorrt_space(precisions, opts.trt_levels))
+                             else space.tensorrt_space(precisions, opts.trt_levels, _strongly_typed_tensorrt()))
     candidates = [c for c in candidates if matches(c.name, opts.only)]
     if not candidates:
         why = "".join(f"; {s.name}: {s.reason}" for s in skips)
@@ -206,6 +206,15 @@ def _save(result: TuneResult, subject, cand, key_model, shape_map, device) -> No
         (Path(tuned_dir()) / model_file).write_bytes(subject.variant(cand.variant))
     result.key = key
     result.record_path = str(save_record(key, record_of(result, cand, material, list(shape_map), model_file)))
+
+
+def _strongly_typed_tensorrt() -> bool:
+    """Whether the installed TensorRT builds strongly typed networks only (False when none is installed:
+    each configuration then fails with the install hint)."""
+    from trtflow.backends.tensorrt.flavor import flavor_available
+
+    flavor = flavor_available()
+    return bool(flavor and flavor.always_strongly_typed)
 
 
 def _integer_dtypes(example_inputs: Any, names: Iterable[str]) -> dict[str, str]:

@@ -128,6 +128,34 @@ def test_split_batches_static_engine(tmp_path):
         assert isinstance(got, torch.Tensor) and got.shape == (3, 5)
 
 
+def test_split_batches_refuses_an_output_without_a_batch_dim(tmp_path):
+    """A scalar output (a sum over the batch) crashed joining with a raw numpy ValueError; a 1-D output
+    of another size would have been concatenated chunk after chunk, silently."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    import trtflow
+    from trtflow.errors import UsageError
+
+    for out_dims in ([], [4]):
+        axes = [helper.make_tensor("axes", TensorProto.INT64, [1], [0])] if out_dims else []  # over the batch
+        reduce = helper.make_node("ReduceSum", ["x", "axes"] if out_dims else ["x"], ["s"], keepdims=0)
+        graph = helper.make_graph(
+            [helper.make_node("Mul", ["x", "x"], ["y"]), reduce], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4]),
+             helper.make_tensor_value_info("s", TensorProto.FLOAT, out_dims)],
+            initializer=axes)
+        path = tmp_path / f"sum{len(out_dims)}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+        x = np.arange(20, dtype=np.float32).reshape(5, 4)
+        with trtflow.load(path, engine="ort", split_batches=True) as engine, pytest.raises(UsageError) as info:
+            engine.infer({"x": x})
+        assert "'s'" in str(info.value) and "no batch dimension" in str(info.value)
+        with trtflow.load(path, engine="ort", split_batches=True) as engine:  # a batch it takes runs as before
+            np.testing.assert_array_equal(engine.infer({"x": x[:2]})["y"], x[:2] ** 2)
+
+
 def test_letterbox_numpy_lists_and_bottom_right():
     from trtflow.vision.preprocess import letterbox, unletterbox_boxes
 

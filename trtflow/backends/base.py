@@ -13,7 +13,7 @@ import numpy as np
 
 from trtflow.arrays import (STRING, Family, can_cast, dtype_of, numpy_dtype, shape_of, to_numpy, to_strings, to_torch,
                             torch_dtype)
-from trtflow.errors import EngineError, InputDtypeError, InputNameError, InputShapeError
+from trtflow.errors import EngineError, InputDtypeError, InputNameError, InputShapeError, UsageError
 from trtflow.spec import TensorSpec
 
 MAX_PLANS = 64  # validated feed signatures remembered per engine
@@ -110,7 +110,14 @@ class Engine(ABC):
                 chunk = {k: _pad_rows(v, lo) for k, v in chunk.items()}
             out = self._infer_checked(chunk)
             rows = max(m, lo)  # outputs with the chunk's batch are trimmed to its real rows
-            parts.append({k: v[:m] if shape_of(v)[:1] == (rows,) else v for k, v in out.items()})
+            unbatched = [k for k, v in out.items() if tuple(shape_of(v)[:1]) != (rows,)]
+            if unbatched:
+                raise UsageError(
+                    f"split_batches (--split-batches) cannot join output '{unbatched[0]}': it has shape "
+                    f"{tuple(shape_of(out[unbatched[0]]))} for a chunk of {rows} rows, no batch dimension to join "
+                    f"along; run batches of {lo}..{hi} rows the engine takes and combine that output yourself"
+                )
+            parts.append({k: v[:m] for k, v in out.items()})
         return {k: _join([p[k] for p in parts]) for k in parts[0]}
 
     def _infer_checked(self, feed: Mapping[str, Any]) -> dict[str, Any]:

@@ -197,13 +197,14 @@ def _export(module, shapes, example_inputs, progress):
 
 
 def _save(result: TuneResult, subject, cand, key_model, shape_map, device) -> None:
+    from trtflow.backends.tensorrt.sidecar import atomic_write
     from trtflow.backends.tuned import save_record, tuned_dir, tuned_key
 
     key, material = tuned_key(key_model, result.engine, shape_map, device)
     model_file = None
-    if result.engine != "torch" and cand.variant != "fp32":
+    if result.engine != "torch" and cand.variant != "fp32":  # the model first, then the record naming it
         model_file = f"{key}.{cand.variant}.onnx"
-        (Path(tuned_dir()) / model_file).write_bytes(subject.variant(cand.variant))
+        atomic_write(Path(tuned_dir()) / model_file, subject.variant(cand.variant))  # a reader never sees half
     result.key = key
     result.record_path = str(save_record(key, record_of(result, cand, material, list(shape_map), model_file)))
 

@@ -187,3 +187,15 @@ def test_fp16_with_bf16_is_bf16_on_the_torch_engine_in_video_too(tmp_path, loads
     (_, engine, opts), = loads
     both = argparse.Namespace(fp16=True, bf16=True, best=False, int8=False)
     assert engine == "torch" and opts["dtype"] == torch_dtype(both) == "bf16"
+
+
+def test_an_input_given_twice_is_refused_not_the_first_dropped(tiny_onnx, tmp_path):
+    """--input x=a.npy --input x=b.npy ran b and dropped a without a word."""
+    import numpy as np
+
+    for name in ("a", "b"):
+        np.save(tmp_path / f"{name}.npy", np.zeros((1, 3, 16, 16), np.float32))
+    proc = call_cli("run", str(tiny_onnx), "--input", f"x={tmp_path / 'a.npy'}", "--input", f"x={tmp_path / 'b.npy'}")
+    assert proc.returncode == 2 and "'x' twice" in proc.stderr, proc.stderr
+    same = call_cli("run", str(tiny_onnx), "--input", f"x={tmp_path / 'a.npy'}", "--input", f"x={tmp_path / 'a.npy'}")
+    assert same.returncode == 0, same.stderr  # the same pair twice loses nothing

@@ -213,13 +213,16 @@ def parse_pairs(items: Iterable[str] | None, flag: str, example: str) -> dict[st
     """``["a=b", "c=d"]`` -> ``{"a": "b", "c": "d"}`` for repeatable ``--flag KEY=VALUE`` options.
 
     Raises:
-        UsageError: an item without '=' or with an empty side; the message shows ``example``.
+        UsageError: an item without '=' or with an empty side (the message shows ``example``), or a
+            key given twice (one value would be dropped without a word).
     """
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
             raise UsageError(f"bad {flag} '{item}': expected {example}")
+        if key in out and out[key] != value:
+            raise UsageError(f"{flag} gives '{key}' twice ({key}={out[key]} and {item}); give each once")
         out[key] = value
     return out
 

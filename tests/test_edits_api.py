@@ -166,6 +166,7 @@ def test_bad_option_value_raises_usage_error(make, message):
     (["embed-preprocess", "--scale", "1/0"], "bad --scale '1/0'"),
     (["embed-preprocess", "--mean", "a,b"], "bad --mean 'a,b'"),
     (["fix-shapes", "--dim", "batch=0"], "bad --dim 'batch=0'"),
+    (["fix-shapes", "--dim", "batch=1", "--dim", "batch=2"], "--dim gives 'batch' twice"),
     (["quantize", "--calib-dir", "d", "--percentile", "0"], "percentile 0"),
     (["rename", "--rename-input", "x"], "bad --rename-input 'x'"),
     (["rename", "--input", "x=images"], "rename an input with --rename-input x=images"),

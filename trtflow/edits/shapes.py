@@ -14,7 +14,7 @@ from trtflow.edits.registry import Edit, register
 from trtflow.edits.verify import VerifyConfig, build_feeds, compare_models
 from trtflow.graph.io import load_onnx, onnx_specs
 from trtflow.graph.ir import infer_shapes, keep_model_info, op_counts
-from trtflow.spec import Shape, format_shape
+from trtflow.spec import Shape, format_shape, parse_pairs
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +54,16 @@ def parse_dims(items: list[str] | None) -> dict[str, int]:
     """``["batch=1", "height=640"]`` -> ``{"batch": 1, "height": 640}``.
 
     Raises:
-        UsageError: an item that is not NAME=POSITIVE_INT.
+        UsageError: an item that is not NAME=POSITIVE_INT, or a name given two sizes.
     """
     out = {}
-    for item in items or []:
-        name, sep, value = item.partition("=")
+    for name, value in parse_pairs(items, "--dim", "NAME=SIZE with SIZE >= 1, e.g. --dim batch=1").items():
         try:
             size = int(value)
         except ValueError:
             size = -1
-        if not sep or not name or size < 1:
-            raise UsageError(f"bad --dim '{item}': expected NAME=SIZE with SIZE >= 1, e.g. --dim batch=1")
+        if size < 1:
+            raise UsageError(f"bad --dim '{name}={value}': expected NAME=SIZE with SIZE >= 1, e.g. --dim batch=1")
         out[name] = size
     return out
 

@@ -97,3 +97,11 @@ def test_json_bytes_data_must_be_strings(data):
 def test_json_bytes_data_of_strings_is_taken():
     got = _decode([{"name": "x", "shape": [2, 1], "datatype": "BYTES", "data": [["é"], [""]]}]).inputs["x"]
     assert got.dtype == object and got.tolist() == [["é".encode()], [b""]]
+
+
+@pytest.mark.parametrize("datatype", [["FP32"], {"FP32": 1}, 5, None])
+def test_datatype_that_is_not_a_string_is_400(datatype):
+    """A list or object was a raw TypeError (unhashable): 500 'internal error'."""
+    with pytest.raises(ProtocolError, match="datatype") as err:
+        _decode([{"name": "x", "shape": [1], "datatype": datatype, "data": [1.0]}])
+    assert err.value.status == 400

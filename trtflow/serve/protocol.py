@@ -114,10 +114,13 @@ def numpy_dtype(datatype: str) -> np.dtype:
     Raises:
         ProtocolError: (400) an unknown datatype.
     """
+    if not isinstance(datatype, str):  # a list or object was unhashable: a raw TypeError
+        raise ProtocolError(f"datatype {json.dumps(datatype, default=repr)} is not a string; expected one of "
+                            f"{', '.join(TRITON_TO_NUMPY)}")
     found = _NUMPY_DTYPES.get(datatype)
     if found is not None:
         return found
-    name = TRITON_TO_NUMPY.get(str(datatype).upper())
+    name = TRITON_TO_NUMPY.get(datatype.upper())
     if name is None:
         raise ProtocolError(f"unknown datatype '{datatype}'; expected one of {', '.join(TRITON_TO_NUMPY)}")
     if name == "bfloat16":

@@ -105,3 +105,12 @@ def test_datatype_that_is_not_a_string_is_400(datatype):
     with pytest.raises(ProtocolError, match="datatype") as err:
         _decode([{"name": "x", "shape": [1], "datatype": datatype, "data": [1.0]}])
     assert err.value.status == 400
+
+
+@pytest.mark.parametrize("shape, data", [("12", [1.0, 2.0]), ([1.7], [1.0]), ([True], [1.0]), ([1, "2"], [1.0, 2.0]),
+                                         ({"1": 2}, [1.0])])
+def test_shape_that_is_not_a_list_of_integers_is_400(shape, data):
+    """"12" was read as [1, 2], 1.7 as 1 and true as 1."""
+    with pytest.raises(ProtocolError, match="shape") as err:
+        _decode([{"name": "x", "shape": shape, "datatype": "FP32", "data": data}])
+    assert err.value.status == 400

@@ -189,10 +189,15 @@ def raw_from_array(arr: np.ndarray) -> bytes:
 
 
 def _shape(shape: Any, name: str) -> tuple[int, ...]:
+    # "12" was read as (1, 2), 1.7 as 1 and true as 1: each dim must be an integer
     try:
-        dims = tuple(map(int, shape))
-    except (TypeError, ValueError):
-        raise ProtocolError(f"input '{name}' has shape {shape!r}; expected a list of non-negative integers") from None
+        dims = tuple(shape)
+    except TypeError:
+        dims = None
+    if dims is None or isinstance(shape, (str, bytes, dict)) or not all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in dims):
+        raise ProtocolError(f"input '{name}' has shape {shape!r}; expected a list of non-negative integers")
+    dims = tuple(map(int, dims))
     if dims and min(dims) < 0:
         raise ProtocolError(f"input '{name}' has shape {list(dims)}; sizes must be >= 0")
     return dims

@@ -114,3 +114,14 @@ def test_shape_that_is_not_a_list_of_integers_is_400(shape, data):
     with pytest.raises(ProtocolError, match="shape") as err:
         _decode([{"name": "x", "shape": shape, "datatype": "FP32", "data": data}])
     assert err.value.status == 400
+
+
+def test_bytes_tensor_with_a_huge_shape_is_400_before_allocating():
+    """Each element takes 4 bytes at least: shape [10**15] over an empty buffer was a MemoryError
+    (500), and [10**8] allocated 800 MB before it was refused."""
+    for count in (10**15, 10**8, 2):
+        head = json.dumps({"inputs": [{"name": "x", "shape": [count], "datatype": "BYTES",
+                                       "parameters": {"binary_data_size": 4}}]}).encode()
+        with pytest.raises(ProtocolError, match="fewer than") as err:
+            protocol.decode_infer_request(head + b"\0\0\0\0", len(head))
+        assert err.value.status == 400

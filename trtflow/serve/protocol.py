@@ -150,6 +150,9 @@ def deserialize_bytes(buf: bytes | memoryview, shape: Sequence[int]) -> np.ndarr
     """
     count = math.prod(shape)
     view = memoryview(buf)
+    if 4 * count > len(view):  # each element's length prefix alone takes 4 bytes: refused before allocating
+        raise ProtocolError(f"BYTES tensor holds fewer than the {count} elements its shape {list(shape)} needs "
+                            f"({len(view)} bytes; each element takes 4 bytes of length and its bytes)")
     out = np.empty(count, dtype=object)
     pos = 0
     for i in range(count):

@@ -125,3 +125,17 @@ def test_bytes_tensor_with_a_huge_shape_is_400_before_allocating():
         with pytest.raises(ProtocolError, match="fewer than") as err:
             protocol.decode_infer_request(head + b"\0\0\0\0", len(head))
         assert err.value.status == 400
+
+
+@pytest.mark.parametrize("params", [{"binary_data_output": "false"}, {"binary_data_output": 1}])
+def test_binary_data_output_that_is_not_a_boolean_is_400(params):
+    """"false" was truthy: the outputs came back binary."""
+    with pytest.raises(ProtocolError, match="binary_data_output") as err:
+        _decode([_X], parameters=params)
+    assert err.value.status == 400
+
+
+def test_binary_data_of_an_output_that_is_not_a_boolean_is_400():
+    with pytest.raises(ProtocolError, match="binary_data") as err:
+        _decode([_X], outputs=[{"name": "y", "parameters": {"binary_data": "false"}}])
+    assert err.value.status == 400

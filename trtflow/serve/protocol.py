@@ -284,10 +284,23 @@ def parse_infer_header(head: bytes | memoryview) -> tuple[list[dict], InferReque
         outputs = []
         for item in doc["outputs"]:
             p = _parameters(item, "output", item["name"])
-            outputs.append(RequestedOutput(str(item["name"]), p.get("binary_data"),
+            outputs.append(RequestedOutput(str(item["name"]), _flag(p, "binary_data", f"output '{item['name']}'"),
                                            class_count(p.get("classification"), item["name"])))
-    request = InferRequest({}, str(doc.get("id", "")), outputs, bool(params.get("binary_data_output", False)), params)
+    binary = _flag(params, "binary_data_output", "the request")
+    request = InferRequest({}, str(doc.get("id", "")), outputs, bool(binary), params)
     return doc["inputs"], request
+
+
+def _flag(params: dict, key: str, whose: str) -> bool | None:
+    """A boolean parameter (None when absent); "false" was truthy, so only true/false are taken.
+
+    Raises:
+        ProtocolError: (400) a value that is not a JSON boolean.
+    """
+    value = params.get(key)
+    if value is not None and type(value) is not bool:
+        raise ProtocolError(f"{whose}: parameter '{key}' must be true or false, got {json.dumps(value, default=repr)}")
+    return value
 
 
 def _parameters(doc: dict, what: str, name: Any = None) -> dict:

@@ -699,3 +699,24 @@ def test_predictor_batch_that_is_not_a_whole_number_is_refused(model):
         with pytest.raises(UsageError, match="batch must be a whole number, at least 1"):
             trtflow.Predictor(task=mean_task(model), batch=batch)
     assert trtflow.Predictor(task=mean_task(model), batch=np.int64(3)).batch == 3
+
+
+def test_folder_jpeg_cut_short_is_kept_and_counted_corrupt(tmp_path):
+    """FFmpeg conceals a JPEG cut short (the missing part grey), and the frame was counted as a
+    good one: a folder source said nothing of the damage a video source reports."""
+    from PIL import Image
+
+    from trtflow.video.sources import Source
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    for name in ("0.jpg", "1.jpg"):
+        Image.fromarray(pixels).save(folder / name)
+    whole = (folder / "1.jpg").read_bytes()
+    (folder / "1.jpg").write_bytes(whole[: len(whole) // 2])
+    source = Source(str(folder))
+    frames = list(source.frames())
+    assert [f.index for f in frames] == [0, 1] and frames[1].image.shape == (32, 32, 3)
+    assert source.stats.corrupt == 1 and "1.jpg" in source.stats.errors[0]
+    source.close()

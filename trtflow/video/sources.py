@@ -31,6 +31,7 @@ from trtflow.errors import UsageError
 log = logging.getLogger(__name__)
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "rtp", "srt", "hls")
+CONCEALED_SUFFIXES = {".jpg", ".jpeg"}  # damage FFmpeg's decoder conceals instead of refusing
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 DECODERS = ("cpu", "nvdec")
 NOT_VIDEO = {"tty"}  # FFmpeg renders any text file as ANSI art: not a video source
@@ -301,11 +302,18 @@ class Source:
             if stop is not None and stop.is_set() or self.max_frames is not None and index >= self.max_frames:
                 return
             try:
-                image = decode_image(av, str(path))
-            except ValueError as exc:
+                image = decode_image(av, str(path), strict=path.suffix.lower() in CONCEALED_SUFFIXES)
+            except ValueError:
+                image = None  # damaged: read it again, letting the decoder conceal what it can
+            if image is None:
+                try:
+                    image = decode_image(av, str(path))
+                except ValueError as exc:
+                    self.stats.corrupt += 1
+                    self.stats.note(f"stream {self.stream}: image '{path}' could not be decoded, skipped: {exc}")
+                    continue
                 self.stats.corrupt += 1
-                self.stats.note(f"stream {self.stream}: image '{path}' could not be decoded, skipped: {exc}")
-                continue
+                self.stats.note(f"stream {self.stream}: image '{path}' is damaged (the decoder concealed the damage)")
             self.stats.decoded = index + 1
             yield Frame(self.stream, index, n, n / 25.0, image)
             index += 1
@@ -365,15 +373,23 @@ def av_options(options: dict) -> dict[str, str]:
     return {str(k): ("1" if v else "0") if isinstance(v, bool) else str(v) for k, v in options.items()}
 
 
-def decode_image(av: Any, path: str) -> Any:
+def decode_image(av: Any, path: str, strict: bool = False) -> Any:
     """The first picture of an image file, as an HWC RGB uint8 array.
+
+    Args:
+        strict: refuse damage the decoder would conceal (a JPEG cut short comes back partly grey
+            otherwise). Folder sources ask it of JPEGs only: FFmpeg's other image decoders refuse
+            damage anyway, and some would refuse whole files this way (an RGBA TIFF).
 
     Raises:
         ValueError: FFmpeg cannot read a picture from it (its message is FFmpeg's).
     """
     try:
         with av.open(path) as container:
-            return next(container.decode(video=0)).to_ndarray(format="rgb24")
+            stream = container.streams.video[0]
+            if strict:
+                stream.codec_context.options = {"err_detect": "explode"}
+            return next(container.decode(stream)).to_ndarray(format="rgb24")
     except (av.error.FFmpegError, StopIteration, IndexError) as exc:  # IndexError: no picture stream in it
         raise ValueError(str(exc)) from None
 

@@ -138,3 +138,14 @@ def test_access_log_names_the_path_as_requested(port, caplog):
                                  if r.name == "trtflow.serve.access"]) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert want in paths, paths
+
+
+def test_an_empty_binary_tensor_is_a_400_and_the_connection_goes_on(port):
+    """A batch of 0 rows as a binary tensor crashed the lean path (memoryview cast of an empty
+    array): no answer, the connection dropped with the requests pipelined behind it."""
+    with socket.create_connection(("127.0.0.1", port)) as s, s.makefile("rb") as f:
+        s.settimeout(10)
+        s.sendall(_infer(np.zeros((0, 4), np.float32)) + _infer(_x(1)))
+        code, _, text = _read(f)
+        assert code == 400 and "batch size 0" in json.loads(text)["error"]
+        np.testing.assert_allclose(_y(_read(f)), 2 * _x(1) + 1)

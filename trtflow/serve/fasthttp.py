@@ -223,7 +223,11 @@ class FastHTTP(asyncio.BufferedProtocol):
             rest = bytearray(length - header)
             self._want([rest], lambda: self._run(lambda: protocol.decode_infer_request(self.json + rest, header)))
             return
-        views, self.ticket = self.server.reserve(name, layout)
+        try:
+            views, self.ticket = self.server.reserve(name, layout)
+        except Exception as exc:  # noqa: BLE001 - answered like any other request, the connection goes on
+            self._skip(length - header, exc)
+            return
         self._want(views, lambda: self._run(lambda: request))
 
     def _skip(self, n: int, exc: BaseException) -> None:

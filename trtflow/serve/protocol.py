@@ -320,8 +320,8 @@ def _parameters(doc: dict, what: str, name: Any = None) -> dict:
 
 
 def binary_layout(items: list[dict], body_bytes: int) -> list[tuple[str, np.dtype, tuple[int, ...]]] | None:
-    """The inputs as (name, dtype, shape) when every one is a fixed-size binary tensor whose
-    ``binary_data_size`` matches its shape and the sizes add up to ``body_bytes``; None otherwise
+    """The inputs as (name, dtype, shape) when every one is a non-empty fixed-size binary tensor
+    whose ``binary_data_size`` matches its shape and the sizes add up to ``body_bytes``; None otherwise
     (then ``decode_infer_request`` decodes the whole body and names what is wrong). ``items``: the
     input entries of ``parse_infer_header``, which refused repeated names."""
     layout, total = [], 0
@@ -332,7 +332,7 @@ def binary_layout(items: list[dict], body_bytes: int) -> list[tuple[str, np.dtyp
             if type(size) is not int or dtype is None or dtype == object:
                 return None
             shape = _shape(item["shape"], "")
-            if size != math.prod(shape) * dtype.itemsize:
+            if size != math.prod(shape) * dtype.itemsize or size == 0:  # an empty tensor: nothing to read into
                 return None
             layout.append((str(item["name"]), dtype, shape))
             total += size

@@ -720,3 +720,25 @@ def test_folder_jpeg_cut_short_is_kept_and_counted_corrupt(tmp_path):
     assert [f.index for f in frames] == [0, 1] and frames[1].image.shape == (32, 32, 3)
     assert source.stats.corrupt == 1 and "1.jpg" in source.stats.errors[0]
     source.close()
+
+
+def test_relative_names_with_a_colon_are_files_not_ffmpeg_protocols(tmp_path, model, monkeypatch):
+    """FFmpeg reads 'cam:2024.mp4' as the protocol 'cam': a relative file name with a colon (a
+    timestamp) was 'not a video file', an image of the folder '.' was skipped as corrupt, and
+    --out refused to write there."""
+    from tests.test_video import make_clip
+    from trtflow.video import VideoConfig, run_video
+    from trtflow.video.sources import Source
+
+    monkeypatch.chdir(tmp_path)
+    make_clip(tmp_path / "cam-2024T10:00:00.mp4", frames=3)
+    av.VideoFrame.from_ndarray(np.zeros((8, 8, 3), np.uint8), format="rgb24").save(str(tmp_path / "shot:1.png"))
+    source = Source("cam-2024T10:00:00.mp4")
+    assert sum(1 for _ in source.frames()) == 3
+    source.close()
+    folder = Source(".")
+    assert sum(1 for _ in folder.frames()) == 1 and folder.stats.corrupt == 0
+    summary = run_video(["cam-2024T10:00:00.mp4"], mean_task(model), VideoConfig(out="out:1.mp4"))
+    assert summary.frames_out == 3
+    with av.open(str(tmp_path / "out:1.mp4")) as written:
+        assert sum(1 for _ in written.decode(video=0)) == 3

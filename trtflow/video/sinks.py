@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import io
 import logging
+import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Optional
@@ -59,7 +60,7 @@ class VideoWriter:
         if not parent.is_dir():
             raise UsageError(f"--out '{path}': the folder '{parent}' does not exist")
         try:
-            self.container = self.av.open(path, "w")
+            self.container = self.av.open(os.path.abspath(path), "w")  # 'out:1.mp4' is no protocol 'out'
         except (self.av.error.FFmpegError, ValueError) as exc:
             raise UsageError(f"--out '{path}': cannot write a video there ({exc}); use a .mp4, .mkv or .mov name") from None
         refused = _refuses_codec(self.av, self.container.format.name, codec)

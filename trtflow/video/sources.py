@@ -158,6 +158,7 @@ class Source:
             path = local_path(self.uri)
             if not os.path.exists(path):
                 raise UsageError(f"source '{self.uri}': no such file")
+            path = os.path.abspath(path)  # FFmpeg reads 'cam:1.mp4' as the protocol 'cam'
         elif self.kind == "camera":
             path = f"/dev/video{self.uri}" if self.uri.isdigit() else self.uri
             if not os.path.exists(path):
@@ -385,7 +386,7 @@ def decode_image(av: Any, path: str, strict: bool = False) -> Any:
         ValueError: FFmpeg cannot read a picture from it (its message is FFmpeg's).
     """
     try:
-        with av.open(path) as container:
+        with av.open(os.path.abspath(path)) as container:  # 'shot:1.png' is no protocol 'shot'
             stream = container.streams.video[0]
             if strict:
                 stream.codec_context.options = {"err_detect": "explode"}

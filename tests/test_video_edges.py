@@ -742,3 +742,16 @@ def test_relative_names_with_a_colon_are_files_not_ffmpeg_protocols(tmp_path, mo
     assert summary.frames_out == 3
     with av.open(str(tmp_path / "out:1.mp4")) as written:
         assert sum(1 for _ in written.decode(video=0)) == 3
+
+
+@pytest.mark.parametrize("option", ["probesize=abc", "fflags=+nonsense"])
+def test_av_option_ffmpeg_refuses_is_named_not_blamed_on_the_file(tmp_path, option, capsys):
+    """A value FFmpeg refuses (--av-option probesize=abc) said the good file was 'not a video file
+    FFmpeg can read: Invalid argument'."""
+    from tests.test_video import make_clip, video_cli
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=2)
+    assert video_cli(clip, "--task", "classify", "--av-option", option) == 2
+    err = capsys.readouterr().err
+    assert option.split("=")[0] in err and "--av-option" in err and "not a video file" not in err, err

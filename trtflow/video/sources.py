@@ -177,9 +177,14 @@ class Source:
             if hwaccel is not None and os.path.exists(path):
                 raise UsageError(f"source '{self.uri}': --decode nvdec could not start FFmpeg's CUDA decoder: {exc}; "
                                  "use --decode cpu") from None
+            refused = bool(options) and getattr(exc, "errno", None) == 22  # EINVAL: a bad option value among others
+            if refused and self._opens_without(path, fmt):
+                raise UsageError(f"source '{self.uri}': FFmpeg refused the options {options} ({exc}); fix or drop "
+                                 "them (--av-option)") from None
             what = {"file": "not a video file FFmpeg can read", "camera": "cannot open the camera",
                     "network": "cannot open the stream (is the URL right and the server reachable?)"}[self.kind]
-            raise UsageError(f"source '{self.uri}': {what}: {exc}") from None
+            hint = f"; or FFmpeg refused the options {options} (--av-option)" if refused and self.live else ""
+            raise UsageError(f"source '{self.uri}': {what}: {exc}{hint}") from None
         if not self.container.streams.video or self.container.format.name in NOT_VIDEO:
             self.container.close()
             raise UsageError(f"source '{self.uri}': not a video file FFmpeg can read: no video stream in it")
@@ -195,6 +200,17 @@ class Source:
         self.time_base = self.video.time_base or Fraction(1, int(self.fps) or 25)
         if self.kind == "file" and self.video.frames:
             self.stats.expected = int(self.video.frames)
+
+    def _opens_without(self, path: str, fmt: Optional[str]) -> bool:
+        """Whether a file opens without the options (then they, not the file, were refused). Live
+        sources are not opened twice (a second wait for a stream, a camera busy)."""
+        if self.kind != "file":
+            return False
+        try:
+            self._av.open(path, format=fmt).close()
+        except (self._av.error.FFmpegError, OSError, ValueError):
+            return False
+        return True
 
     def _hwaccel(self):
         from trtflow.video.nvdec import nvdec_hwaccel

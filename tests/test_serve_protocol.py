@@ -139,3 +139,11 @@ def test_binary_data_of_an_output_that_is_not_a_boolean_is_400():
     with pytest.raises(ProtocolError, match="binary_data") as err:
         _decode([_X], outputs=[{"name": "y", "parameters": {"binary_data": "false"}}])
     assert err.value.status == 400
+
+
+def test_json_nested_too_deep_is_400_not_an_internal_error():
+    """A RecursionError from the JSON parser was answered 500 'internal error'."""
+    body = b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(ProtocolError, match="malformed JSON.*nested") as err:
+        protocol.decode_infer_request(body)
+    assert err.value.status == 400

@@ -265,6 +265,8 @@ def parse_infer_header(head: bytes | memoryview) -> tuple[list[dict], InferReque
         doc = json.loads(bytes(head))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"malformed JSON in the request: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("malformed JSON in the request: arrays or objects nested too deep") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise ProtocolError("the request must be a JSON object with an 'inputs' list")
     params = _parameters(doc, "the request")

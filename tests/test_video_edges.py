@@ -755,3 +755,18 @@ def test_av_option_ffmpeg_refuses_is_named_not_blamed_on_the_file(tmp_path, opti
     assert video_cli(clip, "--task", "classify", "--av-option", option) == 2
     err = capsys.readouterr().err
     assert option.split("=")[0] in err and "--av-option" in err and "not a video file" not in err, err
+
+
+@pytest.mark.parametrize("options", [{"max_frames": -1}, {"max_frames": 2.5}, {"batch": 0}, {"batch": "4"},
+                                     {"push_timeout_ms": -5}, {"queue_frames": -1}, {"timeout_s": 0},
+                                     {"post_workers": 0}, {"push_timeout_ms": float("nan")}])
+def test_video_config_out_of_range_is_refused_naming_the_field(options):
+    """VideoConfig(max_frames=-1) read no frame without a word, max_frames=2.5 read 3 frames, batch=0
+    ran batches of 1: values the CLI refuses passed from Python and were bent silently."""
+    from trtflow.errors import UsageError
+    from trtflow.video import VideoConfig
+
+    (name,) = options
+    with pytest.raises(UsageError, match=name):
+        VideoConfig(**options)
+    VideoConfig(max_frames=0, queue_frames=0, push_timeout_ms=0)  # the bounds themselves are fine

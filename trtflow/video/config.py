@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from trtflow.errors import UsageError
+from trtflow.spec import is_count
 
 
 @dataclass
@@ -44,6 +47,21 @@ class VideoConfig:
     encoder_options: Optional[dict] = None
     device: Optional[str] = None
     post_workers: int = 2
+
+    def __post_init__(self) -> None:
+        """Refuse what cannot be meant (the CLI's flags refuse the same values)."""
+        for name, least in (("batch", 1), ("queue_frames", 0), ("post_workers", 1)):
+            if not is_count(getattr(self, name), least):
+                raise UsageError(f"VideoConfig {name} must be a whole number >= {least}, got {getattr(self, name)!r}")
+        if self.max_frames is not None and not is_count(self.max_frames, 0):
+            raise UsageError(f"VideoConfig max_frames must be a whole number >= 0 or None (every frame), "
+                             f"got {self.max_frames!r}")
+        for name, positive in (("push_timeout_ms", False), ("timeout_s", True)):
+            value = getattr(self, name)
+            if (not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value)
+                    or value < 0 or positive and value == 0):
+                raise UsageError(f"VideoConfig {name} must be a finite number {'>' if positive else '>='} 0, "
+                                 f"got {value!r}")
 
 
 @dataclass

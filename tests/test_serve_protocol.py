@@ -147,3 +147,17 @@ def test_json_nested_too_deep_is_400_not_an_internal_error():
     with pytest.raises(ProtocolError, match="malformed JSON.*nested") as err:
         protocol.decode_infer_request(body)
     assert err.value.status == 400
+
+
+@pytest.mark.parametrize("doc, match", [
+    ({"inputs": [{**_X, "name": 5}]}, "name"),
+    ({"inputs": [{**_X, "name": ["x"]}]}, "name"),
+    ({"inputs": [_X], "outputs": [{"name": {"y": 1}}]}, "name"),
+    ({"inputs": [_X], "id": {"a": 1}}, "'id'"),
+    ({"inputs": [_X], "id": 7}, "'id'"),
+])
+def test_names_and_id_that_are_not_strings_are_400(doc, match):
+    """They were turned into text: input ["x"] was named "['x']", id {"a": 1} echoed as "{'a': 1}"."""
+    with pytest.raises(ProtocolError, match=match) as err:
+        protocol.decode_infer_request(json.dumps(doc).encode())
+    assert err.value.status == 400

@@ -274,7 +274,7 @@ def parse_infer_header(head: bytes | memoryview) -> tuple[list[dict], InferReque
     for item in doc["inputs"]:
         if not isinstance(item, dict) or "name" not in item or "datatype" not in item or "shape" not in item:
             raise ProtocolError("each input needs 'name', 'shape' and 'datatype'")
-        name = str(item["name"])
+        name = _name(item, "input")
         _parameters(item, "input", item["name"])
         if name in names:
             raise ProtocolError(f"input '{item['name']}' is given more than once")
@@ -285,12 +285,27 @@ def parse_infer_header(head: bytes | memoryview) -> tuple[list[dict], InferReque
             raise ProtocolError("'outputs' must be a list of objects with a 'name'")
         outputs = []
         for item in doc["outputs"]:
-            p = _parameters(item, "output", item["name"])
-            outputs.append(RequestedOutput(str(item["name"]), _flag(p, "binary_data", f"output '{item['name']}'"),
+            p = _parameters(item, "output", _name(item, "output"))
+            outputs.append(RequestedOutput(item["name"], _flag(p, "binary_data", f"output '{item['name']}'"),
                                            class_count(p.get("classification"), item["name"])))
     binary = _flag(params, "binary_data_output", "the request")
-    request = InferRequest({}, str(doc.get("id", "")), outputs, bool(binary), params)
+    rid = doc.get("id", "")
+    if not isinstance(rid, str):  # {"a": 1} was echoed as "{'a': 1}"
+        raise ProtocolError(f"the request's 'id' must be a string, got {json.dumps(rid)}")
+    request = InferRequest({}, rid, outputs, bool(binary), params)
     return doc["inputs"], request
+
+
+def _name(item: dict, what: str) -> str:
+    """The ``name`` of an input or output entry; ["x"] was named "['x']".
+
+    Raises:
+        ProtocolError: (400) a name that is not a string.
+    """
+    name = item["name"]
+    if not isinstance(name, str):
+        raise ProtocolError(f"an {what}'s 'name' must be a string, got {json.dumps(name)}")
+    return name
 
 
 def _flag(params: dict, key: str, whose: str) -> bool | None:

@@ -161,3 +161,16 @@ def test_names_and_id_that_are_not_strings_are_400(doc, match):
     with pytest.raises(ProtocolError, match=match) as err:
         protocol.decode_infer_request(json.dumps(doc).encode())
     assert err.value.status == 400
+
+
+@pytest.mark.parametrize("datatype, data", [("FP16", [1.0, 70000.0]), ("FP16", [1, 100000]), ("FP32", [1.0, 1e39])])
+def test_json_numbers_beyond_a_float_datatype_are_400_not_infinity(datatype, data):
+    """70000 into FP16 became inf without a word (a RuntimeWarning on the server's stderr)."""
+    with pytest.raises(ProtocolError, match=f"'x'.*{datatype}") as err:
+        _decode([{"name": "x", "shape": [2], "datatype": datatype, "data": data}])
+    assert err.value.status == 400
+
+
+def test_json_infinity_and_nan_into_a_float_datatype_are_taken():
+    got = _decode([{"name": "x", "shape": [3], "datatype": "FP16", "data": [float("inf"), float("nan"), 65504.0]}])
+    assert np.isposinf(got.inputs["x"][0]) and np.isnan(got.inputs["x"][1]) and got.inputs["x"][2] == 65504

@@ -372,7 +372,7 @@ def _array_from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str
             parsed = np.asarray(data)
             kind = parsed.dtype.kind if parsed.size else dtype.kind
             if parsed.dtype == dtype or (kind in "iuf" and dtype.kind == "f"):
-                return _reshaped(parsed.astype(dtype, copy=False), shape, name)
+                return _reshaped(_float_cast(parsed, dtype, datatype, name), shape, name)
             if parsed.size and kind in "iu" and dtype.kind in "iu":  # astype would wrap: the range is checked first
                 info = np.iinfo(dtype)
                 for value in (parsed.min(), parsed.max()):
@@ -389,6 +389,23 @@ def _array_from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"input '{name}': data does not fit datatype {datatype}: {exc}") from None
     return _reshaped(arr, shape, name)
+
+
+def _float_cast(parsed: np.ndarray, dtype: np.dtype, datatype: str, name: str) -> np.ndarray:
+    """Parsed JSON numbers as a float ``dtype``; a finite number beyond its range (70000 into FP16)
+    is a 400, where the cast made it infinity without a word."""
+    if parsed.dtype == dtype:
+        return parsed
+    with np.errstate(over="ignore"):
+        out = parsed.astype(dtype)
+    if parsed.size and parsed.dtype.kind == "f":
+        beyond = np.isinf(out) & np.isfinite(parsed)
+    else:
+        beyond = np.isinf(out)
+    if parsed.size and beyond.any():
+        raise ProtocolError(f"input '{name}': value {parsed[beyond].flat[0]} is beyond the range of datatype {datatype} "
+                            f"(largest {float(np.finfo(dtype).max):g}); send it in a wider datatype")
+    return out
 
 
 def _reshaped(arr: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:

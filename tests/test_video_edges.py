@@ -770,3 +770,19 @@ def test_video_config_out_of_range_is_refused_naming_the_field(options):
     with pytest.raises(UsageError, match=name):
         VideoConfig(**options)
     VideoConfig(max_frames=0, queue_frames=0, push_timeout_ms=0)  # the bounds themselves are fine
+
+
+@pytest.mark.parametrize("suffix", ["ogv", "mxf"])
+def test_out_whose_header_ffmpeg_refuses_leaves_no_broken_file(tmp_path, model, suffix):
+    """The refused header was written in part: a run that failed left an out.ogv / out.mxf that no
+    player reads."""
+    from tests.test_video import make_clip
+    from trtflow.errors import UsageError
+    from trtflow.video import VideoConfig, run_video
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=3, audio=True)
+    out = tmp_path / f"out.{suffix}"
+    with pytest.raises(UsageError, match="FFmpeg cannot write"):
+        run_video([str(clip)], mean_task(model), VideoConfig(out=str(out)))
+    assert not out.exists()

@@ -134,6 +134,7 @@ class VideoWriter:
         except self.av.error.FFmpegError as exc:
             if self._header:
                 raise
+            self._discard()
             if self.audio_out is None:
                 raise UsageError(f"--out '{self.path}': FFmpeg cannot write {self.codec} video into this kind of "
                                  f"file ({exc}); use a .mp4, .mkv or .mov name") from None
@@ -141,6 +142,15 @@ class VideoWriter:
                              f"source's {self.audio_out.codec_context.name} audio ({exc}); use a .mkv name, or drop "
                              "the audio (--no-audio)") from None
         self._header = True
+
+    def _discard(self) -> None:
+        """Close and remove a file whose header FFmpeg refused (it holds part of one, no video)."""
+        try:
+            self.container.close()
+        except self.av.error.FFmpegError:
+            pass
+        self.container = None
+        Path(self.path).unlink(missing_ok=True)
 
     def _flush_audio(self) -> None:
         if self.video is None:  # the header is written with the first video packet
@@ -161,8 +171,9 @@ class VideoWriter:
                     self._mux(packet)
                 self._flush_audio()
         finally:
-            self.container.close()
-            self.container = None
+            if self.container is not None:  # None: discarded, its header refused
+                self.container.close()
+                self.container = None
 
 
 def _refuses_codec(av: Any, container_format: str, codec: str) -> Optional[str]:

@@ -786,3 +786,19 @@ def test_out_whose_header_ffmpeg_refuses_leaves_no_broken_file(tmp_path, model, 
     with pytest.raises(UsageError, match="FFmpeg cannot write"):
         run_video([str(clip)], mean_task(model), VideoConfig(out=str(out)))
     assert not out.exists()
+
+
+def test_animated_gif_holding_a_frame_longer_has_no_missing_frames(tmp_path):
+    """A GIF showing one frame 200 ms among 40 ms ones (variable frame times, every frame there)
+    was reported as 'about 2 frame(s) missing ... damaged or lost data'."""
+    from PIL import Image
+
+    from trtflow.video.sources import Source
+
+    frames = [Image.fromarray(np.full((10, 11, 3), 40 * i, np.uint8)) for i in range(5)]
+    gif = tmp_path / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=[40, 40, 200, 40, 40], loop=0)
+    source = Source(str(gif))
+    assert [f.index for f in source.frames()] == [0, 1, 2, 3, 4]
+    assert source.stats.missing == 0 and not source.stats.errors and not source.stats.ended_early
+    source.close()

@@ -132,6 +132,7 @@ class Source:
         self.width = self.height = 0
         self.codec = ""
         self._nvdec = None
+        self._gaps: list[tuple[int, str]] = []  # (frames, message): timestamp gaps not yet counted missing
         self._av = require("av", "trtflow video")
         if self.kind == "folder":
             self._open_folder()
@@ -238,13 +239,20 @@ class Source:
         if self.kind == "folder":
             yield from self._folder_frames(stop)
             return
-        av = self._av
         streams = [self.video] + ([self.audio] if self.audio is not None and on_audio else [])
-        index = 0
-        last_time = last_pts = None
         step = 1 / (self.fps * self.time_base) if self.fps else None  # pts ticks per frame
         if self.max_frames is not None and self.max_frames < 1:
             return
+        try:
+            yield from self._decoded(streams, stop, on_audio, step)
+        finally:
+            self._record_gaps()  # a stop, max_frames or an early close: gaps held back count as losses
+
+    def _decoded(self, streams: list, stop: Optional[threading.Event], on_audio: Optional[Callable[[Any], None]],
+                 step: Optional[Fraction]) -> Iterator[Frame]:
+        av = self._av
+        index = 0
+        last_time = last_pts = None
         packets = self.container.demux(*streams)
         while True:
             if stop is not None and stop.is_set():
@@ -295,9 +303,18 @@ class Source:
             return
         lost = round((pts - last) / step) - 1 if step > 0 else 0
         if lost >= 1:
+            self._gaps.append((lost, f"stream {self.stream} ({self.uri}): about {lost} frame(s) missing before "
+                                     f"frame {index} (pts {last} -> {pts}); damaged or lost data"))
+            if self.kind != "file" or self.stats.expected is None:
+                self._record_gaps()
+            # else held back to the end: a file that yields every frame it declares has variable
+            # frame times (an animated GIF, a phone's clip), not losses
+
+    def _record_gaps(self) -> None:
+        for lost, message in self._gaps:
             self.stats.missing += lost
-            self.stats.note(f"stream {self.stream} ({self.uri}): about {lost} frame(s) missing before frame {index} "
-                            f"(pts {last} -> {pts}); damaged or lost data")
+            self.stats.note(message)
+        self._gaps.clear()
 
     def _frame(self, frame: Any, index: int) -> Frame:
         pts = frame.pts
@@ -336,7 +353,11 @@ class Source:
             index += 1
 
     def _check_end(self, decoded: int, last_time: Optional[float]) -> None:
-        """Record a file that ended before its declared length."""
+        """Record a file that ended before its declared length (and the gaps in its timestamps as
+        frames missing, unless it yielded every frame it declares)."""
+        if self.stats.expected is not None and decoded >= self.stats.expected:
+            self._gaps.clear()
+        self._record_gaps()
         if self.kind != "file" or self.max_frames is not None and decoded >= self.max_frames:
             return
         expected = self.stats.expected

@@ -802,3 +802,15 @@ def test_animated_gif_holding_a_frame_longer_has_no_missing_frames(tmp_path):
     assert [f.index for f in source.frames()] == [0, 1, 2, 3, 4]
     assert source.stats.missing == 0 and not source.stats.errors and not source.stats.ended_early
     source.close()
+
+
+def test_folder_source_describes_the_size_of_its_images(tmp_path):
+    """A folder source described itself as 0x0 (the summary, --json and 'stream 0: ... (folder, 0x0')."""
+    from trtflow.video.sources import Source
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    av.VideoFrame.from_ndarray(np.zeros((6, 10, 3), np.uint8), format="rgb24").save(str(folder / "0.png"))
+    source = Source(str(folder))
+    list(source.frames())
+    assert (source.describe()["width"], source.describe()["height"]) == (10, 6)

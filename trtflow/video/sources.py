@@ -348,6 +348,8 @@ class Source:
                     continue
                 self.stats.corrupt += 1
                 self.stats.note(f"stream {self.stream}: image '{path}' is damaged (the decoder concealed the damage)")
+            if not self.width:  # a folder's size is its first image's (a video's is its first frame's)
+                self.height, self.width = image.shape[:2]
             self.stats.decoded = index + 1
             yield Frame(self.stream, index, n, n / 25.0, image)
             index += 1

@@ -814,3 +814,19 @@ def test_folder_source_describes_the_size_of_its_images(tmp_path):
     source = Source(str(folder))
     list(source.frames())
     assert (source.describe()["width"], source.describe()["height"]) == (10, 6)
+
+
+def test_out_of_one_stream_that_is_a_folder_is_refused_before_any_work(tmp_path, model):
+    """With two sources, --out out.mp4 writes out-s0.mp4 and out-s1.mp4; a folder named out-s1.mp4
+    failed the write stage with IsADirectoryError after the work had begun."""
+    from tests.test_video import make_clip
+    from trtflow.errors import UsageError
+    from trtflow.video import VideoConfig, run_video
+
+    clips = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
+    for clip in clips:
+        make_clip(clip, frames=2)
+    (tmp_path / "out-s1.mp4").mkdir()
+    with pytest.raises(UsageError, match=r"--out '.*out-s1.mp4' is a folder"):
+        run_video([str(c) for c in clips], mean_task(model), VideoConfig(out=str(tmp_path / "out.mp4")))
+    assert not (tmp_path / "out-s0.mp4").exists()

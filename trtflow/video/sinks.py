@@ -59,6 +59,8 @@ class VideoWriter:
         parent = Path(path).parent
         if not parent.is_dir():
             raise UsageError(f"--out '{path}': the folder '{parent}' does not exist")
+        if Path(path).is_dir():  # FFmpeg opens the file only at the first packet, after the work began
+            raise UsageError(f"--out '{path}' is a folder; give a file name, or remove the folder")
         try:
             self.container = self.av.open(os.path.abspath(path), "w")  # 'out:1.mp4' is no protocol 'out'
         except (self.av.error.FFmpegError, ValueError) as exc:

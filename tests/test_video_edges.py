@@ -830,3 +830,17 @@ def test_out_of_one_stream_that_is_a_folder_is_refused_before_any_work(tmp_path,
     with pytest.raises(UsageError, match=r"--out '.*out-s1.mp4' is a folder"):
         run_video([str(c) for c in clips], mean_task(model), VideoConfig(out=str(tmp_path / "out.mp4")))
     assert not (tmp_path / "out-s0.mp4").exists()
+
+
+def test_out_where_no_file_can_be_made_says_so(tmp_path, model):
+    """/proc takes no new file: FFmpeg's 'No such file or directory' at the first packet was reported
+    as 'cannot write libx264 video into this kind of file; use a .mp4 ... name' for a .mp4 name."""
+    from tests.test_video import make_clip
+    from trtflow.errors import UsageError
+    from trtflow.video import VideoConfig, run_video
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=2)
+    with pytest.raises(UsageError, match=r"--out '/proc/out.mp4': cannot write there \(No such file") as info:
+        run_video([str(clip)], mean_task(model), VideoConfig(out="/proc/out.mp4"))
+    assert "this kind of file" not in str(info.value)

@@ -4,6 +4,7 @@ JSON Lines with one record per frame."""
 from __future__ import annotations
 
 import collections
+import errno
 import io
 import logging
 import os
@@ -21,6 +22,8 @@ from trtflow.video.sources import av_options
 log = logging.getLogger(__name__)
 
 DEFAULT_ENCODER_OPTIONS = {"preset": "veryfast", "crf": "23"}
+# FFmpeg's errors opening the file at the first packet (EPERM is not one: MXF refuses streams with it)
+_FILE_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EISDIR, errno.ENOTDIR, errno.ENOSPC, errno.EROFS, errno.EDQUOT}
 
 
 def output_paths(out: str, streams: int) -> list[str]:
@@ -137,6 +140,8 @@ class VideoWriter:
             if self._header:
                 raise
             self._discard()
+            if getattr(exc, "errno", None) in _FILE_ERRNOS:  # the file itself, not what it holds
+                raise UsageError(f"--out '{self.path}': cannot write there ({exc.strerror})") from None
             if self.audio_out is None:
                 raise UsageError(f"--out '{self.path}': FFmpeg cannot write {self.codec} video into this kind of "
                                  f"file ({exc}); use a .mp4, .mkv or .mov name") from None

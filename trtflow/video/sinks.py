@@ -139,8 +139,9 @@ class VideoWriter:
         except self.av.error.FFmpegError as exc:
             if self._header:
                 raise
-            self._discard()
-            if getattr(exc, "errno", None) in _FILE_ERRNOS:  # the file itself, not what it holds
+            opened = getattr(exc, "errno", None) not in _FILE_ERRNOS
+            self._discard(remove=opened)  # a file FFmpeg could not open is not its own to remove
+            if not opened:  # the file itself, not what it holds
                 raise UsageError(f"--out '{self.path}': cannot write there ({exc.strerror})") from None
             if self.audio_out is None:
                 raise UsageError(f"--out '{self.path}': FFmpeg cannot write {self.codec} video into this kind of "
@@ -150,14 +151,15 @@ class VideoWriter:
                              "the audio (--no-audio)") from None
         self._header = True
 
-    def _discard(self) -> None:
-        """Close and remove a file whose header FFmpeg refused (it holds part of one, no video)."""
+    def _discard(self, remove: bool = True) -> None:
+        """Close, and remove, a file whose header FFmpeg refused (it holds part of one, no video)."""
         try:
             self.container.close()
         except self.av.error.FFmpegError:
             pass
         self.container = None
-        Path(self.path).unlink(missing_ok=True)
+        if remove:
+            Path(self.path).unlink(missing_ok=True)
 
     def _flush_audio(self) -> None:
         if self.video is None:  # the header is written with the first video packet

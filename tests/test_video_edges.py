@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -844,3 +846,19 @@ def test_out_where_no_file_can_be_made_says_so(tmp_path, model):
     with pytest.raises(UsageError, match=r"--out '/proc/out.mp4': cannot write there \(No such file") as info:
         run_video([str(clip)], mean_task(model), VideoConfig(out="/proc/out.mp4"))
     assert "this kind of file" not in str(info.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root lists any folder")
+def test_folder_that_cannot_be_listed_is_a_usage_error(tmp_path):
+    """An unreadable folder raised a bare PermissionError from Path.iterdir."""
+    from trtflow.errors import UsageError
+    from trtflow.video.sources import Source
+
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o300)
+    try:
+        with pytest.raises(UsageError, match="cannot list the folder"):
+            Source(str(folder))
+    finally:
+        folder.chmod(0o700)

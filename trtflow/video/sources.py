@@ -143,8 +143,12 @@ class Source:
     def _open_folder(self) -> None:
         if self.decode == "nvdec":
             raise UsageError(f"source '{self.uri}' is a folder of images; --decode nvdec decodes video streams only")
-        self.images = sorted(p for p in Path(local_path(self.uri)).iterdir()
-                             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        try:
+            self.images = sorted(p for p in Path(local_path(self.uri)).iterdir()
+                                 if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        except OSError as exc:
+            raise UsageError(f"source '{self.uri}': cannot list the folder ({exc.strerror}); check its "
+                             "permissions") from None
         if not self.images:
             raise UsageError(f"source '{self.uri}': the folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self.codec = "image"

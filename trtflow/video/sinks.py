@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ENCODER_OPTIONS = {"preset": "veryfast", "crf": "23"}
 # FFmpeg's errors opening the file at the first packet (EPERM is not one: MXF refuses streams with it)
-_FILE_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EISDIR, errno.ENOTDIR, errno.ENOSPC, errno.EROFS, errno.EDQUOT}
+_FILE_ERRNOS = {getattr(errno, n) for n in ("ENOENT", "EACCES", "EISDIR", "ENOTDIR", "ENOSPC", "EROFS", "EDQUOT")
+                if hasattr(errno, n)}  # EDQUOT is not on every platform
 
 
 def output_paths(out: str, streams: int) -> list[str]:

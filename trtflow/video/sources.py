@@ -339,19 +339,20 @@ class Source:
         for n, path in enumerate(self.images):
             if stop is not None and stop.is_set() or self.max_frames is not None and index >= self.max_frames:
                 return
+            strict = path.suffix.lower() in CONCEALED_SUFFIXES
             try:
-                image = decode_image(av, str(path), strict=path.suffix.lower() in CONCEALED_SUFFIXES)
-            except ValueError:
-                image = None  # damaged: read it again, letting the decoder conceal what it can
-            if image is None:
                 try:
-                    image = decode_image(av, str(path))
-                except ValueError as exc:
+                    image = decode_image(av, str(path), strict=strict)
+                except ValueError:
+                    if not strict:  # the lenient read failed already: nothing to retry
+                        raise
+                    image = decode_image(av, str(path))  # damaged: read again, letting the decoder conceal it
                     self.stats.corrupt += 1
-                    self.stats.note(f"stream {self.stream}: image '{path}' could not be decoded, skipped: {exc}")
-                    continue
+                    self.stats.note(f"stream {self.stream}: image '{path}' is damaged (the decoder concealed the damage)")
+            except ValueError as exc:
                 self.stats.corrupt += 1
-                self.stats.note(f"stream {self.stream}: image '{path}' is damaged (the decoder concealed the damage)")
+                self.stats.note(f"stream {self.stream}: image '{path}' could not be decoded, skipped: {exc}")
+                continue
             if not self.width:  # a folder's size is its first image's (a video's is its first frame's)
                 self.height, self.width = image.shape[:2]
             self.stats.decoded = index + 1

@@ -69,8 +69,7 @@ def runner_from_options(option: Mapping[str, Any]) -> BatchRunner:
     for key in ("load", "inputs", "input_shapes"):
         if option.get(key) is not None and not isinstance(option[key], Mapping):
             raise UsageError(f"option '{key}' is {option[key]!r}; give a dict (name -> value)")
-    known = {"task", "model", "engine", "batch", "label_to_frame", "input_shapes", "inputs", "load", "image_input",
-             "mean", "std", *TASK_KEYS}
+    known = {"task", "model", "engine", "batch", "label_to_frame", "load", *ENGINE_KEYS, *TASK_KEYS}
     unknown = sorted(set(option) - known)
     if unknown:
         raise UsageError(f"unknown option(s) {unknown} for the trtflow BMF module; it takes: {', '.join(sorted(known))}")

@@ -14,7 +14,7 @@ from trtflow.edits import fields
 from trtflow.edits.registry import Edit, register
 from trtflow.edits.verify import VerifyConfig, build_feeds, compare_models, run_ort
 from trtflow.errors import GraphError, UsageError
-from trtflow.graph.io import load_onnx
+from trtflow.graph.io import give_shape, load_onnx, onnx_specs, unranked_inputs
 from trtflow.graph.ir import export_graph, import_graph, infer_shapes
 from trtflow.graph.nms_head import NMS_OPS, raw_head
 from trtflow.progress import Progress
@@ -101,8 +101,6 @@ def extract_subgraph(proto: Any, options: ExtractOptions) -> tuple[Any, dict]:
         raise GraphError(f"the subgraph also reads {missing}, which are not among its inputs; "
                          f"add them to --inputs (e.g. --inputs {','.join([*inputs, *missing])})")
     new = _shape_unranked_inputs(infer_shapes(export_graph(graph, like=proto)), options.shapes)
-    from trtflow.graph.io import onnx_specs
-
     ins, outs = onnx_specs(new)
     report = {"inputs": [s.to_dict() for s in ins], "outputs": [s.to_dict() for s in outs], "nodes_kept": len(new.graph.node)}
     nms = [n for n in new.graph.node if n.op_type in NMS_OPS]
@@ -117,9 +115,7 @@ def extract_subgraph(proto: Any, options: ExtractOptions) -> tuple[Any, dict]:
 
 def _shape_unranked_inputs(proto: Any, shapes: Mapping[str, Shape]) -> Any:
     """Give each graph input of unknown rank (a dtype, no shape) its shape in ``shapes``, and infer again."""
-    unranked = [v for v in proto.graph.input if v.type.HasField("tensor_type")
-                and not v.type.tensor_type.HasField("shape")]
-    names = [v.name for v in unranked]
+    names = unranked_inputs(proto)
     other = [n for n in shapes if n not in names]
     if other:
         raise UsageError(f"--shape names {other}, which are not cut inputs of unknown rank (those: {names or 'none'}); "
@@ -131,12 +127,11 @@ def _shape_unranked_inputs(proto: Any, shapes: Mapping[str, Shape]) -> Any:
                          "their rank (e.g. a Reshape by a shape computed at run time); give each one its shape: "
                          + " ".join(f"--shape {n}:DIMS" for n in missing) + " (shapes= in Python), "
                          "or cut at other tensors")
-    if not unranked:
+    if not names:
         return proto
-    for v in unranked:
-        v.type.tensor_type.shape.SetInParent()
-        for size in shapes[v.name]:
-            v.type.tensor_type.shape.dim.add().dim_value = int(size)
+    for v in proto.graph.input:
+        if v.name in shapes:
+            give_shape(v, shapes[v.name])
     del proto.graph.value_info[:]
     return infer_shapes(proto)
 
@@ -158,8 +153,6 @@ def verify_extract(before: Any, after: Any, options: ExtractOptions | None = Non
             the subgraph input's. MismatchError: an output out of tolerance.
     """
     from onnx import helper
-
-    from trtflow.graph.io import onnx_specs
 
     config = verify_config or VerifyConfig()
     if feeds is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trtflow.graph.io import onnx_specs
+from trtflow.graph.io import give_shape, onnx_specs, unranked_inputs
 from trtflow.graph.ir import op_counts
 
 
@@ -32,9 +32,7 @@ def describe_change(before: Any, after: Any) -> dict:
 def _io_dicts(proto: Any) -> tuple[list[dict], list[dict]]:
     """``TensorSpec.to_dict()`` of the inputs and outputs; one of unknown rank (no shape in the model,
     as an input before fix-shapes gives it one) has the shape None."""
-    inits = {i.name for i in proto.graph.initializer}
-    unranked = {v.name for v in proto.graph.input if v.name not in inits and v.type.HasField("tensor_type")
-                and not v.type.tensor_type.HasField("shape")}
+    unranked = set(unranked_inputs(proto))
     if unranked:  # the I/O alone, the unranked inputs given rank 0 to be read
         io = type(proto)()
         io.graph.input.extend(proto.graph.input)
@@ -42,7 +40,7 @@ def _io_dicts(proto: Any) -> tuple[list[dict], list[dict]]:
         io.graph.initializer.extend(type(i)(name=i.name) for i in proto.graph.initializer)
         for v in io.graph.input:
             if v.name in unranked:
-                v.type.tensor_type.shape.SetInParent()
+                give_shape(v, ())
         proto = io
     ins, outs = onnx_specs(proto)
     return ([{**s.to_dict(), "shape": None} if s.name in unranked else s.to_dict() for s in ins],

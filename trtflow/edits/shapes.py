@@ -12,7 +12,7 @@ from trtflow.errors import GraphError, UsageError
 from trtflow.edits import fields
 from trtflow.edits.registry import Edit, register
 from trtflow.edits.verify import VerifyConfig, build_feeds, compare_models
-from trtflow.graph.io import load_onnx, onnx_specs
+from trtflow.graph.io import give_shape, load_onnx, onnx_specs, unranked_inputs
 from trtflow.graph.ir import infer_shapes, keep_model_info, op_counts
 from trtflow.spec import Shape, format_shape, parse_pairs
 
@@ -78,20 +78,6 @@ def _set_dim(d, size: int) -> None:
     d.dim_value = int(size)
 
 
-def _unranked(proto: Any) -> list[str]:
-    """The graph inputs of ``proto`` that are tensors with no shape in the model (unknown rank)."""
-    inits = {i.name for i in proto.graph.initializer}
-    return [v.name for v in proto.graph.input if v.name not in inits and v.type.HasField("tensor_type")
-            and not v.type.tensor_type.HasField("shape")]
-
-
-def _give_shape(value: Any, shape: Shape) -> None:
-    """Give a value of unknown rank (no shape field) the static ``shape`` (rank 0 for ())."""
-    value.type.tensor_type.shape.SetInParent()
-    for size in shape:
-        value.type.tensor_type.shape.dim.add().dim_value = int(size)
-
-
 def _set_input_dims(proto: Any, shapes: Mapping[str, Shape], dims: Mapping[str, int]) -> tuple[dict, dict]:
     """Write the static sizes into the graph inputs; returns ({input: {"before", "after"}}, {named dim: size}).
     An input of unknown rank (no shape in the model) takes the whole shape ``shapes`` gives it; its
@@ -102,7 +88,7 @@ def _set_input_dims(proto: Any, shapes: Mapping[str, Shape], dims: Mapping[str, 
     unknown = [n for n in shapes if n not in by_name]
     if unknown:
         raise UsageError(f"--shape names {unknown}, which are not model inputs; inputs: {list(by_name)}")
-    unranked = _unranked(proto)
+    unranked = unranked_inputs(proto)
     unsized = [n for n in unranked if n not in shapes]
     if unsized:
         raise UsageError(f"inputs {unsized} have no shape in the model (unknown rank); give each one its shape "
@@ -133,7 +119,7 @@ def _set_input_dims(proto: Any, shapes: Mapping[str, Shape], dims: Mapping[str, 
                                      "take one size")
     changed = {}
     for name in unranked:
-        _give_shape(by_name[name], shapes[name])
+        give_shape(by_name[name], shapes[name])
         changed[name] = {"before": None, "after": _dim_list(by_name[name].type.tensor_type.shape.dim)}
     for v in inputs:
         if v.name in unranked:
@@ -253,12 +239,12 @@ def verify_fix_shapes(before: Any, after: Any, options: FixShapesOptions, verify
             shape than the fixed one. MismatchError: an output out of tolerance.
     """
     config = verify_config or VerifyConfig()
-    unranked = _unranked(before)
+    unranked = unranked_inputs(before)
     if unranked:
         before = copy.deepcopy(before)
         for v in before.graph.input:
             if v.name in unranked:
-                _give_shape(v, options.shapes[v.name])
+                give_shape(v, options.shapes[v.name])
     feeds = build_feeds(before, after, config)
     for spec in onnx_specs(after)[0]:
         for label, feed in feeds:

@@ -191,6 +191,25 @@ def _value_spec(value) -> TensorSpec:
     return TensorSpec(value.name, ONNX_DTYPES.get(ttype.elem_type, f"onnx:{ttype.elem_type}"), tuple(dims))
 
 
+def unranked_inputs(proto) -> list[str]:
+    """The graph inputs of ``proto`` (initializers aside) that are tensors with no shape in the model:
+    their rank is unknown."""
+    inits = {i.name for i in proto.graph.initializer}
+    return [v.name for v in proto.graph.input if v.name not in inits and is_unranked(v)]
+
+
+def is_unranked(value) -> bool:
+    """A tensor value with no shape in the model (unknown rank, not a scalar)."""
+    return value.type.HasField("tensor_type") and not value.type.tensor_type.HasField("shape")
+
+
+def give_shape(value, shape) -> None:
+    """Give a value of unknown rank (no shape field) the static ``shape`` (rank 0 for ())."""
+    value.type.tensor_type.shape.SetInParent()
+    for size in shape:
+        value.type.tensor_type.shape.dim.add().dim_value = int(size)
+
+
 def onnx_specs(proto) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Input and output specs of an ONNX graph (initializers listed as inputs are skipped).
 
@@ -202,7 +221,7 @@ def onnx_specs(proto) -> tuple[list[TensorSpec], list[TensorSpec]]:
     inits = {i.name for i in proto.graph.initializer}
     inputs = [v for v in proto.graph.input if v.name not in inits]
     for v in inputs:
-        if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape"):
+        if is_unranked(v):
             elem = onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type)
             raise ModelLoadError(
                 f"input '{v.name}' has no shape in the model: its rank is unknown (not a scalar), and trtflow "

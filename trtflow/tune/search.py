@@ -275,9 +275,7 @@ def record_of(result: TuneResult, cand: Candidate, material: dict, input_names: 
     }
 
 
-def matches(name: str, patterns: Sequence[str] | str | None) -> bool:
-    if isinstance(patterns, str):  # one pattern, not a sequence of one-character patterns ('*' matching all)
-        patterns = [patterns]
+def matches(name: str, patterns: Sequence[str] | None) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 

@@ -93,11 +93,11 @@ def tune(
         subject, key_model, shape_map, feeds = _onnx_subject(model, shapes, example_inputs, engine, calib, opts, progress)
         candidates, skips = (space.ort_space(precisions, opts.threads, opts.ort_levels, opts.providers) if engine == "ort"
                              else space.tensorrt_space(precisions, opts.trt_levels, _strongly_typed_tensorrt()))
-    candidates = [c for c in candidates if matches(c.name, opts.only)]
+    only = [opts.only] if isinstance(opts.only, str) else list(opts.only or [])  # one pattern, not its characters
+    candidates = [c for c in candidates if matches(c.name, only)]
     if not candidates:
         why = "".join(f"; {s.name}: {s.reason}" for s in skips)
-        raise UsageError(f"no configuration left to try (precisions {precisions}, only="
-                         f"{[opts.only] if isinstance(opts.only, str) else list(opts.only or [])}){why}")
+        raise UsageError(f"no configuration left to try (precisions {precisions}, only={only}){why}")
     progress("tune: FP32 reference", None, None)
     reference = subject.reference(feeds.accuracy)
     own = check(bound, reference, reference)  # a bound that cannot apply (top1 without a classifier output) fails here

@@ -398,11 +398,8 @@ def _float_cast(parsed: np.ndarray, dtype: np.dtype, datatype: str, name: str) -
         return parsed
     with np.errstate(over="ignore"):
         out = parsed.astype(dtype)
-    if parsed.size and parsed.dtype.kind == "f":
-        beyond = np.isinf(out) & np.isfinite(parsed)
-    else:
-        beyond = np.isinf(out)
-    if parsed.size and beyond.any():
+    beyond = np.isinf(out) & np.isfinite(parsed)  # an infinity sent stays one
+    if beyond.any():
         raise ProtocolError(f"input '{name}': value {parsed[beyond].flat[0]} is beyond the range of datatype {datatype} "
                             f"(largest {float(np.finfo(dtype).max):g}); send it in a wider datatype")
     return out

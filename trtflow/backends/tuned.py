@@ -220,11 +220,11 @@ def record_path(key: str) -> Path:
 
 
 def save_record(key: str, record: Mapping[str, Any]) -> Path:
-    """Write a choice atomically (temporary file + ``os.replace``)."""
+    """Write a choice atomically (``atomic_write``: a temporary file of this writer + ``os.replace``)."""
+    from trtflow.backends.tensorrt.sidecar import atomic_write
+
     path = record_path(key)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dict(record), indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, (json.dumps(dict(record), indent=2, default=str) + "\n").encode())
     return path
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from trtflow.arrays import is_torch
 from trtflow.errors import UsageError
 from trtflow.spec import is_count
+from trtflow.vision.priors import PRESETS, PriorConfig, resolve_priors
 
 # format -> the raw outputs it reads, by role
 ROLES = {
@@ -254,8 +255,6 @@ def decode_raw(outputs: Mapping[str, Any], config: DetectionConfig, input_size: 
     Raises:
         UsageError: input_size missing where needed, or priors that do not match the anchors.
     """
-    from trtflow.vision.priors import resolve_priors
-
     roles = resolve_roles(config, list(outputs))
     raw = {role: outputs[name] for role, name in roles.items()}
     if config.format not in PRIOR_FORMATS:
@@ -284,8 +283,6 @@ def decode_raw(outputs: Mapping[str, Any], config: DetectionConfig, input_size: 
 
 def _computed(spec: Any) -> bool:
     """Priors computed from the input size (a preset name or a PriorConfig), the same for every batch of a size."""
-    from trtflow.vision.priors import PRESETS, PriorConfig
-
     return isinstance(spec, PriorConfig) or (isinstance(spec, str) and spec in PRESETS)
 
 
@@ -294,8 +291,6 @@ def _on_device(spec: Any, height: int, width: int, device: Any, dtype: Any) -> t
     """Computed priors and the (width, height) scale as tensors on ``device``: copied there once per
     (spec, input size, device, dtype), not on every batch of a stream."""
     import torch
-
-    from trtflow.vision.priors import resolve_priors
 
     priors = torch.tensor(resolve_priors(spec, height, width), dtype=dtype, device=device)
     return priors, torch.tensor([width, height], dtype=dtype, device=device)

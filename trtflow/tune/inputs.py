@@ -78,24 +78,20 @@ def calibration_feeds(calib: str | Path, shapes: Mapping[str, tuple], dtypes: Ma
             raise UsageError(f"--calib {path}: a single file must be a .npz holding an array per input")
         try:
             with np.load(path, allow_pickle=False) as data:
-                pooled = {k: data[k] for k in data.files}
+                parts = {k: [(path, data[k])] for k in data.files}
         except Exception as exc:  # noqa: BLE001 - not a zip (ValueError), a broken one (BadZipFile), an object array
             raise ModelLoadError(f"cannot read calibration data {path} as .npz ({type(exc).__name__}: {exc}); "
                                  "save it with numpy.savez, one array per input") from None
+        hint = ""
     else:
-        pooled = _read_folder(path, shapes, onnx_model, preprocess)
-    missing = sorted(set(shapes) - set(pooled))
+        parts, hint = _read_folder(path, shapes, onnx_model, preprocess)
+    missing = sorted(set(shapes) - set(parts))
     if missing:
-        raise UsageError(f"calibration data {path} lacks the input(s) {missing}; it holds {sorted(pooled)}")
+        raise UsageError(f"calibration data {path} lacks the input(s) {missing}; it holds {sorted(parts)}")
     batch = _batch(shapes)
     arrays = {}
     for name, shape in shapes.items():
-        a = np.asarray(pooled[name])
-        if a.ndim == len(shape) - 1:
-            a = a[None]
-        if tuple(a.shape[1:]) != tuple(shape[1:]):
-            raise UsageError(f"calibration samples of '{name}' have shape {tuple(a.shape[1:])} per sample; "
-                             f"the tuned shape is {tuple(shape)}")
+        a = np.concatenate(_fitting(name, shape, parts[name], hint))
         dt = dtypes.get(name, "float32")
         arrays[name] = a.astype(_float(dt) if dt.startswith(("float", "bfloat")) else dt)
     count = min(len(a) for a in arrays.values())
@@ -124,25 +120,24 @@ def calibration_feeds(calib: str | Path, shapes: Mapping[str, tuple], dtypes: Ma
     return TuneFeeds(accuracy, calibration, source, random=False)
 
 
-def _read_folder(folder: Path, shapes: Mapping[str, tuple], onnx_model: Any, preprocess: str | None) -> dict:
+def _read_folder(folder: Path, shapes: Mapping[str, tuple], onnx_model: Any, preprocess: str | None) -> tuple:
+    """The samples of ``folder``: input name -> [(where read, array)], and the hint for samples of another
+    shape than the tuned one."""
     from trtflow.edits.calibration import IMAGE_SUFFIXES, load_calibration
 
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".npy", ".npz"))
-    images = any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+    entries = sorted(folder.iterdir())
+    files = [p for p in entries if p.suffix.lower() in (".npy", ".npz")]
+    images = any(p.suffix.lower() in IMAGE_SUFFIXES for p in entries)
+    parts: dict[str, list] = {}
     if not files or images:  # images (with any arrays beside them): read as calibration does, for an ONNX model
         if onnx_model is None:
             raise UsageError(f"{folder} holds " + ("images beside .npy/.npz samples" if files else "no .npy/.npz samples")
                              + "; images need an ONNX model (one float input): convert them to .npy first")
         got = load_calibration(onnx_model, folder, preprocess, holdout=0)
-        feeds = got.calib + got.holdout
-        for name, shape in shapes.items():
-            sizes = sorted({tuple(f[name].shape[1:]) for f in feeds if name in f})
-            if any(size != tuple(shape[1:]) for size in sizes):
-                raise UsageError(f"the calibration samples in {folder} give '{name}' the per-sample shape(s) {sizes}; "
-                                 f"the tuned shape is {tuple(shape)}. Bring the images to its height and width with "
-                                 "--calib-preprocess (resize=S,crop=HxW)")
-        return {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
-    pooled: dict[str, list] = {}
+        for feed in got.calib + got.holdout:
+            for name, a in feed.items():
+                parts.setdefault(name, []).append((folder, a))
+        return parts, ". Bring the images to its height and width with --calib-preprocess (resize=S,crop=HxW)"
     only = next(iter(shapes)) if len(shapes) == 1 else None
     for p in files:
         try:
@@ -156,13 +151,25 @@ def _read_folder(folder: Path, shapes: Mapping[str, tuple], onnx_model: Any, pre
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot read calibration sample {p}: {exc}") from None
         for name, a in items.items():
-            if name in shapes:
-                a = a[None] if a.ndim == len(shapes[name]) - 1 else a
-                if tuple(a.shape[1:]) != tuple(shapes[name][1:]):
-                    raise UsageError(f"calibration sample {p} holds '{name}' of shape {tuple(a.shape[1:])} per sample; "
-                                     f"the tuned shape is {tuple(shapes[name])}")
-                pooled.setdefault(name, []).append(a)
-    return {name: np.concatenate(parts) for name, parts in pooled.items()}
+            parts.setdefault(name, []).append((p, a))
+    return parts, ""
+
+
+def _fitting(name: str, shape: tuple, parts: list, hint: str) -> list[np.ndarray]:
+    """The arrays of ``parts`` ([(where read, array)]) for input ``name``, each with its batch dim.
+
+    Raises:
+        UsageError: an array whose per-sample shape is not the tuned shape's (naming where it was read).
+    """
+    arrays = [np.asarray(a) for _, a in parts]
+    arrays = [a[None] if a.ndim == len(shape) - 1 else a for a in arrays]
+    wrong = [(where, tuple(a.shape[1:])) for (where, _), a in zip(parts, arrays) if tuple(a.shape[1:]) != tuple(shape[1:])]
+    if wrong:
+        where = sorted({str(w) for w, _ in wrong})
+        sizes = sorted({size for _, size in wrong})
+        raise UsageError(f"the calibration samples in {', '.join(where)} give '{name}' the per-sample shape(s) {sizes}; "
+                         f"the tuned shape is {tuple(shape)}{hint}")
+    return arrays
 
 
 def _float(dtype: str) -> str:

@@ -214,7 +214,7 @@ def parse_pairs(items: Iterable[str] | None, flag: str, example: str) -> dict[st
 
     Raises:
         UsageError: an item without '=' or with an empty side (the message shows ``example``), or a
-            key given twice (one value would be dropped without a word).
+            key given twice with two values (one would be dropped without a word; one value twice is taken).
     """
     out = {}
     for item in items or []:

@@ -193,8 +193,14 @@ def compare_outputs(
     for name, ref in reference.items():
         atol, rtol = tol.for_output(name)
         if name not in candidate:
-            diffs.append(OutputDiff(name, tuple(np.shape(ref)), float("inf"), float("inf"), float("inf"), 1.0, None,
-                                    atol, rtol, False, "missing from the candidate's outputs"))
+            diffs.append(missing(name, ref, atol, rtol, "candidate"))
             continue
         diffs.append(diff_one(name, ref, candidate[name], atol, rtol, tol.equal_nan, tol.min_agreement))
     return diffs
+
+
+def missing(name: str, value: Any, atol: float, rtol: float, side: str) -> OutputDiff:
+    """The failing diff of output ``name`` (``value`` on the side that has it), missing from ``side``'s outputs."""
+    inf = float("inf")
+    return OutputDiff(name, tuple(np.shape(value)), inf, inf, inf, 1.0, None, atol, rtol, False,
+                      f"missing from the {side}'s outputs")

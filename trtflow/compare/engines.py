@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from trtflow.arrays import dtype_of, to_numpy
-from trtflow.compare.core import OutputDiff, Tolerances, compare_outputs
+from trtflow.compare.core import Tolerances, compare_outputs, missing
 from trtflow.compare.report import CompareReport, EngineComparison
 from trtflow.backends.base import Engine
 from trtflow.errors import UsageError
@@ -59,9 +59,7 @@ def _diffs(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarr
     diffs = compare_outputs(reference, candidate, tolerances)
     for name, value in candidate.items():
         if name not in reference:
-            atol, rtol = tolerances.for_output(name)
-            diffs.append(OutputDiff(name, tuple(np.shape(value)), float("inf"), float("inf"), float("inf"), 1.0, None,
-                                    atol, rtol, False, "missing from the reference's outputs"))
+            diffs.append(missing(name, value, *tolerances.for_output(name), "reference"))
     return diffs
 
 

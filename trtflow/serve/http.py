@@ -28,7 +28,7 @@ import time
 from trtflow.deps import require
 from trtflow.errors import TrtflowError
 from trtflow.serve import protocol
-from trtflow.serve.protocol import HEADER_LENGTH, ProtocolError
+from trtflow.serve.protocol import HEADER_LENGTH, ProtocolError, body_too_large
 
 web = require("aiohttp.web", "trtflow serve")
 
@@ -51,7 +51,7 @@ async def _body(request, limit: int) -> bytes:
     if length is None or "Content-Encoding" in request.headers:
         return await request.read()  # chunked or compressed: aiohttp decodes and enforces the limit
     if length > limit:
-        raise ProtocolError(f"request body too large; the limit is {limit} bytes (--max-body-mb)", 413)
+        raise body_too_large(limit)
     try:
         return await request.content.readexactly(length)
     except asyncio.IncompleteReadError as exc:
@@ -67,8 +67,7 @@ def make_app(server) -> "web.Application":
         try:
             response = await handler(request)
         except web.HTTPException as exc:  # 404 route, 405, 413 from client_max_size
-            text = "request body too large; the limit is %d bytes (--max-body-mb)" % server.max_body \
-                if exc.status == 413 else (exc.reason or "error")
+            text = str(body_too_large(server.max_body)) if exc.status == 413 else (exc.reason or "error")
             response = _error(text, exc.status)
         except Exception as exc:  # keep serving; the client sees the reason
             if not isinstance(exc, TrtflowError):

@@ -54,6 +54,11 @@ class ProtocolError(UsageError):
         self.status = status
 
 
+def body_too_large(limit: int) -> ProtocolError:
+    """The 413 for a request body above ``limit`` bytes."""
+    return ProtocolError(f"request body too large; the limit is {limit} bytes (--max-body-mb)", 413)
+
+
 @dataclass
 class RequestedOutput:
     """One entry of a request's ``outputs``: binary or JSON, top-k classification or raw."""

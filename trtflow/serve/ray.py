@@ -221,7 +221,7 @@ class TrtflowReplica:
             body = await request.body()
             if len(body) <= limit:
                 return body
-        raise protocol.ProtocolError(f"request body too large; the limit is {limit} bytes (--max-body-mb)", 413)
+        raise protocol.body_too_large(limit)
 
     async def _infer(self, body: bytes, header_length: str | None) -> tuple[bytes, int, dict]:
         decoded = protocol.decode_infer_request(body, header_length)

@@ -99,7 +99,7 @@ def from_torch(
         _check_output_axes(proto, dynamic)
         save_onnx(proto, out)
         stray = out.with_name(out.name + ".data")
-        if proto.ByteSize() < TWO_GB and stray.exists():
+        if stray.exists() and proto.ByteSize() < TWO_GB:
             stray.unlink()  # left by an earlier export of the same path; this file is self-contained
         inputs_spec, outputs_spec = onnx_specs(proto)
         opset = onnx_opset(proto, config.opset)
@@ -240,11 +240,12 @@ def _infer_and_check(proto):
     import onnx
 
     proto = infer_shapes(proto)
-    if serialized(proto) is None:
+    data = serialized(proto)
+    if data is None:
         log.warning("model above 2 GB: the ONNX checker is skipped")
         return proto
     try:
-        onnx.checker.check_model(proto)
+        onnx.checker.check_model(data)  # the bytes: check_model would serialize the proto again
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the ONNX checker rejects the exported model: {str(exc).splitlines()[0]}") from None
     return proto

@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     is_module = is_factory_spec(args.model)
     atol, rtol, per_atol, per_rtol = options.tolerances_of(args, 1e-5, 1e-5)
     tolerances = Tolerances(atol, rtol, per_atol, per_rtol, equal_nan=args.equal_nan, min_agreement=args.min_agreement)
+    if args.dtypes and not is_module:
+        raise UsageError("--dtypes sets the example inputs of a MODULE:FACTORY; an ONNX model has its own dtypes")
     if args.other:
         engines = None
     else:
@@ -107,7 +109,6 @@ def _compare_onnx(args, engines: list[str], tolerances, stack: contextlib.ExitSt
             "the torch engine runs PyTorch modules, not ONNX files: compare an .onnx with --engines ort,tensorrt, "
             "or give MODULE:FACTORY to compare PyTorch with its ONNX export"
         )
-    _refuse_dtypes(args)
     files = parse_input_args(args.input)
     shapes = options.shapes_of(args)
     loaded = {}
@@ -119,11 +120,6 @@ def _compare_onnx(args, engines: list[str], tolerances, stack: contextlib.ExitSt
         ref = loaded[engines[0]]
         feed = options.feed_for(ref, files, shapes, args.seed)
         return compare_engines(loaded, feed, tolerances, model=str(args.model))
-
-
-def _refuse_dtypes(args) -> None:
-    if args.dtypes:
-        raise UsageError("--dtypes sets the example inputs of a MODULE:FACTORY; an ONNX model has its own dtypes")
 
 
 def _compare_files(args, is_module: bool, tolerances, stack: contextlib.ExitStack):
@@ -140,8 +136,6 @@ def _compare_files(args, is_module: bool, tolerances, stack: contextlib.ExitStac
     engine = (args.engines or "ort").split(",")[0].strip().lower()
     if "," in (args.engines or ""):
         raise UsageError("with two model files, --engines names one engine both run on (e.g. --engines ort)")
-    if not is_module:
-        _refuse_dtypes(args)
     files = parse_input_args(args.input)
     with output.bar("loading") as step:
         other = stack.enter_context(options.load_engine(args, args.other, engine))

@@ -150,8 +150,9 @@ def _in_dtype(values: np.ndarray, dtype: str, exact: bool = False):
     target = getattr(torch, dtype, None)
     if not isinstance(target, torch.dtype):
         return values
-    host = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("="))  # torch takes native byte order
-    cast = torch.from_numpy(host).to(target)
+    from trtflow.arrays import to_torch
+
+    cast = to_torch(values).to(target)  # to_torch: native byte order, contiguous
     if exact and not np.array_equal(cast.double().numpy(), values, equal_nan=True):
         return values
     return cast

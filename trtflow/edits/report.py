@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trtflow.graph.io import give_shape, onnx_specs, unranked_inputs
+from trtflow.graph.io import is_unranked, value_spec
 from trtflow.graph.ir import op_counts
 
 
@@ -32,20 +32,14 @@ def describe_change(before: Any, after: Any) -> dict:
 def _io_dicts(proto: Any) -> tuple[list[dict], list[dict]]:
     """``TensorSpec.to_dict()`` of the inputs and outputs; one of unknown rank (no shape in the model,
     as an input before fix-shapes gives it one) has the shape None."""
-    unranked = set(unranked_inputs(proto))
-    if unranked:  # the I/O alone, the unranked inputs given rank 0 to be read
-        io = type(proto)()
-        io.graph.input.extend(proto.graph.input)
-        io.graph.output.extend(proto.graph.output)
-        io.graph.initializer.extend(type(i)(name=i.name) for i in proto.graph.initializer)
-        for v in io.graph.input:
-            if v.name in unranked:
-                give_shape(v, ())
-        proto = io
-    ins, outs = onnx_specs(proto)
-    return ([{**s.to_dict(), "shape": None} if s.name in unranked else s.to_dict() for s in ins],
-            [s.to_dict() if o.type.tensor_type.HasField("shape") else {**s.to_dict(), "shape": None}
-             for s, o in zip(outs, proto.graph.output)])
+    inits = {i.name for i in proto.graph.initializer}
+    return ([_io_dict(v, not is_unranked(v)) for v in proto.graph.input if v.name not in inits],
+            [_io_dict(o, o.type.tensor_type.HasField("shape")) for o in proto.graph.output])
+
+
+def _io_dict(value: Any, ranked: bool) -> dict:
+    spec = value_spec(value).to_dict()
+    return spec if ranked else {**spec, "shape": None}
 
 
 def summary_lines(report: dict) -> list[str]:

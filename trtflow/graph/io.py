@@ -180,7 +180,8 @@ def _weights_back(proto, folder: Path) -> None:
             del tensor.external_data[:]
 
 
-def _value_spec(value) -> TensorSpec:
+def value_spec(value) -> TensorSpec:
+    """The spec of one ONNX ValueInfo (a value of unknown rank reads as a scalar: see ``is_unranked``)."""
     ttype = value.type.tensor_type
     dims: list = []
     for i, d in enumerate(ttype.shape.dim):
@@ -231,6 +232,6 @@ def onnx_specs(proto) -> tuple[list[TensorSpec], list[TensorSpec]]:
                 f"onnx.helper.make_tensor_value_info('{v.name}', TensorProto.{elem}, [...]) holding one size or dim "
                 "name per axis"
             )
-    inputs = [_value_spec(v) for v in inputs]
-    outputs = [_value_spec(v) for v in proto.graph.output]
+    inputs = [value_spec(v) for v in inputs]
+    outputs = [value_spec(v) for v in proto.graph.output]
     return inputs, outputs

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from trtflow.cli import output
+from trtflow.cli import options, output
 from trtflow.errors import UsageError
 
 
@@ -33,12 +33,10 @@ def run(args: argparse.Namespace) -> int:
     from trtflow.spec import parse_shapes
 
     torch = require("torch", "trtflow build --engine torch")
-    from trtflow.cli.options import check_out_path, torch_dtype
-
-    dtype = torch_dtype(args)
+    dtype = options.torch_dtype(args)
     if not is_factory_spec(args.model):
         raise UsageError(f"--engine torch builds from a MODULE:FACTORY spec (e.g. mypkg.models:make); got '{args.model}'")
-    check_out_path(args.saveEngine, "--saveEngine")
+    options.check_out_path(args.saveEngine, "--saveEngine")
     if not str(args.saveEngine).endswith(".pt2"):
         raise UsageError(f"--saveEngine for --engine torch is an AOTInductor package; give a name ending in .pt2, not '{args.saveEngine}'")
     lo, hi = parse_shapes(args.minShapes), parse_shapes(args.maxShapes)

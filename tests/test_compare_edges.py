@@ -230,3 +230,31 @@ def test_two_files_with_other_input_names_name_both_models(tmp_path):
     proc = call_cli("compare", one, renamed)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert str(one) in proc.stderr and str(renamed) in proc.stderr and "['images']" in proc.stderr, proc.stderr
+
+
+def test_a_module_against_an_onnx_file_takes_input_files_in_any_order(tmp_path, monkeypatch):
+    """compare MODULE:FACTORY model.onnx --input b=... --input a=...: the files were fed in the order
+    given, so b's values went to input 'a' (a shape error, or a wrong comparison)."""
+    torch = pytest.importorskip("torch")
+    from tests.conftest import call_cli
+
+    (tmp_path / "cmp_order.py").write_text(
+        "import torch\n"
+        "class M(torch.nn.Module):\n"
+        "    def forward(self, a, b):\n"
+        "        return a.sum(-1, keepdim=True) * 2 + b.mean(-1, keepdim=True)\n"
+        "def make():\n"
+        "    return M()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from cmp_order import M
+
+    torch.onnx.export(M(), (torch.randn(2, 3), torch.randn(2, 5)), str(tmp_path / "m.onnx"), input_names=["a", "b"],
+                      output_names=["y"], dynamo=False)
+    np.save(tmp_path / "a.npy", np.ones((2, 3), np.float32))
+    np.save(tmp_path / "b.npy", np.full((2, 5), 3, np.float32))
+    proc = call_cli("compare", "cmp_order:make", tmp_path / "m.onnx", "--input", f"b={tmp_path / 'b.npy'}",
+                    "--input", f"a={tmp_path / 'a.npy'}", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = __import__("json").loads(proc.stdout)
+    assert report["inputs"]["a"]["shape"] == [2, 3] and report["inputs"]["b"]["shape"] == [2, 5] and report["passed"]

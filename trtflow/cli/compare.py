@@ -147,7 +147,9 @@ def _compare_files(args, is_module: bool, tolerances, stack: contextlib.ExitStac
                 raise UsageError(f"--input names {unknown}, not inputs of {args.other}; its inputs are {names}")
             # the --input files are the example inputs: PyTorch then runs at their shapes, not --shapes'
             module, examples, _ = module_and_examples(args, args.model, use_files=True)
-            values = _example_list(examples)
+            # examples named after --shapes/--input, in the order given: put them in OTHER's input order
+            values = ([examples[n] for n in names] if isinstance(examples, dict) and set(examples) == set(names)
+                      else _example_list(examples))
             first = load(module, engine="torch", example_inputs=values,
                          input_names=names, output_names=[s.name for s in other.outputs])
             feed = {s.name: to_numpy(v) for s, v in zip(other.inputs, values)}

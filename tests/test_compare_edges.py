@@ -139,7 +139,7 @@ def test_two_files_taking_other_input_dtypes_name_the_fix(tmp_path):
     """A float32 model against its float16-input copy: the random float32 values cannot feed the copy;
     the error named an array to convert that the user never gave."""
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto
 
     from tests.conftest import call_cli
 

@@ -12,7 +12,7 @@ from trtflow.errors import GraphError, UsageError
 from trtflow.edits import fields
 from trtflow.edits.registry import Edit, register
 from trtflow.edits.verify import VerifyConfig, build_feeds, compare_models, takes
-from trtflow.graph.io import give_shape, load_onnx, onnx_specs, unranked_inputs
+from trtflow.graph.io import give_shape, load_onnx, onnx_specs, unranked_inputs, value_spec
 from trtflow.graph.ir import infer_shapes, keep_model_info, op_counts
 from trtflow.spec import Shape, format_shape, parse_pairs
 
@@ -163,7 +163,7 @@ def fix_shapes(proto: Any, options: FixShapesOptions) -> tuple[Any, dict]:
     proto = load_onnx(proto)
     new = copy.deepcopy(proto)
     changed, sizes = _set_input_dims(new, shapes, dims)  # sizes: named dim -> its new size
-    outs_before = _output_shapes(new)  # the outputs are still the model's; its inputs of unknown rank have a shape now
+    outs_before = _output_shapes(proto)
     del new.graph.value_info[:]
     old_shapes = {o.name: copy.deepcopy(o.type.tensor_type.shape) for o in new.graph.output
                   if o.type.tensor_type.HasField("shape")}  # an unranked output stays unranked, not a scalar
@@ -186,9 +186,8 @@ def fix_shapes(proto: Any, options: FixShapesOptions) -> tuple[Any, dict]:
 
 def _output_shapes(proto: Any) -> dict[str, list | None]:
     """Output name -> shape as in its spec, None for an output of unknown rank (no shape in the model)."""
-    _, outs = onnx_specs(proto)
-    return {s.name: list(s.shape) if o.type.tensor_type.HasField("shape") else None
-            for s, o in zip(outs, proto.graph.output)}
+    return {o.name: list(value_spec(o).shape) if o.type.tensor_type.HasField("shape") else None
+            for o in proto.graph.output}
 
 
 def _fold(proto: Any) -> Any:

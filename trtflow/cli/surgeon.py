@@ -69,9 +69,7 @@ def run(args: argparse.Namespace) -> int:
     ns = edit_command_parser(edit).parse_args(args.rest)
     if ns.verbose:
         logging.getLogger().setLevel(logging.DEBUG)
-    if not ns.out.lower().endswith(".onnx"):
-        raise UsageError(f"-o {ns.out}: the edited model is an ONNX file; give a path ending in .onnx")
-    options.check_out_path(ns.out, "-o")  # a missing folder or a folder named OUT.onnx: before the edit
+    options.check_out_path(ns.out, "-o", ".onnx")  # a wrong suffix, a missing folder or a folder named OUT.onnx: before the edit
     if edit.name == "rename":
         _refuse_old_rename_input(ns.feed or [])
     edit_options = options_from_flags(edit, ns)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from trtflow.deps import require
 from trtflow.errors import GraphError
+from trtflow.graph.io import save_onnx, serialized
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +26,6 @@ def infer_shapes(proto: Any, strict: bool = False) -> Any:
             above 2 GB could not be written.
     """
     import onnx
-
-    from trtflow.graph.io import serialized
 
     try:
         data = serialized(proto)
@@ -47,12 +48,7 @@ def infer_shapes(proto: Any, strict: bool = False) -> Any:
 
 def _infer_shapes_on_disk(proto: Any, strict: bool) -> Any:
     """``infer_shapes`` through files, for a model protobuf cannot serialize in one piece."""
-    import tempfile
-    from pathlib import Path
-
     import onnx
-
-    from trtflow.graph.io import save_onnx
 
     with tempfile.TemporaryDirectory(prefix="trtflow-infer-") as folder:
         path = save_onnx(proto, Path(folder) / "model.onnx")  # the caller's proto keeps its weights

@@ -33,7 +33,7 @@ import numpy as np
 from trtflow.arrays import is_torch
 from trtflow.errors import UsageError
 from trtflow.spec import is_count
-from trtflow.vision.priors import PRESETS, PriorConfig, resolve_priors
+from trtflow.vision import priors as prior_sets  # imported once; called through the module
 
 # format -> the raw outputs it reads, by role
 ROLES = {
@@ -267,7 +267,7 @@ def decode_raw(outputs: Mapping[str, Any], config: DetectionConfig, input_size: 
     if is_torch(loc) and _computed(config.prior_spec):
         priors, scale_xy = _on_device(config.prior_spec, height, width, loc.device, loc.dtype)
     else:
-        priors, scale_xy = resolve_priors(config.prior_spec, height, width), np.array([width, height], np.float32)
+        priors, scale_xy = prior_sets.resolve_priors(config.prior_spec, height, width), np.array([width, height], np.float32)
         if is_torch(loc):
             import torch
 
@@ -283,7 +283,7 @@ def decode_raw(outputs: Mapping[str, Any], config: DetectionConfig, input_size: 
 
 def _computed(spec: Any) -> bool:
     """Priors computed from the input size (a preset name or a PriorConfig), the same for every batch of a size."""
-    return isinstance(spec, PriorConfig) or (isinstance(spec, str) and spec in PRESETS)
+    return isinstance(spec, prior_sets.PriorConfig) or (isinstance(spec, str) and spec in prior_sets.PRESETS)
 
 
 @functools.lru_cache(maxsize=32)
@@ -292,5 +292,5 @@ def _on_device(spec: Any, height: int, width: int, device: Any, dtype: Any) -> t
     (spec, input size, device, dtype), not on every batch of a stream."""
     import torch
 
-    priors = torch.tensor(resolve_priors(spec, height, width), dtype=dtype, device=device)
+    priors = torch.tensor(prior_sets.resolve_priors(spec, height, width), dtype=dtype, device=device)
     return priors, torch.tensor([width, height], dtype=dtype, device=device)

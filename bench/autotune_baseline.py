@@ -15,7 +15,9 @@ a lone compile. Once every compile is done (or killed at ``--hard-stop-s`` less 
 model), the processes are measured one after another with the GPU otherwise idle, each figure timed by
 ``trtflow.bench.run_bench`` exactly as ``bench/tune_bench.py`` times its baselines (same models, FP16,
 channels-last, inputs on the device). Compile seconds are wall time with the CPU shared, longer than
-alone.
+alone. Inductor's autotuning cache is written whole after each operator, so the processes' writes are
+merged under a second lock file (see ``merge_cache_writes``): each operator timed once stays timed for
+every later process on the machine, even one stopped mid-compile.
 
 OUTDIR/autotune_baseline.json and .md are rewritten as rows finish; OUTDIR/logs/ has each process's log.
 """
@@ -91,6 +93,37 @@ def serialize_benchmarks(lock: GpuLock) -> list[str]:
     return wrapped
 
 
+def merge_into(old: dict, new: dict) -> dict:
+    """``new``'s entries added to ``old`` at every depth, ``new`` winning where both have a value."""
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(old.get(key), dict):
+            merge_into(old[key], value)
+        else:
+            old[key] = value
+    return old
+
+
+def merge_cache_writes(lock_path: str | os.PathLike) -> None:
+    """Make each write of Inductor's autotuning cache add to what the file holds now.
+
+    Inductor reads that cache, times an operator (seconds to minutes), then writes the whole file back,
+    so processes compiling side by side dropped each other's operators and a later process autotuned
+    them again. Here each write re-reads the file under a lock shared by the processes and merges."""
+    from torch._inductor import codecache
+
+    write = codecache.CacheBase.update_local_cache
+
+    def merged(self, local_cache):
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            write(self, merge_into(self.get_local_cache(), local_cache))
+        finally:
+            os.close(fd)  # releases the lock
+
+    codecache.CacheBase.update_local_cache = merged
+
+
 def write_json(path: Path, doc) -> None:
     path.with_suffix(".tmp").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     os.replace(path.with_suffix(".tmp"), path)
@@ -109,6 +142,7 @@ def worker(args) -> int:
     device = torch.device(args.device if args.device != "cuda" else "cuda:0")
     lock = GpuLock(args.lock)
     wrapped = serialize_benchmarks(lock)
+    merge_cache_writes(f"{args.lock}.cache")
     prepared, info = {}, {"wrapped": wrapped}
     for mode in args.modes.split(","):
         t0 = time.perf_counter()

@@ -71,3 +71,23 @@ def test_flow_on_the_cpu(script, tmp_path):
     assert "| tiny | 2 |" in md and "| nosuchmodel | 2 |" in md
     assert (tmp_path / "logs" / "tiny_b2.log").read_text().count("eager") >= 2
     assert not [p for p in os.listdir(tmp_path / "work") if p.endswith(".tmp")]
+
+
+def test_autotune_cache_writes_merge_what_other_processes_wrote(script, tmp_path, monkeypatch):
+    """Inductor reads its autotuning cache, times an operator, then writes the whole file back: a
+    process writing in between lost its operators. The wrapped write keeps both."""
+    pytest.importorskip("torch")
+    from torch._inductor import codecache
+
+    path = tmp_path / "cache" / "system"
+    monkeypatch.setattr(codecache.CacheBase, "get_local_cache_path", staticmethod(lambda: path))
+    monkeypatch.setattr(codecache.CacheBase, "update_local_cache", codecache.CacheBase.update_local_cache)
+    script.merge_cache_writes(tmp_path / "cache.lock")
+    cache = codecache.PersistentCache()
+    mine = cache.get_local_cache()  # read before the other process wrote
+    cache.update_local_cache({"conv": {"a": {"high": {"x": 1.0}}}})  # the other process's operator
+    mine.setdefault("conv", {})["b"] = {"high": {"y": 2.0}}
+    cache.update_local_cache(mine)
+    assert cache.get_local_cache() == {"conv": {"a": {"high": {"x": 1.0}}, "b": {"high": {"y": 2.0}}}}
+    cache.update_local_cache({"conv": {"a": {"high": {"x": 3.0}}}})  # a new timing replaces the old
+    assert cache.get_local_cache()["conv"]["a"]["high"]["x"] == 3.0

@@ -116,6 +116,18 @@ def test_bad_options_raise(kwargs, error, words):
     assert words in str(info.value)
 
 
+def test_torch_device_is_public_and_shared_with_tune():
+    """One device check for the engine and tune's torch subject, importable under a public name."""
+    from trtflow.backends.torch.runner import torch_device
+    from trtflow.tune.subjects import TorchSubject
+
+    assert torch_device(torch, "cpu") == torch.device("cpu")
+    with pytest.raises(UsageError, match="not a torch device"):
+        torch_device(torch, "bogus")
+    subject = TorchSubject(tiny_module(), {"x": (2, 3, 16, 16)}, [], "cpu", recalibrate=False)
+    assert subject.device == torch.device("cpu")
+
+
 def test_module_without_examples_and_missing_package_raise(tmp_path):
     with pytest.raises(ModelLoadError, match="example_inputs"):
         TorchEngine(tiny_module(), device="cpu")

@@ -33,12 +33,12 @@ class TorchSubject:
         import torch
 
         from trtflow.backends.torch.fp8 import fp8_linears, fp8_supported
-        from trtflow.backends.torch.runner import _device
+        from trtflow.backends.torch.runner import torch_device
         from trtflow.tune.inputs import recalibrate_batchnorm, untrained_batchnorm
 
         self.torch = torch
         self.names = list(shapes)
-        self.device = _device(torch, device)  # the engine's own check: a device that is not there is a UsageError
+        self.device = torch_device(torch, device)  # the engine's own check: a device that is not there is a UsageError
         self.cuda = self.device.type == "cuda"
         self.notes: list[str] = []
         base = copy.deepcopy(module).eval().to(self.device)

@@ -96,7 +96,7 @@ class TorchEngine(Engine):
             raise UsageError(f"dtype '{dtype}' is not supported; choose one of {list(PRECISIONS)}")
         if compile is not None and compile not in COMPILE_MODES:
             raise UsageError(f"compile mode '{compile}' is not supported; choose None or one of {list(COMPILE_MODES)}")
-        self.device = _device(torch, device)
+        self.device = torch_device(torch, device)
         if (cuda_graphs or fuse) and self.device.type != "cuda":
             raise UsageError(f"{'cuda_graphs' if cuda_graphs else 'fuse'}=True needs a CUDA device; this engine runs on the CPU")
         if self.device.type == "cuda" and cudnn_benchmark:
@@ -249,7 +249,13 @@ class _Graph:
 
 
 # -- construction helpers ---------------------------------------------------------------------
-def _device(torch, device: int | str | None):
+def torch_device(torch, device: int | str | None):
+    """The ``torch.device`` an engine runs on: ``device`` checked, the current GPU for None (the CPU
+    without one), a CUDA device given without an index at the current GPU's.
+
+    Raises:
+        UsageError: not a torch device, CUDA without a GPU, or a GPU index this machine lacks.
+    """
     if device is None:
         return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     try:

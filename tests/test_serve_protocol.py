@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 
 from trtflow.serve import protocol
 from trtflow.serve.protocol import ProtocolError
+
+BF16 = pytest.mark.skipif(importlib.util.find_spec("ml_dtypes") is None, reason="BF16 needs ml_dtypes")
 
 
 def _decode(inputs: list, **doc) -> protocol.InferRequest:
@@ -163,9 +166,13 @@ def test_names_and_id_that_are_not_strings_are_400(doc, match):
     assert err.value.status == 400
 
 
-@pytest.mark.parametrize("datatype, data", [("FP16", [1.0, 70000.0]), ("FP16", [1, 100000]), ("FP32", [1.0, 1e39])])
+@pytest.mark.parametrize("datatype, data", [
+    ("FP16", [1.0, 70000.0]), ("FP16", [1, 100000]), ("FP32", [1.0, 1e39]),
+    pytest.param("BF16", [1.0, 1e39], marks=BF16), pytest.param("BF16", [1.0, 3.4e38], marks=BF16),  # FP32 holds 3.4e38
+])
 def test_json_numbers_beyond_a_float_datatype_are_400_not_infinity(datatype, data):
-    """70000 into FP16 became inf without a word (a RuntimeWarning on the server's stderr)."""
+    """70000 into FP16 became inf without a word (a RuntimeWarning on the server's stderr); 1e39
+    into BF16 too."""
     with pytest.raises(ProtocolError, match=f"'x'.*{datatype}") as err:
         _decode([{"name": "x", "shape": [2], "datatype": datatype, "data": data}])
     assert err.value.status == 400

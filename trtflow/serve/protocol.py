@@ -376,7 +376,7 @@ def _array_from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str
             # the data's own kind; numbers into floats and integers into integers are converted from it
             parsed = np.asarray(data)
             kind = parsed.dtype.kind if parsed.size else dtype.kind
-            if parsed.dtype == dtype or (kind in "iuf" and dtype.kind == "f"):
+            if parsed.dtype == dtype or (kind in "iuf" and dtype.kind in "fV"):  # V: BF16 (ml_dtypes)
                 return _reshaped(_float_cast(parsed, dtype, datatype, name), shape, name)
             if parsed.size and kind in "iu" and dtype.kind in "iu":  # astype would wrap: the range is checked first
                 info = np.iinfo(dtype)
@@ -397,16 +397,22 @@ def _array_from_json(data: Any, datatype: str, shape: tuple[int, ...], name: str
 
 
 def _float_cast(parsed: np.ndarray, dtype: np.dtype, datatype: str, name: str) -> np.ndarray:
-    """Parsed JSON numbers as a float ``dtype``; a finite number beyond its range (70000 into FP16)
-    is a 400, where the cast made it infinity without a word."""
+    """Parsed JSON numbers as a float ``dtype`` (BF16 included); a finite number beyond its range
+    (70000 into FP16, 1e39 into BF16) is a 400, where the cast made it infinity without a word."""
     if parsed.dtype == dtype:
         return parsed
     with np.errstate(over="ignore"):
         out = parsed.astype(dtype)
     beyond = np.isinf(out) & np.isfinite(parsed)  # an infinity sent stays one
     if beyond.any():
+        if dtype.kind == "f":
+            largest = np.finfo(dtype).max
+        else:  # BF16: np.finfo does not know it; ml_dtypes, which made the dtype, does
+            import ml_dtypes
+
+            largest = ml_dtypes.finfo(dtype).max
         raise ProtocolError(f"input '{name}': value {parsed[beyond].flat[0]} is beyond the range of datatype {datatype} "
-                            f"(largest {float(np.finfo(dtype).max):g}); send it in a wider datatype")
+                            f"(largest {float(largest):g}); send it in a wider datatype")
     return out
 
 

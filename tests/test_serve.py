@@ -208,6 +208,7 @@ def _json_body(x, datatype="FP32", shape=None) -> bytes:
     ("unknown_model", 404, "unknown model"),
     ("unknown_version", 404, "no version"),
     ("unknown_output", 400, "unknown output"),
+    ("repeated_output", 400, "output 'y' is requested more than once"),
     ("huge_body", 413, "too large"),
     ("bad_binary_size", 400, "binary"),
 ])
@@ -232,6 +233,10 @@ def test_http_errors_are_triton_errors_and_server_stays_healthy(server, case, st
     elif case == "unknown_output":
         doc = json.loads(_json_body(np.ones((1, 4))))
         doc["outputs"] = [{"name": "zzz"}]
+        body = json.dumps(doc).encode()
+    elif case == "repeated_output":  # Triton refuses it; y was answered twice
+        doc = json.loads(_json_body(np.ones((1, 4))))
+        doc["outputs"] = [{"name": "y"}, {"name": "y"}]
         body = json.dumps(doc).encode()
     elif case == "huge_body":
         body = _json_body(np.ones((1, 4))) + b" " * (2 << 20)

@@ -114,6 +114,9 @@ def test_other_requests_go_to_aiohttp_on_the_same_connection(port):
     ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32"}]}, 400, "neither"),
     ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": 16}}],
       "outputs": [{"name": "y", "parameters": {"classification": "two"}}]}, 400, "'classification' must be"),
+    ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": 16}}],
+      "outputs": [{"name": "y"}, {"name": "y", "parameters": {"binary_data": True}}]}, 400,
+     "output 'y' is requested more than once"),  # was answered with y twice
 ])
 def test_errors_on_the_lean_path_are_triton_errors(port, doc, status, message):
     head = json.dumps(doc).encode()

@@ -96,3 +96,21 @@ def test_grpc_classification_count_that_is_not_an_integer_is_invalid_argument(se
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     details = err.value.details()
     assert "output 'y'" in details and "'classification' must be a non-negative integer" in details
+
+
+def test_grpc_output_requested_twice_is_invalid_argument(server):
+    """Triton refuses an output named twice in one request; it was answered twice (here the engine
+    would fail: the refusal comes before the request runs)."""
+    from trtflow.serve import grpc_service
+
+    pb, grpc = grpc_service.pb, grpc_service.grpc
+    request = pb.ModelInferRequest(model_name="f")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+    request.raw_input_contents.append(np.ones((1, 4), np.float32).tobytes())
+    request.outputs.add(name="y")
+    request.outputs.add(name="y")
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            grpc_service.pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "output 'y' is requested more than once" in err.value.details()

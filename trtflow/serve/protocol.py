@@ -450,18 +450,23 @@ def classify(arr: np.ndarray, k: int, batched: bool, labels: Sequence[str] | Non
 
 
 def check_outputs(request: InferRequest, outputs: Sequence[TensorSpec]) -> None:
-    """Refuse, before the request runs, an output the model does not have (``outputs``: its specs;
-    their names are listed only when the request names outputs).
+    """Refuse, before the request runs, an output the model does not have or one named twice
+    (Triton refuses both; ``outputs``: the model's specs, their names listed only when the
+    request names outputs).
 
     Raises:
-        ProtocolError: (400) an unknown output name.
+        ProtocolError: (400) an unknown output name, or a name given more than once.
     """
     if not request.outputs:
         return
     names = [s.name for s in outputs]
+    seen = set()
     for want in request.outputs:
         if want.name not in names:
             raise ProtocolError(f"unknown output '{want.name}'; the model's outputs are {names}")
+        if want.name in seen:
+            raise ProtocolError(f"output '{want.name}' is requested more than once; name each output once")
+        seen.add(want.name)
 
 
 def requested_outputs(

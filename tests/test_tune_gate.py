@@ -86,6 +86,25 @@ def test_key_holds_the_engine_library_versions_whatever_their_wheel_is_called(mo
     assert tuned.tuned_key(b"model", "ort", [[1, 3]])[0] != before
 
 
+def test_tuned_key_and_engine_cache_key_hash_their_material_one_way(monkeypatch):
+    """Both keys go through one function, and keep the values they had before it was shared."""
+    from trtflow.backends import tuned
+    from trtflow.backends.tensorrt.cache import cache_key
+    from trtflow.backends.tensorrt.config import BuildConfig
+    from trtflow.backends.tensorrt.flavor import Flavor
+
+    monkeypatch.setattr(tuned, "device_identity", lambda *a, **k: {"kind": "cpu", "name": "Test CPU", "cores": 2,
+                                                                    "machine": "x86_64"})
+    monkeypatch.setattr(tuned, "library_versions", lambda engine: {"trtflow": "0.0"})
+    key, material = tuned.tuned_key(b"model", "ort", [[1, 3]])
+    assert key == tuned.material_key(material) == "4e189963b1aff45d6f7b831abb3f91fa396d4d29"
+    gpu = {"name": "NVIDIA H200", "compute_capability": [9, 0]}
+    engine_key = cache_key("ab" * 32, BuildConfig(), Flavor("tensorrt", "10.13.0.35", None), gpu)
+    assert engine_key == "9870220d3b38398dca1dc7f987c337b80e61c9d4"
+    assert engine_key == tuned.material_key({"onnx_sha256": "ab" * 32, "config": BuildConfig().key_dict(),
+                                             "flavor": "tensorrt", "version": "10.13.0.35", "gpu": gpu})
+
+
 def test_choice_prefers_fully_timed_configurations():
     from trtflow.tune.result import ACCEPTED, CHOSEN, ConfigResult
     from trtflow.tune.search import choose

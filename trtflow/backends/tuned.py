@@ -195,6 +195,12 @@ def shapes_list(shapes: Mapping[str, Sequence[int]] | Sequence[Sequence[int]]) -
     return [[int(d) for d in s] for s in values]
 
 
+def material_key(material: Mapping[str, Any]) -> str:
+    """The key of what a cached thing was made from: the first 40 hex digits of the SHA-256 of
+    ``material`` as JSON with sorted keys. The tuned key and the engine cache key both are one."""
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:40]
+
+
 def tuned_key(model: Any, engine: str, shapes: Mapping[str, Sequence[int]] | Sequence[Sequence[int]],
               device: Any = None, digest: str | None = None) -> tuple[str, dict]:
     """``(key, material)``: the SHA-256 key of a tuned choice and what it was computed from."""
@@ -206,7 +212,7 @@ def tuned_key(model: Any, engine: str, shapes: Mapping[str, Sequence[int]] | Seq
         "device": device_identity(engine, device),
         "versions": library_versions(engine),
     }
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:40], material
+    return material_key(material), material
 
 
 def tuned_dir() -> Path:

@@ -9,14 +9,12 @@ plan's SHA-256 matches; otherwise it is rebuilt.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from trtflow.backends.tensorrt.config import BuildConfig
-from trtflow.backends.tuned import model_digest
+from trtflow.backends.tuned import material_key, model_digest
 from trtflow.progress import Progress
 from trtflow.backends.tensorrt.flavor import Flavor, load_flavor, target_of
 from trtflow.backends.tensorrt.sidecar import incompatibility, read_sidecar, sha256, sidecar_path, write_plan
@@ -59,7 +57,7 @@ def cache_key(digest: str, config: BuildConfig, flavor: Flavor, target: dict) ->
         "version": flavor.version,
         "gpu": {"name": target.get("name"), "compute_capability": target.get("compute_capability")},
     }
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:40]
+    return material_key(material)
 
 
 class EngineCache:

@@ -862,3 +862,36 @@ def test_folder_that_cannot_be_listed_is_a_usage_error(tmp_path):
             Source(str(folder))
     finally:
         folder.chmod(0o700)
+
+
+@pytest.mark.parametrize("suffix, codec", [("mkv", "libx264"), ("webm", "libvpx-vp9")])
+def test_variable_frame_rate_file_without_a_frame_count_has_no_missing_frames(tmp_path, model, capsys, suffix, codec):
+    """Matroska and WebM store no frame count: a clip holding two frames 200 ms among 40 ms ones
+    (every frame there) was summarized as 8 frames missing, 'damaged or lost data'."""
+    import json
+    from fractions import Fraction
+
+    from tests.test_video import video_cli
+
+    clip = tmp_path / f"vfr.{suffix}"
+    times = [0, 40, 80, 280, 320, 360, 400, 600, 640, 680]  # milliseconds
+    with av.open(str(clip), "w") as out:
+        video = out.add_stream(codec, rate=25)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        video.time_base = video.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 20 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+    with av.open(str(clip)) as inp:
+        assert not inp.streams.video[0].frames and [f.pts for f in inp.decode(video=0)] == times
+    capsys.readouterr()
+    assert video_cli(clip, "--task", "custom", "--model", model, "--post", "tests.test_video:post_mean",
+                     "--resize", "stretch", "--input-size", "16", "--engine", "ort", "--json") == 0
+    summary = json.loads(capsys.readouterr().out)
+    stream = summary["streams"][0]
+    assert summary["frames_out"] == 10 and summary["missing"] == 0 and stream["expected"] is None
+    assert not stream["messages"] and not stream["ended_early"]

@@ -133,6 +133,7 @@ class Source:
         self.codec = ""
         self._nvdec = None
         self._gaps: list[tuple[int, str]] = []  # (frames, message): timestamp gaps not yet counted missing
+        self._damaged = False  # a packet the demuxer marked corrupt was read
         self._av = require("av", "trtflow video")
         if self.kind == "folder":
             self._open_folder()
@@ -269,6 +270,8 @@ class Source:
                 self.stats.ended_early = True
                 self.stats.note(f"stream {self.stream} ({self.uri}): reading stopped after {index} frames: {exc}")
                 packet = None  # drain the decoder below: the frames it still holds are whole
+            if packet is not None and packet.is_corrupt:
+                self._damaged = True
             if packet is not None and packet.stream is not self.video:
                 if packet.dts is not None:
                     on_audio(packet)
@@ -306,13 +309,18 @@ class Source:
         if last is None or pts is None or not step:
             return
         lost = round((pts - last) / step) - 1 if step > 0 else 0
-        if lost >= 1:
-            self._gaps.append((lost, f"stream {self.stream} ({self.uri}): about {lost} frame(s) missing before "
-                                     f"frame {index} (pts {last} -> {pts}); damaged or lost data"))
-            if self.kind != "file" or self.stats.expected is None:
-                self._record_gaps()
-            # else held back to the end: a file that yields every frame it declares has variable
-            # frame times (an animated GIF, a phone's clip), not losses
+        if lost < 1:
+            return
+        # a file without a frame count and no damage read so far (damage is read before the gap it
+        # causes): a variable frame time (a Matroska or WebM clip), not a loss
+        if self.kind == "file" and self.stats.expected is None and not (self._damaged or self.stats.corrupt):
+            return
+        self._gaps.append((lost, f"stream {self.stream} ({self.uri}): about {lost} frame(s) missing before "
+                                 f"frame {index} (pts {last} -> {pts}); damaged or lost data"))
+        if self.kind != "file" or self.stats.expected is None:
+            self._record_gaps()
+        # else held back to the end: a file that yields every frame it declares has variable
+        # frame times (an animated GIF, a phone's clip), not losses
 
     def _record_gaps(self) -> None:
         for lost, message in self._gaps:

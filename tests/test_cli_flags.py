@@ -199,3 +199,17 @@ def test_an_input_given_twice_is_refused_not_the_first_dropped(tiny_onnx, tmp_pa
     assert proc.returncode == 2 and "'x' twice" in proc.stderr, proc.stderr
     same = call_cli("run", str(tiny_onnx), "--input", f"x={tmp_path / 'a.npy'}", "--input", f"x={tmp_path / 'a.npy'}")
     assert same.returncode == 0, same.stderr  # the same pair twice loses nothing
+
+
+def test_a_shape_given_twice_is_refused_not_the_first_dropped(tiny_onnx):
+    """run --shapes x:1x3x16x16 --shapes x:2x3x16x16 ran batch 2 and dropped batch 1 without a word; a build
+    whose --minShapes sets do not pair up with --maxShapes kept the last --minShapes."""
+    proc = call_cli("run", tiny_onnx, "--shapes", "x:1x3x16x16", "--shapes", "x:2x3x16x16")
+    assert proc.returncode == 2 and "'x'" in proc.stderr, proc.stderr
+    assert "1x3x16x16" in proc.stderr and "2x3x16x16" in proc.stderr, proc.stderr
+    proc = call_cli("check", tiny_onnx, "--minShapes", "x:1x3x16x16", "--minShapes", "x:2x3x16x16",
+                    "--maxShapes", "x:4x3x16x16")
+    assert proc.returncode == 2 and "1x3x16x16" in proc.stderr and "2x3x16x16" in proc.stderr, proc.stderr
+    same = call_cli("run", tiny_onnx, "--shapes", "x:2x3x16x16", "--shapes", "x:2x3x16x16", "--json")
+    assert same.returncode == 0, same.stderr  # the same shape twice loses nothing
+    assert __import__("json").loads(same.stdout)["inputs"]["x"]["shape"] == [2, 3, 16, 16]

@@ -31,3 +31,13 @@ def test_a_size_of_thousands_of_digits_is_too_large_not_a_crash():
     assert parse_shape("0001x3") == (1, 3)
     with pytest.raises(UsageError, match="too large"):
         parse_shape("1x" + "9" * 5000)
+
+
+def test_an_input_given_two_shapes_is_refused_not_the_first_dropped():
+    """--shapes x:1x3 --shapes x:2x3 kept 2x3 without a word; the same shape twice loses nothing."""
+    from trtflow.spec import parse_shapes
+
+    for texts in (["x:1x3", "x:2x3"], "x:1x3,x:2x3"):
+        with pytest.raises(UsageError, match=r"'x'.*1x3.*2x3"):
+            parse_shapes(texts)
+    assert parse_shapes(["x:1x3", "y:4", "x:1x3"]) == {"x": (1, 3), "y": (4,)}

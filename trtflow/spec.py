@@ -126,7 +126,8 @@ def parse_shapes(text: str | Iterable[str] | None) -> dict[str, Shape]:
     Several strings (a repeated flag) are merged.
 
     Raises:
-        UsageError: an entry without ':' or a bad shape.
+        UsageError: an entry without ':' or a bad shape, or an input given two shapes (one would be
+            dropped without a word; one shape twice is taken).
     """
     if text is None:
         return {}
@@ -143,7 +144,11 @@ def parse_shapes(text: str | Iterable[str] | None) -> dict[str, Shape]:
                 raise UsageError(
                     f"bad shape entry '{entry}': expected NAME:DIMS, e.g. input:1x3x224x224"
                 )
-            shapes[name] = parse_shape(dims)
+            shape = parse_shape(dims)
+            if name in shapes and shapes[name] != shape:
+                raise UsageError(f"input '{name}' is given two shapes, {format_shape(shapes[name]) or 'scalar'} and "
+                                 f"{format_shape(shape) or 'scalar'}; give each input one shape")
+            shapes[name] = shape
     return shapes
 
 

@@ -895,3 +895,14 @@ def test_variable_frame_rate_file_without_a_frame_count_has_no_missing_frames(tm
     stream = summary["streams"][0]
     assert summary["frames_out"] == 10 and summary["missing"] == 0 and stream["expected"] is None
     assert not stream["messages"] and not stream["ended_early"]
+
+
+@pytest.mark.parametrize("uri", ["file:///dev/video97", "FILE:///dev/video97", "file://97"])
+def test_file_url_of_a_camera_opens_the_device_path(uri):
+    """file:///dev/video0 was a camera for source_kind but opened as the path 'file:///dev/video0'."""
+    from trtflow.errors import UsageError
+    from trtflow.video.sources import Source
+
+    assert not os.path.exists("/dev/video97")
+    with pytest.raises(UsageError, match=r"^camera '/dev/video97' does not exist"):
+        Source(uri)

@@ -166,7 +166,8 @@ class Source:
                 raise UsageError(f"source '{self.uri}': no such file")
             path = os.path.abspath(path)  # FFmpeg reads 'cam:1.mp4' as the protocol 'cam'
         elif self.kind == "camera":
-            path = f"/dev/video{self.uri}" if self.uri.isdigit() else self.uri
+            path = local_path(self.uri)
+            path = f"/dev/video{path}" if path.isdigit() else path
             if not os.path.exists(path):
                 found = sorted(str(p) for p in Path("/dev").glob("video*")) if os.path.isdir("/dev") else []
                 raise UsageError(f"camera '{path}' does not exist; cameras here: {', '.join(found) or 'none'}")

@@ -270,6 +270,17 @@ def test_options_that_would_be_ignored_or_misread_are_refused(tmp_path):
     assert runner_from_options({**option, "batch": "3", "label_to_frame": "0"}).batch == 3
 
 
+def test_engine_task_refuses_fractional_input_shapes(tmp_path):
+    from trtflow.backends import load
+
+    engine = load(_two_input_onnx(tmp_path / "two.onnx"), engine="ort")
+    for images in ([4, 3, 16.7, 16], [4, 3, "16.5", 16]):  # was truncated to 16 without a word
+        with pytest.raises(UsageError, match=r"input_shapes\['images'\] is .*16\.[57].*positive ints"):
+            EngineTask(engine, input_shapes={"images": images, "gain": [4, 2]}, inputs={"gain": [1.0, 2.0]})
+    task = EngineTask(engine, input_shapes={"images": [4, 3, 16.0, "16"], "gain": [4, 2]}, inputs={"gain": [1.0, 2.0]})
+    assert task.shapes["images"] == (4, 3, 16, 16)
+
+
 def test_engine_task_checks_its_inputs_before_any_frame(tmp_path):
     from trtflow.backends import load
 

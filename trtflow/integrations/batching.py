@@ -231,12 +231,14 @@ class EngineTask(Task):
 
 
 def _dims(name: str, dims: Any) -> tuple[int, ...]:
-    """``input_shapes[name]`` as a tuple of positive ints."""
+    """``input_shapes[name]`` as a tuple of positive ints (8.0 is 8; 8.7 is refused, not truncated)."""
     try:
-        shape = tuple(int(d) for d in dims) if not isinstance(dims, str) else None
+        values = list(dims) if not isinstance(dims, str) else None
+        shape = tuple(int(d) for d in values)
+        whole = all(float(d) == n for d, n in zip(values, shape))
     except (TypeError, ValueError):
-        shape = None
-    if shape is None or any(d < 1 for d in shape):
+        shape, whole = None, False
+    if not whole or any(d < 1 for d in shape):
         raise UsageError(f"input_shapes['{name}'] is {dims!r}; give a list of positive ints, e.g. [8, 3, 480, 640]")
     return shape
 

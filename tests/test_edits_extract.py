@@ -108,3 +108,24 @@ def test_a_shape_the_cut_tensor_does_not_have_is_named_in_the_verification():
     x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(2, 6)
     with pytest.raises(UsageError, match=r"'r' is \(3, 4\) in the original model.*--shape r:3x4"):
         verify_extract(model, cut, options, edits.VerifyConfig(), [("given", {"x": x, "s": np.array([3, 4], np.int64)})])
+
+
+def test_an_input_the_outputs_do_not_use_is_refused_naming_it():
+    """--inputs h,b --outputs y where y = Neg(Relu(x)) and b feeds only z: b was dropped without a word."""
+    import pytest
+
+    from trtflow.errors import UsageError
+
+    nodes = [helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Neg", ["h"], ["y"]),
+             helper.make_node("Add", ["x", "b"], ["z"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
+                                           helper.make_tensor_value_info("b", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, [4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    with pytest.raises(UsageError, match=r"\['b'\].*remove"):
+        extract_subgraph(model, ExtractOptions(outputs=("y",), inputs=("h", "b")))
+    cut, report = extract_subgraph(model, ExtractOptions(outputs=("y", "z"), inputs=("h", "b", "x")))
+    assert [s["name"] for s in report["inputs"]] == ["h", "b", "x"]
+    cut, report = extract_subgraph(model, ExtractOptions(outputs=("y",)))  # the model's own inputs: b unused, left out
+    assert [s["name"] for s in report["inputs"]] == ["x"]

@@ -114,7 +114,11 @@ def test_extract_between_tensors(tiny_onnx, tmp_path):
     assert res.returncode == 2 and "did you mean ['logits']" in res.stderr
     res = run_cli("surgeon", "extract", str(tiny_onnx), "-o", str(tmp_path / "x.onnx"), "--inputs", "feat",
                   "--outputs", "/Relu_output_0")
-    assert res.returncode == 2 and "add them to --inputs" in res.stderr
+    assert res.returncode == 2 and "add them to --inputs (e.g. --inputs x)" in res.stderr, res.stderr
+    assert "do not depend on ['feat']" in res.stderr, res.stderr  # feat feeds nothing /Relu_output_0 needs
+    res = run_cli("surgeon", "extract", str(tiny_onnx), "-o", str(tmp_path / "x.onnx"), "--inputs", "x,feat",
+                  "--outputs", "/Relu_output_0")
+    assert res.returncode == 2 and "--inputs names ['feat']" in res.stderr and "remove" in res.stderr, res.stderr
 
 
 def test_embed_preprocess_nhwc_bgr(tiny_onnx, tmp_path):

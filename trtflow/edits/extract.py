@@ -71,8 +71,9 @@ def extract_subgraph(proto: Any, options: ExtractOptions) -> tuple[Any, dict]:
         ``(new_proto, report)`` with the new ``inputs``/``outputs`` specs and ``nodes_kept``.
 
     Raises:
-        UsageError: an unknown tensor name; an input of the subgraph of unknown rank without a shape
-            in ``options.shapes``, or a shape there for another tensor.
+        UsageError: an unknown tensor name; a tensor of ``options.inputs`` the outputs do not depend on;
+            an input of the subgraph of unknown rank without a shape in ``options.shapes``, or a shape
+            there for another tensor.
         GraphError: a tensor without an inferable dtype, or a subgraph that needs more inputs.
     """
     import onnx_graphsurgeon as gs
@@ -94,12 +95,18 @@ def extract_subgraph(proto: Any, options: ExtractOptions) -> tuple[Any, dict]:
             producer.outputs[producer.outputs.index(t)] = gs.Variable(f"{t.name}__cut")
     graph.inputs, graph.outputs = new_inputs, new_outputs
     graph.cleanup(remove_unused_graph_inputs=True)
+    unused = [n for n in inputs if n not in {t.name for t in graph.inputs}]  # cleanup dropped them
     given = {t.name for t in new_inputs}
     missing = sorted({t.name for node in graph.nodes for t in node.inputs
                       if isinstance(t, gs.Variable) and t.name and not t.inputs and t.name not in given})
     if missing:
+        kept = [n for n in inputs if n not in unused]
         raise GraphError(f"the subgraph also reads {missing}, which are not among its inputs; "
-                         f"add them to --inputs (e.g. --inputs {','.join([*inputs, *missing])})")
+                         f"add them to --inputs (e.g. --inputs {','.join([*kept, *missing])})"
+                         + (f"; the outputs do not depend on {unused}: remove them" if unused else ""))
+    if unused:
+        raise UsageError(f"--inputs names {unused}, which the outputs {outputs} do not depend on; remove them from "
+                         "--inputs, or add outputs computed from them to --outputs")
     new = _shape_unranked_inputs(infer_shapes(export_graph(graph, like=proto)), options.shapes)
     ins, outs = onnx_specs(new)
     report = {"inputs": [s.to_dict() for s in ins], "outputs": [s.to_dict() for s in outs], "nodes_kept": len(new.graph.node)}

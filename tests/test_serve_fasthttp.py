@@ -152,3 +152,62 @@ def test_an_empty_binary_tensor_is_a_400_and_the_connection_goes_on(port):
         code, _, text = _read(f)
         assert code == 400 and "batch size 0" in json.loads(text)["error"]
         np.testing.assert_allclose(_y(_read(f)), 2 * _x(1) + 1)
+
+
+IDLE = 1.0  # the idle timeout of the server below, in seconds
+
+
+@pytest.fixture(scope="module")
+def impatient_port():
+    """A server that closes connections idle for IDLE seconds; "lazy" answers after 2.5 IDLE
+    (its batcher waits that long for a second request)."""
+    models = [ServedModel("affine", [trtflow.load(affine_model(), engine="ort")], BatchConfig(max_batch=8)),
+              ServedModel("lazy", [trtflow.load(affine_model(), engine="ort")],
+                          BatchConfig(max_batch=8, delay_us=int(2.5 * IDLE * 1e6)))]
+    with BackgroundServer(models, ServeOptions(http_port=0, grpc_port=None, idle_timeout_s=IDLE)) as s:
+        yield s.http_port
+
+
+@pytest.mark.parametrize("sent", ["nothing", "half a head", "a head and half a body", "a request, then nothing",
+                                  "a request for aiohttp, then nothing"])
+def test_a_connection_idle_past_the_timeout_is_closed(impatient_port, sent):
+    """A client that connected and sent nothing, or stopped halfway through a request, held its
+    connection (and on the lean path its request's buffers) for as long as it liked."""
+    data = _infer(_x(1))
+    end = data.index(b"\r\n\r\n") + 4
+    with socket.create_connection(("127.0.0.1", impatient_port)) as s, s.makefile("rb") as f:
+        s.settimeout(10 * IDLE)
+        if sent == "half a head":
+            s.sendall(data[:end // 2])
+        elif sent == "a head and half a body":
+            s.sendall(data[:end + (len(data) - end) // 2])
+        elif sent == "a request, then nothing":
+            s.sendall(data)
+            np.testing.assert_allclose(_y(_read(f)), 2 * _x(1) + 1)
+        elif sent == "a request for aiohttp, then nothing":
+            s.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert _read(f)[0] == 200
+        t0 = time.monotonic()
+        assert f.read() == b""  # closed by the server, without an answer
+        assert 0.8 * IDLE <= time.monotonic() - t0 < 5 * IDLE
+
+
+def test_a_slow_client_and_a_slow_answer_are_not_cut(impatient_port):
+    """The timeout is on the client's silence: a request sent in pieces over more than the timeout
+    is answered, and so is one the server takes longer than the timeout to answer."""
+    with socket.create_connection(("127.0.0.1", impatient_port)) as s, s.makefile("rb") as f:
+        s.settimeout(10 * IDLE)
+        data = _infer(_x(2))
+        step = len(data) // 4 + 1
+        t0 = time.monotonic()
+        for i in range(0, len(data), step):
+            s.sendall(data[i:i + step])
+            time.sleep(0.3 * IDLE)
+        assert time.monotonic() - t0 > IDLE
+        np.testing.assert_allclose(_y(_read(f)), 2 * _x(2) + 1)
+        t0 = time.monotonic()
+        s.sendall(_infer(_x(3), "/v2/models/lazy/infer"))
+        np.testing.assert_allclose(_y(_read(f)), 2 * _x(3) + 1)
+        assert time.monotonic() - t0 > 2 * IDLE
+        s.sendall(_infer(_x(4)))  # the connection goes on
+        np.testing.assert_allclose(_y(_read(f)), 2 * _x(4) + 1)

@@ -22,6 +22,12 @@ read so far, and it stays there: those requests are answered exactly as before (
 Keep-alive and pipelining: one request at a time per connection; bytes of the next request are
 kept while one is in flight and parsed after its response is written. ``Connection: close`` is
 honoured.
+
+Idle connections: while it is the client's turn (before a request, or partway through its head or
+body) and it sends nothing for ``idle_timeout`` seconds, the connection is closed, so a silent or
+stalled client does not hold it (and its request's buffers) for ever. A request the server is
+still answering does not count as idle. Connections handed to aiohttp get the same timeout as its
+``keepalive_timeout``.
 """
 
 from __future__ import annotations
@@ -67,11 +73,15 @@ class FastHTTP(asyncio.BufferedProtocol):
         server: the ``Server`` (``model``, ``reserve``, ``infer_reserved``, ``release``, ``infer``).
         fallback: aiohttp's protocol factory (``AppRunner.server``).
         connections: the listener's open connections (closed with it).
+        idle_timeout: seconds of client silence after which the connection is closed.
     """
 
-    def __init__(self, server, fallback, connections: set):
+    def __init__(self, server, fallback, connections: set, idle_timeout: float):
         self.server, self.fallback, self.connections = server, fallback, connections
+        self.idle_timeout = idle_timeout
         self.transport = None
+        self.timer = None  # checks for idleness; re-armed when it fires early, not on every read
+        self.seen = 0.0  # time.monotonic() of the client's last bytes, or of the last response
         self.buf = bytearray(HEAD_READ)  # grows (doubling) up to a head of HEAD_ROOM or pipelined bytes
         self.view = memoryview(self.buf)
         self.start = self.end = 0  # unparsed bytes: buf[start:end]
@@ -88,10 +98,15 @@ class FastHTTP(asyncio.BufferedProtocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.connections.add(self)
+        self.seen = time.monotonic()
+        self.timer = asyncio.get_running_loop().call_later(self.idle_timeout, self._idle)
 
     def connection_lost(self, exc) -> None:
         self.connections.discard(self)
         self.transport = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.ticket is not None:
             self.server.release(self.ticket)
             self.ticket = None
@@ -111,6 +126,7 @@ class FastHTTP(asyncio.BufferedProtocol):
         return self.view[self.end:self.end + HEAD_READ]
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.seen = time.monotonic()
         if self.dests:
             self.pos += nbytes
             if self.pos == len(self.dests[0]):
@@ -128,6 +144,19 @@ class FastHTTP(asyncio.BufferedProtocol):
 
     def eof_received(self):
         return False  # close
+
+    def _idle(self) -> None:
+        """Close the connection if the client, whose turn it is, has been silent for ``idle_timeout``."""
+        self.timer = None
+        if self.transport is None:
+            return
+        answering = self.busy and not self.dests  # the server's turn: not idle
+        left = self.idle_timeout if answering else self.seen + self.idle_timeout - time.monotonic()
+        if left > 0:
+            self.timer = asyncio.get_running_loop().call_later(left, self._idle)
+            return
+        log.debug("closing a connection idle for %g s", self.idle_timeout)
+        self.transport.close()
 
     # -- requests --------------------------------------------------------------------------------
     def _parse(self) -> None:
@@ -275,6 +304,7 @@ class FastHTTP(asyncio.BufferedProtocol):
                                 target.decode("latin-1"), status, t0, length, len(body))
         self.busy = False
         self.req = self.json = None
+        self.seen = time.monotonic()  # the client's turn again: idle from now
         if close:
             self.transport.close()
             return
@@ -293,6 +323,9 @@ class FastHTTP(asyncio.BufferedProtocol):
         transport, data = self.transport, bytes(self.view[self.start:self.end])
         self.connections.discard(self)
         self.transport = None
+        if self.timer is not None:  # aiohttp's keepalive_timeout takes over
+            self.timer.cancel()
+            self.timer = None
         handler = self.fallback()
         transport.pause_reading()
         transport.set_protocol(handler)
@@ -303,10 +336,11 @@ class FastHTTP(asyncio.BufferedProtocol):
 
 
 class Listener:
-    """The HTTP port: ``FastHTTP`` connections over aiohttp's ``AppRunner`` (already set up)."""
+    """The HTTP port: ``FastHTTP`` connections over aiohttp's ``AppRunner`` (already set up, with
+    ``keepalive_timeout=idle_timeout``)."""
 
-    def __init__(self, server, runner):
-        self.server, self.runner = server, runner
+    def __init__(self, server, runner, idle_timeout: float):
+        self.server, self.runner, self.idle_timeout = server, runner, idle_timeout
         self.connections: set[FastHTTP] = set()
         self._listener = None
         self.port: int | None = None
@@ -314,7 +348,7 @@ class Listener:
     async def start(self, host: str, port: int, reuse_port: bool) -> int:
         loop = asyncio.get_running_loop()
         self._listener = await loop.create_server(
-            lambda: FastHTTP(self.server, self.runner.server, self.connections), host, port,
+            lambda: FastHTTP(self.server, self.runner.server, self.connections, self.idle_timeout), host, port,
             backlog=2048, reuse_address=True, reuse_port=reuse_port or None)
         self.port = self._listener.sockets[0].getsockname()[1]
         return self.port

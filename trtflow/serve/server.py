@@ -45,6 +45,10 @@ class ServeOptions:
             default 5 ms lets the busy event loop hold the GIL for up to 5 ms each time an
             instance thread wants it back after a CUDA call or copy (several times per batch);
             0.2 ms keeps the instances fed.
+        idle_timeout_s: an HTTP connection on which the client sends nothing for this long
+            while the server waits for it is closed: before a request, or partway through a
+            binary infer request (a request being answered does not count); connections
+            aiohttp answers get it as their keep-alive timeout. 75 s: nginx's keep-alive default.
     """
 
     host: str = "127.0.0.1"
@@ -55,6 +59,7 @@ class ServeOptions:
     kind: str = "KIND_CPU"
     reuse_port: bool = False
     switch_interval_s: float | None = 0.0002
+    idle_timeout_s: float = 75.0
 
 
 class Server:
@@ -210,9 +215,9 @@ class Server:
             from trtflow.serve.http import make_app, web
 
             runner = web.AppRunner(make_app(self), access_log=None, handle_signals=False,
-                                   shutdown_timeout=opts.drain_timeout_s)
+                                   shutdown_timeout=opts.drain_timeout_s, keepalive_timeout=opts.idle_timeout_s)
             await runner.setup()
-            self._runner = Listener(self, runner)
+            self._runner = Listener(self, runner, opts.idle_timeout_s)
             self.http_port = await self._runner.start(opts.host, opts.http_port, opts.reuse_port)
         if opts.grpc_port is not None:
             from trtflow.serve.grpc_service import start_grpc

@@ -240,6 +240,24 @@ def test_every_numeric_onnx_runtime_dtype_goes_through_unchanged(dtype, tmp_path
     assert y.dtype == np.dtype(dtype) and (y == x).all()
 
 
+@pytest.mark.parametrize("x_type, y_type, named", [("BFLOAT16", "FLOAT", "input 'x'"), ("FLOAT", "BFLOAT16", "output 'y'")])
+def test_onnx_runtime_refuses_bfloat16_io_at_load(x_type, y_type, named, tmp_path):
+    """ONNX Runtime's Python API takes and returns no bfloat16 arrays: refused at load, naming the fix,
+    not at the first run with ORT's own message."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x, y = getattr(TensorProto, x_type), getattr(TensorProto, y_type)
+    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=y)], "g",
+                              [helper.make_tensor_value_info("x", x, [1, 4])], [helper.make_tensor_value_info("y", y, [1, 4])])
+    path = tmp_path / "bf16.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    with pytest.raises(ModelLoadError, match=f"{named} is bfloat16.*float32 or float16.*engine='tensorrt'"):
+        trtflow.load(path, engine="ort")
+    proc = call_cli("run", path, "--engine", "ort")
+    assert proc.returncode == 2 and f"{named} is bfloat16" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_a_feed_whose_activations_cannot_fit_is_refused_before_running(tiny_onnx, monkeypatch):
     """The ONNX Runtime engine estimates a large feed's peak memory with shape inference first."""
     import trtflow.feeds as feeds

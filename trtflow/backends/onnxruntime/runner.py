@@ -6,7 +6,7 @@ import logging
 from typing import Any, Mapping, Sequence
 
 from trtflow.deps import require
-from trtflow.errors import EngineError, UsageError
+from trtflow.errors import EngineError, ModelLoadError, UsageError
 from trtflow.backends.base import Engine
 from trtflow.backends.onnxruntime.memory import check_memory, light_model
 from trtflow.graph.io import ModelLike, load_onnx, onnx_specs
@@ -76,6 +76,8 @@ class OrtEngine(Engine):
                              f"and providers such as ['cuda', 'cpu'] (got {list(providers)})")
         provider_options = [{"device_id": str(device)} if device is not None and p in gpu_providers else {}
                             for p in wanted]
+        inputs, outputs = onnx_specs(proto)
+        _refuse_bfloat16(inputs, outputs)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization])
@@ -87,7 +89,6 @@ class OrtEngine(Engine):
             raise EngineError(f"ONNX Runtime could not load the model: {exc}") from None
         self.providers = self.session.get_providers()
         self.gpu = device
-        inputs, outputs = onnx_specs(proto)
         # Dynamic dims named by ORT may differ from the ONNX value_info: the ONNX names win.
         super().__init__(inputs, outputs)
         self._output_names = [s.name for s in outputs]
@@ -124,6 +125,22 @@ class OrtEngine(Engine):
         self.session = None
         self._light = None
         super().close()
+
+
+def _refuse_bfloat16(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
+    """ONNX Runtime's Python API takes and returns numpy arrays, and numpy has no bfloat16.
+
+    Raises:
+        ModelLoadError: an input or output of the model is bfloat16.
+    """
+    named = [f"{kind} '{s.name}'" for kind, specs in (("input", inputs), ("output", outputs))
+             for s in specs if s.dtype == "bfloat16"]
+    if named:
+        raise ModelLoadError(
+            f"{' and '.join(named)} {'is' if len(named) == 1 else 'are'} bfloat16, which ONNX Runtime's Python API "
+            "cannot take or return (numpy has no bfloat16). Export the model with float32 or float16 inputs and "
+            "outputs (export module.float(), or cast to and from bfloat16 inside forward), or run it with the "
+            "TensorRT engine (engine='tensorrt')")
 
 
 def specs(model: ModelLike) -> tuple[list[TensorSpec], list[TensorSpec]]:

@@ -98,3 +98,22 @@ def test_tensorrt_log_lines_are_cleaned():
             "!layerImpls.empty() failed. nms_0_0 has no runners that implement it In getSupportedFormats at "
             "/_src/optimizer/builder/tacticSupply.cpp:48)")
     assert _clean(line) == "nms_0_0 has no runners that implement it"
+
+
+@pytest.mark.parametrize("elem", ["INT4", "UINT4"])
+def test_int4_inputs_and_outputs_are_named_not_a_crash(tmp_path, elem):
+    """An INT4 input and output: TensorRT parsed and built it, then reading the network's I/O crashed with
+    "internal error TypeError: TensorRT type INT4 has no numpy/torch equivalent"."""
+    from onnx import TensorProto, helper, save
+
+    vi = helper.make_tensor_value_info
+    kind = getattr(TensorProto, elem)
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [vi("x", kind, [2, 4])],
+                              [vi("y", kind, [2, 4])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10), tmp_path / "i4.onnx")
+    proc = call_cli("check", str(tmp_path / "i4.onnx"), "--json")
+    assert "internal error" not in proc.stderr and proc.returncode in (1, 2), proc.stderr
+    if proc.returncode == 2:  # the flavor takes the type: trtflow names the tensor and the limitation
+        assert "'x'" in proc.stderr and elem in proc.stderr and "numpy" in proc.stderr, proc.stderr
+    else:  # the flavor's parser refuses the type: a failure row, as for any other
+        assert json.loads(proc.stdout)["converts"] is False

@@ -1,7 +1,7 @@
 """``build_engine``: ONNX -> serialized TensorRT plan, on TensorRT 10/11 or TensorRT-RTX.
 
 The steps are written out: load the ONNX, complete the profiles, plan the precision, parse,
-configure the builder, build, and read the engine's I/O from the network.
+read the engine's I/O from the network, configure the builder, and build.
 """
 
 from __future__ import annotations
@@ -220,11 +220,22 @@ def _save_timing_cache(cfg: Any, path: str | None, flavor: Flavor) -> None:
 
 
 def network_specs(network: Any, proto: Any, profiles: list[Profile]) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """I/O specs of a parsed network: TensorRT dtypes and shapes, dynamic dims named as in the ONNX."""
+    """I/O specs of a parsed network: TensorRT dtypes and shapes, dynamic dims named as in the ONNX.
+
+    Raises:
+        ModelLoadError: an input or output of a type arrays cannot hold (INT4, FP4): trtflow could not
+            feed or read the engine.
+    """
     onnx_in, onnx_out = onnx_specs(proto)
     names = {s.name: s for s in [*onnx_in, *onnx_out]}
 
-    def spec(tensor, bounds=None) -> TensorSpec:
+    def spec(tensor, bounds=None, role="output") -> TensorSpec:
+        try:
+            dtype = dtype_from_trt(tensor.dtype)
+        except TypeError as exc:
+            raise ModelLoadError(f"{role} '{tensor.name}': {exc}, so trtflow cannot feed or read it; give the "
+                                 f"model {role}s of one of those types and convert inside the graph (e.g. an INT8 "
+                                 "input and a DequantizeLinear, or a Cast before an output)") from None
         ref = names.get(tensor.name)
         dims = []
         for i, d in enumerate(tensor.shape):
@@ -234,12 +245,12 @@ def network_specs(network: Any, proto: Any, profiles: list[Profile]) -> tuple[li
                 dims.append(ref.shape[i])
             else:
                 dims.append(f"{tensor.name}_dim{i}")
-        return TensorSpec(tensor.name, dtype_from_trt(tensor.dtype), tuple(dims), bounds)
+        return TensorSpec(tensor.name, dtype, tuple(dims), bounds)
 
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
     outputs = [network.get_output(i) for i in range(network.num_outputs)]
     return (
-        [spec(t, union_bounds(profiles, t.name)) for t in inputs],
+        [spec(t, union_bounds(profiles, t.name), "input") for t in inputs],
         [spec(t) for t in outputs],
     )
 
@@ -266,7 +277,8 @@ def build_engine(
 
     Raises:
         MissingDependencyError: no TensorRT flavor is installed.
-        ModelLoadError: the ONNX or a plugin library cannot be read.
+        ModelLoadError: the ONNX or a plugin library cannot be read; an input or output of a type
+            arrays cannot hold (INT4).
         UsageError: shapes or precision flags that do not fit the model or the flavor.
         BuildError: parsing or building failed; ``failures`` names each failing node.
     """
@@ -285,6 +297,7 @@ def build_engine(
     start = time.perf_counter()
     builder = trt.Builder(logger)
     network, parser = parse_network(trt, builder, logger, plan.proto, _network_flags(trt, plan, flavor), flavor)
+    ins, outs = network_specs(network, plan.proto, profiles)  # before the build: I/O trtflow cannot feed fails fast
     cfg = _configure(trt, builder, config, plan, profiles, network, flavor, device)
     _timing_cache(cfg, config.timing_cache_file, flavor)
     monitor = monitor_for(trt, progress)
@@ -307,7 +320,6 @@ def build_engine(
             detail = _workspace_detail(failures, config)
         raise BuildError(f"{flavor.label} failed to build the engine: {detail}", failures)
     _save_timing_cache(cfg, config.timing_cache_file, flavor)
-    ins, outs = network_specs(network, plan.proto, profiles)
     log.info("built with %s in %.1f s (%d bytes)", flavor.label, seconds, serialized.nbytes)
     return BuildResult(
         plan=bytes(serialized),

@@ -135,3 +135,18 @@ def test_port_in_use_is_one_line_and_exit_2(tmp_path):
             assert done.returncode == 2
             assert done.stderr.strip().splitlines() == [done.stderr.strip()]
             assert "pick free ports" in done.stderr
+
+
+def test_idle_timeout_flag_closes_a_silent_connection(tmp_path):
+    """--idle-timeout-s reaches the server: a client that connects and sends nothing is closed."""
+    import socket
+
+    model = tmp_path / "slow.onnx"
+    model.write_bytes(slow_model(k=1))
+    with _serving(str(model), "--http-port", "0", "--grpc-port", "-1", "--json", "--access-log", "off",
+                  "--idle-timeout-s", "0.5") as proc:
+        port = json.loads(proc.stdout.readline())["http_port"]
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            t0 = time.monotonic()
+            assert sock.recv(1) == b""  # closed by the server, not by our 20 s timeout
+            assert time.monotonic() - t0 < 10

@@ -89,6 +89,7 @@ def test_ray_deployment_gets_the_threads_and_the_timeout(tiny_onnx, deployed, en
     (["--shm-slots", "4"], "--workers"),
     (["--shm-slot-rows", "2"], "--workers"),
     (["--access-log", "off"], "logs/serve"),
+    (["--idle-timeout-s", "5"], "keep-alive"),
     (["--ray-replicas", "3", "--ray-autoscale", "1:4"], "--ray-autoscale"),
 ])
 def test_ray_refuses_flags_it_cannot_honour(tiny_onnx, deployed, flags, instead):

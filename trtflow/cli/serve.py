@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--timeout-s", type=options.number(0), default=30.0, help="answer 503 to a request not done in this time (default: %(default)s)")
     group.add_argument("--max-body-mb", type=options.number(0), default=64.0, help="request body limit; larger bodies get 413 (default: %(default)s)")
     group.add_argument("--drain-timeout-s", type=options.number(0), default=30.0, help="how long SIGTERM waits for running requests (default: %(default)s)")
+    group.add_argument("--idle-timeout-s", type=options.number(0), default=75.0,
+                       help="close an HTTP connection whose client sends nothing for this long (default: %(default)s)")
     parser.add_argument("--threads", type=options.count(0), default=0, metavar="N",
                         help="ONNX Runtime intra-op threads per instance (default: 0, ONNX Runtime's choice)")
     parser.add_argument("--ort-spinning", action="store_true",
@@ -190,7 +192,8 @@ def _options(args: argparse.Namespace, kind: str = "KIND_CPU"):
     from trtflow.serve.server import ServeOptions
 
     return ServeOptions(args.host, args.http_port, None if args.grpc_port < 0 else args.grpc_port,
-                        int(args.max_body_mb * (1 << 20)), args.drain_timeout_s, kind)
+                        int(args.max_body_mb * (1 << 20)), args.drain_timeout_s, kind,
+                        idle_timeout_s=args.idle_timeout_s)
 
 
 def _serve_one(args: argparse.Namespace, names: list[str], on_ready) -> None:
@@ -267,6 +270,8 @@ _NOT_ON_RAY = (
      "Serve's batcher has no preferred sizes; shape batches with --max-batch and --max-queue-delay-us"),
     ("--grpc-port", "grpc_port", (8001, -1), "the replicas answer HTTP only, through Serve's proxy on --http-port; "
      "drop the flag"),
+    ("--idle-timeout-s", "idle_timeout_s", (75.0,), "Serve's proxy keeps its own keep-alive timeout (Ray's HTTP "
+     "options); drop the flag"),
     ("--access-log", "access_log", ("-",), "Serve logs each replica's requests in the Ray log folder of its node "
      "(/tmp/ray/session_latest/logs/serve/); drop the flag"),
 )

@@ -213,3 +213,26 @@ def test_a_shape_given_twice_is_refused_not_the_first_dropped(tiny_onnx):
     same = call_cli("run", tiny_onnx, "--shapes", "x:2x3x16x16", "--shapes", "x:2x3x16x16", "--json")
     assert same.returncode == 0, same.stderr  # the same shape twice loses nothing
     assert __import__("json").loads(same.stdout)["inputs"]["x"]["shape"] == [2, 3, 16, 16]
+
+
+def test_the_split_batches_hint_names_a_flag_only_where_the_command_has_it(tiny_onnx, tmp_path):
+    """A batch a static-batch engine does not take said "Or load with split_batches=True (--split-batches)"
+    in bench and compare too, which have no such flag."""
+    import numpy as np
+
+    import trtflow
+    from trtflow import edits
+    from trtflow.errors import InputShapeError
+    from trtflow.graph.io import save_onnx
+
+    static = save_onnx(edits.apply("fix-shapes", tiny_onnx, dims={"batch": 2}, verify=False)[0], tmp_path / "b2.onnx")
+    shapes = ("--shapes", "x:4x3x16x16")
+    proc = call_cli("run", static, *shapes)
+    assert proc.returncode == 2 and "dim 0 is 4" in proc.stderr and "--split-batches" in proc.stderr, proc.stderr
+    assert "split_batches=True" not in proc.stderr, proc.stderr
+    for args in (("bench", static, "--engine", "ort", "--iterations", "1"), ("compare", static, tiny_onnx)):
+        proc = call_cli(*args, *shapes)
+        assert proc.returncode == 2 and "dim 0 is 4" in proc.stderr and "split" not in proc.stderr, proc.stderr
+    with trtflow.load(static, engine="ort") as engine, pytest.raises(InputShapeError) as info:  # Python: the option
+        engine.infer({"x": np.zeros((4, 3, 16, 16), np.float32)})
+    assert "split_batches=True" in str(info.value) and "--split-batches" not in str(info.value)

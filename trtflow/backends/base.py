@@ -40,6 +40,8 @@ class Engine(ABC):
     name = "base"
     native = "numpy"
     split_batches = False  # trtflow.load(..., split_batches=True): see infer()
+    # how the caller turns split_batches on, said when a batch is outside the engine's range ("": it cannot)
+    split_hint = "Or load with split_batches=True to run it in chunks the engine takes."
 
     def __init__(self, inputs: list[TensorSpec], outputs: list[TensorSpec]):
         self.inputs = list(inputs)
@@ -157,7 +159,7 @@ class Engine(ABC):
                 family = family or Family.of(value)
             except TypeError as exc:
                 raise InputDtypeError(f"input '{name}': {exc}") from None
-            self._check_one(spec, shape_of(value), dtype_of(value), named)
+            self._check_one(spec, shape_of(value), dtype_of(value), named, self.split_hint)
         return family or Family("numpy")  # a model without inputs answers in numpy
 
     def close(self) -> None:
@@ -197,7 +199,7 @@ class Engine(ABC):
         return t if t.dtype == want else t.to(want)
 
     @staticmethod
-    def _check_one(spec: TensorSpec, shape: tuple[int, ...], dtype: str, named: dict) -> None:
+    def _check_one(spec: TensorSpec, shape: tuple[int, ...], dtype: str, named: dict, split_hint: str) -> None:
         if len(shape) != spec.rank:
             raise InputShapeError(
                 f"input '{spec.name}' has shape {shape} (rank {len(shape)}); the engine expects "
@@ -220,8 +222,8 @@ class Engine(ABC):
                     fix = (f"The array looks channels-last (NHWC: its last dim is {shape[-1]}, the model's channel "
                            "count): transpose it to NCHW (x.transpose(0, 3, 1, 2)), or embed the transpose in the "
                            "model with `trtflow surgeon embed-preprocess --layout nhwc`.")
-                elif i == 0:
-                    fix += " Or load with split_batches=True (--split-batches) to run it in chunks the engine takes."
+                elif i == 0 and split_hint:
+                    fix += " " + split_hint
                 raise InputShapeError(
                     f"input '{spec.name}' has shape {shape}; dim {i} is {got} but the engine expects "
                     f"{spec.describe_shape()}. {fix}"

@@ -308,4 +308,8 @@ def load_engine(args: argparse.Namespace, model, engine: str | None = None, **ex
 
     name = engine_name(engine or args.engine, model)
     split = {"split_batches": True} if getattr(args, "split_batches", False) else {}
-    return load(model, name, **engine_options(args, name), **split, **extra)
+    loaded = load(model, name, **engine_options(args, name), **split, **extra)
+    # a batch outside the engine's range names --split-batches where the command has it, nothing where not
+    loaded.split_hint = ("Or pass --split-batches to run it in chunks the engine takes."
+                         if hasattr(args, "split_batches") else "")
+    return loaded

@@ -125,6 +125,11 @@ def test_changed_shapes_or_model_invalidate_the_choice(ort_run, monkeypatch, tmp
     monkeypatch.setenv("TRTFLOW_CACHE_DIR", str(cache))
     with pytest.raises(UsageError, match="no tuned configuration"):
         trtflow.load(str(onnx), engine="ort", tune=True, shapes={"x": (4, 3, 16, 16)})
+    with trtflow.load(str(onnx), engine="ort", tune=True, shapes=SHAPES, providers=["CPUExecutionProvider"]):
+        pass  # the CPU choice, whatever the spelling of its provider
+    # a choice measured on the CPU provider is not one for the CUDA provider (nor the reverse)
+    with pytest.raises(UsageError, match=r"no tuned configuration.*with providers \['CUDAExecutionProvider'"):
+        trtflow.load(str(onnx), engine="ort", tune=True, shapes=SHAPES, providers=["cuda", "cpu"])
     import onnx as onnx_lib
 
     proto = onnx_lib.load(str(onnx))

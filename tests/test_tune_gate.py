@@ -105,6 +105,26 @@ def test_tuned_key_and_engine_cache_key_hash_their_material_one_way(monkeypatch)
                                              "flavor": "tensorrt", "version": "10.13.0.35", "gpu": gpu})
 
 
+def test_ort_tuned_key_names_its_providers_and_the_gpu_of_cuda_ones(monkeypatch):
+    """A choice measured with the CUDA provider is not applied on another GPU, nor to a CPU session."""
+    from trtflow.backends import tuned
+    from trtflow.backends.tensorrt import flavor
+
+    cpu_key, cpu = tuned.tuned_key(b"model", "ort", [[1, 3]])
+    assert set(cpu["device"]) == {"kind", "name", "cores", "machine"}  # CPU-only keys as before
+    for providers in (["cpu"], "CPU", ["CPUExecutionProvider"]):
+        assert tuned.tuned_key(b"model", "ort", [[1, 3]], providers=providers)[0] == cpu_key
+    monkeypatch.setattr(flavor, "gpu_info", lambda device=0: flavor.GpuInfo(device, f"GPU {device}", (9, 0)))
+    cuda_key, cuda = tuned.tuned_key(b"model", "ort", [[1, 3]], providers=["cuda", "cpu"])
+    assert cuda["device"]["providers"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert cuda["device"]["gpu"] == {"name": "GPU 0", "compute_capability": [9, 0]}
+    assert tuned.tuned_key(b"model", "ort", [[1, 3]], providers="cuda,cpu")[0] == cuda_key
+    other_gpu = tuned.tuned_key(b"model", "ort", [[1, 3]], device=1, providers=["cuda", "cpu"])[0]
+    monkeypatch.setattr(flavor, "gpu_info", lambda device=0: flavor.GpuInfo(device, "another GPU", (8, 9)))
+    other_name = tuned.tuned_key(b"model", "ort", [[1, 3]], providers=["cuda", "cpu"])[0]
+    assert len({cpu_key, cuda_key, other_gpu, other_name}) == 4
+
+
 def test_choice_prefers_fully_timed_configurations():
     from trtflow.tune.result import ACCEPTED, CHOSEN, ConfigResult
     from trtflow.tune.search import choose

@@ -4,7 +4,8 @@ A choice lives in ``cache_dir("tuned")/KEY.json`` (beside the engine cache), wit
 the choice runs, when it is not the user's own (an FP16 or INT8 conversion), as ``KEY.onnx``.
 The key hashes what the engine cache hashes: the model's bytes (an ONNX file's bytes, or a torch
 module's class and every state-dict tensor), the input shapes, the engine, the device (GPU name
-and compute capability, or the CPU model and core count) and the library versions. A changed
+and compute capability, or the CPU model and core count; for ONNX Runtime also its providers when
+not the CPU alone, and the GPU of the CUDA ones) and the library versions. A changed
 model, other shapes, another GPU or another PyTorch / ONNX Runtime / TensorRT give another key,
 so a stale choice is never applied: ``load(..., tune=True)`` then says to run ``trtflow tune``.
 This module imports nothing heavy at import time; ``trtflow.tune`` writes the records.
@@ -135,9 +136,11 @@ def _external_data(data: bytes) -> list[str]:
     return names
 
 
-def device_identity(engine: str, device: Any = None) -> dict:
+def device_identity(engine: str, device: Any = None, providers: Sequence[str] | str | None = None) -> dict:
     """What the choice was measured on: the CUDA GPU (name, compute capability) for GPU engines, else
-    the CPU (model name, logical cores)."""
+    the CPU (model name, logical cores). For the ort engine with ``providers`` other than the CPU
+    alone, also their ONNX Runtime names and, for the CUDA or TensorRT provider, the GPU ``device``
+    (an index; None: GPU 0, ONNX Runtime's default) they ran on."""
     if engine in ("torch", "tensorrt") and str(device or "") != "cpu":
         try:
             import torch
@@ -149,7 +152,19 @@ def device_identity(engine: str, device: Any = None) -> dict:
                         "compute_capability": list(torch.cuda.get_device_capability(index))}
         except ImportError:
             pass
-    return {"kind": "cpu", "name": _cpu_name(), "cores": os.cpu_count(), "machine": platform.machine()}
+    identity = {"kind": "cpu", "name": _cpu_name(), "cores": os.cpu_count(), "machine": platform.machine()}
+    if engine == "ort" and providers is not None:
+        from trtflow.backends.onnxruntime.runner import GPU_PROVIDERS, provider_names
+
+        names = provider_names(providers)
+        if names != ["CPUExecutionProvider"]:  # the CPU alone keys as it always did
+            identity["providers"] = names
+        if any(p in GPU_PROVIDERS for p in names):
+            from trtflow.backends.tensorrt.flavor import gpu_info
+
+            gpu = gpu_info(device if isinstance(device, int) else 0)
+            identity["gpu"] = {"name": gpu.name, "compute_capability": list(gpu.cc)} if gpu else None
+    return identity
 
 
 def _cpu_name() -> str:
@@ -202,14 +217,16 @@ def material_key(material: Mapping[str, Any]) -> str:
 
 
 def tuned_key(model: Any, engine: str, shapes: Mapping[str, Sequence[int]] | Sequence[Sequence[int]],
-              device: Any = None, digest: str | None = None) -> tuple[str, dict]:
-    """``(key, material)``: the SHA-256 key of a tuned choice and what it was computed from."""
+              device: Any = None, digest: str | None = None,
+              providers: Sequence[str] | str | None = None) -> tuple[str, dict]:
+    """``(key, material)``: the SHA-256 key of a tuned choice and what it was computed from
+    (``providers``: the ort engine's, see ``device_identity``)."""
     material = {
         "format": FORMAT,
         "model_sha256": digest or model_digest(model),
         "shapes": shapes_list(shapes),
         "engine": engine,
-        "device": device_identity(engine, device),
+        "device": device_identity(engine, device, providers),
         "versions": library_versions(engine),
     }
     return material_key(material), material
@@ -357,14 +374,22 @@ def apply_tuned(model: Any, engine: str, options: dict) -> tuple[Any, dict]:
     options = dict(options)
     shapes = _load_shapes(model, engine, options)
     options.pop("shapes", None)
-    key, material = tuned_key(model, engine, shapes, options.get("device"))
+    providers = options.get("providers", ("cpu",)) if engine == "ort" else None  # the ort engine's default: CPU
+    key, material = tuned_key(model, engine, shapes, options.get("device"), providers=providers)
     record = read_record(key)
     if record is None:
+        ident = material["device"]
+        on = f"{ident['kind']} ({ident['name']})"
+        if "providers" in ident:
+            on += f" with providers {ident['providers']}"
+        if "gpu" in ident:
+            on += f" on {(ident['gpu'] or {}).get('name', 'no CUDA GPU')}"
         raise UsageError(
             f"no tuned configuration for this model on the {engine} engine at shapes {shapes} on this "
-            f"{material['device']['kind']} ({material['device']['name']}) with {material['versions']}; run "
+            f"{on} with {material['versions']}; run "
             f"`trtflow tune MODEL --engine {engine} --shapes ...` (or trtflow.tune.tune) first. "
-            "A changed model, shapes, device or library version needs a new tuning."
+            "A changed model, shapes, device or library version needs a new tuning"
+            + ("; a choice tuned with the CUDA provider loads with providers=['cuda', 'cpu']." if engine == "ort" else ".")
         )
     tuned = dict(record.get("options") or {})
     if engine == "torch":  # a knob the choice leaves off was measured at its default, not at the caller's value

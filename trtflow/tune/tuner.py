@@ -200,7 +200,10 @@ def _save(result: TuneResult, subject, cand, key_model, shape_map, device) -> No
     from trtflow.backends.tensorrt.sidecar import atomic_write
     from trtflow.backends.tuned import save_record, tuned_dir, tuned_key
 
-    key, material = tuned_key(key_model, result.engine, shape_map, device)
+    if result.engine == "ort":  # keyed by the chosen providers; the candidates ran on ONNX Runtime's default GPU
+        key, material = tuned_key(key_model, "ort", shape_map, providers=cand.options["providers"])
+    else:
+        key, material = tuned_key(key_model, result.engine, shape_map, device)
     model_file = None
     if result.engine != "torch" and cand.variant != "fp32":  # the model first, then the record naming it
         model_file = f"{key}.{cand.variant}.onnx"

@@ -22,6 +22,7 @@ PROVIDERS = {
     "coreml": "CoreMLExecutionProvider",
     "dml": "DmlExecutionProvider",
 }
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")  # placed on a GPU by ``device``
 
 ESTIMATE_ABOVE = 64 * 2**20  # feeds larger than this get a memory estimate before their first run
 OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
@@ -52,16 +53,12 @@ class OrtEngine(Engine):
     def __init__(self, model: ModelLike, providers: Sequence[str] = ("cpu",), threads: int = 0,
                  optimization: str = "all", device: int | None = None, spinning: bool = True):
         ort = require("onnxruntime", "the ort engine")
-        if isinstance(providers, str):  # "cpu" or "cuda,cpu", not a sequence of characters
-            providers = [p.strip() for p in providers.split(",") if p.strip()]
-        if not providers or not all(isinstance(p, str) for p in providers):
-            raise UsageError(f"providers must be provider names such as ['cuda', 'cpu'], got {providers!r}")
+        wanted = provider_names(providers)
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
             raise UsageError(f"threads must be an integer >= 0 (0: ONNX Runtime chooses), got {threads!r}")
         if optimization not in OPTIMIZATION_LEVELS:
             raise UsageError(f"graph optimization '{optimization}': choose one of {list(OPTIMIZATION_LEVELS)}")
         proto = load_onnx(model)
-        wanted = [PROVIDERS.get(p.lower(), p) for p in providers]
         available = ort.get_available_providers()
         missing = [p for p in wanted if p not in available]
         if missing:
@@ -69,12 +66,11 @@ class OrtEngine(Engine):
                 f"ONNX Runtime provider(s) {missing} are not available; this onnxruntime has {available}. "
                 "Install the matching build (e.g. onnxruntime-gpu for CUDA) or ask for providers=['cpu']."
             )
-        gpu_providers = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
         if device is not None and (isinstance(device, bool) or not isinstance(device, int) or device < 0
-                                   or not any(p in gpu_providers for p in wanted)):
+                                   or not any(p in GPU_PROVIDERS for p in wanted)):
             raise UsageError(f"device={device!r} places the CUDA or TensorRT provider on a GPU: give a GPU index >= 0 "
-                             f"and providers such as ['cuda', 'cpu'] (got {list(providers)})")
-        provider_options = [{"device_id": str(device)} if device is not None and p in gpu_providers else {}
+                             f"and providers such as ['cuda', 'cpu'] (got providers={providers!r})")
+        provider_options = [{"device_id": str(device)} if device is not None and p in GPU_PROVIDERS else {}
                             for p in wanted]
         inputs, outputs = onnx_specs(proto)
         _refuse_bfloat16(inputs, outputs)
@@ -125,6 +121,20 @@ class OrtEngine(Engine):
         self.session = None
         self._light = None
         super().close()
+
+
+def provider_names(providers: Sequence[str] | str) -> list[str]:
+    """ONNX Runtime's names of ``providers``: short names ("cpu", "cuda") or ORT's own, or one
+    comma-separated string of them ("cuda,cpu"), in priority order.
+
+    Raises:
+        UsageError: no provider, or something other than names.
+    """
+    if isinstance(providers, str):  # "cpu" or "cuda,cpu", not a sequence of characters
+        providers = [p.strip() for p in providers.split(",") if p.strip()]
+    if not providers or not all(isinstance(p, str) for p in providers):
+        raise UsageError(f"providers must be provider names such as ['cuda', 'cpu'], got {providers!r}")
+    return [PROVIDERS.get(p.lower(), p) for p in providers]
 
 
 def _refuse_bfloat16(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:

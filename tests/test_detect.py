@@ -214,6 +214,38 @@ def test_one_output_named_for_two_roles_is_refused():
             decode_detections(outputs, "boxes-scores", names={"boxes": "a", "scores": "a"}, check_format=check)
 
 
+def test_a_priors_file_goes_to_the_tensors_device_once_per_version_of_it(tmp_path, monkeypatch):
+    """Torch outputs with a .npy priors path had the priors copied to their device on every batch, where
+    presets were copied once; now once per version of the file (its size and mtime) too."""
+    torch = pytest.importorskip("torch")
+    import os
+
+    import trtflow.vision.priors as priors_module
+    from trtflow.vision.formats import DetectionConfig, decode_raw
+
+    path = tmp_path / "priors.npy"
+    rng = np.random.default_rng(0)
+    first, second = rng.uniform(0.2, 0.8, (2, 6, 4)).astype(np.float32)
+    np.save(path, first)
+    config = DetectionConfig("ssd", priors=str(path))
+    outputs = {"loc": rng.normal(size=(1, 6, 4)).astype(np.float32), "conf": rng.random((1, 6, 3), dtype=np.float32)}
+    tensors = {k: torch.from_numpy(v) for k, v in outputs.items()}
+    want = decode_raw(outputs, config, (32, 48))[0]  # numpy outputs: the priors as an array
+    resolved = []
+    resolve = priors_module.resolve_priors
+    monkeypatch.setattr(priors_module, "resolve_priors", lambda spec, h, w: resolved.append(spec) or resolve(spec, h, w))
+    for _ in range(4):
+        torch.testing.assert_close(decode_raw(tensors, config, (32, 48))[0], torch.from_numpy(want))
+    assert len(resolved) == 1
+    np.save(path, second)
+    later = os.stat(path).st_mtime_ns + 10**9  # a new version, whatever the clock's resolution
+    os.utime(path, ns=(later, later))
+    got = decode_raw(tensors, config, (32, 48))[0]
+    assert len(resolved) == 2
+    torch.testing.assert_close(got, torch.from_numpy(decode_raw(outputs, config, (32, 48))[0]))
+    assert not torch.allclose(got, torch.from_numpy(want))
+
+
 def test_a_priors_file_is_read_once_per_version_of_it(tmp_path, monkeypatch):
     """A .npy priors path was read from disk on every batch of a stream; now once per (size, mtime) of the
     file, each caller getting its own copy; a rewritten file is read again."""

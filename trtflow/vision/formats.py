@@ -264,8 +264,9 @@ def decode_raw(outputs: Mapping[str, Any], config: DetectionConfig, input_size: 
                          "to place the priors and scale boxes to pixels")
     height, width = input_hw(input_size)
     loc = raw["loc"]
-    if is_torch(loc) and _computed(config.prior_spec):
-        priors, scale_xy = _on_device(config.prior_spec, height, width, loc.device, loc.dtype)
+    key = _device_key(config.prior_spec) if is_torch(loc) else None
+    if key is not None:
+        priors, scale_xy = _on_device(*key, height, width, loc.device, loc.dtype)
     else:
         priors, scale_xy = prior_sets.resolve_priors(config.prior_spec, height, width), np.array([width, height], np.float32)
         if is_torch(loc):
@@ -281,15 +282,24 @@ def decode_raw(outputs: Mapping[str, Any], config: DetectionConfig, input_size: 
     return split_head(raw, config, priors, scale_xy)
 
 
-def _computed(spec: Any) -> bool:
-    """Priors computed from the input size (a preset name or a PriorConfig), the same for every batch of a size."""
-    return isinstance(spec, prior_sets.PriorConfig) or (isinstance(spec, str) and spec in prior_sets.PRESETS)
+def _device_key(spec: Any) -> tuple | None:
+    """``(spec, version)`` of priors that are the same on every batch of an input size, so their device
+    copy is made once: computed priors (a preset name or a PriorConfig; version None) and a .npy file
+    (its absolute path; version its (size, mtime_ns), so a rewritten file is read again). None for
+    priors given as an array, copied on each call."""
+    if isinstance(spec, prior_sets.PriorConfig) or (isinstance(spec, str) and spec in prior_sets.PRESETS):
+        return spec, None
+    if prior_sets.is_npy(spec):
+        path, size, mtime_ns = prior_sets.npy_version(spec)
+        return str(path), (size, mtime_ns)
+    return None
 
 
 @functools.lru_cache(maxsize=32)
-def _on_device(spec: Any, height: int, width: int, device: Any, dtype: Any) -> tuple:
-    """Computed priors and the (width, height) scale as tensors on ``device``: copied there once per
-    (spec, input size, device, dtype), not on every batch of a stream."""
+def _on_device(spec: Any, version: Any, height: int, width: int, device: Any, dtype: Any) -> tuple:
+    """The priors of ``spec`` (at ``version``, see ``_device_key``) and the (width, height) scale as
+    tensors on ``device``: copied there once per (spec, version, input size, device, dtype), not on
+    every batch of a stream."""
     import torch
 
     priors = torch.tensor(prior_sets.resolve_priors(spec, height, width), dtype=dtype, device=device)

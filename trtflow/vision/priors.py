@@ -17,7 +17,7 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -122,12 +122,27 @@ def load_priors(path: str | Path) -> np.ndarray:
     Raises:
         ModelLoadError: the file is missing, unreadable, not a numeric array or not [A, 4].
     """
+    return _read_priors(*npy_version(path)).copy()
+
+
+def npy_version(path: str | Path) -> tuple[Path, int, int]:
+    """``(absolute path, size, mtime_ns)`` of a ``.npy`` priors file: one version of it, what its
+    reading (and a device copy of it) is remembered by.
+
+    Raises:
+        ModelLoadError: the file is missing.
+    """
     path = Path(path)
     try:
         stat = path.stat()
     except OSError:
         raise ModelLoadError(f"priors file not found: {path}") from None
-    return _read_priors(path.absolute(), stat.st_size, stat.st_mtime_ns).copy()
+    return path.absolute(), stat.st_size, stat.st_mtime_ns
+
+
+def is_npy(priors: Any) -> bool:
+    """Priors given as a ``.npy`` file path."""
+    return isinstance(priors, (str, Path)) and str(priors).lower().endswith(".npy")
 
 
 @functools.lru_cache(maxsize=8)
@@ -166,7 +181,7 @@ def resolve_priors(priors, height: int | None, width: int | None) -> np.ndarray:
         if height is None or width is None:
             raise UsageError("priors are computed from the input size: pass input_size=(height, width)")
         return _made_once(priors, int(height), int(width))
-    if isinstance(priors, (str, Path)) and str(priors).lower().endswith(".npy"):
+    if is_npy(priors):
         return load_priors(priors)
     if hasattr(priors, "shape"):  # a torch tensor
         from trtflow.arrays import to_numpy

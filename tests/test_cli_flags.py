@@ -236,3 +236,14 @@ def test_the_split_batches_hint_names_a_flag_only_where_the_command_has_it(tiny_
     with trtflow.load(static, engine="ort") as engine, pytest.raises(InputShapeError) as info:  # Python: the option
         engine.infer({"x": np.zeros((4, 3, 16, 16), np.float32)})
     assert "split_batches=True" in str(info.value) and "--split-batches" not in str(info.value)
+
+
+def test_bench_on_the_torch_engine_names_no_split_option(tmp_path):
+    """bench MODULE:FACTORY (and a .pt2) loaded its torch engine without the CLI's loader, so a batch the
+    engine does not take still said "Or load with split_batches=True", an option bench has no flag for."""
+    import numpy as np
+
+    np.save(tmp_path / "x4.npy", np.zeros((4, 3, 16, 16), np.float32))
+    proc = call_cli("bench", "tests.models.tiny:make", "--shapes", "x:1x3x16x16", "--input", f"x={tmp_path / 'x4.npy'}",
+                    "--iterations", "1", "--duration", "0", "--warmUp", "0")
+    assert proc.returncode == 2 and "dim 0 is 4" in proc.stderr and "split" not in proc.stderr, proc.stderr

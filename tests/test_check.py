@@ -117,3 +117,22 @@ def test_int4_inputs_and_outputs_are_named_not_a_crash(tmp_path, elem):
         assert "'x'" in proc.stderr and elem in proc.stderr and "numpy" in proc.stderr, proc.stderr
     else:  # the flavor's parser refuses the type: a failure row, as for any other
         assert json.loads(proc.stdout)["converts"] is False
+
+
+def test_a_parse_error_at_no_node_names_no_node_or_op(tmp_path):
+    """A UINT4 input the parser refuses while importing the input (at no node) showed a row for node
+    "#-1", op "?" and "no importer for ONNX op ?": now the network, with the parser's message and the input."""
+    from onnx import TensorProto, helper, save
+
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [vi("x", TensorProto.UINT4, [2, 4])],
+                              [vi("y", TensorProto.UINT4, [2, 4])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10), tmp_path / "u4.onnx")
+    proc = call_cli("check", str(tmp_path / "u4.onnx"), "--json")
+    if proc.returncode == 2:  # this flavor's parser takes UINT4: trtflow refuses the input itself (test above)
+        return
+    assert proc.returncode == 1, proc.stderr
+    [row] = json.loads(proc.stdout)["failures"]
+    assert row["node"] == "(network)" and row["op"] == "-", row
+    assert "input 'x'" in row["reason"] and "data type" in row["reason"] and "importer" not in row["reason"], row
+    assert "cast this tensor" in row["fix"], row

@@ -127,14 +127,37 @@ def parser_failures(parser: Any, flavor: Any = None) -> list[dict]:
     for i in range(parser.num_errors):
         err = parser.get_error(i)
         code = getattr(err.code(), "name", str(err.code()))
-        node, op = err.node_name() or f"#{err.node()}", err.node_operator() or "?"
+        index, name, op = err.node(), err.node_name(), err.node_operator()
+        if not name and not op and index < 0:  # no node: a graph input or the model itself (the message says which)
+            reason = _network_reason(err)
+            if (NETWORK, reason) in seen:
+                continue
+            seen.add((NETWORK, reason))
+            out.append({"node": NETWORK, "op": "-", "reason": reason, "fix": fix_for("", reason, code, flavor)})
+            continue
+        node, op = name or f"#{index}", op or "?"
         if (node, op) in seen:
             continue
         seen.add((node, op))
-        supported = _supports(parser, op)
+        supported = _supports(parser, op) if op != "?" else None
         reason = _reason(code, err.desc(), op, supported, flavor)
         out.append({"node": node, "op": op, "reason": reason, "fix": fix_for(op, f"{reason} {err.desc()}", code, flavor, supported)})
     return out
+
+
+def _network_reason(err: Any) -> str:
+    """The parser's message for an error at no node: the quoted text of a failed assertion, naming the graph
+    input when the parser failed while importing one (onnx-tensorrt puts its name where a source file goes)."""
+    desc = (err.desc() or "").strip()
+    quoted = re.search(r'&&\s*"([^"]+)"', desc)
+    reason = quoted.group(1).strip() if quoted else desc or "parse error"
+    try:
+        where, tensor = err.func(), err.file()
+    except Exception:  # parsers without the error's location
+        where, tensor = "", ""
+    if where == "importInput" and tensor:
+        reason = f"input '{tensor}': {reason}"
+    return reason
 
 
 def _supports(parser: Any, op: str) -> bool | None:

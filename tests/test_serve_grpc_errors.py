@@ -114,3 +114,19 @@ def test_grpc_output_requested_twice_is_invalid_argument(server):
             grpc_service.pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "output 'y' is requested more than once" in err.value.details()
+
+
+@pytest.mark.parametrize("shape", [[-1, -1], [2, -1], [-4]])
+def test_grpc_contents_with_a_negative_dim_is_invalid_argument(server, shape):
+    """Typed ``contents`` skipped the shape check raw tensors get: [-1, -1] with one value was numpy's
+    ValueError (INTERNAL), [2, -1] with none was '0 values; shape [2, -1] needs -2'."""
+    from trtflow.serve import grpc_service
+
+    pb, grpc = grpc_service.pb, grpc_service.grpc
+    request = pb.ModelInferRequest(model_name="f")
+    request.inputs.add(name="x", datatype="FP32", shape=shape).contents.fp32_contents.extend([1.0] * (shape == [-1, -1]))
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            grpc_service.pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"input 'x' has shape {shape}; sizes must be >= 0" in err.value.details()

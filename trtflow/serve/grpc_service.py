@@ -48,6 +48,7 @@ def decode(request) -> InferRequest:
         if raw:
             inputs[item.name] = protocol.array_from_raw(raw[i], item.datatype, shape, item.name)
         else:
+            shape = protocol._shape(shape, item.name)  # as raw tensors: a negative dim is a 400
             datatype = item.datatype.upper()
             field = CONTENTS.get(datatype)
             if field is None:

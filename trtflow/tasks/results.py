@@ -120,13 +120,16 @@ class Detections:
         image = _copy(frame)
         thick = max(1, min(image.shape[:2]) // 240)
         for i in range(len(self)):
+            if not np.isfinite(self.boxes[i]).all():  # a model's NaN/inf box: reported by to_dict, not drawable
+                continue
             x1, y1, x2, y2 = (int(round(float(v))) for v in self.boxes[i])
             cv2.rectangle(image, (x1, y1), (x2, y2), BOX_COLOR, thick)
             name = self.labels[i] if i < len(self.labels) and self.labels[i] else str(int(self.classes[i]))
             _text(image, f"{name} {float(self.scores[i]):.2f}", (x1, y1))
             if self.landmarks is not None:
                 for x, y in self.landmarks[i]:
-                    cv2.circle(image, (int(round(float(x))), int(round(float(y)))), thick + 1, POINT_COLOR, -1)
+                    if np.isfinite(x) and np.isfinite(y):
+                        cv2.circle(image, (int(round(float(x))), int(round(float(y)))), thick + 1, POINT_COLOR, -1)
         return image
 
 

@@ -156,12 +156,12 @@ def run(args: argparse.Namespace) -> int:
         data_transfers=not args.noDataTransfers, streams=args.streams,
     )
     trtexec.apply_compat(args)
-    if args.plot:
+    if args.plot is not None:  # --plot "" too: refused, not taken as no --plot
         options.check_out_path(args.plot, "--plot", ".png")
         from trtflow.deps import require
 
         require("matplotlib", "--plot")  # before the run, not after it
-    if args.exportJson:
+    if args.exportJson is not None:  # --exportJson= too: the figures asked for would not be written
         options.check_out_path(args.exportJson, "--exportJson")
     files = parse_input_args(args.input)
     gpus = options.gpus_of(args)

@@ -151,3 +151,11 @@ def test_cli_bench_an_empty_output_path_is_refused_not_skipped(tiny_onnx, flag):
                     "--warmUp", "0", f"{flag}=")
     assert proc.returncode == 2 and flag in proc.stderr, proc.stderr
     assert "Performance summary" not in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["bench", "run"])
+def test_a_misspelt_shapes_name_is_named_not_hidden_by_the_dynamic_input(tiny_onnx, command):
+    """--shapes y:... for a model whose input is x said "input 'x' has dynamic dims; give a concrete shape",
+    as if no --shapes had been given: the memory check ran before the names were checked."""
+    proc = call_cli(command, str(tiny_onnx), "--shapes", "y:1x3x16x16")
+    assert proc.returncode == 2 and "--shapes names 'y'" in proc.stderr and "['x']" in proc.stderr, proc.stderr

@@ -295,6 +295,10 @@ def feed_for(engine, files: dict, shapes: dict, seed: int) -> dict:
     from trtflow.feeds import build_feed, dim_sizes, resolve_shape
 
     check = getattr(engine, "check_memory", None)
+    names = [s.name for s in engine.inputs]
+    unknown = [name for name in shapes if name not in names]
+    if unknown:  # before the memory check, whose error for the input left without a shape hid the misspelt name
+        raise UsageError(f"--shapes names '{unknown[0]}', which is not a model input; the model's inputs are {names}")
     if check is not None and not files:  # with --input, build_feed checks the names and reads the files first
         named = dim_sizes(engine.inputs, shapes)  # dims sharing a label with a given shape, as build_feed does
         check({s.name: resolve_shape(s, shapes, named) for s in engine.inputs})

@@ -22,3 +22,36 @@ def test_detections_draw_skips_non_finite_boxes_and_points():
     alone = Detections(boxes[:1], np.array([0.9], np.float32), np.zeros(1, np.int32), ["a"], points[:1]).draw(frame)
     assert np.array_equal(drawn, alone)
     assert np.isnan(det.to_dict()["detections"][1]["box"][0])
+
+
+def tiny_onnx(value: np.ndarray) -> bytes:
+    """A model with input x [N, 3, H, W] giving ``value`` for every image: out = value + 0 * mean(x)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    value = np.asarray(value, np.float32)
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2, 3], keepdims=0),
+             helper.make_node("Mul", ["m", "zero"], ["z"]),
+             helper.make_node("Reshape", ["z", "shape"], ["zr"]),
+             helper.make_node("Add", ["zr", "value"], ["out"])]
+    inits = [numpy_helper.from_array(np.array(0, np.float32), "zero"),
+             numpy_helper.from_array(np.array([-1] + [1] * value.ndim, np.int64), "shape"),
+             numpy_helper.from_array(value, "value")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", *value.shape])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_classify_infinite_logit_wins():
+    """An fp16 engine's logit that overflowed to +inf is the top class with probability 1, not NaN for every class."""
+    pytest.importorskip("onnxruntime")
+    from trtflow.tasks import make_task
+
+    task = make_task("classify", tiny_onnx([1.0, np.inf, 0.5, -np.inf]), engine="ort", input_size=8, top_k=4)
+    (result,) = task.predict([np.zeros((3, 5, 3), np.uint8)])
+    assert [(t["class"], t["score"]) for t in result.topk[:2]] == [(1, 1.0), (0, 0.0)]
+    two = make_task("classify", tiny_onnx([np.inf, 2.0, np.inf]), engine="ort", input_size=8, top_k=3)
+    assert [(t["class"], t["score"]) for t in two.predict([np.zeros((1, 1, 3), np.uint8)])[0].topk] == \
+        [(0, 0.5), (2, 0.5), (1, 0.0)]

@@ -53,8 +53,14 @@ class ClassifyTask(Task):
         logits = to_numpy(outputs[self.output_name]).astype(np.float64).reshape(len(metas), -1)
         probs = logits
         if not (np.all(logits >= 0) and np.allclose(logits.sum(1), 1.0, atol=1e-3)):
-            z = np.exp(logits - logits.max(axis=1, keepdims=True))
-            probs = z / z.sum(axis=1, keepdims=True)
+            top = logits.max(axis=1, keepdims=True)
+            with np.errstate(invalid="ignore"):  # NaN logits stay NaN; +inf rows are set below
+                z = np.exp(logits - np.where(np.isposinf(top), 0.0, top))
+                probs = z / z.sum(axis=1, keepdims=True)
+            inf_rows = np.isposinf(top[:, 0])  # an overflowed (fp16) logit: the +inf classes share probability 1
+            if inf_rows.any():
+                won = np.isposinf(logits[inf_rows])
+                probs[inf_rows] = won / won.sum(axis=1, keepdims=True)
         best = np.argsort(-probs, axis=1, kind="stable")[:, : self.top_k]
         return [
             Classification([{"class": int(c), "label": self.label(int(c)), "score": round(float(p[c]), 5)} for c in row])

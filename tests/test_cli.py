@@ -257,3 +257,20 @@ def test_bench_pt2_names_the_flag_it_cannot_apply(flag, says):
     """bench with a .pt2 package refuses each precision or layout flag by its own name (as serve and video do)."""
     proc = call_cli("bench", "m.pt2", flag)
     assert proc.returncode == 2 and ".pt2 package keeps the" in proc.stderr and says in proc.stderr
+
+
+def test_run_prints_names_and_paths_with_brackets_as_they_are(tmp_path):
+    """The run table read output names and paths as rich markup: an output "probs[b]" printed as a bold
+    "probs", a folder "[raw]" vanished from the -o line, and an output named "y[/]" crashed the command."""
+    from onnx import TensorProto, helper, save
+
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y[/]"]), helper.make_node("Relu", ["x"], ["probs[b]"])],
+                              "g", [vi("x", TensorProto.FLOAT, [2])],
+                              [vi("y[/]", TensorProto.FLOAT, [2]), vi("probs[b]", TensorProto.FLOAT, [2])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
+    (tmp_path / "[raw]").mkdir()
+    out = tmp_path / "[raw]" / "o.npz"
+    proc = call_cli("run", str(tmp_path / "m.onnx"), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "y[/]" in proc.stdout and "probs[b]" in proc.stdout and f"saved to {out}" in proc.stdout, proc.stdout

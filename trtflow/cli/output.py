@@ -28,13 +28,15 @@ def console(stderr: bool = False):
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """A table on stdout; long cells wrap (words, then characters), never cut to an ellipsis,
     at any width (a pipe gets 80 columns)."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    # names and paths are data, not rich markup: "probs[b]" would print bold "probs", "[/]" would crash
+    table = Table(title=escape(title), title_justify="left")
     for col in columns:
-        table.add_column(col, overflow="fold")
+        table.add_column(escape(col), overflow="fold")
     for row in rows:
-        table.add_row(*(str(c) for c in row))
+        table.add_row(*(escape(str(c)) for c in row))
     console().print(table)
 
 

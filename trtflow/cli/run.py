@@ -77,5 +77,5 @@ def run(args: argparse.Namespace) -> int:
         ],
     )
     if args.out:
-        output.console().print(f"outputs saved to {args.out}")
+        output.console().print(f"outputs saved to {args.out}", markup=False)
     return 0

@@ -45,3 +45,34 @@ def test_string_model_is_served_over_http_and_grpc():
         i = grpcclient.InferInput("w", [2, 2], "BYTES")
         i.set_data_from_numpy(words)
         assert g.infer("s", [i]).as_numpy("o").tolist() == words.tolist()
+
+
+def test_bytes_that_are_not_text_fail_only_their_own_request():
+    """A request whose BYTES are not UTF-8 was checked only when its batch ran: every request
+    batched with it failed with a 400 about another client's bytes."""
+    import threading
+
+    engine = trtflow.load(string_model(), engine="ort")
+    # two rows fill a batch; a long delay makes sure both requests are in it
+    with BackgroundServer([ServedModel("s", [engine], BatchConfig(max_batch=2, delay_us=2_000_000))],
+                          ServeOptions(http_port=None, grpc_port=0)) as s:
+        answers: dict = {}
+
+        def send(key: str, words: list) -> None:
+            i = grpcclient.InferInput("w", [1, 2], "BYTES")
+            i.set_data_from_numpy(np.array([words], dtype=object))
+            try:
+                answers[key] = grpcclient.InferenceServerClient(f"127.0.0.1:{s.grpc_port}").infer("s", [i]).as_numpy("o")
+            except grpcclient.InferenceServerException as exc:
+                answers[key] = exc
+
+        threads = [threading.Thread(target=send, args=("good", [b"alpha", b"beta"])),
+                   threading.Thread(target=send, args=("bad", [b"ok", b"\xff\xfe"]))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert isinstance(answers["bad"], Exception) and "INVALID_ARGUMENT" in str(answers["bad"].status())
+    assert "not UTF-8 text at index (0, 1)" in answers["bad"].message()
+    assert not isinstance(answers["good"], Exception), answers["good"].message()
+    assert answers["good"].tolist() == [[b"alpha", b"beta"]]

@@ -7,6 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from trtflow.arrays import to_strings
 from trtflow.backends.base import Engine
 from trtflow.errors import InputError, UsageError
 from trtflow.serve import protocol
@@ -88,6 +89,7 @@ class ServedModel(ModelInfo):
         # no cast for bfloat16 (numpy has none) and string (BYTES: object arrays the engine converts)
         self._dtypes = {s.name: np.dtype(s.dtype) if s.dtype not in ("bfloat16", "string") else None
                         for s in self.inputs}
+        self._strings = [s.name for s in self.inputs if s.dtype == "string"]
         self.instances = len(self.engines)
 
     def info(self) -> ModelInfo:
@@ -108,8 +110,10 @@ class ServedModel(ModelInfo):
             non-batch shapes: requests with different keys are never merged).
 
         Raises:
-            ProtocolError: (400) names, shapes or dtypes the engine refuses, or a batch larger than
-                the model's max batch (the message gives the bound).
+            ProtocolError: (400) names, shapes or dtypes the engine refuses, a batch larger than
+                the model's max batch (the message gives the bound), or string (BYTES) inputs
+                that are not UTF-8 text (checked here, per request: in the batch they failed
+                every request batched with them).
         """
         if len(inputs) == 1:  # the usual case, without building a tuple of tuples
             (name, arr), = inputs.items()
@@ -123,9 +127,22 @@ class ServedModel(ModelInfo):
                 self._plans.clear()
             self._plans[signature] = plan
         casts, n, key = plan
+        if self._strings:
+            inputs = self._texts(inputs)
         if not casts:
             return dict(inputs), n, key
         return {name: arr.astype(casts[name]) if name in casts else arr for name, arr in inputs.items()}, n, key
+
+    def _texts(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The string inputs as ``str`` objects (the engine's own conversion then has no bytes left
+        to refuse)."""
+        out = dict(inputs)
+        for name in self._strings:
+            try:
+                out[name] = to_strings(out[name])
+            except InputError as exc:
+                raise protocol.ProtocolError(f"input '{name}': {exc}") from None
+        return out
 
     def _plan(self, inputs: Mapping[str, np.ndarray]) -> tuple[dict, int, tuple]:
         """(dtype casts, rows, batching key) of a request signature, or the 400 it gets."""

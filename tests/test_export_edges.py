@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from trtflow.errors import MismatchError
+from trtflow.errors import ExportError, MismatchError
 
 torch = pytest.importorskip("torch")
 
@@ -144,3 +144,30 @@ def test_an_output_path_that_is_no_path_is_refused(out):
 
     with pytest.raises(UsageError, match="out"):
         from_torch(_Two(), torch.ones(2, 3), out)
+
+
+class _Scaled(torch.nn.Module):
+    """Has a parameter named ``scale``: the dynamo exporter names its initializer after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor([2.0, 3.0, 4.0]))
+
+    def forward(self, x):
+        return x * self.scale, x.sum(1)
+
+
+@pytest.mark.parametrize("names", [{"output_names": ["y", "scale"]}, {"input_names": ["scale"]}])
+def test_a_name_taken_by_a_parameter_falls_back_to_torchscript_in_auto(tmp_path, names):
+    pytest.importorskip("onnxscript")
+    result = from_torch(_Scaled(), torch.randn(2, 3), tmp_path / "scaled.onnx", **names)
+    assert result.verified and result.exporter == "torchscript", result.to_dict()
+    assert any("dynamo" in n and "scale" in n for n in result.notes), result.notes
+    wanted = names.get("input_names", ["x"]) + names.get("output_names", ["output_0", "output_1"])
+    assert [s.name for s in result.inputs + result.outputs] == wanted
+
+
+def test_a_name_taken_by_a_parameter_is_named_when_dynamo_was_asked_for(tmp_path):
+    pytest.importorskip("onnxscript")
+    with pytest.raises(ExportError, match="'scale'.*(parameter|buffer|rename)"):
+        from_torch(_Scaled(), torch.randn(2, 3), tmp_path / "scaled.onnx", exporter="dynamo", input_names=["scale"])

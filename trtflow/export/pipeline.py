@@ -83,6 +83,11 @@ def from_torch(
             step(f"exporting with the {name} exporter")
             try:
                 proto = EXPORT_FUNCTIONS[name](module, fresh(inputs), output_names, dynamic, config.opset)
+                step("checking the ONNX graph")
+                # a graph with the wrong names or one the checker rejects counts as this exporter failing:
+                # "auto" then tries the next (the dynamo exporter can give a weight and an I/O one name)
+                _check_names(proto, inputs, output_names, name)
+                proto = _infer_and_check(proto, name)
                 used = name
                 break
             except ExportError as exc:
@@ -93,9 +98,7 @@ def from_torch(
                 failures.append(f"First {exc}.")
                 notes.append(f"{exc}; fell back to the {order[-1]} exporter")
                 log.info("%s; trying the %s exporter", exc, order[-1])
-        step("checking the ONNX graph")
-        _check_io(proto, inputs, output_names, dynamic)
-        proto = _infer_and_check(proto)
+        _check_dynamic_inputs(proto, dynamic)
         _check_output_axes(proto, dynamic)
         save_onnx(proto, out)
         stray = out.with_name(out.name + ".data")
@@ -187,14 +190,27 @@ def _check_dynamic(dynamic, inputs: dict, output_names: list[str]) -> dict[str, 
     return out
 
 
-def _check_io(proto, inputs: dict, output_names: list[str], dynamic: dict) -> None:
-    got_in = [v.name for v in proto.graph.input if v.name not in {i.name for i in proto.graph.initializer}]
+def _check_names(proto, inputs: dict, output_names: list[str], exporter: str) -> None:
+    """The graph's inputs and outputs are the ones asked for, in order.
+
+    Raises:
+        ExportError: other names, naming a weight that took an input's name where that is the cause.
+    """
+    weights = {i.name for i in proto.graph.initializer}
+    got_in = [v.name for v in proto.graph.input if v.name not in weights]
     got_out = [v.name for v in proto.graph.output]
     if got_in != list(inputs) or got_out != output_names:
+        taken = [n for n in inputs if n in weights and n not in got_in]
+        why = (f"{taken} also name(s) a weight (parameter or buffer) of the module in the graph the {exporter} "
+               "exporter wrote: rename the input(s)" if taken else
+               "An input the module ignores is dropped by the exporter: remove it from the inputs")
         raise ExportError(
             f"the exported graph has inputs {got_in} and outputs {got_out}; expected {list(inputs)} and "
-            f"{output_names}. An input the module ignores is dropped by the exporter: remove it from the inputs"
+            f"{output_names}. {why}"
         )
+
+
+def _check_dynamic_inputs(proto, dynamic: dict) -> None:
     for value in proto.graph.input:
         for axis in dynamic.get(value.name, {}):
             dim = value.type.tensor_type.shape.dim[axis]
@@ -230,9 +246,10 @@ def _check_output_axes(proto, dynamic: dict) -> None:
                 )
 
 
-def _infer_and_check(proto):
+def _infer_and_check(proto, exporter: str = ""):
     """ONNX shape inference (best effort: a model ORT accepts may still be fine; above 2 GB on a
     temporary file), then the ONNX checker (skipped above 2 GB, where it cannot take the model in memory).
+    ``exporter`` (the one that wrote ``proto``) is named in the error.
 
     Raises:
         ExportError: the checker rejects the model.
@@ -247,5 +264,9 @@ def _infer_and_check(proto):
     try:
         onnx.checker.check_model(data)  # the bytes: check_model would serialize the proto again
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"the ONNX checker rejects the exported model: {str(exc).splitlines()[0]}") from None
+        first = str(exc).splitlines()[0].rstrip(".")
+        by = f" (written by the {exporter} exporter)" if exporter else ""
+        hint = (". An input or output name is also the name of a weight or an intermediate tensor of the module: "
+                "rename it" if "single static assignment" in first else "")
+        raise ExportError(f"the ONNX checker rejects the exported model{by}: {first}{hint}") from None
     return proto

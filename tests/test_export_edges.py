@@ -171,3 +171,15 @@ def test_a_name_taken_by_a_parameter_is_named_when_dynamo_was_asked_for(tmp_path
     pytest.importorskip("onnxscript")
     with pytest.raises(ExportError, match="'scale'.*(parameter|buffer|rename)"):
         from_torch(_Scaled(), torch.randn(2, 3), tmp_path / "scaled.onnx", exporter="dynamo", input_names=["scale"])
+
+
+class _Nothing(torch.nn.Module):
+    def forward(self, x):
+        return {"none": ()}
+
+
+def test_a_module_that_returns_no_tensor_is_refused_before_exporting(tmp_path):
+    with pytest.raises(ExportError, match="returned no tensor") as info:
+        from_torch(_Nothing(), torch.randn(2, 3), tmp_path / "nothing.onnx", exporter="torchscript")
+    assert "not an ONNX file" not in str(info.value)
+    assert not (tmp_path / "nothing.onnx").exists()

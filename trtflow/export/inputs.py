@@ -164,7 +164,7 @@ def flatten_outputs(result: Any, output_names: Sequence[str] | None = None) -> d
     verification flatten with this one function, so both sides agree.
 
     Raises:
-        ExportError: a non-tensor leaf.
+        ExportError: a non-tensor leaf, or no tensor at all.
         UsageError: a count of names that does not match, or a name given twice.
     """
     import torch
@@ -191,6 +191,11 @@ def flatten_outputs(result: Any, output_names: Sequence[str] | None = None) -> d
             )
 
     walk(result, "", "")
+    if not leaves:
+        raise ExportError(
+            f"the module returned no tensor ({type(result).__name__} without tensors in it); an ONNX model needs "
+            "at least one output: return the tensors the model computes"
+        )
     if all(keys) and len(set(keys)) == len(keys):
         auto = keys
     elif all(indexed) and len(set(indexed)) == len(indexed):

@@ -56,3 +56,17 @@ def test_loadgen_usage_errors(server, capsys):
     assert main(["loadgen", f"127.0.0.1:{server.http_port}", "--model", "nope", "--duration", "0.1"]) == 2
     assert "refused model 'nope'" in capsys.readouterr().err
     assert main(["loadgen", f"127.0.0.1:{server.http_port}", "--model", "affine", "--concurrency", "0"]) == 2
+
+
+@pytest.mark.parametrize("plot, says", [("dir.png", "is a folder"), ("load.jpg", ".png"), ("", "--plot")])
+def test_loadgen_refuses_a_bad_plot_path_before_any_load(server, capsys, tmp_path, plot, says):
+    """A --plot path that cannot be written (a folder) was found only after every level had run, and the error
+    then lost the measured results (the plot is drawn before they are printed); an empty one drew nothing, a
+    .jpg name was written as JPEG. Checked before the first request, as bench checks its --plot."""
+    (tmp_path / "dir.png").mkdir()
+    before = server.server.stats["affine"].values["nv_inference_request_success"]
+    code = main(["loadgen", f"127.0.0.1:{server.http_port}", "--model", "affine", "--concurrency", "1",
+                 "--duration", "0.2", "--warmup", "0", "--shapes", "x:1x4", "--plot", str(tmp_path / plot) if plot else ""])
+    err = capsys.readouterr().err
+    assert code == 2 and says in err, err
+    assert server.server.stats["affine"].values["nv_inference_request_success"] == before

@@ -66,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.processes < 1 or args.duration <= 0 or args.warmup < 0:
         raise UsageError("--processes must be >= 1, --duration > 0 and --warmup >= 0")
+    if args.plot is not None:  # before the load: a plot failing after it lost the results (printed after the plot)
+        options.check_out_path(args.plot, "--plot", ".png")
+        from trtflow.deps import require
+
+        require("matplotlib", "loadgen --plot")
     config = LoadConfig(args.url, args.model, _levels(args.concurrency), args.duration, args.warmup,
                         parse_shapes(args.shapes), args.protocol, args.binary, args.processes,
                         metadata_url=args.metadata_url)

@@ -55,3 +55,48 @@ def test_classify_infinite_logit_wins():
     two = make_task("classify", tiny_onnx([np.inf, 2.0, np.inf]), engine="ort", input_size=8, top_k=3)
     assert [(t["class"], t["score"]) for t in two.predict([np.zeros((1, 1, 3), np.uint8)])[0].topk] == \
         [(0, 0.5), (2, 0.5), (1, 0.0)]
+
+
+def sr_onnx(scale: int = 2, margin: int = 3) -> bytes:
+    """A nearest-neighbour ``scale``x upscaler that loses ``margin`` input pixels per side, as waifu2x's
+    unpadded convolutions do: x [N, 3, H, W] -> [N, 3, scale * (H - 2 * margin), ...]."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["big"], mode="nearest"),
+             helper.make_node("Slice", ["big", "starts", "ends", "axes"], ["out"])]
+    inits = [numpy_helper.from_array(np.array([1, 1, scale, scale], np.float32), "scales"),
+             numpy_helper.from_array(np.array([margin * scale] * 2, np.int64), "starts"),
+             numpy_helper.from_array(np.array([-margin * scale] * 2, np.int64), "ends"),
+             numpy_helper.from_array(np.array([2, 3], np.int64), "axes")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("option", [{"align": -2}, {"align": 0}, {"align": 1.5}, {"scale": 0}, {"scale": 2.5},
+                                    {"margin": -1}, {"margin": 1.5}, {"tile": 2.5}])
+def test_sr_refuses_sizes_that_are_not_whole_counts(option):
+    """align=-2 gave a 16 x 16 image for a 9 x 9 frame (not 2x); such options are refused when the task is made."""
+    pytest.importorskip("onnxruntime")
+    from trtflow.errors import UsageError
+    from trtflow.tasks import make_task
+
+    with pytest.raises(UsageError, match=next(iter(option))):
+        make_task("sr", sr_onnx(), engine="ort", **option)
+
+
+def test_sr_odd_frames_exactly_2x():
+    """1 x 1, 1 x 50 and 13 x 9 frames in one batch, tiles of 8 with a 3-pixel margin: each frame exactly
+    its nearest-neighbour 2x, whatever the options that are whole numbers (scale 2.0, align 2)."""
+    pytest.importorskip("onnxruntime")
+    from trtflow.tasks import make_task
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(1, 1), (1, 50), (13, 9), (33, 17)]]
+    for options in ({}, {"align": 2, "scale": 2.0, "margin": 3}):
+        task = make_task("sr", sr_onnx(), engine="ort", tile=8, **options)
+        for frame, result in zip(frames, task.predict(frames)):
+            assert np.array_equal(result.image, frame.repeat(2, 0).repeat(2, 1))

@@ -105,6 +105,33 @@ def test_replicas_on_both_nodes_answer(cluster, reference):
     assert len(seen_replicas) == 2
 
 
+def test_a_version_the_replica_does_not_serve_is_404(cluster, reference):
+    """``/v2/models/{m}/versions/{v}/...`` served any v (7, "latest"), where trtflow serve and Triton
+    answer 404 for a version that is not there; the served version answers."""
+    url, _ = cluster
+    x = _x(3)
+    body = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                                   "data": x.reshape(-1).tolist()}]}).encode()
+
+    def call(path: str, data: bytes | None = None) -> tuple[int, dict]:
+        req = urllib.request.Request(f"http://{url}/v2/models/{APP}{path}", data)
+        try:
+            with urllib.request.urlopen(req, timeout=20) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    for path, data in (("/versions/7/infer", body), ("/versions/7", None), ("/versions/7/config", None),
+                       ("/versions/7/ready", None), ("/versions", None)):
+        status, doc = call(path, data)
+        assert status == 404, (path, status, doc)
+    assert "has no version '7'; it serves version 1" in call("/versions/7/infer", body)[1]["error"]
+    status, doc = call("/versions/1/infer", body)
+    assert status == 200, doc
+    np.testing.assert_allclose(_logits(doc), reference.infer({"x": x})["logits"], rtol=1e-5, atol=1e-6)
+    assert call("/versions/1/config")[1]["max_batch_size"] == 8
+
+
 def test_concurrent_requests_share_engine_calls(cluster, reference):
     """@serve.batch merges concurrent requests: some answers come from a call of several rows,
     each still equal to its own in-process result."""

@@ -198,10 +198,15 @@ class TrtflowReplica:
             raise protocol.ProtocolError(f"no route {request.url.path}", 404)
         name = parts[2]
         rest = parts[3:]
-        if rest[:1] == ["versions"]:
-            rest = rest[2:]
         if name != self.model.name:
             raise protocol.ProtocolError(f"unknown model '{name}'; this deployment serves '{self.model.name}'", 404)
+        if rest[:1] == ["versions"]:  # as trtflow serve: only the served version answers
+            if len(rest) < 2:
+                raise protocol.ProtocolError(f"no route {method} {request.url.path}", 404)
+            if rest[1] != self.model.version:
+                raise protocol.ProtocolError(f"model '{name}' has no version '{rest[1]}'; it serves version "
+                                             f"{self.model.version}", 404)
+            rest = rest[2:]
         if method == "GET" and rest == []:
             return json.dumps(self.model.metadata()).encode(), 200, {}
         if method == "GET" and rest == ["ready"]:

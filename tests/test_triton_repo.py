@@ -204,3 +204,37 @@ def test_validation_refuses_text_triton_would_refuse():
         validate_pbtxt('name: "m" backend: "python" max_batch_size: 8 input { name: "x" data_type: TYPE_FLOAT32 }')
     with pytest.raises(UsageError, match="lacks output"):
         validate_pbtxt('name: "m" backend: "python" input { name: "x" data_type: TYPE_FP32 dims: 4 }')
+
+
+def _dynamic_onnx(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "dynamic",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--preferred-batch-sizes", "16"], "max_batch_size 8"),  # Triton: preferred size must be <= max batch size
+    (["--preferred-batch-sizes", "0,4"], "must be >= 1"),  # Triton: preferred size must be positive
+    (["--preferred-batch-sizes", "4", "--no-dynamic-batching"], "--no-dynamic-batching"),
+])
+def test_preferred_batch_sizes_triton_would_refuse_are_refused(tmp_path, capsys, extra, message):
+    model = _dynamic_onnx(tmp_path / "dyn.onnx")
+    assert main(["triton-repo", str(model), "--out", str(tmp_path / "repo"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "repo" / "dyn").exists()
+
+
+def test_preferred_batch_sizes_of_a_model_without_a_batch_dim_are_refused(tmp_path):
+    from trtflow.errors import UsageError
+    from trtflow.serve.repo import RepoOptions, write_repository
+
+    model = _static_onnx(tmp_path / "static.onnx")
+    with pytest.raises(UsageError, match="max_batch_size 0"):
+        write_repository(model, tmp_path / "repo", RepoOptions(preferred_batch_sizes=[2]))
+    assert not (tmp_path / "repo" / "static").exists()

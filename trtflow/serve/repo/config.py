@@ -86,11 +86,34 @@ def check_batch_dims(spec: ConfigSpec) -> None:
             )
 
 
+def check_preferred_batch_sizes(spec: ConfigSpec) -> None:
+    """Refuse preferred batch sizes Triton refuses at load (each must be 1 ..= ``max_batch_size``), or
+    that would be dropped (no dynamic batcher is written).
+
+    Raises:
+        UsageError: naming the sizes and the fix.
+    """
+    sizes = list(spec.preferred_batch_sizes)
+    if not sizes:
+        return
+    if spec.max_batch <= 0:
+        raise UsageError(f"preferred batch sizes {sizes} for '{spec.name}', which has max_batch_size 0 (no batch dim, "
+                         "no dynamic batcher): drop --preferred-batch-sizes, or give a batched model a --max-batch")
+    if not spec.dynamic_batching:
+        raise UsageError(f"preferred batch sizes {sizes} with --no-dynamic-batching: they belong to the dynamic "
+                         "batcher; drop one of the two")
+    bad = [s for s in sizes if not 1 <= s <= spec.max_batch]
+    if bad:
+        raise UsageError(f"preferred batch sizes {bad} of '{spec.name}' are outside 1..{spec.max_batch}: each must be "
+                         f">= 1 and at most max_batch_size {spec.max_batch} (Triton refuses the model otherwise)")
+
+
 def build_config(spec: ConfigSpec) -> Any:
     """The ``ModelConfig`` message for ``spec``.
 
     Raises:
-        UsageError: an unknown backend or instance kind, or a field Triton's schema refuses.
+        UsageError: an unknown backend or instance kind, a field Triton's schema refuses, or batch sizes
+            Triton refuses (``check_batch_dims``, ``check_preferred_batch_sizes``).
         MissingDependencyError: tritonclient is not installed.
     """
     pb2, json_format, _ = protobuf_modules()
@@ -99,6 +122,7 @@ def build_config(spec: ConfigSpec) -> Any:
     if spec.kind not in KINDS:
         raise UsageError(f"unknown instance kind '{spec.kind}'; choose cpu or gpu")
     check_batch_dims(spec)
+    check_preferred_batch_sizes(spec)
     doc = model_config(
         spec.name, spec.inputs, spec.outputs, spec.max_batch,
         delay_us=spec.max_queue_delay_us, preferred=spec.preferred_batch_sizes,

@@ -70,3 +70,18 @@ def test_loadgen_refuses_a_bad_plot_path_before_any_load(server, capsys, tmp_pat
     err = capsys.readouterr().err
     assert code == 2 and says in err, err
     assert server.server.stats["affine"].values["nv_inference_request_success"] == before
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("shape, says", [("y:1x4", "not an input of model 'affine'; its inputs are ['x']"),
+                                         ("x:1x5", "shaped ?x4"), ("x:4", "shaped ?x4")])
+def test_loadgen_refuses_shapes_the_model_cannot_take_before_any_load(server, capsys, protocol, shape, says):
+    """--shapes y:1x4 (no such input) was dropped without a word and the run went on at batch 1; x:1x5 or x:4
+    measured nothing but refused requests (every one an error)."""
+    port = server.http_port if protocol == "http" else server.grpc_port
+    before = server.server.stats["affine"].values["nv_inference_request_success"]
+    code = main(["loadgen", f"127.0.0.1:{port}", "--model", "affine", "--concurrency", "1", "--duration", "0.2",
+                 "--warmup", "0", "--protocol", protocol, "--shapes", shape])
+    err = capsys.readouterr().err
+    assert code == 2 and says in err, err
+    assert server.server.stats["affine"].values["nv_inference_request_success"] == before

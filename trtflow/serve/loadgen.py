@@ -99,6 +99,7 @@ def model_inputs(config: LoadConfig) -> tuple[dict[str, np.ndarray], int]:
             raise UsageError(f"the server at {host}:{port} refused model '{config.model}': {exc.read().decode()[:300]}") from None
         except OSError as exc:
             raise UsageError(f"cannot reach {host}:{port}: {exc}; is trtflow serve running there?") from None
+    _check_shapes(config, meta["inputs"])
     rng = np.random.default_rng(config.seed)
     feed, batch = {}, 1
     for item in meta["inputs"]:
@@ -114,6 +115,21 @@ def model_inputs(config: LoadConfig) -> tuple[dict[str, np.ndarray], int]:
             feed[item["name"]] = rng.integers(0, 2, shape).astype(dtype)
         batch = shape[0] if shape else 1
     return feed, batch
+
+
+def _check_shapes(config: LoadConfig, inputs: list[dict]) -> None:
+    """Refuse shapes every request would be refused for (or that would be left out), before any load:
+    a name that is no input of the model, another rank, or another size of a fixed dim."""
+    dims = {item["name"]: [int(d) for d in item["shape"]] for item in inputs}
+    for name, shape in config.shapes.items():
+        if name not in dims:
+            raise UsageError(f"--shapes names '{name}', which is not an input of model '{config.model}'; "
+                             f"its inputs are {list(dims)}")
+        want = dims[name]
+        if len(shape) != len(want) or any(w >= 0 and w != d for w, d in zip(want, shape)):
+            spec = "x".join("?" if w < 0 else str(w) for w in want) or "a scalar"
+            raise UsageError(f"--shapes {name}:{'x'.join(map(str, shape))} does not fit input '{name}' of model "
+                             f"'{config.model}', shaped {spec} (? any size): every request would be refused")
 
 
 def _grpc_metadata(host: str, port: int, model: str) -> dict:

@@ -130,3 +130,29 @@ def test_grpc_contents_with_a_negative_dim_is_invalid_argument(server, shape):
             grpc_service.pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"input 'x' has shape {shape}; sizes must be >= 0" in err.value.details()
+
+
+def test_grpc_answer_larger_than_the_request_body_limit_is_sent():
+    """The gRPC listener capped what it sends at --max-body-mb, a limit on request bodies: an
+    answer over it (3.2 MB from a 16-byte request under a 1 MiB limit) was RESOURCE_EXHAUSTED
+    'Sent message larger than max', while HTTP sent it."""
+    import trtflow
+    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+
+    graph = h.make_graph([h.make_node("Tile", ["x", "reps"], ["y"])], "tile",
+                         [h.make_tensor_value_info("x", T.FLOAT, ["batch", 4])],
+                         [h.make_tensor_value_info("y", T.FLOAT, ["batch", 800000])],
+                         [nh.from_array(np.array([1, 200000], np.int64), "reps")])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    engine = trtflow.load(model.SerializeToString(), engine="ort")
+    with BackgroundServer([ServedModel("tile", [engine], BatchConfig(max_batch=4))],
+                          ServeOptions(http_port=None, grpc_port=0, max_body=1 << 20)) as s:
+        c = grpcclient.InferenceServerClient(f"127.0.0.1:{s.grpc_port}")
+        x = np.arange(4, dtype=np.float32).reshape(1, 4)
+        y = c.infer("tile", [grpcclient.InferInput("x", [1, 4], "FP32").set_data_from_numpy(x)]).as_numpy("y")
+        np.testing.assert_array_equal(y, np.tile(x, (1, 200000)))
+        big = grpcclient.InferInput("x", [70000, 4], "FP32")  # a request over the limit is still refused
+        big.set_data_from_numpy(np.zeros((70000, 4), np.float32))
+        with pytest.raises(grpcclient.InferenceServerException, match="RESOURCE_EXHAUSTED"):
+            c.infer("tile", [big])

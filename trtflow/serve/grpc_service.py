@@ -178,9 +178,9 @@ class Service(pb_grpc.GRPCInferenceServiceServicer):
 
 async def start_grpc(server, host: str, port: int, reuse_port: bool = False):
     """Start the grpc.aio server; returns it and the bound port."""
-    limit = server.max_body
-    grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
-                                           ("grpc.max_send_message_length", limit),
+    # the body limit is on requests; answers of any size go, as over HTTP (-1: no limit)
+    grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", server.max_body),
+                                           ("grpc.max_send_message_length", -1),
                                            ("grpc.so_reuseport", int(reuse_port))])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(Service(server), grpc_server)
     if port:

@@ -9,6 +9,7 @@ import pytest
 
 from trtflow.cli.main import _parser, main
 from trtflow.cli.trtexec import translate
+from trtflow.errors import UsageError
 
 # Every trtexec line of the source guides, as written there (guide file -> line).
 GUIDE_LINES = [
@@ -199,3 +200,17 @@ def test_check_takes_trtexec_spellings(fcn_onnx, capsys):
     assert main(["check", f"--onnx={fcn_onnx}", "--workspace=512", "--explicitBatch", "--buildOnly",
                  "--shapes=input:1x3x32x32", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["converts"] is True
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--onnx=m.onnx", "--shapes", "x:1x3x16x16"], "--shapes=x:1x3x16x16"),
+    (["--onnx=m.onnx", "--engine", "ort"], "--engine=ort"),
+    (["--fp16", "m.onnx"], "--onnx=m.onnx"),
+    (["--loadEngine", "m.plan"], "--loadEngine=m.plan"),
+    (["--fp16", "m.engine"], "--loadEngine=m.engine"),
+])
+def test_a_value_given_apart_from_its_flag_is_joined_to_that_flag_in_the_hint(argv, says):
+    """`--shapes x:1x3x16x16` (a space, not "=") was answered "write --flag=VALUE, e.g. --onnx=x:1x3x16x16"."""
+    with pytest.raises(UsageError) as info:
+        translate(argv)
+    assert f"e.g. {says})" in str(info.value), info.value

@@ -135,9 +135,17 @@ def translate(argv: list[str]) -> list[str]:
         argv = argv[1:]
     if not argv:
         raise UsageError("give a trtexec command line, e.g. trtflow trtexec --onnx=model.onnx --saveEngine=model.engine")
-    stray = [a for a in argv if not a.startswith("-")]
+    stray = [i for i, a in enumerate(argv) if not a.startswith("-")]
     if stray:
-        raise UsageError(f"trtexec takes flags only; '{stray[0]}' is not one (write --flag=VALUE, e.g. --onnx={stray[0]})")
+        i = stray[0]
+        value = argv[i]
+        if value.lower().endswith((".engine", ".plan", ".trt")):
+            flag = "--loadEngine"
+        elif value.lower().endswith(".onnx") or not i or "=" in argv[i - 1]:
+            flag = "--onnx"
+        else:  # the value of the flag before it (--shapes x:1x3x224x224)
+            flag = argv[i - 1]
+        raise UsageError(f"trtexec takes flags only; '{value}' is not one (write --flag=VALUE, e.g. {flag}={value})")
     flags = {a.split("=", 1)[0] for a in argv}
     if "--buildOnly" in argv and ("--saveEngine" in flags or "-o" in flags or "--out" in flags) \
             and not flags & INFERENCE_FLAGS:

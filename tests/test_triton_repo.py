@@ -238,3 +238,51 @@ def test_preferred_batch_sizes_of_a_model_without_a_batch_dim_are_refused(tmp_pa
     with pytest.raises(UsageError, match="max_batch_size 0"):
         write_repository(model, tmp_path / "repo", RepoOptions(preferred_batch_sizes=[2]))
     assert not (tmp_path / "repo" / "static").exists()
+
+
+def test_a_refused_overwrite_keeps_the_model_folder_it_would_replace(tmp_path, capsys):
+    model = _static_onnx(tmp_path / "static.onnx")
+    _cli_json(capsys, model, "--out", tmp_path / "repo")
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "repo").rglob("*") if p.is_file()}
+    assert main(["triton-repo", str(model), "--out", str(tmp_path / "repo"), "--max-batch", "4", "--overwrite"]) == 2
+    assert "dim 0 is fixed" in capsys.readouterr().err
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "repo").rglob("*") if p.is_file()}
+    assert after == before  # nothing lost, nothing left beside it
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["static"]
+    _cli_json(capsys, model, "--out", tmp_path / "repo", "--overwrite", "--version", 3)  # a good overwrite replaces
+    assert sorted(p.name for p in (tmp_path / "repo" / "static").iterdir()) == ["3", "config.pbtxt"]
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["static"]
+
+
+def _two_inputs_onnx(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "two",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3, 16, 16]) for n in "ab"],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 16, 16])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_refused_ensemble_overwrite_keeps_the_four_models(tiny_onnx, tmp_path, capsys):
+    repo = tmp_path / "repo"
+    _cli_json(capsys, tiny_onnx, "--out", repo, "--name", "cls", "--task", "classify", "--ensemble")
+    before = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    model = _two_inputs_onnx(tmp_path / "two.onnx")
+    code = main(["triton-repo", str(model), "--out", str(repo), "--name", "cls", "--task", "classify", "--ensemble",
+                 "--overwrite"])
+    assert code == 2 and "one image input" in capsys.readouterr().err
+    assert {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in repo.iterdir()) == ["cls", "cls_model", "cls_post", "cls_pre"]
+
+
+def test_overwrite_from_the_model_file_inside_the_folder_it_replaces(tmp_path, capsys):
+    model = _static_onnx(tmp_path / "static.onnx")
+    _cli_json(capsys, model, "--out", tmp_path / "repo")
+    inside = tmp_path / "repo" / "static" / "1" / "model.onnx"
+    data = inside.read_bytes()
+    result = _cli_json(capsys, inside, "--out", tmp_path / "repo", "--name", "static", "--overwrite", "--version", 2)
+    assert result["files"] == [str(tmp_path / "repo" / "static" / "2" / "model.onnx")]
+    assert (tmp_path / "repo" / "static" / "2" / "model.onnx").read_bytes() == data
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["static"]

@@ -25,8 +25,7 @@ from trtflow.errors import UsageError
 from trtflow.progress import Progress, report
 from trtflow.serve.protocol import TRITON_TO_NUMPY
 from trtflow.serve.repo.config import ConfigSpec, build_config, config_dict, protobuf_modules, to_pbtxt, validate_pbtxt
-from trtflow.serve.repo.writer import (TASK_INPUT, TASK_OUTPUT, RepoOptions, RepoResult, prepare_folder,
-                                       write_repository)
+from trtflow.serve.repo.writer import TASK_INPUT, TASK_OUTPUT, RepoOptions, RepoResult, Staging, write_model
 from trtflow.spec import TensorSpec
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
@@ -40,9 +39,10 @@ def _spec(doc: dict) -> TensorSpec:
     return TensorSpec(doc["name"], dtype, ("batch", *(int(d) if int(d) >= 0 else "?" for d in doc.get("dims", []))))
 
 
-def _write_python_step(repo: Path, name: str, template: str, spec: ConfigSpec, options: RepoOptions) -> Path:
+def _write_python_step(repo: Path, name: str, template: str, spec: ConfigSpec, options: RepoOptions,
+                       staging: Staging) -> Path:
     model_dir = repo / name
-    prepare_folder(model_dir, options.overwrite)
+    staging.prepare(model_dir, options.overwrite)
     version = model_dir / str(options.version)
     version.mkdir(parents=True)
     text = to_pbtxt(build_config(spec))
@@ -94,9 +94,12 @@ def write_ensemble(model: str | os.PathLike, repo: str | os.PathLike, options: R
     model = Path(model)
     repo = Path(repo)
     name = options.name or model.stem
-    step = write_repository(model, repo, replace(options, name=f"{name}_model", task=None, task_options={}), progress)
-    written = [step.model_dir]
+    staging = Staging()  # the four folders: all written, or the ones they replace kept
+    written: list[Path] = []
     try:
+        step = write_model(model, repo, replace(options, name=f"{name}_model", task=None, task_options={}), progress,
+                           staging)
+        written.append(step.model_dir)
         inputs = step.config.get("input", [])
         if len(inputs) != 1:
             raise UsageError(f"--ensemble takes a model with one image input; this one has {len(inputs)}: "
@@ -119,9 +122,9 @@ def write_ensemble(model: str | os.PathLike, repo: str | os.PathLike, options: R
         outputs = [_spec(t) for t in step.config.get("output", [])]
         progress("writing the pre and post steps")
         written.append(_write_python_step(repo, f"{name}_pre", "triton_task_pre.py", ConfigSpec(
-            name=f"{name}_pre", inputs=[TASK_INPUT], outputs=[image_in, META], **common), options))
+            name=f"{name}_pre", inputs=[TASK_INPUT], outputs=[image_in, META], **common), options, staging))
         written.append(_write_python_step(repo, f"{name}_post", "triton_task_post.py", ConfigSpec(
-            name=f"{name}_post", inputs=[*outputs, META], outputs=[TASK_OUTPUT], **common), options))
+            name=f"{name}_post", inputs=[*outputs, META], outputs=[TASK_OUTPUT], **common), options, staging))
         pb2, json_format, _ = protobuf_modules()
         out_map = {t.name: f"out_{t.name}" for t in outputs}
         doc = {
@@ -140,14 +143,14 @@ def write_ensemble(model: str | os.PathLike, repo: str | os.PathLike, options: R
         text = to_pbtxt(json_format.ParseDict(doc, pb2.ModelConfig()))
         config = validate_pbtxt(text)
         ensemble_dir = repo / name
-        prepare_folder(ensemble_dir, options.overwrite)
+        staging.prepare(ensemble_dir, options.overwrite)
         (ensemble_dir / str(options.version)).mkdir(parents=True)  # an ensemble's version folder stays empty
         (ensemble_dir / "config.pbtxt").write_text(text)
         written.append(ensemble_dir)
     except BaseException:
-        for folder in written:
-            shutil.rmtree(folder, ignore_errors=True)
+        staging.rollback()
         raise
+    staging.commit()
     notes = step.notes + [f"ensemble {name}: {name}_pre -> {step.model_dir.name} ({step.backend}) -> {name}_post"]
     files = [f for folder in written for f in sorted(folder.rglob("*")) if f.is_file()]
     return RepoResult(ensemble_dir, ensemble_dir / "config.pbtxt", files, "ensemble", step.max_batch,

@@ -193,13 +193,46 @@ def _engine_io(model: Path, engine: str, options: Mapping[str, Any]) -> tuple[li
         return list(eng.inputs), list(eng.outputs)
 
 
-def prepare_folder(model_dir: Path, overwrite: bool) -> None:
-    """Make room for ``model_dir``: refuse an existing one unless ``overwrite``, then remove it."""
-    if model_dir.exists():
-        if not overwrite:
-            raise UsageError(f"{model_dir} exists; pick another --name or pass --overwrite to replace it")
-        shutil.rmtree(model_dir)
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
+class Staging:
+    """The model folders one write replaces: an existing folder is moved aside (``.NAME.replaced-PID``
+    beside it) and deleted only when the whole write succeeded (``commit``); a write that fails or is
+    refused half-way removes what it wrote and puts the old folders back (``rollback``)."""
+
+    def __init__(self) -> None:
+        self.written: list[Path] = []
+        self.moved: list[tuple[Path, Path]] = []
+
+    def prepare(self, model_dir: Path, overwrite: bool) -> None:
+        """Make room for ``model_dir``: refuse an existing one unless ``overwrite``, then move it aside."""
+        if model_dir.exists():
+            if not overwrite:
+                raise UsageError(f"{model_dir} exists; pick another --name or pass --overwrite to replace it")
+            backup = model_dir.with_name(f".{model_dir.name}.replaced-{os.getpid()}")
+            shutil.rmtree(backup, ignore_errors=True)
+            self.moved.append((model_dir, model_dir.rename(backup)))
+        model_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.written.append(model_dir)
+
+    def moved_path(self, path: Path) -> Path:
+        """Where ``path`` is now, when it was inside a folder moved aside (a model read from the folder it replaces)."""
+        for folder, backup in self.moved:
+            try:
+                return backup / path.resolve().relative_to(folder.resolve())
+            except ValueError:
+                continue
+        return path
+
+    def commit(self) -> None:
+        for _, backup in self.moved:
+            shutil.rmtree(backup, ignore_errors=True)
+        self.written, self.moved = [], []
+
+    def rollback(self) -> None:
+        for folder in reversed(self.written):
+            shutil.rmtree(folder, ignore_errors=True)
+        for folder, backup in reversed(self.moved):
+            backup.rename(folder)
+        self.written, self.moved = [], []
 
 
 def write_repository(model: str | os.PathLike, repo: str | os.PathLike, options: RepoOptions = RepoOptions(),
@@ -222,6 +255,19 @@ def write_repository(model: str | os.PathLike, repo: str | os.PathLike, options:
         MissingDependencyError: tritonclient (for Triton's ModelConfig) is not installed.
         BuildError: building a plan from ONNX failed.
     """
+    staging = Staging()
+    try:
+        result = write_model(model, repo, options, progress, staging)
+    except BaseException:
+        staging.rollback()
+        raise
+    staging.commit()
+    return result
+
+
+def write_model(model: str | os.PathLike, repo: str | os.PathLike, options: RepoOptions, progress: Progress | None,
+                staging: Staging) -> RepoResult:
+    """``write_repository``'s work; the folder it replaces stays in ``staging`` until the caller commits."""
     model = Path(model)
     if not model.is_file():
         raise ModelLoadError(f"model file not found: {model}")
@@ -270,51 +316,48 @@ def write_repository(model: str | os.PathLike, repo: str | os.PathLike, options:
         if options.task:
             parameters.update(trtflow_task=options.task,
                               trtflow_task_options=json.dumps(dict(options.task_options), sort_keys=True))
-    prepare_folder(model_dir, options.overwrite)
+    staging.prepare(model_dir, options.overwrite)
+    model = staging.moved_path(model)
     version_dir.mkdir(parents=True)
-    try:
-        target = version_dir / MODEL_FILES[backend]
-        if backend == "tensorrt" and inputs is None:
-            progress("building the TensorRT plan")
-            notes.append(_build_plan(model, target, options.max_batch, progress))
-            inputs, outputs, profiles = _plan_io(target)
-        if backend == "tensorrt":
-            notes += _plan_notes(target if target.exists() else model)
-        max_batch = options.max_batch
-        if max_batch is None:
-            max_batch, why = (DEFAULT_MAX_BATCH, f"max_batch_size {DEFAULT_MAX_BATCH}") if options.task \
-                else _default_max_batch(inputs)
-            notes.append(why)
-        on_gpu = backend == "tensorrt" or engine == "tensorrt"
-        kind = options.kind if options.kind != "auto" else ("gpu" if on_gpu else "cpu")
-        spec = ConfigSpec(
-            name=name, backend=backend, inputs=inputs, outputs=outputs, max_batch=max_batch,
-            instances=options.instances, kind=kind, gpus=options.gpus,
-            dynamic_batching=options.dynamic_batching, max_queue_delay_us=options.max_queue_delay_us,
-            preferred_batch_sizes=options.preferred_batch_sizes,
-            profiles=list(range(len(profiles))) if len(profiles) > 1 else [],
-            parameters=parameters,
-        )
-        text = to_pbtxt(build_config(spec))
-        config = validate_pbtxt(text)
-        progress("writing the repository")
-        if backend == "onnxruntime":
-            _copy_onnx(model, target)
-        elif backend == "tensorrt" and not target.exists():
-            shutil.copyfile(model, target)
-            sidecar = model.with_name(model.name + ".json")
-            if sidecar.is_file():  # trtflow reads the plan's I/O from it where TensorRT cannot run
-                shutil.copyfile(sidecar, target.with_name(target.name + ".json"))
-        elif backend == "python":
-            shutil.copyfile(TEMPLATE, target)
-            shutil.copyfile(model, version_dir / model.name)
-            sidecar = model.with_name(model.name + ".json")
-            if model.suffix.lower() in PLAN_SUFFIXES and sidecar.is_file():
-                shutil.copyfile(sidecar, version_dir / sidecar.name)
-        (model_dir / "config.pbtxt").write_text(text)
-    except BaseException:
-        shutil.rmtree(model_dir, ignore_errors=True)
-        raise
+    target = version_dir / MODEL_FILES[backend]
+    if backend == "tensorrt" and inputs is None:
+        progress("building the TensorRT plan")
+        notes.append(_build_plan(model, target, options.max_batch, progress))
+        inputs, outputs, profiles = _plan_io(target)
+    if backend == "tensorrt":
+        notes += _plan_notes(target if target.exists() else model)
+    max_batch = options.max_batch
+    if max_batch is None:
+        max_batch, why = (DEFAULT_MAX_BATCH, f"max_batch_size {DEFAULT_MAX_BATCH}") if options.task \
+            else _default_max_batch(inputs)
+        notes.append(why)
+    on_gpu = backend == "tensorrt" or engine == "tensorrt"
+    kind = options.kind if options.kind != "auto" else ("gpu" if on_gpu else "cpu")
+    spec = ConfigSpec(
+        name=name, backend=backend, inputs=inputs, outputs=outputs, max_batch=max_batch,
+        instances=options.instances, kind=kind, gpus=options.gpus,
+        dynamic_batching=options.dynamic_batching, max_queue_delay_us=options.max_queue_delay_us,
+        preferred_batch_sizes=options.preferred_batch_sizes,
+        profiles=list(range(len(profiles))) if len(profiles) > 1 else [],
+        parameters=parameters,
+    )
+    text = to_pbtxt(build_config(spec))
+    config = validate_pbtxt(text)
+    progress("writing the repository")
+    if backend == "onnxruntime":
+        _copy_onnx(model, target)
+    elif backend == "tensorrt" and not target.exists():
+        shutil.copyfile(model, target)
+        sidecar = model.with_name(model.name + ".json")
+        if sidecar.is_file():  # trtflow reads the plan's I/O from it where TensorRT cannot run
+            shutil.copyfile(sidecar, target.with_name(target.name + ".json"))
+    elif backend == "python":
+        shutil.copyfile(TEMPLATE, target)
+        shutil.copyfile(model, version_dir / model.name)
+        sidecar = model.with_name(model.name + ".json")
+        if model.suffix.lower() in PLAN_SUFFIXES and sidecar.is_file():
+            shutil.copyfile(sidecar, version_dir / sidecar.name)
+    (model_dir / "config.pbtxt").write_text(text)
     files = sorted(p for p in version_dir.iterdir() if p.is_file())
     log.info("wrote %s (%s backend)", model_dir, backend)
     return RepoResult(model_dir, model_dir / "config.pbtxt", files, backend, max_batch, config_dict(config), notes)

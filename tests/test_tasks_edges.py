@@ -26,7 +26,7 @@ def test_detections_draw_skips_non_finite_boxes_and_points():
 
 def tiny_onnx(value: np.ndarray) -> bytes:
     """A model with input x [N, 3, H, W] giving ``value`` for every image: out = value + 0 * mean(x)."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     value = np.asarray(value, np.float32)
@@ -100,3 +100,31 @@ def test_sr_odd_frames_exactly_2x():
         task = make_task("sr", sr_onnx(), engine="ort", tile=8, **options)
         for frame, result in zip(frames, task.predict(frames)):
             assert np.array_equal(result.image, frame.repeat(2, 0).repeat(2, 1))
+
+
+@pytest.mark.parametrize("task, option", [
+    ("detect", {"score_threshold": float("nan")}), ("detect", {"score_threshold": "abc"}),
+    ("detect", {"iou_threshold": None}), ("detect", {"iou_threshold": 1.5}), ("detect", {"max_det": 0}),
+    ("detect", {"max_det": 2.5}), ("segment", {"threshold": float("nan")}), ("segment", {"threshold": "x"}),
+    ("classify", {"top_k": 2.7}), ("classify", {"top_k": "many"}),
+])
+def test_task_numbers_refused_when_made(task, option):
+    """A NaN threshold made every mask empty without a word (p > nan is false), a string one failed with
+    Python's ValueError, max_det=0 only at the first batch: each is a UsageError naming the option."""
+    pytest.importorskip("onnxruntime")
+    from trtflow.errors import UsageError
+    from trtflow.tasks.classify import ClassifyTask
+    from trtflow.tasks.detect import DetectTask
+    from trtflow.tasks.segment import SegmentTask
+    from trtflow.backends import load
+
+    if task == "detect":
+        head = np.zeros((6, 8), np.float32)
+        make = lambda: DetectTask(load(tiny_onnx(head), engine="ort"), format="yolov8", **option)  # noqa: E731
+    elif task == "segment":
+        make = lambda: SegmentTask(load(tiny_onnx(np.zeros((1, 4, 4))), engine="ort"), kind="probability",  # noqa: E731
+                                   **option)
+    else:
+        make = lambda: ClassifyTask(load(tiny_onnx([1.0, 2.0, 3.0]), engine="ort"), **option)  # noqa: E731
+    with pytest.raises(UsageError, match=next(iter(option))):
+        make()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
@@ -193,6 +194,41 @@ def check_device(device: Any) -> Any:
                          "available one (cpu, cuda, cuda:N), or drop it (--device) to preprocess where the frames "
                          "are") from None
     return device
+
+
+def whole_option(name: str, value: Any, minimum: Optional[int], what: str) -> int:
+    """A task option that counts something (pixels, classes): ``value`` as an int when it is a whole
+    number (2, 2.0, "2") of at least ``minimum`` (None: any).
+
+    Raises:
+        UsageError: a fraction, a non-number, or below ``minimum``.
+    """
+    try:
+        whole = float(value).is_integer() and not isinstance(value, bool)
+    except (TypeError, ValueError):
+        whole = False
+    if not whole or minimum is not None and int(float(value)) < minimum:
+        least = f", at least {minimum}" if minimum is not None else ""
+        raise UsageError(f"{name} {value!r}: give {what} as a whole number{least}")
+    return int(float(value))
+
+
+def number_option(name: str, value: Any, what: str, low: Optional[float] = None,
+                  high: Optional[float] = None) -> float:
+    """A task option that is a number (a threshold): ``value`` as a float, not NaN, within [low, high].
+
+    Raises:
+        UsageError: a non-number, NaN, or outside the range.
+    """
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if math.isnan(number) or low is not None and number < low or high is not None and number > high:
+        span = (f" in [{low}, {high}]" if low is not None and high is not None else
+                f" of at least {low}" if low is not None else f" of at most {high}" if high is not None else "")
+        raise UsageError(f"{name} {value!r}: give {what} as a number{span}")
+    return number
 
 
 def _image_input(engine: Any) -> str:

@@ -7,8 +7,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from trtflow.arrays import to_numpy
-from trtflow.errors import UsageError
-from trtflow.tasks.base import FrameMeta, Task
+from trtflow.tasks.base import FrameMeta, Task, whole_option
 from trtflow.tasks.detect import _resolve_size
 from trtflow.tasks.prepare import Prep, feed_of, prepare_frames
 from trtflow.tasks.results import Classification
@@ -40,9 +39,7 @@ class ClassifyTask(Task):
         base = prep or IMAGENET
         self.prep = Prep(resize or base.mode, _resolve_size(self, input_size), base.stride, base.order, base.scale,
                          base.mean, base.std, base.pad_value, base.crop_ratio)
-        self.top_k = int(top_k)
-        if self.top_k < 1:
-            raise UsageError(f"top_k {top_k}: give the number of classes to report per frame, at least 1")
+        self.top_k = whole_option("top_k", top_k, 1, "the number of classes to report per frame")
         self.output_name = engine.outputs[0].name
 
     def prepare(self, frames: Any) -> tuple[dict[str, Any], list[FrameMeta]]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from trtflow.arrays import to_numpy
 from trtflow.errors import UsageError
-from trtflow.tasks.base import FrameMeta, Task
+from trtflow.tasks.base import FrameMeta, Task, number_option, whole_option
 from trtflow.tasks.prepare import Prep, as_size, feed_of, prepare_frames
 from trtflow.tasks.results import Detections
 
@@ -58,9 +58,11 @@ class DetectTask(Task):
             raise UsageError(f"format nms reads the outputs {', '.join(NMS_OUTPUTS)} of a graph ending in NMS; the "
                              f"model's outputs are {names}. Give its head format (or auto), or add NMS to the "
                              "graph with trtflow surgeon add-nms")
-        self.score_threshold = float(score_threshold)
-        self.iou_threshold = float(iou_threshold)
-        self.max_det = int(max_det)
+        self.score_threshold = number_option("score_threshold", score_threshold,
+                                             "the score detections need to be above")
+        self.iou_threshold = number_option("iou_threshold", iou_threshold,
+                                           "the overlap above which NMS drops the lower-scored box", 0.0, 1.0)
+        self.max_det = whole_option("max_det", max_det, 1, "the most detections kept per frame")
         self.priors = priors
         self._checked: set = set()  # input sizes whose raw head already passed the format check
         size = _resolve_size(self, input_size)

@@ -24,7 +24,7 @@ import numpy as np
 
 from trtflow.arrays import to_numpy
 from trtflow.errors import UsageError
-from trtflow.tasks.base import FrameMeta, Task
+from trtflow.tasks.base import FrameMeta, Task, number_option
 from trtflow.tasks.detect import _resolve_size
 from trtflow.tasks.prepare import Prep, feed_of, prepare_frames
 from trtflow.tasks.results import Segmentation, mask_stats
@@ -69,7 +69,7 @@ class SegmentTask(Task):
         if self.kind == "logits" and out.rank == 4 and out.shape[1] == 1:
             raise UsageError(f"segmentation kind logits takes the argmax over channels, but the output '{out.name}' "
                              "has one channel (every pixel would be class 0): give kind probability, or auto")
-        self.threshold = float(threshold)
+        self.threshold = number_option("threshold", threshold, "the probability text/foreground pixels are above")
         base = prep or IMAGENET_RGB
         size = _resolve_size(self, input_size)
         mode = resize or ("letterbox" if self.fixed_size() is not None or input_size is not None else base.mode)

@@ -25,7 +25,7 @@ import numpy as np
 
 from trtflow.deps import require
 from trtflow.errors import UsageError
-from trtflow.tasks.base import BatchDims, FrameMeta, Task, frames_list
+from trtflow.tasks.base import BatchDims, FrameMeta, Task, frames_list, whole_option
 from trtflow.tasks.prepare import _to_tensor, feed_of
 from trtflow.tasks.results import Upscaled, to_host
 
@@ -71,12 +71,12 @@ class SuperResolutionTask(Task):
         if arch is not None and arch not in ARCHS:
             raise UsageError(f"unknown SR architecture '{arch}'; choose one of: {', '.join(ARCHS)}, or None")
         self.arch = arch
-        self.scale = _whole("scale", scale, 1, "the model's upscaling factor")
-        self.tile = _whole("tile", tile, None, "the tile side in input pixels (0: whole frames)")
+        self.scale = whole_option("scale", scale, 1, "the model's upscaling factor")
+        self.tile = whole_option("tile", tile, None, "the tile side in input pixels (0: whole frames)")
         default_margin, default_align = ARCHS.get(arch, (None, 1))
-        self.align = _whole("align", default_align if align is None else align, 1,
+        self.align = whole_option("align", default_align if align is None else align, 1,
                             "the multiple tile sizes and offsets are made of (2 for cunet)")
-        self.margin = (_whole("margin", margin, 0, "the model's context margin per side in input pixels")
+        self.margin = (whole_option("margin", margin, 0, "the model's context margin per side in input pixels")
                        if margin is not None else default_margin if default_margin is not None
                        else self._measure_margin())
         self.output_name = engine.outputs[0].name
@@ -163,22 +163,6 @@ class SuperResolutionTask(Task):
     @property
     def batch_dims(self) -> BatchDims:
         return BatchDims(self.input_name, (3, None, None), self.input_spec.dtype)
-
-
-def _whole(name: str, value: Any, minimum: Optional[int], what: str) -> int:
-    """``value`` as an int when it is a whole number of at least ``minimum`` (None: any).
-
-    Raises:
-        UsageError: a fraction, a non-number, or below ``minimum``.
-    """
-    try:
-        whole = float(value).is_integer() and not isinstance(value, bool)
-    except (TypeError, ValueError):
-        whole = False
-    if not whole or minimum is not None and int(float(value)) < minimum:
-        least = f", at least {minimum}" if minimum is not None else ""
-        raise UsageError(f"{name}={value!r}: give {what} as a whole number{least}")
-    return int(float(value))
 
 
 def _starts(size: int, tile: int) -> list[int]:

@@ -286,3 +286,15 @@ def test_overwrite_from_the_model_file_inside_the_folder_it_replaces(tmp_path, c
     assert result["files"] == [str(tmp_path / "repo" / "static" / "2" / "model.onnx")]
     assert (tmp_path / "repo" / "static" / "2" / "model.onnx").read_bytes() == data
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["static"]
+
+
+@pytest.mark.parametrize("kind", [[], ["--kind", "cpu"]])
+def test_gpus_for_cpu_instances_are_refused_not_dropped(tmp_path, capsys, kind):
+    model = _dynamic_onnx(tmp_path / "dyn.onnx")
+    assert main(["triton-repo", str(model), "--out", str(tmp_path / "repo"), "--gpus", "0,1", *kind]) == 2
+    err = capsys.readouterr().err
+    assert "--kind gpu" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "repo" / "dyn").exists()
+    _cli_json(capsys, model, "--out", tmp_path / "repo", "--gpus", "0,1", "--kind", "gpu")
+    group = _parse(tmp_path / "repo" / "dyn" / "config.pbtxt").instance_group[0]
+    assert group.kind == pb2.ModelInstanceGroup.KIND_GPU and list(group.gpus) == [0, 1]

@@ -121,6 +121,9 @@ def build_config(spec: ConfigSpec) -> Any:
         raise UsageError(f"unknown Triton backend '{spec.backend}'; choose one of {', '.join(BACKENDS)}")
     if spec.kind not in KINDS:
         raise UsageError(f"unknown instance kind '{spec.kind}'; choose cpu or gpu")
+    if spec.gpus and spec.kind != "gpu":  # Triton refuses GPUs on a KIND_CPU instance group
+        raise UsageError(f"GPUs {list(spec.gpus)} given for the cpu instances of '{spec.name}': add --kind gpu "
+                         "(kind='gpu'), or drop --gpus")
     check_batch_dims(spec)
     check_preferred_batch_sizes(spec)
     doc = model_config(

@@ -303,3 +303,29 @@ def test_engine_process_serves_what_the_engine_computes(tmp_path, device):
             assert values['nv_inference_exec_count{model="net",version="1"}'] < len(xs)
         finally:
             _stop(proc)
+
+
+@pytest.mark.parametrize("ports, workers, match", [
+    ((0, 0), {"workers": 2}, "fixed ports"),
+    ((8000, 0), {"workers": 2}, "fixed ports"),
+    ((None, None), {"workers": 2}, "no listener"),
+    ((8000, 8001), {"workers": 0}, "workers is 0"),
+    ((8000, 8001), {"slots": -1}, "slots is -1"),
+    ((8000, 8001), {"slot_rows": 0}, "slot_rows is 0"),
+])
+def test_serve_workers_refuses_options_it_cannot_serve_with(ports, workers, match):
+    """serve_workers from Python took them: port 0 had each front end listen on its own free port
+    (the ready message named one of them), workers=0 started the engine process for nothing and
+    crashed on the missing ports; now each is a UsageError before any process starts."""
+    import functools
+
+    from trtflow.errors import UsageError
+    from trtflow.serve.server import ServeOptions
+    from trtflow.serve.workers import WorkerOptions, serve_workers
+
+    def on_ready(ready):
+        raise AssertionError(f"it served: {ready}")
+
+    with pytest.raises(UsageError, match=match):
+        serve_workers(functools.partial(list), ServeOptions(http_port=ports[0], grpc_port=ports[1]),
+                      WorkerOptions(**{"startup_timeout_s": 60.0, **workers}), on_ready=on_ready)

@@ -85,8 +85,10 @@ def serve_workers(load: Callable[[], list], options: ServeOptions, workers: Work
         0 after a drain, 1 when the engine process or every front end died.
 
     Raises:
-        UsageError: the models could not load, or a port could not be bound (one line each).
+        UsageError: the models could not load, or a port could not be bound (one line each);
+            before any process starts: a port of 0, no listener, or ``workers`` out of range.
     """
+    _check(options, workers)
     ctx = multiprocessing.get_context("spawn")
     messages = ctx.Queue()
     tmp = Path(tempfile.mkdtemp(prefix="trtflow-serve-"))
@@ -134,6 +136,20 @@ def serve_workers(load: Callable[[], list], options: ServeOptions, workers: Work
         for arena in arenas:
             arena.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check(options: ServeOptions, workers: WorkerOptions) -> None:
+    """Refuse what the front ends cannot serve with: each would pick its own free port for a port
+    of 0 (clients reach one of them), and ``workers`` must give at least one front end."""
+    if options.http_port is None and options.grpc_port is None:
+        raise UsageError("serve_workers got no listener (http_port and grpc_port are both None); give at least one port")
+    if 0 in (options.http_port, options.grpc_port):
+        raise UsageError(f"serve_workers shares fixed ports among the front ends; http_port {options.http_port} and "
+                         f"grpc_port {options.grpc_port}: give a port number instead of 0 (or None: no listener)")
+    for name, value, least in (("workers", workers.workers, 1), ("slots", workers.slots, 0),
+                               ("slot_rows", workers.slot_rows, 1)):
+        if type(value) is not int or value < least:
+            raise UsageError(f"WorkerOptions.{name} is {value!r}; give a whole number >= {least}")
 
 
 def _arena_size(infos: list, workers: WorkerOptions) -> tuple[int, int]:

@@ -157,3 +157,33 @@ def test_letterbox_list_gives_one_letterbox_per_image_or_refuses():
         pp.letterbox([torch.zeros(3, 5, 7), np.zeros((3, 9, 4), np.float32)], 8)
     images, boxes = pp.letterbox([torch.zeros(3, 5, 7), torch.zeros(1, 3, 9, 4)], 8)  # CHW or a batch of one
     assert images.shape == (2, 3, 8, 8) and [b.original for b in boxes] == [(5, 7), (9, 4)]
+
+
+@pytest.mark.parametrize("size", ["64", 64.5, (64, 32, 3), (64.5, 32), (True, 32), None])
+def test_sizes_that_are_not_one_or_two_whole_numbers_are_refused(size):
+    """letterbox(x, "64") made a 6 x 4 image (the string's characters as height and width); a float
+    or three sizes failed with Python's TypeError/ValueError."""
+    x = torch.rand(1, 3, 5, 7)
+    for call in (lambda: pp.letterbox(x, size), lambda: pp.resize(x, size), lambda: pp.center_crop(x, size)):
+        with pytest.raises(UsageError, match="size"):
+            call()
+
+
+def test_sizes_of_numpy_ints_and_lists_are_taken():
+    x = torch.rand(1, 3, 5, 7)
+    assert pp.letterbox(x, np.int64(16))[0].shape == (1, 3, 16, 16)
+    assert pp.resize(x, [np.int32(4), 6]).shape == (1, 3, 4, 6)
+
+
+def test_to_nchw_refuses_a_dtype_that_is_not_floating():
+    """dtype="int8" failed inside torch (RuntimeError: result type Float can't be cast)."""
+    frames = torch.zeros((2, 2, 3), dtype=torch.uint8)
+    for dtype in ("int8", torch.int32, "uint8"):
+        with pytest.raises(UsageError, match="float32"):
+            pp.to_nchw(frames, dtype)
+
+
+def test_normalize_refuses_a_zero_std():
+    """std 0 divided into infinities without a word (Prep refuses it; the function did not)."""
+    with pytest.raises(UsageError, match="std"):
+        pp.normalize(torch.zeros(1, 3, 2, 2), std=(0.2, 0.0, 0.2))

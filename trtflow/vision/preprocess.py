@@ -41,13 +41,12 @@ class Letterbox:
 
 
 def _size(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, numbers.Integral):
-        h, w = int(size), int(size)
-    else:
-        h, w = (int(s) for s in size)
-    if h < 1 or w < 1:
+    """``size`` as (height, width): one whole number for a square, or two (a tuple or a list)."""
+    parts = (size, size) if isinstance(size, numbers.Integral) else size
+    if isinstance(parts, (str, bytes)) or not isinstance(parts, Sequence) or len(parts) != 2 \
+            or not all(is_count(s) for s in parts):
         raise UsageError(f"size {size!r}: give a positive (height, width) or one positive int for a square")
-    return h, w
+    return int(parts[0]), int(parts[1])
 
 
 def _hw(images: Any) -> tuple[int, int]:
@@ -63,7 +62,7 @@ def _dtype(dtype: Any):
     import torch
 
     want = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
-    if not isinstance(want, torch.dtype):
+    if not isinstance(want, torch.dtype) or not want.is_floating_point:
         raise UsageError(f"dtype {dtype!r}: give 'float32', 'float16', 'bfloat16' or a torch dtype")
     return want
 
@@ -134,6 +133,8 @@ def normalize(images: Any, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[
         raise UsageError(f"normalize takes floating images, got {images.dtype}; convert uint8 frames with to_nchw first")
     if len(mean) != images.shape[1] or len(std) != images.shape[1]:
         raise UsageError(f"mean/std have {len(mean)}/{len(std)} values for {images.shape[1]} channels")
+    if not all(float(s) != 0 for s in std):
+        raise UsageError(f"std {tuple(std)}: a channel's std divides its values; give non-zero values")
     m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     return ((images.float() - m) / s).to(images.dtype)

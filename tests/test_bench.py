@@ -159,3 +159,17 @@ def test_a_misspelt_shapes_name_is_named_not_hidden_by_the_dynamic_input(tiny_on
     as if no --shapes had been given: the memory check ran before the names were checked."""
     proc = call_cli(command, str(tiny_onnx), "--shapes", "y:1x3x16x16")
     assert proc.returncode == 2 and "--shapes names 'y'" in proc.stderr and "['x']" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("command", ["bench", "run"])
+def test_shapes_that_disagree_with_an_input_file_are_refused(tiny_onnx, tmp_path, command):
+    """--shapes x:1x3x16x16 with --input x=FILE holding a batch of 4 ran the file's batch of 4 without a
+    word: the run (and bench's figures, per inference) were not of the shape asked for."""
+    np.save(tmp_path / "x4.npy", np.zeros((4, 3, 16, 16), np.float32))
+    fast = ("--iterations", "1", "--duration", "0", "--warmUp", "0") if command == "bench" else ()
+    proc = call_cli(command, str(tiny_onnx), "--shapes", "x:1x3x16x16", "--input", f"x={tmp_path / 'x4.npy'}", *fast)
+    assert proc.returncode == 2 and "--shapes x:1x3x16x16" in proc.stderr and "4x3x16x16" in proc.stderr, proc.stderr
+    same = call_cli(command, str(tiny_onnx), "--shapes", "x:4x3x16x16", "--input", f"x={tmp_path / 'x4.npy'}", *fast)
+    assert same.returncode == 0, same.stderr
+    opt = call_cli(command, str(tiny_onnx), "--optShapes", "x:1x3x16x16", "--input", f"x={tmp_path / 'x4.npy'}", *fast)
+    assert opt.returncode == 0, opt.stderr  # a profile's shape, not the run's: the file sets it

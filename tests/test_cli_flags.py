@@ -244,6 +244,6 @@ def test_bench_on_the_torch_engine_names_no_split_option(tmp_path):
     import numpy as np
 
     np.save(tmp_path / "x4.npy", np.zeros((4, 3, 16, 16), np.float32))
-    proc = call_cli("bench", "tests.models.tiny:make", "--shapes", "x:1x3x16x16", "--input", f"x={tmp_path / 'x4.npy'}",
-                    "--iterations", "1", "--duration", "0", "--warmUp", "0")
+    proc = call_cli("bench", "tests.models.export_zoo:with_examples", "--input", f"x={tmp_path / 'x4.npy'}",
+                    "--iterations", "1", "--duration", "0", "--warmUp", "0", "--device", "cpu")  # traced at batch 2
     assert proc.returncode == 2 and "dim 0 is 4" in proc.stderr and "split" not in proc.stderr, proc.stderr

@@ -289,9 +289,10 @@ def _precision_of(args: argparse.Namespace) -> dict:
     return {field: True for field, flag in flags.items() if getattr(args, flag, False)}
 
 
-def feed_for(engine, files: dict, shapes: dict, seed: int) -> dict:
+def feed_for(engine, files: dict, shapes: dict, seed: int, given: dict | None = None) -> dict:
     """``build_feed`` for ``engine``, after the engine (where it can) refused shapes too large for
-    the memory, before any random array is made."""
+    the memory, before any random array is made. ``given``: the shapes --shapes named, which an
+    --input file of the same input must have (the file's shape is the one run)."""
     from trtflow.feeds import build_feed, dim_sizes, resolve_shape
 
     check = getattr(engine, "check_memory", None)
@@ -302,7 +303,13 @@ def feed_for(engine, files: dict, shapes: dict, seed: int) -> dict:
     if check is not None and not files:  # with --input, build_feed checks the names and reads the files first
         named = dim_sizes(engine.inputs, shapes)  # dims sharing a label with a given shape, as build_feed does
         check({s.name: resolve_shape(s, shapes, named) for s in engine.inputs})
-    return build_feed(engine.inputs, files, shapes, seed)
+    feed = build_feed(engine.inputs, files, shapes, seed)
+    for name, shape in (given or {}).items():
+        if files.get(name, "random") != "random" and tuple(feed[name].shape) != tuple(shape):
+            have, want = "x".join(map(str, feed[name].shape)), "x".join(map(str, shape))
+            raise UsageError(f"--shapes {name}:{want} but --input {name}={files[name]} holds a {have} array, which "
+                             f"is what would run: drop --shapes {name} (the file sets its shape) or give a {want} file")
+    return feed
 
 
 def load_engine(args: argparse.Namespace, model, engine: str | None = None, **extra):

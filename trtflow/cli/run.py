@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--save-inputs and --out name one file ({args.out}): the outputs would replace the "
                          "inputs saved; give two file names")
     with options.load_engine(args, args.model) as engine:
-        feed = options.feed_for(engine, parse_input_args(args.input), options.shapes_of(args), args.seed)
+        feed = options.feed_for(engine, parse_input_args(args.input), options.shapes_of(args), args.seed,
+                                options.parse_shapes(args.shapes))
         start = time.perf_counter()
         outputs = engine.infer(feed)
         ms = (time.perf_counter() - start) * 1e3

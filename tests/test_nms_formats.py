@@ -160,3 +160,15 @@ def test_ssd_priors_that_do_not_match_are_refused(models, raw):
         add_nms(str(models["ssd"]), NmsOptions("ssd"))
     with pytest.raises(UsageError, match="priors"):
         decode_detections(raw["ssd"], "ssd", input_size=(64, 96))
+
+
+@pytest.mark.parametrize("strides, shapes", [((0,), [[(16, 16)]]), ((-8,), [[(16, 16)]]), ((8,), [[(16,)]]),
+                                             ((8,), [(16, 16)]), ((8,), [[(16, -2)]]), ((float("nan"),), [[(4, 4)]])])
+def test_prior_config_refuses_bad_strides_and_shapes(strides, shapes):
+    """stride 0 failed with ZeroDivisionError, -8 with numpy's ValueError, a one-number shape (16,) was
+    taken as a 16 x 16 square by broadcasting."""
+    from trtflow.errors import UsageError
+    from trtflow.vision.priors import PriorConfig
+
+    with pytest.raises(UsageError, match="prior config"):
+        PriorConfig(strides, shapes)

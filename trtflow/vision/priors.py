@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,16 +43,30 @@ class PriorConfig:
 
     def __post_init__(self):
         # tuples, also when given lists: computed priors are cached by config
-        object.__setattr__(self, "strides", tuple(self.strides))
-        object.__setattr__(self, "shapes", tuple(tuple(tuple(wh) for wh in level) for level in self.shapes))
+        try:
+            object.__setattr__(self, "strides", tuple(self.strides))
+            object.__setattr__(self, "shapes", tuple(tuple(tuple(wh) for wh in level) for level in self.shapes))
+        except TypeError:
+            raise UsageError(f"prior config: strides {self.strides!r}, shapes {self.shapes!r}; give one stride per "
+                             "level and, per level, a list of (width, height) prior shapes") from None
         if len(self.strides) != len(self.shapes):
             raise UsageError(f"prior config has {len(self.strides)} strides but {len(self.shapes)} shape lists")
+        if not all(_positive(s) for s in self.strides):
+            raise UsageError(f"prior config strides {self.strides}: give each level's pixels per grid cell, above 0")
+        for level, shapes in enumerate(self.shapes):
+            if not all(len(wh) == 2 and all(_positive(v) for v in wh) for wh in shapes):
+                raise UsageError(f"prior config level {level} shapes {shapes}: give (width, height) pairs in pixels, "
+                                 "above 0")
 
     def count(self, height: int, width: int) -> int:
         """Number of priors for an input of ``height`` x ``width`` pixels."""
         return sum(
             math.ceil(height / s) * math.ceil(width / s) * len(shapes) for s, shapes in zip(self.strides, self.shapes)
         )
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def square_shapes(sizes: Sequence[float]) -> tuple[Shape2, ...]:

@@ -298,3 +298,30 @@ def test_gpus_for_cpu_instances_are_refused_not_dropped(tmp_path, capsys, kind):
     _cli_json(capsys, model, "--out", tmp_path / "repo", "--gpus", "0,1", "--kind", "gpu")
     group = _parse(tmp_path / "repo" / "dyn" / "config.pbtxt").instance_group[0]
     assert group.kind == pb2.ModelInstanceGroup.KIND_GPU and list(group.gpus) == [0, 1]
+
+
+def _row_sums_onnx(path: Path) -> Path:
+    """x (N, 4) -> s (N,): an output with nothing but the batch dim."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("ReduceSum", ["x", "axes"], ["s"], keepdims=0)], "sums",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("s", TensorProto.FLOAT, ["N"])],
+                              initializer=[helper.make_tensor("axes", TensorProto.INT64, [1], [1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_tensor_with_only_the_batch_dim_gets_max_batch_zero(tmp_path, capsys):
+    # Triton refuses the model when a tensor has no dims after the batch dim ("must specify 'dims'")
+    model = _row_sums_onnx(tmp_path / "sums.onnx")
+    result = _cli_json(capsys, model, "--out", tmp_path / "repo")
+    config = _parse(tmp_path / "repo" / "sums" / "config.pbtxt")
+    assert result["max_batch"] == 0 == config.max_batch_size and not config.HasField("dynamic_batching")
+    assert [list(t.dims) for t in config.input] == [[-1, 4]] and [list(t.dims) for t in config.output] == [[-1]]
+    assert all(list(t.dims) for t in [*config.input, *config.output])
+    assert main(["triton-repo", str(model), "--out", str(tmp_path / "repo2"), "--max-batch", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "'s'" in err and "--max-batch 0" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "repo2" / "sums").exists()

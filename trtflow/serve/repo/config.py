@@ -71,13 +71,16 @@ def check_batch_dims(spec: ConfigSpec) -> None:
     """Refuse a ``max_batch > 0`` for tensors whose dim 0 cannot be a batch.
 
     Raises:
-        UsageError: a tensor without dims, or an input whose dim 0 is fixed.
+        UsageError: a tensor without dims or with nothing but dim 0, or an input whose dim 0 is fixed.
     """
     if spec.max_batch <= 0:
         return
     for t in list(spec.inputs) + list(spec.outputs):
         if t.rank == 0:
             raise UsageError(f"tensor '{t.name}' is a scalar, so the model has no batch dim; use --max-batch 0")
+        if t.rank == 1:  # Triton: "model output 's' must specify 'dims'"
+            raise UsageError(f"tensor '{t.name}' has shape {t.describe_shape()}: nothing but the batch dim, which "
+                             "leaves config.pbtxt no dims and Triton refuses the model; use --max-batch 0")
     for t in spec.inputs:
         if isinstance(t.shape[0], int):
             raise UsageError(

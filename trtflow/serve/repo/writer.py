@@ -135,9 +135,12 @@ def _batch_bound(inputs: Sequence[TensorSpec]) -> int | None:
     return min(maxima) if maxima and len(maxima) == len(inputs) else None
 
 
-def _default_max_batch(inputs: Sequence[TensorSpec]) -> tuple[int, str]:
+def _default_max_batch(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> tuple[int, str]:
     if not inputs or any(s.rank == 0 or isinstance(s.shape[0], int) for s in inputs):
         return 0, "dim 0 of an input is fixed: max_batch_size 0 (Triton sends whole tensors)"
+    short = [s.name for s in [*inputs, *outputs] if s.rank <= 1]
+    if short:  # with a batch dim left out, config.pbtxt would give them no dims, which Triton refuses
+        return 0, f"{short} have no dim beyond dim 0: max_batch_size 0 (Triton sends whole tensors)"
     bound = _batch_bound(inputs)
     if bound is not None:
         return bound, f"max_batch_size {bound}: the plan's profiles allow batches up to {bound}"
@@ -329,7 +332,7 @@ def write_model(model: str | os.PathLike, repo: str | os.PathLike, options: Repo
     max_batch = options.max_batch
     if max_batch is None:
         max_batch, why = (DEFAULT_MAX_BATCH, f"max_batch_size {DEFAULT_MAX_BATCH}") if options.task \
-            else _default_max_batch(inputs)
+            else _default_max_batch(inputs, outputs)
         notes.append(why)
     on_gpu = backend == "tensorrt" or engine == "tensorrt"
     kind = options.kind if options.kind != "auto" else ("gpu" if on_gpu else "cpu")

@@ -173,3 +173,11 @@ def test_shapes_that_disagree_with_an_input_file_are_refused(tiny_onnx, tmp_path
     assert same.returncode == 0, same.stderr
     opt = call_cli(command, str(tiny_onnx), "--optShapes", "x:1x3x16x16", "--input", f"x={tmp_path / 'x4.npy'}", *fast)
     assert opt.returncode == 0, opt.stderr  # a profile's shape, not the run's: the file sets it
+
+
+def test_cli_bench_refuses_two_outputs_in_one_file(tiny_onnx, tmp_path):
+    """--exportJson b.png --plot b.png wrote the JSON, then the plot over it: the figures were lost."""
+    out = tmp_path / "b.png"
+    proc = call_cli("bench", str(tiny_onnx), "--shapes", "x:1x3x16x16", "--iterations", "1", "--duration", "0",
+                    "--warmUp", "0", "--exportJson", str(out), "--plot", str(out))
+    assert proc.returncode == 2 and "name one file" in proc.stderr and not out.exists(), proc.stderr

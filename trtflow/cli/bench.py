@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
 from trtflow.cli import options, output, trtexec
 from trtflow.errors import UsageError
 
@@ -163,6 +165,13 @@ def run(args: argparse.Namespace) -> int:
         require("matplotlib", "--plot")  # before the run, not after it
     if args.exportJson is not None:  # --exportJson= too: the figures asked for would not be written
         options.check_out_path(args.exportJson, "--exportJson")
+    written = [(flag, path) for flag, path in (("--exportJson", args.exportJson), ("--plot", args.plot),
+                                               ("--saveEngine", args.saveEngine)) if path]
+    for i, (flag, path) in enumerate(written):
+        for other, then in written[i + 1:]:
+            if Path(path).resolve() == Path(then).resolve():
+                raise UsageError(f"{flag} and {other} name one file ({path}): the second would replace the first; "
+                                 "give two file names")
     files = parse_input_args(args.input)
     gpus = options.gpus_of(args)
     if args.saveEngine or args.buildOnly:  # trtexec: build the ONNX model first (and stop with --buildOnly)

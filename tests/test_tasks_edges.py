@@ -128,3 +128,15 @@ def test_task_numbers_refused_when_made(task, option):
         make = lambda: ClassifyTask(load(tiny_onnx([1.0, 2.0, 3.0]), engine="ort"), **option)  # noqa: E731
     with pytest.raises(UsageError, match=next(iter(option))):
         make()
+
+
+def test_imagenet_top_k_infinite_logit_wins():
+    """vision.imagenet.top_k on an fp16 engine's overflowed logit: that class with score 1, not NaN everywhere."""
+    from trtflow.vision.imagenet import top_k
+
+    logits = np.zeros((2, 1000), np.float32)
+    logits[0, 281] = np.inf
+    logits[1, 967] = 5.0
+    best = top_k(logits, 2)
+    assert (best[0][0]["label"], best[0][0]["score"], best[0][1]["score"]) == ("tabby", 1.0, 0.0)
+    assert best[1][0]["label"] == "espresso" and 0 < best[1][0]["score"] < 1

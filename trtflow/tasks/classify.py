@@ -11,6 +11,7 @@ from trtflow.tasks.base import FrameMeta, Task, whole_option
 from trtflow.tasks.detect import _resolve_size
 from trtflow.tasks.prepare import Prep, feed_of, prepare_frames
 from trtflow.tasks.results import Classification
+from trtflow.vision.imagenet import softmax
 
 IMAGENET = Prep(mode="crop", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), pad_value=0.0)
 
@@ -50,14 +51,7 @@ class ClassifyTask(Task):
         logits = to_numpy(outputs[self.output_name]).astype(np.float64).reshape(len(metas), -1)
         probs = logits
         if not (np.all(logits >= 0) and np.allclose(logits.sum(1), 1.0, atol=1e-3)):
-            top = logits.max(axis=1, keepdims=True)
-            with np.errstate(invalid="ignore"):  # NaN logits stay NaN; +inf rows are set below
-                z = np.exp(logits - np.where(np.isposinf(top), 0.0, top))
-                probs = z / z.sum(axis=1, keepdims=True)
-            inf_rows = np.isposinf(top[:, 0])  # an overflowed (fp16) logit: the +inf classes share probability 1
-            if inf_rows.any():
-                won = np.isposinf(logits[inf_rows])
-                probs[inf_rows] = won / won.sum(axis=1, keepdims=True)
+            probs = softmax(logits)  # an overflowed (fp16) +inf logit: its class gets probability 1
         best = np.argsort(-probs, axis=1, kind="stable")[:, : self.top_k]
         return [
             Classification([{"class": int(c), "label": self.label(int(c)), "score": round(float(p[c]), 5)} for c in row])

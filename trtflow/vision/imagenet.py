@@ -101,14 +101,27 @@ def top_k(logits: np.ndarray, k: int = 5) -> list[list[dict]]:
     if logits.ndim != 2 or logits.shape[1] != 1000:
         raise InputShapeError(f"logits have shape {logits.shape}; top_k reads N x 1000 ImageNet-1k logits "
                               f"(add a batch axis with logits[None] for one image)")
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs = z / z.sum(axis=1, keepdims=True)
+    probs = softmax(logits)
     names = class_names()
     best = np.argsort(-probs, axis=1)[:, :k]
     return [
         [{"index": int(i), "label": names[i], "score": float(p[i])} for i in row]
         for row, p in zip(best, probs)
     ]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of N x C float64 logits. A row with a +inf logit (an fp16 engine's overflow)
+    gives its +inf classes probability 1 between them; NaN logits give NaN rows."""
+    top = logits.max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):  # NaN rows stay NaN; +inf rows are set below
+        z = np.exp(logits - np.where(np.isposinf(top), 0.0, top))
+        probs = z / z.sum(axis=1, keepdims=True)
+    inf_rows = np.isposinf(top[:, 0])
+    if inf_rows.any():
+        won = np.isposinf(logits[inf_rows])
+        probs[inf_rows] = won / won.sum(axis=1, keepdims=True)
+    return probs
 
 
 def sample_images() -> Mapping[str, np.ndarray]:

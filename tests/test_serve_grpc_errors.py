@@ -156,3 +156,17 @@ def test_grpc_answer_larger_than_the_request_body_limit_is_sent():
         big.set_data_from_numpy(np.zeros((70000, 4), np.float32))
         with pytest.raises(grpcclient.InferenceServerException, match="RESOURCE_EXHAUSTED"):
             c.infer("tile", [big])
+
+
+def test_grpc_input_with_raw_and_typed_contents_is_refused():
+    """An input given both ways (raw_input_contents and its own contents) was read from the raw
+    bytes, its contents dropped without a word; Triton refuses the request."""
+    from trtflow.serve import grpc_service
+    from trtflow.serve.protocol import ProtocolError
+
+    request = grpc_service.pb.ModelInferRequest(model_name="m")
+    request.inputs.add(name="x", datatype="FP32", shape=[1]).contents.fp32_contents.extend([2.0])
+    request.raw_input_contents.append(np.float32(1.0).tobytes())
+    with pytest.raises(ProtocolError, match=r"input 'x' has both typed contents and raw_input_contents") as err:
+        grpc_service.decode(request)
+    assert err.value.status == 400

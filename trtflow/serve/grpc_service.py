@@ -46,6 +46,9 @@ def decode(request) -> InferRequest:
         if item.name in inputs:
             raise ProtocolError(f"input '{item.name}' is given more than once")
         if raw:
+            if item.HasField("contents"):  # which one holds the tensor? Triton refuses it too
+                raise ProtocolError(f"input '{item.name}' has both typed contents and raw_input_contents; send "
+                                    "each input one way (all inputs raw, or all in contents)")
             inputs[item.name] = protocol.array_from_raw(raw[i], item.datatype, shape, item.name)
         else:
             shape = protocol._shape(shape, item.name)  # as raw tensors: a negative dim is a 400

@@ -325,3 +325,32 @@ def test_a_tensor_with_only_the_batch_dim_gets_max_batch_zero(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "'s'" in err and "--max-batch 0" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "repo2" / "sums").exists()
+
+
+@pytest.fixture
+def fake_plan(monkeypatch, tmp_path) -> Path:
+    """A plan of the TensorRT test double (TensorRT cannot run here): a, b (N, 4) -> c, profiles up to batch 4 and 16."""
+    from tests import fake_tensorrt as fake
+    from trtflow.backends.tensorrt import runner
+    from trtflow.backends.tensorrt.flavor import Flavor
+
+    cuda = fake.FakeCuda()
+    trt = fake.FakeTensorRT(cuda)
+    monkeypatch.setattr(runner, "open_device", lambda index: cuda)
+    monkeypatch.setattr(runner, "load_flavor", lambda: Flavor("tensorrt", trt.__version__, trt))
+    plan = tmp_path / "add.plan"
+    small, large = [(1, 4), (2, 4), (4, 4)], [(5, 4), (8, 4), (16, 4)]
+    plan.write_bytes(fake.plan_bytes("add", [{"a": small, "b": small}, {"a": large, "b": large}]))
+    return plan
+
+
+def test_max_batch_above_the_plans_profiles_is_refused(fake_plan, tmp_path):
+    from trtflow.errors import UsageError
+    from trtflow.serve.repo import RepoOptions, write_repository
+
+    with pytest.raises(UsageError, match="up to 16") as info:
+        write_repository(fake_plan, tmp_path / "repo", RepoOptions(max_batch=32))
+    assert "--max-batch" in str(info.value)
+    assert not (tmp_path / "repo" / "add").exists()
+    result = write_repository(fake_plan, tmp_path / "repo", RepoOptions(max_batch=16))
+    assert result.max_batch == 16 == _parse(result.config_path).max_batch_size

@@ -334,6 +334,10 @@ def write_model(model: str | os.PathLike, repo: str | os.PathLike, options: Repo
         max_batch, why = (DEFAULT_MAX_BATCH, f"max_batch_size {DEFAULT_MAX_BATCH}") if options.task \
             else _default_max_batch(inputs, outputs)
         notes.append(why)
+    bound = None if options.task else _batch_bound(inputs)
+    if bound is not None and max_batch > bound:  # Triton's tensorrt backend refuses it; trtflow's engine too
+        raise UsageError(f"--max-batch {max_batch}: the plan's profiles allow batches up to {bound}; use --max-batch "
+                         f"{bound} or less, or rebuild the plan with a larger max batch (--maxShapes)")
     on_gpu = backend == "tensorrt" or engine == "tensorrt"
     kind = options.kind if options.kind != "auto" else ("gpu" if on_gpu else "cpu")
     spec = ConfigSpec(

@@ -114,3 +114,20 @@ def test_an_npz_holding_objects_is_called_one(tmp_path):
     with pytest.raises(ModelLoadError, match="pickles") as info:
         load_array(str(tmp_path / "objects.npz"), "x")
     assert "not a .npy or .npz" not in str(info.value) and "astype(str)" in str(info.value)
+
+
+def test_run_saves_a_scalar_input_and_output_as_scalars(tmp_path):
+    """A 0-d input or output was saved by --save-inputs / -o as a (1,) array, so feeding the saved inputs back
+    (--input u=IN.npz, as the flag's help says) was refused: "has shape (1,); the engine expects ()"."""
+    from onnx import TensorProto, helper, save
+
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("Identity", ["u"], ["y"])], "g", [vi("u", TensorProto.UINT8, [])],
+                              [vi("y", TensorProto.UINT8, [])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
+    saved_in, saved_out = tmp_path / "in.npz", tmp_path / "out.npz"
+    proc = call_cli("run", str(tmp_path / "m.onnx"), "--save-inputs", str(saved_in), "-o", str(saved_out))
+    assert proc.returncode == 0, proc.stderr
+    assert np.load(saved_in)["u"].shape == () and np.load(saved_out)["y"].shape == ()
+    again = call_cli("run", str(tmp_path / "m.onnx"), "--input", f"u={saved_in}")
+    assert again.returncode == 0, again.stderr

@@ -315,7 +315,7 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
                 if arr.dtype == object:
                     arr = arr.astype(str)
                 with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
+                    np.lib.format.write_array(f, np.asarray(arr, order="C"), allow_pickle=False)  # a scalar stays 0-d
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -140,3 +140,21 @@ def test_imagenet_top_k_infinite_logit_wins():
     best = top_k(logits, 2)
     assert (best[0][0]["label"], best[0][0]["score"], best[0][1]["score"]) == ("tabby", 1.0, 0.0)
     assert best[1][0]["label"] == "espresso" and 0 < best[1][0]["score"] < 1
+
+
+def test_sr_measures_the_margin_of_a_fixed_batch_engine(tmp_path):
+    """arch=None runs the engine once to measure its margin; with a batch fixed at 2 that probe of one
+    image was refused (InputShapeError) although the task pads batches to the engine's range."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from trtflow.tasks import make_task
+
+    model = onnx.load_from_string(sr_onnx(2, 3))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2
+    path = tmp_path / "sr_batch2.onnx"
+    onnx.save(model, str(path))
+    task = make_task("sr", path, engine="ort", tile=8)
+    assert task.margin == 3
+    frames = [np.random.default_rng(1).integers(0, 256, (5, 11, 3), dtype=np.uint8)] * 3
+    for result in task.predict(frames):
+        assert np.array_equal(result.image, frames[0].repeat(2, 0).repeat(2, 1))

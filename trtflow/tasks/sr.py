@@ -85,7 +85,7 @@ class SuperResolutionTask(Task):
         """p from one run: an input of 2*16 + 2*a rows gives scale * (that) - 2 * scale * p rows."""
         size = 64
         probe = np.zeros((1, 3, size, size), dtype=self.input_spec.dtype)
-        out = next(iter(self.engine.infer({self.input_name: probe}).values()))
+        out = self.infer({self.input_name: probe})[self.engine.outputs[0].name]  # padded to a fixed batch
         lost = self.scale * size - int(out.shape[-2])
         if lost < 0 or lost % (2 * self.scale):
             raise UsageError(f"the SR model maps {size} rows to {out.shape[-2]}; that is not {self.scale}x minus a "

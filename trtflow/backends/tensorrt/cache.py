@@ -17,7 +17,8 @@ from trtflow.backends.tensorrt.config import BuildConfig
 from trtflow.backends.tuned import material_key, model_digest
 from trtflow.progress import Progress
 from trtflow.backends.tensorrt.flavor import Flavor, load_flavor, target_of
-from trtflow.backends.tensorrt.sidecar import incompatibility, read_sidecar, sha256, sidecar_path, write_plan
+from trtflow.backends.tensorrt.sidecar import (incompatibility, read_sidecar, remove_stale_temps, sha256, sidecar_path,
+                                               write_plan)
 from trtflow.graph.io import ModelLike
 
 log = logging.getLogger(__name__)
@@ -177,13 +178,31 @@ class EngineCache:
         return out
 
     def clear(self) -> int:
-        """Delete every cached plan, sidecar and lock file; return how many plans were removed."""
+        """Delete every cached plan, sidecar and lock file, and the temporary files of killed writers;
+        return how many plans were removed.
+
+        A key whose lock another process holds (a build under way) is left alone, with its writer's
+        temporary files: deleting them would break that build's rename, and its lock file would stop
+        keeping a third process from building the key at the same time.
+        """
+        from filelock import FileLock, Timeout
+
         if not self.root.exists():
             return 0
+        keys = {p.name.split(".")[0] for p in self.root.iterdir()
+                if p.suffix in (".plan", ".json", ".lock") and not p.name.startswith(".")}
         removed = 0
-        for path in self.root.iterdir():
-            if path.suffix == ".plan":
-                removed += 1
-            if path.suffix in (".plan", ".json", ".lock", ".tmp"):
-                path.unlink(missing_ok=True)
-        return removed
+        for key in sorted(keys):
+            plan, side, lock = self.paths(key)
+            try:
+                with FileLock(str(lock), timeout=0):
+                    removed += plan.exists()
+                    plan.unlink(missing_ok=True)
+                    side.unlink(missing_ok=True)
+            except Timeout:
+                log.info("engine cache: %s is being built by another process; left alone", key)
+                continue
+            lock.unlink(missing_ok=True)
+        for tmp in self.root.glob(".*.tmp"):  # .KEY.plan[.json].PID.NS.tmp: only those of dead writers go
+            remove_stale_temps(self.root / tmp.name[1:].removesuffix(".tmp").rsplit(".", 2)[0])
+        return int(removed)

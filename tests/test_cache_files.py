@@ -1,0 +1,52 @@
+"""The engine cache's files without building anything (TensorRT cannot run here): what ``cache list``
+and ``cache clear`` do with incomplete entries, stale temporary files and a build under way."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from filelock import FileLock
+
+from tests.conftest import call_cli
+from trtflow.backends.tensorrt.cache import EngineCache
+from trtflow.backends.tensorrt.sidecar import sha256
+
+
+def _entry(root, key: str, plan: bytes = b"plan bytes", sidecar: dict | str | None = None) -> None:
+    """A cache entry written as the cache writes it: ``sidecar`` None for a complete one, a string for raw text."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{key}.plan").write_bytes(plan)
+    if sidecar is None:
+        sidecar = {"flavor": "tensorrt", "version": "10.13.0.35", "plan_sha256": sha256(plan), "engine_bytes": len(plan),
+                   "inputs": [], "outputs": [], "profiles": [], "source": "m.onnx", "key": key}
+    (root / f"{key}.plan.json").write_text(sidecar if isinstance(sidecar, str) else json.dumps(sidecar))
+    (root / f"{key}.lock").touch()
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_clear_leaves_a_build_under_way_alone(tmp_path):
+    root = tmp_path / "engines"
+    _entry(root, "a" * 64)
+    _entry(root, "b" * 64)
+    building = root / ("b" * 64 + ".lock")
+    live_tmp = root / f".{'b' * 64}.plan.{os.getpid()}.1.tmp"  # this process is the writer: alive
+    live_tmp.write_bytes(b"half a plan")
+    dead_tmp = root / f".{'a' * 64}.plan.{_dead_pid()}.1.tmp"
+    dead_tmp.write_bytes(b"left by a killed writer")
+    with FileLock(str(building)):  # another build holds the key
+        removed = EngineCache(root).clear()
+        assert removed == 1
+        assert live_tmp.exists() and building.exists()  # its rename would fail, and its lock stop guarding it
+        assert (root / f"{'b' * 64}.plan").exists()
+        os.replace(live_tmp, root / f"{'b' * 64}.plan")  # the writer finishes
+    assert not dead_tmp.exists()
+    assert sorted(p.name for p in root.iterdir()) == sorted(f"{'b' * 64}{s}" for s in (".plan", ".plan.json", ".lock"))
+    assert EngineCache(root).clear() == 1 and list(root.iterdir()) == []

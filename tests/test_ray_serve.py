@@ -132,6 +132,17 @@ def test_a_version_the_replica_does_not_serve_is_404(cluster, reference):
     assert call("/versions/1/config")[1]["max_batch_size"] == 8
 
 
+def test_config_reports_the_batch_wait_the_replicas_use(cluster):
+    """The replicas wait --max-queue-delay-us (batch_wait_timeout_s) for a batch, but their model
+    config said max_queue_delay_microseconds 0."""
+    url, _ = cluster
+    with urllib.request.urlopen(f"http://{url}/v2/models/{APP}/config", timeout=20) as r:
+        config = json.loads(r.read())
+    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 5000, config
+    with urllib.request.urlopen(f"http://{url}/v2/models/tiny_api/config", timeout=20) as r:  # the default, 2 ms
+        assert json.loads(r.read())["dynamic_batching"]["max_queue_delay_microseconds"] == 2000
+
+
 def test_concurrent_requests_share_engine_calls(cluster, reference):
     """@serve.batch merges concurrent requests: some answers come from a call of several rows,
     each still equal to its own in-process result."""

@@ -131,8 +131,10 @@ class TrtflowReplica:
         engine = engine_name(options.engine, model)
         extra = options.ort_options if engine == "ort" else {}
         self.engine = load(model, engine, **{**options.engine_options, **extra})
-        self.model = ServedModel(options.name, [self.engine],
-                                 BatchConfig(max_batch=options.max_batch, timeout_s=options.timeout_s), options.labels)
+        # delay_us: what the config reports (Serve's batcher does the waiting)
+        config = BatchConfig(max_batch=options.max_batch, delay_us=round(options.batch_wait_timeout_s * 1e6),
+                             timeout_s=options.timeout_s)
+        self.model = ServedModel(options.name, [self.engine], config, options.labels)
         self.node = ray.get_runtime_context().get_node_id()
         context = serve.get_replica_context()
         self.replica = getattr(getattr(context, "replica_id", None), "unique_id", "") or str(id(self))

@@ -79,3 +79,15 @@ def test_torch_dtypes_numpy_lacks_convert_exactly(tiny_onnx):
     x = torch.randn(1, 3, 16, 16).to(torch.float8_e4m3fn)
     with trtflow.load(tiny_onnx, engine="ort") as engine:
         np.testing.assert_array_equal(engine.infer({"x": x})["logits"], engine.infer({"x": x.float()})["logits"])
+
+
+def test_a_scalar_array_stays_a_scalar_tensor():
+    """to_torch made a 0-d float array (1,) (np.ascontiguousarray is at least 1-d); bool ones stayed 0-d. The
+    CUDA bench lanes build their inputs through it, so a scalar input reached the engine as (1,)."""
+    pytest.importorskip("torch")
+    from trtflow.arrays import to_torch
+
+    for value in (np.array(2.5, np.float32), np.array(7, np.int64), np.array(True)):
+        assert tuple(to_torch(value).shape) == () and to_torch(value).item() == value.item()
+    strided = np.arange(12, dtype=np.float32).reshape(3, 4)[:, ::2]
+    assert to_torch(strided).tolist() == strided.tolist()

@@ -223,7 +223,8 @@ def to_torch(x: Any, device: str | None = None):
     elif isinstance(x, np.ndarray):
         if not x.dtype.isnative:  # a '>f4' .npy: torch takes native byte order only
             x = x.astype(x.dtype.newbyteorder("="))
-        t = torch.from_numpy(np.ascontiguousarray(x)) if x.dtype != np.bool_ else torch.from_numpy(x.copy())
+        # np.asarray(order="C"), not np.ascontiguousarray, which makes a 0-d array (1,)
+        t = torch.from_numpy(np.asarray(x, order="C")) if x.dtype != np.bool_ else torch.from_numpy(x.copy())
     elif hasattr(x, "__dlpack__"):
         t = torch.from_dlpack(x)
     else:

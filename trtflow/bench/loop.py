@@ -157,13 +157,13 @@ class _Lane:
     """One CUDA stream with its own pinned inputs, device inputs, pinned outputs and event ring."""
 
     def __init__(self, torch, engine, feed, device):
-        from trtflow.arrays import torch_dtype
+        from trtflow.arrays import to_torch, torch_dtype
 
         self.stream = torch.cuda.Stream(device)
         specs = {s.name: s for s in engine.inputs}
         layout = torch.channels_last if getattr(engine, "channels_last", False) else torch.contiguous_format
         self.pinned = {  # 4-d inputs in the layout the engine takes (no layout copy in each query)
-            n: torch.from_numpy(np.ascontiguousarray(a)).to(torch_dtype(specs[n].dtype))
+            n: to_torch(a).cpu().to(torch_dtype(specs[n].dtype))  # a scalar stays 0-d; a bfloat16 feed is a tensor
             .contiguous(memory_format=layout if np.ndim(a) == 4 else torch.contiguous_format).pin_memory()
             for n, a in feed.items()
         }

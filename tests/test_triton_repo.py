@@ -384,3 +384,26 @@ def test_repo_options_refuse_numbers_triton_would_ignore_or_refuse(tmp_path, fie
 
     with pytest.raises(UsageError, match=field):
         RepoOptions(**{field: value})
+
+
+def test_python_repository_of_an_onnx_with_external_weights_runs_from_the_repository(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import trtflow
+
+    weight = numpy_helper.from_array(np.full((4, 4), 3, np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "ext",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], initializer=[weight])
+    model = tmp_path / "src" / "ext.onnx"
+    model.parent.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model,
+              save_as_external_data=True, location="ext.weights", size_threshold=0)
+    result = _cli_json(capsys, model, "--out", tmp_path / "repo", "--backend", "python")
+    params = _params(_parse(tmp_path / "repo" / "ext" / "config.pbtxt"))
+    copied = tmp_path / "repo" / "ext" / "1" / params["trtflow_model"]
+    assert str(copied) in result["files"]
+    with trtflow.load(copied, params["trtflow_engine"]) as engine:  # as model.py loads it inside Triton
+        out = engine.infer({"x": np.ones((2, 4), np.float32)})
+    np.testing.assert_array_equal(out["y"], np.full((2, 4), 12, np.float32))

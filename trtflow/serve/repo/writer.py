@@ -370,7 +370,10 @@ def write_model(model: str | os.PathLike, repo: str | os.PathLike, options: Repo
             shutil.copyfile(sidecar, target.with_name(target.name + ".json"))
     elif backend == "python":
         shutil.copyfile(TEMPLATE, target)
-        shutil.copyfile(model, version_dir / model.name)
+        if model.suffix.lower() == ".onnx":  # external weights come along, inlined (one file below 2 GB)
+            _copy_onnx(model, version_dir / model.name)
+        else:
+            shutil.copyfile(model, version_dir / model.name)
         sidecar = model.with_name(model.name + ".json")
         if model.suffix.lower() in PLAN_SUFFIXES and sidecar.is_file():
             shutil.copyfile(sidecar, version_dir / sidecar.name)

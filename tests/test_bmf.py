@@ -347,3 +347,34 @@ def test_options_of_the_wrong_type_are_usage_errors(tmp_path):
             runner_from_options({**option, key: value})
     with pytest.raises(UsageError, match="dict"):
         runner_from_options([("task", "sr")])
+
+
+def _pixels_onnx(elem_type: int) -> bytes:
+    """images [N, 3, 8, 8] of ``elem_type`` -> out [N] = the mean pixel as float."""
+    from onnx import TensorProto as T, helper as h
+
+    g = h.make_graph([h.make_node("Cast", ["images"], ["f"], to=T.FLOAT),
+                      h.make_node("ReduceMean", ["f"], ["out"], axes=[1, 2, 3], keepdims=0)], "pixels",
+                     [h.make_tensor_value_info("images", elem_type, ["n", 3, 8, 8])],
+                     [h.make_tensor_value_info("out", T.FLOAT, ["n"])])
+    model = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_an_integer_image_input_gets_the_0_255_pixels():
+    """A uint8 image input was fed the 0..1 floats cast to uint8: every pixel 0 (or 1 for white)."""
+    from onnx import TensorProto as T
+
+    from trtflow.backends import load
+
+    task = EngineTask(load(_pixels_onnx(T.UINT8), engine="ort"), input_shapes={"images": [2, 3, 8, 8]})
+    runner = BatchRunner(task, batch=2, draw=False)
+    got = runner.push(np.full((8, 8, 3), 200, np.uint8), 0) + runner.push(np.full((8, 8, 3), 7, np.uint8), 1)
+    assert [float(e.result.outputs["out"]) for e in got] == [200.0, 7.0]
+    floats = EngineTask(load(_pixels_onnx(T.FLOAT), engine="ort"), input_shapes={"images": [1, 3, 8, 8]})
+    np.testing.assert_allclose(floats.predict([np.full((8, 8, 3), 51, np.uint8)])[0].outputs["out"], 0.2, rtol=1e-6)
+    with pytest.raises(UsageError, match="uint8.*0..255.*mean"):  # a normalization the cast would wipe out
+        EngineTask(load(_pixels_onnx(T.UINT8), engine="ort"), input_shapes={"images": [1, 3, 8, 8]}, mean=(0.5,) * 3)
+    with pytest.raises(UsageError, match="int8"):  # 0..255 does not fit
+        EngineTask(load(_pixels_onnx(T.INT8), engine="ort"), input_shapes={"images": [1, 3, 8, 8]})

@@ -7,9 +7,10 @@ the stream. Before results leave, the current CUDA stream of the outputs' device
 tensor the GPU is still writing on that stream.
 
 ``EngineTask`` runs any engine with no task-specific processing: the image input is the
-frame resized to that input's (H, W) as 0..1 RGB (optionally normalized), every other input is
-fed a constant given in the options, each input with its own shape (the published BMF TensorRT
-demo sets only the first input's shape; a multi-input engine then runs with unset shapes).
+frame resized to that input's (H, W) as 0..1 RGB (optionally normalized; the 0..255 pixels on a
+uint8 or wider integer input), every other input is fed a constant given in the options, each
+input with its own shape (the published BMF TensorRT demo sets only the first input's shape; a
+multi-input engine then runs with unset shapes).
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ class Tensors:
 
 
 class EngineTask(Task):
-    """Any engine, fed frames as 0..1 RGB on its image input and constants on the others.
+    """Any engine, fed frames as 0..1 RGB on its image input (0..255 on an integer one) and
+    constants on the others.
 
     Args:
         engine: the loaded engine.
@@ -140,7 +142,7 @@ class EngineTask(Task):
         inputs: input name -> constant value for the non-image inputs, either one item (tiled over
             the batch) or a whole batch (sliced).
         image_input: the input fed with frames (default: the first rank-4 input).
-        mean, std: per-channel normalization after scaling to 0..1.
+        mean, std: per-channel normalization after scaling to 0..1 (float image inputs only).
     """
 
     name = "engine"
@@ -196,8 +198,22 @@ class EngineTask(Task):
         if c != 3:
             raise UsageError(f"input '{self.input_name}' has shape {self.shapes[self.input_name]}; frames fill 3 "
                              f"channels (RGB): give an (N, 3, H, W) shape")
-        # Prep refuses a zero std
-        self.prep = Prep("stretch", (h, w), mean=_per_channel("mean", mean), std=_per_channel("std", std))
+        mean, std = _per_channel("mean", mean), _per_channel("std", std)
+        self.prep = Prep("stretch", (h, w), scale=self._scale(mean, std), mean=mean, std=std)  # Prep refuses std 0
+
+    def _scale(self, mean: tuple, std: tuple) -> float:
+        """What the 0..255 pixels are multiplied by: 1/255 for a float image input (0..1), 1 for an
+        integer one that holds 0..255 (uint8: the 0..1 floats were cast to 0)."""
+        dtype = self.input_spec.dtype
+        if dtype in _FLOATS:
+            return 1 / 255
+        if dtype not in _PIXEL_INTS:
+            raise UsageError(f"input '{self.input_name}' is {dtype}, which cannot hold frames (0..1 floats or "
+                             f"0..255 integers): give an image input of a float type, or uint8")
+        if mean != (0.0, 0.0, 0.0) or std != (1.0, 1.0, 1.0):
+            raise UsageError(f"input '{self.input_name}' is {dtype}: it gets the 0..255 pixels, and mean/std "
+                             f"({list(mean)}, {list(std)}) would be cast away; drop them (the model normalizes)")
+        return 1.0
 
     @property
     def max_batch(self) -> int:
@@ -228,6 +244,10 @@ class EngineTask(Task):
 
     def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list[Tensors]:
         return [Tensors({k: v[i] for k, v in outputs.items()}) for i in range(len(metas))]
+
+
+_FLOATS = ("float16", "float32", "float64", "bfloat16")
+_PIXEL_INTS = ("uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")  # types 0..255 fits in
 
 
 def _dims(name: str, dims: Any) -> tuple[int, ...]:

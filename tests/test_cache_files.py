@@ -50,3 +50,14 @@ def test_clear_leaves_a_build_under_way_alone(tmp_path):
     assert not dead_tmp.exists()
     assert sorted(p.name for p in root.iterdir()) == sorted(f"{'b' * 64}{s}" for s in (".plan", ".plan.json", ".lock"))
     assert EngineCache(root).clear() == 1 and list(root.iterdir()) == []
+
+
+def test_list_skips_a_plan_removed_while_listing(tmp_path):
+    root = tmp_path / "engines"
+    _entry(root, "a" * 64)
+    (root / ("c" * 64 + ".plan")).symlink_to(tmp_path / "gone.plan")  # listed by the folder, then not there
+    env = {"TRTFLOW_CACHE_DIR": str(tmp_path)}
+    listed = call_cli("cache", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert [e["key"] for e in json.loads(listed.stdout)["engines"]] == ["a" * 64]
+    assert [e["complete"] for e in EngineCache(root).entries()] == [True]

@@ -159,12 +159,16 @@ class EngineCache:
         if not self.root.exists():
             return out
         for plan in sorted(self.root.glob("*.plan")):
+            try:
+                size = plan.stat().st_size
+            except FileNotFoundError:  # removed since the folder was read (cache clear in another process)
+                continue
             meta = read_sidecar(plan) or {}
             out.append(
                 {
                     "key": plan.stem,
                     "path": str(plan),
-                    "engine_bytes": plan.stat().st_size,
+                    "engine_bytes": size,
                     "source": meta.get("source"),
                     "flavor": meta.get("flavor"),
                     "version": meta.get("version"),

@@ -247,3 +247,12 @@ def test_bench_on_the_torch_engine_names_no_split_option(tmp_path):
     proc = call_cli("bench", "tests.models.export_zoo:with_examples", "--input", f"x={tmp_path / 'x4.npy'}",
                     "--iterations", "1", "--duration", "0", "--warmUp", "0", "--device", "cpu")  # traced at batch 2
     assert proc.returncode == 2 and "dim 0 is 4" in proc.stderr and "split" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "bench"])
+def test_the_torch_engine_given_an_onnx_model_names_the_engine_that_runs_it(tiny_onnx, command):
+    """`--engine torch model.onnx` said only "cannot read model.onnx as an AOTInductor package (a zip archive):
+    File is not a zip file"."""
+    proc = call_cli(command, str(tiny_onnx), "--engine", "torch", "--shapes", "x:1x3x16x16")
+    assert proc.returncode == 2 and "is an ONNX model: give --engine ort" in proc.stderr, proc.stderr
+    assert "zip" not in proc.stderr

@@ -62,6 +62,7 @@ def _load(args: argparse.Namespace, extra: dict | None = None):
         return _load_factory(args)
     name = engine_name(args.engine, model)
     if name == "torch":  # a .pt2 package
+        options.refuse_torch_file(model)
         error = options.pt2_precision_error(args)
         if error:
             raise error

@@ -172,3 +172,21 @@ def test_mobilenet_cache_with_a_damaged_meta_file_is_exported_again(tmp_path):
     path, meta, reused, _ = export_mobilenet(tmp_path)
     assert not reused and path.stat().st_size > 1_000_000
     assert export_mobilenet(tmp_path)[2]  # the meta written now is read back
+
+
+def test_sr_tiles_of_a_mixed_batch_follow_its_largest_frame():
+    """A 1 x 1 frame beside a 200 x 300 one cut the large frame into 60,000 tiles of 1 x 1 (the batch's
+    tile followed its smallest frame: 162 MB of input for 60,000 pixels). Small frames are edge-padded
+    up to the batch's tile instead; every frame is still exactly 2x."""
+    pytest.importorskip("onnxruntime")
+    from trtflow.tasks import make_task
+
+    task = make_task("sr", sr_onnx(2, 7), engine="ort", tile=256)
+    rng = np.random.default_rng(2)
+    frames = [rng.integers(0, 256, (1, 1, 3), dtype=np.uint8), rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)]
+    feed, metas = task.prepare(frames)
+    assert feed["x"].shape == (1 + 2, 3, 200 + 14, 256 + 14)  # the small frame one tile, the large one two
+    for frame, result in zip(frames, task.finish(task.infer(feed), metas)):
+        assert np.array_equal(result.image, frame.repeat(2, 0).repeat(2, 1))
+    whole = make_task("sr", sr_onnx(2, 7), engine="ort", tile=0)
+    assert whole.prepare(frames)[0]["x"].shape == (2, 3, 214, 314)  # tile=0: one tile per frame

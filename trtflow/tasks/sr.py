@@ -5,7 +5,8 @@ waifu2x models (upconv_7, cunet) use unpadded convolutions: an input of H x W gi
 frame is edge-padded by p, cut into tiles of ``tile`` x ``tile`` pixels (the last row/column of
 tiles shifted back inside the frame), each tile taken with its p-pixel margin; the model's output
 for a tile is exactly that tile upscaled, and the tiles are pasted back (overlaps, where the last
-tile was shifted, are averaged). A frame smaller than the tile is one tile. The output is exactly
+tile was shifted, are averaged). A frame smaller than the tile is one tile (edge-padded up to the
+batch's tile when larger frames share the batch). The output is exactly
 ``scale * H`` x ``scale * W`` and, for a model of unpadded convolutions, equal to running it on
 the whole frame at once. All tiles of a batch have one size, so they go through the engine as one
 batch (``task.infer`` splits it to the engine's batch range).
@@ -107,6 +108,7 @@ class SuperResolutionTask(Task):
         tiles, metas = [], []
         for t, (ah, aw) in zip(tensors, aligned):
             h, w = int(t.shape[0]), int(t.shape[1])
+            ah, aw = max(ah, th), max(aw, tw)  # a frame smaller than the batch's tile: edge-padded up to it
             x = t.permute(2, 0, 1)[None].float() / 255.0
             x = torch.nn.functional.pad(x, (p, p + aw - w, p, p + ah - h), mode="replicate")
             offsets = [(y0, x0) for y0 in _starts(ah, th) for x0 in _starts(aw, tw)]
@@ -117,13 +119,15 @@ class SuperResolutionTask(Task):
         return {self.input_name: feed_of(batch, numpy_in)}, metas
 
     def _tile_size(self, aligned: list) -> tuple[int, int]:
+        """One tile size for the batch: ``tile``, or the largest frame's size where that is smaller
+        (smaller frames are padded up to it, so a tiny frame does not cut the others into tiny tiles)."""
         a = self.align
-        min_h = min(h for h, _ in aligned)
-        min_w = min(w for _, w in aligned)
+        max_h = max(h for h, _ in aligned)
+        max_w = max(w for _, w in aligned)
         if self.tile <= 0:
-            return min_h, min_w
-        th = max(a, min(self.tile, min_h) // a * a)
-        tw = max(a, min(self.tile, min_w) // a * a)
+            return max_h, max_w
+        th = max(a, min(self.tile, max_h) // a * a)
+        tw = max(a, min(self.tile, max_w) // a * a)
         return th, tw
 
     def finish(self, outputs: Mapping[str, Any], metas: Sequence[TileMeta]) -> list[Upscaled]:

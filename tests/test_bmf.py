@@ -378,3 +378,34 @@ def test_an_integer_image_input_gets_the_0_255_pixels():
         EngineTask(load(_pixels_onnx(T.UINT8), engine="ort"), input_shapes={"images": [1, 3, 8, 8]}, mean=(0.5,) * 3)
     with pytest.raises(UsageError, match="int8"):  # 0..255 does not fit
         EngineTask(load(_pixels_onnx(T.INT8), engine="ort"), input_shapes={"images": [1, 3, 8, 8]})
+
+
+def test_an_output_without_the_batch_dim_is_refused_naming_it():
+    """EngineTask gave frame i ``output[i]``: an output without the batch as dim 0 was an IndexError
+    (a scalar), or a flattened output gave each frame one number of it without a word."""
+    import onnx
+    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+
+    from trtflow.backends import load
+    from trtflow.errors import EngineError
+
+    g = h.make_graph([h.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
+                      h.make_node("Reshape", ["images", "flat"], ["pixels"]),
+                      h.make_node("ReduceMean", ["images"], ["per_frame"], axes=[1, 2, 3], keepdims=0)], "unbatched",
+                     [h.make_tensor_value_info("images", T.FLOAT, ["n", 3, 8, 8])],
+                     [h.make_tensor_value_info("mean", T.FLOAT, []), h.make_tensor_value_info("pixels", T.FLOAT, [None]),
+                      h.make_tensor_value_info("per_frame", T.FLOAT, ["n"])], [nh.from_array(np.array([-1], np.int64), "flat")])
+    model = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    task = EngineTask(load(model.SerializeToString(), engine="ort"), input_shapes={"images": [2, 3, 8, 8]})
+    frame = np.full((8, 8, 3), 255, np.uint8)
+    with pytest.raises(EngineError, match=r"output 'mean' has shape \(\) for a batch of 1 frame"):
+        task.predict([frame])
+    feed, metas = task.prepare([frame])
+    outputs = task.infer(feed)
+    outputs.pop("mean")
+    with pytest.raises(EngineError, match=r"output 'pixels' has shape \(192,\) for a batch of 1 frame"):
+        task.finish(outputs, metas)
+    outputs.pop("pixels")
+    assert [float(r.outputs["per_frame"]) for r in task.finish(outputs, metas)] == [1.0]

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from trtflow.arrays import is_torch, to_numpy
-from trtflow.errors import InputShapeError, UsageError
+from trtflow.errors import EngineError, InputShapeError, UsageError
 from trtflow.tasks.base import FrameMeta, Task, check_frame
 from trtflow.tasks.prepare import Prep, feed_of, prepare_frames
 from trtflow.tasks.results import _copy
@@ -243,7 +243,19 @@ class EngineTask(Task):
         return value if like is None else _like(value, like)
 
     def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list[Tensors]:
-        return [Tensors({k: v[i] for k, v in outputs.items()}) for i in range(len(metas))]
+        """Each frame's rows of the outputs (dim 0 is the batch).
+
+        Raises:
+            EngineError: an output whose dim 0 is not the batch (a scalar, a flattened tensor).
+        """
+        n = len(metas)
+        for name, value in outputs.items():
+            shape = tuple(getattr(value, "shape", ()))
+            if not shape or shape[0] != n:
+                raise EngineError(f"output '{name}' has shape {shape} for a batch of {n} frame{'s' * (n != 1)}: its dim 0 "
+                                  "is not the batch, so it cannot be given per frame; export the model with the batch "
+                                  "as the first dim of every output")
+        return [Tensors({k: v[i] for k, v in outputs.items()}) for i in range(n)]
 
 
 _FLOATS = ("float16", "float32", "float64", "bfloat16")

@@ -407,3 +407,12 @@ def test_python_repository_of_an_onnx_with_external_weights_runs_from_the_reposi
     with trtflow.load(copied, params["trtflow_engine"]) as engine:  # as model.py loads it inside Triton
         out = engine.infer({"x": np.ones((2, 4), np.float32)})
     np.testing.assert_array_equal(out["y"], np.full((2, 4), 12, np.float32))
+
+
+@pytest.mark.parametrize("model_of, extra", [(_static_onnx, []), (_dynamic_onnx, ["--no-dynamic-batching"])])
+def test_a_queue_delay_without_a_dynamic_batcher_is_refused_not_dropped(tmp_path, capsys, model_of, extra):
+    model = model_of(tmp_path / "m.onnx")
+    assert main(["triton-repo", str(model), "--out", str(tmp_path / "repo"), "--max-queue-delay-us", "500", *extra]) == 2
+    err = capsys.readouterr().err
+    assert "--max-queue-delay-us" in err and "dynamic batcher" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "repo" / "m").exists()

@@ -91,11 +91,15 @@ def check_batch_dims(spec: ConfigSpec) -> None:
 
 def check_preferred_batch_sizes(spec: ConfigSpec) -> None:
     """Refuse preferred batch sizes Triton refuses at load (each must be 1 ..= ``max_batch_size``), or
-    that would be dropped (no dynamic batcher is written).
+    preferred sizes and a queue delay that would be dropped (no dynamic batcher is written).
 
     Raises:
         UsageError: naming the sizes and the fix.
     """
+    if spec.max_queue_delay_us and (spec.max_batch <= 0 or not spec.dynamic_batching):
+        why = f"max_batch_size {spec.max_batch}" if spec.max_batch <= 0 else "--no-dynamic-batching"
+        raise UsageError(f"--max-queue-delay-us {spec.max_queue_delay_us} for '{spec.name}', which has no dynamic "
+                         f"batcher ({why}): drop --max-queue-delay-us, or batch the model")
     sizes = list(spec.preferred_batch_sizes)
     if not sizes:
         return

@@ -256,3 +256,15 @@ def test_the_torch_engine_given_an_onnx_model_names_the_engine_that_runs_it(tiny
     proc = call_cli(command, str(tiny_onnx), "--engine", "torch", "--shapes", "x:1x3x16x16")
     assert proc.returncode == 2 and "is an ONNX model: give --engine ort" in proc.stderr, proc.stderr
     assert "zip" not in proc.stderr
+
+
+@pytest.mark.parametrize("command, engine", [("run", "ort"), ("bench", "tensorrt")])
+def test_a_pt2_package_on_another_engine_names_the_torch_engine(tmp_path, command, engine):
+    """A .pt2 with --engine ort was read as ONNX: "not a readable ONNX model ... a zip archive (a PyTorch .pt/.pth
+    checkpoint?); export the module with `trtflow export`", though the package is the exported module."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "m.pt2", "w") as archive:
+        archive.writestr("m/data/aotinductor/model/wrapper_metadata.json", "{}")
+    proc = call_cli(command, str(tmp_path / "m.pt2"), "--engine", engine)
+    assert proc.returncode == 2 and "give --engine torch" in proc.stderr and "export" not in proc.stderr, proc.stderr

@@ -335,6 +335,9 @@ def load_engine(args: argparse.Namespace, model, engine: str | None = None, **ex
     name = engine_name(engine or args.engine, model)
     if name == "torch":
         refuse_torch_file(model)
+    elif isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".pt2":  # read as ONNX or a plan
+        raise UsageError(f"{model} is a .pt2 package, which the torch engine runs: give --engine torch, or leave "
+                         f"--engine out (not --engine {name})")
     split = {"split_batches": True} if getattr(args, "split_batches", False) else {}
     loaded = load(model, name, **engine_options(args, name), **split, **extra)
     # a batch outside the engine's range names --split-batches where the command has it, nothing where not

@@ -143,13 +143,14 @@ def test_cuda_lanes_repin_outputs_whose_shape_or_dtype_changes():
     assert outputs_to_pin(pinned, {"boxes": np.ones((4, 7), np.float32), "scores": np.ones(7, np.float32)}) == ["boxes", "scores"]
 
 
-@pytest.mark.parametrize("flag", ["--exportJson", "--plot"])
+@pytest.mark.parametrize("flag", ["--exportJson", "--plot", "--saveEngine"])
 def test_cli_bench_an_empty_output_path_is_refused_not_skipped(tiny_onnx, flag):
     """`--exportJson=` (an empty value, e.g. from an unset shell variable) ran the benchmark and wrote nothing
-    without a word; `trtflow run -o ""` is refused the same way."""
+    without a word (`--saveEngine=` ran the model without building a plan); `trtflow run -o ""` is refused
+    the same way."""
     proc = call_cli("bench", str(tiny_onnx), "--shapes", "x:1x3x16x16", "--iterations", "1", "--duration", "0",
                     "--warmUp", "0", f"{flag}=")
-    assert proc.returncode == 2 and flag in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and f"{flag} is given an empty path" in proc.stderr, proc.stderr
     assert "Performance summary" not in proc.stdout
 
 

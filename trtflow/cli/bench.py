@@ -166,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
         require("matplotlib", "--plot")  # before the run, not after it
     if args.exportJson is not None:  # --exportJson= too: the figures asked for would not be written
         options.check_out_path(args.exportJson, "--exportJson")
+    if args.saveEngine is not None:  # --saveEngine= too: it ran the model without building or saving a plan
+        options.check_out_path(args.saveEngine, "--saveEngine")
     written = [(flag, path) for flag, path in (("--exportJson", args.exportJson), ("--plot", args.plot),
                                                ("--saveEngine", args.saveEngine)) if path]
     for i, (flag, path) in enumerate(written):

@@ -115,6 +115,8 @@ def check_out_path(path: str, flag: str, suffix: str | None = None) -> None:
     import os
     from pathlib import Path
 
+    if not str(path).strip():  # Path("") is the current folder
+        raise UsageError(f"{flag} is given an empty path; give a file name" + (f" ending in {suffix}" if suffix else ""))
     target = Path(path)
     if suffix and target.suffix.lower() != suffix:
         raise UsageError(f"{flag} {path}: give a file name ending in {suffix}")

@@ -190,3 +190,20 @@ def test_sr_tiles_of_a_mixed_batch_follow_its_largest_frame():
         assert np.array_equal(result.image, frame.repeat(2, 0).repeat(2, 1))
     whole = make_task("sr", sr_onnx(2, 7), engine="ort", tile=0)
     assert whole.prepare(frames)[0]["x"].shape == (2, 3, 214, 314)  # tile=0: one tile per frame
+
+
+@pytest.mark.parametrize("size", [True, (640.7, 480), ("640", 2.5), [True, 3]])
+def test_input_size_refuses_fractions_and_bools(size):
+    """input_size=(640.7, 480) ran at 640 x 480 and input_size=True at 1 x 1 without a word."""
+    from trtflow.errors import UsageError
+    from trtflow.tasks.prepare import as_size
+
+    with pytest.raises(UsageError, match="input size"):
+        as_size(size)
+
+
+def test_input_size_forms_taken():
+    from trtflow.tasks.prepare import as_size
+
+    assert as_size(640) == as_size("640") == as_size(np.int64(640)) == as_size((640.0, 640)) == (640, 640)
+    assert as_size("480x640") == as_size([480, 640]) == as_size("480,640") == (480, 640)

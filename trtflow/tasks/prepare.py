@@ -79,8 +79,11 @@ def as_size(size: Any) -> Optional[tuple[int, int]]:
     try:
         if isinstance(size, str):
             size = [int(p) for p in size.lower().replace(",", "x").split("x") if p.strip()]
-        size = (int(size),) if isinstance(size, (int, np.integer)) else tuple(int(s) for s in size)
-    except (TypeError, ValueError):
+        size = (size,) if isinstance(size, (int, np.integer)) else tuple(size)
+        if any(isinstance(s, (bool, np.bool_)) or not float(s).is_integer() for s in size):  # True, 640.7
+            size = ()
+        size = tuple(int(float(s)) for s in size)
+    except (TypeError, ValueError, OverflowError):
         size = ()
     if len(size) == 1:
         size = size * 2

@@ -274,3 +274,22 @@ def test_run_prints_names_and_paths_with_brackets_as_they_are(tmp_path):
     proc = call_cli("run", str(tmp_path / "m.onnx"), "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "y[/]" in proc.stdout and "probs[b]" in proc.stdout and f"saved to {out}" in proc.stdout, proc.stdout
+
+
+def test_inspect_shows_a_value_of_unknown_rank_as_such(tmp_path):
+    """inspect refused a model with an input of unknown rank (the error it gave says to inspect it and fix
+    the shape), and showed an output of unknown rank as a scalar (shape [], an empty cell)."""
+    from onnx import TensorProto, helper, save
+
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("Identity", ["y"], ["o"]), helper.make_node("Identity", ["u"], ["s"])],
+                              "g", [vi("y", TensorProto.FLOAT, None), vi("u", TensorProto.FLOAT, [])],
+                              [vi("o", TensorProto.FLOAT, None), vi("s", TensorProto.FLOAT, [])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
+    proc = call_cli("inspect", str(tmp_path / "m.onnx"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert [(s["name"], s["shape"]) for s in info["inputs"] + info["outputs"]] == [
+        ("y", None), ("u", []), ("o", None), ("s", [])]
+    table = call_cli("inspect", str(tmp_path / "m.onnx"))
+    assert table.stdout.count("rank unknown") == 2 and table.stdout.count("scalar") == 2, table.stdout

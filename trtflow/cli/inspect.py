@@ -15,17 +15,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_json(parser)
 
 
+def _io(values) -> list[dict]:
+    """Each value's name, dtype and shape; ``shape`` None for a value of unknown rank (no shape in the
+    model), which a spec would read as a scalar (and ``onnx_specs`` refuses for an input)."""
+    from trtflow.graph.io import is_unranked, value_spec
+
+    return [{**value_spec(v).to_dict(), "shape": None} if is_unranked(v) else value_spec(v).to_dict() for v in values]
+
+
+def _dims(shape) -> str:
+    return "? (rank unknown)" if shape is None else "x".join(map(str, shape)) or "scalar"
+
+
 def summary(model) -> dict:
-    """What ``inspect`` reports, as a dict."""
-    from trtflow.graph.io import load_onnx, onnx_specs
+    """What ``inspect`` reports, as a dict (an input or output of unknown rank has ``shape`` None)."""
+    from trtflow.graph.io import load_onnx
 
     proto = load_onnx(model)
-    inputs, outputs = onnx_specs(proto)
+    inits = {i.name for i in proto.graph.initializer}
     ops = Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}" for n in proto.graph.node)
     opsets = {(o.domain or "ai.onnx"): o.version for o in proto.opset_import}
     return {
-        "inputs": [s.to_dict() for s in inputs],
-        "outputs": [s.to_dict() for s in outputs],
+        "inputs": _io(v for v in proto.graph.input if v.name not in inits),  # initializers listed as inputs skipped
+        "outputs": _io(proto.graph.output),
         "opset": opsets.get("ai.onnx"),
         "opsets": opsets,
         "ir_version": proto.ir_version,
@@ -44,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     output.print_table(
         f"{args.model}: opset {info['opset']}, IR {info['ir_version']}, {info['nodes']} nodes",
         ["io", "name", "dtype", "shape"],
-        [("input", s["name"], s["dtype"], "x".join(map(str, s["shape"]))) for s in info["inputs"]]
-        + [("output", s["name"], s["dtype"], "x".join(map(str, s["shape"]))) for s in info["outputs"]],
+        [("input", s["name"], s["dtype"], _dims(s["shape"])) for s in info["inputs"]]
+        + [("output", s["name"], s["dtype"], _dims(s["shape"])) for s in info["outputs"]],
     )
     output.print_table("operators", ["op", "count"], info["ops"].items())
     return 0

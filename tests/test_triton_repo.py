@@ -416,3 +416,12 @@ def test_a_queue_delay_without_a_dynamic_batcher_is_refused_not_dropped(tmp_path
     err = capsys.readouterr().err
     assert "--max-queue-delay-us" in err and "dynamic batcher" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "repo" / "m").exists()
+
+
+def test_task_repository_without_batching_takes_one_frame(tiny_onnx, tmp_path, capsys):
+    # with max_batch_size 0 model.py gets one request's IMAGE as is and runs it as one frame
+    _cli_json(capsys, tiny_onnx, "--out", tmp_path, "--backend", "python", "--task", "classify", "--max-batch", 0)
+    config = _parse(tmp_path / "tiny" / "config.pbtxt")
+    assert config.max_batch_size == 0
+    assert [(t.name, list(t.dims)) for t in config.input] == [("IMAGE", [-1, -1, 3])]
+    assert [(t.name, list(t.dims)) for t in config.output] == [("RESULT", [1])]

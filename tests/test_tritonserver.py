@@ -50,6 +50,9 @@ def triton(tiny_onnx, tmp_path_factory):
         assert main(["triton-repo", str(tiny_onnx), "--out", str(repo), "--name", "tiny_ensemble", "--backend",
                      "python", "--engine", "ort", "--threads", "1", "--task", "classify", "--task-option", "top_k=3",
                      "--max-batch", "4", "--ensemble", "--json"]) == 0
+        assert main(["triton-repo", str(tiny_onnx), "--out", str(repo), "--name", "tiny_classify_whole", "--backend",
+                     "python", "--engine", "ort", "--threads", "1", "--task", "classify", "--task-option", "top_k=3",
+                     "--max-batch", "0", "--json"]) == 0
     try:
         server = TritonServer(repo, TRITON_PYTHON, ready_timeout_s=180)
     except ModelLoadError as exc:
@@ -188,3 +191,25 @@ def test_task_model_takes_images_and_answers_json(triton, tiny_onnx, model):
     for got, want in zip(served, local):
         assert [t["class"] for t in got["topk"]] == [t["class"] for t in want["topk"]]
         np.testing.assert_allclose([t["score"] for t in got["topk"]], [t["score"] for t in want["topk"]], atol=1e-4)
+
+
+def test_task_model_without_batching_takes_one_frame(triton, tiny_onnx):
+    """--task with --max-batch 0: IMAGE is one H x W x 3 frame, RESULT its one JSON document."""
+    import json
+
+    if not _has_torch():
+        pytest.skip(f"{TRITON_PYTHON} has no torch, which trtflow's task preprocessing needs")
+    from trtflow.tasks import make_task
+
+    frame = np.random.default_rng(4).integers(0, 255, (40, 30, 3), dtype=np.uint8)
+    client = httpclient.InferenceServerClient(triton.http_url)
+    try:
+        inp = httpclient.InferInput("IMAGE", list(frame.shape), "UINT8")
+        inp.set_data_from_numpy(frame, binary_data=True)
+        result = client.infer("tiny_classify_whole", [inp]).as_numpy("RESULT")
+    finally:
+        client.close()
+    assert result.shape == (1,)
+    with make_task("classify", str(tiny_onnx), engine="ort", threads=1, top_k=3) as task:
+        want = task.predict([frame])[0].to_dict()
+    assert [t["class"] for t in json.loads(result[0])["topk"]] == [t["class"] for t in want["topk"]]

@@ -36,6 +36,9 @@ MODEL_FILES = {"tensorrt": "model.plan", "onnxruntime": "model.onnx", "python": 
 DEFAULT_MAX_BATCH = 8
 TASK_INPUT = TensorSpec("IMAGE", "uint8", ("batch", "height", "width", 3))
 TASK_OUTPUT = TensorSpec("RESULT", "object", ("batch", 1))
+# with max_batch_size 0 Triton hands model.py one request's tensors as they are: one frame, one result
+TASK_FRAME_INPUT = TensorSpec("IMAGE", "uint8", ("height", "width", 3))
+TASK_FRAME_OUTPUT = TensorSpec("RESULT", "object", (1,))
 
 
 @dataclass
@@ -344,6 +347,8 @@ def write_model(model: str | os.PathLike, repo: str | os.PathLike, options: Repo
         max_batch, why = (DEFAULT_MAX_BATCH, f"max_batch_size {DEFAULT_MAX_BATCH}") if options.task \
             else _default_max_batch(inputs, outputs)
         notes.append(why)
+    if options.task and max_batch == 0:
+        inputs, outputs = [TASK_FRAME_INPUT], [TASK_FRAME_OUTPUT]
     bound = None if options.task else _batch_bound(inputs)
     if bound is not None and max_batch > bound:  # Triton's tensorrt backend refuses it; trtflow's engine too
         raise UsageError(f"--max-batch {max_batch}: the plan's profiles allow batches up to {bound}; use --max-batch "

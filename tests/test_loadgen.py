@@ -85,3 +85,14 @@ def test_loadgen_refuses_shapes_the_model_cannot_take_before_any_load(server, ca
     err = capsys.readouterr().err
     assert code == 2 and says in err, err
     assert server.server.stats["affine"].values["nv_inference_request_success"] == before
+
+
+def test_loadgen_processes_measure_from_when_they_have_started(server, capsys):
+    """With --processes 2 the window's clock started before the processes were spawned (a second or more), so
+    a short level measured nothing (0 requests) and a long one too few: req/s was divided by time the clients
+    had not yet run."""
+    code = main(["loadgen", f"127.0.0.1:{server.http_port}", "--model", "affine", "--concurrency", "2",
+                 "--duration", "0.3", "--warmup", "0", "--processes", "2", "--shapes", "x:1x4", "--json"])
+    assert code == 0
+    [level] = json.loads(capsys.readouterr().out)["levels"]
+    assert level["requests"] > 0 and level["errors"] == 0, level

@@ -251,19 +251,32 @@ def _drive(args: tuple) -> list:
     return [(s + offset, e + offset, st) for s, e, st in out]
 
 
+def _wait(barrier) -> None:
+    """Pool initializer: tell the parent this process is up (and has imported this module)."""
+    barrier.wait(timeout=120)
+
+
 def run_level(config: LoadConfig, concurrency: int, payload, batch: int) -> LevelResult:
     """Measure one concurrency level."""
     host, port = _split(config.url)
-    start = time.time()
-    until = start + config.warmup_s + config.duration_s
     procs = max(1, min(config.processes, concurrency))
     shares = [concurrency // procs + (i < concurrency % procs) for i in range(procs)]
-    jobs = [(config.protocol, host, port, config.model, payload, n, until) for n in shares]
+
+    def window() -> tuple[float, float, list]:  # the window starts when every client can start
+        start = time.time()
+        until = start + config.warmup_s + config.duration_s
+        return start, until, [(config.protocol, host, port, config.model, payload, n, until) for n in shares]
+
     if procs == 1:
+        start, until, jobs = window()
         records = _drive(jobs[0])
     else:
-        with multiprocessing.get_context("spawn").Pool(procs) as pool:
-            records = [r for part in pool.map(_drive, jobs) for r in part]
+        context = multiprocessing.get_context("spawn")
+        ready = context.Barrier(procs + 1)
+        with context.Pool(procs, initializer=_wait, initargs=(ready,)) as pool:
+            ready.wait(timeout=120)  # every process started (a spawn takes a second or more): then the clock starts
+            start, until, jobs = window()
+            records = [r for part in pool.map(_drive, jobs, chunksize=1) for r in part]
     lo, hi = start + config.warmup_s, until
     window = [(e - s, st) for s, e, st in records if lo <= e <= hi]
     ok = np.array([lat for lat, st in window if st == 200]) * 1e3

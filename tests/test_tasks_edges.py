@@ -207,3 +207,20 @@ def test_input_size_forms_taken():
 
     assert as_size(640) == as_size("640") == as_size(np.int64(640)) == as_size((640.0, 640)) == (640, 640)
     assert as_size("480x640") == as_size([480, 640]) == as_size("480,640") == (480, 640)
+
+
+def test_task_labels_file_given_to_the_class_is_read(tmp_path):
+    """DetectTask(engine, labels="coco.txt") took the path's characters as class names ('c', 'o', ...);
+    the task classes read a labels file as make_task does."""
+    pytest.importorskip("onnxruntime")
+    from trtflow.backends import load
+    from trtflow.tasks.detect import DetectTask
+
+    path = tmp_path / "names.txt"
+    path.write_text("person\nbicycle\n", encoding="utf-8")
+    head = np.zeros((6, 8), np.float32)
+    head[0:4, 0], head[5, 0] = [10, 10, 4, 4], 0.9
+    for labels in (str(path), path):
+        task = DetectTask(load(tiny_onnx(head), engine="ort"), format="yolov8", labels=labels)
+        assert task.labels == ["person", "bicycle"]
+        assert task.predict([np.zeros((640, 640, 3), np.uint8)])[0].labels == ["bicycle"]

@@ -81,7 +81,7 @@ class Task(ABC):
         name: "face", "detect", "sr", "classify", "segment" or "custom".
         engine: the trtflow ``Engine`` it runs.
         input_name: the engine input the frames go to.
-        labels: class names by class id, or None.
+        labels: class names by class id (given as a list, or a text file with one name per line), or None.
     """
 
     name = "base"
@@ -90,7 +90,9 @@ class Task(ABC):
                  device: Optional[str] = None):
         self.engine = engine
         self.input_name = input_name or _image_input(engine)
-        self.labels = list(labels) if labels is not None else None
+        from trtflow.tasks.factory import read_labels
+
+        self.labels = read_labels(labels)  # a list, or a text file with one name per line
         self.device = check_device(device)
 
     # -- the contract -----------------------------------------------------------------------

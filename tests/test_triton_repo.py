@@ -425,3 +425,21 @@ def test_task_repository_without_batching_takes_one_frame(tiny_onnx, tmp_path, c
     assert config.max_batch_size == 0
     assert [(t.name, list(t.dims)) for t in config.input] == [("IMAGE", [-1, -1, 3])]
     assert [(t.name, list(t.dims)) for t in config.output] == [("RESULT", [1])]
+
+
+@pytest.mark.parametrize("engine", ["auto", "trt", "TensorRT"])
+def test_python_repository_of_a_plan_names_the_engine_that_runs_it(fake_plan, tmp_path, engine):
+    # model.py places tensorrt on the instance's GPU only when the engine is named "tensorrt"
+    from trtflow.serve.repo import RepoOptions, write_repository
+
+    result = write_repository(fake_plan, tmp_path / "repo", RepoOptions(backend="python", engine=engine))
+    config = _parse(result.config_path)
+    assert _params(config)["trtflow_engine"] == "tensorrt"
+    assert config.instance_group[0].kind == pb2.ModelInstanceGroup.KIND_GPU
+
+
+def test_python_repository_takes_the_onnxruntime_alias_as_ort(tiny_onnx, tmp_path, capsys):
+    _cli_json(capsys, tiny_onnx, "--out", tmp_path, "--backend", "python", "--engine", "onnxruntime", "--threads", 1)
+    params = _params(_parse(tmp_path / "tiny" / "config.pbtxt"))
+    assert params["trtflow_engine"] == "ort"
+    assert json.loads(params["trtflow_options"]) == {"threads": 1, "spinning": False}

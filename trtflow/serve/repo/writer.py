@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from trtflow.backends import ENGINE_FILES, canonical_engine
 from trtflow.errors import ModelLoadError, UsageError
 from trtflow.progress import Progress, report
 from trtflow.serve.repo.config import ConfigSpec, build_config, config_dict, to_pbtxt, validate_pbtxt
@@ -303,7 +304,9 @@ def write_model(model: str | os.PathLike, repo: str | os.PathLike, options: Repo
     progress(f"reading {model.name}")
     profiles: list = []
     parameters: dict[str, str] = {}
-    engine = options.engine
+    engine = canonical_engine(options.engine)  # "trt" -> "tensorrt": model.py and the kind go by the name
+    if engine == "auto" and model.suffix.lower() in ENGINE_FILES:  # as trtflow.load picks (plans: tensorrt)
+        engine = ENGINE_FILES[model.suffix.lower()]
     if backend == "tensorrt" and model.suffix.lower() in PLAN_SUFFIXES:
         inputs, outputs, profiles = _plan_io(model)
     elif backend == "tensorrt":

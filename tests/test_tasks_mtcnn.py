@@ -152,3 +152,13 @@ def test_mtcnn_takes_labels_and_score_threshold():
     assert task.labels == ["background", "visage"] and task.score_threshold == 0.95
     (faces,) = task.predict(carphone_frames(1))
     assert faces.to_dict()["detections"][0]["label"] == "visage"
+
+
+@pytest.mark.parametrize("max_det", ["abc", None, 0])
+def test_mtcnn_max_det_refused_before_the_cascade_loads(max_det):
+    """max_det="abc" failed with Python's ValueError (int() before any check), None with TypeError."""
+    from trtflow.errors import UsageError
+    from trtflow.tasks import make_task
+
+    with pytest.raises(UsageError, match="max_det"):
+        make_task("face", "mtcnn", max_det=max_det)

@@ -29,6 +29,7 @@ import numpy as np
 
 from trtflow.deps import require
 from trtflow.errors import UsageError
+from trtflow.tasks.base import whole_option
 from trtflow.tasks.detect import FaceTask
 from trtflow.tasks.prepare import Prep
 from trtflow.vision.detect import batched_nms
@@ -330,6 +331,7 @@ def make_mtcnn_task(engine: str = "auto", *, device: Optional[str] = None, load_
     if resize not in (None, "none"):
         raise UsageError(f"MTCNN builds its own image pyramid from the frame; resize '{resize}' does not apply")
     options.pop("input_size", None)
-    loaded = mtcnn_engine(engine, int(options.get("max_det", 100)), device, **(load_options or {}))
+    options["max_det"] = whole_option("max_det", options.get("max_det", 100), 1, "the most faces kept per frame")
+    loaded = mtcnn_engine(engine, options["max_det"], device, **(load_options or {}))
     return MTCNNFaceTask(loaded, format="nms", prep=mtcnn_prep(), input_name="images", resize="none",
                          device=device, **options)

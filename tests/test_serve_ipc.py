@@ -99,6 +99,13 @@ def test_channel_carries_the_messages_of_one_turn_in_one_frame(tmp_path):
     assert [m[1] for m in got] == list(range(50)) and frames == [2]  # one header + one payload
 
 
+def test_frame_header_holds_a_frame_over_4_gib():
+    """The messages of one turn (a large batch of big outputs) can pass 4 GiB together: a 4-byte
+    header raised OverflowError, every message of that turn was dropped and its requests hung."""
+    n = (5 << 30) + 3
+    assert int.from_bytes(n.to_bytes(ipc.HEADER, "little"), "little") == n
+
+
 def test_engine_failures_are_500_and_bad_input_400():
     from trtflow.errors import EngineError, InputShapeError, UsageError
     from trtflow.serve.protocol import error_status

@@ -38,7 +38,7 @@ from trtflow.feeds import array_bytes
 log = logging.getLogger(__name__)
 
 ALIGN = 64
-HEADER = 4
+HEADER = 8  # bytes of a frame's length: the messages of one turn can pass 4 GiB together
 
 
 def aligned(n: int) -> int:

@@ -443,3 +443,20 @@ def test_python_repository_takes_the_onnxruntime_alias_as_ort(tiny_onnx, tmp_pat
     params = _params(_parse(tmp_path / "tiny" / "config.pbtxt"))
     assert params["trtflow_engine"] == "ort"
     assert json.loads(params["trtflow_options"]) == {"threads": 1, "spinning": False}
+
+
+def test_ensemble_of_a_model_with_an_output_named_meta_is_refused(tmp_path, capsys):
+    # the post step takes the model's outputs and the pre step's META: two inputs of one name
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("ReduceMean", ["x", "axes"], ["META"], keepdims=0)], "meta",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+                              [helper.make_tensor_value_info("META", TensorProto.FLOAT, ["N", 3])],
+                              initializer=[helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3])])
+    model = tmp_path / "meta.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), model)
+    code = main(["triton-repo", str(model), "--out", str(tmp_path / "repo"), "--task", "classify", "--ensemble"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'META'" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())

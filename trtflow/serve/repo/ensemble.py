@@ -120,6 +120,9 @@ def write_ensemble(model: str | os.PathLike, repo: str | os.PathLike, options: R
                       dynamic_batching=False, parameters=params)
         image_in = replace(_spec(inputs[0]), name="INPUT")
         outputs = [_spec(t) for t in step.config.get("output", [])]
+        if any(t.name == META.name for t in outputs):
+            raise UsageError(f"the model has an output named '{META.name}', the name of the pre step's frame placement "
+                             "that the post step also takes: rename that output of the model for --ensemble")
         progress("writing the pre and post steps")
         written.append(_write_python_step(repo, f"{name}_pre", "triton_task_pre.py", ConfigSpec(
             name=f"{name}_pre", inputs=[TASK_INPUT], outputs=[image_in, META], **common), options, staging))

@@ -113,6 +113,9 @@ def test_output_names_repeated_or_taken_by_an_input_are_refused(tmp_path, names,
     ({"opset": "abc"}, "opset"), ({"opset": None}, "opset"), ({"opset": "18"}, "opset"), ({"opset": 17.5}, "opset"),
     ({"opset": True}, "opset"), ({"verify": "no"}, "verify"), ({"dynamic": [("x", 0)]}, "dynamic"),
     ({"dynamic": {"x": [0]}}, "dynamic"), ({"input_names": 3}, "input_names"), ({"output_names": [1, 2]}, "output_names"),
+    ({"per_output_atol": [0.1]}, "per_output_atol"), ({"per_output_rtol": 0.1}, "per_output_rtol"),
+    ({"min_agreement": 2}, "min_agreement"), ({"min_agreement": "all"}, "min_agreement"), ({"atol": True}, "tolerance"),
+    ({"dynamic": {"x": {True: "batch"}}}, "dynamic axis"), ({"input_names": ["a", ""]}, "input_names"),
 ])
 def test_export_config_refuses_values_of_the_wrong_type(fields, message):
     from trtflow.errors import UsageError

@@ -66,13 +66,21 @@ class ExportConfig:
         if not isinstance(self.dynamic, Mapping) or not all(isinstance(a, Mapping) for a in self.dynamic.values()):
             raise UsageError(f"dynamic: expected a dict input name -> {{axis: label}}, e.g. {{'x': {{0: 'batch'}}}}, "
                              f"got {self.dynamic!r}")
+        for key in ("per_output_atol", "per_output_rtol"):
+            if not isinstance(getattr(self, key), Mapping):
+                raise UsageError(f"{key}: expected a dict output name -> tolerance, e.g. {{'boxes': 0.01}}, "
+                                 f"got {getattr(self, key)!r}")
+        agreement = self.min_agreement
+        if isinstance(agreement, bool) or not isinstance(agreement, (int, float)) or not 0 <= agreement <= 1:
+            raise UsageError(f"min_agreement: expected a share between 0 and 1 (1.0: all elements equal), got {agreement!r}")
         tolerances = [self.atol, self.rtol, *self.per_output_atol.values(), *self.per_output_rtol.values()]
-        if not all(isinstance(t, (int, float)) and math.isfinite(t) and t >= 0 for t in tolerances):
+        if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 0
+                   for t in tolerances):
             raise UsageError(f"tolerances must be finite numbers >= 0, got atol={self.atol}, rtol={self.rtol}, "
                              f"per output {dict(self.per_output_atol)}, {dict(self.per_output_rtol)}")
         for name, axes in self.dynamic.items():
             for axis, label in axes.items():
-                if not isinstance(axis, int) or axis < 0:
+                if isinstance(axis, bool) or not isinstance(axis, int) or axis < 0:
                     raise UsageError(f"dynamic axis of '{name}' must be an integer >= 0, got {axis!r}")
                 if not str(label).isidentifier():
                     raise UsageError(
@@ -86,8 +94,8 @@ def _names(value, what: str) -> tuple[str, ...] | None:
         return None
     if isinstance(value, str):
         return tuple(n.strip() for n in value.split(",") if n.strip())
-    if not isinstance(value, Sequence) or not all(isinstance(n, str) for n in value):
-        raise UsageError(f"{what}: expected a list of names, e.g. ['images'], got {value!r}")
+    if not isinstance(value, Sequence) or not all(isinstance(n, str) and n for n in value):
+        raise UsageError(f"{what}: expected a list of non-empty names, e.g. ['images'], got {value!r}")
     return tuple(value)
 
 

@@ -186,3 +186,14 @@ def test_a_module_that_returns_no_tensor_is_refused_before_exporting(tmp_path):
         from_torch(_Nothing(), torch.randn(2, 3), tmp_path / "nothing.onnx", exporter="torchscript")
     assert "not an ONNX file" not in str(info.value)
     assert not (tmp_path / "nothing.onnx").exists()
+
+
+@pytest.mark.parametrize("where", ["a_file/m.onnx", "a_file/deeper/m.onnx", "a_folder"])
+def test_an_output_path_that_cannot_be_written_is_refused_before_exporting(tmp_path, where):
+    from trtflow.errors import UsageError
+
+    (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "a_folder").mkdir()
+    with pytest.raises(UsageError, match="a_f"):
+        from_torch(_Scales(), torch.ones(2, 3), tmp_path / where, exporter="torchscript")
+    assert (tmp_path / "a_file").read_text() == "not a folder"

@@ -65,6 +65,7 @@ def from_torch(
     config = _merge(config, options)
     step = report(progress)
     out = Path(out)
+    _check_out(out)
     modes = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
@@ -145,6 +146,21 @@ def from_torch(
             report=result,
         )
     return result
+
+
+def _check_out(out: Path) -> None:
+    """Refuse, before the export's work, an output path that is a folder or lies under a file.
+
+    Raises:
+        UsageError: naming the path and the fix.
+    """
+    if out.is_dir():
+        raise UsageError(f"{out} is a folder; give the path of the .onnx file to write, e.g. {out / 'model.onnx'}")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"cannot write {out}: {parent} is a file, not a folder; choose another output path")
+            return
 
 
 def _merge(config: ExportConfig | None, options: dict) -> ExportConfig:

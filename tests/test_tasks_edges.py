@@ -224,3 +224,39 @@ def test_task_labels_file_given_to_the_class_is_read(tmp_path):
         task = DetectTask(load(tiny_onnx(head), engine="ort"), format="yolov8", labels=labels)
         assert task.labels == ["person", "bicycle"]
         assert task.predict([np.zeros((640, 640, 3), np.uint8)])[0].labels == ["bicycle"]
+
+
+def uint8_input_onnx() -> bytes:
+    """x [N, 3, H, W] uint8 (raw pixels) -> out [N]: the mean pixel value."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceMean", ["f"], ["out"], axes=[1, 2, 3], keepdims=0)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 3, "H", "W"])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_integer_engine_input_gets_raw_pixels_or_a_clear_error():
+    """An engine reading uint8 pixels got the 0..1 (or mean/std) floats cast to uint8: all 0 or 1, without
+    a word. Scaling preprocessing is refused naming prep=Prep(scale=1.0); with it the pixels arrive rounded."""
+    pytest.importorskip("onnxruntime")
+    from trtflow.errors import UsageError
+    from trtflow.tasks import make_task
+    from trtflow.tasks.prepare import Prep
+
+    def post(outputs, metas):
+        return [{"mean": float(v)} for v in outputs["out"]]
+
+    frame = np.full((8, 8, 3), 200, np.uint8)
+    task = make_task("custom", uint8_input_onnx(), engine="ort", post=post, input_size=8, resize="stretch")
+    with pytest.raises(UsageError, match=r"uint8.*scale=1\.0"):
+        task.predict([frame])
+    raw = make_task("custom", uint8_input_onnx(), engine="ort", post=post, input_size=16, resize="stretch",
+                    prep=Prep(scale=1.0))
+    assert raw.predict([frame])[0].to_dict() == {"mean": 200.0}
+    feed, _ = raw.prepare([np.array([[[0, 0, 0], [255, 255, 255]]], np.uint8)])  # 1 x 2 -> 16 x 16, bilinear
+    assert feed["x"].dtype == np.uint8 and feed["x"][0, 0, 0].tolist()[7:9] == [112, 143]  # rounded (111.6, 143.4)

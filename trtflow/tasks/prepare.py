@@ -98,11 +98,15 @@ def prepare_frames(frames: Any, prep: Prep, dtype: str = "float32", device: Opti
     Args:
         frames: RGB HWC uint8 frames: a list (sizes may differ), an N x H x W x 3 array or tensor.
         prep: how the model wants its input.
-        dtype: the engine input's dtype name.
+        dtype: the engine input's dtype name; an integer one (uint8) gets the pixel values rounded,
+            so ``prep`` must not scale them (``Prep(scale=1.0)``, no mean/std).
         device: move numpy frames to this torch device first (e.g. "cuda"); torch frames stay where they are.
 
     Returns:
         (torch NCHW tensor, list of FrameMeta, True when the frames were numpy arrays and no device was given).
+
+    Raises:
+        UsageError: no input size for a resizing mode, or an integer ``dtype`` with scaling ``prep``.
     """
     torch = require("torch", "task preprocessing")
     from trtflow.arrays import torch_dtype
@@ -131,8 +135,16 @@ def prepare_frames(frames: Any, prep: Prep, dtype: str = "float32", device: Opti
         x = torch.stack(out)
     if prep.order == "bgr":
         x = x.flip(1)
+    want = torch_dtype(dtype)
+    if not want.is_floating_point:  # an engine reading raw pixels (uint8): 0..255, rounded, no scaling
+        if prep.scale != 1 or any(prep.mean) or any(s != 1 for s in prep.std):
+            raise UsageError(f"the engine's image input is {dtype} (raw pixel values), but the preprocessing scales "
+                             f"them (scale {prep.scale:.4g}, mean {tuple(prep.mean)}, std {tuple(prep.std)}) to "
+                             f"values {dtype} cannot hold; give prep=Prep(scale=1.0) (no mean/std) for this model")
+        info = torch.iinfo(want)
+        return x.round().clamp(info.min, info.max).to(want).contiguous(), metas, numpy_in
     x = _normalize(x, prep)
-    x = x.to(torch_dtype(dtype)).contiguous()
+    x = x.to(want).contiguous()
     return x, metas, numpy_in
 
 

@@ -460,3 +460,12 @@ def test_ensemble_of_a_model_with_an_output_named_meta_is_refused(tmp_path, caps
     err = capsys.readouterr().err
     assert code == 2 and "'META'" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+
+
+def test_lists_separated_by_spaces_are_not_run_together(tmp_path, capsys):
+    model = _dynamic_onnx(tmp_path / "dyn.onnx")
+    _cli_json(capsys, model, "--out", tmp_path / "repo", "--kind", "gpu", "--gpus", "0 1",
+              "--preferred-batch-sizes", "2, 4 8")
+    config = _parse(tmp_path / "repo" / "dyn" / "config.pbtxt")
+    assert list(config.instance_group[0].gpus) == [0, 1]  # "0 1" was read as GPU 1 ("01")
+    assert list(config.dynamic_batching.preferred_batch_size) == [2, 4, 8]

@@ -52,7 +52,7 @@ def _int_list(text: str | None, flag: str) -> list[int]:
     if not text:
         return []
     try:
-        values = [int(x) for x in text.replace(" ", "").split(",") if x]
+        values = [int(x) for x in text.replace(",", " ").split()]  # "4,8", "4, 8" or "4 8"
     except ValueError:
         raise UsageError(f"{flag} '{text}': expected integers separated by commas, e.g. 4,8") from None
     if any(v < 0 for v in values):

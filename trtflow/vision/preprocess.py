@@ -63,7 +63,7 @@ def _dtype(dtype: Any):
 
     want = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
     if not isinstance(want, torch.dtype) or not want.is_floating_point:
-        raise UsageError(f"dtype {dtype!r}: give 'float32', 'float16', 'bfloat16' or a torch dtype")
+        raise UsageError(f"dtype {dtype!r}: give 'float32', 'float16', 'bfloat16' or a floating torch dtype")
     return want
 
 

@@ -182,3 +182,15 @@ def test_cli_bench_refuses_two_outputs_in_one_file(tiny_onnx, tmp_path):
     proc = call_cli("bench", str(tiny_onnx), "--shapes", "x:1x3x16x16", "--iterations", "1", "--duration", "0",
                     "--warmUp", "0", "--exportJson", str(out), "--plot", str(out))
     assert proc.returncode == 2 and "name one file" in proc.stderr and not out.exists(), proc.stderr
+
+
+@pytest.mark.parametrize("flags, named", [(["--memPoolSize", "workspace:64"], "--memPoolSize sets"),
+                                          (["--workspace", "64"], "--workspace sets"),
+                                          (["--timingCacheFile", "t.cache", "--builderOptimizationLevel", "5"],
+                                           "--builderOptimizationLevel, --timingCacheFile set")])
+def test_cli_bench_refuses_tensorrt_build_flags_on_another_engine(tiny_onnx, flags, named):
+    """bench --engine ort (or torch) took --memPoolSize, --workspace, --timingCacheFile... and ran as if they had
+    not been given; the precision flags are refused there already."""
+    proc = call_cli("bench", str(tiny_onnx), "--engine", "ort", "--shapes", "x:1x3x16x16", "--iterations", "1",
+                    "--duration", "0", "--warmUp", "0", *flags)
+    assert proc.returncode == 2 and named in proc.stderr and "--engine tensorrt" in proc.stderr, proc.stderr

@@ -56,11 +56,22 @@ def _load(args: argparse.Namespace, extra: dict | None = None):
     from trtflow.export.factory import is_factory_spec
 
     model = args.model
+    name = "torch" if is_factory_spec(model) else engine_name(args.engine, model)
+    given = {flag: getattr(args, dest, None) for flag, dest in (
+        ("--memPoolSize", "memPoolSize"), ("--workspace", "workspace"), ("--builderOptimizationLevel", "builderOptimizationLevel"),
+        ("--timingCacheFile", "timingCacheFile"), ("--plugins", "plugins"), ("--versionCompatible", "versionCompatible"),
+        ("--hardwareCompatibilityLevel", "hardwareCompatibilityLevel"))}
+    folded = f"workspace:{given['--workspace']}"  # apply_compat put --workspace into --memPoolSize
+    given["--memPoolSize"] = [p for p in given["--memPoolSize"] or [] if p != folded]
+    build = [flag for flag, value in given.items() if value not in (None, False, [])]  # --builderOptimizationLevel 0 too
+    if build and name != "tensorrt":  # TensorRT build flags: the other engines ran as if they were not given
+        raise UsageError(f"{', '.join(build)} set{'s' if len(build) == 1 else ''} how TensorRT builds the engine; "
+                         f"the {name} engine does not build one: drop {'it' if len(build) == 1 else 'them'} "
+                         "or give --engine tensorrt")
     if is_factory_spec(model):
         if canonical_engine(args.engine) not in ("auto", "torch"):
             raise UsageError(f"MODULE:FACTORY runs on the torch engine; got --engine {args.engine}. Export to ONNX first for other engines")
         return _load_factory(args)
-    name = engine_name(args.engine, model)
     if name == "torch":  # a .pt2 package
         options.refuse_torch_file(model)
         error = options.pt2_precision_error(args)

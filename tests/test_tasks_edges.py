@@ -260,3 +260,17 @@ def test_integer_engine_input_gets_raw_pixels_or_a_clear_error():
     assert raw.predict([frame])[0].to_dict() == {"mean": 200.0}
     feed, _ = raw.prepare([np.array([[[0, 0, 0], [255, 255, 255]]], np.uint8)])  # 1 x 2 -> 16 x 16, bilinear
     assert feed["x"].dtype == np.uint8 and feed["x"][0, 0, 0].tolist()[7:9] == [112, 143]  # rounded (111.6, 143.4)
+
+
+def test_segment_probability_kind_refuses_a_map_of_several_channels():
+    """kind probability on a [N, 3, H, W] output thresholded channel 0 alone (for a softmax head, the
+    background's probability: an inverted mask) without a word; refused like logits on one channel."""
+    pytest.importorskip("onnxruntime")
+    from trtflow.backends import load
+    from trtflow.errors import UsageError
+    from trtflow.tasks.segment import SegmentTask
+
+    with pytest.raises(UsageError, match="probability.*3 channels"):
+        SegmentTask(load(tiny_onnx(np.zeros((3, 4, 4))), engine="ort"), kind="probability")
+    assert SegmentTask(load(tiny_onnx(np.zeros((3, 4, 4))), engine="ort")).kind == "logits"
+    assert SegmentTask(load(tiny_onnx(np.zeros((1, 4, 4))), engine="ort"), kind="probability").kind == "probability"

@@ -69,6 +69,10 @@ class SegmentTask(Task):
         if self.kind == "logits" and out.rank == 4 and out.shape[1] == 1:
             raise UsageError(f"segmentation kind logits takes the argmax over channels, but the output '{out.name}' "
                              "has one channel (every pixel would be class 0): give kind probability, or auto")
+        if self.kind == "probability" and out.rank == 4 and isinstance(out.shape[1], int) and out.shape[1] > 1:
+            raise UsageError(f"segmentation kind probability thresholds a one-channel map, but the output '{out.name}' "
+                             f"has {out.shape[1]} channels (only the first would be read): give kind logits (argmax "
+                             "over the channels), or auto")
         self.threshold = number_option("threshold", threshold, "the probability text/foreground pixels are above")
         base = prep or IMAGENET_RGB
         size = _resolve_size(self, input_size)

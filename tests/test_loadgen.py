@@ -96,3 +96,17 @@ def test_loadgen_processes_measure_from_when_they_have_started(server, capsys):
     assert code == 0
     [level] = json.loads(capsys.readouterr().out)["levels"]
     assert level["requests"] > 0 and level["errors"] == 0, level
+
+
+def test_loadgen_quotes_a_model_name_with_a_space_or_accent(capsys):
+    """A model served as "é m" (serve --name) met an internal InvalidURL / UnicodeEncodeError: the name went
+    into the URL and the request line unquoted."""
+    model = ServedModel("é m", [trtflow.load(affine_model(), engine="ort")], BatchConfig(max_batch=8))
+    with BackgroundServer([model], ServeOptions(http_port=0, grpc_port=0)) as s:
+        for extra in ([], ["--json-tensors"]):
+            code = main(["loadgen", f"127.0.0.1:{s.http_port}", "--model", "é m", "--concurrency", "1", "--duration",
+                         "0.3", "--warmup", "0", "--json", *extra])
+            out = capsys.readouterr()
+            assert code == 0, out.err
+            [level] = json.loads(out.out)["levels"]
+            assert level["requests"] > 0 and level["errors"] == 0, level

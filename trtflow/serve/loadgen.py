@@ -17,7 +17,7 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Mapping
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import numpy as np
 
@@ -93,7 +93,7 @@ def model_inputs(config: LoadConfig) -> tuple[dict[str, np.ndarray], int]:
         meta = _grpc_metadata(host, port, config.model)
     else:
         try:
-            with urllib.request.urlopen(f"http://{host}:{port}/v2/models/{config.model}", timeout=10) as r:
+            with urllib.request.urlopen(f"http://{host}:{port}/v2/models/{quote(config.model, safe='')}", timeout=10) as r:
                 meta = json.loads(r.read())
         except urllib.error.HTTPError as exc:
             raise UsageError(f"the server at {host}:{port} refused model '{config.model}': {exc.read().decode()[:300]}") from None
@@ -159,7 +159,8 @@ def http_request(host: str, port: int, model: str, feed: Mapping[str, np.ndarray
         inputs.append(item)
     head = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": binary}}).encode()
     body = head + b"".join(blobs)
-    lines = [f"POST /v2/models/{model}/infer HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}"]
+    # the model name quoted: a space, '/' or 'é' in it made no request line (or an internal error)
+    lines = [f"POST /v2/models/{quote(model, safe='')}/infer HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}"]
     if binary:
         lines += [f"{protocol.HEADER_LENGTH}: {len(head)}", "Content-Type: application/octet-stream"]
     else:

@@ -214,3 +214,12 @@ def test_a_value_given_apart_from_its_flag_is_joined_to_that_flag_in_the_hint(ar
     with pytest.raises(UsageError) as info:
         translate(argv)
     assert f"e.g. {says})" in str(info.value), info.value
+
+
+def test_a_refused_trtexec_line_with_json_is_one_json_object(capsys):
+    """`trtflow trtexec model.onnx --json` (a positional) printed only the error line, no JSON object, though
+    every failure under --json is one (bench's own errors in the same line are)."""
+    assert main(["trtexec", "model.onnx", "--json"]) == 2
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    assert report["ok"] is False and "--onnx=model.onnx" in report["error"] and "trtexec takes flags only" in out.err

@@ -157,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     from trtflow.cli.main import main
 
     argv = [*getattr(args, "extra", []), *args.argv]
+    args.json = "--json" in argv  # a line translate refuses is one JSON object too, as bench's own errors are
     command = translate(argv)
     if {"-v", "--verbose"} & set(argv):  # trtexec's --verbose (passed on with the rest): debug logs, tracebacks
         import logging

@@ -274,3 +274,27 @@ def test_segment_probability_kind_refuses_a_map_of_several_channels():
         SegmentTask(load(tiny_onnx(np.zeros((3, 4, 4))), engine="ort"), kind="probability")
     assert SegmentTask(load(tiny_onnx(np.zeros((3, 4, 4))), engine="ort")).kind == "logits"
     assert SegmentTask(load(tiny_onnx(np.zeros((1, 4, 4))), engine="ort"), kind="probability").kind == "probability"
+
+
+def test_input_size_takes_the_engines_one_fixed_side(tmp_path):
+    """An engine of input [N, 3, 320, W] was fed the default 640 x 640 (InputShapeError at the first batch,
+    "resize the input"); the fixed side is taken, the other from input_size or the default, and an
+    input_size that contradicts the fixed side is refused when the task is made."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from trtflow.errors import UsageError
+    from trtflow.tasks import make_task
+
+    head = np.zeros((6, 8), np.float32)
+    head[0:4, 0], head[4, 0] = [100, 100, 20, 20], 0.9
+    model = onnx.load_from_string(tiny_onnx(head))
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 320
+    path = tmp_path / "h320.onnx"
+    onnx.save(model, str(path))
+    task = make_task("detect", path, engine="ort", format="yolov8")
+    assert task.prep.size == (320, 640)
+    (found,) = task.predict([np.zeros((160, 320, 3), np.uint8)])
+    assert found.boxes.tolist() == [[45.0, 45.0, 55.0, 55.0]]
+    assert make_task("detect", path, engine="ort", format="yolov8", input_size="320x480").prep.size == (320, 480)
+    with pytest.raises(UsageError, match="320"):
+        make_task("detect", path, engine="ort", format="yolov8", input_size=640)

@@ -152,4 +152,11 @@ def _resolve_size(task: Task, input_size: Any) -> Optional[tuple[int, int]]:
             raise UsageError(f"input_size {want} differs from the engine's fixed input {fixed}; drop input_size "
                              "or rebuild the engine for that size")
         return fixed
-    return want or getattr(task, "default_size", None)
+    sides = tuple(d if isinstance(d, int) else None for d in task.input_spec.shape[-2:])  # one side fixed
+    if want is not None and any(f is not None and f != g for f, g in zip(sides, want)):
+        raise UsageError(f"input_size {want} differs from the engine's input (height, width) {sides} (None: any); "
+                         "give a size with its fixed side, or drop input_size")
+    size = want or getattr(task, "default_size", None)
+    if size is None:
+        return None
+    return tuple(f if f is not None else g for f, g in zip(sides, size))

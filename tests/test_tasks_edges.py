@@ -298,3 +298,55 @@ def test_input_size_takes_the_engines_one_fixed_side(tmp_path):
     assert make_task("detect", path, engine="ort", format="yolov8", input_size="320x480").prep.size == (320, 480)
     with pytest.raises(UsageError, match="320"):
         make_task("detect", path, engine="ort", format="yolov8", input_size=640)
+
+
+def multi_onnx(values: dict) -> bytes:
+    """Like ``tiny_onnx`` with one output per name: each gives its value for every image."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2, 3], keepdims=0),
+             helper.make_node("Mul", ["m", "zero"], ["z"])]
+    inits = [numpy_helper.from_array(np.array(0, np.float32), "zero")]
+    outputs = []
+    for name, value in values.items():
+        value = np.asarray(value)
+        cast = f"{name}_z"
+        nodes += [helper.make_node("Reshape", ["z", f"{name}_shape"], [f"{name}_r"]),
+                  helper.make_node("Cast", [f"{name}_r"], [cast], to=helper.np_dtype_to_tensor_dtype(value.dtype)),
+                  helper.make_node("Add", [cast, f"{name}_value"], [name])]
+        inits += [numpy_helper.from_array(np.array([-1] + [1] * value.ndim, np.int64), f"{name}_shape"),
+                  numpy_helper.from_array(value, f"{name}_value")]
+        outputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype),
+                                                     ["N", *value.shape]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                              outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("points", [np.arange(20, dtype=np.float32).reshape(2, 10),
+                                    np.arange(20, dtype=np.float32).reshape(2, 5, 2)])
+def test_nms_graph_landmarks_flat_or_as_points(points):
+    """A graph ending in NMS whose landmarks are [N, K, 5, 2] (points, not the flat [N, K, 10]) failed
+    with numpy's reshape error; both layouts give [K, 5, 2] landmarks in source pixels."""
+    pytest.importorskip("onnxruntime")
+    from trtflow.tasks import make_task
+
+    model = multi_onnx({"num_detections": np.array([1], np.int32),
+                        "boxes": np.array([[10, 20, 30, 40], [0, 0, 0, 0]], np.float32),
+                        "scores": np.array([0.9, 0.0], np.float32), "classes": np.array([0, -1], np.int32),
+                        "landmarks": points})
+    task = make_task("detect", model, engine="ort", input_size=64)
+    assert task.format == "nms"
+    (found,) = task.predict([np.zeros((32, 64, 3), np.uint8)])  # letterbox: scale 1, 16 rows of padding on top
+    assert found.boxes.tolist() == [[10, 4, 30, 24]]
+    assert found.landmarks.shape == (1, 5, 2)
+    assert found.landmarks[0, 1].tolist() == [2.0, 0.0] and found.landmarks[0, 4].tolist() == [8.0, 0.0]
+    none = make_task("detect", multi_onnx({"num_detections": np.array([0], np.int32),
+                                           "boxes": np.zeros((2, 4), np.float32), "scores": np.zeros(2, np.float32),
+                                           "classes": np.full(2, -1, np.int32), "landmarks": points}),
+                     engine="ort", input_size=64)
+    (empty,) = none.predict([np.zeros((32, 64, 3), np.uint8)])
+    assert len(empty) == 0 and empty.landmarks.shape == (0, 5, 2)

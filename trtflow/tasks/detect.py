@@ -116,7 +116,8 @@ class DetectTask(Task):
         landmarks = None
         if "landmarks" in found:
             pts = found["landmarks"][i, :n][keep]
-            landmarks = meta.to_source(pts).reshape(len(pts), pts.shape[-1] // 2, 2)
+            points = int(np.prod(pts.shape[1:])) // 2  # [K, 2P] or [K, P, 2] -> [K, P, 2], also for K = 0
+            landmarks = meta.to_source(pts).reshape(len(pts), points, 2)
         labels = [self.label(int(c)) for c in classes]
         return Detections(boxes, scores[keep], classes, labels, landmarks)
 

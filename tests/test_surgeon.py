@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import call_cli, run_cli
 from trtflow import edits
 from trtflow.errors import MismatchError, UsageError
 from trtflow.graph.io import onnx_specs
@@ -249,3 +249,13 @@ def test_out_path_suffix_is_case_insensitive(tiny_onnx, tmp_path):
     assert onnx_specs(onnx.load(str(tmp_path / "M.ONNX")))[0][0].name == "images"
     res = call_cli("surgeon", "rename", str(tiny_onnx), "-o", str(tmp_path / "m.txt"), "--rename-input", "x=images")
     assert res.returncode == 2 and "ending in .onnx" in res.stderr
+
+
+def test_paths_print_as_they_are(tiny_onnx, tmp_path):
+    """surgeon's report read paths as rich markup: a folder "[raw]" vanished from the line naming
+    the written model and "m[b]" printed as a bold "m"."""
+    (tmp_path / "[raw]").mkdir()
+    out = tmp_path / "[raw]" / "m[b].onnx"
+    res = call_cli("surgeon", "rename", str(tiny_onnx), "-o", str(out), "--rename-input", "x=images")
+    assert res.returncode == 0, res.stderr
+    assert str(out) in res.stdout, res.stdout

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if warning:
         report["warnings"] = [warning]
         if not args.json:
-            output.console(stderr=True).print(f"[yellow]warning[/]: {warning}")
+            output.console(stderr=True).print(output.styled("yellow", "warning", f": {warning}"), markup=True)
     if args.json:
         output.print_json(report)
         return 0

@@ -55,10 +55,9 @@ def run(args: argparse.Namespace) -> int:
         return 0 if report["converts"] else 1
     label = f"{'TensorRT-RTX' if report['flavor'] == 'tensorrt_rtx' else 'TensorRT'} {report['version']}"
     if report["converts"]:
-        output.console().print(
-            f"[green]converts[/]: {args.model} builds with {label} "
-            f"({report['engine_bytes'] / 2**20:.2f} MiB in {report['build_seconds']:.1f} s)"
-        )
+        output.console().print(output.styled(
+            "green", "converts", f": {args.model} builds with {label} "
+            f"({report['engine_bytes'] / 2**20:.2f} MiB in {report['build_seconds']:.1f} s)"), markup=True)
         return 0
     output.print_table(
         f"{args.model} does not convert with {label} ({report['stage']} failed)",

@@ -89,5 +89,5 @@ def run(args: argparse.Namespace) -> int:
           f"{r.p95:.2f}", f"{r.p99:.2f}", r.errors) for r in results],
     )
     if args.plot:
-        output.console().print(f"plot saved to {args.plot}", markup=False)
+        output.console().print(f"plot saved to {args.plot}")
     return 0

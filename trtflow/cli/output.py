@@ -20,23 +20,31 @@ def print_json(data: Any) -> None:
 
 
 def console(stderr: bool = False):
+    """A console that prints text as it is: names and paths are data, not rich markup ("probs[b]"
+    would print a bold "probs", "[/]" would crash). Styled text passes ``markup=True`` and escapes
+    the data in it (``styled``)."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False)
+
+
+def styled(style: str, word: str, rest: str) -> str:
+    """``word`` in ``style``, then ``rest`` (data, escaped), for ``print(..., markup=True)``."""
+    from rich.markup import escape
+
+    return f"[{style}]{word}[/]{escape(rest)}"
 
 
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """A table on stdout; long cells wrap (words, then characters), never cut to an ellipsis,
     at any width (a pipe gets 80 columns)."""
-    from rich.markup import escape
     from rich.table import Table
 
-    # names and paths are data, not rich markup: "probs[b]" would print bold "probs", "[/]" would crash
-    table = Table(title=escape(title), title_justify="left")
+    table = Table(title=title, title_justify="left")  # printed as it is, like all of console()'s text
     for col in columns:
-        table.add_column(escape(col), overflow="fold")
+        table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(*(escape(str(c)) for c in row))
+        table.add_row(*(str(c) for c in row))
     console().print(table)
 
 

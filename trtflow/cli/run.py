@@ -78,5 +78,5 @@ def run(args: argparse.Namespace) -> int:
         ],
     )
     if args.out:
-        output.console().print(f"outputs saved to {args.out}", markup=False)
+        output.console().print(f"outputs saved to {args.out}")
     return 0

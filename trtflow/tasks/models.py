@@ -106,14 +106,10 @@ def export_mobilenet(folder: Path, fresh: bool = False, progress: Optional[Progr
     onnx_path, meta_path = folder / "mobilenet_v2.onnx", folder / "mobilenet_v2.json"
     weights = weights_path()
     key = {"trtflow": __version__, "weights": weights.name, "weights_bytes": weights.stat().st_size}
-    if not fresh and onnx_path.exists() and meta_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (ValueError, OSError):  # cut short or damaged: stale, exported again
-            meta = {}
-        if isinstance(meta, dict) and meta.get("key") == key:
-            log.info("reusing the cached MobileNetV2 ONNX %s", onnx_path)
-            return onnx_path, meta, True, None
+    meta = None if fresh else cached_meta(onnx_path, meta_path, key)
+    if meta is not None:
+        log.info("reusing the cached MobileNetV2 ONNX %s", onnx_path)
+        return onnx_path, meta, True, None
     import torch
 
     from trtflow.export import from_torch
@@ -127,6 +123,18 @@ def export_mobilenet(folder: Path, fresh: bool = False, progress: Optional[Progr
     tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
     tmp.replace(meta_path)
     return onnx_path, meta, False, result
+
+
+def cached_meta(onnx_path: Path, meta_path: Path, key: dict) -> dict | None:
+    """The meta of a cached export made with ``key``; None when the export is absent or stale (another
+    key, or a meta file cut short or damaged: exported again)."""
+    if not (onnx_path.exists() and meta_path.exists()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("key") == key else None
 
 
 def mobilenet_onnx(fresh: bool = False, progress: Optional[Progress] = None) -> Path:

@@ -139,3 +139,18 @@ def test_load_takes_engine_names_in_any_case(tiny_onnx):
     for name in ("AUTO", "Auto", "ORT", "OnnxRuntime"):
         with trtflow.load(tiny_onnx, engine=name) as eng:
             assert eng.name == "ort"
+
+
+def test_engine_says_whether_it_runs_on_a_gpu(engine):
+    assert engine.on_gpu is (engine.name == "tensorrt")  # ort on the CPU provider, torch on device="cpu"
+
+
+def test_ort_engine_with_the_cuda_provider_says_it_runs_on_a_gpu(tiny_onnx):
+    """The CUDA provider's answer, decided from the session's providers; the GPU run itself is not
+    done here (no GPU): the providers are set after the engine loads on the CPU."""
+    from trtflow.backends.onnxruntime.runner import OrtEngine
+
+    with OrtEngine(tiny_onnx) as eng:
+        assert eng.on_gpu is False
+        eng.providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        assert eng.on_gpu is True

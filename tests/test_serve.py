@@ -410,3 +410,20 @@ def test_preferred_batch_sizes_cut_batches():
         np.testing.assert_allclose(out["y"], 2 * x + 1)
     assert stats.values["nv_inference_exec_count"] == 3  # 7 requests -> 4 (preferred), 2 (preferred), 1
     assert stats.batch_counts[:3] == [1, 1, 1] and stats.batch_sum == 7
+
+
+def test_instance_kind_follows_the_engines():
+    """KIND_GPU for a model whose engine runs on a GPU, whatever its backend: here an ORT engine whose
+    session says it has the CUDA provider (set after loading on the CPU; no GPU run is done here)."""
+    from trtflow.backends.onnxruntime.runner import OrtEngine
+    from trtflow.serve.model import instance_kind
+
+    cpu = ServedModel("cpu", [OrtEngine(affine_model())], BatchConfig(max_batch=4))
+    gpu = ServedModel("gpu", [OrtEngine(affine_model())], BatchConfig(max_batch=4))
+    try:
+        assert instance_kind([cpu]) == "KIND_CPU"
+        gpu.engines[0].providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        assert instance_kind([gpu]) == "KIND_GPU" == instance_kind([cpu, gpu])
+    finally:
+        cpu.close()
+        gpu.close()

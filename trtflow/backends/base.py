@@ -162,6 +162,11 @@ class Engine(ABC):
             self._check_one(spec, shape_of(value), dtype_of(value), named, self.split_hint)
         return family or Family("numpy")  # a model without inputs answers in numpy
 
+    @property
+    def on_gpu(self) -> bool:
+        """True when the engine runs on a GPU (a served model's Triton instance kind, KIND_GPU)."""
+        return False
+
     def close(self) -> None:
         """Release the engine's resources; further ``infer`` calls raise ``EngineError``."""
         self._closed = True

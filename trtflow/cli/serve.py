@@ -198,13 +198,13 @@ def _options(args: argparse.Namespace, kind: str = "KIND_CPU"):
 
 def _serve_one(args: argparse.Namespace, names: list[str], on_ready) -> None:
     """Load the models and serve until SIGTERM/SIGINT (one process)."""
+    from trtflow.serve.model import instance_kind
     from trtflow.serve.server import listen_error, serve
 
     models = []
     try:
         models = _load_models(args, names, _labels(args))
-        kind = "KIND_GPU" if any(getattr(getattr(m.engines[0], "device", None), "type", "") == "cuda" for m in models) else "KIND_CPU"
-        opts = _options(args, kind)
+        opts = _options(args, instance_kind(models))
         _access_log(args.access_log)
         try:
             serve(models, opts, on_ready=lambda server: on_ready(server, models))

@@ -24,6 +24,7 @@ import sys
 
 from trtflow.errors import TrtflowError
 from trtflow.serve import gather, ipc, protocol
+from trtflow.serve.model import instance_kind
 from trtflow.serve.server import Server, ServeOptions, run_loop
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def engine_main(load, options: ServeOptions, path: str, queue, setup=None) -> No
 
 async def _serve(models: list, options: ServeOptions, path: str, queue) -> None:
     execute = gather.executors(models)
-    kind = "KIND_GPU" if execute else options.kind
+    kind = instance_kind(models)
     server = Server(models, ServeOptions(http_port=None, grpc_port=None, drain_timeout_s=options.drain_timeout_s,
                                          kind=kind), execute=execute)
     hub = Hub(server, gather.Pinned() if execute else None)

@@ -57,6 +57,11 @@ class ModelInfo:
                                      self.config.preferred, self.instances, kind)
 
 
+def instance_kind(models: Sequence["ServedModel"]) -> str:
+    """Triton's instance kind of a server's models: "KIND_GPU" when one of them runs on a GPU, else "KIND_CPU"."""
+    return "KIND_GPU" if any(m.engines[0].on_gpu for m in models) else "KIND_CPU"
+
+
 class ServedModel(ModelInfo):
     """A model behind the protocol: name, version, specs, batching bounds and ``prepare``.
 

@@ -126,7 +126,7 @@ class TrtflowReplica:
         ray = require("ray", "trtflow.serve.ray")
         serve = require("ray.serve", "trtflow.serve.ray")
         from trtflow.backends import engine_name, load
-        from trtflow.serve.model import BatchConfig, ServedModel
+        from trtflow.serve.model import BatchConfig, ServedModel, instance_kind
 
         engine = engine_name(options.engine, model)
         extra = options.ort_options if engine == "ort" else {}
@@ -135,6 +135,7 @@ class TrtflowReplica:
         config = BatchConfig(max_batch=options.max_batch, delay_us=round(options.batch_wait_timeout_s * 1e6),
                              timeout_s=options.timeout_s)
         self.model = ServedModel(options.name, [self.engine], config, options.labels)
+        self.kind = instance_kind([self.model])
         self.node = ray.get_runtime_context().get_node_id()
         context = serve.get_replica_context()
         self.replica = getattr(getattr(context, "replica_id", None), "unique_id", "") or str(id(self))
@@ -214,8 +215,7 @@ class TrtflowReplica:
         if method == "GET" and rest == ["ready"]:
             return _OK, 200, {}
         if method == "GET" and rest == ["config"]:
-            kind = "KIND_GPU" if self.engine.name == "tensorrt" else "KIND_CPU"
-            return json.dumps(self.model.model_config(kind)).encode(), 200, {}
+            return json.dumps(self.model.model_config(self.kind)).encode(), 200, {}
         if method == "POST" and rest == ["infer"]:
             return await self._infer(await self._body(request), request.headers.get(protocol.HEADER_LENGTH))
         raise protocol.ProtocolError(f"no route {method} {request.url.path}", 404)

@@ -92,6 +92,11 @@ class OrtEngine(Engine):
         self._checked: set = set()  # input shapes whose memory estimate passed
         log.debug("ort engine on %s", self.providers)
 
+    @property
+    def on_gpu(self) -> bool:
+        """True when the session has the CUDA or TensorRT provider."""
+        return any(p in GPU_PROVIDERS for p in self.providers)
+
     def _prepare(self, feed: dict[str, Any]) -> None:
         key = tuple((name, value.shape) for name, value in feed.items())
         if key not in self._checked:

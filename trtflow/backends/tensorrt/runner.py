@@ -188,6 +188,7 @@ class TensorRTEngine(Engine):
 
     name = "tensorrt"
     native = "torch"
+    on_gpu = True  # TensorRT executes on a CUDA GPU only
 
     def __init__(
         self,

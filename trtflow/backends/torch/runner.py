@@ -140,6 +140,11 @@ class TorchEngine(Engine):
         self._graph_limit_logged = False
         log.debug("torch engine on %s, %s, compile=%s, cuda_graphs=%s", self.device, dtype, compile, cuda_graphs)
 
+    @property
+    def on_gpu(self) -> bool:
+        """True on a CUDA device."""
+        return self.device.type == "cuda"
+
     # -- running --------------------------------------------------------------------------
     def _infer(self, feed: dict[str, Any]) -> dict[str, Any]:
         if self._index < 0:

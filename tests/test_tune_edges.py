@@ -356,3 +356,30 @@ def test_tensorrt_int8_is_built_on_a_strongly_typed_flavor(tmp_path):
         trtflow.tune(str(_matmul_onnx(tmp_path / "matmul.onnx")), engine="tensorrt", precisions=("int8", "bf16"),
                      options=TuneOptions(trt_levels=(3,), save=False, accuracy_samples=2))
     assert "int8 opt-level=3: failed: EngineIncompatibleError: built in" in str(info.value), str(info.value)
+
+
+def test_a_scalar_input_stays_a_scalar_when_cast_for_the_torch_engine_and_in_batch_norm_recalibration():
+    """np.ascontiguousarray made a 0-d feed (1,): the torch engine refused the cast scalar ("has shape (1,)"),
+    and the module recalibrating its batch norms got a (1,) tensor for its scalar argument."""
+    torch = pytest.importorskip("torch")
+    from trtflow.backends.torch.runner import TorchEngine
+    from trtflow.tune.inputs import recalibrate_batchnorm
+    from trtflow.tune.search import _adapt
+
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = torch.nn.BatchNorm1d(2)
+            self.ranks = []
+
+        def forward(self, x, s):
+            self.ranks.append(s.dim())
+            return self.bn(x) * s
+
+    module = Scaled()
+    assert recalibrate_batchnorm(module, [{"x": np.ones((4, 2), np.float32), "s": np.array(2.0, np.float32)}]) == 1
+    assert module.ranks == [0]
+    engine = TorchEngine(module, {"x": torch.ones(4, 2), "s": torch.tensor(2)})
+    feed = _adapt(engine, {"x": np.ones((4, 2), np.float32), "s": np.array(3, np.int32)})  # cast to int64
+    assert tuple(feed["s"].shape) == () and feed["s"].dtype == torch.int64
+    assert engine.infer(feed)

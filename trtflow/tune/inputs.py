@@ -213,6 +213,8 @@ def recalibrate_batchnorm(module: Any, feeds: list[dict[str, np.ndarray]], keywo
     batches, FP32, on the module's device), leave the module in eval mode; return how many were reset."""
     import torch
 
+    from trtflow.arrays import to_torch
+
     bns = _batchnorms(module)
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     for m in bns:
@@ -222,7 +224,7 @@ def recalibrate_batchnorm(module: Any, feeds: list[dict[str, np.ndarray]], keywo
     try:
         with torch.no_grad():
             for feed in feeds:
-                tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in feed.items()}
+                tensors = {k: to_torch(v, str(device)) for k, v in feed.items()}  # a scalar stays 0-d
                 module(**tensors) if keyword else module(*tensors.values())
     finally:
         module.eval()

@@ -141,11 +141,9 @@ def _adapt(engine, feed: Mapping[str, np.ndarray]) -> dict:
         if want == str(a.dtype):
             out[name] = a
         elif want == "bfloat16" or getattr(engine, "native", "") == "torch":
-            import torch
+            from trtflow.arrays import to_torch, torch_dtype
 
-            from trtflow.arrays import torch_dtype
-
-            out[name] = torch.from_numpy(np.ascontiguousarray(a)).to(torch_dtype(want))
+            out[name] = to_torch(a).to(torch_dtype(want))  # a scalar stays 0-d
         else:
             out[name] = a.astype(want)
     return out

@@ -197,3 +197,14 @@ def test_model_digest_reads_the_external_weights_of_an_onnx_file_of_any_name(tin
     raw[0] ^= 0xFF
     (tmp_path / "weights").write_bytes(bytes(raw))
     assert model_digest(path) != before
+
+
+def test_hit_survives_a_clear_right_after_the_check(store, tiny_onnx):
+    """``trtflow cache clear`` in another process between the cache's check of a hit and the caller's
+    read of the plan: the caller gets the plan that was checked, not a FileNotFoundError."""
+    config = BuildConfig(profiles=[PROFILE])
+    built = store.get_or_build(tiny_onnx, config).plan()
+    entry = store.get_or_build(tiny_onnx, config)
+    assert entry.hit
+    assert EngineCache(store.root).clear() == 1 and not entry.plan_path.exists()
+    assert entry.plan() == built

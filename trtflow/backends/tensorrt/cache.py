@@ -10,7 +10,7 @@ plan's SHA-256 matches; otherwise it is rebuilt.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from trtflow.backends.tensorrt.config import BuildConfig
@@ -43,9 +43,12 @@ class CacheEntry:
     meta: dict
     hit: bool
     rebuilt_because: str | None = None
+    data: bytes | None = field(default=None, repr=False)  # the plan as checked or built
 
     def plan(self) -> bytes:
-        return self.plan_path.read_bytes()
+        """The plan's bytes: those the cache checked against the sidecar or just built, so a
+        ``trtflow cache clear`` in another process since then does not take them away."""
+        return self.data if self.data is not None else self.plan_path.read_bytes()
 
 
 def cache_key(digest: str, config: BuildConfig, flavor: Flavor, target: dict) -> str:
@@ -82,22 +85,27 @@ class EngineCache:
 
     def check(self, key: str, flavor: Flavor, target: dict) -> tuple[dict | None, str | None]:
         """``(sidecar, None)`` for a usable entry, ``(None, why)`` for a stale one, ``(None, None)`` if absent."""
+        meta, _, why = self._read(key, flavor, target)
+        return meta, why
+
+    def _read(self, key: str, flavor: Flavor, target: dict) -> tuple[dict | None, bytes | None, str | None]:
+        """``check`` with the plan's bytes of a usable entry: ``(sidecar, plan, None)``."""
         plan, side, _ = self.paths(key)
         if not side.exists() and not plan.exists():
-            return None, None
+            return None, None, None
         meta = read_sidecar(plan)
         if meta is None:
-            return None, "its sidecar is missing or unreadable"
+            return None, None, "its sidecar is missing or unreadable"
         why = incompatibility(meta, flavor, target)
         if why:
-            return None, why
+            return None, None, why
         try:
             data = plan.read_bytes()
         except OSError:
-            return None, "its plan file is missing"
+            return None, None, "its plan file is missing"
         if len(data) != meta.get("engine_bytes") or sha256(data) != meta.get("plan_sha256"):
-            return None, "its plan does not match the sidecar's size or SHA-256"
-        return meta, None
+            return None, None, "its plan does not match the sidecar's size or SHA-256"
+        return meta, data, None
 
     def get_or_build(
         self,
@@ -133,15 +141,15 @@ class EngineCache:
         key = cache_key(digest, config, flavor, target)
         plan, _, lock = self.paths(key)
         if not force:
-            meta, _ = self.check(key, flavor, target)
+            meta, data, _ = self._read(key, flavor, target)
             if meta is not None:
                 log.info("engine cache hit %s", key)
-                return CacheEntry(key, plan, meta, hit=True)
+                return CacheEntry(key, plan, meta, hit=True, data=data)
         self.root.mkdir(parents=True, exist_ok=True)
         with FileLock(str(lock), timeout=LOCK_TIMEOUT_S):
-            meta, why = self.check(key, flavor, target)
+            meta, data, why = self._read(key, flavor, target)
             if meta is not None and not force:  # another process built it while we waited
-                return CacheEntry(key, plan, meta, hit=True)
+                return CacheEntry(key, plan, meta, hit=True, data=data)
             if force:
                 why = why or "a rebuild was asked for"
             if why:
@@ -151,7 +159,7 @@ class EngineCache:
             meta = write_plan(
                 plan, result, key=key, onnx_sha256=digest, source=source, config=config.key_dict()
             )
-        return CacheEntry(key, plan, meta, hit=False, rebuilt_because=why)
+        return CacheEntry(key, plan, meta, hit=False, rebuilt_because=why, data=result.plan)
 
     def entries(self) -> list[dict]:
         """One dict per cached plan: key, path, size, and the sidecar's main fields."""

@@ -181,3 +181,27 @@ def test_json_numbers_beyond_a_float_datatype_are_400_not_infinity(datatype, dat
 def test_json_infinity_and_nan_into_a_float_datatype_are_taken():
     got = _decode([{"name": "x", "shape": [3], "datatype": "FP16", "data": [float("inf"), float("nan"), 65504.0]}])
     assert np.isposinf(got.inputs["x"][0]) and np.isnan(got.inputs["x"][1]) and got.inputs["x"][2] == 65504
+
+
+def test_a_tensor_without_a_triton_datatype_is_named_with_the_fix():
+    from trtflow.spec import TensorSpec
+
+    x, y = TensorSpec("x", "float32", ("batch", 4)), TensorSpec("y", "float8_e4m3fn", ("batch", 4))
+    for make in (lambda: protocol.model_config("m", [x], [y], 8), lambda: protocol.model_metadata("m", "1", [x], [y], True)):
+        with pytest.raises(ProtocolError, match=r"output 'y' is float8_e4m3fn.*cast it to float16 at the model's edge"):
+            make()
+
+
+def test_serving_a_model_with_an_fp8_output_is_refused_when_it_is_loaded():
+    torch = pytest.importorskip("torch")
+    import trtflow
+    from trtflow.serve.model import ServedModel
+
+    class ToFp8(torch.nn.Module):
+        def forward(self, x):
+            return x.to(torch.float8_e4m3fn)
+
+    with trtflow.load(ToFp8(), engine="torch", example_inputs={"x": torch.randn(2, 4)}, device="cpu",
+                      output_names=["y"]) as engine:
+        with pytest.raises(ProtocolError, match=r"model 'm': output 'y' is float8_e4m3fn.*float16"):
+            ServedModel("m", [engine])

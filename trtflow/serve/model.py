@@ -80,6 +80,12 @@ class ServedModel(ModelInfo):
         self.engines = list(engines)
         first = self.engines[0]
         self.inputs, self.outputs = first.inputs, first.outputs
+        try:  # refused now, not at the first metadata, config or infer request
+            for role, specs in (("input", self.inputs), ("output", self.outputs)):
+                for spec in specs:
+                    protocol.spec_datatype(spec, role)
+        except protocol.ProtocolError as exc:
+            raise protocol.ProtocolError(f"model '{name}': {exc}") from None
         self.labels = list(labels) if labels else None
         self.batched = config.max_batch > 0 and all(
             s.rank > 0 and (not isinstance(s.shape[0], int) or s.bounds is not None) for s in self.inputs)

@@ -113,6 +113,21 @@ def triton_dtype(dtype: Any) -> str:
     return NUMPY_TO_TRITON[name]
 
 
+def spec_datatype(spec: TensorSpec, role: str) -> str:
+    """Triton's datatype of a model's input or output (``role``: "input" or "output").
+
+    Raises:
+        ProtocolError: the tensor's dtype has none (FP8, for one); the message names the tensor and the cast.
+    """
+    try:
+        return triton_dtype(spec.dtype)
+    except ProtocolError:
+        to = "float16" if spec.dtype.startswith(("float8", "float4")) else "a dtype Triton has (" + ", ".join(
+            v for v in TRITON_TO_NUMPY.values() if v != "object") + ")"
+        raise ProtocolError(f"{role} '{spec.name}' is {spec.dtype}, which has no Triton datatype: cast it to {to} "
+                            "at the model's edge (in the model, before it is exported or loaded) to serve it") from None
+
+
 def numpy_dtype(datatype: str) -> np.dtype:
     """Triton's datatype string -> numpy dtype (object for BYTES).
 
@@ -557,12 +572,12 @@ def _dims(spec: TensorSpec, batched: bool) -> list[int]:
 def model_metadata(name: str, version: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
                    batched: bool, platform: str = "trtflow") -> dict:
     """``GET /v2/models/{name}``: the shapes include the batch dim (-1) as Triton reports them."""
-    def one(spec: TensorSpec) -> dict:
+    def one(spec: TensorSpec, role: str) -> dict:
         dims = _dims(spec, batched)
-        return {"name": spec.name, "datatype": triton_dtype(spec.dtype), "shape": ([-1] if batched else []) + dims}
+        return {"name": spec.name, "datatype": spec_datatype(spec, role), "shape": ([-1] if batched else []) + dims}
 
     return {"name": name, "versions": [version], "platform": platform,
-            "inputs": [one(s) for s in inputs], "outputs": [one(s) for s in outputs]}
+            "inputs": [one(s, "input") for s in inputs], "outputs": [one(s, "output") for s in outputs]}
 
 
 def model_config(name: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], max_batch: int,
@@ -572,13 +587,13 @@ def model_config(name: str, inputs: Sequence[TensorSpec], outputs: Sequence[Tens
     when ``max_batch_size > 0``); parses into ``model_config_pb2.ModelConfig``."""
     batched = max_batch > 0
 
-    def one(spec: TensorSpec) -> dict:
-        return {"name": spec.name, "data_type": "TYPE_" + ("STRING" if triton_dtype(spec.dtype) == "BYTES"
-                                                             else triton_dtype(spec.dtype)),
+    def one(spec: TensorSpec, role: str) -> dict:
+        datatype = spec_datatype(spec, role)
+        return {"name": spec.name, "data_type": "TYPE_" + ("STRING" if datatype == "BYTES" else datatype),
                 "dims": _dims(spec, batched)}
 
     config = {"name": name, "platform": "", "backend": backend, "max_batch_size": max_batch,
-              "input": [one(s) for s in inputs], "output": [one(s) for s in outputs],
+              "input": [one(s, "input") for s in inputs], "output": [one(s, "output") for s in outputs],
               "instance_group": [{"name": f"{name}_0", "count": instances, "kind": kind}]}
     if batched:
         config["dynamic_batching"] = {"preferred_batch_size": list(preferred), "max_queue_delay_microseconds": delay_us}

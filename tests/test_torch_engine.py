@@ -338,3 +338,14 @@ def test_fusing_leaves_the_callers_module_as_it_was():
     assert [n.target for n in fused.graph.nodes if n.op == "call_function"] == [torch.cudnn_convolution_relu] * 2
     _assert_same_state(before, _state(model))
     assert model[3].bias is None
+
+
+@pytest.mark.parametrize("name, what, engine", [("m.onnx", "an ONNX model", "ort"), ("m.plan", "a TensorRT plan", "tensorrt")])
+def test_an_onnx_model_or_a_plan_on_the_torch_engine_names_the_engine_that_runs_it(tiny_onnx, tmp_path, name, what, engine):
+    """trtflow.load("m.onnx", engine="torch") said only "cannot read m.onnx as an AOTInductor package (a zip
+    archive): File is not a zip file"."""
+    path = tmp_path / name
+    path.write_bytes(open(tiny_onnx, "rb").read())
+    with pytest.raises(UsageError, match=f"is {what}: give --engine {engine} .*engine=\"{engine}\"") as info:
+        trtflow.load(path, engine="torch")
+    assert "zip" not in str(info.value)

@@ -73,7 +73,9 @@ def _load(args: argparse.Namespace, extra: dict | None = None):
             raise UsageError(f"MODULE:FACTORY runs on the torch engine; got --engine {args.engine}. Export to ONNX first for other engines")
         return _load_factory(args)
     if name == "torch":  # a .pt2 package
-        options.refuse_torch_file(model)
+        from trtflow.backends.torch.aoti import refuse_other_files
+
+        refuse_other_files(model)  # before the precision flags are called those of a .pt2
         error = options.pt2_precision_error(args)
         if error:
             raise error

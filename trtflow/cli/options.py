@@ -315,29 +315,13 @@ def feed_for(engine, files: dict, shapes: dict, seed: int, given: dict | None = 
     return feed
 
 
-def refuse_torch_file(model) -> None:
-    """--engine torch with an .onnx model or a TensorRT plan: named, with the engine that runs it (the
-    package reader said only "File is not a zip file").
-
-    Raises:
-        UsageError: ``model`` is a path whose name says ONNX or a plan.
-    """
-    kinds = {".onnx": "an ONNX model", ".engine": "a TensorRT plan", ".plan": "a TensorRT plan", ".trt": "a TensorRT plan"}
-    suffix = Path(model).suffix.lower() if isinstance(model, (str, Path)) else ""
-    if suffix in kinds:
-        raise UsageError(f"--engine torch runs .pt2 packages (and MODULE:FACTORY where the command takes it); {model} is "
-                         f"{kinds[suffix]}: give --engine {'ort' if suffix == '.onnx' else 'tensorrt'}, or leave --engine out")
-
-
 def load_engine(args: argparse.Namespace, model, engine: str | None = None, **extra):
     """Load ``model`` with the engine chosen by --engine (or ``engine``), using the shared flags
     (and ``extra`` load options, e.g. ``device_options(name, gpu)``)."""
     from trtflow.backends import engine_name, load
 
     name = engine_name(engine or args.engine, model)
-    if name == "torch":
-        refuse_torch_file(model)
-    elif isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".pt2":  # read as ONNX or a plan
+    if name != "torch" and isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".pt2":  # read as ONNX or a plan
         raise UsageError(f"{model} is a .pt2 package, which the torch engine runs: give --engine torch, or leave "
                          f"--engine out (not --engine {name})")
     split = {"split_batches": True} if getattr(args, "split_batches", False) else {}

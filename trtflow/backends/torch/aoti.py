@@ -19,6 +19,25 @@ log = logging.getLogger(__name__)
 
 METADATA_KEY = "trtflow.specs"  # package metadata holding the specs (base64 of JSON: no quotes to escape in C++)
 
+# files given to the torch engine by mistake, by name: what each is and the engine that runs it
+_OTHER_FILES = {".onnx": ("an ONNX model", "ort"), ".plan": ("a TensorRT plan", "tensorrt"),
+                ".engine": ("a TensorRT plan", "tensorrt"), ".trt": ("a TensorRT plan", "tensorrt")}
+
+
+def refuse_other_files(path: str | os.PathLike) -> None:
+    """Refuse an ONNX model or a TensorRT plan given to the torch engine, naming the engine that runs it
+    (read as a package, it failed with only "File is not a zip file").
+
+    Raises:
+        UsageError: ``path``'s name says ONNX or a TensorRT plan.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in _OTHER_FILES:
+        what, engine = _OTHER_FILES[suffix]
+        raise UsageError(f"the torch engine runs .pt2 packages (AOTInductor) and PyTorch modules (MODULE:FACTORY where "
+                         f"a command takes it); {path} is {what}: give --engine {engine} "
+                         f"(trtflow.load(path, engine=\"{engine}\")), or leave the engine out")
+
 
 def _package_metadata(path: Path) -> dict:
     """The AOTInductor metadata read from the archive without loading the compiled library ({} if absent)."""
@@ -52,6 +71,7 @@ def load_package(path: Path, device) -> tuple[Any, list[TensorSpec], list[Tensor
     """Load a package for ``device``: (runner, input specs, output specs, called with keywords)."""
     import torch
 
+    refuse_other_files(path)
     if not path.exists():
         raise ModelLoadError(f"AOTInductor package not found: {path}")
     meta = _package_metadata(path)

@@ -63,7 +63,8 @@ class TorchEngine(Engine):
             False compiles as ``torch.compile(module, mode=...)`` does by default.
 
     Raises:
-        UsageError: bad options (unknown precision or compile mode, CUDA graphs on the CPU, ...).
+        UsageError: bad options (unknown precision or compile mode, CUDA graphs on the CPU, ...), or an ONNX
+            model or TensorRT plan given as the model (naming the engine that runs it).
         ModelLoadError: a missing or unreadable ``.pt2``, or a module without example inputs.
     """
 

@@ -128,12 +128,14 @@ CASES = [
     # engines and flags that do not fit
     (["run", "{tiny}", "--engine", "warp"], 2, ["unknown engine 'warp'"]),
     (["run", "{tiny}", "--providers", ","], 2, ["names no provider"]),
-    (["run", "{tiny}", "--providers", "rocm"], 2, ["not available"]),
+    (["run", "{tiny}", "--providers", "rocm"], 2, ["not available", "providers=['cpu'] (--providers cpu)"]),
     (["compare", "{tiny}", "--engines", "ort"], 2, ["at least two"]),
     (["compare", "{tiny}", "--atol", "nan"], 2, ["bad --atol"]),
     (["compare", "{tiny}", "--rtol", "logits:0.1"], 2, ["bad --rtol", "NAME=NUMBER"]),
     (["compare", "{tiny}", "--dtypes", "x:int64"], 2, ["--dtypes", "MODULE:FACTORY"]),
     (["bench", "{tiny}", "--useCudaGraph"], 2, ["torch engine"]),
+    (["bench", "tests.models.tiny:make", "--device", "cpu", "--useCudaGraph", "--shapes", "x:1x3x16x16"], 2,
+     ["cuda_graphs=True (--useCudaGraph) needs a CUDA device"]),
     (["quickstart", "--engine", "warp"], 2, ["unknown engine 'warp'"]),
     # export: examples
     (["export", "{picture}", "-o", "{dir}/m.onnx"], 2, ["not a MODULE:FACTORY spec"]),

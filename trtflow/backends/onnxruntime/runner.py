@@ -64,7 +64,7 @@ class OrtEngine(Engine):
         if missing:
             raise UsageError(
                 f"ONNX Runtime provider(s) {missing} are not available; this onnxruntime has {available}. "
-                "Install the matching build (e.g. onnxruntime-gpu for CUDA) or ask for providers=['cpu']."
+                "Install the matching build (e.g. onnxruntime-gpu for CUDA) or ask for providers=['cpu'] (--providers cpu)."
             )
         if device is not None and (isinstance(device, bool) or not isinstance(device, int) or device < 0
                                    or not any(p in GPU_PROVIDERS for p in wanted)):

@@ -99,7 +99,8 @@ class TorchEngine(Engine):
             raise UsageError(f"compile mode '{compile}' is not supported; choose None or one of {list(COMPILE_MODES)}")
         self.device = torch_device(torch, device)
         if (cuda_graphs or fuse) and self.device.type != "cuda":
-            raise UsageError(f"{'cuda_graphs' if cuda_graphs else 'fuse'}=True needs a CUDA device; this engine runs on the CPU")
+            raise UsageError(f"{'cuda_graphs=True (--useCudaGraph)' if cuda_graphs else 'fuse=True'} needs a CUDA device; "
+                             "this engine runs on the CPU")
         if self.device.type == "cuda" and cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
         self.precision = dtype

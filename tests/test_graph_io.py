@@ -166,3 +166,21 @@ def test_a_model_protobuf_refuses_to_serialize_is_saved_with_external_data(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
     back = load_onnx(tmp_path / "m.onnx")
     assert back.graph.initializer[0].raw_data == model.graph.initializer[0].raw_data
+
+
+def test_a_pt2_package_read_as_onnx_is_sent_to_the_torch_engine_and_a_checkpoint_to_export(tmp_path):
+    """A .pt2 (AOTInductor package, a zip) read as ONNX was called "a PyTorch .pt/.pth checkpoint?; export the
+    module", though the package is the exported module and the torch engine runs it."""
+    import zipfile
+
+    import trtflow
+
+    with zipfile.ZipFile(tmp_path / "m.pt2", "w") as archive:
+        archive.writestr("m/data/aotinductor/model/wrapper_metadata.json", "{}")
+    with pytest.raises(ModelLoadError, match="AOTInductor") as info:
+        trtflow.load(tmp_path / "m.pt2", engine="ort")
+    assert 'engine="torch"' in str(info.value) and "checkpoint" not in str(info.value)
+    torch = pytest.importorskip("torch")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "m.pt")
+    with pytest.raises(ModelLoadError, match="checkpoint"):
+        load_onnx(tmp_path / "m.pt")

@@ -85,6 +85,9 @@ _MAGIC = {
     b"vtrt": "it is a TensorRT-RTX plan (engine), not ONNX; " + _PLAN_FIX,
 }
 _PLAN_SUFFIXES = (".engine", ".plan", ".trt")
+_PT2 = ("it is a .pt2 package (AOTInductor), not ONNX: the torch engine runs it (--engine torch where a command "
+        "takes --engine: run, bench, video, serve; trtflow.load(path, engine=\"torch\")); commands that read ONNX "
+        "(inspect, surgeon, build, check, tune) need the module exported to ONNX (`trtflow export`)")
 
 
 def _guess_format(path: Path) -> str:
@@ -94,6 +97,8 @@ def _guess_format(path: Path) -> str:
             head = f.read(512)
     except OSError:
         return "It cannot be read back; check the file and its permissions."
+    if head.startswith(b"PK\x03\x04") and path.suffix.lower() == ".pt2":  # a zip, like a .pt checkpoint
+        return f"Its name and first bytes say {_PT2}."
     for magic, what in _MAGIC.items():
         if head.startswith(magic):
             return f"Its first bytes say {what}."

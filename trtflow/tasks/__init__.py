@@ -50,8 +50,8 @@ See docs/tasks.md.
 
 from __future__ import annotations
 
-from trtflow.tasks.base import BatchDims, FrameMeta, Task
-from trtflow.tasks.factory import TASKS, make_task, read_labels
+from trtflow.tasks.base import BatchDims, FrameMeta, Task, read_labels
+from trtflow.tasks.factory import TASKS, make_task
 from trtflow.tasks.results import Classification, Custom, Detections, Segmentation, Upscaled
 
 __all__ = [

@@ -17,7 +17,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 import logging
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -90,8 +92,6 @@ class Task(ABC):
                  device: Optional[str] = None):
         self.engine = engine
         self.input_name = input_name or _image_input(engine)
-        from trtflow.tasks.factory import read_labels
-
         self.labels = read_labels(labels)  # a list, or a text file with one name per line
         self.device = check_device(device)
 
@@ -297,3 +297,24 @@ def _concat(parts: list) -> Any:
     import torch
 
     return torch.cat(parts)
+
+
+def read_labels(labels: Any) -> Optional[list]:
+    """Class names from a list (or another sequence: a tuple, a numpy array), or a UTF-8 text file
+    with one name per line (blank lines skipped)."""
+    if labels is None:
+        return None
+    if not isinstance(labels, (str, bytes, os.PathLike)):
+        try:
+            return list(labels)
+        except TypeError:
+            raise UsageError(f"labels {labels!r}: give a list of class names or a text file with one per line") from None
+    path = Path(os.fsdecode(labels))
+    if not path.is_file():
+        raise UsageError(f"labels file not found: {path}; give a text file with one class name per line")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"labels file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                         "save it as UTF-8") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]

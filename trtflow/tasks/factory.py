@@ -4,35 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any, Optional
 
 from trtflow.errors import UsageError
+from trtflow.tasks.base import read_labels
 
 log = logging.getLogger(__name__)
 
 TASKS = ("face", "detect", "sr", "classify", "segment", "custom")
-
-
-def read_labels(labels: Any) -> Optional[list]:
-    """Class names from a list (or another sequence: a tuple, a numpy array), or a UTF-8 text file
-    with one name per line (blank lines skipped)."""
-    if labels is None:
-        return None
-    if not isinstance(labels, (str, bytes, os.PathLike)):
-        try:
-            return list(labels)
-        except TypeError:
-            raise UsageError(f"labels {labels!r}: give a list of class names or a text file with one per line") from None
-    path = Path(os.fsdecode(labels))
-    if not path.is_file():
-        raise UsageError(f"labels file not found: {path}; give a text file with one class name per line")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"labels file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                         "save it as UTF-8") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def make_task(

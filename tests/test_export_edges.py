@@ -197,3 +197,18 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_exporting(tmp_p
     with pytest.raises(UsageError, match="a_f"):
         from_torch(_Scales(), torch.ones(2, 3), tmp_path / where, exporter="torchscript")
     assert (tmp_path / "a_file").read_text() == "not a folder"
+
+
+def test_a_bfloat16_export_that_onnx_runtime_cannot_verify_says_it_was_written_and_how_to_skip(tmp_path):
+    """Verification of a model with bfloat16 inputs and outputs failed with ONNX Runtime's refusal alone, as if
+    the export had failed; the file was written and --no-verify skips the check."""
+    from trtflow.errors import ModelLoadError
+
+    out = tmp_path / "bf16.onnx"
+    with pytest.raises(ModelLoadError, match="bfloat16") as info:
+        from_torch(torch.nn.Linear(4, 2).to(torch.bfloat16), torch.ones(1, 4, dtype=torch.bfloat16), out,
+                   exporter="torchscript")
+    assert out.is_file() and f"{out} was written" in str(info.value)
+    assert "--no-verify" in str(info.value) and "verify=False" in str(info.value)
+    assert not from_torch(torch.nn.Linear(4, 2).to(torch.bfloat16), torch.ones(1, 4, dtype=torch.bfloat16), out,
+                          exporter="torchscript", verify=False).verification

@@ -10,7 +10,7 @@ from typing import Any
 
 from trtflow.compare.core import Tolerances
 from trtflow.deps import require
-from trtflow.errors import ExportError, MismatchError, UsageError
+from trtflow.errors import ExportError, MismatchError, ModelLoadError, UsageError
 from trtflow.progress import Progress, report
 from trtflow.export.config import ExportConfig, ExportResult
 from trtflow.export.inputs import flatten_outputs, name_inputs
@@ -52,6 +52,8 @@ def from_torch(
             ONNX checker rejects the result.
         MismatchError: ONNX Runtime's outputs differ from PyTorch's beyond the tolerances
             (the file is kept; ``error.report`` is the ``ExportResult``).
+        ModelLoadError: ONNX Runtime cannot load the written file to verify it (bfloat16 inputs or
+            outputs, ...); the file is kept and ``verify=False`` skips the check.
         MissingDependencyError: torch (or onnxruntime, for verification) is not installed.
     """
     torch = require("torch", "trtflow.export")
@@ -120,7 +122,11 @@ def from_torch(
         tol = Tolerances(config.atol, config.rtol, config.per_output_atol, config.per_output_rtol,
                          min_agreement=config.min_agreement)
         tol.check_names([s.name for s in outputs_spec])
-        result.verification = verify_export(out, module, cases, output_names, tol)
+        try:
+            result.verification = verify_export(out, module, cases, output_names, tol)
+        except ModelLoadError as exc:  # ONNX Runtime refuses the model (bfloat16 I/O, ...): the export is done
+            raise ModelLoadError(f"{out} was written, but ONNX Runtime cannot load it to verify it against PyTorch: "
+                                 f"{str(exc).rstrip('.')}. Skip the check with --no-verify (verify=False)") from None
     finally:
         for m, training in modes:  # each submodule's own mode (a frozen batch norm in a model in training stays eval)
             m.training = training

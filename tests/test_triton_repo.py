@@ -469,3 +469,22 @@ def test_lists_separated_by_spaces_are_not_run_together(tmp_path, capsys):
     config = _parse(tmp_path / "repo" / "dyn" / "config.pbtxt")
     assert list(config.instance_group[0].gpus) == [0, 1]  # "0 1" was read as GPU 1 ("01")
     assert list(config.dynamic_batching.preferred_batch_size) == [2, 4, 8]
+
+
+def test_a_scalar_tensor_is_refused_at_any_max_batch(tmp_path, capsys):
+    """x (4,) -> s (): config.pbtxt cannot describe a scalar (Triton: "must specify 'dims'"), so the
+    model was written and Triton refused it; with --max-batch 4 the error said to use --max-batch 0,
+    which writes that same refused config."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0)], "total",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("s", TensorProto.FLOAT, [])])
+    model = tmp_path / "total.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    for flags in ([], ["--max-batch", "0"], ["--max-batch", "4"]):
+        assert main(["triton-repo", str(model), "--out", str(tmp_path / "repo"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert "'s'" in err and "scalar" in err and "--max-batch 0" not in err, (flags, err)
+        assert not (tmp_path / "repo" / "total").exists()

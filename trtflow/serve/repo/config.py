@@ -68,16 +68,20 @@ def protobuf_modules():
 
 
 def check_batch_dims(spec: ConfigSpec) -> None:
-    """Refuse a ``max_batch > 0`` for tensors whose dim 0 cannot be a batch.
+    """Refuse a scalar tensor (config.pbtxt has no dims for it, so Triton refuses the model), and a
+    ``max_batch > 0`` for tensors whose dim 0 cannot be a batch.
 
     Raises:
-        UsageError: a tensor without dims or with nothing but dim 0, or an input whose dim 0 is fixed.
+        UsageError: a scalar tensor; with ``max_batch > 0``, a tensor with nothing but dim 0 or an
+            input whose dim 0 is fixed.
     """
+    for t in list(spec.inputs) + list(spec.outputs):
+        if t.rank == 0:  # Triton: "model output 's' must specify 'dims'"
+            raise UsageError(f"tensor '{t.name}' is a scalar, which config.pbtxt cannot describe (Triton needs dims); "
+                             "export the model with it as shape [1] (e.g. reshape(1) in forward)")
     if spec.max_batch <= 0:
         return
     for t in list(spec.inputs) + list(spec.outputs):
-        if t.rank == 0:
-            raise UsageError(f"tensor '{t.name}' is a scalar, so the model has no batch dim; use --max-batch 0")
         if t.rank == 1:  # Triton: "model output 's' must specify 'dims'"
             raise UsageError(f"tensor '{t.name}' has shape {t.describe_shape()}: nothing but the batch dim, which "
                              "leaves config.pbtxt no dims and Triton refuses the model; use --max-batch 0")

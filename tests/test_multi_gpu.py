@@ -60,6 +60,22 @@ def test_device_options_per_engine():
         device_options("onnx2tf", 0)
 
 
+@pytest.mark.parametrize("engine", ["torch", "tensorrt", "ort"])
+@pytest.mark.parametrize("gpu", ["x", -1, True, 1.5])
+def test_device_options_refuses_what_is_not_a_gpu_index(engine, gpu):
+    with pytest.raises(UsageError, match=f"gpu={gpu!r}.*a GPU index such as 0"):
+        device_options(engine, gpu)
+
+
+def test_make_task_gpu_not_an_index_names_the_value(tmp_path):
+    from tests.test_video import mean_model
+    from trtflow.tasks import make_task
+
+    model = mean_model(tmp_path / "mean.onnx")
+    with pytest.raises(UsageError, match="gpu='x'.*a GPU index such as 0"):
+        make_task("custom", str(model), engine="ort", gpu="x", providers=["cpu"], post="tests.test_video:post_mean")
+
+
 def test_ort_device_option_needs_a_gpu_provider(tiny_onnx):
     with pytest.raises(UsageError, match="providers such as"):
         trtflow.load(tiny_onnx, "ort", device=1)  # CPU provider only: a device index means nothing

@@ -86,8 +86,12 @@ def device_options(engine: str, gpu: int) -> dict:
     TensorRT) provider's ``device_id`` through ``device=N``.
 
     Raises:
-        UsageError: an engine with no device option.
+        UsageError: ``gpu`` is not a GPU index, or an engine with no device option.
     """
+    if isinstance(gpu, str) and gpu.strip().isdigit():
+        gpu = int(gpu)
+    if isinstance(gpu, bool) or not isinstance(gpu, int) or gpu < 0:
+        raise UsageError(f"gpu={gpu!r} is not a GPU: give a GPU index such as 0 or 1 (--gpus 0)")
     if engine == "torch":
         return {"device": f"cuda:{gpu}"}
     if engine in ("tensorrt", "ort"):

@@ -355,3 +355,12 @@ def test_nms_graph_landmarks_flat_or_as_points(points):
                      engine="ort", input_size=64)
     (empty,) = none.predict([np.zeros((32, 64, 3), np.uint8)])
     assert len(empty) == 0 and empty.landmarks.shape == (0, 5, 2)
+
+
+@pytest.mark.parametrize("noise", [True, False, 1.0, 4, -2, "1"])
+def test_waifu2x_noise_refuses_bools_and_levels_the_package_lacks(noise):
+    from trtflow.errors import UsageError
+    from trtflow.tasks.models import waifu2x_onnx
+
+    with pytest.raises(UsageError, match=f"noise level {noise!r}.*-1 \\(none\\), 0, 1, 2 or 3"):
+        waifu2x_onnx("upconv_7", noise=noise)

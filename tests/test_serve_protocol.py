@@ -205,3 +205,19 @@ def test_serving_a_model_with_an_fp8_output_is_refused_when_it_is_loaded():
                       output_names=["y"]) as engine:
         with pytest.raises(ProtocolError, match=r"model 'm': output 'y' is float8_e4m3fn.*float16"):
             ServedModel("m", [engine])
+
+
+@pytest.mark.parametrize("where", ["input", "output"])
+def test_shared_memory_inputs_and_outputs_are_400_naming_the_tensor(where):
+    """Triton's shared-memory extension is not served (the server metadata does not list it):
+    a tensor naming a region was '0 values; shape [1, 4] needs 4' (inputs) or ignored (outputs)."""
+    shm = {"shared_memory_region": "r", "shared_memory_byte_size": 16, "shared_memory_offset": 0}
+    x = {"name": "x", "shape": [1, 4], "datatype": "FP32"}
+    doc = {"inputs": [{**x, "parameters": shm}]} if where == "input" else {
+        "inputs": [{**x, "data": [1, 2, 3, 4]}], "outputs": [{"name": "y", "parameters": shm}]}
+    name = "x" if where == "input" else "y"
+    for decode in (lambda: protocol.decode_infer_request(json.dumps(doc).encode()),
+                   lambda: protocol.parse_infer_header(json.dumps(doc).encode())):  # the binary fast path's header
+        with pytest.raises(ProtocolError, match=f"{where} '{name}'.*shared-memory.*not supported.*in the request") as err:
+            decode()
+        assert err.value.status == 400

@@ -295,7 +295,7 @@ def parse_infer_header(head: bytes | memoryview) -> tuple[list[dict], InferReque
         if not isinstance(item, dict) or "name" not in item or "datatype" not in item or "shape" not in item:
             raise ProtocolError("each input needs 'name', 'shape' and 'datatype'")
         name = _name(item, "input")
-        _parameters(item, "input", item["name"])
+        _no_shared_memory(_parameters(item, "input", item["name"]), f"input '{name}'")
         if name in names:
             raise ProtocolError(f"input '{item['name']}' is given more than once")
         names.add(name)
@@ -306,6 +306,7 @@ def parse_infer_header(head: bytes | memoryview) -> tuple[list[dict], InferReque
         outputs = []
         for item in doc["outputs"]:
             p = _parameters(item, "output", _name(item, "output"))
+            _no_shared_memory(p, f"output '{item['name']}'")
             outputs.append(RequestedOutput(item["name"], _flag(p, "binary_data", f"output '{item['name']}'"),
                                            class_count(p.get("classification"), item["name"])))
     binary = _flag(params, "binary_data_output", "the request")
@@ -326,6 +327,18 @@ def _name(item: dict, what: str) -> str:
     if not isinstance(name, str):
         raise ProtocolError(f"an {what}'s 'name' must be a string, got {json.dumps(name)}")
     return name
+
+
+def _no_shared_memory(params: dict, whose: str) -> None:
+    """Refuse a tensor in a shared-memory region (Triton's system and CUDA shared-memory
+    extensions, which this server does not list in its metadata): its data was read as missing.
+
+    Raises:
+        ProtocolError: (400) a ``shared_memory_*`` parameter.
+    """
+    if any(key.startswith("shared_memory_") for key in params):
+        raise ProtocolError(f"{whose} names a shared-memory region: shared-memory inputs and outputs are not "
+                            "supported; send the data in the request (JSON 'data' or binary tensor data)")
 
 
 def _flag(params: dict, key: str, whose: str) -> bool | None:

@@ -329,3 +329,16 @@ def test_serve_workers_refuses_options_it_cannot_serve_with(ports, workers, matc
     with pytest.raises(UsageError, match=match):
         serve_workers(functools.partial(list), ServeOptions(http_port=ports[0], grpc_port=ports[1]),
                       WorkerOptions(**{"startup_timeout_s": 60.0, **workers}), on_ready=on_ready)
+
+
+def test_device_name_of_an_ort_engine_on_the_cuda_provider_names_the_gpu(files):
+    """An ORT engine on the CUDA provider without a GPU index runs on GPU 0 (ORT's default), not
+    "cpu". No GPU here: a real CPU engine whose ``providers`` are set as a CUDA session reports them."""
+    from trtflow.serve.engine_process import device_name
+
+    engine = trtflow.load(files / "affine.onnx", engine="ort")
+    assert device_name(engine) == "cpu"
+    engine.providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert device_name(engine) == "cuda:0"
+    engine.gpu = 1
+    assert device_name(engine) == "cuda:1"

@@ -31,11 +31,15 @@ log = logging.getLogger(__name__)
 
 
 def device_name(engine) -> str:
-    """Where an instance runs: "cuda:1", or "cpu"."""
+    """Where an instance runs: "cuda:1", or "cpu". An engine on a GPU without an index (ONNX
+    Runtime's CUDA provider with ``gpu`` None) runs on GPU 0, the provider's default."""
     device = getattr(engine, "device", None)
     if device is not None:
         return str(device)
-    return f"cuda:{engine.gpu}" if getattr(engine, "gpu", None) is not None else "cpu"
+    gpu = getattr(engine, "gpu", None)
+    if gpu is not None:
+        return f"cuda:{gpu}"
+    return "cuda:0" if engine.on_gpu else "cpu"
 
 
 def engine_main(load, options: ServeOptions, path: str, queue, setup=None) -> None:

@@ -364,3 +364,31 @@ def test_waifu2x_noise_refuses_bools_and_levels_the_package_lacks(noise):
 
     with pytest.raises(UsageError, match=f"noise level {noise!r}.*-1 \\(none\\), 0, 1, 2 or 3"):
         waifu2x_onnx("upconv_7", noise=noise)
+
+
+def test_fcn_export_waits_for_the_folder_lock_another_process_holds(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import threading
+
+    from trtflow.tasks.models import fcn_onnx
+
+    monkeypatch.setenv("TRTFLOW_CACHE_DIR", str(tmp_path))
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    (folder / "fcn_argmax_21.onnx").write_bytes(b"cached")  # the waiter need not export once it has the lock
+    hold = ("import sys, filelock; lock = filelock.FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); "
+            "sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(folder / "export.lock")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = []
+        waiter = threading.Thread(target=lambda: done.append(fcn_onnx()), daemon=True)
+        waiter.start()
+        waiter.join(1.5)
+        assert not done, "fcn_onnx went on while another process held the export lock"
+    finally:
+        holder.communicate("", timeout=10)  # releases the lock
+    waiter.join(3)
+    assert done == [folder / "fcn_argmax_21.onnx"]

@@ -184,17 +184,28 @@ def fcn_module(classes: int = 21, width: int = 16, seed: int = 0):
 
 def fcn_onnx(path: Optional[Path] = None, classes: int = 21, progress: Optional[Progress] = None) -> Path:
     """``fcn_module`` exported to ONNX with dynamic batch, height and width (input ``input``,
-    output ``output``), cached in the trtflow cache folder unless ``path`` is given."""
-    import torch
+    output ``output``), cached in the trtflow cache folder unless ``path`` is given. The cached
+    export holds the folder's lock, as ``mobilenet_onnx`` does: two processes at once export once."""
+    import contextlib
+
+    from filelock import FileLock
 
     from trtflow.cache_dir import cache_dir
-    from trtflow.export import from_torch
 
-    out = Path(path) if path is not None else cache_dir("tasks") / f"fcn_argmax_{classes}.onnx"
-    if path is None and out.exists():
-        return out
-    example = torch.rand(1, 3, 64, 96)
-    dims = {0: "batch", 2: "height", 3: "width"}
-    from_torch(fcn_module(classes), {"input": example}, out, output_names=["output"],
-               dynamic={"input": dims}, verify=False, progress=report(progress))
+    if path is not None:
+        out, lock = Path(path), contextlib.nullcontext()
+    else:
+        folder = cache_dir("tasks")
+        out, lock = folder / f"fcn_argmax_{classes}.onnx", FileLock(str(folder / "export.lock"))
+    with lock:
+        if path is None and out.exists():
+            return out
+        import torch
+
+        from trtflow.export import from_torch
+
+        example = torch.rand(1, 3, 64, 96)
+        dims = {0: "batch", 2: "height", 3: "width"}
+        from_torch(fcn_module(classes), {"input": example}, out, output_names=["output"],
+                   dynamic={"input": dims}, verify=False, progress=report(progress))
     return out

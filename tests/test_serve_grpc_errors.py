@@ -170,3 +170,20 @@ def test_grpc_input_with_raw_and_typed_contents_is_refused():
     with pytest.raises(ProtocolError, match=r"input 'x' has both typed contents and raw_input_contents") as err:
         grpc_service.decode(request)
     assert err.value.status == 400
+
+
+@pytest.mark.parametrize("where", ["input", "output"])
+def test_shared_memory_tensors_are_refused_naming_the_extension(server, where):
+    """An input in a shared-memory region was '0 values' (its data read as missing), and an output's
+    region was ignored: trtflow serve does not offer Triton's shared-memory extensions."""
+    c = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    x, y = _input(), grpcclient.InferRequestedOutput("y")
+    if where == "input":
+        x = grpcclient.InferInput("x", [1, 4], "FP32")
+        x.set_shared_memory("region", 16)
+    else:
+        y.set_shared_memory("region", 16)
+    with pytest.raises(grpcclient.InferenceServerException) as err:
+        c.infer("f", [x], outputs=[y])
+    assert "INVALID_ARGUMENT" in str(err.value.status()), err.value
+    assert f"{where} '{'x' if where == 'input' else 'y'}'" in err.value.message() and "shared-memory" in err.value.message()

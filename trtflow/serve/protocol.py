@@ -295,7 +295,7 @@ def parse_infer_header(head: bytes | memoryview) -> tuple[list[dict], InferReque
         if not isinstance(item, dict) or "name" not in item or "datatype" not in item or "shape" not in item:
             raise ProtocolError("each input needs 'name', 'shape' and 'datatype'")
         name = _name(item, "input")
-        _no_shared_memory(_parameters(item, "input", item["name"]), f"input '{name}'")
+        no_shared_memory(_parameters(item, "input", item["name"]), f"input '{name}'")
         if name in names:
             raise ProtocolError(f"input '{item['name']}' is given more than once")
         names.add(name)
@@ -306,7 +306,7 @@ def parse_infer_header(head: bytes | memoryview) -> tuple[list[dict], InferReque
         outputs = []
         for item in doc["outputs"]:
             p = _parameters(item, "output", _name(item, "output"))
-            _no_shared_memory(p, f"output '{item['name']}'")
+            no_shared_memory(p, f"output '{item['name']}'")
             outputs.append(RequestedOutput(item["name"], _flag(p, "binary_data", f"output '{item['name']}'"),
                                            class_count(p.get("classification"), item["name"])))
     binary = _flag(params, "binary_data_output", "the request")
@@ -329,7 +329,7 @@ def _name(item: dict, what: str) -> str:
     return name
 
 
-def _no_shared_memory(params: dict, whose: str) -> None:
+def no_shared_memory(params: dict, whose: str) -> None:
     """Refuse a tensor in a shared-memory region (Triton's system and CUDA shared-memory
     extensions, which this server does not list in its metadata): its data was read as missing.
 

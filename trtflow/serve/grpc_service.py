@@ -43,7 +43,7 @@ def decode(request) -> InferRequest:
     inputs = {}
     for i, item in enumerate(request.inputs):
         shape = tuple(item.shape)
-        protocol.no_shared_memory(item.parameters, f"input '{item.name}'")
+        protocol.no_shared_memory(item.parameters, "input", item.name)
         if item.name in inputs:
             raise ProtocolError(f"input '{item.name}' is given more than once")
         if raw:
@@ -72,7 +72,7 @@ def decode(request) -> InferRequest:
     outputs = None
     if request.outputs:
         for o in request.outputs:
-            protocol.no_shared_memory(o.parameters, f"output '{o.name}'")
+            protocol.no_shared_memory(o.parameters, "output", o.name)
         outputs = [RequestedOutput(o.name, True, protocol.class_count(_param(o.parameters["classification"]), o.name)
                                    if "classification" in o.parameters else 0) for o in request.outputs]
     return InferRequest(inputs, request.id, outputs, True)

@@ -295,7 +295,7 @@ def parse_infer_header(head: bytes | memoryview) -> tuple[list[dict], InferReque
         if not isinstance(item, dict) or "name" not in item or "datatype" not in item or "shape" not in item:
             raise ProtocolError("each input needs 'name', 'shape' and 'datatype'")
         name = _name(item, "input")
-        no_shared_memory(_parameters(item, "input", item["name"]), f"input '{name}'")
+        no_shared_memory(_parameters(item, "input", name), "input", name)
         if name in names:
             raise ProtocolError(f"input '{item['name']}' is given more than once")
         names.add(name)
@@ -305,10 +305,11 @@ def parse_infer_header(head: bytes | memoryview) -> tuple[list[dict], InferReque
             raise ProtocolError("'outputs' must be a list of objects with a 'name'")
         outputs = []
         for item in doc["outputs"]:
-            p = _parameters(item, "output", _name(item, "output"))
-            no_shared_memory(p, f"output '{item['name']}'")
-            outputs.append(RequestedOutput(item["name"], _flag(p, "binary_data", f"output '{item['name']}'"),
-                                           class_count(p.get("classification"), item["name"])))
+            name = _name(item, "output")
+            p = _parameters(item, "output", name)
+            no_shared_memory(p, "output", name)
+            outputs.append(RequestedOutput(name, _flag(p, "binary_data", "output", name),
+                                           class_count(p.get("classification"), name)))
     binary = _flag(params, "binary_data_output", "the request")
     rid = doc.get("id", "")
     if not isinstance(rid, str):  # {"a": 1} was echoed as "{'a': 1}"
@@ -329,26 +330,29 @@ def _name(item: dict, what: str) -> str:
     return name
 
 
-def no_shared_memory(params: dict, whose: str) -> None:
+def no_shared_memory(params: Mapping, what: str, name: Any) -> None:
     """Refuse a tensor in a shared-memory region (Triton's system and CUDA shared-memory
     extensions, which this server does not list in its metadata): its data was read as missing.
+    ``what`` ("input" or "output") and ``name`` say whose in the error, formatted only then.
 
     Raises:
         ProtocolError: (400) a ``shared_memory_*`` parameter.
     """
-    if any(key.startswith("shared_memory_") for key in params):
-        raise ProtocolError(f"{whose} names a shared-memory region: shared-memory inputs and outputs are not "
+    if params and any(key.startswith("shared_memory_") for key in params):
+        raise ProtocolError(f"{what} '{name}' names a shared-memory region: shared-memory inputs and outputs are not "
                             "supported; send the data in the request (JSON 'data' or binary tensor data)")
 
 
-def _flag(params: dict, key: str, whose: str) -> bool | None:
+def _flag(params: dict, key: str, what: str, name: Any = None) -> bool | None:
     """A boolean parameter (None when absent); "false" was truthy, so only true/false are taken.
+    ``what`` (and ``name``) say whose in the error, formatted only then.
 
     Raises:
         ProtocolError: (400) a value that is not a JSON boolean.
     """
     value = params.get(key)
     if value is not None and type(value) is not bool:
+        whose = what if name is None else f"{what} '{name}'"
         raise ProtocolError(f"{whose}: parameter '{key}' must be true or false, got {json.dumps(value, default=repr)}")
     return value
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from trtflow.cli import options, output, trtexec
 from trtflow.errors import UsageError
@@ -181,13 +180,7 @@ def run(args: argparse.Namespace) -> int:
         options.check_out_path(args.exportJson, "--exportJson")
     if args.saveEngine is not None:  # --saveEngine= too: it ran the model without building or saving a plan
         options.check_out_path(args.saveEngine, "--saveEngine")
-    written = [(flag, path) for flag, path in (("--exportJson", args.exportJson), ("--plot", args.plot),
-                                               ("--saveEngine", args.saveEngine)) if path]
-    for i, (flag, path) in enumerate(written):
-        for other, then in written[i + 1:]:
-            if Path(path).resolve() == Path(then).resolve():
-                raise UsageError(f"{flag} and {other} name one file ({path}): the second would replace the first; "
-                                 "give two file names")
+    options.check_distinct_paths(("--exportJson", args.exportJson), ("--plot", args.plot), ("--saveEngine", args.saveEngine))
     files = parse_input_args(args.input)
     gpus = options.gpus_of(args)
     if args.saveEngine or args.buildOnly:  # trtexec: build the ONNX model first (and stop with --buildOnly)

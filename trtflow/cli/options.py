@@ -113,7 +113,6 @@ def check_out_path(path: str, flag: str, suffix: str | None = None) -> None:
         UsageError: a wrong suffix, a folder, or a parent folder that is missing or not writable.
     """
     import os
-    from pathlib import Path
 
     if not str(path).strip():  # Path("") is the current folder
         raise UsageError(f"{flag} is given an empty path; give a file name" + (f" ending in {suffix}" if suffix else ""))
@@ -127,6 +126,20 @@ def check_out_path(path: str, flag: str, suffix: str | None = None) -> None:
         raise UsageError(f"{flag} {path}: the folder {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK):
         raise UsageError(f"{flag} {path}: the folder {parent} is not writable")
+
+
+def check_distinct_paths(*given: tuple[str, str | None]) -> None:
+    """Refuse two output flags naming one file (the second written would replace the first).
+
+    Raises:
+        UsageError: two of the ``(flag, path)`` pairs (unset paths skipped) resolve to one file.
+    """
+    written = [(flag, Path(path).resolve(), path) for flag, path in given if path]
+    for i, (flag, target, path) in enumerate(written):
+        for other, then, _ in written[i + 1:]:
+            if target == then:
+                raise UsageError(f"{flag} and {other} name one file ({path}): the second would replace the first; "
+                                 "give two file names")
 
 
 def count(minimum: int = 0):

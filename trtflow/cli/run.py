@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
 from trtflow.arrays import dtype_of, to_numpy
 from trtflow.cli import options, output
-from trtflow.errors import UsageError
 
 HELP = "run a model once on given or random inputs and show the outputs"
 
@@ -45,9 +43,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, path in (("--save-inputs", args.save_inputs), ("--out", args.out)):
         if path is not None:  # -o "" too: refused, not taken as no -o
             options.check_out_path(path, flag, ".npz")
-    if args.save_inputs and args.out and Path(args.save_inputs).resolve() == Path(args.out).resolve():
-        raise UsageError(f"--save-inputs and --out name one file ({args.out}): the outputs would replace the "
-                         "inputs saved; give two file names")
+    options.check_distinct_paths(("--save-inputs", args.save_inputs), ("--out", args.out))
     with options.load_engine(args, args.model) as engine:
         feed = options.feed_for(engine, parse_input_args(args.input), options.shapes_of(args), args.seed,
                                 options.parse_shapes(args.shapes))

@@ -215,6 +215,7 @@ class EngineCache:
                 log.info("engine cache: %s is being built by another process; left alone", key)
                 continue
             lock.unlink(missing_ok=True)
-        for tmp in self.root.glob(".*.tmp"):  # .KEY.plan[.json].PID.NS.tmp: only those of dead writers go
-            remove_stale_temps(self.root / tmp.name[1:].removesuffix(".tmp").rsplit(".", 2)[0])
-        return int(removed)
+        # .KEY.plan[.json].PID.NS.tmp: only those of dead writers go, each written file's looked up once
+        for target in {tmp.name[1:].removesuffix(".tmp").rsplit(".", 2)[0] for tmp in self.root.glob(".*.tmp")}:
+            remove_stale_temps(self.root / target)
+        return removed

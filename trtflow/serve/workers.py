@@ -34,6 +34,7 @@ from trtflow.serve import ipc
 from trtflow.serve.engine_process import engine_main
 from trtflow.serve.frontend import FrontEndSpec, frontend_main
 from trtflow.serve.server import ServeOptions
+from trtflow.spec import is_count
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def _check(options: ServeOptions, workers: WorkerOptions) -> None:
                          f"grpc_port {options.grpc_port}: give a port number instead of 0 (or None: no listener)")
     for name, value, least in (("workers", workers.workers, 1), ("slots", workers.slots, 0),
                                ("slot_rows", workers.slot_rows, 1)):
-        if type(value) is not int or value < least:
+        if not is_count(value, least):
             raise UsageError(f"WorkerOptions.{name} is {value!r}; give a whole number >= {least}")
 
 

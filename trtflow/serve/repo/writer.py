@@ -27,7 +27,7 @@ from trtflow.backends import ENGINE_FILES, canonical_engine
 from trtflow.errors import ModelLoadError, UsageError
 from trtflow.progress import Progress, report
 from trtflow.serve.repo.config import ConfigSpec, build_config, config_dict, to_pbtxt, validate_pbtxt
-from trtflow.spec import TensorSpec
+from trtflow.spec import TensorSpec, is_count
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,7 @@ class RepoOptions:
         # Triton ignores a version folder named 0 or anything but a positive number
         for key, low in (("version", 1), ("instances", 1), ("max_batch", 0), ("threads", 0), ("max_queue_delay_us", 0)):
             value = getattr(self, key)
-            if key == "max_batch" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if not (is_count(value, low) or (key == "max_batch" and value is None)):
                 raise UsageError(f"RepoOptions {key}: expected a whole number >= {low}, got {value!r}")
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from trtflow.arrays import is_torch, to_numpy
 from trtflow.errors import EngineError, InputShapeError, UsageError
 from trtflow.tasks.base import FrameMeta, Task, check_frame
-from trtflow.tasks.prepare import Prep, feed_of, prepare_frames
+from trtflow.tasks.prepare import Prep, check_raw_pixels, feed_of, prepare_frames
 from trtflow.tasks.results import _copy
 
 log = logging.getLogger(__name__)
@@ -198,22 +198,16 @@ class EngineTask(Task):
         if c != 3:
             raise UsageError(f"input '{self.input_name}' has shape {self.shapes[self.input_name]}; frames fill 3 "
                              f"channels (RGB): give an (N, 3, H, W) shape")
-        mean, std = _per_channel("mean", mean), _per_channel("std", std)
-        self.prep = Prep("stretch", (h, w), scale=self._scale(mean, std), mean=mean, std=std)  # Prep refuses std 0
-
-    def _scale(self, mean: tuple, std: tuple) -> float:
-        """What the 0..255 pixels are multiplied by: 1/255 for a float image input (0..1), 1 for an
-        integer one that holds 0..255 (uint8: the 0..1 floats were cast to 0)."""
         dtype = self.input_spec.dtype
-        if dtype in _FLOATS:
-            return 1 / 255
-        if dtype not in _PIXEL_INTS:
+        if dtype not in _FLOATS and dtype not in _PIXEL_INTS:
             raise UsageError(f"input '{self.input_name}' is {dtype}, which cannot hold frames (0..1 floats or "
                              f"0..255 integers): give an image input of a float type, or uint8")
-        if mean != (0.0, 0.0, 0.0) or std != (1.0, 1.0, 1.0):
-            raise UsageError(f"input '{self.input_name}' is {dtype}: it gets the 0..255 pixels, and mean/std "
-                             f"({list(mean)}, {list(std)}) would be cast away; drop them (the model normalizes)")
-        return 1.0
+        # 0..1 on a float input; the 0..255 pixels on an integer one (0..1 floats would be cast to 0)
+        scale = 1 / 255 if dtype in _FLOATS else 1.0
+        self.prep = Prep("stretch", (h, w), scale=scale, mean=_per_channel("mean", mean),
+                         std=_per_channel("std", std))  # Prep refuses std 0
+        if dtype in _PIXEL_INTS:  # refused here, not at the first batch
+            check_raw_pixels(self.prep, dtype, "drop mean/std (the model normalizes)")
 
     @property
     def max_batch(self) -> int:

@@ -137,15 +137,25 @@ def prepare_frames(frames: Any, prep: Prep, dtype: str = "float32", device: Opti
         x = x.flip(1)
     want = torch_dtype(dtype)
     if not want.is_floating_point:  # an engine reading raw pixels (uint8): 0..255, rounded, no scaling
-        if prep.scale != 1 or any(prep.mean) or any(s != 1 for s in prep.std):
-            raise UsageError(f"the engine's image input is {dtype} (raw pixel values), but the preprocessing scales "
-                             f"them (scale {prep.scale:.4g}, mean {tuple(prep.mean)}, std {tuple(prep.std)}) to "
-                             f"values {dtype} cannot hold; give prep=Prep(scale=1.0) (no mean/std) for this model")
+        check_raw_pixels(prep, dtype)
         info = torch.iinfo(want)
         return x.round().clamp(info.min, info.max).to(want).contiguous(), metas, numpy_in
     x = _normalize(x, prep)
     x = x.to(want).contiguous()
     return x, metas, numpy_in
+
+
+def check_raw_pixels(prep: Prep, dtype: str, fix: str = "give prep=Prep(scale=1.0) (no mean/std) for this model") -> None:
+    """Refuse a ``prep`` that scales the pixels for an integer ``dtype`` input, which gets the 0..255
+    pixels rounded (scaled or normalized values would be cast away); ``fix`` says what to change.
+
+    Raises:
+        UsageError: a scale other than 1, or a mean/std.
+    """
+    if prep.scale != 1 or any(prep.mean) or any(s != 1 for s in prep.std):
+        raise UsageError(f"the engine's image input is {dtype} (raw pixel values, 0..255), but the preprocessing "
+                         f"scales them (scale {prep.scale:.4g}, mean {tuple(prep.mean)}, std {tuple(prep.std)}) to "
+                         f"values {dtype} cannot hold; {fix}")
 
 
 def _to_tensor(frame: Any, torch, device: Optional[str]):

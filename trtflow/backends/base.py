@@ -159,7 +159,7 @@ class Engine(ABC):
                 family = family or Family.of(value)
             except TypeError as exc:
                 raise InputDtypeError(f"input '{name}': {exc}") from None
-            self._check_one(spec, shape_of(value), dtype_of(value), named, self.split_hint)
+            self._check_one(spec, shape_of(value), dtype_of(value), named)
         return family or Family("numpy")  # a model without inputs answers in numpy
 
     @property
@@ -203,8 +203,7 @@ class Engine(ABC):
         want = torch_dtype(dtype)
         return t if t.dtype == want else t.to(want)
 
-    @staticmethod
-    def _check_one(spec: TensorSpec, shape: tuple[int, ...], dtype: str, named: dict, split_hint: str) -> None:
+    def _check_one(self, spec: TensorSpec, shape: tuple[int, ...], dtype: str, named: dict) -> None:
         if len(shape) != spec.rank:
             raise InputShapeError(
                 f"input '{spec.name}' has shape {shape} (rank {len(shape)}); the engine expects "
@@ -227,8 +226,8 @@ class Engine(ABC):
                     fix = (f"The array looks channels-last (NHWC: its last dim is {shape[-1]}, the model's channel "
                            "count): transpose it to NCHW (x.transpose(0, 3, 1, 2)), or embed the transpose in the "
                            "model with `trtflow surgeon embed-preprocess --layout nhwc`.")
-                elif i == 0 and split_hint:
-                    fix += " " + split_hint
+                elif i == 0 and self.split_hint:
+                    fix += " " + self.split_hint
                 raise InputShapeError(
                     f"input '{spec.name}' has shape {shape}; dim {i} is {got} but the engine expects "
                     f"{spec.describe_shape()}. {fix}"

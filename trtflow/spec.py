@@ -93,6 +93,11 @@ def is_count(value: Any, minimum: int = 1) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
 
 
+def is_amount(value: Any, minimum: float = 0.0) -> bool:
+    """True when ``value`` is a finite real number >= ``minimum`` (numpy scalars too; not a bool or a string)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value >= minimum
+
+
 def whole_sizes(shape: Iterable) -> bool:
     """True when every size of ``shape`` is a whole number >= 0 (not a bool, a float or a label)."""
     return all(is_count(d, 0) for d in shape)

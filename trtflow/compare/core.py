@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
@@ -11,6 +9,7 @@ import numpy as np
 
 from trtflow.arrays import to_numpy
 from trtflow.errors import UsageError
+from trtflow.spec import is_amount
 
 
 @dataclass(frozen=True)
@@ -36,10 +35,10 @@ class Tolerances:
     min_agreement: float = 1.0
 
     def __post_init__(self):
-        if not (_number(self.min_agreement) and 0.0 <= self.min_agreement <= 1.0):
+        if not (is_amount(self.min_agreement) and self.min_agreement <= 1.0):
             raise UsageError(f"min_agreement (--min-agreement) must be a share between 0 and 1, got {self.min_agreement}")
         values = [self.atol, self.rtol, *self.per_output_atol.values(), *self.per_output_rtol.values()]
-        if not all(_number(v) and math.isfinite(v) and v >= 0 for v in values):
+        if not all(is_amount(v) for v in values):
             raise UsageError(f"tolerances must be finite numbers >= 0; got atol={self.atol}, rtol={self.rtol}, "
                              f"per output {dict(self.per_output_atol)} {dict(self.per_output_rtol)}")
 
@@ -57,11 +56,6 @@ class Tolerances:
             raise UsageError(
                 f"--atol/--rtol name output(s) {unknown} that the model does not have; its outputs are {list(outputs)}"
             )
-
-
-def _number(value: Any) -> bool:
-    """A real number, numpy scalars included (np.float32(1e-3)); not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclass

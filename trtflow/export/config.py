@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Mapping, Sequence
 
 from trtflow.compare.core import OutputDiff
 from trtflow.errors import UsageError
-from trtflow.spec import TensorSpec
+from trtflow.spec import TensorSpec, is_amount
 
 EXPORTERS = ("auto", "dynamo", "torchscript")
 DEFAULT_OPSET = 18  # LayerNormalization (17) and Col2Im (18) are in; TensorRT 10 and ORT >= 1.14 read it
@@ -71,11 +70,10 @@ class ExportConfig:
                 raise UsageError(f"{key}: expected a dict output name -> tolerance, e.g. {{'boxes': 0.01}}, "
                                  f"got {getattr(self, key)!r}")
         agreement = self.min_agreement
-        if isinstance(agreement, bool) or not isinstance(agreement, (int, float)) or not 0 <= agreement <= 1:
+        if not is_amount(agreement) or agreement > 1:
             raise UsageError(f"min_agreement: expected a share between 0 and 1 (1.0: all elements equal), got {agreement!r}")
         tolerances = [self.atol, self.rtol, *self.per_output_atol.values(), *self.per_output_rtol.values()]
-        if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 0
-                   for t in tolerances):
+        if not all(is_amount(t) for t in tolerances):
             raise UsageError(f"tolerances must be finite numbers >= 0, got atol={self.atol}, rtol={self.rtol}, "
                              f"per output {dict(self.per_output_atol)}, {dict(self.per_output_rtol)}")
         for name, axes in self.dynamic.items():

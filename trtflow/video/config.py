@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from trtflow.errors import UsageError
-from trtflow.spec import is_count
+from trtflow.spec import is_amount, is_count
 
 
 @dataclass
@@ -58,8 +56,7 @@ class VideoConfig:
                              f"got {self.max_frames!r}")
         for name, positive in (("push_timeout_ms", False), ("timeout_s", True)):
             value = getattr(self, name)
-            if (not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value)
-                    or value < 0 or positive and value == 0):
+            if not is_amount(value) or positive and value == 0:
                 raise UsageError(f"VideoConfig {name} must be a finite number {'>' if positive else '>='} 0, "
                                  f"got {value!r}")
 

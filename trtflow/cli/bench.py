@@ -81,9 +81,7 @@ def _load(args: argparse.Namespace, extra: dict | None = None):
         if args.channels_last:
             raise UsageError("a .pt2 package keeps the layout it was built with; drop --channels-last")
         opts = _torch_options(args)
-        engine = load(model, "torch", cuda_graphs=opts["cuda_graphs"], device=opts["device"])
-        engine.split_hint = ""  # bench has no --split-batches: a batch error names no option here
-        return engine
+        return options.cli_split_hint(load(model, "torch", cuda_graphs=opts["cuda_graphs"], device=opts["device"]), args)
     if args.compile or args.channels_last or args.device:
         raise UsageError(f"--compile, --channels-last and --device apply to the torch engine, not {name}")
     if args.useCudaGraph and name != "tensorrt":
@@ -157,9 +155,7 @@ def _load_factory(args: argparse.Namespace):
 
         values = random_feed([TensorSpec(name, "float32", shape) for name, shape in shapes.items()], shapes, args.seed)
         examples = {name: torch.from_numpy(v) for name, v in values.items()}
-    engine = TorchEngine(module, examples, compile=args.compile, **_torch_options(args))
-    engine.split_hint = ""  # bench has no --split-batches: a batch error names no option here
-    return engine
+    return options.cli_split_hint(TorchEngine(module, examples, compile=args.compile, **_torch_options(args)), args)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -152,7 +152,7 @@ def _compare_files(args, is_module: bool, tolerances, stack: contextlib.ExitStac
                       else _example_list(examples))
             first = load(module, engine="torch", example_inputs=values,
                          input_names=names, output_names=[s.name for s in other.outputs])
-            first.split_hint = ""  # compare has no --split-batches: a batch error names no option here
+            options.cli_split_hint(first, args)
             feed = {s.name: to_numpy(v) for s, v in zip(other.inputs, values)}
             labels = (f"torch:{args.model}", f"{engine}:{args.other}")
         else:
@@ -218,7 +218,7 @@ def _compare_module(args, engines: list[str], tolerances, tmp: str, stack: conte
                     module, engine="torch", example_inputs=_example_list(examples), input_names=input_names,
                     output_names=output_names, dynamic=config.dynamic or None,
                 )
-                engine.split_hint = ""  # compare has no --split-batches: a batch error names no option here
+                options.cli_split_hint(engine, args)
             else:
                 engine = options.load_engine(args, onnx_path, name)
             loaded[name] = stack.enter_context(engine)

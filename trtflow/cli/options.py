@@ -338,8 +338,11 @@ def load_engine(args: argparse.Namespace, model, engine: str | None = None, **ex
         raise UsageError(f"{model} is a .pt2 package, which the torch engine runs: give --engine torch, or leave "
                          f"--engine out (not --engine {name})")
     split = {"split_batches": True} if getattr(args, "split_batches", False) else {}
-    loaded = load(model, name, **engine_options(args, name), **split, **extra)
-    # a batch outside the engine's range names --split-batches where the command has it, nothing where not
-    loaded.split_hint = ("Or pass --split-batches to run it in chunks the engine takes."
-                         if hasattr(args, "split_batches") else "")
-    return loaded
+    return cli_split_hint(load(model, name, **engine_options(args, name), **split, **extra), args)
+
+
+def cli_split_hint(engine, args: argparse.Namespace):
+    """``engine``, whose error for a batch outside its range names --split-batches where the command
+    has that flag and no option where not (the library's hint names the Python keyword)."""
+    engine.split_hint = "Or pass --split-batches to run it in chunks the engine takes." if hasattr(args, "split_batches") else ""
+    return engine

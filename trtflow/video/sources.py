@@ -271,12 +271,13 @@ class Source:
                 self.stats.ended_early = True
                 self.stats.note(f"stream {self.stream} ({self.uri}): reading stopped after {index} frames: {exc}")
                 packet = None  # drain the decoder below: the frames it still holds are whole
-            if packet is not None and packet.is_corrupt:
-                self._damaged = True
-            if packet is not None and packet.stream is not self.video:
-                if packet.dts is not None:
-                    on_audio(packet)
-                continue
+            if packet is not None:
+                if not self._damaged and packet.is_corrupt:  # once is enough
+                    self._damaged = True
+                if packet.stream is not self.video:
+                    if packet.dts is not None:
+                        on_audio(packet)
+                    continue
             try:
                 decoded = packet.decode() if packet is not None else self.video.codec_context.decode(None)
             except NotImplementedError as exc:  # PyAV: no hardware config for this codec

@@ -210,7 +210,7 @@ def shapes_list(shapes: Mapping[str, Sequence[int]] | Sequence[Sequence[int]]) -
     return [[int(d) for d in s] for s in values]
 
 
-def material_key(material: Mapping[str, Any]) -> str:
+def material_key(material: Any) -> str:
     """The key of what a cached thing was made from: the first 40 hex digits of the SHA-256 of
     ``material`` as JSON with sorted keys. The tuned key and the engine cache key both are one."""
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:40]

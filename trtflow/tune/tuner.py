@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -173,7 +171,7 @@ def _export(module, shapes, example_inputs, progress):
     """Export a module to ONNX (cached by its digest) for the ort/tensorrt engines."""
     import torch
 
-    from trtflow.backends.tuned import model_digest, tuned_dir
+    from trtflow.backends.tuned import material_key, model_digest, tuned_dir
     from trtflow.export import from_torch
 
     shape_map = shapes_from(shapes, example_inputs)
@@ -181,7 +179,7 @@ def _export(module, shapes, example_inputs, progress):
     name = '_'.join('x'.join(map(str, s)) for s in shape_map.values())
     name += "".join(f"-{k}.{d}" for k, d in dtypes.items())
     # the input names are the export's too (another name needs another file): a digest, since names may hold '/' or ':'
-    name += "-" + hashlib.sha256(json.dumps(list(shape_map)).encode()).hexdigest()[:8]
+    name += "-" + material_key(list(shape_map))[:8]
     path = tuned_dir() / "exports" / f"{model_digest(module)[:24]}-{name}.onnx"
     if not path.exists():
         progress("tune: exporting to ONNX", None, None)

@@ -263,20 +263,20 @@ def run_level(config: LoadConfig, concurrency: int, payload, batch: int) -> Leve
     procs = max(1, min(config.processes, concurrency))
     shares = [concurrency // procs + (i < concurrency % procs) for i in range(procs)]
 
-    def window() -> tuple[float, float, list]:  # the window starts when every client can start
+    def clock() -> tuple[float, float, list]:  # the window starts when every client can start
         start = time.time()
         until = start + config.warmup_s + config.duration_s
         return start, until, [(config.protocol, host, port, config.model, payload, n, until) for n in shares]
 
     if procs == 1:
-        start, until, jobs = window()
+        start, until, jobs = clock()
         records = _drive(jobs[0])
     else:
         context = multiprocessing.get_context("spawn")
         ready = context.Barrier(procs + 1)
         with context.Pool(procs, initializer=_wait, initargs=(ready,)) as pool:
             ready.wait(timeout=120)  # every process started (a spawn takes a second or more): then the clock starts
-            start, until, jobs = window()
+            start, until, jobs = clock()
             records = [r for part in pool.map(_drive, jobs, chunksize=1) for r in part]
     lo, hi = start + config.warmup_s, until
     window = [(e - s, st) for s, e, st in records if lo <= e <= hi]

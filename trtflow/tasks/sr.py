@@ -76,7 +76,7 @@ class SuperResolutionTask(Task):
         self.tile = whole_option("tile", tile, None, "the tile side in input pixels (0: whole frames)")
         default_margin, default_align = ARCHS.get(arch, (None, 1))
         self.align = whole_option("align", default_align if align is None else align, 1,
-                            "the multiple tile sizes and offsets are made of (2 for cunet)")
+                                  "the multiple tile sizes and offsets are made of (2 for cunet)")
         self.margin = (whole_option("margin", margin, 0, "the model's context margin per side in input pixels")
                        if margin is not None else default_margin if default_margin is not None
                        else self._measure_margin())

@@ -114,10 +114,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax of N x C float64 logits. A row with a +inf logit (an fp16 engine's overflow)
     gives its +inf classes probability 1 between them; NaN logits give NaN rows."""
     top = logits.max(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore"):  # NaN rows stay NaN; +inf rows are set below
-        z = np.exp(logits - np.where(np.isposinf(top), 0.0, top))
-        probs = z / z.sum(axis=1, keepdims=True)
     inf_rows = np.isposinf(top[:, 0])
+    with np.errstate(invalid="ignore"):  # NaN rows stay NaN; +inf rows are set below
+        z = np.exp(logits - np.where(inf_rows[:, None], 0.0, top))
+        probs = z / z.sum(axis=1, keepdims=True)
     if inf_rows.any():
         won = np.isposinf(logits[inf_rows])
         probs[inf_rows] = won / won.sum(axis=1, keepdims=True)

@@ -20,6 +20,7 @@ import threading
 from typing import Iterator, Sequence
 
 from trtflow.errors import UsageError
+from trtflow.spec import is_count
 
 
 def visible_gpus() -> int:
@@ -90,12 +91,13 @@ def device_options(engine: str, gpu: int) -> dict:
     """
     if isinstance(gpu, str) and gpu.strip().isdigit():
         gpu = int(gpu)
-    if isinstance(gpu, bool) or not isinstance(gpu, int) or gpu < 0:
+    if not is_count(gpu, 0):
         raise UsageError(f"gpu={gpu!r} is not a GPU: give a GPU index such as 0 or 1 (--gpus 0)")
+    gpu = int(gpu)  # a numpy integer too
     if engine == "torch":
         return {"device": f"cuda:{gpu}"}
     if engine in ("tensorrt", "ort"):
-        return {"device": int(gpu)}
+        return {"device": gpu}
     raise UsageError(f"the {engine} engine cannot be placed on a GPU; use torch, tensorrt or ort")
 
 

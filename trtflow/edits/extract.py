@@ -95,14 +95,15 @@ def extract_subgraph(proto: Any, options: ExtractOptions) -> tuple[Any, dict]:
             producer.outputs[producer.outputs.index(t)] = gs.Variable(f"{t.name}__cut")
     graph.inputs, graph.outputs = new_inputs, new_outputs
     graph.cleanup(remove_unused_graph_inputs=True)
-    unused = [n for n in inputs if n not in {t.name for t in graph.inputs}]  # cleanup dropped them
+    kept = {t.name for t in graph.inputs}
+    unused = [n for n in inputs if n not in kept]  # cleanup dropped them
     given = {t.name for t in new_inputs}
     missing = sorted({t.name for node in graph.nodes for t in node.inputs
                       if isinstance(t, gs.Variable) and t.name and not t.inputs and t.name not in given})
     if missing:
-        kept = [n for n in inputs if n not in unused]
+        example = ",".join([*(n for n in inputs if n in kept), *missing])
         raise GraphError(f"the subgraph also reads {missing}, which are not among its inputs; "
-                         f"add them to --inputs (e.g. --inputs {','.join([*kept, *missing])})"
+                         f"add them to --inputs (e.g. --inputs {example})"
                          + (f"; the outputs do not depend on {unused}: remove them" if unused else ""))
     if unused:
         raise UsageError(f"--inputs names {unused}, which the outputs {outputs} do not depend on; remove them from "

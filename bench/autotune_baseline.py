@@ -112,14 +112,11 @@ def merge_cache_writes(lock_path: str | os.PathLike) -> None:
     from torch._inductor import codecache
 
     write = codecache.CacheBase.update_local_cache
+    lock = GpuLock(lock_path)  # the lock file opened once, not at each write
 
     def merged(self, local_cache):
-        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with lock:
             write(self, merge_into(self.get_local_cache(), local_cache))
-        finally:
-            os.close(fd)  # releases the lock
 
     codecache.CacheBase.update_local_cache = merged
 

@@ -277,6 +277,8 @@ def test_engine_task_refuses_fractional_input_shapes(tmp_path):
     for images in ([4, 3, 16.7, 16], [4, 3, "16.5", 16]):  # was truncated to 16 without a word
         with pytest.raises(UsageError, match=r"input_shapes\['images'\] is .*16\.[57].*positive ints"):
             EngineTask(engine, input_shapes={"images": images, "gain": [4, 2]}, inputs={"gain": [1.0, 2.0]})
+    with pytest.raises(UsageError, match=r"input_shapes\['images'\] is .*inf.*positive ints"):  # an OverflowError
+        EngineTask(engine, input_shapes={"images": [4, 3, float("inf"), 16], "gain": [4, 2]}, inputs={"gain": [1.0, 2.0]})
     task = EngineTask(engine, input_shapes={"images": [4, 3, 16.0, "16"], "gain": [4, 2]}, inputs={"gain": [1.0, 2.0]})
     assert task.shapes["images"] == (4, 3, 16, 16)
 

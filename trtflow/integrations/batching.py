@@ -23,7 +23,7 @@ import numpy as np
 
 from trtflow.arrays import is_torch, to_numpy
 from trtflow.errors import EngineError, InputShapeError, UsageError
-from trtflow.tasks.base import FrameMeta, Task, check_frame
+from trtflow.tasks.base import FrameMeta, Task, check_frame, whole_option
 from trtflow.tasks.prepare import Prep, check_raw_pixels, feed_of, prepare_frames
 from trtflow.tasks.results import _copy
 
@@ -259,14 +259,12 @@ _PIXEL_INTS = ("uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
 def _dims(name: str, dims: Any) -> tuple[int, ...]:
     """``input_shapes[name]`` as a tuple of positive ints (8.0 is 8; 8.7 is refused, not truncated)."""
     try:
-        values = list(dims) if not isinstance(dims, str) else None
-        shape = tuple(int(d) for d in values)
-        whole = all(float(d) == n for d, n in zip(values, shape))
-    except (TypeError, ValueError):
-        shape, whole = None, False
-    if not whole or any(d < 1 for d in shape):
-        raise UsageError(f"input_shapes['{name}'] is {dims!r}; give a list of positive ints, e.g. [8, 3, 480, 640]")
-    return shape
+        if isinstance(dims, str):
+            raise TypeError(dims)
+        return tuple(whole_option(name, d, 1, "a size") for d in dims)
+    except (TypeError, UsageError):  # not a list, or a size that is not a whole number >= 1 (inf, NaN, 8.7, True)
+        raise UsageError(f"input_shapes['{name}'] is {dims!r}; give a list of positive ints, "
+                         "e.g. [8, 3, 480, 640]") from None
 
 
 def _per_channel(name: str, values: Any) -> tuple[float, ...]:

@@ -16,7 +16,7 @@ from trtflow.export.config import ExportConfig, ExportResult
 from trtflow.export.inputs import flatten_outputs, name_inputs
 from trtflow.export.torch_onnx import EXPORT_FUNCTIONS, choose_exporter
 from trtflow.export.verify import fresh, resized_inputs, verify_export
-from trtflow.graph.io import TWO_GB, onnx_specs, save_onnx, serialized
+from trtflow.graph.io import TWO_GB, check_onnx_out, onnx_specs, save_onnx, serialized
 from trtflow.graph.ir import infer_shapes, onnx_opset
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def from_torch(
     config = _merge(config, options)
     step = report(progress)
     out = Path(out)
-    _check_out(out)
+    check_onnx_out(out)  # before the export's work
     modes = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
@@ -152,21 +152,6 @@ def from_torch(
             report=result,
         )
     return result
-
-
-def _check_out(out: Path) -> None:
-    """Refuse, before the export's work, an output path that is a folder or lies under a file.
-
-    Raises:
-        UsageError: naming the path and the fix.
-    """
-    if out.is_dir():
-        raise UsageError(f"{out} is a folder; give the path of the .onnx file to write, e.g. {out / 'model.onnx'}")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UsageError(f"cannot write {out}: {parent} is a file, not a folder; choose another output path")
-            return
 
 
 def _merge(config: ExportConfig | None, options: dict) -> ExportConfig:

@@ -133,16 +133,30 @@ def serialized(proto) -> Optional[bytes]:
     return data if len(data) < TWO_GB else None
 
 
+def check_onnx_out(path: Path) -> None:
+    """Refuse an output path that is a folder or lies under a file (``from_torch`` asks it before its work).
+
+    Raises:
+        UsageError: naming the path and the fix.
+    """
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; give the path of the .onnx file to write, e.g. {path / 'model.onnx'}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"cannot write {path}: {parent} is a file, not a folder; choose another output path")
+            return
+
+
 def save_onnx(proto, path: str | os.PathLike) -> Path:
     """Write one self-contained file (external data only above protobuf's 2 GB limit).
 
     Raises:
-        UsageError: ``path`` is a folder.
+        UsageError: ``path`` is a folder or lies under a file (``check_onnx_out``).
         OSError: the file cannot be written (no temporary file is left behind, ``proto`` keeps its weights).
     """
     path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"{path} is a folder; give the path of the .onnx file to write, e.g. {path / 'model.onnx'}")
+    check_onnx_out(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = serialized(proto)
     if data is not None:

@@ -206,7 +206,7 @@ def whole_option(name: str, value: Any, minimum: Optional[int], what: str) -> in
         UsageError: a fraction, a non-number, or below ``minimum``.
     """
     try:
-        whole = float(value).is_integer() and not isinstance(value, bool)
+        whole = float(value).is_integer() and not isinstance(value, (bool, np.bool_))
     except (TypeError, ValueError):
         whole = False
     if not whole or minimum is not None and int(float(value)) < minimum:

@@ -26,7 +26,7 @@ import numpy as np
 from trtflow.deps import require
 from trtflow.errors import UsageError
 from trtflow.spec import is_count
-from trtflow.tasks.base import RESIZE_MODES, FrameMeta, frames_list
+from trtflow.tasks.base import RESIZE_MODES, FrameMeta, frames_list, whole_option
 from trtflow.vision.preprocess import letterbox, normalize, resize
 
 
@@ -80,14 +80,12 @@ def as_size(size: Any) -> Optional[tuple[int, int]]:
         if isinstance(size, str):
             size = [int(p) for p in size.lower().replace(",", "x").split("x") if p.strip()]
         size = (size,) if isinstance(size, (int, np.integer)) else tuple(size)
-        if any(isinstance(s, (bool, np.bool_)) or not float(s).is_integer() for s in size):  # True, 640.7
-            size = ()
-        size = tuple(int(float(s)) for s in size)
-    except (TypeError, ValueError, OverflowError):
+        size = tuple(whole_option("input size", s, 1, "a side") for s in size)  # not True, 640.7 or 0
+    except (TypeError, ValueError, UsageError):
         size = ()
     if len(size) == 1:
         size = size * 2
-    if len(size) != 2 or min(size) < 1:
+    if len(size) != 2:
         raise UsageError(f"input size {given!r}: give (height, width), 'HxW' or one int for a square")
     return size
 

@@ -223,7 +223,7 @@ def number_option(name: str, value: Any, what: str, low: Optional[float] = None,
         UsageError: a non-number, NaN, or outside the range.
     """
     try:
-        number = float(value) if not isinstance(value, bool) else math.nan
+        number = float(value) if not isinstance(value, (bool, np.bool_)) else math.nan
     except (TypeError, ValueError):
         number = math.nan
     if math.isnan(number) or low is not None and number < low or high is not None and number > high:

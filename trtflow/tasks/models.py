@@ -119,9 +119,9 @@ def export_mobilenet(folder: Path, fresh: bool = False, progress: Optional[Progr
                         output_names=[MOBILENET_OUTPUT], dynamic={MOBILENET_INPUT: {0: "batch"}},
                         progress=report(progress))
     meta = {"key": key, "export": result.to_dict()}
-    tmp = meta_path.with_name(meta_path.name + ".tmp")  # whole or absent, as the ONNX file beside it
-    tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    tmp.replace(meta_path)
+    from trtflow.backends.tensorrt.sidecar import atomic_write
+
+    atomic_write(meta_path, json.dumps(meta, indent=2).encode("utf-8"))  # whole or absent, as the ONNX file beside it
     return onnx_path, meta, False, result
 
 

@@ -131,3 +131,18 @@ def test_run_saves_a_scalar_input_and_output_as_scalars(tmp_path):
     assert np.load(saved_in)["u"].shape == () and np.load(saved_out)["y"].shape == ()
     again = call_cli("run", str(tmp_path / "m.onnx"), "--input", f"u={saved_in}")
     assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize("command", [("run",), ("bench", "--engine", "ort", "--duration", "0.1")])
+def test_shapes_contradicting_an_input_file_are_refused(tiny_onnx, tmp_path, command):
+    """--shapes x:2x... with an --input file for x holding another shape ran the file's shape silently."""
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 16, 16), np.float32))
+    proc = call_cli(command[0], tiny_onnx, *command[1:], "--shapes", "x:2x3x16x16", "--input", f"x={tmp_path / 'x.npy'}")
+    assert proc.returncode == 2 and "drop --shapes x" in proc.stderr and "1x3x16x16" in proc.stderr, proc.stderr
+
+
+def test_compare_of_two_files_refuses_shapes_contradicting_an_input_file(tiny_onnx, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 16, 16), np.float32))
+    proc = call_cli("compare", tiny_onnx, tiny_onnx, "--engine", "ort", "--shapes", "x:2x3x16x16",
+                    "--input", f"x={tmp_path / 'x.npy'}")
+    assert proc.returncode == 2 and "drop --shapes x" in proc.stderr and "1x3x16x16" in proc.stderr, proc.stderr

@@ -120,7 +120,7 @@ def _run_gpus(args: argparse.Namespace, gpus: list[int], config, files: dict) ->
     try:
         for gpu in gpus:
             engines.append(_load_on(args, gpu))
-        feed = options.feed_for(engines[0], files, options.shapes_of(args), args.seed, options.parse_shapes(args.shapes))
+        feed = options.feed_for(engines[0], files, args)
         with output.bar(f"bench {args.model} on GPUs {','.join(map(str, gpus))}", enabled=not args.json) as progress:
             result = run_multi(engines, feed, config, progress=progress)
     finally:
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     if gpus is not None:
         return _run_gpus(args, gpus, config, files)
     with _load(args) as engine:
-        feed = options.feed_for(engine, files, options.shapes_of(args), args.seed, options.parse_shapes(args.shapes))
+        feed = options.feed_for(engine, files, args)
         with output.bar(f"bench {args.model}", enabled=not args.json) as progress:
             result = run_bench(engine, feed, config, progress=progress)
     if args.exportJson:

@@ -110,7 +110,6 @@ def _compare_onnx(args, engines: list[str], tolerances, stack: contextlib.ExitSt
             "or give MODULE:FACTORY to compare PyTorch with its ONNX export"
         )
     files = parse_input_args(args.input)
-    shapes = options.shapes_of(args)
     loaded = {}
     with output.bar("loading") as step:
         for name in engines:
@@ -118,7 +117,7 @@ def _compare_onnx(args, engines: list[str], tolerances, stack: contextlib.ExitSt
             loaded[name] = stack.enter_context(options.load_engine(args, args.model, name))
         step("running")
         ref = loaded[engines[0]]
-        feed = options.feed_for(ref, files, shapes, args.seed)
+        feed = options.feed_for(ref, files, args)  # a --shapes an --input file contradicts is refused, as in run
         return compare_engines(loaded, feed, tolerances, model=str(args.model))
 
 
@@ -129,7 +128,7 @@ def _compare_files(args, is_module: bool, tolerances, stack: contextlib.ExitStac
     from trtflow.cli.export import module_and_examples
     from trtflow.compare.engines import compare_engines
     from trtflow.export.factory import is_factory_spec
-    from trtflow.feeds import build_feed, parse_input_args
+    from trtflow.feeds import parse_input_args
 
     if is_factory_spec(args.other):
         raise UsageError(f"OTHER ({args.other}) must be a model file, e.g. an .onnx file (MODEL may be MODULE:FACTORY)")
@@ -158,7 +157,7 @@ def _compare_files(args, is_module: bool, tolerances, stack: contextlib.ExitStac
         else:
             first = options.load_engine(args, args.model, engine)
             _check_inputs(first.inputs, other.inputs, args, files)
-            feed = build_feed(first.inputs, files, options.shapes_of(args), args.seed)
+            feed = options.feed_for(first, files, args)
             labels = (f"{engine}:{args.model}", f"{engine}:{args.other}")
         first = stack.enter_context(first)
         if labels[0] == labels[1]:

@@ -305,12 +305,13 @@ def _precision_of(args: argparse.Namespace) -> dict:
     return {field: True for field, flag in flags.items() if getattr(args, flag, False)}
 
 
-def feed_for(engine, files: dict, shapes: dict, seed: int, given: dict | None = None) -> dict:
-    """``build_feed`` for ``engine``, after the engine (where it can) refused shapes too large for
-    the memory, before any random array is made. ``given``: the shapes --shapes named, which an
-    --input file of the same input must have (the file's shape is the one run)."""
+def feed_for(engine, files: dict, args: argparse.Namespace) -> dict:
+    """``build_feed`` for ``engine`` at ``shapes_of(args)`` and --seed, after the engine (where it can)
+    refused shapes too large for the memory, before any random array is made. A shape --shapes names
+    must be that of an --input file of the same input (the file's shape is the one run)."""
     from trtflow.feeds import build_feed, dim_sizes, resolve_shape
 
+    shapes, given = shapes_of(args), parse_shapes(args.shapes)
     check = getattr(engine, "check_memory", None)
     names = [s.name for s in engine.inputs]
     unknown = [name for name in shapes if name not in names]
@@ -319,8 +320,8 @@ def feed_for(engine, files: dict, shapes: dict, seed: int, given: dict | None = 
     if check is not None and not files:  # with --input, build_feed checks the names and reads the files first
         named = dim_sizes(engine.inputs, shapes)  # dims sharing a label with a given shape, as build_feed does
         check({s.name: resolve_shape(s, shapes, named) for s in engine.inputs})
-    feed = build_feed(engine.inputs, files, shapes, seed)
-    for name, shape in (given or {}).items():
+    feed = build_feed(engine.inputs, files, shapes, args.seed)
+    for name, shape in given.items():
         if files.get(name, "random") != "random" and tuple(feed[name].shape) != tuple(shape):
             have, want = "x".join(map(str, feed[name].shape)), "x".join(map(str, shape))
             raise UsageError(f"--shapes {name}:{want} but --input {name}={files[name]} holds a {have} array, which "

@@ -45,8 +45,7 @@ def run(args: argparse.Namespace) -> int:
             options.check_out_path(path, flag, ".npz")
     options.check_distinct_paths(("--save-inputs", args.save_inputs), ("--out", args.out))
     with options.load_engine(args, args.model) as engine:
-        feed = options.feed_for(engine, parse_input_args(args.input), options.shapes_of(args), args.seed,
-                                options.parse_shapes(args.shapes))
+        feed = options.feed_for(engine, parse_input_args(args.input), args)
         start = time.perf_counter()
         outputs = engine.infer(feed)
         ms = (time.perf_counter() - start) * 1e3

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with output.bar(f"tune {args.model}", enabled=not args.json) as progress:
             result = tune(model, shapes=parse_shapes(args.shapes) or None, engine=args.engine,
-                          precisions=[p for p in args.precisions.split(",") if p.strip()], atol=args.atol,
+                          precisions=args.precisions, atol=args.atol,
                           rtol=args.rtol, metric=args.metric, min_agreement=args.min_agreement, calib=args.calib,
                           budget_s=args.budget_s, progress=progress, device=args.device, options=opts)
     except MismatchError as exc:  # none within the bound: the measurements still show (--json: main prints them)

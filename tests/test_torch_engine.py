@@ -108,12 +108,27 @@ def test_exported_program_is_accepted():
         ({"cuda_graphs": True}, UsageError, "needs a CUDA device"),
         ({"dynamic": {"y": {0: "b"}}}, UsageError, "unknown inputs ['y']"),
         ({"dynamic": {"x": {7: "b"}}}, UsageError, "dims [7]"),
+        ({"inductor": {"coordinate_descent_tuning": True}}, UsageError, "apply to a compile"),
+        ({"compile": "default", "inductor": {"coordinate_descent_tunning": True}}, UsageError,
+         "unknown Inductor option(s) ['coordinate_descent_tunning']"),
     ],
 )
 def test_bad_options_raise(kwargs, error, words):
     with pytest.raises(error) as info:
         TorchEngine(tiny_module(), [torch.randn(2, 3, 16, 16)], device="cpu", **kwargs)
     assert words in str(info.value)
+
+
+def test_inductor_options_reach_the_compile(monkeypatch):
+    """Options on top of the mode's go to torch.compile (which compiles for real) with the engine's own."""
+    model = tiny_module()
+    x = torch.randn(2, 3, 16, 16)
+    seen, real = [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda *a, **kw: seen.append(kw["options"]) or real(*a, **kw))
+    eng = TorchEngine(model, [x], device="cpu", compile="default", inductor={"epilogue_fusion": False})
+    assert seen == [{**torch._inductor.list_mode_options("default"), "freezing": True, "epilogue_fusion": False}]
+    out = eng.infer({"x": x.numpy()})
+    np.testing.assert_allclose(out["output_0"], model(x)[0].detach().numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_torch_device_is_public_and_shared_with_tune():

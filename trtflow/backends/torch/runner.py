@@ -61,6 +61,8 @@ class TorchEngine(Engine):
             fused convolutions (CUDA only; see ``trtflow.backends.torch.fuse``).
         freeze: compile with Inductor's ``freezing`` (weights as constants, batch norms folded);
             False compiles as ``torch.compile(module, mode=...)`` does by default.
+        inductor: further Inductor options for the compile, on top of the mode's (names as in
+            ``torch._inductor.config``), e.g. ``{"coordinate_descent_tuning": True}``.
 
     Raises:
         UsageError: bad options (unknown precision or compile mode, CUDA graphs on the CPU, ...), or an ONNX
@@ -91,12 +93,15 @@ class TorchEngine(Engine):
         cudnn_benchmark: bool = True,
         fuse: bool = False,
         freeze: bool = True,
+        inductor: Mapping[str, Any] | None = None,
     ):
         torch = require("torch", "the torch engine")
         if dtype not in PRECISIONS:
             raise UsageError(f"dtype '{dtype}' is not supported; choose one of {list(PRECISIONS)}")
         if compile is not None and compile not in COMPILE_MODES:
             raise UsageError(f"compile mode '{compile}' is not supported; choose None or one of {list(COMPILE_MODES)}")
+        if inductor and compile is None:
+            raise UsageError("inductor options apply to a compile; give compile='default' (or another mode) too")
         self.device = torch_device(torch, device)
         if (cuda_graphs or fuse) and self.device.type != "cuda":
             raise UsageError(f"{'cuda_graphs=True (--useCudaGraph)' if cuda_graphs else 'fuse=True'} needs a CUDA device; "
@@ -130,7 +135,7 @@ class TorchEngine(Engine):
             outputs, self._flatten = probe_outputs(torch, probe, examples, inputs, output_names, self._kw)
             self.module = module
             self.example_inputs = dict(zip(names, examples))
-            fn = _compile(torch, module, compile, cuda_graphs, freeze) if compile else module
+            fn = _compile(torch, module, compile, cuda_graphs, freeze, inductor or {}) if compile else module
             fn = casting(torch, fn, *cast) if cast else fn
         super().__init__(inputs, outputs)
         self.fn: Callable = fn
@@ -371,13 +376,18 @@ def _input_specs(names, examples, dynamic, min_shapes, max_shapes) -> list[Tenso
     return specs
 
 
-def _compile(torch, module, mode: str, own_graphs: bool, freeze: bool):
-    """torch.compile with the mode's inductor options, weights frozen unless ``freeze`` is off;
-    CUDA graphs left to the engine when it captures its own (the mode's cudagraph trees cannot
-    nest inside them)."""
+def _compile(torch, module, mode: str, own_graphs: bool, freeze: bool, extra: Mapping[str, Any]):
+    """torch.compile with the mode's inductor options and ``extra``, weights frozen unless ``freeze``
+    is off; CUDA graphs left to the engine when it captures its own (the mode's cudagraph trees
+    cannot nest inside them)."""
     options = dict(torch._inductor.list_mode_options(mode))
     if own_graphs:
         options["triton.cudagraphs"] = False
     options["freezing"] = freeze
+    unknown = sorted(set(extra) - set(torch._inductor.config.get_config_copy()))
+    if unknown:
+        raise UsageError(f"unknown Inductor option(s) {unknown}; names as in torch._inductor.config, "
+                         "e.g. coordinate_descent_tuning")
+    options.update(extra)
     log.debug("torch.compile options %s", options)
     return torch.compile(module, options=options, dynamic=False if own_graphs else None)

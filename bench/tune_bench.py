@@ -60,9 +60,11 @@ RUNS = ("resnet50:256", "mobilenet_v3_large:256", "efficientnet_b0:256", "convne
         "regnet_y_1_6gf:256")
 EXTRA = ("mobilenet_v3_large:64", "resnet50:64", "vit_b_16:64", "efficientnet_b0:64", "convnext_tiny:64",
          "regnet_y_1_6gf:64")
-# tune's candidates: eager + CUDA graphs, cuDNN fusions + graphs, compile (+ fusions) + graphs, reduce-overhead;
-# channels-last only (channels-first eager + graphs was 0.65x on ResNet-50), max-autotune left out
-ONLY = ("*eager+graphs cl", "*fused+graphs cl", "*compile+graphs cl", "*compile+fused+graphs cl", "*reduce-overhead cl")
+# tune's candidates: eager + CUDA graphs, cuDNN fusions + graphs, compile (+ fusions) + graphs, their retuning
+# (+cdt), reduce-overhead; channels-last only (channels-first eager + graphs was 0.65x on ResNet-50),
+# max-autotune left out
+ONLY = ("*eager+graphs cl", "*fused+graphs cl", "*compile+graphs cl", "*compile+fused+graphs cl", "*+cdt cl",
+        "*reduce-overhead cl")
 RTOL = 0.1  # max |out - FP32| <= 10 % of max |FP32|: random deep nets amplify FP16 rounding (docs/tune.md)
 MIN_RUN_S = 40.0  # a run whose share is smaller is not started
 LOCK = threading.RLock()

@@ -86,9 +86,12 @@ def test_cuda_graphs_one_per_shape_bounded():
     assert results[1][0] == results[1][1]  # a graph's outputs are engine-owned buffers
 
 
-@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead", "cdt"])
 def test_compiled_fp16_channels_last(mode):
-    eng = _tiny(compile=mode, dtype="fp16", keep_io_types=False, channels_last=True, cuda_graphs=mode == "default")
+    """cdt: the default mode with Inductor's coordinate-descent tuning of its Triton kernels (tune's "+cdt")."""
+    extra = {"inductor": {"coordinate_descent_tuning": True}} if mode == "cdt" else {}
+    eng = _tiny(compile=mode if mode != "cdt" else "default", dtype="fp16", keep_io_types=False, channels_last=True,
+                cuda_graphs=mode != "reduce-overhead", **extra)
     assert eng.inputs[0].dtype == "float16"
     for batch in (4, 4, 2):
         x = torch.randn(batch, 3, 16, 16, device="cuda")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import time
 
-from trtflow.tune.search import _Clock
-from trtflow.tune.space import COST, Candidate, likely_first, prefer, torch_space
+from trtflow.tune.search import _Clock, _not_the_fastest
+from trtflow.tune.space import CDT, COST, Candidate, likely_first, prefer, torch_space
 
 
 def names(cands, kind=None):
@@ -21,6 +21,33 @@ def test_conv_bn_net_tries_compile_with_fusions_first():
     assert compiles[:3] == ["fp16 compile+fused+graphs cl", "fp16 reduce-overhead cl", "fp16 compile+graphs cl"]
     assert compiles[-2:] == ["fp16 max-autotune+graphs cl", "fp16 max-autotune cl"]
     assert all(c.cost < 1 for c in cands[: len(cands) - len(compiles)])  # seconds-cheap ones before any compile
+
+
+def test_each_compile_is_retuned_after_the_plain_compiles_and_before_max_autotune():
+    cands, _ = torch_space(["fp16"], cuda=True, conv=True, batchnorm=True, fp8=None)
+    order = names(cands)
+    retunes = [c for c in cands if c.kind == "cdt"]
+    assert [(c.name, c.refines) for c in retunes] == [
+        ("fp16 compile+fused+graphs+cdt cl", "fp16 compile+fused+graphs cl"),
+        ("fp16 compile+graphs+cdt cl", "fp16 compile+graphs cl")]
+    base = {c.name: c for c in cands}
+    for c in retunes:
+        assert c.options == {**base[c.refines].options, "inductor": CDT} and c.cost == COST["cdt"]
+        assert order.index(c.name) > max(order.index(n) for n in base if base[n].kind in ("compile", "reduce-overhead"))
+        assert order.index(c.name) < order.index("fp16 max-autotune+graphs cl")
+    cpu, _ = torch_space(["fp16"], cuda=False, conv=True, batchnorm=True, fp8=None)
+    assert not any(c.kind == "cdt" for c in cpu)  # Triton kernels are what it retunes
+
+
+def test_a_retuning_is_tried_only_when_what_it_retunes_is_the_fastest_so_far():
+    cdt = Candidate("fp16 compile+graphs+cdt cl", "torch", "fp16", {}, "fp32", COST["cdt"], "cdt",
+                    refines="fp16 compile+graphs cl")
+    assert _not_the_fastest(cdt, {"fp16 compile+graphs cl": 200.0, "fp16 eager+graphs cl": 100.0}) is None
+    slower = _not_the_fastest(cdt, {"fp16 compile+graphs cl": 200.0, "fp16 compile+fused+graphs cl": 250.0})
+    assert "slower than 'fp16 compile+fused+graphs cl' (250/s)" in slower
+    assert "was not timed" in _not_the_fastest(cdt, {"fp16 eager+graphs cl": 100.0})
+    plain = Candidate("fp16 compile+graphs cl", "torch", "fp16", {}, "fp32", 1.0, "compile")
+    assert _not_the_fastest(plain, {}) is None
 
 
 def test_plain_recipes_are_candidates_and_other_compiles_freeze():

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # the torch engine options a tuned choice sets (tune leaves off those at the engine's default),
 # the I/O dtypes among them: a reduced precision's casts in and out are part of what was timed
-TORCH_KNOBS = ("dtype", "keep_io_types", "channels_last", "compile", "cuda_graphs", "fuse", "freeze")
+TORCH_KNOBS = ("dtype", "keep_io_types", "channels_last", "compile", "cuda_graphs", "fuse", "freeze", "inductor")
 SUBDIR = "tuned"
 FORMAT = 1
 # engine -> the modules whose versions go into the key (whichever wheel installed them:

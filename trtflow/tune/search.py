@@ -114,7 +114,7 @@ class _Clock:
         return time.perf_counter() - self.start
 
     def learn(self, cand: Candidate, build_s: float) -> None:
-        if cand.kind in ("compile", "reduce-overhead", "max-autotune", "build"):
+        if cand.kind in ("compile", "reduce-overhead", "cdt", "max-autotune", "build"):
             rate = build_s / cand.cost
             self.per_cost = max(rate, self.per_cost or 0.0)
 
@@ -167,6 +167,19 @@ def _bench(engine, feed, seconds: float, warmup_ms: float) -> tuple[float, float
     return throughput(result)["inferences_per_s"], stats.median, stats.p99  # GPU: queries over the walltime
 
 
+def _not_the_fastest(cand: Candidate, speeds: dict[str, float]) -> str | None:
+    """Why a retuning (``cand.refines``) is not tried: the configuration it retunes is not the fastest so far."""
+    if not cand.refines:
+        return None
+    if cand.refines not in speeds:
+        return f"not tried: retunes '{cand.refines}', which was not timed"
+    fastest = max(speeds, key=speeds.get)
+    if fastest != cand.refines:
+        return (f"not tried: retunes '{cand.refines}' ({speeds[cand.refines]:.4g}/s), slower than "
+                f"'{fastest}' ({speeds[fastest]:.4g}/s)")
+    return None
+
+
 def search(subject: Any, candidates: list[Candidate], skips: list, feeds, reference: list[dict], bound: Bound,
            opts: TuneOptions, budget_s: float | None, progress: Progress | None = None) -> list[ConfigResult]:
     """Try ``candidates`` in order; return one ``ConfigResult`` per candidate and per skip, the winner marked."""
@@ -181,6 +194,10 @@ def search(subject: Any, candidates: list[Candidate], skips: list, feeds, refere
         cand = remaining.pop(0)
         r = ConfigResult(cand.name, cand.engine, cand.precision, dict(cand.options))
         results.append(r)
+        why = _not_the_fastest(cand, speeds)
+        if why:
+            r.status, r.reason = SLOWER, why
+            continue
         why = clock.refuse(cand)
         if why:
             r.status, r.reason = BUDGET, why

@@ -4,9 +4,11 @@ torch (CUDA): per precision, eager, eager + CUDA graphs (also channels-first, fo
 cuDNN fused conv + BN + ReLU + graphs (models with batch norms), torch.compile + graphs,
 compile + fusions + graphs (these compile with frozen weights), the reduce-overhead mode (its own
 CUDA graphs; weights not frozen: ``torch.compile(model, mode="reduce-overhead")`` as users call it,
-so the plain recipe is always among the candidates), max-autotune-no-cudagraphs + graphs (frozen)
-and the plain max-autotune mode (``torch.compile(model, mode="max-autotune")``, not frozen). FP8
-is bfloat16 with ``nn.Linear`` layers on FP8 GEMMs.
+so the plain recipe is always among the candidates), each compile + graphs again with Inductor's
+coordinate-descent tuning of its Triton kernels ("+cdt", tried only for the compile that is the
+fastest configuration so far), max-autotune-no-cudagraphs + graphs (frozen) and the plain
+max-autotune mode (``torch.compile(model, mode="max-autotune")``, not frozen). FP8 is bfloat16
+with ``nn.Linear`` layers on FP8 GEMMs.
 torch (CPU): eager, channels-last, torch.compile. INT8 has no torch path here (ONNX Q/DQ engines run it).
 ort: provider lists (CPU, and CUDA where installed) x the FP32, FP16 (surgeon conversion) and INT8
 (Q/DQ, calibrated) models x graph optimization levels x intra-op thread counts.
@@ -31,7 +33,11 @@ CLEAR = 1.1  # a measured speed ratio beyond which ``prefer`` reorders the fused
 # (ConvNeXt-T at batch 256, alone on the machine: 371 s against 11.7 s); with Inductor's autotuning
 # already cached it was 7-11x. In plain-compile units (reduce-overhead counts 1.2): 32 x 1.2 = 38.
 # Underestimating it would start compiles that overrun the budget.
-COST = {"eager": 0.1, "graphs": 0.3, "compile": 1.0, "reduce-overhead": 1.2, "max-autotune": 38.0}
+# Coordinate-descent tuning ("cdt") times each Triton kernel's neighbouring block sizes: its compile
+# took 4.9x the plain one on EfficientNet-B0 at batch 64 on an H200 (93 s against 19 s), 2.5x on
+# MobileNetV3-Large at 256.
+COST = {"eager": 0.1, "graphs": 0.3, "compile": 1.0, "reduce-overhead": 1.2, "cdt": 5.0, "max-autotune": 38.0}
+CDT = {"coordinate_descent_tuning": True}  # the Inductor option a "+cdt" configuration adds
 
 
 @dataclass
@@ -45,7 +51,10 @@ class Candidate:
         options: engine options (JSON-able) that make it.
         variant: the model it runs: "fp32", "fp16", "int8" (ONNX conversions) or "fp8" (torch FP8 linears).
         cost: relative build cost (compile-heavy ones last; the budget skips those that cannot finish).
-        kind: "eager", "graphs", "compile", "reduce-overhead" or "max-autotune" (torch), "session" (ort), "build" (tensorrt).
+        kind: "eager", "graphs", "compile", "reduce-overhead", "cdt" or "max-autotune" (torch), "session" (ort),
+            "build" (tensorrt).
+        refines: the configuration this one retunes (a "+cdt" compile); tried only when that one is
+            the fastest measured so far.
     """
 
     name: str
@@ -55,6 +64,7 @@ class Candidate:
     variant: str = "fp32"
     cost: float = 0.1
     kind: str = "eager"
+    refines: str | None = None
 
 
 @dataclass
@@ -120,6 +130,10 @@ def torch_space(precisions: Sequence[str], cuda: bool, conv: bool, batchnorm: bo
 
         def add(label, kind, **opts):
             cands.append(Candidate(f"{p} {label}", "torch", p, {"dtype": dtype, **opts, **io}, variant, COST[kind], kind))
+            if kind == "compile" and cuda:  # the same compile with Inductor's kernel tuning, after it
+                cands.append(Candidate(f"{p} {label.removesuffix(suffix)}+cdt{suffix}", "torch", p,
+                                       {"dtype": dtype, **opts, **io, "inductor": dict(CDT)}, variant, COST["cdt"],
+                                       "cdt", refines=f"{p} {label}"))
 
         if not cuda:
             add("eager", "eager")
@@ -157,7 +171,8 @@ def likely_first(cands: list[Candidate], linear_heavy: bool = True) -> list[Cand
        their ReLU outside cuDNN, see ``fuse_conv_bn_act``); then
        the reduce-overhead mode, the plain recipe (``torch.compile(model, mode="reduce-overhead")``),
        so a tight budget still times what users would run without trtflow; then compile + graphs
-       (frozen weights); max-autotune last of all, frozen with the engine's graphs first, then the
+       (frozen weights); then the "+cdt" retuning of whichever compile was fastest (about 1 % on
+       three of four models on an H200, 3 % slower on MobileNetV3-Large); max-autotune last of all, frozen with the engine's graphs first, then the
        plain ``mode="max-autotune"`` (it can reuse the autotuning the first one cached). Within a
        step: the FP16/BF16/FP32 precisions before FP8 (the FP8 transform adds a quantization per
        linear and may fail the bound; FP16 is the safer likely winner), lower precisions first.
@@ -176,12 +191,12 @@ def likely_first(cands: list[Candidate], linear_heavy: bool = True) -> list[Cand
             return (2, c.cost, rank[c.precision], int(fused), int(cf))
         if c.cost < 1:  # channels-last before channels-first: the layout cuDNN and Inductor prefer for conv nets
             return (0, c.cost, rank[c.precision], int(fused), int(cf))
-        step = {"compile": 2, "reduce-overhead": 1}.get(c.kind, 3)
+        step = {"compile": 2, "reduce-overhead": 1, "cdt": 3}.get(c.kind, 4)
         if c.kind == "compile" and fused:
             step = 0
         elif c.kind == "max-autotune" and not c.options.get("cuda_graphs"):
-            step = 4  # the plain mode after the frozen one, whose cached autotuning it can reuse
-        return (1, step, rank[c.precision], int(cf))
+            step = 5  # the plain mode after the frozen one, whose cached autotuning it can reuse
+        return (1, step, rank[c.precision], int(not fused), int(cf))
 
     return sorted(cands, key=key)
 

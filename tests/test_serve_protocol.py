@@ -119,6 +119,13 @@ def test_shape_that_is_not_a_list_of_integers_is_400(shape, data):
     assert err.value.status == 400
 
 
+def test_request_shape_is_public_and_checks_dims():
+    """The shape check the HTTP codec and the gRPC service share."""
+    assert protocol.request_shape([2, np.int64(3)], "x") == (2, 3)
+    with pytest.raises(ProtocolError, match="'x' has shape \\[2, -1\\]; sizes must be >= 0"):
+        protocol.request_shape([2, -1], "x")
+
+
 def test_bytes_tensor_with_a_huge_shape_is_400_before_allocating():
     """Each element takes 4 bytes at least: shape [10**15] over an empty buffer was a MemoryError
     (500), and [10**8] allocated 800 MB before it was refused."""

@@ -52,7 +52,7 @@ def decode(request) -> InferRequest:
                                     "each input one way (all inputs raw, or all in contents)")
             inputs[item.name] = protocol.array_from_raw(raw[i], item.datatype, shape, item.name)
         else:
-            shape = protocol._shape(shape, item.name)  # as raw tensors: a negative dim is a 400
+            shape = protocol.request_shape(shape, item.name)  # as raw tensors: a negative dim is a 400
             datatype = item.datatype.upper()
             field = CONTENTS.get(datatype)
             if field is None:

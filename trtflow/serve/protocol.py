@@ -192,7 +192,7 @@ def array_from_raw(raw: bytes | memoryview, datatype: str, shape: Sequence[int],
     Raises:
         ProtocolError: (400) a byte count that does not match shape x datatype.
     """
-    shape = _shape(shape, name)
+    shape = request_shape(shape, name)
     dtype = numpy_dtype(datatype)
     if dtype == object:
         return deserialize_bytes(raw, shape)
@@ -211,8 +211,13 @@ def raw_from_array(arr: np.ndarray) -> bytes:
     return np.ascontiguousarray(arr).tobytes()
 
 
-def _shape(shape: Any, name: str) -> tuple[int, ...]:
-    # "12" was read as (1, 2), 1.7 as 1 and true as 1: each dim must be an integer
+def request_shape(shape: Any, name: str) -> tuple[int, ...]:
+    """The shape of input ``name`` as a request gives it, as a tuple of ints.
+
+    Raises:
+        ProtocolError: (400) dims that are not integers ("12" was read as (1, 2), 1.7 as 1 and
+            true as 1) or a negative dim.
+    """
     try:
         dims = tuple(shape)
     except TypeError:
@@ -256,7 +261,7 @@ def decode_infer_request(body: bytes, header_length: int | str | None = None) ->
     offset = 0
     for item in items:
         name = str(item["name"])
-        shape = _shape(item["shape"], name)
+        shape = request_shape(item["shape"], name)
         size = (item.get("parameters") or {}).get("binary_data_size")
         if size is not None:
             if type(size) is not int or size < 0:
@@ -385,7 +390,7 @@ def binary_layout(items: list[dict], body_bytes: int) -> list[tuple[str, np.dtyp
             dtype = _NUMPY_DTYPES.get(item["datatype"])
             if type(size) is not int or dtype is None or dtype == object:
                 return None
-            shape = _shape(item["shape"], "")
+            shape = request_shape(item["shape"], "")
             if size != math.prod(shape) * dtype.itemsize or size == 0:  # an empty tensor: nothing to read into
                 return None
             layout.append((str(item["name"]), dtype, shape))

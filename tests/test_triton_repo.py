@@ -488,3 +488,42 @@ def test_a_scalar_tensor_is_refused_at_any_max_batch(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "'s'" in err and "scalar" in err and "--max-batch 0" not in err, (flags, err)
         assert not (tmp_path / "repo" / "total").exists()
+
+
+def _odd_output_onnx(path: Path, second: str) -> Path:
+    """x (N, 4) -> y (N, 4), plus a second output whose dim 0 is not the batch: "fixed" anchors (100, 4)
+    (a constant), or "other" z (K, N), the transpose of w (N, K)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Relu", ["x"], ["y"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])]
+    if second == "fixed":
+        nodes.append(helper.make_node("Constant", [], ["anchors"],
+                                      value=numpy_helper.from_array(np.zeros((100, 4), np.float32))))
+        outputs.append(helper.make_tensor_value_info("anchors", TensorProto.FLOAT, [100, 4]))
+    else:
+        nodes.append(helper.make_node("Transpose", ["w"], ["z"], perm=[1, 0]))
+        inputs.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, ["N", "K"]))
+        outputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["K", "N"]))
+    graph = helper.make_graph(nodes, "odd", inputs, outputs)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("second, name, dims", [("fixed", "anchors", [100, 4]), ("other", "z", [-1, -1])])
+def test_an_output_whose_dim_0_is_not_the_batch_gets_max_batch_zero(tmp_path, capsys, second, name, dims):
+    # Triton batches a model only when dim 0 of every input and output is one dynamic batch dim: batched,
+    # 'anchors' (100, 4) was written as dims [4] and 'z' (K, N) as [-1], and Triton refuses or splits them wrong
+    model = _odd_output_onnx(tmp_path / "odd.onnx", second)
+    result = _cli_json(capsys, model, "--out", tmp_path / "repo")
+    config = _parse(tmp_path / "repo" / "odd" / "config.pbtxt")
+    assert result["max_batch"] == 0 == config.max_batch_size and not config.HasField("dynamic_batching")
+    assert {t.name: list(t.dims) for t in config.output} == {"y": [-1, 4], name: dims}
+    assert [list(t.dims) for t in config.input][0] == [-1, 4]
+    assert any(f"'{name}'" in n and "max_batch_size 0" in n for n in result["notes"]), result["notes"]
+    assert main(["triton-repo", str(model), "--out", str(tmp_path / "repo2"), "--max-batch", "4"]) == 2
+    err = capsys.readouterr().err
+    assert f"'{name}'" in err and "--max-batch 0" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "repo2" / "odd").exists()

@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace REPO/NAME if it exists")
     group = parser.add_argument_group("batching and instances (Triton's config.pbtxt)")
     group.add_argument("--max-batch", type=options.count(0),
-                       help="max_batch_size; 0: no batch dim (default: the plan's profile bound, 8 for a dynamic batch dim)")
+                       help="max_batch_size; 0: no batch dim (default: the plan's profile bound, 8 for a dynamic batch dim; "
+                       "0 unless dim 0 of every input and output is that one batch dim)")
     group.add_argument("--dynamic-batching", action=argparse.BooleanOptionalAction, default=True,
                        help="add Triton's dynamic batcher when max_batch_size > 0 (default: on)")
     group.add_argument("--max-queue-delay-us", type=options.count(0), default=0, metavar="US",

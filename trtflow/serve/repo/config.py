@@ -67,13 +67,37 @@ def protobuf_modules():
     return pb2, json_format, text_format
 
 
+def batch_dim_mismatch(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> str | None:
+    """Why dim 0 of these tensors is not one batch dim, or None when it is.
+
+    Triton batches a model only when dim 0 of every input and every output is the same dynamic dim (its
+    own auto-complete asks the same). Dims are compared by name; an unnamed dynamic dim ("?", or
+    "TENSOR_dim0" where the model names none) may be that dim, as it may to Triton, which sees only -1.
+    """
+    batch = None
+    for kind, tensors in (("input", inputs), ("output", outputs)):
+        for t in tensors:
+            d = t.shape[0] if t.rank else None
+            if not isinstance(d, str):
+                return f"{kind} '{t.name}' has shape {t.describe_shape()}: " + \
+                    ("a scalar" if d is None else f"dim 0 is fixed at {d}")
+            if d in ("?", f"{t.name}_dim0"):
+                continue
+            if batch is None:
+                batch = (d, f"{kind} '{t.name}'")
+            elif d != batch[0]:
+                return (f"{kind} '{t.name}' has shape {t.describe_shape()}: dim 0 is '{d}', not '{batch[0]}' "
+                        f"(dim 0 of {batch[1]})")
+    return None
+
+
 def check_batch_dims(spec: ConfigSpec) -> None:
     """Refuse a scalar tensor (config.pbtxt has no dims for it, so Triton refuses the model), and a
     ``max_batch > 0`` for tensors whose dim 0 cannot be a batch.
 
     Raises:
-        UsageError: a scalar tensor; with ``max_batch > 0``, a tensor with nothing but dim 0 or an
-            input whose dim 0 is fixed.
+        UsageError: a scalar tensor; with ``max_batch > 0``, a tensor with nothing but dim 0, or dim 0
+            that is not one dynamic batch dim on every input and output (``batch_dim_mismatch``).
     """
     for t in list(spec.inputs) + list(spec.outputs):
         if t.rank == 0:  # Triton: "model output 's' must specify 'dims'"
@@ -85,12 +109,11 @@ def check_batch_dims(spec: ConfigSpec) -> None:
         if t.rank == 1:  # Triton: "model output 's' must specify 'dims'"
             raise UsageError(f"tensor '{t.name}' has shape {t.describe_shape()}: nothing but the batch dim, which "
                              "leaves config.pbtxt no dims and Triton refuses the model; use --max-batch 0")
-    for t in spec.inputs:
-        if isinstance(t.shape[0], int):
-            raise UsageError(
-                f"input '{t.name}' has shape {t.describe_shape()}: dim 0 is fixed at {t.shape[0]}, so Triton cannot "
-                f"batch requests into it. Export the model with a dynamic batch dim, or use --max-batch 0"
-            )
+    problem = batch_dim_mismatch(spec.inputs, spec.outputs)
+    if problem:
+        raise UsageError(f"{problem}, so Triton cannot batch requests into it (it batches only when dim 0 of every "
+                         "input and output is one dynamic batch dim). Export the model with that batch dim first "
+                         "on every tensor, or use --max-batch 0")
 
 
 def check_preferred_batch_sizes(spec: ConfigSpec) -> None:

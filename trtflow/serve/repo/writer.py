@@ -26,7 +26,8 @@ from typing import Any, Mapping, Sequence
 from trtflow.backends import ENGINE_FILES, canonical_engine
 from trtflow.errors import ModelLoadError, UsageError
 from trtflow.progress import Progress, report
-from trtflow.serve.repo.config import ConfigSpec, build_config, config_dict, to_pbtxt, validate_pbtxt
+from trtflow.serve.repo.config import (ConfigSpec, batch_dim_mismatch, build_config, config_dict, to_pbtxt,
+                                       validate_pbtxt)
 from trtflow.spec import TensorSpec, is_count
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class RepoOptions:
         backend: "auto" (plans -> tensorrt, ONNX -> onnxruntime, else python), "tensorrt",
             "onnxruntime" or "python".
         max_batch: Triton's ``max_batch_size``; None takes the plan's profile bound, 8 for a
-            dynamic batch dim, 0 for a model with a fixed batch.
+            dynamic batch dim, 0 unless dim 0 of every input and output is that one batch dim.
         instances: instances of the model (``instance_group.count``).
         kind: "auto" (gpu for the tensorrt backend or engine, cpu otherwise), "cpu" or "gpu".
         gpus: GPU ids the instances go to (``KIND_GPU``; empty: every GPU).
@@ -147,8 +148,12 @@ def _batch_bound(inputs: Sequence[TensorSpec]) -> int | None:
 
 
 def _default_max_batch(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> tuple[int, str]:
-    if not inputs or any(s.rank == 0 or isinstance(s.shape[0], int) for s in inputs):
-        return 0, "dim 0 of an input is fixed: max_batch_size 0 (Triton sends whole tensors)"
+    if not inputs:
+        return 0, "the model has no inputs: max_batch_size 0 (Triton sends whole tensors)"
+    problem = batch_dim_mismatch(inputs, outputs)
+    if problem:
+        return 0, (f"{problem}: max_batch_size 0 with full dims (Triton batches only when dim 0 of every input and "
+                   "output is one dynamic batch dim; it sends whole tensors)")
     short = [s.name for s in [*inputs, *outputs] if s.rank <= 1]
     if short:  # with a batch dim left out, config.pbtxt would give them no dims, which Triton refuses
         return 0, f"{short} have no dim beyond dim 0: max_batch_size 0 (Triton sends whole tensors)"

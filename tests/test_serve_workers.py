@@ -157,6 +157,7 @@ def test_requests_of_both_front_ends_are_batched_together(server, files):
     assert len(pids) == 2, f"every request went to one front end ({pids}); the test did not reach both"
     stats = httpclient.InferenceServerClient(f"127.0.0.1:{port}").get_inference_statistics("slow")["model_stats"][0]
     assert stats["execution_count"] == after["nv_inference_exec_count" + label]  # the engine process's counters
+    assert sum(b["compute_infer"]["count"] for b in stats["batch_stats"]) == stats["execution_count"]
 
 
 @pytest.mark.parametrize("case, status, message", [

@@ -135,6 +135,7 @@ class Hub:
             with s.lock:
                 out[name] = {"values": dict(s.values), "pending": s.pending, "inflight": s.inflight,
                              "batch_counts": list(s.batch_counts), "batch_sum": s.batch_sum,
+                             "failure_us": s.failure_us, "by_size": {k: list(v) for k, v in s.by_size.items()},
                              "last_inference": self.server.last_inference[name]}
         return out
 

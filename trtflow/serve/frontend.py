@@ -158,6 +158,7 @@ class FrontServer(Server):
             s.values.update(snap["values"])
             s.pending, s.inflight, s.batch_sum = snap["pending"], snap["inflight"], snap["batch_sum"]
             s.batch_counts[:] = snap["batch_counts"]
+            s.failure_us, s.by_size = snap["failure_us"], snap["by_size"]
             self.last_inference[name] = snap["last_inference"]
 
     async def drain(self) -> None:

@@ -30,6 +30,8 @@ class ModelStats:
     inflight: int = 0
     batch_counts: list = field(default_factory=lambda: [0] * (len(BATCH_BUCKETS) + 1))
     batch_sum: int = 0
+    failure_us: float = 0.0  # cumulative duration of the failed requests (Triton has no metric for it)
+    by_size: dict = field(default_factory=dict)  # batch size -> [executions, input_us, infer_us, output_us]
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, **amounts: float) -> None:
@@ -44,8 +46,22 @@ class ModelStats:
             v["nv_inference_request_success"] += 1
             v["nv_inference_request_duration_us"] += duration_us
 
-    def batch(self, size: int, input_us: float, infer_us: float, output_us: float) -> None:
+    def failure(self, duration_us: float) -> None:
+        """One request failed after ``duration_us``."""
         with self.lock:
+            self.values["nv_inference_request_failure"] += 1
+            self.failure_us += duration_us
+
+    def batch(self, size: int, input_us: float, infer_us: float, output_us: float) -> None:
+        """One execution of ``size`` rows and its times."""
+        with self.lock:
+            runs = self.by_size.get(size)
+            if runs is None:
+                runs = self.by_size[size] = [0, 0.0, 0.0, 0.0]
+            runs[0] += 1
+            runs[1] += input_us
+            runs[2] += infer_us
+            runs[3] += output_us
             v = self.values
             v["nv_inference_exec_count"] += 1
             v["nv_inference_count"] += size

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = ["classification", "binary_tensor_data", "model_repository", "statistics"]
 DRAINING = "the server is shutting down; retry on another server"
+BATCH_PARTS = ("compute_input", "compute_infer", "compute_output")  # the times of a batch_stats entry
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class Server:
         def finished(result, exc) -> None:
             stats.inflight -= 1
             if exc is not None:
-                stats.add(request_failure=1)
+                stats.failure((time.perf_counter() - start) * 1e6)
                 done(None, exc)
                 return
             stats.success((time.perf_counter() - start) * 1e6)
@@ -129,7 +130,7 @@ class Server:
                 raise ProtocolError(DRAINING, 503)
             out = await self.batchers[name].infer(inputs)
         except BaseException:
-            stats.add(request_failure=1)
+            stats.failure((time.perf_counter() - start) * 1e6)
             raise
         finally:
             stats.inflight -= 1
@@ -162,24 +163,29 @@ class Server:
         names = [self.model(name, version).name] if name else list(self.models)
         out = []
         for n in names:
-            v = self.stats[n].values
+            s = self.stats[n]
+            v = s.values
 
             def entry(count_key: str, us_key: str) -> dict:
                 return {"count": int(v[count_key]), "ns": int(v[us_key] * 1000)}
 
+            with s.lock:  # each executed batch size: its executions and their times
+                batches = [{"batch_size": size, **{part: {"count": runs[0], "ns": int(us * 1000)}
+                                                   for part, us in zip(BATCH_PARTS, runs[1:])}}
+                           for size, runs in sorted(s.by_size.items())]
             out.append({
                 "name": n, "version": self.models[n].version, "last_inference": self.last_inference[n],
                 "inference_count": int(v["nv_inference_count"]), "execution_count": int(v["nv_inference_exec_count"]),
                 "inference_stats": {
                     "success": entry("nv_inference_request_success", "nv_inference_request_duration_us"),
-                    "fail": {"count": int(v["nv_inference_request_failure"]), "ns": 0},
+                    "fail": {"count": int(v["nv_inference_request_failure"]), "ns": int(s.failure_us * 1000)},
                     "queue": entry("nv_inference_request_success", "nv_inference_queue_duration_us"),
                     "compute_input": entry("nv_inference_exec_count", "nv_inference_compute_input_duration_us"),
                     "compute_infer": entry("nv_inference_exec_count", "nv_inference_compute_infer_duration_us"),
                     "compute_output": entry("nv_inference_exec_count", "nv_inference_compute_output_duration_us"),
                     "cache_hit": {"count": 0, "ns": 0}, "cache_miss": {"count": 0, "ns": 0},
                 },
-                "batch_stats": [],
+                "batch_stats": batches,
             })
         return {"model_stats": out}
 

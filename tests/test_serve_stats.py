@@ -1,0 +1,59 @@
+"""Triton's statistics extension (HTTP /stats, gRPC ModelStatistics) against a running server:
+failed requests' count and time, executions per batch size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("aiohttp")
+httpclient = pytest.importorskip("tritonclient.http")
+grpcclient = pytest.importorskip("tritonclient.grpc")
+
+import trtflow  # noqa: E402
+from tests.test_serve import affine_model  # noqa: E402
+from trtflow.serve.model import BatchConfig, ServedModel  # noqa: E402
+from trtflow.serve.server import BackgroundServer, ServeOptions  # noqa: E402
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+COMPUTE = ("compute_input", "compute_infer", "compute_output")
+
+
+@pytest.fixture
+def served():
+    """A fresh server (its counters and its model's metadata start empty)."""
+    models = [ServedModel("affine", [trtflow.load(affine_model(), engine="ort")], BatchConfig(max_batch=8))]
+    with BackgroundServer(models, ServeOptions(http_port=0, grpc_port=0)) as s:
+        yield s
+
+
+def test_stats_count_failed_requests_and_each_batch_size(served):
+    """``fail.ns`` was 0 whatever failed, and ``batch_stats`` was empty."""
+    c = httpclient.InferenceServerClient(f"127.0.0.1:{served.http_port}")
+    for rows in (1, 2, 2, 3):  # one at a time: each runs alone, a batch of its rows
+        x = np.ones((rows, 4), np.float32)
+        i = httpclient.InferInput("x", [rows, 4], "FP32")
+        i.set_data_from_numpy(x)
+        np.testing.assert_allclose(c.infer("affine", [i]).as_numpy("y"), 2 * x + 1)
+    bad = httpclient.InferInput("x", [2, 5], "FP32")
+    bad.set_data_from_numpy(np.ones((2, 5), np.float32))
+    with pytest.raises(InferenceServerException, match="dim 1 is 5"):
+        c.infer("affine", [bad])
+
+    stats = c.get_inference_statistics("affine")["model_stats"][0]
+    fail = stats["inference_stats"]["fail"]
+    assert fail["count"] == 1 and fail["ns"] > 0
+    assert stats["inference_stats"]["success"]["count"] == 4
+    batches = {b["batch_size"]: b for b in stats["batch_stats"]}
+    assert sorted(batches) == [1, 2, 3]
+    for size, runs in ((1, 1), (2, 2), (3, 1)):
+        for part in COMPUTE:
+            assert batches[size][part]["count"] == runs and batches[size][part]["ns"] >= 0
+        assert batches[size]["compute_infer"]["ns"] > 0
+    total = stats["inference_stats"]["compute_infer"]["ns"]
+    assert abs(sum(b["compute_infer"]["ns"] for b in batches.values()) - total) <= len(batches)
+
+    g = grpcclient.InferenceServerClient(f"127.0.0.1:{served.grpc_port}").get_inference_statistics("affine")
+    one = g.model_stats[0]
+    assert one.inference_stats.fail.count == 1 and one.inference_stats.fail.ns == fail["ns"]
+    assert {b.batch_size: b.compute_infer.count for b in one.batch_stats} == {1: 1, 2: 2, 3: 1}

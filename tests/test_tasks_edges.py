@@ -392,3 +392,45 @@ def test_fcn_export_waits_for_the_folder_lock_another_process_holds(tmp_path, mo
         holder.communicate("", timeout=10)  # releases the lock
     waiter.join(3)
     assert done == [folder / "fcn_argmax_21.onnx"]
+
+
+def test_fcn_export_to_a_given_path_waits_for_that_paths_lock(tmp_path):
+    """fcn_onnx(path=...) exported without a lock: two processes writing one file could interleave. It holds
+    ``<path>.lock`` (as the cached export holds its folder's) while it exports."""
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from trtflow.tasks.models import fcn_onnx
+
+    out, lock_file = tmp_path / "fcn.onnx", tmp_path / "fcn.onnx.lock"
+
+    def waiting_for_the_lock(thread) -> bool:  # the thread's stack is in a FileLock.acquire of that file
+        frame = sys._current_frames().get(thread.ident)
+        while frame is not None:
+            lock = frame.f_locals.get("self")
+            if frame.f_code.co_name == "acquire" and str(getattr(lock, "lock_file", "")) == str(lock_file):
+                return True
+            frame = frame.f_back
+        return False
+
+    hold = ("import sys, filelock; lock = filelock.FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); "
+            "sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(lock_file)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = []
+        waiter = threading.Thread(target=lambda: done.append(fcn_onnx(out, classes=3)), daemon=True)
+        waiter.start()
+        deadline = time.monotonic() + 120
+        while not done and not waiting_for_the_lock(waiter) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not done and not out.exists(), "fcn_onnx(path=) exported while another process held the path's lock"
+        assert waiting_for_the_lock(waiter)
+    finally:
+        holder.communicate("", timeout=10)  # releases the lock
+    waiter.join(120)
+    assert done == [out] and out.stat().st_size > 0

@@ -185,15 +185,15 @@ def fcn_module(classes: int = 21, width: int = 16, seed: int = 0):
 def fcn_onnx(path: Optional[Path] = None, classes: int = 21, progress: Optional[Progress] = None) -> Path:
     """``fcn_module`` exported to ONNX with dynamic batch, height and width (input ``input``,
     output ``output``), cached in the trtflow cache folder unless ``path`` is given. The cached
-    export holds the folder's lock, as ``mobilenet_onnx`` does: two processes at once export once."""
-    import contextlib
-
+    export holds the folder's lock, as ``mobilenet_onnx`` does: two processes at once export once.
+    An export to ``path`` holds ``<path>.lock``: two processes writing that file take turns."""
     from filelock import FileLock
 
     from trtflow.cache_dir import cache_dir
 
     if path is not None:
-        out, lock = Path(path), contextlib.nullcontext()
+        out = Path(path)
+        lock = FileLock(str(out.with_name(out.name + ".lock")))
     else:
         folder = cache_dir("tasks")
         out, lock = folder / f"fcn_argmax_{classes}.onnx", FileLock(str(folder / "export.lock"))

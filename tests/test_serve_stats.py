@@ -1,7 +1,10 @@
 """Triton's statistics extension (HTTP /stats, gRPC ModelStatistics) against a running server:
-failed requests' count and time, executions per batch size."""
+failed requests' count and time, executions per batch size; model metadata and config built once."""
 
 from __future__ import annotations
+
+import json
+import urllib.request
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ grpcclient = pytest.importorskip("tritonclient.grpc")
 
 import trtflow  # noqa: E402
 from tests.test_serve import affine_model  # noqa: E402
+from trtflow.serve import protocol  # noqa: E402
 from trtflow.serve.model import BatchConfig, ServedModel  # noqa: E402
 from trtflow.serve.server import BackgroundServer, ServeOptions  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -57,3 +61,28 @@ def test_stats_count_failed_requests_and_each_batch_size(served):
     one = g.model_stats[0]
     assert one.inference_stats.fail.count == 1 and one.inference_stats.fail.ns == fail["ns"]
     assert {b.batch_size: b.compute_infer.count for b in one.batch_stats} == {1: 1, 2: 2, 3: 1}
+
+
+def _get_json(port: int, path: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_metadata_and_config_are_built_once_per_model(served, monkeypatch):
+    """Both were rebuilt from the model's specs on every request."""
+    built = []
+    for name in ("model_metadata", "model_config"):
+        def counted(*args, _build=getattr(protocol, name), _name=name, **kwargs):
+            built.append(_name)
+            return _build(*args, **kwargs)
+
+        monkeypatch.setattr(protocol, name, counted)
+    port = served.http_port
+    metadata = [_get_json(port, "/v2/models/affine"), _get_json(port, "/v2/models/affine/versions/1")]
+    config = [_get_json(port, "/v2/models/affine/config"), _get_json(port, "/v2/models/affine/config")]
+    g = grpcclient.InferenceServerClient(f"127.0.0.1:{served.grpc_port}")
+    assert metadata[0] == metadata[1] and metadata[0]["inputs"][0]["shape"] == [-1, 4]
+    assert config[0] == config[1] and config[0]["max_batch_size"] == 8
+    assert [i.name for i in g.get_model_metadata("affine").inputs] == ["x"]
+    assert g.get_model_config("affine").config.max_batch_size == 8
+    assert sorted(built) == ["model_config", "model_metadata"]

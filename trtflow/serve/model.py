@@ -39,6 +39,8 @@ class ModelInfo:
     metadata and config requests from it while the engines live in the engine process."""
 
     version = "1"
+    _metadata: dict | None = None  # built at the first request (a loaded model's answers do not change)
+    _config: tuple[str, dict] | None = None  # (instance kind, config)
 
     def __init__(self, name: str, inputs: Sequence, outputs: Sequence, batched: bool, config: BatchConfig,
                  labels: Sequence[str] | None, platform: str, instances: int):
@@ -50,11 +52,19 @@ class ModelInfo:
         return self.config.max_batch
 
     def metadata(self) -> dict:
-        return protocol.model_metadata(self.name, self.version, self.inputs, self.outputs, self.batched, self.platform)
+        """Triton's model metadata, built once (callers only read it)."""
+        if self._metadata is None:
+            self._metadata = protocol.model_metadata(self.name, self.version, self.inputs, self.outputs, self.batched,
+                                                     self.platform)
+        return self._metadata
 
     def model_config(self, kind: str = "KIND_CPU") -> dict:
-        return protocol.model_config(self.name, self.inputs, self.outputs, self.max_batch, self.config.delay_us,
-                                     self.config.preferred, self.instances, kind)
+        """Triton's model config as JSON, built once per instance ``kind`` (callers only read it)."""
+        if self._config is None or self._config[0] != kind:
+            self._config = (kind, protocol.model_config(self.name, self.inputs, self.outputs, self.max_batch,
+                                                        self.config.delay_us, self.config.preferred, self.instances,
+                                                        kind))
+        return self._config[1]
 
 
 def instance_kind(models: Sequence["ServedModel"]) -> str:

@@ -434,3 +434,25 @@ def test_fcn_export_to_a_given_path_waits_for_that_paths_lock(tmp_path):
         holder.communicate("", timeout=10)  # releases the lock
     waiter.join(120)
     assert done == [out] and out.stat().st_size > 0
+
+
+def test_sr_non_finite_output_is_an_error_naming_the_count_and_frame():
+    """A NaN the SR model gave became a black pixel (uint8 0) without a word. The engine error names how
+    many values of which frame were not finite; frames without any upscale as before."""
+    pytest.importorskip("onnxruntime")
+    from onnx import helper, load_from_string
+
+    from trtflow.errors import EngineError
+    from trtflow.tasks import make_task
+
+    model = load_from_string(sr_onnx(margin=1))  # the upscaled pixels times big / big: NaN where a pixel is 0
+    model.graph.node[0].output[0] = "pixels"
+    model.graph.node.insert(1, helper.make_node("Div", ["pixels", "pixels"], ["ratio"]))
+    model.graph.node.insert(2, helper.make_node("Mul", ["pixels", "ratio"], ["big"]))
+    task = make_task("sr", model.SerializeToString(), engine="ort", tile=8, margin=1)
+    clean = np.full((5, 9, 3), 7, np.uint8)
+    dark = clean.copy()
+    dark[1, 2] = (0, 5, 0)  # two zero values -> 2 x 2 x 2 NaN values after a 2x upscale
+    assert np.array_equal(task.predict([clean])[0].image, clean.repeat(2, 0).repeat(2, 1))
+    with pytest.raises(EngineError, match=r"8 non-finite .* frame 1 "):
+        task.predict([clean, dark])

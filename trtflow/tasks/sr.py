@@ -25,7 +25,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from trtflow.deps import require
-from trtflow.errors import UsageError
+from trtflow.errors import EngineError, UsageError
 from trtflow.tasks.base import BatchDims, FrameMeta, Task, frames_list, whole_option
 from trtflow.tasks.prepare import _to_tensor, feed_of
 from trtflow.tasks.results import Upscaled, to_host
@@ -132,7 +132,12 @@ class SuperResolutionTask(Task):
 
     def finish(self, outputs: Mapping[str, Any], metas: Sequence[TileMeta]) -> list[Upscaled]:
         """Tiles -> frames, converted to uint8 HWC where the outputs are (the GPU for CUDA outputs),
-        then one copy of the whole batch to the host (pinned memory for CUDA)."""
+        then one copy of the whole batch to the host (pinned memory for CUDA).
+
+        Raises:
+            UsageError: the output is not ``scale`` x the tiles (wrong scale or margin).
+            EngineError: the model gave NaN or infinite values, which have no pixel value.
+        """
         torch = require("torch", "the sr task")
         from trtflow.arrays import to_torch
 
@@ -143,11 +148,20 @@ class SuperResolutionTask(Task):
             raise UsageError(f"the SR model gave {tuple(y.shape[-2:])} for {th}x{tw} tiles with a {self.margin}-pixel "
                              f"margin; expected {(s * th, s * tw)}. Check scale= and margin= (arch=)")
         counts: dict = {}  # tiles over each output pixel, by tiling: frames of one size share it
-        frames = to_host([self._stitch(torch, y, meta, counts) for meta in metas])
+        stitched = [self._stitch(torch, y, meta, counts) for meta in metas]
+        frames = to_host([frame for frame, _ in stitched])
+        for i, bad in enumerate(torch.stack([bad for _, bad in stitched]).tolist()):  # after to_host's sync
+            if bad:
+                h, w = metas[i].size
+                raise EngineError(f"the SR model gave {bad} non-finite (NaN or infinite) values for frame {i} of the "
+                                  f"batch ({h} x {w}); they have no pixel value (NaN would be cast to black). An FP16 "
+                                  "engine that overflows gives them: run it in FP32, or keep the overflowing layers "
+                                  "in FP32 (trtflow surgeon fp16)")
         return [Upscaled(frame, float(s)) for frame in frames]
 
     def _stitch(self, torch: Any, y: Any, meta: TileMeta, counts: dict):
-        """One frame's tiles -> (s*H, s*W, 3) uint8 on y's device (overlaps averaged in float32)."""
+        """One frame's tiles -> ((s*H, s*W, 3) uint8, its count of non-finite values) on y's device
+        (overlaps averaged in float32)."""
         s, (th, tw), (h, w) = self.scale, meta.tile, meta.size
         if len(meta.offsets) == 1:  # one tile: the frame itself (what the canvas below gives, without it)
             image = y[meta.first, :, :s * h, :s * w].float()
@@ -162,7 +176,8 @@ class SuperResolutionTask(Task):
                 for y0, x0 in meta.offsets:
                     count[:, s * y0:s * (y0 + th), s * x0:s * (x0 + tw)] += 1
             image = (canvas / counts[key])[:, :s * h, :s * w]
-        return image.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
+        bad = image.isfinite().logical_not().sum()
+        return image.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0), bad
 
     @property
     def batch_dims(self) -> BatchDims:

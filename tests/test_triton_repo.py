@@ -249,8 +249,8 @@ def test_a_refused_overwrite_keeps_the_model_folder_it_would_replace(tmp_path, c
     after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "repo").rglob("*") if p.is_file()}
     assert after == before  # nothing lost, nothing left beside it
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["static"]
-    _cli_json(capsys, model, "--out", tmp_path / "repo", "--overwrite", "--version", 3)  # a good overwrite replaces
-    assert sorted(p.name for p in (tmp_path / "repo" / "static").iterdir()) == ["3", "config.pbtxt"]
+    _cli_json(capsys, model, "--out", tmp_path / "repo", "--overwrite", "--version", 3)  # a good overwrite writes
+    assert sorted(p.name for p in (tmp_path / "repo" / "static").iterdir()) == ["1", "3", "config.pbtxt"]
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["static"]
 
 
@@ -527,3 +527,29 @@ def test_an_output_whose_dim_0_is_not_the_batch_gets_max_batch_zero(tmp_path, ca
     err = capsys.readouterr().err
     assert f"'{name}'" in err and "--max-batch 0" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "repo2" / "odd").exists()
+
+
+def test_overwrite_replaces_only_the_version_it_writes(tmp_path, capsys):
+    model = _dynamic_onnx(tmp_path / "dyn.onnx")
+    repo = tmp_path / "repo"
+    _cli_json(capsys, model, "--out", repo)
+    for version in (2, 3):
+        _cli_json(capsys, model, "--out", repo, "--version", version, "--overwrite")
+    assert sorted(p.name for p in (repo / "dyn").iterdir()) == ["1", "2", "3", "config.pbtxt"]
+    kept = {p.relative_to(repo): p.read_bytes() for v in ("1", "3") for p in (repo / "dyn" / v).rglob("*")}
+    (repo / "dyn" / "2" / "stale.txt").write_text("from the version replaced")
+    result = _cli_json(capsys, model, "--out", repo, "--version", 2, "--overwrite", "--instances", 2)
+    assert sorted(p.name for p in (repo / "dyn").iterdir()) == ["1", "2", "3", "config.pbtxt"]
+    assert {p.relative_to(repo): p.read_bytes() for v in ("1", "3") for p in (repo / "dyn" / v).rglob("*")} == kept
+    assert sorted(p.name for p in (repo / "dyn" / "2").iterdir()) == ["model.onnx"]
+    assert result["files"] == [str(repo / "dyn" / "2" / "model.onnx")]
+    assert _parse(repo / "dyn" / "config.pbtxt").instance_group[0].count == 2  # settings every version shares
+    assert any("[1, 3]" in n for n in result["notes"]), result["notes"]
+    # config.pbtxt describes every version: one written for other tensors would break the versions kept
+    before = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    other = _static_onnx(tmp_path / "other.onnx")
+    assert main(["triton-repo", str(other), "--out", str(repo), "--name", "dyn", "--version", "2", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "[1, 3]" in err and "--name" in err and len(err.strip().splitlines()) == 1, err
+    assert {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
+

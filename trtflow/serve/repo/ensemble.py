@@ -42,13 +42,11 @@ def _spec(doc: dict) -> TensorSpec:
 def _write_python_step(repo: Path, name: str, template: str, spec: ConfigSpec, options: RepoOptions,
                        staging: Staging) -> Path:
     model_dir = repo / name
-    staging.prepare(model_dir, options.overwrite)
-    version = model_dir / str(options.version)
-    version.mkdir(parents=True)
+    version = staging.prepare(model_dir, options.version, options.overwrite)
     text = to_pbtxt(build_config(spec))
     validate_pbtxt(text)
     shutil.copyfile(TEMPLATES / template, version / "model.py")
-    (model_dir / "config.pbtxt").write_text(text)
+    staging.write_config(model_dir, text)
     return model_dir
 
 
@@ -146,15 +144,15 @@ def write_ensemble(model: str | os.PathLike, repo: str | os.PathLike, options: R
         text = to_pbtxt(json_format.ParseDict(doc, pb2.ModelConfig()))
         config = validate_pbtxt(text)
         ensemble_dir = repo / name
-        staging.prepare(ensemble_dir, options.overwrite)
-        (ensemble_dir / str(options.version)).mkdir(parents=True)  # an ensemble's version folder stays empty
-        (ensemble_dir / "config.pbtxt").write_text(text)
+        staging.prepare(ensemble_dir, options.version, options.overwrite)  # an ensemble's version folder stays empty
+        staging.write_config(ensemble_dir, text)
         written.append(ensemble_dir)
     except BaseException:
         staging.rollback()
         raise
     staging.commit()
     notes = step.notes + [f"ensemble {name}: {name}_pre -> {step.model_dir.name} ({step.backend}) -> {name}_post"]
-    files = [f for folder in written for f in sorted(folder.rglob("*")) if f.is_file()]
+    files = [f for folder in written  # what this write wrote: the versions kept are not among them
+             for f in sorted([folder / "config.pbtxt", *(folder / str(options.version)).rglob("*")]) if f.is_file()]
     return RepoResult(ensemble_dir, ensemble_dir / "config.pbtxt", files, "ensemble", step.max_batch,
                       config_dict(config), notes)

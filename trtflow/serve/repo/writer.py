@@ -213,24 +213,63 @@ def _engine_io(model: Path, engine: str, options: Mapping[str, Any]) -> tuple[li
 
 
 class Staging:
-    """The model folders one write replaces: an existing folder is moved aside (``.NAME.replaced-PID``
-    beside it) and deleted only when the whole write succeeded (``commit``); a write that fails or is
-    refused half-way removes what it wrote and puts the old folders back (``rollback``)."""
+    """The model versions one write replaces. Writing version V of model N replaces N/V and N/config.pbtxt
+    only: N's other versions stay, and ``write_config`` refuses a config.pbtxt that no longer describes them.
+
+    An existing N/V is moved aside to N/.V.replaced-PID, where a polling Triton does not look (it takes
+    every folder in the repository root for a model, hidden ones too, but in a model folder only names that
+    read as a number for versions), and deleted only when the whole write succeeded (``commit``); a write
+    that fails or is refused half-way removes what it wrote and puts back the old version folder and
+    config.pbtxt (``rollback``)."""
 
     def __init__(self) -> None:
         self.written: list[Path] = []
         self.moved: list[tuple[Path, Path]] = []
+        self.configs: list[tuple[Path, str]] = []  # config.pbtxt files replaced, with their old text
+        self.kept: dict[Path, list[int]] = {}  # model folder -> the versions the write leaves as they are
 
-    def prepare(self, model_dir: Path, overwrite: bool) -> None:
-        """Make room for ``model_dir``: refuse an existing one unless ``overwrite``, then move it aside."""
+    def prepare(self, model_dir: Path, version: int, overwrite: bool) -> Path:
+        """Make room for version ``version`` of ``model_dir``: refuse an existing model unless ``overwrite``,
+        move that version's folder aside, and create it anew. Returns the version folder."""
+        version_dir = model_dir / str(version)
         if model_dir.exists():
             if not overwrite:
-                raise UsageError(f"{model_dir} exists; pick another --name or pass --overwrite to replace it")
-            backup = model_dir.with_name(f".{model_dir.name}.replaced-{os.getpid()}")
-            shutil.rmtree(backup, ignore_errors=True)
-            self.moved.append((model_dir, model_dir.rename(backup)))
-        model_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.written.append(model_dir)
+                raise UsageError(f"{model_dir} exists; pick another --name or pass --overwrite to replace its "
+                                 f"version {version} (other versions stay)")
+            self.kept[model_dir] = sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p != version_dir
+                                          and p.name.isascii() and p.name.isdigit() and p.name[0] != "0")
+            if version_dir.exists():
+                backup = model_dir / f".{version}.replaced-{os.getpid()}"
+                shutil.rmtree(backup, ignore_errors=True)
+                self.moved.append((version_dir, version_dir.rename(backup)))
+            self.written.append(version_dir)
+        else:
+            self.written.append(model_dir)
+        version_dir.mkdir(parents=True)
+        return version_dir
+
+    def write_config(self, model_dir: Path, text: str) -> None:
+        """Write ``model_dir``/config.pbtxt, which every version of the model shares.
+
+        Raises:
+            UsageError: versions kept beside the one written, and a config that changes what describes
+                their files (backend, tensors, max_batch_size, the model file trtflow loads).
+        """
+        path = model_dir / "config.pbtxt"
+        if path.is_file():
+            old = path.read_text()
+            kept = self.kept.get(model_dir)
+            changed = _changed_for_versions(old, text) if kept else []
+            if changed:
+                raise UsageError(
+                    f"versions {kept} of '{model_dir.name}' stay beside the version written, and config.pbtxt, "
+                    f"which every version shares, would change its {', '.join(changed)}, so Triton would load "
+                    "them with a config written for another model; delete those version folders first, or write "
+                    "this model under another --name")
+            self.configs.append((path, old))
+        temp = model_dir / f".config.pbtxt.{os.getpid()}"
+        temp.write_text(text)
+        temp.replace(path)  # a polling Triton reads the old text or the new, never half of it
 
     def moved_path(self, path: Path) -> Path:
         """Where ``path`` is now, when it was inside a folder moved aside (a model read from the folder it replaces)."""
@@ -244,14 +283,30 @@ class Staging:
     def commit(self) -> None:
         for _, backup in self.moved:
             shutil.rmtree(backup, ignore_errors=True)
-        self.written, self.moved = [], []
+        self.written, self.moved, self.configs, self.kept = [], [], [], {}
 
     def rollback(self) -> None:
         for folder in reversed(self.written):
             shutil.rmtree(folder, ignore_errors=True)
         for folder, backup in reversed(self.moved):
             backup.rename(folder)
-        self.written, self.moved = [], []
+        for path, text in reversed(self.configs):
+            path.write_text(text)
+        self.written, self.moved, self.configs, self.kept = [], [], [], {}
+
+
+def _changed_for_versions(old: str, new: str) -> list[str]:
+    """The fields of config.pbtxt that describe a version's files and differ between ``old`` and ``new``
+    (an old text that does not parse describes nothing to keep)."""
+    try:
+        before = validate_pbtxt(old)
+    except UsageError:
+        return []
+    after = validate_pbtxt(new)
+    changed = [f for f in ("backend", "platform", "max_batch_size", "input", "output", "default_model_filename")
+               if getattr(before, f) != getattr(after, f)]
+    return changed + [f"parameter {k}" for k in ("trtflow_model", "trtflow_engine", "trtflow_task")
+                      if before.parameters.get(k) != after.parameters.get(k)]
 
 
 def write_repository(model: str | os.PathLike, repo: str | os.PathLike, options: RepoOptions = RepoOptions(),
@@ -338,9 +393,13 @@ def write_model(model: str | os.PathLike, repo: str | os.PathLike, options: Repo
         if options.task:
             parameters.update(trtflow_task=options.task,
                               trtflow_task_options=json.dumps(dict(options.task_options), sort_keys=True))
-    staging.prepare(model_dir, options.overwrite)
+    staging.prepare(model_dir, options.version, options.overwrite)
     model = staging.moved_path(model)
-    version_dir.mkdir(parents=True)
+    kept = staging.kept.get(model_dir)
+    if kept:
+        notes.append(f"versions {kept} of {name} kept; only version {options.version} replaced"
+                     + (f" (Triton serves the latest, {kept[-1]}, unless version_policy says otherwise)"
+                        if kept[-1] > options.version else ""))
     target = version_dir / MODEL_FILES[backend]
     if backend == "tensorrt" and inputs is None:
         progress("building the TensorRT plan")
@@ -388,7 +447,7 @@ def write_model(model: str | os.PathLike, repo: str | os.PathLike, options: Repo
         sidecar = model.with_name(model.name + ".json")
         if model.suffix.lower() in PLAN_SUFFIXES and sidecar.is_file():
             shutil.copyfile(sidecar, version_dir / sidecar.name)
-    (model_dir / "config.pbtxt").write_text(text)
+    staging.write_config(model_dir, text)
     files = sorted(p for p in version_dir.iterdir() if p.is_file())
     log.info("wrote %s (%s backend)", model_dir, backend)
     return RepoResult(model_dir, model_dir / "config.pbtxt", files, backend, max_batch, config_dict(config), notes)

@@ -553,3 +553,30 @@ def test_overwrite_replaces_only_the_version_it_writes(tmp_path, capsys):
     assert "[1, 3]" in err and "--name" in err and len(err.strip().splitlines()) == 1, err
     assert {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
 
+
+def test_the_folder_a_write_replaces_waits_where_a_polling_triton_does_not_look(tmp_path):
+    # Triton's poll takes every folder in the repository root for a model (hidden ones too), and every
+    # folder in a model folder whose name reads as a number (std::stoll) for a version of it
+    import re
+
+    from trtflow.serve.repo import RepoOptions, write_repository
+
+    model = _dynamic_onnx(tmp_path / "dyn.onnx")
+    repo = tmp_path / "repo"
+    write_repository(model, repo)
+    before = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    seen = []
+
+    def look(step, done=None, total=None):
+        if step == "writing the repository":
+            seen.append(([p.name for p in repo.iterdir()],
+                         [p.name for p in (repo / "dyn").iterdir() if p.is_dir() and re.match(r"\s*[-+]?\d", p.name)]))
+            if len(seen) == 2:
+                raise KeyboardInterrupt  # a write stopped half-way
+
+    write_repository(model, repo, RepoOptions(overwrite=True), progress=look)
+    assert seen == [(["dyn"], ["1"])]
+    with pytest.raises(KeyboardInterrupt):
+        write_repository(model, repo, RepoOptions(overwrite=True), progress=look)
+    assert {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in repo.rglob("*")) == ["1", "config.pbtxt", "dyn", "model.onnx"]

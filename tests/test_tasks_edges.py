@@ -456,3 +456,31 @@ def test_sr_non_finite_output_is_an_error_naming_the_count_and_frame():
     assert np.array_equal(task.predict([clean])[0].image, clean.repeat(2, 0).repeat(2, 1))
     with pytest.raises(EngineError, match=r"8 non-finite .* frame 1 "):
         task.predict([clean, dark])
+
+
+def test_segment_dynamic_channels_that_turn_out_one_are_a_probability_map():
+    """An output [N, C, H, W] with C dynamic was read as logits; at one channel the argmax made every pixel
+    class 0. One channel at run time is thresholded as a static one-channel map is (kind auto); kind logits
+    on one channel, or probability on several, is refused as for a static channel count."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from trtflow.backends import load
+    from trtflow.errors import UsageError
+    from trtflow.tasks.segment import SegmentTask
+
+    scores = np.full((1, 4, 4), 0.1, np.float32)
+    scores[0, 1:3, 2:] = 0.9
+    model = onnx.load_from_string(tiny_onnx(scores))
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "C"
+    frame = np.zeros((32, 32, 3), np.uint8)
+    static = SegmentTask(load(tiny_onnx(scores), engine="ort")).predict([frame])[0].mask
+    assert static.sum() == 2 * 2 * 8 * 8
+    task = SegmentTask(load(model.SerializeToString(), engine="ort"))
+    assert np.array_equal(task.predict([frame])[0].mask, static)
+    logits = SegmentTask(load(model.SerializeToString(), engine="ort"), kind="logits")
+    with pytest.raises(UsageError, match="one channel"):
+        logits.predict([frame])
+    three = onnx.load_from_string(tiny_onnx(np.zeros((3, 4, 4), np.float32)))
+    three.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "C"
+    with pytest.raises(UsageError, match="probability.*3 channels"):
+        SegmentTask(load(three.SerializeToString(), engine="ort"), kind="probability").predict([frame])

@@ -61,18 +61,14 @@ class SegmentTask(Task):
         if kind not in KINDS:
             raise UsageError(f"unknown segmentation output kind '{kind}'; choose one of: {', '.join(KINDS)}")
         self.output_name = engine.outputs[0].name
-        self.kind = self._auto_kind() if kind == "auto" else kind
+        self.auto = kind == "auto"
+        self.kind = self._auto_kind() if self.auto else kind
         out = engine.outputs[0]
         if self.kind != "argmax" and not out.dtype.startswith(("float", "bfloat")):
             raise UsageError(f"segmentation kind {self.kind} reads scores, but the output '{out.name}' holds "
                              f"{out.dtype} class ids: give kind argmax (format, --format), or auto")
-        if self.kind == "logits" and out.rank == 4 and out.shape[1] == 1:
-            raise UsageError(f"segmentation kind logits takes the argmax over channels, but the output '{out.name}' "
-                             "has one channel (every pixel would be class 0): give kind probability, or auto")
-        if self.kind == "probability" and out.rank == 4 and isinstance(out.shape[1], int) and out.shape[1] > 1:
-            raise UsageError(f"segmentation kind probability thresholds a one-channel map, but the output '{out.name}' "
-                             f"has {out.shape[1]} channels (only the first would be read): give kind logits (argmax "
-                             "over the channels), or auto")
+        if out.rank == 4 and isinstance(out.shape[1], int):  # a dynamic channel dim: checked per batch
+            self._check_channels(out.shape[1])
         self.threshold = number_option("threshold", threshold, "the probability text/foreground pixels are above")
         base = prep or IMAGENET_RGB
         size = _resolve_size(self, input_size)
@@ -88,18 +84,35 @@ class SegmentTask(Task):
         channels = spec.shape[1] if spec.rank == 4 else 1
         return "probability" if channels == 1 else "logits"
 
+    def _check_channels(self, channels: int) -> None:
+        """Refuse a score kind that cannot read an output of ``channels`` channels."""
+        if self.kind == "logits" and channels == 1:
+            raise UsageError(f"segmentation kind logits takes the argmax over channels, but the output "
+                             f"'{self.output_name}' has one channel (every pixel would be class 0): give kind "
+                             "probability, or auto")
+        if self.kind == "probability" and channels > 1:
+            raise UsageError(f"segmentation kind probability thresholds a one-channel map, but the output "
+                             f"'{self.output_name}' has {channels} channels (only the first would be read): give "
+                             "kind logits (argmax over the channels), or auto")
+
     def prepare(self, frames: Any) -> tuple[dict[str, Any], list[FrameMeta]]:
         x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device)
         return {self.input_name: feed_of(x, numpy_in)}, metas
 
     def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list[Segmentation]:
         y = outputs[self.output_name]
-        if self.kind == "logits":
+        kind = self.kind
+        if kind != "argmax" and len(y.shape) == 4:  # the channels, where the engine left them dynamic
+            if kind == "logits" and int(y.shape[1]) == 1 and self.auto:
+                kind = "probability"  # one channel: a map thresholded, as auto reads a fixed one-channel output
+            else:
+                self._check_channels(int(y.shape[1]))
+        if kind == "logits":
             y = y.argmax(1)
         y = to_numpy(y)
         if y.ndim == 4:
             y = y[:, 0]
-        if self.kind == "probability":
+        if kind == "probability":
             y = y > self.threshold
         y = y.astype(np.int32)
         results = []

@@ -484,3 +484,22 @@ def test_segment_dynamic_channels_that_turn_out_one_are_a_probability_map():
     three.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "C"
     with pytest.raises(UsageError, match="probability.*3 channels"):
         SegmentTask(load(three.SerializeToString(), engine="ort"), kind="probability").predict([frame])
+
+
+def test_segment_fixed_engine_with_resize_none_refuses_frames_of_another_size(tmp_path):
+    """resize="none" on an engine of fixed 64 x 64 input fed a 100 x 80 frame as is: the engine's own shape
+    error. The task says the engine's size and the resize modes that fit frames to it; frames that pad to
+    it run."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from trtflow.backends import load
+    from trtflow.errors import UsageError
+    from trtflow.tasks.segment import SegmentTask
+
+    model = onnx.load_from_string(tiny_onnx(np.full((1, 4, 4), 0.9, np.float32)))
+    for axis in (2, 3):
+        model.graph.input[0].type.tensor_type.shape.dim[axis].dim_value = 64
+    task = SegmentTask(load(model.SerializeToString(), engine="ort"), resize="none")
+    with pytest.raises(UsageError, match=r"100 x 80.*128 x 96.*64 x 64.*letterbox"):
+        task.predict([np.zeros((100, 80, 3), np.uint8)])
+    assert task.predict([np.zeros((64, 50, 3), np.uint8)])[0].mask.shape == (64, 50)  # padded to 64 x 64

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Triton backend: auto = plan -> tensorrt, .onnx -> onnxruntime, else python "
                         "(python runs the model with trtflow inside Triton; default: %(default)s)")
     parser.add_argument("--version", type=options.count(1), default=1, help="version folder (default: 1)")
-    parser.add_argument("--overwrite", action="store_true", help="replace REPO/NAME if it exists")
+    parser.add_argument("--overwrite", action="store_true", help="replace version --version of REPO/NAME and its config.pbtxt (other versions stay)")
     group = parser.add_argument_group("batching and instances (Triton's config.pbtxt)")
     group.add_argument("--max-batch", type=options.count(0),
                        help="max_batch_size; 0: no batch dim (default: the plan's profile bound, 8 for a dynamic batch dim; "

@@ -211,3 +211,38 @@ def test_a_slow_client_and_a_slow_answer_are_not_cut(impatient_port):
         assert time.monotonic() - t0 > 2 * IDLE
         s.sendall(_infer(_x(4)))  # the connection goes on
         np.testing.assert_allclose(_y(_read(f)), 2 * _x(4) + 1)
+
+
+def _json_infer(x: np.ndarray) -> tuple[bytes, bytes]:
+    """The head and body of a JSON infer request (no binary tensors: aiohttp answers it)."""
+    body = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                                   "data": x.reshape(-1).tolist()}]}).encode()
+    head = (f"POST /v2/models/affine/infer HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    return head, body
+
+
+def test_a_body_that_stalls_on_aiohttp_is_answered_408_and_closed(impatient_port):
+    """A request with a Content-Length whose body stopped coming held aiohttp's handler for ever;
+    one whose body keeps coming, slower than the timeout in all, is answered."""
+    head, body = _json_infer(_x(5))
+    with socket.create_connection(("127.0.0.1", impatient_port)) as s, s.makefile("rb") as f:
+        s.settimeout(10 * IDLE)
+        s.sendall(head + body[:10])
+        t0 = time.monotonic()
+        status, headers, text = _read(f)
+        assert status == 408 and "no bytes of the request body" in json.loads(text)["error"]
+        assert headers.get("connection") == "close" and f.read() == b""
+        assert 0.8 * IDLE <= time.monotonic() - t0 < 5 * IDLE
+    with socket.create_connection(("127.0.0.1", impatient_port)) as s, s.makefile("rb") as f:
+        s.settimeout(10 * IDLE)
+        s.sendall(head)
+        t0 = time.monotonic()
+        step = len(body) // 4 + 1
+        for i in range(0, len(body), step):
+            time.sleep(0.4 * IDLE)
+            s.sendall(body[i:i + step])
+        assert time.monotonic() - t0 > IDLE
+        status, _, text = _read(f)
+        assert status == 200, text
+        np.testing.assert_allclose(json.loads(text)["outputs"][0]["data"], (2 * _x(5) + 1).reshape(-1))

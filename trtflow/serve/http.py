@@ -13,7 +13,8 @@
 | POST   | /v2/repository/models/{m}/load, .../unload      | 400: models are loaded at start        |
 | GET    | /metrics                                        | Prometheus text                        |
 
-Errors are ``{"error": "..."}`` with Triton's status codes. The listening socket belongs to
+Errors are ``{"error": "..."}`` with Triton's status codes; a request whose body stops coming for
+the idle timeout is answered 408 and its connection closed. The listening socket belongs to
 ``fasthttp.Listener``: binary infer requests are answered there; this application gets every other
 request, and the connections they arrive on.
 """
@@ -45,17 +46,39 @@ def _error(message: str, status: int):
     return web.Response(body=protocol.error_body(message), status=status, content_type=JSON)
 
 
-async def _body(request, limit: int) -> bytes:
-    """The request body with one copy at most (none when it came in one piece); 413 above ``limit``."""
+async def _body(request, limit: int, idle_timeout: float) -> bytes:
+    """The request body with one copy at most (none when it came in one piece); 413 above ``limit``,
+    408 when the client sends none of it for ``idle_timeout`` seconds."""
     length = request.content_length
     if length is None or "Content-Encoding" in request.headers:
-        return await request.read()  # chunked or compressed: aiohttp decodes and enforces the limit
+        # chunked or compressed: aiohttp decodes and enforces the limit
+        return await _unless_stalled(request, request.read(), idle_timeout)
     if length > limit:
         raise body_too_large(limit)
     try:
-        return await request.content.readexactly(length)
+        return await _unless_stalled(request, request.content.readexactly(length), idle_timeout)
     except asyncio.IncompleteReadError as exc:
         raise ProtocolError(f"the body ended after {len(exc.partial)} of its {length} bytes (Content-Length)") from None
+
+
+async def _unless_stalled(request, read, idle_timeout: float) -> bytes:
+    """Await ``read`` (a read of the request body) while the client keeps sending; cancel it with a
+    408 once no byte came for ``idle_timeout`` seconds (checked four times per timeout)."""
+    if request.content.is_eof():  # the whole body is here already
+        return await read
+    task = asyncio.ensure_future(read)
+    loop = asyncio.get_running_loop()
+    seen, since = request.content.total_bytes, loop.time()
+    try:
+        while not (await asyncio.wait((task,), timeout=idle_timeout / 4))[0]:
+            if request.content.total_bytes != seen:
+                seen, since = request.content.total_bytes, loop.time()
+            elif loop.time() - since >= idle_timeout:
+                raise ProtocolError(f"no bytes of the request body came for {idle_timeout:g} s; the connection is "
+                                    "closed (--idle-timeout-s)", 408)
+        return task.result()
+    finally:
+        task.cancel()  # nothing when it is done; else the handler is leaving (408, client gone)
 
 
 def make_app(server) -> "web.Application":
@@ -74,6 +97,11 @@ def make_app(server) -> "web.Application":
                 log.exception("unhandled error on %s", request.path)
             status, message = protocol.error_status(exc)
             response = _error(message, status)
+            if status == 408:  # the body stalled: answer, then close now rather than wait for the rest of it
+                response.force_close()
+                await response.prepare(request)
+                await response.write_eof()
+                request.protocol.force_close()
         if protocol.ACCESS.isEnabledFor(logging.INFO):
             protocol.log_access(request.remote, request.method, request.path, response.status, start,
                                 request.content_length or 0, response.content_length or 0)
@@ -105,7 +133,7 @@ def make_app(server) -> "web.Application":
     async def infer(request):
         name = request.match_info["model"]
         model = server.model(name, request.match_info.get("version"))
-        body = await _body(request, server.max_body)
+        body = await _body(request, server.max_body, server.options.idle_timeout_s)
         decoded = protocol.decode_infer_request(body, request.headers.get(HEADER_LENGTH))
         protocol.check_outputs(decoded, model.outputs)
         outputs = await server.infer(name, decoded.inputs)

@@ -45,7 +45,7 @@ _BY_DTYPE = {np.dtype(v): k for k, v in TRITON_TO_NUMPY.items() if v != "bfloat1
 class ProtocolError(UsageError):
     """A request the protocol refuses; ``status`` is the HTTP status code to answer with.
 
-    400 malformed or mismatched request, 404 unknown model, 413 body too large,
+    400 malformed or mismatched request, 404 unknown model, 408 body stalled, 413 body too large,
     503 queue full / draining / timed out.
     """
 

@@ -49,7 +49,9 @@ class ServeOptions:
         idle_timeout_s: an HTTP connection on which the client sends nothing for this long
             while the server waits for it is closed: before a request, or partway through a
             binary infer request (a request being answered does not count); connections
-            aiohttp answers get it as their keep-alive timeout. 75 s: nginx's keep-alive default.
+            aiohttp answers get it as their keep-alive timeout, and a request body that stops
+            coming there is answered 408 before the connection is closed. 75 s: nginx's
+            keep-alive default.
     """
 
     host: str = "127.0.0.1"

@@ -503,3 +503,27 @@ def test_segment_fixed_engine_with_resize_none_refuses_frames_of_another_size(tm
     with pytest.raises(UsageError, match=r"100 x 80.*128 x 96.*64 x 64.*letterbox"):
         task.predict([np.zeros((100, 80, 3), np.uint8)])
     assert task.predict([np.zeros((64, 50, 3), np.uint8)])[0].mask.shape == (64, 50)  # padded to 64 x 64
+
+
+def test_read_only_frames_are_prepared_without_torch_warning():
+    """Frames PyAV or np.frombuffer give are read-only; torch.from_numpy on them warned "The given NumPy array
+    is not writable" (once per process: checked in a fresh one). They are prepared without the warning, to
+    the same feed as writeable frames."""
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    from trtflow.tasks.prepare import Prep, prepare_frames
+
+    child = ("import warnings, numpy as np\n"
+             "warnings.filterwarnings('error', message='.*not writable')\n"
+             "from trtflow.tasks.prepare import Prep, prepare_frames\n"
+             "frame = np.frombuffer(bytes(range(48)), np.uint8).reshape(4, 4, 3)\n"
+             "assert not frame.flags.writeable\n"
+             "prepare_frames([frame, frame[:, ::2]], Prep(mode='none'))\n"
+             "prepare_frames(frame[None], Prep(size=(8, 8)))\n")
+    run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    frame = np.frombuffer(bytes(range(48)), np.uint8).reshape(4, 4, 3)
+    x, _, _ = prepare_frames([frame], Prep(mode="none"))
+    assert np.array_equal(x.numpy(), prepare_frames([frame.copy()], Prep(mode="none"))[0].numpy())

@@ -157,6 +157,10 @@ def check_raw_pixels(prep: Prep, dtype: str, fix: str = "give prep=Prep(scale=1.
 
 
 def _to_tensor(frame: Any, torch, device: Optional[str]):
+    """A frame as a torch tensor on ``device``: a numpy frame shared, or copied once where torch cannot share
+    it (read-only, as PyAV's and np.frombuffer's: torch warns on those), straight to ``device``."""
+    if isinstance(frame, np.ndarray) and not frame.flags.writeable:
+        return torch.tensor(frame, device=device)
     t = torch.from_numpy(np.ascontiguousarray(frame)) if isinstance(frame, np.ndarray) else frame
     if not isinstance(t, torch.Tensor):
         raise UsageError(f"a frame must be a numpy array or a torch tensor, got {type(frame).__name__}")

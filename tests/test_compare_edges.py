@@ -31,6 +31,7 @@ class _Doubler:
         from trtflow.spec import TensorSpec
 
         self.in_place = in_place
+        self.inputs = [TensorSpec("x", "float32", (2,))]
         self.outputs = [TensorSpec("y", "float32", (2,))]
 
     def infer(self, feed):
@@ -155,6 +156,34 @@ def test_two_files_taking_other_input_dtypes_name_the_fix(tmp_path):
     assert "astype" not in proc.stderr, proc.stderr
     np.save(tmp_path / "x.npy", np.ones((2, 4), np.float16))
     assert call_cli("compare", one, half, "--input", f"x={tmp_path / 'x.npy'}").returncode == 0  # the fix works
+
+
+def test_compare_engines_refuses_engines_the_feed_cannot_feed_before_any_run(tmp_path):
+    """compare_engines (not only the CLI) refuses engines taking other input names, or an input in a dtype
+    the feed's values cannot be cast to without loss, naming both engines and the fix, before any runs."""
+    import onnx
+    from onnx import TensorProto
+
+    import trtflow
+    from trtflow.compare import compare_engines
+
+    one = _onnx(tmp_path / "one.onnx", ["y"])
+    model = onnx.load(one)
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    onnx.save(model, tmp_path / "half.onnx")
+    model = onnx.load(one)
+    model.graph.input[0].name = model.graph.node[0].input[0] = "images"
+    onnx.save(model, tmp_path / "renamed.onnx")
+    feed = {"x": np.ones((2, 4), np.float32)}
+    with trtflow.load(one, engine="ort") as a, trtflow.load(tmp_path / "half.onnx", engine="ort") as half, \
+            trtflow.load(tmp_path / "renamed.onnx", engine="ort") as renamed:
+        with pytest.raises(UsageError, match=r"'x' is float32 .* but half takes float16.*--input x="):
+            compare_engines({"one": a, "half": half}, feed)
+        with pytest.raises(UsageError, match=r"one takes inputs \['x'\] but renamed takes \['images'\]"):
+            compare_engines({"one": a, "renamed": renamed}, feed)
+        report = compare_engines({"one": a, "half": half}, {"x": np.ones((2, 4), np.float16)})  # both take these
+    assert report.passed, report.to_dict()
 
 
 def test_numpy_scalar_tolerances_are_numbers():

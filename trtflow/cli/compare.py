@@ -156,7 +156,6 @@ def _compare_files(args, is_module: bool, tolerances, stack: contextlib.ExitStac
             labels = (f"torch:{args.model}", f"{engine}:{args.other}")
         else:
             first = options.load_engine(args, args.model, engine)
-            _check_inputs(first.inputs, other.inputs, args, files)
             feed = options.feed_for(first, files, args)
             labels = (f"{engine}:{args.model}", f"{engine}:{args.other}")
         first = stack.enter_context(first)
@@ -165,32 +164,6 @@ def _compare_files(args, is_module: bool, tolerances, stack: contextlib.ExitStac
         step("running")
         return compare_engines({labels[0]: first, labels[1]: other}, feed, tolerances,
                                model=f"{args.model} vs {args.other}")
-
-
-def _check_inputs(specs, other_specs, args, files: dict) -> None:
-    """MODEL's feed feeds OTHER too: other input names, or an input OTHER takes in a dtype MODEL's random
-    values cannot be cast to without loss (a float32 model against its float16-input copy), are refused
-    naming both models and the fix, before any run.
-
-    Raises:
-        UsageError: such inputs (for a dtype, with no --input file for that input).
-    """
-    from trtflow.arrays import can_cast
-
-    theirs = {s.name: s.dtype for s in other_specs}
-    ours = [s.name for s in specs]
-    if sorted(ours) != sorted(theirs):
-        raise UsageError(f"{args.model} takes inputs {ours} but {args.other} takes {list(theirs)}: both run on the same "
-                         "feed, matched by name; compare models with the same input names (`trtflow surgeon rename "
-                         "--rename-input OLD=NEW` renames them)")
-    for spec in specs:
-        want = theirs.get(spec.name)
-        if want is None or can_cast(spec.dtype, want) or files.get(spec.name, "random") != "random":
-            continue
-        fix = (f"give --input {spec.name}=FILE.npy holding {want} values (both models take them), or put "
-               f"{args.other} first" if can_cast(want, spec.dtype) else "compare models whose inputs take the same dtypes")
-        raise UsageError(f"input '{spec.name}' is {spec.dtype} in {args.model} but {want} in {args.other}, so the "
-                         f"{spec.dtype} values made for {args.model} cannot feed both without loss: {fix}")
 
 
 def _compare_module(args, engines: list[str], tolerances, tmp: str, stack: contextlib.ExitStack):

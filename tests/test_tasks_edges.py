@@ -527,3 +527,30 @@ def test_read_only_frames_are_prepared_without_torch_warning():
     frame = np.frombuffer(bytes(range(48)), np.uint8).reshape(4, 4, 3)
     x, _, _ = prepare_frames([frame], Prep(mode="none"))
     assert np.array_equal(x.numpy(), prepare_frames([frame.copy()], Prep(mode="none"))[0].numpy())
+
+
+@pytest.mark.parametrize("name", ["detect", "custom", "classify"])
+def test_fixed_engine_with_resize_none_refuses_frames_of_another_size_in_every_task(name):
+    """As segment: resize="none" on an engine of fixed 64 x 64 input fed a 100 x 80 frame reached the engine
+    and failed with its shape error. Every task refuses it in prepare, naming both sizes and the resize modes
+    that fit (before any preprocessing work); a frame that pads to 64 x 64 is prepared."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from trtflow.backends import load
+    from trtflow.errors import UsageError
+    from trtflow.tasks.classify import ClassifyTask
+    from trtflow.tasks.custom import CustomTask
+    from trtflow.tasks.detect import DetectTask
+
+    model = onnx.load_from_string(tiny_onnx(np.zeros((5, 8), np.float32)))
+    for axis in (2, 3):
+        model.graph.input[0].type.tensor_type.shape.dim[axis].dim_value = 64
+    engine = load(model.SerializeToString(), engine="ort")
+    task = {"detect": lambda: DetectTask(engine, format="yolov8", resize="none"),
+            "custom": lambda: CustomTask(engine, post=lambda outputs, metas: [{}] * len(metas), resize="none"),
+            "classify": lambda: ClassifyTask(engine, resize="none")}[name]()
+    with pytest.raises(UsageError, match=r"100 x 80.*64 x 64.*letterbox"):
+        task.prepare([np.zeros((100, 80, 3), np.uint8)])
+    width = 64 if name == "classify" else 50  # classify pads to a multiple of 1, the others of 32
+    feed, metas = task.prepare([np.zeros((64, width, 3), np.uint8)])
+    assert feed["x"].shape == (1, 3, 64, 64) and metas[0].size == (64, width)

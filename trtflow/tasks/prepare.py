@@ -90,7 +90,8 @@ def as_size(size: Any) -> Optional[tuple[int, int]]:
     return size
 
 
-def prepare_frames(frames: Any, prep: Prep, dtype: str = "float32", device: Optional[str] = None):
+def prepare_frames(frames: Any, prep: Prep, dtype: str = "float32", device: Optional[str] = None,
+                   fixed: Optional[tuple[int, int]] = None):
     """Frames -> (NCHW tensor in the model's layout, metas, numpy_in).
 
     Args:
@@ -99,12 +100,14 @@ def prepare_frames(frames: Any, prep: Prep, dtype: str = "float32", device: Opti
         dtype: the engine input's dtype name; an integer one (uint8) gets the pixel values rounded,
             so ``prep`` must not scale them (``Prep(scale=1.0)``, no mean/std).
         device: move numpy frames to this torch device first (e.g. "cuda"); torch frames stay where they are.
+        fixed: the engine's fixed (height, width) (``Task.fixed_size()``), or None where it takes any size.
 
     Returns:
         (torch NCHW tensor, list of FrameMeta, True when the frames were numpy arrays and no device was given).
 
     Raises:
-        UsageError: no input size for a resizing mode, or an integer ``dtype`` with scaling ``prep``.
+        UsageError: no input size for a resizing mode, an integer ``dtype`` with scaling ``prep``, or resize
+            "none" with frames that do not pad to ``fixed``.
     """
     torch = require("torch", "task preprocessing")
     from trtflow.arrays import torch_dtype
@@ -116,6 +119,12 @@ def prepare_frames(frames: Any, prep: Prep, dtype: str = "float32", device: Opti
     tensors = [_to_tensor(f, torch, device) for f in items]
     if prep.mode == "none":
         target = _none_target(tensors, prep.stride)
+        if fixed is not None and target != tuple(fixed):
+            h, w = max(int(t.shape[0]) for t in tensors), max(int(t.shape[1]) for t in tensors)
+            raise UsageError(f"resize 'none' runs frames at their own size: {h} x {w} (the batch's largest), padded to "
+                             f"a multiple of {prep.stride}, is {target[0]} x {target[1]}, but the engine's input is "
+                             f"fixed at {fixed[0]} x {fixed[1]}. Give resize 'letterbox' or 'stretch' (--resize) to "
+                             "fit frames to it, or frames that pad to exactly that size")
     groups = _same_size_groups(tensors)
     out: list = [None] * len(tensors)
     metas = [None] * len(tensors)

@@ -101,14 +101,7 @@ class SegmentTask(Task):
         Raises:
             UsageError: resize "none" gives an input of another size than the engine's fixed one.
         """
-        x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device)
-        fixed = self.fixed_size()
-        if self.prep.mode == "none" and fixed is not None and tuple(x.shape[2:]) != fixed:
-            h, w = max(m.size[0] for m in metas), max(m.size[1] for m in metas)
-            raise UsageError(f"resize 'none' runs frames at their own size: {h} x {w} (the batch's largest), padded to "
-                             f"a multiple of {self.prep.stride}, is {x.shape[2]} x {x.shape[3]}, but the engine's input "
-                             f"is fixed at {fixed[0]} x {fixed[1]}. Give resize 'letterbox' or 'stretch' (--resize) "
-                             "to fit frames to it, or frames that pad to exactly that size")
+        x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device, self.fixed_size())
         return {self.input_name: feed_of(x, numpy_in)}, metas
 
     def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list[Segmentation]:

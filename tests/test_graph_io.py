@@ -184,3 +184,24 @@ def test_a_pt2_package_read_as_onnx_is_sent_to_the_torch_engine_and_a_checkpoint
     torch.save({"w": torch.zeros(2)}, tmp_path / "m.pt")
     with pytest.raises(ModelLoadError, match="checkpoint"):
         load_onnx(tmp_path / "m.pt")
+
+
+def test_an_initializer_listed_as_a_graph_input_is_not_an_input(tmp_path):
+    """IR 3 graphs list every weight among the graph inputs: each reader of the inputs (specs, inspect,
+    an edit's report, fix-shapes) skips them through one function."""
+    import onnx
+
+    from trtflow.cli.inspect import summary
+    from trtflow.edits.report import describe_change
+    from trtflow.graph.io import graph_inputs, onnx_specs, unranked_inputs
+
+    proto = _weighted_model()
+    w = proto.graph.initializer[0]
+    proto.graph.input.append(onnx.helper.make_tensor_value_info("w", w.data_type, list(w.dims)))
+    proto.graph.input.append(onnx.helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, None))
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(__import__("numpy").zeros(1, "float32"), "z"))
+    assert [v.name for v in graph_inputs(proto)] == ["x"]
+    assert [s.name for s in onnx_specs(proto)[0]] == ["x"] and unranked_inputs(proto) == []
+    onnx.save(proto, tmp_path / "m.onnx")
+    assert [s["name"] for s in summary(tmp_path / "m.onnx")["inputs"]] == ["x"]
+    assert [s["name"] for s in describe_change(proto, proto)["inputs"]["before"]] == ["x"]

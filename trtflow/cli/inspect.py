@@ -29,14 +29,13 @@ def _dims(shape) -> str:
 
 def summary(model) -> dict:
     """What ``inspect`` reports, as a dict (an input or output of unknown rank has ``shape`` None)."""
-    from trtflow.graph.io import load_onnx
+    from trtflow.graph.io import graph_inputs, load_onnx
 
     proto = load_onnx(model)
-    inits = {i.name for i in proto.graph.initializer}
     ops = Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}" for n in proto.graph.node)
     opsets = {(o.domain or "ai.onnx"): o.version for o in proto.opset_import}
     return {
-        "inputs": _io(v for v in proto.graph.input if v.name not in inits),  # initializers listed as inputs skipped
+        "inputs": _io(graph_inputs(proto)),
         "outputs": _io(proto.graph.output),
         "opset": opsets.get("ai.onnx"),
         "opsets": opsets,

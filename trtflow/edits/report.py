@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trtflow.graph.io import is_unranked, value_spec
+from trtflow.graph.io import graph_inputs, is_unranked, value_spec
 from trtflow.graph.ir import op_counts
 
 
@@ -32,8 +32,7 @@ def describe_change(before: Any, after: Any) -> dict:
 def _io_dicts(proto: Any) -> tuple[list[dict], list[dict]]:
     """``TensorSpec.to_dict()`` of the inputs and outputs; one of unknown rank (no shape in the model,
     as an input before fix-shapes gives it one) has the shape None."""
-    inits = {i.name for i in proto.graph.initializer}
-    return ([_io_dict(v, not is_unranked(v)) for v in proto.graph.input if v.name not in inits],
+    return ([_io_dict(v, not is_unranked(v)) for v in graph_inputs(proto)],
             [_io_dict(o, o.type.tensor_type.HasField("shape")) for o in proto.graph.output])
 
 

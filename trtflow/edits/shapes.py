@@ -12,7 +12,7 @@ from trtflow.errors import GraphError, UsageError
 from trtflow.edits import fields
 from trtflow.edits.registry import Edit, register
 from trtflow.edits.verify import VerifyConfig, build_feeds, compare_models, takes
-from trtflow.graph.io import give_shape, load_onnx, onnx_specs, unranked_inputs, value_spec
+from trtflow.graph.io import give_shape, graph_inputs, load_onnx, onnx_specs, unranked_inputs, value_spec
 from trtflow.graph.ir import infer_shapes, keep_model_info, op_counts
 from trtflow.spec import Shape, format_shape, parse_pairs
 
@@ -82,8 +82,7 @@ def _set_input_dims(proto: Any, shapes: Mapping[str, Shape], dims: Mapping[str, 
     """Write the static sizes into the graph inputs; returns ({input: {"before", "after"}}, {named dim: size}).
     An input of unknown rank (no shape in the model) takes the whole shape ``shapes`` gives it; its
     "before" is None."""
-    inits = {i.name for i in proto.graph.initializer}
-    inputs = [v for v in proto.graph.input if v.name not in inits]
+    inputs = graph_inputs(proto)
     by_name = {v.name: v for v in inputs}
     unknown = [n for n in shapes if n not in by_name]
     if unknown:

@@ -16,7 +16,7 @@ from trtflow.export.config import ExportConfig, ExportResult
 from trtflow.export.inputs import flatten_outputs, name_inputs
 from trtflow.export.torch_onnx import EXPORT_FUNCTIONS, choose_exporter
 from trtflow.export.verify import fresh, resized_inputs, verify_export
-from trtflow.graph.io import TWO_GB, check_onnx_out, onnx_specs, save_onnx, serialized
+from trtflow.graph.io import TWO_GB, check_onnx_out, graph_inputs, onnx_specs, save_onnx, serialized
 from trtflow.graph.ir import infer_shapes, onnx_opset
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ def _check_names(proto, inputs: dict, output_names: list[str], exporter: str) ->
         ExportError: other names, naming a weight that took an input's name where that is the cause.
     """
     weights = {i.name for i in proto.graph.initializer}
-    got_in = [v.name for v in proto.graph.input if v.name not in weights]
+    got_in = [v.name for v in graph_inputs(proto)]
     got_out = [v.name for v in proto.graph.output]
     if got_in != list(inputs) or got_out != output_names:
         taken = [n for n in inputs if n in weights and n not in got_in]

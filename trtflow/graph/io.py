@@ -211,11 +211,17 @@ def value_spec(value) -> TensorSpec:
     return TensorSpec(value.name, ONNX_DTYPES.get(ttype.elem_type, f"onnx:{ttype.elem_type}"), tuple(dims))
 
 
+def graph_inputs(proto) -> list:
+    """The graph inputs of ``proto`` a feed gives: the ValueInfos of ``graph.input`` less the initializers
+    also listed there (IR 3 lists every weight among the inputs; it has a value, it is not fed)."""
+    inits = {i.name for i in proto.graph.initializer}
+    return [v for v in proto.graph.input if v.name not in inits]
+
+
 def unranked_inputs(proto) -> list[str]:
     """The graph inputs of ``proto`` (initializers aside) that are tensors with no shape in the model:
     their rank is unknown."""
-    inits = {i.name for i in proto.graph.initializer}
-    return [v.name for v in proto.graph.input if v.name not in inits and is_unranked(v)]
+    return [v.name for v in graph_inputs(proto) if is_unranked(v)]
 
 
 def is_unranked(value) -> bool:
@@ -238,8 +244,7 @@ def onnx_specs(proto) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """
     import onnx
 
-    inits = {i.name for i in proto.graph.initializer}
-    inputs = [v for v in proto.graph.input if v.name not in inits]
+    inputs = graph_inputs(proto)
     for v in inputs:
         if is_unranked(v):
             elem = onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from trtflow.graph.io import graph_inputs
+
 NMS_OPS = ("NonMaxSuppression", "EfficientNMS_TRT", "BatchedNMS_TRT", "BatchedNMSDynamic_TRT")
 ADDED_PREFIX = "nms/"  # nodes `trtflow surgeon add-nms` inserts
 
@@ -25,7 +27,7 @@ def raw_head(proto: Any, node: Any = None) -> list[str]:
     if node is None:
         return []
     producer = {out: n for n in nodes for out in n.output}
-    inputs = {i.name for i in proto.graph.input} - {i.name for i in proto.graph.initializer}  # not constants
+    inputs = {v.name for v in graph_inputs(proto)}  # not constants
     names: list[str] = []
     for name in list(node.input)[:2]:
         start = _start_of_added(name, producer, inputs)

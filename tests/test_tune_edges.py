@@ -194,6 +194,23 @@ def test_cli_plot_path_that_cannot_be_written_fails_before_tuning(tiny_onnx, tmp
     assert not (tmp_path / "cache" / "tuned").exists() or not list((tmp_path / "cache" / "tuned").glob("*.json"))
 
 
+@pytest.mark.parametrize("plot", ["dir.png", "tune.jpg", "", "missing/tune.png"])
+def test_cli_plot_refuses_the_paths_bench_refuses_with_its_message(tiny_onnx, tmp_path, plot):
+    """tune --plot checked only the suffix (an empty path was no --plot, a missing folder was created, a
+    folder failed after the tuning); bench and loadgen refuse these before any work, with one message."""
+    from tests.conftest import call_cli
+
+    (tmp_path / "dir.png").mkdir()
+    path = str(tmp_path / plot) if plot else ""
+    tuned = call_cli("tune", tiny_onnx, "--engine", "ort", "--shapes", "x:2x3x16x16", "--precisions", "fp32",
+                     "--threads", "1", "--short-s", "0.05", "--full-s", "0.1", "--plot", path)
+    bench = call_cli("bench", tiny_onnx, "--plot", path)
+    assert tuned.returncode == bench.returncode == 2, (tuned.stderr, bench.stderr)
+    said = [proc.stderr.split("error: ", 1)[-1] for proc in (tuned, bench)]  # after "trtflow tune: error: "
+    assert "--plot" in said[1] and said[0] == said[1], said
+    assert not (tmp_path / "missing").exists()
+
+
 def test_calibration_data_gives_the_accuracy_check_its_samples(tmp_path):
     """TuneOptions.accuracy_samples: the accuracy check runs that many held-back samples when the data has them."""
     from trtflow.tune.inputs import calibration_feeds

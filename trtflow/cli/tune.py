@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from trtflow.cli import options, output
 from trtflow.errors import MismatchError, UsageError
@@ -62,14 +61,12 @@ def run(args: argparse.Namespace) -> int:
     from trtflow.tune import TuneOptions, tune
     from trtflow.tune.result import COLUMNS, plot, table_rows
 
-    if args.plot:
-        if not args.plot.lower().endswith(".png"):
-            raise UsageError(f"--plot writes a PNG; give a file name ending in .png, not '{args.plot}'")
+    if args.plot is not None:  # --plot "" too: refused, not taken as no --plot
+        options.check_out_path(args.plot, "--plot", ".png")
         # checked before the tuning, not after it: a plot that cannot be drawn would lose the table
         from trtflow.deps import require
 
         require("matplotlib", "--plot")
-        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     try:
         threads = [int(t) for t in args.threads.split(",")] if args.threads else None
     except ValueError:

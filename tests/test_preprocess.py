@@ -187,3 +187,23 @@ def test_normalize_refuses_a_zero_std():
     """std 0 divided into infinities without a word (Prep refuses it; the function did not)."""
     with pytest.raises(UsageError, match="std"):
         pp.normalize(torch.zeros(1, 3, 2, 2), std=(0.2, 0.0, 0.2))
+
+
+def test_letterbox_of_a_read_only_array_draws_no_torch_warning():
+    """letterbox takes numpy images; a read-only one (np.frombuffer, a decoder's frame) went to torch.from_numpy,
+    which warned "The given NumPy array is not writable" (once per process: checked in a fresh one). It is
+    copied once instead, to the same result as a writeable array."""
+    import subprocess
+    import sys
+
+    child = ("import warnings, numpy as np\n"
+             "warnings.filterwarnings('error', message='.*not writable')\n"
+             "from trtflow.vision.preprocess import letterbox\n"
+             "image = np.frombuffer(np.arange(48, dtype=np.float32).tobytes(), np.float32).reshape(1, 3, 4, 4)\n"
+             "assert not image.flags.writeable\n"
+             "letterbox(image, (8, 6))\n")
+    run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    image = np.frombuffer(np.arange(48, dtype=np.float32).tobytes(), np.float32).reshape(1, 3, 4, 4)
+    out, box = pp.letterbox(image, (8, 6))
+    assert isinstance(out, np.ndarray) and np.array_equal(out, pp.letterbox(image.copy(), (8, 6))[0])

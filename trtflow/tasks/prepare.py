@@ -27,7 +27,7 @@ from trtflow.deps import require
 from trtflow.errors import UsageError
 from trtflow.spec import is_count
 from trtflow.tasks.base import RESIZE_MODES, FrameMeta, frames_list, whole_option
-from trtflow.vision.preprocess import letterbox, normalize, resize
+from trtflow.vision.preprocess import as_tensor, letterbox, normalize, resize
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def prepare_frames(frames: Any, prep: Prep, dtype: str = "float32", device: Opti
         raise UsageError(f"resize '{prep.mode}' needs an input size (height, width); give input_size=")
     items = frames_list(frames)
     numpy_in = isinstance(items[0], np.ndarray) and device is None
-    tensors = [_to_tensor(f, torch, device) for f in items]
+    tensors = [as_tensor(f, device) for f in items]  # read-only numpy frames: one copy, straight to device
     if prep.mode == "none":
         target = _none_target(tensors, prep.stride)
         if fixed is not None and target != tuple(fixed):
@@ -163,19 +163,6 @@ def check_raw_pixels(prep: Prep, dtype: str, fix: str = "give prep=Prep(scale=1.
         raise UsageError(f"the engine's image input is {dtype} (raw pixel values, 0..255), but the preprocessing "
                          f"scales them (scale {prep.scale:.4g}, mean {tuple(prep.mean)}, std {tuple(prep.std)}) to "
                          f"values {dtype} cannot hold; {fix}")
-
-
-def _to_tensor(frame: Any, torch, device: Optional[str]):
-    """A frame as a torch tensor on ``device``: a numpy frame shared, or copied once where torch cannot share
-    it (read-only, as PyAV's and np.frombuffer's: torch warns on those), straight to ``device``."""
-    if isinstance(frame, np.ndarray) and not frame.flags.writeable:
-        return torch.tensor(frame, device=device)
-    t = torch.from_numpy(np.ascontiguousarray(frame)) if isinstance(frame, np.ndarray) else frame
-    if not isinstance(t, torch.Tensor):
-        raise UsageError(f"a frame must be a numpy array or a torch tensor, got {type(frame).__name__}")
-    if device is not None and str(t.device) != str(device):
-        t = t.to(device, non_blocking=True)
-    return t
 
 
 def _same_size_groups(tensors: list) -> list[list[int]]:

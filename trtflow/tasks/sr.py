@@ -27,8 +27,9 @@ import numpy as np
 from trtflow.deps import require
 from trtflow.errors import EngineError, UsageError
 from trtflow.tasks.base import BatchDims, FrameMeta, Task, frames_list, whole_option
-from trtflow.tasks.prepare import _to_tensor, feed_of
+from trtflow.tasks.prepare import feed_of
 from trtflow.tasks.results import Upscaled, to_host
+from trtflow.vision.preprocess import as_tensor
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class SuperResolutionTask(Task):
 
         items = frames_list(frames)
         numpy_in = isinstance(items[0], np.ndarray) and self.device is None
-        tensors = [_to_tensor(f, torch, self.device) for f in items]
+        tensors = [as_tensor(f, self.device) for f in items]
         a = self.align
         aligned = [(math.ceil(int(t.shape[0]) / a) * a, math.ceil(int(t.shape[1]) / a) * a) for t in tensors]
         th, tw = self._tile_size(aligned)

@@ -256,10 +256,30 @@ def _as_torch(images: Any):
     import numpy as np
 
     if isinstance(images, np.ndarray):
-        import torch
-
-        return torch.from_numpy(np.ascontiguousarray(images)), True
+        return as_tensor(images), True
     return images, False
+
+
+def as_tensor(array: Any, device: Any = None):
+    """A numpy array or a torch tensor as a torch tensor on ``device`` (None: where it is).
+
+    A writeable array is shared (then moved); a read-only one (np.frombuffer's, a decoder's frame),
+    which torch cannot share (``torch.from_numpy`` warns "not writable"), is copied once, straight to
+    ``device``.
+
+    Raises:
+        UsageError: neither a numpy array nor a torch tensor.
+    """
+    import numpy as np
+    import torch
+
+    from trtflow.arrays import to_torch
+
+    if isinstance(array, np.ndarray) and not array.flags.writeable and array.dtype.isnative:
+        return torch.tensor(array, device=device)
+    if not isinstance(array, (np.ndarray, torch.Tensor)):
+        raise UsageError(f"expected a numpy array or a torch tensor, got {type(array).__name__}")
+    return to_torch(array, device)
 
 
 def resize_shorter_side(images: Any, size: int):

@@ -41,3 +41,18 @@ def test_an_input_given_two_shapes_is_refused_not_the_first_dropped():
         with pytest.raises(UsageError, match=r"'x'.*1x3.*2x3"):
             parse_shapes(texts)
     assert parse_shapes(["x:1x3", "y:4", "x:1x3"]) == {"x": (1, 3), "y": (4,)}
+
+
+def test_name_lists_parse_alike_for_the_edits_and_the_ort_providers():
+    """provider_names split a string on commas but kept a list item "cuda,cpu" whole (an unknown provider),
+    where the edits' name fields split every item: one parser for both."""
+    from trtflow.backends.onnxruntime.runner import provider_names
+    from trtflow.edits import fields
+    from trtflow.spec import parse_names
+
+    for given in ("cuda, cpu", ["cuda,cpu"], ["cuda", " cpu", ""], ("cuda,", "cpu")):
+        assert parse_names(given, "providers") == fields.names(given, "providers") == ("cuda", "cpu"), given
+        assert provider_names(given) == ["CUDAExecutionProvider", "CPUExecutionProvider"], given
+    for bad in ([1], ",", [], None):
+        with pytest.raises(UsageError, match="providers"):
+            provider_names(bad)

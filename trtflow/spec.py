@@ -219,6 +219,27 @@ def make_profile(
     return Profile(lo, mid, hi)
 
 
+def parse_names(value: str | Iterable[str] | None, what: str) -> tuple[str, ...]:
+    """``"a,b"``, ``["a", "b"]`` or None -> ``("a", "b")`` / ``()``.
+
+    Raises:
+        UsageError: an item that is not a string.
+    """
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    try:
+        items = list(items)
+    except TypeError:
+        raise UsageError(f"{what}: expected a name or a list of names, got {value!r}") from None
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            raise UsageError(f"{what}: expected names (strings), got {item!r}")
+        out += [n.strip() for n in item.split(",") if n.strip()]
+    return tuple(out)
+
+
 def parse_pairs(items: Iterable[str] | None, flag: str, example: str) -> dict[str, str]:
     """``["a=b", "c=d"]`` -> ``{"a": "b", "c": "d"}`` for repeatable ``--flag KEY=VALUE`` options.
 

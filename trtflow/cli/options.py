@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from trtflow.errors import UsageError
-from trtflow.spec import Profile, make_profile, parse_shapes
+from trtflow.spec import Profile, make_profile, parse_names, parse_shapes
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
@@ -279,7 +279,7 @@ def engine_options(args: argparse.Namespace, engine: str) -> dict:
     """Engine constructor options taken from the shared flags."""
     opts: dict = {}
     if engine == "ort":
-        opts["providers"] = [p.strip() for p in args.providers.split(",") if p.strip()]
+        opts["providers"] = list(parse_names(args.providers, "--providers"))
         if not opts["providers"]:
             raise UsageError(f"--providers '{args.providers}' names no provider; e.g. --providers cpu or cuda,cpu")
         if set(_precision_of(args)) - {"strongly_typed"}:  # serve, video: the flags exist for TensorRT and torch

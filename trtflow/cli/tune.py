@@ -57,7 +57,7 @@ def _model(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from trtflow.spec import parse_shapes
+    from trtflow.spec import parse_names, parse_shapes
     from trtflow.tune import TuneOptions, tune
     from trtflow.tune.result import COLUMNS, plot, table_rows
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         threads = [int(t) for t in args.threads.split(",")] if args.threads else None
     except ValueError:
         raise UsageError(f"--threads {args.threads}: expected comma-separated integers, e.g. 1,2,4") from None
-    providers = [[p.strip() for p in item.split(",") if p.strip()] for item in args.providers or []] or None
+    providers = [list(parse_names(item, "--providers")) for item in args.providers or []] or None
     opts = TuneOptions(short_s=args.short_s, full_s=args.full_s, only=args.only, threads=threads, providers=providers,
                        calib_preprocess=args.calib_preprocess, seed=args.seed, save=args.save)
     model = _model(args)

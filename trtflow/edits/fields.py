@@ -11,32 +11,12 @@ import math
 from typing import Any, Iterable, Mapping
 
 from trtflow.errors import UsageError
+from trtflow.spec import parse_names as names  # noqa: F401 - the name-list fields' parser, shared with backends
 
 
 def set_field(obj: Any, name: str, value: Any) -> None:
     """Normalize a field of a frozen dataclass inside its ``__post_init__``."""
     object.__setattr__(obj, name, value)
-
-
-def names(value: str | Iterable[str] | None, what: str) -> tuple[str, ...]:
-    """``"a,b"``, ``["a", "b"]`` or None -> ``("a", "b")`` / ``()``.
-
-    Raises:
-        UsageError: an item that is not a string.
-    """
-    if value is None:
-        return ()
-    items = [value] if isinstance(value, str) else value
-    try:
-        items = list(items)
-    except TypeError:
-        raise UsageError(f"{what}: expected a name or a list of names, got {value!r}") from None
-    out = []
-    for item in items:
-        if not isinstance(item, str):
-            raise UsageError(f"{what}: expected names (strings), got {item!r}")
-        out += [n.strip() for n in item.split(",") if n.strip()]
-    return tuple(out)
 
 
 def boolean(value: Any, what: str) -> bool:

@@ -10,7 +10,7 @@ from trtflow.errors import EngineError, ModelLoadError, UsageError
 from trtflow.backends.base import Engine
 from trtflow.backends.onnxruntime.memory import check_memory, light_model
 from trtflow.graph.io import ModelLike, load_onnx, onnx_specs
-from trtflow.spec import Shape, TensorSpec
+from trtflow.spec import Shape, TensorSpec, parse_names
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +135,10 @@ def provider_names(providers: Sequence[str] | str) -> list[str]:
     Raises:
         UsageError: no provider, or something other than names.
     """
-    if isinstance(providers, str):  # "cpu" or "cuda,cpu", not a sequence of characters
-        providers = [p.strip() for p in providers.split(",") if p.strip()]
-    if not providers or not all(isinstance(p, str) for p in providers):
+    names = parse_names(providers, "providers")  # "cpu" or "cuda,cpu", not a sequence of characters
+    if not names:
         raise UsageError(f"providers must be provider names such as ['cuda', 'cpu'], got {providers!r}")
-    return [PROVIDERS.get(p.lower(), p) for p in providers]
+    return [PROVIDERS.get(p.lower(), p) for p in names]
 
 
 def _refuse_bfloat16(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:

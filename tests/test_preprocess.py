@@ -207,3 +207,19 @@ def test_letterbox_of_a_read_only_array_draws_no_torch_warning():
     image = np.frombuffer(np.arange(48, dtype=np.float32).tobytes(), np.float32).reshape(1, 3, 4, 4)
     out, box = pp.letterbox(image, (8, 6))
     assert isinstance(out, np.ndarray) and np.array_equal(out, pp.letterbox(image.copy(), (8, 6))[0])
+
+
+def test_normalize_builds_its_mean_and_std_tensors_once_per_values_and_device():
+    """normalize made its mean and std tensors (a host-to-device copy on a GPU) on every call; they are made
+    once per (values, device, dtype) and reused, with the same result."""
+    x = pp.to_nchw(torch.from_numpy(FRAMES))
+    ref = (FRAMES / np.float32(255) - np.array(pp.IMAGENET_MEAN, np.float32)) / np.array(pp.IMAGENET_STD, np.float32)
+    first = pp.normalize(x)
+    misses = pp._channel_values.cache_info().misses
+    second = pp.normalize(x, list(pp.IMAGENET_MEAN), list(pp.IMAGENET_STD))  # lists: the same values
+    assert pp._channel_values.cache_info().misses == misses  # nothing made again
+    assert torch.equal(first, second) and np.abs(_nchw(first) - ref).max() < 1e-5
+    mean = pp._channel_values(pp.IMAGENET_MEAN, x.device, torch.float32)
+    assert mean is pp._channel_values(pp.IMAGENET_MEAN, x.device, torch.float32)
+    assert mean.shape == (1, 3, 1, 1) and mean.flatten().tolist() == pytest.approx(pp.IMAGENET_MEAN)
+    assert pp._channel_values((0.5, 0.5, 0.5), x.device, torch.float32) is not mean

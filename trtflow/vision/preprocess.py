@@ -12,6 +12,7 @@ antialiasing), so results match ``cv2.resize`` on float images. ``letterbox`` re
 
 from __future__ import annotations
 
+import functools
 import numbers
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -135,9 +136,18 @@ def normalize(images: Any, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[
         raise UsageError(f"mean/std have {len(mean)}/{len(std)} values for {images.shape[1]} channels")
     if not all(float(s) != 0 for s in std):
         raise UsageError(f"std {tuple(std)}: a channel's std divides its values; give non-zero values")
-    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    m = _channel_values(tuple(map(float, mean)), images.device, torch.float32)
+    s = _channel_values(tuple(map(float, std)), images.device, torch.float32)
     return ((images.float() - m) / s).to(images.dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _channel_values(values: tuple[float, ...], device: Any, dtype: Any):
+    """Per-channel ``values`` as a (1, C, 1, 1) tensor on ``device``: made once per (values, device, dtype),
+    not copied to the device on every batch. Shared: read it, never write it."""
+    import torch
+
+    return torch.tensor(values, dtype=dtype, device=device).view(1, -1, 1, 1)
 
 
 def resize(images: Any, size: int | Sequence[int]):

@@ -4,6 +4,7 @@ the matching trtflow engine (TensorRT-RTX builds plans on the CPU; their I/O is 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -580,3 +581,134 @@ def test_the_folder_a_write_replaces_waits_where_a_polling_triton_does_not_look(
         write_repository(model, repo, RepoOptions(overwrite=True), progress=look)
     assert {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in repo.rglob("*")) == ["1", "config.pbtxt", "dyn", "model.onnx"]
+
+
+def _triton_view(repo: Path) -> dict:
+    """What a polling Triton reads: every folder of the root as a model (hidden ones too), and in each its
+    config.pbtxt and the folders whose name reads as a number (std::stoll), with all they hold."""
+    import re
+
+    view = {}
+    for model in repo.iterdir():
+        view[Path(model.name)] = None
+        for p in model.rglob("*"):
+            inside = p.relative_to(model)
+            if inside == Path("config.pbtxt") or re.match(r"\s*[-+]?\d", inside.parts[0]):
+                view[p.relative_to(repo)] = p.read_bytes() if p.is_file() else None
+    return view
+
+
+@pytest.mark.parametrize("case", ["new model", "new version", "replaced version", "ensemble"])
+def test_a_polling_triton_sees_a_model_or_version_only_once_it_is_complete(tiny_onnx, tmp_path, case):
+    from trtflow.serve.repo import RepoOptions, write_ensemble, write_repository
+
+    model = _dynamic_onnx(tmp_path / "dyn.onnx")
+    repo = tmp_path / "repo"
+    write_repository(_static_onnx(tmp_path / "static.onnx"), repo)  # a model the write leaves alone
+    write, options = write_repository, RepoOptions()
+    if case == "ensemble":
+        model, write, options = tiny_onnx, write_ensemble, RepoOptions(name="cls", task="classify")
+    elif case != "new model":
+        write_repository(model, repo)
+        options = RepoOptions(overwrite=True, instances=2, version=2 if case == "new version" else 1)
+    beside, before, seen = sorted(tmp_path.iterdir()), _triton_view(repo), []
+
+    def look(step, done=None, total=None):
+        seen.append((step, _triton_view(repo)))
+
+    write(model, repo, options, progress=look)
+    after = _triton_view(repo)
+    assert after != before and len(seen) >= 2
+    for step, view in seen:  # at every step, the models and versions Triton finds are whole, old or new
+        assert view in (before, after), step
+    assert sorted(tmp_path.iterdir()) == beside  # no folder left beside the repository
+    assert not [p for p in repo.rglob(".*")], "a staging folder or file left in the repository"
+
+
+@pytest.mark.parametrize("case", ["new model", "new version", "replaced version", "ensemble"])
+def test_a_write_stopped_half_way_leaves_the_repository_as_it_was(tiny_onnx, tmp_path, case):
+    from trtflow.serve.repo import RepoOptions, write_ensemble, write_repository
+
+    model = _dynamic_onnx(tmp_path / "dyn.onnx")
+    repo = tmp_path / "repo"
+    write_repository(_static_onnx(tmp_path / "static.onnx"), repo)
+    write, options, last = write_repository, RepoOptions(), "writing the repository"
+    if case == "ensemble":  # stopped once the model step is written, before the pre and post steps
+        model, write, options = tiny_onnx, write_ensemble, RepoOptions(name="cls", task="classify")
+        last = "writing the pre and post steps"
+    elif case != "new model":
+        write_repository(model, repo)
+        options = RepoOptions(overwrite=True, version=2 if case == "new version" else 1)
+    beside = sorted(tmp_path.iterdir())
+    before = {p.relative_to(repo): p.read_bytes() if p.is_file() else None for p in repo.rglob("*")}
+
+    def stop(step, done=None, total=None):
+        if step == last:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write(model, repo, options, progress=stop)
+    assert {p.relative_to(repo): p.read_bytes() if p.is_file() else None for p in repo.rglob("*")} == before
+    assert sorted(tmp_path.iterdir()) == beside
+
+
+def test_a_repository_whose_parent_is_not_writable_gets_new_models_in_place_with_a_warning(tmp_path, caplog):
+    import subprocess
+
+    from trtflow.serve.repo import write_repository
+
+    model = _dynamic_onnx(tmp_path / "dyn.onnx")
+    parent = tmp_path / "parent"
+    repo = parent / "repo"
+    write_repository(_static_onnx(tmp_path / "static.onnx"), repo)
+    parent.chmod(0o555)
+    locked = os.access(parent, os.W_OK) and subprocess.run(["chattr", "+i", str(parent)], capture_output=True)
+    try:
+        if os.access(parent, os.W_OK) and (not locked or locked.returncode):
+            pytest.skip("this user writes into read-only folders and cannot make one immutable")
+        before, seen = _triton_view(repo), []
+
+        def look(step, done=None, total=None):
+            seen.append((step, _triton_view(repo)))
+            if step == "writing the repository" and len(seen) < 4:
+                raise KeyboardInterrupt  # the first write is stopped half-way
+
+        with pytest.raises(KeyboardInterrupt):
+            write_repository(model, repo, progress=look)
+        assert _triton_view(repo) == before
+        write_repository(model, repo, progress=look)
+        after = _triton_view(repo)
+        assert after != before and sorted(p.name for p in parent.iterdir()) == ["repo"]
+        for step, view in seen:  # the model folder is there early, but no version before it is whole
+            assert view in (before, after, {**before, Path("dyn"): None}), step
+        assert f"make {parent} writable" in caplog.text
+    finally:
+        if locked:
+            subprocess.run(["chattr", "-i", str(parent)], check=True)
+        parent.chmod(0o755)
+
+
+def test_a_move_into_place_that_fails_puts_back_the_models_already_moved(tiny_onnx, tmp_path):
+    import shutil
+
+    from trtflow.serve.repo import RepoOptions, write_ensemble
+
+    repo = tmp_path / "repo"
+    write_ensemble(tiny_onnx, repo, RepoOptions(name="cls", task="classify"))
+    shutil.rmtree(repo / "cls")  # the ensemble itself is new to the next write; its three steps are replaced
+    beside = sorted(tmp_path.iterdir())
+    before = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+
+    def race(step, done=None, total=None):
+        if step == "writing the pre and post steps":  # something else puts a folder where a config goes
+            (repo / "cls_post" / "config.pbtxt").unlink()
+            (repo / "cls_post" / "config.pbtxt").mkdir()
+            (repo / "cls_post" / "config.pbtxt" / "theirs.txt").write_text("not ours")
+
+    with pytest.raises(OSError):  # moved third of five: the model step and the pre step are in place by then
+        write_ensemble(tiny_onnx, repo, RepoOptions(name="cls", task="classify", overwrite=True, instances=2),
+                       progress=race)
+    after = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    before[Path("cls_post/config.pbtxt/theirs.txt")] = before.pop(Path("cls_post/config.pbtxt")) and b"not ours"
+    assert after == before  # the steps' versions and configs as they were, the ensemble not written
+    assert not [p for p in repo.rglob(".*")] and sorted(tmp_path.iterdir()) == beside

@@ -56,3 +56,17 @@ def test_name_lists_parse_alike_for_the_edits_and_the_ort_providers():
     for bad in ([1], ",", [], None):
         with pytest.raises(UsageError, match="providers"):
             provider_names(bad)
+
+
+def test_a_spec_takes_shapes_of_its_rank_and_fixed_sizes():
+    """One check, TensorSpec.takes, behind the edits' feeds and the shapes tune keys a choice by."""
+    from trtflow.backends.tuned import onnx_shapes
+    from trtflow.spec import TensorSpec
+
+    spec = TensorSpec("x", "float32", ("batch", 3, 16, 16))
+    assert spec.takes((2, 3, 16, 16)) and spec.takes((1, 3, 16, 16))
+    assert not spec.takes((2, 4, 16, 16)) and not spec.takes((3, 16, 16))
+    assert onnx_shapes([spec], {"x": [2, 3, 16, 16]}) == {"x": (2, 3, 16, 16)}
+    for bad in ((2, 4, 16, 16), (3, 16, 16)):
+        with pytest.raises(UsageError, match=r"takes \(batch, 3, 16, 16\)"):
+            onnx_shapes([spec], {"x": bad})

@@ -54,6 +54,11 @@ class TensorSpec:
     def is_dynamic(self) -> bool:
         return any(not isinstance(d, int) for d in self.shape)
 
+    def takes(self, shape: Iterable[int]) -> bool:
+        """True when ``shape`` has this spec's rank and its size in every static dim."""
+        shape = tuple(shape)
+        return len(shape) == self.rank and all(not isinstance(d, int) or d == n for d, n in zip(self.shape, shape))
+
     def describe_shape(self) -> str:
         """The shape as users read it: ``(batch, 3, 224, 224)`` plus the bounds when known."""
         text = "(" + ", ".join(str(d) for d in self.shape) + ")"

@@ -305,7 +305,7 @@ def onnx_shapes(specs: Sequence, shapes: Mapping[str, Sequence[int]] | None) -> 
     for s in specs:
         if s.name in shapes:
             shape = tuple(int(d) for d in shapes[s.name])
-            if s.rank and (len(shape) != s.rank or any(isinstance(d, int) and d != n for d, n in zip(s.shape, shape))):
+            if s.rank and not s.takes(shape):
                 raise UsageError(f"shapes give input '{s.name}' the shape {shape}; the model takes {s.describe_shape()}: "
                                  "give a shape of its rank with its fixed sizes (--shapes NAME:1x3x224x224)")
             out[s.name] = shape

@@ -12,7 +12,6 @@ import numpy as np
 
 from trtflow.deps import require
 from trtflow.edits.fields import parse_number
-from trtflow.edits.verify import takes
 from trtflow.errors import ModelLoadError, UsageError
 from trtflow.progress import Progress, report as progress_of
 from trtflow.spec import parse_shape
@@ -243,7 +242,7 @@ def _read_sample(path: Path, proto: Any, specs, spec: ImagePreprocess) -> dict[s
         s = by_name[name]
         if value.ndim == s.rank - 1:
             value = value[None]
-        if not takes(s, value.shape):
+        if not s.takes(value.shape):
             raise ValueError(f"it holds shape {tuple(value.shape)} for input '{name}', which takes {s.describe_shape()} "
                              "(the batch dim may be left out)")
         out[name] = value.astype(s.dtype) if s.dtype.startswith("float") else value

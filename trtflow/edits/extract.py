@@ -12,7 +12,7 @@ import numpy as np
 
 from trtflow.edits import fields
 from trtflow.edits.registry import Edit, register
-from trtflow.edits.verify import VerifyConfig, build_feeds, compare_models, run_ort, takes
+from trtflow.edits.verify import VerifyConfig, build_feeds, compare_models, run_ort
 from trtflow.errors import GraphError, UsageError
 from trtflow.graph.io import give_shape, load_onnx, onnx_specs, unranked_inputs
 from trtflow.graph.ir import export_graph, import_graph, infer_shapes
@@ -191,7 +191,7 @@ def _check_cut_shapes(specs, feed: dict, label: str, options: ExtractOptions | N
     """Refuse a value of the original model that the subgraph input it feeds cannot take."""
     for spec in specs:
         value = feed[spec.name]
-        if takes(spec, value.shape):
+        if spec.takes(value.shape):
             continue
         given = options is not None and spec.name in options.shapes
         raise UsageError(f"cut input '{spec.name}' is {tuple(value.shape)} in the original model (feed {label}), but "

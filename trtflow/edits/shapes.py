@@ -11,7 +11,7 @@ from trtflow.deps import require
 from trtflow.errors import GraphError, UsageError
 from trtflow.edits import fields
 from trtflow.edits.registry import Edit, register
-from trtflow.edits.verify import VerifyConfig, build_feeds, compare_models, takes
+from trtflow.edits.verify import VerifyConfig, build_feeds, compare_models
 from trtflow.graph.io import give_shape, graph_inputs, load_onnx, onnx_specs, unranked_inputs, value_spec
 from trtflow.graph.ir import infer_shapes, keep_model_info, op_counts
 from trtflow.spec import Shape, format_shape, parse_pairs
@@ -249,7 +249,7 @@ def verify_fix_shapes(before: Any, after: Any, options: FixShapesOptions, verify
             if spec.name not in feed:
                 continue
             shape = feed[spec.name].shape
-            if not takes(spec, shape):
+            if not spec.takes(shape):
                 raise UsageError(f"verification input '{spec.name}' is {tuple(shape)} (feed {label}), but fix-shapes "
                                  f"made it {spec.describe_shape()}: give --input/--shapes in that shape, or leave "
                                  "them out")

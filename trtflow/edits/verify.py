@@ -123,11 +123,6 @@ def feed_shapes(before: list[TensorSpec], after: list[TensorSpec] | None, shapes
     return out
 
 
-def takes(spec: TensorSpec, shape: Shape) -> bool:
-    """True when ``shape`` has ``spec``'s rank and its size in every static dim."""
-    return len(shape) == spec.rank and all(not isinstance(d, int) or d == n for d, n in zip(spec.shape, shape))
-
-
 def build_feeds(before: Any, after: Any | None, config: VerifyConfig, input_map: Mapping[str, str] | None = None,
                 skip: str = "--no-verify") -> list[tuple[str, dict[str, np.ndarray]]]:
     """Labelled feeds for the before model: one random, plus one from the given files when any;

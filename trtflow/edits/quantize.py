@@ -9,8 +9,6 @@ classifier-like outputs, max/mean absolute error of every output).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import tempfile
@@ -20,6 +18,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from trtflow.capture import capture_output
 from trtflow.deps import require
 from trtflow.edits import fields
 from trtflow.edits.calibration import CalibrationSet, ImagePreprocess, load_calibration, parse_preprocess
@@ -77,22 +76,6 @@ class _Reader:
 
     def rewind(self) -> None:  # pragma: no cover - ORT calls it only for some methods
         pass
-
-
-@contextlib.contextmanager
-def _quiet():
-    """ONNX Runtime's quantizer prints progress to stdout and warns through the root logger:
-    keep stdout clean for --json and send the text to this module's debug log."""
-    buffer = io.StringIO()
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(buffer):
-            yield
-    finally:
-        logging.disable(previous)
-        if buffer.getvalue():
-            log.debug("onnxruntime.quantization: %s", buffer.getvalue().strip())
 
 
 def _histogram_ranges(q, model: Path, tmp: Path, reader: _Reader, config: QuantizeConfig) -> Path:
@@ -154,7 +137,9 @@ def quantize_int8(proto: Any, calibration: Sequence[Mapping[str, np.ndarray]],
     extra = {"ActivationSymmetric": config.symmetric_activations, "WeightSymmetric": True}
     if config.method == "percentile":
         extra["CalibPercentile"] = config.percentile
-    with tempfile.TemporaryDirectory(prefix="trtflow-quant-") as tmp, _quiet():
+    # ORT's quantizer prints progress on stdout (kept off it for --json) and warns through the root logger
+    quiet = capture_output(("root", "onnxruntime"), log=log)
+    with tempfile.TemporaryDirectory(prefix="trtflow-quant-") as tmp, quiet:
         src = Path(tmp) / "float.onnx"
         src.write_bytes(proto.SerializeToString())
         if config.preprocess:

@@ -21,18 +21,14 @@ Which exporter "auto" picks, and why (measured with torch 2.13 and onnxscript 0.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import logging
-import os
 import re
-import sys
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Mapping
 
+from trtflow.capture import capture_output
 from trtflow.errors import ExportError, UsageError
 from trtflow.graph.io import load_onnx
 
@@ -70,40 +66,7 @@ def choose_exporter(requested: str, opset: int) -> tuple[list[str], list[str]]:
     return ["dynamo", "torchscript"], []
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Silence the exporters' prints (Python and C++: the TorchScript exporter writes graphs to
-    file descriptor 1 on errors), warnings and log records; keep the text for errors and --verbose."""
-    buf = io.StringIO()
-    names = ("torch", "torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx", "onnxscript")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    sink = tempfile.TemporaryFile()
-    try:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-            warnings.simplefilter("ignore")
-            yield buf
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
-            os.close(fd)
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-        sink.seek(0)
-        buf.write(sink.read().decode("utf-8", "replace"))
-        sink.close()
-        if buf.getvalue():
-            log.debug("exporter output:\n%s", buf.getvalue())
+_LOGGERS = ("torch", "onnxscript")  # whose records below ERROR are captured while exporting
 
 
 def export_dynamo(module, inputs: Mapping, output_names: list[str], dynamic: Mapping[str, Mapping[int, str]], opset: int):
@@ -119,7 +82,7 @@ def export_dynamo(module, inputs: Mapping, output_names: list[str], dynamic: Map
         {axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in dynamic.get(name, {}).items()} or None
         for name in inputs
     )
-    with _quiet() as out, tempfile.TemporaryDirectory(prefix="trtflow-export-") as tmp:
+    with capture_output(_LOGGERS, log=log) as out, tempfile.TemporaryDirectory(prefix="trtflow-export-") as tmp:
         try:
             program = torch.onnx.export(
                 module, tuple(inputs.values()), None, input_names=list(inputs), output_names=output_names,
@@ -144,7 +107,8 @@ def export_torchscript(module, inputs: Mapping, output_names: list[str], dynamic
     """
     import torch
 
-    with _quiet() as out, tempfile.TemporaryDirectory(prefix="trtflow-export-") as tmp:
+    # fds: on errors the TorchScript exporter's C++ code prints its graph straight to descriptor 1
+    with capture_output(_LOGGERS, fds=True, log=log) as out, tempfile.TemporaryDirectory(prefix="trtflow-export-") as tmp:
         path = Path(tmp) / "model.onnx"
         try:
             torch.onnx.export(

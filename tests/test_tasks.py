@@ -483,6 +483,40 @@ def test_detect_builds_the_priors_once_per_input_size(tmp_path, monkeypatch):
     task.close()
 
 
+def test_detect_copies_priors_given_as_an_array_to_the_outputs_device_once(tmp_path):
+    """Priors given as an array were checked, copied and moved to the outputs' device on every batch; the
+    task keeps one tensor copy per device, taken as is by the decoding, with the same detections. The copy
+    is the task's: changing the caller's array afterwards changes nothing."""
+    pytest.importorskip("onnx")
+    torch = pytest.importorskip("torch")
+    from tests.models.detection import export_ssd, tiny_ssd_priors
+    from trtflow.vision.detect import decode_detections
+    from trtflow.vision.priors import make_priors
+
+    size = (64, 96)
+    array = make_priors(tiny_ssd_priors(), *size)
+    task = make_task("detect", export_ssd(tmp_path / "ssd.onnx"), engine="ort", format="ssd", resize="none",
+                     priors=(given := array.copy()), score_threshold=0.4)
+    given[:] = 0  # the task's priors are its own
+    rng = np.random.default_rng(0)
+    copies, found = [], 0
+    for _ in range(3):
+        feed, metas = task.prepare([rng.integers(0, 255, (*size, 3), dtype=np.uint8) for _ in range(2)])
+        raw = task.infer(feed)
+        got = task.finish(raw, metas)
+        copies.append(task._priors_like(raw))
+        want = decode_detections(raw, "ssd", score_thr=0.4, iou_thr=task.iou_threshold, input_size=size, priors=array)
+        for i, (result, meta) in enumerate(zip(got, metas)):
+            n = int(want["num_detections"][i, 0])
+            assert len(result) == n
+            np.testing.assert_allclose(result.boxes, meta.to_source(want["boxes"][i, :n]), atol=1e-5)
+            found += n
+    assert found > 0
+    assert isinstance(copies[0], torch.Tensor) and all(c is copies[0] for c in copies)
+    np.testing.assert_array_equal(copies[0].numpy(), array)
+    task.close()
+
+
 def test_a_prior_config_given_lists_still_resolves():
     """Computed priors are cached by config: a PriorConfig written with lists made the cache raise
     TypeError (unhashable type: 'list') where make_priors had read it."""

@@ -13,11 +13,12 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from trtflow.arrays import to_numpy
+from trtflow.arrays import is_torch, to_numpy
 from trtflow.errors import UsageError
 from trtflow.tasks.base import FrameMeta, Task, number_option, whole_option
 from trtflow.tasks.prepare import Prep, as_size, feed_of, prepare_frames
 from trtflow.tasks.results import Detections
+from trtflow.vision.priors import resolve_priors
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,10 @@ class DetectTask(Task):
         self.iou_threshold = number_option("iou_threshold", iou_threshold,
                                            "the overlap above which NMS drops the lower-scored box", 0.0, 1.0)
         self.max_det = whole_option("max_det", max_det, 1, "the most detections kept per frame")
+        if isinstance(priors, np.ndarray) or is_torch(priors):  # checked once; the task's own float32 copy
+            priors = resolve_priors(priors, None, None)
         self.priors = priors
+        self._prior_copies: dict = {}  # device -> priors given as an array, as a tensor there
         self._checked: set = set()  # input sizes whose raw head already passed the format check
         size = _resolve_size(self, input_size)
         base = prep or Prep()
@@ -101,12 +105,27 @@ class DetectTask(Task):
             size = metas[0].input_size
             found = decode_detections(  # the head is checked against the format once per input size
                 outputs, format=self.format, score_thr=self.score_threshold, iou_thr=self.iou_threshold,
-                max_det=self.max_det, input_size=size, priors=self.priors, check_format=size not in self._checked,
+                max_det=self.max_det, input_size=size, priors=self._priors_like(outputs),
+                check_format=size not in self._checked,
             )
             self._checked.add(size)
             found = {k: to_numpy(v) for k, v in found.items()}
         counts = found["num_detections"].reshape(len(found["num_detections"]), -1)[:, 0].tolist()
         return [self._one(found, i, int(n), meta) for i, (n, meta) in enumerate(zip(counts, metas))]
+
+    def _priors_like(self, outputs: Mapping[str, Any]) -> Any:
+        """``priors`` as decoding takes them: given as an array, a float32 tensor on the device the outputs are
+        decoded on (numpy outputs: the CPU), made once per device instead of copied there on every batch."""
+        if not isinstance(self.priors, np.ndarray):
+            return self.priors
+        first = next(iter(outputs.values()))
+        device = str(first.device) if is_torch(first) else "cpu"  # as decode_detections decodes numpy outputs
+        copy = self._prior_copies.get(device)
+        if copy is None:
+            import torch
+
+            copy = self._prior_copies[device] = torch.tensor(self.priors, device=device)
+        return copy
 
     def _one(self, found: dict, i: int, n: int, meta: FrameMeta) -> Detections:
         scores = found["scores"][i, :n].astype(np.float32)

@@ -264,9 +264,12 @@ def decode_raw(outputs: Mapping[str, Any], config: DetectionConfig, input_size: 
                          "to place the priors and scale boxes to pixels")
     height, width = input_hw(input_size)
     loc = raw["loc"]
-    key = _device_key(config.prior_spec) if is_torch(loc) else None
+    spec = config.prior_spec
+    key = _device_key(spec) if is_torch(loc) else None
     if key is not None:
         priors, scale_xy = _on_device(*key, height, width, loc.device, loc.dtype)
+    elif _ready(spec, loc):  # a caller's [A, 4] tensor already where and as the outputs are: taken as is
+        priors, scale_xy = spec, _scale_on(height, width, loc.device, loc.dtype)
     else:
         priors, scale_xy = prior_sets.resolve_priors(config.prior_spec, height, width), np.array([width, height], np.float32)
         if is_torch(loc):
@@ -303,4 +306,18 @@ def _on_device(spec: Any, version: Any, height: int, width: int, device: Any, dt
     import torch
 
     priors = torch.tensor(prior_sets.resolve_priors(spec, height, width), dtype=dtype, device=device)
-    return priors, torch.tensor([width, height], dtype=dtype, device=device)
+    return priors, _scale_on(height, width, device, dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _scale_on(height: int, width: int, device: Any, dtype: Any) -> Any:
+    """The (width, height) scale of boxes as a tensor on ``device``, made once per size, device and dtype."""
+    import torch
+
+    return torch.tensor([width, height], dtype=dtype, device=device)
+
+
+def _ready(spec: Any, loc: Any) -> bool:
+    """``spec`` is an [A, 4] torch tensor on ``loc``'s device, of its dtype (the priors to use as they are)."""
+    return (is_torch(spec) and is_torch(loc) and spec.device == loc.device and spec.dtype == loc.dtype
+            and spec.dim() == 2 and spec.shape[1] == 4)

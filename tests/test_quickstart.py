@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,3 +107,41 @@ def test_top_k_takes_a_positive_whole_k():
         with pytest.raises(UsageError, match="k is"):
             top_k(logits, k)
     assert len(top_k(logits, 2000)[0]) == 1000
+
+
+def test_the_tensorrt_engine_is_loaded_through_the_cache_not_from_a_plan_file_a_clear_removed(
+        tmp_path, monkeypatch, loads, flavor):
+    """``trtflow cache clear`` in another process between quickstart's cache lookup and its load: the
+    engine must get a model it can still read (the ONNX, whose plan the engine takes from the cache, or
+    rebuilds), not the path of the plan file that the clear deleted."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    import trtflow.backends
+    from trtflow.backends.tensorrt.cache import EngineCache
+    from trtflow.cli import quickstart
+    from trtflow.errors import UsageError
+
+    monkeypatch.setenv("TRTFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["images"], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["logits"])],
+        "pool", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 224, 224])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])])
+    model = tmp_path / "pool.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    get_or_build = EngineCache.get_or_build
+
+    def then_cleared(self, *args, **kwargs):
+        entry = get_or_build(self, *args, **kwargs)
+        assert EngineCache(self.root).clear() == 1  # the other process's clear
+        return entry
+
+    monkeypatch.setattr(EngineCache, "get_or_build", then_cleared)
+    monkeypatch.setattr(trtflow.backends, "tensorrt_usable", lambda: True)  # TensorRT cannot execute here
+    steps: list[str] = []
+    with pytest.raises(UsageError, match="stopped by the test"):
+        quickstart._load("tensorrt", model, False, steps)
+    [(loaded, engine, options)] = loads
+    assert engine == "tensorrt" and Path(loaded).exists(), (loaded, steps)
+    assert [p.max for p in options["profiles"]] == [{"images": (quickstart.MAX_BATCH, 3, 224, 224)}]
+    assert steps and steps[0].startswith("built the TensorRT engine")

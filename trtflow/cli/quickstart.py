@@ -90,7 +90,9 @@ def _load(engine_name: str, onnx_path, fresh: bool, log_lines: list[str]):
         log_lines.append(f"reusing the cached TensorRT engine {entry.plan_path}")
     else:
         log_lines.append(f"built the TensorRT engine {entry.plan_path} (batch 1..{MAX_BATCH}, cached for next time)")
-    return load(entry.plan_path, engine="tensorrt")
+    # The ONNX model with the same profile, not entry.plan_path: the engine takes the plan through the
+    # cache (the bytes it checked, rebuilt if a `trtflow cache clear` removed the file since the lookup above).
+    return load(onnx_path, engine="tensorrt", profiles=[profile])
 
 
 def _time(engine, batch: np.ndarray) -> dict:

@@ -159,7 +159,7 @@ def test_letterbox_list_gives_one_letterbox_per_image_or_refuses():
     assert images.shape == (2, 3, 8, 8) and [b.original for b in boxes] == [(5, 7), (9, 4)]
 
 
-@pytest.mark.parametrize("size", ["64", 64.5, (64, 32, 3), (64.5, 32), (True, 32), None])
+@pytest.mark.parametrize("size", ["6x4x3", 64.5, (64, 32, 3), (64.5, 32), (True, 32), None])
 def test_sizes_that_are_not_one_or_two_whole_numbers_are_refused(size):
     """letterbox(x, "64") made a 6 x 4 image (the string's characters as height and width); a float
     or three sizes failed with Python's TypeError/ValueError."""
@@ -171,6 +171,8 @@ def test_sizes_that_are_not_one_or_two_whole_numbers_are_refused(size):
 
 def test_sizes_of_numpy_ints_and_lists_are_taken():
     x = torch.rand(1, 3, 5, 7)
+    assert pp.letterbox(x, "64")[0].shape == (1, 3, 64, 64)  # a string is read as a size, not its characters
+    assert pp.resize(x, "4x6").shape == (1, 3, 4, 6)
     assert pp.letterbox(x, np.int64(16))[0].shape == (1, 3, 16, 16)
     assert pp.resize(x, [np.int32(4), 6]).shape == (1, 3, 4, 6)
 
@@ -223,3 +225,28 @@ def test_normalize_builds_its_mean_and_std_tensors_once_per_values_and_device():
     assert mean is pp._channel_values(pp.IMAGENET_MEAN, x.device, torch.float32)
     assert mean.shape == (1, 3, 1, 1) and mean.flatten().tolist() == pytest.approx(pp.IMAGENET_MEAN)
     assert pp._channel_values((0.5, 0.5, 0.5), x.device, torch.float32) is not mean
+
+
+def test_one_height_width_parser_behind_every_size_option():
+    """vision's resize/crop sizes, a task's input_size (video --input-size) and --calib-preprocess crop= each
+    parsed (height, width) their own way; one parser, each keeping its syntax."""
+    from trtflow.cli.video import _size as video_size
+    from trtflow.edits.calibration import parse_preprocess
+    from trtflow.tasks.prepare import as_size
+    from trtflow.vision.preprocess import hw_size
+
+    for given, want in ((640, (640, 640)), ((480, 640), (480, 640)), ([480, 640], (480, 640)), ("480x640", (480, 640)),
+                        ("480,640", (480, 640)), ("640", (640, 640)), (np.int64(32), (32, 32))):
+        assert hw_size(given) == as_size(given) == want, given
+    for bad in (0, -1, True, (1, 2, 3), "axb", "0x640", 2.5, (), None):
+        with pytest.raises(UsageError, match="size"):
+            hw_size(bad)
+    assert as_size(None) is None
+    assert video_size("480x640") == video_size("480,640") == (480, 640) and video_size("640") == (640, 640)
+    with pytest.raises(UsageError, match="--input-size '1x2x3': expected HxW"):
+        video_size("1x2x3")
+    assert parse_preprocess("crop=224").crop == (224, 224) and parse_preprocess("crop=200x224").crop == (200, 224)
+    with pytest.raises(UsageError, match="--calib-preprocess"):
+        parse_preprocess("crop=1x2x3")
+    assert pp.resize(torch.zeros(1, 3, 8, 8), 4).shape[2:] == (4, 4)
+    assert pp.center_crop(torch.zeros(1, 3, 8, 8), "4x2").shape[2:] == (4, 2)

@@ -15,6 +15,7 @@ from trtflow.edits.fields import parse_number
 from trtflow.errors import ModelLoadError, UsageError
 from trtflow.progress import Progress, report as progress_of
 from trtflow.spec import parse_shape
+from trtflow.vision.preprocess import hw_size
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def parse_preprocess(text: str | None) -> ImagePreprocess:
     try:
         out = ImagePreprocess(
             resize=parse_shape(values["resize"][0]) if "resize" in values else None,
-            crop=_hw(parse_shape(values["crop"][0])) if "crop" in values else None,
+            crop=hw_size(values["crop"][0], "crop") if "crop" in values else None,
             scale=parse_number(values["scale"][0], "--calib-preprocess scale") if "scale" in values else 1.0 / 255.0,
             mean=tuple(float(v) for v in values["mean"]) if "mean" in values else None,
             std=tuple(float(v) for v in values["std"]) if "std" in values else None,
@@ -105,14 +106,6 @@ def parse_preprocess(text: str | None) -> ImagePreprocess:
     if out.resize is not None and len(out.resize) not in (1, 2):
         raise UsageError(f"--calib-preprocess resize={values['resize'][0]}: expected N (shorter side) or HxW")
     return out
-
-
-def _hw(dims: tuple[int, ...]) -> tuple[int, int]:
-    if len(dims) == 1:
-        return (dims[0], dims[0])
-    if len(dims) != 2:
-        raise ValueError(f"expected N or HxW, got {'x'.join(map(str, dims))}")
-    return (dims[0], dims[1])
 
 
 def image_to_input(image: np.ndarray, spec: ImagePreprocess, model_hw: tuple[int, int] | None) -> np.ndarray:

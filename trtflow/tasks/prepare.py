@@ -26,8 +26,8 @@ import numpy as np
 from trtflow.deps import require
 from trtflow.errors import UsageError
 from trtflow.spec import is_count
-from trtflow.tasks.base import RESIZE_MODES, FrameMeta, frames_list, whole_option
-from trtflow.vision.preprocess import as_tensor, letterbox, normalize, resize
+from trtflow.tasks.base import RESIZE_MODES, FrameMeta, frames_list
+from trtflow.vision.preprocess import as_tensor, hw_size, letterbox, normalize, resize
 
 
 @dataclass(frozen=True)
@@ -72,22 +72,9 @@ class Prep:
 
 
 def as_size(size: Any) -> Optional[tuple[int, int]]:
-    """``640`` -> (640, 640); ``(480, 640)`` or ``"480x640"`` -> (480, 640); None stays None."""
-    if size is None:
-        return None
-    given = size
-    try:
-        if isinstance(size, str):
-            size = [int(p) for p in size.lower().replace(",", "x").split("x") if p.strip()]
-        size = (size,) if isinstance(size, (int, np.integer)) else tuple(size)
-        size = tuple(whole_option("input size", s, 1, "a side") for s in size)  # not True, 640.7 or 0
-    except (TypeError, ValueError, UsageError):
-        size = ()
-    if len(size) == 1:
-        size = size * 2
-    if len(size) != 2:
-        raise UsageError(f"input size {given!r}: give (height, width), 'HxW' or one int for a square")
-    return size
+    """A task's input size: ``hw_size`` (``640`` -> (640, 640); ``(480, 640)`` or ``"480x640"`` ->
+    (480, 640)); None stays None."""
+    return None if size is None else hw_size(size, "input size")
 
 
 def prepare_frames(frames: Any, prep: Prep, dtype: str = "float32", device: Optional[str] = None,

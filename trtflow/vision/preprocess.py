@@ -41,13 +41,31 @@ class Letterbox:
     size: tuple[int, int]
 
 
-def _size(size: int | Sequence[int]) -> tuple[int, int]:
-    """``size`` as (height, width): one whole number for a square, or two (a tuple or a list)."""
-    parts = (size, size) if isinstance(size, numbers.Integral) else size
-    if isinstance(parts, (str, bytes)) or not isinstance(parts, Sequence) or len(parts) != 2 \
-            or not all(is_count(s) for s in parts):
-        raise UsageError(f"size {size!r}: give a positive (height, width) or one positive int for a square")
-    return int(parts[0]), int(parts[1])
+def hw_size(size: Any, what: str = "size") -> tuple[int, int]:
+    """``size`` as (height, width), the one parser of image sizes: one whole number for a square
+    (``640``, ``"640"``), or two (``(480, 640)``, ``[480, 640]``, ``"480x640"``, ``"480,640"``).
+
+    Raises:
+        UsageError: anything else (a size below 1, a fraction, a bool, other counts), naming ``what``.
+    """
+    parts: Any = ()
+    if isinstance(size, str):
+        parts = [p.strip() for p in size.lower().replace(",", "x").split("x") if p.strip()]
+        parts = [int(p) for p in parts] if all(p.isascii() and p.isdigit() for p in parts) else ()
+    elif isinstance(size, numbers.Integral):
+        parts = (size,)
+    elif not isinstance(size, bytes):
+        try:
+            parts = tuple(size)
+        except TypeError:
+            pass
+    parts = tuple(int(p) if isinstance(p, numbers.Real) and not isinstance(p, bool) and float(p).is_integer() else p
+                  for p in parts)  # 640.0 too; True is refused below
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or not all(is_count(p) for p in parts):
+        raise UsageError(f"{what} {size!r}: give a positive (height, width), 'HxW' or one positive whole number for a square")
+    return parts
 
 
 def _hw(images: Any) -> tuple[int, int]:
@@ -155,7 +173,7 @@ def resize(images: Any, size: int | Sequence[int]):
     import torch.nn.functional as F
 
     images = _batched_nchw(images)
-    h, w = _size(size)
+    h, w = hw_size(size)
     if tuple(images.shape[2:]) == (h, w):
         return images
     _hw(images)
@@ -216,7 +234,7 @@ def letterbox(images: Any, size: int | Sequence[int], pad_value: float = 114 / 2
     images, numpy_in = _as_torch(images)
     images = _batched_nchw(images)
     h, w = _hw(images)
-    out_h, out_w = _size(size)
+    out_h, out_w = hw_size(size)
     scale = min(out_h / h, out_w / w)
     if not scaleup:
         scale = min(scale, 1.0)
@@ -310,7 +328,7 @@ def center_crop(images: Any, size: int | Sequence[int]):
     """The central ``size`` (h, w) window of NCHW images (a view, no copy)."""
     images = _batched_nchw(images)
     h, w = (int(d) for d in images.shape[2:])
-    ch, cw = _size(size)
+    ch, cw = hw_size(size)
     if ch > h or cw > w:
         raise UsageError(f"crop {ch}x{cw} is larger than the images ({h}x{w}); resize first")
     top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))

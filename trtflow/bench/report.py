@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,10 +11,12 @@ from typing import Any
 
 from trtflow.bench.loop import SERIES, BenchResult
 from trtflow.bench.stats import Stats
+from trtflow.errors import UsageError
 
 COV_THRESHOLD = 0.01  # trtexec flags GPU compute time varying more than 1 %
 ENQUEUE_BOUND = 0.8  # enqueue taking 80 % of compute or more ...
 BUSY = 0.9  # ... while the stream is busy less than 90 % of the walltime: the GPU waits for the host
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")  # formats matplotlib writes without another package
 LABELS = {"latency": "Latency", "enqueue": "Enqueue Time", "h2d": "H2D Latency", "compute": "GPU Compute Time",
           "d2h": "D2H Latency"}
 
@@ -133,7 +136,8 @@ def write_json(result: BenchResult, path: str | Path) -> Path:
 
 
 def plot(result: BenchResult, path: str | Path) -> Path:
-    """A PNG of the latency distribution (histogram with median and p99) and latency per query."""
+    """A figure of the latency distribution (histogram with median and p99) and latency per query:
+    PNG, SVG or PDF after ``path``'s suffix (``save_figure``)."""
     from trtflow.deps import require
 
     matplotlib = require("matplotlib", "--plot")
@@ -159,12 +163,43 @@ def plot(result: BenchResult, path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
+def check_plot_path(path: Any, what: str = "plot") -> Path:
+    """``path`` as a Path when its suffix names a format figures are written in (``PLOT_SUFFIXES``).
+
+    The CLIs' ``--plot`` and ``save_figure`` share this rule, so a Python caller gets what the CLI accepts.
+
+    Args:
+        path: the figure's file.
+        what: how the message names it, e.g. "--plot".
+
+    Raises:
+        UsageError: no file name, or a suffix other than .png, .svg or .pdf (checked without case).
+    """
+    names = ", ".join(PLOT_SUFFIXES[:-1]) + f" or {PLOT_SUFFIXES[-1]}"
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise UsageError(f"{what} needs a file name ending in {names}, got {path!r}")
+    path = Path(path)
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise UsageError(f"{what} {path}: give a file name ending in {names} (the suffix picks the format)")
+    return path
+
+
 def save_figure(fig, path: str | Path) -> Path:
-    """Lay out a matplotlib figure, write it to ``path`` as PNG (parent folders made) and close it."""
+    """Lay out a matplotlib figure, write it to ``path`` (parent folders made) and close it.
+
+    The suffix picks the format: .png, .svg or .pdf (``PLOT_SUFFIXES``).
+
+    Raises:
+        UsageError: another suffix (the figure is closed, nothing is written).
+    """
     import matplotlib.pyplot as plt
 
+    try:
+        path = check_plot_path(path)
+    except UsageError:
+        plt.close(fig)
+        raise
     fig.tight_layout()
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -124,7 +124,8 @@ def test_the_tensorrt_engine_is_loaded_through_the_cache_not_from_a_plan_file_a_
 
     monkeypatch.setenv("TRTFLOW_CACHE_DIR", str(tmp_path / "cache"))
     graph = helper.make_graph(
-        [helper.make_node("GlobalAveragePool", ["images"], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["logits"])],
+        [helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["logits"])],
         "pool", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 224, 224])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])])
     model = tmp_path / "pool.onnx"

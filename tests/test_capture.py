@@ -76,3 +76,12 @@ worker.join()
     ticks = [int(line.split()[1]) for line in run.stdout.splitlines() if line.startswith("tick")]
     assert len(ticks) >= 20 and ticks == list(range(len(ticks))), run.stdout[-2000:]
     assert "[torch.onnx]" not in run.stdout + run.stderr  # the exporter's own prints stay captured
+
+
+def test_the_text_is_logged_at_debug_level_when_the_block_fails_too(caplog):
+    log = logging.getLogger("trtflow.test_capture")
+    with caplog.at_level(logging.DEBUG, logger=log.name), pytest.raises(ValueError):
+        with capture_output(log=log):
+            print("what led to the error")
+            raise ValueError("failed")
+    assert any("what led to the error" in r.getMessage() for r in caplog.records)

@@ -158,5 +158,5 @@ def capture_output(loggers: Sequence[str] = (), fds: bool = False,
                 sink.seek(0)
                 buffer.write(sink.read().decode("utf-8", "replace"))
                 sink.close()
-    if log is not None and buffer.getvalue():
-        log.debug("captured output:\n%s", buffer.getvalue())
+            if log is not None and buffer.getvalue():  # on errors too: --verbose shows what led to them
+                log.debug("captured output:\n%s", buffer.getvalue())

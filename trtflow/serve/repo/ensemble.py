@@ -25,7 +25,8 @@ from trtflow.errors import UsageError
 from trtflow.progress import Progress, report
 from trtflow.serve.protocol import TRITON_TO_NUMPY
 from trtflow.serve.repo.config import ConfigSpec, build_config, config_dict, protobuf_modules, to_pbtxt, validate_pbtxt
-from trtflow.serve.repo.writer import TASK_INPUT, TASK_OUTPUT, RepoOptions, RepoResult, Staging, write_model
+from trtflow.serve.repo.atomic import AtomicWrite
+from trtflow.serve.repo.writer import TASK_INPUT, TASK_OUTPUT, RepoOptions, RepoResult, write_model
 from trtflow.spec import TensorSpec
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
@@ -40,7 +41,7 @@ def _spec(doc: dict) -> TensorSpec:
 
 
 def _write_python_step(repo: Path, name: str, template: str, spec: ConfigSpec, options: RepoOptions,
-                       staging: Staging) -> Path:
+                       staging: AtomicWrite) -> Path:
     model_dir = repo / name
     version = staging.prepare(model_dir, options.version, options.overwrite)
     text = to_pbtxt(build_config(spec))
@@ -92,7 +93,7 @@ def write_ensemble(model: str | os.PathLike, repo: str | os.PathLike, options: R
     model = Path(model)
     repo = Path(repo)
     name = options.name or model.stem
-    staging = Staging()  # the four folders: all written, or the ones they replace kept
+    staging = AtomicWrite()  # the four folders: all written, or the ones they replace kept
     written: list[Path] = []
     try:
         step = write_model(model, repo, replace(options, name=f"{name}_model", task=None, task_options={}), progress,

@@ -21,7 +21,7 @@ LAYERS = [
     ["backends"],
     ["graph"],
     ["vision"],
-    ["<core>"],  # errors, spec, arrays, feeds, deps, cache_dir, progress
+    ["<core>"],  # errors, spec, arrays, feeds, deps, cache_dir, progress, capture
 ]
 RANK = {pkg: i for i, row in enumerate(LAYERS) for pkg in row}
 CLI_ONLY = {"argparse", "rich", "tqdm", "click"}

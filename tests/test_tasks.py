@@ -469,18 +469,24 @@ def test_detect_builds_the_priors_once_per_input_size(tmp_path, monkeypatch):
             frames = [rng.integers(0, 255, (*size, 3), dtype=np.uint8) for _ in range(2)]
             feed, metas = task.prepare(frames)
             raw = task.infer(feed)
-            got = task.finish(raw, metas)
             want = decode_detections(raw, "ssd", score_thr=0.4, iou_thr=task.iou_threshold, input_size=size,
                                      priors=make(config, *size))  # a fresh array of priors
-            for i, (result, meta) in enumerate(zip(got, metas)):
-                n = int(want["num_detections"][i, 0])
-                assert len(result) == n
-                np.testing.assert_allclose(result.boxes, meta.to_source(want["boxes"][i, :n]), atol=1e-5)
-                found += n
+            found += _same_detections(task.finish(raw, metas), metas, want)
     assert found > 0
     assert made == [(64, 96), (96, 64)]
     assert resolved == [(64, 96), (96, 64)]
     task.close()
+
+
+def _same_detections(got, metas, want) -> int:
+    """Assert a task's results are ``decode_detections``' ``want`` mapped back to the frames; return how many."""
+    found = 0
+    for i, (result, meta) in enumerate(zip(got, metas)):
+        n = int(want["num_detections"][i, 0])
+        assert len(result) == n
+        np.testing.assert_allclose(result.boxes, meta.to_source(want["boxes"][i, :n]), atol=1e-5)
+        found += n
+    return found
 
 
 def test_detect_copies_priors_given_as_an_array_to_the_outputs_device_once(tmp_path):
@@ -506,11 +512,7 @@ def test_detect_copies_priors_given_as_an_array_to_the_outputs_device_once(tmp_p
         got = task.finish(raw, metas)
         copies.append(task._priors_like(raw))
         want = decode_detections(raw, "ssd", score_thr=0.4, iou_thr=task.iou_threshold, input_size=size, priors=array)
-        for i, (result, meta) in enumerate(zip(got, metas)):
-            n = int(want["num_detections"][i, 0])
-            assert len(result) == n
-            np.testing.assert_allclose(result.boxes, meta.to_source(want["boxes"][i, :n]), atol=1e-5)
-            found += n
+        found += _same_detections(got, metas, want)
     assert found > 0
     assert isinstance(copies[0], torch.Tensor) and all(c is copies[0] for c in copies)
     np.testing.assert_array_equal(copies[0].numpy(), array)

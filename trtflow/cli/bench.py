@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--noDataTransfers", action="store_true", help="leave H2D/D2H copies out of the timing")
     group.add_argument("--streams", type=options.count(1), default=1, help="spread queries over N CUDA streams (default: 1)")
     group.add_argument("--exportJson", metavar="FILE", help="write every figure and the per-query times as JSON")
-    group.add_argument("--plot", metavar="FILE.png", help="write the latency distribution as a PNG")
+    group.add_argument("--plot", metavar="FILE", help="write the latency distribution as a figure (.png, .svg or .pdf)")
     torch_group = parser.add_argument_group("torch engine")
     torch_group.add_argument("--compile", choices=("default", "reduce-overhead", "max-autotune"),
                              help="torch.compile mode (default: eager)")
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     )
     trtexec.apply_compat(args)
     if args.plot is not None:  # --plot "" too: refused, not taken as no --plot
-        options.check_out_path(args.plot, "--plot", ".png")
+        options.check_plot(args.plot)
         from trtflow.deps import require
 
         require("matplotlib", "--plot")  # before the run, not after it

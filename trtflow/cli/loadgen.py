@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--json-tensors", dest="binary", action="store_false", help="JSON tensors")
     parser.add_argument("--processes", type=int, default=1, metavar="N", help="processes the clients are spread over (default: 1)")
     parser.add_argument("--metadata-url", metavar="HOST:PORT", help="HTTP server to read model metadata from (gRPC runs)")
-    parser.add_argument("--plot", metavar="PNG", help="draw throughput and latency against concurrency")
+    parser.add_argument("--plot", metavar="FILE", help="draw throughput and latency against concurrency (.png, .svg or .pdf)")
     options.add_json(parser)
 
 
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.processes < 1 or args.duration <= 0 or args.warmup < 0:
         raise UsageError("--processes must be >= 1, --duration > 0 and --warmup >= 0")
     if args.plot is not None:  # before the load: a plot failing after it lost the results (printed after the plot)
-        options.check_out_path(args.plot, "--plot", ".png")
+        options.check_plot(args.plot)
         from trtflow.deps import require
 
         require("matplotlib", "loadgen --plot")

@@ -128,6 +128,14 @@ def check_out_path(path: str, flag: str, suffix: str | None = None) -> None:
         raise UsageError(f"{flag} {path}: the folder {parent} is not writable")
 
 
+def check_plot(path: str) -> None:
+    """Refuse a --plot path that cannot be written or names no figure format (the library's rule, before any work)."""
+    from trtflow.bench.report import check_plot_path
+
+    check_out_path(path, "--plot")
+    check_plot_path(path, "--plot")
+
+
 def check_distinct_paths(*given: tuple[str, str | None]) -> None:
     """Refuse two output flags naming one file (the second written would replace the first).
 

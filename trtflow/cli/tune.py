@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full-s", type=options.number(0), default=1.0, help="full timing of the survivors (default: %(default)s)")
     parser.add_argument("--device", default=None, help="torch device (default: the GPU when there is one)")
     parser.add_argument("--no-save", dest="save", action="store_false", help="do not save the choice")
-    parser.add_argument("--plot", metavar="FILE.png", help="write throughput per configuration as a PNG")
+    parser.add_argument("--plot", metavar="FILE", help="write throughput per configuration as a figure (.png, .svg or .pdf)")
     options.add_seed(parser)
     options.add_json(parser)
 
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from trtflow.tune.result import COLUMNS, plot, table_rows
 
     if args.plot is not None:  # --plot "" too: refused, not taken as no --plot
-        options.check_out_path(args.plot, "--plot", ".png")
+        options.check_plot(args.plot)
         # checked before the tuning, not after it: a plot that cannot be drawn would lose the table
         from trtflow.deps import require
 

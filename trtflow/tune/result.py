@@ -121,7 +121,7 @@ COLUMNS = ["configuration", "inferences/s", "p50 ms", "p99 ms", "build/compile s
 
 
 def plot(result: TuneResult, path: str | Path) -> Path:
-    """A PNG bar chart of throughput per measured configuration, accepted ones colored, the choice marked."""
+    """A bar chart (.png, .svg or .pdf) of throughput per measured configuration, accepted ones colored, the choice marked."""
     from trtflow.bench.report import save_figure
     from trtflow.deps import require
 

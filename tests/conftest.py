@@ -67,6 +67,14 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
     )
 
 
+def assert_no_not_writable_warning(code: str) -> None:
+    """Run ``code`` in a fresh Python with torch's "The given NumPy array is not writable" warning as an
+    error (torch warns once per process, so only a fresh one shows it)."""
+    child = "import warnings\nwarnings.filterwarnings('error', message='.*not writable')\n" + code
+    run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
 def call_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``trtflow ARGS`` in this process (``trtflow.cli.main.main``), capturing stdout and stderr
     like ``run_cli``: the fast way to check behaviour. ``env`` is set for the call only."""

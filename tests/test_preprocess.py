@@ -195,17 +195,12 @@ def test_letterbox_of_a_read_only_array_draws_no_torch_warning():
     """letterbox takes numpy images; a read-only one (np.frombuffer, a decoder's frame) went to torch.from_numpy,
     which warned "The given NumPy array is not writable" (once per process: checked in a fresh one). It is
     copied once instead, to the same result as a writeable array."""
-    import subprocess
-    import sys
+    from tests.conftest import assert_no_not_writable_warning
 
-    child = ("import warnings, numpy as np\n"
-             "warnings.filterwarnings('error', message='.*not writable')\n"
-             "from trtflow.vision.preprocess import letterbox\n"
-             "image = np.frombuffer(np.arange(48, dtype=np.float32).tobytes(), np.float32).reshape(1, 3, 4, 4)\n"
-             "assert not image.flags.writeable\n"
-             "letterbox(image, (8, 6))\n")
-    run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert_no_not_writable_warning(
+        "import numpy as np\nfrom trtflow.vision.preprocess import letterbox\n"
+        "image = np.frombuffer(np.arange(48, dtype=np.float32).tobytes(), np.float32).reshape(1, 3, 4, 4)\n"
+        "assert not image.flags.writeable\nletterbox(image, (8, 6))\n")
     image = np.frombuffer(np.arange(48, dtype=np.float32).tobytes(), np.float32).reshape(1, 3, 4, 4)
     out, box = pp.letterbox(image, (8, 6))
     assert isinstance(out, np.ndarray) and np.array_equal(out, pp.letterbox(image.copy(), (8, 6))[0])

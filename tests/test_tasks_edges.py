@@ -510,20 +510,14 @@ def test_read_only_frames_are_prepared_without_torch_warning():
     is not writable" (once per process: checked in a fresh one). They are prepared without the warning, to
     the same feed as writeable frames."""
     pytest.importorskip("torch")
-    import subprocess
-    import sys
-
+    from tests.conftest import assert_no_not_writable_warning
     from trtflow.tasks.prepare import Prep, prepare_frames
 
-    child = ("import warnings, numpy as np\n"
-             "warnings.filterwarnings('error', message='.*not writable')\n"
-             "from trtflow.tasks.prepare import Prep, prepare_frames\n"
-             "frame = np.frombuffer(bytes(range(48)), np.uint8).reshape(4, 4, 3)\n"
-             "assert not frame.flags.writeable\n"
-             "prepare_frames([frame, frame[:, ::2]], Prep(mode='none'))\n"
-             "prepare_frames(frame[None], Prep(size=(8, 8)))\n")
-    run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert_no_not_writable_warning(
+        "import numpy as np\nfrom trtflow.tasks.prepare import Prep, prepare_frames\n"
+        "frame = np.frombuffer(bytes(range(48)), np.uint8).reshape(4, 4, 3)\n"
+        "assert not frame.flags.writeable\n"
+        "prepare_frames([frame, frame[:, ::2]], Prep(mode='none'))\nprepare_frames(frame[None], Prep(size=(8, 8)))\n")
     frame = np.frombuffer(bytes(range(48)), np.uint8).reshape(4, 4, 3)
     x, _, _ = prepare_frames([frame], Prep(mode="none"))
     assert np.array_equal(x.numpy(), prepare_frames([frame.copy()], Prep(mode="none"))[0].numpy())

@@ -561,3 +561,22 @@ def test_fixed_engine_with_resize_none_refuses_frames_of_another_size_in_every_t
     width = 64 if name == "classify" else 50  # classify pads to a multiple of 1, the others of 32
     feed, metas = task.prepare([np.zeros((64, width, 3), np.uint8)])
     assert feed["x"].shape == (1, 3, 64, 64) and metas[0].size == (64, width)
+
+
+def test_an_engine_with_only_its_height_fixed_refuses_frames_of_another_height_under_resize_none():
+    """Height fixed at 64, width dynamic: a 100-row frame reached the engine's shape error (the check needed
+    both fixed); it is refused in prepare, naming the fixed height, while any width that pads runs."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from trtflow.backends import load
+    from trtflow.errors import UsageError
+    from trtflow.tasks.detect import DetectTask
+
+    model = onnx.load_from_string(tiny_onnx(np.zeros((5, 8), np.float32)))
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 64
+    model.graph.input[0].type.tensor_type.shape.dim[3].dim_param = "W"
+    task = DetectTask(load(model.SerializeToString(), engine="ort"), format="yolov8", resize="none")
+    with pytest.raises(UsageError, match=r"100 x 80.*128 x 96.*fixed at 64 x any.*letterbox"):
+        task.prepare([np.zeros((100, 80, 3), np.uint8)])
+    feed, metas = task.prepare([np.zeros((60, 150, 3), np.uint8)])
+    assert feed["x"].shape == (1, 3, 64, 160) and metas[0].size == (60, 150)

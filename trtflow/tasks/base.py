@@ -169,8 +169,12 @@ class Task(ABC):
 
     def fixed_size(self) -> Optional[tuple[int, int]]:
         """The engine's static (H, W) when both are fixed, else None."""
-        h, w = self.input_spec.shape[-2:]
-        return (h, w) if isinstance(h, int) and isinstance(w, int) else None
+        h, w = self.fixed_dims()
+        return (h, w) if h is not None and w is not None else None
+
+    def fixed_dims(self) -> tuple[Optional[int], Optional[int]]:
+        """The engine's (H, W), each its static size or None where it takes any."""
+        return tuple(d if isinstance(d, int) else None for d in self.input_spec.shape[-2:])
 
     def label(self, cls: int) -> Optional[str]:
         if self.labels is not None and 0 <= cls < len(self.labels):

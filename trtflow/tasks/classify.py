@@ -44,7 +44,7 @@ class ClassifyTask(Task):
         self.output_name = engine.outputs[0].name
 
     def prepare(self, frames: Any) -> tuple[dict[str, Any], list[FrameMeta]]:
-        x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device, self.fixed_size())
+        x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device, self.fixed_dims())
         return {self.input_name: feed_of(x, numpy_in)}, metas
 
     def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list[Classification]:

@@ -69,7 +69,7 @@ class CustomTask(Task):
                          base.scale, base.mean, base.std, base.pad_value, base.crop_ratio)
 
     def prepare(self, frames: Any) -> tuple[dict[str, Any], list[FrameMeta]]:
-        x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device, self.fixed_size())
+        x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device, self.fixed_dims())
         return {self.input_name: feed_of(x, numpy_in)}, metas
 
     def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list:

@@ -89,7 +89,7 @@ class DetectTask(Task):
                          f"({', '.join(FORMATS[1:])})")
 
     def prepare(self, frames: Any) -> tuple[dict[str, Any], list[FrameMeta]]:
-        x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device, self.fixed_size())
+        x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device, self.fixed_dims())
         return {self.input_name: feed_of(x, numpy_in)}, metas
 
     def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list[Detections]:

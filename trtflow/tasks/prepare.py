@@ -78,7 +78,7 @@ def as_size(size: Any) -> Optional[tuple[int, int]]:
 
 
 def prepare_frames(frames: Any, prep: Prep, dtype: str = "float32", device: Optional[str] = None,
-                   fixed: Optional[tuple[int, int]] = None):
+                   fixed: Optional[tuple[Optional[int], Optional[int]]] = None):
     """Frames -> (NCHW tensor in the model's layout, metas, numpy_in).
 
     Args:
@@ -87,7 +87,8 @@ def prepare_frames(frames: Any, prep: Prep, dtype: str = "float32", device: Opti
         dtype: the engine input's dtype name; an integer one (uint8) gets the pixel values rounded,
             so ``prep`` must not scale them (``Prep(scale=1.0)``, no mean/std).
         device: move numpy frames to this torch device first (e.g. "cuda"); torch frames stay where they are.
-        fixed: the engine's fixed (height, width) (``Task.fixed_size()``), or None where it takes any size.
+        fixed: the engine's (height, width) (``Task.fixed_dims()``), each its fixed size or None where it
+            takes any, or None for no check.
 
     Returns:
         (torch NCHW tensor, list of FrameMeta, True when the frames were numpy arrays and no device was given).
@@ -106,11 +107,12 @@ def prepare_frames(frames: Any, prep: Prep, dtype: str = "float32", device: Opti
     tensors = [as_tensor(f, device) for f in items]  # read-only numpy frames: one copy, straight to device
     if prep.mode == "none":
         target = _none_target(tensors, prep.stride)
-        if fixed is not None and target != tuple(fixed):
+        if fixed is not None and any(f is not None and f != t for f, t in zip(fixed, target)):
             h, w = max(int(t.shape[0]) for t in tensors), max(int(t.shape[1]) for t in tensors)
+            size = " x ".join("any" if f is None else str(f) for f in fixed)
             raise UsageError(f"resize 'none' runs frames at their own size: {h} x {w} (the batch's largest), padded to "
                              f"a multiple of {prep.stride}, is {target[0]} x {target[1]}, but the engine's input is "
-                             f"fixed at {fixed[0]} x {fixed[1]}. Give resize 'letterbox' or 'stretch' (--resize) to "
+                             f"fixed at {size}. Give resize 'letterbox' or 'stretch' (--resize) to "
                              "fit frames to it, or frames that pad to exactly that size")
     groups = _same_size_groups(tensors)
     out: list = [None] * len(tensors)

@@ -101,7 +101,7 @@ class SegmentTask(Task):
         Raises:
             UsageError: resize "none" gives an input of another size than the engine's fixed one.
         """
-        x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device, self.fixed_size())
+        x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device, self.fixed_dims())
         return {self.input_name: feed_of(x, numpy_in)}, metas
 
     def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list[Segmentation]:

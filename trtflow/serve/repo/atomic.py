@@ -25,7 +25,7 @@ class AtomicWrite:
     N/.V.writing-PID and config.pbtxt in N/.config.pbtxt.PID; ``commit`` moves an existing N/V aside to
     N/.V.replaced-PID, renames the new one to N/V, then config.pbtxt, and deletes the old version once every
     model is in place. A new model N is built whole in a folder beside the repository
-    (REPO/../.REPO.writing-XXXX, on the same filesystem) and renamed to REPO/N; where there is no such
+    (REPO/../.REPO.writing-<random suffix>, on the same filesystem) and renamed to REPO/N; where there is no such
     folder (REPO's parent not writable, REPO a mount point) N is made in place, empty until its version and
     config.pbtxt arrive as above, with a warning. A write that fails, is refused or is stopped half-way,
     ``commit`` included, removes what it built and leaves the repository as it was (``rollback``)."""

@@ -91,3 +91,15 @@ def test_a_scalar_array_stays_a_scalar_tensor():
         assert tuple(to_torch(value).shape) == () and to_torch(value).item() == value.item()
     strided = np.arange(12, dtype=np.float32).reshape(3, 4)[:, ::2]
     assert to_torch(strided).tolist() == strided.tolist()
+
+
+def test_a_read_only_array_becomes_a_tensor_without_torch_warning():
+    """torch.from_numpy warns "not writable" for np.frombuffer's arrays and decoders' frames (once per process:
+    checked in a fresh one); to_torch, under every engine's feed, copies them once instead."""
+    pytest.importorskip("torch")
+    from tests.conftest import assert_no_not_writable_warning
+
+    assert_no_not_writable_warning(
+        "import numpy as np\nfrom trtflow.arrays import to_torch\n"
+        "a = np.frombuffer(np.arange(6, dtype=np.float32).tobytes(), np.float32).reshape(2, 3)\n"
+        "assert not a.flags.writeable\nassert to_torch(a).tolist() == a.tolist()\n")

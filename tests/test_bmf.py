@@ -380,6 +380,8 @@ def test_an_integer_image_input_gets_the_0_255_pixels():
         EngineTask(load(_pixels_onnx(T.UINT8), engine="ort"), input_shapes={"images": [1, 3, 8, 8]}, mean=(0.5,) * 3)
     with pytest.raises(UsageError, match="int8"):  # 0..255 does not fit
         EngineTask(load(_pixels_onnx(T.INT8), engine="ort"), input_shapes={"images": [1, 3, 8, 8]})
+    with pytest.raises(UsageError, match="uint16.*cannot hold frames"):  # torch has no uint16 tensor to prepare in
+        EngineTask(load(_pixels_onnx(T.UINT16), engine="ort"), input_shapes={"images": [1, 3, 8, 8]})
 
 
 def test_an_output_without_the_batch_dim_is_refused_naming_it():

@@ -215,7 +215,8 @@ def _wider(torch) -> dict:
 
 
 def to_torch(x: Any, device: str | None = None):
-    """A torch tensor sharing memory with ``x`` where possible (numpy, DLPack), moved if asked."""
+    """A torch tensor sharing memory with ``x`` where possible (numpy, DLPack; a read-only array is
+    copied once), moved if asked."""
     import torch
 
     if isinstance(x, torch.Tensor):
@@ -223,6 +224,8 @@ def to_torch(x: Any, device: str | None = None):
     elif isinstance(x, np.ndarray):
         if not x.dtype.isnative:  # a '>f4' .npy: torch takes native byte order only
             x = x.astype(x.dtype.newbyteorder("="))
+        if not x.flags.writeable:  # np.frombuffer's, a decoder's frame: torch cannot share it (it warns), so
+            return torch.tensor(x, device=device)  # one copy, straight to the device
         # np.asarray(order="C"), not np.ascontiguousarray, which makes a 0-d array (1,)
         t = torch.from_numpy(np.asarray(x, order="C")) if x.dtype != np.bool_ else torch.from_numpy(x.copy())
     elif hasattr(x, "__dlpack__"):

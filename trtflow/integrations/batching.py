@@ -253,7 +253,7 @@ class EngineTask(Task):
 
 
 _FLOATS = ("float16", "float32", "float64", "bfloat16")
-_PIXEL_INTS = ("uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")  # types 0..255 fits in
+_PIXEL_INTS = ("uint8", "int16", "int32", "int64")  # types 0..255 fits in that torch has (no uint16/32/64 tensors)
 
 
 def _dims(name: str, dims: Any) -> tuple[int, ...]:

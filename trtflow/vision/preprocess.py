@@ -291,9 +291,8 @@ def _as_torch(images: Any):
 def as_tensor(array: Any, device: Any = None):
     """A numpy array or a torch tensor as a torch tensor on ``device`` (None: where it is).
 
-    A writeable array is shared (then moved); a read-only one (np.frombuffer's, a decoder's frame),
-    which torch cannot share (``torch.from_numpy`` warns "not writable"), is copied once, straight to
-    ``device``.
+    A writeable array is shared (then moved); a read-only one is copied once, straight to ``device``
+    (``arrays.to_torch``).
 
     Raises:
         UsageError: neither a numpy array nor a torch tensor.
@@ -303,8 +302,6 @@ def as_tensor(array: Any, device: Any = None):
 
     from trtflow.arrays import to_torch
 
-    if isinstance(array, np.ndarray) and not array.flags.writeable and array.dtype.isnative:
-        return torch.tensor(array, device=device)
     if not isinstance(array, (np.ndarray, torch.Tensor)):
         raise UsageError(f"expected a numpy array or a torch tensor, got {type(array).__name__}")
     return to_torch(array, device)

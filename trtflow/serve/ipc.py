@@ -2,7 +2,7 @@
 messages over a Unix socket and shared-memory arenas of fixed-size request slots.
 
 Messages are tuples; the messages one side sends in one turn of its event loop travel as one
-frame (a pickled list behind a 4-byte length): under load one ``recv`` and one ``pickle.loads``
+frame (a pickled list behind an 8-byte length): under load one ``recv`` and one ``pickle.loads``
 carry a whole batch of requests or answers. Small except for the inline fallback:
 
 | from      | message                                         | answer                                  |

@@ -24,6 +24,7 @@ import numpy as np
 from trtflow.errors import UsageError
 from trtflow.progress import Progress
 from trtflow.serve import protocol
+from trtflow.spec import TensorSpec
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def _check_shapes(config: LoadConfig, inputs: list[dict]) -> None:
             raise UsageError(f"--shapes names '{name}', which is not an input of model '{config.model}'; "
                              f"its inputs are {list(dims)}")
         want = dims[name]
-        if len(shape) != len(want) or any(w >= 0 and w != d for w, d in zip(want, shape)):
+        if not TensorSpec(name, "float32", tuple("?" if w < 0 else w for w in want)).takes(shape):
             spec = "x".join("?" if w < 0 else str(w) for w in want) or "a scalar"
             raise UsageError(f"--shapes {name}:{'x'.join(map(str, shape))} does not fit input '{name}' of model "
                              f"'{config.model}', shaped {spec} (? any size): every request would be refused")

@@ -167,9 +167,10 @@ def _bench(engine, feed, seconds: float, warmup_ms: float) -> tuple[float, float
     return throughput(result)["inferences_per_s"], stats.median, stats.p99  # GPU: queries over the walltime
 
 
-def _not_the_fastest(cand: Candidate, speeds: dict[str, float]) -> str | None:
-    """Why a retuning (``cand.refines``) is not tried: the configuration it retunes is not the fastest so far."""
-    if not cand.refines:
+def _not_the_fastest(cand: Candidate, speeds: dict[str, float], names: set[str] | frozenset = frozenset()) -> str | None:
+    """Why a retuning (``cand.refines``) is not tried: the configuration it retunes is not the fastest so far.
+    One whose base is not among the candidates (``names``; left out by ``only``) is tried as it is."""
+    if not cand.refines or cand.refines not in names:
         return None
     if cand.refines not in speeds:
         return f"not tried: retunes '{cand.refines}', which was not timed"
@@ -189,12 +190,13 @@ def search(subject: Any, candidates: list[Candidate], skips: list, feeds, refere
     timing_feed = feeds.accuracy[0]  # host float32: the bench loop casts it for CUDA engines
     best_short, best_name = 0.0, ""
     remaining, speeds = list(candidates), {}
+    names = {c.name for c in candidates}
     for i in range(len(candidates)):
         remaining = prefer(remaining, speeds)
         cand = remaining.pop(0)
         r = ConfigResult(cand.name, cand.engine, cand.precision, dict(cand.options))
         results.append(r)
-        why = _not_the_fastest(cand, speeds)
+        why = _not_the_fastest(cand, speeds, names)
         if why:
             r.status, r.reason = SLOWER, why
             continue

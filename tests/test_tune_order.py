@@ -124,6 +124,13 @@ def test_budget_uses_the_compile_estimate_before_any_compile():
     assert _Clock(budget_s=30.0, timing_s=1.0).refuse(compile_cand) is None  # the 5 s guess fits
     clock.learn(compile_cand, 10.0)
     assert clock.per_cost == 40.0  # the larger of estimate and measurement: never optimistic
+    # a retuning is estimated from the compile it retunes, not the slowest compile seen (ResNet-50 at 256 on
+    # an H200: +cdt refused with ~75 s estimated, its base compiled in 3.7 s and +cdt itself once took 6.6 s)
+    cdt = Candidate("fp16 compile+graphs+cdt cl", "torch", "fp16", {}, "fp32", COST["cdt"], "cdt",
+                    refines="fp16 compile+graphs cl")
+    assert "~201 s needed" in clock.refuse(cdt)  # 1 + 5 x 40
+    assert clock.refuse(cdt, base_s=2.0) is None  # 1 + 9 x 2 = 19 s of the 30 s left
+    assert "~37 s needed" in clock.refuse(cdt, base_s=4.0)
 
 
 def _bench_script(name: str):

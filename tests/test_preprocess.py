@@ -231,9 +231,10 @@ def test_one_height_width_parser_behind_every_size_option():
     from trtflow.vision.preprocess import hw_size
 
     for given, want in ((640, (640, 640)), ((480, 640), (480, 640)), ([480, 640], (480, 640)), ("480x640", (480, 640)),
-                        ("480,640", (480, 640)), ("640", (640, 640)), (np.int64(32), (32, 32))):
+                        ("480,640", (480, 640)), ("640", (640, 640)), (np.int64(32), (32, 32)), (640.0, (640, 640)),
+                        (np.float64(32), (32, 32)), ((480.0, 640), (480, 640))):
         assert hw_size(given) == as_size(given) == want, given
-    for bad in (0, -1, True, (1, 2, 3), "axb", "0x640", 2.5, (), None):
+    for bad in (0, -1, True, (1, 2, 3), "axb", "0x640", 2.5, (), None, "480x", "x480"):
         with pytest.raises(UsageError, match="size"):
             hw_size(bad)
     assert as_size(None) is None

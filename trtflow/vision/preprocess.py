@@ -49,10 +49,10 @@ def hw_size(size: Any, what: str = "size") -> tuple[int, int]:
         UsageError: anything else (a size below 1, a fraction, a bool, other counts), naming ``what``.
     """
     parts: Any = ()
-    if isinstance(size, str):
-        parts = [p.strip() for p in size.lower().replace(",", "x").split("x") if p.strip()]
+    if isinstance(size, str):  # "480x" or "x480" is refused, not read as a square
+        parts = [p.strip() for p in size.lower().replace(",", "x").split("x")]
         parts = [int(p) for p in parts] if all(p.isascii() and p.isdigit() for p in parts) else ()
-    elif isinstance(size, numbers.Integral):
+    elif isinstance(size, numbers.Real):  # 640 or 640.0 (a fraction or a bool is refused below)
         parts = (size,)
     elif not isinstance(size, bytes):
         try:

@@ -21,7 +21,7 @@ grpcclient = pytest.importorskip("tritonclient.grpc")
 import trtflow  # noqa: E402
 from trtflow.serve import metrics, protocol  # noqa: E402
 from trtflow.serve.model import BatchConfig, ServedModel  # noqa: E402
-from trtflow.serve.server import BackgroundServer, ServeOptions  # noqa: E402
+from trtflow.serve.server import BackgroundServer, ServeOptions, Server  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 
@@ -424,6 +424,11 @@ def test_instance_kind_follows_the_engines():
         assert instance_kind([cpu]) == "KIND_CPU"
         gpu.engines[0].providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         assert instance_kind([gpu]) == "KIND_GPU" == instance_kind([cpu, gpu])
+
+        async def kinds():  # a Python caller's Server reports its engines' kind, not ServeOptions' default
+            return [Server(models, ServeOptions(http_port=None, grpc_port=None)).kind for models in ([cpu], [cpu, gpu])]
+
+        assert asyncio.run(kinds()) == ["KIND_CPU", "KIND_GPU"]
     finally:
         cpu.close()
         gpu.close()

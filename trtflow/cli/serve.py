@@ -188,23 +188,21 @@ def _load_models(args: argparse.Namespace, names: list[str], labels: list[str] |
     return models
 
 
-def _options(args: argparse.Namespace, kind: str = "KIND_CPU"):
+def _options(args: argparse.Namespace):
     from trtflow.serve.server import ServeOptions
 
     return ServeOptions(args.host, args.http_port, None if args.grpc_port < 0 else args.grpc_port,
-                        int(args.max_body_mb * (1 << 20)), args.drain_timeout_s, kind,
-                        idle_timeout_s=args.idle_timeout_s)
+                        int(args.max_body_mb * (1 << 20)), args.drain_timeout_s, idle_timeout_s=args.idle_timeout_s)
 
 
 def _serve_one(args: argparse.Namespace, names: list[str], on_ready) -> None:
     """Load the models and serve until SIGTERM/SIGINT (one process)."""
-    from trtflow.serve.model import instance_kind
     from trtflow.serve.server import listen_error, serve
 
     models = []
     try:
         models = _load_models(args, names, _labels(args))
-        opts = _options(args, instance_kind(models))
+        opts = _options(args)
         _access_log(args.access_log)
         try:
             serve(models, opts, on_ready=lambda server: on_ready(server, models))

@@ -24,7 +24,6 @@ import sys
 
 from trtflow.errors import TrtflowError
 from trtflow.serve import gather, ipc, protocol
-from trtflow.serve.model import instance_kind
 from trtflow.serve.server import Server, ServeOptions, run_loop
 
 log = logging.getLogger(__name__)
@@ -75,9 +74,8 @@ def engine_main(load, options: ServeOptions, path: str, queue, setup=None) -> No
 
 async def _serve(models: list, options: ServeOptions, path: str, queue) -> None:
     execute = gather.executors(models)
-    kind = instance_kind(models)
-    server = Server(models, ServeOptions(http_port=None, grpc_port=None, drain_timeout_s=options.drain_timeout_s,
-                                         kind=kind), execute=execute)
+    server = Server(models, ServeOptions(http_port=None, grpc_port=None, drain_timeout_s=options.drain_timeout_s),
+                    execute=execute)
     hub = Hub(server, gather.Pinned() if execute else None)
     loop = asyncio.get_running_loop()
     listener = await loop.create_unix_server(hub.connection, path)
@@ -93,7 +91,7 @@ async def _serve(models: list, options: ServeOptions, path: str, queue) -> None:
 
     loop.call_later(1.0, orphaned)
     devices = {m.name: [device_name(e) for e in m.engines] for m in models}
-    queue.put(("ready", [m.info() for m in models], kind, devices, os.getpid()))
+    queue.put(("ready", [m.info() for m in models], server.kind, devices, os.getpid()))
     await hub.stop.wait()
     await server.drain()
     listener.close()

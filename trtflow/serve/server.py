@@ -20,7 +20,7 @@ import numpy as np
 from trtflow.errors import UsageError
 from trtflow.serve import metrics
 from trtflow.serve.batcher import Batcher
-from trtflow.serve.model import ServedModel
+from trtflow.serve.model import ServedModel, instance_kind
 from trtflow.serve.protocol import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,9 @@ class ServeOptions:
         http_port, grpc_port: 0 picks a free port; None turns the listener off.
         max_body: request body limit in bytes (413 above it).
         drain_timeout_s: how long a drain waits for running requests.
-        kind: the instance kind reported in the model config (KIND_CPU or KIND_GPU).
+        kind: the instance kind reported in the model config (KIND_CPU or KIND_GPU) by a server whose
+            engines run in another process (``--workers`` front ends); one with its engines reports
+            theirs (``instance_kind``).
         reuse_port: bind with SO_REUSEPORT so several server processes share the ports
             (the kernel spreads connections over them).
         switch_interval_s: the interpreter's thread switch interval while ``serve`` runs. The
@@ -74,7 +76,8 @@ class Server:
         self.version = __version__
         self.options = options
         self.max_body = options.max_body
-        self.kind = options.kind
+        engines = models and all(isinstance(m, ServedModel) for m in models)
+        self.kind = instance_kind(models) if engines else options.kind  # what the engines run on, where they are here
         self.models = {m.name: m for m in models}
         self.stats = {m.name: metrics.ModelStats() for m in models}
         self.batchers = self._batchers(models, execute or {})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import subprocess
 import sys
@@ -49,11 +48,11 @@ def test_only_the_capturing_threads_prints_warnings_and_log_records_are_captured
     assert "other thread record" in messages and "own record" in messages and "library record" not in messages
 
 
-def test_a_thread_printing_while_another_exports_gets_its_output_through(tmp_path):
-    """Both exporters (TorchScript with its file descriptors redirected, dynamo without), one after the
-    other in one fresh process, while another thread prints."""
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_a_thread_printing_while_another_exports_gets_its_output_through(tmp_path, exporter):
     pytest.importorskip("torch")
-    exporters = ["torchscript"] + (["dynamo"] if importlib.util.find_spec("onnxscript") else [])
+    if exporter == "dynamo":
+        pytest.importorskip("onnxscript")
     script = f"""
 import threading, time, torch
 from trtflow.export import from_torch
@@ -67,9 +66,8 @@ def ticks():
         time.sleep(0.002)
 worker = threading.Thread(target=ticks)
 worker.start()
-for exporter in {exporters!r}:
-    from_torch(tiny_module(), torch.randn(2, 3, 16, 16), {str(tmp_path / "t.onnx")!r}, exporter=exporter,
-               output_names=["logits", "feat"], dynamic={{"x": {{0: "batch"}}}}, verify=False)
+from_torch(tiny_module(), torch.randn(2, 3, 16, 16), {str(tmp_path / "t.onnx")!r}, exporter={exporter!r},
+           output_names=["logits", "feat"], dynamic={{"x": {{0: "batch"}}}}, verify=False)
 stop.set()
 worker.join()
 """
@@ -87,3 +85,24 @@ def test_the_text_is_logged_at_debug_level_when_the_block_fails_too(caplog):
             print("what led to the error")
             raise ValueError("failed")
     assert any("what led to the error" in r.getMessage() for r in caplog.records)
+
+
+def test_records_let_through_reach_the_terminal_while_the_descriptors_are_redirected():
+    """With fds=True, a StreamHandler on the real stderr (logging.basicConfig's) wrote into descriptor 2, then
+    the capture's sink: trtflow's own warnings and errors vanished into the captured text."""
+    script = """
+import logging, sys
+logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+from trtflow.capture import capture_output
+with capture_output(("torch",), fds=True) as out:
+    logging.getLogger("trtflow.x").warning("own warning")
+    logging.getLogger("torch.x").error("library error")
+    logging.getLogger("torch.x").warning("library warning")
+    print("captured print")
+sys.stdout.write("OUT:" + out.getvalue().replace(chr(10), "|"))
+"""
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "WARNING trtflow.x: own warning" in run.stderr and "ERROR torch.x: library error" in run.stderr
+    captured = run.stdout.split("OUT:", 1)[1]
+    assert "library warning" in captured and "captured print" in captured and "own warning" not in captured

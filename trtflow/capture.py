@@ -92,6 +92,19 @@ def _fd_stream(stream: _Stream, fd: int, saved: int) -> None:
                         errors="backslashreplace", closefd=False)
 
 
+def _to_terminal(streams: dict) -> list[tuple[logging.StreamHandler, object]]:
+    """Point the stream handlers that write to the real stdout/stderr (``logging.basicConfig``'s) at
+    the saved descriptors while 1 and 2 are redirected, so the records the capture lets through
+    (trtflow's, errors, other threads') still reach the terminal. Returns (handler, stream) to restore."""
+    loggers = [logging.root] + [lg for lg in list(logging.root.manager.loggerDict.values()) if isinstance(lg, logging.Logger)]
+    swapped = []
+    for h in dict.fromkeys(h for lg in loggers for h in lg.handlers):
+        for s in streams.values():
+            if type(h) is logging.StreamHandler and h.stream is s._real and s.other is not s._real:
+                swapped.append((h, h.setStream(s.other)))
+    return swapped
+
+
 @contextlib.contextmanager
 def capture_output(loggers: Sequence[str] = (), fds: bool = False,
                    log: logging.Logger | None = None) -> Iterator[io.StringIO]:
@@ -125,7 +138,7 @@ def capture_output(loggers: Sequence[str] = (), fds: bool = False,
 
         for s in streams.values():
             s.flush()
-        saved, sink = [], None
+        saved, sink, swapped = [], None, []
         token = _BUFFER.set(buffer)
         try:
             if fds:
@@ -134,6 +147,7 @@ def capture_output(loggers: Sequence[str] = (), fds: bool = False,
                     saved.append(os.dup(fd))
                     _fd_stream(s, fd, saved[-1])
                     os.dup2(sink.fileno(), fd)
+                swapped = _to_terminal(streams)
             sys.stdout, sys.stderr = streams["stdout"], streams["stderr"]
             warnings.showwarning = showwarning
             for h in handlers:
@@ -144,6 +158,8 @@ def capture_output(loggers: Sequence[str] = (), fds: bool = False,
                 h.removeFilter(records)
             if warnings.showwarning is showwarning:
                 warnings.showwarning = show
+            for h, stream in swapped:
+                h.setStream(stream)
             for name, s in streams.items():
                 if getattr(sys, name) is s:
                     setattr(sys, name, s._real)

@@ -203,7 +203,7 @@ def tuned(name, batch, device, budget_s, args, compile_estimate_s, state) -> dic
     from trtflow.tune import TuneOptions
 
     size = size_of(name)
-    opts = TuneOptions(short_s=args.short_s, full_s=args.full_s, warmup_ms=100, accuracy_samples=batch,
+    opts = TuneOptions(short_s=args.short_s, full_s=args.full_s, warmup_ms=args.warmup_ms, accuracy_samples=batch,
                        only=list(args.only), save=False, compile_estimate_s=compile_estimate_s,
                        keep_io_types=args.io == "fp32")
     before = inductor_counts()
@@ -351,6 +351,7 @@ def arguments(argv=None):
     ap.add_argument("--timing-s", type=float, default=1.0, help="seconds of queries per plain baseline")
     ap.add_argument("--short-s", type=float, default=0.2)
     ap.add_argument("--full-s", type=float, default=0.6)
+    ap.add_argument("--warmup-ms", type=float, default=100, help="tune's warm-up before each timing")
     ap.add_argument("--compile-guess-s", type=float, default=40,
                     help="tune's compile estimate when the plain reduce-overhead compile of the model was not measured")
     args = ap.parse_args(argv)

@@ -364,3 +364,74 @@ def test_an_onnx_model_or_a_plan_on_the_torch_engine_names_the_engine_that_runs_
     with pytest.raises(UsageError, match=f"is {what}: give --engine {engine} .*engine=\"{engine}\"") as info:
         trtflow.load(path, engine="torch")
     assert "zip" not in str(info.value)
+
+
+class Bottleneck(torch.nn.Module):
+    """ResNet's downsampling block: its residual is a conv + BN of its own."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.conv1, self.bn1 = nn.Conv2d(4, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6)
+        self.conv2, self.bn2 = nn.Conv2d(6, 8, 1, bias=False), nn.BatchNorm2d(8)
+        self.down, self.down_bn = nn.Conv2d(4, 8, 1, bias=False), nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.bias.data.uniform_(-1, 1)
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + self.down_bn(self.down(x)))
+
+
+def test_fuse_moves_the_residual_convolutions_bias_into_the_fused_one():
+    """Inductor runs a convolution's bias as a kernel of its own; the downsample branch's bias (its
+    folded batch norm) is added by the fused conv + add + ReLU instead, with the same result."""
+    from trtflow.backends.torch.fuse import fuse_conv_bn_act
+
+    torch.manual_seed(0)
+    model = Bottleneck().eval()
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        mid = model.relu(model.bn1(model.conv1(x)))
+        want = model.bn2(model.conv2(mid)) + model.down_bn(model.down(x))
+    gm = fuse_conv_bn_act(model)
+    fused = [n for n in gm.graph.nodes if n.target is torch.cudnn_convolution_add_relu]
+    assert len(fused) == 1
+    conv2, down = gm.get_submodule("conv2"), gm.get_submodule("down")
+    assert down.bias is None and conv2.bias is not None
+    with torch.no_grad():
+        got = conv2(mid) + down(x)  # what the fused op adds before its ReLU
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_fuse_pads_three_input_channels_to_four_only_when_asked():
+    """Only a fused conv + ReLU on 3 channels (ResNet's stem) is padded; an unfused one (MobileNetV3's
+    hardswish stem) ran slower padded and keeps 3."""
+    from trtflow.backends.torch.fuse import fuse_conv_bn_act
+
+    nn = torch.nn
+    torch.manual_seed(0)
+    make = lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                                 nn.Conv2d(8, 8, 1)).eval()
+    model = make()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        want = model[1](model[0](x))
+    plain = fuse_conv_bn_act(make())
+    assert torch.nn.functional.pad not in [n.target for n in plain.graph.nodes]
+    assert plain.get_submodule("0").weight.shape[1] == 3
+    gm = fuse_conv_bn_act(model, pad_channels=True)
+    pads = [n for n in gm.graph.nodes if n.target is torch.nn.functional.pad]
+    assert len(pads) == 1 and pads[0].args[0].op == "placeholder"  # only the 3-channel convolution
+    conv = gm.get_submodule("0")
+    assert conv.weight.shape[1] == 4 and conv.in_channels == 4 and not conv.weight[:, 3].any()
+    assert gm.get_submodule("3").weight.shape[1] == 8
+    with torch.no_grad():
+        got = conv(torch.nn.functional.pad(x, (0, 0, 0, 0, 0, 1)))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    hardswish = fuse_conv_bn_act(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Hardswish()).eval(),
+                                 pad_channels=True)
+    assert torch.nn.functional.pad not in [n.target for n in hardswish.graph.nodes]
+    assert hardswish.get_submodule("0").in_channels == 3

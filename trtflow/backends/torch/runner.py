@@ -334,7 +334,7 @@ def _place(torch, module, examples, device, precision: str, channels_last: bool,
     if fuse:
         from trtflow.backends.torch.fuse import fuse_conv_bn_act
 
-        module = fuse_conv_bn_act(module)
+        module = fuse_conv_bn_act(module, pad_channels=channels_last)
     if cast:
         module = module.to(want)
     if channels_last:

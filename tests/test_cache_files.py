@@ -3,12 +3,14 @@ and ``cache clear`` do with incomplete entries, stale temporary files and a buil
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
 
-from filelock import FileLock
+import pytest
+from filelock import FileLock, Timeout
 
 from tests.conftest import call_cli
 from trtflow.backends.tensorrt.cache import EngineCache
@@ -48,8 +50,26 @@ def test_clear_leaves_a_build_under_way_alone(tmp_path):
         assert (root / f"{'b' * 64}.plan").exists()
         os.replace(live_tmp, root / f"{'b' * 64}.plan")  # the writer finishes
     assert not dead_tmp.exists()
-    assert sorted(p.name for p in root.iterdir()) == sorted(f"{'b' * 64}{s}" for s in (".plan", ".plan.json", ".lock"))
-    assert EngineCache(root).clear() == 1 and list(root.iterdir()) == []
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        [f"{'a' * 64}.lock"] + [f"{'b' * 64}{s}" for s in (".plan", ".plan.json", ".lock")])
+    assert EngineCache(root).clear() == 1
+    assert sorted(p.name for p in root.iterdir()) == sorted(f"{k * 64}.lock" for k in "ab")  # locks stay
+
+
+def test_clear_keeps_the_lock_file_a_waiter_has_open(tmp_path):
+    root = tmp_path / "engines"
+    key = "a" * 64
+    _entry(root, key)
+    lock = EngineCache(root).paths(key)[2]
+    waiter = os.open(lock, os.O_RDWR)  # a build opened the lock file and waits for clear() to let it go
+    try:
+        EngineCache(root).clear()
+        fcntl.flock(waiter, fcntl.LOCK_EX | fcntl.LOCK_NB)  # clear() is done: the waiter holds the lock
+        assert os.path.samestat(os.fstat(waiter), lock.stat())
+        with pytest.raises(Timeout):  # a third build must wait for it, not lock a new file of the same name
+            FileLock(str(lock), timeout=0).acquire()
+    finally:
+        os.close(waiter)
 
 
 def test_list_skips_a_plan_removed_while_listing(tmp_path):

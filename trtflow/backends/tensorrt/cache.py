@@ -1,8 +1,9 @@
 """The engine cache: plans keyed by ONNX bytes, build config, TensorRT flavor/version and target GPU.
 
 Layout under ``cache_dir()/engines``: ``KEY.plan``, its sidecar ``KEY.plan.json`` and a lock file
-``KEY.lock``. A build holds the lock (filelock), so two processes asking for one key build it
-once; plan and sidecar are written atomically (temporary file + ``os.replace``), the sidecar last.
+``KEY.lock``, never deleted (``EngineCache.clear`` says why). A build holds the lock (filelock), so
+two processes asking for one key build it once; plan and sidecar are written atomically (temporary
+file + ``os.replace``), the sidecar last.
 An entry is used only when its sidecar says it was built by this TensorRT for this GPU and the
 plan's SHA-256 matches; otherwise it is rebuilt.
 """
@@ -190,12 +191,13 @@ class EngineCache:
         return out
 
     def clear(self) -> int:
-        """Delete every cached plan, sidecar and lock file, and the temporary files of killed writers;
-        return how many plans were removed.
+        """Delete every cached plan and sidecar, and the temporary files of killed writers; return how
+        many plans were removed.
 
         A key whose lock another process holds (a build under way) is left alone, with its writer's
-        temporary files: deleting them would break that build's rename, and its lock file would stop
-        keeping a third process from building the key at the same time.
+        temporary files: deleting them would break that build's rename. The empty lock files stay: a
+        build that opened one before it was deleted could lock that file while a third process creates
+        and locks a new one of the same name, and both would build the key at once.
         """
         from filelock import FileLock, Timeout
 
@@ -213,8 +215,6 @@ class EngineCache:
                     side.unlink(missing_ok=True)
             except Timeout:
                 log.info("engine cache: %s is being built by another process; left alone", key)
-                continue
-            lock.unlink(missing_ok=True)
         # .KEY.plan[.json].PID.NS.tmp: only those of dead writers go, each written file's looked up once
         for target in {tmp.name[1:].removesuffix(".tmp").rsplit(".", 2)[0] for tmp in self.root.glob(".*.tmp")}:
             remove_stale_temps(self.root / target)

@@ -287,3 +287,18 @@ def test_a_module_against_an_onnx_file_takes_input_files_in_any_order(tmp_path, 
     assert proc.returncode == 0, proc.stderr
     report = __import__("json").loads(proc.stdout)
     assert report["inputs"]["a"]["shape"] == [2, 3] and report["inputs"]["b"]["shape"] == [2, 5] and report["passed"]
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"per_output_atol": [0.1]}, "per_output_atol: expected a dict output name -> tolerance"),
+    ({"per_output_rtol": 0.1}, "per_output_rtol: expected a dict"), ({"per_output_atol": {0: 0.1}}, "per_output_atol"),
+    ({"per_output_atol": {"y": "0.1"}}, "finite numbers"), ({"atol": "1e-3"}, "finite numbers"),
+    ({"equal_nan": "yes"}, "equal_nan: expected True or False"), ({"min_agreement": "all"}, "min_agreement"),
+])
+def test_tolerances_of_the_wrong_type_are_usage_errors_naming_the_form(fields, message):
+    """Tolerances(per_output_atol=[0.1]) raised AttributeError ('list' object has no attribute 'values');
+    equal_nan="yes" was taken as true."""
+    from trtflow.compare import Tolerances
+
+    with pytest.raises(UsageError, match=message):
+        Tolerances(**fields)

@@ -24,7 +24,8 @@ class Tolerances:
     an argmax map flip between near-tied classes).
 
     Raises:
-        UsageError: a tolerance that is not a finite number >= 0.
+        UsageError: a tolerance that is not a finite number >= 0, per-output tolerances that are not
+            a dict output name -> tolerance, an ``equal_nan`` that is not True or False.
     """
 
     atol: float = 1e-5
@@ -35,11 +36,18 @@ class Tolerances:
     min_agreement: float = 1.0
 
     def __post_init__(self):
+        for key in ("per_output_atol", "per_output_rtol"):
+            value = getattr(self, key)
+            if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+                raise UsageError(f"{key}: expected a dict output name -> tolerance, e.g. {{'boxes': 0.01}}, got {value!r}")
+        if not isinstance(self.equal_nan, (bool, np.bool_)):
+            raise UsageError(f"equal_nan: expected True or False, got {self.equal_nan!r}")
         if not (is_amount(self.min_agreement) and self.min_agreement <= 1.0):
-            raise UsageError(f"min_agreement (--min-agreement) must be a share between 0 and 1, got {self.min_agreement}")
+            raise UsageError(f"min_agreement (--min-agreement): expected a share between 0 and 1 (1.0: all elements "
+                             f"equal), got {self.min_agreement!r}")
         values = [self.atol, self.rtol, *self.per_output_atol.values(), *self.per_output_rtol.values()]
         if not all(is_amount(v) for v in values):
-            raise UsageError(f"tolerances must be finite numbers >= 0; got atol={self.atol}, rtol={self.rtol}, "
+            raise UsageError(f"tolerances must be finite numbers >= 0; got atol={self.atol!r}, rtol={self.rtol!r}, "
                              f"per output {dict(self.per_output_atol)} {dict(self.per_output_rtol)}")
 
     def for_output(self, name: str) -> tuple[float, float]:

@@ -25,8 +25,9 @@ honoured.
 
 Idle connections: while it is the client's turn (before a request, or partway through its head or
 body) and it sends nothing for ``idle_timeout`` seconds, the connection is closed, so a silent or
-stalled client does not hold it (and its request's buffers) for ever. A request the server is
-still answering does not count as idle. Connections handed to aiohttp get the same timeout as its
+stalled client does not hold it (and its request's buffers) for ever; a body that stalled is first
+answered 408, as aiohttp's path answers it. A request the server is still answering does not count
+as idle. Connections handed to aiohttp get the same timeout as its
 ``keepalive_timeout``.
 """
 
@@ -156,6 +157,11 @@ class FastHTTP(asyncio.BufferedProtocol):
             self.timer = asyncio.get_running_loop().call_later(left, self._idle)
             return
         log.debug("closing a connection idle for %g s", self.idle_timeout)
+        if self.busy:  # partway through a body: answered 408, then closed
+            self.dests = []
+            self.req = (self.req[0], True, *self.req[2:])
+            self._answer(None, None, protocol.body_stalled(self.idle_timeout))
+            return
         self.transport.close()
 
     # -- requests --------------------------------------------------------------------------------

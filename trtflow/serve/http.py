@@ -29,7 +29,7 @@ import time
 from trtflow.deps import require
 from trtflow.errors import TrtflowError
 from trtflow.serve import protocol
-from trtflow.serve.protocol import HEADER_LENGTH, ProtocolError, body_too_large
+from trtflow.serve.protocol import HEADER_LENGTH, ProtocolError, body_stalled, body_too_large
 
 web = require("aiohttp.web", "trtflow serve")
 
@@ -74,8 +74,7 @@ async def _unless_stalled(request, read, idle_timeout: float) -> bytes:
             if request.content.total_bytes != seen:
                 seen, since = request.content.total_bytes, loop.time()
             elif loop.time() - since >= idle_timeout:
-                raise ProtocolError(f"no bytes of the request body came for {idle_timeout:g} s; the connection is "
-                                    "closed (--idle-timeout-s)", 408)
+                raise body_stalled(idle_timeout)
         return task.result()
     finally:
         task.cancel()  # nothing when it is done; else the handler is leaving (408, client gone)

@@ -59,6 +59,12 @@ def body_too_large(limit: int) -> ProtocolError:
     return ProtocolError(f"request body too large; the limit is {limit} bytes (--max-body-mb)", 413)
 
 
+def body_stalled(idle_timeout: float) -> ProtocolError:
+    """The 408 for a request whose body stopped coming for ``idle_timeout`` seconds."""
+    return ProtocolError(f"no bytes of the request body came for {idle_timeout:g} s; the connection is closed "
+                         "(--idle-timeout-s)", 408)
+
+
 @dataclass
 class RequestedOutput:
     """One entry of a request's ``outputs``: binary or JSON, top-k classification or raw."""

@@ -293,3 +293,24 @@ def test_inspect_shows_a_value_of_unknown_rank_as_such(tmp_path):
         ("y", None), ("u", []), ("o", None), ("s", [])]
     table = call_cli("inspect", str(tmp_path / "m.onnx"))
     assert table.stdout.count("rank unknown") == 2 and table.stdout.count("scalar") == 2, table.stdout
+
+
+def test_inspect_and_an_edit_report_describe_io_alike(tmp_path):
+    """inspect built its own input/output dicts beside an edit's report's, and the two read a
+    sequence-typed output differently (shape [] in one, None in the other)."""
+    from onnx import TensorProto, helper, save
+
+    from trtflow.cli.inspect import summary
+    from trtflow.edits.report import describe_change
+    from trtflow.graph.io import load_onnx
+
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["y"], ["o"]), helper.make_node("SequenceConstruct", ["u"], ["q"])], "g",
+        [vi("y", TensorProto.FLOAT, None), vi("u", TensorProto.FLOAT, [2, "n"])],
+        [vi("o", TensorProto.FLOAT, None), helper.make_tensor_sequence_value_info("q", TensorProto.FLOAT, None)])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
+    info, proto = summary(tmp_path / "m.onnx"), load_onnx(tmp_path / "m.onnx")
+    change = describe_change(proto, proto)
+    assert (info["inputs"], info["outputs"]) == (change["inputs"]["after"], change["outputs"]["after"])
+    assert [s["shape"] for s in info["inputs"] + info["outputs"]] == [None, [2, "n"], None, []]

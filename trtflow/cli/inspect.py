@@ -15,28 +15,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_json(parser)
 
 
-def _io(values) -> list[dict]:
-    """Each value's name, dtype and shape; ``shape`` None for a value of unknown rank (no shape in the
-    model), which a spec would read as a scalar (and ``onnx_specs`` refuses for an input)."""
-    from trtflow.graph.io import is_unranked, value_spec
-
-    return [{**value_spec(v).to_dict(), "shape": None} if is_unranked(v) else value_spec(v).to_dict() for v in values]
-
-
 def _dims(shape) -> str:
     return "? (rank unknown)" if shape is None else "x".join(map(str, shape)) or "scalar"
 
 
 def summary(model) -> dict:
     """What ``inspect`` reports, as a dict (an input or output of unknown rank has ``shape`` None)."""
-    from trtflow.graph.io import graph_inputs, load_onnx
+    from trtflow.edits.report import io_dicts
+    from trtflow.graph.io import load_onnx
 
     proto = load_onnx(model)
+    inputs, outputs = io_dicts(proto)
     ops = Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}" for n in proto.graph.node)
     opsets = {(o.domain or "ai.onnx"): o.version for o in proto.opset_import}
     return {
-        "inputs": _io(graph_inputs(proto)),
-        "outputs": _io(proto.graph.output),
+        "inputs": inputs,
+        "outputs": outputs,
         "opset": opsets.get("ai.onnx"),
         "opsets": opsets,
         "ir_version": proto.ir_version,

@@ -16,8 +16,8 @@ def describe_change(before: Any, after: Any) -> dict:
         "inputs": {"before": [...], "after": [...]}, "outputs": {...}, "size_bytes": {...}}``.
     """
     a, b = op_counts(before), op_counts(after)
-    b_in, b_out = _io_dicts(before)
-    a_in, a_out = _io_dicts(after)
+    b_in, b_out = io_dicts(before)
+    a_in, a_out = io_dicts(after)
     return {
         "nodes_before": sum(a.values()),
         "nodes_after": sum(b.values()),
@@ -29,16 +29,16 @@ def describe_change(before: Any, after: Any) -> dict:
     }
 
 
-def _io_dicts(proto: Any) -> tuple[list[dict], list[dict]]:
-    """``TensorSpec.to_dict()`` of the inputs and outputs; one of unknown rank (no shape in the model,
-    as an input before fix-shapes gives it one) has the shape None."""
-    return ([_io_dict(v, not is_unranked(v)) for v in graph_inputs(proto)],
-            [_io_dict(o, o.type.tensor_type.HasField("shape")) for o in proto.graph.output])
+def io_dicts(proto: Any) -> tuple[list[dict], list[dict]]:
+    """``TensorSpec.to_dict()`` of the graph inputs and outputs (``trtflow inspect`` shows these too);
+    one of unknown rank (no shape in the model, as an input before fix-shapes gives it one) has the
+    shape None, which a spec would read as a scalar."""
+    return [_io_dict(v) for v in graph_inputs(proto)], [_io_dict(v) for v in proto.graph.output]
 
 
-def _io_dict(value: Any, ranked: bool) -> dict:
+def _io_dict(value: Any) -> dict:
     spec = value_spec(value).to_dict()
-    return spec if ranked else {**spec, "shape": None}
+    return {**spec, "shape": None} if is_unranked(value) else spec
 
 
 def summary_lines(report: dict) -> list[str]:

@@ -712,3 +712,20 @@ def test_a_move_into_place_that_fails_puts_back_the_models_already_moved(tiny_on
     before[Path("cls_post/config.pbtxt/theirs.txt")] = before.pop(Path("cls_post/config.pbtxt")) and b"not ours"
     assert after == before  # the steps' versions and configs as they were, the ensemble not written
     assert not [p for p in repo.rglob(".*")] and sorted(tmp_path.iterdir()) == beside
+
+
+def test_an_atomic_write_commits_on_success_and_rolls_back_on_an_exception(tmp_path):
+    from trtflow.serve.repo.atomic import AtomicWrite
+
+    repo = tmp_path / "repo"
+    with pytest.raises(KeyboardInterrupt):
+        with AtomicWrite() as staging:
+            (staging.prepare(repo / "m", 1, False) / "model.onnx").write_bytes(b"onnx")
+            staging.write_config(repo / "m", 'name: "m"\n')
+            raise KeyboardInterrupt
+    assert list(repo.iterdir()) == [] and sorted(tmp_path.iterdir()) == [repo]
+    with AtomicWrite() as staging:
+        (staging.prepare(repo / "m", 1, False) / "model.onnx").write_bytes(b"onnx")
+        staging.write_config(repo / "m", 'name: "m"\n')
+    assert (repo / "m" / "1" / "model.onnx").read_bytes() == b"onnx"
+    assert (repo / "m" / "config.pbtxt").read_text() == 'name: "m"\n' and sorted(tmp_path.iterdir()) == [repo]

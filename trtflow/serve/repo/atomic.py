@@ -28,7 +28,9 @@ class AtomicWrite:
     (REPO/../.REPO.writing-<random suffix>, on the same filesystem) and renamed to REPO/N; where there is no such
     folder (REPO's parent not writable, REPO a mount point) N is made in place, empty until its version and
     config.pbtxt arrive as above, with a warning. A write that fails, is refused or is stopped half-way,
-    ``commit`` included, removes what it built and leaves the repository as it was (``rollback``)."""
+    ``commit`` included, removes what it built and leaves the repository as it was (``rollback``).
+
+    Used as a context manager: ``commit`` when the block ends, ``rollback`` when it raises."""
 
     def __init__(self) -> None:
         self.renames: list[tuple[Path, Path]] = []  # (built, where it goes), in the order commit moves them
@@ -40,6 +42,15 @@ class AtomicWrite:
         self.in_place = False  # no such folder: new models are made in place
         self.done: list[Path] = []  # what commit has moved into place
         self.moved: list[tuple[Path, Path]] = []  # versions commit moved aside, and where
+
+    def __enter__(self) -> "AtomicWrite":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.rollback()
 
     def prepare(self, model_dir: Path, version: int, overwrite: bool) -> Path:
         """Make room for version ``version`` of ``model_dir``: refuse an existing model unless ``overwrite``,

@@ -93,9 +93,8 @@ def write_ensemble(model: str | os.PathLike, repo: str | os.PathLike, options: R
     model = Path(model)
     repo = Path(repo)
     name = options.name or model.stem
-    staging = AtomicWrite()  # the four folders: all written, or the ones they replace kept
     written: list[Path] = []
-    try:
+    with AtomicWrite() as staging:  # the four folders: all written, or the ones they replace kept
         step = write_model(model, repo, replace(options, name=f"{name}_model", task=None, task_options={}), progress,
                            staging)
         written.append(step.model_dir)
@@ -148,10 +147,6 @@ def write_ensemble(model: str | os.PathLike, repo: str | os.PathLike, options: R
         staging.prepare(ensemble_dir, options.version, options.overwrite)  # an ensemble's version folder stays empty
         staging.write_config(ensemble_dir, text)
         written.append(ensemble_dir)
-    except BaseException:
-        staging.rollback()
-        raise
-    staging.commit()
     notes = step.notes + [f"ensemble {name}: {name}_pre -> {step.model_dir.name} ({step.backend}) -> {name}_post"]
     files = [f for folder in written  # what this write wrote: the versions kept are not among them
              for f in sorted([folder / "config.pbtxt", *(folder / str(options.version)).rglob("*")]) if f.is_file()]

@@ -233,14 +233,8 @@ def write_repository(model: str | os.PathLike, repo: str | os.PathLike, options:
         MissingDependencyError: tritonclient (for Triton's ModelConfig) is not installed.
         BuildError: building a plan from ONNX failed.
     """
-    staging = AtomicWrite()
-    try:
-        result = write_model(model, repo, options, progress, staging)
-    except BaseException:
-        staging.rollback()
-        raise
-    staging.commit()
-    return result
+    with AtomicWrite() as staging:
+        return write_model(model, repo, options, progress, staging)
 
 
 def write_model(model: str | os.PathLike, repo: str | os.PathLike, options: RepoOptions, progress: Progress | None,

@@ -212,3 +212,19 @@ def test_a_bfloat16_export_that_onnx_runtime_cannot_verify_says_it_was_written_a
     assert "--no-verify" in str(info.value) and "verify=False" in str(info.value)
     assert not from_torch(torch.nn.Linear(4, 2).to(torch.bfloat16), torch.ones(1, 4, dtype=torch.bfloat16), out,
                           exporter="torchscript", verify=False).verification
+
+
+@pytest.mark.parametrize("fields", [{"per_output_atol": [0.1]}, {"per_output_rtol": {"y": -1}}, {"min_agreement": 2},
+                                    {"min_agreement": "all"}, {"atol": True}, {"per_output_atol": {0: 0.1}}])
+def test_export_config_refuses_tolerances_as_tolerances_does(fields):
+    """ExportConfig repeated Tolerances' checks with messages of its own (and took per-output tolerances
+    keyed by numbers, refused only when verifying): it is refused at once, in Tolerances' words."""
+    from trtflow.compare import Tolerances
+    from trtflow.errors import UsageError
+    from trtflow.export import ExportConfig
+
+    with pytest.raises(UsageError) as config_error:
+        ExportConfig(**fields)
+    with pytest.raises(UsageError) as tolerances_error:
+        Tolerances(**{"atol": ExportConfig.atol, "rtol": ExportConfig.rtol, **fields})
+    assert str(config_error.value) == str(tolerances_error.value)

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from trtflow.compare.core import OutputDiff
+from trtflow.compare.core import OutputDiff, Tolerances
 from trtflow.errors import UsageError
-from trtflow.spec import TensorSpec, is_amount
+from trtflow.spec import TensorSpec
 
 EXPORTERS = ("auto", "dynamo", "torchscript")
 DEFAULT_OPSET = 18  # LayerNormalization (17) and Col2Im (18) are in; TensorRT 10 and ORT >= 1.14 read it
@@ -65,17 +65,7 @@ class ExportConfig:
         if not isinstance(self.dynamic, Mapping) or not all(isinstance(a, Mapping) for a in self.dynamic.values()):
             raise UsageError(f"dynamic: expected a dict input name -> {{axis: label}}, e.g. {{'x': {{0: 'batch'}}}}, "
                              f"got {self.dynamic!r}")
-        for key in ("per_output_atol", "per_output_rtol"):
-            if not isinstance(getattr(self, key), Mapping):
-                raise UsageError(f"{key}: expected a dict output name -> tolerance, e.g. {{'boxes': 0.01}}, "
-                                 f"got {getattr(self, key)!r}")
-        agreement = self.min_agreement
-        if not is_amount(agreement) or agreement > 1:
-            raise UsageError(f"min_agreement: expected a share between 0 and 1 (1.0: all elements equal), got {agreement!r}")
-        tolerances = [self.atol, self.rtol, *self.per_output_atol.values(), *self.per_output_rtol.values()]
-        if not all(is_amount(t) for t in tolerances):
-            raise UsageError(f"tolerances must be finite numbers >= 0, got atol={self.atol}, rtol={self.rtol}, "
-                             f"per output {dict(self.per_output_atol)}, {dict(self.per_output_rtol)}")
+        self.tolerances()  # refuses tolerances of the wrong type or range
         for name, axes in self.dynamic.items():
             for axis, label in axes.items():
                 if isinstance(axis, bool) or not isinstance(axis, int) or axis < 0:
@@ -84,6 +74,11 @@ class ExportConfig:
                     raise UsageError(
                         f"dynamic axis label '{label}' of '{name}' must be an identifier, e.g. batch or seq_len"
                     )
+
+    def tolerances(self) -> Tolerances:
+        """The verification's tolerances (atol, rtol, per output, min_agreement) as ``Tolerances``."""
+        return Tolerances(self.atol, self.rtol, self.per_output_atol, self.per_output_rtol,
+                          min_agreement=self.min_agreement)
 
 
 def _names(value, what: str) -> tuple[str, ...] | None:

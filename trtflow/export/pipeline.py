@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from trtflow.compare.core import Tolerances
 from trtflow.deps import require
 from trtflow.errors import ExportError, MismatchError, ModelLoadError, UsageError
 from trtflow.progress import Progress, report
@@ -119,8 +118,7 @@ def from_torch(
         resized = resized_inputs(inputs, dynamic)
         if resized:
             cases["dynamic axes resized"] = resized
-        tol = Tolerances(config.atol, config.rtol, config.per_output_atol, config.per_output_rtol,
-                         min_agreement=config.min_agreement)
+        tol = config.tolerances()
         tol.check_names([s.name for s in outputs_spec])
         try:
             result.verification = verify_export(out, module, cases, output_names, tol)

@@ -52,8 +52,9 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
 def bar(first: str, enabled: bool = True) -> Iterator[Progress]:
     """A transient bar on stderr driven by the library's ``Progress`` callback, which it yields.
 
-    The callback's step becomes the bar's text and ``done``/``total`` its fill (a spinner while the
-    total is unknown). Off (steps go to the log) when not enabled or stderr is not a terminal.
+    The callback's step becomes the bar's text as it is (not rich markup: "fp16 [x] model" keeps its
+    "[x]") and ``done``/``total`` its fill (a spinner while the total is unknown). Off (steps go to the
+    log) when not enabled or stderr is not a terminal.
     """
     if not enabled or not sys.stderr.isatty():
         log.info(first)
@@ -62,7 +63,7 @@ def bar(first: str, enabled: bool = True) -> Iterator[Progress]:
     from rich.progress import BarColumn, Progress as RichProgress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     err = console(stderr=True)
-    rich = RichProgress(SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
+    rich = RichProgress(SpinnerColumn(), TextColumn("{task.description}", style="progress.description", markup=False), BarColumn(),
                         TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=err, transient=True,
                         disable=not err.is_terminal)
     with rich as rich_bar:

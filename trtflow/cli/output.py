@@ -63,9 +63,9 @@ def bar(first: str, enabled: bool = True) -> Iterator[Progress]:
     from rich.progress import BarColumn, Progress as RichProgress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     err = console(stderr=True)
-    rich = RichProgress(SpinnerColumn(), TextColumn("{task.description}", style="progress.description", markup=False), BarColumn(),
-                        TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=err, transient=True,
-                        disable=not err.is_terminal)
+    step = TextColumn("{task.description}", style="progress.description", markup=False)
+    rich = RichProgress(SpinnerColumn(), step, BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                        console=err, transient=True, disable=not err.is_terminal)
     with rich as rich_bar:
         task = rich_bar.add_task(first, total=None)
 

@@ -729,3 +729,67 @@ def test_an_atomic_write_commits_on_success_and_rolls_back_on_an_exception(tmp_p
         staging.write_config(repo / "m", 'name: "m"\n')
     assert (repo / "m" / "1" / "model.onnx").read_bytes() == b"onnx"
     assert (repo / "m" / "config.pbtxt").read_text() == 'name: "m"\n' and sorted(tmp_path.iterdir()) == [repo]
+
+
+KILLED_WRITE = """
+import os, signal, sys
+from trtflow.serve.repo import RepoOptions, write_repository
+
+def stop(step, done=None, total=None):
+    if step == "writing the repository":  # the version is staged, nothing moved into place yet
+        os.kill(os.getpid(), signal.SIGKILL)
+
+write_repository(sys.argv[1], sys.argv[2], RepoOptions(overwrite=True, version=int(sys.argv[3])), progress=stop)
+"""
+
+
+@pytest.mark.parametrize("case", ["new model", "new version"])
+def test_what_a_killed_write_left_is_removed_by_the_next_write(tmp_path, case):
+    """A write killed with SIGKILL left its hidden staging folder beside the repository or in the model
+    folder for good; Triton never sees it, and the next write removes it (not a live writer's)."""
+    import subprocess
+    import sys
+
+    from trtflow.serve.repo import RepoOptions, write_repository
+
+    model, static = _dynamic_onnx(tmp_path / "dyn.onnx"), _static_onnx(tmp_path / "static.onnx")
+    repo = tmp_path / "repo"
+    write_repository(static, repo)
+    if case == "new version":
+        write_repository(model, repo)
+    before = _triton_view(repo)
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(model), str(repo), "2"],
+                            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    left = [*tmp_path.glob(".repo.writing-*"), *repo.rglob(".*")]
+    assert len(left) == 1, left
+    assert _triton_view(repo) == before  # Triton never sees it
+    name = "static" if case == "new model" else "dyn"
+    live = [tmp_path / f".repo.writing-{os.getpid()}-x", repo / name / f".3.writing-{os.getpid()}"]
+    for folder in live:  # a write still running (this process) keeps its folders
+        folder.mkdir()
+    write_repository(static if case == "new model" else model, repo, RepoOptions(name=name, overwrite=True, version=4))
+    assert not any(p.exists() for p in left) and all(p.is_dir() for p in live)
+    assert not [name for name in _triton_view(repo) if name.name.startswith(".")]
+
+
+def test_a_version_a_killed_write_moved_aside_is_put_back_by_the_next_write(tmp_path):
+    """Killed between moving version 1 aside and moving its replacement in: version 1 is missing
+    until the next write puts it back (and drops the replacement it never moved in)."""
+    import subprocess
+    import sys
+
+    from trtflow.serve.repo import RepoOptions, write_repository
+
+    model, repo = _dynamic_onnx(tmp_path / "dyn.onnx"), tmp_path / "repo"
+    write_repository(model, repo)
+    before = _triton_view(repo)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (repo / "dyn" / "1").rename(repo / "dyn" / f".1.replaced-{dead.pid}")
+    (repo / "dyn" / f".1.writing-{dead.pid}").mkdir()
+    (repo / "dyn" / f".config.pbtxt.{dead.pid}").write_text("half")
+    write_repository(model, repo, RepoOptions(overwrite=True, version=2))
+    after = _triton_view(repo)
+    assert {p: v for p, v in after.items() if p.parts[1:2] != ("2",)} == before and (repo / "dyn" / "2").is_dir()
+    assert not list(repo.rglob(".*"))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
+from trtflow.backends.tensorrt.sidecar import _alive
 from trtflow.errors import UsageError
 from trtflow.serve.repo.config import validate_pbtxt
 
@@ -25,10 +27,12 @@ class AtomicWrite:
     N/.V.writing-PID and config.pbtxt in N/.config.pbtxt.PID; ``commit`` moves an existing N/V aside to
     N/.V.replaced-PID, renames the new one to N/V, then config.pbtxt, and deletes the old version once every
     model is in place. A new model N is built whole in a folder beside the repository
-    (REPO/../.REPO.writing-<random suffix>, on the same filesystem) and renamed to REPO/N; where there is no such
+    (REPO/../.REPO.writing-PID-<random suffix>, on the same filesystem) and renamed to REPO/N; where there is no such
     folder (REPO's parent not writable, REPO a mount point) N is made in place, empty until its version and
     config.pbtxt arrive as above, with a warning. A write that fails, is refused or is stopped half-way,
-    ``commit`` included, removes what it built and leaves the repository as it was (``rollback``).
+    ``commit`` included, removes what it built and leaves the repository as it was (``rollback``). What a
+    write killed outright (SIGKILL) left is removed by the next write to the model or the repository, once
+    the process named by its PID is gone; a version it had moved aside and not replaced is put back.
 
     Used as a context manager: ``commit`` when the block ends, ``rollback`` when it raises."""
 
@@ -42,6 +46,7 @@ class AtomicWrite:
         self.in_place = False  # no such folder: new models are made in place
         self.done: list[Path] = []  # what commit has moved into place
         self.moved: list[tuple[Path, Path]] = []  # versions commit moved aside, and where
+        self.swept: set[Path] = set()  # repositories whose neighbours killed writes left were removed
 
     def __enter__(self) -> "AtomicWrite":
         return self
@@ -55,7 +60,11 @@ class AtomicWrite:
     def prepare(self, model_dir: Path, version: int, overwrite: bool) -> Path:
         """Make room for version ``version`` of ``model_dir``: refuse an existing model unless ``overwrite``,
         and make the folder the version is written into until ``commit`` moves it into place."""
+        if model_dir.parent not in self.swept and model_dir.parent.is_dir():
+            self.swept.add(model_dir.parent)
+            _sweep_beside(model_dir.parent.resolve())
         if model_dir.exists():
+            _sweep_model(model_dir)
             if not overwrite:
                 raise UsageError(f"{model_dir} exists; pick another --name or pass --overwrite to replace its "
                                  f"version {version} (other versions stay)")
@@ -86,7 +95,7 @@ class AtomicWrite:
             try:
                 if root.parent == root or root.parent.stat().st_dev != root.stat().st_dev:
                     raise OSError(f"{root} is a mount point: a folder beside it is on another filesystem")
-                self.outside = Path(tempfile.mkdtemp(prefix=f".{root.name}.writing-", dir=root.parent))
+                self.outside = Path(tempfile.mkdtemp(prefix=f".{root.name}.writing-{os.getpid()}-", dir=root.parent))
             except OSError as exc:
                 self.in_place = True
                 log.warning("cannot build new models beside the repository (%s): writing them in %s in place, where "
@@ -165,6 +174,36 @@ class AtomicWrite:
         if self.outside is not None:
             shutil.rmtree(self.outside, ignore_errors=True)
         self.__init__()
+
+
+_STAGED = re.compile(r"\.(\d+)\.(writing|replaced)-(\d+)|\.config\.pbtxt\.(\d+)")  # in a model folder
+
+
+def _sweep_model(model_dir: Path) -> None:
+    """Remove what writes killed before they finished left in ``model_dir`` (their process is gone): versions
+    and config.pbtxt files not moved into place, and versions moved aside; one whose place is still empty (the
+    write was killed before its new version was moved in) is put back instead."""
+    for path in model_dir.iterdir():
+        found = _STAGED.fullmatch(path.name)
+        if found is None or _alive(int(found[3] or found[4])):
+            continue
+        log.info("removing %s, left by a write that was killed", path)
+        if found[2] == "replaced" and not (model_dir / found[1]).exists():
+            path.rename(model_dir / found[1])
+        elif path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _sweep_beside(root: Path) -> None:
+    """Remove the folders beside repository ``root`` that writes killed before they finished built new models in."""
+    prefix = f".{root.name}.writing-"
+    for path in root.parent.glob(".*.writing-*"):
+        pid = path.name[len(prefix):].split("-")[0]
+        if path.name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+            log.info("removing %s, left by a write that was killed", path)
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _changed_for_versions(old: str, new: str) -> list[str]:

@@ -471,6 +471,22 @@ def test_sr_non_finite_output_is_an_error_naming_the_count_and_frame():
         task.predict([clean, dark])
 
 
+def test_sr_checks_a_batch_for_non_finite_values_once():
+    """The SR task counted each frame's non-finite values on its own (three reductions per frame on the
+    GPU). One check over the batch's output is enough; frames are counted only when it finds some."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from trtflow.tasks import make_task
+
+    task = make_task("sr", sr_onnx(margin=1), engine="ort", tile=4, margin=1)
+    frames = [np.full((5, 9, 3), 7, np.uint8), np.full((3, 3, 3), 9, np.uint8), np.full((6, 4, 3), 11, np.uint8)]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        images = task.predict(frames)
+    checks = sum(event.count for event in prof.key_averages() if event.key == "aten::isfinite")
+    assert checks == 1
+    assert [image.image.shape for image in images] == [(10, 18, 3), (6, 6, 3), (12, 8, 3)]
+
+
 def test_segment_dynamic_channels_that_turn_out_one_are_a_probability_map():
     """An output [N, C, H, W] with C dynamic was read as logits; at one channel the argmax made every pixel
     class 0. One channel at run time is thresholded as a static one-channel map is (kind auto); kind logits

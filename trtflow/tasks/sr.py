@@ -148,21 +148,23 @@ class SuperResolutionTask(Task):
         if tuple(y.shape[-2:]) != (s * th, s * tw):
             raise UsageError(f"the SR model gave {tuple(y.shape[-2:])} for {th}x{tw} tiles with a {self.margin}-pixel "
                              f"margin; expected {(s * th, s * tw)}. Check scale= and margin= (arch=)")
+        finite = y.isfinite().all()  # one check of the batch, read after to_host's sync
         counts: dict = {}  # tiles over each output pixel, by tiling: frames of one size share it
-        stitched = [self._stitch(torch, y, meta, counts) for meta in metas]
-        frames = to_host([frame for frame, _ in stitched])
-        for i, bad in enumerate(torch.stack([bad for _, bad in stitched]).tolist()):  # after to_host's sync
-            if bad:
-                h, w = metas[i].size
-                raise EngineError(f"the SR model gave {bad} non-finite (NaN or infinite) values for frame {i} of the "
-                                  f"batch ({h} x {w}); they have no pixel value (NaN would be cast to black). An FP16 "
-                                  "engine that overflows gives them: run it in FP32, or keep the overflowing layers "
-                                  "in FP32 (trtflow surgeon fp16)")
+        frames = to_host([self._stitch(torch, y, meta, counts).clamp(0, 1).mul(255).round().to(torch.uint8)
+                          .permute(1, 2, 0) for meta in metas])
+        if not bool(finite):  # which frame, and how many of its values (not those of padding cropped off)
+            for i, meta in enumerate(metas):
+                bad = int(self._stitch(torch, y, meta, counts).isfinite().logical_not().sum())
+                if bad:
+                    h, w = meta.size
+                    raise EngineError(f"the SR model gave {bad} non-finite (NaN or infinite) values for frame {i} of "
+                                      f"the batch ({h} x {w}); they have no pixel value (NaN would be cast to black). "
+                                      "An FP16 engine that overflows gives them: run it in FP32, or keep the "
+                                      "overflowing layers in FP32 (trtflow surgeon fp16)")
         return [Upscaled(frame, float(s)) for frame in frames]
 
     def _stitch(self, torch: Any, y: Any, meta: TileMeta, counts: dict):
-        """One frame's tiles -> ((s*H, s*W, 3) uint8, its count of non-finite values) on y's device
-        (overlaps averaged in float32)."""
+        """One frame's tiles -> its (3, s*H, s*W) float32 image on y's device (overlaps averaged)."""
         s, (th, tw), (h, w) = self.scale, meta.tile, meta.size
         if len(meta.offsets) == 1:  # one tile: the frame itself (what the canvas below gives, without it)
             image = y[meta.first, :, :s * h, :s * w].float()
@@ -177,8 +179,7 @@ class SuperResolutionTask(Task):
                 for y0, x0 in meta.offsets:
                     count[:, s * y0:s * (y0 + th), s * x0:s * (x0 + tw)] += 1
             image = (canvas / counts[key])[:, :s * h, :s * w]
-        bad = image.isfinite().logical_not().sum()
-        return image.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0), bad
+        return image
 
     @property
     def batch_dims(self) -> BatchDims:

@@ -109,40 +109,45 @@ def test_top_k_takes_a_positive_whole_k():
     assert len(top_k(logits, 2000)[0]) == 1000
 
 
-def test_the_tensorrt_engine_is_loaded_through_the_cache_not_from_a_plan_file_a_clear_removed(
-        tmp_path, monkeypatch, loads, flavor):
-    """``trtflow cache clear`` in another process between quickstart's cache lookup and its load: the
-    engine must get a model it can still read (the ONNX, whose plan the engine takes from the cache, or
-    rebuilds), not the path of the plan file that the clear deleted."""
-    import onnx
-    from onnx import TensorProto, helper
-
+def test_the_tensorrt_plan_is_looked_up_in_the_cache_once(tmp_path, monkeypatch, tiny_onnx):
+    """quickstart looked its plan up in the engine cache to say whether it was reused, then the engine
+    looked it up again (reading and hashing the plan twice); the engine's one lookup now says it. The
+    engine takes the ONNX model through the cache, so a ``trtflow cache clear`` in another process
+    leaves no plan-file path for it to miss."""
     import trtflow.backends
+    from tests import fake_tensorrt as fake
+    from tests.test_tensorrt_double import P0, Double, check_affine, x_of
+    from trtflow.backends.tensorrt import builder
+    from trtflow.backends.tensorrt import cache as cache_mod
     from trtflow.backends.tensorrt.cache import EngineCache
+    from trtflow.backends.tensorrt.flavor import target_of
     from trtflow.cli import quickstart
-    from trtflow.errors import UsageError
 
-    monkeypatch.setenv("TRTFLOW_CACHE_DIR", str(tmp_path / "cache"))
-    graph = helper.make_graph(
-        [helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
-         helper.make_node("Flatten", ["pooled"], ["logits"])],
-        "pool", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 224, 224])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])])
-    model = tmp_path / "pool.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    double = Double(monkeypatch)  # TensorRT cannot execute here: the runner runs on the test double
+    monkeypatch.setattr(cache_mod, "load_flavor", lambda: double.flavor)  # for any lookup without the runner's
+    monkeypatch.setenv("TRTFLOW_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(trtflow.backends, "tensorrt_usable", lambda: True)
+    builds, lookups = [], []
+
+    def build(onnx, config, **kwargs):  # a plan the double runs (it cannot run what TensorRT builds)
+        builds.append(config.profiles)
+        return builder.BuildResult(plan=fake.plan_bytes("affine", [P0]), flavor=double.flavor.name,
+                                   version=double.flavor.version, target=target_of(0), build_seconds=0.0,
+                                   profiles=list(config.profiles), notes=[], precision={}, inputs=[], outputs=[])
+
     get_or_build = EngineCache.get_or_build
 
-    def then_cleared(self, *args, **kwargs):
-        entry = get_or_build(self, *args, **kwargs)
-        assert EngineCache(self.root).clear() == 1  # the other process's clear
-        return entry
+    def counted(self, *args, **kwargs):
+        lookups.append(kwargs.get("force", False))
+        return get_or_build(self, *args, **kwargs)
 
-    monkeypatch.setattr(EngineCache, "get_or_build", then_cleared)
-    monkeypatch.setattr(trtflow.backends, "tensorrt_usable", lambda: True)  # TensorRT cannot execute here
-    steps: list[str] = []
-    with pytest.raises(UsageError, match="stopped by the test"):
-        quickstart._load("tensorrt", model, False, steps)
-    [(loaded, engine, options)] = loads
-    assert engine == "tensorrt" and Path(loaded).exists(), (loaded, steps)
-    assert [p.max for p in options["profiles"]] == [{"images": (quickstart.MAX_BATCH, 3, 224, 224)}]
-    assert steps and steps[0].startswith("built the TensorRT engine")
+    monkeypatch.setattr(builder, "build_engine", build)
+    monkeypatch.setattr(EngineCache, "get_or_build", counted)
+    for fresh, said in ((False, "built "), (False, "reusing "), (True, "built ")):
+        steps: list[str] = []
+        with quickstart._load("tensorrt", tiny_onnx, fresh, steps) as engine:
+            x = x_of(3)
+            check_affine(engine.infer({"x": x}), x)
+        assert len(steps) == 1 and steps[0].startswith(said) and str(tmp_path / "engines") in steps[0], steps
+    assert lookups == [False, False, True]  # one lookup per load; --fresh rebuilds
+    assert len(builds) == 2 and [p.max for p in builds[0]] == [{"images": (quickstart.MAX_BATCH, 3, 224, 224)}]

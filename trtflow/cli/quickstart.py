@@ -80,19 +80,17 @@ def _load(engine_name: str, onnx_path, fresh: bool, log_lines: list[str]):
         return load(onnx_path, engine="ort", providers=["cpu"])
     if not tensorrt_usable():
         return load(onnx_path, engine="tensorrt")  # raises the TensorRT engine's own reason
-    from trtflow.backends.tensorrt import BuildConfig, EngineCache
     from trtflow.spec import make_profile
 
     shape = lambda n: {INPUT: (n, 3, 224, 224)}  # noqa: E731
     profile = make_profile(shape(1), shape(8), shape(MAX_BATCH))
-    entry = EngineCache().get_or_build(onnx_path, BuildConfig(profiles=[profile]), force=fresh)
+    engine = load(onnx_path, engine="tensorrt", profiles=[profile], rebuild=fresh)  # the plan through the cache
+    entry = engine.cache_entry
     if entry.hit:
         log_lines.append(f"reusing the cached TensorRT engine {entry.plan_path}")
     else:
         log_lines.append(f"built the TensorRT engine {entry.plan_path} (batch 1..{MAX_BATCH}, cached for next time)")
-    # The ONNX model with the same profile, not entry.plan_path: the engine takes the plan through the
-    # cache (the bytes it checked, rebuilt if a `trtflow cache clear` removed the file since the lookup above).
-    return load(onnx_path, engine="tensorrt", profiles=[profile])
+    return engine
 
 
 def _time(engine, batch: np.ndarray) -> dict:

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from trtflow.backends.base import Engine
 from trtflow.backends.tensorrt.buffers import choose_profile, dtype_from_trt, union_bounds
@@ -29,6 +29,9 @@ from trtflow.backends.tensorrt.sidecar import incompatibility, io_from_sidecar, 
 from trtflow.deps import require
 from trtflow.errors import EngineError, EngineIncompatibleError, UsageError
 from trtflow.spec import Profile, TensorSpec
+
+if TYPE_CHECKING:
+    from trtflow.backends.tensorrt.cache import CacheEntry
 
 log = logging.getLogger(__name__)
 
@@ -174,9 +177,14 @@ class TensorRTEngine(Engine):
         plugins: plugin libraries loaded (ctypes) before deserialization.
         device: CUDA device index; the cache key, sidecar target and GPU check use this device.
         cache: build ONNX models through the engine cache (False: build in memory every time).
+        rebuild: build the cached plan again even when a usable one exists.
         min_shapes, opt_shapes, max_shapes: one more profile as name -> shape dicts (trtexec's
             --minShapes/--optShapes/--maxShapes), appended to ``profiles``.
         max_contexts: execution contexts kept at most; concurrent calls beyond it wait for one.
+
+    Attributes:
+        cache_entry: the engine cache's entry the plan came from (``hit`` says whether it was
+            reused, ``plan_path`` where it is), without its bytes; None for a plan file or ``cache=False``.
 
     Raises:
         EngineIncompatibleError: no TensorRT can execute on this machine, or the plan was built
@@ -200,6 +208,7 @@ class TensorRTEngine(Engine):
         plugins: Sequence[str] = (),
         device: int = 0,
         cache: bool = True,
+        rebuild: bool = False,
         min_shapes: dict | None = None,
         opt_shapes: dict | None = None,
         max_shapes: dict | None = None,
@@ -224,8 +233,9 @@ class TensorRTEngine(Engine):
         self._logger = make_logger(self.flavor.trt)
         load_plugins(self.flavor.trt, self._logger, config.plugins)
         self._runtime = self.flavor.trt.Runtime(self._logger)  # outlives the engine
+        self.cache_entry: CacheEntry | None = None
         with self._ops.scope():
-            self._engine, self.meta = self._load(model, config, cache)
+            self._engine, self.meta = self._load(model, config, cache, rebuild)
         inputs, outputs, self.profiles = engine_io(self._engine, self.meta)
         self._check_io(inputs, outputs)
         if use_cuda_graph:
@@ -235,7 +245,7 @@ class TensorRTEngine(Engine):
         self._pool = ContextPool(self._new_state, max_contexts, on_drained=self._release_engine)
 
     # -- loading --------------------------------------------------------------------------
-    def _load(self, model: Any, config: BuildConfig, cache: bool) -> tuple[Any, dict | None]:
+    def _load(self, model: Any, config: BuildConfig, cache: bool, rebuild: bool) -> tuple[Any, dict | None]:
         n = self.device_index
         if _is_plan(model):
             path = Path(model)
@@ -254,15 +264,17 @@ class TensorRTEngine(Engine):
         from trtflow.backends.tensorrt.cache import EngineCache
 
         store = EngineCache()
-        entry = store.get_or_build(model, config, flavor=self.flavor, device=n)
+        entry = store.get_or_build(model, config, flavor=self.flavor, force=rebuild, device=n)
         try:
-            return deserialize(self.flavor, self._logger, entry.plan(), str(entry.plan_path), self._runtime, n), entry.meta
+            engine = deserialize(self.flavor, self._logger, entry.plan(), str(entry.plan_path), self._runtime, n)
         except EngineIncompatibleError as exc:
             if not entry.hit:
                 raise
             log.warning("cached plan refused (%s); rebuilding", exc)
             entry = store.get_or_build(model, config, flavor=self.flavor, force=True, device=n)
-            return deserialize(self.flavor, self._logger, entry.plan(), str(entry.plan_path), self._runtime, n), entry.meta
+            engine = deserialize(self.flavor, self._logger, entry.plan(), str(entry.plan_path), self._runtime, n)
+        self.cache_entry = dataclasses.replace(entry, data=None)
+        return engine, entry.meta
 
     def _check_io(self, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> None:
         """Refuse at load what the runtime cannot feed or return, rather than failing mid-call."""

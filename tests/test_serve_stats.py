@@ -68,6 +68,22 @@ def _get_json(port: int, path: str) -> dict:
         return json.loads(r.read())
 
 
+def test_execution_counters_are_read_from_the_executions_by_batch_size():
+    """Executions were counted twice, per batch size and in model-level counters beside them; a copy of
+    the per-size record (what a front end gets from the engine process) now carries every count."""
+    from trtflow.serve.metrics import ModelStats, parse, render
+
+    stats = ModelStats()
+    for size, times in ((2, (1.0, 20.0, 3.0)), (2, (2.0, 30.0, 4.0)), (5, (1.5, 50.0, 2.5)), (600, (1, 1, 1))):
+        stats.batch(size, *times)
+    copy = ModelStats(by_size={size: list(runs) for size, runs in stats.by_size.items()})
+    v = copy.values
+    assert (v["nv_inference_exec_count"], v["nv_inference_count"]) == (4, 609)
+    assert v["nv_inference_compute_infer_duration_us"] == 101.0 and v["nv_inference_compute_input_duration_us"] == 5.5
+    assert copy.batch_counts == [0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 1] and copy.batch_sum == 609
+    assert parse(render({"m": copy})) == parse(render({"m": stats}))
+
+
 def test_metadata_and_config_are_built_once_per_model(served, monkeypatch):
     """Both were rebuilt from the model's specs on every request."""
     built = []

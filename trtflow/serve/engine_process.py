@@ -131,8 +131,7 @@ class Hub:
         out = {}
         for name, s in self.server.stats.items():
             with s.lock:
-                out[name] = {"values": dict(s.values), "pending": s.pending, "inflight": s.inflight,
-                             "batch_counts": list(s.batch_counts), "batch_sum": s.batch_sum,
+                out[name] = {"requests": dict(s.requests), "pending": s.pending, "inflight": s.inflight,
                              "failure_us": s.failure_us, "by_size": {k: list(v) for k, v in s.by_size.items()},
                              "last_inference": self.server.last_inference[name]}
         return out

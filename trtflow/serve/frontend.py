@@ -155,9 +155,8 @@ class FrontServer(Server):
         """The engine process's counters for every model (requests of all front ends)."""
         for name, snap in (await self.client.stats()).items():
             s = self.stats[name]
-            s.values.update(snap["values"])
-            s.pending, s.inflight, s.batch_sum = snap["pending"], snap["inflight"], snap["batch_sum"]
-            s.batch_counts[:] = snap["batch_counts"]
+            s.requests.update(snap["requests"])
+            s.pending, s.inflight = snap["pending"], snap["inflight"]
             s.failure_us, s.by_size = snap["failure_us"], snap["by_size"]
             self.last_inference[name] = snap["last_inference"]
 

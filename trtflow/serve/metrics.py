@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 from dataclasses import dataclass, field
 
@@ -21,15 +22,22 @@ COUNTERS = (
 )
 
 
+# the counters of COUNTERS that requests add to; the others are read from the executions (ModelStats.by_size)
+REQUEST_COUNTERS = ("nv_inference_request_success", "nv_inference_request_failure",
+                    "nv_inference_request_duration_us", "nv_inference_queue_duration_us")
+COMPUTE_COUNTERS = ("nv_inference_compute_input_duration_us", "nv_inference_compute_infer_duration_us",
+                    "nv_inference_compute_output_duration_us")
+
+
 @dataclass
 class ModelStats:
-    """Counters of one model (updated from the event loop and the instance threads)."""
+    """Counters of one model (updated from the event loop and the instance threads). Executions are
+    recorded once, per batch size (``by_size``, which the statistics extension's ``batch_stats``
+    lists); the model-level execution counters and the batch-size histogram are sums of it."""
 
-    values: dict = field(default_factory=lambda: {name: 0 for name, _, _ in COUNTERS})
+    requests: dict = field(default_factory=lambda: dict.fromkeys(REQUEST_COUNTERS, 0))
     pending: int = 0
     inflight: int = 0
-    batch_counts: list = field(default_factory=lambda: [0] * (len(BATCH_BUCKETS) + 1))
-    batch_sum: int = 0
     failure_us: float = 0.0  # cumulative duration of the failed requests (Triton has no metric for it)
     by_size: dict = field(default_factory=dict)  # batch size -> [executions, input_us, infer_us, output_us]
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -37,19 +45,19 @@ class ModelStats:
     def add(self, **amounts: float) -> None:
         with self.lock:
             for name, value in amounts.items():
-                self.values["nv_inference_" + name] += value
+                self.requests["nv_inference_" + name] += value
 
     def success(self, duration_us: float) -> None:
         """One request answered (``add(request_success=1, request_duration_us=...)``, cheaper)."""
         with self.lock:
-            v = self.values
-            v["nv_inference_request_success"] += 1
-            v["nv_inference_request_duration_us"] += duration_us
+            r = self.requests
+            r["nv_inference_request_success"] += 1
+            r["nv_inference_request_duration_us"] += duration_us
 
     def failure(self, duration_us: float) -> None:
         """One request failed after ``duration_us``."""
         with self.lock:
-            self.values["nv_inference_request_failure"] += 1
+            self.requests["nv_inference_request_failure"] += 1
             self.failure_us += duration_us
 
     def batch(self, size: int, input_us: float, infer_us: float, output_us: float) -> None:
@@ -62,28 +70,45 @@ class ModelStats:
             runs[1] += input_us
             runs[2] += infer_us
             runs[3] += output_us
-            v = self.values
-            v["nv_inference_exec_count"] += 1
-            v["nv_inference_count"] += size
-            v["nv_inference_compute_input_duration_us"] += input_us
-            v["nv_inference_compute_infer_duration_us"] += infer_us
-            v["nv_inference_compute_output_duration_us"] += output_us
-            self.batch_sum += size
-            for i, bound in enumerate(BATCH_BUCKETS):
-                if size <= bound:
-                    self.batch_counts[i] += 1
-                    break
-            else:
-                self.batch_counts[-1] += 1
+
+    def executions(self) -> list[tuple[int, list]]:
+        """(batch size, [executions, input_us, infer_us, output_us]) of each size executed, smallest first."""
+        with self.lock:
+            return sorted((size, list(runs)) for size, runs in self.by_size.items())
+
+    @property
+    def values(self) -> dict:
+        """Every counter of ``COUNTERS`` by name (a copy): the requests' as counted, the executions' summed."""
+        runs = self.executions()
+        with self.lock:
+            out = dict(self.requests)
+        out["nv_inference_exec_count"] = sum(r[0] for _, r in runs)
+        out["nv_inference_count"] = sum(size * r[0] for size, r in runs)
+        for i, name in enumerate(COMPUTE_COUNTERS, 1):
+            out[name] = sum(r[i] for _, r in runs)
+        return out
+
+    @property
+    def batch_counts(self) -> list[int]:
+        """Executions per bucket of ``BATCH_BUCKETS`` (up to and including its bound), then above the last."""
+        counts = [0] * (len(BATCH_BUCKETS) + 1)
+        for size, runs in self.executions():
+            counts[bisect.bisect_left(BATCH_BUCKETS, size)] += runs[0]
+        return counts
+
+    @property
+    def batch_sum(self) -> int:
+        """Rows executed in all."""
+        return sum(size * runs[0] for size, runs in self.executions())
 
 
 def render(stats: dict[str, ModelStats], version: str = "1") -> str:
     """Prometheus text exposition of every model's counters, plus a batch-size histogram."""
-    lines = []
+    lines, values = [], {model: s.values for model, s in stats.items()}
     for name, help_text, kind in COUNTERS:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-        for model, s in stats.items():
-            lines.append(f'{name}{{model="{model}",version="{version}"}} {int(s.values[name])}')
+        for model, v in values.items():
+            lines.append(f'{name}{{model="{model}",version="{version}"}} {int(v[name])}')
     lines += ["# HELP nv_inference_pending_request_count Instantaneous number of pending requests awaiting execution",
               "# TYPE nv_inference_pending_request_count gauge"]
     lines += [f'nv_inference_pending_request_count{{model="{m}",version="{version}"}} {s.pending}' for m, s in stats.items()]
@@ -94,12 +119,13 @@ def render(stats: dict[str, ModelStats], version: str = "1") -> str:
     lines += [f"# HELP {name} Rows per model execution (dynamic batching)", f"# TYPE {name} histogram"]
     for model, s in stats.items():
         label = f'model="{model}",version="{version}"'
-        total = 0
-        for bound, count in zip(BATCH_BUCKETS, s.batch_counts):
+        total, counts = 0, s.batch_counts
+        for bound, count in zip(BATCH_BUCKETS, counts):
             total += count
             lines.append(f'{name}_bucket{{{label},le="{bound}"}} {total}')
-        total += s.batch_counts[-1]
-        lines += [f'{name}_bucket{{{label},le="+Inf"}} {total}', f"{name}_sum{{{label}}} {s.batch_sum}",
+        total += counts[-1]
+        rows = values[model]["nv_inference_count"]
+        lines += [f'{name}_bucket{{{label},le="+Inf"}} {total}', f"{name}_sum{{{label}}} {rows}",
                   f"{name}_count{{{label}}} {total}"]
     return "\n".join(lines) + "\n"
 

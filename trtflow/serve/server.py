@@ -174,10 +174,9 @@ class Server:
             def entry(count_key: str, us_key: str) -> dict:
                 return {"count": int(v[count_key]), "ns": int(v[us_key] * 1000)}
 
-            with s.lock:  # each executed batch size: its executions and their times
-                batches = [{"batch_size": size, **{part: {"count": runs[0], "ns": int(us * 1000)}
-                                                   for part, us in zip(BATCH_PARTS, runs[1:])}}
-                           for size, runs in sorted(s.by_size.items())]
+            batches = [{"batch_size": size, **{part: {"count": runs[0], "ns": int(us * 1000)}  # each size executed
+                                               for part, us in zip(BATCH_PARTS, runs[1:])}}
+                       for size, runs in s.executions()]
             out.append({
                 "name": n, "version": self.models[n].version, "last_inference": self.last_inference[n],
                 "inference_count": int(v["nv_inference_count"]), "execution_count": int(v["nv_inference_exec_count"]),

@@ -759,6 +759,28 @@ def test_av_option_ffmpeg_refuses_is_named_not_blamed_on_the_file(tmp_path, opti
     assert option.split("=")[0] in err and "--av-option" in err and "not a video file" not in err, err
 
 
+def test_av_option_no_ffmpeg_part_knows_is_refused_naming_it(tmp_path, capsys):
+    """FFmpeg leaves an option it does not know unused, without a word: --av-option rtsp_transprot=udp
+    (a typo) ran the stream over the default transport. Names no FFmpeg demuxer, device, protocol or
+    decoder has are refused by name; known ones (probesize, a decoder's threads, mov's ignore_editlist)
+    still reach FFmpeg."""
+    from tests.test_video import make_clip, video_cli
+    from trtflow.errors import UsageError
+    from trtflow.video.sources import Source
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=2)
+    assert video_cli(clip, "--task", "classify", "--av-option", "rtsp_transprot=udp", "--av-option",
+                     "probesize=5000000", "--av-option", "max_dealy=0") == 2
+    err = capsys.readouterr().err
+    assert "rtsp_transprot, max_dealy" in err and "probesize" not in err and "--av-option" in err, err
+    with pytest.raises(UsageError, match="rtsp_transprot"):
+        Source(str(clip), options={"rtsp_transprot": "udp"})
+    source = Source(str(clip), options={"probesize": 5000000, "threads": 1, "ignore_editlist": True})
+    assert sum(1 for _ in source.frames()) == 2
+    source.close()
+
+
 @pytest.mark.parametrize("options", [{"max_frames": -1}, {"max_frames": 2.5}, {"batch": 0}, {"batch": "4"},
                                      {"push_timeout_ms": -5}, {"queue_frames": -1}, {"timeout_s": 0},
                                      {"post_workers": 0}, {"push_timeout_ms": float("nan")}])

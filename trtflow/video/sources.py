@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from trtflow.deps import require
 from trtflow.errors import UsageError
+from trtflow.video.ffmpeg_options import unknown_options
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,11 @@ class Source:
         self._gaps: list[tuple[int, str]] = []  # (frames, message): timestamp gaps not yet counted missing
         self._damaged = False  # a packet the demuxer marked corrupt was read
         self._av = require("av", "trtflow video")
+        unknown = unknown_options(options or {})
+        if unknown:  # FFmpeg would leave them unused, without a word
+            raise UsageError(f"source '{uri}': FFmpeg has no option {', '.join(unknown)}; check the spelling "
+                             "(`ffmpeg -h demuxer=NAME` or `protocol=NAME` lists a format's options) or drop it "
+                             "(--av-option)")
         if self.kind == "folder":
             self._open_folder()
         else:

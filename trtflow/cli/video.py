@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=options.number(0.1), default=10.0,
                         help="seconds to open a network source or camera, and per read (default: %(default)s)")
     parser.add_argument("--av-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="FFmpeg demuxer option for cameras and streams, e.g. rtsp_transport=udp (repeatable)")
+                        help="FFmpeg demuxer option for cameras and streams, e.g. rtsp_transport=udp (repeatable; "
+                        "names FFmpeg does not know are refused)")
     options.add_gpus(parser, help="one engine per GPU, e.g. 0,1 or all; batches go to the least-loaded one "
                      "(each with its own CUDA streams and pinned buffers)")
     options.add_engine(parser)

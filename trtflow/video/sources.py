@@ -109,7 +109,8 @@ class Source:
         audio: also demux the first audio stream (for copying it to the output).
 
     Raises:
-        UsageError: the source does not exist, cannot be opened or holds no video.
+        UsageError: the source does not exist, cannot be opened or holds no video, or an option
+            is one no FFmpeg format, protocol or codec has.
         MissingDependencyError: PyAV (or torch for NVDEC) is not installed.
     """
 
@@ -136,7 +137,8 @@ class Source:
         self._gaps: list[tuple[int, str]] = []  # (frames, message): timestamp gaps not yet counted missing
         self._damaged = False  # a packet the demuxer marked corrupt was read
         self._av = require("av", "trtflow video")
-        unknown = unknown_options(options or {})
+        options = av_options(options or {})
+        unknown = unknown_options(options)
         if unknown:  # FFmpeg would leave them unused, without a word
             raise UsageError(f"source '{uri}': FFmpeg has no option {', '.join(unknown)}; check the spelling "
                              "(`ffmpeg -h demuxer=NAME` or `protocol=NAME` lists a format's options) or drop it "
@@ -144,7 +146,7 @@ class Source:
         if self.kind == "folder":
             self._open_folder()
         else:
-            self._open_container(av_options(options or {}), timeout_s, audio)
+            self._open_container(options, timeout_s, audio)
 
     # -- opening ---------------------------------------------------------------------------
     def _open_folder(self) -> None:

@@ -11,6 +11,7 @@ grpcclient = pytest.importorskip("tritonclient.grpc")
 
 import trtflow  # noqa: E402
 from trtflow.serve.model import BatchConfig, ServedModel  # noqa: E402
+from trtflow.serve.protocol import ProtocolError  # noqa: E402
 from trtflow.serve.server import BackgroundServer, ServeOptions  # noqa: E402
 
 
@@ -76,3 +77,18 @@ def test_bytes_that_are_not_text_fail_only_their_own_request():
     assert "not UTF-8 text at index (0, 1)" in answers["bad"].message()
     assert not isinstance(answers["good"], Exception), answers["good"].message()
     assert answers["good"].tolist() == [[b"alpha", b"beta"]]
+
+
+def test_string_inputs_are_converted_once_by_the_engine_not_per_request_first():
+    """A request's BYTES were decoded to str when it was queued, and the engine converted the batch
+    again; ASCII text is now only checked per request, and the engine's conversion is the one."""
+    model = ServedModel("s", [trtflow.load(string_model(), engine="ort")], BatchConfig(max_batch=4))
+    words = np.array([[b"alpha", b"beta"], [b"", b"z" * 40]], dtype=object)
+    feed, rows, _ = model.prepare({"w": words})
+    assert feed["w"] is words and rows == 2  # the request's own array, not a converted copy
+    assert model.engines[0].infer(feed)["o"].tolist() == [["alpha", "beta"], ["", "z" * 40]]
+    text = np.array([["é".encode(), b"b"]], dtype=object)
+    assert model.prepare({"w": text})[0]["w"].tolist() == [["é", "b"]]  # checked by decoding it
+    with pytest.raises(ProtocolError, match="input 'w'.*not UTF-8 text at index \\(0, 1\\)") as err:
+        model.prepare({"w": np.array([[b"ok", b"\xff\xfe"]], dtype=object)})
+    assert err.value.status == 400

@@ -154,13 +154,19 @@ class ServedModel(ModelInfo):
             return dict(inputs), n, key
         return {name: arr.astype(casts[name]) if name in casts else arr for name, arr in inputs.items()}, n, key
 
-    def _texts(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The string inputs as ``str`` objects (the engine's own conversion then has no bytes left
-        to refuse)."""
-        out = dict(inputs)
+    def _texts(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """The inputs, their strings checked to be text. ASCII bytes are only checked: the engine
+        converts them, once, for the whole batch on its own thread; other bytes are decoded here, to
+        find and name any that are not UTF-8, and passed on decoded."""
+        out = inputs
         for name in self._strings:
+            arr = inputs[name]
+            if arr.dtype.kind == "U" or all(not isinstance(v, (bytes, bytearray)) or v.isascii() for v in arr.flat):
+                continue
+            if out is inputs:
+                out = dict(inputs)
             try:
-                out[name] = to_strings(out[name])
+                out[name] = to_strings(arr)
             except InputError as exc:
                 raise protocol.ProtocolError(f"input '{name}': {exc}") from None
         return out

@@ -186,7 +186,9 @@ def fcn_onnx(path: Optional[Path] = None, classes: int = 21, progress: Optional[
     """``fcn_module`` exported to ONNX with dynamic batch, height and width (input ``input``,
     output ``output``), cached in the trtflow cache folder unless ``path`` is given. The cached
     export holds the folder's lock, as ``mobilenet_onnx`` does: two processes at once export once.
-    An export to ``path`` holds ``<path>.lock``: two processes writing that file take turns."""
+    An export to ``path`` holds ``<path>.lock``: two processes writing that file take turns. The lock
+    file stays after it: a waiter may have opened it already, and would lock the removed file while a
+    newcomer locked a new one (filelock keeps its lock files in place for this reason)."""
     from filelock import FileLock
 
     from trtflow.cache_dir import cache_dir

@@ -146,6 +146,7 @@ def _compare_files(args, is_module: bool, tolerances, stack: contextlib.ExitStac
                 raise UsageError(f"--input names {unknown}, not inputs of {args.other}; its inputs are {names}")
             # the --input files are the example inputs: PyTorch then runs at their shapes, not --shapes'
             module, examples, _ = module_and_examples(args, args.model, use_files=True)
+            options.check_files_match_shapes(examples, files, args)  # as run and bench refuse it
             # examples named after --shapes/--input, in the order given: put them in OTHER's input order
             values = ([examples[n] for n in names] if isinstance(examples, dict) and set(examples) == set(names)
                       else _example_list(examples))
@@ -170,13 +171,19 @@ def _compare_module(args, engines: list[str], tolerances, tmp: str, stack: conte
     from trtflow.arrays import to_numpy
     from trtflow.cli.export import export_config, module_and_examples
     from trtflow.compare.engines import compare_engines
-    from trtflow.feeds import build_feed, parse_input_args
+    from trtflow.feeds import build_feed, load_array, parse_input_args
     from trtflow.backends import load
     from trtflow.export import from_torch
+    from trtflow.spec import parse_shapes
 
-    files = parse_input_args(args.input)  # the values compared on; the export uses --shapes (or the factory's)
-    module, examples, names = module_and_examples(args, args.model, use_files=False)
+    files = parse_input_args(args.input)  # the values compared on
+    on_file = {n: v for n, v in files.items() if v != "random"}
+    # the export uses --shapes, else the --input files (compared at their own shapes), else the factory's examples
+    use_files = bool(on_file) and not options.shapes_of(args)
+    module, examples, names = module_and_examples(args, args.model, use_files=use_files)
     config = export_config(args, names, verify=False)
+    given = {n: load_array(on_file[n], n) for n in parse_shapes(args.shapes) if n in on_file}
+    options.check_files_match_shapes(given, files, args, config.dynamic)  # before the export, as run refuses it
     onnx_path = f"{tmp}/model.onnx"
     loaded = {}
     with output.bar("exporting") as step:

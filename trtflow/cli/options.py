@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from trtflow.errors import UsageError
-from trtflow.spec import Profile, make_profile, parse_names, parse_shapes
+from trtflow.spec import Profile, TensorSpec, make_profile, parse_names, parse_shapes
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
@@ -319,7 +319,7 @@ def feed_for(engine, files: dict, args: argparse.Namespace) -> dict:
     must be that of an --input file of the same input (the file's shape is the one run)."""
     from trtflow.feeds import build_feed, dim_sizes, resolve_shape
 
-    shapes, given = shapes_of(args), parse_shapes(args.shapes)
+    shapes = shapes_of(args)
     check = getattr(engine, "check_memory", None)
     names = [s.name for s in engine.inputs]
     unknown = [name for name in shapes if name not in names]
@@ -329,12 +329,31 @@ def feed_for(engine, files: dict, args: argparse.Namespace) -> dict:
         named = dim_sizes(engine.inputs, shapes)  # dims sharing a label with a given shape, as build_feed does
         check({s.name: resolve_shape(s, shapes, named) for s in engine.inputs})
     feed = build_feed(engine.inputs, files, shapes, args.seed)
-    for name, shape in given.items():
-        if files.get(name, "random") != "random" and tuple(feed[name].shape) != tuple(shape):
-            have, want = "x".join(map(str, feed[name].shape)), "x".join(map(str, shape))
-            raise UsageError(f"--shapes {name}:{want} but --input {name}={files[name]} holds a {have} array, which "
-                             f"is what would run: drop --shapes {name} (the file sets its shape) or give a {want} file")
+    check_files_match_shapes(feed, files, args)
     return feed
+
+
+def check_files_match_shapes(values, files: dict, args: argparse.Namespace, dynamic=None) -> None:
+    """Refuse a --shapes shape that the --input file of the same input contradicts: ``values`` (name ->
+    array or tensor, the files' values where given) run at the file's shape, not the one asked for.
+    With ``dynamic`` (input name -> {axis: label}, an export's dynamic axes), --shapes is the shape
+    exported and a file may differ from it on those axes only.
+
+    Raises:
+        UsageError: a file whose shape the --shapes shape of its input does not take.
+    """
+    for name, shape in parse_shapes(args.shapes).items():
+        if files.get(name, "random") == "random" or name not in values:
+            continue
+        axes = (dynamic or {}).get(name, {})
+        exported = TensorSpec(name, "float32", tuple(axes.get(i, d) for i, d in enumerate(shape)))
+        if not exported.takes(values[name].shape):
+            have, want = "x".join(map(str, values[name].shape)), "x".join(map(str, shape))
+            fix = f"drop --shapes {name} (the file sets its shape) or give a {want} file"
+            if dynamic is not None:  # an export: a dynamic axis may differ
+                fix += f", or make each axis they differ on dynamic (--dynamic {name}:AXIS=LABEL)"
+            raise UsageError(f"--shapes {name}:{want} but --input {name}={files[name]} holds a {have} array, which "
+                             f"is what would run: {fix}")
 
 
 def load_engine(args: argparse.Namespace, model, engine: str | None = None, **extra):

@@ -184,6 +184,28 @@ def test_shapes_that_disagree_with_an_input_file_are_refused(tiny_onnx, tmp_path
     assert opt.returncode == 0, opt.stderr  # a profile's shape, not the run's: the file sets it
 
 
+@pytest.mark.parametrize("command", ["bench", "run"])
+@pytest.mark.parametrize("flags, named", [(("--optShapes", "x:1x3x16x16"), "--optShapes"),
+                                          (("--minShapes", "x:1x3x16x16", "--maxShapes", "x:2x3x16x16"), "--maxShapes")])
+def test_tensorrt_profiles_that_do_not_cover_an_input_file_are_refused_before_the_build(tiny_onnx, tmp_path, command,
+                                                                                       flags, named):
+    """--optShapes x:1x3x16x16 --input x=FILE of a batch of 4 built a profile of min = opt = max = 1x3x16x16 (as
+    trtexec builds --optShapes alone) and failed when the engine got the file, after the build."""
+    np.save(tmp_path / "x4.npy", np.zeros((4, 3, 16, 16), np.float32))
+    fast = ("--iterations", "1", "--duration", "0", "--warmUp", "0") if command == "bench" else ()
+    given = ("--engine", "tensorrt", "--input", f"x={tmp_path / 'x4.npy'}", *fast)
+    proc = call_cli(command, tiny_onnx, *flags, *given)
+    assert proc.returncode == 2 and "x:4x3x16x16" in proc.stderr and named in proc.stderr, proc.stderr
+    assert "cover" in proc.stderr and "cannot execute" not in proc.stderr, proc.stderr  # before the engine loads
+    if command == "bench":  # --saveEngine builds first: refused before that build
+        plan = tmp_path / "m.plan"
+        proc = call_cli(command, tiny_onnx, *flags, *given, "--saveEngine", plan)
+        assert proc.returncode == 2 and "x:4x3x16x16" in proc.stderr and not plan.exists(), proc.stderr
+    fits = call_cli(command, tiny_onnx, "--minShapes", "x:1x3x16x16", "--maxShapes", "x:4x3x16x16", *given)
+    assert "cover" not in fits.stderr, fits.stderr
+    assert fits.returncode == 0 if trtflow.backends.tensorrt_usable() else "cannot execute" in fits.stderr, fits.stderr
+
+
 def test_cli_bench_refuses_two_outputs_in_one_file(tiny_onnx, tmp_path):
     """--exportJson b.png --plot b.png wrote the JSON, then the plot over it: the figures were lost."""
     out = tmp_path / "b.png"

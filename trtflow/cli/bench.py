@@ -179,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
     options.check_distinct_paths(("--exportJson", args.exportJson), ("--plot", args.plot), ("--saveEngine", args.saveEngine))
     files = parse_input_args(args.input)
     gpus = options.gpus_of(args)
+    if args.saveEngine and not args.buildOnly:  # the files the plan then runs, before it is built
+        options.check_files_fit_profiles(args, files)
     if args.saveEngine or args.buildOnly:  # trtexec: build the ONNX model first (and stop with --buildOnly)
         built = _build_first(args)
         if args.buildOnly:

@@ -356,15 +356,50 @@ def check_files_match_shapes(values, files: dict, args: argparse.Namespace, dyna
                              f"is what would run: {fix}")
 
 
+def check_files_fit_profiles(args: argparse.Namespace, files: dict) -> None:
+    """Refuse --input files that no profile of the shape flags covers, before TensorRT builds the engine
+    (which would refuse them only when they reach it). As in trtexec, --optShapes alone builds
+    min = opt = max and --shapes fixes the shape; a --shapes a file contradicts is named as such.
+
+    Raises:
+        UsageError: file shapes outside every profile's [min, max].
+    """
+    from trtflow.backends.tensorrt.buffers import choose_profile
+    from trtflow.errors import InputShapeError
+    from trtflow.feeds import load_array
+    from trtflow.spec import format_shape
+
+    profiles = profiles_of(args)
+    arrays = {n: load_array(v, n) for n, v in files.items() if v != "random"} if profiles else {}
+    if not arrays:
+        return
+    check_files_match_shapes(arrays, files, args)
+    shapes = {n: a.shape for n, a in arrays.items()}
+    try:
+        choose_profile(profiles, shapes)
+    except InputShapeError:
+        flags = [f for f in ("--shapes", "--minShapes", "--optShapes", "--maxShapes", "--profile")
+                 if getattr(args, f.lstrip("-"), None)]
+        ranges = "; ".join(", ".join(f"{n} {format_shape(p.min[n])}..{format_shape(p.max[n])}" for n in p.min)
+                           for p in profiles)
+        held = ", ".join(f"--input {n}={files[n]} holds {n}:{format_shape(s)}" for n, s in shapes.items())
+        raise UsageError(f"{held}, which no profile of {'/'.join(flags)} covers (min..max: {ranges}); "
+                         "TensorRT would refuse it after the build. Give --minShapes/--maxShapes covering it "
+                         "(--optShapes alone builds min = opt = max, as trtexec does), or a file inside them") from None
+
+
 def load_engine(args: argparse.Namespace, model, engine: str | None = None, **extra):
     """Load ``model`` with the engine chosen by --engine (or ``engine``), using the shared flags
     (and ``extra`` load options, e.g. ``device_options(name, gpu)``)."""
     from trtflow.backends import engine_name, load
+    from trtflow.feeds import parse_input_args
 
     name = engine_name(engine or args.engine, model)
     if name != "torch" and isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".pt2":  # read as ONNX or a plan
         raise UsageError(f"{model} is a .pt2 package, which the torch engine runs: give --engine torch, or leave "
                          f"--engine out (not --engine {name})")
+    if name == "tensorrt" and isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".onnx":
+        check_files_fit_profiles(args, parse_input_args(getattr(args, "input", None)))  # before the build
     split = {"split_batches": True} if getattr(args, "split_batches", False) else {}
     return cli_split_hint(load(model, name, **engine_options(args, name), **split, **extra), args)
 

@@ -325,3 +325,16 @@ def test_a_factorys_shapes_that_disagree_with_an_input_file_are_refused(tiny_onn
                         "--atol", "1e-4", "--json")
         assert proc.returncode == 0, (shapes, proc.stderr)
         assert __import__("json").loads(proc.stdout)["inputs"]["x"]["shape"] == [5, 3, 16, 16]
+
+
+def test_a_file_for_one_of_a_factorys_inputs_keeps_the_factorys_examples(tmp_path):
+    """Without --shapes, --input files for only some of the inputs of a factory that returns examples
+    exported from the files alone (one input of two) and failed: the factory's examples are the set."""
+    pytest.importorskip("torch")
+    from tests.conftest import call_cli
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32))
+    proc = call_cli("compare", "tests.models.export_zoo:pair_with_examples", "--input", f"x={tmp_path / 'x.npy'}",
+                    "--atol", "1e-5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert set(__import__("json").loads(proc.stdout)["inputs"]) == {"x", "y"}

@@ -60,3 +60,11 @@ def eigh():
             return torch.linalg.eigh(x @ x.T)[0]
 
     return Eigh()
+
+
+def pair_with_examples():
+    """Two inputs and a factory returning their examples by name: an --input file for one of them
+    leaves the other to the factory's example."""
+    import torch
+
+    return dict_out(), {"x": torch.randn(2, 3), "y": torch.randn(2, 3)}

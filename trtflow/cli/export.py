@@ -50,7 +50,8 @@ def add_export_options(parser: argparse.ArgumentParser) -> None:
 
 def module_and_examples(args: argparse.Namespace, spec: str, use_files: bool = True):
     """The module from MODULE:FACTORY and its example inputs (from --shapes/--dtypes, --input
-    files when ``use_files``, or from the factory).
+    files when ``use_files``, or from the factory; files for fewer inputs than the factory's
+    examples, without --shapes, leave them all to the factory).
 
     Returns:
         ``(module, name -> tensor, input_names or None)``.
@@ -74,6 +75,8 @@ def module_and_examples(args: argparse.Namespace, spec: str, use_files: bool = T
     module, examples = (made if isinstance(made, tuple) and len(made) == 2 else (made, None))
     if not hasattr(module, "forward"):
         raise UsageError(f"{spec} returned a {type(module).__name__}, not a torch.nn.Module")
+    if examples is not None and not shapes and len(files) < _count(examples):
+        files = {}  # files for some of the inputs only: the factory's examples are the whole set
     names = list(dict.fromkeys([*shapes, *files]))
     unknown = [n for n in dtypes if n not in names]
     if unknown:
@@ -95,6 +98,11 @@ def module_and_examples(args: argparse.Namespace, spec: str, use_files: bool = T
             "e.g. --shapes x:1x3x224x224 (and --dtypes ids:int64 for non-float inputs)"
         )
     return module, examples, None
+
+
+def _count(examples) -> int:
+    """How many inputs a factory's examples hold (a dict or sequence of them, or one tensor)."""
+    return len(examples) if isinstance(examples, (dict, list, tuple)) else 1
 
 
 def export_config(args: argparse.Namespace, input_names, verify: bool, tolerances: bool = False):

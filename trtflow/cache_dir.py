@@ -45,3 +45,17 @@ def cache_dir(*parts: str, create: bool = True) -> Path:
                 "writable folder"
             ) from None
     return path
+
+
+def writer_alive(pid: int) -> bool:
+    """Whether process ``pid`` (the writer named in a temporary file's or folder's name) still runs:
+    what a killed writer left may be removed only once it is gone."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True

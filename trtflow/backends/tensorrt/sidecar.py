@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from trtflow.backends.tensorrt.flavor import Flavor, describe_target
+from trtflow.cache_dir import writer_alive
 from trtflow.spec import Profile, TensorSpec
 
 SIDECAR_SUFFIX = ".json"
@@ -46,24 +47,12 @@ def remove_stale_temps(path: Path) -> list[Path]:
     removed = []
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
         pid = tmp.name[len(path.name) + 2:].split(".")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not writer_alive(int(pid)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     if removed:
         log.info("removed %d temporary file(s) left by killed writers of %s", len(removed), path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def sha256(data: bytes) -> str:

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from trtflow.backends.tensorrt.sidecar import _alive
+from trtflow.cache_dir import writer_alive
 from trtflow.errors import UsageError
 from trtflow.serve.repo.config import validate_pbtxt
 
@@ -185,7 +185,7 @@ def _sweep_model(model_dir: Path) -> None:
     write was killed before its new version was moved in) is put back instead."""
     for path in model_dir.iterdir():
         found = _STAGED.fullmatch(path.name)
-        if found is None or _alive(int(found[3] or found[4])):
+        if found is None or writer_alive(int(found[3] or found[4])):
             continue
         log.info("removing %s, left by a write that was killed", path)
         if found[2] == "replaced" and not (model_dir / found[1]).exists():
@@ -201,7 +201,7 @@ def _sweep_beside(root: Path) -> None:
     prefix = f".{root.name}.writing-"
     for path in root.parent.glob(".*.writing-*"):
         pid = path.name[len(prefix):].split("-")[0]
-        if path.name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+        if path.name.startswith(prefix) and pid.isdigit() and not writer_alive(int(pid)):
             log.info("removing %s, left by a write that was killed", path)
             shutil.rmtree(path, ignore_errors=True)
 

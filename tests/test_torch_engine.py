@@ -435,3 +435,56 @@ def test_fuse_pads_three_input_channels_to_four_only_when_asked():
                                  pad_channels=True)
     assert torch.nn.functional.pad not in [n.target for n in hardswish.graph.nodes]
     assert hardswish.get_submodule("0").in_channels == 3
+
+
+class _Shared(torch.nn.Module):
+    """Modules used twice, parameters read by the forward and tied, adds the fusions must not take."""
+
+    def __init__(self, case: str):
+        super().__init__()
+        nn = torch.nn
+        self.case = case
+        self.stem, self.c, self.down = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1)
+        self.other = nn.Conv2d(4, 4, 1)
+        self.other.bias = self.c.bias  # tied
+
+    def forward(self, x, y):
+        relu = torch.relu
+        if self.case == "stem twice":  # one stem on two images
+            return relu(self.stem(x)) + relu(self.stem(y))
+        x = relu(self.stem(x))
+        if self.case == "main twice":
+            return relu(self.c(x)) + relu(self.c(x) + self.down(x))
+        if self.case == "residual read":
+            return relu(self.c(x) + self.down(x)) + self.down.bias.view(1, -1, 1, 1)
+        if self.case == "tied":
+            return relu(self.c(x) + self.down(x)) + self.other(x)
+        if self.case == "y + y":
+            y = self.c(x)
+            return relu(y + y)
+        return relu(self.c(x) + 1.0)
+
+
+@pytest.mark.parametrize("case", ["stem twice", "main twice", "residual read", "tied", "y + y", "plus a number"])
+def test_fuse_leaves_shared_and_read_modules_and_odd_adds_alone(case):
+    """The bias move and the padding change modules: only those the graph uses once. A tied bias keeps
+    its values; ``y + y`` and ``conv + 1.0`` are no conv + residual add (fusing them failed)."""
+    from trtflow.backends.torch.fuse import fuse_conv_bn_act
+
+    torch.manual_seed(0)
+    model = _Shared(case).eval()
+    tied, down_bias = model.c.bias.detach().clone(), model.down.bias.detach().clone()
+    gm = fuse_conv_bn_act(model, pad_channels=True)
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert torch.equal(model.other.bias, tied)  # the tied parameter itself never changes
+    if case == "stem twice":
+        assert gm.get_submodule("stem").in_channels == 3 and torch.nn.functional.pad not in targets
+        return
+    assert gm.get_submodule("stem").in_channels == 4  # used once: padded
+    if case in ("main twice", "residual read"):
+        assert gm.get_submodule("down").bias is not None
+    if case == "tied":
+        assert gm.get_submodule("down").bias is None
+        torch.testing.assert_close(gm.get_submodule("c").bias, tied + down_bias)  # c's new one: the sum
+    if case in ("y + y", "plus a number"):
+        assert torch.cudnn_convolution_add_relu not in targets

@@ -38,8 +38,11 @@ def fuse_conv_bn_act(module: Any, pad_channels: bool = False):
     """Return an ``fx.GraphModule`` equivalent to ``module`` (in eval mode) with the fusions applied.
 
     The graph module shares ``module``'s submodules and changes them: ``module`` is switched to eval
-    mode and a fused convolution without a bias gets a zero one. Pass a module of your own (the
-    torch engine passes its copy, never the caller's).
+    mode, a fused convolution without a bias gets a zero one, and rewrites 3 and 4 give the
+    convolutions they change new bias and weight parameters (a residual convolution loses its bias).
+    Rewrites that change a module (1, 3, 4) apply only to modules the graph uses once: a module
+    called twice, or whose parameters the forward reads, is left as it is. Pass a module of your
+    own (the torch engine passes its copy, never the caller's).
 
     Raises:
         UsageError: the module cannot be traced by ``torch.fx``.
@@ -53,6 +56,7 @@ def fuse_conv_bn_act(module: Any, pad_channels: bool = False):
     except Exception as exc:
         raise UsageError(f"fuse=True needs a module torch.fx can trace; tracing failed: {type(exc).__name__}: {exc}") from exc
     modules = dict(gm.named_modules())
+    uses = _uses(gm)  # before any rewrite turns a call into reads of the module's parameters
 
     def module_of(node, kind):
         if node.op == "call_module" and isinstance(modules.get(node.target), kind):
@@ -64,7 +68,7 @@ def fuse_conv_bn_act(module: Any, pad_channels: bool = False):
         bn = module_of(node, nn.BatchNorm2d)
         src = node.args[0] if node.args else None
         conv = module_of(src, nn.Conv2d) if isinstance(src, fx.Node) else None
-        if bn is None or conv is None or len(src.users) != 1:
+        if bn is None or conv is None or len(src.users) != 1 or uses[src.target] != 1:
             continue
         _set_module(gm, src.target, fuse_conv_bn_eval(conv, bn))
         modules[src.target] = _get_module(gm, src.target)
@@ -97,12 +101,14 @@ def fuse_conv_bn_act(module: Any, pad_channels: bool = False):
                 src, conv, residual = a, fusable_conv(a), b
             elif fusable_conv(b) is not None:
                 src, conv, residual = b, fusable_conv(b), a
+            if not isinstance(residual, fx.Node) or residual is src:  # conv + 1.0, or y + y
+                conv = None
         if conv is None:
             continue
         if conv.bias is None:
             conv.bias = nn.Parameter(torch.zeros(conv.out_channels, dtype=conv.weight.dtype, device=conv.weight.device))
-        once = _calls(gm, src.target) == 1  # a module called twice keeps its bias and channels
-        moved += once and residual is not None and _take_bias(gm, modules, residual, conv)
+        once = uses[src.target] == 1  # a module used twice keeps its bias and channels
+        moved += once and residual is not None and _take_bias(modules, uses, residual, conv)
         with gm.graph.inserting_before(node):
             source = src.args[0]
             if once and pad_channels and conv.in_channels in PAD_TO:
@@ -131,21 +137,31 @@ def fuse_conv_bn_act(module: Any, pad_channels: bool = False):
     return gm
 
 
-def _calls(gm, target: str) -> int:
-    return sum(n.op == "call_module" and n.target == target for n in gm.graph.nodes)
+def _uses(gm) -> dict:
+    """Module name -> how often the graph uses it: its calls and the reads of its parameters."""
+    from collections import Counter
+
+    uses = Counter()
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            uses[node.target] += 1
+        elif node.op == "get_attr":
+            uses[node.target.rpartition(".")[0]] += 1
+    return uses
 
 
-def _take_bias(gm, modules: dict, residual, conv) -> bool:
-    """Add the bias of ``residual`` (a convolution node feeding only the fused add) to ``conv``'s and drop it there."""
+def _take_bias(modules: dict, uses: dict, residual, conv) -> bool:
+    """Give ``conv`` a new bias, its own plus that of ``residual`` (a convolution node used once, feeding
+    only the fused add), and drop the residual's (a parameter tied elsewhere keeps its values)."""
     import torch
-    from torch import fx, nn
+    from torch import nn
 
-    other = modules.get(residual.target) if isinstance(residual, fx.Node) and residual.op == "call_module" else None
+    other = modules.get(residual.target) if residual.op == "call_module" else None
     if not isinstance(other, nn.Conv2d) or other.bias is None or len(residual.users) != 1 \
-            or other.out_channels != conv.out_channels or _calls(gm, residual.target) != 1:
+            or other.out_channels != conv.out_channels or uses[residual.target] != 1:
         return False
     with torch.no_grad():
-        conv.bias.add_(other.bias.to(conv.bias.dtype))
+        conv.bias = nn.Parameter(conv.bias + other.bias.to(conv.bias.dtype), requires_grad=False)
     other.bias = None
     return True
 

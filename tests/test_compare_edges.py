@@ -327,14 +327,20 @@ def test_a_factorys_shapes_that_disagree_with_an_input_file_are_refused(tiny_onn
         assert __import__("json").loads(proc.stdout)["inputs"]["x"]["shape"] == [5, 3, 16, 16]
 
 
-def test_a_file_for_one_of_a_factorys_inputs_keeps_the_factorys_examples(tmp_path):
+def test_a_file_for_one_of_a_factorys_inputs_takes_its_place_among_the_factorys_examples(tmp_path):
     """Without --shapes, --input files for only some of the inputs of a factory that returns examples
-    exported from the files alone (one input of two) and failed: the factory's examples are the set."""
+    exported from the files alone (one input of two) and failed; then the file was ignored without a
+    word. The file takes its input's place; files for unnamed examples are refused, naming the fix."""
     pytest.importorskip("torch")
     from tests.conftest import call_cli
 
     np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32))
+    np.save(tmp_path / "x5.npy", np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32))
     proc = call_cli("compare", "tests.models.export_zoo:pair_with_examples", "--input", f"x={tmp_path / 'x.npy'}",
                     "--atol", "1e-5", "--json")
     assert proc.returncode == 0, proc.stderr
     assert set(__import__("json").loads(proc.stdout)["inputs"]) == {"x", "y"}
+    proc = call_cli("compare", "tests.models.export_zoo:pair_with_examples", "--input", f"x={tmp_path / 'x5.npy'}")
+    assert proc.returncode == 2 and "'x': (5, 3), 'y': (2, 3)" in proc.stderr, proc.stderr  # the file's x ran
+    proc = call_cli("compare", "tests.models.export_zoo:dict_out_examples_unnamed", "--input", f"x={tmp_path / 'x.npy'}")
+    assert proc.returncode == 2 and "--input x" in proc.stderr and "--shapes" in proc.stderr, proc.stderr

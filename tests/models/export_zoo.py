@@ -68,3 +68,10 @@ def pair_with_examples():
     import torch
 
     return dict_out(), {"x": torch.randn(2, 3), "y": torch.randn(2, 3)}
+
+
+def dict_out_examples_unnamed():
+    """``dict_out`` with its two examples as a tuple (no names)."""
+    import torch
+
+    return dict_out(), (torch.randn(2, 3), torch.randn(2, 3))

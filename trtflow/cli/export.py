@@ -50,8 +50,8 @@ def add_export_options(parser: argparse.ArgumentParser) -> None:
 
 def module_and_examples(args: argparse.Namespace, spec: str, use_files: bool = True):
     """The module from MODULE:FACTORY and its example inputs (from --shapes/--dtypes, --input
-    files when ``use_files``, or from the factory; files for fewer inputs than the factory's
-    examples, without --shapes, leave them all to the factory).
+    files when ``use_files``, or from the factory; without --shapes, files for some of the
+    factory's named examples take their places).
 
     Returns:
         ``(module, name -> tensor, input_names or None)``.
@@ -75,8 +75,8 @@ def module_and_examples(args: argparse.Namespace, spec: str, use_files: bool = T
     module, examples = (made if isinstance(made, tuple) and len(made) == 2 else (made, None))
     if not hasattr(module, "forward"):
         raise UsageError(f"{spec} returned a {type(module).__name__}, not a torch.nn.Module")
-    if examples is not None and not shapes and len(files) < _count(examples):
-        files = {}  # files for some of the inputs only: the factory's examples are the whole set
+    if examples is not None and not shapes and files and len(files) < _count(examples):
+        return module, _with_files(spec, examples, files, torch), None  # the factory's set, some from files
     names = list(dict.fromkeys([*shapes, *files]))
     unknown = [n for n in dtypes if n not in names]
     if unknown:
@@ -103,6 +103,19 @@ def module_and_examples(args: argparse.Namespace, spec: str, use_files: bool = T
 def _count(examples) -> int:
     """How many inputs a factory's examples hold (a dict or sequence of them, or one tensor)."""
     return len(examples) if isinstance(examples, (dict, list, tuple)) else 1
+
+
+def _with_files(spec: str, examples, files: dict, torch) -> dict:
+    """A factory's examples (by name) with the --input files in place of those they name."""
+    from trtflow.feeds import load_array
+
+    unknown = sorted(set(files) - set(examples)) if isinstance(examples, dict) else sorted(files)
+    if unknown:
+        have = f"inputs {sorted(examples)}" if isinstance(examples, dict) else f"{_count(examples)} unnamed example inputs"
+        raise UsageError(f"--input {', '.join(unknown)}: {spec} returns {have}, and the files name only some of "
+                         "them; give --input for every input, or --shapes NAME:SHAPE for each")
+    return {name: torch.from_numpy(load_array(files[name], name).copy()) if files.get(name, "random") != "random"
+            else value for name, value in examples.items()}
 
 
 def export_config(args: argparse.Namespace, input_names, verify: bool, tolerances: bool = False):

@@ -49,6 +49,7 @@ def measure(path: str, x: np.ndarray, clients: int, seconds: float, max_batch: i
     from trtflow.serve import ipc
     from trtflow.serve.engine_process import engine_main
     from trtflow.serve.frontend import EngineClient
+    from trtflow.serve.metrics import ModelStats
     from trtflow.serve.server import ServeOptions, run_loop
 
     options = ServeOptions() if switch_ms is None else ServeOptions(switch_interval_s=switch_ms / 1e3)
@@ -84,7 +85,9 @@ def measure(path: str, x: np.ndarray, clients: int, seconds: float, max_batch: i
         c1, t1, s1 = process_cpu_s(proc.pid), time.perf_counter(), time.process_time()
         if jobs:
             result["profile"] = await asyncio.get_running_loop().run_in_executor(None, serve_profile.finish, jobs)
-        v = (await client.stats())["m"]["values"]
+        counters = ModelStats()
+        counters.update((await client.stats())["m"])  # as the front ends read the engine process's counters
+        v = counters.values
         result.update(request_bytes=x.nbytes, clients=clients, req_s=count[0] / (t1 - t0),
                       engine_cpu_us_per_request=(c1 - c0) / count[0] * 1e6,
                       client_cpu_us_per_request=(s1 - s0) / count[0] * 1e6,

@@ -102,3 +102,18 @@ def test_metadata_and_config_are_built_once_per_model(served, monkeypatch):
     assert [i.name for i in g.get_model_metadata("affine").inputs] == ["x"]
     assert g.get_model_config("affine").config.max_batch_size == 8
     assert sorted(built) == ["model_config", "model_metadata"]
+
+
+def test_engine_bench_reads_the_engine_process_counters(tmp_path, monkeypatch):
+    """bench/serve_engine_bench.py read a "values" entry that the engine process's snapshot no longer
+    sends, and failed after its timed part: it now reads the snapshot as the front ends do."""
+    from pathlib import Path
+
+    bench_dir = Path(__file__).resolve().parents[1] / "bench"
+    monkeypatch.syspath_prepend(str(bench_dir))  # the spawned engine process imports the script by name
+    import serve_engine_bench
+
+    model = tmp_path / "affine.onnx"
+    model.write_bytes(affine_model())
+    r = serve_engine_bench.measure(str(model), np.ones((1, 4), np.float32), clients=4, seconds=0.3, max_batch=4)
+    assert r["req_s"] > 0 and 1.0 <= r["mean_batch"] <= 4.0

@@ -130,10 +130,7 @@ class Hub:
     def snapshot(self) -> dict:
         out = {}
         for name, s in self.server.stats.items():
-            with s.lock:
-                out[name] = {"requests": dict(s.requests), "pending": s.pending, "inflight": s.inflight,
-                             "failure_us": s.failure_us, "by_size": {k: list(v) for k, v in s.by_size.items()},
-                             "last_inference": self.server.last_inference[name]}
+            out[name] = {**s.snapshot(), "last_inference": self.server.last_inference[name]}
         return out
 
     def close(self) -> None:

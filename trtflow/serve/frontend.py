@@ -154,10 +154,7 @@ class FrontServer(Server):
     async def refresh_stats(self) -> None:
         """The engine process's counters for every model (requests of all front ends)."""
         for name, snap in (await self.client.stats()).items():
-            s = self.stats[name]
-            s.requests.update(snap["requests"])
-            s.pending, s.inflight = snap["pending"], snap["inflight"]
-            s.failure_us, s.by_size = snap["failure_us"], snap["by_size"]
+            self.stats[name].update(snap)
             self.last_inference[name] = snap["last_inference"]
 
     async def drain(self) -> None:

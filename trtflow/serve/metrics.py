@@ -76,6 +76,19 @@ class ModelStats:
         with self.lock:
             return sorted((size, list(runs)) for size, runs in self.by_size.items())
 
+    def snapshot(self) -> dict:
+        """The counters as plain data, for another process (which reads them with ``update``)."""
+        with self.lock:
+            return {"requests": dict(self.requests), "pending": self.pending, "inflight": self.inflight,
+                    "failure_us": self.failure_us, "by_size": {k: list(v) for k, v in self.by_size.items()}}
+
+    def update(self, snapshot: dict) -> None:
+        """Take the counters of another process's ``snapshot()``."""
+        with self.lock:
+            self.requests.update(snapshot["requests"])
+            self.pending, self.inflight = snapshot["pending"], snapshot["inflight"]
+            self.failure_us, self.by_size = snapshot["failure_us"], snapshot["by_size"]
+
     @property
     def values(self) -> dict:
         """Every counter of ``COUNTERS`` by name (a copy): the requests' as counted, the executions' summed."""

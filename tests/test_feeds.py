@@ -146,3 +146,15 @@ def test_compare_of_two_files_refuses_shapes_contradicting_an_input_file(tiny_on
     proc = call_cli("compare", tiny_onnx, tiny_onnx, "--engine", "ort", "--shapes", "x:2x3x16x16",
                     "--input", f"x={tmp_path / 'x.npy'}")
     assert proc.returncode == 2 and "drop --shapes x" in proc.stderr and "1x3x16x16" in proc.stderr, proc.stderr
+
+
+def test_load_array_lazy_maps_a_npy_file_instead_of_reading_it(tmp_path):
+    """The shape checks before a build read only the header of a .npy file: lazy maps it."""
+    from trtflow.feeds import load_array
+
+    data = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(tmp_path / "a.npy", data)
+    lazy = load_array(str(tmp_path / "a.npy"), "a", lazy=True)
+    assert isinstance(lazy.base, np.memmap) or isinstance(lazy, np.memmap)
+    assert lazy.shape == (3, 4) and lazy.dtype == np.float32 and np.array_equal(lazy, data)
+    assert not isinstance(load_array(str(tmp_path / "a.npy"), "a"), np.memmap)

@@ -218,9 +218,10 @@ def split_npz(value: str) -> tuple[Path, str | None]:
     return Path(value), None
 
 
-def load_array(value: str, name: str) -> np.ndarray:
+def load_array(value: str, name: str, lazy: bool = False) -> np.ndarray:
     """The array an ``--input NAME=VALUE`` names: a ``.npy`` file, or one array of a ``.npz``
-    (``KEY`` when given as ``FILE.npz:KEY``, else the array called ``name``).
+    (``KEY`` when given as ``FILE.npz:KEY``, else the array called ``name``). ``lazy``: a ``.npy``
+    file is mapped, not read (for checks that need only its shape and dtype).
 
     Raises:
         ModelLoadError: a missing, unreadable or malformed file, or a .npz without that array.
@@ -232,7 +233,7 @@ def load_array(value: str, name: str) -> np.ndarray:
     if path.is_dir():
         raise ModelLoadError(f"{path} is a folder; --input {name}= takes a .npy or .npz file")
     try:
-        data = np.load(path, allow_pickle=False)
+        data = np.load(path, allow_pickle=False, mmap_mode="r" if lazy else None)
         if not isinstance(data, np.lib.npyio.NpzFile):
             return np.asarray(data)
         with data:

@@ -182,7 +182,7 @@ def _compare_module(args, engines: list[str], tolerances, tmp: str, stack: conte
     use_files = bool(on_file) and not options.shapes_of(args)
     module, examples, names = module_and_examples(args, args.model, use_files=use_files)
     config = export_config(args, names, verify=False)
-    given = {n: load_array(on_file[n], n) for n in parse_shapes(args.shapes) if n in on_file}
+    given = {n: load_array(on_file[n], n, lazy=True) for n in parse_shapes(args.shapes) if n in on_file}
     options.check_files_match_shapes(given, files, args, config.dynamic)  # before the export, as run refuses it
     onnx_path = f"{tmp}/model.onnx"
     loaded = {}

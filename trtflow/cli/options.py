@@ -370,7 +370,7 @@ def check_files_fit_profiles(args: argparse.Namespace, files: dict) -> None:
     from trtflow.spec import format_shape
 
     profiles = profiles_of(args)
-    arrays = {n: load_array(v, n) for n, v in files.items() if v != "random"} if profiles else {}
+    arrays = {n: load_array(v, n, lazy=True) for n, v in files.items() if v != "random"} if profiles else {}
     if not arrays:
         return
     check_files_match_shapes(arrays, files, args)

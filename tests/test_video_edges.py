@@ -781,6 +781,78 @@ def test_av_option_no_ffmpeg_part_knows_is_refused_naming_it(tmp_path, capsys):
     source.close()
 
 
+def test_ffmpeg_libraries_are_loaded_only_for_options_and_a_load_failure_leaves_sources_open(
+        tmp_path, monkeypatch, caplog):
+    """The option-name check loaded FFmpeg's libraries through ctypes for every Source, options or
+    not, and an OSError from loading them broke every Source. A missing library is simulated by a
+    loader that raises; the real PyAV still decodes."""
+    import ctypes
+
+    from tests.test_video import make_clip
+    from trtflow.video import ffmpeg_options
+    from trtflow.video.sources import Source
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=2)
+
+    def no_tables():
+        raise AssertionError("FFmpeg's option tables were loaded for a source without options")
+
+    monkeypatch.setattr(ffmpeg_options, "_option_tables", no_tables)
+    source = Source(str(clip))
+    assert sum(1 for _ in source.frames()) == 2
+    source.close()
+    monkeypatch.undo()
+
+    def missing(path, *args, **kwargs):
+        raise OSError(f"{path}: cannot open shared object file")
+
+    ffmpeg_options._option_tables.cache_clear()
+    monkeypatch.setattr(ctypes, "CDLL", missing)
+    try:
+        with caplog.at_level("WARNING", logger=ffmpeg_options.__name__):
+            source = Source(str(clip), options={"probesize": 5000000})
+            assert sum(1 for _ in source.frames()) == 2
+            source.close()
+    finally:
+        monkeypatch.undo()
+        ffmpeg_options._option_tables.cache_clear()
+    assert "option names are not checked" in caplog.text
+
+
+def test_ffmpeg_option_check_uses_the_libraries_pyav_loaded_and_only_logs_for_the_systems(
+        tmp_path, monkeypatch, caplog):
+    """Without PyAV's av.libs folder (conda, source builds) find_library may find the system's
+    FFmpeg, whose option tables can differ from the one PyAV linked: the libraries mapped into the
+    process are used, and names only the system's libraries lack are passed on with a warning."""
+    import ctypes.util
+
+    from tests.test_video import make_clip
+    from trtflow.video import ffmpeg_options
+    from trtflow.video.sources import Source
+
+    paths, pyav = ffmpeg_options._library_paths()
+    assert pyav and sorted(paths) == ["avcodec", "avformat", "avutil"]
+    if os.path.exists("/proc/self/maps"):
+        assert ffmpeg_options._pyav_libraries() == paths
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=2)
+    # as if PyAV's libraries were not found and only find_library found some (these same files)
+    monkeypatch.setattr(ffmpeg_options, "_pyav_libraries", dict)
+    monkeypatch.setattr(ffmpeg_options, "Path", lambda _: tmp_path / "av" / "__init__.py")
+    monkeypatch.setattr(ctypes.util, "find_library", paths.get)
+    ffmpeg_options._option_tables.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger=ffmpeg_options.__name__):
+            source = Source(str(clip), options={"rtsp_transprot": "udp"})
+            assert sum(1 for _ in source.frames()) == 2
+            source.close()
+    finally:
+        monkeypatch.undo()
+        ffmpeg_options._option_tables.cache_clear()
+    assert "rtsp_transprot not found in the system's FFmpeg" in caplog.text
+
+
 @pytest.mark.parametrize("options", [{"max_frames": -1}, {"max_frames": 2.5}, {"batch": 0}, {"batch": "4"},
                                      {"push_timeout_ms": -5}, {"queue_frames": -1}, {"timeout_s": 0},
                                      {"post_workers": 0}, {"push_timeout_ms": float("nan")}])

@@ -297,7 +297,9 @@ def test_inspect_shows_a_value_of_unknown_rank_as_such(tmp_path):
 
 def test_inspect_and_an_edit_report_describe_io_alike(tmp_path):
     """inspect built its own input/output dicts beside an edit's report's, and the two read a
-    sequence-typed output differently (shape [] in one, None in the other)."""
+    sequence-typed output differently (shape [] in one, None in the other). A value that is not a
+    tensor (a sequence, an optional) has no rank: shape None and a dtype naming its kind, not a
+    scalar of dtype 'onnx:0'."""
     from onnx import TensorProto, helper, save
 
     from trtflow.cli.inspect import summary
@@ -305,12 +307,21 @@ def test_inspect_and_an_edit_report_describe_io_alike(tmp_path):
     from trtflow.graph.io import load_onnx
 
     vi = helper.make_tensor_value_info
+    optional = helper.make_value_info(
+        "p", helper.make_optional_type_proto(helper.make_tensor_type_proto(TensorProto.INT64, [2, "n"])))
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["y"], ["o"]), helper.make_node("SequenceConstruct", ["u"], ["q"])], "g",
-        [vi("y", TensorProto.FLOAT, None), vi("u", TensorProto.FLOAT, [2, "n"])],
-        [vi("o", TensorProto.FLOAT, None), helper.make_tensor_sequence_value_info("q", TensorProto.FLOAT, None)])
+        [helper.make_node("Identity", ["y"], ["o"]), helper.make_node("SequenceConstruct", ["u"], ["q"]),
+         helper.make_node("Optional", ["k"], ["p"])], "g",
+        [vi("y", TensorProto.FLOAT, None), vi("u", TensorProto.FLOAT, [2, "n"]), vi("k", TensorProto.INT64, [2, "n"])],
+        [vi("o", TensorProto.FLOAT, None), helper.make_tensor_sequence_value_info("q", TensorProto.FLOAT, None),
+         optional])
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
     info, proto = summary(tmp_path / "m.onnx"), load_onnx(tmp_path / "m.onnx")
     change = describe_change(proto, proto)
     assert (info["inputs"], info["outputs"]) == (change["inputs"]["after"], change["outputs"]["after"])
-    assert [s["shape"] for s in info["inputs"] + info["outputs"]] == [None, [2, "n"], None, []]
+    assert [(s["dtype"], s["shape"]) for s in info["inputs"] + info["outputs"]] == [
+        ("float32", None), ("float32", [2, "n"]), ("int64", [2, "n"]), ("float32", None),
+        ("sequence<float32>", None), ("optional<int64>", None)]
+    table = call_cli("inspect", str(tmp_path / "m.onnx"))
+    assert table.returncode == 0 and table.stdout.count("rank unknown") == 4, table.stdout
+    assert "sequence<float32>" in table.stdout and "scalar" not in table.stdout, table.stdout

@@ -20,7 +20,8 @@ def _dims(shape) -> str:
 
 
 def summary(model) -> dict:
-    """What ``inspect`` reports, as a dict (an input or output of unknown rank has ``shape`` None)."""
+    """What ``inspect`` reports, as a dict (an input or output of unknown rank, or not a tensor, has
+    ``shape`` None)."""
     from trtflow.edits.report import io_dicts
     from trtflow.graph.io import load_onnx
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from trtflow.arrays import ONNX_DTYPES
 from trtflow.graph.io import graph_inputs, is_unranked, value_spec
 from trtflow.graph.ir import op_counts
 
@@ -32,13 +33,33 @@ def describe_change(before: Any, after: Any) -> dict:
 def io_dicts(proto: Any) -> tuple[list[dict], list[dict]]:
     """``TensorSpec.to_dict()`` of the graph inputs and outputs (``trtflow inspect`` shows these too);
     one of unknown rank (no shape in the model, as an input before fix-shapes gives it one) has the
-    shape None, which a spec would read as a scalar."""
+    shape None, which a spec would read as a scalar. So has a value that is not a tensor (a
+    sequence, map or optional), whose dtype names its kind, e.g. ``sequence<float32>``."""
     return [_io_dict(v) for v in graph_inputs(proto)], [_io_dict(v) for v in proto.graph.output]
 
 
 def _io_dict(value: Any) -> dict:
+    if value.type.WhichOneof("value") != "tensor_type":
+        return {"name": value.name, "dtype": _type_name(value.type), "shape": None}
     spec = value_spec(value).to_dict()
     return {**spec, "shape": None} if is_unranked(value) else spec
+
+
+def _type_name(proto: Any) -> str:
+    """An ONNX TypeProto as text: ``float32``, ``sequence<float32>``, ``map<int64,float32>``, ``optional<...>``."""
+    kind = proto.WhichOneof("value")
+    if kind in ("tensor_type", "sparse_tensor_type"):
+        elem = getattr(proto, kind).elem_type
+        name = ONNX_DTYPES.get(elem, f"onnx:{elem}")
+        return name if kind == "tensor_type" else f"sparse<{name}>"
+    if kind == "sequence_type":
+        return f"sequence<{_type_name(proto.sequence_type.elem_type)}>"
+    if kind == "optional_type":
+        return f"optional<{_type_name(proto.optional_type.elem_type)}>"
+    if kind == "map_type":
+        key = ONNX_DTYPES.get(proto.map_type.key_type, f"onnx:{proto.map_type.key_type}")
+        return f"map<{key},{_type_name(proto.map_type.value_type)}>"
+    return "unknown"  # no type in the model
 
 
 def summary_lines(report: dict) -> list[str]:

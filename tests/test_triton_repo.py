@@ -765,7 +765,9 @@ def test_what_a_killed_write_left_is_removed_by_the_next_write(tmp_path, case):
     assert len(left) == 1, left
     assert _triton_view(repo) == before  # Triton never sees it
     name = "static" if case == "new model" else "dyn"
-    live = [tmp_path / f".repo.writing-{os.getpid()}-x", repo / name / f".3.writing-{os.getpid()}"]
+    from trtflow.serve.repo.atomic import HOST
+
+    live = [tmp_path / f".repo.writing-{HOST}-{os.getpid()}-x", repo / name / f".3.writing-{HOST}-{os.getpid()}"]
     for folder in live:  # a write still running (this process) keeps its folders
         folder.mkdir()
     write_repository(static if case == "new model" else model, repo, RepoOptions(name=name, overwrite=True, version=4))
@@ -780,16 +782,45 @@ def test_a_version_a_killed_write_moved_aside_is_put_back_by_the_next_write(tmp_
     import sys
 
     from trtflow.serve.repo import RepoOptions, write_repository
+    from trtflow.serve.repo.atomic import HOST
 
     model, repo = _dynamic_onnx(tmp_path / "dyn.onnx"), tmp_path / "repo"
     write_repository(model, repo)
     before = _triton_view(repo)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (repo / "dyn" / "1").rename(repo / "dyn" / f".1.replaced-{dead.pid}")
-    (repo / "dyn" / f".1.writing-{dead.pid}").mkdir()
-    (repo / "dyn" / f".config.pbtxt.{dead.pid}").write_text("half")
+    (repo / "dyn" / "1").rename(repo / "dyn" / f".1.replaced-{HOST}-{dead.pid}")
+    (repo / "dyn" / f".1.writing-{HOST}-{dead.pid}").mkdir()
+    (repo / "dyn" / f".config.pbtxt.{HOST}-{dead.pid}").write_text("half")
     write_repository(model, repo, RepoOptions(overwrite=True, version=2))
     after = _triton_view(repo)
     assert {p: v for p, v in after.items() if p.parts[1:2] != ("2",)} == before and (repo / "dyn" / "2").is_dir()
     assert not list(repo.rglob(".*"))
+
+
+def test_only_this_hosts_killed_writes_are_removed(tmp_path):
+    """A repository on NFS or a volume several containers mount has writers on other hosts, whose process
+    ids mean nothing here: their staged folders and files (and older names, without a host) are kept;
+    this host's, of a process that is gone, are removed."""
+    import subprocess
+    import sys
+
+    from trtflow.serve.repo import RepoOptions, write_repository
+    from trtflow.serve.repo.atomic import HOST
+
+    model, repo = _dynamic_onnx(tmp_path / "dyn.onnx"), tmp_path / "repo"
+    write_repository(model, repo)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    other = "elsewhere" if HOST != "elsewhere" else "other"
+    theirs = [repo / "dyn" / f".2.writing-{other}-{dead.pid}", tmp_path / f".repo.writing-{other}-{dead.pid}-x",
+              repo / "dyn" / f".2.writing-{dead.pid}", tmp_path / f".repo.writing-{dead.pid}-x"]
+    mine = [repo / "dyn" / f".2.writing-{HOST}-{dead.pid}", tmp_path / f".repo.writing-{HOST}-{dead.pid}-x"]
+    for folder in theirs + mine:
+        folder.mkdir()
+    (repo / "dyn" / f".config.pbtxt.{other}-{dead.pid}").write_text("half")
+    (repo / "dyn" / f".config.pbtxt.{HOST}-{dead.pid}").write_text("half")
+    write_repository(model, repo, RepoOptions(overwrite=True, version=3))
+    assert all(p.is_dir() for p in theirs) and (repo / "dyn" / f".config.pbtxt.{other}-{dead.pid}").is_file()
+    assert not any(p.exists() for p in mine) and not (repo / "dyn" / f".config.pbtxt.{HOST}-{dead.pid}").exists()
+    assert (repo / "dyn" / "3").is_dir() and (repo / "dyn" / "1").is_dir()

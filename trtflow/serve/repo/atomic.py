@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -14,6 +15,10 @@ from trtflow.errors import UsageError
 from trtflow.serve.repo.config import validate_pbtxt
 
 log = logging.getLogger(__name__)
+
+# this host, in the names of what a write stages (beside its PID): a repository on NFS or on a volume that
+# several containers mount has writers elsewhere, whose PIDs mean nothing here; only this host's are swept
+HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "localhost"
 
 
 class AtomicWrite:
@@ -31,8 +36,10 @@ class AtomicWrite:
     folder (REPO's parent not writable, REPO a mount point) N is made in place, empty until its version and
     config.pbtxt arrive as above, with a warning. A write that fails, is refused or is stopped half-way,
     ``commit`` included, removes what it built and leaves the repository as it was (``rollback``). What a
-    write killed outright (SIGKILL) left is removed by the next write to the model or the repository, once
-    the process named by its PID is gone; a version it had moved aside and not replaced is put back.
+    write killed outright (SIGKILL) left is removed by the next write on the same host to the model or the
+    repository, once the process named by its PID is gone; a version it had moved aside and not replaced is
+    put back. PID in these names stands for HOST-PID (``HOST``, this host's name): on a repository that
+    several hosts or containers share, another host's names, and names without a host, are left alone.
 
     Used as a context manager: ``commit`` when the block ends, ``rollback`` when it raises."""
 
@@ -81,7 +88,7 @@ class AtomicWrite:
             model_dir.mkdir()
             self.created.append(model_dir)
         self.built[model_dir] = model_dir
-        staged = model_dir / f".{version}.writing-{os.getpid()}"
+        staged = model_dir / f".{version}.writing-{HOST}-{os.getpid()}"
         shutil.rmtree(staged, ignore_errors=True)  # left by a process of the same id that was killed
         staged.mkdir()
         self.renames.append((staged, model_dir / str(version)))
@@ -95,7 +102,8 @@ class AtomicWrite:
             try:
                 if root.parent == root or root.parent.stat().st_dev != root.stat().st_dev:
                     raise OSError(f"{root} is a mount point: a folder beside it is on another filesystem")
-                self.outside = Path(tempfile.mkdtemp(prefix=f".{root.name}.writing-{os.getpid()}-", dir=root.parent))
+                prefix = f".{root.name}.writing-{HOST}-{os.getpid()}-"
+                self.outside = Path(tempfile.mkdtemp(prefix=prefix, dir=root.parent))
             except OSError as exc:
                 self.in_place = True
                 log.warning("cannot build new models beside the repository (%s): writing them in %s in place, where "
@@ -127,7 +135,7 @@ class AtomicWrite:
                     "them with a config written for another model; delete those version folders first, or write "
                     "this model under another --name")
             self.configs[path] = old
-        temp = model_dir / f".config.pbtxt.{os.getpid()}"
+        temp = model_dir / f".config.pbtxt.{HOST}-{os.getpid()}"
         temp.write_text(text)
         self.renames.append((temp, path))  # a polling Triton reads the old text or the new, never half of it
 
@@ -137,7 +145,7 @@ class AtomicWrite:
             for built, final in self.renames:
                 if final.parent in self.kept and final.name != "config.pbtxt" and final.is_dir():
                     # the version replaced waits aside until every model is in place
-                    backup = final.with_name(f".{final.name}.replaced-{os.getpid()}")
+                    backup = final.with_name(f".{final.name}.replaced-{HOST}-{os.getpid()}")
                     shutil.rmtree(backup, ignore_errors=True)
                     self.moved.append((final, final.rename(backup)))
                 os.replace(built, final)
@@ -155,7 +163,7 @@ class AtomicWrite:
         """Remove what this write built, and undo what ``commit`` had moved into place."""
         for final in reversed(self.done):
             if final in self.configs:
-                temp = final.with_name(f".config.pbtxt.{os.getpid()}")
+                temp = final.with_name(f".config.pbtxt.{HOST}-{os.getpid()}")
                 temp.write_text(self.configs[final])
                 temp.replace(final)
             elif final.is_dir():
@@ -176,13 +184,14 @@ class AtomicWrite:
         self.__init__()
 
 
-_STAGED = re.compile(r"\.(\d+)\.(writing|replaced)-(\d+)|\.config\.pbtxt\.(\d+)")  # in a model folder
+# what a write of this host stages in a model folder
+_STAGED = re.compile(rf"\.(\d+)\.(writing|replaced)-{re.escape(HOST)}-(\d+)|\.config\.pbtxt\.{re.escape(HOST)}-(\d+)")
 
 
 def _sweep_model(model_dir: Path) -> None:
-    """Remove what writes killed before they finished left in ``model_dir`` (their process is gone): versions
-    and config.pbtxt files not moved into place, and versions moved aside; one whose place is still empty (the
-    write was killed before its new version was moved in) is put back instead."""
+    """Remove what writes of this host killed before they finished left in ``model_dir`` (their process is
+    gone): versions and config.pbtxt files not moved into place, and versions moved aside; one whose place is
+    still empty (the write was killed before its new version was moved in) is put back instead."""
     for path in model_dir.iterdir():
         found = _STAGED.fullmatch(path.name)
         if found is None or writer_alive(int(found[3] or found[4])):
@@ -197,8 +206,9 @@ def _sweep_model(model_dir: Path) -> None:
 
 
 def _sweep_beside(root: Path) -> None:
-    """Remove the folders beside repository ``root`` that writes killed before they finished built new models in."""
-    prefix = f".{root.name}.writing-"
+    """Remove the folders beside repository ``root`` that writes of this host killed before they finished
+    built new models in."""
+    prefix = f".{root.name}.writing-{HOST}-"
     for path in root.parent.glob(".*.writing-*"):
         pid = path.name[len(prefix):].split("-")[0]
         if path.name.startswith(prefix) and pid.isdigit() and not writer_alive(int(pid)):

@@ -401,3 +401,12 @@ def test_context_pool_survives_a_failed_context_creation():
     with pytest.raises(EngineError, match="closed"):
         with pool.acquire():
             pass
+
+
+def test_rebuild_of_a_plan_file_is_refused(double, tmp_path):
+    """rebuild=True reached only the engine cache: a plan file loaded its old plan without a word."""
+    path = plan_file(tmp_path, "affine")
+    with pytest.raises(UsageError, match=r"rebuild=True.*trtflow build MODEL\.onnx --saveEngine .*m\.plan"):
+        trtflow.load(path, engine="tensorrt", rebuild=True)
+    with trtflow.load(path, engine="tensorrt") as eng:  # without rebuild it loads
+        check_affine(eng.infer({"x": x_of(2)}), x_of(2))

@@ -177,7 +177,8 @@ class TensorRTEngine(Engine):
         plugins: plugin libraries loaded (ctypes) before deserialization.
         device: CUDA device index; the cache key, sidecar target and GPU check use this device.
         cache: build ONNX models through the engine cache (False: build in memory every time).
-        rebuild: build the cached plan again even when a usable one exists.
+        rebuild: build the cached plan of an ONNX model again even when a usable one exists (a plan
+            file: refused).
         min_shapes, opt_shapes, max_shapes: one more profile as name -> shape dicts (trtexec's
             --minShapes/--optShapes/--maxShapes), appended to ``profiles``.
         max_contexts: execution contexts kept at most; concurrent calls beyond it wait for one.
@@ -190,7 +191,8 @@ class TensorRTEngine(Engine):
         EngineIncompatibleError: no TensorRT can execute on this machine, or the plan was built
             for another TensorRT or GPU (a cached plan is rebuilt once first).
         EngineError: the engine has I/O trtflow cannot feed (shape-tensor or host inputs, FP8).
-        UsageError: CUDA graphs asked for a TensorRT-RTX plan built without REQUIRE_USER_ALLOCATION.
+        UsageError: CUDA graphs asked for a TensorRT-RTX plan built without REQUIRE_USER_ALLOCATION;
+            ``rebuild=True`` with a plan file.
         BuildError, MissingDependencyError: as ``trtflow.backends.tensorrt.build_engine``.
     """
 
@@ -214,6 +216,10 @@ class TensorRTEngine(Engine):
         max_shapes: dict | None = None,
         max_contexts: int = DEFAULT_MAX_CONTEXTS,
     ):
+        if rebuild and _is_plan(model):
+            raise UsageError(f"rebuild=True rebuilds the engine cache's plan of an ONNX model; {model} is a plan file, "
+                             f"which would load as it is. Rebuild it from its ONNX model: `trtflow build MODEL.onnx "
+                             f"--saveEngine {model}`, or load the ONNX model with rebuild=True.")
         self._ops = open_device(device)
         self.flavor = load_flavor()
         config = build_config or BuildConfig()

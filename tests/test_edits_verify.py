@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from trtflow.edits.verify import VerifyConfig, verify_edit
+from trtflow.edits.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyConfig, verify_edit
 from trtflow.errors import MismatchError
 
 
@@ -47,3 +47,19 @@ def test_a_given_npz_or_uppercase_npy_fixes_its_dynamic_inputs_shape(tmp_path, s
     feeds = dict(build_feeds(model, None, VerifyConfig(inputs={"x": given})))
     np.testing.assert_array_equal(feeds["given"]["x"], x)
     assert feeds["random(seed=0)"]["x"].shape == (2, 5)
+
+
+@pytest.mark.parametrize("fields", [{"per_output_atol": [0.1]}, {"per_output_rtol": {"b": -1}}, {"min_agreement": 2},
+                                    {"min_agreement": "all"}, {"per_output_atol": {0: 0.1}}])
+def test_verify_config_refuses_tolerances_as_tolerances_does(fields):
+    """VerifyConfig(per_output_atol=[0.1]) was accepted and its .tolerances raised TypeError later;
+    min_agreement=2 was refused only when an edit verified. It is refused at once, in Tolerances' words."""
+    from trtflow.compare import Tolerances
+    from trtflow.errors import UsageError
+
+    with pytest.raises(UsageError) as config_error:
+        VerifyConfig(**fields)
+    with pytest.raises(UsageError) as tolerances_error:
+        Tolerances(**{"atol": DEFAULT_ATOL, "rtol": DEFAULT_RTOL, **fields})
+    assert str(config_error.value) == str(tolerances_error.value)
+    assert VerifyConfig(min_agreement=0.5, per_output_atol={"b": 0.1}).tolerances.for_output("b") == (0.1, 1e-4)

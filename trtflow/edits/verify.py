@@ -44,7 +44,8 @@ class VerifyConfig:
         per_output_rtol: output name -> relative tolerance for that output only.
 
     Raises:
-        UsageError: a negative or non-finite tolerance, a bad shape, a non-integer seed.
+        UsageError: a negative or non-finite tolerance, per-output tolerances that are not a dict
+            output name -> tolerance, a min_agreement outside [0, 1], a bad shape, a non-integer seed.
     """
 
     atol: float | None = None
@@ -60,6 +61,9 @@ class VerifyConfig:
         for name in ("atol", "rtol"):
             if getattr(self, name) is not None:
                 fields.set_field(self, name, fields.number(getattr(self, name), name, 0))
+        self.tolerances  # refuses per-output tolerances and min_agreement of the wrong type or range
+        for name in ("per_output_atol", "per_output_rtol"):
+            fields.set_field(self, name, dict(getattr(self, name)))
         if not isinstance(self.inputs, Mapping):
             raise UsageError(f"inputs: expected a dict input name -> .npy/.npz file, got {self.inputs!r}")
         fields.set_field(self, "inputs", {str(k): str(v) for k, v in self.inputs.items()})
@@ -75,7 +79,7 @@ class VerifyConfig:
     def tolerances(self) -> Tolerances:
         return Tolerances(atol=DEFAULT_ATOL if self.atol is None else self.atol,
                           rtol=DEFAULT_RTOL if self.rtol is None else self.rtol, min_agreement=self.min_agreement,
-                          per_output_atol=dict(self.per_output_atol), per_output_rtol=dict(self.per_output_rtol))
+                          per_output_atol=self.per_output_atol, per_output_rtol=self.per_output_rtol)
 
 
 def run_ort(proto: Any, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ from filelock import FileLock, Timeout
 from tests.conftest import call_cli
 from trtflow.backends.tensorrt.cache import EngineCache
 from trtflow.backends.tensorrt.sidecar import sha256
+from trtflow.cache_dir import HOST
 
 
 def _entry(root, key: str, plan: bytes = b"plan bytes", sidecar: dict | str | None = None) -> None:
@@ -39,17 +40,23 @@ def test_clear_leaves_a_build_under_way_alone(tmp_path):
     _entry(root, "a" * 64)
     _entry(root, "b" * 64)
     building = root / ("b" * 64 + ".lock")
-    live_tmp = root / f".{'b' * 64}.plan.{os.getpid()}.1.tmp"  # this process is the writer: alive
+    live_tmp = root / f".{'b' * 64}.plan.{HOST}-{os.getpid()}.1.tmp"  # this process is the writer: alive
     live_tmp.write_bytes(b"half a plan")
-    dead_tmp = root / f".{'a' * 64}.plan.{_dead_pid()}.1.tmp"
+    dead = _dead_pid()
+    dead_tmp = root / f".{'a' * 64}.plan.{HOST}-{dead}.1.tmp"
     dead_tmp.write_bytes(b"left by a killed writer")
+    elsewhere = [root / f".{'a' * 64}.plan.{name}.1.tmp" for name in (f"otherhost-{dead}", str(dead))]
+    for tmp in elsewhere:  # another host's writer (a shared folder), and a name that says no host
+        tmp.write_bytes(b"being written elsewhere")
     with FileLock(str(building)):  # another build holds the key
         removed = EngineCache(root).clear()
         assert removed == 1
         assert live_tmp.exists() and building.exists()  # its rename would fail, and its lock stop guarding it
         assert (root / f"{'b' * 64}.plan").exists()
         os.replace(live_tmp, root / f"{'b' * 64}.plan")  # the writer finishes
-    assert not dead_tmp.exists()
+    assert not dead_tmp.exists() and all(tmp.exists() for tmp in elsewhere)
+    for tmp in elsewhere:
+        tmp.unlink()
     assert sorted(p.name for p in root.iterdir()) == sorted(
         [f"{'a' * 64}.lock"] + [f"{'b' * 64}{s}" for s in (".plan", ".plan.json", ".lock")])
     assert EngineCache(root).clear() == 1

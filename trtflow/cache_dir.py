@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 from pathlib import Path
 
 from trtflow.errors import UsageError
 
 ENV_VAR = "TRTFLOW_CACHE_DIR"
+# this host, in the names of temporary files and folders (beside the writer's PID): a folder on NFS or on a
+# volume that several containers mount has writers elsewhere, whose PIDs mean nothing here, so only this
+# host's leftovers are ever removed. Letters, digits and "_" only: "." and "-" separate the name's parts.
+HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "localhost"
 
 
 def cache_dir(*parts: str, create: bool = True) -> Path:
@@ -48,8 +54,8 @@ def cache_dir(*parts: str, create: bool = True) -> Path:
 
 
 def writer_alive(pid: int) -> bool:
-    """Whether process ``pid`` (the writer named in a temporary file's or folder's name) still runs:
-    what a killed writer left may be removed only once it is gone."""
+    """Whether process ``pid`` of this host (the writer named in a temporary file's or folder's name,
+    after ``HOST``) still runs: what a killed writer left may be removed only once it is gone."""
     if pid == os.getpid():
         return True
     try:

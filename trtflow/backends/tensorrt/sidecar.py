@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from trtflow.backends.tensorrt.flavor import Flavor, describe_target
-from trtflow.cache_dir import writer_alive
+from trtflow.cache_dir import HOST, writer_alive
 from trtflow.spec import Profile, TensorSpec
 
 SIDECAR_SUFFIX = ".json"
@@ -29,7 +29,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file in the same folder, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    tmp = path.with_name(f".{path.name}.{HOST}-{os.getpid()}.{time.monotonic_ns()}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -42,12 +42,13 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def remove_stale_temps(path: Path) -> list[Path]:
-    """Delete the temporary files of ``path`` left by writers that were killed (their process is
-    gone); a live writer's file is kept. Returns what was removed."""
+    """Delete the temporary files of ``path`` (``.NAME.HOST-PID.NS.tmp``) left by writers of this host
+    that were killed (their process is gone); a live writer's file, another host's and one without a
+    host are kept. Returns what was removed."""
     removed = []
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:].split(".")[0]
-        if pid.isdigit() and not writer_alive(int(pid)):
+        host, _, pid = tmp.name[len(path.name) + 2:].split(".")[0].rpartition("-")
+        if host == HOST and pid.isdigit() and not writer_alive(int(pid)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     if removed:

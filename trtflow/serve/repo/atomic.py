@@ -6,19 +6,15 @@ import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
-from trtflow.cache_dir import writer_alive
+from trtflow.cache_dir import HOST, writer_alive
 from trtflow.errors import UsageError
 from trtflow.serve.repo.config import validate_pbtxt
 
 log = logging.getLogger(__name__)
 
-# this host, in the names of what a write stages (beside its PID): a repository on NFS or on a volume that
-# several containers mount has writers elsewhere, whose PIDs mean nothing here; only this host's are swept
-HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "localhost"
 
 
 class AtomicWrite:

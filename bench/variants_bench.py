@@ -110,7 +110,8 @@ def main(argv=None) -> int:
         size, engines, ref = size_of(name), {}, None
         row = {"model": name, "batch": batch, "device": torch.cuda.get_device_name(), "torch": torch.__version__,
                "cudnn_benchmark_limit": torch.backends.cudnn.benchmark_limit, "variants": {}}
-        x = torch.randn(batch, 3, size, size, device="cuda", dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+        x = torch.randn(batch, 3, size, size, device="cuda", dtype=torch.float16)
+        x = x.contiguous(memory_format=torch.channels_last)
         for variant, mods in variants.items():
             if time.perf_counter() - T0 > args.stop_s:
                 log(f"{name} b{batch} {variant}: skipped (--stop-s)")
@@ -153,8 +154,9 @@ def main(argv=None) -> int:
                 continue
             best = max(v["img_s"], default=0)
             first = first or best
+            ratio = f"{best / first:.3f}x" if first else "-"
             print(f"| {r['model']} | {r['batch']} | {variant} | {', '.join(f'{t:,}' for t in v['img_s'])} | "
-                  f"{f'{best / first:.3f}x' if first else '-'} | {v['max_abs_diff']:.3g} (peak {v['peak']:.3g}) | {v['compile_s']} |")
+                  f"{ratio} | {v['max_abs_diff']:.3g} (peak {v['peak']:.3g}) | {v['compile_s']} |")
     return 0
 
 

@@ -111,7 +111,8 @@ def _with_files(spec: str, examples, files: dict, torch) -> dict:
 
     unknown = sorted(set(files) - set(examples)) if isinstance(examples, dict) else sorted(files)
     if unknown:
-        have = f"inputs {sorted(examples)}" if isinstance(examples, dict) else f"{_count(examples)} unnamed example inputs"
+        have = (f"inputs {sorted(examples)}" if isinstance(examples, dict)
+                else f"{_count(examples)} unnamed example inputs")
         raise UsageError(f"--input {', '.join(unknown)}: {spec} returns {have}, and the files name only some of "
                          "them; give --input for every input, or --shapes NAME:SHAPE for each")
     return {name: torch.from_numpy(load_array(files[name], name).copy()) if files.get(name, "random") != "random"

@@ -215,7 +215,7 @@ class EngineCache:
                     side.unlink(missing_ok=True)
             except Timeout:
                 log.info("engine cache: %s is being built by another process; left alone", key)
-        # .KEY.plan[.json].PID.NS.tmp: only those of dead writers go, each written file's looked up once
+        # .KEY.plan[.json].HOST-PID.NS.tmp: only this host's dead writers' go, each written file's looked up once
         for target in {tmp.name[1:].removesuffix(".tmp").rsplit(".", 2)[0] for tmp in self.root.glob(".*.tmp")}:
             remove_stale_temps(self.root / target)
         return removed

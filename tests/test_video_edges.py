@@ -811,13 +811,21 @@ def test_ffmpeg_libraries_are_loaded_only_for_options_and_a_load_failure_leaves_
     monkeypatch.setattr(ctypes, "CDLL", missing)
     try:
         with caplog.at_level("WARNING", logger=ffmpeg_options.__name__):
-            source = Source(str(clip), options={"probesize": 5000000})
-            assert sum(1 for _ in source.frames()) == 2
-            source.close()
+            assert _frames_read(clip, {"probesize": 5000000}) == 2
     finally:
         monkeypatch.undo()
         ffmpeg_options._option_tables.cache_clear()
     assert "option names are not checked" in caplog.text
+
+
+def _frames_read(clip, options) -> int:
+    from trtflow.video.sources import Source
+
+    source = Source(str(clip), options=options)
+    try:
+        return sum(1 for _ in source.frames())
+    finally:
+        source.close()
 
 
 def test_ffmpeg_option_check_uses_the_libraries_pyav_loaded_and_only_logs_for_the_systems(
@@ -829,7 +837,6 @@ def test_ffmpeg_option_check_uses_the_libraries_pyav_loaded_and_only_logs_for_th
 
     from tests.test_video import make_clip
     from trtflow.video import ffmpeg_options
-    from trtflow.video.sources import Source
 
     paths, pyav = ffmpeg_options._library_paths()
     assert pyav and sorted(paths) == ["avcodec", "avformat", "avutil"]
@@ -844,9 +851,7 @@ def test_ffmpeg_option_check_uses_the_libraries_pyav_loaded_and_only_logs_for_th
     ffmpeg_options._option_tables.cache_clear()
     try:
         with caplog.at_level("WARNING", logger=ffmpeg_options.__name__):
-            source = Source(str(clip), options={"rtsp_transprot": "udp"})
-            assert sum(1 for _ in source.frames()) == 2
-            source.close()
+            assert _frames_read(clip, {"rtsp_transprot": "udp"}) == 2
     finally:
         monkeypatch.undo()
         ffmpeg_options._option_tables.cache_clear()

@@ -363,9 +363,10 @@ def test_temp_file_of_a_killed_writer_is_removed(tmp_path):
     import sys
 
     from trtflow.backends.tensorrt.sidecar import atomic_write
+    from trtflow.cache_dir import HOST
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = tmp_path / f".model.plan.{dead.stdout.strip()}.123.tmp"
+    stale = tmp_path / f".model.plan.{HOST}-{dead.stdout.strip()}.123.tmp"
     stale.write_bytes(b"half a plan")
     atomic_write(tmp_path / "model.plan", b"plan")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.plan"]

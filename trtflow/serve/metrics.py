@@ -89,35 +89,40 @@ class ModelStats:
             self.pending, self.inflight = snapshot["pending"], snapshot["inflight"]
             self.failure_us, self.by_size = snapshot["failure_us"], snapshot["by_size"]
 
-    @property
-    def values(self) -> dict:
-        """Every counter of ``COUNTERS`` by name (a copy): the requests' as counted, the executions' summed."""
-        runs = self.executions()
+    def totals(self) -> tuple[dict, list[tuple[int, list]]]:
+        """Every counter of ``COUNTERS`` by name (the requests' as counted, the executions' summed) and the
+        executions by size (as ``executions``), from one copy: the two agree while batches keep running."""
         with self.lock:
-            out = dict(self.requests)
+            out, runs = dict(self.requests), sorted((size, list(r)) for size, r in self.by_size.items())
         out["nv_inference_exec_count"] = sum(r[0] for _, r in runs)
         out["nv_inference_count"] = sum(size * r[0] for size, r in runs)
         for i, name in enumerate(COMPUTE_COUNTERS, 1):
             out[name] = sum(r[i] for _, r in runs)
-        return out
+        return out, runs
+
+    @property
+    def values(self) -> dict:
+        """Every counter of ``COUNTERS`` by name (a copy)."""
+        return self.totals()[0]
 
     @property
     def batch_counts(self) -> list[int]:
         """Executions per bucket of ``BATCH_BUCKETS`` (up to and including its bound), then above the last."""
-        counts = [0] * (len(BATCH_BUCKETS) + 1)
-        for size, runs in self.executions():
-            counts[bisect.bisect_left(BATCH_BUCKETS, size)] += runs[0]
-        return counts
+        return bucket_counts(self.executions())
 
-    @property
-    def batch_sum(self) -> int:
-        """Rows executed in all."""
-        return sum(size * runs[0] for size, runs in self.executions())
+
+def bucket_counts(runs: list[tuple[int, list]]) -> list[int]:
+    """Executions (``ModelStats.executions``) per bucket of ``BATCH_BUCKETS``, then above the last."""
+    counts = [0] * (len(BATCH_BUCKETS) + 1)
+    for size, r in runs:
+        counts[bisect.bisect_left(BATCH_BUCKETS, size)] += r[0]
+    return counts
 
 
 def render(stats: dict[str, ModelStats], version: str = "1") -> str:
     """Prometheus text exposition of every model's counters, plus a batch-size histogram."""
-    lines, values = [], {model: s.values for model, s in stats.items()}
+    lines, totals = [], {model: s.totals() for model, s in stats.items()}
+    values = {model: v for model, (v, _) in totals.items()}
     for name, help_text, kind in COUNTERS:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
         for model, v in values.items():
@@ -132,7 +137,7 @@ def render(stats: dict[str, ModelStats], version: str = "1") -> str:
     lines += [f"# HELP {name} Rows per model execution (dynamic batching)", f"# TYPE {name} histogram"]
     for model, s in stats.items():
         label = f'model="{model}",version="{version}"'
-        total, counts = 0, s.batch_counts
+        total, counts = 0, bucket_counts(totals[model][1])
         for bound, count in zip(BATCH_BUCKETS, counts):
             total += count
             lines.append(f'{name}_bucket{{{label},le="{bound}"}} {total}')

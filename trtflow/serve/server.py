@@ -169,14 +169,14 @@ class Server:
         out = []
         for n in names:
             s = self.stats[n]
-            v = s.values
+            v, runs = s.totals()  # one copy: the counts and batch_stats agree
 
             def entry(count_key: str, us_key: str) -> dict:
                 return {"count": int(v[count_key]), "ns": int(v[us_key] * 1000)}
 
             batches = [{"batch_size": size, **{part: {"count": runs[0], "ns": int(us * 1000)}  # each size executed
                                                for part, us in zip(BATCH_PARTS, runs[1:])}}
-                       for size, runs in s.executions()]
+                       for size, runs in runs]
             out.append({
                 "name": n, "version": self.models[n].version, "last_inference": self.last_inference[n],
                 "inference_count": int(v["nv_inference_count"]), "execution_count": int(v["nv_inference_exec_count"]),

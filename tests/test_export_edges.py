@@ -228,3 +228,18 @@ def test_export_config_refuses_tolerances_as_tolerances_does(fields):
     with pytest.raises(UsageError) as tolerances_error:
         Tolerances(**{"atol": ExportConfig.atol, "rtol": ExportConfig.rtol, **fields})
     assert str(config_error.value) == str(tolerances_error.value)
+
+
+def test_a_big_endian_input_file_is_an_example_input(tmp_path):
+    """An --input file saved big-endian ('>f4') ended the export in an internal error (torch takes native
+    byte order only): the file's values are the example."""
+    import numpy as np
+
+    pytest.importorskip("torch")
+    from tests.conftest import call_cli
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(">f4"))
+    proc = call_cli("export", "tests.models.tiny:make", "--input", f"x={tmp_path / 'x.npy'}",
+                    "-o", str(tmp_path / "m.onnx"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "m.onnx").exists()

@@ -60,6 +60,7 @@ def module_and_examples(args: argparse.Namespace, spec: str, use_files: bool = T
         ModelLoadError: the spec does not import, the factory fails, an --input file is unreadable.
         UsageError: no shapes and a factory that returns no example inputs; --dtypes for an unknown input.
     """
+    from trtflow.arrays import to_torch
     from trtflow.deps import require
     from trtflow.export.factory import load_factory
     from trtflow.export.inputs import parse_dtypes
@@ -76,7 +77,7 @@ def module_and_examples(args: argparse.Namespace, spec: str, use_files: bool = T
     if not hasattr(module, "forward"):
         raise UsageError(f"{spec} returned a {type(module).__name__}, not a torch.nn.Module")
     if examples is not None and not shapes and files and len(files) < _count(examples):
-        return module, _with_files(spec, examples, files, torch), None  # the factory's set, some from files
+        return module, _with_files(spec, examples, files), None  # the factory's set, some from files
     names = list(dict.fromkeys([*shapes, *files]))
     unknown = [n for n in dtypes if n not in names]
     if unknown:
@@ -85,7 +86,7 @@ def module_and_examples(args: argparse.Namespace, spec: str, use_files: bool = T
         values = {}
         for name in names:
             if files.get(name, "random") != "random":
-                values[name] = torch.from_numpy(load_array(files[name], name).copy())
+                values[name] = to_torch(load_array(files[name], name))
             elif name not in shapes:
                 raise UsageError(f"--input {name}=random needs a shape: add --shapes {name}:1x3x224x224")
             else:
@@ -105,8 +106,9 @@ def _count(examples) -> int:
     return len(examples) if isinstance(examples, (dict, list, tuple)) else 1
 
 
-def _with_files(spec: str, examples, files: dict, torch) -> dict:
+def _with_files(spec: str, examples, files: dict) -> dict:
     """A factory's examples (by name) with the --input files in place of those they name."""
+    from trtflow.arrays import to_torch
     from trtflow.feeds import load_array
 
     unknown = sorted(set(files) - set(examples)) if isinstance(examples, dict) else sorted(files)
@@ -115,7 +117,7 @@ def _with_files(spec: str, examples, files: dict, torch) -> dict:
                 else f"{_count(examples)} unnamed example inputs")
         raise UsageError(f"--input {', '.join(unknown)}: {spec} returns {have}, and the files name only some of "
                          "them; give --input for every input, or --shapes NAME:SHAPE for each")
-    return {name: torch.from_numpy(load_array(files[name], name).copy()) if files.get(name, "random") != "random"
+    return {name: to_torch(load_array(files[name], name)) if files.get(name, "random") != "random"
             else value for name, value in examples.items()}
 
 

@@ -172,7 +172,7 @@ def _resolve_size(task: Task, input_size: Any) -> Optional[tuple[int, int]]:
             raise UsageError(f"input_size {want} differs from the engine's fixed input {fixed}; drop input_size "
                              "or rebuild the engine for that size")
         return fixed
-    sides = tuple(d if isinstance(d, int) else None for d in task.input_spec.shape[-2:])  # one side fixed
+    sides = task.fixed_dims()  # one side fixed
     if want is not None and any(f is not None and f != g for f, g in zip(sides, want)):
         raise UsageError(f"input_size {want} differs from the engine's input (height, width) {sides} (None: any); "
                          "give a size with its fixed side, or drop input_size")

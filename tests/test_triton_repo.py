@@ -765,7 +765,7 @@ def test_what_a_killed_write_left_is_removed_by_the_next_write(tmp_path, case):
     assert len(left) == 1, left
     assert _triton_view(repo) == before  # Triton never sees it
     name = "static" if case == "new model" else "dyn"
-    from trtflow.serve.repo.atomic import HOST
+    from trtflow.cache_dir import HOST
 
     live = [tmp_path / f".repo.writing-{HOST}-{os.getpid()}-x", repo / name / f".3.writing-{HOST}-{os.getpid()}"]
     for folder in live:  # a write still running (this process) keeps its folders
@@ -782,7 +782,7 @@ def test_a_version_a_killed_write_moved_aside_is_put_back_by_the_next_write(tmp_
     import sys
 
     from trtflow.serve.repo import RepoOptions, write_repository
-    from trtflow.serve.repo.atomic import HOST
+    from trtflow.cache_dir import HOST
 
     model, repo = _dynamic_onnx(tmp_path / "dyn.onnx"), tmp_path / "repo"
     write_repository(model, repo)
@@ -806,7 +806,7 @@ def test_only_this_hosts_killed_writes_are_removed(tmp_path):
     import sys
 
     from trtflow.serve.repo import RepoOptions, write_repository
-    from trtflow.serve.repo.atomic import HOST
+    from trtflow.cache_dir import HOST
 
     model, repo = _dynamic_onnx(tmp_path / "dyn.onnx"), tmp_path / "repo"
     write_repository(model, repo)

@@ -53,15 +53,23 @@ def cache_dir(*parts: str, create: bool = True) -> Path:
     return path
 
 
-def writer_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host (the writer named in a temporary file's or folder's name,
-    after ``HOST``) still runs: what a killed writer left may be removed only once it is gone."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def writer_tag() -> str:
+    """This process's mark in the names of the temporary files and folders it writes: ``HOST-PID``."""
+    return f"{HOST}-{os.getpid()}"
+
+
+def left_by_dead_writer(tag: str) -> bool:
+    """Whether ``tag`` (a ``writer_tag``) names a writer of this host that no longer runs: what it left
+    may be removed. Another host's tag, or a name without a host, is never one."""
+    host, _, pid = tag.rpartition("-")
+    if host != HOST or not pid.isdigit():
         return False
-    except OSError:  # exists, owned by someone else
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
         return True
-    return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from trtflow.backends.tensorrt.flavor import Flavor, describe_target
-from trtflow.cache_dir import HOST, writer_alive
+from trtflow.cache_dir import left_by_dead_writer, writer_tag
 from trtflow.spec import Profile, TensorSpec
 
 SIDECAR_SUFFIX = ".json"
@@ -29,7 +29,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file in the same folder, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
-    tmp = path.with_name(f".{path.name}.{HOST}-{os.getpid()}.{time.monotonic_ns()}.tmp")
+    tmp = path.with_name(f".{path.name}.{writer_tag()}.{time.monotonic_ns()}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -47,8 +47,7 @@ def remove_stale_temps(path: Path) -> list[Path]:
     host are kept. Returns what was removed."""
     removed = []
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        host, _, pid = tmp.name[len(path.name) + 2:].split(".")[0].rpartition("-")
-        if host == HOST and pid.isdigit() and not writer_alive(int(pid)):
+        if left_by_dead_writer(tmp.name[len(path.name) + 2:].split(".")[0]):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     if removed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
@@ -9,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from trtflow.cache_dir import HOST, writer_alive
+from trtflow.cache_dir import left_by_dead_writer, writer_tag
 from trtflow.errors import UsageError
 from trtflow.serve.repo.config import validate_pbtxt
 
@@ -84,7 +85,7 @@ class AtomicWrite:
             model_dir.mkdir()
             self.created.append(model_dir)
         self.built[model_dir] = model_dir
-        staged = model_dir / f".{version}.writing-{HOST}-{os.getpid()}"
+        staged = model_dir / f".{version}.writing-{writer_tag()}"
         shutil.rmtree(staged, ignore_errors=True)  # left by a process of the same id that was killed
         staged.mkdir()
         self.renames.append((staged, model_dir / str(version)))
@@ -98,7 +99,7 @@ class AtomicWrite:
             try:
                 if root.parent == root or root.parent.stat().st_dev != root.stat().st_dev:
                     raise OSError(f"{root} is a mount point: a folder beside it is on another filesystem")
-                prefix = f".{root.name}.writing-{HOST}-{os.getpid()}-"
+                prefix = f".{root.name}.writing-{writer_tag()}-"
                 self.outside = Path(tempfile.mkdtemp(prefix=prefix, dir=root.parent))
             except OSError as exc:
                 self.in_place = True
@@ -131,7 +132,7 @@ class AtomicWrite:
                     "them with a config written for another model; delete those version folders first, or write "
                     "this model under another --name")
             self.configs[path] = old
-        temp = model_dir / f".config.pbtxt.{HOST}-{os.getpid()}"
+        temp = model_dir / f".config.pbtxt.{writer_tag()}"
         temp.write_text(text)
         self.renames.append((temp, path))  # a polling Triton reads the old text or the new, never half of it
 
@@ -141,7 +142,7 @@ class AtomicWrite:
             for built, final in self.renames:
                 if final.parent in self.kept and final.name != "config.pbtxt" and final.is_dir():
                     # the version replaced waits aside until every model is in place
-                    backup = final.with_name(f".{final.name}.replaced-{HOST}-{os.getpid()}")
+                    backup = final.with_name(f".{final.name}.replaced-{writer_tag()}")
                     shutil.rmtree(backup, ignore_errors=True)
                     self.moved.append((final, final.rename(backup)))
                 os.replace(built, final)
@@ -159,7 +160,7 @@ class AtomicWrite:
         """Remove what this write built, and undo what ``commit`` had moved into place."""
         for final in reversed(self.done):
             if final in self.configs:
-                temp = final.with_name(f".config.pbtxt.{HOST}-{os.getpid()}")
+                temp = final.with_name(f".config.pbtxt.{writer_tag()}")
                 temp.write_text(self.configs[final])
                 temp.replace(final)
             elif final.is_dir():
@@ -180,8 +181,8 @@ class AtomicWrite:
         self.__init__()
 
 
-# what a write of this host stages in a model folder
-_STAGED = re.compile(rf"\.(\d+)\.(writing|replaced)-{re.escape(HOST)}-(\d+)|\.config\.pbtxt\.{re.escape(HOST)}-(\d+)")
+# what a write stages in a model folder, with its writer's tag
+_STAGED = re.compile(r"\.(\d+)\.(writing|replaced)-(\w+-\d+)|\.config\.pbtxt\.(\w+-\d+)")
 
 
 def _sweep_model(model_dir: Path) -> None:
@@ -190,7 +191,7 @@ def _sweep_model(model_dir: Path) -> None:
     still empty (the write was killed before its new version was moved in) is put back instead."""
     for path in model_dir.iterdir():
         found = _STAGED.fullmatch(path.name)
-        if found is None or writer_alive(int(found[3] or found[4])):
+        if found is None or not left_by_dead_writer(found[3] or found[4]):
             continue
         log.info("removing %s, left by a write that was killed", path)
         if found[2] == "replaced" and not (model_dir / found[1]).exists():
@@ -204,10 +205,9 @@ def _sweep_model(model_dir: Path) -> None:
 def _sweep_beside(root: Path) -> None:
     """Remove the folders beside repository ``root`` that writes of this host killed before they finished
     built new models in."""
-    prefix = f".{root.name}.writing-{HOST}-"
-    for path in root.parent.glob(".*.writing-*"):
-        pid = path.name[len(prefix):].split("-")[0]
-        if path.name.startswith(prefix) and pid.isdigit() and not writer_alive(int(pid)):
+    prefix = f".{root.name}.writing-"
+    for path in root.parent.glob(glob.escape(prefix) + "*"):
+        if left_by_dead_writer(path.name[len(prefix):].rpartition("-")[0]):  # TAG-RANDOM (mkdtemp's suffix)
             log.info("removing %s, left by a write that was killed", path)
             shutil.rmtree(path, ignore_errors=True)
 

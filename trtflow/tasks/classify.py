@@ -7,16 +7,16 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from trtflow.arrays import to_numpy
-from trtflow.tasks.base import FrameMeta, Task, whole_option
+from trtflow.tasks.base import FrameMeta, whole_option
 from trtflow.tasks.detect import _resolve_size
-from trtflow.tasks.prepare import Prep, feed_of, prepare_frames
+from trtflow.tasks.prepare import Prep, PreparedTask
 from trtflow.tasks.results import Classification
 from trtflow.vision.imagenet import softmax
 
 IMAGENET = Prep(mode="crop", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), pad_value=0.0)
 
 
-class ClassifyTask(Task):
+class ClassifyTask(PreparedTask):
     """Top-k classes per frame.
 
     Args:
@@ -42,10 +42,6 @@ class ClassifyTask(Task):
                          base.mean, base.std, base.pad_value, base.crop_ratio)
         self.top_k = whole_option("top_k", top_k, 1, "the number of classes to report per frame")
         self.output_name = engine.outputs[0].name
-
-    def prepare(self, frames: Any) -> tuple[dict[str, Any], list[FrameMeta]]:
-        x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device, self.fixed_dims())
-        return {self.input_name: feed_of(x, numpy_in)}, metas
 
     def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list[Classification]:
         logits = to_numpy(outputs[self.output_name]).astype(np.float64).reshape(len(metas), -1)

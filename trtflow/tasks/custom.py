@@ -12,9 +12,9 @@ import importlib
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from trtflow.errors import ModelLoadError, UsageError
-from trtflow.tasks.base import FrameMeta, Task
+from trtflow.tasks.base import FrameMeta
 from trtflow.tasks.detect import _resolve_size
-from trtflow.tasks.prepare import Prep, feed_of, prepare_frames
+from trtflow.tasks.prepare import Prep, PreparedTask
 from trtflow.tasks.results import Custom
 
 
@@ -41,7 +41,7 @@ def load_function(spec: str) -> Callable:
     return fn
 
 
-class CustomTask(Task):
+class CustomTask(PreparedTask):
     """A model with user post-processing; preprocessing is ``prep`` (RGB 0..1 letterboxed by default).
 
     Args:
@@ -67,10 +67,6 @@ class CustomTask(Task):
         mode = resize or base.mode
         self.prep = Prep(mode, _resolve_size(self, input_size) if mode != "none" else None, stride, base.order,
                          base.scale, base.mean, base.std, base.pad_value, base.crop_ratio)
-
-    def prepare(self, frames: Any) -> tuple[dict[str, Any], list[FrameMeta]]:
-        x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device, self.fixed_dims())
-        return {self.input_name: feed_of(x, numpy_in)}, metas
 
     def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list:
         got = self.post(dict(outputs), list(metas))

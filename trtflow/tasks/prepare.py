@@ -26,7 +26,7 @@ import numpy as np
 from trtflow.deps import require
 from trtflow.errors import UsageError
 from trtflow.spec import is_count
-from trtflow.tasks.base import RESIZE_MODES, FrameMeta, frames_list
+from trtflow.tasks.base import RESIZE_MODES, FrameMeta, Task, frames_list
 from trtflow.vision.preprocess import as_tensor, hw_size, letterbox, normalize, resize
 
 
@@ -247,3 +247,18 @@ def _normalize(x, prep: Prep):
 def feed_of(x, numpy_in: bool) -> Any:
     """The prepared tensor in the caller's family: numpy when the frames were numpy."""
     return x.numpy() if numpy_in else x
+
+
+class PreparedTask(Task):
+    """A task whose frames ``self.prep`` (a ``Prep`` its constructor sets) turns into its one image input."""
+
+    prep: Prep
+
+    def prepare(self, frames: Any) -> tuple[dict[str, Any], list[FrameMeta]]:
+        """Frames -> the feed and their metas.
+
+        Raises:
+            UsageError: resize "none" gives an input of another size than the engine's fixed one.
+        """
+        x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device, self.fixed_dims())
+        return {self.input_name: feed_of(x, numpy_in)}, metas

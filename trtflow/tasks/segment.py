@@ -24,9 +24,9 @@ import numpy as np
 
 from trtflow.arrays import to_numpy
 from trtflow.errors import UsageError
-from trtflow.tasks.base import FrameMeta, Task, number_option
+from trtflow.tasks.base import FrameMeta, number_option
 from trtflow.tasks.detect import _resolve_size
-from trtflow.tasks.prepare import Prep, feed_of, prepare_frames
+from trtflow.tasks.prepare import Prep, PreparedTask
 from trtflow.tasks.results import Segmentation, mask_stats
 
 KINDS = ("auto", "argmax", "probability", "logits")
@@ -36,7 +36,7 @@ PPOCR_PREP = Prep(mode="none", stride=32, order="bgr", mean=(0.485, 0.456, 0.406
                   pad_value=0.0)
 
 
-class SegmentTask(Task):
+class SegmentTask(PreparedTask):
     """Per-pixel classes.
 
     Args:
@@ -94,15 +94,6 @@ class SegmentTask(Task):
             raise UsageError(f"segmentation kind probability thresholds a one-channel map, but the output "
                              f"'{self.output_name}' has {channels} channels (only the first would be read): give "
                              "kind logits (argmax over the channels), or auto")
-
-    def prepare(self, frames: Any) -> tuple[dict[str, Any], list[FrameMeta]]:
-        """Frames -> the feed and their metas.
-
-        Raises:
-            UsageError: resize "none" gives an input of another size than the engine's fixed one.
-        """
-        x, metas, numpy_in = prepare_frames(frames, self.prep, self.input_spec.dtype, self.device, self.fixed_dims())
-        return {self.input_name: feed_of(x, numpy_in)}, metas
 
     def finish(self, outputs: Mapping[str, Any], metas: Sequence[FrameMeta]) -> list[Segmentation]:
         y = outputs[self.output_name]

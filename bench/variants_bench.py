@@ -29,7 +29,6 @@ model; a variant whose build would start after ``--stop-s`` is skipped.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
 import time
@@ -42,7 +41,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.tune_bench import model_of, parse_runs, size_of  # noqa: E402
+from bench.tune_bench import model_of, parse_runs, release, size_of  # noqa: E402
 from trtflow.backends.torch import fuse  # noqa: E402
 from trtflow.backends.torch.runner import TorchEngine  # noqa: E402
 from trtflow.bench import BenchConfig, run_bench  # noqa: E402
@@ -141,9 +140,7 @@ def main(argv=None) -> int:
         for engine in engines.values():
             engine.close()
         del engines
-        torch._dynamo.reset()
-        gc.collect()
-        torch.cuda.empty_cache()
+        release()
     print("| model | batch | variant | img/s (timings) | vs first | max abs diff vs first | compile s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

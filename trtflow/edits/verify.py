@@ -61,7 +61,7 @@ class VerifyConfig:
         for name in ("atol", "rtol"):
             if getattr(self, name) is not None:
                 fields.set_field(self, name, fields.number(getattr(self, name), name, 0))
-        self.tolerances  # refuses per-output tolerances and min_agreement of the wrong type or range
+        _ = self.tolerances  # refuses per-output tolerances and min_agreement of the wrong type or range
         for name in ("per_output_atol", "per_output_rtol"):
             fields.set_field(self, name, dict(getattr(self, name)))
         if not isinstance(self.inputs, Mapping):

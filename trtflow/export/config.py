@@ -65,7 +65,7 @@ class ExportConfig:
         if not isinstance(self.dynamic, Mapping) or not all(isinstance(a, Mapping) for a in self.dynamic.values()):
             raise UsageError(f"dynamic: expected a dict input name -> {{axis: label}}, e.g. {{'x': {{0: 'batch'}}}}, "
                              f"got {self.dynamic!r}")
-        self.tolerances()  # refuses tolerances of the wrong type or range
+        _ = self.tolerances  # refuses tolerances of the wrong type or range
         for name, axes in self.dynamic.items():
             for axis, label in axes.items():
                 if isinstance(axis, bool) or not isinstance(axis, int) or axis < 0:
@@ -75,6 +75,7 @@ class ExportConfig:
                         f"dynamic axis label '{label}' of '{name}' must be an identifier, e.g. batch or seq_len"
                     )
 
+    @property
     def tolerances(self) -> Tolerances:
         """The verification's tolerances (atol, rtol, per output, min_agreement) as ``Tolerances``."""
         return Tolerances(self.atol, self.rtol, self.per_output_atol, self.per_output_rtol,

@@ -118,7 +118,7 @@ def from_torch(
         resized = resized_inputs(inputs, dynamic)
         if resized:
             cases["dynamic axes resized"] = resized
-        tol = config.tolerances()
+        tol = config.tolerances
         tol.check_names([s.name for s in outputs_spec])
         try:
             result.verification = verify_export(out, module, cases, output_names, tol)

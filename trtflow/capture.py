@@ -68,11 +68,13 @@ class _Records(logging.Filter):
         return False
 
 
-def _handlers(names: Sequence[str]) -> list[logging.Handler]:
-    """Every handler a record of the named loggers can reach (their own, the root's, the last resort)."""
+def _handlers(names: Sequence[str] | None) -> list[logging.Handler]:
+    """Every handler a record of the named loggers (None: of any logger) can reach (their own, the
+    root's, the last resort)."""
     loggers = [logging.root] + [
         logger for name, logger in list(logging.root.manager.loggerDict.items())
-        if isinstance(logger, logging.Logger) and any(name == n or name.startswith(n + ".") for n in names)
+        if isinstance(logger, logging.Logger)
+        and (names is None or any(name == n or name.startswith(n + ".") for n in names))
     ]
     found = [h for logger in loggers for h in logger.handlers]
     if logging.lastResort is not None:
@@ -96,11 +98,12 @@ def _to_terminal(streams: dict) -> list[tuple[logging.StreamHandler, object]]:
     """Point the stream handlers that write to the real stdout/stderr (``logging.basicConfig``'s) at
     the saved descriptors while 1 and 2 are redirected, so the records the capture lets through
     (trtflow's, errors, other threads') still reach the terminal. Returns (handler, stream) to restore."""
-    loggers = [logging.root] + [lg for lg in list(logging.root.manager.loggerDict.values()) if isinstance(lg, logging.Logger)]
     swapped = []
-    for h in dict.fromkeys(h for lg in loggers for h in lg.handlers):
+    for h in _handlers(None):
+        if type(h) is not logging.StreamHandler:  # not a file handler, nor the last resort (it reads sys.stderr)
+            continue
         for s in streams.values():
-            if type(h) is logging.StreamHandler and h.stream is s._real and s.other is not s._real:
+            if h.stream is s._real and s.other is not s._real:
                 swapped.append((h, h.setStream(s.other)))
     return swapped
 

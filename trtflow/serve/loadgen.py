@@ -126,11 +126,11 @@ def _check_shapes(config: LoadConfig, inputs: list[dict]) -> None:
         if name not in dims:
             raise UsageError(f"--shapes names '{name}', which is not an input of model '{config.model}'; "
                              f"its inputs are {list(dims)}")
-        want = dims[name]
-        if not TensorSpec(name, "float32", tuple("?" if w < 0 else w for w in want)).takes(shape):
-            spec = "x".join("?" if w < 0 else str(w) for w in want) or "a scalar"
+        spec = TensorSpec(name, "float32", tuple("?" if w < 0 else w for w in dims[name]))  # the dtype is not checked
+        if not spec.takes(shape):
+            shaped = "x".join(map(str, spec.shape)) or "a scalar"
             raise UsageError(f"--shapes {name}:{'x'.join(map(str, shape))} does not fit input '{name}' of model "
-                             f"'{config.model}', shaped {spec} (? any size): every request would be refused")
+                             f"'{config.model}', shaped {shaped} (? any size): every request would be refused")
 
 
 def _grpc_metadata(host: str, port: int, model: str) -> dict:

@@ -171,10 +171,9 @@ def _compare_module(args, engines: list[str], tolerances, tmp: str, stack: conte
     from trtflow.arrays import to_numpy
     from trtflow.cli.export import export_config, module_and_examples
     from trtflow.compare.engines import compare_engines
-    from trtflow.feeds import build_feed, load_array, parse_input_args
+    from trtflow.feeds import build_feed, parse_input_args
     from trtflow.backends import load
     from trtflow.export import from_torch
-    from trtflow.spec import parse_shapes
 
     files = parse_input_args(args.input)  # the values compared on
     on_file = {n: v for n, v in files.items() if v != "random"}
@@ -182,8 +181,7 @@ def _compare_module(args, engines: list[str], tolerances, tmp: str, stack: conte
     use_files = bool(on_file) and not options.shapes_of(args)
     module, examples, names = module_and_examples(args, args.model, use_files=use_files)
     config = export_config(args, names, verify=False)
-    given = {n: load_array(on_file[n], n, lazy=True) for n in parse_shapes(args.shapes) if n in on_file}
-    options.check_files_match_shapes(given, files, args, config.dynamic)  # before the export, as run refuses it
+    options.check_files_match_shapes(None, files, args, config.dynamic)  # before the export, as run refuses it
     onnx_path = f"{tmp}/model.onnx"
     loaded = {}
     with output.bar("exporting") as step:

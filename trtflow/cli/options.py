@@ -335,20 +335,24 @@ def feed_for(engine, files: dict, args: argparse.Namespace) -> dict:
 
 def check_files_match_shapes(values, files: dict, args: argparse.Namespace, dynamic=None) -> None:
     """Refuse a --shapes shape that the --input file of the same input contradicts: ``values`` (name ->
-    array or tensor, the files' values where given) run at the file's shape, not the one asked for.
+    array or tensor, the files' values where given; None: read from the files) run at the file's shape,
+    not the one asked for.
     With ``dynamic`` (input name -> {axis: label}, an export's dynamic axes), --shapes is the shape
     exported and a file may differ from it on those axes only.
 
     Raises:
         UsageError: a file whose shape the --shapes shape of its input does not take.
     """
+    from trtflow.feeds import load_array
+
     for name, shape in parse_shapes(args.shapes).items():
-        if files.get(name, "random") == "random" or name not in values:
+        if files.get(name, "random") == "random" or (values is not None and name not in values):
             continue
+        value = load_array(files[name], name, lazy=True) if values is None else values[name]
         axes = (dynamic or {}).get(name, {})
         exported = TensorSpec(name, "float32", tuple(axes.get(i, d) for i, d in enumerate(shape)))
-        if not exported.takes(values[name].shape):
-            have, want = "x".join(map(str, values[name].shape)), "x".join(map(str, shape))
+        if not exported.takes(value.shape):
+            have, want = "x".join(map(str, value.shape)), "x".join(map(str, shape))
             fix = f"drop --shapes {name} (the file sets its shape) or give a {want} file"
             if dynamic is not None:  # an export: a dynamic axis may differ
                 fix += f", or make each axis they differ on dynamic (--dynamic {name}:AXIS=LABEL)"
